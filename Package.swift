@@ -1,0 +1,53 @@
+// swift-tools-version: 6.2
+// pvh: a VMM on Linux KVM that runs Xen PVH guests. One target per concern;
+// dependencies point downward only (see ../shared/style-guide.md §1).
+import PackageDescription
+
+/// Targets that must not touch pointers: the compiler checks it.
+let safeSettings: [SwiftSetting] = [.strictMemorySafety()]
+
+let package = Package(
+    name: "pvh",
+    platforms: [.macOS(.v15)],
+    products: [
+        .executable(name: "pvh", targets: ["pvh"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+    ],
+    targets: [
+        // C shim: linux/kvm.h, Xen's public headers, non-variadic ioctl wrappers.
+        .target(name: "CKVM"),
+        // C shim over the system decompressors (zlib, xz/lzma, bzip2, lz4, zstd).
+        .target(
+            name: "CDecompress",
+            linkerSettings: [
+                .linkedLibrary("z"), .linkedLibrary("lzma"), .linkedLibrary("bz2"),
+                .linkedLibrary("lz4"), .linkedLibrary("zstd"),
+            ]),
+        // Guest physical memory: the protocol, bounds-checked accessors, the mmap implementation.
+        .target(name: "GuestMemory"),
+        // Xen ABI: typed IDs, hypercall numbers, errno, layouts taken from Xen's headers.
+        .target(name: "XenABI", dependencies: ["CKVM"], swiftSettings: safeSettings),
+        // KVM: system / VM / vCPU objects, exits, capabilities, CPUID. The only caller of ioctl.
+        .target(name: "KVM", dependencies: ["CKVM", "GuestMemory"]),
+        // PVH loader: ELF, notes, bzImage, start_info, memory map, ACPI.
+        .target(name: "PVHBoot", dependencies: ["GuestMemory", "XenABI", "CDecompress"]),
+        // Hypercall decoding and dispatch to service protocols.
+        .target(name: "Hypercalls", dependencies: ["GuestMemory", "XenABI"], swiftSettings: safeSettings),
+        // Wiring: vCPU threads, exit handling, transports.
+        .target(name: "VMM", dependencies: ["KVM", "GuestMemory", "XenABI", "PVHBoot", "Hypercalls"]),
+        .executableTarget(
+            name: "pvh",
+            dependencies: ["VMM", "KVM", "PVHBoot", .product(name: "ArgumentParser", package: "swift-argument-parser")]),
+        // Test helpers: mock guest memory, ELF fixture builder. Imported by tests only.
+        .target(name: "TestSupport", dependencies: ["GuestMemory", "XenABI"]),
+
+        .testTarget(name: "GuestMemoryTests", dependencies: ["GuestMemory", "TestSupport"]),
+        .testTarget(name: "XenABITests", dependencies: ["XenABI"]),
+        .testTarget(name: "KVMTests", dependencies: ["KVM", "GuestMemory"]),
+        .testTarget(name: "PVHBootTests", dependencies: ["PVHBoot", "TestSupport", "XenABI", "GuestMemory"]),
+        .testTarget(name: "HypercallsTests", dependencies: ["Hypercalls", "TestSupport", "XenABI", "GuestMemory"]),
+        .testTarget(name: "IntegrationTests", dependencies: ["VMM", "KVM", "PVHBoot"]),
+    ]
+)

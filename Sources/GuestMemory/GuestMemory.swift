@@ -1,0 +1,66 @@
+/// Errors from guest-memory access. A guest-supplied address that is not backed
+/// by RAM is a normal, recoverable condition (the hypercall layer turns it into -EFAULT).
+public enum GuestMemoryError: Error, Equatable, Sendable {
+    /// `[address, address + count)` is not wholly inside one guest RAM region.
+    case outOfBounds(GuestPhysicalAddress, count: UInt64)
+    /// A region could not be created or registered.
+    case mappingFailed(errno: Int32)
+    /// A new region overlaps an existing one.
+    case overlap(GuestPhysicalRange)
+}
+
+/// Guest physical memory as consumers (loader, hypercalls, devices) see it:
+/// bounds-checked copies in and out, never a pointer. Every access either
+/// lies wholly inside one region or fails with `.outOfBounds`; nothing a
+/// guest names can reach host memory outside the guest.
+///
+/// Multi-byte integers are little-endian (x86). Loads copy: a value read
+/// once is the value used (the guest may change memory concurrently).
+public protocol GuestMemory: AnyObject, Sendable {
+    /// The RAM regions, sorted by address.
+    var regions: [GuestPhysicalRange] { get }
+
+    /// Copies `count` bytes out of the guest.
+    func read(at address: GuestPhysicalAddress, count: Int) throws(GuestMemoryError) -> [UInt8]
+
+    /// Copies `bytes` into the guest.
+    func write(_ bytes: [UInt8], at address: GuestPhysicalAddress) throws(GuestMemoryError)
+
+    /// Sets `count` bytes to `value`.
+    func fill(at address: GuestPhysicalAddress, count: Int, with value: UInt8) throws(GuestMemoryError)
+
+    /// Loads an integer with a single access where the implementation can
+    /// (ring indices are read this way, so a concurrent guest write is seen
+    /// either wholly or not at all).
+    func load<T: FixedWidthInteger & UnsignedInteger>(_ type: T.Type, at address: GuestPhysicalAddress) throws(GuestMemoryError) -> T
+
+    /// Stores an integer with a single access where the implementation can.
+    func store<T: FixedWidthInteger & UnsignedInteger>(_ value: T, at address: GuestPhysicalAddress) throws(GuestMemoryError)
+}
+
+extension GuestMemory {
+    /// True when `[address, address + count)` lies wholly inside one region.
+    public func contains(_ address: GuestPhysicalAddress, count: UInt64) -> Bool {
+        regions.contains { $0.contains(address, count: count) }
+    }
+
+    /// Total RAM bytes.
+    public var size: UInt64 { regions.reduce(0) { $0 + $1.length } }
+}
+
+/// Little-endian integer (de)serialisation shared by implementations and tests.
+public enum LittleEndianBytes {
+    public static func decode<T: FixedWidthInteger>(_ type: T.Type, from bytes: some Collection<UInt8>) -> T {
+        var value: T = 0
+        var shift = 0
+        for b in bytes.prefix(MemoryLayout<T>.size) {
+            value |= T(truncatingIfNeeded: b) << shift
+            shift += 8
+        }
+        return value
+    }
+
+    public static func encode<T: FixedWidthInteger>(_ value: T) -> [UInt8] {
+        (0..<MemoryLayout<T>.size).map { UInt8(truncatingIfNeeded: value >> ($0 * 8)) }
+    }
+}

@@ -1,0 +1,114 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import Synchronization
+
+/// One anonymous host mapping that backs one guest physical range.
+/// Owns the mapping and unmaps it in `deinit`.
+public final class GuestMemoryMapping: @unchecked Sendable {
+    // SAFETY: `base` is immutable after init and valid for `range.length`
+    // bytes until deinit; all access goes through bounds checks below.
+    public let range: GuestPhysicalRange
+    let base: UnsafeMutableRawPointer
+
+    init(range: GuestPhysicalRange) throws(GuestMemoryError) {
+        let length = Int(range.length)
+        // MAP_NORESERVE: guest RAM is touched lazily; a 4 GiB guest that uses
+        // 20 MiB costs 20 MiB.
+        let p = mmap(nil, length, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0)
+        guard let p, p != MAP_FAILED else { throw .mappingFailed(errno: errno) }
+        self.range = range
+        self.base = p
+    }
+
+    deinit {
+        // SAFETY: base/length are exactly what mmap returned.
+        munmap(base, Int(range.length))
+    }
+
+    /// The host virtual address of the first byte, for KVM_SET_USER_MEMORY_REGION.
+    public var hostAddress: UInt64 { UInt64(UInt(bitPattern: base)) }
+
+    /// Host pointer to `offset` inside the mapping. Caller must have checked bounds.
+    @unsafe func pointer(at offset: UInt64) -> UnsafeMutableRawPointer { base + Int(offset) }
+}
+
+/// Guest RAM backed by anonymous mmap'd regions. Regions may be added while
+/// vCPUs run (e.g. the shared_info page placed in a hole), so the region list
+/// is read under a lock; the bytes themselves are not locked (the guest writes
+/// them concurrently anyway).
+public final class MappedGuestMemory: GuestMemory, @unchecked Sendable {
+    private let mappings: Mutex<[GuestMemoryMapping]>
+
+    public init() { mappings = Mutex([]) }
+
+    /// Creates guest RAM covering each range (page-aligned, non-overlapping).
+    public convenience init(ranges: [GuestPhysicalRange]) throws(GuestMemoryError) {
+        self.init()
+        for r in ranges { _ = try addRegion(r) }
+    }
+
+    /// Maps a new zeroed region and returns it (the caller registers it with KVM).
+    @discardableResult
+    public func addRegion(_ range: GuestPhysicalRange) throws(GuestMemoryError) -> GuestMemoryMapping {
+        guard range.length > 0, range.start.rawValue & 0xfff == 0, range.length & 0xfff == 0,
+              range.start.advanced(by: range.length) != nil
+        else { throw .outOfBounds(range.start, count: range.length) }
+        let m = try GuestMemoryMapping(range: range)
+        return try mappings.withLock { (list: inout [GuestMemoryMapping]) throws(GuestMemoryError) -> GuestMemoryMapping in
+            if list.contains(where: { $0.range.overlaps(range) }) { throw .overlap(range) }
+            list.append(m)
+            list.sort { $0.range.start < $1.range.start }
+            return m
+        }
+    }
+
+    /// The mappings, for registering with KVM.
+    public var mappingList: [GuestMemoryMapping] { mappings.withLock { $0 } }
+
+    public var regions: [GuestPhysicalRange] { mappings.withLock { $0.map(\.range) } }
+
+    /// The mapping holding all of `[address, address+count)` and the offset in it.
+    private func locate(_ address: GuestPhysicalAddress, _ count: Int) throws(GuestMemoryError) -> (GuestMemoryMapping, UInt64) {
+        guard count >= 0 else { throw .outOfBounds(address, count: 0) }
+        let found = mappings.withLock { list in list.first { $0.range.contains(address, count: UInt64(count)) } }
+        guard let m = found else { throw .outOfBounds(address, count: UInt64(count)) }
+        return (m, address.rawValue - m.range.start.rawValue)
+    }
+
+    public func read(at address: GuestPhysicalAddress, count: Int) throws(GuestMemoryError) -> [UInt8] {
+        let (m, off) = try locate(address, count)
+        // SAFETY: locate() proved [off, off+count) is inside the mapping.
+        return unsafe [UInt8](unsafeUninitializedCapacity: count) { buf, n in
+            unsafe buf.baseAddress.map { unsafe $0.update(from: m.pointer(at: off).assumingMemoryBound(to: UInt8.self), count: count) }
+            n = count
+        }
+    }
+
+    public func write(_ bytes: [UInt8], at address: GuestPhysicalAddress) throws(GuestMemoryError) {
+        let (m, off) = try locate(address, bytes.count)
+        // SAFETY: locate() proved [off, off+bytes.count) is inside the mapping.
+        unsafe bytes.withUnsafeBytes { src in
+            unsafe m.pointer(at: off).copyMemory(from: src.baseAddress ?? UnsafeRawPointer(bitPattern: 1)!, byteCount: src.count)
+        }
+    }
+
+    public func fill(at address: GuestPhysicalAddress, count: Int, with value: UInt8) throws(GuestMemoryError) {
+        let (m, off) = try locate(address, count)
+        // SAFETY: locate() proved the range is inside the mapping.
+        _ = unsafe memset(m.pointer(at: off), Int32(value), count)
+    }
+
+    public func load<T: FixedWidthInteger & UnsignedInteger>(_ type: T.Type, at address: GuestPhysicalAddress) throws(GuestMemoryError) -> T {
+        let (m, off) = try locate(address, MemoryLayout<T>.size)
+        // SAFETY: in bounds (locate); loadUnaligned is a single access for
+        // naturally aligned 1/2/4/8-byte values on x86.
+        return T(littleEndian: unsafe m.pointer(at: off).loadUnaligned(as: T.self))
+    }
+
+    public func store<T: FixedWidthInteger & UnsignedInteger>(_ value: T, at address: GuestPhysicalAddress) throws(GuestMemoryError) {
+        let (m, off) = try locate(address, MemoryLayout<T>.size)
+        // SAFETY: in bounds (locate).
+        unsafe m.pointer(at: off).storeBytes(of: value.littleEndian, as: T.self)
+    }
+}

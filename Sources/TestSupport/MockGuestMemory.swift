@@ -1,0 +1,52 @@
+import GuestMemory
+import Synchronization
+
+/// Guest memory over plain byte arrays, for unit tests: same semantics as the
+/// mmap implementation (regions, bounds checks, little-endian), no pointers.
+public final class MockGuestMemory: GuestMemory, @unchecked Sendable {
+    private struct Region { var range: GuestPhysicalRange; var bytes: [UInt8] }
+    private let state: Mutex<[Region]>
+
+    /// One region of `size` bytes at `base`.
+    public convenience init(size: Int, base: UInt64 = 0) {
+        self.init(ranges: [GuestPhysicalRange(start: GuestPhysicalAddress(base), length: UInt64(size))])
+    }
+
+    public init(ranges: [GuestPhysicalRange]) {
+        state = Mutex(ranges.sorted { $0.start < $1.start }.map { Region(range: $0, bytes: [UInt8](repeating: 0, count: Int($0.length))) })
+    }
+
+    public var regions: [GuestPhysicalRange] { state.withLock { $0.map(\.range) } }
+
+    private func withRegion<R>(_ a: GuestPhysicalAddress, _ count: Int, _ body: (inout [UInt8], Int) -> R) throws(GuestMemoryError) -> R {
+        guard count >= 0 else { throw .outOfBounds(a, count: 0) }
+        let r: R? = state.withLock { regions in
+            guard let i = regions.firstIndex(where: { $0.range.contains(a, count: UInt64(count)) }) else { return nil }
+            return body(&regions[i].bytes, Int(a.rawValue - regions[i].range.start.rawValue))
+        }
+        guard let r else { throw .outOfBounds(a, count: UInt64(count)) }
+        return r
+    }
+
+    public func read(at address: GuestPhysicalAddress, count: Int) throws(GuestMemoryError) -> [UInt8] {
+        try withRegion(address, count) { b, o in Array(b[o..<o + count]) }
+    }
+
+    public func write(_ bytes: [UInt8], at address: GuestPhysicalAddress) throws(GuestMemoryError) {
+        try withRegion(address, bytes.count) { b, o in b.replaceSubrange(o..<o + bytes.count, with: bytes) }
+    }
+
+    public func fill(at address: GuestPhysicalAddress, count: Int, with value: UInt8) throws(GuestMemoryError) {
+        try withRegion(address, count) { b, o in
+            for i in o..<o + count { b[i] = value }
+        }
+    }
+
+    public func load<T: FixedWidthInteger & UnsignedInteger>(_ type: T.Type, at address: GuestPhysicalAddress) throws(GuestMemoryError) -> T {
+        LittleEndianBytes.decode(T.self, from: try read(at: address, count: MemoryLayout<T>.size))
+    }
+
+    public func store<T: FixedWidthInteger & UnsignedInteger>(_ value: T, at address: GuestPhysicalAddress) throws(GuestMemoryError) {
+        try write(LittleEndianBytes.encode(value), at: address)
+    }
+}

@@ -1,0 +1,29 @@
+/// Typed identifiers of Xen objects. A bare integer never crosses a target boundary.
+
+/// A domain ID (`domid_t`). `DOMID_SELF` is 0x7ff0.
+public struct DomainID: RawRepresentable, Hashable, Sendable, CustomStringConvertible {
+    public var rawValue: UInt16
+    public init(rawValue: UInt16) { self.rawValue = rawValue }
+    /// `DOMID_SELF` (xen.h).
+    public static let `self` = DomainID(rawValue: 0x7ff0)
+    public var description: String { "d\(rawValue)" }
+}
+
+/// A virtual CPU index inside one domain (Xen's `vcpu_id`).
+public struct VCPUID: RawRepresentable, Hashable, Comparable, Sendable, CustomStringConvertible {
+    public var rawValue: UInt32
+    public init(rawValue: UInt32) { self.rawValue = rawValue }
+    public init(_ rawValue: UInt32) { self.rawValue = rawValue }
+    public static func < (a: Self, b: Self) -> Bool { a.rawValue < b.rawValue }
+    public var description: String { "vcpu\(rawValue)" }
+}
+
+/// A guest virtual (linear) address, as hypercall arguments carry them in PVH:
+/// they are translated through the guest's own page tables before use.
+public struct GuestVirtualAddress: RawRepresentable, Hashable, Sendable, CustomStringConvertible {
+    public var rawValue: UInt64
+    public init(rawValue: UInt64) { self.rawValue = rawValue }
+    public init(_ rawValue: UInt64) { self.rawValue = rawValue }
+    public func advanced(by n: UInt64) -> GuestVirtualAddress { GuestVirtualAddress(rawValue &+ n) }
+    public var description: String { "gva 0x" + String(rawValue, radix: 16) }
+}
