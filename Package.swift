@@ -28,7 +28,7 @@ let package = Package(
         // Guest physical memory: the protocol, bounds-checked accessors, the mmap implementation.
         .target(name: "GuestMemory"),
         // Xen ABI: typed IDs, hypercall numbers, errno, layouts taken from Xen's headers.
-        .target(name: "XenABI", dependencies: ["CKVM"], swiftSettings: safeSettings),
+        .target(name: "XenABI", dependencies: ["CKVM", "GuestMemory"], swiftSettings: safeSettings),
         // KVM: system / VM / vCPU objects, exits, capabilities, CPUID. The only caller of ioctl.
         .target(name: "KVM", dependencies: ["CKVM", "GuestMemory"]),
         // PVH loader: ELF, notes, bzImage, start_info, memory map, ACPI.
