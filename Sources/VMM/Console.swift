@@ -1,0 +1,79 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import Synchronization
+
+/// Where the guest's console bytes go: the Xen console (console_io) and the
+/// debug port 0xE9 both end here. Bytes are passed on as they arrive, never
+/// dropped or reordered.
+public protocol ConsoleSink: AnyObject, Sendable {
+    func emit(_ bytes: [UInt8])
+}
+
+/// Writes console bytes to a file descriptor (stdout for `pvh run`),
+/// retrying short writes and EINTR so nothing is lost.
+public final class FileDescriptorConsoleSink: ConsoleSink {
+    private let fd: Int32
+    private let lock = Mutex(())
+    public init(fd: Int32 = 1) { self.fd = fd }
+
+    public func emit(_ bytes: [UInt8]) {
+        lock.withLock { _ in
+            var offset = 0
+            while offset < bytes.count {
+                let n = bytes[offset...].withUnsafeBytes { Glibc.write(fd, $0.baseAddress, $0.count) }
+                if n < 0 {
+                    if errno == EINTR || errno == EAGAIN { continue }
+                    return  // stdout closed: the guest goes on without a console
+                }
+                offset += n
+            }
+        }
+    }
+}
+
+/// Collects console output and tells a waiter, line by line, what arrived.
+/// Used by integration tests and by `pvh` to stop on a marker.
+public final class CapturingConsoleSink: ConsoleSink {
+    private struct State {
+        var bytes: [UInt8] = []
+        var pendingLine: [UInt8] = []
+    }
+    private let state = Mutex(State())
+    private let onLine: @Sendable (String) -> Void
+    private let forward: (any ConsoleSink)?
+
+    /// `onLine` runs on the emitting vCPU thread for every complete line.
+    public init(forwardTo forward: (any ConsoleSink)? = nil, onLine: @escaping @Sendable (String) -> Void = { _ in }) {
+        self.forward = forward
+        self.onLine = onLine
+    }
+
+    public func emit(_ bytes: [UInt8]) {
+        forward?.emit(bytes)
+        let lines: [String] = state.withLock { s in
+            s.bytes += bytes
+            var out: [String] = []
+            for b in bytes {
+                if b == UInt8(ascii: "\n") {
+                    out.append(String(decoding: s.pendingLine, as: UTF8.self).trimmingSuffix("\r"))
+                    s.pendingLine.removeAll(keepingCapacity: true)
+                } else {
+                    s.pendingLine.append(b)
+                }
+            }
+            return out
+        }
+        for l in lines { onLine(l) }
+    }
+
+    /// Everything emitted so far.
+    public var text: String { state.withLock { String(decoding: $0.bytes, as: UTF8.self) } }
+    public var lines: [String] { text.split(separator: "\n", omittingEmptySubsequences: false).map { String($0).trimmingSuffix("\r") } }
+}
+
+extension String {
+    func trimmingSuffix(_ suffix: String) -> String {
+        hasSuffix(suffix) ? String(dropLast(suffix.count)) : self
+    }
+}

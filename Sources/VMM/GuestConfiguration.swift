@@ -1,0 +1,42 @@
+import GuestMemory
+
+/// What one guest is made of: everything `pvh run` takes on its command line.
+public struct GuestConfiguration: Sendable, Equatable {
+    /// Kernel image: ELF vmlinux (PVH note) or bzImage.
+    public var kernelPath: String
+    /// Optional initial ramdisk, passed as the first start_info module.
+    public var initrdPath: String?
+    /// Guest kernel command line.
+    public var commandLine: String
+    /// Guest RAM in MiB.
+    public var memoryMiB: Int
+    /// Virtual CPUs.
+    public var vcpus: Int
+
+    public init(kernelPath: String, initrdPath: String? = nil, commandLine: String = "", memoryMiB: Int = 256, vcpus: Int = 1) {
+        self.kernelPath = kernelPath
+        self.initrdPath = initrdPath
+        self.commandLine = commandLine
+        self.memoryMiB = memoryMiB
+        self.vcpus = vcpus
+    }
+
+    /// Largest guest pvh accepts (bounded by what one host can give).
+    public static let maximumMemoryMiB = 1 << 20
+    /// Xen's HVM limit is far higher; one KVM VM here allows KVM_CAP_MAX_VCPUS.
+    public static let maximumVCPUs = 128
+
+    /// Guest RAM ranges: low memory up to the 32-bit MMIO hole (which holds
+    /// the local APIC at 0xFEE00000), the rest above 4 GiB, as Xen's HVM
+    /// domain builder lays it out.
+    public var ramRanges: [GuestPhysicalRange] {
+        let total = UInt64(memoryMiB) << 20
+        let holeStart: UInt64 = 0xE000_0000
+        let low = min(total, holeStart)
+        var ranges = [GuestPhysicalRange(start: GuestPhysicalAddress(0), length: low)]
+        if total > low {
+            ranges.append(GuestPhysicalRange(start: GuestPhysicalAddress(0x1_0000_0000), length: total - low))
+        }
+        return ranges
+    }
+}

@@ -1,0 +1,159 @@
+import GuestMemory
+import Hypercalls
+import KVM
+import XenABI
+
+/// The transports a hypercall can arrive through (docs/ARCHITECTURE.md).
+struct HypercallTransports: Sendable {
+    /// The I/O port the hypercall-page stubs write the hypercall number to.
+    static let port: UInt16 = 0xEA
+    /// Xen's hypercall-page MSR (CPUID 0x40000002 EBX).
+    static let msr: UInt32 = 0x4000_0000
+    /// The debug console port (Xen's `hvm_print_line`, Linux's early console).
+    static let debugConsolePort: UInt16 = 0xE9
+    /// Linear addresses of `vmcall`/`vmmcall` sites the VMM breaks on.
+    var breakpointSites: Set<UInt64>
+    /// Length of the `vmcall`/`vmmcall` instruction skipped after a breakpoint hypercall.
+    static let vmcallLength: UInt64 = 3
+}
+
+/// What the vCPU threads share.
+struct DomainServices: Sendable {
+    let memory: MappedGuestMemory
+    let dispatcher: HypercallDispatcher
+    let console: any ConsoleSink
+    let lifecycle: DomainLifecycle
+    let transports: HypercallTransports
+}
+
+/// One vCPU's thread body: run KVM, handle each exit, until the domain ends.
+/// Exits are a closed enum; every case is handled here and nowhere else.
+final class VCPURunner: @unchecked Sendable {
+    // SAFETY (Sendable): a runner is used by exactly one thread after start.
+    let vcpu: VCPU
+    let id: VCPUID
+    let services: DomainServices
+
+    init(vcpu: VCPU, id: VCPUID, services: DomainServices) {
+        self.vcpu = vcpu
+        self.id = id
+        self.services = services
+    }
+
+    func run() {
+        let lifecycle = services.lifecycle
+        let vcpu = self.vcpu
+        lifecycle.onStop { vcpu.kick() }
+        while lifecycle.exit == nil {
+            let exit: VCPUExit
+            do {
+                exit = try vcpu.run()
+            } catch {
+                lifecycle.finish(.failed("\(id): KVM_RUN failed: \(error)"))
+                return
+            }
+            if let end = handle(exit) {
+                lifecycle.finish(end)
+                return
+            }
+        }
+    }
+
+    /// Handles one exit; returns how the domain ends, or nil to resume.
+    func handle(_ exit: VCPUExit) -> DomainExit? {
+        switch exit {
+        case .io(let io):
+            return handleIO(io)
+        case .wrmsr(let index, let value):
+            return handleWRMSR(index: index, value: value)
+        case .rdmsr:
+            // Only writes are filtered; a read exit means a filter we did not ask for.
+            vcpu.completeMSR(value: 0, error: true)
+            return nil
+        case .debug(let pc, _, _, _):
+            guard services.transports.breakpointSites.contains(pc) else {
+                return .failed("\(id): unexpected debug exit at 0x\(String(pc, radix: 16))")
+            }
+            return hypercall(advancingRIPBy: HypercallTransports.vmcallLength)
+        case .mmio(let address, let isWrite, _):
+            // PVH has no emulated devices: reads see all-ones, writes are dropped.
+            if !isWrite { vcpu.completeMMIORead(allOnesFor: address) }
+            return nil
+        case .halt:
+            // With the in-kernel LAPIC KVM handles HLT itself; an exit here means
+            // a halted vCPU with interrupts off: nothing can wake it.
+            return .failed("\(id): halted with interrupts disabled at rip 0x\(String(vcpu.registers.rip, radix: 16))")
+        case .shutdown:
+            return .tripleFault(rip: vcpu.registers.rip)
+        case .internalError(let error):
+            if vcpu.resolveEmulationFailure(error) { return nil }
+            return .failed("\(id): \(error)")
+        case .systemEvent(let type):
+            return .failed("\(id): KVM system event \(type)")
+        case .interrupted:
+            return nil
+        case .failEntry(let reason):
+            return .failed("\(id): KVM entry failed (hardware reason 0x\(String(reason, radix: 16)))")
+        case .unknown(let reason):
+            return .failed("\(id): unhandled KVM exit \(reason)")
+        }
+    }
+
+    private func handleIO(_ io: IOExit) -> DomainExit? {
+        switch (io.port, io.direction) {
+        case (HypercallTransports.port, .out):
+            return hypercall(advancingRIPBy: 0)
+        case (HypercallTransports.debugConsolePort, .out):
+            services.console.emit(io.data)
+            return nil
+        case (_, .in):
+            // No legacy devices in PVH: an unassigned port reads as all-ones.
+            vcpu.completeIOIn([UInt8](repeating: 0xff, count: io.data.count))
+            return nil
+        case (_, .out):
+            return nil
+        }
+    }
+
+    /// Xen's hypercall-page MSR (Xen: `wrmsr_hypervisor_regs`): bits 12+ name
+    /// the frame, bits 0-11 the page index; we offer one page (CPUID
+    /// 0x40000002 EAX = 1), so any other index is a #GP, as in Xen.
+    private func handleWRMSR(index: UInt32, value: UInt64) -> DomainExit? {
+        guard index == HypercallTransports.msr, value & 0xfff == 0 else {
+            vcpu.completeMSR(value: 0, error: true)
+            return nil
+        }
+        let page = GuestPhysicalAddress(value & ~0xfff)
+        do {
+            try services.memory.write(HypercallPage.make(port: UInt8(HypercallTransports.port)), at: page)
+            vcpu.completeMSR(value: 0, error: false)
+        } catch {
+            vcpu.completeMSR(value: 0, error: true)
+        }
+        return nil
+    }
+
+    /// Runs the hypercall named by the vCPU's registers and writes its result
+    /// to RAX. `advancingRIPBy` skips the trapping instruction for the
+    /// breakpoint transport (the port transport's `out` completes by itself).
+    private func hypercall(advancingRIPBy skip: UInt64) -> DomainExit? {
+        var regs = vcpu.registers
+        let sregs = vcpu.specialRegisters
+        let mode: GuestCPUMode = vcpu.cpuMode == .long64 ? .long64 : .protected32
+        let call = HypercallRegisters(
+            mode: mode, rax: regs.rax, rbx: regs.rbx, rcx: regs.rcx, rdx: regs.rdx,
+            rsi: regs.rsi, rdi: regs.rdi, r8: regs.r8, r10: regs.r10, r9: regs.r9, rbp: regs.rbp)
+        let paging = GuestPagingState(cr0: sregs.cr0, cr3: sregs.cr3, cr4: sregs.cr4, efer: sregs.efer)
+        switch services.dispatcher.handle(call, vcpu: id, paging: paging) {
+        case .returnToGuest(let value):
+            regs.rax = UInt64(bitPattern: value)
+        case .yield:
+            regs.rax = 0
+        case .shutdown(let reason):
+            return .shutdown(reason)
+        }
+        regs.rip &+= skip
+        vcpu.registers = regs
+        return nil
+    }
+}
