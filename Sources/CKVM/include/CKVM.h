@@ -8,6 +8,15 @@
 #include <stddef.h>
 #include <linux/kvm.h>
 
+// We implement the hypervisor side of Xen's ABI, so we want the latest
+// interface (xen-compat.h) and the hypervisor/toolstack-only constants.
+// Without this, xen.h gives the legacy guest interface, in which
+// __HYPERVISOR_sched_op is sched_op_compat (6) and __HYPERVISOR_event_channel_op
+// is event_channel_op_compat (16), and the deprecated HVM_PARAM_* are hidden.
+#ifndef __XEN_TOOLS__
+#define __XEN_TOOLS__ 1
+#endif
+
 #include <xen/xen.h>
 #include <xen/version.h>
 #include <xen/sched.h>
