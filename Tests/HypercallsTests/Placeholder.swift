@@ -1,1 +1,3 @@
 import Testing
+@testable import Hypercalls
+@Test func probeValues() { print("PROBE", probe()) }

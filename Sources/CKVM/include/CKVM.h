@@ -31,6 +31,17 @@
 #include <xen/arch-x86/cpuid.h>
 #include <xen/arch-x86/hvm/start_info.h>
 
+// Layout facts for Xen structs that hold guest handles (pointers). Swift's
+// strict memory safety treats such imported structs as unsafe types, so the
+// pointer-free targets (XenABI, Hypercalls) take their layout from these
+// constants, which the compiler derives from the same headers.
+enum {
+    PVH_XEN_MEMORY_MAP_SIZE = sizeof(struct xen_memory_map),
+    PVH_XEN_MEMORY_MAP_NR_ENTRIES_OFFSET = offsetof(struct xen_memory_map, nr_entries),
+    PVH_XEN_MEMORY_MAP_BUFFER_OFFSET = offsetof(struct xen_memory_map, buffer),
+    PVH_XEN_MEMORY_MAP_BUFFER_SIZE = sizeof(((struct xen_memory_map *)0)->buffer),
+};
+
 // Non-variadic ioctl wrappers (Swift cannot call variadic C functions).
 // Each returns the ioctl's result; on -1 the caller reads errno.
 int pvh_ioctl(int fd, unsigned long request, unsigned long arg);
