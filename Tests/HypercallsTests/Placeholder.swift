@@ -1,3 +1,0 @@
-import Testing
-@testable import Hypercalls
-@Test func probeValues() { print("PROBE", probe()) }
