@@ -8,6 +8,15 @@
 #include <stddef.h>
 #include <linux/kvm.h>
 
+// We implement the hypervisor side of Xen's ABI, so we want the latest
+// interface (xen-compat.h) and the hypervisor/toolstack-only constants.
+// Without this, xen.h gives the legacy guest interface, in which
+// __HYPERVISOR_sched_op is sched_op_compat (6) and __HYPERVISOR_event_channel_op
+// is event_channel_op_compat (16), and the deprecated HVM_PARAM_* are hidden.
+#ifndef __XEN_TOOLS__
+#define __XEN_TOOLS__ 1
+#endif
+
 #include <xen/xen.h>
 #include <xen/version.h>
 #include <xen/sched.h>
@@ -21,6 +30,17 @@
 #include <xen/hvm/params.h>
 #include <xen/arch-x86/cpuid.h>
 #include <xen/arch-x86/hvm/start_info.h>
+
+// Layout facts for Xen structs that hold guest handles (pointers). Swift's
+// strict memory safety treats such imported structs as unsafe types, so the
+// pointer-free targets (XenABI, Hypercalls) take their layout from these
+// constants, which the compiler derives from the same headers.
+enum {
+    PVH_XEN_MEMORY_MAP_SIZE = sizeof(struct xen_memory_map),
+    PVH_XEN_MEMORY_MAP_NR_ENTRIES_OFFSET = offsetof(struct xen_memory_map, nr_entries),
+    PVH_XEN_MEMORY_MAP_BUFFER_OFFSET = offsetof(struct xen_memory_map, buffer),
+    PVH_XEN_MEMORY_MAP_BUFFER_SIZE = sizeof(((struct xen_memory_map *)0)->buffer),
+};
 
 // Non-variadic ioctl wrappers (Swift cannot call variadic C functions).
 // Each returns the ioctl's result; on -1 the caller reads errno.

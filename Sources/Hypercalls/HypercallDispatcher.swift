@@ -1,0 +1,197 @@
+import GuestMemory
+import Synchronization
+import XenABI
+
+/// What the vCPU does after a hypercall.
+public enum HypercallOutcome: Hashable, Sendable {
+    /// Put the value in RAX and resume the guest.
+    case returnToGuest(Int64)
+    /// The domain shut down (SCHEDOP_shutdown, or a fatal guest error Xen
+    /// answers with domain_crash). The VMM stops all vCPUs.
+    case shutdown(ShutdownReason)
+    /// SCHEDOP_yield: RAX = 0, and the vCPU thread should yield its CPU.
+    case yield
+}
+
+/// The static facts about the domain the dispatcher answers from.
+public struct DomainConfiguration: Sendable {
+    public var domainID: DomainID
+    public var vcpuCount: Int
+    /// What XENMEM_memory_map reports (empty: -ENOSYS, as Xen without an e820).
+    public var memoryMap: [MemoryMapEntry]
+    /// XENMEM_current_reservation, in pages.
+    public var totalPages: UInt64
+    /// XENMEM_maximum_reservation, in pages.
+    public var maxPages: UInt64
+    /// The guest kernel's command line (not Xen's; XENVER_commandline does not report it).
+    public var guestCommandLine: String
+    public var version: XenVersionInfo
+    /// XENVER_get_features submap 0.
+    public var features: XenFeatures
+    /// XENVER_guest_handle: the domain's UUID (16 bytes; shorter is zero-padded).
+    public var handle: [UInt8]
+
+    public init(domainID: DomainID, vcpuCount: Int, memoryMap: [MemoryMapEntry], totalPages: UInt64,
+                maxPages: UInt64, guestCommandLine: String = "", version: XenVersionInfo = .xen417,
+                features: XenFeatures = .pvhDefault, handle: [UInt8] = []) {
+        self.domainID = domainID
+        self.vcpuCount = vcpuCount
+        self.memoryMap = memoryMap
+        self.totalPages = totalPages
+        self.maxPages = maxPages
+        self.guestCommandLine = guestCommandLine
+        self.version = version
+        self.features = features
+        self.handle = handle
+    }
+}
+
+/// The guest's console (Xen's emergency console, CONSOLEIO_*).
+public protocol ConsoleService: Sendable {
+    /// Bytes a vCPU wrote (raw: Xen strips non-printables for domUs; the
+    /// service decides what to do with control characters).
+    func write(_ bytes: [UInt8], from vcpu: VCPUID)
+    /// Up to `max` bytes of pending input; may be empty.
+    func read(max: Int) -> [UInt8]
+}
+
+/// Changes to the guest-physical map that need the VMM (memory slots).
+public protocol PhysmapService: Sendable {
+    /// Back guest frame `frame` with the domain's shared_info page (RAM or a
+    /// hole; a previous placement is moved). Errors go back to the guest.
+    func mapSharedInfo(at frame: GuestFrameNumber) throws(XenErrno)
+}
+
+/// Where a vCPU registered its vcpu_info (VCPUOP_register_vcpu_info).
+public struct VCPUInfoRegistration: Hashable, Sendable {
+    public var frame: GuestFrameNumber
+    public var offset: UInt32
+    public init(frame: GuestFrameNumber, offset: UInt32) {
+        self.frame = frame
+        self.offset = offset
+    }
+    /// The guest physical address of the vcpu_info.
+    public var address: GuestPhysicalAddress? { frame.address?.advanced(by: UInt64(offset)) }
+}
+
+/// Domain state hypercalls change and other parts of the VMM read (event
+/// channels, the time keeper, the toolstack). Thread-safe.
+public final class DomainState: Sendable {
+    struct Storage {
+        var vcpuInfo: [VCPUID: VCPUInfoRegistration] = [:]
+        var sharedInfoFrame: GuestFrameNumber?
+        var sharedInfo32Bit = false
+        var parameters = [UInt64](repeating: 0, count: Int(HVMParam.count))
+        var shutdownCode: UInt32?
+    }
+    let storage = Mutex(Storage())
+
+    public init() {}
+
+    /// The vcpu_info location `vcpu` registered, if any.
+    public func vcpuInfo(for vcpu: VCPUID) -> VCPUInfoRegistration? { storage.withLock { $0.vcpuInfo[vcpu] } }
+    /// All registrations.
+    public var vcpuInfoRegistrations: [VCPUID: VCPUInfoRegistration] { storage.withLock { $0.vcpuInfo } }
+    /// The gfn the guest placed shared_info at (XENMEM_add_to_physmap), if any.
+    public var sharedInfoFrame: GuestFrameNumber? { storage.withLock { $0.sharedInfoFrame } }
+    /// Whether shared_info / vcpu_info use the 32-bit layout: latched from the
+    /// vCPU mode when the guest sets HVM_PARAM_CALLBACK_IRQ, as Xen does
+    /// (xen/arch/x86/hvm/hvm.c hvm_latch_shinfo_size).
+    public var sharedInfoIs32Bit: Bool { storage.withLock { $0.sharedInfo32Bit } }
+    /// An HVM parameter's value (0 when never set, as in Xen). Invalid indices read 0.
+    public func parameter(_ p: HVMParam) -> UInt64 {
+        storage.withLock { p.isValid ? $0.parameters[Int(p.rawValue)] : 0 }
+    }
+    /// Sets a parameter with toolstack authority (no guest permission checks),
+    /// e.g. HVM_PARAM_STORE_PFN. Invalid indices are ignored.
+    public func setParameter(_ p: HVMParam, to value: UInt64) {
+        storage.withLock { if p.isValid { $0.parameters[Int(p.rawValue)] = value } }
+    }
+    /// The event-channel upcall the guest asked for (HVM_PARAM_CALLBACK_IRQ).
+    public var callbackVia: HVMCallbackVia { HVMCallbackVia(parameterValue: parameter(.callbackIRQ)) }
+    /// The code recorded by SCHEDOP_shutdown_code / the first SCHEDOP_shutdown (raw: may be unknown).
+    public var shutdownCode: UInt32? { storage.withLock { $0.shutdownCode } }
+}
+
+/// Decodes hypercalls and runs them against the domain's state and services.
+/// One instance per domain, shared by all vCPU threads.
+public final class HypercallDispatcher: Sendable {
+    public let configuration: DomainConfiguration
+    public let memory: any GuestMemory
+    public let console: any ConsoleService
+    public let physmap: any PhysmapService
+    public let state: DomainState
+
+    /// Most bytes one CONSOLEIO_write consumes; the rest is dropped. Xen copies
+    /// 127-byte chunks and uses continuations for long writes
+    /// (xen/drivers/char/console.c guest_console_write); we cannot restart a
+    /// hypercall, so a bound keeps one call short.
+    public static let maximumConsoleWrite = 64 * 1024
+    /// Most bytes one CONSOLEIO_read returns.
+    public static let maximumConsoleRead = 4096
+
+    public init(configuration: DomainConfiguration, memory: any GuestMemory, console: any ConsoleService,
+                physmap: any PhysmapService, state: DomainState = DomainState()) {
+        self.configuration = configuration
+        self.memory = memory
+        self.console = console
+        self.physmap = physmap
+        self.state = state
+    }
+
+    /// Runs the hypercall in `registers` for `vcpu`, whose paging registers are `paging`.
+    public func handle(_ registers: HypercallRegisters, vcpu: VCPUID, paging: GuestPagingState) -> HypercallOutcome {
+        // Xen refuses hypercalls from user mode (hvm_hypercall: hvm_get_cpl() != 0 → -EPERM).
+        guard registers.cpl == 0 else { return .returnToGuest(XenErrno.eperm.negated) }
+        let context = CallContext(vcpu: vcpu, mode: registers.mode,
+                                  guest: GuestAddressTranslator(memory: memory, paging: paging))
+        return execute(Hypercall(decoding: registers), context)
+    }
+
+    /// The caller of one hypercall.
+    struct CallContext {
+        let vcpu: VCPUID
+        let mode: GuestCPUMode
+        let guest: GuestAddressTranslator
+    }
+
+    func execute(_ call: Hypercall, _ c: CallContext) -> HypercallOutcome {
+        switch call {
+        case .xenVersion(let command, let arg):
+            return result { () throws(XenErrno) in try xenVersion(command, arg, c) }
+        case .consoleIO(let io):
+            return result { () throws(XenErrno) in try consoleIO(io, c) }
+        case .schedOp(let command, let arg):
+            return schedOp(command, arg, c)
+        case .memoryOp(let command, let startExtent, let arg):
+            return result { () throws(XenErrno) in try memoryOp(command, startExtent: startExtent, arg, c) }
+        case .vcpuOp(let command, let target, let arg):
+            return result { () throws(XenErrno) in try vcpuOp(command, target, arg, c) }
+        case .hvmOp(let command, let arg):
+            return hvmOp(command, arg, c)
+        case .unknownSubOperation(.vcpuOp, _, let args):
+            // do_vcpu_op checks the vCPU id before the sub-op (xen/arch/x86/domain.c).
+            return .returnToGuest(isValid(VCPUID(UInt32(truncatingIfNeeded: args[1])))
+                ? XenErrno.enosys.negated : XenErrno.enoent.negated)
+        case .unknownSubOperation, .unimplemented, .unknown:
+            // Every handled hypercall's default case in Xen is -ENOSYS; so is an unknown number.
+            return .returnToGuest(XenErrno.enosys.negated)
+        }
+    }
+
+    func result(_ body: () throws(XenErrno) -> Int64) -> HypercallOutcome {
+        do {
+            return .returnToGuest(try body())
+        } catch {
+            return .returnToGuest(error.negated)
+        }
+    }
+
+    func isValid(_ vcpu: VCPUID) -> Bool { Int(vcpu.rawValue) < configuration.vcpuCount }
+
+    /// `rcu_lock_domain_by_any_id`: DOMID_SELF or our own id. There are no
+    /// other domains, so any other id is -ESRCH.
+    func checkSelf(_ domid: UInt16) throws(XenErrno) {
+        guard domid == DomainID.`self`.rawValue || domid == configuration.domainID.rawValue else { throw .esrch }
+    }
+}

@@ -1,0 +1,103 @@
+import GuestMemory
+import Hypercalls
+import Synchronization
+import TestSupport
+import XenABI
+
+final class RecordingConsole: ConsoleService {
+    let written = Mutex<[UInt8]>([])
+    let writes = Mutex(0)
+    let input = Mutex<[UInt8]>([])
+    func write(_ bytes: [UInt8], from vcpu: VCPUID) {
+        written.withLock { $0 += bytes }
+        writes.withLock { $0 += 1 }
+    }
+    func read(max: Int) -> [UInt8] {
+        input.withLock { i in
+            let out = Array(i.prefix(max))
+            i.removeFirst(out.count)
+            return out
+        }
+    }
+}
+
+final class RecordingPhysmap: PhysmapService {
+    let frames = Mutex<[GuestFrameNumber]>([])
+    let failure = Mutex<XenErrno?>(nil)
+    func mapSharedInfo(at frame: GuestFrameNumber) throws(XenErrno) {
+        if let e = failure.withLock({ $0 }) { throw e }
+        frames.withLock { $0.append(frame) }
+    }
+}
+
+/// A 16 MiB guest at 0 with a dispatcher; paging off unless a test says otherwise.
+struct Harness {
+    static let ramSize = 16 << 20
+    static let domid = DomainID(rawValue: 5)
+    static let memoryMap = [
+        MemoryMapEntry(start: 0, length: 0x9f000, type: .ram),
+        MemoryMapEntry(start: 0x9f000, length: 0x1000, type: .reserved),
+        MemoryMapEntry(start: 0x100000, length: UInt64(ramSize) - 0x100000, type: .ram),
+    ]
+    let memory: MockGuestMemory
+    let console = RecordingConsole()
+    let physmap = RecordingPhysmap()
+    let dispatcher: HypercallDispatcher
+
+    init(vcpuCount: Int = 2, memoryMap: [MemoryMapEntry] = Harness.memoryMap, memory: MockGuestMemory? = nil) {
+        self.memory = memory ?? MockGuestMemory(size: Harness.ramSize)
+        let config = DomainConfiguration(
+            domainID: Harness.domid, vcpuCount: vcpuCount, memoryMap: memoryMap, totalPages: 4096,
+            maxPages: 8192, handle: Array(1...16))
+        dispatcher = HypercallDispatcher(configuration: config, memory: self.memory, console: console, physmap: physmap)
+    }
+
+    var state: DomainState { dispatcher.state }
+
+    func call(_ number: HypercallNumber, _ args: UInt64..., mode: GuestCPUMode = .long64, vcpu: UInt32 = 0,
+              paging: GuestPagingState = .pagingDisabled) -> HypercallOutcome {
+        call(raw: UInt64(number.rawValue), args, mode: mode, vcpu: vcpu, paging: paging)
+    }
+
+    func call(raw number: UInt64, _ args: [UInt64], mode: GuestCPUMode = .long64, vcpu: UInt32 = 0,
+              paging: GuestPagingState = .pagingDisabled, cpl: UInt8 = 0) -> HypercallOutcome {
+        let a = args + [UInt64](repeating: 0, count: max(0, 6 - args.count))
+        let regs = switch mode {
+        case .long64:
+            HypercallRegisters(mode: mode, rax: number, rdx: a[2], rsi: a[1], rdi: a[0], r8: a[4], r10: a[3], r9: a[5], cpl: cpl)
+        case .protected32:
+            HypercallRegisters(mode: mode, rax: number, rbx: a[0], rcx: a[1], rdx: a[2], rsi: a[3], rdi: a[4], rbp: a[5], cpl: cpl)
+        }
+        return dispatcher.handle(regs, vcpu: VCPUID(vcpu), paging: paging)
+    }
+
+    func bytes(_ address: UInt64, _ count: Int) -> [UInt8] {
+        (try? memory.read(at: GuestPhysicalAddress(address), count: count)) ?? []
+    }
+    func put(_ bytes: [UInt8], _ address: UInt64) {
+        try? memory.write(bytes, at: GuestPhysicalAddress(address))
+    }
+    func u16(_ address: UInt64) -> UInt16 { (try? memory.load(UInt16.self, at: GuestPhysicalAddress(address))) ?? 0xdead }
+    func u32(_ address: UInt64) -> UInt32 { (try? memory.load(UInt32.self, at: GuestPhysicalAddress(address))) ?? 0xdead }
+    func u64(_ address: UInt64) -> UInt64 { (try? memory.load(UInt64.self, at: GuestPhysicalAddress(address))) ?? 0xdead }
+    func set<T: FixedWidthInteger & UnsignedInteger>(_ value: T, _ address: UInt64) {
+        try? memory.store(value, at: GuestPhysicalAddress(address))
+    }
+}
+
+extension HypercallOutcome {
+    static func error(_ e: XenErrno) -> HypercallOutcome { .returnToGuest(e.negated) }
+    static let zero = HypercallOutcome.returnToGuest(0)
+}
+
+/// SplitMix64: a seeded generator, so fuzz failures reproduce.
+struct SplitMix64: RandomNumberGenerator {
+    var state: UInt64
+    mutating func next() -> UInt64 {
+        state &+= 0x9e37_79b9_7f4a_7c15
+        var z = state
+        z = (z ^ (z >> 30)) &* 0xbf58_476d_1ce4_e5b9
+        z = (z ^ (z >> 27)) &* 0x94d0_49bb_1331_11eb
+        return z ^ (z >> 31)
+    }
+}
