@@ -55,4 +55,28 @@ struct DebianKernelTests {
         #expect(try memory.read(at: intel.physicalAddress, count: 3) == [0x0f, 0x01, 0xc1])
         #expect(HVMStartInfo(decoding: try memory.read(at: info.startInfo, count: HVMStartInfo.size)) != nil)
     }
+
+    @Test(
+        "6.12 relocates (PHYS32_RELOC) when 16 MiB is not RAM; 6.1 cannot",
+        .enabled(if: GuestKit.has("vmlinuz-6.1") && GuestKit.has("vmlinuz-6.12"), "guest kit absent"))
+    func relocation() throws {
+        let mib: UInt64 = 1 << 20
+        let ram = [GuestPhysicalRange(start: GuestPhysicalAddress(0), length: 12 * mib),
+                   GuestPhysicalRange(start: GuestPhysicalAddress(64 * mib), length: 64 * mib)]
+        let k612 = try KernelImage.parse(try #require(GuestKit.kernel("vmlinuz-6.12")))
+        let reloc = try #require(k612.relocation)
+        #expect(reloc == PhysicalRelocation(alignment: 0x20_0000, minimum: GuestPhysicalAddress(0x100_0000),
+                                            maximum: GuestPhysicalAddress(0x3fff_ffff)))
+        let memory = MockGuestMemory(ranges: ram)
+        let info = try PVHLoader.load(k612, configuration: BootConfiguration(), into: memory)
+        #expect(info.kernelRange.start == GuestPhysicalAddress(64 * mib))
+        #expect(info.entry.rawValue == k612.entry.rawValue + 48 * mib)
+        let amd = try #require(info.hypercallSites.amd)
+        #expect(try memory.read(at: amd.physicalAddress, count: 3) == [0x0f, 0x01, 0xd9])
+
+        let k61 = try KernelImage.parse(try #require(GuestKit.kernel("vmlinuz-6.1")))
+        #expect(throws: BootError.imageDoesNotFit(k61.physicalRange)) {
+            try PVHLoader.plan(k61, configuration: BootConfiguration(), ram: ram)
+        }
+    }
 }
