@@ -61,7 +61,7 @@ done
 # --- which packages -----------------------------------------------------------
 # Newest package whose name matches an extended regex, by version sort.
 newest() {
-	apt-cache search --names-only "$1" | awk '{print $1}' | grep -E "$1" | sort -V | tail -n 1
+	apt-cache pkgnames linux-image- | grep -E "$1" | sort -V | tail -n 1
 }
 candidate() {	# candidate version of a package, or empty
 	apt-cache policy "$1" | awk '/Candidate:/ {print $2}' | grep -v '(none)' || true

@@ -96,7 +96,8 @@ xen_hypercall_hvm:
 	push	%r9
 	push	%r8
 	call	xen_hypercall_setfunc	/* RAX = xen_hypercall_amd or _intel */
-	cmp	$xen_hypercall_amd, %rax
+	lea	xen_hypercall_amd(%rip), %rcx
+	cmp	%rax, %rcx
 	pop	%r8
 	pop	%r9
 	pop	%r10

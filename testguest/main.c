@@ -102,15 +102,14 @@ void pvh_main(uint32_t start_info_pa)
 	e9_write(boot, (size_t)n);
 
 	uint32_t base = xen_cpuid_base();
-	if (!base) {
-		static const char msg[] = "PVHTEST xen FAIL no Xen CPUID signature\n"
-					  "PVHTEST SUMMARY 0 passed, 1 failed\n";
-		e9_write(msg, sizeof(msg) - 1);
-		for (;;)
-			__asm__ volatile("cli; hlt");
-	}
 	hypercall_init(base);
-	console_write(boot, (size_t)n);
+	if (base) {
+		console_write(boot, (size_t)n);
+	} else {
+		printk("PVHINFO no Xen CPUID signature: console on port 0xE9, "
+		       "hypercalls fail with -ENOSYS\n");
+		result("xen", 3, "no Xen CPUID signature");
+	}
 
 	idt_init();
 
@@ -164,6 +163,13 @@ void exception_fatal(const struct exc_frame *f)
 			 "PVHTEST EXCEPTION vector %lu error 0x%lx rip 0x%lx cr2 0x%lx\n",
 			 f->vector, f->error, f->rip, cr2);
 	e9_write(buf, (size_t)n);
-	console_write(buf, (size_t)n);
-	shutdown(SHUTDOWN_crash);
+
+	/* The fault may come from the hypercall path itself: try it only once. */
+	static int nested;
+	if (!nested++) {
+		console_write(buf, (size_t)n);
+		shutdown(SHUTDOWN_crash);
+	}
+	for (;;)
+		__asm__ volatile("cli; hlt");
 }

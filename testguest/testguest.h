@@ -77,6 +77,9 @@ static inline void cpuid(uint32_t leaf, uint32_t *a, uint32_t *b,
 }
 
 /* ---- main.c ---- */
+struct exc_frame;
+void pvh_main(uint32_t start_info_pa);			/* from head.S */
+void exception_fatal(const struct exc_frame *f);	/* from head.S */
 extern const struct hvm_start_info *start_info;
 /* Physical memory below 4 GiB is identity mapped (head.S). */
 static inline int phys_ok(uint64_t pa, uint64_t len)
