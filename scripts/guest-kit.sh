@@ -1,0 +1,231 @@
+#!/usr/bin/env bash
+# guest-kit.sh: real Linux test guests for pvh, from Debian 12's own packages.
+#
+# Produces, in guest-kit/out/ (or $PVH_GUEST_KIT):
+#   vmlinuz-6.1, vmlinuz-6.12              the cloud kernels' bzImages, as shipped
+#   initramfs-6.1.cpio.gz, initramfs-6.12.cpio.gz
+#                                          busybox + /init + that kernel's
+#                                          xen-blkfront/xen-netfront modules
+#   config-6.1, config-6.12                the kernels' .config (for debugging)
+#   versions.txt                           the Debian packages used
+#
+# The /init prints (on the kernel console, hvc0 under Xen):
+#   PVH-INIT: userspace reached
+#   PVH-INIT: insmod <module> ok|failed|built-in      (per module, in order)
+#   PVH-INIT: /sys/bus/xen/devices:                    (then `ls` of it)
+#   PVH-INIT: powering off
+# and then runs `poweroff -f`.
+#
+# Kernels: the newest linux-image-6.1.0-<N>-cloud-amd64-unsigned and the newest
+# linux-image-6.12.<M>+deb12-cloud-amd64-unsigned that apt knows about. In
+# Debian 12 the 6.12 kernels come from bookworm-security (and
+# bookworm-backports); if neither is in the apt sources this script stops and
+# says so rather than skipping 6.12.
+#
+# Packages are only downloaded (apt-get download) and unpacked with
+# dpkg-deb -x, never installed. Re-running is fast: if versions.txt matches
+# the packages apt would pick now and all outputs exist, nothing is done.
+# Use --force to rebuild anyway.
+#
+# Run as root on Debian 12 (root only for mknod of /dev/console in the
+# initramfs; without it the node is skipped, the kernel's built-in initramfs
+# already has one). Network access: Debian mirrors, through apt.
+#
+# Debian packages this script needs (the CI installs them first):
+#   apt dpkg cpio gzip xz-utils findutils coreutils grep gawk
+PACKAGES_NEEDED="apt dpkg cpio gzip xz-utils findutils coreutils grep gawk"
+
+set -euo pipefail
+
+usage() { echo "usage: $0 [--force]" >&2; exit 2; }
+FORCE=0
+for a in "$@"; do
+	case "$a" in
+	--force) FORCE=1 ;;
+	--print-packages) echo "$PACKAGES_NEEDED"; exit 0 ;;
+	*) usage ;;
+	esac
+done
+
+REPO_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+OUT=${PVH_GUEST_KIT:-$REPO_ROOT/guest-kit/out}
+MODULES="xen-blkfront xen-netfront"
+
+log() { echo "guest-kit: $*" >&2; }
+die() { echo "guest-kit: error: $*" >&2; exit 1; }
+
+for tool in apt-cache apt-get dpkg-deb cpio gzip xz find sort awk; do
+	command -v "$tool" >/dev/null || die "missing $tool (apt-get install $PACKAGES_NEEDED)"
+done
+
+# --- which packages -----------------------------------------------------------
+# Newest package whose name matches an extended regex, by version sort.
+# (One apt-cache call for all names and one for all versions: each costs ~1 s.)
+NAMES=$(apt-cache pkgnames linux-image-)
+newest() {
+	grep -E "$1" <<<"$NAMES" | sort -V | tail -n 1 || true
+}
+
+PKG_61=$(newest '^linux-image-6\.1\.0-[0-9]+-cloud-amd64-unsigned$')
+PKG_612=$(newest '^linux-image-6\.12\.[0-9]+\+deb12-cloud-amd64-unsigned$')
+PKG_BB=busybox-static
+
+[ -n "$PKG_61" ] || die "no linux-image-6.1.0-*-cloud-amd64-unsigned in apt (run apt-get update?)"
+if [ -z "$PKG_612" ]; then
+	die "no linux-image-6.12.*+deb12-cloud-amd64-unsigned in apt. In Debian 12 it is in
+  bookworm-security and bookworm-backports; apt sources here:
+$(grep -rhsE '^(deb |Suites:)' /etc/apt/sources.list /etc/apt/sources.list.d/ | sed 's/^/    /')
+  add one of those suites (and apt-get update), then re-run."
+fi
+
+declare -A PKG=([6.1]=$PKG_61 [6.12]=$PKG_612)
+# Candidate versions, as "package version" lines.
+VERSIONS=$(apt-cache policy "$PKG_61" "$PKG_612" "$PKG_BB" |
+	awk '/^[^ ]/ {sub(":$", "", $1); p = $1} /Candidate:/ {print p, $2}')
+candidate() { awk -v p="$1" '$1 == p {print $2}' <<<"$VERSIONS"; }
+WANT=$(
+	for k in 6.1 6.12; do echo "$k ${PKG[$k]} $(candidate "${PKG[$k]}")"; done
+	echo "busybox $PKG_BB $(candidate $PKG_BB)"
+)
+
+# --- already done? ------------------------------------------------------------
+OUTPUTS="vmlinuz-6.1 vmlinuz-6.12 initramfs-6.1.cpio.gz initramfs-6.12.cpio.gz"
+report() {
+	echo "guest-kit: $OUT"
+	(cd "$OUT" && ls -l $OUTPUTS config-* 2>/dev/null | awk '{printf "  %10d  %s\n", $5, $NF}')
+	sed 's/^/  /' "$OUT/versions.txt"
+}
+if [ "$FORCE" = 0 ] && [ -f "$OUT/versions.txt" ] && [ "$(cat "$OUT/versions.txt")" = "$WANT" ]; then
+	done_already=1
+	for f in $OUTPUTS; do [ -s "$OUT/$f" ] || done_already=0; done
+	if [ "$done_already" = 1 ]; then
+		log "up to date"
+		report
+		exit 0
+	fi
+fi
+
+# --- download and unpack ------------------------------------------------------
+mkdir -p "$OUT"
+WORK=$(mktemp -d "${TMPDIR:-/tmp}/pvh-guest-kit.XXXXXX")
+trap 'rm -rf "$WORK"' EXIT
+
+mkdir -p "$WORK/debs"
+log "downloading: ${PKG[6.1]} ${PKG[6.12]} $PKG_BB"
+(cd "$WORK/debs" && apt-get download -q -o APT::Sandbox::User=root \
+	"${PKG[6.1]}" "${PKG[6.12]}" "$PKG_BB" >&2)
+
+unpack() {	# package -> directory
+	local deb
+	deb=$(ls "$WORK"/debs/"$1"_*.deb)
+	mkdir -p "$WORK/x/$1"
+	dpkg-deb -x "$deb" "$WORK/x/$1"
+	echo "$WORK/x/$1"
+}
+BB_ROOT=$(unpack "$PKG_BB")
+BUSYBOX="$BB_ROOT/bin/busybox"
+[ -x "$BUSYBOX" ] || die "no bin/busybox in $PKG_BB"
+
+# --- initramfs ----------------------------------------------------------------
+# A module file, decompressed, on stdout (Debian 6.1 ships .ko, 6.12 .ko.xz).
+ko_cat() {
+	case "$1" in
+	*.ko.xz)  xz -dc "$1" ;;
+	*.ko.zst) zstd -dc "$1" ;;
+	*.ko.gz)  gzip -dc "$1" ;;
+	*)        cat "$1" ;;
+	esac
+}
+# Module dependency closure of $MODULES, dependencies first. The "depends="
+# string of a module's .modinfo section lists them (what modinfo prints).
+declare -A MODFILE SEEN
+ORDER=()
+visit() {
+	local m=${1//_/-} dep
+	[ -n "${SEEN[$m]:-}" ] && return
+	SEEN[$m]=1
+	local f=${MODFILE[$m]:-}
+	[ -n "$f" ] || return 0		# built-in (or missing): nothing to load
+	for dep in $(ko_cat "$f" | tr '\0' '\n' | grep -a -m1 '^depends=' | cut -d= -f2- | tr ',' ' '); do
+		visit "$dep"
+	done
+	ORDER+=("$m")
+}
+
+build_initramfs() {	# key kernel-root kver
+	local key=$1 kroot=$2 kver=$3
+	local stage="$WORK/stage-$key" moddir="$kroot/lib/modules/$kver" f m
+
+	MODFILE=() SEEN=() ORDER=()
+	while IFS= read -r f; do
+		m=$(basename "$f"); m=${m%%.ko*}; m=${m//_/-}
+		MODFILE[$m]=$f
+	done < <(find "$moddir" -name '*.ko' -o -name '*.ko.xz' -o -name '*.ko.zst' -o -name '*.ko.gz')
+	for m in $MODULES; do visit "$m"; done
+
+	rm -rf "$stage"
+	mkdir -p "$stage"/{bin,sbin,usr/bin,usr/sbin,dev,proc,sys,tmp,lib/modules}
+	cp "$BUSYBOX" "$stage/bin/busybox"
+	mknod -m 600 "$stage/dev/console" c 5 1 2>/dev/null ||
+		log "note: cannot mknod /dev/console (not root?); relying on the kernel's built-in one"
+
+	# Modules, decompressed so that busybox insmod needs no xz/zstd support.
+	local list=""
+	for m in "${ORDER[@]}"; do
+		ko_cat "${MODFILE[$m]}" > "$stage/lib/modules/$m.ko"
+		list="$list $m"
+	done
+	# Requested modules that are built into this kernel (modules.builtin).
+	local builtin=""
+	for m in $MODULES; do
+		if [ -z "${MODFILE[$m]:-}" ]; then
+			if grep -qE "/${m//-/[-_]}\.ko$" "$moddir/modules.builtin" 2>/dev/null; then
+				builtin="$builtin $m"
+			else
+				die "$m: neither a module nor built into $kver"
+			fi
+		fi
+	done
+
+	cat > "$stage/init" <<EOF
+#!/bin/busybox sh
+# pvh test initramfs for Linux $kver (generated by scripts/guest-kit.sh)
+/bin/busybox mount -t proc proc /proc
+/bin/busybox --install -s
+mount -t sysfs sysfs /sys
+mount -t devtmpfs devtmpfs /dev
+echo "PVH-INIT: userspace reached"
+echo "PVH-INIT: kernel \$(uname -r)"
+for m in$list; do
+	if insmod /lib/modules/\$m.ko; then
+		echo "PVH-INIT: insmod \$m ok"
+	else
+		echo "PVH-INIT: insmod \$m failed"
+	fi
+done
+$(for m in $builtin; do echo "echo \"PVH-INIT: insmod $m built-in\""; done)
+echo "PVH-INIT: /sys/bus/xen/devices:"
+ls -l /sys/bus/xen/devices
+echo "PVH-INIT: powering off"
+poweroff -f
+EOF
+	chmod 755 "$stage/init"
+
+	(cd "$stage" && find . -mindepth 1 | LC_ALL=C sort |
+		cpio -o -H newc --owner=0:0 --quiet) | gzip -9n > "$OUT/initramfs-$key.cpio.gz.tmp"
+	mv "$OUT/initramfs-$key.cpio.gz.tmp" "$OUT/initramfs-$key.cpio.gz"
+	log "initramfs-$key.cpio.gz: modules:$list${builtin:+ built-in:$builtin}"
+}
+
+for key in 6.1 6.12; do
+	kroot=$(unpack "${PKG[$key]}")
+	vmlinuz=$(ls "$kroot"/boot/vmlinuz-*)
+	kver=${vmlinuz##*/vmlinuz-}
+	cp "$vmlinuz" "$OUT/vmlinuz-$key"
+	cp "$kroot/boot/config-$kver" "$OUT/config-$key" 2>/dev/null || true
+	build_initramfs "$key" "$kroot" "$kver"
+	rm -rf "$kroot"
+done
+
+echo "$WANT" > "$OUT/versions.txt"
+report

@@ -1,0 +1,36 @@
+/*
+ * Constants shared by the assembly files and C (no C syntax here).
+ * Values that come from Xen's public headers are checked against them with
+ * _Static_assert in main.c, because those headers are not assembler-safe.
+ */
+#ifndef PVH_TESTGUEST_ASM_H
+#define PVH_TESTGUEST_ASM_H
+
+/* Our GDT (head.S). */
+#define GDT_CODE64	0x08
+#define GDT_DATA	0x10
+#define GDT_CODE32	0x18
+
+/* Architectural bits (Intel SDM vol. 3). */
+#define CR0_PE		0x00000001
+#define CR0_PG		0x80000000
+#define CR4_PAE		0x00000020
+#define MSR_EFER	0xc0000080
+#define EFER_LME	0x00000100
+#define PTE_P		0x001
+#define PTE_RW		0x002
+#define PTE_PS		0x080
+
+#define STACK_SIZE	0x4000
+
+/* offsetof(struct hvm_start_info, cmdline_paddr) (start_info.h). */
+#define HVM_START_INFO_CMDLINE_LO	24
+/* XENVER_version (xen/version.h). */
+#define HC32_XENVER_VERSION		0
+/* Last CPUID base we probe for the Xen signature (base step 0x100). */
+#define XEN_CPUID_LAST_BASE		0x40010000
+
+/* The hole page scenario sharedinfo_hole maps shared_info at. */
+#define SHARED_INFO_HOLE_PA		0xfeff0000
+
+#endif

@@ -1,0 +1,348 @@
+/*
+ * pvh test guest: PVH entry, the 32-bit hypercall probe (scenario hc32),
+ * the switch to long mode, and the interrupt/exception stubs.
+ *
+ * Entry state (Xen docs/misc/pvh.pandoc, "x86/HVM direct boot ABI"):
+ * 32-bit flat protected mode, paging off, interrupts off, %ebx = physical
+ * address of struct hvm_start_info; CS is a flat 32-bit code segment and
+ * DS/ES/SS flat data segments, but their selectors, the GDTR and the IDTR
+ * are unspecified, so we load our own GDT before touching any selector.
+ */
+#include <xen/elfnote.h>
+#include <xen/xen.h>
+#include <xen/arch-x86/cpuid.h>
+#include "asm.h"
+
+/*
+ * The PVH note (xen/elfnote.h, XEN_ELFNOTE_PHYS32_ENTRY): name "Xen",
+ * desc = 32-bit physical address of the entry point. Linux declares the same
+ * note in arch/x86/platform/pvh/head.S (there with a pointer-sized desc; a
+ * 4-byte desc is what the ELF note reader in Xen's libelf also accepts).
+ */
+	.section .note.Xen, "a", @note
+	.balign 4
+	.long 2f - 1f			/* namesz */
+	.long 4f - 3f			/* descsz */
+	.long XEN_ELFNOTE_PHYS32_ENTRY	/* type */
+1:	.asciz "Xen"
+2:	.balign 4
+3:	.long pvh_start32
+4:	.balign 4
+
+/* ------------------------------------------------------------------ */
+	.section .text.head, "ax"
+	.code32
+	.globl pvh_start32
+pvh_start32:
+	cld
+	cli
+	mov	%ebx, pvh_start_info_pa
+
+	lgdt	gdt_desc
+	mov	$GDT_DATA, %eax
+	mov	%eax, %ds
+	mov	%eax, %es
+	mov	%eax, %ss
+	mov	%eax, %fs
+	mov	%eax, %gs
+	ljmp	$GDT_CODE32, $1f	/* our own CS (selector unspecified) */
+1:	mov	$stack_top, %esp
+
+	call	hc32_probe
+
+	/* Long mode (Intel SDM vol. 3, 10.8.5): PAE, CR3, EFER.LME, CR0.PG. */
+	mov	%cr4, %eax
+	or	$CR4_PAE, %eax
+	mov	%eax, %cr4
+	mov	$pml4, %eax
+	mov	%eax, %cr3
+	mov	$MSR_EFER, %ecx
+	rdmsr
+	or	$EFER_LME, %eax
+	wrmsr
+	mov	%cr0, %eax
+	or	$(CR0_PG | CR0_PE), %eax
+	mov	%eax, %cr0
+	ljmp	$GDT_CODE64, $start64
+
+/*
+ * Scenario hc32: one xen_version(XENVER_version) hypercall from 32-bit
+ * protected mode through the hypercall page, using the 32-bit register ABI
+ * (EAX = number, set by the stub; EBX, ECX, EDX, ESI, EDI = arguments).
+ * Runs only if the command line selects it: no "pvh.scenarios=" at all
+ * (default: all scenarios) or a list that mentions "hc32". The result is
+ * checked later from C (scenarios.c).
+ */
+hc32_probe:
+	push	%ebx
+	push	%esi
+	push	%edi
+	push	%ebp
+	mov	pvh_start_info_pa, %ebx
+	mov	HVM_START_INFO_CMDLINE_LO(%ebx), %esi
+	cmpl	$0, HVM_START_INFO_CMDLINE_LO+4(%ebx)
+	jne	.Lhc32_done		/* command line above 4 GiB: give up */
+	test	%esi, %esi
+	jz	.Lhc32_run		/* no command line: all scenarios */
+	mov	$str_scenarios_opt, %edi
+	call	strstr32
+	test	%eax, %eax
+	jz	.Lhc32_run
+	mov	$str_hc32, %edi
+	call	strstr32
+	test	%eax, %eax
+	jz	.Lhc32_done
+.Lhc32_run:
+	call	xen_cpuid_base32
+	test	%eax, %eax
+	jz	.Lhc32_done
+	add	$2, %eax		/* leaf base+2: EBX = hypercall MSR */
+	cpuid
+	mov	%ebx, %ecx
+	mov	$hypercall_page, %eax
+	xor	%edx, %edx
+	wrmsr				/* the VMM fills hypercall_page */
+
+	mov	$HC32_XENVER_VERSION, %ebx
+	xor	%ecx, %ecx
+	mov	$0x5a5a0001, %edx	/* canaries: unused argument registers */
+	mov	$0x5a5a0002, %esi	/* must come back unchanged */
+	mov	$0x5a5a0003, %edi
+	mov	$0x5a5a0004, %ebp
+	call	hypercall_page + __HYPERVISOR_xen_version * 32
+	mov	%eax, hc32_result
+	xor	%eax, %eax
+	cmp	$HC32_XENVER_VERSION, %ebx
+	setne	%al
+	or	%eax, hc32_clobbered
+	test	%ecx, %ecx
+	setne	%al
+	or	%eax, hc32_clobbered
+	cmp	$0x5a5a0001, %edx
+	setne	%al
+	or	%eax, hc32_clobbered
+	cmp	$0x5a5a0002, %esi
+	setne	%al
+	or	%eax, hc32_clobbered
+	cmp	$0x5a5a0003, %edi
+	setne	%al
+	or	%eax, hc32_clobbered
+	cmp	$0x5a5a0004, %ebp
+	setne	%al
+	or	%eax, hc32_clobbered
+	movl	$1, hc32_ran
+.Lhc32_done:
+	pop	%ebp
+	pop	%edi
+	pop	%esi
+	pop	%ebx
+	ret
+
+/* %eax = 1 if the NUL-terminated string at %edi occurs in the one at %esi. */
+strstr32:
+	push	%esi
+	push	%ebx
+	push	%edx
+.Lss_outer:
+	xor	%edx, %edx
+.Lss_inner:
+	movb	(%edi,%edx), %al
+	test	%al, %al
+	jz	.Lss_found
+	cmpb	%al, (%esi,%edx)
+	jne	.Lss_next
+	inc	%edx
+	jmp	.Lss_inner
+.Lss_next:
+	cmpb	$0, (%esi)
+	je	.Lss_notfound
+	inc	%esi
+	jmp	.Lss_outer
+.Lss_found:
+	mov	$1, %eax
+	jmp	.Lss_ret
+.Lss_notfound:
+	xor	%eax, %eax
+.Lss_ret:
+	pop	%edx
+	pop	%ebx
+	pop	%esi
+	ret
+
+/* %eax = Xen's CPUID base leaf, or 0 (same search as xen_cpuid_base()). */
+xen_cpuid_base32:
+	push	%ebx
+	push	%esi
+	mov	$XEN_CPUID_FIRST_LEAF, %esi
+1:	mov	%esi, %eax
+	xor	%ecx, %ecx
+	cpuid
+	cmp	$XEN_CPUID_SIGNATURE_EBX, %ebx
+	jne	2f
+	cmp	$XEN_CPUID_SIGNATURE_ECX, %ecx
+	jne	2f
+	cmp	$XEN_CPUID_SIGNATURE_EDX, %edx
+	jne	2f
+	sub	%esi, %eax		/* max leaf - base must be >= 2 */
+	cmp	$2, %eax
+	jb	2f
+	mov	%esi, %eax
+	jmp	3f
+2:	add	$0x100, %esi
+	cmp	$XEN_CPUID_LAST_BASE, %esi
+	jbe	1b
+	xor	%eax, %eax
+3:	pop	%esi
+	pop	%ebx
+	ret
+
+/* ------------------------------------------------------------------ */
+	.code64
+start64:
+	mov	$GDT_DATA, %eax
+	mov	%eax, %ds
+	mov	%eax, %es
+	mov	%eax, %ss
+	mov	%eax, %fs
+	mov	%eax, %gs
+	mov	$stack_top, %rsp
+
+	/* Zero .bss (small: a few hundred bytes; the big pages are NOLOAD). */
+	mov	$__bss_start, %edi
+	mov	$__bss_end, %ecx
+	sub	%edi, %ecx
+	shr	$3, %ecx
+	xor	%eax, %eax
+	rep stosq
+
+	mov	pvh_start_info_pa, %edi	/* zero-extends into %rdi */
+	call	pvh_main
+1:	cli
+	hlt
+	jmp	1b
+
+/*
+ * Interrupt entry points (64-bit IDT gates, installed by idt_init()).
+ *
+ * #BP (vector 3) and vector 0x80 just count and record the return RIP, then
+ * iretq. On this host `int3`/`int $n` at CPL0 cannot be emulated by KVM, so
+ * the VMM delivers them through this IDT itself; the frame must be the one
+ * the CPU would build (RIP of the next instruction, CS, RFLAGS, RSP, SS).
+ */
+	.text
+	.globl bp_handler
+bp_handler:
+	push	%rax
+	mov	8(%rsp), %rax
+	mov	%rax, bp_rip
+	incl	bp_count
+	pop	%rax
+	iretq
+
+	.globl int80_handler
+int80_handler:
+	push	%rax
+	mov	8(%rsp), %rax
+	mov	%rax, int80_rip
+	incl	int80_count
+	pop	%rax
+	iretq
+
+/*
+ * Exceptions 0-31 other than #BP: report and stop (exception_fatal() prints
+ * the frame and shuts down with SHUTDOWN_crash). Vectors 8, 10-14, 17, 21,
+ * 29 and 30 push an error code; the others get a dummy 0 so that the frame
+ * is always: vector, error code, RIP, CS, RFLAGS, RSP, SS.
+ */
+.macro EXC_STUB vec
+exc_stub_\vec:
+	.if (\vec == 8) || (\vec >= 10 && \vec <= 14) || (\vec == 17) || (\vec == 21) || (\vec == 29) || (\vec == 30)
+	.else
+	push	$0
+	.endif
+	push	$\vec
+	jmp	exc_common
+.endm
+
+	.irp v, 0,1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16,17,18,19,20,21,22,23,24,25,26,27,28,29,30,31
+	EXC_STUB \v
+	.endr
+
+exc_common:
+	mov	%rsp, %rdi
+	and	$-16, %rsp
+	call	exception_fatal
+1:	cli
+	hlt
+	jmp	1b
+
+	.section .rodata
+	.balign 8
+	.globl exc_stubs
+exc_stubs:
+	.irp v, 0,1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16,17,18,19,20,21,22,23,24,25,26,27,28,29,30,31
+	.quad exc_stub_\v
+	.endr
+
+str_scenarios_opt:	.asciz "pvh.scenarios="
+str_hc32:		.asciz "hc32"
+
+/* ------------------------------------------------------------------ */
+	.data
+	.balign 8
+	.globl pvh_start_info_pa, hc32_ran, hc32_result, hc32_clobbered
+pvh_start_info_pa:	.long 0	/* written before .bss is zeroed: keep in .data */
+hc32_ran:		.long 0
+hc32_result:		.long 0
+hc32_clobbered:		.long 0
+
+	.globl bp_count, bp_rip, int80_count, int80_rip
+bp_count:	.long 0
+int80_count:	.long 0
+bp_rip:		.quad 0
+int80_rip:	.quad 0
+
+/* GDT: null, 64-bit code, flat data, flat 32-bit code (see asm.h). */
+	.balign 16
+gdt:
+	.quad 0
+	.quad 0x00af9a000000ffff	/* GDT_CODE64: L=1, DPL0, exec/read */
+	.quad 0x00cf92000000ffff	/* GDT_DATA: 4 GiB, read/write */
+	.quad 0x00cf9a000000ffff	/* GDT_CODE32: 4 GiB, D=1, exec/read */
+gdt_end:
+gdt_desc:
+	.word gdt_end - gdt - 1
+	.quad gdt
+
+/*
+ * Page tables, built at assembly time (no loop at run time): identity map
+ * of the low 4 GiB with 2 MiB pages. That covers the image, start_info,
+ * the command line, ACPI tables and the memory-map hole just below 4 GiB
+ * (scenario sharedinfo_hole maps the shared-info page at 0xFEFF0000).
+ * Everything above 4 GiB is unmapped; scenario hostile relies on that.
+ */
+	.section .data.pagetables, "aw"
+	.balign 4096
+	.globl pml4
+pml4:
+	.quad pdpt + PTE_P + PTE_RW
+	.fill 511, 8, 0
+pdpt:
+	.quad pd + 0x0000 + PTE_P + PTE_RW
+	.quad pd + 0x1000 + PTE_P + PTE_RW
+	.quad pd + 0x2000 + PTE_P + PTE_RW
+	.quad pd + 0x3000 + PTE_P + PTE_RW
+	.fill 508, 8, 0
+pd:
+	.set pd_i, 0
+	.rept 2048
+	.quad (pd_i << 21) + PTE_P + PTE_RW + PTE_PS
+	.set pd_i, pd_i + 1
+	.endr
+
+/* Stack (NOLOAD, see linker.ld). */
+	.section .pages, "aw", @nobits
+	.balign 4096
+stack_bottom:
+	.skip STACK_SIZE
+stack_top:

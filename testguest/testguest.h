@@ -1,0 +1,113 @@
+/*
+ * pvh test guest: shared declarations.
+ *
+ * Xen's public headers define the ABI; we include them rather than re-type
+ * anything. They need <stdint.h> types and __XEN_INTERFACE_VERSION__ (set on
+ * the compiler command line, see Makefile).
+ */
+#ifndef PVH_TESTGUEST_H
+#define PVH_TESTGUEST_H
+
+#include <stdint.h>
+#include <stddef.h>
+#include <stdarg.h>
+
+#include <xen/xen.h>
+#include <xen/errno.h>
+#include <xen/version.h>
+#include <xen/sched.h>
+#include <xen/memory.h>
+#include <xen/vcpu.h>
+#include <xen/hvm/hvm_op.h>
+#include <xen/hvm/params.h>
+#include <xen/arch-x86/cpuid.h>
+#include <xen/arch-x86/hvm/start_info.h>
+
+#include "asm.h"
+
+#define PAGE_SIZE 4096UL
+#define ARRAY_SIZE(a) (sizeof(a) / sizeof((a)[0]))
+
+/* ---- lib.c: string and formatting helpers (no libc) ---- */
+void *memset(void *d, int c, size_t n);
+void *memcpy(void *d, const void *s, size_t n);
+int memcmp(const void *a, const void *b, size_t n);
+size_t strlen(const char *s);
+size_t strnlen(const char *s, size_t max);
+int strncmp(const char *a, const char *b, size_t n);
+int vsnprintf(char *buf, size_t size, const char *fmt, va_list ap);
+int snprintf(char *buf, size_t size, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+
+/* ---- hypercall.c: transports, console, CPU helpers ---- */
+enum transport { TRANSPORT_PAGE, TRANSPORT_VMCALL };
+extern enum transport transport;
+
+uint32_t xen_cpuid_base(void);
+void hypercall_init(uint32_t cpuid_base);
+long hypercall(unsigned int nr, unsigned long a1, unsigned long a2,
+	       unsigned long a3, unsigned long a4, unsigned long a5);
+
+#define HC2(nr, a1, a2)     hypercall(nr, (unsigned long)(a1), (unsigned long)(a2), 0, 0, 0)
+#define HC3(nr, a1, a2, a3) hypercall(nr, (unsigned long)(a1), (unsigned long)(a2), \
+				      (unsigned long)(a3), 0, 0)
+#define xen_version(cmd, arg)       HC2(__HYPERVISOR_xen_version, cmd, arg)
+#define console_io(cmd, len, buf)   HC3(__HYPERVISOR_console_io, cmd, len, buf)
+#define memory_op(cmd, arg)         HC2(__HYPERVISOR_memory_op, cmd, arg)
+#define sched_op(cmd, arg)          HC2(__HYPERVISOR_sched_op, cmd, arg)
+#define vcpu_op(cmd, vcpu, arg)     HC3(__HYPERVISOR_vcpu_op, cmd, vcpu, arg)
+#define hvm_op(cmd, arg)            HC2(__HYPERVISOR_hvm_op, cmd, arg)
+
+void console_write(const char *s, size_t len);
+void printk(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+void e9_write(const char *s, size_t len);
+void shutdown(unsigned int reason) __attribute__((noreturn));
+
+static inline void outb(uint16_t port, uint8_t v)
+{
+	__asm__ volatile("outb %0, %1" : : "a"(v), "Nd"(port));
+}
+
+static inline void cpuid(uint32_t leaf, uint32_t *a, uint32_t *b,
+			 uint32_t *c, uint32_t *d)
+{
+	__asm__ volatile("cpuid"
+			 : "=a"(*a), "=b"(*b), "=c"(*c), "=d"(*d)
+			 : "a"(leaf), "c"(0));
+}
+
+/* ---- main.c ---- */
+struct exc_frame;
+void pvh_main(uint32_t start_info_pa);			/* from head.S */
+void exception_fatal(const struct exc_frame *f);	/* from head.S */
+extern const struct hvm_start_info *start_info;
+/* Physical memory below 4 GiB is identity mapped (head.S). */
+static inline int phys_ok(uint64_t pa, uint64_t len)
+{
+	return pa != 0 && pa < (1ULL << 32) && len <= (1ULL << 32) - pa;
+}
+#define PHYS(pa) ((void *)(uintptr_t)(pa))
+
+/* ---- scenarios.c ---- */
+struct scenario {
+	const char *name;
+	/* NULL on success, else a short reason (may be a static buffer). */
+	const char *(*run)(void);
+};
+extern const struct scenario scenarios[];
+extern const size_t nr_scenarios;
+void idt_init(void);
+
+/* ---- head.S / hypercall.S ---- */
+extern uint8_t hypercall_page[];
+extern uint32_t pvh_start_info_pa;
+extern uint32_t hc32_ran, hc32_result, hc32_clobbered;
+extern volatile uint32_t bp_count, int80_count;
+extern volatile uint64_t bp_rip, int80_rip;
+extern const uint64_t exc_stubs[32];
+void bp_handler(void);
+void int80_handler(void);
+void xen_hypercall_amd(void);
+void xen_hypercall_intel(void);
+
+#endif
