@@ -48,4 +48,7 @@ int pvh_ioctl(int fd, unsigned long request, unsigned long arg);
 int pvh_ioctl_ptr(int fd, unsigned long request, void *arg);
 int pvh_errno(void);
 
+// KVM-specific constants and helpers (ioctl numbers, kvm_run accessors).
+#include "pvh_kvm.h"
+
 #endif
