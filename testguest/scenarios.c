@@ -54,8 +54,9 @@ static const char *scen_startinfo(void)
 	if (si->version < 1)
 		return fail("version %u (memmap needs >= 1)", si->version);
 
-	if (!phys_ok(si->cmdline_paddr, 1) || !*(const char *)PHYS(si->cmdline_paddr))
-		return fail("empty command line");
+	/* pvh.pandoc: cmdline_paddr is a NUL-terminated string (may be empty). */
+	if (!phys_ok(si->cmdline_paddr, 1))
+		return fail("command line at 0x%lx outside RAM", (unsigned long)si->cmdline_paddr);
 
 	if (si->memmap_entries == 0)
 		return fail("no memmap entries");
@@ -231,13 +232,14 @@ static const char *scen_vcpuinfo(void)
 	long rc;
 
 	/*
-	 * A vcpu_info that would straddle a page boundary is refused. Tried
+	 * A vcpu_info that would straddle a page boundary is refused with
+	 * -ENXIO (Xen's map_vcpu_info: offset > PAGE_SIZE - sizeof). Tried
 	 * first: Xen also refuses any second registration with -EINVAL, and we
 	 * want this one refused for the straddling alone.
 	 */
-	if ((rc = vcpu_op(VCPUOP_register_vcpu_info, 0, &r)) != -XEN_EINVAL)
+	if ((rc = vcpu_op(VCPUOP_register_vcpu_info, 0, &r)) != -XEN_ENXIO)
 		return fail("page-crossing offset 0x%x: rc %ld, want %d",
-			    r.offset, rc, -XEN_EINVAL);
+			    r.offset, rc, -XEN_ENXIO);
 	r.offset = 64;
 	if ((rc = vcpu_op(VCPUOP_register_vcpu_info, 0, &r)) != 0)
 		return fail("mfn 0x%lx offset %u: rc %ld", (unsigned long)r.mfn, r.offset, rc);

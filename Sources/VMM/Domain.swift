@@ -1,4 +1,5 @@
 import Foundation
+import Synchronization
 import GuestMemory
 import Hypercalls
 import KVM
@@ -44,4 +45,226 @@ func readFile(_ path: String) throws(DomainError) -> [UInt8] {
         throw .unreadableFile(path: path, reason: isDirectory.boolValue ? "is a directory" : "cannot be read")
     }
     return [UInt8](data)
+}
+
+/// One running guest: its VM, RAM, vCPUs and the services hypercalls reach.
+/// Building it does everything that can fail on bad input (reading and
+/// loading the kernel) before any vCPU runs; `run()` then only runs.
+public final class Domain: Sendable {
+    public let configuration: GuestConfiguration
+    public let lifecycle = DomainLifecycle()
+    /// Where everything was put in the guest (entry, start_info, map, sites).
+    public let bootInfo: BootInfo
+    /// The host's KVM backend (hardware or the software emulator).
+    public let backend: HostBackend
+    /// The Xen-visible state hypercalls changed (shared_info, vcpu_info, params).
+    public let state: DomainState
+    /// Counters: hypercalls per transport, exits.
+    public let metrics = DomainMetrics()
+    let vm: VirtualMachine
+    let memory: MappedGuestMemory
+    let runners: [VCPURunner]
+
+    /// The domain ID the guest sees (Xen: a domU's is never 0 here).
+    public static let domainID = DomainID(rawValue: 1)
+
+    public init(configuration: GuestConfiguration, console: any ConsoleSink, system: KVMSystem? = nil) throws(DomainError) {
+        self.configuration = configuration
+        guard (16...GuestConfiguration.maximumMemoryMiB).contains(configuration.memoryMiB) else {
+            throw .badConfiguration(option: "--memory \(configuration.memoryMiB)", reason: "must be 16 to \(GuestConfiguration.maximumMemoryMiB) MiB")
+        }
+        guard (1...GuestConfiguration.maximumVCPUs).contains(configuration.vcpus) else {
+            throw .badConfiguration(option: "--vcpus \(configuration.vcpus)", reason: "must be 1 to \(GuestConfiguration.maximumVCPUs)")
+        }
+
+        // Bad input first: nothing is created for a kernel that cannot boot.
+        let kernelBytes = try readFile(configuration.kernelPath)
+        let kernel: KernelImage
+        do {
+            kernel = try KernelImage.parse(kernelBytes)
+        } catch {
+            throw .badKernel(path: configuration.kernelPath, reason: error.description)
+        }
+        let initrd = try configuration.initrdPath.map { path throws(DomainError) in try readFile(path) }
+
+        let system = try Self.kvm { () throws(KVMError) -> KVMSystem in
+            if let system { return system }
+            return try KVMSystem()
+        }
+        backend = system.backend
+        let vm = try Self.kvm { () throws(KVMError) in try system.createVM() }
+        self.vm = vm
+        try Self.kvm { () throws(KVMError) in
+            // Split irqchip: the LAPIC in the kernel, no PIC/IOAPIC/PIT (PVH has
+            // no legacy devices, and a PIT's ticks starve an emulated guest).
+            try vm.enableSplitIRQChip()
+            if vm.capabilities.exitOnEmulationFailure { try vm.enableEmulationFailureExits() }
+            try vm.trapMSRWrites([HypercallTransports.msr])
+        }
+
+        do {
+            memory = try MappedGuestMemory(ranges: configuration.ramRanges)
+        } catch {
+            throw .memory("cannot map \(configuration.memoryMiB) MiB: \(error)")
+        }
+        for mapping in memory.mappingList {
+            _ = try Self.kvm { () throws(KVMError) in try vm.addMemory(mapping) }
+        }
+
+        let boot: BootInfo
+        do {
+            boot = try PVHLoader.load(
+                kernel,
+                configuration: BootConfiguration(commandLine: configuration.commandLine, initrd: initrd, vcpuCount: configuration.vcpus),
+                into: memory)
+        } catch {
+            switch error {
+            case .initrdDoesNotFit:
+                throw .badInitrd(path: configuration.initrdPath ?? "initrd", reason: error.description)
+            default:
+                throw .badKernel(path: configuration.kernelPath, reason: error.description)
+            }
+        }
+        bootInfo = boot
+
+        let state = DomainState()
+        self.state = state
+        let totalPages = memory.size / GuestFrameNumber.pageSize
+        let dispatcher = HypercallDispatcher(
+            configuration: DomainConfiguration(
+                domainID: Self.domainID, vcpuCount: configuration.vcpus, memoryMap: boot.memoryMap,
+                totalPages: totalPages, maxPages: totalPages, guestCommandLine: configuration.commandLine),
+            memory: memory, console: ConsoleAdapter(sink: console),
+            physmap: SharedInfoBacking(vm: vm, memory: memory), state: state)
+
+        // Breakpoints on the guest's vmcall/vmmcall sites, both aliases: Linux
+        // may run them through the kernel mapping or (early) the identity one.
+        var sites: [UInt64] = []
+        for site in [boot.hypercallSites.amd, boot.hypercallSites.intel].compactMap({ $0 }) {
+            sites.append(site.virtualAddress.rawValue)
+            if site.physicalAddress.rawValue != site.virtualAddress.rawValue { sites.append(site.physicalAddress.rawValue) }
+        }
+        let hostVendorIsAMD = (try? system.supportedCPUID().lookup(function: 0)?.ebx) == 0x6874_7541  // "Auth"
+        if sites.count > DebugRegisters.maxBreakpoints {
+            // Keep the vendor's own site first: the guest picks it by CPUID vendor.
+            let preferred = hostVendorIsAMD ? boot.hypercallSites.amd : boot.hypercallSites.intel
+            sites = [preferred?.virtualAddress.rawValue, preferred?.physicalAddress.rawValue].compactMap { $0 } + sites
+            var seen = Set<UInt64>()
+            sites = Array(sites.filter { seen.insert($0).inserted }.prefix(DebugRegisters.maxBreakpoints))
+        }
+        let services = DomainServices(
+            memory: memory, dispatcher: dispatcher, console: console, lifecycle: self.lifecycle,
+            transports: HypercallTransports(breakpointSites: Set(sites.map { GuestLinearAddress($0) })),
+            metrics: metrics)
+
+        let cpuid = try Self.kvm { () throws(KVMError) in try system.supportedCPUID() }
+        let software = backend.isSoftware
+        var runners: [VCPURunner] = []
+        for index in 0..<configuration.vcpus {
+            let id = XenABI.VCPUID(UInt32(index))
+            let vcpu = try Self.kvm { () throws(KVMError) in try vm.createVCPU(id: KVM.VCPUID(UInt32(index))) }
+            try Self.kvm { () throws(KVMError) in
+                let table = Self.guestCPUID(base: cpuid, vcpu: id, tscKHz: try vcpu.tscKHz, software: software)
+                try vcpu.setCPUID(table)
+                if !sites.isEmpty {
+                    try vcpu.setGuestDebug(hardwareBreakpoints: sites.map { GuestLinearAddress($0) })
+                }
+                if index == 0 {
+                    // pvh.pandoc: 32-bit flat protected mode, paging off, EBX = start_info.
+                    try vcpu.setPVHEntryState(
+                        entry: UInt32(truncatingIfNeeded: boot.entry.rawValue),
+                        startInfo: UInt32(truncatingIfNeeded: boot.startInfo.rawValue))
+                }
+            }
+            runners.append(VCPURunner(vcpu: vcpu, id: id, services: services))
+        }
+        self.runners = runners
+    }
+
+    /// Runs the guest until it shuts down or is stopped. vCPU 0 starts at the
+    /// PVH entry; secondary vCPUs wait for VCPUOP_up (next issue: SMP).
+    public func run() -> DomainExit {
+        guard let boot = runners.first else { return .failed("no vCPUs") }
+        let thread = Thread { boot.run() }
+        thread.name = "pvh-vcpu0"
+        thread.stackSize = 1 << 20
+        thread.start()
+        return lifecycle.wait()
+    }
+
+    /// Stops a running guest from another thread.
+    public func stop() { lifecycle.finish(.stopped) }
+
+    /// KVM's supported CPUID with its own signature leaves replaced by Xen's
+    /// (arch-x86/cpuid.h), per vCPU (leaf 4 EBX is the vCPU id).
+    static func guestCPUID(base: CPUIDTable, vcpu: XenABI.VCPUID, tscKHz: UInt32, software: Bool) -> CPUIDTable {
+        var table = base
+        for function in 0x4000_0000...0x4000_00ff as ClosedRange<UInt32> {
+            table.remove(function: function)
+        }
+        for leaf in XenCPUIDLeaves.make(vcpu: vcpu, domain: domainID, time: XenCPUIDTime(tscKHz: tscKHz)) {
+            table.set(CPUIDEntry(
+                function: leaf.function, index: leaf.index,
+                flags: leaf.significantIndex ? .significantIndex : [],
+                eax: leaf.eax, ebx: leaf.ebx, ecx: leaf.ecx, edx: leaf.edx))
+        }
+        if software {
+            // The software backend's emulator cannot run XSAVE/AVX state
+            // instructions: hide them where KVM lets us (on kvm_pvm leaves 1, 7
+            // and 0xd show through anyway; guests also get `noxsave`).
+            table.modify(function: 1) { $0.ecx &= ~(UInt32(1) << 26 | UInt32(1) << 27 | UInt32(1) << 28) }
+        }
+        return table
+    }
+
+    static func kvm<T>(_ body: () throws(KVMError) -> T) throws(DomainError) -> T {
+        do { return try body() } catch { throw .kvm("\(error)") }
+    }
+}
+
+/// Routes console_io to the sink.
+struct ConsoleAdapter: ConsoleService {
+    let sink: any ConsoleSink
+    func write(_ bytes: [UInt8], from: XenABI.VCPUID) { sink.emit(bytes) }
+    func read(max: Int) -> [UInt8] { [] }  // console input arrives with the PV console ring (next issue)
+}
+
+/// XENMEM_add_to_physmap(XENMAPSPACE_shared_info): Xen moves its shared_info
+/// page to the frame the guest names. Where that frame is RAM the guest's page
+/// becomes shared_info (zeroed); where it is a hole, a fresh page is mapped
+/// there and registered with KVM, while vCPUs run.
+final class SharedInfoBacking: PhysmapService, @unchecked Sendable {
+    // SAFETY (Sendable): VirtualMachine and MappedGuestMemory are thread-safe.
+    let vm: VirtualMachine
+    let memory: MappedGuestMemory
+    private let holeFrame = Mutex<GuestFrameNumber?>(nil)
+    init(vm: VirtualMachine, memory: MappedGuestMemory) {
+        self.vm = vm
+        self.memory = memory
+    }
+
+    func mapSharedInfo(at frame: GuestFrameNumber) throws(XenErrno) {
+        guard let address = frame.address else { throw .einval }
+        if memory.contains(address, count: GuestFrameNumber.pageSize) {
+            do { try memory.fill(at: address, count: Int(GuestFrameNumber.pageSize), with: 0) } catch { throw .efault }
+            return
+        }
+        // A guest cannot make us map unbounded memory: one hole page per
+        // domain; naming it again is fine, naming another hole is -ENOMEM.
+        guard address.rawValue < (1 << 46) else { throw .einval }
+        try holeFrame.withLock { (current: inout GuestFrameNumber?) throws(XenErrno) in
+            if let current {
+                guard current == frame else { throw .enomem }
+                do { try memory.fill(at: address, count: Int(GuestFrameNumber.pageSize), with: 0) } catch { throw .efault }
+                return
+            }
+            do {
+                let mapping = try memory.addRegion(GuestPhysicalRange(start: address, length: GuestFrameNumber.pageSize))
+                _ = try vm.addMemory(mapping)
+            } catch {
+                throw .enomem
+            }
+            current = frame
+        }
+    }
 }

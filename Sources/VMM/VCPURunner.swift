@@ -6,13 +6,13 @@ import XenABI
 /// The transports a hypercall can arrive through (docs/ARCHITECTURE.md).
 struct HypercallTransports: Sendable {
     /// The I/O port the hypercall-page stubs write the hypercall number to.
-    static let port: UInt16 = 0xEA
+    static let port = IOPort(0xEA)
     /// Xen's hypercall-page MSR (CPUID 0x40000002 EBX).
-    static let msr: UInt32 = 0x4000_0000
+    static let msr = MSRIndex(XenCPUIDLeaves.hypercallPageMSR)
     /// The debug console port (Xen's `hvm_print_line`, Linux's early console).
-    static let debugConsolePort: UInt16 = 0xE9
+    static let debugConsolePort = IOPort(0xE9)
     /// Linear addresses of `vmcall`/`vmmcall` sites the VMM breaks on.
-    var breakpointSites: Set<UInt64>
+    var breakpointSites: Set<GuestLinearAddress>
     /// Length of the `vmcall`/`vmmcall` instruction skipped after a breakpoint hypercall.
     static let vmcallLength: UInt64 = 3
 }
@@ -24,6 +24,7 @@ struct DomainServices: Sendable {
     let console: any ConsoleSink
     let lifecycle: DomainLifecycle
     let transports: HypercallTransports
+    let metrics: DomainMetrics
 }
 
 /// One vCPU's thread body: run KVM, handle each exit, until the domain ends.
@@ -31,10 +32,10 @@ struct DomainServices: Sendable {
 final class VCPURunner: @unchecked Sendable {
     // SAFETY (Sendable): a runner is used by exactly one thread after start.
     let vcpu: VCPU
-    let id: VCPUID
+    let id: XenABI.VCPUID
     let services: DomainServices
 
-    init(vcpu: VCPU, id: VCPUID, services: DomainServices) {
+    init(vcpu: VCPU, id: XenABI.VCPUID, services: DomainServices) {
         self.vcpu = vcpu
         self.id = id
         self.services = services
@@ -61,6 +62,7 @@ final class VCPURunner: @unchecked Sendable {
 
     /// Handles one exit; returns how the domain ends, or nil to resume.
     func handle(_ exit: VCPUExit) -> DomainExit? {
+        DomainMetrics.bump(services.metrics.exits)
         switch exit {
         case .io(let io):
             return handleIO(io)
@@ -72,27 +74,44 @@ final class VCPURunner: @unchecked Sendable {
             return nil
         case .debug(let pc, _, _, _):
             guard services.transports.breakpointSites.contains(pc) else {
-                return .failed("\(id): unexpected debug exit at 0x\(String(pc, radix: 16))")
+                return .failed("\(id): unexpected debug exit at \(pc)")
             }
+            DomainMetrics.bump(services.metrics.breakpointHypercalls)
             return hypercall(advancingRIPBy: HypercallTransports.vmcallLength)
-        case .mmio(let address, let isWrite, _):
+        case .mmio(let mmio):
             // PVH has no emulated devices: reads see all-ones, writes are dropped.
-            if !isWrite { vcpu.completeMMIORead(allOnesFor: address) }
+            if !mmio.isWrite {
+                do { try vcpu.completeMMIORead([UInt8](repeating: 0xff, count: mmio.length)) } catch {
+                    return .failed("\(id): \(error)")
+                }
+            }
             return nil
         case .halt:
             // With the in-kernel LAPIC KVM handles HLT itself; an exit here means
             // a halted vCPU with interrupts off: nothing can wake it.
-            return .failed("\(id): halted with interrupts disabled at rip 0x\(String(vcpu.registers.rip, radix: 16))")
+            return .failed("\(id): halted with interrupts disabled at rip 0x\(String(vcpu.rip, radix: 16))")
         case .shutdown:
-            return .tripleFault(rip: vcpu.registers.rip)
+            return .tripleFault(rip: vcpu.rip)
         case .internalError(let error):
-            if vcpu.resolveEmulationFailure(error) { return nil }
-            return .failed("\(id): \(error)")
+            // Software backend: int3 / int n / icebp at CPL0 go to the guest's IDT.
+            do {
+                if case .unhandled(let why) = try vcpu.handleEmulationFailure(error) {
+                    return .failed("\(id): \(error) (\(why)) at rip 0x\(String(vcpu.rip, radix: 16))")
+                }
+                DomainMetrics.bump(services.metrics.emulationFailuresDelivered)
+            } catch {
+                return .failed("\(id): \(error)")
+            }
+            return nil
         case .systemEvent(let type):
             return .failed("\(id): KVM system event \(type)")
         case .interrupted:
             return nil
-        case .failEntry(let reason):
+        case .xenHypercall:
+            // KVM_XEN_HVM_CONFIG hosts: the kernel trapped vmcall for us.
+            DomainMetrics.bump(services.metrics.kvmXenHypercalls)
+            return hypercall(advancingRIPBy: 0, completeXen: true)
+        case .failEntry(let reason, _):
             return .failed("\(id): KVM entry failed (hardware reason 0x\(String(reason, radix: 16)))")
         case .unknown(let reason):
             return .failed("\(id): unhandled KVM exit \(reason)")
@@ -102,13 +121,16 @@ final class VCPURunner: @unchecked Sendable {
     private func handleIO(_ io: IOExit) -> DomainExit? {
         switch (io.port, io.direction) {
         case (HypercallTransports.port, .out):
+            DomainMetrics.bump(services.metrics.pageHypercalls)
             return hypercall(advancingRIPBy: 0)
         case (HypercallTransports.debugConsolePort, .out):
             services.console.emit(io.data)
             return nil
         case (_, .in):
             // No legacy devices in PVH: an unassigned port reads as all-ones.
-            vcpu.completeIOIn([UInt8](repeating: 0xff, count: io.data.count))
+            do { try vcpu.completeIOIn([UInt8](repeating: 0xff, count: io.size * io.count)) } catch {
+                return .failed("\(id): \(error)")
+            }
             return nil
         case (_, .out):
             return nil
@@ -118,15 +140,16 @@ final class VCPURunner: @unchecked Sendable {
     /// Xen's hypercall-page MSR (Xen: `wrmsr_hypervisor_regs`): bits 12+ name
     /// the frame, bits 0-11 the page index; we offer one page (CPUID
     /// 0x40000002 EAX = 1), so any other index is a #GP, as in Xen.
-    private func handleWRMSR(index: UInt32, value: UInt64) -> DomainExit? {
+    private func handleWRMSR(index: MSRIndex, value: UInt64) -> DomainExit? {
         guard index == HypercallTransports.msr, value & 0xfff == 0 else {
             vcpu.completeMSR(value: 0, error: true)
             return nil
         }
         let page = GuestPhysicalAddress(value & ~0xfff)
         do {
-            try services.memory.write(HypercallPage.make(port: UInt8(HypercallTransports.port)), at: page)
+            try services.memory.write(HypercallPage.make(port: UInt8(HypercallTransports.port.rawValue)), at: page)
             vcpu.completeMSR(value: 0, error: false)
+            DomainMetrics.bump(services.metrics.hypercallPageInstalls)
         } catch {
             vcpu.completeMSR(value: 0, error: true)
         }
@@ -136,24 +159,32 @@ final class VCPURunner: @unchecked Sendable {
     /// Runs the hypercall named by the vCPU's registers and writes its result
     /// to RAX. `advancingRIPBy` skips the trapping instruction for the
     /// breakpoint transport (the port transport's `out` completes by itself).
-    private func hypercall(advancingRIPBy skip: UInt64) -> DomainExit? {
+    private func hypercall(advancingRIPBy skip: UInt64, completeXen: Bool = false) -> DomainExit? {
         var regs = vcpu.registers
         let sregs = vcpu.specialRegisters
-        let mode: GuestCPUMode = vcpu.cpuMode == .long64 ? .long64 : .protected32
+        let mode: GuestCPUMode = sregs.cpuMode == .long64 ? .long64 : .protected32
         let call = HypercallRegisters(
             mode: mode, rax: regs.rax, rbx: regs.rbx, rcx: regs.rcx, rdx: regs.rdx,
-            rsi: regs.rsi, rdi: regs.rdi, r8: regs.r8, r10: regs.r10, r9: regs.r9, rbp: regs.rbp)
+            rsi: regs.rsi, rdi: regs.rdi, r8: regs.r8, r10: regs.r10, r9: regs.r9, rbp: regs.rbp, cpl: sregs.cpl)
         let paging = GuestPagingState(cr0: sregs.cr0, cr3: sregs.cr3, cr4: sregs.cr4, efer: sregs.efer)
+        let result: UInt64
         switch services.dispatcher.handle(call, vcpu: id, paging: paging) {
         case .returnToGuest(let value):
-            regs.rax = UInt64(bitPattern: value)
+            result = UInt64(bitPattern: value)
         case .yield:
-            regs.rax = 0
+            result = 0
         case .shutdown(let reason):
             return .shutdown(reason)
         }
-        regs.rip &+= skip
-        vcpu.registers = regs
+        if completeXen {
+            vcpu.completeXenHypercall(result: result)
+        } else if skip == 0 {
+            vcpu.setRAX(result)
+        } else {
+            regs.rax = result
+            regs.rip &+= skip
+            vcpu.registers = regs
+        }
         return nil
     }
 }

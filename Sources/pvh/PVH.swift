@@ -19,7 +19,7 @@ struct PVH: ParsableCommand {
             var command = try parseAsRoot()
             try command.run()
         } catch let code as ExitCode {
-            exit(code.rawValue)
+            Glibc.exit(code.rawValue)
         } catch {
             if exitCode(for: error) == .validationFailure {
                 let message = fullMessage(for: error).split(separator: "\n").first.map(String.init) ?? "invalid arguments"
@@ -33,7 +33,7 @@ struct PVH: ParsableCommand {
 /// Prints one line to stderr and exits with status 2: bad user input.
 func usageFailure(_ message: String) -> Never {
     FileDescriptorConsoleSink(fd: 2).emit(Array("pvh: \(message)\n".utf8))
-    exit(2)
+    Glibc.exit(2)
 }
 
 struct Run: ParsableCommand {
@@ -75,7 +75,7 @@ struct Run: ParsableCommand {
         let domain: Domain
         do {
             domain = try Domain(configuration: config, console: FileDescriptorConsoleSink(fd: 1))
-        } catch let error as DomainError {
+        } catch {
             if error.isUsageError { usageFailure(error.description) }
             FileDescriptorConsoleSink(fd: 2).emit(Array("pvh: \(error.description)\n".utf8))
             throw ExitCode(1)

@@ -1,0 +1,24 @@
+import Synchronization
+
+/// Counters a domain keeps about itself: which transport each hypercall came
+/// through, and how many exits of each kind. Read by tests, `pvh` and benchmarks.
+public final class DomainMetrics: Sendable {
+    /// Hypercalls through the hypercall page (port 0xEA stubs).
+    public let pageHypercalls = Atomic<UInt64>(0)
+    /// Hypercalls through a breakpoint on a vmcall/vmmcall site.
+    public let breakpointHypercalls = Atomic<UInt64>(0)
+    /// Hypercalls intercepted by KVM itself (KVM_XEN_HVM_CONFIG hosts).
+    public let kvmXenHypercalls = Atomic<UInt64>(0)
+    /// Hypercall-page installs (MSR writes).
+    public let hypercallPageInstalls = Atomic<UInt64>(0)
+    /// Emulation failures delivered to the guest's IDT (software backend).
+    public let emulationFailuresDelivered = Atomic<UInt64>(0)
+    /// All KVM exits.
+    public let exits = Atomic<UInt64>(0)
+
+    public init() {}
+
+    static func bump(_ counter: borrowing Atomic<UInt64>) {
+        counter.wrappingAdd(1, ordering: .relaxed)
+    }
+}

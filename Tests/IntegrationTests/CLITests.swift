@@ -1,0 +1,88 @@
+import Foundation
+import Testing
+
+/// The `pvh` command-line contract: exit statuses and one-line errors.
+@Suite("pvh CLI", .enabled(if: Env.hasPVHBinary, "needs .build/debug/pvh: run `swift build` first (scripts/test.sh does)"))
+struct CLITests {
+    struct Result { let status: Int32; let stdout: String; let stderr: String }
+
+    func pvh(_ args: [String]) throws -> Result {
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: Env.pvhBinary)
+        p.arguments = args
+        let out = Pipe(), err = Pipe()
+        p.standardOutput = out
+        p.standardError = err
+        p.standardInput = FileHandle.nullDevice
+        try p.run()
+        let o = out.fileHandleForReading.readDataToEndOfFile()
+        let e = err.fileHandleForReading.readDataToEndOfFile()
+        p.waitUntilExit()
+        return Result(status: p.terminationStatus, stdout: String(decoding: o, as: UTF8.self), stderr: String(decoding: e, as: UTF8.self))
+    }
+
+    func tempFile(_ bytes: [UInt8]) throws -> String {
+        let path = FileManager.default.temporaryDirectory.appendingPathComponent("pvh-cli-\(UUID().uuidString)").path
+        _ = FileManager.default.createFile(atPath: path, contents: Data(bytes))
+        return path
+    }
+
+    @Test("a missing kernel file: one line naming it, exit 2")
+    func missingKernel() throws {
+        let r = try pvh(["run", "--kernel", "/nonexistent/vmlinuz"])
+        #expect(r.status == 2)
+        #expect(r.stderr == "pvh: /nonexistent/vmlinuz: no such file\n")
+    }
+
+    @Test("not a kernel / an ELF without the PVH note: one line, exit 2", .enabled(if: Env.hasKVM, "needs /dev/kvm"))
+    func badKernels() throws {
+        let junk = try tempFile(Array("this is not a kernel".utf8))
+        let r = try pvh(["run", "--kernel", junk])
+        #expect(r.status == 2)
+        #expect(r.stderr.hasPrefix("pvh: \(junk): "))
+        #expect(r.stderr.split(separator: "\n").count == 1)
+
+        let noNote = try tempFile(Array(try Data(contentsOf: URL(fileURLWithPath: "/bin/true"))))
+        let r2 = try pvh(["run", "--kernel", noNote])
+        #expect(r2.status == 2)
+        #expect(r2.stderr.contains("PVH"), "\(r2.stderr)")
+        #expect(r2.stderr.split(separator: "\n").count == 1)
+    }
+
+    @Test("bad options: one line naming the option, exit 2", arguments: [
+        (["run", "--kernel", "x", "--memory", "0"], "--memory"),
+        (["run", "--kernel", "x", "--vcpus", "0"], "--vcpus"),
+        (["run", "--kernel", "x", "--memory", "lots"], "--memory"),
+        (["run"], "--kernel"),
+    ])
+    func badOptions(_ args: [String], _ option: String) throws {
+        let r = try pvh(args)
+        #expect(r.status == 2, "\(args): \(r.stderr)")
+        #expect(r.stderr.hasPrefix("pvh: "), "\(r.stderr)")
+        #expect(r.stderr.contains(option), "\(r.stderr)")
+        #expect(r.stderr.split(separator: "\n").count == 1, "\(r.stderr)")
+    }
+
+    @Test("run --help documents every option")
+    func help() throws {
+        let r = try pvh(["run", "--help"])
+        #expect(r.status == 0)
+        for o in ["--kernel", "--initrd", "--cmdline", "--memory", "--vcpus"] { #expect(r.stdout.contains(o)) }
+    }
+
+    @Test("the test guest powers off: exit 0; reboot: exit 3; crash: exit 4", .enabled(if: Env.hasKVM, "needs /dev/kvm"),
+          arguments: [("poweroff", Int32(0)), ("reboot", 3), ("crash", 4)])
+    func exitStatus(_ how: String, _ status: Int32) throws {
+        let elf = try Env.testGuest.get()
+        let r = try pvh(["run", "--kernel", elf, "--memory", "32", "--cmdline", "pvh.scenarios=version pvh.exit=\(how)"])
+        #expect(r.status == status, "\(r.stderr)")
+        #expect(r.stdout.contains("PVHTEST version PASS"))
+    }
+
+    @Test("host describes the KVM backend", .enabled(if: Env.hasKVM, "needs /dev/kvm"))
+    func host() throws {
+        let r = try pvh(["host"])
+        #expect(r.status == 0)
+        #expect(r.stdout.lowercased().contains("backend"), "\(r.stdout)")
+    }
+}
