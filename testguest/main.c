@@ -29,7 +29,7 @@ static const char *cmdline = "";
  * Value of option "key=" on the command line: pointer to the value and its
  * length (up to the next space), or NULL.
  */
-static const char *cmdline_opt(const char *key, size_t *len)
+const char *cmdline_opt(const char *key, size_t *len)
 {
 	size_t klen = strlen(key);
 	const char *p = cmdline;
@@ -72,6 +72,13 @@ static void run_scenario(const char *name, size_t nlen)
 		if (strlen(scenarios[i].name) == nlen &&
 		    strncmp(scenarios[i].name, name, nlen) == 0) {
 			result(name, nlen, scenarios[i].run());
+			return;
+		}
+	}
+	for (size_t i = 0; i < nr_bench_scenarios; i++) {
+		if (strlen(bench_scenarios[i].name) == nlen &&
+		    strncmp(bench_scenarios[i].name, name, nlen) == 0) {
+			result(name, nlen, bench_scenarios[i].run());
 			return;
 		}
 	}

@@ -96,6 +96,10 @@ struct scenario {
 };
 extern const struct scenario scenarios[];
 extern const size_t nr_scenarios;
+/* Run only when named (pvh.scenarios=bench_...): timing loops for benchmarks. */
+extern const struct scenario bench_scenarios[];
+extern const size_t nr_bench_scenarios;
+const char *cmdline_opt(const char *key, size_t *len);
 void idt_init(void);
 
 /* ---- head.S / hypercall.S ---- */

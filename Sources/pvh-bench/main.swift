@@ -1,0 +1,131 @@
+// pvh-bench: pvh beside its reference, in one run, on this host.
+//
+//   swift build -c release && .build/release/pvh-bench [iterations]
+//
+// Hypercall path: the reference is the physical limit, a bare KVM exit
+// (KVM_RUN → port-I/O exit → RAX via sync regs → KVM_RUN, no VMM logic).
+// pvh is measured from inside the test guest (TSC, Xen time leaf), for a bare
+// exit through the whole VMM, and for xen_version through each transport.
+// Kernel loading: the reference is the host's own decompressor CLI on the
+// same bzImage payload; pvh parses, decompresses and lays out the whole guest.
+// Machines are noisy: read the ratios.
+import Foundation
+import GuestMemory
+import KVM
+import PVHBoot
+import VMM
+
+let iterations = CommandLine.arguments.dropFirst().first.flatMap { Int($0) } ?? 20000
+let repo = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+let kit = ProcessInfo.processInfo.environment["PVH_GUEST_KIT"] ?? repo.appendingPathComponent("guest-kit/out").path
+
+func row(_ name: String, _ pvh: Double, _ reference: Double, unit: String, refName: String) {
+    let ratio = reference > 0 ? pvh / reference : .nan
+    print(String(format: "%-34@ pvh %10.2f %@   %-26@ %10.2f %@   ratio %.2f", name as NSString, pvh, unit as NSString,
+                 refName as NSString, reference, unit as NSString, ratio))
+}
+
+// MARK: hypercall round trips
+
+func guestBench(transport: String, scenario: String) throws -> Double? {
+    let elf = repo.appendingPathComponent("testguest/build/testguest.elf").path
+    let console = CapturingConsoleSink()
+    let domain = try Domain(
+        configuration: GuestConfiguration(
+            kernelPath: elf, commandLine: "pvh.transport=\(transport) pvh.scenarios=\(scenario) pvh.bench=\(iterations)",
+            memoryMiB: 32),
+        console: console)
+    guard domain.run() == .shutdown(.poweroff) else { return nil }
+    // PVHBENCH <name> iterations=N cycles=C tsc_khz=K
+    for line in console.lines where line.hasPrefix("PVHBENCH ") {
+        var fields: [String: Double] = [:]
+        for part in line.split(separator: " ") {
+            let kv = part.split(separator: "=")
+            if kv.count == 2 { fields[String(kv[0])] = Double(kv[1]) }
+        }
+        if let n = fields["iterations"], let c = fields["cycles"], let k = fields["tsc_khz"], n > 0, k > 0 {
+            return c / n / k * 1000  // µs per round trip
+        }
+    }
+    return nil
+}
+
+do {
+    let system = try KVMSystem()
+    print("pvh-bench: \(iterations) iterations; KVM backend: \(system.backend)")
+    let bare = try KVMMicrobenchmark.portIORoundTrips(iterations, system: system)
+    let bareMicros = Double(bare.components.seconds) * 1e6 + Double(bare.components.attoseconds) / 1e12
+    let reference = bareMicros / Double(iterations)
+    if let exit = try guestBench(transport: "page", scenario: "bench_exit") {
+        row("exit round trip (unhandled port)", exit, reference, unit: "µs", refName: "bare KVM exit")
+    }
+    if let page = try guestBench(transport: "page", scenario: "bench_hypercall") {
+        row("xen_version via hypercall page", page, reference, unit: "µs", refName: "bare KVM exit")
+    }
+    if let vmcall = try guestBench(transport: "vmcall", scenario: "bench_hypercall") {
+        row("xen_version via vmcall breakpoint", vmcall, reference, unit: "µs", refName: "bare KVM exit")
+    }
+} catch {
+    print("pvh-bench: hypercall benchmarks skipped: \(error)")
+}
+
+// MARK: kernel loading
+
+/// The bzImage payload (boot protocol: setup_sects at 0x1f1, payload_offset
+/// and payload_length at 0x248/0x24c) and the CLI that decompresses it.
+func payload(_ image: [UInt8]) -> (bytes: [UInt8], tool: [String])? {
+    guard image.count > 0x250 else { return nil }
+    func u32(_ o: Int) -> Int { Int(image[o]) | Int(image[o + 1]) << 8 | Int(image[o + 2]) << 16 | Int(image[o + 3]) << 24 }
+    let setup = image[0x1f1] == 0 ? 4 : Int(image[0x1f1])
+    let start = (setup + 1) * 512 + u32(0x248), length = u32(0x24c)
+    guard start + length <= image.count, length > 4 else { return nil }
+    let bytes = Array(image[start..<start + length])
+    switch (bytes[0], bytes[1]) {
+    case (0x02, 0x21): return (bytes, ["lz4", "-dc"])
+    case (0x28, 0xb5): return (bytes, ["zstd", "-dcq"])
+    case (0x1f, 0x8b): return (bytes, ["gzip", "-dc"])
+    case (0xfd, 0x37): return (bytes, ["xz", "-dc"])
+    default: return nil
+    }
+}
+
+func timeCLI(_ tool: [String], input: [UInt8]) -> Double? {
+    let path = FileManager.default.temporaryDirectory.appendingPathComponent("pvh-bench-payload").path
+    guard FileManager.default.createFile(atPath: path, contents: Data(input)) else { return nil }
+    defer { try? FileManager.default.removeItem(atPath: path) }
+    let p = Process()
+    p.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+    p.arguments = tool + [path]
+    p.standardOutput = FileHandle(forWritingAtPath: "/dev/null")
+    p.standardError = FileHandle.nullDevice
+    let t0 = ContinuousClock.now
+    guard (try? p.run()) != nil else { return nil }
+    p.waitUntilExit()
+    let d = ContinuousClock.now - t0
+    guard p.terminationStatus == 0 else { return nil }
+    return Double(d.components.seconds) * 1e3 + Double(d.components.attoseconds) / 1e15
+}
+
+for version in ["6.1", "6.12"] {
+    let path = "\(kit)/vmlinuz-\(version)"
+    guard let data = FileManager.default.contents(atPath: path) else {
+        print("pvh-bench: \(path) missing (scripts/guest-kit.sh): kernel load skipped")
+        continue
+    }
+    let image = [UInt8](data)
+    guard let (bytes, tool) = payload(image), let reference = timeCLI(tool, input: bytes) else {
+        print("pvh-bench: \(path): no reference decompressor")
+        continue
+    }
+    do {
+        let memory = try MappedGuestMemory(ranges: [GuestPhysicalRange(start: GuestPhysicalAddress(0), length: 512 << 20)])
+        let t0 = ContinuousClock.now
+        let kernel = try KernelImage.parse(image)
+        _ = try PVHLoader.load(kernel, configuration: BootConfiguration(commandLine: "console=hvc0"), into: memory)
+        let d = ContinuousClock.now - t0
+        let ms = Double(d.components.seconds) * 1e3 + Double(d.components.attoseconds) / 1e15
+        row("load Debian \(version) bzImage", ms, reference, unit: "ms", refName: "\(tool[0]) -d (payload only)")
+    } catch {
+        print("pvh-bench: \(path): \(error)")
+    }
+}

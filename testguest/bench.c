@@ -1,0 +1,71 @@
+/*
+ * Benchmark loops, run only when named on the command line:
+ *   pvh.scenarios=bench_exit,bench_hypercall pvh.bench=N
+ * Each does N round trips to the VMM and prints
+ *   PVHBENCH <name> iterations=<N> cycles=<TSC cycles> tsc_khz=<kHz>
+ * with the TSC frequency from Xen's time leaf (arch-x86/cpuid.h: leaf
+ * base+3, sub-leaf 0, ECX = TSC kHz). The host converts to nanoseconds.
+ */
+#include "testguest.h"
+
+static inline uint64_t rdtsc(void)
+{
+	uint32_t lo, hi;
+	__asm__ volatile("rdtsc" : "=a"(lo), "=d"(hi));
+	return ((uint64_t)hi << 32) | lo;
+}
+
+static unsigned long iterations(void)
+{
+	size_t len;
+	const char *v = cmdline_opt("pvh.bench=", &len);
+	unsigned long n = 0;
+	for (size_t i = 0; v && i < len && v[i] >= '0' && v[i] <= '9'; i++)
+		n = n * 10 + (unsigned long)(v[i] - '0');
+	return n ? n : 1000;
+}
+
+static uint32_t tsc_khz(void)
+{
+	uint32_t a, b, c = 0, d, base = xen_cpuid_base();
+	if (base) {
+		__asm__ volatile("cpuid" : "=a"(a), "=b"(b), "=c"(c), "=d"(d)
+				 : "a"(base + 3), "c"(0));
+	}
+	return c;
+}
+
+static void report(const char *name, unsigned long n, uint64_t cycles)
+{
+	printk("PVHBENCH %s iterations=%lu cycles=%lu tsc_khz=%u\n", name, n,
+	       (unsigned long)cycles, tsc_khz());
+}
+
+/* A bare exit: an OUT to a port no device owns; the VMM drops it. */
+static const char *bench_exit(void)
+{
+	unsigned long n = iterations();
+	uint64_t t0 = rdtsc();
+	for (unsigned long i = 0; i < n; i++)
+		outb(0xeb, 0);
+	report("bench_exit", n, rdtsc() - t0);
+	return NULL;
+}
+
+/* The cheapest hypercall, through whichever transport is selected. */
+static const char *bench_hypercall(void)
+{
+	unsigned long n = iterations();
+	long rc = 0;
+	uint64_t t0 = rdtsc();
+	for (unsigned long i = 0; i < n; i++)
+		rc |= xen_version(XENVER_version, 0) < 0;
+	report(transport == TRANSPORT_VMCALL ? "bench_hypercall_vmcall" : "bench_hypercall_page", n, rdtsc() - t0);
+	return rc ? "xen_version failed" : NULL;
+}
+
+const struct scenario bench_scenarios[] = {
+	{ "bench_exit", bench_exit },
+	{ "bench_hypercall", bench_hypercall },
+};
+const size_t nr_bench_scenarios = ARRAY_SIZE(bench_scenarios);
