@@ -247,6 +247,43 @@ struct LiveKVMTests {
         #expect(try g.vcpu.run() == .interrupted)
     }
 
+    @Test func mmioExitsAndCompletion() throws {
+        let g = try TinyGuest([
+            0xB8, 0x44, 0x33, 0x22, 0x11,  // mov eax, 0x11223344
+            0xA3, 0x00, 0x00, 0x02, 0x00,  // mov [0x20000], eax  (no slot there)
+            0xA1, 0x08, 0x00, 0x02, 0x00,  // mov eax, [0x20008]
+            0xE7, 0xEA,                    // out 0xea, eax
+            0xF4,
+        ])
+        #expect(try g.vcpu.run() == .mmio(MMIOExit(address: GuestPhysicalAddress(0x20000), isWrite: true, length: 4, data: [0x44, 0x33, 0x22, 0x11])))
+        #expect(try g.vcpu.run() == .mmio(MMIOExit(address: GuestPhysicalAddress(0x20008), isWrite: false, length: 4, data: [])))
+        try g.vcpu.completeMMIORead([0xEF, 0xBE, 0xAD, 0xDE])
+        expectIO(try g.vcpu.run(), port: 0xEA, value: 0xDEAD_BEEF)
+        // A second region gets the next slot.
+        let extra = try g.memory.addRegion(GuestPhysicalRange(start: GuestPhysicalAddress(0x100000), length: 0x1000))
+        #expect(try g.vm.addMemory(extra) == MemorySlot(1))
+    }
+
+    /// Hypervisor leaves (0x4000_0000+) set with KVM_SET_CPUID2 reach the guest
+    /// (pvh's Xen leaves depend on it).
+    @Test func hypervisorCPUIDLeavesReachTheGuest() throws {
+        let g = try TinyGuest([
+            0xB8, 0x00, 0x00, 0x00, 0x40,  // mov eax, 0x40000000
+            0x31, 0xC9,                    // xor ecx, ecx
+            0x0F, 0xA2,                    // cpuid
+            0xE7, 0xEA,                    // out 0xea, eax
+            0x89, 0xD8,                    // mov eax, ebx
+            0xE7, 0xEB,                    // out 0xeb, eax
+            0xF4,
+        ])
+        var table = try g.system.supportedCPUID()
+        table.remove(function: 0x4000_0000)
+        table.set(CPUIDEntry(function: 0x4000_0000, eax: 0x4000_0005, ebx: 0x566E_6558, ecx: 0x6558_4D4D, edx: 0x4D4D_566E))
+        try g.vcpu.setCPUID(table)
+        expectIO(try g.vcpu.run(), port: 0xEA, value: 0x4000_0005)
+        expectIO(try g.vcpu.run(), port: 0xEB, value: 0x566E_6558)  // "XenV"
+    }
+
     @Test func tscFrequency() throws {
         let g = try TinyGuest([0xF4])
         #expect(try g.vcpu.tscKHz > 0)
