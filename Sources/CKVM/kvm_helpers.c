@@ -2,6 +2,8 @@
 #include <pthread.h>
 #include <signal.h>
 #include <string.h>
+#include <time.h>
+#include <errno.h>
 
 void pvh_kvm_run_set_immediate_exit(struct kvm_run *run, uint8_t value) {
     __atomic_store_n(&run->immediate_exit, value, __ATOMIC_SEQ_CST);
@@ -32,3 +34,28 @@ int pvh_install_kick_handler(int signo) {
 
 unsigned long pvh_pthread_self(void) { return (unsigned long)pthread_self(); }
 int pvh_pthread_kill(unsigned long thread, int signo) { return pthread_kill((pthread_t)thread, signo); }
+
+int pvh_prepare_kick_thread(int signo, uint64_t *kernel_mask) {
+    sigset_t block, current;
+    sigemptyset(&block);
+    sigaddset(&block, signo);
+    int r = pthread_sigmask(SIG_BLOCK, &block, &current);
+    if (r != 0) return r;
+    sigdelset(&current, signo);
+    // glibc's sigset_t starts with the kernel's 64-bit mask (signal n is bit n-1).
+    uint64_t mask = 0;
+    memcpy(&mask, &current, sizeof mask);
+    *kernel_mask = mask;
+    return 0;
+}
+
+void pvh_consume_kick_signal(int signo) {
+    sigset_t pending, only;
+    for (;;) {
+        if (sigpending(&pending) != 0 || !sigismember(&pending, signo)) return;
+        sigemptyset(&only);
+        sigaddset(&only, signo);
+        struct timespec zero = {0, 0};
+        if (sigtimedwait(&only, NULL, &zero) < 0 && errno != EINTR) return;
+    }
+}

@@ -1,3 +1,7 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+
 /// Which implementation sits behind /dev/kvm. pvh behaves the same on all of
 /// them, but a software backend changes what is fast and what works: guest
 /// CPL0 code is run by KVM's instruction emulator, and instructions it cannot
@@ -36,7 +40,9 @@ public enum HostBackend: Equatable, Sendable, CustomStringConvertible {
     /// Detects the backend of this host from /proc/cpuinfo and /sys/module.
     public static func detect() -> HostBackend {
         let modules = ["kvm_intel", "kvm_amd"] + softwareModules
-        let loaded = Set(modules.filter { readTextFile("/sys/module/\($0)/refcnt") != nil || readTextFile("/sys/module/\($0)/initstate") != nil })
+        // /sys/module/<name> exists for loaded and built-in modules alike
+        // (built-in ones may have only `parameters`).
+        let loaded = Set(modules.filter { access("/sys/module/\($0)", F_OK) == 0 })
         return detect(cpuinfo: readTextFile("/proc/cpuinfo") ?? "", loadedModules: loaded)
     }
 

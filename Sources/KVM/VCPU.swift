@@ -34,8 +34,8 @@ public final class VCPU: @unchecked Sendable {
     private var pendingMMIORead: Int?
 
     /// The signal `kick()` sends. Its handler is a no-op installed without
-    /// SA_RESTART, so a blocked KVM_RUN (and any other blocking syscall on
-    /// the vCPU thread) returns EINTR.
+    /// SA_RESTART. `run()` blocks it on the vCPU thread except inside
+    /// KVM_RUN (KVM_SET_SIGNAL_MASK), so it interrupts KVM_RUN only.
     public static let kickSignal: Int32 = SIGUSR1
     private static let kickHandlerInstalled: Bool = pvh_install_kick_handler(SIGUSR1) == 0
 
@@ -82,7 +82,8 @@ public final class VCPU: @unchecked Sendable {
     /// the exit, `registers`/`specialRegisters` hold the vCPU's state.
     /// EINTR (a `kick()`, any signal, or immediate_exit) is `.interrupted`.
     public func run() throws(KVMError) -> VCPUExit {
-        thread.store(pvh_pthread_self(), ordering: .releasing)
+        let me = pvh_pthread_self()
+        if me != thread.load(ordering: .relaxed) { try prepareThreadForKicks(me) }
         pendingIn = nil
         pendingMMIORead = nil
         do throws(KVMError) {
@@ -90,9 +91,25 @@ public final class VCPU: @unchecked Sendable {
         } catch {
             guard case .ioctl(_, let e) = error, e == EINTR else { throw error }
             pvh_kvm_run_set_immediate_exit(kvmRun, 0)
+            pvh_consume_kick_signal(VCPU.kickSignal)
             return .interrupted
         }
         return decodeExit()
+    }
+
+    /// First `run()` on a thread: block `kickSignal` on the thread and let
+    /// KVM unblock it only inside KVM_RUN (KVM_SET_SIGNAL_MASK, api.rst
+    /// §4.19), so a kick interrupts KVM_RUN and nothing else. Swift
+    /// concurrency's pool threads block most signals, so the mask cannot be
+    /// taken for granted.
+    private func prepareThreadForKicks(_ me: UInt) throws(KVMError) {
+        var mask: UInt64 = 0
+        let r = pvh_prepare_kick_thread(VCPU.kickSignal, &mask)
+        guard r == 0 else { throw .ioctl(name: "pthread_sigmask", errno: r) }
+        // struct kvm_signal_mask { __u32 len; __u8 sigset[]; } with len = 8.
+        var buffer: (UInt32, UInt32, UInt32) = (8, UInt32(truncatingIfNeeded: mask), UInt32(truncatingIfNeeded: mask >> 32))
+        _ = try Syscall.ioctl(fd, PVH_KVM_SET_SIGNAL_MASK, "KVM_SET_SIGNAL_MASK", &buffer)
+        thread.store(me, ordering: .releasing)
     }
 
     /// Reads `kvm_run` after a successful KVM_RUN into a `VCPUExit`.
@@ -158,6 +175,7 @@ public final class VCPU: @unchecked Sendable {
             return .failEntry(reason: r.fail_entry.hardware_entry_failure_reason, cpu: r.fail_entry.cpu)
         case UInt32(KVM_EXIT_INTR):
             pvh_kvm_run_set_immediate_exit(kvmRun, 0)
+            pvh_consume_kick_signal(VCPU.kickSignal)
             return .interrupted
         default:
             return .unknown(reason: r.exit_reason)

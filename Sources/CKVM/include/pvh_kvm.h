@@ -36,6 +36,7 @@ static const unsigned long PVH_KVM_SET_MSRS = KVM_SET_MSRS;
 static const unsigned long PVH_KVM_GET_MSRS = KVM_GET_MSRS;
 static const unsigned long PVH_KVM_GET_VCPU_EVENTS = KVM_GET_VCPU_EVENTS;
 static const unsigned long PVH_KVM_SET_VCPU_EVENTS = KVM_SET_VCPU_EVENTS;
+static const unsigned long PVH_KVM_SET_SIGNAL_MASK = KVM_SET_SIGNAL_MASK;
 
 /// Stores `value` into run->immediate_exit with a real atomic store: another
 /// thread (VCPU.kick) writes it while the vCPU thread may be entering KVM_RUN.
@@ -50,6 +51,19 @@ uint8_t pvh_kvm_run_emulation_insn(const struct kvm_run *run, uint8_t out[15]);
 /// Installs a no-op handler for `signo` without SA_RESTART (so a blocked
 /// KVM_RUN returns EINTR). Returns 0 or -1 with errno.
 int pvh_install_kick_handler(int signo);
+
+/// Prepares the calling thread for kicks: blocks `signo` in the thread's
+/// own mask (so the kick signal cannot interrupt its ordinary syscalls) and
+/// stores in `*kernel_mask` that mask with `signo` removed, in the kernel's
+/// 64-bit sigset layout, for KVM_SET_SIGNAL_MASK (the mask in force only
+/// while inside KVM_RUN). Returns 0 or an errno value.
+int pvh_prepare_kick_thread(int signo, uint64_t *kernel_mask);
+
+/// Consumes a pending `signo` of the calling thread, if any (sigtimedwait
+/// with a zero timeout). KVM_RUN unblocks the kick signal only while it
+/// runs and restores the mask before returning, so a kick that made it
+/// return EINTR stays pending and would interrupt every later KVM_RUN.
+void pvh_consume_kick_signal(int signo);
 
 /// pthread_self() / pthread_kill(), as plain integers (pthread_t is an
 /// unsigned long on Linux/glibc).

@@ -1,0 +1,150 @@
+import Testing
+@testable import KVM
+
+@Suite struct CPUIDTableTests {
+    @Test func setReplacesAndLookupHonoursSignificantIndex() {
+        var t = CPUIDTable()
+        t.set(CPUIDEntry(function: 1, eax: 0x10))
+        t.set(CPUIDEntry(function: 7, index: 0, flags: .significantIndex, ebx: 1))
+        t.set(CPUIDEntry(function: 7, index: 1, flags: .significantIndex, ebx: 2))
+        t.set(CPUIDEntry(function: 1, eax: 0x20))
+        #expect(t.count == 3)
+        #expect(t.lookup(function: 1)?.eax == 0x20)
+        #expect(t.lookup(function: 1, index: 5)?.eax == 0x20)  // index ignored without the flag
+        #expect(t.lookup(function: 7, index: 1)?.ebx == 2)
+        #expect(t.lookup(function: 7, index: 2) == nil)
+        #expect(t.lookup(function: 0x4000_0000) == nil)
+    }
+
+    @Test func modifyAndRemove() {
+        var t = CPUIDTable([
+            CPUIDEntry(function: 0xd, index: 0, flags: .significantIndex, eax: 1),
+            CPUIDEntry(function: 0xd, index: 1, flags: .significantIndex, eax: 2),
+            CPUIDEntry(function: 0x8000_0001, ecx: 0xff),
+        ])
+        t.modify(function: 0x8000_0001) { $0.ecx &= ~1 }
+        #expect(t.lookup(function: 0x8000_0001)?.ecx == 0xfe)
+        t.remove(function: 0xd, index: 1)
+        #expect(t.lookup(function: 0xd, index: 0) != nil)
+        #expect(t.lookup(function: 0xd, index: 1) == nil)
+        t.remove(function: 0xd)
+        #expect(t.count == 1)
+    }
+
+    @Test func bufferRoundTrip() {
+        let t = CPUIDTable([CPUIDEntry(function: 0x4000_0000, eax: 0x4000_0005, ebx: 0x566e6558, ecx: 0x65584d4d, edx: 0x4d4d566e)])
+        #expect(CPUIDBuffer(t).table() == t)
+    }
+}
+
+@Suite struct DebugRegisterTests {
+    @Test func dr7EnablesLocalExecuteBreakpoints() {
+        #expect(DebugRegisters.dr7(executeBreakpoints: 0) == 0)
+        #expect(DebugRegisters.dr7(executeBreakpoints: 1) == 0x401)
+        #expect(DebugRegisters.dr7(executeBreakpoints: 2) == 0x405)
+        #expect(DebugRegisters.dr7(executeBreakpoints: 4) == 0x455)
+        // R/W and LEN fields (bits 16-31) stay 00: execute, 1 byte.
+        #expect(DebugRegisters.dr7(executeBreakpoints: 4) & 0xFFFF_0000 == 0)
+    }
+}
+
+@Suite struct CPUModeTests {
+    @Test func modes() {
+        var s = X86SpecialRegisters()
+        #expect(s.cpuMode == .real)
+        s.cr0 = 0x11
+        #expect(s.cpuMode == .protected32)
+        s.cr0 |= X86SpecialRegisters.cr0PG
+        s.efer = X86SpecialRegisters.eferLME | X86SpecialRegisters.eferLMA
+        #expect(s.cpuMode == .compatibility)
+        s.cs.l = true
+        #expect(s.cpuMode == .long64)
+        #expect(s.cpuMode.is64Bit)
+    }
+
+    @Test func pvhEntryStateIsFlat32BitProtectedMode() {
+        let s = PVHEntryState.specialRegisters(keeping: X86SpecialRegisters())
+        #expect(s.cpuMode == .protected32)
+        #expect(s.cr0 == 0x11 && s.cr4 == 0 && s.efer == 0)
+        #expect(s.cs.type == 0xb && s.cs.db && s.cs.g && s.cs.s && s.cs.limit == 0xFFFF_FFFF && s.cs.base == 0)
+        #expect(s.ss.type == 0x3 && s.ds == s.ss && s.es == s.ss && s.fs == s.ss && s.gs == s.ss)
+        #expect(s.tr.type == 0xb && !s.tr.s && s.tr.limit == 0x67)
+        let r = PVHEntryState.registers(entry: 0x100000, startInfo: 0x6000)
+        #expect(r.rip == 0x100000 && r.rbx == 0x6000 && r.rflags == 2 && r.rax == 0)
+    }
+}
+
+@Suite struct EmulationFailureTests {
+    static let cpl0: (X86Registers, X86SpecialRegisters) = (PVHEntryState.registers(entry: 0x1000, startInfo: 0),
+                                                            PVHEntryState.specialRegisters(keeping: X86SpecialRegisters()))
+
+    func resolve(_ bytes: [UInt8]) -> EmulationFailure.Resolution {
+        EmulationFailure.resolve(bytes: bytes, regs: Self.cpl0.0, sregs: Self.cpl0.1)
+    }
+
+    @Test func int3IsBreakpointTrap() {
+        #expect(resolve([0xCC, 0x90, 0x90]) == .exception(vector: 3, length: 1))
+    }
+
+    @Test func intImm8IsSoftwareInterrupt() {
+        #expect(resolve([0xCD, 0x80]) == .softwareInterrupt(vector: 0x80, length: 2))
+        #expect(resolve([0x66, 0xCD, 0x21]) == .softwareInterrupt(vector: 0x21, length: 3))
+    }
+
+    @Test func icebpIsDebugTrap() {
+        #expect(resolve([0xF1]) == .exception(vector: 1, length: 1))
+        #expect(resolve([0x67, 0xF1]) == .exception(vector: 1, length: 2))
+    }
+
+    @Test func everythingElseIsUnhandled() {
+        for bytes: [UInt8] in [[], [0xCD], [0x66, 0x66], [0xDB, 0xE3] /* fninit */, [0x0F, 0xC7, 0x0E] /* cmpxchg8b/16b */, [0xCF] /* iret */] {
+            guard case .unhandled = resolve(bytes) else {
+                Issue.record("expected unhandled for \(bytes)")
+                continue
+            }
+        }
+    }
+
+    @Test func notAtCPL3OrRealMode() {
+        var s = Self.cpl0.1
+        s.ss.dpl = 3
+        s.cs.dpl = 3
+        guard case .unhandled = EmulationFailure.resolve(bytes: [0xCC], regs: Self.cpl0.0, sregs: s) else {
+            Issue.record("CPL3 must be unhandled"); return
+        }
+        guard case .unhandled = EmulationFailure.resolve(bytes: [0xCC], regs: Self.cpl0.0, sregs: X86SpecialRegisters()) else {
+            Issue.record("real mode must be unhandled"); return
+        }
+    }
+
+    @Test func ripWrapsOutside64BitMode() {
+        #expect(EmulationFailure.advance(rip: 0xFFFF_FFFF, by: 1, mode: .protected32) == 0)
+        #expect(EmulationFailure.advance(rip: 0xFFFF_FFFF, by: 1, mode: .long64) == 0x1_0000_0000)
+    }
+}
+
+@Suite struct MSRFilterPlanTests {
+    @Test func nearbyMSRsShareARangeWithDenyBits() {
+        let r = MSRFilterPlan.ranges(reads: [], writes: [MSRIndex(0x4000_0000), MSRIndex(0x4000_0003), MSRIndex(0xC000_0080)])
+        #expect(r.count == 2)
+        #expect(r[0] == .init(write: true, base: 0x4000_0000, count: 4, bitmap: [0b1111_0110]))
+        #expect(r[1] == .init(write: true, base: 0xC000_0080, count: 1, bitmap: [0b1111_1110]))
+    }
+}
+
+@Suite struct HostBackendTests {
+    @Test func detection() {
+        let vmx = "processor : 0\nflags\t\t: fpu vme vmx sse\n"
+        let plain = "processor : 0\nflags\t\t: fpu vme sse\n"
+        #expect(HostBackend.detect(cpuinfo: vmx, loadedModules: ["kvm_intel"]) == .intelVMX)
+        #expect(HostBackend.detect(cpuinfo: "flags : svm", loadedModules: ["kvm_amd"]) == .amdSVM)
+        #expect(HostBackend.detect(cpuinfo: plain, loadedModules: ["kvm_pvm"]) == .software(module: "kvm_pvm"))
+        #expect(HostBackend.detect(cpuinfo: plain, loadedModules: []) == .unknown)
+    }
+
+    @Test func reportExplainsHypercallTransport() {
+        let report = KVMSystem.hostReport(backend: .software(module: "kvm_pvm"), capabilities: KVMCapabilities(syncRegs: 7))
+        #expect(report.contains("kvm_pvm"))
+        #expect(report.contains("Xen hypercalls: trapped in userspace (no KVM_CAP_XEN_HVM)"))
+    }
+}
