@@ -79,7 +79,9 @@ func payload(_ image: [UInt8]) -> (bytes: [UInt8], tool: [String])? {
     let setup = image[0x1f1] == 0 ? 4 : Int(image[0x1f1])
     let start = (setup + 1) * 512 + u32(0x248), length = u32(0x24c)
     guard start + length <= image.count, length > 4 else { return nil }
-    let bytes = Array(image[start..<start + length])
+    // The kernel build appends the uncompressed size (4 bytes LE) to the
+    // payload; the CLI tools reject it as trailing garbage.
+    let bytes = Array(image[start..<start + length - 4])
     switch (bytes[0], bytes[1]) {
     case (0x02, 0x21): return (bytes, ["lz4", "-dc"])
     case (0x28, 0xb5): return (bytes, ["zstd", "-dcq"])
