@@ -32,11 +32,11 @@ let package = Package(
         // KVM: system / VM / vCPU objects, exits, capabilities, CPUID. The only caller of ioctl.
         .target(name: "KVM", dependencies: ["CKVM", "GuestMemory"]),
         // PVH loader: ELF, notes, bzImage, start_info, memory map, ACPI.
-        .target(name: "PVHBoot", dependencies: ["GuestMemory", "XenABI", "CDecompress"]),
+        .target(name: "PVHBoot", dependencies: ["GuestMemory", "XenABI", "CDecompress"], swiftSettings: safeSettings),
         // Hypercall decoding and dispatch to service protocols.
         .target(name: "Hypercalls", dependencies: ["GuestMemory", "XenABI"], swiftSettings: safeSettings),
         // Wiring: vCPU threads, exit handling, transports.
-        .target(name: "VMM", dependencies: ["KVM", "GuestMemory", "XenABI", "PVHBoot", "Hypercalls"]),
+        .target(name: "VMM", dependencies: ["KVM", "GuestMemory", "XenABI", "PVHBoot", "Hypercalls"], swiftSettings: safeSettings),
         .executableTarget(
             name: "pvh",
             dependencies: ["VMM", "KVM", "PVHBoot", .product(name: "ArgumentParser", package: "swift-argument-parser")]),
@@ -50,6 +50,7 @@ let package = Package(
         .testTarget(name: "KVMTests", dependencies: ["KVM", "GuestMemory"]),
         .testTarget(name: "PVHBootTests", dependencies: ["PVHBoot", "TestSupport", "XenABI", "GuestMemory"]),
         .testTarget(name: "HypercallsTests", dependencies: ["Hypercalls", "TestSupport", "XenABI", "GuestMemory"]),
+        .testTarget(name: "VMMTests", dependencies: ["VMM", "KVM", "PVHBoot", "XenABI", "GuestMemory"]),
         .testTarget(name: "IntegrationTests", dependencies: ["VMM", "KVM", "PVHBoot"]),
     ]
 )

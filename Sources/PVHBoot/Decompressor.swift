@@ -14,10 +14,10 @@ public enum Decompressor {
         // SAFETY: the buffer pointer is valid for `buf.count` bytes for the
         // duration of the closure; the shim reads only `[0, count)` and keeps
         // no reference to it after returning.
-        let status = input.withUnsafeBufferPointer { buf in
-            pvh_decompress(format.shimCode, buf.baseAddress, buf.count, max(0, limit), &output)
+        let status = unsafe input.withUnsafeBufferPointer { buf in
+            unsafe pvh_decompress(format.shimCode, buf.baseAddress, buf.count, max(0, limit), &output)
         }
-        defer { pvh_decompress_output_free(output) }
+        defer { unsafe pvh_decompress_output_free(output) }
         switch status {
         case Int32(PVH_DECOMPRESS_OK.rawValue): break
         case Int32(PVH_DECOMPRESS_TRUNCATED.rawValue): return .failure(.truncated)
@@ -25,12 +25,13 @@ public enum Decompressor {
         case Int32(PVH_DECOMPRESS_NO_MEMORY.rawValue): return .failure(.outOfMemory)
         default: return .failure(.corrupt)
         }
-        let size = pvh_decompress_output_size(output)
-        var bytes = [UInt8](repeating: 0, count: size)
-        // SAFETY: `bytes` has exactly `size` elements and the shim copies at
-        // most `dst.count` bytes into it.
-        bytes.withUnsafeMutableBufferPointer { dst in
-            pvh_decompress_output_copy(output, dst.baseAddress, dst.count)
+        let size = unsafe pvh_decompress_output_size(output)
+        // SAFETY: the shim copies exactly `size` bytes (the output's size) into
+        // the new array's storage of capacity `size`, initialising all of it;
+        // no zero-fill pass first (a kernel is ~50 MiB).
+        let bytes = unsafe [UInt8](unsafeUninitializedCapacity: size) { dst, initialized in
+            unsafe pvh_decompress_output_copy(output, dst.baseAddress, dst.count)
+            initialized = size
         }
         return .success(bytes)
     }

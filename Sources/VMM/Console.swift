@@ -21,7 +21,9 @@ public final class FileDescriptorConsoleSink: ConsoleSink {
         lock.withLock { _ in
             var offset = 0
             while offset < bytes.count {
-                let n = bytes[offset...].withUnsafeBytes { Glibc.write(fd, $0.baseAddress, $0.count) }
+                // SAFETY: write(2) reads at most `count` bytes from the
+                // buffer, which is valid for the closure's duration.
+                let n = unsafe bytes[offset...].withUnsafeBytes { unsafe Glibc.write(fd, $0.baseAddress, $0.count) }
                 if n < 0 {
                     if errno == EINTR || errno == EAGAIN { continue }
                     return  // stdout closed: the guest goes on without a console

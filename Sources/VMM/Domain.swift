@@ -38,11 +38,11 @@ public enum DomainError: Error, CustomStringConvertible, Sendable {
 /// Reads a whole file, or says why not in words a user can act on.
 func readFile(_ path: String) throws(DomainError) -> [UInt8] {
     guard let data = FileManager.default.contents(atPath: path) else {
-        var isDirectory: ObjCBool = false
-        if !FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory) {
+        if !FileManager.default.fileExists(atPath: path) {
             throw .unreadableFile(path: path, reason: "no such file")
         }
-        throw .unreadableFile(path: path, reason: isDirectory.boolValue ? "is a directory" : "cannot be read")
+        let type = (try? FileManager.default.attributesOfItem(atPath: path))?[.type] as? FileAttributeType
+        throw .unreadableFile(path: path, reason: type == .typeDirectory ? "is a directory" : "cannot be read (permission denied?)")
     }
     return [UInt8](data)
 }
@@ -137,24 +137,18 @@ public final class Domain: Sendable {
             memory: memory, console: ConsoleAdapter(sink: console),
             physmap: SharedInfoBacking(vm: vm, memory: memory), state: state)
 
-        // Breakpoints on the guest's vmcall/vmmcall sites, both aliases: Linux
-        // may run them through the kernel mapping or (early) the identity one.
-        var sites: [UInt64] = []
-        for site in [boot.hypercallSites.amd, boot.hypercallSites.intel].compactMap({ $0 }) {
-            sites.append(site.virtualAddress.rawValue)
-            if site.physicalAddress.rawValue != site.virtualAddress.rawValue { sites.append(site.physicalAddress.rawValue) }
+        // KVM_XEN_HVM_CONFIG hosts trap vmcall/vmmcall themselves; elsewhere
+        // hardware breakpoints on the sites found in the kernel's ELF do.
+        let kvmIntercepts = vm.capabilities.xenHypercallIntercept
+        if kvmIntercepts {
+            try Self.kvm { () throws(KVMError) in try vm.configureXenHVM(hypercallMSR: HypercallTransports.msr) }
         }
         let hostVendorIsAMD = (try? system.supportedCPUID().lookup(function: 0)?.ebx) == 0x6874_7541  // "Auth"
-        if sites.count > DebugRegisters.maxBreakpoints {
-            // Keep the vendor's own site first: the guest picks it by CPUID vendor.
-            let preferred = hostVendorIsAMD ? boot.hypercallSites.amd : boot.hypercallSites.intel
-            sites = [preferred?.virtualAddress.rawValue, preferred?.physicalAddress.rawValue].compactMap { $0 } + sites
-            var seen = Set<UInt64>()
-            sites = Array(sites.filter { seen.insert($0).inserted }.prefix(DebugRegisters.maxBreakpoints))
-        }
+        let sites = HypercallTransports.breakpointAddresses(
+            for: boot.hypercallSites, preferAMD: hostVendorIsAMD, kvmIntercepts: kvmIntercepts)
         let services = DomainServices(
             memory: memory, dispatcher: dispatcher, console: console, lifecycle: self.lifecycle,
-            transports: HypercallTransports(breakpointSites: Set(sites.map { GuestLinearAddress($0) })),
+            transports: HypercallTransports(breakpointSites: Set(sites)),
             metrics: metrics)
 
         let cpuid = try Self.kvm { () throws(KVMError) in try system.supportedCPUID() }
@@ -167,7 +161,7 @@ public final class Domain: Sendable {
                 let table = Self.guestCPUID(base: cpuid, vcpu: id, tscKHz: try vcpu.tscKHz, software: software)
                 try vcpu.setCPUID(table)
                 if !sites.isEmpty {
-                    try vcpu.setGuestDebug(hardwareBreakpoints: sites.map { GuestLinearAddress($0) })
+                    try vcpu.setGuestDebug(hardwareBreakpoints: sites)
                 }
                 if index == 0 {
                     // pvh.pandoc: 32-bit flat protected mode, paging off, EBX = start_info.
@@ -209,10 +203,14 @@ public final class Domain: Sendable {
                 eax: leaf.eax, ebx: leaf.ebx, ecx: leaf.ecx, edx: leaf.edx))
         }
         if software {
-            // The software backend's emulator cannot run XSAVE/AVX state
-            // instructions: hide them where KVM lets us (on kvm_pvm leaves 1, 7
-            // and 0xd show through anyway; guests also get `noxsave`).
-            table.modify(function: 1) { $0.ecx &= ~(UInt32(1) << 26 | UInt32(1) << 27 | UInt32(1) << 28) }
+            // The software backend's emulator cannot run XSAVE/AVX state or
+            // CMPXCHG16B: hide them where KVM lets us (on kvm_pvm leaves 1, 7
+            // and 0xd show through anyway, so guests also get `noxsave
+            // clearcpuid=xsave,cx16`). Leaf 1 ECX: 13 CX16, 26 XSAVE, 27
+            // OSXSAVE, 28 AVX; leaf 7 EBX: 5 AVX2; leaf 0xd: XSAVE state.
+            table.modify(function: 1) { $0.ecx &= ~(UInt32(1) << 13 | UInt32(1) << 26 | UInt32(1) << 27 | UInt32(1) << 28) }
+            table.modify(function: 7) { $0.ebx &= ~(UInt32(1) << 5) }
+            table.remove(function: 0xd)
         }
         return table
     }

@@ -1,6 +1,7 @@
 import GuestMemory
 import Hypercalls
 import KVM
+import PVHBoot
 import XenABI
 
 /// The transports a hypercall can arrive through (docs/ARCHITECTURE.md).
@@ -15,6 +16,24 @@ struct HypercallTransports: Sendable {
     var breakpointSites: Set<GuestLinearAddress>
     /// Length of the `vmcall`/`vmmcall` instruction skipped after a breakpoint hypercall.
     static let vmcallLength: UInt64 = 3
+
+    /// The linear addresses to break on: each site's kernel-virtual address
+    /// and, where different, its physical alias (early code may run through
+    /// the identity map). With more than the four debug registers, the host
+    /// vendor's site (the one the guest picks by CPUID) comes first. None
+    /// where KVM intercepts hypercalls itself.
+    static func breakpointAddresses(for sites: HypercallSites, preferAMD: Bool, kvmIntercepts: Bool) -> [GuestLinearAddress] {
+        guard !kvmIntercepts else { return [] }
+        let ordered = preferAMD ? [sites.amd, sites.intel] : [sites.intel, sites.amd]
+        var seen = Set<UInt64>()
+        var addresses: [GuestLinearAddress] = []
+        for site in ordered.compactMap({ $0 }) {
+            for a in [site.virtualAddress.rawValue, site.physicalAddress.rawValue] where seen.insert(a).inserted {
+                addresses.append(GuestLinearAddress(a))
+            }
+        }
+        return Array(addresses.prefix(DebugRegisters.maxBreakpoints))
+    }
 }
 
 /// What the vCPU threads share.

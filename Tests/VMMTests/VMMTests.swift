@@ -1,0 +1,112 @@
+import GuestMemory
+import KVM
+import PVHBoot
+import Synchronization
+import Testing
+import XenABI
+@testable import VMM
+
+@Suite("VMM wiring (pure)")
+struct VMMTests {
+    func site(_ v: UInt64, _ p: UInt64) -> HypercallSite {
+        HypercallSite(virtualAddress: GuestVirtualAddress(v), physicalAddress: GuestPhysicalAddress(p))
+    }
+
+    @Test("breakpoints: both aliases of both sites, the host vendor's first")
+    func breakpoints() {
+        let sites = HypercallSites(amd: site(0xffff_ffff_81a0_3db0, 0x1a0_3db0), intel: site(0xffff_ffff_81a0_3dc0, 0x1a0_3dc0))
+        let amd = HypercallTransports.breakpointAddresses(for: sites, preferAMD: true, kvmIntercepts: false)
+        #expect(amd.map(\.rawValue) == [0xffff_ffff_81a0_3db0, 0x1a0_3db0, 0xffff_ffff_81a0_3dc0, 0x1a0_3dc0])
+        let intel = HypercallTransports.breakpointAddresses(for: sites, preferAMD: false, kvmIntercepts: false)
+        #expect(intel.first?.rawValue == 0xffff_ffff_81a0_3dc0)
+        #expect(HypercallTransports.breakpointAddresses(for: sites, preferAMD: true, kvmIntercepts: true).isEmpty)
+    }
+
+    @Test("breakpoints: an identity-mapped guest needs one per site; none without sites")
+    func identityMapped() {
+        let sites = HypercallSites(amd: site(0x100380, 0x100380), intel: site(0x1003a0, 0x1003a0))
+        #expect(HypercallTransports.breakpointAddresses(for: sites, preferAMD: true, kvmIntercepts: false).map(\.rawValue) == [0x100380, 0x1003a0])
+        #expect(HypercallTransports.breakpointAddresses(for: HypercallSites(amd: nil, intel: nil), preferAMD: true, kvmIntercepts: false).isEmpty)
+    }
+
+    @Test("CPUID: KVM's signature leaves are replaced by Xen's, per vCPU")
+    func cpuid() {
+        let kvm = CPUIDTable([
+            CPUIDEntry(function: 0, eax: 0xd, ebx: 0x6874_7541),
+            CPUIDEntry(function: 1, ecx: 0xffff_ffff),
+            CPUIDEntry(function: 0xd, eax: 7),
+            CPUIDEntry(function: 0x4000_0000, eax: 0x4000_0001, ebx: 0x4b4d_564b),  // "KVMK"
+            CPUIDEntry(function: 0x4000_0001, eax: 0xffff),
+        ])
+        let t = Domain.guestCPUID(base: kvm, vcpu: XenABI.VCPUID(3), tscKHz: 2_000_000, software: false)
+        let sig = t.lookup(function: 0x4000_0000)
+        #expect(sig?.ebx == 0x566e_6558)  // "XenV"
+        #expect(sig?.ecx == 0x65584d4d)   // "MMXe"
+        #expect(sig?.edx == 0x4d4d566e)   // "nVMM"
+        #expect(t.lookup(function: 0x4000_0001)?.eax != 0xffff)
+        #expect(t.lookup(function: 0x4000_0002)?.ebx == 0x4000_0000)  // hypercall-page MSR
+        #expect(t.lookup(function: 0x4000_0004, index: 0)?.ebx == 3)    // VCPU_ID_PRESENT: this vCPU
+        #expect(t.lookup(function: 0x4000_0003, index: 0)?.ecx == 2_000_000)
+        #expect(t.lookup(function: 1)?.ecx == 0xffff_ffff)  // hardware host: untouched
+
+        let s = Domain.guestCPUID(base: kvm, vcpu: XenABI.VCPUID(0), tscKHz: 1, software: true)
+        let ecx = s.lookup(function: 1)?.ecx ?? 0
+        #expect(ecx & (1 << 26) == 0 && ecx & (1 << 13) == 0)  // xsave, cx16 hidden
+        #expect(s.lookup(function: 0xd) == nil)
+    }
+
+    @Test("RAM layout: below the 32-bit hole, the rest above 4 GiB")
+    func ramLayout() {
+        let small = GuestConfiguration(kernelPath: "k", memoryMiB: 256).ramRanges
+        #expect(small == [GuestPhysicalRange(start: GuestPhysicalAddress(0), length: 256 << 20)])
+        let big = GuestConfiguration(kernelPath: "k", memoryMiB: 4096).ramRanges
+        #expect(big.count == 2)
+        #expect(big[0].end == 0xE000_0000)
+        #expect(big[1].start.rawValue == 0x1_0000_0000)
+        #expect(big[0].length + big[1].length == 4096 << 20)
+    }
+
+    @Test("exit statuses: 0 poweroff, 3 reboot, 4 crash, 1 VMM failure")
+    func exitStatuses() {
+        #expect(DomainExit.shutdown(.poweroff).exitStatus == 0)
+        #expect(DomainExit.shutdown(.reboot).exitStatus == 3)
+        #expect(DomainExit.shutdown(.crash).exitStatus == 4)
+        #expect(DomainExit.tripleFault(rip: 0).exitStatus == 4)
+        #expect(DomainExit.failed("x").exitStatus == 1)
+    }
+
+    @Test("console capture: lines split across writes arrive whole, in order")
+    func consoleLines() {
+        let got = Mutex<[String]>([])
+        let sink = CapturingConsoleSink { line in got.withLock { $0.append(line) } }
+        sink.emit(Array("PVHTEST a P".utf8))
+        sink.emit(Array("ASS\r\nsecond\nthi".utf8))
+        sink.emit(Array("rd\n".utf8))
+        #expect(got.withLock { $0 } == ["PVHTEST a PASS", "second", "third"])
+        #expect(sink.text == "PVHTEST a PASS\r\nsecond\nthird\n")
+    }
+
+    @Test("the domain ends once: the first finish wins")
+    func lifecycle() {
+        let l = DomainLifecycle()
+        let kicked = Atomic<Int>(0)
+        l.onStop { kicked.wrappingAdd(1, ordering: .relaxed) }
+        l.finish(.shutdown(.reboot))
+        l.finish(.stopped)
+        #expect(l.wait() == .shutdown(.reboot))
+        #expect(kicked.load(ordering: .relaxed) == 1)
+        l.onStop { kicked.wrappingAdd(1, ordering: .relaxed) }  // late vCPU: stopped at once
+        #expect(kicked.load(ordering: .relaxed) == 2)
+    }
+
+    @Test("user errors name the file: missing, a directory")
+    func fileErrors() {
+        #expect(throws: DomainError.self) { _ = try readFile("/nonexistent/k") }
+        do {
+            _ = try readFile("/")
+        } catch {
+            #expect(error.description == "/: is a directory")
+            #expect(error.isUsageError)
+        }
+    }
+}
