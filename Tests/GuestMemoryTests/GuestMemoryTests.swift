@@ -1,0 +1,74 @@
+import GuestMemory
+import TestSupport
+import Testing
+
+/// Both implementations must agree: the mmap one the VMM uses and the mock the
+/// unit tests use. Every case a guest can name must fail cleanly, not crash.
+@Suite("Guest memory")
+struct GuestMemoryTests {
+    static func implementations() throws -> [any GuestMemory] {
+        let ranges = [
+            GuestPhysicalRange(start: GuestPhysicalAddress(0), length: 0x10000),
+            GuestPhysicalRange(start: GuestPhysicalAddress(0x10_0000), length: 0x2000),
+        ]
+        return [try MappedGuestMemory(ranges: ranges), MockGuestMemory(ranges: ranges)]
+    }
+
+    @Test("round trips: bytes, little-endian integers, fill")
+    func roundTrip() throws {
+        for m in try Self.implementations() {
+            try m.write([1, 2, 3, 4], at: GuestPhysicalAddress(0xfffc))
+            #expect(try m.read(at: GuestPhysicalAddress(0xfffc), count: 4) == [1, 2, 3, 4])
+            #expect(try m.load(UInt32.self, at: GuestPhysicalAddress(0xfffc)) == 0x0403_0201)
+            try m.store(UInt64(0x1122_3344_5566_7788), at: GuestPhysicalAddress(0x10_0000))
+            #expect(try m.read(at: GuestPhysicalAddress(0x10_0000), count: 2) == [0x88, 0x77])
+            try m.fill(at: GuestPhysicalAddress(0x10_0000), count: 8, with: 0xaa)
+            #expect(try m.load(UInt64.self, at: GuestPhysicalAddress(0x10_0000)) == 0xaaaa_aaaa_aaaa_aaaa)
+            #expect(m.size == 0x12000)
+        }
+    }
+
+    @Test("out of bounds: past a region's end, across two regions, in a hole, at the top of the address space, negative counts")
+    func bounds() throws {
+        for m in try Self.implementations() {
+            #expect(throws: GuestMemoryError.self) { try m.read(at: GuestPhysicalAddress(0xfffe), count: 4) }
+            #expect(throws: GuestMemoryError.self) { try m.write([0], at: GuestPhysicalAddress(0x20000)) }
+            #expect(throws: GuestMemoryError.self) { try m.load(UInt64.self, at: GuestPhysicalAddress(UInt64.max - 3)) }
+            #expect(throws: GuestMemoryError.self) { try m.read(at: GuestPhysicalAddress(0), count: -1) }
+            #expect(throws: GuestMemoryError.self) { try m.fill(at: GuestPhysicalAddress(0x10_1fff), count: 2, with: 0) }
+            #expect(!m.contains(GuestPhysicalAddress(0xffff), count: 2))
+            #expect(m.contains(GuestPhysicalAddress(0x10_1ffe), count: 2))
+        }
+    }
+
+    @Test("regions added while running: a page in a hole; overlaps and unaligned ranges refused")
+    func addRegion() throws {
+        let m = try MappedGuestMemory(ranges: [GuestPhysicalRange(start: GuestPhysicalAddress(0), length: 0x4000)])
+        let page = GuestPhysicalRange(start: GuestPhysicalAddress(0xfeff_0000), length: 0x1000)
+        let mapping = try m.addRegion(page)
+        #expect(mapping.hostAddress != 0)
+        try m.store(UInt32(7), at: GuestPhysicalAddress(0xfeff_0ffc))
+        #expect(try m.load(UInt32.self, at: GuestPhysicalAddress(0xfeff_0ffc)) == 7)
+        #expect(m.regions.count == 2)
+        #expect(throws: GuestMemoryError.self) { try m.addRegion(page) }
+        #expect(throws: GuestMemoryError.self) {
+            try m.addRegion(GuestPhysicalRange(start: GuestPhysicalAddress(0x3000), length: 0x2000))
+        }
+        #expect(throws: GuestMemoryError.self) {
+            try m.addRegion(GuestPhysicalRange(start: GuestPhysicalAddress(0x10_0800), length: 0x1000))
+        }
+        #expect(throws: GuestMemoryError.self) {
+            try m.addRegion(GuestPhysicalRange(start: GuestPhysicalAddress(UInt64.max & ~0xfff), length: 0x2000))
+        }
+    }
+
+    @Test("address arithmetic never wraps")
+    func arithmetic() {
+        #expect(GuestPhysicalAddress(UInt64.max).advanced(by: 1) == nil)
+        #expect(GuestFrameNumber(UInt64.max).address == nil)
+        #expect(GuestFrameNumber(0x111).address == GuestPhysicalAddress(0x111000))
+        let r = GuestPhysicalRange(start: GuestPhysicalAddress(UInt64.max - 1), length: 10)
+        #expect(r.end == UInt64.max)
+        #expect(!r.contains(GuestPhysicalAddress(UInt64.max - 1), count: 10))
+    }
+}
