@@ -243,6 +243,17 @@ int pvh_decompress(int format, const uint8_t *input, size_t input_len, size_t ma
     if (!o) return PVH_DECOMPRESS_NO_MEMORY;
     o->max = max_output;
     o->limit = sat_add(max_output, format == PVH_COMPRESSION_LZ4_LEGACY ? lz4_block_size : 1);
+    // The kernel build appends the uncompressed size (4 bytes LE) to every
+    // payload (arch/x86/boot/compressed/Makefile, size_append). Used only as
+    // a first allocation, so the output is not grown and copied ~log2(n)
+    // times; believed only within 64x the input and the output limit.
+    if (input_len >= 4) {
+        size_t hint = le32(input + input_len - 4);
+        if (hint >= input_len && hint / 64 <= input_len && hint <= max_output) {
+            size_t slack = format == PVH_COMPRESSION_LZ4_LEGACY ? lz4_block_size : initial_capacity;
+            (void)out_reserve(o, sat_add(hint, slack));
+        }
+    }
     int status;
     switch (format) {
     case PVH_COMPRESSION_GZIP: status = run_gzip(o, input, input_len); break;

@@ -26,6 +26,10 @@ public protocol GuestMemory: AnyObject, Sendable {
     /// Copies `bytes` into the guest.
     func write(_ bytes: [UInt8], at address: GuestPhysicalAddress) throws(GuestMemoryError)
 
+    /// Copies part of a buffer into the guest without an intermediate copy
+    /// (kernel segments are tens of MiB).
+    func write(_ bytes: ArraySlice<UInt8>, at address: GuestPhysicalAddress) throws(GuestMemoryError)
+
     /// Sets `count` bytes to `value`.
     func fill(at address: GuestPhysicalAddress, count: Int, with value: UInt8) throws(GuestMemoryError)
 
@@ -39,6 +43,10 @@ public protocol GuestMemory: AnyObject, Sendable {
 }
 
 extension GuestMemory {
+    public func write(_ bytes: ArraySlice<UInt8>, at address: GuestPhysicalAddress) throws(GuestMemoryError) {
+        try write(Array(bytes), at: address)
+    }
+
     /// True when `[address, address + count)` lies wholly inside one region.
     public func contains(_ address: GuestPhysicalAddress, count: UInt64) -> Bool {
         regions.contains { $0.contains(address, count: count) }

@@ -86,10 +86,15 @@ public final class MappedGuestMemory: GuestMemory, @unchecked Sendable {
     }
 
     public func write(_ bytes: [UInt8], at address: GuestPhysicalAddress) throws(GuestMemoryError) {
+        try write(bytes[...], at: address)
+    }
+
+    public func write(_ bytes: ArraySlice<UInt8>, at address: GuestPhysicalAddress) throws(GuestMemoryError) {
         let (m, off) = try locate(address, bytes.count)
         // SAFETY: locate() proved [off, off+bytes.count) is inside the mapping.
         unsafe bytes.withUnsafeBytes { src in
-            unsafe m.pointer(at: off).copyMemory(from: src.baseAddress ?? UnsafeRawPointer(bitPattern: 1)!, byteCount: src.count)
+            guard let base = unsafe src.baseAddress else { return }  // empty: nothing to copy
+            unsafe m.pointer(at: off).copyMemory(from: base, byteCount: src.count)
         }
     }
 

@@ -165,7 +165,7 @@ public enum PVHLoader {
         do {
             for segment in kernel.segments {
                 let start = GuestPhysicalAddress(segment.physicalAddress.rawValue &+ UInt64(bitPattern: info.relocationDelta))
-                try memory.write(Array(segment.fileBytes), at: start)
+                try memory.write(segment.fileBytes, at: start)
                 let zeros = segment.memorySize - UInt64(segment.fileBytes.count)
                 if zeros > 0, let bss = start.advanced(by: UInt64(segment.fileBytes.count)) {
                     try memory.fill(at: bss, count: Int(zeros), with: 0)
