@@ -93,7 +93,7 @@ public final class MappedGuestMemory: GuestMemory, @unchecked Sendable {
         let (m, off) = try locate(address, bytes.count)
         // SAFETY: locate() proved [off, off+bytes.count) is inside the mapping.
         unsafe bytes.withUnsafeBytes { src in
-            guard let base = unsafe src.baseAddress else { return }  // empty: nothing to copy
+            guard let base = src.baseAddress else { return }  // empty: nothing to copy
             unsafe m.pointer(at: off).copyMemory(from: base, byteCount: src.count)
         }
     }

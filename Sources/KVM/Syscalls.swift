@@ -41,15 +41,18 @@ enum Syscall {
 
 #if DEBUG
 /// Debug-only recording seam: while `start()`ed, the name of every ioctl the
-/// KVM target issues (process-wide) is appended to a log. Cheap when off (one
-/// atomic load).
+/// KVM target issues from the thread that called `start()` is appended to a
+/// log (other threads, e.g. other tests' vCPUs, are not recorded). Cheap when
+/// off (one atomic load).
 public enum KVMSyscallRecorder {
     private static let enabled = Atomic<Bool>(false)
+    private static let thread = Atomic<UInt>(0)
     private static let log = Mutex<[String]>([])
 
-    /// Clears the log and starts recording.
+    /// Clears the log and starts recording this thread's ioctls.
     public static func start() {
         log.withLock { $0.removeAll() }
+        thread.store(pvh_pthread_self(), ordering: .sequentiallyConsistent)
         enabled.store(true, ordering: .sequentiallyConsistent)
     }
 
@@ -60,7 +63,7 @@ public enum KVMSyscallRecorder {
     }
 
     static func record(_ name: StaticString) {
-        guard enabled.load(ordering: .relaxed) else { return }
+        guard enabled.load(ordering: .relaxed), thread.load(ordering: .relaxed) == pvh_pthread_self() else { return }
         log.withLock { $0.append(name.description) }
     }
 }
