@@ -1,5 +1,5 @@
 /// A vCPU index as given to KVM_CREATE_VCPU (also the initial APIC ID).
-public struct VCPUID: RawRepresentable, Hashable, Comparable, Sendable, CustomStringConvertible {
+public struct KVMVCPUID: RawRepresentable, Hashable, Comparable, Sendable, CustomStringConvertible {
     public var rawValue: UInt32
     public init(rawValue: UInt32) { self.rawValue = rawValue }
     public init(_ rawValue: UInt32) { self.rawValue = rawValue }

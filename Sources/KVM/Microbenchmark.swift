@@ -21,7 +21,7 @@ public enum KVMMicrobenchmark {
             throw .invalidArgument("guest memory: \(error)")
         }
         try vm.addMemory(mapping)
-        let vcpu = try vm.createVCPU(id: VCPUID(0))
+        let vcpu = try vm.createVCPU(id: KVMVCPUID(0))
         try vcpu.setPVHEntryState(entry: 0x1000, startInfo: 0)
         // Warm up (first exits fault in pages and fill caches).
         for _ in 0..<100 { _ = try vcpu.run() }

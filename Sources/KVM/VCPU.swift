@@ -19,7 +19,7 @@ public final class VCPU: @unchecked Sendable {
     // SAFETY (@unchecked Sendable): the only cross-thread entry point is
     // kick(), which touches `thread` (atomic) and kvm_run.immediate_exit
     // (atomic store in C). Everything else is documented single-threaded.
-    public let id: VCPUID
+    public let id: KVMVCPUID
     let fd: Int32
     let kvmRun: UnsafeMutablePointer<kvm_run>
     let sync: UnsafeMutablePointer<kvm_sync_regs>
@@ -41,7 +41,7 @@ public final class VCPU: @unchecked Sendable {
 
     static let syncAll = UInt64(KVM_SYNC_X86_REGS | KVM_SYNC_X86_SREGS | KVM_SYNC_X86_EVENTS)
 
-    init(id: VCPUID, fd: Int32, mmapSize: Int, capabilities: KVMCapabilities) throws(KVMError) {
+    init(id: KVMVCPUID, fd: Int32, mmapSize: Int, capabilities: KVMCapabilities) throws(KVMError) {
         guard capabilities.fullSyncRegs else { throw .unsupported("KVM_CAP_SYNC_REGS with REGS|SREGS|EVENTS") }
         guard mmapSize >= MemoryLayout<kvm_run>.size else { throw .invalidArgument("KVM_GET_VCPU_MMAP_SIZE \(mmapSize) < sizeof(kvm_run)") }
         let p = mmap(nil, mmapSize, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0)

@@ -170,7 +170,7 @@ public final class VirtualMachine: @unchecked Sendable {
 
     /// Creates vCPU `id` (KVM_CREATE_VCPU), maps its kvm_run and enables
     /// sync registers.
-    public func createVCPU(id: VCPUID) throws(KVMError) -> VCPU {
+    public func createVCPU(id: KVMVCPUID) throws(KVMError) -> VCPU {
         let vcpufd = try Syscall.ioctl(fd, PVH_KVM_CREATE_VCPU, "KVM_CREATE_VCPU", value: UInt(id.rawValue))
         do throws(KVMError) {
             return try VCPU(id: id, fd: vcpufd, mmapSize: vcpuMmapSize, capabilities: capabilities)

@@ -155,8 +155,8 @@ public final class Domain: Sendable {
         let software = backend.isSoftware
         var runners: [VCPURunner] = []
         for index in 0..<configuration.vcpus {
-            let id = XenABI.VCPUID(UInt32(index))
-            let vcpu = try Self.kvm { () throws(KVMError) in try vm.createVCPU(id: KVM.VCPUID(UInt32(index))) }
+            let id = VCPUID(UInt32(index))
+            let vcpu = try Self.kvm { () throws(KVMError) in try vm.createVCPU(id: KVMVCPUID(UInt32(index))) }
             try Self.kvm { () throws(KVMError) in
                 let table = Self.guestCPUID(base: cpuid, vcpu: id, tscKHz: try vcpu.tscKHz, software: software)
                 try vcpu.setCPUID(table)
@@ -191,7 +191,7 @@ public final class Domain: Sendable {
 
     /// KVM's supported CPUID with its own signature leaves replaced by Xen's
     /// (arch-x86/cpuid.h), per vCPU (leaf 4 EBX is the vCPU id).
-    static func guestCPUID(base: CPUIDTable, vcpu: XenABI.VCPUID, tscKHz: UInt32, software: Bool) -> CPUIDTable {
+    static func guestCPUID(base: CPUIDTable, vcpu: VCPUID, tscKHz: UInt32, software: Bool) -> CPUIDTable {
         var table = base
         for function in 0x4000_0000...0x4000_00ff as ClosedRange<UInt32> {
             table.remove(function: function)
@@ -223,7 +223,7 @@ public final class Domain: Sendable {
 /// Routes console_io to the sink.
 struct ConsoleAdapter: ConsoleService {
     let sink: any ConsoleSink
-    func write(_ bytes: [UInt8], from: XenABI.VCPUID) { sink.emit(bytes) }
+    func write(_ bytes: [UInt8], from: VCPUID) { sink.emit(bytes) }
     func read(max: Int) -> [UInt8] { [] }  // console input arrives with the PV console ring (next issue)
 }
 

@@ -51,10 +51,10 @@ struct DomainServices: Sendable {
 final class VCPURunner: @unchecked Sendable {
     // SAFETY (Sendable): a runner is used by exactly one thread after start.
     let vcpu: VCPU
-    let id: XenABI.VCPUID
+    let id: VCPUID
     let services: DomainServices
 
-    init(vcpu: VCPU, id: XenABI.VCPUID, services: DomainServices) {
+    init(vcpu: VCPU, id: VCPUID, services: DomainServices) {
         self.vcpu = vcpu
         self.id = id
         self.services = services

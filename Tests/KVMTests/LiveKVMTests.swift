@@ -26,7 +26,7 @@ struct TinyGuest {
         let m = try memory.addRegion(GuestPhysicalRange(start: GuestPhysicalAddress(0), length: 0x10000))
         try vm.addMemory(m)
         try memory.write(code, at: GuestPhysicalAddress(Self.codeBase))
-        vcpu = try vm.createVCPU(id: VCPUID(0))
+        vcpu = try vm.createVCPU(id: KVMVCPUID(0))
         try vcpu.setPVHEntryState(entry: UInt32(Self.codeBase), startInfo: 0x6000)
     }
 

@@ -38,7 +38,7 @@ struct VMMTests {
             CPUIDEntry(function: 0x4000_0000, eax: 0x4000_0001, ebx: 0x4b4d_564b),  // "KVMK"
             CPUIDEntry(function: 0x4000_0001, eax: 0xffff),
         ])
-        let t = Domain.guestCPUID(base: kvm, vcpu: XenABI.VCPUID(3), tscKHz: 2_000_000, software: false)
+        let t = Domain.guestCPUID(base: kvm, vcpu: VCPUID(3), tscKHz: 2_000_000, software: false)
         let sig = t.lookup(function: 0x4000_0000)
         #expect(sig?.ebx == 0x566e_6558)  // "XenV"
         #expect(sig?.ecx == 0x65584d4d)   // "MMXe"
@@ -49,7 +49,7 @@ struct VMMTests {
         #expect(t.lookup(function: 0x4000_0003, index: 0)?.ecx == 2_000_000)
         #expect(t.lookup(function: 1)?.ecx == 0xffff_ffff)  // hardware host: untouched
 
-        let s = Domain.guestCPUID(base: kvm, vcpu: XenABI.VCPUID(0), tscKHz: 1, software: true)
+        let s = Domain.guestCPUID(base: kvm, vcpu: VCPUID(0), tscKHz: 1, software: true)
         let ecx = s.lookup(function: 1)?.ecx ?? 0
         #expect(ecx & (1 << 26) == 0 && ecx & (1 << 13) == 0)  // xsave, cx16 hidden
         #expect(s.lookup(function: 0xd) == nil)
