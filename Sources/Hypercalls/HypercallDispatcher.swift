@@ -122,11 +122,6 @@ public final class HypercallDispatcher: Sendable {
     public let physmap: any PhysmapService
     public let state: DomainState
 
-    /// Most bytes one CONSOLEIO_write consumes; the rest is dropped. Xen copies
-    /// 127-byte chunks and uses continuations for long writes
-    /// (xen/drivers/char/console.c guest_console_write); we cannot restart a
-    /// hypercall, so a bound keeps one call short.
-    public static let maximumConsoleWrite = 64 * 1024
     /// Most bytes one CONSOLEIO_read returns.
     public static let maximumConsoleRead = 4096
 

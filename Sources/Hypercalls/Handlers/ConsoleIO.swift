@@ -10,7 +10,11 @@ extension HypercallDispatcher {
             // Copy in page-sized chunks and hand each to the console as it
             // arrives; a fault stops the write with -EFAULT after the chunks
             // already written, as Xen does. Success is 0, not a count.
-            var remaining = min(Int(count), Self.maximumConsoleWrite)
+            // Nothing is dropped: Xen splits a long write with continuations
+            // (xen/drivers/char/console.c guest_console_write); here the whole
+            // count is copied in one call. It is bounded (count is 32 bits, and
+            // the first unmapped page ends it), and only the calling vCPU waits.
+            var remaining = Int(count)
             var address = buffer
             while remaining > 0 {
                 let inPage = 4096 - Int(address.rawValue & 0xfff)
