@@ -72,7 +72,38 @@ static const char *bench_hypercall(void)
 	return rc ? "xen_version failed" : NULL;
 }
 
+/*
+ * The initrd as the first start_info module (pvh.pandoc: modlist_paddr,
+ * hvm_modlist_entry). The test hands over a file that starts with a known
+ * line; the guest checks it and prints size and a byte sum for the host to
+ * compare against the file.
+ */
+static const char *scen_module(void)
+{
+	static const char magic[] = "PVH-TEST-INITRD\n";
+	const struct hvm_start_info *si = start_info;
+	if (si->nr_modules != 1)
+		return "want exactly one module";
+	if (!phys_ok(si->modlist_paddr, sizeof(struct hvm_modlist_entry)))
+		return "module list outside RAM";
+	const struct hvm_modlist_entry *m = PHYS(si->modlist_paddr);
+	if (m->paddr & (PAGE_SIZE - 1))
+		return "module not page aligned";
+	if (m->size < sizeof(magic) - 1 || !phys_ok(m->paddr, m->size))
+		return "module outside RAM";
+	if (memcmp(PHYS(m->paddr), magic, sizeof(magic) - 1) != 0)
+		return "module does not start with the test line";
+	uint32_t sum = 0;
+	const uint8_t *b = PHYS(m->paddr);
+	for (uint64_t i = 0; i < m->size; i++)
+		sum += b[i];
+	printk("PVHINFO module size=%lu sum=%u\n", (unsigned long)m->size, sum);
+	return NULL;
+}
+
+/* Scenarios run only when named. */
 const struct scenario bench_scenarios[] = {
+	{ "module", scen_module },
 	{ "bench_exit", bench_exit },
 	{ "bench_hypercall", bench_hypercall },
 };

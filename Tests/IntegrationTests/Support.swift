@@ -28,6 +28,11 @@ enum Env {
         guard make.terminationStatus == 0 else { return .failure(TestGuestBuildError(output: text)) }
         return .success(repo.appendingPathComponent("testguest/build/testguest.elf").path)
     }()
+
+    /// The same guest in an ELF32 container (built by the same `make`).
+    static var testGuest32: Result<String, TestGuestBuildError> {
+        testGuest.map { _ in repo.appendingPathComponent("testguest/build/testguest32.elf").path }
+    }
 }
 
 struct TestGuestBuildError: Error, CustomStringConvertible {

@@ -63,6 +63,32 @@ struct TestGuestBootTests {
         #expect(expected.exitStatus != 0)
     }
 
+    @Test("ELF32 container: the loader's 32-bit path, both transports", arguments: ["page", "vmcall"])
+    func elf32(_ transport: String) throws {
+        let elf = try Env.testGuest32.get()
+        let run = try GuestRun.boot(GuestConfiguration(kernelPath: elf, commandLine: "pvh.transport=\(transport)", memoryMiB: 64), limit: .seconds(120))
+        #expect(run.exit == .shutdown(.poweroff), "\(run.console.text)")
+        #expect(run.lines.contains("PVHTEST SUMMARY \(Self.scenarios.count) passed, 0 failed"), "\(run.console.text)")
+        if transport == "vmcall" { #expect(run.domain.metrics.breakpointHypercalls.load(ordering: .relaxed) > 20) }
+    }
+
+    @Test("the initrd arrives as start_info module 0, byte for byte")
+    func initrdModule() throws {
+        let elf = try Env.testGuest.get()
+        var bytes = Array("PVH-TEST-INITRD\n".utf8)
+        bytes += (0..<300_000).map { UInt8(truncatingIfNeeded: $0 &* 7 &+ 3) }
+        let path = FileManager.default.temporaryDirectory.appendingPathComponent("pvh-initrd-\(UUID().uuidString)").path
+        #expect(FileManager.default.createFile(atPath: path, contents: Data(bytes)))
+        defer { try? FileManager.default.removeItem(atPath: path) }
+        let run = try GuestRun.boot(
+            GuestConfiguration(kernelPath: elf, initrdPath: path, commandLine: "pvh.scenarios=module,startinfo", memoryMiB: 64),
+            limit: .seconds(120))
+        #expect(run.exit == .shutdown(.poweroff))
+        #expect(run.results()["module"] == "PASS", "\(run.console.text)")
+        let sum = bytes.reduce(UInt32(0)) { $0 &+ UInt32($1) }
+        #expect(run.lines.contains("PVHINFO module size=\(bytes.count) sum=\(sum)"), "\(run.console.text)")
+    }
+
     @Test("an unknown scenario is reported by the guest, not a VMM failure")
     func unknownScenario() throws {
         let run = try bootTestGuest("pvh.scenarios=nosuch")
