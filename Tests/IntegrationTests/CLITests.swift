@@ -49,6 +49,42 @@ struct CLITests {
         #expect(r2.stderr.split(separator: "\n").count == 1)
     }
 
+    @Test("a truncated ELF, a missing initrd, a directory: one line, exit 2")
+    func badFiles() throws {
+        let elf = try Env.testGuest.get()
+        let truncated = try tempFile(Array(try Data(contentsOf: URL(fileURLWithPath: elf)).prefix(300)))
+        let r = try pvh(["run", "--kernel", truncated])
+        #expect(r.status == 2)
+        #expect(r.stderr.hasPrefix("pvh: \(truncated): truncated"), "\(r.stderr)")
+        let r2 = try pvh(["run", "--kernel", elf, "--initrd", "/nonexistent/initrd"])
+        #expect(r2.status == 2)
+        #expect(r2.stderr == "pvh: /nonexistent/initrd: no such file\n")
+        let r3 = try pvh(["run", "--kernel", "/tmp"])
+        #expect(r3.status == 2)
+        #expect(r3.stderr == "pvh: /tmp: is a directory\n")
+    }
+
+    @Test("Debian bzImages gone bad: truncated, corrupt LZ4 payload, larger than memory: one line, exit 2",
+          .enabled(if: Env.hasKVM && Env.hasKernel("6.1"), "needs /dev/kvm and the guest kit (scripts/guest-kit.sh)"))
+    func badBzImages() throws {
+        let image = [UInt8](try Data(contentsOf: URL(fileURLWithPath: Env.kernel("6.1"))))
+        let truncated = try tempFile(Array(image.prefix(image.count / 2)))
+        var corrupt = image
+        for i in stride(from: 200_000, to: 400_000, by: 7) { corrupt[i] ^= 0x5a }
+        let corruptPath = try tempFile(corrupt)
+        let cases: [([String], String)] = [
+            (["run", "--kernel", truncated], "pvh: \(truncated): truncated"),
+            (["run", "--kernel", corruptPath], "pvh: \(corruptPath): corrupt or unsupported lz4 payload"),
+            (["run", "--kernel", Env.kernel("6.1"), "--memory", "16"], "pvh: \(Env.kernel("6.1")): image needs"),
+        ]
+        for (args, prefix) in cases {
+            let r = try pvh(args)
+            #expect(r.status == 2, "\(args): \(r.stderr)")
+            #expect(r.stderr.hasPrefix(prefix), "\(r.stderr)")
+            #expect(r.stderr.split(separator: "\n").count == 1, "\(r.stderr)")
+        }
+    }
+
     @Test("bad options: one line naming the option, exit 2", arguments: [
         (["run", "--kernel", "x", "--memory", "0"], "--memory"),
         (["run", "--kernel", "x", "--vcpus", "0"], "--vcpus"),
