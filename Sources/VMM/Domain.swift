@@ -1,3 +1,4 @@
+import Dispatch
 import Foundation
 import Synchronization
 import GuestMemory
@@ -179,11 +180,19 @@ public final class Domain: Sendable {
     /// PVH entry; secondary vCPUs wait for VCPUOP_up (next issue: SMP).
     public func run() -> DomainExit {
         guard let boot = runners.first else { return .failed("no vCPUs") }
-        let thread = Thread { boot.run() }
+        let exited = DispatchSemaphore(value: 0)
+        let thread = Thread {
+            boot.run()
+            exited.signal()
+        }
         thread.name = "pvh-vcpu0"
         thread.stackSize = 1 << 20
         thread.start()
-        return lifecycle.wait()
+        let end = lifecycle.wait()
+        // Every vCPU has been kicked; wait until it has left KVM_RUN and the
+        // exit handler, so nothing runs on the guest after run() returns.
+        exited.wait()
+        return end
     }
 
     /// Stops a running guest from another thread.
