@@ -177,21 +177,24 @@ public final class Domain: Sendable {
     }
 
     /// Runs the guest until it shuts down or is stopped. vCPU 0 starts at the
-    /// PVH entry; secondary vCPUs wait for VCPUOP_up (next issue: SMP).
+    /// PVH entry; the others wait in KVM_RUN (in-kernel LAPIC: KVM holds them
+    /// until an INIT/SIPI; VCPUOP_initialise/up arrive with SMP, issue 3).
     public func run() -> DomainExit {
-        guard let boot = runners.first else { return .failed("no vCPUs") }
+        guard !runners.isEmpty else { return .failed("no vCPUs") }
         let exited = DispatchSemaphore(value: 0)
-        let thread = Thread {
-            boot.run()
-            exited.signal()
+        for (index, runner) in runners.enumerated() {
+            let thread = Thread {
+                runner.run()
+                exited.signal()
+            }
+            thread.name = "pvh-vcpu\(index)"
+            thread.stackSize = 1 << 20
+            thread.start()
         }
-        thread.name = "pvh-vcpu0"
-        thread.stackSize = 1 << 20
-        thread.start()
         let end = lifecycle.wait()
-        // Every vCPU has been kicked; wait until it has left KVM_RUN and the
+        // Every vCPU has been kicked; wait until each has left KVM_RUN and its
         // exit handler, so nothing runs on the guest after run() returns.
-        exited.wait()
+        for _ in runners { exited.wait() }
         return end
     }
 

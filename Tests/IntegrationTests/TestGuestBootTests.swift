@@ -89,6 +89,15 @@ struct TestGuestBootTests {
         #expect(run.lines.contains("PVHINFO module size=\(bytes.count) sum=\(sum)"), "\(run.console.text)")
     }
 
+    @Test("with --vcpus 4 the secondary vCPUs wait in KVM (no SIPI yet) and the domain still ends cleanly")
+    func secondaryVCPUsWait() throws {
+        let elf = try Env.testGuest.get()
+        let run = try GuestRun.boot(GuestConfiguration(kernelPath: elf, commandLine: "pvh.scenarios=startinfo,version", memoryMiB: 64, vcpus: 4),
+                                    limit: .seconds(120))
+        #expect(run.exit == .shutdown(.poweroff))
+        #expect(run.lines.contains("PVHTEST SUMMARY 2 passed, 0 failed"))
+    }
+
     @Test("an unknown scenario is reported by the guest, not a VMM failure")
     func unknownScenario() throws {
         let run = try bootTestGuest("pvh.scenarios=nosuch")
