@@ -48,7 +48,7 @@ let package = Package(
         // Benchmarks: pvh beside its reference (bare KVM exit, host decompressors).
         .executableTarget(name: "pvh-bench", dependencies: ["VMM", "KVM", "PVHBoot", "GuestMemory"]),
         // Test helpers: mock guest memory, ELF fixture builder. Imported by tests only.
-        .target(name: "TestSupport", dependencies: ["GuestMemory", "XenABI", "XenRing"]),
+        .target(name: "TestSupport", dependencies: ["GuestMemory", "XenABI", "XenRing", "PVTime"]),
 
         .testTarget(name: "GuestMemoryTests", dependencies: ["GuestMemory", "TestSupport"]),
         .testTarget(name: "XenABITests", dependencies: ["XenABI"]),
