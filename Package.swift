@@ -35,6 +35,11 @@ let package = Package(
         .target(name: "PVHBoot", dependencies: ["GuestMemory", "XenABI", "CDecompress"], swiftSettings: safeSettings),
         // Hypercall decoding and dispatch to service protocols.
         .target(name: "Hypercalls", dependencies: ["GuestMemory", "XenABI"], swiftSettings: safeSettings),
+        // The only shared-ring implementation: byte rings (console, XenStore) and
+        // request/response rings (io/ring.h), backend side, over guest memory.
+        .target(name: "XenRing", dependencies: ["CKVM", "GuestMemory", "XenABI"], swiftSettings: safeSettings),
+        // Xen's PV clock (vcpu_time_info, wallclock) and per-vCPU timers, pure.
+        .target(name: "PVTime", dependencies: ["CKVM", "GuestMemory", "XenABI"], swiftSettings: safeSettings),
         // Wiring: vCPU threads, exit handling, transports.
         .target(name: "VMM", dependencies: ["KVM", "GuestMemory", "XenABI", "PVHBoot", "Hypercalls"], swiftSettings: safeSettings),
         .executableTarget(
@@ -43,13 +48,15 @@ let package = Package(
         // Benchmarks: pvh beside its reference (bare KVM exit, host decompressors).
         .executableTarget(name: "pvh-bench", dependencies: ["VMM", "KVM", "PVHBoot", "GuestMemory"]),
         // Test helpers: mock guest memory, ELF fixture builder. Imported by tests only.
-        .target(name: "TestSupport", dependencies: ["GuestMemory", "XenABI"]),
+        .target(name: "TestSupport", dependencies: ["GuestMemory", "XenABI", "XenRing", "PVTime"]),
 
         .testTarget(name: "GuestMemoryTests", dependencies: ["GuestMemory", "TestSupport"]),
         .testTarget(name: "XenABITests", dependencies: ["XenABI"]),
         .testTarget(name: "KVMTests", dependencies: ["KVM", "GuestMemory"]),
         .testTarget(name: "PVHBootTests", dependencies: ["PVHBoot", "TestSupport", "XenABI", "GuestMemory"]),
         .testTarget(name: "HypercallsTests", dependencies: ["Hypercalls", "TestSupport", "XenABI", "GuestMemory"]),
+        .testTarget(name: "XenRingTests", dependencies: ["XenRing", "TestSupport", "GuestMemory"]),
+        .testTarget(name: "PVTimeTests", dependencies: ["PVTime", "TestSupport", "XenABI", "GuestMemory"]),
         .testTarget(name: "VMMTests", dependencies: ["VMM", "KVM", "PVHBoot", "XenABI", "GuestMemory"]),
         .testTarget(name: "IntegrationTests", dependencies: ["VMM", "KVM", "PVHBoot"]),
     ]

@@ -31,6 +31,45 @@
 #include <xen/arch-x86/cpuid.h>
 #include <xen/arch-x86/hvm/start_info.h>
 
+// Shared rings (io/ring.h) and the byte rings of the console (io/console.h)
+// and XenStore (io/xs_wire.h). XenRing takes its layouts from these.
+#include <xen/io/ring.h>
+#include <xen/io/console.h>
+#include <xen/io/xs_wire.h>
+
+// ring.h defines the shared-ring header only through DEFINE_RING_TYPES; its
+// layout does not depend on the entry types, so one instance with byte-sized
+// entries gives the header offsets every ring shares.
+DEFINE_RING_TYPES(pvh_layout, uint8_t, uint8_t);
+
+enum {
+    PVH_SRING_REQ_PROD_OFFSET = offsetof(struct pvh_layout_sring, req_prod),
+    PVH_SRING_REQ_EVENT_OFFSET = offsetof(struct pvh_layout_sring, req_event),
+    PVH_SRING_RSP_PROD_OFFSET = offsetof(struct pvh_layout_sring, rsp_prod),
+    PVH_SRING_RSP_EVENT_OFFSET = offsetof(struct pvh_layout_sring, rsp_event),
+    PVH_SRING_RING_OFFSET = offsetof(struct pvh_layout_sring, ring),
+
+    PVH_XENCONS_SIZE = sizeof(struct xencons_interface),
+    PVH_XENCONS_IN_OFFSET = offsetof(struct xencons_interface, in),
+    PVH_XENCONS_IN_SIZE = sizeof(((struct xencons_interface *)0)->in),
+    PVH_XENCONS_OUT_OFFSET = offsetof(struct xencons_interface, out),
+    PVH_XENCONS_OUT_SIZE = sizeof(((struct xencons_interface *)0)->out),
+    PVH_XENCONS_IN_CONS_OFFSET = offsetof(struct xencons_interface, in_cons),
+    PVH_XENCONS_IN_PROD_OFFSET = offsetof(struct xencons_interface, in_prod),
+    PVH_XENCONS_OUT_CONS_OFFSET = offsetof(struct xencons_interface, out_cons),
+    PVH_XENCONS_OUT_PROD_OFFSET = offsetof(struct xencons_interface, out_prod),
+
+    PVH_XENSTORE_SIZE = sizeof(struct xenstore_domain_interface),
+    PVH_XENSTORE_REQ_OFFSET = offsetof(struct xenstore_domain_interface, req),
+    PVH_XENSTORE_REQ_SIZE = sizeof(((struct xenstore_domain_interface *)0)->req),
+    PVH_XENSTORE_RSP_OFFSET = offsetof(struct xenstore_domain_interface, rsp),
+    PVH_XENSTORE_RSP_SIZE = sizeof(((struct xenstore_domain_interface *)0)->rsp),
+    PVH_XENSTORE_REQ_CONS_OFFSET = offsetof(struct xenstore_domain_interface, req_cons),
+    PVH_XENSTORE_REQ_PROD_OFFSET = offsetof(struct xenstore_domain_interface, req_prod),
+    PVH_XENSTORE_RSP_CONS_OFFSET = offsetof(struct xenstore_domain_interface, rsp_cons),
+    PVH_XENSTORE_RSP_PROD_OFFSET = offsetof(struct xenstore_domain_interface, rsp_prod),
+};
+
 // Layout facts for Xen structs that hold guest handles (pointers). Swift's
 // strict memory safety treats such imported structs as unsafe types, so the
 // pointer-free targets (XenABI, Hypercalls) take their layout from these
