@@ -7,6 +7,8 @@ public enum GuestMemoryError: Error, Equatable, Sendable {
     case mappingFailed(errno: Int32)
     /// A new region overlaps an existing one.
     case overlap(GuestPhysicalRange)
+    /// An atomic access at an address that is not naturally aligned for its size.
+    case misaligned(GuestPhysicalAddress, size: Int)
 }
 
 /// Guest physical memory as consumers (loader, hypercalls, devices) see it:
@@ -40,6 +42,17 @@ public protocol GuestMemory: AnyObject, Sendable {
 
     /// Stores an integer with a single access where the implementation can.
     func store<T: FixedWidthInteger & UnsignedInteger>(_ value: T, at address: GuestPhysicalAddress) throws(GuestMemoryError)
+
+    /// Atomically ORs `bits` into the integer at `address` and returns the
+    /// previous value: a locked read-modify-write, so a guest vCPU updating
+    /// the same word concurrently (with its own locked bit operations, as
+    /// Linux's `sync_set_bit` does on shared_info) loses nothing.
+    /// `address` must be naturally aligned for `T` (`.misaligned` otherwise).
+    func atomicOr<T: FixedWidthInteger & UnsignedInteger>(_ bits: T, at address: GuestPhysicalAddress) throws(GuestMemoryError) -> T
+
+    /// Atomically ANDs `bits` into the integer at `address` and returns the
+    /// previous value; same rules as `atomicOr`.
+    func atomicAnd<T: FixedWidthInteger & UnsignedInteger>(_ bits: T, at address: GuestPhysicalAddress) throws(GuestMemoryError) -> T
 }
 
 extension GuestMemory {
@@ -54,6 +67,20 @@ extension GuestMemory {
 
     /// Total RAM bytes.
     public var size: UInt64 { regions.reduce(0) { $0 + $1.length } }
+
+    /// Atomically sets bit `bit` (0 = least significant) of the integer at
+    /// `address`; true when it was already set (Xen's `test_and_set_bit`).
+    public func testAndSetBit<T: FixedWidthInteger & UnsignedInteger>(_ bit: Int, of type: T.Type, at address: GuestPhysicalAddress) throws(GuestMemoryError) -> Bool {
+        let mask: T = 1 << T(bit)
+        return try atomicOr(mask, at: address) & mask != 0
+    }
+
+    /// Atomically clears bit `bit` of the integer at `address`; true when it
+    /// was set (Xen's `test_and_clear_bit`).
+    public func testAndClearBit<T: FixedWidthInteger & UnsignedInteger>(_ bit: Int, of type: T.Type, at address: GuestPhysicalAddress) throws(GuestMemoryError) -> Bool {
+        let mask: T = 1 << T(bit)
+        return try atomicAnd(~mask, at: address) & mask != 0
+    }
 }
 
 /// Little-endian integer (de)serialisation shared by implementations and tests.

@@ -116,4 +116,58 @@ public final class MappedGuestMemory: GuestMemory, @unchecked Sendable {
         // SAFETY: in bounds (locate).
         unsafe m.pointer(at: off).storeBytes(of: value.littleEndian, as: T.self)
     }
+
+    public func atomicOr<T: FixedWidthInteger & UnsignedInteger>(_ bits: T, at address: GuestPhysicalAddress) throws(GuestMemoryError) -> T {
+        try atomicUpdate(bits, at: address, or: true)
+    }
+
+    public func atomicAnd<T: FixedWidthInteger & UnsignedInteger>(_ bits: T, at address: GuestPhysicalAddress) throws(GuestMemoryError) -> T {
+        try atomicUpdate(bits, at: address, or: false)
+    }
+
+    /// One locked read-modify-write of a naturally aligned 1/2/4/8-byte integer.
+    private func atomicUpdate<T: FixedWidthInteger & UnsignedInteger>(_ bits: T, at address: GuestPhysicalAddress, or: Bool) throws(GuestMemoryError) -> T {
+        let size = MemoryLayout<T>.size
+        guard size == 1 || size == 2 || size == 4 || size == 8 else { throw .misaligned(address, size: size) }
+        guard address.rawValue % UInt64(size) == 0 else { throw .misaligned(address, size: size) }
+        let (m, off) = try locate(address, size)
+        // Mappings are page-aligned, so a naturally aligned guest address is a
+        // naturally aligned host address. x86 is little-endian: no byte swap.
+        let p = unsafe m.pointer(at: off)
+        let old: UInt64
+        switch size {
+        case 1: old = UInt64(unsafe Self.update(p, UInt8(truncatingIfNeeded: bits), or))
+        case 2: old = UInt64(unsafe Self.update(p, UInt16(truncatingIfNeeded: bits), or))
+        case 4: old = UInt64(unsafe Self.update(p, UInt32(truncatingIfNeeded: bits), or))
+        default: old = unsafe Self.update(p, UInt64(truncatingIfNeeded: bits), or)
+        }
+        return T(truncatingIfNeeded: old)
+    }
+
+    // SAFETY (the four below): the caller guarantees `p` is in bounds and
+    // naturally aligned. `Atomic<V>` has exactly the layout of `V` (it is
+    // `@_rawLayout(like:)` its storage), so viewing the guest's bytes as one
+    // yields a locked read-modify-write on memory Swift did not allocate; the
+    // guest only ever sees the integer. Synchronization offers bitwise RMW
+    // per concrete type only, hence one overload each.
+    @unsafe private static func update(_ p: UnsafeMutableRawPointer, _ bits: UInt8, _ or: Bool) -> UInt8 {
+        let a = unsafe p.assumingMemoryBound(to: Atomic<UInt8>.self)
+        return or ? unsafe a.pointee.bitwiseOr(bits, ordering: .sequentiallyConsistent).oldValue
+            : unsafe a.pointee.bitwiseAnd(bits, ordering: .sequentiallyConsistent).oldValue
+    }
+    @unsafe private static func update(_ p: UnsafeMutableRawPointer, _ bits: UInt16, _ or: Bool) -> UInt16 {
+        let a = unsafe p.assumingMemoryBound(to: Atomic<UInt16>.self)
+        return or ? unsafe a.pointee.bitwiseOr(bits, ordering: .sequentiallyConsistent).oldValue
+            : unsafe a.pointee.bitwiseAnd(bits, ordering: .sequentiallyConsistent).oldValue
+    }
+    @unsafe private static func update(_ p: UnsafeMutableRawPointer, _ bits: UInt32, _ or: Bool) -> UInt32 {
+        let a = unsafe p.assumingMemoryBound(to: Atomic<UInt32>.self)
+        return or ? unsafe a.pointee.bitwiseOr(bits, ordering: .sequentiallyConsistent).oldValue
+            : unsafe a.pointee.bitwiseAnd(bits, ordering: .sequentiallyConsistent).oldValue
+    }
+    @unsafe private static func update(_ p: UnsafeMutableRawPointer, _ bits: UInt64, _ or: Bool) -> UInt64 {
+        let a = unsafe p.assumingMemoryBound(to: Atomic<UInt64>.self)
+        return or ? unsafe a.pointee.bitwiseOr(bits, ordering: .sequentiallyConsistent).oldValue
+            : unsafe a.pointee.bitwiseAnd(bits, ordering: .sequentiallyConsistent).oldValue
+    }
 }

@@ -21,6 +21,8 @@ public enum Hypercall: Hashable, Sendable {
     case vcpuOp(VCPUOpCommand, VCPUID, GuestVirtualAddress)
     /// `hvm_op(unsigned long op, void *arg)`.
     case hvmOp(HVMOpCommand, GuestVirtualAddress)
+    /// `event_channel_op(int cmd, void *arg)`.
+    case eventChannelOp(EventChannelOpCommand, GuestVirtualAddress)
     /// A handled hypercall whose sub-operation Xen's header does not name.
     case unknownSubOperation(HypercallNumber, subOperation: UInt64, arguments: [UInt64])
     /// A Xen hypercall this VMM does not implement (yet): -ENOSYS.
@@ -65,6 +67,9 @@ public enum Hypercall: Hashable, Sendable {
         case .hvmOp:
             guard let command = HVMOpCommand(rawValue: args[0]) else { self = unknownSubOp(args[0]); return }
             self = .hvmOp(command, pointer(1))
+        case .eventChannelOp:
+            guard let command = EventChannelOpCommand(rawValue: int32(0)) else { self = unknownSubOp(int32(0)); return }
+            self = .eventChannelOp(command, pointer(1))
         default:
             self = .unimplemented(number, arguments: args)
         }

@@ -1,3 +1,4 @@
+import EventChannels
 import GuestMemory
 import Synchronization
 import XenABI
@@ -83,6 +84,7 @@ public final class DomainState: Sendable {
         var sharedInfo32Bit = false
         var parameters = [UInt64](repeating: 0, count: Int(HVMParam.count))
         var shutdownCode: UInt32?
+        var upcallVectors: [VCPUID: UInt8] = [:]
     }
     let storage = Mutex(Storage())
 
@@ -111,7 +113,48 @@ public final class DomainState: Sendable {
     public var callbackVia: HVMCallbackVia { HVMCallbackVia(parameterValue: parameter(.callbackIRQ)) }
     /// The code recorded by SCHEDOP_shutdown_code / the first SCHEDOP_shutdown (raw: may be unknown).
     public var shutdownCode: UInt32? { storage.withLock { $0.shutdownCode } }
+    /// The vector `vcpu` asked its event-channel upcalls on
+    /// (HVMOP_set_evtchn_upcall_vector), if any. When set it is used in
+    /// preference to `callbackVia` (hvm_op.h; hvm/irq.c hvm_assert_evtchn_irq).
+    public func upcallVector(for vcpu: VCPUID) -> UInt8? { storage.withLock { $0.upcallVectors[vcpu] } }
 }
+
+/// The event-channel state machine reads the guest's shared_info and
+/// vcpu_info placement from here.
+extension DomainState: SharedInfoLocator {
+    public func registeredVCPUInfo(for vcpu: VCPUID) -> GuestPhysicalAddress? { vcpuInfo(for: vcpu)?.address }
+}
+
+/// Event channels (`event_channel_op`), with the calling guest's authority.
+/// The handler copies the argument in once, calls one of these, and copies
+/// outputs back. Each throws the `XenErrno` Xen returns; `EventChannelTable`
+/// is the implementation.
+public protocol EventChannelService: Sendable {
+    /// EVTCHNOP_alloc_unbound.
+    func allocateUnbound(domain: DomainID, remote: DomainID) throws(XenErrno) -> EventChannelPort
+    /// EVTCHNOP_bind_interdomain.
+    func bindInterdomain(remoteDomain: DomainID, remotePort: EventChannelPort) throws(XenErrno) -> EventChannelPort
+    /// EVTCHNOP_bind_virq.
+    func bindVIRQ(_ virq: VIRQ, vcpu: VCPUID) throws(XenErrno) -> EventChannelPort
+    /// EVTCHNOP_bind_ipi.
+    func bindIPI(vcpu: VCPUID) throws(XenErrno) -> EventChannelPort
+    /// EVTCHNOP_close.
+    func close(_ port: EventChannelPort) throws(XenErrno)
+    /// EVTCHNOP_send.
+    func send(_ port: EventChannelPort) throws(XenErrno)
+    /// EVTCHNOP_status.
+    func status(domain: DomainID, port: EventChannelPort) throws(XenErrno) -> EventChannelStatus
+    /// EVTCHNOP_bind_vcpu.
+    func bindVCPU(_ port: EventChannelPort, vcpu: VCPUID) throws(XenErrno)
+    /// EVTCHNOP_unmask.
+    func unmask(_ port: EventChannelPort) throws(XenErrno)
+    /// EVTCHNOP_reset (`resuming`: EVTCHNOP_reset_cont).
+    func reset(domain: DomainID, resuming: Bool) throws(XenErrno)
+    /// HVMOP_set_evtchn_upcall_vector recorded a vector for `vcpu`: assert it once.
+    func upcallVectorChanged(vcpu: VCPUID)
+}
+
+extension EventChannelTable: EventChannelService {}
 
 /// Decodes hypercalls and runs them against the domain's state and services.
 /// One instance per domain, shared by all vCPU threads.
@@ -121,17 +164,21 @@ public final class HypercallDispatcher: Sendable {
     public let console: any ConsoleService
     public let physmap: any PhysmapService
     public let state: DomainState
+    /// Event channels; nil: `event_channel_op` answers -ENOSYS.
+    public let eventChannels: (any EventChannelService)?
 
     /// Most bytes one CONSOLEIO_read returns.
     public static let maximumConsoleRead = 4096
 
     public init(configuration: DomainConfiguration, memory: any GuestMemory, console: any ConsoleService,
-                physmap: any PhysmapService, state: DomainState = DomainState()) {
+                physmap: any PhysmapService, state: DomainState = DomainState(),
+                eventChannels: (any EventChannelService)? = nil) {
         self.configuration = configuration
         self.memory = memory
         self.console = console
         self.physmap = physmap
         self.state = state
+        self.eventChannels = eventChannels
     }
 
     /// Runs the hypercall in `registers` for `vcpu`, whose paging registers are `paging`.
@@ -164,6 +211,8 @@ public final class HypercallDispatcher: Sendable {
             return result { () throws(XenErrno) in try vcpuOp(command, target, arg, c) }
         case .hvmOp(let command, let arg):
             return hvmOp(command, arg, c)
+        case .eventChannelOp(let command, let arg):
+            return result { () throws(XenErrno) in try eventChannelOp(command, arg, c) }
         case .unknownSubOperation(.vcpuOp, _, let args):
             // do_vcpu_op checks the vCPU id before the sub-op (xen/arch/x86/domain.c).
             return .returnToGuest(isValid(VCPUID(UInt32(truncatingIfNeeded: args[1])))

@@ -49,4 +49,25 @@ public final class MockGuestMemory: GuestMemory, @unchecked Sendable {
     public func store<T: FixedWidthInteger & UnsignedInteger>(_ value: T, at address: GuestPhysicalAddress) throws(GuestMemoryError) {
         try write(LittleEndianBytes.encode(value), at: address)
     }
+
+    public func atomicOr<T: FixedWidthInteger & UnsignedInteger>(_ bits: T, at address: GuestPhysicalAddress) throws(GuestMemoryError) -> T {
+        try update(address) { $0 | bits }
+    }
+
+    public func atomicAnd<T: FixedWidthInteger & UnsignedInteger>(_ bits: T, at address: GuestPhysicalAddress) throws(GuestMemoryError) -> T {
+        try update(address) { $0 & bits }
+    }
+
+    /// A read-modify-write under the memory's lock (so atomic with respect to
+    /// every other access through this object), with the mmap implementation's
+    /// alignment rule.
+    private func update<T: FixedWidthInteger & UnsignedInteger>(_ address: GuestPhysicalAddress, _ f: (T) -> T) throws(GuestMemoryError) -> T {
+        let size = MemoryLayout<T>.size
+        guard address.rawValue % UInt64(size) == 0 else { throw .misaligned(address, size: size) }
+        return try withRegion(address, size) { b, o in
+            let old = LittleEndianBytes.decode(T.self, from: b[o..<o + size])
+            b.replaceSubrange(o..<o + size, with: LittleEndianBytes.encode(f(old)))
+            return old
+        }
+    }
 }

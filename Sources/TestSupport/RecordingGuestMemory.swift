@@ -7,7 +7,7 @@ import Synchronization
 /// `afterWrite` runs after each write or store, so a test can look at the
 /// guest's memory between two steps of an update (as a concurrent reader would).
 public final class RecordingGuestMemory: GuestMemory, @unchecked Sendable {
-    public enum Kind: Hashable, Sendable { case read, write, load, store, fill }
+    public enum Kind: Hashable, Sendable { case read, write, load, store, fill, atomic }
     public struct Access: Hashable, Sendable {
         public var kind: Kind
         public var address: GuestPhysicalAddress
@@ -64,5 +64,17 @@ public final class RecordingGuestMemory: GuestMemory, @unchecked Sendable {
     public func store<T: FixedWidthInteger & UnsignedInteger>(_ value: T, at address: GuestPhysicalAddress) throws(GuestMemoryError) {
         try inner.store(value, at: address)
         afterWrite?(log(.store, address, MemoryLayout<T>.size))
+    }
+
+    public func atomicOr<T: FixedWidthInteger & UnsignedInteger>(_ bits: T, at address: GuestPhysicalAddress) throws(GuestMemoryError) -> T {
+        let old = try inner.atomicOr(bits, at: address)
+        afterWrite?(log(.atomic, address, MemoryLayout<T>.size))
+        return old
+    }
+
+    public func atomicAnd<T: FixedWidthInteger & UnsignedInteger>(_ bits: T, at address: GuestPhysicalAddress) throws(GuestMemoryError) -> T {
+        let old = try inner.atomicAnd(bits, at: address)
+        afterWrite?(log(.atomic, address, MemoryLayout<T>.size))
+        return old
     }
 }

@@ -27,3 +27,13 @@ public struct GuestVirtualAddress: RawRepresentable, Hashable, Sendable, CustomS
     public func advanced(by n: UInt64) -> GuestVirtualAddress { GuestVirtualAddress(rawValue &+ n) }
     public var description: String { "gva 0x" + String(rawValue, radix: 16) }
 }
+
+/// An event-channel port (`evtchn_port_t`, event_channel.h). Port 0 is never
+/// allocated: Xen reserves it at domain creation (event_channel.c evtchn_init).
+public struct EventChannelPort: RawRepresentable, Hashable, Comparable, Sendable, CustomStringConvertible {
+    public var rawValue: UInt32
+    public init(rawValue: UInt32) { self.rawValue = rawValue }
+    public init(_ rawValue: UInt32) { self.rawValue = rawValue }
+    public static func < (a: Self, b: Self) -> Bool { a.rawValue < b.rawValue }
+    public var description: String { "port \(rawValue)" }
+}

@@ -178,6 +178,85 @@ public enum VCPUOpCommand: XenSubOperation {
     }
 }
 
+/// `EVTCHNOP_*` (event_channel.h): the sub-operations of `event_channel_op`.
+public enum EventChannelOpCommand: XenSubOperation {
+    case bindInterdomain, bindVIRQ, bindPIRQ, close, send, status, allocUnbound
+    case bindIPI, bindVCPU, unmask, reset, initControl, expandArray, setPriority
+    /// `EVTCHNOP_reset_cont`: Xen's own continuation of `reset`. The header
+    /// hides it (`#ifdef __XEN__`), but do_event_channel_op accepts it from
+    /// any caller, so a guest can pass it.
+    case resetContinuation
+    public var rawValue: UInt32 {
+        switch self {
+        case .bindInterdomain: xenConstant(EVTCHNOP_bind_interdomain)
+        case .bindVIRQ: xenConstant(EVTCHNOP_bind_virq)
+        case .bindPIRQ: xenConstant(EVTCHNOP_bind_pirq)
+        case .close: xenConstant(EVTCHNOP_close)
+        case .send: xenConstant(EVTCHNOP_send)
+        case .status: xenConstant(EVTCHNOP_status)
+        case .allocUnbound: xenConstant(EVTCHNOP_alloc_unbound)
+        case .bindIPI: xenConstant(EVTCHNOP_bind_ipi)
+        case .bindVCPU: xenConstant(EVTCHNOP_bind_vcpu)
+        case .unmask: xenConstant(EVTCHNOP_unmask)
+        case .reset: xenConstant(EVTCHNOP_reset)
+        case .initControl: xenConstant(EVTCHNOP_init_control)
+        case .expandArray: xenConstant(EVTCHNOP_expand_array)
+        case .setPriority: xenConstant(EVTCHNOP_set_priority)
+        case .resetContinuation: 14  // EVTCHNOP_reset_cont, xen/include/public/event_channel.h (__XEN__ only)
+        }
+    }
+}
+
+/// A virtual IRQ (`VIRQ_*`, xen.h): an event Xen itself raises, bound to a
+/// port with EVTCHNOP_bind_virq. Open (a struct): any value below `count`
+/// may be bound, named or not, as in Xen.
+public struct VIRQ: RawRepresentable, Hashable, Sendable, CustomStringConvertible {
+    public var rawValue: UInt32
+    public init(rawValue: UInt32) { self.rawValue = rawValue }
+    init<T: BinaryInteger>(_ c: T) { rawValue = xenConstant(c) }
+
+    /// `NR_VIRQS`: values at or above it are invalid (-EINVAL).
+    public static let count = xenConstant(NR_VIRQS)
+    public var isValid: Bool { rawValue < Self.count }
+
+    public static let timer = VIRQ(VIRQ_TIMER)
+    public static let debug = VIRQ(VIRQ_DEBUG)
+    public static let console = VIRQ(VIRQ_CONSOLE)
+    public static let domainException = VIRQ(VIRQ_DOM_EXC)
+    public static let traceBuffer = VIRQ(VIRQ_TBUF)
+    public static let debugger = VIRQ(VIRQ_DEBUGGER)
+    public static let xenoprof = VIRQ(VIRQ_XENOPROF)
+    public static let consoleRing = VIRQ(VIRQ_CON_RING)
+    public static let pcpuState = VIRQ(VIRQ_PCPU_STATE)
+    public static let memoryEvent = VIRQ(VIRQ_MEM_EVENT)
+    public static let argo = VIRQ(VIRQ_ARGO)
+    public static let lowMemory = VIRQ(VIRQ_ENOMEM)
+    public static let xenPMU = VIRQ(VIRQ_XENPMU)
+
+    /// Per-vCPU VIRQs (Xen 4.17 event_channel.c `virq_is_global` is false):
+    /// each vCPU binds its own. Every other VIRQ is global: bound once, on
+    /// vCPU 0, and may be re-targeted with EVTCHNOP_bind_vcpu. x86 has no
+    /// per-vCPU `VIRQ_ARCH_*` (arch_virq_is_global is true).
+    public var isPerVCPU: Bool { self == .timer || self == .debug || self == .xenoprof || self == .xenPMU }
+
+    public var description: String { "VIRQ \(rawValue)" }
+}
+
+/// `EVTCHNSTAT_*` (event_channel.h): the state EVTCHNOP_status reports.
+public enum EventChannelStatusCode: XenSubOperation {
+    case closed, unbound, interdomain, pirq, virq, ipi
+    public var rawValue: UInt32 {
+        switch self {
+        case .closed: xenConstant(EVTCHNSTAT_closed)
+        case .unbound: xenConstant(EVTCHNSTAT_unbound)
+        case .interdomain: xenConstant(EVTCHNSTAT_interdomain)
+        case .pirq: xenConstant(EVTCHNSTAT_pirq)
+        case .virq: xenConstant(EVTCHNSTAT_virq)
+        case .ipi: xenConstant(EVTCHNSTAT_ipi)
+        }
+    }
+}
+
 /// `HVMOP_*` (hvm/hvm_op.h) of the current interface (the pre-4.9 device-model
 /// ops 2...4 are not guest operations any more; they answer -ENOSYS).
 public enum HVMOpCommand: XenSubOperation {

@@ -130,6 +130,12 @@ public enum XenWire {
         }
         public static let upcallPending = field(\vcpu_info.evtchn_upcall_pending, vcpu_info.self)
         public static let upcallMask = field(\vcpu_info.evtchn_upcall_mask, vcpu_info.self)
+        /// `evtchn_pending_sel` (an `xen_ulong_t`): 8 bytes at 8 in the 64-bit
+        /// layout; 4 bytes at 4 in the 32-bit one (two `uint8_t`, then a
+        /// 4-aligned `unsigned long`).
+        public static func pendingSelector(sharedInfo32Bit: Bool) -> WireField {
+            sharedInfo32Bit ? WireField(offset: 4, size: 4) : field(\vcpu_info.evtchn_pending_sel, vcpu_info.self)
+        }
     }
 
     /// `struct shared_info` (xen.h).
@@ -139,6 +145,115 @@ public enum XenWire {
         public static let vcpuInfo = field(\shared_info.vcpu_info, shared_info.self)
         /// `XEN_LEGACY_MAX_VCPUS`: vCPUs with a slot inside shared_info.
         public static let legacyMaxVCPUs = Int(XEN_LEGACY_MAX_VCPUS)
+        /// `evtchn_pending[sizeof(xen_ulong_t) * 8]`: right after the legacy
+        /// vcpu_info array (64 bytes each in both ABIs), so at the same offset
+        /// in both; 64 words of 8 bytes, or 32 words of 4 in the 32-bit layout.
+        public static func eventPending(sharedInfo32Bit: Bool) -> WireField {
+            sharedInfo32Bit
+                ? WireField(offset: vcpuInfo.offset + vcpuInfo.size, size: 32 * 4)
+                : field(\shared_info.evtchn_pending, shared_info.self)
+        }
+        /// `evtchn_mask[sizeof(xen_ulong_t) * 8]`, right after `evtchn_pending`.
+        public static func eventMask(sharedInfo32Bit: Bool) -> WireField {
+            sharedInfo32Bit
+                ? WireField(offset: vcpuInfo.offset + vcpuInfo.size + 32 * 4, size: 32 * 4)
+                : field(\shared_info.evtchn_mask, shared_info.self)
+        }
+        /// Bits per `xen_ulong_t` word of the bitmaps (`BITS_PER_EVTCHN_WORD`).
+        public static func bitsPerEventWord(sharedInfo32Bit: Bool) -> Int {
+            sharedInfo32Bit ? 32 : MemoryLayout<xen_ulong_t>.size * 8
+        }
+    }
+
+    // Event channels (event_channel.h). Every argument structure is made of
+    // fixed-width fields only, so the 32-bit layout is the same.
+
+    /// `struct evtchn_alloc_unbound`.
+    public enum EventChannelAllocUnbound {
+        public static let size = MemoryLayout<evtchn_alloc_unbound>.size
+        public static let dom = field(\evtchn_alloc_unbound.dom, evtchn_alloc_unbound.self)
+        public static let remoteDom = field(\evtchn_alloc_unbound.remote_dom, evtchn_alloc_unbound.self)
+        public static let port = field(\evtchn_alloc_unbound.port, evtchn_alloc_unbound.self)
+    }
+
+    /// `struct evtchn_bind_interdomain`.
+    public enum EventChannelBindInterdomain {
+        public static let size = MemoryLayout<evtchn_bind_interdomain>.size
+        public static let remoteDom = field(\evtchn_bind_interdomain.remote_dom, evtchn_bind_interdomain.self)
+        public static let remotePort = field(\evtchn_bind_interdomain.remote_port, evtchn_bind_interdomain.self)
+        public static let localPort = field(\evtchn_bind_interdomain.local_port, evtchn_bind_interdomain.self)
+    }
+
+    /// `struct evtchn_bind_virq`.
+    public enum EventChannelBindVIRQ {
+        public static let size = MemoryLayout<evtchn_bind_virq>.size
+        public static let virq = field(\evtchn_bind_virq.virq, evtchn_bind_virq.self)
+        public static let vcpu = field(\evtchn_bind_virq.vcpu, evtchn_bind_virq.self)
+        public static let port = field(\evtchn_bind_virq.port, evtchn_bind_virq.self)
+    }
+
+    /// `struct evtchn_bind_pirq`.
+    public enum EventChannelBindPIRQ {
+        public static let size = MemoryLayout<evtchn_bind_pirq>.size
+    }
+
+    /// `struct evtchn_bind_ipi`.
+    public enum EventChannelBindIPI {
+        public static let size = MemoryLayout<evtchn_bind_ipi>.size
+        public static let vcpu = field(\evtchn_bind_ipi.vcpu, evtchn_bind_ipi.self)
+        public static let port = field(\evtchn_bind_ipi.port, evtchn_bind_ipi.self)
+    }
+
+    /// `struct evtchn_close`, `evtchn_send` and `evtchn_unmask`: one port each.
+    public enum EventChannelPortArgument {
+        public static let size = MemoryLayout<evtchn_send>.size
+        public static let port = field(\evtchn_send.port, evtchn_send.self)
+    }
+
+    /// `struct evtchn_bind_vcpu`.
+    public enum EventChannelBindVCPU {
+        public static let size = MemoryLayout<evtchn_bind_vcpu>.size
+        public static let port = field(\evtchn_bind_vcpu.port, evtchn_bind_vcpu.self)
+        public static let vcpu = field(\evtchn_bind_vcpu.vcpu, evtchn_bind_vcpu.self)
+    }
+
+    /// `struct evtchn_reset`.
+    public enum EventChannelReset {
+        public static let size = MemoryLayout<evtchn_reset>.size
+        public static let dom = field(\evtchn_reset.dom, evtchn_reset.self)
+    }
+
+    /// `struct evtchn_status`. The union `u` starts at `union`; its members
+    /// all start there (C unions import as computed properties, so their
+    /// offsets are taken from the member structs' own layouts).
+    public enum EventChannelStatus {
+        public static let size = MemoryLayout<evtchn_status>.size
+        public static let dom = field(\evtchn_status.dom, evtchn_status.self)
+        public static let port = field(\evtchn_status.port, evtchn_status.self)
+        public static let status = field(\evtchn_status.status, evtchn_status.self)
+        public static let vcpu = field(\evtchn_status.vcpu, evtchn_status.self)
+        static let union = MemoryLayout<evtchn_status>.offset(of: \evtchn_status.u) ?? 0
+        private typealias Union = evtchn_status.__Unnamed_union_u
+        private static func member<S, V>(_ path: KeyPath<S, V>) -> WireField {
+            WireField(offset: union + (MemoryLayout<S>.offset(of: path) ?? 0), size: MemoryLayout<V>.size)
+        }
+        /// `u.unbound.dom`.
+        public static let unboundDom = member(\Union.__Unnamed_struct_unbound.dom)
+        /// `u.interdomain.dom`.
+        public static let interdomainDom = member(\Union.__Unnamed_struct_interdomain.dom)
+        /// `u.interdomain.port`.
+        public static let interdomainPort = member(\Union.__Unnamed_struct_interdomain.port)
+        /// `u.virq` (also `u.pirq`): a `uint32_t` at the union's start.
+        public static let virq = WireField(offset: union, size: 4)
+        /// Bytes of the union.
+        public static let unionSize = MemoryLayout<evtchn_status>.size - union
+    }
+
+    /// `struct xen_hvm_evtchn_upcall_vector` (hvm/hvm_op.h).
+    public enum HVMEventChannelUpcallVector {
+        public static let size = MemoryLayout<xen_hvm_evtchn_upcall_vector>.size
+        public static let vcpu = field(\xen_hvm_evtchn_upcall_vector.vcpu, xen_hvm_evtchn_upcall_vector.self)
+        public static let vector = field(\xen_hvm_evtchn_upcall_vector.vector, xen_hvm_evtchn_upcall_vector.self)
     }
 
     /// `struct sched_shutdown` (sched.h).

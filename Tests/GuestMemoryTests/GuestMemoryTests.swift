@@ -1,3 +1,4 @@
+import Dispatch
 import GuestMemory
 import TestSupport
 import Testing
@@ -71,4 +72,44 @@ struct GuestMemoryTests {
         #expect(r.end == UInt64.max)
         #expect(!r.contains(GuestPhysicalAddress(UInt64.max - 1), count: 10))
     }
+}
+
+// MARK: atomic read-modify-write
+
+
+@Test func atomicOrAndReturnTheOldValue() throws {
+    let mapped = try MappedGuestMemory(ranges: [GuestPhysicalRange(start: GuestPhysicalAddress(0), length: 0x1000)])
+    for m in [mapped as any GuestMemory, MockGuestMemory(size: 0x1000)] {
+        let a = GuestPhysicalAddress(0x100)
+        #expect(try m.atomicOr(UInt64(0b1010), at: a) == 0)
+        #expect(try m.atomicOr(UInt64(0b0110), at: a) == 0b1010)
+        #expect(try m.atomicAnd(~UInt64(0b0010), at: a) == 0b1110)
+        #expect(try m.load(UInt64.self, at: a) == 0b1100)
+        #expect(try m.testAndSetBit(63, of: UInt64.self, at: a) == false)
+        #expect(try m.testAndSetBit(63, of: UInt64.self, at: a) == true)
+        #expect(try m.testAndClearBit(63, of: UInt64.self, at: a) == true)
+        #expect(try m.testAndClearBit(63, of: UInt64.self, at: a) == false)
+        #expect(try m.atomicOr(UInt8(1), at: GuestPhysicalAddress(0x200)) == 0)
+        #expect(try m.atomicOr(UInt32(1 << 31), at: GuestPhysicalAddress(0x204)) == 0)
+        #expect(try m.load(UInt32.self, at: GuestPhysicalAddress(0x204)) == 1 << 31)
+        #expect(throws: GuestMemoryError.misaligned(GuestPhysicalAddress(0x104), size: 8)) {
+            try m.atomicOr(UInt64(1), at: GuestPhysicalAddress(0x104))
+        }
+        #expect(throws: GuestMemoryError.self) { try m.atomicOr(UInt64(1), at: GuestPhysicalAddress(0x1000)) }
+    }
+}
+
+@Test func atomicOrFromTwoThreadsLosesNothing() throws {
+    // 4096 words; one thread sets the low 32 bits of each, one bit at a time,
+    // the other the high 32: every word must end all ones.
+    let m = try MappedGuestMemory(ranges: [GuestPhysicalRange(start: GuestPhysicalAddress(0), length: 0x8000)])
+    DispatchQueue.concurrentPerform(iterations: 2) { half in
+        for word in 0..<4096 {
+            for bit in 0..<32 {
+                _ = try? m.atomicOr(UInt64(1) << UInt64(half * 32 + bit), at: GuestPhysicalAddress(UInt64(word * 8)))
+            }
+        }
+    }
+    let bytes = try m.read(at: GuestPhysicalAddress(0), count: 0x8000)
+    #expect(bytes.allSatisfy { $0 == 0xff })
 }

@@ -1,3 +1,4 @@
+import EventChannels
 import GuestMemory
 import Hypercalls
 import Synchronization
@@ -30,6 +31,12 @@ final class RecordingPhysmap: PhysmapService {
     }
 }
 
+final class RecordingNotifier: EventChannelNotifier {
+    let upcalls = Mutex<[UInt32]>([])
+    func upcall(vcpu: VCPUID) { upcalls.withLock { $0.append(vcpu.rawValue) } }
+    var list: [UInt32] { upcalls.withLock { $0 } }
+}
+
 /// A 16 MiB guest at 0 with a dispatcher; paging off unless a test says otherwise.
 struct Harness {
     static let ramSize = 16 << 20
@@ -42,14 +49,24 @@ struct Harness {
     let memory: MockGuestMemory
     let console = RecordingConsole()
     let physmap = RecordingPhysmap()
+    let notifier = RecordingNotifier()
     let dispatcher: HypercallDispatcher
+    /// Present when the harness was made `withEventChannels`.
+    let eventChannels: EventChannelTable?
 
-    init(vcpuCount: Int = 2, memoryMap: [MemoryMapEntry] = Harness.memoryMap, memory: MockGuestMemory? = nil) {
+    init(vcpuCount: Int = 2, memoryMap: [MemoryMapEntry] = Harness.memoryMap, memory: MockGuestMemory? = nil,
+         withEventChannels: Bool = false) {
         self.memory = memory ?? MockGuestMemory(size: Harness.ramSize)
         let config = DomainConfiguration(
             domainID: Harness.domid, vcpuCount: vcpuCount, memoryMap: memoryMap, totalPages: 4096,
             maxPages: 8192, handle: Array(1...16))
-        dispatcher = HypercallDispatcher(configuration: config, memory: self.memory, console: console, physmap: physmap)
+        let state = DomainState()
+        eventChannels = withEventChannels
+            ? EventChannelTable(configuration: .init(domainID: Harness.domid, vcpuCount: vcpuCount),
+                                memory: self.memory, locator: state, notifier: notifier)
+            : nil
+        dispatcher = HypercallDispatcher(configuration: config, memory: self.memory, console: console, physmap: physmap,
+                                         state: state, eventChannels: eventChannels)
     }
 
     var state: DomainState { dispatcher.state }

@@ -24,10 +24,28 @@ extension HypercallDispatcher {
             } catch {
                 return .returnToGuest(error.negated)
             }
+        case .setEvtchnUpcallVector:
+            return result { () throws(XenErrno) in try setEventChannelUpcallVector(arg, c) }
         default:
-            // Upcall vectors, TLB flush, pagetable_dying, ...: not implemented yet.
+            // TLB flush, pagetable_dying, ...: not implemented yet.
             return .returnToGuest(XenErrno.enosys.negated)
         }
+    }
+
+    /// HVMOP_set_evtchn_upcall_vector (hvm.c hvmop_set_evtchn_upcall_vector):
+    /// copy in (-EFAULT), vector < 0x10 (-EINVAL), then the vCPU (-ENOENT).
+    /// The vector is recorded per vCPU (`DomainState.upcallVector(for:)`) and,
+    /// like Xen's hvm_assert_evtchn_irq, asserted once right away.
+    private func setEventChannelUpcallVector(_ arg: GuestVirtualAddress, _ c: CallContext) throws(XenErrno) -> Int64 {
+        typealias W = XenWire.HVMEventChannelUpcallVector
+        let bytes = try c.guest.readVirtual(at: arg, count: W.size)
+        let vector = bytes.wireValue(W.vector, as: UInt8.self)
+        let vcpu = VCPUID(bytes.wireValue(W.vcpu, as: UInt32.self))
+        guard vector >= 0x10 else { throw .einval }
+        guard isValid(vcpu) else { throw .enoent }
+        state.storage.withLock { $0.upcallVectors[vcpu] = vector }
+        eventChannels?.upcallVectorChanged(vcpu: vcpu)
+        return 0
     }
 
     /// Copies the argument in, then validates in Xen's order: index range
