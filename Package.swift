@@ -42,8 +42,10 @@ let package = Package(
         .target(name: "XenRing", dependencies: ["CKVM", "GuestMemory", "XenABI"], swiftSettings: safeSettings),
         // Xen's PV clock (vcpu_time_info, wallclock) and per-vCPU timers, pure.
         .target(name: "PVTime", dependencies: ["CKVM", "GuestMemory", "XenABI"], swiftSettings: safeSettings),
+        // The PV console backend: the xencons ring over an interdomain event channel.
+        .target(name: "ConsoleBackend", dependencies: ["XenRing", "EventChannels", "GuestMemory", "XenABI"], swiftSettings: safeSettings),
         // Wiring: vCPU threads, exit handling, transports.
-        .target(name: "VMM", dependencies: ["KVM", "GuestMemory", "XenABI", "PVHBoot", "Hypercalls"], swiftSettings: safeSettings),
+        .target(name: "VMM", dependencies: ["KVM", "GuestMemory", "XenABI", "PVHBoot", "Hypercalls", "EventChannels", "ConsoleBackend"], swiftSettings: safeSettings),
         .executableTarget(
             name: "pvh",
             dependencies: ["VMM", "KVM", "PVHBoot", .product(name: "ArgumentParser", package: "swift-argument-parser")]),
@@ -60,6 +62,7 @@ let package = Package(
         .testTarget(name: "XenRingTests", dependencies: ["XenRing", "TestSupport", "GuestMemory"]),
         .testTarget(name: "PVTimeTests", dependencies: ["PVTime", "TestSupport", "XenABI", "GuestMemory"]),
         .testTarget(name: "EventChannelsTests", dependencies: ["EventChannels", "TestSupport", "XenABI", "GuestMemory"]),
+        .testTarget(name: "ConsoleBackendTests", dependencies: ["ConsoleBackend", "EventChannels", "XenRing", "TestSupport", "XenABI", "GuestMemory"]),
         .testTarget(name: "VMMTests", dependencies: ["VMM", "KVM", "PVHBoot", "XenABI", "GuestMemory"]),
         .testTarget(name: "IntegrationTests", dependencies: ["VMM", "KVM", "PVHBoot"]),
     ]

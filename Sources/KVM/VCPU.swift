@@ -334,6 +334,24 @@ public final class VCPU: @unchecked Sendable {
 
     // MARK: Events
 
+    /// KVM_GET_MP_STATE: e.g. KVM_MP_STATE_UNINITIALIZED (a secondary vCPU
+    /// waiting for INIT/SIPI under the in-kernel LAPIC) or RUNNABLE.
+    public var mpState: UInt32 {
+        get throws(KVMError) {
+            var s = kvm_mp_state()
+            _ = try Syscall.ioctl(fd, PVH_KVM_GET_MP_STATE, "KVM_GET_MP_STATE", &s)
+            return s.mp_state
+        }
+    }
+
+    /// Makes a parked secondary vCPU runnable (KVM_SET_MP_STATE RUNNABLE), as
+    /// Xen's VCPUOP_up does after VCPUOP_initialise. Call on the vCPU's thread
+    /// while it is outside KVM_RUN.
+    public func makeRunnable() throws(KVMError) {
+        var s = kvm_mp_state(mp_state: UInt32(KVM_MP_STATE_RUNNABLE))
+        _ = try Syscall.ioctl(fd, PVH_KVM_SET_MP_STATE, "KVM_SET_MP_STATE", &s)
+    }
+
     /// Injects exception `vector` (with `errorCode` for #DF, #TS, #NP, #SS,
     /// #GP, #PF, #AC) on the next entry: KVM_GET_VCPU_EVENTS, set
     /// exception.injected, KVM_SET_VCPU_EVENTS (api.rst §4.31). It is

@@ -1,4 +1,6 @@
+import ConsoleBackend
 import Dispatch
+import EventChannels
 import Foundation
 import Synchronization
 import GuestMemory
@@ -62,6 +64,10 @@ public final class Domain: Sendable {
     public let state: DomainState
     /// Counters: hypercalls per transport, exits.
     public let metrics = DomainMetrics()
+    /// The domain's event channels (guest ports and the backends' ports).
+    public let events: EventChannelTable
+    /// The PV console backend (HVM_PARAM_CONSOLE_PFN / _EVTCHN).
+    public let consoleBackend: ConsoleBackend
     let vm: VirtualMachine
     let memory: MappedGuestMemory
     let runners: [VCPURunner]
@@ -116,7 +122,9 @@ public final class Domain: Sendable {
         do {
             boot = try PVHLoader.load(
                 kernel,
-                configuration: BootConfiguration(commandLine: configuration.commandLine, initrd: initrd, vcpuCount: configuration.vcpus),
+                configuration: BootConfiguration(
+                    commandLine: configuration.commandLine, initrd: initrd, vcpuCount: configuration.vcpus,
+                    reservedRanges: [MemoryMapEntry(range: configuration.consolePage, type: .reserved)]),
                 into: memory)
         } catch {
             switch error {
@@ -131,12 +139,30 @@ public final class Domain: Sendable {
         let state = DomainState()
         self.state = state
         let totalPages = memory.size / GuestFrameNumber.pageSize
+        let events = EventChannelTable(
+            configuration: .init(domainID: Self.domainID, vcpuCount: configuration.vcpus),
+            memory: memory, locator: state, notifier: UpcallInjector(vm: vm, state: state, metrics: metrics))
+        self.events = events
+        // The PV console (what xl's console backend sets up): a ring page the
+        // memory map reserves, an unbound port for the backend domain, both
+        // handed to the guest in HVM params.
+        let consoleFrame = configuration.consolePage.start.frameNumber
+        do {
+            consoleBackend = try ConsoleBackend(
+                memory: memory, frame: consoleFrame, events: events, domain: Self.domainID,
+                output: { console.emit($0) },
+                report: { event in FileDescriptorConsoleSink(fd: 2).emit(Array("pvh: console: \(event)\n".utf8)) })
+        } catch {
+            throw .memory("console ring at \(consoleFrame): \(error)")
+        }
+        state.setParameter(.consolePFN, to: consoleFrame.rawValue)
+        state.setParameter(.consoleEvtchn, to: UInt64(consoleBackend.guestPort.rawValue))
         let dispatcher = HypercallDispatcher(
             configuration: DomainConfiguration(
                 domainID: Self.domainID, vcpuCount: configuration.vcpus, memoryMap: boot.memoryMap,
                 totalPages: totalPages, maxPages: totalPages, guestCommandLine: configuration.commandLine),
             memory: memory, console: ConsoleAdapter(sink: console),
-            physmap: SharedInfoBacking(vm: vm, memory: memory), state: state)
+            physmap: SharedInfoBacking(vm: vm, memory: memory), state: state, eventChannels: events)
 
         // KVM_XEN_HVM_CONFIG hosts trap vmcall/vmmcall themselves; elsewhere
         // hardware breakpoints on the sites found in the kernel's ELF do.

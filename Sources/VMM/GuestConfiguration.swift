@@ -26,6 +26,14 @@ public struct GuestConfiguration: Sendable, Equatable {
     /// Xen's HVM limit is far higher; one KVM VM here allows KVM_CAP_MAX_VCPUS.
     public static let maximumVCPUs = 128
 
+    /// The PV console ring's page: the last page of low RAM, reserved in the
+    /// memory map (Xen's toolstack keeps its "special pages" out of the
+    /// guest's RAM the same way).
+    public var consolePage: GuestPhysicalRange {
+        let lowEnd = ramRanges[0].end
+        return GuestPhysicalRange(start: GuestPhysicalAddress(lowEnd - GuestFrameNumber.pageSize), length: GuestFrameNumber.pageSize)
+    }
+
     /// Guest RAM ranges: low memory up to the 32-bit MMIO hole (which holds
     /// the local APIC at 0xFEE00000), the rest above 4 GiB, as Xen's HVM
     /// domain builder lays it out.

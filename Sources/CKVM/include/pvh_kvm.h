@@ -23,6 +23,7 @@ static const unsigned long PVH_KVM_ENABLE_CAP = KVM_ENABLE_CAP;
 static const unsigned long PVH_KVM_X86_SET_MSR_FILTER = KVM_X86_SET_MSR_FILTER;
 static const unsigned long PVH_KVM_XEN_HVM_CONFIG = KVM_XEN_HVM_CONFIG;
 static const unsigned long PVH_KVM_GET_TSC_KHZ = KVM_GET_TSC_KHZ;
+static const unsigned long PVH_KVM_SIGNAL_MSI = KVM_SIGNAL_MSI;
 
 // vCPU ioctls.
 static const unsigned long PVH_KVM_RUN = KVM_RUN;
@@ -37,6 +38,8 @@ static const unsigned long PVH_KVM_GET_MSRS = KVM_GET_MSRS;
 static const unsigned long PVH_KVM_GET_VCPU_EVENTS = KVM_GET_VCPU_EVENTS;
 static const unsigned long PVH_KVM_SET_VCPU_EVENTS = KVM_SET_VCPU_EVENTS;
 static const unsigned long PVH_KVM_SET_SIGNAL_MASK = KVM_SET_SIGNAL_MASK;
+static const unsigned long PVH_KVM_GET_MP_STATE = KVM_GET_MP_STATE;
+static const unsigned long PVH_KVM_SET_MP_STATE = KVM_SET_MP_STATE;
 
 /// Stores `value` into run->immediate_exit with a real atomic store: another
 /// thread (VCPU.kick) writes it while the vCPU thread may be entering KVM_RUN.
