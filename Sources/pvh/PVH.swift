@@ -1,4 +1,5 @@
 import ArgumentParser
+import Dispatch
 import KVM
 import VMM
 
@@ -80,7 +81,20 @@ struct Run: ParsableCommand {
             FileDescriptorConsoleSink(fd: 2).emit(Array("pvh: \(error.description)\n".utf8))
             throw ExitCode(1)
         }
+        let terminal = HostTerminal()
+        terminal.attach(to: domain)
+        // SIGINT/SIGTERM from outside stop the guest cleanly (terminal restored, status 130).
+        var sources: [DispatchSourceSignal] = []
+        for sig in [SIGINT, SIGTERM] {
+            signal(sig, SIG_IGN)
+            let source = DispatchSource.makeSignalSource(signal: sig, queue: .global())
+            source.setEventHandler { domain.stop() }
+            source.resume()
+            sources.append(source)
+        }
         let end = domain.run()
+        terminal.restore()
+        sources.forEach { $0.cancel() }
         if case .shutdown(.poweroff) = end {} else {
             FileDescriptorConsoleSink(fd: 2).emit(Array("pvh: \(end)\n".utf8))
         }

@@ -115,6 +115,28 @@ struct CLITests {
         #expect(r.stdout.contains("PVHTEST version PASS"))
     }
 
+    @Test("SIGTERM stops a running guest: status 130, one line on stderr", .enabled(if: Env.hasKVM, "needs /dev/kvm"))
+    func sigterm() throws {
+        let elf = try Env.testGuest.get()
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: Env.pvhBinary)
+        // A benchmark loop long enough to still be running when the signal comes.
+        p.arguments = ["run", "--kernel", elf, "--memory", "32", "--cmdline", "pvh.scenarios=bench_exit pvh.bench=100000000"]
+        let out = Pipe(), err = Pipe()
+        p.standardOutput = out
+        p.standardError = err
+        p.standardInput = FileHandle.nullDevice
+        try p.run()
+        // The guest is running once its first console bytes arrive.
+        #expect(!out.fileHandleForReading.availableData.isEmpty)
+        p.terminate()
+        p.waitUntilExit()
+        let e = String(decoding: err.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        #expect(p.terminationReason == .exit)
+        #expect(p.terminationStatus == 130)
+        #expect(e == "pvh: guest stopped by the host\n")
+    }
+
     @Test("host describes the KVM backend", .enabled(if: Env.hasKVM, "needs /dev/kvm"))
     func host() throws {
         let r = try pvh(["host"])
