@@ -5,7 +5,9 @@
  *   pvh.scenarios=evtchn,timer,pvclock,console_ring,smp
  *
  * Knobs: pvh.console_input=1 (console_ring waits for one typed line and
- * echoes it), pvh.console_timeout=<ms> (that wait, default 30000).
+ * echoes it), pvh.console_timeout=<ms> (that wait, default 30000),
+ * pvh.upcall=callback (use only HVM_PARAM_CALLBACK_IRQ, not
+ * HVMOP_set_evtchn_upcall_vector).
  *
  * Every wait is bounded by a TSC deadline (TSC kHz from Xen's time leaf,
  * xen/arch-x86/cpuid.h leaf base+3); `hlt` is used only while the local
@@ -239,6 +241,7 @@ static int wait_until(int (*cond)(const void *), const void *arg, uint64_t timeo
 /* shared_info, vcpu_info, the upcall                                  */
 
 struct vcpu_info *vcpu0_info;
+int vcpu0_info_registered;
 static volatile struct shared_info *shinfo;
 static const char *upcall_via;	/* "upcall_vector" or "callback_irq" */
 
@@ -358,6 +361,7 @@ static const char *xen_setup(void)
 		rc = vcpu_op(VCPUOP_register_vcpu_info, 0, &r);
 		if (rc == 0) {
 			vcpu0_info = (struct vcpu_info *)(vcpu_info_page + r.offset);
+			vcpu0_info_registered = 1;
 		} else {
 			printk("PVHINFO register_vcpu_info rc %ld: using shared_info.vcpu_info[0]\n", rc);
 			vcpu0_info = (struct vcpu_info *)&shinfo->vcpu_info[0];
@@ -369,8 +373,12 @@ static const char *xen_setup(void)
 	lapic_init();
 
 	if (!upcall_via) {
+		/* pvh.upcall=callback skips the per-vCPU vector (tests the VMM's other path). */
+		size_t len;
+		const char *how = cmdline_opt("pvh.upcall=", &len);
+		int callback_only = how && len == 8 && strncmp(how, "callback", 8) == 0;
 		struct xen_hvm_evtchn_upcall_vector uv = { .vcpu = 0, .vector = UPCALL_VECTOR };
-		rc = hvm_op(HVMOP_set_evtchn_upcall_vector, &uv);
+		rc = callback_only ? -XEN_ENOSYS : hvm_op(HVMOP_set_evtchn_upcall_vector, &uv);
 		if (rc == 0) {
 			upcall_via = "upcall_vector";
 		} else {
@@ -443,10 +451,11 @@ static const char *evtchn_loopback(evtchn_port_t a, evtchn_port_t b, int domid)
 				    domid, other);
 	}
 
-	/* Send on B: A's upcall. */
+	/* Send on B: A's upcall. (Counts are relative: ports get reused.) */
+	uint32_t h = port_hits[a], u;
 	if ((rc = evtchn_send(b)) != 0)
 		return fail("send(B=%u) rc %ld", b, rc);
-	if (!wait_port(a, 1, 500, 0, NULL))
+	if (!wait_port(a, h + 1, 500, 0, NULL))
 		return fail("no upcall for port A=%u within 500 ms of send(B) (upcalls %u, "
 			    "pending %d, upcall_pending %u, sel 0x%lx)", a, upcall_count,
 			    port_pending(a), vcpu0_info->evtchn_upcall_pending,
@@ -456,7 +465,8 @@ static const char *evtchn_loopback(evtchn_port_t a, evtchn_port_t b, int domid)
 
 	/* Masked: the send sets pending but raises no upcall ... */
 	mask_port(a);
-	uint32_t h = port_hits[a], u = upcall_count;
+	h = port_hits[a];
+	u = upcall_count;
 	if ((rc = evtchn_send(b)) != 0)
 		return fail("masked send(B) rc %ld", rc);
 	wait_port(a, h + 1, 50, 0, NULL);
@@ -474,9 +484,10 @@ static const char *evtchn_loopback(evtchn_port_t a, evtchn_port_t b, int domid)
 		return fail("no upcall for pending port A=%u after EVTCHNOP_unmask", a);
 
 	/* And the other direction: send on A reaches B. */
+	h = port_hits[b];
 	if ((rc = evtchn_send(a)) != 0)
 		return fail("send(A=%u) rc %ld", a, rc);
-	if (!wait_port(b, port_hits[b] + 1, 500, 0, NULL))
+	if (!wait_port(b, h + 1, 500, 0, NULL))
 		return fail("no upcall for port B=%u after send(A)", b);
 
 	/* Closing B leaves A unbound, waiting for our own domain again. */
@@ -698,14 +709,15 @@ static const char *scen_timer(void)
 	/* Nothing else may tick: Xen guests stop the periodic timer (Linux's xen_setup_timer). */
 	vcpu_op(VCPUOP_stop_periodic_timer, 0, NULL);
 	vcpu_op(VCPUOP_stop_singleshot_timer, 0, NULL);
-	port_hits[timer_port] = 0;
+	wait_port(timer_port, ~0u, 10, 0, NULL);	/* let a stray tick land */
 
 	/* 1. VCPUOP_set_singleshot_timer, now + 2 ms, awaited in hlt. */
+	uint32_t h0 = port_hits[timer_port];
 	uint64_t deadline = pvclock_ns() + 2 * MS;
 	struct vcpu_set_singleshot_timer ss = { .timeout_abs_ns = deadline, .flags = 0 };
 	if ((rc = vcpu_op(VCPUOP_set_singleshot_timer, 0, &ss)) != 0)
 		return fail("set_singleshot_timer(now + 2 ms) rc %ld", rc);
-	if ((r = expect_tick("singleshot", deadline, 0)))
+	if ((r = expect_tick("singleshot", deadline, h0)))
 		return r;
 
 	/* 2. In the past with VCPU_SSHOTTMR_future: -ETIME. */
@@ -924,10 +936,12 @@ void ap_main(void)
 		__asm__ volatile("cli; hlt");
 }
 
+static uint32_t ipi_hits0;
+
 static int ap_done(const void *arg)
 {
 	(void)arg;
-	return ap_ran && ap_send_rc != 1 && port_hits[ipi_port] > 0;
+	return ap_ran && ap_send_rc != 1 && port_hits[ipi_port] > ipi_hits0;
 }
 
 static const char *scen_smp(void)
@@ -950,8 +964,7 @@ static const char *scen_smp(void)
 		printk("PVHINFO bind_ipi(vcpu 0) rc %ld: the AP will only set a flag\n", rc);
 	else
 		ipi_port = bi.port;
-	if (ipi_port)
-		port_hits[ipi_port] = 0;
+	ipi_hits0 = port_hits[ipi_port];
 
 	/* VCPU_HVM_MODE_32B: flat 4 GiB segments, protected mode without paging. */
 	static struct vcpu_hvm_context ctx;
@@ -980,7 +993,7 @@ static const char *scen_smp(void)
 	if (!ap_ran)
 		return fail("vCPU 1 did not run within 2 s of VCPUOP_up");
 	printk("PVHINFO smp: AP ran, vcpu id %d, send rc %ld, IPI upcalls %u\n",
-	       (int)ap_vcpu_id, ap_send_rc, ipi_port ? port_hits[ipi_port] : 0);
+	       (int)ap_vcpu_id, ap_send_rc, ipi_port ? port_hits[ipi_port] - ipi_hits0 : 0);
 	if (ap_vcpu_id != 1)
 		return fail("AP reports vCPU id %d in CPUID leaf base+4", (int)ap_vcpu_id);
 	if (!ipi_port)

@@ -241,10 +241,17 @@ static const char *scen_vcpuinfo(void)
 		return fail("page-crossing offset 0x%x: rc %ld, want %d",
 			    r.offset, rc, -XEN_ENXIO);
 	r.offset = 64;
+	if (vcpu0_info_registered) {
+		/* events.c registered it already (scenario order): once only. */
+		if ((rc = vcpu_op(VCPUOP_register_vcpu_info, 0, &r)) != -XEN_EINVAL)
+			return fail("second registration: rc %ld, want %d", rc, -XEN_EINVAL);
+		return NULL;
+	}
 	if ((rc = vcpu_op(VCPUOP_register_vcpu_info, 0, &r)) != 0)
 		return fail("mfn 0x%lx offset %u: rc %ld", (unsigned long)r.mfn, r.offset, rc);
 	/* Registration is once only: events.c uses this one from now on. */
 	vcpu0_info = (struct vcpu_info *)(vcpu_info_page + r.offset);
+	vcpu0_info_registered = 1;
 	return NULL;
 }
 

@@ -109,6 +109,7 @@ void idt_load(void);
 /* ---- events.c ---- */
 /* vCPU 0's registered vcpu_info (set once VCPUOP_register_vcpu_info succeeds). */
 extern struct vcpu_info *vcpu0_info;
+extern int vcpu0_info_registered;
 void evtchn_upcall(void);		/* from upcall_entry (head.S) */
 void lapic_timer_tick(void);		/* from lapic_timer_entry */
 void ap_main(void) __attribute__((noreturn));	/* from ap_start64 */
