@@ -455,7 +455,7 @@ static const char *evtchn_loopback(evtchn_port_t a, evtchn_port_t b, int domid)
 	uint32_t h = port_hits[a], u;
 	if ((rc = evtchn_send(b)) != 0)
 		return fail("send(B=%u) rc %ld", b, rc);
-	if (!wait_port(a, h + 1, 500, 0, NULL))
+	if (!wait_port(a, h + 1, 500, 1, NULL))
 		return fail("no upcall for port A=%u within 500 ms of send(B) (upcalls %u, "
 			    "pending %d, upcall_pending %u, sel 0x%lx)", a, upcall_count,
 			    port_pending(a), vcpu0_info->evtchn_upcall_pending,
@@ -469,7 +469,7 @@ static const char *evtchn_loopback(evtchn_port_t a, evtchn_port_t b, int domid)
 	u = upcall_count;
 	if ((rc = evtchn_send(b)) != 0)
 		return fail("masked send(B) rc %ld", rc);
-	wait_port(a, h + 1, 50, 0, NULL);
+	wait_port(a, h + 1, 60, 1, NULL);	/* halts; the LAPIC watchdog ends it */
 	if (port_hits[a] != h || upcall_count != u)
 		return fail("upcall for masked port A=%u", a);
 	if (!port_pending(a))
