@@ -33,4 +33,9 @@
 /* The hole page scenario sharedinfo_hole maps shared_info at. */
 #define SHARED_INFO_HOLE_PA		0xfeff0000
 
+/* Interrupt vectors (events.c): Xen event-channel upcall, LAPIC watchdog. */
+#define UPCALL_VECTOR			0xf3
+#define LAPIC_TIMER_VECTOR		0xf4
+#define SPURIOUS_VECTOR			0xff
+
 #endif

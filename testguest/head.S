@@ -66,6 +66,39 @@ pvh_start32:
 	ljmp	$GDT_CODE64, $start64
 
 /*
+ * Secondary vCPU entry (scenario smp). VCPUOP_initialise starts the vCPU
+ * here in the state of a VCPU_HVM_MODE_32B vcpu_hvm_context
+ * (xen/hvm/hvm_vcpu.h): flat 32-bit protected mode, paging off, ESP set by
+ * the context. Same GDT, page tables and long-mode switch as the BSP, its
+ * own stack, then ap_main() (events.c), which never returns.
+ */
+	.globl ap_start32
+ap_start32:
+	cli
+	lgdt	gdt_desc
+	mov	$GDT_DATA, %eax
+	mov	%eax, %ds
+	mov	%eax, %es
+	mov	%eax, %ss
+	mov	%eax, %fs
+	mov	%eax, %gs
+	ljmp	$GDT_CODE32, $1f
+1:	mov	$ap_stack_top, %esp
+	mov	%cr4, %eax
+	or	$CR4_PAE, %eax
+	mov	%eax, %cr4
+	mov	$pml4, %eax
+	mov	%eax, %cr3
+	mov	$MSR_EFER, %ecx
+	rdmsr
+	or	$EFER_LME, %eax
+	wrmsr
+	mov	%cr0, %eax
+	or	$(CR0_PG | CR0_PE), %eax
+	mov	%eax, %cr0
+	ljmp	$GDT_CODE64, $ap_start64
+
+/*
  * Scenario hc32: one xen_version(XENVER_version) hypercall from 32-bit
  * protected mode through the hypercall page, using the 32-bit register ABI
  * (EAX = number, set by the stub; EBX, ECX, EDX, ESI, EDI = arguments).
@@ -247,6 +280,61 @@ int80_handler:
 	incl	int80_count
 	pop	%rax
 	iretq
+
+/*
+ * External interrupts (events.c): the event-channel upcall vector and the
+ * local APIC timer used as a watchdog for bounded `hlt`. The stubs save the
+ * caller-saved registers (9 pushes keep the C call 16-byte aligned after the
+ * 5-word interrupt frame), call the C handler, restore and iretq. The
+ * handlers write the LAPIC EOI themselves. The spurious vector (0xff) gets
+ * no EOI (Intel SDM vol. 3, 11.9).
+ */
+.macro IRQ_STUB name, handler
+	.globl \name
+\name:
+	push	%rax
+	push	%rcx
+	push	%rdx
+	push	%rsi
+	push	%rdi
+	push	%r8
+	push	%r9
+	push	%r10
+	push	%r11
+	cld
+	call	\handler
+	pop	%r11
+	pop	%r10
+	pop	%r9
+	pop	%r8
+	pop	%rdi
+	pop	%rsi
+	pop	%rdx
+	pop	%rcx
+	pop	%rax
+	iretq
+.endm
+
+	IRQ_STUB upcall_entry, evtchn_upcall
+	IRQ_STUB lapic_timer_entry, lapic_timer_tick
+
+	.globl spurious_entry
+spurious_entry:
+	iretq
+
+	.code64
+ap_start64:
+	mov	$GDT_DATA, %eax
+	mov	%eax, %ds
+	mov	%eax, %es
+	mov	%eax, %ss
+	mov	%eax, %fs
+	mov	%eax, %gs
+	mov	$ap_stack_top, %rsp
+	call	ap_main
+1:	cli
+	hlt
+	jmp	1b
 
 /*
  * Exceptions 0-31 other than #BP: report and stop (exception_fatal() prints

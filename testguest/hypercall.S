@@ -19,12 +19,21 @@
 hypercall_page:
 	.skip 4096
 
-/* Scratch RAM frames for scenarios sharedinfo and vcpuinfo (scenarios.c). */
-	.globl shared_info_ram_page, vcpu_info_page
+/*
+ * Scratch RAM frames: sharedinfo and vcpuinfo (scenarios.c); events.c maps
+ * shared_info at its own frame, xen_shared_info_page.
+ */
+	.globl shared_info_ram_page, vcpu_info_page, xen_shared_info_page
 shared_info_ram_page:
 	.skip 4096
 vcpu_info_page:
 	.skip 4096
+xen_shared_info_page:
+	.skip 4096
+/* Stack of the secondary vCPU (scenario smp, head.S ap_start32). */
+	.globl ap_stack_top
+	.skip 0x4000
+ap_stack_top:
 
 	.text
 	.globl hc_page_call

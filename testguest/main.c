@@ -82,6 +82,13 @@ static void run_scenario(const char *name, size_t nlen)
 			return;
 		}
 	}
+	for (size_t i = 0; i < nr_xen_scenarios; i++) {
+		if (strlen(xen_scenarios[i].name) == nlen &&
+		    strncmp(xen_scenarios[i].name, name, nlen) == 0) {
+			result(name, nlen, xen_scenarios[i].run());
+			return;
+		}
+	}
 	result(name, nlen, "unknown scenario");
 }
 

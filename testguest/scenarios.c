@@ -241,8 +241,17 @@ static const char *scen_vcpuinfo(void)
 		return fail("page-crossing offset 0x%x: rc %ld, want %d",
 			    r.offset, rc, -XEN_ENXIO);
 	r.offset = 64;
+	if (vcpu0_info_registered) {
+		/* events.c registered it already (scenario order): once only. */
+		if ((rc = vcpu_op(VCPUOP_register_vcpu_info, 0, &r)) != -XEN_EINVAL)
+			return fail("second registration: rc %ld, want %d", rc, -XEN_EINVAL);
+		return NULL;
+	}
 	if ((rc = vcpu_op(VCPUOP_register_vcpu_info, 0, &r)) != 0)
 		return fail("mfn 0x%lx offset %u: rc %ld", (unsigned long)r.mfn, r.offset, rc);
+	/* Registration is once only: events.c uses this one from now on. */
+	vcpu0_info = (struct vcpu_info *)(vcpu_info_page + r.offset);
+	vcpu0_info_registered = 1;
 	return NULL;
 }
 
@@ -334,7 +343,16 @@ void idt_init(void)
 		set_gate(v, exc_stubs[v]);
 	set_gate(3, (uintptr_t)bp_handler);
 	set_gate(0x80, (uintptr_t)int80_handler);
+	/* External interrupts, used by events.c (interrupts stay off otherwise). */
+	set_gate(UPCALL_VECTOR, (uintptr_t)upcall_entry);
+	set_gate(LAPIC_TIMER_VECTOR, (uintptr_t)lapic_timer_entry);
+	set_gate(SPURIOUS_VECTOR, (uintptr_t)spurious_entry);
+	idt_load();
+}
 
+/* Also run by the secondary vCPU (events.c ap_main). */
+void idt_load(void)
+{
 	struct __attribute__((packed)) { uint16_t limit; uint64_t base; } idtr = {
 		sizeof(idt) - 1, (uintptr_t)idt
 	};

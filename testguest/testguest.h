@@ -99,8 +99,20 @@ extern const size_t nr_scenarios;
 /* Run only when named (pvh.scenarios=bench_...): timing loops for benchmarks. */
 extern const struct scenario bench_scenarios[];
 extern const size_t nr_bench_scenarios;
+/* Xen event/time/SMP/console scenarios (events.c), also run only when named. */
+extern const struct scenario xen_scenarios[];
+extern const size_t nr_xen_scenarios;
 const char *cmdline_opt(const char *key, size_t *len);
 void idt_init(void);
+void idt_load(void);
+
+/* ---- events.c ---- */
+/* vCPU 0's registered vcpu_info (set once VCPUOP_register_vcpu_info succeeds). */
+extern struct vcpu_info *vcpu0_info;
+extern int vcpu0_info_registered;
+void evtchn_upcall(void);		/* from upcall_entry (head.S) */
+void lapic_timer_tick(void);		/* from lapic_timer_entry */
+void ap_main(void) __attribute__((noreturn));	/* from ap_start64 */
 
 /* ---- head.S / hypercall.S ---- */
 extern uint8_t hypercall_page[];
@@ -113,5 +125,8 @@ void bp_handler(void);
 void int80_handler(void);
 void xen_hypercall_amd(void);
 void xen_hypercall_intel(void);
+void upcall_entry(void), lapic_timer_entry(void), spurious_entry(void);
+void ap_start32(void);
+extern uint8_t ap_stack_top[], xen_shared_info_page[];
 
 #endif
