@@ -57,7 +57,7 @@ struct GuestRun {
     }
 
     static func boot(_ config: GuestConfiguration, stopWhen: (@Sendable ([String]) -> Bool)? = nil,
-                     limit: Duration) throws -> GuestRun {
+                     limit: Duration, before: (Domain) -> Void = { _ in }) throws -> GuestRun {
         let seen = Mutex<[String]>([])
         let domainBox = Mutex<Domain?>(nil)
         let console = CapturingConsoleSink { line in
@@ -67,6 +67,7 @@ struct GuestRun {
         }
         let domain = try Domain(configuration: config, console: console)
         domainBox.withLock { $0 = domain }
+        before(domain)
         // A bound, not synchronisation: a guest that never gets there fails the test.
         let watchdog = DispatchWorkItem { domain.lifecycle.finish(.failed("test time limit \(limit) reached")) }
         let (seconds, attoseconds) = limit.components

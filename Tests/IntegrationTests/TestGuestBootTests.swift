@@ -98,6 +98,29 @@ struct TestGuestBootTests {
         #expect(run.lines.contains("PVHTEST SUMMARY 2 passed, 0 failed"))
     }
 
+    @Test("event channels: a loopback channel, masking, status, close, errors; upcalls through the LAPIC",
+          arguments: ["", "pvh.upcall=callback"])
+    func eventChannels(_ upcall: String) throws {
+        let elf = try Env.testGuest.get()
+        let run = try GuestRun.boot(GuestConfiguration(kernelPath: elf, commandLine: "pvh.scenarios=evtchn \(upcall)", memoryMiB: 64),
+                                    limit: .seconds(120))
+        #expect(run.exit == .shutdown(.poweroff))
+        #expect(run.results()["evtchn"] == "PASS", "\(run.console.text)")
+        #expect(run.domain.metrics.upcallsInjected.load(ordering: .relaxed) >= 2)
+    }
+
+    @Test("PV console ring both ways: guest output reaches the host, host input is echoed back")
+    func consoleRing() throws {
+        let elf = try Env.testGuest.get()
+        let run = try GuestRun.boot(
+            GuestConfiguration(kernelPath: elf, commandLine: "pvh.scenarios=console_ring pvh.console_input=1", memoryMiB: 64),
+            limit: .seconds(120), before: { $0.consoleBackend.input(Array("ping from the host\n".utf8)) })
+        #expect(run.exit == .shutdown(.poweroff))
+        #expect(run.results()["console_ring"] == "PASS", "\(run.console.text)")
+        #expect(run.lines.contains("PVHTEST-CONSOLE-RING hello"))
+        #expect(run.lines.contains("PVHTEST-CONSOLE-ECHO ping from the host"))
+    }
+
     @Test("an unknown scenario is reported by the guest, not a VMM failure")
     func unknownScenario() throws {
         let run = try bootTestGuest("pvh.scenarios=nosuch")
