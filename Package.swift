@@ -36,7 +36,7 @@ let package = Package(
         // Event channels: the per-domain port state machine and 2-level delivery into guest memory.
         .target(name: "EventChannels", dependencies: ["GuestMemory", "XenABI"], swiftSettings: safeSettings),
         // Hypercall decoding and dispatch to service protocols.
-        .target(name: "Hypercalls", dependencies: ["GuestMemory", "XenABI", "EventChannels"], swiftSettings: safeSettings),
+        .target(name: "Hypercalls", dependencies: ["GuestMemory", "XenABI", "EventChannels", "PVTime"], swiftSettings: safeSettings),
         // The only shared-ring implementation: byte rings (console, XenStore) and
         // request/response rings (io/ring.h), backend side, over guest memory.
         .target(name: "XenRing", dependencies: ["CKVM", "GuestMemory", "XenABI"], swiftSettings: safeSettings),
@@ -58,7 +58,7 @@ let package = Package(
         .testTarget(name: "XenABITests", dependencies: ["XenABI"]),
         .testTarget(name: "KVMTests", dependencies: ["KVM", "GuestMemory"]),
         .testTarget(name: "PVHBootTests", dependencies: ["PVHBoot", "TestSupport", "XenABI", "GuestMemory"]),
-        .testTarget(name: "HypercallsTests", dependencies: ["Hypercalls", "EventChannels", "TestSupport", "XenABI", "GuestMemory"]),
+        .testTarget(name: "HypercallsTests", dependencies: ["Hypercalls", "EventChannels", "PVTime", "TestSupport", "XenABI", "GuestMemory"]),
         .testTarget(name: "XenRingTests", dependencies: ["XenRing", "TestSupport", "GuestMemory"]),
         .testTarget(name: "PVTimeTests", dependencies: ["PVTime", "TestSupport", "XenABI", "GuestMemory"]),
         .testTarget(name: "EventChannelsTests", dependencies: ["EventChannels", "TestSupport", "XenABI", "GuestMemory"]),

@@ -23,6 +23,11 @@ public enum Hypercall: Hashable, Sendable {
     case hvmOp(HVMOpCommand, GuestVirtualAddress)
     /// `event_channel_op(int cmd, void *arg)`.
     case eventChannelOp(EventChannelOpCommand, GuestVirtualAddress)
+    /// `set_timer_op(s_time_t timeout)`: one 64-bit register in 64-bit mode;
+    /// from a 32-bit caller `compat_set_timer_op(uint32_t lo, uint32_t hi)`,
+    /// the low half in EBX and the high half in ECX (xen/include/hypercall-defs.c:
+    /// HVM32 uses the compat entry, HVM64 `do`; xen/common/sched/compat.c).
+    case setTimerOp(UInt64)
     /// A handled hypercall whose sub-operation Xen's header does not name.
     case unknownSubOperation(HypercallNumber, subOperation: UInt64, arguments: [UInt64])
     /// A Xen hypercall this VMM does not implement (yet): -ENOSYS.
@@ -70,6 +75,8 @@ public enum Hypercall: Hashable, Sendable {
         case .eventChannelOp:
             guard let command = EventChannelOpCommand(rawValue: int32(0)) else { self = unknownSubOp(int32(0)); return }
             self = .eventChannelOp(command, pointer(1))
+        case .setTimerOp:
+            self = .setTimerOp(registers.mode == .long64 ? args[0] : (args[1] << 32) | args[0])
         default:
             self = .unimplemented(number, arguments: args)
         }

@@ -1,5 +1,6 @@
 import EventChannels
 import GuestMemory
+import PVTime
 import Synchronization
 import XenABI
 
@@ -12,6 +13,25 @@ public enum HypercallOutcome: Hashable, Sendable {
     case shutdown(ShutdownReason)
     /// SCHEDOP_yield: RAX = 0, and the vCPU thread should yield its CPU.
     case yield
+    /// SCHEDOP_block: RAX = 0, then block the vCPU until an event is
+    /// deliverable to it (xen/common/sched/core.c `vcpu_block`): its
+    /// `evtchn_upcall_pending` is set (the handler has already cleared
+    /// `evtchn_upcall_mask`, Xen's `local_event_delivery_enable`), an upcall
+    /// is injected (`EventChannelNotifier.upcall`), or any other interrupt
+    /// is pending for it. If one already is, do not block at all: Xen checks
+    /// again *after* marking the vCPU blocked, so no wake-up is lost.
+    case block
+    /// SCHEDOP_poll: RAX = 0, then block the vCPU until one of `ports`
+    /// becomes pending (`EventChannelNotifier.portBecamePending`; with no
+    /// ports, until any event), an interrupt is deliverable to it (Xen's
+    /// `local_events_need_delivery`: pending and not blocked by the vCPU's
+    /// interrupt flag), or system time reaches `deadline` (nil: no timeout;
+    /// a deadline in the past wakes at once). Always RAX = 0 when it wakes.
+    /// The handler has validated every port and returned 0 itself if one
+    /// was pending; the VMM must re-check `isPending` after registering as a
+    /// poller, since a port may have become pending in between
+    /// (xen/common/sched/core.c `do_poll`).
+    case poll(ports: [EventChannelPort], deadline: SystemTime?)
 }
 
 /// The static facts about the domain the dispatcher answers from.
@@ -31,10 +51,14 @@ public struct DomainConfiguration: Sendable {
     public var features: XenFeatures
     /// XENVER_guest_handle: the domain's UUID (16 bytes; shorter is zero-padded).
     public var handle: [UInt8]
+    /// The CR4/EFER bits VCPUOP_initialise accepts (Xen: from the CPUID policy).
+    public var bootStateLimits: VCPUBootState.Limits
 
     public init(domainID: DomainID, vcpuCount: Int, memoryMap: [MemoryMapEntry], totalPages: UInt64,
                 maxPages: UInt64, guestCommandLine: String = "", version: XenVersionInfo = .xen417,
-                features: XenFeatures = .pvhDefault, handle: [UInt8] = []) {
+                features: XenFeatures = .pvhDefault, handle: [UInt8] = [],
+                bootStateLimits: VCPUBootState.Limits = .architectural) {
+        self.bootStateLimits = bootStateLimits
         self.domainID = domainID
         self.vcpuCount = vcpuCount
         self.memoryMap = memoryMap
@@ -85,6 +109,7 @@ public final class DomainState: Sendable {
         var parameters = [UInt64](repeating: 0, count: Int(HVMParam.count))
         var shutdownCode: UInt32?
         var upcallVectors: [VCPUID: UInt8] = [:]
+        var runstateAreas: [VCPUID: GuestPhysicalAddress] = [:]
     }
     let storage = Mutex(Storage())
 
@@ -117,6 +142,10 @@ public final class DomainState: Sendable {
     /// (HVMOP_set_evtchn_upcall_vector), if any. When set it is used in
     /// preference to `callbackVia` (hvm_op.h; hvm/irq.c hvm_assert_evtchn_irq).
     public func upcallVector(for vcpu: VCPUID) -> UInt8? { storage.withLock { $0.upcallVectors[vcpu] } }
+    /// Where `vcpu` registered its `vcpu_runstate_info`
+    /// (VCPUOP_register_runstate_memory_area, translated when registered), if
+    /// anywhere. Its layout is compat when `sharedInfoIs32Bit`.
+    public func runstateArea(for vcpu: VCPUID) -> GuestPhysicalAddress? { storage.withLock { $0.runstateAreas[vcpu] } }
 }
 
 /// The event-channel state machine reads the guest's shared_info and
@@ -152,6 +181,11 @@ public protocol EventChannelService: Sendable {
     func reset(domain: DomainID, resuming: Bool) throws(XenErrno)
     /// HVMOP_set_evtchn_upcall_vector recorded a vector for `vcpu`: assert it once.
     func upcallVectorChanged(vcpu: VCPUID)
+    /// A guest port's state with toolstack authority; nil for a port beyond
+    /// the domain's ports (`port_is_valid` false). For SCHEDOP_poll.
+    func guestPortStatus(_ port: EventChannelPort) -> EventChannelStatus?
+    /// Whether a guest port is in use and pending (`evtchn_port_is_pending`). For SCHEDOP_poll.
+    func isPending(_ port: EventChannelPort) -> Bool
 }
 
 extension EventChannelTable: EventChannelService {}
@@ -164,21 +198,30 @@ public final class HypercallDispatcher: Sendable {
     public let console: any ConsoleService
     public let physmap: any PhysmapService
     public let state: DomainState
-    /// Event channels; nil: `event_channel_op` answers -ENOSYS.
+    /// Event channels; nil: `event_channel_op`, SCHEDOP_block and SCHEDOP_poll answer -ENOSYS.
     public let eventChannels: (any EventChannelService)?
+    /// Xen time and timers; nil: the timer operations of `vcpu_op`,
+    /// `set_timer_op` and the time memory area answer -ENOSYS.
+    public let time: (any TimeService)?
+    /// Secondary vCPU start and stop; nil: VCPUOP_initialise/up/down answer
+    /// -ENOSYS, and VCPUOP_is_up reports vCPU 0 up (others -ENOSYS).
+    public let lifecycle: (any VCPULifecycle)?
 
     /// Most bytes one CONSOLEIO_read returns.
     public static let maximumConsoleRead = 4096
 
     public init(configuration: DomainConfiguration, memory: any GuestMemory, console: any ConsoleService,
                 physmap: any PhysmapService, state: DomainState = DomainState(),
-                eventChannels: (any EventChannelService)? = nil) {
+                eventChannels: (any EventChannelService)? = nil, time: (any TimeService)? = nil,
+                lifecycle: (any VCPULifecycle)? = nil) {
         self.configuration = configuration
         self.memory = memory
         self.console = console
         self.physmap = physmap
         self.state = state
         self.eventChannels = eventChannels
+        self.time = time
+        self.lifecycle = lifecycle
     }
 
     /// Runs the hypercall in `registers` for `vcpu`, whose paging registers are `paging`.
@@ -208,7 +251,9 @@ public final class HypercallDispatcher: Sendable {
         case .memoryOp(let command, let startExtent, let arg):
             return result { () throws(XenErrno) in try memoryOp(command, startExtent: startExtent, arg, c) }
         case .vcpuOp(let command, let target, let arg):
-            return result { () throws(XenErrno) in try vcpuOp(command, target, arg, c) }
+            return vcpuOp(command, target, arg, c)
+        case .setTimerOp(let timeout):
+            return result { () throws(XenErrno) in try setTimerOp(timeout, c) }
         case .hvmOp(let command, let arg):
             return hvmOp(command, arg, c)
         case .eventChannelOp(let command, let arg):

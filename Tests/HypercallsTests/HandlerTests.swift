@@ -300,7 +300,8 @@ private func putRegistration(_ h: Harness, mfn: UInt64, offset: UInt32) {
     #expect(h.call(.vcpuOp, 10, 2, 0x1000) == .error(.enoent))  // vCPU 2 of 2
     #expect(h.call(.vcpuOp, 10, 0, bad) == .error(.efault))
     #expect(h.call(.vcpuOp, 10, 0, 0x1000) == .zero)
-    #expect(h.call(.vcpuOp, 3, 0, 0) == .error(.enosys))
+    #expect(h.call(.vcpuOp, 3, 0, 0) == .returnToGuest(1))  // is_up: vCPU 0 is up even without a lifecycle service
+    #expect(h.call(.vcpuOp, 1, 1, 0) == .error(.enosys))  // up: no lifecycle service
     #expect(h.call(.vcpuOp, 99, 0, 0) == .error(.enosys))
     #expect(h.call(.vcpuOp, 99, 7, 0) == .error(.enoent))
 }

@@ -1,6 +1,7 @@
 import EventChannels
 import GuestMemory
 import Hypercalls
+import PVTime
 import Synchronization
 import TestSupport
 import XenABI
@@ -37,6 +38,29 @@ final class RecordingNotifier: EventChannelNotifier {
     var list: [UInt32] { upcalls.withLock { $0 } }
 }
 
+/// A VCPULifecycle that keeps Xen's states: vCPU 0 initialised and up, the others neither.
+final class FakeLifecycle: VCPULifecycle {
+    struct VCPU { var initialised = false; var up = false; var state: VCPUBootState? }
+    let vcpus: Mutex<[VCPUID: VCPU]>
+    init() { vcpus = Mutex([VCPUID(0): VCPU(initialised: true, up: true)]) }
+    func isInitialised(vcpu: VCPUID) -> Bool { vcpus.withLock { $0[vcpu]?.initialised ?? false } }
+    func initialise(vcpu: VCPUID, state: VCPUBootState) throws(XenErrno) {
+        try vcpus.withLock { (v: inout [VCPUID: VCPU]) throws(XenErrno) in
+            guard v[vcpu]?.initialised != true else { throw .eexist }
+            v[vcpu] = VCPU(initialised: true, up: false, state: state)
+        }
+    }
+    func up(vcpu: VCPUID) throws(XenErrno) {
+        try vcpus.withLock { (v: inout [VCPUID: VCPU]) throws(XenErrno) in
+            guard v[vcpu]?.initialised == true else { throw .einval }
+            v[vcpu]?.up = true
+        }
+    }
+    func down(vcpu: VCPUID) throws(XenErrno) { vcpus.withLock { $0[vcpu]?.up = false } }
+    func isUp(vcpu: VCPUID) -> Bool { vcpus.withLock { $0[vcpu]?.up ?? false } }
+    func state(_ vcpu: UInt32) -> VCPUBootState? { vcpus.withLock { $0[VCPUID(vcpu)]?.state } }
+}
+
 /// A 16 MiB guest at 0 with a dispatcher; paging off unless a test says otherwise.
 struct Harness {
     static let ramSize = 16 << 20
@@ -53,9 +77,15 @@ struct Harness {
     let dispatcher: HypercallDispatcher
     /// Present when the harness was made `withEventChannels`.
     let eventChannels: EventChannelTable?
+    /// Present when the harness was made `withTime` (a 2 GHz fake clock).
+    let clock: FakePVClock?
+    let timers: DomainTimers?
+    /// Present when the harness was made `withLifecycle`.
+    let lifecycle: FakeLifecycle?
 
     init(vcpuCount: Int = 2, memoryMap: [MemoryMapEntry] = Harness.memoryMap, memory: MockGuestMemory? = nil,
-         withEventChannels: Bool = false) {
+         withEventChannels: Bool = false, withTime: Bool = false, withLifecycle: Bool = false,
+         policy: SingleshotFuturePolicy = .honour) {
         self.memory = memory ?? MockGuestMemory(size: Harness.ramSize)
         let config = DomainConfiguration(
             domainID: Harness.domid, vcpuCount: vcpuCount, memoryMap: memoryMap, totalPages: 4096,
@@ -65,8 +95,18 @@ struct Harness {
             ? EventChannelTable(configuration: .init(domainID: Harness.domid, vcpuCount: vcpuCount),
                                 memory: self.memory, locator: state, notifier: notifier)
             : nil
+        if withTime {
+            let clock = FakePVClock(tscKHz: 2_000_000)
+            self.clock = clock
+            timers = DomainTimers(vcpuCount: vcpuCount, clock: PVClock(tscKHz: 2_000_000, start: clock.read()),
+                                  source: clock, memory: self.memory, placement: state, policy: policy)
+        } else {
+            clock = nil
+            timers = nil
+        }
+        lifecycle = withLifecycle ? FakeLifecycle() : nil
         dispatcher = HypercallDispatcher(configuration: config, memory: self.memory, console: console, physmap: physmap,
-                                         state: state, eventChannels: eventChannels)
+                                         state: state, eventChannels: eventChannels, time: timers, lifecycle: lifecycle)
     }
 
     var state: DomainState { dispatcher.state }

@@ -28,6 +28,7 @@
 #include <xen/errno.h>
 #include <xen/hvm/hvm_op.h>
 #include <xen/hvm/params.h>
+#include <xen/hvm/hvm_vcpu.h>
 #include <xen/arch-x86/cpuid.h>
 #include <xen/arch-x86/hvm/start_info.h>
 
@@ -79,6 +80,15 @@ enum {
     PVH_XEN_MEMORY_MAP_NR_ENTRIES_OFFSET = offsetof(struct xen_memory_map, nr_entries),
     PVH_XEN_MEMORY_MAP_BUFFER_OFFSET = offsetof(struct xen_memory_map, buffer),
     PVH_XEN_MEMORY_MAP_BUFFER_SIZE = sizeof(((struct xen_memory_map *)0)->buffer),
+
+    PVH_SCHED_POLL_SIZE = sizeof(struct sched_poll),
+    PVH_SCHED_POLL_PORTS_OFFSET = offsetof(struct sched_poll, ports),
+    PVH_SCHED_POLL_PORTS_SIZE = sizeof(((struct sched_poll *)0)->ports),
+    PVH_SCHED_POLL_NR_PORTS_OFFSET = offsetof(struct sched_poll, nr_ports),
+    PVH_SCHED_POLL_TIMEOUT_OFFSET = offsetof(struct sched_poll, timeout),
+
+    PVH_VCPU_REGISTER_TIME_AREA_SIZE = sizeof(struct vcpu_register_time_memory_area),
+    PVH_VCPU_REGISTER_RUNSTATE_AREA_SIZE = sizeof(struct vcpu_register_runstate_memory_area),
 };
 
 // Non-variadic ioctl wrappers (Swift cannot call variadic C functions).

@@ -83,6 +83,8 @@ extension HypercallDispatcher {
                 s.parameters[Int(param.rawValue)] = value
                 s.sharedInfo32Bit = c.mode != .long64
             }
+            // hvm_latch_shinfo_size rewrites the wallclock in the latched layout.
+            time?.sharedInfoMapped()
         case .x87FIPWidth:
             guard value == 0 || value == 4 || value == 8 else { throw .einval }
             state.setParameter(param, to: value)

@@ -78,6 +78,7 @@ extension HypercallDispatcher {
             guard index == 0, frame.address != nil else { throw .einval }
             try physmap.mapSharedInfo(at: frame)
             state.storage.withLock { $0.sharedInfoFrame = frame }
+            time?.sharedInfoMapped()
             return 0
         case .grantTable, .gmfn, .gmfnRange:
             // Grant tables and guest frame moves are not implemented yet.

@@ -1,3 +1,5 @@
+import GuestMemory
+import PVTime
 import XenABI
 
 // sched_op, after xen/common/sched/core.c do_sched_op and
@@ -37,11 +39,77 @@ extension HypercallDispatcher {
         case .pinOverride:
             // Hardware domain only.
             return .returnToGuest(XenErrno.eperm.negated)
-        case .block, .poll, .watchdog:
-            // Not yet: SCHEDOP_block/poll need event channels (the next piece of
-            // work) and watchdog a timer. -ENOSYS until then; Linux PVH idles
-            // with HLT and treats a failed poll as a spurious wake-up.
+        case .block:
+            guard eventChannels != nil else { return .returnToGuest(XenErrno.enosys.negated) }
+            // vcpu_block_enable_events: local_event_delivery_enable() clears
+            // the caller's evtchn_upcall_mask, then vcpu_block().
+            enableEventDelivery(c.vcpu)
+            return .block
+        case .poll:
+            do {
+                return try poll(arg, c)
+            } catch {
+                return .returnToGuest(error.negated)
+            }
+        case .watchdog:
+            // Domain watchdogs (domain_watchdog) are not implemented: -ENOSYS,
+            // which Linux's xen_wdt driver reports as "no watchdog".
             return .returnToGuest(XenErrno.enosys.negated)
         }
+    }
+
+    /// Xen's "fairly arbitrary limit" on SCHEDOP_poll's port list (do_poll).
+    public static let maximumPollPorts = 128
+
+    /// SCHEDOP_poll (do_sched_op, do_poll; compat_poll for 32-bit callers):
+    /// copy the struct (-EFAULT); more than 128 ports is -EINVAL; then each
+    /// port in order, each read once: a fault is -EFAULT, a port beyond the
+    /// domain's or not in use is -EINVAL (evtchn_port_poll), and a pending
+    /// one ends the poll at once with 0 (ports after it are not looked at).
+    /// Otherwise the vCPU blocks: `.poll`. A `timeout` of 0 means none; any
+    /// other value is an absolute system time (`set_timer(poll_timer,
+    /// timeout)`; 2^63 and above are negative `s_time_t`, i.e. past).
+    private func poll(_ arg: GuestVirtualAddress, _ c: CallContext) throws(XenErrno) -> HypercallOutcome {
+        guard let eventChannels else { throw .enosys }
+        typealias P = XenWire.SchedPoll
+        let bytes = try c.guest.readVirtual(at: arg, count: P.size(c.mode))
+        let count = bytes.wireValue(P.nrPorts(c.mode), as: UInt32.self)
+        let list = GuestVirtualAddress(bytes.wireValue(P.ports(c.mode), as: UInt64.self))
+        let timeout = bytes.wireValue(P.timeout(c.mode), as: UInt64.self)
+        guard count <= Self.maximumPollPorts else { throw .einval }
+        var ports: [EventChannelPort] = []
+        ports.reserveCapacity(Int(count))
+        for i in 0..<UInt64(count) {
+            let raw = try c.guest.readVirtual(at: list.advanced(by: i * UInt64(P.portSize)), count: P.portSize)
+            let port = EventChannelPort(raw.wireValue(WireField(offset: 0, size: P.portSize), as: UInt32.self))
+            guard let status = eventChannels.guestPortStatus(port), status.code != .closed else { throw .einval }
+            if eventChannels.isPending(port) { return .returnToGuest(0) }
+            ports.append(port)
+        }
+        return .poll(ports: ports, deadline: timeout == 0 ? nil : SystemTime(rawValue: Int64(bitPattern: timeout)))
+    }
+
+    /// `local_event_delivery_enable`: clears `evtchn_upcall_mask` in `vcpu`'s
+    /// vcpu_info (registered, else its legacy slot in shared_info, else it
+    /// has none and there is nothing to clear).
+    func enableEventDelivery(_ vcpu: VCPUID) {
+        guard let base = vcpuInfoAddress(vcpu),
+              let mask = base.advanced(by: UInt64(XenWire.VCPUInfo.upcallMask.offset)) else { return }
+        try? memory.store(UInt8(0), at: mask)
+    }
+
+    /// Where `vcpu`'s vcpu_info is: registered, or its legacy shared_info slot.
+    func vcpuInfoAddress(_ vcpu: VCPUID) -> GuestPhysicalAddress? {
+        if let registered = state.vcpuInfo(for: vcpu)?.address { return registered }
+        guard Int(vcpu.rawValue) < XenWire.SharedInfo.legacyMaxVCPUs, let frame = state.sharedInfoFrame?.address else { return nil }
+        return frame.advanced(by: UInt64(XenWire.SharedInfo.vcpuInfo.offset + Int(vcpu.rawValue) * XenWire.VCPUInfo.size))
+    }
+
+    /// The `set_timer_op` hypercall (sched/core.c do_set_timer_op, compat.c
+    /// compat_set_timer_op): always 0; drives the caller's single-shot timer.
+    func setTimerOp(_ timeout: UInt64, _ c: CallContext) throws(XenErrno) -> Int64 {
+        guard let time else { throw .enosys }
+        time.setTimerOp(vcpu: c.vcpu, deadline: timeout)
+        return 0
     }
 }
