@@ -45,7 +45,7 @@ let package = Package(
         // The PV console backend: the xencons ring over an interdomain event channel.
         .target(name: "ConsoleBackend", dependencies: ["XenRing", "EventChannels", "GuestMemory", "XenABI"], swiftSettings: safeSettings),
         // Wiring: vCPU threads, exit handling, transports.
-        .target(name: "VMM", dependencies: ["KVM", "GuestMemory", "XenABI", "PVHBoot", "Hypercalls", "EventChannels", "ConsoleBackend"], swiftSettings: safeSettings),
+        .target(name: "VMM", dependencies: ["KVM", "GuestMemory", "XenABI", "PVHBoot", "Hypercalls", "EventChannels", "ConsoleBackend", "PVTime"], swiftSettings: safeSettings),
         .executableTarget(
             name: "pvh",
             dependencies: ["VMM", "KVM", "PVHBoot", .product(name: "ArgumentParser", package: "swift-argument-parser")]),

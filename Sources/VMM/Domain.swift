@@ -1,6 +1,7 @@
 import ConsoleBackend
 import Dispatch
 import EventChannels
+import PVTime
 import Foundation
 import Synchronization
 import GuestMemory
@@ -66,6 +67,9 @@ public final class Domain: Sendable {
     public let metrics = DomainMetrics()
     /// The domain's event channels (guest ports and the backends' ports).
     public let events: EventChannelTable
+    /// Xen time: the PV clock and every vCPU's timers.
+    public let timers: DomainTimers
+    let timerThread: TimerThread
     /// The PV console backend (HVM_PARAM_CONSOLE_PFN / _EVTCHN).
     public let consoleBackend: ConsoleBackend
     let vm: VirtualMachine
@@ -118,6 +122,13 @@ public final class Domain: Sendable {
             _ = try Self.kvm { () throws(KVMError) in try vm.addMemory(mapping) }
         }
 
+        // The vCPU objects first: the PV clock needs the guest TSC's offset.
+        var vcpus: [VCPU] = []
+        for index in 0..<configuration.vcpus {
+            vcpus.append(try Self.kvm { () throws(KVMError) in try vm.createVCPU(id: KVMVCPUID(UInt32(index))) })
+        }
+        let (tscOffset, tscKHz) = try Self.kvm { () throws(KVMError) in (try vcpus[0].guestTSCOffset(), try vcpus[0].tscKHz) }
+
         let boot: BootInfo
         do {
             boot = try PVHLoader.load(
@@ -139,10 +150,19 @@ public final class Domain: Sendable {
         let state = DomainState()
         self.state = state
         let totalPages = memory.size / GuestFrameNumber.pageSize
+        let wakeups = VCPUWakeups(vcpuCount: configuration.vcpus)
         let events = EventChannelTable(
             configuration: .init(domainID: Self.domainID, vcpuCount: configuration.vcpus),
-            memory: memory, locator: state, notifier: UpcallInjector(vm: vm, state: state, metrics: metrics))
+            memory: memory, locator: state,
+            notifier: UpcallInjector(vm: vm, state: state, metrics: metrics, wakeups: wakeups))
         self.events = events
+        // Xen time: the PV clock from the guest TSC, every vCPU's timers.
+        let clockSource = HostPVClockSource(tscOffset: tscOffset)
+        let timers = DomainTimers(
+            vcpuCount: configuration.vcpus, clock: PVClock(tscKHz: tscKHz, start: clockSource.read()),
+            source: clockSource, memory: memory, placement: state)
+        self.timers = timers
+        let smp = SMPControl(vcpuCount: configuration.vcpus, wakeups: wakeups)
         // The PV console (what xl's console backend sets up): a ring page the
         // memory map reserves, an unbound port for the backend domain, both
         // handed to the guest in HVM params.
@@ -160,9 +180,11 @@ public final class Domain: Sendable {
         let dispatcher = HypercallDispatcher(
             configuration: DomainConfiguration(
                 domainID: Self.domainID, vcpuCount: configuration.vcpus, memoryMap: boot.memoryMap,
-                totalPages: totalPages, maxPages: totalPages, guestCommandLine: configuration.commandLine),
+                totalPages: totalPages, maxPages: totalPages, guestCommandLine: configuration.commandLine,
+                features: XenFeatures.pvhDefault.union(.hvmSafePVClock)),
             memory: memory, console: ConsoleAdapter(sink: console),
-            physmap: SharedInfoBacking(vm: vm, memory: memory), state: state, eventChannels: events)
+            physmap: SharedInfoBacking(vm: vm, memory: memory), state: state, eventChannels: events,
+            time: timers, lifecycle: smp)
 
         // KVM_XEN_HVM_CONFIG hosts trap vmcall/vmmcall themselves; elsewhere
         // hardware breakpoints on the sites found in the kernel's ELF do.
@@ -176,14 +198,17 @@ public final class Domain: Sendable {
         let services = DomainServices(
             memory: memory, dispatcher: dispatcher, console: console, lifecycle: self.lifecycle,
             transports: HypercallTransports(breakpointSites: Set(sites)),
-            metrics: metrics)
+            metrics: metrics, events: events, timers: timers, wakeups: wakeups, smp: smp)
+        smp.setKicks(vcpus.map { vcpu in { vcpu.kick() } })
+        lifecycle.onStop { wakeups.wakeAll() }
+        timerThread = TimerThread(timers: timers, events: events, lifecycle: lifecycle)
 
         let cpuid = try Self.kvm { () throws(KVMError) in try system.supportedCPUID() }
         let software = backend.isSoftware
         var runners: [VCPURunner] = []
         for index in 0..<configuration.vcpus {
             let id = VCPUID(UInt32(index))
-            let vcpu = try Self.kvm { () throws(KVMError) in try vm.createVCPU(id: KVMVCPUID(UInt32(index))) }
+            let vcpu = vcpus[index]
             try Self.kvm { () throws(KVMError) in
                 let table = Self.guestCPUID(base: cpuid, vcpu: id, tscKHz: try vcpu.tscKHz, software: software)
                 try vcpu.setCPUID(table)
@@ -217,10 +242,12 @@ public final class Domain: Sendable {
             thread.stackSize = 1 << 20
             thread.start()
         }
+        timerThread.start(exited: exited)
         let end = lifecycle.wait()
         // Every vCPU has been kicked; wait until each has left KVM_RUN and its
-        // exit handler, so nothing runs on the guest after run() returns.
-        for _ in runners { exited.wait() }
+        // exit handler (and the timer thread has stopped), so nothing runs on
+        // the guest after run() returns.
+        for _ in 0...runners.count { exited.wait() }
         return end
     }
 

@@ -15,6 +15,8 @@ public final class DomainMetrics: Sendable {
     public let emulationFailuresDelivered = Atomic<UInt64>(0)
     /// Event-channel upcalls injected into a vCPU's local APIC.
     public let upcallsInjected = Atomic<UInt64>(0)
+    /// SCHEDOP_block calls that slept.
+    public let blocks = Atomic<UInt64>(0)
     /// All KVM exits.
     public let exits = Atomic<UInt64>(0)
 

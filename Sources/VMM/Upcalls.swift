@@ -15,14 +15,20 @@ final class UpcallInjector: EventChannelNotifier, @unchecked Sendable {
     let vm: VirtualMachine
     let state: DomainState
     let metrics: DomainMetrics
+    let wakeups: VCPUWakeups
 
-    init(vm: VirtualMachine, state: DomainState, metrics: DomainMetrics) {
+    init(vm: VirtualMachine, state: DomainState, metrics: DomainMetrics, wakeups: VCPUWakeups) {
         self.vm = vm
         self.state = state
         self.metrics = metrics
+        self.wakeups = wakeups
     }
 
+    func portBecamePending(_ port: EventChannelPort) { wakeups.portBecamePending(port) }
+
     func upcall(vcpu: VCPUID) {
+        // A vCPU sleeping in SCHEDOP_block wakes for any event of its own.
+        wakeups.wake(vcpu)
         let vector: UInt8
         if let own = state.upcallVector(for: vcpu) {
             vector = own

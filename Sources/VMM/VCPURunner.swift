@@ -1,6 +1,9 @@
 import GuestMemory
 import Hypercalls
+import Dispatch
+import EventChannels
 import KVM
+import PVTime
 import PVHBoot
 import XenABI
 
@@ -44,6 +47,10 @@ struct DomainServices: Sendable {
     let lifecycle: DomainLifecycle
     let transports: HypercallTransports
     let metrics: DomainMetrics
+    let events: EventChannelTable
+    let timers: DomainTimers
+    let wakeups: VCPUWakeups
+    let smp: SMPControl
 }
 
 /// One vCPU's thread body: run KVM, handle each exit, until the domain ends.
@@ -125,7 +132,7 @@ final class VCPURunner: @unchecked Sendable {
         case .systemEvent(let type):
             return .failed("\(id): KVM system event \(type)")
         case .interrupted:
-            return nil
+            return applyLifecycleChanges()
         case .xenHypercall:
             // KVM_XEN_HVM_CONFIG hosts: the kernel trapped vmcall for us.
             DomainMetrics.bump(services.metrics.kvmXenHypercalls)
@@ -187,6 +194,7 @@ final class VCPURunner: @unchecked Sendable {
             rsi: regs.rsi, rdi: regs.rdi, r8: regs.r8, r10: regs.r10, r9: regs.r9, rbp: regs.rbp, cpl: sregs.cpl)
         let paging = GuestPagingState(cr0: sregs.cr0, cr3: sregs.cr3, cr4: sregs.cr4, efer: sregs.efer)
         let result: UInt64
+        var then = AfterHypercall.resume
         switch services.dispatcher.handle(call, vcpu: id, paging: paging) {
         case .returnToGuest(let value):
             result = UInt64(bitPattern: value)
@@ -194,6 +202,12 @@ final class VCPURunner: @unchecked Sendable {
             result = 0
         case .shutdown(let reason):
             return .shutdown(reason)
+        case .block:
+            result = 0
+            then = .block
+        case .poll(let ports, let deadline):
+            result = 0
+            then = .poll(ports, deadline)
         }
         if completeXen {
             vcpu.completeXenHypercall(result: result)
@@ -203,6 +217,53 @@ final class VCPURunner: @unchecked Sendable {
             regs.rax = result
             regs.rip &+= skip
             vcpu.registers = regs
+        }
+        switch then {
+        case .resume: break
+        case .block: block()
+        case .poll(let ports, let deadline): poll(ports, until: deadline)
+        }
+        return nil
+    }
+
+    private enum AfterHypercall {
+        case resume, block
+        case poll([EventChannelPort], SystemTime?)
+    }
+
+    /// SCHEDOP_block: sleep until an event is pending for this vCPU (its
+    /// upcall wakes it) or the domain ends (Xen: `vcpu_block`).
+    private func block() {
+        guard !services.events.upcallPending(vcpu: id), services.lifecycle.exit == nil else { return }
+        DomainMetrics.bump(services.metrics.blocks)
+        services.wakeups.sleep(id)
+    }
+
+    /// SCHEDOP_poll: sleep until one of `ports` is pending (any, if none are
+    /// named), the deadline passes, or the domain ends (Xen: `do_poll`).
+    private func poll(_ ports: [EventChannelPort], until deadline: SystemTime?) {
+        services.wakeups.startPolling(id, ports: ports)
+        defer { services.wakeups.stopPolling(id) }
+        while services.lifecycle.exit == nil {
+            if ports.contains(where: { services.events.isPending($0) }) || services.events.upcallPending(vcpu: id) { return }
+            var wakeAt: DispatchTime?
+            if let deadline {
+                let ns = deadline.rawValue &- services.timers.systemTime().rawValue
+                guard ns > 0 else { return }
+                wakeAt = .now() + .nanoseconds(Int(ns))
+            }
+            if !services.wakeups.sleep(id, until: wakeAt) { return }
+        }
+    }
+
+    /// After a kick: load a VCPUOP_initialise state once VCPUOP_up has come,
+    /// or stay parked while the vCPU is down (Xen: `_VPF_down`).
+    private func applyLifecycleChanges() -> DomainExit? {
+        while services.smp.isParked(id), services.lifecycle.exit == nil {
+            services.wakeups.sleep(id)
+        }
+        if let boot = services.smp.takePendingBoot(id) {
+            do { try vcpu.load(boot) } catch { return .failed("\(id): loading VCPUOP_initialise state: \(error)") }
         }
         return nil
     }

@@ -121,6 +121,25 @@ struct TestGuestBootTests {
         #expect(run.lines.contains("PVHTEST-CONSOLE-ECHO ping from the host"))
     }
 
+    @Test("PV clock and Xen timers: vcpu_time_info and wallclock published; single-shot, set_timer_op and periodic timers raise VIRQ_TIMER on time")
+    func timeAndTimers() throws {
+        let elf = try Env.testGuest.get()
+        let run = try GuestRun.boot(GuestConfiguration(kernelPath: elf, commandLine: "pvh.scenarios=pvclock,timer", memoryMiB: 64),
+                                    limit: .seconds(120))
+        #expect(run.exit == .shutdown(.poweroff))
+        #expect(run.results()["pvclock"] == "PASS", "\(run.console.text)")
+        #expect(run.results()["timer"] == "PASS", "\(run.console.text)")
+    }
+
+    @Test("SMP the Xen way: VCPUOP_initialise + VCPUOP_up start vCPU 1, which makes hypercalls and IPIs vCPU 0")
+    func smp() throws {
+        let elf = try Env.testGuest.get()
+        let run = try GuestRun.boot(GuestConfiguration(kernelPath: elf, commandLine: "pvh.scenarios=smp", memoryMiB: 64, vcpus: 2),
+                                    limit: .seconds(120))
+        #expect(run.exit == .shutdown(.poweroff))
+        #expect(run.results()["smp"] == "PASS", "\(run.console.text)")
+    }
+
     @Test("an unknown scenario is reported by the guest, not a VMM failure")
     func unknownScenario() throws {
         let run = try bootTestGuest("pvh.scenarios=nosuch")

@@ -76,4 +76,8 @@ int pvh_pthread_kill(unsigned long thread, int signo);
 /// Byte offset of the sync-register block (kvm_run.s.regs) inside kvm_run.
 static const unsigned long PVH_KVM_RUN_SYNC_REGS_OFFSET = __builtin_offsetof(struct kvm_run, s);
 
+/// The host's time-stamp counter (RDTSC). The guest's TSC is this plus the
+/// offset KVM applies, which the VMM measures once per domain.
+static inline uint64_t pvh_rdtsc(void) { return __builtin_ia32_rdtsc(); }
+
 #endif
