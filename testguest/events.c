@@ -29,17 +29,6 @@
 
 #define MS 1000000ULL		/* nanoseconds */
 
-static char reason[160];
-
-static const char *fail(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static const char *fail(const char *fmt, ...)
-{
-	va_list ap;
-	va_start(ap, fmt);
-	vsnprintf(reason, sizeof(reason), fmt, ap);
-	va_end(ap);
-	return reason;
-}
 
 /* ------------------------------------------------------------------ */
 /* TSC and the Xen time leaf                                           */

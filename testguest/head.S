@@ -13,6 +13,23 @@
 #include <xen/arch-x86/cpuid.h>
 #include "asm.h"
 
+/* Long mode (Intel SDM vol. 3, 10.8.5): PAE, CR3 = the shared page tables,
+ * EFER.LME, then CR0.PG; the caller's far jump then enters 64-bit code. */
+.macro ENABLE_LONG_MODE
+	mov	%cr4, %eax
+	or	$CR4_PAE, %eax
+	mov	%eax, %cr4
+	mov	$pml4, %eax
+	mov	%eax, %cr3
+	mov	$MSR_EFER, %ecx
+	rdmsr
+	or	$EFER_LME, %eax
+	wrmsr
+	mov	%cr0, %eax
+	or	$(CR0_PG | CR0_PE), %eax
+	mov	%eax, %cr0
+.endm
+
 /*
  * The PVH note (xen/elfnote.h, XEN_ELFNOTE_PHYS32_ENTRY): name "Xen",
  * desc = 32-bit physical address of the entry point. Linux declares the same
@@ -51,18 +68,7 @@ pvh_start32:
 	call	hc32_probe
 
 	/* Long mode (Intel SDM vol. 3, 10.8.5): PAE, CR3, EFER.LME, CR0.PG. */
-	mov	%cr4, %eax
-	or	$CR4_PAE, %eax
-	mov	%eax, %cr4
-	mov	$pml4, %eax
-	mov	%eax, %cr3
-	mov	$MSR_EFER, %ecx
-	rdmsr
-	or	$EFER_LME, %eax
-	wrmsr
-	mov	%cr0, %eax
-	or	$(CR0_PG | CR0_PE), %eax
-	mov	%eax, %cr0
+	ENABLE_LONG_MODE
 	ljmp	$GDT_CODE64, $start64
 
 /*
@@ -84,18 +90,7 @@ ap_start32:
 	mov	%eax, %gs
 	ljmp	$GDT_CODE32, $1f
 1:	mov	$ap_stack_top, %esp
-	mov	%cr4, %eax
-	or	$CR4_PAE, %eax
-	mov	%eax, %cr4
-	mov	$pml4, %eax
-	mov	%eax, %cr3
-	mov	$MSR_EFER, %ecx
-	rdmsr
-	or	$EFER_LME, %eax
-	wrmsr
-	mov	%cr0, %eax
-	or	$(CR0_PG | CR0_PE), %eax
-	mov	%eax, %cr0
+	ENABLE_LONG_MODE
 	ljmp	$GDT_CODE64, $ap_start64
 
 /*

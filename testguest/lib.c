@@ -179,3 +179,16 @@ int snprintf(char *buf, size_t size, const char *fmt, ...)
 	va_end(ap);
 	return n;
 }
+
+/* A scenario's failure reason, formatted into one static buffer (scenarios
+ * run one at a time; the runner prints the reason before the next starts). */
+static char fail_reason[160];
+
+const char *fail(const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(fail_reason, sizeof(fail_reason), fmt, ap);
+	va_end(ap);
+	return fail_reason;
+}

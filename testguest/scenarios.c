@@ -25,17 +25,6 @@ struct e820entry {
 /* Page-aligned pages from hypercall.S/.pages, used by sharedinfo/vcpuinfo. */
 extern uint8_t shared_info_ram_page[], vcpu_info_page[];
 
-static char reason[160];
-
-static const char *fail(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static const char *fail(const char *fmt, ...)
-{
-	va_list ap;
-	va_start(ap, fmt);
-	vsnprintf(reason, sizeof(reason), fmt, ap);
-	va_end(ap);
-	return reason;
-}
 
 /* ---- startinfo: the hvm_start_info handed over in %ebx (pvh.pandoc) ---- */
 static const char *scen_startinfo(void)

@@ -38,6 +38,8 @@ int strncmp(const char *a, const char *b, size_t n);
 int vsnprintf(char *buf, size_t size, const char *fmt, va_list ap);
 int snprintf(char *buf, size_t size, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
+/* Formats a scenario failure reason (returned to the runner). */
+const char *fail(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
 /* ---- hypercall.c: transports, console, CPU helpers ---- */
 enum transport { TRANSPORT_PAGE, TRANSPORT_VMCALL };
