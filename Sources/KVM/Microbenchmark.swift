@@ -48,4 +48,27 @@ public enum KVMMicrobenchmark {
         if let failure { throw failure }
         return elapsed
     }
+
+    /// The reference for "start to first guest exit": create a VM with
+    /// `memoryMiB` of RAM and one vCPU in PVH entry state, run it until its
+    /// first exit (`out 0xe9, al`). Returns the elapsed time.
+    public static func createAndFirstExit(memoryMiB: Int, system: KVMSystem) throws(KVMError) -> Duration {
+        let clock = ContinuousClock()
+        let start = clock.now
+        let memory = MappedGuestMemory()
+        let vm = try system.createVM()
+        try vm.enableSplitIRQChip()
+        let mapping: GuestMemoryMapping
+        do {
+            mapping = try memory.addRegion(GuestPhysicalRange(start: GuestPhysicalAddress(0), length: UInt64(memoryMiB) << 20))
+            try memory.write([0xE6, 0xE9, 0xF4], at: GuestPhysicalAddress(0x1000))  // out 0xe9, al; hlt
+        } catch {
+            throw .invalidArgument("guest memory: \(error)")
+        }
+        try vm.addMemory(mapping)
+        let vcpu = try vm.createVCPU(id: KVMVCPUID(0))
+        try vcpu.setPVHEntryState(entry: 0x1000, startInfo: 0)
+        guard case .io = try vcpu.run() else { throw .invalidArgument("unexpected first exit") }
+        return clock.now - start
+    }
 }

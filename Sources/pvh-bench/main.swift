@@ -69,6 +69,57 @@ do {
     print("pvh-bench: hypercall benchmarks skipped: \(error)")
 }
 
+// MARK: start-up and memory
+
+/// Resident set size of this process, in bytes (/proc/self/statm, field 2).
+func residentBytes() -> Double {
+    guard let text = try? String(contentsOfFile: "/proc/self/statm", encoding: .utf8) else { return 0 }
+    let fields = text.split(separator: " ")
+    return fields.count > 1 ? (Double(fields[1]) ?? 0) * 4096 : 0
+}
+
+func millis(_ d: Duration) -> Double { Double(d.components.seconds) * 1e3 + Double(d.components.attoseconds) / 1e15 }
+
+/// Domain creation (read + load the test guest, VM, vCPUs, CPUID, event
+/// channels, console) until the guest's first console byte (its first exit).
+final class FirstByte: ConsoleSink, @unchecked Sendable {
+    let start = ContinuousClock.now
+    var first: Duration?
+    func emit(_ bytes: [UInt8]) { if first == nil { first = ContinuousClock.now - start } }
+}
+
+do {
+    let system = try KVMSystem()
+    let elf = repo.appendingPathComponent("testguest/build/testguest.elf").path
+    var pvhTimes: [Double] = [], refTimes: [Double] = []
+    for _ in 0..<10 {
+        refTimes.append(millis(try KVMMicrobenchmark.createAndFirstExit(memoryMiB: 64, system: system)))
+        let sink = FirstByte()
+        let domain = try Domain(configuration: GuestConfiguration(kernelPath: elf, commandLine: "pvh.scenarios=version", memoryMiB: 64),
+                                console: sink, system: system)
+        _ = domain.run()
+        if let first = sink.first { pvhTimes.append(millis(first)) }
+    }
+    let median = { (a: [Double]) in a.sorted()[a.count / 2] }
+    if !pvhTimes.isEmpty {
+        row("start -> first guest exit (median)", median(pvhTimes), median(refTimes), unit: "ms", refName: "bare VM + vCPU + 1st exit")
+    }
+    // Memory the VMM adds beyond guest RAM: RSS growth for one running domain,
+    // against a bare VM of the same size. Both include the guest pages touched.
+    let before = residentBytes()
+    _ = try KVMMicrobenchmark.createAndFirstExit(memoryMiB: 64, system: system)
+    let bare = residentBytes() - before
+    let before2 = residentBytes()
+    let domain = try Domain(configuration: GuestConfiguration(kernelPath: elf, commandLine: "pvh.scenarios=version", memoryMiB: 64),
+                            console: CapturingConsoleSink(), system: system)
+    _ = domain.run()
+    let pvhRSS = residentBytes() - before2
+    print(String(format: "%-34@ pvh %10.2f MiB   %-26@ %10.2f MiB   (issue 3 goal: <= 5 MiB beyond guest RAM)",
+                 "RSS growth, 64 MiB test guest" as NSString, pvhRSS / 1048576, "bare VM, same RAM" as NSString, bare / 1048576))
+} catch {
+    print("pvh-bench: start-up benchmarks skipped: \(error)")
+}
+
 // MARK: kernel loading
 
 /// The bzImage payload (boot protocol: setup_sects at 0x1f1, payload_offset
