@@ -65,6 +65,12 @@ do {
     if let vmcall = try guestBench(transport: "vmcall", scenario: "bench_hypercall") {
         row("xen_version via vmcall breakpoint", vmcall, reference, unit: "µs", refName: "bare KVM exit")
     }
+    // Event send -> upcall handled in the guest (loopback channel; the
+    // guest halts until the upcall), beside the hypercall the send itself is.
+    if let event = try guestBench(transport: "page", scenario: "bench_evtchn"),
+       let page = try guestBench(transport: "page", scenario: "bench_hypercall") {
+        row("event send -> upcall handled", event, page, unit: "µs", refName: "one hypercall (page)")
+    }
 } catch {
     print("pvh-bench: hypercall benchmarks skipped: \(error)")
 }
