@@ -14,8 +14,8 @@ final class HostTerminal: @unchecked Sendable {
     static let escape: UInt8 = 0x1d  // Ctrl-]
     private var saved: termios?
 
-    /// Starts forwarding stdin to `domain`'s console. Returns immediately.
-    func attach(to domain: Domain) {
+    /// Starts forwarding stdin to the current domain's console. Returns immediately.
+    func attach(to current: CurrentDomain) {
         if isatty(0) == 1 {
             var t = termios()
             if tcgetattr(0, &t) == 0 {
@@ -38,11 +38,11 @@ final class HostTerminal: @unchecked Sendable {
                 var bytes = Array(buffer[0..<n])
                 if interactive, let i = bytes.firstIndex(of: Self.escape) {
                     bytes = Array(bytes[..<i])
-                    if !bytes.isEmpty { domain.consoleBackend.input(bytes) }
-                    domain.stop()
+                    if !bytes.isEmpty { current.input(bytes) }
+                    current.stop()
                     return
                 }
-                domain.consoleBackend.input(bytes)
+                current.input(bytes)
             }
         }
         thread.name = "pvh-stdin"

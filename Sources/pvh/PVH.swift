@@ -1,5 +1,6 @@
 import ArgumentParser
 import Dispatch
+import Synchronization
 import KVM
 import VMM
 
@@ -44,7 +45,8 @@ struct Run: ParsableCommand {
             The kernel is entered at its PVH entry point (XEN_ELFNOTE_PHYS32_ENTRY); \
             an ELF vmlinux or a bzImage (gzip, xz, lzma, bzip2, lz4, zstd payload) is accepted. \
             Exit status: 0 guest powered off, 1 VMM failure, 2 bad arguments or kernel, \
-            3 guest rebooted, 4 guest crashed, 5 suspended, 6 soft reset.
+            3 guest rebooted (unless --on-reboot restart), 4 guest crashed, 5 suspended, 6 soft reset, \
+            130 stopped by SIGINT/SIGTERM or Ctrl-] on the console.
             """)
 
     @Option(name: .long, help: ArgumentHelp("Guest kernel: a PVH-capable ELF vmlinux or bzImage.", valueName: "path"))
@@ -71,34 +73,103 @@ struct Run: ParsableCommand {
         }
     }
 
+    @Option(name: .customLong("on-reboot"),
+            help: ArgumentHelp("When the guest reboots: exit (status 3) or restart it (xl's on_reboot).", valueName: "exit|restart"))
+    var onReboot: RebootAction = .exit
+
+    enum RebootAction: String, ExpressibleByArgument, CaseIterable {
+        case exit, restart
+    }
+
     func run() throws {
         let config = GuestConfiguration(kernelPath: kernel, initrdPath: initrd, commandLine: cmdline, memoryMiB: memory, vcpus: vcpus)
-        let domain: Domain
-        do {
-            domain = try Domain(configuration: config, console: FileDescriptorConsoleSink(fd: 1))
-        } catch {
-            if error.isUsageError { usageFailure(error.description) }
-            FileDescriptorConsoleSink(fd: 2).emit(Array("pvh: \(error.description)\n".utf8))
-            throw ExitCode(1)
-        }
+        let current = CurrentDomain()
         let terminal = HostTerminal()
-        terminal.attach(to: domain)
+        terminal.attach(to: current)
         // SIGINT/SIGTERM from outside stop the guest cleanly (terminal restored, status 130).
         var sources: [DispatchSourceSignal] = []
         for sig in [SIGINT, SIGTERM] {
             signal(sig, SIG_IGN)
             let source = DispatchSource.makeSignalSource(signal: sig, queue: .global())
-            source.setEventHandler { domain.stop() }
+            source.setEventHandler { current.stop() }
             source.resume()
             sources.append(source)
         }
-        let end = domain.run()
+        var end = DomainExit.stopped
+        var boots = 0
+        repeat {
+            let domain: Domain
+            do {
+                domain = try Domain(configuration: config, console: FileDescriptorConsoleSink(fd: 1))
+            } catch {
+                terminal.restore()
+                if error.isUsageError { usageFailure(error.description) }
+                FileDescriptorConsoleSink(fd: 2).emit(Array("pvh: \(error.description)\n".utf8))
+                throw ExitCode(1)
+            }
+            if boots > 0 { FileDescriptorConsoleSink(fd: 2).emit(Array("pvh: guest rebooted: restarting it (--on-reboot restart)\r\n".utf8)) }
+            boots += 1
+            guard current.start(domain) else { break }
+            end = domain.run()
+            current.finished()
+        } while end == .shutdown(.reboot) && onReboot == .restart && !current.stopRequested
+        // A stop from outside wins over a reboot that raced with it.
+        if current.stopRequested && end == .shutdown(.reboot) && onReboot == .restart { end = .stopped }
         terminal.restore()
         sources.forEach { $0.cancel() }
         if case .shutdown(.poweroff) = end {} else {
             FileDescriptorConsoleSink(fd: 2).emit(Array("pvh: \(end)\n".utf8))
         }
         throw ExitCode(end.exitStatus)
+    }
+}
+
+/// The domain `pvh run` is running now (a reboot with `--on-reboot restart`
+/// replaces it); what stdin and signals act on.
+final class CurrentDomain: Sendable {
+    private struct State {
+        var domain: Domain?
+        var stopped = false
+        /// Input typed while no domain runs (before the first, between reboots).
+        var pendingInput: [UInt8] = []
+    }
+    private let state = Mutex(State())
+
+    /// Makes `domain` current and hands it the input that waited; false if a stop came first.
+    func start(_ domain: Domain) -> Bool {
+        let waiting: [UInt8]? = state.withLock { s in
+            guard !s.stopped else { return nil }
+            s.domain = domain
+            defer { s.pendingInput = [] }
+            return s.pendingInput
+        }
+        guard let waiting else { return false }
+        if !waiting.isEmpty { domain.consoleBackend.input(waiting) }
+        return true
+    }
+
+    /// Console input: to the running guest, or kept for the next one.
+    func input(_ bytes: [UInt8]) {
+        let d = state.withLock { s -> Domain? in
+            if s.domain == nil { s.pendingInput += bytes }
+            return s.domain
+        }
+        d?.consoleBackend.input(bytes)
+    }
+
+    var domain: Domain? { state.withLock { $0.domain } }
+    var stopRequested: Bool { state.withLock { $0.stopped } }
+
+    /// The current domain ended: input waits for the next one.
+    func finished() { state.withLock { $0.domain = nil } }
+
+    /// Stops the running guest and any restart.
+    func stop() {
+        let d = state.withLock { s -> Domain? in
+            s.stopped = true
+            return s.domain
+        }
+        d?.stop()
     }
 }
 

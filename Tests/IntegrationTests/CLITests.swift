@@ -137,6 +137,33 @@ struct CLITests {
         #expect(e == "pvh: guest stopped by the host\n")
     }
 
+    @Test("--on-reboot restart boots the guest again after each reboot", .enabled(if: Env.hasKVM, "needs /dev/kvm"))
+    func onRebootRestart() throws {
+        let elf = try Env.testGuest.get()
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: Env.pvhBinary)
+        p.arguments = ["run", "--kernel", elf, "--memory", "32", "--on-reboot", "restart",
+                       "--cmdline", "pvh.scenarios=version pvh.exit=reboot"]
+        let out = Pipe(), err = Pipe()
+        p.standardOutput = out
+        p.standardError = err
+        p.standardInput = FileHandle.nullDevice
+        try p.run()
+        // Read until the guest has completed three boots, then stop pvh.
+        var text = ""
+        while text.components(separatedBy: "PVHTEST SUMMARY").count - 1 < 3 {
+            let chunk = out.fileHandleForReading.availableData
+            if chunk.isEmpty { break }
+            text += String(decoding: chunk, as: UTF8.self)
+        }
+        p.terminate()
+        p.waitUntilExit()
+        #expect(text.components(separatedBy: "PVHTEST SUMMARY 1 passed, 0 failed").count - 1 >= 3, "\(text)")
+        #expect(p.terminationStatus == 130)
+        let e = String(decoding: err.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        #expect(e.contains("restarting it (--on-reboot restart)"))
+    }
+
     @Test("host describes the KVM backend", .enabled(if: Env.hasKVM, "needs /dev/kvm"))
     func host() throws {
         let r = try pvh(["host"])
