@@ -12,6 +12,11 @@ public enum EmulationFailure {
         /// Deliver software interrupt `vector` (`int imm8`): RIP advances
         /// `length` bytes, then the interrupt is delivered through the IDT.
         case softwareInterrupt(vector: UInt8, length: Int)
+        /// The instruction has no effect here: RIP advances `length` bytes.
+        case skip(length: Int)
+        /// A fault: exception `vector` is delivered with RIP left on the
+        /// instruction (SDM Vol. 3 §6.5).
+        case fault(vector: UInt8)
         /// No defined outcome pvh can provide: stop the guest with `reason`.
         case unhandled(reason: String)
     }
@@ -23,7 +28,9 @@ public enum EmulationFailure {
     /// Decides the outcome for the failed instruction `bytes` (from
     /// KVM_INTERNAL_ERROR_EMULATION_FLAG_INSTRUCTION_BYTES) in the given state.
     /// Pure.
-    public static func resolve(bytes: [UInt8], regs: X86Registers, sregs: X86SpecialRegisters) -> Resolution {
+    /// `fpuStatus` is the x87 status word (KVM_GET_FPU), read only for FWAIT.
+    public static func resolve(bytes: [UInt8], regs: X86Registers, sregs: X86SpecialRegisters,
+                               fpuStatus: UInt16? = nil) -> Resolution {
         guard !bytes.isEmpty else { return .unhandled(reason: "no instruction bytes (KVM_CAP_EXIT_ON_EMULATION_FAILURE off?)") }
         // Only CPL0 protected/long mode: that is where the software backend
         // emulates. Elsewhere a DPL check against the gate (and #GP) could apply.
@@ -41,6 +48,14 @@ public enum EmulationFailure {
         case 0xCD:
             guard i + 1 < bytes.count else { return .unhandled(reason: "truncated int imm8") }
             return .softwareInterrupt(vector: bytes[i + 1], length: i + 2)
+        case 0x9B:
+            // FWAIT (SDM Vol. 2 "WAIT/FWAIT"): #NM if CR0.MP and CR0.TS, #MF
+            // if an unmasked x87 exception is pending (FSW.ES), else nothing.
+            let mp: UInt64 = 1 << 1, ts: UInt64 = 1 << 3
+            if sregs.cr0 & mp != 0 && sregs.cr0 & ts != 0 { return .fault(vector: 7) }
+            guard let fpuStatus else { return .unhandled(reason: "FWAIT without the x87 status word") }
+            if fpuStatus & (1 << 7) != 0 { return .fault(vector: 16) }
+            return .skip(length: i + 1)
         default:
             return .unhandled(reason: "instruction cannot be emulated")
         }

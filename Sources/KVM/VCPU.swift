@@ -334,6 +334,13 @@ public final class VCPU: @unchecked Sendable {
 
     // MARK: Events
 
+    /// The x87 status word (KVM_GET_FPU, kvm_fpu.fsw).
+    func x87StatusWord() throws(KVMError) -> UInt16 {
+        var f = kvm_fpu()
+        _ = try Syscall.ioctl(fd, PVH_KVM_GET_FPU, "KVM_GET_FPU", &f)
+        return f.fsw
+    }
+
     /// KVM_GET_MP_STATE: e.g. KVM_MP_STATE_UNINITIALIZED (a secondary vCPU
     /// waiting for INIT/SIPI under the in-kernel LAPIC) or RUNNABLE.
     public var mpState: UInt32 {
@@ -393,8 +400,16 @@ public final class VCPU: @unchecked Sendable {
     public func handleEmulationFailure(_ error: InternalError) throws(KVMError) -> EmulationFailure.Resolution {
         guard error.suberror == .emulation else { return .unhandled(reason: error.description) }
         let regs = registers, sregs = specialRegisters
-        let resolution = EmulationFailure.resolve(bytes: error.instructionBytes, regs: regs, sregs: sregs)
+        let bytes = error.instructionBytes
+        let opcode = bytes.first { !EmulationFailure.ignorablePrefixes.contains($0) }
+        let fsw: UInt16? = opcode == 0x9B ? try x87StatusWord() : nil
+        let resolution = EmulationFailure.resolve(bytes: bytes, regs: regs, sregs: sregs, fpuStatus: fsw)
         switch resolution {
+        case .skip(let length):
+            sync.pointee.regs.rip = EmulationFailure.advance(rip: regs.rip, by: length, mode: sregs.cpuMode)
+            kvmRun.pointee.kvm_dirty_regs |= UInt64(KVM_SYNC_X86_REGS)
+        case .fault(let vector):
+            try injectException(vector: vector)
         case .exception(let vector, let length):
             sync.pointee.regs.rip = EmulationFailure.advance(rip: regs.rip, by: length, mode: sregs.cpuMode)
             kvmRun.pointee.kvm_dirty_regs |= UInt64(KVM_SYNC_X86_REGS)

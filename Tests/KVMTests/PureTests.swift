@@ -75,6 +75,23 @@ import Testing
 }
 
 @Suite struct EmulationFailureTests {
+    @Test func fwaitIsANoOpUnlessTSOrAPendingException() {
+        let (r, s) = Self.cpl0
+        // No pending x87 exception, CR0.TS clear: nothing happens but RIP moving on.
+        #expect(EmulationFailure.resolve(bytes: [0x9B, 0x65], regs: r, sregs: s, fpuStatus: 0) == .skip(length: 1))
+        // FSW.ES: #MF (vector 16), a fault at the FWAIT.
+        #expect(EmulationFailure.resolve(bytes: [0x9B], regs: r, sregs: s, fpuStatus: 1 << 7) == .fault(vector: 16))
+        // CR0.MP and CR0.TS: #NM (vector 7).
+        var ts = s
+        ts.cr0 |= (1 << 1) | (1 << 3)
+        #expect(EmulationFailure.resolve(bytes: [0x9B], regs: r, sregs: ts, fpuStatus: 0) == .fault(vector: 7))
+        // Without the status word pvh cannot tell: stop rather than guess.
+        guard case .unhandled = EmulationFailure.resolve(bytes: [0x9B], regs: r, sregs: s) else {
+            Issue.record("FWAIT without FSW must be unhandled")
+            return
+        }
+    }
+
     static let cpl0: (X86Registers, X86SpecialRegisters) = (PVHEntryState.registers(entry: 0x1000, startInfo: 0),
                                                             PVHEntryState.specialRegisters(keeping: X86SpecialRegisters()))
 

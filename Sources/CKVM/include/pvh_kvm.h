@@ -39,6 +39,7 @@ static const unsigned long PVH_KVM_GET_VCPU_EVENTS = KVM_GET_VCPU_EVENTS;
 static const unsigned long PVH_KVM_SET_VCPU_EVENTS = KVM_SET_VCPU_EVENTS;
 static const unsigned long PVH_KVM_SET_SIGNAL_MASK = KVM_SET_SIGNAL_MASK;
 static const unsigned long PVH_KVM_GET_MP_STATE = KVM_GET_MP_STATE;
+static const unsigned long PVH_KVM_GET_FPU = KVM_GET_FPU;
 static const unsigned long PVH_KVM_SET_MP_STATE = KVM_SET_MP_STATE;
 
 /// Stores `value` into run->immediate_exit with a real atomic store: another
