@@ -60,7 +60,14 @@ public final class DomainTimers: Sendable {
         var immediate: [TimerExpiry] = []
     }
     let state: Mutex<State>
-    let changeHandler: Mutex<(@Sendable () -> Void)?>
+    /// The handler lives in a class box: a closure kept directly in a
+    /// `Mutex<(() -> Void)?>` was re-wrapped in reabstraction thunks on every
+    /// access and, after ~10^5 timer re-arms, overflowed the vCPU's stack.
+    final class ChangeHandler: Sendable {
+        let call: @Sendable () -> Void
+        init(_ call: @escaping @Sendable () -> Void) { self.call = call }
+    }
+    let changeHandler: Mutex<ChangeHandler?>
 
     public init(vcpuCount: Int, clock: PVClock, source: any PVClockSource, memory: any GuestMemory,
                 placement: any PVTimePlacement, policy: SingleshotFuturePolicy = .honour,
@@ -72,16 +79,18 @@ public final class DomainTimers: Sendable {
         self.placement = placement
         state = Mutex(State(timers: Array(repeating: VCPUTimers(policy: policy), count: max(vcpuCount, 0)),
                             timeAreas: Array(repeating: nil, count: max(vcpuCount, 0))))
-        changeHandler = Mutex(onChange)
+        changeHandler = Mutex(onChange.map(ChangeHandler.init))
     }
 
     /// Replaces the change handler (e.g. once the VMM's timer thread exists).
     public func setChangeHandler(_ handler: (@Sendable () -> Void)?) {
-        changeHandler.withLock { $0 = handler }
+        let box = handler.map(ChangeHandler.init)
+        changeHandler.withLock { $0 = box }
     }
 
     private func changed() {
-        changeHandler.withLock { $0 }?()
+        let box = changeHandler.withLock { $0 }
+        box?.call()
     }
 
     private func index(_ vcpu: VCPUID) -> Int? {

@@ -81,3 +81,15 @@ private func make(vcpus: Int = 3) -> (DomainTimers, FakePVClock, Placement, Mock
     timers.registerTimeMemoryArea(vcpu: VCPUID(2), address: GuestPhysicalAddress(1 << 40))
     #expect(timers.publishTime(vcpu: VCPUID(2)) == 1)
 }
+
+/// A long-running guest re-arms its timer hundreds of thousands of times: the
+/// change handler must cost the same on the last call as on the first (a
+/// handler that grew a thunk per call once overflowed the vCPU's stack).
+@Test func changeHandlerStaysFlatOverManyRearms() throws {
+    let (timers, _, _, _, changes) = make()
+    timers.setChangeHandler { changes.value.withLock { $0 += 1 } }
+    for i in 0..<300_000 {
+        timers.setTimerOp(vcpu: VCPUID(0), deadline: UInt64(1_000_000 + i))
+    }
+    #expect(changes.value.withLock { $0 } == 300_000)
+}
