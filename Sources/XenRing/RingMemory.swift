@@ -41,8 +41,11 @@ struct RingMemory: Sendable {
             position = 0
         }
         // Offsets are computed by the ring code from masked indices and fixed
-        // layouts, never taken from the guest; running past the end is a bug.
-        precondition(remaining == 0, "ring access beyond the ring's memory")
+        // layouts, never taken from the guest; running past the end would be
+        // a pvh bug, reported as an error rather than a crash.
+        guard remaining == 0 else {
+            throw .memory(.outOfBounds(segments.first?.start ?? GuestPhysicalAddress(0), count: UInt64(offset + count)))
+        }
     }
 
     /// Copies `count` bytes at `offset` out of the guest (one copy: the caller
@@ -96,7 +99,7 @@ struct RingMemory: Sendable {
         // Index words sit in the first segment at fixed, 4-byte aligned offsets.
         guard let s = segments.first, offset >= 0, offset + 4 <= s.length,
               let address = s.start.advanced(by: UInt64(offset)) else {
-            preconditionFailure("ring index offset \(offset) outside the first segment")
+            throw .memory(.outOfBounds(segments.first?.start ?? GuestPhysicalAddress(0), count: UInt64(max(offset, 0) + 4)))
         }
         return address
     }
