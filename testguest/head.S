@@ -15,6 +15,20 @@
 
 /* Long mode (Intel SDM vol. 3, 10.8.5): PAE, CR3 = the shared page tables,
  * EFER.LME, then CR0.PG; the caller's far jump then enters 64-bit code. */
+/* Our GDT with flat 32-bit data segments everywhere and our 32-bit code
+ * segment in CS (a far jump to the next instruction). */
+.macro LOAD_FLAT_GDT
+	lgdt	gdt_desc
+	mov	$GDT_DATA, %eax
+	mov	%eax, %ds
+	mov	%eax, %es
+	mov	%eax, %ss
+	mov	%eax, %fs
+	mov	%eax, %gs
+	ljmp	$GDT_CODE32, $1f
+1:
+.endm
+
 .macro ENABLE_LONG_MODE
 	mov	%cr4, %eax
 	or	$CR4_PAE, %eax
@@ -55,15 +69,8 @@ pvh_start32:
 	cli
 	mov	%ebx, pvh_start_info_pa
 
-	lgdt	gdt_desc
-	mov	$GDT_DATA, %eax
-	mov	%eax, %ds
-	mov	%eax, %es
-	mov	%eax, %ss
-	mov	%eax, %fs
-	mov	%eax, %gs
-	ljmp	$GDT_CODE32, $1f	/* our own CS (selector unspecified) */
-1:	mov	$stack_top, %esp
+	LOAD_FLAT_GDT	/* our own CS (pvh.pandoc leaves the selector unspecified) */
+	mov	$stack_top, %esp
 
 	call	hc32_probe
 
@@ -81,15 +88,8 @@ pvh_start32:
 	.globl ap_start32
 ap_start32:
 	cli
-	lgdt	gdt_desc
-	mov	$GDT_DATA, %eax
-	mov	%eax, %ds
-	mov	%eax, %es
-	mov	%eax, %ss
-	mov	%eax, %fs
-	mov	%eax, %gs
-	ljmp	$GDT_CODE32, $1f
-1:	mov	$ap_stack_top, %esp
+	LOAD_FLAT_GDT
+	mov	$ap_stack_top, %esp
 	ENABLE_LONG_MODE
 	ljmp	$GDT_CODE64, $ap_start64
 
