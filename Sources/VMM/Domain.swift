@@ -192,7 +192,8 @@ public final class Domain: Sendable {
         if kvmIntercepts {
             try Self.kvm { () throws(KVMError) in try vm.configureXenHVM(hypercallMSR: HypercallTransports.msr) }
         }
-        let hostVendorIsAMD = (try? system.supportedCPUID().lookup(function: 0)?.ebx) == 0x6874_7541  // "Auth"
+        let cpuid = try Self.kvm { () throws(KVMError) in try system.supportedCPUID() }
+        let hostVendorIsAMD = cpuid.lookup(function: 0)?.ebx == 0x6874_7541  // "Auth"
         let sites = HypercallTransports.breakpointAddresses(
             for: boot.hypercallSites, preferAMD: hostVendorIsAMD, kvmIntercepts: kvmIntercepts)
         let services = DomainServices(
@@ -203,7 +204,6 @@ public final class Domain: Sendable {
         lifecycle.onStop { wakeups.wakeAll() }
         timerThread = TimerThread(timers: timers, events: events, lifecycle: lifecycle)
 
-        let cpuid = try Self.kvm { () throws(KVMError) in try system.supportedCPUID() }
         let software = backend.isSoftware
         var runners: [VCPURunner] = []
         for index in 0..<configuration.vcpus {
