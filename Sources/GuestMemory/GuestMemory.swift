@@ -7,8 +7,11 @@ public enum GuestMemoryError: Error, Equatable, Sendable {
     case mappingFailed(errno: Int32)
     /// A new region overlaps an existing one.
     case overlap(GuestPhysicalRange)
-    /// An atomic access at an address that is not naturally aligned for its size.
+    /// An atomic access at an address that is not naturally aligned for its
+    /// size, or a discard of a range that is not page-aligned (`size`: its length).
     case misaligned(GuestPhysicalAddress, size: Int)
+    /// `madvise(MADV_DONTNEED)` failed while discarding a range.
+    case discardFailed(errno: Int32)
 }
 
 /// Guest physical memory as consumers (loader, hypercalls, devices) see it:

@@ -29,6 +29,9 @@ public final class GuestMemoryMapping: @unchecked Sendable {
     /// The host virtual address of the first byte, for KVM_SET_USER_MEMORY_REGION.
     public var hostAddress: UInt64 { UInt64(UInt(bitPattern: base)) }
 
+    /// The host page size mappings are aligned to (x86-64: 4 KiB, as guest frames).
+    static let pageSize: UInt64 = 4096
+
     /// Host pointer to `offset` inside the mapping. Caller must have checked bounds.
     @unsafe func pointer(at offset: UInt64) -> UnsafeMutableRawPointer { base + Int(offset) }
 }
@@ -102,6 +105,32 @@ public final class MappedGuestMemory: GuestMemory, @unchecked Sendable {
         let (m, off) = try locate(address, count)
         // SAFETY: locate() proved the range is inside the mapping.
         _ = unsafe memset(m.pointer(at: off), Int32(value), count)
+    }
+
+    /// Gives the host memory behind `range` back to the host
+    /// (`madvise(MADV_DONTNEED)`) and leaves the range reading as zero: the
+    /// mapping is private and anonymous, so the next touch faults in a fresh
+    /// zero page. The mapping itself stays (KVM's memory slot is unchanged);
+    /// a later guest write simply costs host memory again. `range` must be
+    /// page-aligned (`.misaligned` otherwise) and inside one region
+    /// (`.outOfBounds`); an madvise failure is `.discardFailed`.
+    /// For XENMEM_decrease_reservation / populate_physmap
+    /// (xen/common/memory.c guest_remove_page, populate_physmap).
+    public func discard(_ range: GuestPhysicalRange) throws(GuestMemoryError) {
+        let pageMask = GuestMemoryMapping.pageSize - 1
+        guard range.start.rawValue & pageMask == 0, range.length & pageMask == 0 else {
+            throw .misaligned(range.start, size: Int(clamping: range.length))
+        }
+        guard range.length > 0 else { return }
+        guard range.length <= UInt64(Int.max) else { throw .outOfBounds(range.start, count: range.length) }
+        let (m, off) = try locate(range.start, Int(range.length))
+        // SAFETY: locate() proved [off, off+length) is inside the mapping,
+        // which is page-aligned (mmap), and off and length are page multiples.
+        // MADV_DONTNEED only drops pages: it cannot unmap or touch anything
+        // outside the range. A vCPU touching the range concurrently sees
+        // either the old bytes or zeros, never host memory of another kind.
+        let rc = unsafe madvise(m.pointer(at: off), Int(range.length), MADV_DONTNEED)
+        guard rc == 0 else { throw .discardFailed(errno: errno) }
     }
 
     public func load<T: FixedWidthInteger & UnsignedInteger>(_ type: T.Type, at address: GuestPhysicalAddress) throws(GuestMemoryError) -> T {

@@ -40,9 +40,14 @@ public struct DomainConfiguration: Sendable {
     public var vcpuCount: Int
     /// What XENMEM_memory_map reports (empty: -ENOSYS, as Xen without an e820).
     public var memoryMap: [MemoryMapEntry]
-    /// XENMEM_current_reservation, in pages.
+    /// The domain's pages at creation, as the toolstack counted them. Not
+    /// read by the dispatcher: XENMEM_current_reservation reports the live
+    /// `HypercallDispatcher.reservation.currentPages`, which starts at the
+    /// number of frames in the memory's regions (the same figure for a VMM
+    /// whose RAM is exactly those regions).
     public var totalPages: UInt64
-    /// XENMEM_maximum_reservation, in pages.
+    /// XENMEM_maximum_reservation and the limit populate_physmap /
+    /// increase_reservation respect (`d->max_pages`), in pages.
     public var maxPages: UInt64
     /// The guest kernel's command line (not Xen's; XENVER_commandline does not report it).
     public var guestCommandLine: String
@@ -206,6 +211,12 @@ public final class HypercallDispatcher: Sendable {
     /// Secondary vCPU start and stop; nil: VCPUOP_initialise/up/down answer
     /// -ENOSYS, and VCPUOP_is_up reports vCPU 0 up (others -ENOSYS).
     public let lifecycle: (any VCPULifecycle)?
+    /// Releases guest RAM to the host; nil: XENMEM_increase_reservation,
+    /// decrease_reservation and populate_physmap answer -ENOSYS.
+    public let reservationService: (any ReservationService)?
+    /// The domain's populated frames and page count (XENMEM_current_reservation),
+    /// over the memory's regions at creation, limited to `configuration.maxPages`.
+    public let reservation: MemoryReservation
 
     /// Most bytes one CONSOLEIO_read returns.
     public static let maximumConsoleRead = 4096
@@ -213,7 +224,7 @@ public final class HypercallDispatcher: Sendable {
     public init(configuration: DomainConfiguration, memory: any GuestMemory, console: any ConsoleService,
                 physmap: any PhysmapService, state: DomainState = DomainState(),
                 eventChannels: (any EventChannelService)? = nil, time: (any TimeService)? = nil,
-                lifecycle: (any VCPULifecycle)? = nil) {
+                lifecycle: (any VCPULifecycle)? = nil, reservationService: (any ReservationService)? = nil) {
         self.configuration = configuration
         self.memory = memory
         self.console = console
@@ -222,6 +233,8 @@ public final class HypercallDispatcher: Sendable {
         self.eventChannels = eventChannels
         self.time = time
         self.lifecycle = lifecycle
+        self.reservationService = reservationService
+        reservation = MemoryReservation(ram: memory.regions, maximumPages: configuration.maxPages)
     }
 
     /// Runs the hypercall in `registers` for `vcpu`, whose paging registers are `paging`.

@@ -6,6 +6,7 @@ import Synchronization
 public final class MockGuestMemory: GuestMemory, @unchecked Sendable {
     private struct Region { var range: GuestPhysicalRange; var bytes: [UInt8] }
     private let state: Mutex<[Region]>
+    private let discards = Mutex<[GuestPhysicalRange]>([])
 
     /// One region of `size` bytes at `base`.
     public convenience init(size: Int, base: UInt64 = 0) {
@@ -41,6 +42,25 @@ public final class MockGuestMemory: GuestMemory, @unchecked Sendable {
             for i in o..<o + count { b[i] = value }
         }
     }
+
+    /// `MappedGuestMemory.discard`'s semantics without host memory: the
+    /// page-aligned range (else `.misaligned`) inside one region (else
+    /// `.outOfBounds`) reads as zero afterwards. Every call is recorded in
+    /// `discarded`.
+    public func discard(_ range: GuestPhysicalRange) throws(GuestMemoryError) {
+        guard range.start.rawValue & 0xfff == 0, range.length & 0xfff == 0 else {
+            throw .misaligned(range.start, size: Int(clamping: range.length))
+        }
+        guard range.length <= UInt64(Int.max) else { throw .outOfBounds(range.start, count: range.length) }
+        let count = Int(range.length)
+        try withRegion(range.start, count) { b, o in
+            b.replaceSubrange(o..<o + count, with: repeatElement(0, count: count))
+        }
+        discards.withLock { $0.append(range) }
+    }
+
+    /// The ranges `discard` zeroed, in order.
+    public var discarded: [GuestPhysicalRange] { discards.withLock { $0 } }
 
     public func load<T: FixedWidthInteger & UnsignedInteger>(_ type: T.Type, at address: GuestPhysicalAddress) throws(GuestMemoryError) -> T {
         LittleEndianBytes.decode(T.self, from: try read(at: address, count: MemoryLayout<T>.size))

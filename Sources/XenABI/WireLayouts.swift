@@ -67,6 +67,54 @@ public enum XenWire {
         }
     }
 
+    /// `struct xen_memory_reservation` (memory.h): the argument of
+    /// XENMEM_increase_reservation, XENMEM_decrease_reservation and
+    /// XENMEM_populate_physmap. The compat layout (x86-32: guest handle and
+    /// `xen_ulong_t` are 4 bytes) is handle 0, nr_extents 4, extent_order 8,
+    /// mem_flags 12, domid 16, size 20.
+    public enum MemoryReservation {
+        public static func size(_ mode: GuestCPUMode) -> Int {
+            mode == .long64 ? Int(PVH_XEN_MEMORY_RESERVATION_SIZE) : 20
+        }
+        public static func extentStart(_ mode: GuestCPUMode) -> WireField {
+            mode == .long64
+                ? WireField(offset: Int(PVH_XEN_MEMORY_RESERVATION_EXTENT_START_OFFSET),
+                            size: Int(PVH_XEN_MEMORY_RESERVATION_EXTENT_START_SIZE))
+                : WireField(offset: 0, size: 4)
+        }
+        public static func nrExtents(_ mode: GuestCPUMode) -> WireField {
+            mode == .long64
+                ? WireField(offset: Int(PVH_XEN_MEMORY_RESERVATION_NR_EXTENTS_OFFSET),
+                            size: Int(PVH_XEN_MEMORY_RESERVATION_NR_EXTENTS_SIZE))
+                : WireField(offset: 4, size: 4)
+        }
+        public static func extentOrder(_ mode: GuestCPUMode) -> WireField {
+            WireField(offset: mode == .long64 ? Int(PVH_XEN_MEMORY_RESERVATION_EXTENT_ORDER_OFFSET) : 8, size: 4)
+        }
+        public static func memFlags(_ mode: GuestCPUMode) -> WireField {
+            WireField(offset: mode == .long64 ? Int(PVH_XEN_MEMORY_RESERVATION_MEM_FLAGS_OFFSET) : 12, size: 4)
+        }
+        public static func domid(_ mode: GuestCPUMode) -> WireField {
+            WireField(offset: mode == .long64 ? Int(PVH_XEN_MEMORY_RESERVATION_DOMID_OFFSET) : 16, size: 2)
+        }
+        /// One entry of the extent list: `xen_pfn_t` (compat: `compat_pfn_t`, 4 bytes).
+        public static func pfnSize(_ mode: GuestCPUMode) -> Int {
+            mode == .long64 ? Int(PVH_XEN_PFN_SIZE) : 4
+        }
+        /// `XENMEMF_get_address_bits`.
+        public static let addressBitsMask: UInt32 = 0xff
+        /// `XENMEMF_get_node`: bits 15:8 hold node + 1 (0: no node, NUMA_NO_NODE).
+        public static func node(_ flags: UInt32) -> UInt32 { ((flags >> 8) &- 1) & 0xff }
+        /// `NUMA_NO_NODE` as `XENMEMF_get_node` reports it.
+        public static let noNode: UInt32 = 0xff
+        /// `XENMEMF_populate_on_demand`.
+        public static let populateOnDemand = UInt32(XENMEMF_populate_on_demand)
+        /// `XENMEMF_exact_node_request`.
+        public static let exactNodeRequest = UInt32(XENMEMF_exact_node_request)
+        /// `XENMEMF_vnode`.
+        public static let virtualNode = UInt32(XENMEMF_vnode)
+    }
+
     /// `struct xen_memory_domain` (memory.h): the argument of XENMEM_{current,maximum}_reservation.
     public enum MemoryDomain {
         public static let size = MemoryLayout<xen_memory_domain>.size

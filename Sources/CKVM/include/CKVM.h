@@ -81,6 +81,16 @@ enum {
     PVH_XEN_MEMORY_MAP_BUFFER_OFFSET = offsetof(struct xen_memory_map, buffer),
     PVH_XEN_MEMORY_MAP_BUFFER_SIZE = sizeof(((struct xen_memory_map *)0)->buffer),
 
+    PVH_XEN_MEMORY_RESERVATION_SIZE = sizeof(struct xen_memory_reservation),
+    PVH_XEN_MEMORY_RESERVATION_EXTENT_START_OFFSET = offsetof(struct xen_memory_reservation, extent_start),
+    PVH_XEN_MEMORY_RESERVATION_EXTENT_START_SIZE = sizeof(((struct xen_memory_reservation *)0)->extent_start),
+    PVH_XEN_MEMORY_RESERVATION_NR_EXTENTS_OFFSET = offsetof(struct xen_memory_reservation, nr_extents),
+    PVH_XEN_MEMORY_RESERVATION_NR_EXTENTS_SIZE = sizeof(((struct xen_memory_reservation *)0)->nr_extents),
+    PVH_XEN_MEMORY_RESERVATION_EXTENT_ORDER_OFFSET = offsetof(struct xen_memory_reservation, extent_order),
+    PVH_XEN_MEMORY_RESERVATION_MEM_FLAGS_OFFSET = offsetof(struct xen_memory_reservation, mem_flags),
+    PVH_XEN_MEMORY_RESERVATION_DOMID_OFFSET = offsetof(struct xen_memory_reservation, domid),
+    PVH_XEN_PFN_SIZE = sizeof(xen_pfn_t),
+
     PVH_SCHED_POLL_SIZE = sizeof(struct sched_poll),
     PVH_SCHED_POLL_PORTS_OFFSET = offsetof(struct sched_poll, ports),
     PVH_SCHED_POLL_PORTS_SIZE = sizeof(((struct sched_poll *)0)->ports),

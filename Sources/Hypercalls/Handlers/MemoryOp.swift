@@ -14,8 +14,13 @@ extension HypercallDispatcher {
             guard startExtent == 0 else { throw .einval }
             let bytes = try c.guest.readVirtual(at: arg, count: XenWire.MemoryDomain.size)
             try checkSelf(bytes.wireValue(XenWire.MemoryDomain.domid, as: UInt16.self))
-            let pages = command == .currentReservation ? configuration.totalPages : configuration.maxPages
+            // domain_tot_pages(d) / d->max_pages.
+            let pages = command == .currentReservation ? reservation.currentPages : configuration.maxPages
             return Int64(clamping: pages)
+        case .increaseReservation, .decreaseReservation, .populatePhysmap:
+            // Without a service to release host memory the domain keeps all its RAM.
+            guard let backing = reservationService else { throw .enosys }
+            return reservationOp(command, startExtent: startExtent, arg, c, backing: backing)
         case .addToPhysmap:
             // The start extent must fit xatp.size (uint16_t).
             guard startExtent <= UInt64(UInt16.max) else { throw .edom }
@@ -23,8 +28,15 @@ extension HypercallDispatcher {
         case .machineMemoryMap, .machphysMapping:
             // Refused to HVM guests outright (hvm_memory_op).
             throw .enosys
+        case .getPodTarget, .setPodTarget:
+            // Populate-on-demand needs the toolstack (x86 arch_memory_op:
+            // set_pod_target is privileged, get_pod_target reports PoD
+            // state). This VMM has no PoD: every frame is populated at
+            // creation and the balloon uses decrease_reservation and
+            // populate_physmap, so both stay not implemented.
+            throw .enosys
         default:
-            // Reservation changes, exchange, vNUMA, etc.: not implemented yet.
+            // Exchange (PV only), vNUMA, etc.: not implemented yet.
             throw .enosys
         }
     }
