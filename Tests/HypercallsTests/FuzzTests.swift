@@ -15,7 +15,7 @@ func hostileRegistersNeverCrash(seed: UInt64) throws {
     for i in junk.indices { junk[i] = UInt8(truncatingIfNeeded: rng.next()) }
     try memory.write(junk, at: GuestPhysicalAddress(0))
     let h = Harness(vcpuCount: 3, memory: memory, withEventChannels: seed % 2 == 0, withTime: seed != 1,
-                    withLifecycle: seed != 1)
+                    withLifecycle: seed != 1, withReservation: seed != 2)
     h.console.input.withLock { $0 = Array(repeating: 0x41, count: 10000) }
     let known = Set(XenErrno.allCases.map(\.negated))
 
@@ -48,7 +48,7 @@ func hostileRegistersNeverCrash(seed: UInt64) throws {
 
 /// Every hypercall number in Xen's table, with all-zero and all-ones arguments.
 @Test func everyHypercallNumberAnswers() {
-    let h = Harness(withEventChannels: true, withTime: true, withLifecycle: true)
+    let h = Harness(withEventChannels: true, withTime: true, withLifecycle: true, withReservation: true)
     for number in HypercallNumber.allCases {
         for fill in [0 as UInt64, .max] {
             for mode in [GuestCPUMode.long64, .protected32] {

@@ -32,6 +32,18 @@ final class RecordingPhysmap: PhysmapService {
     }
 }
 
+/// Host release over mock memory: zero-fills, as madvise(MADV_DONTNEED)
+/// leaves an anonymous mapping. `failure` makes every discard fail.
+final class MockReservationBacking: ReservationService {
+    let memory: MockGuestMemory
+    let failure = Mutex(false)
+    init(memory: MockGuestMemory) { self.memory = memory }
+    func discard(_ range: GuestPhysicalRange) throws(GuestMemoryError) {
+        if failure.withLock({ $0 }) { throw .discardFailed(errno: 12) }
+        try memory.discard(range)
+    }
+}
+
 final class RecordingNotifier: EventChannelNotifier {
     let upcalls = Mutex<[UInt32]>([])
     func upcall(vcpu: VCPUID) { upcalls.withLock { $0.append(vcpu.rawValue) } }
@@ -82,14 +94,16 @@ struct Harness {
     let timers: DomainTimers?
     /// Present when the harness was made `withLifecycle`.
     let lifecycle: FakeLifecycle?
+    /// Present when the harness was made `withReservation`.
+    let reservation: MockReservationBacking?
 
     init(vcpuCount: Int = 2, memoryMap: [MemoryMapEntry] = Harness.memoryMap, memory: MockGuestMemory? = nil,
          withEventChannels: Bool = false, withTime: Bool = false, withLifecycle: Bool = false,
-         policy: SingleshotFuturePolicy = .honour) {
+         withReservation: Bool = false, maxPages: UInt64 = 8192, policy: SingleshotFuturePolicy = .honour) {
         self.memory = memory ?? MockGuestMemory(size: Harness.ramSize)
         let config = DomainConfiguration(
             domainID: Harness.domid, vcpuCount: vcpuCount, memoryMap: memoryMap, totalPages: 4096,
-            maxPages: 8192, handle: Array(1...16))
+            maxPages: maxPages, handle: Array(1...16))
         let state = DomainState()
         eventChannels = withEventChannels
             ? EventChannelTable(configuration: .init(domainID: Harness.domid, vcpuCount: vcpuCount),
@@ -105,8 +119,10 @@ struct Harness {
             timers = nil
         }
         lifecycle = withLifecycle ? FakeLifecycle() : nil
+        reservation = withReservation ? MockReservationBacking(memory: self.memory) : nil
         dispatcher = HypercallDispatcher(configuration: config, memory: self.memory, console: console, physmap: physmap,
-                                         state: state, eventChannels: eventChannels, time: timers, lifecycle: lifecycle)
+                                         state: state, eventChannels: eventChannels, time: timers, lifecycle: lifecycle,
+                                         reservationService: reservation)
     }
 
     var state: DomainState { dispatcher.state }
