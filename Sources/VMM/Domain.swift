@@ -72,6 +72,8 @@ public final class Domain: Sendable {
     let timerThread: TimerThread
     /// The PV console backend (HVM_PARAM_CONSOLE_PFN / _EVTCHN).
     public let consoleBackend: ConsoleBackend
+    /// Which guest frames hold memory (the balloon gives them back).
+    public let reservation: MemoryReservation
     let vm: VirtualMachine
     let memory: MappedGuestMemory
     let runners: [VCPURunner]
@@ -184,7 +186,8 @@ public final class Domain: Sendable {
                 features: XenFeatures.pvhDefault.union(.hvmSafePVClock)),
             memory: memory, console: ConsoleAdapter(sink: console),
             physmap: SharedInfoBacking(vm: vm, memory: memory), state: state, eventChannels: events,
-            time: timers, lifecycle: smp)
+            time: timers, lifecycle: smp, reservationService: GuestRAMRelease(memory: memory))
+        self.reservation = dispatcher.reservation
 
         // KVM_XEN_HVM_CONFIG hosts trap vmcall/vmmcall themselves; elsewhere
         // hardware breakpoints on the sites found in the kernel's ELF do.
@@ -330,4 +333,12 @@ final class SharedInfoBacking: PhysmapService, @unchecked Sendable {
             current = frame
         }
     }
+}
+
+/// XENMEM_decrease_reservation's host side: a page the guest gives back is
+/// returned to the host (madvise MADV_DONTNEED), so `pvh mem-set` really
+/// shrinks the VMM's resident memory.
+struct GuestRAMRelease: ReservationService {
+    let memory: MappedGuestMemory
+    func discard(_ range: GuestPhysicalRange) throws(GuestMemoryError) { try memory.discard(range) }
 }

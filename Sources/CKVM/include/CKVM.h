@@ -37,6 +37,7 @@
 #include <xen/io/ring.h>
 #include <xen/io/console.h>
 #include <xen/io/xs_wire.h>
+#include <xen/io/xenbus.h>
 
 // ring.h defines the shared-ring header only through DEFINE_RING_TYPES; its
 // layout does not depend on the entry types, so one instance with byte-sized

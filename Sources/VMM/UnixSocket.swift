@@ -1,0 +1,180 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Why a Unix socket operation failed: the call and its errno.
+public struct UnixSocketError: Error, CustomStringConvertible, Sendable, Equatable {
+    public let operation: String
+    public let path: String
+    public let errno: Int32
+
+    public var description: String {
+        // SAFETY: strerror returns a static NUL-terminated string.
+        "\(path): \(operation): \(unsafe String(cString: strerror(errno)))"
+    }
+}
+
+/// A connected or listening `AF_UNIX` stream socket, owned: closed once in
+/// `close()` (or never, if ownership passes on). The XenStore socket
+/// (libxenstore's XENSTORED_PATH) and the `pvh` CLI client both use it.
+public struct UnixSocket: Sendable {
+    public let fd: Int32
+
+    init(fd: Int32) { self.fd = fd }
+
+    /// The longest path `sockaddr_un.sun_path` holds, with its NUL.
+    static let maximumPathLength = 107
+
+    /// Creates, binds and listens at `path`. A stale socket file left by a
+    /// process that died is replaced; a live one (something accepts on it)
+    /// is not: EADDRINUSE.
+    public static func listen(at path: String, backlog: Int32 = 16) throws(UnixSocketError) -> UnixSocket {
+        if let probe = try? connect(to: path) {
+            probe.close()
+            throw UnixSocketError(operation: "bind", path: path, errno: EADDRINUSE)
+        }
+        unlink(path)
+        let socket = try make(path)
+        let bound = try withAddress(path) { address, length in
+            // SAFETY: `address` is a sockaddr_un of `length` bytes for the call.
+            unsafe bind(socket.fd, address, length)
+        }
+        guard bound == 0 else {
+            let e = errno
+            socket.close()
+            throw UnixSocketError(operation: "bind", path: path, errno: e)
+        }
+        guard Glibc.listen(socket.fd, backlog) == 0 else {
+            let e = errno
+            socket.close()
+            throw UnixSocketError(operation: "listen", path: path, errno: e)
+        }
+        return socket
+    }
+
+    /// Connects to the socket at `path`.
+    public static func connect(to path: String) throws(UnixSocketError) -> UnixSocket {
+        let socket = try make(path)
+        while true {
+            let rc = try withAddress(path) { address, length in
+                // SAFETY: as in listen(at:).
+                unsafe Glibc.connect(socket.fd, address, length)
+            }
+            if rc == 0 { return socket }
+            if errno == EINTR { continue }
+            let e = errno
+            socket.close()
+            throw UnixSocketError(operation: "connect", path: path, errno: e)
+        }
+    }
+
+    /// Waits for the next connection; nil once the listener was shut down.
+    public func accept() -> UnixSocket? {
+        while true {
+            // SAFETY: null address and length: accept writes nothing back.
+            let fd = unsafe Glibc.accept(self.fd, nil, nil)
+            if fd >= 0 {
+                _ = fcntl(fd, F_SETFD, FD_CLOEXEC)
+                return UnixSocket(fd: fd)
+            }
+            if errno == EINTR || errno == ECONNABORTED { continue }
+            return nil
+        }
+    }
+
+    /// Reads what is there (blocking until something is): nil at end of
+    /// stream or on error.
+    public func read(max: Int = 65536) -> [UInt8]? {
+        var buffer = [UInt8](repeating: 0, count: max)
+        while true {
+            // SAFETY: recv writes at most `count` bytes into the array's storage.
+            let n = unsafe buffer.withUnsafeMutableBytes { unsafe recv(fd, $0.baseAddress, $0.count, 0) }
+            if n > 0 { return Array(buffer[..<n]) }
+            if n < 0 && errno == EINTR { continue }
+            return nil
+        }
+    }
+
+    /// Writes all of `bytes`, blocking; false if the peer went away.
+    @discardableResult
+    public func writeAll(_ bytes: [UInt8]) -> Bool {
+        var offset = 0
+        while offset < bytes.count {
+            let n = send(bytes[offset...], flags: Int32(MSG_NOSIGNAL))
+            if n < 0 {
+                if errno == EINTR { continue }
+                return false
+            }
+            offset += n
+        }
+        return true
+    }
+
+    /// Writes what fits without blocking: the count written, 0 when the
+    /// socket buffer is full, -1 when the peer went away.
+    public func writeNonBlocking(_ bytes: ArraySlice<UInt8>) -> Int {
+        while true {
+            let n = send(bytes, flags: Int32(MSG_NOSIGNAL | MSG_DONTWAIT))
+            if n >= 0 { return n }
+            if errno == EINTR { continue }
+            return errno == EAGAIN || errno == EWOULDBLOCK ? 0 : -1
+        }
+    }
+
+    /// Blocks until the socket is readable, writable (if asked) or `wakeup`
+    /// is readable. Returns (readable, writable, woken).
+    public func poll(writable: Bool, wakeup: Int32) -> (readable: Bool, writable: Bool, woken: Bool) {
+        var fds = [
+            pollfd(fd: fd, events: Int16(POLLIN) | (writable ? Int16(POLLOUT) : 0), revents: 0),
+            pollfd(fd: wakeup, events: Int16(POLLIN), revents: 0),
+        ]
+        while true {
+            // SAFETY: poll reads and writes the two pollfd entries of the array.
+            let rc = unsafe fds.withUnsafeMutableBufferPointer { unsafe Glibc.poll($0.baseAddress, 2, -1) }
+            if rc >= 0 { break }
+            if errno != EINTR { return (true, false, false) }
+        }
+        let errorBits = Int16(POLLERR) | Int16(POLLHUP) | Int16(POLLNVAL)
+        return ((fds[0].revents & (Int16(POLLIN) | errorBits)) != 0,
+                (fds[0].revents & Int16(POLLOUT)) != 0,
+                (fds[1].revents & Int16(POLLIN)) != 0)
+    }
+
+    /// Stops a blocked accept()/read() in another thread, then closes.
+    public func shutdownAndClose() {
+        Glibc.shutdown(fd, Int32(SHUT_RDWR))
+        close()
+    }
+
+    public func close() { _ = Glibc.close(fd) }
+
+    private func send(_ bytes: ArraySlice<UInt8>, flags: Int32) -> Int {
+        // SAFETY: send reads at most `count` bytes from the slice's storage.
+        unsafe bytes.withUnsafeBytes { unsafe Glibc.send(fd, $0.baseAddress, $0.count, flags) }
+    }
+
+    private static func make(_ path: String) throws(UnixSocketError) -> UnixSocket {
+        guard path.utf8.count <= maximumPathLength else {
+            throw UnixSocketError(operation: "socket path longer than \(maximumPathLength) bytes", path: path, errno: ENAMETOOLONG)
+        }
+        let fd = Glibc.socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+        guard fd >= 0 else { throw UnixSocketError(operation: "socket", path: path, errno: errno) }
+        return UnixSocket(fd: fd)
+    }
+
+    private static func withAddress(_ path: String, _ body: (UnsafePointer<sockaddr>, socklen_t) -> Int32) throws(UnixSocketError) -> Int32 {
+        var address = sockaddr_un()
+        address.sun_family = sa_family_t(AF_UNIX)
+        let bytes = Array(path.utf8)
+        // SAFETY: sun_path holds maximumPathLength + 1 bytes; make() checked
+        // the length, and the zeroed struct supplies the NUL.
+        unsafe withUnsafeMutableBytes(of: &address.sun_path) { raw in
+            for (i, b) in bytes.enumerated() { raw[i] = b }
+        }
+        let length = socklen_t(MemoryLayout<sockaddr_un>.size)
+        // SAFETY: the pointer covers the whole sockaddr_un for the call.
+        return unsafe withUnsafePointer(to: &address) { pointer in
+            unsafe pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) { unsafe body($0, length) }
+        }
+    }
+}
