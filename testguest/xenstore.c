@@ -215,6 +215,10 @@ static void tx_write(const void *data, uint32_t len, uint64_t end)
 			return;
 		}
 		uint32_t space = XENSTORE_RING_SIZE - (prod - cons);
+		if (!space && rdtsc() >= end) {
+			set_broken("req ring full for %u ms (cons %u prod %u)", XS_TIMEOUT_MS, cons, prod);
+			return;
+		}
 		if (!space) {
 			/* Full: the server drains it; meanwhile take replies/events. */
 			rx_pump();
@@ -274,7 +278,7 @@ static int xs_talk(uint32_t type, uint32_t tx, const char *a, uint32_t alen,
 		rx_pump();
 		if (reply_ready || xs_broken[0])
 			break;
-		if (!ring_wait(WAIT_RSP, end))
+		if (rdtsc() >= end || !ring_wait(WAIT_RSP, end))
 			set_broken("no reply to %s (req_id %u) in %u ms (req %u/%u rsp %u/%u, partial %u)",
 				   type_name(type), h.req_id, XS_TIMEOUT_MS, intf->req_cons,
 				   intf->req_prod, intf->rsp_cons, intf->rsp_prod, rx_got);
@@ -416,7 +420,7 @@ static int xs_wait_watch(const char **path, const char **token, uint64_t ms)
 		}
 		if (xs_broken[0])
 			return -1;
-		if (!ring_wait(WAIT_RSP, end))
+		if (rdtsc() >= end || !ring_wait(WAIT_RSP, end))
 			return 0;
 	}
 }
@@ -424,13 +428,25 @@ static int xs_wait_watch(const char **path, const char **token, uint64_t ms)
 /* ------------------------------------------------------------------ */
 /* Connecting (once per boot)                                          */
 
+static const char *xs_connect_once(void);
+
+/* Once per boot; the reason is kept (fail()'s buffer is reused by others). */
 static const char *xs_connect(void)
 {
-	static const char *result;
+	static char reason[160];
 	static int done;
-	if (done)
-		return result;
-	done = 1;
+	if (!done) {
+		done = 1;
+		const char *r = xs_connect_once();
+		if (r)
+			snprintf(reason, sizeof(reason), "%s", r);
+	}
+	return reason[0] ? reason : NULL;
+}
+
+static const char *xs_connect_once(void)
+{
+	const char *result;
 
 	uint64_t pfn, port;
 	const char *r;
@@ -680,6 +696,50 @@ static const char *scen_xenstore(void)
 /* ------------------------------------------------------------------ */
 /* control: the shutdown watch, as Linux's drivers/xen/manage.c         */
 
+/*
+ * Read control/shutdown and acknowledge a known request in one transaction
+ * (manage.c shutdown_handler; retried on EAGAIN). Returns NULL and sets
+ * *reason when a request was taken, "" when there is none (absent, empty or
+ * unknown: ignored), else a failure.
+ */
+static const char *control_take(char *value, size_t size, unsigned *reason)
+{
+	for (int attempt = 0; attempt < 10; attempt++) {
+		uint32_t tx, len;
+		int known = 1;
+		if (xs_transaction_start(&tx))
+			return fail("transaction_start: %s", xs_err);
+		const char *v = xs_read(tx, "control/shutdown", &len);
+		if (!v || !len) {
+			xs_transaction_end(tx, 0);
+			return "";
+		}
+		snprintf(value, size, "%s", shown(v, len));
+		if (streq(value, "poweroff") || streq(value, "halt"))
+			*reason = SHUTDOWN_poweroff;
+		else if (streq(value, "reboot"))
+			*reason = SHUTDOWN_reboot;
+		else if (streq(value, "suspend"))
+			*reason = SHUTDOWN_suspend;
+		else
+			known = 0;
+		/* Only acknowledge what we handle (as Linux). */
+		if (known && xs_write(tx, "control/shutdown", ""))
+			return fail("ack write: %s", xs_err);
+		int e = xs_transaction_end(tx, 1);
+		if (e == 1 && streq(xs_err, "EAGAIN"))
+			continue;
+		if (e)
+			return fail("transaction_end: %s", xs_err);
+		if (!known) {
+			printk("PVHINFO control: ignoring shutdown request \"%s\"\n", value);
+			return "";
+		}
+		return NULL;
+	}
+	return "transaction_end EAGAIN 10 times";
+}
+
 static const char *scen_control(void)
 {
 	const char *r;
@@ -691,64 +751,32 @@ static const char *scen_control(void)
 	int ev = xs_wait_watch(&p, &t, XS_TIMEOUT_MS);
 	if (ev != 1)
 		return fail("no initial watch event: %s", ev ? xs_err : "timeout");
-	printk("PVHTEST control WAITING\n");
 
+	static char value[32];
+	unsigned reason = SHUTDOWN_poweroff;
+	/* A request written before the watch is seen at the initial event, as in Linux. */
+	r = control_take(value, sizeof(value), &reason);
+	if (r && r[0])
+		return r;
+	if (r)
+		printk("PVHTEST control WAITING\n");
 	uint64_t end = tsc_deadline_ms(60000);
-	for (;;) {
+	while (r) {
 		uint64_t now = rdtsc();
 		if (now >= end)
 			return "no shutdown request within 60 s";
 		ev = xs_wait_watch(&p, &t, (end - now) / tsc_khz() + 1);
 		if (ev < 0)
 			return fail("%s", xs_err);
-		if (ev == 0)
+		if (ev == 0 || !streq(t, "pvh-control"))
 			continue;
-		if (!streq(t, "pvh-control"))
-			continue;
-		/* Read and acknowledge in one transaction (manage.c shutdown_handler). */
-		static char value[32];
-		unsigned reason = 0;
-		int known = 0;
-		for (int attempt = 0; attempt < 10; attempt++) {
-			uint32_t tx;
-			if (xs_transaction_start(&tx))
-				return fail("transaction_start: %s", xs_err);
-			uint32_t len;
-			const char *v = xs_read(tx, "control/shutdown", &len);
-			if (!v || !len) {
-				xs_transaction_end(tx, 0);	/* deleted or empty: ignore */
-				known = -1;
-				break;
-			}
-			snprintf(value, sizeof(value), "%s", shown(v, len));
-			known = 1;
-			if (streq(value, "poweroff") || streq(value, "halt"))
-				reason = SHUTDOWN_poweroff;
-			else if (streq(value, "reboot"))
-				reason = SHUTDOWN_reboot;
-			else if (streq(value, "suspend"))
-				reason = SHUTDOWN_suspend;
-			else
-				known = 0;
-			if (known && xs_write(tx, "control/shutdown", ""))
-				return fail("ack write: %s", xs_err);
-			int e = xs_transaction_end(tx, 1);
-			if (e == 1 && streq(xs_err, "EAGAIN"))
-				continue;
-			if (e)
-				return fail("transaction_end: %s", xs_err);
-			break;
-		}
-		if (known < 0)
-			continue;
-		if (!known) {
-			printk("PVHINFO control: ignoring shutdown request \"%s\"\n", value);
-			continue;
-		}
-		xs_unwatch("control/shutdown", "pvh-control");
-		pass_note("got=%s", value);
-		finish_now("control", NULL, reason);
+		r = control_take(value, sizeof(value), &reason);
+		if (r && r[0])
+			return r;
 	}
+	xs_unwatch("control/shutdown", "pvh-control");
+	pass_note("got=%s", value);
+	finish_now("control", NULL, reason);
 }
 
 /* ------------------------------------------------------------------ */
