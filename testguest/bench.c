@@ -8,13 +8,6 @@
  */
 #include "testguest.h"
 
-static inline uint64_t rdtsc(void)
-{
-	uint32_t lo, hi;
-	__asm__ volatile("rdtsc" : "=a"(lo), "=d"(hi));
-	return ((uint64_t)hi << 32) | lo;
-}
-
 static unsigned long iterations(void)
 {
 	size_t len;
@@ -25,7 +18,8 @@ static unsigned long iterations(void)
 	return n ? n : 1000;
 }
 
-static uint32_t tsc_khz(void)
+/* Raw leaf base+3 ECX (0 if unknown: the host then reports no ns figure). */
+static uint32_t leaf_tsc_khz(void)
 {
 	uint32_t a, b, c = 0, d, base = xen_cpuid_base();
 	if (base) {
@@ -38,7 +32,7 @@ static uint32_t tsc_khz(void)
 static void report(const char *name, unsigned long n, uint64_t cycles)
 {
 	printk("PVHBENCH %s iterations=%lu cycles=%lu tsc_khz=%u\n", name, n,
-	       (unsigned long)cycles, tsc_khz());
+	       (unsigned long)cycles, leaf_tsc_khz());
 }
 
 /*

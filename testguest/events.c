@@ -33,20 +33,13 @@
 /* ------------------------------------------------------------------ */
 /* TSC and the Xen time leaf                                           */
 
-static inline uint64_t rdtsc(void)
-{
-	uint32_t lo, hi;
-	__asm__ volatile("rdtsc" : "=a"(lo), "=d"(hi));
-	return ((uint64_t)hi << 32) | lo;
-}
-
 static inline void cpu_relax(void)
 {
 	__asm__ volatile("pause" ::: "memory");
 }
 
 /* Leaf base+3 sub-leaf 0, ECX: guest TSC frequency in kHz. */
-static uint64_t tsc_khz(void)
+uint64_t tsc_khz(void)
 {
 	static uint64_t khz;
 	if (!khz) {
@@ -64,7 +57,7 @@ static uint64_t tsc_khz(void)
 	return khz;
 }
 
-static uint64_t tsc_deadline_ms(uint64_t ms)
+uint64_t tsc_deadline_ms(uint64_t ms)
 {
 	return rdtsc() + ms * tsc_khz();
 }
@@ -77,7 +70,7 @@ static void tsc_delay_us(uint64_t us)
 }
 
 /* Leaf base+4 sub-leaf 0: ECX = domain id if EAX has DOMID_PRESENT. */
-static int xen_domid(void)
+int xen_domid(void)
 {
 	uint32_t a, b, c, d, base = xen_cpuid_base();
 	if (!base)
@@ -199,8 +192,8 @@ static void lapic_init(void)
  */
 #define WATCHDOG_NS 50000000u
 
-static int wait_until(int (*cond)(const void *), const void *arg, uint64_t timeout_ms,
-		      int use_hlt, uint32_t *wd_ticks)
+int wait_until(int (*cond)(const void *), const void *arg, uint64_t timeout_ms,
+	       int use_hlt, uint32_t *wd_ticks)
 {
 	uint64_t end = tsc_deadline_ms(timeout_ms);
 	int hlt = use_hlt && lapic_watchdog_ok;
@@ -328,7 +321,7 @@ static int wait_port(evtchn_port_t port, uint32_t want, uint64_t ms, int use_hlt
  */
 extern uint8_t vcpu_info_page[];
 
-static const char *xen_setup(void)
+const char *xen_setup(void)
 {
 	long rc;
 
@@ -408,7 +401,7 @@ static long evtchn_status(evtchn_port_t port, struct evtchn_status *st)
 	return evtchn_op(EVTCHNOP_status, st);
 }
 
-static long evtchn_send(evtchn_port_t port)
+long evtchn_send(evtchn_port_t port)
 {
 	struct evtchn_send s = { .port = port };
 	return evtchn_op(EVTCHNOP_send, &s);
@@ -766,12 +759,12 @@ static const char *scen_timer(void)
 static volatile struct xencons_interface *cons;
 static evtchn_port_t cons_port;
 
-static const char *get_param(uint32_t index, uint64_t *value)
+const char *hvm_get_param(uint32_t index, uint64_t *value)
 {
 	struct xen_hvm_param p = { .domid = DOMID_SELF, .index = index };
 	long rc = hvm_op(HVMOP_get_param, &p);
 	if (rc != 0)
-		return fail("get_param(%u) rc %ld", index, rc);
+		return fail("hvm_get_param(%u) rc %ld", index, rc);
 	*value = p.value;
 	return NULL;
 }
@@ -815,7 +808,7 @@ static int in_available(const void *arg)
 	return cons->in_prod != cons->in_cons;
 }
 
-static unsigned long opt_num(const char *key, unsigned long def)
+unsigned long opt_num(const char *key, unsigned long def)
 {
 	size_t len;
 	const char *v = cmdline_opt(key, &len);
@@ -832,8 +825,8 @@ static const char *scen_console_ring(void)
 	const char *r;
 	uint64_t pfn, port;
 
-	if ((r = get_param(HVM_PARAM_CONSOLE_PFN, &pfn)) ||
-	    (r = get_param(HVM_PARAM_CONSOLE_EVTCHN, &port)))
+	if ((r = hvm_get_param(HVM_PARAM_CONSOLE_PFN, &pfn)) ||
+	    (r = hvm_get_param(HVM_PARAM_CONSOLE_EVTCHN, &port)))
 		return r;
 	printk("PVHINFO console ring pfn 0x%lx port %lu\n", (unsigned long)pfn, (unsigned long)port);
 	if (!pfn)

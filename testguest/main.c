@@ -11,6 +11,7 @@
  *   PVHTEST <name> PASS
  *   PVHTEST <name> FAIL <short reason>
  *   PVHTEST SUMMARY <passed> passed, <failed> failed
+ * A scenario may append to its PASS line (pass_note): "PVHTEST <name> PASS <note>".
  * Lines starting with "PVHINFO " are diagnostics, "PVHCONSOLE " the long
  * write of scenario console.
  */
@@ -54,16 +55,41 @@ static int opt_is(const char *v, size_t len, const char *word)
 }
 
 static unsigned passed, failed;
+static char note[160];
+
+void pass_note(const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(note, sizeof(note), fmt, ap);
+	va_end(ap);
+}
 
 static void result(const char *name, size_t nlen, const char *reason)
 {
 	if (reason) {
 		printk("PVHTEST %.*s FAIL %s\n", (int)nlen, name, reason);
 		failed++;
+	} else if (note[0]) {
+		printk("PVHTEST %.*s PASS %s\n", (int)nlen, name, note);
+		passed++;
 	} else {
 		printk("PVHTEST %.*s PASS\n", (int)nlen, name);
 		passed++;
 	}
+	note[0] = 0;
+}
+
+static void summary(void)
+{
+	printk("PVHTEST SUMMARY %u passed, %u failed\n", passed, failed);
+}
+
+void finish_now(const char *name, const char *reason, unsigned int shutdown_reason)
+{
+	result(name, strlen(name), reason);
+	summary();
+	shutdown(shutdown_reason);
 }
 
 static void run_scenario(const char *name, size_t nlen)
@@ -86,6 +112,13 @@ static void run_scenario(const char *name, size_t nlen)
 		if (strlen(xen_scenarios[i].name) == nlen &&
 		    strncmp(xen_scenarios[i].name, name, nlen) == 0) {
 			result(name, nlen, xen_scenarios[i].run());
+			return;
+		}
+	}
+	for (size_t i = 0; i < nr_xenstore_scenarios; i++) {
+		if (strlen(xenstore_scenarios[i].name) == nlen &&
+		    strncmp(xenstore_scenarios[i].name, name, nlen) == 0) {
+			result(name, nlen, xenstore_scenarios[i].run());
 			return;
 		}
 	}
@@ -152,7 +185,7 @@ void pvh_main(uint32_t start_info_pa)
 			       scenarios[i].run());
 	}
 
-	printk("PVHTEST SUMMARY %u passed, %u failed\n", passed, failed);
+	summary();
 
 	const char *e = cmdline_opt("pvh.exit=", &len);
 	unsigned reason = SHUTDOWN_poweroff;

@@ -70,6 +70,13 @@ static inline void outb(uint16_t port, uint8_t v)
 	__asm__ volatile("outb %0, %1" : : "a"(v), "Nd"(port));
 }
 
+static inline uint64_t rdtsc(void)
+{
+	uint32_t lo, hi;
+	__asm__ volatile("rdtsc" : "=a"(lo), "=d"(hi));
+	return ((uint64_t)hi << 32) | lo;
+}
+
 static inline void cpuid(uint32_t leaf, uint32_t *a, uint32_t *b,
 			 uint32_t *c, uint32_t *d)
 {
@@ -105,6 +112,11 @@ extern const size_t nr_bench_scenarios;
 extern const struct scenario xen_scenarios[];
 extern const size_t nr_xen_scenarios;
 const char *cmdline_opt(const char *key, size_t *len);
+/* main.c: text appended to the scenario's next PASS line ("PVHTEST <name> PASS <note>"). */
+void pass_note(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+/* main.c: report <name>'s result and the summary now, then SCHEDOP_shutdown(reason). */
+void finish_now(const char *name, const char *reason, unsigned int shutdown_reason)
+	__attribute__((noreturn));
 void idt_init(void);
 void idt_load(void);
 
@@ -115,6 +127,20 @@ extern int vcpu0_info_registered;
 void evtchn_upcall(void);		/* from upcall_entry (head.S) */
 void lapic_timer_tick(void);		/* from lapic_timer_entry */
 void ap_main(void) __attribute__((noreturn));	/* from ap_start64 */
+/* Shared with xenstore.c (see events.c for what each does). */
+const char *xen_setup(void);
+int wait_until(int (*cond)(const void *), const void *arg, uint64_t timeout_ms,
+	       int use_hlt, uint32_t *wd_ticks);
+uint64_t tsc_khz(void);
+uint64_t tsc_deadline_ms(uint64_t ms);
+int xen_domid(void);
+long evtchn_send(uint32_t port);
+const char *hvm_get_param(uint32_t index, uint64_t *value);
+unsigned long opt_num(const char *key, unsigned long def);
+
+/* ---- xenstore.c ---- */
+extern const struct scenario xenstore_scenarios[];
+extern const size_t nr_xenstore_scenarios;
 
 /* ---- head.S / hypercall.S ---- */
 extern uint8_t hypercall_page[];
