@@ -44,6 +44,9 @@ let package = Package(
         .target(name: "PVTime", dependencies: ["CKVM", "GuestMemory", "XenABI"], swiftSettings: safeSettings),
         // The PV console backend: the xencons ring over an interdomain event channel.
         .target(name: "ConsoleBackend", dependencies: ["XenRing", "EventChannels", "GuestMemory", "XenABI"], swiftSettings: safeSettings),
+        // XenStore: the pure core (tree, transactions, watches, permissions, quotas),
+        // the wire codec, the server and the guest's ring transport.
+        .target(name: "XenStore", dependencies: ["CKVM", "XenABI", "GuestMemory", "XenRing", "EventChannels"], swiftSettings: safeSettings),
         // Wiring: vCPU threads, exit handling, transports.
         .target(name: "VMM", dependencies: ["KVM", "GuestMemory", "XenABI", "PVHBoot", "Hypercalls", "EventChannels", "ConsoleBackend", "PVTime"], swiftSettings: safeSettings),
         .executableTarget(
@@ -63,6 +66,7 @@ let package = Package(
         .testTarget(name: "PVTimeTests", dependencies: ["PVTime", "TestSupport", "XenABI", "GuestMemory"]),
         .testTarget(name: "EventChannelsTests", dependencies: ["EventChannels", "TestSupport", "XenABI", "GuestMemory"]),
         .testTarget(name: "ConsoleBackendTests", dependencies: ["ConsoleBackend", "EventChannels", "XenRing", "TestSupport", "XenABI", "GuestMemory"]),
+        .testTarget(name: "XenStoreTests", dependencies: ["XenStore", "CKVM", "EventChannels", "XenRing", "TestSupport", "XenABI", "GuestMemory"]),
         .testTarget(name: "VMMTests", dependencies: ["VMM", "KVM", "PVHBoot", "XenABI", "GuestMemory"]),
         .testTarget(name: "IntegrationTests", dependencies: ["VMM", "KVM", "PVHBoot"]),
     ]

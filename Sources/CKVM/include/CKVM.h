@@ -70,6 +70,9 @@ enum {
     PVH_XENSTORE_REQ_PROD_OFFSET = offsetof(struct xenstore_domain_interface, req_prod),
     PVH_XENSTORE_RSP_CONS_OFFSET = offsetof(struct xenstore_domain_interface, rsp_cons),
     PVH_XENSTORE_RSP_PROD_OFFSET = offsetof(struct xenstore_domain_interface, rsp_prod),
+    PVH_XENSTORE_SERVER_FEATURES_OFFSET = offsetof(struct xenstore_domain_interface, server_features),
+    PVH_XENSTORE_CONNECTION_OFFSET = offsetof(struct xenstore_domain_interface, connection),
+    PVH_XENSTORE_ERROR_OFFSET = offsetof(struct xenstore_domain_interface, error),
 };
 
 // Layout facts for Xen structs that hold guest handles (pointers). Swift's

@@ -1,0 +1,351 @@
+import Synchronization
+import XenABI
+
+/// What `XenStoreServer.receive` tells its transport.
+public enum XenStoreReceiveResult: Hashable, Sendable {
+    /// Every complete request was handled; replies went to `output`.
+    case ok
+    /// The peer broke the framing (a header with `len > XENSTORE_PAYLOAD_MAX`,
+    /// xs_wire.h: "Violating this is very bad"): close the connection.
+    case close(String)
+}
+
+/// A toolstack-side watch made with `XenStoreServer.watch`.
+public struct XenStoreWatchID: RawRepresentable, Hashable, Sendable {
+    public var rawValue: UInt64
+    public init(rawValue: UInt64) { self.rawValue = rawValue }
+}
+
+/// The XenStore daemon of the VMM (what xenstored is to Xen): one
+/// `XenStoreCore` and its connections behind one mutex.
+///
+/// Wire clients (a guest's ring, see `XenStoreRingConnection`) `connect`, feed
+/// bytes with `receive`, and get replies and watch events through their
+/// `output` closure, in order. The VMM's own code (the toolstack, device
+/// backends) uses the typed calls (`write`, `read`, `watch`, ...), which act
+/// as a privileged dom0 client.
+///
+/// Locking and callbacks. `output` closures run with the server lock held:
+/// they must only enqueue (taking at most a lock of their own that is never
+/// held while calling into the server). Everything else the server calls —
+/// toolstack watch handlers, transports' `wake` closures, the log — runs
+/// after the lock is released, from one ordered queue: whichever thread
+/// finds the queue idle delivers everything queued, in order, so handlers
+/// never run concurrently with each other and may call back into the
+/// server (what they cause is queued behind them). A call may therefore
+/// return before the handlers its changes triggered have run, when another
+/// thread is delivering.
+///
+/// Bounded memory. A partial request is at most one frame. A connection made
+/// with `flowControl: true` reports what its transport has sent with
+/// `outputSent(_:for:)`; while more than `XenStoreQuota.pendingOutputBytes`
+/// are outstanding `acceptsInput(_:)` is false (the transport leaves requests
+/// unread) and watch events for it are dropped, replies never. This plays
+/// the part of C xenstored's per-domain "outstanding" and "memory" quotas.
+public final class XenStoreServer: Sendable {
+    private enum Callback: Sendable {
+        case watch(@Sendable (String, String) -> Void, String, String)
+        case wake(@Sendable () -> Void)
+        case log(String)
+    }
+
+    private struct Peer: Sendable {
+        var framer = XenStoreFramer()
+        var output: (@Sendable ([UInt8]) -> Void)?
+        var wake: (@Sendable () -> Void)?
+        var handler: (@Sendable (String, String) -> Void)?
+        /// Bytes handed to `output` not yet reported sent; nil: not tracked.
+        var pending: Int?
+    }
+
+    private struct State: Sendable {
+        var core: XenStoreCore
+        var peers: [XenStoreConnectionID: Peer] = [:]
+        var nextID: UInt64 = 1
+        var callbacks: [Callback] = []
+        var draining = false
+        var droppedEvents = 0
+    }
+
+    private let state: Mutex<State>
+    private let toolstack: XenStoreConnectionID
+    private let logSink: @Sendable (String) -> Void
+
+    /// A server with an empty store (just `/`).
+    public convenience init(quota: XenStoreQuota = .default) {
+        self.init(quota: quota, log: { _ in })
+    }
+
+    /// A server whose CONTROL "print" text goes to `log`.
+    public init(quota: XenStoreQuota = .default, log: @escaping @Sendable (String) -> Void) {
+        var s = State(core: XenStoreCore(quota: quota))
+        toolstack = XenStoreConnectionID(rawValue: 0)
+        s.core.connect(toolstack, domain: DomainID(rawValue: 0), privileged: true)
+        state = Mutex(s)
+        logSink = log
+    }
+
+    // MARK: Wire clients
+
+    /// Connects a wire client of `domain`. `output` receives every byte to
+    /// send to this peer (replies and watch events) in order; it must only
+    /// enqueue, it is called with the server lock held.
+    public func connect(domain: DomainID, privileged: Bool,
+                        output: @escaping @Sendable ([UInt8]) -> Void) -> XenStoreConnectionID {
+        add(Peer(output: output), domain: domain, privileged: privileged)
+    }
+
+    /// Connects a flow-controlled wire client: as above, plus `wake`, called
+    /// without the server lock (from the ordered callback queue) after output
+    /// was queued for this peer by someone else's request (a watch event),
+    /// so the transport can push it. The transport reports what it sent with
+    /// `outputSent(_:for:)` and stops reading while `acceptsInput` is false.
+    public func connect(domain: DomainID, privileged: Bool, output: @escaping @Sendable ([UInt8]) -> Void,
+                        wake: @escaping @Sendable () -> Void) -> XenStoreConnectionID {
+        add(Peer(output: output, wake: wake, pending: 0), domain: domain, privileged: privileged)
+    }
+
+    private func add(_ peer: Peer, domain: DomainID, privileged: Bool) -> XenStoreConnectionID {
+        state.withLock { s in
+            let id = XenStoreConnectionID(rawValue: s.nextID)
+            s.nextID += 1
+            s.peers[id] = peer
+            s.core.connect(id, domain: domain, privileged: privileged)
+            return id
+        }
+    }
+
+    /// Feeds bytes from the peer and handles every complete request. Returns
+    /// `.close` if the peer violated the framing (the caller closes).
+    public func receive(_ bytes: [UInt8], from id: XenStoreConnectionID) -> XenStoreReceiveResult {
+        let result: XenStoreReceiveResult = state.withLock { s in
+            guard var peer = s.peers[id] else { return .close("unknown connection \(id)") }
+            let frames: [XenStoreFrame]
+            do {
+                frames = try peer.framer.feed(bytes)
+            } catch {
+                s.peers[id] = peer
+                return .close("\(error)")
+            }
+            s.peers[id] = peer
+            for frame in frames {
+                switch frame {
+                case .message(let m):
+                    Self.route(s.core.handle(m, from: id), in: &s, requester: id)
+                case .unknownType(_, let requestID, let transactionID):
+                    let reply = XenStoreCore.unknownTypeReply(requestID: requestID, transactionID: transactionID)
+                    Self.route([XenStoreDelivery(connection: id, message: reply)], in: &s, requester: id)
+                }
+            }
+            Self.collectLog(&s)
+            return .ok
+        }
+        runCallbacks()
+        return result
+    }
+
+    /// Disconnects a client: drops its watches and transactions.
+    public func disconnect(_ id: XenStoreConnectionID) {
+        state.withLock { s in
+            s.peers[id] = nil
+            s.core.disconnect(id)
+        }
+    }
+
+    /// Resets a client as a reconnecting ring does (xenstore-ring.txt
+    /// "Connection reset"): watches, transactions, partial input and the
+    /// output accounting are dropped.
+    public func reset(_ id: XenStoreConnectionID) {
+        state.withLock { s in
+            s.core.reset(id)
+            s.peers[id]?.framer.reset()
+            if s.peers[id]?.pending != nil { s.peers[id]?.pending = 0 }
+        }
+    }
+
+    /// False while a flow-controlled client has more than the quota of
+    /// output outstanding: leave its requests unread.
+    public func acceptsInput(_ id: XenStoreConnectionID) -> Bool {
+        state.withLock { s in
+            guard let pending = s.peers[id]?.pending else { return true }
+            return pending < s.core.quota.pendingOutputBytes
+        }
+    }
+
+    /// A flow-controlled client's transport sent `count` bytes of its output.
+    public func outputSent(_ count: Int, for id: XenStoreConnectionID) {
+        state.withLock { s in
+            if let p = s.peers[id]?.pending { s.peers[id]?.pending = max(0, p - count) }
+        }
+    }
+
+    /// Watch events dropped so far because a client's output was over quota.
+    public var droppedEventCount: Int { state.withLock { $0.droppedEvents } }
+
+    /// Calls `body` with the core, under the lock (tests, invariant checks).
+    public func withCore<R>(_ body: (inout XenStoreCore) -> R) -> R where R: Sendable {
+        state.withLock { body(&$0.core) }
+    }
+
+    // MARK: Routing
+
+    private static func route(_ deliveries: [XenStoreDelivery], in s: inout State, requester: XenStoreConnectionID?) {
+        for d in deliveries {
+            guard var peer = s.peers[d.connection] else { continue }
+            if let handler = peer.handler {
+                let strings = XenStoreWire.strings(d.message.payload)
+                if d.message.type == .watchEvent, strings.count >= 2 {
+                    s.callbacks.append(.watch(handler, strings[0], strings[1]))
+                }
+                continue
+            }
+            guard let output = peer.output else { continue }
+            let bytes = d.message.bytes
+            if let pending = peer.pending {
+                if d.message.type == .watchEvent && pending + bytes.count > s.core.quota.pendingOutputBytes {
+                    s.droppedEvents += 1
+                    continue
+                }
+                peer.pending = pending + bytes.count
+                s.peers[d.connection] = peer
+            }
+            output(bytes)
+            if d.connection != requester, let wake = peer.wake { s.callbacks.append(.wake(wake)) }
+        }
+    }
+
+    private static func collectLog(_ s: inout State) {
+        guard !s.core.log.isEmpty else { return }
+        for line in s.core.log { s.callbacks.append(.log(line)) }
+        s.core.log = []
+    }
+
+    /// Delivers queued callbacks in order, outside the lock; one thread at a time.
+    private func runCallbacks() {
+        let start = state.withLock { s in
+            guard !s.draining, !s.callbacks.isEmpty else { return false }
+            s.draining = true
+            return true
+        }
+        guard start else { return }
+        while true {
+            let batch: [Callback] = state.withLock { s in
+                let b = s.callbacks
+                s.callbacks = []
+                if b.isEmpty { s.draining = false }
+                return b
+            }
+            if batch.isEmpty { return }
+            for c in batch {
+                switch c {
+                case .watch(let handler, let path, let token): handler(path, token)
+                case .wake(let wake): wake()
+                case .log(let line): logSink(line)
+                }
+            }
+        }
+    }
+
+    // MARK: In-process toolstack access (acting as dom0, each call atomic)
+
+    private func perform(_ type: XenStoreMessageType, _ payload: [UInt8],
+                         as id: XenStoreConnectionID? = nil) -> Result<[UInt8], XenStoreError> {
+        let caller = id ?? toolstack
+        let result: Result<[UInt8], XenStoreError> = state.withLock { s in
+            let out = s.core.handle(XenStoreMessage(type: type, payload: payload), from: caller)
+            var reply: XenStoreMessage?
+            var rest: [XenStoreDelivery] = []
+            for d in out {
+                if reply == nil && d.connection == caller { reply = d.message } else { rest.append(d) }
+            }
+            Self.route(rest, in: &s, requester: nil)
+            Self.collectLog(&s)
+            guard let reply else { return .failure(.eio) }
+            if reply.type == .error {
+                let name = XenStoreWire.strings(reply.payload).first ?? ""
+                return .failure(XenStoreError(wireName: name) ?? .eio)
+            }
+            return .success(reply.payload)
+        }
+        runCallbacks()
+        return result
+    }
+
+    private func run(_ type: XenStoreMessageType, _ strings: [String]) throws(XenStoreError) -> [UInt8] {
+        try perform(type, XenStoreWire.nulTerminated(strings)).get()
+    }
+
+    /// Writes `value` at `path` (absolute, or relative to /local/domain/0),
+    /// creating missing parents (XS_WRITE).
+    public func write(_ path: String, _ value: String) throws(XenStoreError) {
+        try writeBytes(path, Array(value.utf8))
+    }
+
+    /// Writes raw bytes at `path` (XS_WRITE).
+    public func writeBytes(_ path: String, _ value: [UInt8]) throws(XenStoreError) {
+        _ = try perform(.write, XenStoreWire.nulTerminated([path]) + value).get()
+    }
+
+    /// The value at `path`, decoded as UTF-8 (XS_READ).
+    public func read(_ path: String) throws(XenStoreError) -> String {
+        String(decoding: try readBytes(path), as: UTF8.self)
+    }
+
+    /// The raw value at `path` (XS_READ).
+    public func readBytes(_ path: String) throws(XenStoreError) -> [UInt8] { try run(.read, [path]) }
+
+    /// Creates `path` and missing parents with empty values (XS_MKDIR).
+    public func mkdir(_ path: String) throws(XenStoreError) { _ = try run(.mkdir, [path]) }
+
+    /// Removes `path` and everything below it (XS_RM).
+    public func remove(_ path: String) throws(XenStoreError) { _ = try run(.remove, [path]) }
+
+    /// Sets `path`'s permissions (XS_SET_PERMS).
+    public func setPermissions(_ path: String, _ perms: XenStorePermissions) throws(XenStoreError) {
+        _ = try run(.setPermissions, [path] + perms.strings)
+    }
+
+    /// `path`'s permissions (XS_GET_PERMS).
+    public func permissions(_ path: String) throws(XenStoreError) -> XenStorePermissions {
+        try XenStorePermissions(strings: XenStoreWire.strings(try run(.getPermissions, [path])))
+    }
+
+    /// The names of `path`'s children (XS_DIRECTORY).
+    public func directory(_ path: String) throws(XenStoreError) -> [String] {
+        XenStoreWire.strings(try run(.directory, [path]))
+    }
+
+    /// Introduces `domain` and fires `@introduceDomain` (XS_INTRODUCE).
+    public func introduceDomain(_ domain: DomainID) {
+        state.withLock { s in Self.route(s.core.introduceDomain(domain), in: &s, requester: nil) }
+        runCallbacks()
+    }
+
+    /// Releases `domain` and fires `@releaseDomain` (XS_RELEASE).
+    public func releaseDomain(_ domain: DomainID) {
+        state.withLock { s in Self.route(s.core.releaseDomain(domain), in: &s, requester: nil) }
+        runCallbacks()
+    }
+
+    /// Whether `domain` is introduced (XS_IS_DOMAIN_INTRODUCED).
+    public func isIntroduced(_ domain: DomainID) -> Bool { state.withLock { $0.core.isIntroduced(domain) } }
+
+    /// A toolstack-side watch (XS_WATCH as dom0) on `path` (absolute, or
+    /// `@introduceDomain` / `@releaseDomain`). `handler(path, token)` runs
+    /// outside the server lock, from the ordered callback queue (see the type's
+    /// documentation), first for the initial event xenstore.txt promises.
+    public func watch(_ path: String, token: String,
+                      handler: @escaping @Sendable (String, String) -> Void) throws(XenStoreError) -> XenStoreWatchID {
+        let id = add(Peer(handler: handler), domain: DomainID(rawValue: 0), privileged: true)
+        switch perform(.watch, XenStoreWire.nulTerminated([path, token]), as: id) {
+        case .success: return XenStoreWatchID(rawValue: id.rawValue)
+        case .failure(let e):
+            disconnect(id)
+            throw e
+        }
+    }
+
+    /// Removes a toolstack-side watch; its handler is not called again
+    /// (events already queued for it may still be delivered).
+    public func unwatch(_ id: XenStoreWatchID) { disconnect(XenStoreConnectionID(rawValue: id.rawValue)) }
+}
