@@ -47,8 +47,11 @@ let package = Package(
         // XenStore: the pure core (tree, transactions, watches, permissions, quotas),
         // the wire codec, the server and the guest's ring transport.
         .target(name: "XenStore", dependencies: ["CKVM", "XenABI", "GuestMemory", "XenRing", "EventChannels"], swiftSettings: safeSettings),
+        // xenbus: the toolstack's per-domain XenStore tree and the frontend/backend
+        // handshake every PV device backend (console, block, net) runs.
+        .target(name: "XenBus", dependencies: ["CKVM", "XenABI", "XenStore"], swiftSettings: safeSettings),
         // Wiring: vCPU threads, exit handling, transports.
-        .target(name: "VMM", dependencies: ["KVM", "GuestMemory", "XenABI", "PVHBoot", "Hypercalls", "EventChannels", "ConsoleBackend", "PVTime"], swiftSettings: safeSettings),
+        .target(name: "VMM", dependencies: ["KVM", "GuestMemory", "XenABI", "PVHBoot", "Hypercalls", "EventChannels", "ConsoleBackend", "PVTime", "XenStore", "XenBus"], swiftSettings: safeSettings),
         .executableTarget(
             name: "pvh",
             dependencies: ["VMM", "KVM", "PVHBoot", .product(name: "ArgumentParser", package: "swift-argument-parser")]),
@@ -68,6 +71,6 @@ let package = Package(
         .testTarget(name: "ConsoleBackendTests", dependencies: ["ConsoleBackend", "EventChannels", "XenRing", "TestSupport", "XenABI", "GuestMemory"]),
         .testTarget(name: "XenStoreTests", dependencies: ["XenStore", "CKVM", "EventChannels", "XenRing", "TestSupport", "XenABI", "GuestMemory"]),
         .testTarget(name: "VMMTests", dependencies: ["VMM", "KVM", "PVHBoot", "XenABI", "GuestMemory"]),
-        .testTarget(name: "IntegrationTests", dependencies: ["VMM", "KVM", "PVHBoot"]),
+        .testTarget(name: "IntegrationTests", dependencies: ["VMM", "KVM", "PVHBoot", "XenStore"]),
     ]
 )

@@ -9,6 +9,8 @@ import Hypercalls
 import KVM
 import PVHBoot
 import XenABI
+import XenBus
+import XenStore
 
 /// Why a domain could not be built. Usage errors (a bad file or option) are
 /// told apart so the CLI can exit 2 with one line naming the culprit.
@@ -74,6 +76,12 @@ public final class Domain: Sendable {
     public let consoleBackend: ConsoleBackend
     /// Which guest frames hold memory (the balloon gives them back).
     public let reservation: MemoryReservation
+    /// The store this domain's tree lives in (shared with the toolstack's
+    /// socket) and the guest's ring connection to it.
+    public let store: XenStoreServer
+    public let storeRing: XenStoreRingConnection
+    /// The tree written for this domain (removed when it ends).
+    public let storeLayout: DomainStoreLayout
     let vm: VirtualMachine
     let memory: MappedGuestMemory
     let runners: [VCPURunner]
@@ -81,7 +89,11 @@ public final class Domain: Sendable {
     /// The domain ID the guest sees (Xen: a domU's is never 0 here).
     public static let domainID = DomainID(rawValue: 1)
 
-    public init(configuration: GuestConfiguration, console: any ConsoleSink, system: KVMSystem? = nil) throws(DomainError) {
+    /// Builds the domain. `store` is the toolstack's XenStore (a fresh one
+    /// if nil): the domain's tree is written there and the guest's ring
+    /// connected to it.
+    public init(configuration: GuestConfiguration, console: any ConsoleSink, system: KVMSystem? = nil,
+                store: XenStoreServer? = nil) throws(DomainError) {
         self.configuration = configuration
         guard (16...GuestConfiguration.maximumMemoryMiB).contains(configuration.memoryMiB) else {
             throw .badConfiguration(option: "--memory \(configuration.memoryMiB)", reason: "must be 16 to \(GuestConfiguration.maximumMemoryMiB) MiB")
@@ -137,7 +149,7 @@ public final class Domain: Sendable {
                 kernel,
                 configuration: BootConfiguration(
                     commandLine: configuration.commandLine, initrd: initrd, vcpuCount: configuration.vcpus,
-                    reservedRanges: [MemoryMapEntry(range: configuration.consolePage, type: .reserved)]),
+                    reservedRanges: [MemoryMapEntry(range: configuration.specialPages, type: .reserved)]),
                 into: memory)
         } catch {
             switch error {
@@ -179,6 +191,34 @@ public final class Domain: Sendable {
         }
         state.setParameter(.consolePFN, to: consoleFrame.rawValue)
         state.setParameter(.consoleEvtchn, to: UInt64(consoleBackend.guestPort.rawValue))
+
+        // XenStore (what xl and xenstored do at domain creation): the ring
+        // page and an unbound port in HVM params, the domain's tree written,
+        // the domain introduced (@introduceDomain).
+        let store = store ?? XenStoreServer()
+        self.store = store
+        let storeFrame = configuration.storePage.start.frameNumber
+        do {
+            storeRing = try XenStoreRingConnection(
+                memory: memory, frame: storeFrame, events: events, domain: Self.domainID, server: store,
+                report: { FileDescriptorConsoleSink(fd: 2).emit(Array("pvh: xenstore: \($0)\n".utf8)) })
+        } catch {
+            throw .memory("XenStore ring at \(storeFrame): \(error)")
+        }
+        state.setParameter(.storePFN, to: storeFrame.rawValue)
+        state.setParameter(.storeEvtchn, to: UInt64(storeRing.guestPort.rawValue))
+        let kib = configuration.memoryMiB * 1024
+        storeLayout = DomainStoreLayout(
+            domain: Self.domainID, name: configuration.name, uuid: UUID().uuidString.lowercased(),
+            maximumMemoryKiB: kib, targetMemoryKiB: kib, vcpus: configuration.vcpus,
+            storeFrame: storeFrame.rawValue, storePort: storeRing.guestPort.rawValue,
+            consoleFrame: consoleFrame.rawValue, consolePort: consoleBackend.guestPort.rawValue)
+        do {
+            try storeLayout.write(to: store)
+        } catch {
+            throw .memory("XenStore tree for d\(Self.domainID.rawValue): \(error)")
+        }
+        store.introduceDomain(Self.domainID)
         let dispatcher = HypercallDispatcher(
             configuration: DomainConfiguration(
                 domainID: Self.domainID, vcpuCount: configuration.vcpus, memoryMap: boot.memoryMap,
@@ -251,6 +291,10 @@ public final class Domain: Sendable {
         // exit handler (and the timer thread has stopped), so nothing runs on
         // the guest after run() returns.
         for _ in 0...runners.count { exited.wait() }
+        // Domain destruction as xl does it: the tree goes, @releaseDomain fires.
+        if let id = storeRing.connection { store.disconnect(id) }
+        storeLayout.remove(from: store)
+        store.releaseDomain(Self.domainID)
         return end
     }
 

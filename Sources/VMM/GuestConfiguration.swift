@@ -12,8 +12,12 @@ public struct GuestConfiguration: Sendable, Equatable {
     public var memoryMiB: Int
     /// Virtual CPUs.
     public var vcpus: Int
+    /// The guest's name (xl's `name=`): /local/domain/<id>/name.
+    public var name: String
 
-    public init(kernelPath: String, initrdPath: String? = nil, commandLine: String = "", memoryMiB: Int = 256, vcpus: Int = 1) {
+    public init(kernelPath: String, initrdPath: String? = nil, commandLine: String = "", memoryMiB: Int = 256, vcpus: Int = 1,
+                name: String = "pvh") {
+        self.name = name
         self.kernelPath = kernelPath
         self.initrdPath = initrdPath
         self.commandLine = commandLine
@@ -32,6 +36,19 @@ public struct GuestConfiguration: Sendable, Equatable {
     public var consolePage: GuestPhysicalRange {
         let lowEnd = ramRanges[0].end
         return GuestPhysicalRange(start: GuestPhysicalAddress(lowEnd - GuestFrameNumber.pageSize), length: GuestFrameNumber.pageSize)
+    }
+
+    /// The XenStore ring's page (HVM_PARAM_STORE_PFN): the page below the
+    /// console's, reserved likewise.
+    public var storePage: GuestPhysicalRange {
+        GuestPhysicalRange(start: GuestPhysicalAddress(consolePage.start.rawValue - GuestFrameNumber.pageSize),
+                           length: GuestFrameNumber.pageSize)
+    }
+
+    /// Pages the toolstack keeps for itself at the top of low RAM (Xen's
+    /// "special pages"): reserved in the guest's memory map.
+    public var specialPages: GuestPhysicalRange {
+        GuestPhysicalRange(start: storePage.start, length: 2 * GuestFrameNumber.pageSize)
     }
 
     /// Guest RAM ranges: low memory up to the 32-bit MMIO hole (which holds

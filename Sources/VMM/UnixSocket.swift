@@ -33,9 +33,10 @@ public struct UnixSocket: Sendable {
             probe.close()
             throw UnixSocketError(operation: "bind", path: path, errno: EADDRINUSE)
         }
-        unlink(path)
+        // SAFETY: the String converts to a NUL-terminated path for the call.
+        unsafe unlink(path)
         let socket = try make(path)
-        let bound = try withAddress(path) { address, length in
+        let bound = try unsafe withAddress(path) { address, length in
             // SAFETY: `address` is a sockaddr_un of `length` bytes for the call.
             unsafe bind(socket.fd, address, length)
         }
@@ -56,7 +57,7 @@ public struct UnixSocket: Sendable {
     public static func connect(to path: String) throws(UnixSocketError) -> UnixSocket {
         let socket = try make(path)
         while true {
-            let rc = try withAddress(path) { address, length in
+            let rc = try unsafe withAddress(path) { address, length in
                 // SAFETY: as in listen(at:).
                 unsafe Glibc.connect(socket.fd, address, length)
             }
@@ -72,7 +73,7 @@ public struct UnixSocket: Sendable {
     public func accept() -> UnixSocket? {
         while true {
             // SAFETY: null address and length: accept writes nothing back.
-            let fd = unsafe Glibc.accept(self.fd, nil, nil)
+            let fd = Glibc.accept(self.fd, nil, nil)
             if fd >= 0 {
                 _ = fcntl(fd, F_SETFD, FD_CLOEXEC)
                 return UnixSocket(fd: fd)
@@ -140,6 +141,15 @@ public struct UnixSocket: Sendable {
                 (fds[1].revents & Int16(POLLIN)) != 0)
     }
 
+    /// Waits up to `timeout` seconds for something to read (or end of stream).
+    public func waitReadable(timeout: Double) -> Bool {
+        var fds = [pollfd(fd: fd, events: Int16(POLLIN), revents: 0)]
+        let ms = timeout.isFinite ? Int32(min(max(timeout * 1000, 0), Double(Int32.max))) : -1
+        // SAFETY: poll reads and writes the one pollfd of the array.
+        let rc = unsafe fds.withUnsafeMutableBufferPointer { unsafe Glibc.poll($0.baseAddress, 1, ms) }
+        return rc > 0
+    }
+
     /// Stops a blocked accept()/read() in another thread, then closes.
     public func shutdownAndClose() {
         Glibc.shutdown(fd, Int32(SHUT_RDWR))
@@ -169,7 +179,7 @@ public struct UnixSocket: Sendable {
         // SAFETY: sun_path holds maximumPathLength + 1 bytes; make() checked
         // the length, and the zeroed struct supplies the NUL.
         unsafe withUnsafeMutableBytes(of: &address.sun_path) { raw in
-            for (i, b) in bytes.enumerated() { raw[i] = b }
+            for (i, b) in bytes.enumerated() { unsafe raw[i] = b }
         }
         let length = socklen_t(MemoryLayout<sockaddr_un>.size)
         // SAFETY: the pointer covers the whole sockaddr_un for the call.

@@ -3,6 +3,7 @@ import Dispatch
 import Synchronization
 import KVM
 import VMM
+import XenStore
 
 #if canImport(Glibc)
 import Glibc
@@ -13,7 +14,7 @@ struct PVH: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "pvh",
         abstract: "Run Xen PVH guests on Linux KVM.",
-        subcommands: [Run.self, Host.self])
+        subcommands: [Run.self, List.self, Shutdown.self, Reboot.self, MemSet.self, XenStoreCommand.self, Host.self])
 
     /// ArgumentParser exits 64 on bad usage; pvh's contract is one line and status 2.
     static func main() {
@@ -73,6 +74,11 @@ struct Run: ParsableCommand {
         }
     }
 
+    @Option(name: .long, help: ArgumentHelp(
+        "The guest's name, for pvh shutdown/reboot/mem-set/xenstore (default pvh-<pid>). Its XenStore socket is <runtime dir>/<name>/xenstored.sock (runtime dir: $PVH_RUNTIME_DIR, /run/pvh for root, else $XDG_RUNTIME_DIR/pvh or /tmp/pvh-<uid>).",
+        valueName: "name"))
+    var name: String?
+
     @Option(name: .customLong("on-reboot"),
             help: ArgumentHelp("When the guest reboots: exit (status 3) or restart it (xl's on_reboot).", valueName: "exit|restart"))
     var onReboot: RebootAction = .exit
@@ -82,7 +88,28 @@ struct Run: ParsableCommand {
     }
 
     func run() throws {
-        let config = GuestConfiguration(kernelPath: kernel, initrdPath: initrd, commandLine: cmdline, memoryMiB: memory, vcpus: vcpus)
+        let rawName = name ?? "pvh-\(getpid())"
+        guard let guestName = GuestName(rawName) else { usageFailure("--name \(rawName): \(GuestName.rule)") }
+        let config = GuestConfiguration(kernelPath: kernel, initrdPath: initrd, commandLine: cmdline, memoryMiB: memory, vcpus: vcpus,
+                                        name: guestName.rawValue)
+        // The toolstack's XenStore: outlives a guest rebooted with
+        // --on-reboot restart, served to dom0 clients on a Unix socket.
+        let store = XenStoreServer(log: { FileDescriptorConsoleSink(fd: 2).emit(Array("pvh: xenstore: \($0)\n".utf8)) })
+        let runtime = RuntimeDirectory.default
+        let socketServer: XenStoreSocketServer
+        do {
+            try runtime.prepare(for: guestName)
+            socketServer = try XenStoreSocketServer(path: runtime.xenStoreSocket(for: guestName), server: store)
+        } catch {
+            if error.errno == EADDRINUSE { usageFailure("--name \(rawName): a guest of that name is already running") }
+            FileDescriptorConsoleSink(fd: 2).emit(Array("pvh: XenStore socket: \(error)\n".utf8))
+            throw ExitCode(1)
+        }
+        socketServer.start()
+        defer {
+            socketServer.stop()
+            runtime.cleanUp(for: guestName)
+        }
         let current = CurrentDomain()
         let terminal = HostTerminal()
         terminal.attach(to: current)
@@ -100,9 +127,11 @@ struct Run: ParsableCommand {
         repeat {
             let domain: Domain
             do {
-                domain = try Domain(configuration: config, console: FileDescriptorConsoleSink(fd: 1))
+                domain = try Domain(configuration: config, console: FileDescriptorConsoleSink(fd: 1), store: store)
             } catch {
                 terminal.restore()
+                socketServer.stop()
+                runtime.cleanUp(for: guestName)
                 if error.isUsageError { usageFailure(error.description) }
                 FileDescriptorConsoleSink(fd: 2).emit(Array("pvh: \(error.description)\n".utf8))
                 throw ExitCode(1)

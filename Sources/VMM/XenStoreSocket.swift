@@ -1,0 +1,187 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import Foundation
+import Synchronization
+import XenABI
+import XenStore
+
+/// The control domain's door to the store: xenstored's Unix socket, served
+/// with the wire protocol of xs_wire.h exactly as on the ring, so Debian's
+/// `xenstore-*` clients (libxenstore: `XENSTORED_PATH`) and `pvh xenstore`
+/// work unchanged. Every peer is dom0 and privileged, as on Xen where only
+/// root can open the socket; the socket file is created in a 0700 directory.
+///
+/// One thread per peer: it reads requests (blocking) and writes replies and
+/// watch events without blocking the store. The store's output callback only
+/// appends to the peer's queue and wakes the thread (an eventfd), so a peer
+/// that stops reading can never stall the store or another peer; one whose
+/// queue passes `maximumPendingOutput` is disconnected (C xenstored bounds
+/// a connection's pending output the same way).
+public final class XenStoreSocketServer: Sendable {
+    public let path: String
+    private let listener: UnixSocket
+    private let server: XenStoreServer
+    private let peers = Mutex<[Int32: Peer]>([:])
+    private let stopped = Atomic<Bool>(false)
+
+    /// Bytes a peer may have waiting before it is dropped.
+    public static let maximumPendingOutput = 4 << 20
+
+    public init(path: String, server: XenStoreServer) throws(UnixSocketError) {
+        self.path = path
+        self.server = server
+        listener = try UnixSocket.listen(at: path)
+        // SAFETY: the String converts to a NUL-terminated path for the call.
+        _ = unsafe chmod(path, 0o600)
+    }
+
+    /// Starts accepting peers on a thread of its own.
+    public func start() {
+        let thread = Thread { [self] in acceptLoop() }
+        thread.name = "pvh-xenstored"
+        thread.start()
+    }
+
+    /// Stops accepting, disconnects every peer and removes the socket file.
+    public func stop() {
+        guard !stopped.exchange(true, ordering: .acquiringAndReleasing) else { return }
+        // SAFETY: as in init.
+        unsafe unlink(path)
+        listener.shutdownAndClose()
+        let all = peers.withLock { p in
+            defer { p.removeAll() }
+            return Array(p.values)
+        }
+        all.forEach { $0.hangUp() }
+    }
+
+    private func acceptLoop() {
+        while !stopped.load(ordering: .acquiring), let socket = listener.accept() {
+            guard let peer = Peer(socket: socket) else {
+                socket.close()
+                continue
+            }
+            peers.withLock { $0[socket.fd] = peer }
+            if stopped.load(ordering: .acquiring) {
+                peer.hangUp()
+                break
+            }
+            let thread = Thread { [self] in
+                serve(peer)
+                peers.withLock { _ = $0.removeValue(forKey: socket.fd) }
+                peer.close()
+            }
+            thread.name = "pvh-xenstored-peer"
+            thread.start()
+        }
+    }
+
+    private func serve(_ peer: Peer) {
+        let id = server.connect(domain: DomainID(rawValue: 0), privileged: true) { bytes in peer.enqueue(bytes) }
+        defer { server.disconnect(id) }
+        while !peer.isDead {
+            let (readable, writable, woken) = peer.socket.poll(writable: peer.hasPendingOutput, wakeup: peer.wakeup)
+            if woken { peer.drainWakeup() }
+            if writable || woken { guard peer.flush() else { return } }
+            if readable {
+                guard let bytes = peer.socket.read() else { return }
+                if case .close = server.receive(bytes, from: id) { return }
+                guard peer.flush() else { return }
+            }
+        }
+    }
+}
+
+/// One socket peer: its pending output and the eventfd that wakes its thread.
+private final class Peer: Sendable {
+    let socket: UnixSocket
+    /// The wake-up pipe: the thread polls `wakeup`, the store writes `signalFD`.
+    let wakeup: Int32
+    private let signalFD: Int32
+    private struct Output {
+        var bytes: [UInt8] = []
+        var sent = 0
+        var dead = false
+    }
+    private let output = Mutex(Output())
+
+    init?(socket: UnixSocket) {
+        var ends: [Int32] = [-1, -1]
+        // SAFETY: pipe(2) writes the two descriptors into the array's storage.
+        guard unsafe ends.withUnsafeMutableBufferPointer({ unsafe pipe($0.baseAddress) }) == 0 else { return nil }
+        for fd in ends {
+            _ = fcntl(fd, F_SETFL, O_NONBLOCK)
+            _ = fcntl(fd, F_SETFD, FD_CLOEXEC)
+        }
+        self.socket = socket
+        self.wakeup = ends[0]
+        self.signalFD = ends[1]
+    }
+
+    var isDead: Bool { output.withLock { $0.dead } }
+    var hasPendingOutput: Bool { output.withLock { $0.sent < $0.bytes.count } }
+
+    /// Called by the store with its lock held: append and wake, never block.
+    func enqueue(_ bytes: [UInt8]) {
+        let wake = output.withLock { o -> Bool in
+            guard !o.dead else { return false }
+            if o.bytes.count - o.sent + bytes.count > XenStoreSocketServer.maximumPendingOutput {
+                o.dead = true
+            } else {
+                o.bytes += bytes
+            }
+            return true
+        }
+        if wake { signal() }
+    }
+
+    /// Writes what the socket takes now; false once the peer is gone.
+    func flush() -> Bool {
+        output.withLock { o in
+            guard !o.dead else { return false }
+            while o.sent < o.bytes.count {
+                let n = socket.writeNonBlocking(o.bytes[o.sent...])
+                if n < 0 {
+                    o.dead = true
+                    return false
+                }
+                if n == 0 { break }
+                o.sent += n
+            }
+            if o.sent == o.bytes.count {
+                o.bytes.removeAll(keepingCapacity: true)
+                o.sent = 0
+            } else if o.sent > 65536 {
+                o.bytes.removeFirst(o.sent)
+                o.sent = 0
+            }
+            return true
+        }
+    }
+
+    func hangUp() {
+        output.withLock { $0.dead = true }
+        Glibc.shutdown(socket.fd, Int32(SHUT_RDWR))
+        signal()
+    }
+
+    func drainWakeup() {
+        var buffer = [UInt8](repeating: 0, count: 256)
+        // SAFETY: read(2) writes at most `count` bytes into the array's storage.
+        while unsafe buffer.withUnsafeMutableBytes({ unsafe Glibc.read(wakeup, $0.baseAddress, $0.count) }) > 0 {}
+    }
+
+    private func signal() {
+        // A full pipe already holds a wake-up: EAGAIN is fine.
+        let one: [UInt8] = [1]
+        // SAFETY: write(2) reads the one byte of the array.
+        _ = unsafe one.withUnsafeBytes { unsafe Glibc.write(signalFD, $0.baseAddress, 1) }
+    }
+
+    func close() {
+        socket.close()
+        _ = Glibc.close(wakeup)
+        _ = Glibc.close(signalFD)
+    }
+}

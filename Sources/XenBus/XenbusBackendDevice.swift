@@ -1,0 +1,157 @@
+import Synchronization
+import XenABI
+import XenStore
+
+/// Where one PV device lives in XenStore (xen/io/xenbus.h, docs/misc/
+/// xenstore-paths.pandoc): the frontend's directory in the guest's home and
+/// the backend's in the backend domain's.
+public struct XenbusDeviceAddress: Hashable, Sendable {
+    /// The device class: "vbd", "vif", "console", ...
+    public var type: String
+    public var frontend: DomainID
+    public var backend: DomainID
+    /// The device's index under its class.
+    public var index: Int
+
+    public init(type: String, frontend: DomainID, backend: DomainID = DomainID(rawValue: 0), index: Int) {
+        self.type = type
+        self.frontend = frontend
+        self.backend = backend
+        self.index = index
+    }
+
+    /// `/local/domain/<fe>/device/<type>/<index>`.
+    public var frontendPath: String { "/local/domain/\(frontend.rawValue)/device/\(type)/\(index)" }
+    /// `/local/domain/<be>/backend/<type>/<fe>/<index>`.
+    public var backendPath: String { "/local/domain/\(backend.rawValue)/backend/\(type)/\(frontend.rawValue)/\(index)" }
+}
+
+/// What a device backend (console, block, network) plugs into the xenbus
+/// handshake. Called from the store's ordered callback queue, one at a time.
+public protocol XenbusBackendDriver: AnyObject, Sendable {
+    /// Nodes written in the backend directory before InitWait (the features
+    /// the frontend reads: "feature-flush-cache", "sectors", ...).
+    func backendNodes() -> [(String, String)]
+    /// The frontend said Initialised/Connected. `frontend` holds the values
+    /// of its directory's nodes (guest-written: hostile; validate each).
+    /// Returns nodes to publish before the backend switches to Connected;
+    /// throwing leaves the backend in InitWait with `error` written.
+    func connect(frontend: [String: String]) throws -> [(String, String)]
+    /// Stop using the frontend's ring (unmap, unbind).
+    func disconnect()
+}
+
+/// One device's backend end of xenbus: creates both directories with the
+/// permissions libxl gives them (each end owned by its domain, readable by
+/// the other), publishes the backend's features, switches to InitWait and
+/// then follows the frontend's `state` node through `XenbusHandshake`.
+public final class XenbusBackendDevice: Sendable {
+    public let address: XenbusDeviceAddress
+    private let store: XenStoreServer
+    private let driver: any XenbusBackendDriver
+    private struct State {
+        var backend: XenbusState = .initialising
+        var watch: XenStoreWatchID?
+        var connected = false
+    }
+    private let state = Mutex(State())
+
+    /// The most frontend nodes read at connect (a guest could create many).
+    public static let maximumFrontendNodes = 64
+
+    /// Creates the device's nodes and starts the handshake.
+    /// `frontendNodes` are written in the frontend directory first (e.g. a
+    /// vif's "mac", a vbd's "virtual-device").
+    public init(store: XenStoreServer, address: XenbusDeviceAddress, driver: any XenbusBackendDriver,
+                frontendNodes: [(String, String)] = []) throws(XenStoreError) {
+        self.address = address
+        self.store = store
+        self.driver = driver
+        let be = address.backendPath, fe = address.frontendPath
+        let backendPerms = XenStorePermissions(owner: address.backend, defaultAccess: .none, entries: [(address.frontend, .read)])
+        let frontendPerms = XenStorePermissions(owner: address.frontend, defaultAccess: .none, entries: [(address.backend, .read)])
+        try? store.remove(be)
+        try? store.remove(fe)
+        try store.mkdir(be)
+        try store.setPermissions(be, backendPerms)
+        try store.mkdir(fe)
+        try store.setPermissions(fe, frontendPerms)
+        try store.write("\(be)/frontend", fe)
+        try store.write("\(be)/frontend-id", String(address.frontend.rawValue))
+        try store.write("\(be)/online", "1")
+        try store.write("\(be)/state", XenbusState.initialising.storeValue)
+        try store.write("\(fe)/backend", be)
+        try store.write("\(fe)/backend-id", String(address.backend.rawValue))
+        for (key, value) in frontendNodes { try store.write("\(fe)/\(key)", value) }
+        try store.write("\(fe)/state", XenbusState.initialising.storeValue)
+        for (key, value) in driver.backendNodes() { try store.write("\(be)/\(key)", value) }
+        try switchTo(.initWait)
+        let id = try store.watch("\(fe)/state", token: "xenbus:\(address.type)/\(address.index)") { [weak self] _, _ in
+            self?.frontendChanged()
+        }
+        state.withLock { $0.watch = id }
+    }
+
+    /// The backend's current state.
+    public var backendState: XenbusState { state.withLock { $0.backend } }
+
+    /// Whether the driver is connected to the frontend now.
+    public var isConnected: Bool { state.withLock { $0.connected } }
+
+    /// Removes the device (hot-unplug or domain destruction): disconnects,
+    /// stops watching and deletes both directories.
+    public func destroy() {
+        let (watch, wasConnected) = state.withLock { s in
+            defer {
+                s.watch = nil
+                s.connected = false
+            }
+            return (s.watch, s.connected)
+        }
+        if let watch { store.unwatch(watch) }
+        if wasConnected { driver.disconnect() }
+        try? store.remove(address.backendPath)
+        try? store.remove(address.frontendPath)
+    }
+
+    private func frontendChanged() {
+        let raw = try? store.read("\(address.frontendPath)/state")
+        let frontend = raw.flatMap { XenbusState(storeValue: $0) }
+        let backend = backendState
+        switch XenbusHandshake.onFrontendChange(backend: backend, frontend: frontend) {
+        case .none:
+            return
+        case .switchTo(let next):
+            try? switchTo(next)
+        case .disconnect(let next):
+            let was = state.withLock { s in
+                defer { s.connected = false }
+                return s.connected
+            }
+            if was { driver.disconnect() }
+            try? switchTo(next)
+        case .connect:
+            do {
+                let nodes = try driver.connect(frontend: readFrontend())
+                for (key, value) in nodes { try store.write("\(address.backendPath)/\(key)", value) }
+                state.withLock { $0.connected = true }
+                try switchTo(.connected)
+            } catch {
+                try? store.write("\(address.backendPath)/error", "connect failed: \(error)")
+            }
+        }
+    }
+
+    private func readFrontend() throws(XenStoreError) -> [String: String] {
+        var values: [String: String] = [:]
+        for key in try store.directory(address.frontendPath).prefix(Self.maximumFrontendNodes) {
+            values[key] = try? store.read("\(address.frontendPath)/\(key)")
+        }
+        return values
+    }
+
+    private func switchTo(_ next: XenbusState) throws(XenStoreError) {
+        state.withLock { $0.backend = next }
+        try store.write("\(address.backendPath)/state", next.storeValue)
+    }
+}

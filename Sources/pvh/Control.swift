@@ -1,0 +1,230 @@
+import ArgumentParser
+import Foundation
+import VMM
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Finds a running guest by name: its XenStore socket and its domain path,
+/// the way xl resolves a name through /local/domain/*/name.
+struct GuestLocator {
+    let name: GuestName
+    let socket: String
+    let client: XenStoreClient
+    /// `/local/domain/<domid>`.
+    let home: String
+
+    init(_ rawName: String) throws {
+        guard let name = GuestName(rawName) else { usageFailure("\(rawName): not a guest name (\(GuestName.rule))") }
+        self.name = name
+        socket = RuntimeDirectory.default.xenStoreSocket(for: name)
+        do {
+            client = try XenStoreClient(socketPath: socket)
+        } catch {
+            usageFailure("\(rawName): no running guest of that name (\(socket): \(error))")
+        }
+        var found: String?
+        for domid in (try? client.directory("/local/domain")) ?? [] where domid != "0" {
+            if (try? client.read("/local/domain/\(domid)/name")) == rawName {
+                found = "/local/domain/\(domid)"
+                break
+            }
+        }
+        guard let found else { usageFailure("\(rawName): no domain of that name in its XenStore (\(socket))") }
+        home = found
+    }
+
+    /// A path as the user gave it: absolute, or relative to the guest's home.
+    func resolve(_ path: String) -> String {
+        path.hasPrefix("/") || path.hasPrefix("@") ? path : (path.isEmpty ? home : "\(home)/\(path)")
+    }
+
+    /// Runs a store operation; a store error is the user's (exit 1 with its name).
+    func perform<T>(_ what: String, _ body: () throws -> T) throws -> T {
+        do { return try body() } catch {
+            FileDescriptorConsoleSink(fd: 2).emit(Array("pvh: \(name): \(what): \(error)\n".utf8))
+            throw ExitCode(1)
+        }
+    }
+
+    /// Waits until the domain is gone (@releaseDomain and its home removed,
+    /// or the store itself gone with its `pvh run`).
+    func waitUntilGone(timeout: Double) -> Bool {
+        do {
+            try client.watch("@releaseDomain", token: "pvh-wait")
+        } catch {
+            return true  // the store closed: the guest's pvh run has ended
+        }
+        let deadline = Date().addingTimeInterval(timeout)
+        while true {
+            if (try? client.read(home + "/name")) == nil { return true }
+            let left = deadline.timeIntervalSinceNow
+            guard left > 0 else { return false }
+            switch client.waitForWatchEvent(timeout: left) {
+            case .event: continue
+            case .closed: return true
+            case .timedOut: return false
+            }
+        }
+    }
+}
+
+/// `control/shutdown` requests (xl shutdown / reboot): the guest's xenbus
+/// watch sees the value and shuts itself down cleanly.
+struct Shutdown: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Ask a running guest to power off through its control/shutdown watch (xl shutdown).")
+
+    @Argument(help: "The guest's name (pvh run --name).") var name: String
+    @Flag(name: [.short, .long], help: "Wait until the guest has gone.") var wait = false
+    @Option(name: .long, help: "Seconds --wait waits before failing (status 1).") var timeout: Double = 60
+
+    func run() throws { try requestShutdown(name: name, value: "poweroff", wait: wait, timeout: timeout) }
+}
+
+struct Reboot: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Ask a running guest to reboot through its control/shutdown watch (xl reboot).")
+
+    @Argument(help: "The guest's name (pvh run --name).") var name: String
+
+    func run() throws { try requestShutdown(name: name, value: "reboot", wait: false, timeout: 0) }
+}
+
+func requestShutdown(name: String, value: String, wait: Bool, timeout: Double) throws {
+    let guest = try GuestLocator(name)
+    try guest.perform("write control/shutdown") { try guest.client.write(guest.resolve("control/shutdown"), value) }
+    if wait && !guest.waitUntilGone(timeout: timeout) {
+        FileDescriptorConsoleSink(fd: 2).emit(Array("pvh: \(name): still running \(timeout) s after the \(value) request\n".utf8))
+        throw ExitCode(1)
+    }
+}
+
+struct MemSet: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "mem-set",
+        abstract: "Set a running guest's memory target (memory/target); its balloon driver gives memory back (xl mem-set).")
+
+    @Argument(help: "The guest's name (pvh run --name).") var name: String
+    @Argument(help: ArgumentHelp("The new target in MiB.", valueName: "MiB")) var mebibytes: Int
+
+    func run() throws {
+        guard mebibytes >= 1 else { usageFailure("mem-set \(mebibytes): the target must be at least 1 MiB") }
+        let guest = try GuestLocator(name)
+        let maximum = (try? guest.client.read(guest.resolve("memory/static-max"))).flatMap { Int($0) }
+        if let maximum, mebibytes * 1024 > maximum {
+            usageFailure("mem-set \(mebibytes): above the guest's maximum of \(maximum / 1024) MiB")
+        }
+        try guest.perform("write memory/target") { try guest.client.write(guest.resolve("memory/target"), String(mebibytes * 1024)) }
+    }
+}
+
+struct List: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "List running guests (xl list).")
+
+    func run() throws {
+        let directory = RuntimeDirectory.default
+        print("Name                 ID   Mem(MiB)  VCPUs  XenStore socket")
+        for name in directory.runningGuests() {
+            guard let guest = try? GuestLocator(name.rawValue) else { continue }
+            let id = guest.home.split(separator: "/").last.map(String.init) ?? "?"
+            let kib = (try? guest.client.read(guest.resolve("memory/target"))).flatMap { Int($0) } ?? 0
+            let vcpus = (try? guest.client.directory(guest.resolve("cpu")))?.count ?? 0
+            print("\(name.rawValue.padding(toLength: 20, withPad: " ", startingAt: 0)) \(id.padding(toLength: 4, withPad: " ", startingAt: 0)) \(String(kib / 1024).padding(toLength: 9, withPad: " ", startingAt: 0)) \(String(vcpus).padding(toLength: 6, withPad: " ", startingAt: 0)) \(guest.socket)")
+        }
+    }
+}
+
+/// Direct access to a guest's XenStore, like xenstore-ls/-read/-write/-rm/
+/// -watch (which also work: `XENSTORED_PATH=<socket>`, see `pvh list`).
+/// Relative paths are relative to the guest's /local/domain/<id>.
+struct XenStoreCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "xenstore",
+        abstract: "Read and change a running guest's XenStore.",
+        subcommands: [Ls.self, Read.self, Write.self, Rm.self, Watch.self])
+
+    struct Ls: ParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "List a subtree with values and permissions.")
+        @Argument(help: "The guest's name.") var name: String
+        @Argument(help: "Path (default: the guest's home).") var path: String = ""
+
+        func run() throws {
+            let guest = try GuestLocator(name)
+            let root = guest.resolve(path)
+            try guest.perform("ls \(root)") { try list(guest.client, root, depth: 0) }
+        }
+
+        private func list(_ client: XenStoreClient, _ path: String, depth: Int) throws {
+            for child in try client.directory(path) {
+                let full = path == "/" ? "/\(child)" : "\(path)/\(child)"
+                let value = (try? client.read(full)) ?? ""
+                let perms = (try? client.permissions(full))?.joined(separator: ",") ?? ""
+                print("\(String(repeating: " ", count: depth))\(child) = \"\(escaped(value))\"  (\(perms))")
+                try list(client, full, depth: depth + 1)
+            }
+        }
+
+        private func escaped(_ s: String) -> String {
+            s.unicodeScalars.map { $0.isASCII && $0.value >= 0x20 && $0 != "\"" && $0 != "\\" ? String($0) : "\\x\(String($0.value, radix: 16))" }.joined()
+        }
+    }
+
+    struct Read: ParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Print a node's value.")
+        @Argument(help: "The guest's name.") var name: String
+        @Argument(help: "Path.") var path: String
+
+        func run() throws {
+            let guest = try GuestLocator(name)
+            let full = guest.resolve(path)
+            print(try guest.perform("read \(full)") { try guest.client.read(full) })
+        }
+    }
+
+    struct Write: ParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Write a node's value (parents are created).")
+        @Argument(help: "The guest's name.") var name: String
+        @Argument(help: "Path.") var path: String
+        @Argument(help: "Value.") var value: String
+
+        func run() throws {
+            let guest = try GuestLocator(name)
+            let full = guest.resolve(path)
+            try guest.perform("write \(full)") { try guest.client.write(full, value) }
+        }
+    }
+
+    struct Rm: ParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Remove a node and everything below it.")
+        @Argument(help: "The guest's name.") var name: String
+        @Argument(help: "Path.") var path: String
+
+        func run() throws {
+            let guest = try GuestLocator(name)
+            let full = guest.resolve(path)
+            try guest.perform("rm \(full)") { try guest.client.remove(full) }
+        }
+    }
+
+    struct Watch: ParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Print the path of each change under a node (the first is the watch's initial event).")
+        @Argument(help: "The guest's name.") var name: String
+        @Argument(help: "Path.") var path: String
+        @Option(name: [.short, .customLong("count")], help: "Stop after this many events.") var count: Int?
+
+        func run() throws {
+            let guest = try GuestLocator(name)
+            let full = guest.resolve(path)
+            try guest.perform("watch \(full)") { try guest.client.watch(full, token: "pvh") }
+            var seen = 0
+            while count.map({ seen < $0 }) ?? true {
+                guard case .event(let changed, _) = guest.client.waitForWatchEvent(timeout: .infinity) else { break }
+                // Unbuffered: a watcher's reader sees each event as it comes.
+                FileDescriptorConsoleSink(fd: 1).emit(Array("\(changed)\n".utf8))
+                seen += 1
+            }
+        }
+    }
+}
