@@ -86,6 +86,8 @@ candidate() { awk -v p="$1" '$1 == p {print $2}' <<<"$VERSIONS"; }
 WANT=$(
 	for k in 6.1 6.12; do echo "$k ${PKG[$k]} $(candidate "${PKG[$k]}")"; done
 	echo "busybox $PKG_BB $(candidate $PKG_BB)"
+	# This script itself: a changed /init rebuilds the initramfs.
+	echo "script $(sha256sum "${BASH_SOURCE[0]}" | cut -c1-16)"
 )
 
 # --- already done? ------------------------------------------------------------
@@ -206,6 +208,17 @@ done
 $(for m in $builtin; do echo "echo \"PVH-INIT: insmod $m built-in\""; done)
 echo "PVH-INIT: /sys/bus/xen/devices:"
 ls -l /sys/bus/xen/devices
+# What the host's tests check from inside (issue 3): one line each.
+echo "PVH-INIT: hypervisor type=\$(cat /sys/hypervisor/type 2>/dev/null) guest_type=\$(cat /sys/hypervisor/guest_type 2>/dev/null)"
+echo "PVH-INIT: clocksource=\$(cat /sys/devices/system/clocksource/clocksource0/current_clocksource 2>/dev/null)"
+echo "PVH-INIT: cpus online=\$(cat /sys/devices/system/cpu/online 2>/dev/null) count=\$(grep -c ^processor /proc/cpuinfo)"
+echo "PVH-INIT: interrupts xen-dyn=\$(grep -c xen-dyn /proc/interrupts) xen-percpu=\$(grep -c xen-percpu /proc/interrupts) io-apic=\$(grep -c IO-APIC /proc/interrupts)"
+grep -i xen /proc/interrupts
+echo "PVH-INIT: balloon target_kb=\$(cat /sys/devices/system/xen_memory/xen_memory0/target_kb 2>/dev/null)"
+if grep -q pvh.shell=1 /proc/cmdline; then
+	echo "PVH-INIT: shell on hvc0 (poweroff -f to end)"
+	setsid cttyhack sh
+fi
 echo "PVH-INIT: powering off"
 poweroff -f
 EOF
