@@ -70,6 +70,7 @@ let package = Package(
         .testTarget(name: "EventChannelsTests", dependencies: ["EventChannels", "TestSupport", "XenABI", "GuestMemory"]),
         .testTarget(name: "ConsoleBackendTests", dependencies: ["ConsoleBackend", "EventChannels", "XenRing", "TestSupport", "XenABI", "GuestMemory"]),
         .testTarget(name: "XenStoreTests", dependencies: ["XenStore", "CKVM", "EventChannels", "XenRing", "TestSupport", "XenABI", "GuestMemory"]),
+        .testTarget(name: "XenBusTests", dependencies: ["XenBus", "XenStore", "XenABI"]),
         .testTarget(name: "VMMTests", dependencies: ["VMM", "KVM", "PVHBoot", "XenABI", "GuestMemory"]),
         .testTarget(name: "IntegrationTests", dependencies: ["VMM", "KVM", "PVHBoot", "XenStore"]),
     ]

@@ -1,0 +1,204 @@
+import Synchronization
+import Testing
+import XenABI
+import XenBus
+import XenStore
+
+/// A guest's wire connection to the store (what its ring carries), to act
+/// as the unprivileged frontend domain.
+final class GuestWire: Sendable {
+    let server: XenStoreServer
+    let id: XenStoreConnectionID
+    private final class Inbox: Sendable { let bytes = Mutex<[UInt8]>([]) }
+    private let received = Inbox()
+    private let framer = Mutex(XenStoreFramer())
+    private let nextID = Atomic<UInt32>(1)
+
+    init(_ server: XenStoreServer, domain: UInt16) {
+        self.server = server
+        let box = received
+        id = server.connect(domain: DomainID(rawValue: domain), privileged: false) { bytes in box.bytes.withLock { $0 += bytes } }
+    }
+
+    /// Sends one request; returns the reply's payload, or the error's name.
+    func request(_ type: XenStoreMessageType, _ payload: [UInt8]) -> Result<[UInt8], XenStoreError> {
+        let rid = nextID.wrappingAdd(1, ordering: .relaxed).oldValue
+        _ = server.receive(XenStoreMessage(type: type, requestID: rid, payload: payload).bytes, from: id)
+        let bytes = received.bytes.withLock { b in defer { b = [] }; return b }
+        let frames = (try? framer.withLock { try $0.feed(bytes) }) ?? []
+        for case .message(let m) in frames where m.requestID == rid && m.type != .watchEvent {
+            if m.type == .error { return .failure(XenStoreError(wireName: XenStoreWire.oneArgument(m.payload) ?? "") ?? .eio) }
+            return .success(m.payload)
+        }
+        return .failure(.eio)
+    }
+
+    func write(_ path: String, _ value: String) -> XenStoreError? {
+        if case .failure(let e) = request(.write, XenStoreWire.nulTerminated([path]) + Array(value.utf8)) { return e }
+        return nil
+    }
+
+    func read(_ path: String) -> Result<String, XenStoreError> {
+        request(.read, XenStoreWire.nulTerminated([path])).map { String(decoding: $0, as: UTF8.self) }
+    }
+}
+
+@Suite("xenbus state values")
+struct XenbusStateTests {
+    @Test("store values parse only as xenbus.h's decimal states")
+    func parsing() {
+        #expect(XenbusState(storeValue: "4") == .connected)
+        #expect(XenbusState(storeValue: "1") == .initialising)
+        #expect(XenbusState(storeValue: "8") == .reconfigured)
+        for bad in ["", "9", "-1", " 4", "4 ", "0x4", "44444444444", "connected"] {
+            #expect(XenbusState(storeValue: bad) == nil, "\(bad)")
+        }
+        for s in XenbusState.allCases { #expect(XenbusState(storeValue: s.storeValue) == s) }
+    }
+
+    @Test("the backend's handshake: InitWait → connect on Initialised/Connected, Closing/Closed tear down, restart after Closed")
+    func handshake() {
+        typealias H = XenbusHandshake
+        #expect(H.onFrontendChange(backend: .initWait, frontend: .initialising) == .none)
+        #expect(H.onFrontendChange(backend: .initWait, frontend: .initialised) == .connect)
+        #expect(H.onFrontendChange(backend: .initWait, frontend: .connected) == .connect)
+        #expect(H.onFrontendChange(backend: .connected, frontend: .connected) == .none)
+        #expect(H.onFrontendChange(backend: .connected, frontend: .closing) == .disconnect(then: .closing))
+        #expect(H.onFrontendChange(backend: .closing, frontend: .closed) == .disconnect(then: .closed))
+        #expect(H.onFrontendChange(backend: .closed, frontend: .closed) == .none)
+        #expect(H.onFrontendChange(backend: .closed, frontend: .initialising) == .switchTo(.initWait))
+        #expect(H.onFrontendChange(backend: .connected, frontend: nil) == .disconnect(then: .closed))
+        #expect(H.onFrontendChange(backend: .initWait, frontend: .initWait) == .none)
+    }
+}
+
+/// A driver that records what the handshake asked of it.
+final class RecordingDriver: XenbusBackendDriver {
+    struct Log: Sendable { var connects: [[String: String]] = []; var disconnects = 0 }
+    let log = Mutex(Log())
+    let refuse: Bool
+    init(refuse: Bool = false) { self.refuse = refuse }
+    func backendNodes() -> [(String, String)] { [("feature-test", "1")] }
+    func connect(frontend: [String: String]) throws -> [(String, String)] {
+        log.withLock { $0.connects.append(frontend) }
+        guard !refuse, frontend["ring-ref"].flatMap({ UInt32($0) }) != nil else { throw XenStoreError.einval }
+        return [("connected-to", frontend["ring-ref"] ?? "")]
+    }
+    func disconnect() { log.withLock { $0.disconnects += 1 } }
+}
+
+@Suite("xenbus backend device over a real store")
+struct XenbusBackendDeviceTests {
+    let store = XenStoreServer()
+    let address = XenbusDeviceAddress(type: "vtest", frontend: DomainID(rawValue: 1), index: 0)
+
+    @Test("both ends are created with libxl's permissions and the backend waits in InitWait")
+    func creation() throws {
+        let driver = RecordingDriver()
+        let device = try XenbusBackendDevice(store: store, address: address, driver: driver, frontendNodes: [("virtual-device", "51712")])
+        #expect(device.backendState == .initWait)
+        #expect(try store.read("\(address.backendPath)/state") == "2")
+        #expect(try store.read("\(address.backendPath)/feature-test") == "1")
+        #expect(try store.read("\(address.backendPath)/frontend") == address.frontendPath)
+        #expect(try store.read("\(address.frontendPath)/backend") == address.backendPath)
+        #expect(try store.read("\(address.frontendPath)/virtual-device") == "51712")
+        #expect(try store.permissions(address.backendPath).strings == ["n0", "r1"])
+        #expect(try store.permissions(address.frontendPath).strings == ["n1", "r0"])
+        // The frontend domain reads the backend but cannot change it.
+        let guest = GuestWire(store, domain: 1)
+        #expect(try guest.read("\(address.backendPath)/state").get() == "2")
+        #expect(guest.write("\(address.backendPath)/state", "4") == .eacces)
+        // Another domain sees neither end.
+        let other = GuestWire(store, domain: 2)
+        if case .success = other.read("\(address.frontendPath)/state") { Issue.record("domain 2 read domain 1's frontend") }
+    }
+
+    @Test("frontend Initialised → driver connects with its values → Connected; Closing/Closed → disconnect; back to InitWait on restart")
+    func lifecycle() throws {
+        let driver = RecordingDriver()
+        let device = try XenbusBackendDevice(store: store, address: address, driver: driver)
+        let guest = GuestWire(store, domain: 1)
+        #expect(guest.write("\(address.frontendPath)/ring-ref", "8") == nil)
+        #expect(guest.write("\(address.frontendPath)/event-channel", "5") == nil)
+        #expect(guest.write("\(address.frontendPath)/state", "3") == nil)
+        #expect(device.backendState == .connected)
+        #expect(device.isConnected)
+        #expect(try store.read("\(address.backendPath)/state") == "4")
+        #expect(try store.read("\(address.backendPath)/connected-to") == "8")
+        let connects = driver.log.withLock { $0.connects }
+        #expect(connects.count == 1)
+        #expect(connects.first?["event-channel"] == "5")
+
+        #expect(guest.write("\(address.frontendPath)/state", "5") == nil)
+        #expect(device.backendState == .closing)
+        #expect(guest.write("\(address.frontendPath)/state", "6") == nil)
+        #expect(device.backendState == .closed)
+        #expect(driver.log.withLock { $0.disconnects } == 1)
+        #expect(guest.write("\(address.frontendPath)/state", "1") == nil)
+        #expect(device.backendState == .initWait)
+        #expect(guest.write("\(address.frontendPath)/state", "4") == nil)
+        #expect(device.backendState == .connected)
+
+        device.destroy()
+        #expect(driver.log.withLock { $0.disconnects } == 2)
+        #expect(throws: XenStoreError.enoent) { try store.read(address.backendPath) }
+        #expect(throws: XenStoreError.enoent) { try store.read(address.frontendPath) }
+    }
+
+    @Test("a hostile frontend: junk states are ignored, a refused connect leaves InitWait and an error node")
+    func hostileFrontend() throws {
+        let driver = RecordingDriver()
+        let device = try XenbusBackendDevice(store: store, address: address, driver: driver)
+        let guest = GuestWire(store, domain: 1)
+        for junk in ["", "x", "99", "-3", String(repeating: "9", count: 100)] {
+            _ = guest.write("\(address.frontendPath)/state", junk)
+        }
+        #expect(device.backendState == .closed || device.backendState == .initWait)
+        #expect(driver.log.withLock { $0.connects }.isEmpty)
+        // No ring-ref: the driver refuses; the backend stays put and says why.
+        _ = guest.write("\(address.frontendPath)/state", "1")
+        _ = guest.write("\(address.frontendPath)/state", "3")
+        #expect(device.backendState == .initWait)
+        #expect(!device.isConnected)
+        #expect((try? store.read("\(address.backendPath)/error"))?.contains("connect failed") == true)
+    }
+}
+
+@Suite("the domain's XenStore tree (libxl layout)")
+struct DomainStoreLayoutTests {
+    @Test("home readable by the guest, its own nodes writable, the toolstack's not")
+    func layout() throws {
+        let store = XenStoreServer()
+        let layout = DomainStoreLayout(
+            domain: DomainID(rawValue: 1), name: "g", uuid: "00000000-0000-0000-0000-000000000001",
+            maximumMemoryKiB: 65536, targetMemoryKiB: 65536, vcpus: 2,
+            storeFrame: 0x3ffe, storePort: 2, consoleFrame: 0x3fff, consolePort: 1)
+        try layout.write(to: store)
+        #expect(try store.read("/local/domain/1/name") == "g")
+        #expect(try store.read("/local/domain/1/domid") == "1")
+        #expect(try store.read("/local/domain/1/vm") == "/vm/00000000-0000-0000-0000-000000000001")
+        #expect(try store.read("/local/domain/1/memory/target") == "65536")
+        #expect(try store.directory("/local/domain/1/cpu") == ["0", "1"])
+        #expect(try store.read("/local/domain/1/store/ring-ref") == String(0x3ffe))
+        #expect(try store.read("/local/domain/0/name") == "Domain-0")
+        #expect(try store.permissions("/local/domain/1").strings == ["n0", "r1"])
+        #expect(try store.permissions("/local/domain/1/data").strings == ["n1"])
+        #expect(try store.permissions("/local/domain/1/control/shutdown").strings == ["n1"])
+
+        let guest = GuestWire(store, domain: 1)
+        #expect(guest.write("data/x", "1") == nil)
+        #expect(guest.write("control/feature-poweroff", "1") == nil)
+        #expect(guest.write("control/shutdown", "") == nil)
+        #expect(guest.write("name", "evil") == .eacces)
+        #expect(guest.write("memory/target", "1") == .eacces)
+        #expect(guest.write("/local/domain/0/name", "evil") == .eacces)
+        #expect(try guest.read("memory/target").get() == "65536")
+
+        // Writing the tree again (a restart) starts from a clean home.
+        try layout.write(to: store)
+        #expect(throws: XenStoreError.enoent) { try store.read("/local/domain/1/data/x") }
+        layout.remove(from: store)
+        #expect(throws: XenStoreError.enoent) { try store.read("/local/domain/1") }
+        #expect(throws: XenStoreError.enoent) { try store.read("/vm/00000000-0000-0000-0000-000000000001") }
+    }
+}
