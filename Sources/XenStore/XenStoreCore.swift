@@ -71,10 +71,14 @@ struct XenStoreEvent: Sendable {
 /// Transactions (xenstore.txt TRANSACTION_START/END) are optimistic: each
 /// works on a snapshot of the store taken when it starts and records every
 /// node it reads or writes; TRANSACTION_END "T" fails with EAGAIN if any of
-/// those nodes changed outside since the start (C xenstored compares node
-/// generations the same way), otherwise the written nodes replace the
-/// committed ones at once. Watch events of a transaction are held until it
-/// commits and discarded if it does not.
+/// those nodes changed outside since the start, otherwise the written nodes
+/// replace the committed ones at once. C xenstored also compares node
+/// generations (tools/xenstored/transaction.c), but copies a node from the
+/// live store at its first access and checks only nodes first *read*; this
+/// core is stricter (snapshot isolation, written nodes checked too), which
+/// can only turn a commit C would accept into EAGAIN — never lose a
+/// concurrent update or a child entry. Watch events of a transaction are
+/// held until it commits and discarded if it does not.
 public struct XenStoreCore: Sendable {
     struct Watch: Sendable {
         var path: XenStorePath
@@ -262,25 +266,31 @@ public struct XenStoreCore: Sendable {
             let s = XenStoreWire.strings(m.payload)
             guard s.count == 3 else { throw .einval }
             let d = try Self.parseDomain(s[0])
-            if introduce(d) { fired.append(specialEvent(.introduceDomain)) }
+            // The ring's frame is ignored (C xenstored maps the grant instead);
+            // the port must be positive.
+            guard let port = Int(s[2]), port > 0 else { throw .einval }
+            if introduce(d) && d.rawValue != 0 { fired.append(specialEvent(.introduceDomain)) }
             return Self.ok
         case .release:
             guard let arg = XenStoreWire.oneArgument(m.payload) else { throw .einval }
             let d = try Self.parseDomain(arg)
-            if d.rawValue == 0 { throw .einval }
+            if d.rawValue == 0 { throw .einval }  // C xenstored onearg_domain: not dom0 / the store domain
             guard release(d) else { throw .enoent }
             fired.append(specialEvent(.releaseDomain))
             return Self.ok
         case .isDomainIntroduced:
             guard let arg = XenStoreWire.oneArgument(m.payload) else { throw .einval }
             let d = try Self.parseDomain(arg)
-            return XenStoreWire.nulTerminated([introduced.contains(d) || d.rawValue == 0 ? "T" : "F"])
+            let known = introduced.contains(d) || d.rawValue == 0 || d == .`self`
+            return XenStoreWire.nulTerminated([known ? "T" : "F"])
         case .getDomainPath:
             guard let arg = XenStoreWire.oneArgument(m.payload) else { throw .einval }
             return XenStoreWire.nulTerminated([XenStorePath.home(of: try Self.parseDomain(arg)).rawValue])
         case .resume:
             guard let arg = XenStoreWire.oneArgument(m.payload) else { throw .einval }
-            guard introduced.contains(try Self.parseDomain(arg)) else { throw .enoent }
+            let d = try Self.parseDomain(arg)
+            if d.rawValue == 0 { throw .einval }
+            guard introduced.contains(d) else { throw .enoent }
             return Self.ok
         case .setTarget:
             let s = XenStoreWire.strings(m.payload)
@@ -339,10 +349,14 @@ public struct XenStoreCore: Sendable {
     /// Marks `domain` introduced; true if it was not already.
     mutating func introduce(_ domain: DomainID) -> Bool { introduced.insert(domain).inserted }
 
-    /// Marks `domain` released; true if it was introduced.
+    /// Marks `domain` released; true if it was introduced. Its connections
+    /// lose their watches, so removing its nodes next fires nothing at it
+    /// (C xenstored do_release).
     mutating func release(_ domain: DomainID) -> Bool {
+        guard introduced.remove(domain) != nil else { return false }
         targets[domain] = nil
-        return introduced.remove(domain) != nil
+        for (id, c) in connections where c.domain == domain && !c.privileged { connections[id]?.watches = [] }
+        return true
     }
 
     func specialEvent(_ path: XenStorePath) -> XenStoreEvent {
@@ -452,6 +466,11 @@ public struct XenStoreCore: Sendable {
             fired += rec.events
         } else {
             guard var txn = connections[caller.id]?.transactions.removeValue(forKey: tx) else { throw .enoent }
+            // "transaction-nodes" quota, checked before each request (C checks per node accessed).
+            if !caller.privileged && txn.accessed.count >= quota.transactionNodes {
+                connections[caller.id]?.transactions[tx] = txn
+                throw .enospc
+            }
             defer { connections[caller.id]?.transactions[tx] = txn }
             do throws(XenStoreError) {
                 result = try operate(m, caller: caller, on: &txn.tree, rec: &rec)

@@ -103,6 +103,8 @@ public struct XenStoreQuota: Hashable, Sendable {
     public var watches: Int
     /// Open transactions per domain ("transactions", 10).
     public var transactions: Int
+    /// Nodes one transaction may touch ("transaction-nodes", 1024).
+    public var transactionNodes: Int
     /// Size of one node record written by the domain: header, permissions,
     /// value and child names ("node-size", 2048).
     public var nodeSize: Int
@@ -118,11 +120,12 @@ public struct XenStoreQuota: Hashable, Sendable {
     /// an event it cannot account to the domain's memory quota).
     public var pendingOutputBytes: Int
 
-    public init(nodes: Int, watches: Int, transactions: Int, nodeSize: Int, permissions: Int, pathLength: Int,
-                pendingOutputBytes: Int) {
+    public init(nodes: Int, watches: Int, transactions: Int, transactionNodes: Int, nodeSize: Int, permissions: Int,
+                pathLength: Int, pendingOutputBytes: Int) {
         self.nodes = nodes
         self.watches = watches
         self.transactions = transactions
+        self.transactionNodes = transactionNodes
         self.nodeSize = nodeSize
         self.permissions = permissions
         self.pathLength = pathLength
@@ -131,6 +134,6 @@ public struct XenStoreQuota: Hashable, Sendable {
 
     /// C xenstored's defaults.
     public static let `default` = XenStoreQuota(
-        nodes: 1000, watches: 128, transactions: 10, nodeSize: 2048, permissions: 5,
+        nodes: 1000, watches: 128, transactions: 10, transactionNodes: 1024, nodeSize: 2048, permissions: 5,
         pathLength: XenStoreLimits.relativePathMax, pendingOutputBytes: 20 * (XenStoreLimits.headerSize + XenStoreLimits.payloadMax))
 }

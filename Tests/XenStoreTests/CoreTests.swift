@@ -91,8 +91,8 @@ struct CoreTests {
     func target() {
         var h = Harness()
         h.makeHome(1)
-        h.send(H.dom0, .introduce, ["1", "0", "0"])
-        h.send(H.dom0, .introduce, ["2", "0", "0"])
+        h.send(H.dom0, .introduce, ["1", "0", "1"])
+        h.send(H.dom0, .introduce, ["2", "0", "1"])
         #expect(h.read(H.d2, "/local/domain/1").error == .eacces)
         #expect(h.send(H.dom0, .setTarget, ["2", "1"]).ok)
         #expect(h.read(H.d2, "/local/domain/1").ok)
@@ -290,6 +290,16 @@ struct CoreTests {
         #expect(h.send(H.d1, .getDomainPath, ["7"]).strings == ["/local/domain/7"])
         #expect(h.send(H.d1, .getDomainPath, ["x"]).error == .einval)
         #expect(h.send(H.dom0, .release, ["0"]).error == .einval)
+        #expect(h.send(H.dom0, .resume, ["0"]).error == .einval)
+        #expect(h.send(H.dom0, .introduce, ["7", "1", "0"]).error == .einval)  // port must be > 0
+        #expect(h.send(H.dom0, .introduce, ["70000", "1", "1"]).error == .einval)
+        #expect(h.send(H.dom0, .introduce, ["7", "1"]).error == .einval)
+        #expect(h.send(H.dom0, .isDomainIntroduced, ["32752"]).strings == ["T"])  // DOMID_SELF
+        // Releasing a domain drops its watches (C do_release), so cleaning up its nodes is silent.
+        h.send(H.dom0, .introduce, ["1", "1", "1"])
+        h.send(H.d1, .watch, ["/gone", "t"])
+        h.send(H.dom0, .release, ["1"])
+        #expect(h.write(H.dom0, "/gone", "x").events(for: H.d1).isEmpty)
     }
 
     @Test("CONTROL: print logs, check validates, unknown is EINVAL; guests' server types are ENOSYS")
@@ -339,6 +349,18 @@ struct CoreTests {
         #expect(h.send(H.d1, .transactionStart, [""]).error == .enospc)
         #expect(h.send(H.d1, .setPermissions, ["a", "n1", "r2", "r3"]).error == .enospc)
         #expect(h.send(H.d1, .setPermissions, ["a", "n1", "r2"]).ok)
+        // Nodes touched by one transaction.
+        var q2 = XenStoreQuota.default
+        q2.transactionNodes = 3
+        var h3 = Harness(quota: q2)
+        h3.makeHome(1)
+        let t = h3.startTransaction(H.d1)
+        #expect(h3.read(H.d1, "", tx: t).error == .einval)
+        #expect(h3.write(H.d1, "p", "1", tx: t).ok)
+        #expect(h3.write(H.d1, "q", "1", tx: t).ok)
+        #expect(h3.write(H.d1, "r", "1", tx: t).error == .enospc)
+        #expect(h3.send(H.d1, .transactionEnd, ["T"], tx: t).ok)
+        #expect(h3.read(H.d1, "q").ok && h3.read(H.d1, "r").error == .enoent)
         // A transaction that creates too many nodes fails, at write or commit.
         var h2 = Harness(quota: q)
         h2.makeHome(1)

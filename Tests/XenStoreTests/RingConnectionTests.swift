@@ -142,6 +142,38 @@ struct RingConnectionTests {
         try s.server.write("/local/domain/1/x", "still fine")
     }
 
+    @Test("bounded fuzz: a guest scribbling on the page never crashes the backend")
+    func scribble() throws {
+        var rng = SplitMix64(seed: 0xdead_beef)
+        for round in 0..<20 {
+            let s = try Setup()
+            for _ in 0..<200 {
+                switch rng.next() % 4 {
+                case 0:  // a plausible request
+                    let m = XenStoreMessage(type: .write, requestID: UInt32(round),
+                                            payload: XenStoreWire.nulTerminated(["k\(rng.next() % 8)"]) + [1, 2])
+                    _ = try s.frontend.write(m.bytes)
+                case 1:  // random bytes through the ring
+                    _ = try s.frontend.write((0..<Int(rng.next() % 64)).map { _ in UInt8(truncatingIfNeeded: rng.next()) })
+                case 2:  // a random index or control word, sometimes a near-valid one
+                    let offsets = [PVH_XENSTORE_REQ_CONS_OFFSET, PVH_XENSTORE_REQ_PROD_OFFSET, PVH_XENSTORE_RSP_CONS_OFFSET,
+                                   PVH_XENSTORE_RSP_PROD_OFFSET, PVH_XENSTORE_CONNECTION_OFFSET]
+                    let offset = offsets[Int(rng.next() % UInt64(offsets.count))]
+                    let old = try s.word(offset)
+                    try s.setWord(offset, rng.next() % 2 == 0 ? old &+ UInt32(rng.next() % 16) : UInt32(truncatingIfNeeded: rng.next()))
+                default:
+                    // The fake frontend traps on indices it scribbled itself: read only sane ones.
+                    let prod = try s.word(PVH_XENSTORE_RSP_PROD_OFFSET), cons = try s.word(PVH_XENSTORE_RSP_CONS_OFFSET)
+                    if prod &- cons <= UInt32(PVH_XENSTORE_RSP_SIZE) { _ = try s.frontend.read() }
+                }
+                try s.table.send(s.connection.guestPort)
+            }
+            if s.connection.isDead { #expect(try s.word(PVH_XENSTORE_ERROR_OFFSET) != 0) }
+            #expect(s.server.withCore { $0.invariantViolations() }.isEmpty)
+            try s.server.write("/local/domain/1/after", "ok")  // the server is still fine
+        }
+    }
+
     @Test("an oversized request sets XENSTORE_ERROR_PROTO")
     func oversized() throws {
         let s = try Setup()
