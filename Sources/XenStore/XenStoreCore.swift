@@ -3,6 +3,7 @@ import XenABI
 /// Identifies one client of a `XenStoreServer` / `XenStoreCore`: a guest's
 /// ring, a socket, or an in-process toolstack user.
 public struct XenStoreConnectionID: RawRepresentable, Hashable, Comparable, Sendable, CustomStringConvertible {
+    /// Assigned by the server (or by whoever drives a bare `XenStoreCore`).
     public var rawValue: UInt64
     public init(rawValue: UInt64) { self.rawValue = rawValue }
     public static func < (a: Self, b: Self) -> Bool { a.rawValue < b.rawValue }
@@ -11,7 +12,9 @@ public struct XenStoreConnectionID: RawRepresentable, Hashable, Comparable, Send
 
 /// A message for one connection, produced by `XenStoreCore.handle`.
 public struct XenStoreDelivery: Hashable, Sendable {
+    /// Who gets it.
     public var connection: XenStoreConnectionID
+    /// A reply (or `XS_ERROR`) to that connection's request, or an `XS_WATCH_EVENT`.
     public var message: XenStoreMessage
     public init(connection: XenStoreConnectionID, message: XenStoreMessage) {
         self.connection = connection
@@ -561,7 +564,7 @@ public struct XenStoreCore: Sendable {
             // path NUL value: the value is every byte after the first NUL (it may hold NULs).
             guard let nul = m.payload.firstIndex(of: 0) else { throw .einval }
             let path = try parsePath(String(decoding: m.payload[..<nul], as: UTF8.self), caller: caller)
-            try write(path, Array(m.payload[(nul + 1)...]), create: true, caller: caller, on: &t, rec: &rec)
+            try write(path, Array(m.payload[(nul + 1)...]), caller: caller, on: &t, rec: &rec)
             return Self.ok
         case .mkdir:
             guard let arg = XenStoreWire.oneArgument(m.payload) else { throw .einval }
@@ -569,7 +572,7 @@ public struct XenStoreCore: Sendable {
             if t.nodes[path.rawValue] != nil {
                 _ = try lookup(path, in: t, caller: caller, write: true, rec: &rec)
             } else {
-                try write(path, [], create: true, caller: caller, on: &t, rec: &rec)
+                try write(path, [], caller: caller, on: &t, rec: &rec)
             }
             return Self.ok
         case .remove:
@@ -614,7 +617,7 @@ public struct XenStoreCore: Sendable {
     /// parents (xenstore.txt WRITE: "intermediate nodes are created").
     /// New nodes copy their parent's permissions; one created by an
     /// unprivileged domain is owned by it (C xenstored `construct_node`).
-    private mutating func write(_ path: XenStorePath, _ value: [UInt8], create: Bool, caller: Caller,
+    private mutating func write(_ path: XenStorePath, _ value: [UInt8], caller: Caller,
                                 on t: inout XenStoreTree, rec: inout Recorder) throws(XenStoreError) {
         rec.accessed.insert(path.rawValue)
         if var node = t.nodes[path.rawValue] {

@@ -32,7 +32,9 @@ public enum XenStoreAccess: Hashable, Sendable, CaseIterable {
         }
     }
 
+    /// `r` or `b`.
     public var canRead: Bool { self == .read || self == .both }
+    /// `w` or `b`.
     public var canWrite: Bool { self == .write || self == .both }
 }
 
@@ -44,12 +46,15 @@ public enum XenStoreAccess: Hashable, Sendable, CaseIterable {
 ///
 /// Text form, one string per entry: `n0`, `r1`, `w2`, `b3` (letter, domid).
 public struct XenStorePermissions: Hashable, Sendable, CustomStringConvertible {
+    /// The first entry's domain: full rights, and the only one (with
+    /// privileged clients) that may change the permissions.
     public var owner: DomainID
     /// Access of domains not listed in `entries` (the first entry's letter).
     public var defaultAccess: XenStoreAccess
     /// Per-domain access; the first entry that names a domain counts.
     public var entries: [(domain: DomainID, access: XenStoreAccess)]
 
+    /// Permissions owned by `owner`, `defaultAccess` for unlisted domains.
     public init(owner: DomainID, defaultAccess: XenStoreAccess = .none,
                 entries: [(domain: DomainID, access: XenStoreAccess)] = []) {
         self.owner = owner
