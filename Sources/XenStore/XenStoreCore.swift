@@ -3,6 +3,7 @@ import XenABI
 /// Identifies one client of a `XenStoreServer` / `XenStoreCore`: a guest's
 /// ring, a socket, or an in-process toolstack user.
 public struct XenStoreConnectionID: RawRepresentable, Hashable, Comparable, Sendable, CustomStringConvertible {
+    /// Assigned by the server (or by whoever drives a bare `XenStoreCore`).
     public var rawValue: UInt64
     public init(rawValue: UInt64) { self.rawValue = rawValue }
     public static func < (a: Self, b: Self) -> Bool { a.rawValue < b.rawValue }
@@ -11,7 +12,9 @@ public struct XenStoreConnectionID: RawRepresentable, Hashable, Comparable, Send
 
 /// A message for one connection, produced by `XenStoreCore.handle`.
 public struct XenStoreDelivery: Hashable, Sendable {
+    /// Who gets it.
     public var connection: XenStoreConnectionID
+    /// A reply (or `XS_ERROR`) to that connection's request, or an `XS_WATCH_EVENT`.
     public var message: XenStoreMessage
     public init(connection: XenStoreConnectionID, message: XenStoreMessage) {
         self.connection = connection
@@ -71,10 +74,14 @@ struct XenStoreEvent: Sendable {
 /// Transactions (xenstore.txt TRANSACTION_START/END) are optimistic: each
 /// works on a snapshot of the store taken when it starts and records every
 /// node it reads or writes; TRANSACTION_END "T" fails with EAGAIN if any of
-/// those nodes changed outside since the start (C xenstored compares node
-/// generations the same way), otherwise the written nodes replace the
-/// committed ones at once. Watch events of a transaction are held until it
-/// commits and discarded if it does not.
+/// those nodes changed outside since the start, otherwise the written nodes
+/// replace the committed ones at once. C xenstored also compares node
+/// generations (tools/xenstored/transaction.c), but copies a node from the
+/// live store at its first access and checks only nodes first *read*; this
+/// core is stricter (snapshot isolation, written nodes checked too), which
+/// can only turn a commit C would accept into EAGAIN — never lose a
+/// concurrent update or a child entry. Watch events of a transaction are
+/// held until it commits and discarded if it does not.
 public struct XenStoreCore: Sendable {
     struct Watch: Sendable {
         var path: XenStorePath
@@ -262,25 +269,31 @@ public struct XenStoreCore: Sendable {
             let s = XenStoreWire.strings(m.payload)
             guard s.count == 3 else { throw .einval }
             let d = try Self.parseDomain(s[0])
-            if introduce(d) { fired.append(specialEvent(.introduceDomain)) }
+            // The ring's frame is ignored (C xenstored maps the grant instead);
+            // the port must be positive.
+            guard let port = Int(s[2]), port > 0 else { throw .einval }
+            if introduce(d) && d.rawValue != 0 { fired.append(specialEvent(.introduceDomain)) }
             return Self.ok
         case .release:
             guard let arg = XenStoreWire.oneArgument(m.payload) else { throw .einval }
             let d = try Self.parseDomain(arg)
-            if d.rawValue == 0 { throw .einval }
+            if d.rawValue == 0 { throw .einval }  // C xenstored onearg_domain: not dom0 / the store domain
             guard release(d) else { throw .enoent }
             fired.append(specialEvent(.releaseDomain))
             return Self.ok
         case .isDomainIntroduced:
             guard let arg = XenStoreWire.oneArgument(m.payload) else { throw .einval }
             let d = try Self.parseDomain(arg)
-            return XenStoreWire.nulTerminated([introduced.contains(d) || d.rawValue == 0 ? "T" : "F"])
+            let known = introduced.contains(d) || d.rawValue == 0 || d == .`self`
+            return XenStoreWire.nulTerminated([known ? "T" : "F"])
         case .getDomainPath:
             guard let arg = XenStoreWire.oneArgument(m.payload) else { throw .einval }
             return XenStoreWire.nulTerminated([XenStorePath.home(of: try Self.parseDomain(arg)).rawValue])
         case .resume:
             guard let arg = XenStoreWire.oneArgument(m.payload) else { throw .einval }
-            guard introduced.contains(try Self.parseDomain(arg)) else { throw .enoent }
+            let d = try Self.parseDomain(arg)
+            if d.rawValue == 0 { throw .einval }
+            guard introduced.contains(d) else { throw .enoent }
             return Self.ok
         case .setTarget:
             let s = XenStoreWire.strings(m.payload)
@@ -339,10 +352,14 @@ public struct XenStoreCore: Sendable {
     /// Marks `domain` introduced; true if it was not already.
     mutating func introduce(_ domain: DomainID) -> Bool { introduced.insert(domain).inserted }
 
-    /// Marks `domain` released; true if it was introduced.
+    /// Marks `domain` released; true if it was introduced. Its connections
+    /// lose their watches, so removing its nodes next fires nothing at it
+    /// (C xenstored do_release).
     mutating func release(_ domain: DomainID) -> Bool {
+        guard introduced.remove(domain) != nil else { return false }
         targets[domain] = nil
-        return introduced.remove(domain) != nil
+        for (id, c) in connections where c.domain == domain && !c.privileged { connections[id]?.watches = [] }
+        return true
     }
 
     func specialEvent(_ path: XenStorePath) -> XenStoreEvent {
@@ -452,6 +469,11 @@ public struct XenStoreCore: Sendable {
             fired += rec.events
         } else {
             guard var txn = connections[caller.id]?.transactions.removeValue(forKey: tx) else { throw .enoent }
+            // "transaction-nodes" quota, checked before each request (C checks per node accessed).
+            if !caller.privileged && txn.accessed.count >= quota.transactionNodes {
+                connections[caller.id]?.transactions[tx] = txn
+                throw .enospc
+            }
             defer { connections[caller.id]?.transactions[tx] = txn }
             do throws(XenStoreError) {
                 result = try operate(m, caller: caller, on: &txn.tree, rec: &rec)
@@ -542,7 +564,7 @@ public struct XenStoreCore: Sendable {
             // path NUL value: the value is every byte after the first NUL (it may hold NULs).
             guard let nul = m.payload.firstIndex(of: 0) else { throw .einval }
             let path = try parsePath(String(decoding: m.payload[..<nul], as: UTF8.self), caller: caller)
-            try write(path, Array(m.payload[(nul + 1)...]), create: true, caller: caller, on: &t, rec: &rec)
+            try write(path, Array(m.payload[(nul + 1)...]), caller: caller, on: &t, rec: &rec)
             return Self.ok
         case .mkdir:
             guard let arg = XenStoreWire.oneArgument(m.payload) else { throw .einval }
@@ -550,7 +572,7 @@ public struct XenStoreCore: Sendable {
             if t.nodes[path.rawValue] != nil {
                 _ = try lookup(path, in: t, caller: caller, write: true, rec: &rec)
             } else {
-                try write(path, [], create: true, caller: caller, on: &t, rec: &rec)
+                try write(path, [], caller: caller, on: &t, rec: &rec)
             }
             return Self.ok
         case .remove:
@@ -595,7 +617,7 @@ public struct XenStoreCore: Sendable {
     /// parents (xenstore.txt WRITE: "intermediate nodes are created").
     /// New nodes copy their parent's permissions; one created by an
     /// unprivileged domain is owned by it (C xenstored `construct_node`).
-    private mutating func write(_ path: XenStorePath, _ value: [UInt8], create: Bool, caller: Caller,
+    private mutating func write(_ path: XenStorePath, _ value: [UInt8], caller: Caller,
                                 on t: inout XenStoreTree, rec: inout Recorder) throws(XenStoreError) {
         rec.accessed.insert(path.rawValue)
         if var node = t.nodes[path.rawValue] {

@@ -126,5 +126,9 @@ public struct XenStorePath: RawRepresentable, Hashable, Sendable, CustomStringCo
         return String(rawValue.dropFirst(prefix.count))
     }
 
+    /// Paths are equal when they name the same node, however they were written.
+    public static func == (a: Self, b: Self) -> Bool { a.rawValue == b.rawValue }
+    public func hash(into h: inout Hasher) { h.combine(rawValue) }
+
     public var description: String { rawValue }
 }

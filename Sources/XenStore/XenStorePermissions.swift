@@ -32,7 +32,9 @@ public enum XenStoreAccess: Hashable, Sendable, CaseIterable {
         }
     }
 
+    /// `r` or `b`.
     public var canRead: Bool { self == .read || self == .both }
+    /// `w` or `b`.
     public var canWrite: Bool { self == .write || self == .both }
 }
 
@@ -44,12 +46,15 @@ public enum XenStoreAccess: Hashable, Sendable, CaseIterable {
 ///
 /// Text form, one string per entry: `n0`, `r1`, `w2`, `b3` (letter, domid).
 public struct XenStorePermissions: Hashable, Sendable, CustomStringConvertible {
+    /// The first entry's domain: full rights, and the only one (with
+    /// privileged clients) that may change the permissions.
     public var owner: DomainID
     /// Access of domains not listed in `entries` (the first entry's letter).
     public var defaultAccess: XenStoreAccess
     /// Per-domain access; the first entry that names a domain counts.
     public var entries: [(domain: DomainID, access: XenStoreAccess)]
 
+    /// Permissions owned by `owner`, `defaultAccess` for unlisted domains.
     public init(owner: DomainID, defaultAccess: XenStoreAccess = .none,
                 entries: [(domain: DomainID, access: XenStoreAccess)] = []) {
         self.owner = owner
@@ -103,6 +108,8 @@ public struct XenStoreQuota: Hashable, Sendable {
     public var watches: Int
     /// Open transactions per domain ("transactions", 10).
     public var transactions: Int
+    /// Nodes one transaction may touch ("transaction-nodes", 1024).
+    public var transactionNodes: Int
     /// Size of one node record written by the domain: header, permissions,
     /// value and child names ("node-size", 2048).
     public var nodeSize: Int
@@ -118,11 +125,12 @@ public struct XenStoreQuota: Hashable, Sendable {
     /// an event it cannot account to the domain's memory quota).
     public var pendingOutputBytes: Int
 
-    public init(nodes: Int, watches: Int, transactions: Int, nodeSize: Int, permissions: Int, pathLength: Int,
-                pendingOutputBytes: Int) {
+    public init(nodes: Int, watches: Int, transactions: Int, transactionNodes: Int, nodeSize: Int, permissions: Int,
+                pathLength: Int, pendingOutputBytes: Int) {
         self.nodes = nodes
         self.watches = watches
         self.transactions = transactions
+        self.transactionNodes = transactionNodes
         self.nodeSize = nodeSize
         self.permissions = permissions
         self.pathLength = pathLength
@@ -131,6 +139,6 @@ public struct XenStoreQuota: Hashable, Sendable {
 
     /// C xenstored's defaults.
     public static let `default` = XenStoreQuota(
-        nodes: 1000, watches: 128, transactions: 10, nodeSize: 2048, permissions: 5,
+        nodes: 1000, watches: 128, transactions: 10, transactionNodes: 1024, nodeSize: 2048, permissions: 5,
         pathLength: XenStoreLimits.relativePathMax, pendingOutputBytes: 20 * (XenStoreLimits.headerSize + XenStoreLimits.payloadMax))
 }

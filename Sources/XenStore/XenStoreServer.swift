@@ -38,9 +38,11 @@ public struct XenStoreWatchID: RawRepresentable, Hashable, Sendable {
 ///
 /// Bounded memory. A partial request is at most one frame. A connection made
 /// with `flowControl: true` reports what its transport has sent with
-/// `outputSent(_:for:)`; while more than `XenStoreQuota.pendingOutputBytes`
+/// `outputSent(_:for:)`; while `XenStoreQuota.pendingOutputBytes` or more
 /// are outstanding `acceptsInput(_:)` is false (the transport leaves requests
-/// unread) and watch events for it are dropped, replies never. This plays
+/// unread) and watch events for it are dropped, replies never. The backlog
+/// thus stays below the quota plus one event plus the replies to one
+/// `receive` call (a ring passes at most its 1024 bytes of requests). This plays
 /// the part of C xenstored's per-domain "outstanding" and "memory" quotas.
 public final class XenStoreServer: Sendable {
     private enum Callback: Sendable {
@@ -202,7 +204,7 @@ public final class XenStoreServer: Sendable {
             guard let output = peer.output else { continue }
             let bytes = d.message.bytes
             if let pending = peer.pending {
-                if d.message.type == .watchEvent && pending + bytes.count > s.core.quota.pendingOutputBytes {
+                if d.message.type == .watchEvent && pending >= s.core.quota.pendingOutputBytes {
                     s.droppedEvents += 1
                     continue
                 }

@@ -149,7 +149,7 @@ public enum XenStoreWire {
 
     /// The NUL-terminated strings at the start of `payload`, as C xenstored's
     /// `get_strings` sees them: a trailing piece without its NUL is not a
-    /// string. Returns the strings and the offset just past the last NUL.
+    /// string.
     public static func strings(_ payload: [UInt8]) -> [String] {
         var out: [String] = []
         var start = 0

@@ -36,8 +36,18 @@
 // and XenStore (io/xs_wire.h). XenRing takes its layouts from these.
 #include <xen/io/ring.h>
 #include <xen/io/console.h>
+// errno.h first: xs_wire.h defines its xsd_errors table (the XS_ERROR
+// names) only when EINVAL is defined.
+#include <errno.h>
 #include <xen/io/xs_wire.h>
 #include <xen/io/xenbus.h>
+
+/// The number of entries in xs_wire.h's xsd_errors table.
+static inline unsigned pvh_xsd_error_count(void) { return sizeof(xsd_errors) / sizeof(xsd_errors[0]); }
+/// The errno name of xsd_errors[i] (what an XS_ERROR payload carries), or NULL.
+static inline const char *pvh_xsd_error_name(unsigned i) {
+    return i < pvh_xsd_error_count() ? xsd_errors[i].errstring : 0;
+}
 
 // ring.h defines the shared-ring header only through DEFINE_RING_TYPES; its
 // layout does not depend on the entry types, so one instance with byte-sized
