@@ -14,6 +14,7 @@ import GuestMemory
 import KVM
 import PVHBoot
 import VMM
+import XenStore
 
 let iterations = CommandLine.arguments.dropFirst().first.flatMap { Int($0) } ?? 20000
 let repo = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
@@ -187,4 +188,75 @@ for version in ["6.1", "6.12"] {
     } catch {
         print("pvh-bench: \(path): \(error)")
     }
+}
+
+// MARK: XenStore
+
+/// XenStore round trips, each beside its physical floor:
+/// - over the guest's ring (XS_READ from the test guest: request bytes, an
+///   event to the store, the reply, an upcall back) against one event
+///   send → upcall, the least any ring round trip costs;
+/// - over the Unix socket (XS_READ from `XenStoreClient`, what xenstore-read
+///   does) against the same bytes echoed over a bare Unix socket pair.
+/// Debian's C xenstored cannot serve as the peer here: it needs a hypervisor
+/// (without -D it exits "Failed to open connection to hypervisor"; with -D it
+/// crashes on the first request), see docs/XENSTORE.md.
+do {
+    if let ring = try guestBench(transport: "page", scenario: "bench_xenstore"),
+       let event = try guestBench(transport: "page", scenario: "bench_evtchn") {
+        row("XenStore read over the ring", ring, event, unit: "µs", refName: "event send -> upcall")
+        print(String(format: "%-34@ pvh %10.0f ops/s", "XenStore ring throughput" as NSString, 1e6 / ring))
+    }
+} catch {
+    print("pvh-bench: XenStore ring benchmark skipped: \(error)")
+}
+
+do {
+    let store = XenStoreServer()
+    try store.write("/local/domain/1/name", "bench")
+    let path = NSTemporaryDirectory() + "pvh-bench-\(getpid()).sock"
+    let socketServer = try XenStoreSocketServer(path: path, server: store)
+    socketServer.start()
+    defer { socketServer.stop() }
+    let client = try XenStoreClient(socketPath: path)
+    let n = max(iterations / 4, 1000)
+    for _ in 0..<100 { _ = try client.read("/local/domain/1/name") }
+    let start = ContinuousClock.now
+    for _ in 0..<n { _ = try client.read("/local/domain/1/name") }
+    let pvhMicros = millis(ContinuousClock.now - start) * 1000 / Double(n)
+
+    // Reference: the same request and reply sizes, echoed by a thread over a
+    // bare Unix socket pair (one write and one read each way).
+    let request = XenStoreMessage(type: .read, strings: ["/local/domain/1/name"]).bytes
+    let reply = XenStoreMessage(type: .read, payload: Array("bench".utf8)).bytes
+    let echoPath = NSTemporaryDirectory() + "pvh-bench-echo-\(getpid()).sock"
+    let listener = try UnixSocket.listen(at: echoPath)
+    let echo = Thread {
+        guard let peer = listener.accept() else { return }
+        while let bytes = peer.read(), bytes.count > 0 { _ = bytes; peer.writeAll(reply) }
+        peer.close()
+    }
+    echo.start()
+    let peer = try UnixSocket.connect(to: echoPath)
+    var refStart = ContinuousClock.now
+    for i in 0..<(n + 100) {
+        if i == 100 { refStart = ContinuousClock.now }
+        peer.writeAll(request)
+        _ = peer.read()
+    }
+    let refMicros = millis(ContinuousClock.now - refStart) * 1000 / Double(n)
+    peer.close()
+    listener.shutdownAndClose()
+    unlink(echoPath)
+    row("XenStore read over the socket", pvhMicros, refMicros, unit: "µs", refName: "bare Unix socket echo")
+    print(String(format: "%-34@ pvh %10.0f ops/s   %-26@ %10.0f ops/s", "XenStore socket throughput" as NSString, 1e6 / pvhMicros,
+                 "bare Unix socket echo" as NSString, 1e6 / refMicros))
+
+    // The store itself, no transport: writes and reads by the toolstack.
+    let coreStart = ContinuousClock.now
+    for i in 0..<n { try store.write("/local/domain/1/data/k\(i % 64)", "v\(i)") }
+    let writeMicros = millis(ContinuousClock.now - coreStart) * 1000 / Double(n)
+    print(String(format: "%-34@ pvh %10.2f µs   (%.0f ops/s, no transport)", "XenStore write, in process" as NSString, writeMicros, 1e6 / writeMicros))
+} catch {
+    print("pvh-bench: XenStore socket benchmark skipped: \(error)")
 }
