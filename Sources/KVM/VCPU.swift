@@ -80,7 +80,8 @@ public final class VCPU: @unchecked Sendable {
 
     /// KVM_RUN until the next exit. Dirty registers are loaded first; after
     /// the exit, `registers`/`specialRegisters` hold the vCPU's state.
-    /// EINTR (a `kick()`, any signal, or immediate_exit) is `.interrupted`.
+    /// EINTR (a `kick()`, any signal, or immediate_exit) is `.interrupted`,
+    /// and so is EAGAIN (an AP that received INIT: run again).
     public func run() throws(KVMError) -> VCPUExit {
         let me = pvh_pthread_self()
         if me != thread.load(ordering: .relaxed) { try prepareThreadForKicks(me) }
@@ -89,7 +90,13 @@ public final class VCPU: @unchecked Sendable {
         do throws(KVMError) {
             _ = try Syscall.ioctl(fd, PVH_KVM_RUN, "KVM_RUN", value: 0)
         } catch {
-            guard case .ioctl(_, let e) = error, e == EINTR else { throw error }
+            guard case .ioctl(_, let e) = error, e == EINTR || e == EAGAIN else { throw error }
+            // EAGAIN: an AP parked in KVM_MP_STATE_UNINITIALIZED took its
+            // INIT (x86.c kvm_arch_vcpu_ioctl_run returns -EAGAIN so that
+            // userspace may look at it); run it again and KVM waits for the
+            // SIPI, as QEMU's kvm_cpu_exec does. Linux's native INIT/SIPI
+            // bring-up of secondary vCPUs takes this path.
+            if e == EAGAIN { return .interrupted }
             pvh_kvm_run_set_immediate_exit(kvmRun, 0)
             pvh_consume_kick_signal(VCPU.kickSignal)
             return .interrupted
