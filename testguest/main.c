@@ -85,9 +85,15 @@ static void summary(void)
 	printk("PVHTEST SUMMARY %u passed, %u failed\n", passed, failed);
 }
 
-void finish_now(const char *name, const char *reason, unsigned int shutdown_reason)
+void scenario_result(const char *name, const char *reason)
 {
 	result(name, strlen(name), reason);
+}
+
+void finish_now(const char *name, const char *reason, unsigned int shutdown_reason)
+{
+	if (name)
+		result(name, strlen(name), reason);
 	summary();
 	shutdown(shutdown_reason);
 }

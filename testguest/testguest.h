@@ -114,7 +114,9 @@ extern const size_t nr_xen_scenarios;
 const char *cmdline_opt(const char *key, size_t *len);
 /* main.c: text appended to the scenario's next PASS line ("PVHTEST <name> PASS <note>"). */
 void pass_note(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-/* main.c: report <name>'s result and the summary now, then SCHEDOP_shutdown(reason). */
+/* main.c: report <name>'s result now (with the pending pass_note); counted in the summary. */
+void scenario_result(const char *name, const char *reason);
+/* main.c: report <name>'s result (none if name is NULL) and the summary now, then SCHEDOP_shutdown(reason). */
 void finish_now(const char *name, const char *reason, unsigned int shutdown_reason)
 	__attribute__((noreturn));
 void idt_init(void);

@@ -4,7 +4,8 @@
  *
  *   pvh.scenarios=xenstore                 protocol checks, one line each
  *   pvh.scenarios=control                  waits for control/shutdown, then shuts down
- *   pvh.scenarios=balloon                  waits for memory/target, releases pages
+ *   pvh.scenarios=balloon                  waits for memory/target, releases pages,
+ *                                          then waits for control/shutdown
  *   pvh.scenarios=bench_xenstore pvh.bench=N   N XS_READ round trips
  *
  * The ring is xen/io/xs_wire.h's struct xenstore_domain_interface at
@@ -740,11 +741,15 @@ static const char *control_take(char *value, size_t size, unsigned *reason)
 	return "transaction_end EAGAIN 10 times";
 }
 
-static const char *scen_control(void)
+/*
+ * Watch control/shutdown and wait (60 s guest time at most) for a known
+ * request: NULL with *reason and value set, else a failure. `waiting` is
+ * the scenario name for a "PVHTEST <name> WAITING" line once the watch is
+ * armed and nothing is pending yet, or NULL for none.
+ */
+static const char *control_wait(const char *waiting, char *value, size_t size, unsigned *reason)
 {
 	const char *r;
-	if ((r = xs_connect()))
-		return r;
 	if (xs_watch("control/shutdown", "pvh-control"))
 		return fail("watch control/shutdown: %s", xs_err);
 	const char *p, *t;
@@ -752,14 +757,13 @@ static const char *scen_control(void)
 	if (ev != 1)
 		return fail("no initial watch event: %s", ev ? xs_err : "timeout");
 
-	static char value[32];
-	unsigned reason = SHUTDOWN_poweroff;
+	*reason = SHUTDOWN_poweroff;
 	/* A request written before the watch is seen at the initial event, as in Linux. */
-	r = control_take(value, sizeof(value), &reason);
+	r = control_take(value, size, reason);
 	if (r && r[0])
 		return r;
-	if (r)
-		printk("PVHTEST control WAITING\n");
+	if (r && waiting)
+		printk("PVHTEST %s WAITING\n", waiting);
 	uint64_t end = tsc_deadline_ms(60000);
 	while (r) {
 		uint64_t now = rdtsc();
@@ -770,11 +774,23 @@ static const char *scen_control(void)
 			return fail("%s", xs_err);
 		if (ev == 0 || !streq(t, "pvh-control"))
 			continue;
-		r = control_take(value, sizeof(value), &reason);
+		r = control_take(value, size, reason);
 		if (r && r[0])
 			return r;
 	}
 	xs_unwatch("control/shutdown", "pvh-control");
+	return NULL;
+}
+
+static const char *scen_control(void)
+{
+	const char *r;
+	if ((r = xs_connect()))
+		return r;
+	static char value[32];
+	unsigned reason;
+	if ((r = control_wait("control", value, sizeof(value), &reason)))
+		return r;
 	pass_note("got=%s", value);
 	finish_now("control", NULL, reason);
 }
@@ -824,67 +840,122 @@ static const char *parse_kib(const char *v, uint32_t len, uint64_t *kib)
 	return NULL;
 }
 
-static const char *balloon_release(uint64_t pages, uint64_t *released)
+/*
+ * The page frames the balloon may give back, in the order it gives them:
+ * from the top of RAM down (highest e820 RAM entry first, each from its
+ * end), skipping everything pfn_in_use() keeps.
+ */
+struct free_pages {
+	uint64_t keep[2 * 16];
+	size_t nkeep;
+	const struct hvm_memmap_table_entry *mm;
+	uint32_t entries;
+	uint64_t below;		/* the next entry must start below this */
+	uint64_t first, next;	/* current entry: frames [first, next) not visited yet */
+};
+
+static const char *free_pages_start(struct free_pages *w)
 {
 	const struct hvm_start_info *si = start_info;
-	uint64_t keep[2 * 16];
-	size_t nkeep = 0;
 	uint64_t v;
 
-	keep_range(keep, &nkeep, ARRAY_SIZE(keep), pvh_start_info_pa, sizeof(*si));
-	keep_range(keep, &nkeep, ARRAY_SIZE(keep), si->cmdline_paddr, 4096);
-	keep_range(keep, &nkeep, ARRAY_SIZE(keep), si->memmap_paddr,
+	memset(w, 0, sizeof(*w));
+	w->below = ~0ULL;
+	keep_range(w->keep, &w->nkeep, ARRAY_SIZE(w->keep), pvh_start_info_pa, sizeof(*si));
+	keep_range(w->keep, &w->nkeep, ARRAY_SIZE(w->keep), si->cmdline_paddr, 4096);
+	keep_range(w->keep, &w->nkeep, ARRAY_SIZE(w->keep), si->memmap_paddr,
 		   si->memmap_entries * sizeof(struct hvm_memmap_table_entry));
-	keep_range(keep, &nkeep, ARRAY_SIZE(keep), si->rsdp_paddr, 36);
+	keep_range(w->keep, &w->nkeep, ARRAY_SIZE(w->keep), si->rsdp_paddr, 36);
 	if (si->nr_modules && phys_ok(si->modlist_paddr, sizeof(struct hvm_modlist_entry))) {
 		const struct hvm_modlist_entry *m = PHYS(si->modlist_paddr);
-		keep_range(keep, &nkeep, ARRAY_SIZE(keep), si->modlist_paddr,
+		keep_range(w->keep, &w->nkeep, ARRAY_SIZE(w->keep), si->modlist_paddr,
 			   si->nr_modules * sizeof(*m));
 		for (uint32_t i = 0; i < si->nr_modules && i < 4; i++)
-			keep_range(keep, &nkeep, ARRAY_SIZE(keep), m[i].paddr, m[i].size);
+			keep_range(w->keep, &w->nkeep, ARRAY_SIZE(w->keep), m[i].paddr, m[i].size);
 	}
 	if (!hvm_get_param(HVM_PARAM_STORE_PFN, &v) && v)
-		keep_range(keep, &nkeep, ARRAY_SIZE(keep), v << 12, PAGE_SIZE);
+		keep_range(w->keep, &w->nkeep, ARRAY_SIZE(w->keep), v << 12, PAGE_SIZE);
 	if (!hvm_get_param(HVM_PARAM_CONSOLE_PFN, &v) && v)
-		keep_range(keep, &nkeep, ARRAY_SIZE(keep), v << 12, PAGE_SIZE);
+		keep_range(w->keep, &w->nkeep, ARRAY_SIZE(w->keep), v << 12, PAGE_SIZE);
 
 	if (si->version < 1 || !si->memmap_entries ||
 	    !phys_ok(si->memmap_paddr, si->memmap_entries * sizeof(struct hvm_memmap_table_entry)))
 		return "no memory map in start_info";
-	const struct hvm_memmap_table_entry *mm = PHYS(si->memmap_paddr);
+	w->mm = PHYS(si->memmap_paddr);
+	w->entries = si->memmap_entries;
+	return NULL;
+}
 
-	/* From the top of RAM down: highest RAM entry first, each from its end. */
-	*released = 0;
-	uint64_t below = ~0ULL;		/* only entries starting below this */
-	uint32_t n = 0;
-	while (*released + n < pages) {
-		const struct hvm_memmap_table_entry *e = NULL;
-		for (uint32_t i = 0; i < si->memmap_entries; i++)
-			if (mm[i].type == XEN_HVM_MEMMAP_TYPE_RAM && mm[i].addr < below &&
-			    (!e || mm[i].addr > e->addr))
-				e = &mm[i];
-		if (!e)
-			break;
-		below = e->addr;
-		uint64_t first = (e->addr + PAGE_SIZE - 1) >> 12, pfn = (e->addr + e->size) >> 12;
-		while (pfn > first && *released + n < pages) {
-			pfn--;
-			if (pfn_in_use(pfn, keep, nkeep))
-				continue;
-			batch[n++] = pfn;
-			if (n == BATCH || *released + n == pages) {
-				struct xen_memory_reservation res = {
-					.nr_extents = n, .extent_order = 0, .domid = DOMID_SELF,
-				};
-				set_xen_guest_handle(res.extent_start, batch);
-				long rc = memory_op(XENMEM_decrease_reservation, &res);
-				if (rc != (long)n)
-					return fail("decrease_reservation of %u pages (0x%lx..0x%lx) rc %ld",
-						    n, (unsigned long)batch[n - 1],
-						    (unsigned long)batch[0], rc);
-				*released += n;
-				n = 0;
+/* The next frame the balloon may give back: 1 and *pfn, or 0 when none is left. */
+static int free_pages_next(struct free_pages *w, uint64_t *pfn)
+{
+	for (;;) {
+		while (w->next > w->first) {
+			uint64_t p = --w->next;
+			if (!pfn_in_use(p, w->keep, w->nkeep)) {
+				*pfn = p;
+				return 1;
 			}
+		}
+		const struct hvm_memmap_table_entry *e = NULL;
+		for (uint32_t i = 0; i < w->entries; i++)
+			if (w->mm[i].type == XEN_HVM_MEMMAP_TYPE_RAM && w->mm[i].addr < w->below &&
+			    (!e || w->mm[i].addr > e->addr))
+				e = &w->mm[i];
+		if (!e)
+			return 0;
+		w->below = e->addr;
+		w->first = (e->addr + PAGE_SIZE - 1) >> 12;
+		w->next = (e->addr + e->size) >> 12;
+	}
+}
+
+static struct free_pages walk;
+
+/*
+ * Write every page the balloon may later give back (one store per page is
+ * enough for the host to back it), so that a release shows in the VMM's
+ * resident set. Pages above what head.S maps (4 GiB) are left alone.
+ */
+static const char *balloon_touch(uint64_t *touched)
+{
+	const char *r;
+	uint64_t pfn;
+	if ((r = free_pages_start(&walk)))
+		return r;
+	*touched = 0;
+	while (free_pages_next(&walk, &pfn)) {
+		if (!phys_ok(pfn << 12, PAGE_SIZE))
+			continue;
+		*(volatile uint64_t *)PHYS(pfn << 12) = pfn;
+		(*touched)++;
+	}
+	return NULL;
+}
+
+static const char *balloon_release(uint64_t pages, uint64_t *released)
+{
+	const char *r;
+	uint64_t pfn;
+	uint32_t n = 0;
+
+	if ((r = free_pages_start(&walk)))
+		return r;
+	*released = 0;
+	while (*released + n < pages && free_pages_next(&walk, &pfn)) {
+		batch[n++] = pfn;
+		if (n == BATCH || *released + n == pages) {
+			struct xen_memory_reservation res = {
+				.nr_extents = n, .extent_order = 0, .domid = DOMID_SELF,
+			};
+			set_xen_guest_handle(res.extent_start, batch);
+			long rc = memory_op(XENMEM_decrease_reservation, &res);
+			if (rc != (long)n)
+				return fail("decrease_reservation of %u pages (0x%lx..0x%lx) rc %ld",
+					    n, (unsigned long)batch[n - 1],
+					    (unsigned long)batch[0], rc);
+			*released += n;
+			n = 0;
 		}
 	}
 	if (*released < pages)
@@ -904,6 +975,10 @@ static const char *scen_balloon(void)
 	int ev = xs_wait_watch(&p, &t, XS_TIMEOUT_MS);
 	if (ev != 1)
 		return fail("no initial watch event: %s", ev ? xs_err : "timeout");
+	uint64_t touched = 0;
+	if ((r = balloon_touch(&touched)))
+		return r;
+	printk("PVHINFO balloon wrote %lu releasable pages\n", (unsigned long)touched);
 	uint32_t len;
 	const char *v = xs_read(0, "memory/target", &len);
 	printk("PVHTEST balloon WAITING target=%s\n", v ? shown(v, len) : "none");
@@ -945,7 +1020,14 @@ static const char *scen_balloon(void)
 			return fail("released %lu pages but current_reservation %ld -> %ld",
 				    (unsigned long)released, cur, after);
 		pass_note("released=%lu", (unsigned long)released);
-		return NULL;
+		scenario_result("balloon", NULL);
+		/* Then stay up for the host to look (its RSS), until control/shutdown. */
+		static char value[32];
+		unsigned reason;
+		if ((r = control_wait(NULL, value, sizeof(value), &reason)))
+			return r;
+		printk("PVHINFO balloon shutdown got=%s\n", value);
+		finish_now(NULL, NULL, reason);
 	}
 }
 

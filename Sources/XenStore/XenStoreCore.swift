@@ -34,7 +34,9 @@ struct XenStoreNode: Sendable {
     /// The size C xenstored accounts to the "node-size" quota: its record
     /// header (generation, counts), 8 bytes per permission, value, and the
     /// NUL-terminated child names.
-    var recordSize: Int { 20 + 8 * perms.count + value.count + children.reduce(0) { $0 + $1.utf8.count + 1 } }
+    var recordSize: Int {
+        XenStoreQuota.recordSize(valueBytes: value.count, permissions: perms.count) + children.reduce(0) { $0 + $1.utf8.count + 1 }
+    }
 
     /// The NUL-separated child list as DIRECTORY sends it.
     var childBlob: [UInt8] { XenStoreWire.nulTerminated(children) }

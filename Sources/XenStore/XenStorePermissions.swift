@@ -111,7 +111,7 @@ public struct XenStoreQuota: Hashable, Sendable {
     /// Nodes one transaction may touch ("transaction-nodes", 1024).
     public var transactionNodes: Int
     /// Size of one node record written by the domain: header, permissions,
-    /// value and child names ("node-size", 2048).
+    /// value and child names (C xenstored's "node-size", whose default is 2048).
     public var nodeSize: Int
     /// Entries in a node's permission list ("node-permissions", 5).
     public var permissions: Int
@@ -137,8 +137,21 @@ public struct XenStoreQuota: Hashable, Sendable {
         self.pendingOutputBytes = pendingOutputBytes
     }
 
-    /// C xenstored's defaults.
+    /// The largest record `nodeSize` must admit for a guest to store a value of
+    /// a full `XENSTORE_PAYLOAD_MAX` (4096) bytes: the record header, a full
+    /// permission list (`permissions` entries of 8 bytes) and the value.
+    /// C xenstored's default "node-size" of 2048 counts value, permissions and
+    /// child names together, so there a guest cannot write a value larger than
+    /// about 2000 bytes (ENOSPC); pvh's guests need values up to 4096 bytes
+    /// (issue 4: XS_WRITE with a value longer than the 1024-byte ring), so the
+    /// default allows the whole payload. Child names are bounded the same way
+    /// in practice: a DIRECTORY reply cannot exceed the payload either.
+    public static func recordSize(valueBytes: Int, permissions: Int) -> Int { 20 + 8 * permissions + valueBytes }
+
+    /// C xenstored's defaults, except `nodeSize` (see `recordSize(valueBytes:permissions:)`):
+    /// a record with a `XENSTORE_PAYLOAD_MAX` value and a full permission list.
     public static let `default` = XenStoreQuota(
-        nodes: 1000, watches: 128, transactions: 10, transactionNodes: 1024, nodeSize: 2048, permissions: 5,
+        nodes: 1000, watches: 128, transactions: 10, transactionNodes: 1024,
+        nodeSize: recordSize(valueBytes: XenStoreLimits.payloadMax, permissions: 5), permissions: 5,
         pathLength: XenStoreLimits.relativePathMax, pendingOutputBytes: 20 * (XenStoreLimits.headerSize + XenStoreLimits.payloadMax))
 }

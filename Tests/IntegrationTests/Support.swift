@@ -77,3 +77,245 @@ struct GuestRun {
         return GuestRun(exit: exit, console: console, domain: domain)
     }
 }
+
+/// A child process whose stdout is read line by line as it comes (a reader
+/// thread), so a test can wait for a given line with a time bound; its
+/// stderr is collected. `stop()` ends it if it still runs (SIGTERM, then
+/// SIGKILL), so a failing test leaves nothing behind.
+final class ChildProcess: @unchecked Sendable {
+    let process = Process()
+    let started = ContinuousClock.now
+    private let cond = NSCondition()
+    // Guarded by `cond`.
+    private var lines: [String] = []
+    private var partial: [UInt8] = []
+    private var stdoutClosed = false
+    private var stderrText = ""
+    private var stderrClosed = false
+    private var exitInstant: ContinuousClock.Instant?
+
+    init(_ executable: String, _ arguments: [String], environment: [String: String] = [:]) throws {
+        process.executableURL = URL(fileURLWithPath: executable)
+        process.arguments = arguments
+        process.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 }
+        let out = Pipe(), err = Pipe()
+        process.standardOutput = out
+        process.standardError = err
+        process.standardInput = FileHandle.nullDevice
+        process.terminationHandler = { [self] _ in
+            let now = ContinuousClock.now
+            cond.lock()
+            exitInstant = now
+            cond.broadcast()
+            cond.unlock()
+        }
+        try process.run()
+        let outReader = out.fileHandleForReading, errReader = err.fileHandleForReading
+        Thread { [self] in
+            while true {
+                let chunk = outReader.availableData
+                cond.lock()
+                if chunk.isEmpty {
+                    if !partial.isEmpty { lines.append(String(decoding: partial, as: UTF8.self)) }
+                    partial = []
+                    stdoutClosed = true
+                    cond.broadcast()
+                    cond.unlock()
+                    return
+                }
+                for byte in chunk {
+                    if byte == UInt8(ascii: "\n") {
+                        var line = String(decoding: partial, as: UTF8.self)
+                        if line.hasSuffix("\r") { line.removeLast() }
+                        lines.append(line)
+                        partial = []
+                    } else {
+                        partial.append(byte)
+                    }
+                }
+                cond.broadcast()
+                cond.unlock()
+            }
+        }.start()
+        Thread { [self] in
+            let data = errReader.readDataToEndOfFile()
+            cond.lock()
+            stderrText = String(decoding: data, as: UTF8.self)
+            stderrClosed = true
+            cond.broadcast()
+            cond.unlock()
+        }.start()
+    }
+
+    var pid: Int32 { process.processIdentifier }
+
+    /// The stdout lines so far.
+    var outputLines: [String] { cond.lock(); defer { cond.unlock() }; return lines }
+    var output: String { outputLines.joined(separator: "\n") }
+    /// stderr, complete once the process has exited (see `waitForExit`).
+    var errors: String { cond.lock(); defer { cond.unlock() }; return stderrText }
+    /// When the process was seen to exit.
+    var exitedAt: ContinuousClock.Instant? { cond.lock(); defer { cond.unlock() }; return exitInstant }
+
+    /// Waits (at most `timeout`) for a stdout line satisfying `match`; nil
+    /// if none came in time or stdout closed first.
+    @discardableResult
+    func waitForLine(timeout: Duration, _ match: (String) -> Bool) -> String? {
+        let deadline = Date().addingTimeInterval(timeout.seconds)
+        cond.lock()
+        defer { cond.unlock() }
+        var checked = 0
+        while true {
+            while checked < lines.count {
+                if match(lines[checked]) { return lines[checked] }
+                checked += 1
+            }
+            if stdoutClosed { return nil }
+            if !cond.wait(until: deadline) && checked == lines.count { return nil }
+        }
+    }
+
+    /// Waits (at most `timeout`) for a line starting with `prefix`.
+    @discardableResult
+    func waitForLine(startingWith prefix: String, timeout: Duration = .seconds(30)) -> String? {
+        waitForLine(timeout: timeout) { $0.hasPrefix(prefix) }
+    }
+
+    /// Waits (at most `timeout`) for the exit and the end of both output
+    /// streams: the exit status, or nil if it still runs.
+    func waitForExit(timeout: Duration) -> Int32? {
+        let deadline = Date().addingTimeInterval(timeout.seconds)
+        cond.lock()
+        while !(exitInstant != nil && stdoutClosed && stderrClosed) {
+            if !cond.wait(until: deadline) { break }
+        }
+        let done = exitInstant != nil && stdoutClosed && stderrClosed
+        cond.unlock()
+        return done ? process.terminationStatus : nil
+    }
+
+    /// Ends the process if it still runs: SIGTERM, then SIGKILL after 5 s.
+    func stop() {
+        guard exitedAt == nil else { return }
+        kill(pid, SIGTERM)
+        if waitForExit(timeout: .seconds(5)) == nil {
+            kill(pid, SIGKILL)
+            _ = waitForExit(timeout: .seconds(5))
+        }
+    }
+
+    deinit { stop() }
+}
+
+extension Duration {
+    var seconds: Double {
+        let (s, atto) = components
+        return Double(s) + Double(atto) / 1e18
+    }
+}
+
+/// One finished command: status, stdout, stderr.
+struct CommandResult: CustomStringConvertible {
+    let status: Int32
+    let stdout: String
+    let stderr: String
+    var description: String { "status \(status), stdout \(stdout.debugDescription), stderr \(stderr.debugDescription)" }
+}
+
+struct CommandTimedOut: Error, CustomStringConvertible {
+    let command: [String]
+    var description: String { "\(command.joined(separator: " ")) still running after its time limit: killed" }
+}
+
+/// Runs a command to its end (killed and an error after `timeout`).
+func runCommand(_ executable: String, _ arguments: [String], environment: [String: String] = [:],
+                timeout: Duration = .seconds(30)) throws -> CommandResult {
+    let child = try ChildProcess(executable, arguments, environment: environment)
+    guard let status = child.waitForExit(timeout: timeout) else {
+        child.stop()
+        throw CommandTimedOut(command: [executable] + arguments)
+    }
+    let out = child.outputLines.map { $0 + "\n" }.joined()
+    return CommandResult(status: status, stdout: out, stderr: child.errors)
+}
+
+/// `pvh run` as a child process with a unique `--name` and its own runtime
+/// directory (`PVH_RUNTIME_DIR`, a fresh temporary directory), for the
+/// control commands (`pvh shutdown`, `pvh xenstore`, ...) and Debian's
+/// xenstore-* tools (`XENSTORED_PATH`) to find.
+final class RunningGuest: @unchecked Sendable {
+    let name: String
+    let runtimeDirectory: String
+    let child: ChildProcess
+
+    /// Boots the test guest with `cmdline` and waits (bounded) until its
+    /// XenStore socket answers, i.e. the guest's domain tree is there.
+    init(cmdline: String, memoryMiB: Int = 32, name: String? = nil, runtimeDirectory: String? = nil) throws {
+        let elf = try Env.testGuest.get()
+        let unique = String(UUID().uuidString.prefix(8)).lowercased()
+        self.name = name ?? "it-\(unique)"
+        if let runtimeDirectory {
+            self.runtimeDirectory = runtimeDirectory
+        } else {
+            let dir = FileManager.default.temporaryDirectory.appendingPathComponent("pvh-it-\(unique)").path
+            try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+            self.runtimeDirectory = dir
+        }
+        child = try ChildProcess(Env.pvhBinary, ["run", "--name", self.name, "--kernel", elf, "--memory", String(memoryMiB),
+                                                 "--cmdline", cmdline],
+                                 environment: ["PVH_RUNTIME_DIR": self.runtimeDirectory])
+        // The console's first line comes once the domain (and its store) exist.
+        guard child.waitForLine(startingWith: "PVHTEST BOOT", timeout: .seconds(30)) != nil else {
+            child.stop()
+            throw GuestDidNotStart(output: child.output, errors: child.errors)
+        }
+    }
+
+    var socket: String { "\(runtimeDirectory)/\(name)/xenstored.sock" }
+    /// For the `pvh` control commands.
+    var environment: [String: String] { ["PVH_RUNTIME_DIR": runtimeDirectory] }
+    /// For Debian's xenstore-* tools.
+    var xenstoreEnvironment: [String: String] { ["XENSTORED_PATH": socket] }
+
+    /// `/local/domain/<id>` of this guest, found by its name as xl does.
+    func domainPath() throws -> String {
+        let client = try XenStoreClient(socketPath: socket)
+        for id in try client.directory("/local/domain") where id != "0" {
+            if (try? client.read("/local/domain/\(id)/name")) == name { return "/local/domain/\(id)" }
+        }
+        throw GuestDidNotStart(output: "no /local/domain/*/name = \(name)", errors: "")
+    }
+
+    /// Runs `.build/debug/pvh` with this guest's runtime directory.
+    func pvh(_ arguments: [String], timeout: Duration = .seconds(30)) throws -> CommandResult {
+        try runCommand(Env.pvhBinary, arguments, environment: environment, timeout: timeout)
+    }
+
+    /// Runs one of Debian's xenstore-* tools against this guest's socket.
+    func xenstoreTool(_ tool: String, _ arguments: [String], timeout: Duration = .seconds(30)) throws -> CommandResult {
+        try runCommand("/usr/bin/\(tool)", arguments, environment: xenstoreEnvironment, timeout: timeout)
+    }
+
+    /// Ends `pvh run` if it still runs and removes the runtime directory.
+    func stop() {
+        child.stop()
+        try? FileManager.default.removeItem(atPath: runtimeDirectory)
+    }
+
+    deinit { stop() }
+}
+
+struct GuestDidNotStart: Error, CustomStringConvertible {
+    let output: String
+    let errors: String
+    var description: String { "pvh run did not start the guest:\n\(output)\n\(errors)" }
+}
+
+/// A line of /proc/<pid>/status in KiB (VmRSS, RssAnon, ...), nil if absent.
+func procStatusKiB(_ pid: Int32, _ field: String) -> Int? {
+    guard let text = try? String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8) else { return nil }
+    for line in text.split(separator: "\n") where line.hasPrefix(field + ":") {
+        return Int(line.dropFirst(field.count + 1).split(whereSeparator: { $0 == " " || $0 == "\t" }).first ?? "")
+    }
+    return nil
+}

@@ -332,6 +332,7 @@ struct CoreTests {
         q.watches = 2
         q.transactions = 1
         q.permissions = 2
+        q.nodeSize = 2048  // C xenstored's default, to test the accounting at its limit
         var h = Harness(quota: q)
         h.makeHome(1)
         #expect(h.write(H.d1, "a", "").ok)  // d1 now owns /local/domain/1 and a
