@@ -38,4 +38,19 @@
 #define LAPIC_TIMER_VECTOR		0xf4
 #define SPURIOUS_VECTOR			0xff
 
+/*
+ * Scenario smp_sipi (events.c, head.S): the real-mode trampoline's page
+ * (RAM below 1 MiB, unused by the image, which starts at 1 MiB) and the
+ * offsets in it the trampoline writes (DS = CS = SIPI_TRAMP_PA >> 4).
+ */
+#define SIPI_TRAMP_PA			0x8000
+#define SIPI_FLAG_OFF			0x800	/* dword: SIPI_MAGIC once real mode ran */
+#define SIPI_CS_OFF			0x804	/* word: CS as the AP saw it */
+#define SIPI_GO_OFF			0x808	/* byte: BSP sets 1 to go on to long mode */
+#define SIPI_MAGIC			0x49504953	/* "SIPI" */
+/* sipi_stage (head.S .data): set by vCPU 1 as it goes. */
+#define SIPI_STAGE_PM32			2
+#define SIPI_STAGE_LONG64		3
+#define SIPI_STAGE_C			4	/* sipi_ap_main() finished */
+
 #endif

@@ -992,6 +992,203 @@ static const char *scen_smp(void)
 	return NULL;
 }
 
+/* ------------------------------------------------------------------ */
+/* smp_sipi: vCPU 1 started the native way (INIT, SIPI, SIPI)           */
+
+#define APIC_ID		0x020
+#define APIC_ICR_LO	0x300
+#define APIC_ICR_HI	0x310
+#define APIC_ICR_BUSY	0x1000		/* delivery status (xAPIC only) */
+#define APIC_DM_INIT	0x500
+#define APIC_DM_STARTUP	0x600
+#define APIC_INT_ASSERT	0x4000
+#define APIC_INT_LEVELTRIG 0x8000
+
+extern uint8_t sipi_tramp_start[], sipi_tramp_end[];
+extern volatile uint32_t sipi_stage;
+static volatile uint32_t sipi_ap_vcpu_id = ~0u;
+static volatile long sipi_ap_version = 1;
+
+/* vCPU 1 after the trampoline and head.S's ap_sipi32/ap_sipi64. */
+void sipi_ap_main(void)
+{
+	idt_load();
+	uint32_t a, b, c, d, base = xen_cpuid_base();
+	if (base) {
+		__asm__ volatile("cpuid" : "=a"(a), "=b"(b), "=c"(c), "=d"(d)
+				 : "a"(base + 4), "c"(0));
+		if (a & XEN_HVM_CPUID_VCPU_ID_PRESENT)
+			sipi_ap_vcpu_id = b;
+	}
+	sipi_ap_version = xen_version(XENVER_version, NULL);
+	__atomic_store_n(&sipi_stage, SIPI_STAGE_C, __ATOMIC_SEQ_CST);
+	for (;;)
+		__asm__ volatile("cli; hlt");
+}
+
+static uint32_t lapic_read(uint32_t reg)
+{
+	if (lapic_mode == 2)
+		return (uint32_t)rdmsr(0x800 + (reg >> 4));
+	return *(volatile uint32_t *)(lapic_mmio + reg);
+}
+
+/*
+ * One IPI through the ICR (Intel SDM vol. 3, 11.6.1): xAPIC writes the
+ * destination to ICR high (bits 56-63) first, the low word sends; x2APIC is
+ * one 64-bit WRMSR to 0x830 with the x2APIC ID in the high half. Returns 0,
+ * or -1 if the xAPIC delivery status stayed busy for 10 ms.
+ */
+static int send_ipi(uint32_t apic_id, uint32_t icr_lo)
+{
+	if (lapic_mode == 2) {
+		__asm__ volatile("wrmsr" : : "c"(0x830), "a"(icr_lo), "d"(apic_id) : "memory");
+		return 0;
+	}
+	lapic_write(APIC_ICR_HI, apic_id << 24);
+	lapic_write(APIC_ICR_LO, icr_lo);
+	uint64_t end = tsc_deadline_ms(10);
+	while (lapic_read(APIC_ICR_LO) & APIC_ICR_BUSY)
+		if (rdtsc() >= end)
+			return -1;
+	return 0;
+}
+
+struct sipi_wait {
+	int long_mode;		/* wait for sipi_ap_main, else the real-mode flag */
+};
+
+static int sipi_done(const void *arg)
+{
+	const struct sipi_wait *w = arg;
+	volatile uint8_t *page = PHYS(SIPI_TRAMP_PA);
+	if (!w->long_mode)
+		return *(volatile uint32_t *)(page + SIPI_FLAG_OFF) == SIPI_MAGIC;
+	return sipi_stage >= SIPI_STAGE_C;
+}
+
+/* The trampoline page is RAM in start_info's memmap and holds none of its data. */
+static const char *sipi_page_ok(void)
+{
+	const struct hvm_start_info *si = start_info;
+	const uint64_t lo = SIPI_TRAMP_PA, hi = SIPI_TRAMP_PA + PAGE_SIZE;
+	if (si->version < 1 || !si->memmap_entries)
+		return fail("no memmap in start_info");
+	const struct hvm_memmap_table_entry *mm = PHYS(si->memmap_paddr);
+	int ram = 0;
+	for (uint32_t i = 0; i < si->memmap_entries; i++)
+		if (mm[i].type == XEN_HVM_MEMMAP_TYPE_RAM && mm[i].addr <= lo &&
+		    mm[i].addr + mm[i].size >= hi)
+			ram = 1;
+	if (!ram)
+		return fail("trampoline page 0x%x is not RAM in the memmap", SIPI_TRAMP_PA);
+	const uint64_t used[][2] = {
+		{ pvh_start_info_pa, sizeof(*si) },
+		{ si->cmdline_paddr, 4096 },
+		{ si->memmap_paddr, si->memmap_entries * sizeof(*mm) },
+		{ si->rsdp_paddr, 36 },
+		{ si->modlist_paddr, si->nr_modules * sizeof(struct hvm_modlist_entry) },
+	};
+	for (size_t i = 0; i < ARRAY_SIZE(used); i++)
+		if (used[i][1] && used[i][0] < hi && used[i][0] + used[i][1] > lo)
+			return fail("trampoline page 0x%x overlaps start_info data at 0x%lx",
+				    SIPI_TRAMP_PA, (unsigned long)used[i][0]);
+	return NULL;
+}
+
+/*
+ * BSP: copy the trampoline to SIPI_TRAMP_PA, then the MP-spec sequence as
+ * Linux's wakeup_secondary_cpu_via_init() sends it: INIT level assert,
+ * INIT level de-assert, 10 ms, STARTUP (vector = page number), 200 us,
+ * STARTUP again. Then wait (halted, bounded by pvh.sipi_timeout=MS, default
+ * 2000) for the real-mode flag or, unless pvh.sipi=real, for vCPU 1 to
+ * reach sipi_ap_main() in long mode and make a hypercall.
+ */
+static const char *scen_smp_sipi(void)
+{
+	const char *r;
+	long rc;
+
+	rc = vcpu_op(VCPUOP_is_up, 1, NULL);
+	if (rc == -XEN_ENOENT)
+		return fail("no vCPU 1 (boot with --vcpus 2)");
+	if (rc < 0)
+		return fail("is_up(1) rc %ld", rc);
+	if (rc != 0)
+		return fail("vCPU 1 is already up (one start per boot)");
+	if ((r = sipi_page_ok()))
+		return r;
+	lapic_init();
+	if (!lapic_mode)
+		return fail("LAPIC disabled: no ICR to send INIT/SIPI with");
+
+	size_t len;
+	const char *mode = cmdline_opt("pvh.sipi=", &len);
+	struct sipi_wait w = { .long_mode = !(mode && len == 4 && strncmp(mode, "real", 4) == 0) };
+	uint64_t timeout = opt_num("pvh.sipi_timeout=", 2000);
+
+	size_t tlen = (size_t)(sipi_tramp_end - sipi_tramp_start);
+	if (tlen > SIPI_FLAG_OFF)
+		return fail("trampoline is %lu bytes", (unsigned long)tlen);
+	volatile uint8_t *page = PHYS(SIPI_TRAMP_PA);
+	memset((void *)page, 0xcc, PAGE_SIZE);	/* stray execution: int3 */
+	memcpy((void *)page, sipi_tramp_start, tlen);
+	*(volatile uint32_t *)(page + SIPI_FLAG_OFF) = 0;
+	*(volatile uint16_t *)(page + SIPI_CS_OFF) = 0xffff;
+	page[SIPI_GO_OFF] = (uint8_t)w.long_mode;
+	sipi_stage = 0;
+	__atomic_thread_fence(__ATOMIC_SEQ_CST);
+
+	uint32_t self = lapic_mode == 2 ? lapic_read(APIC_ID) : lapic_read(APIC_ID) >> 24;
+	const uint32_t ap = 1;	/* KVM: APIC ID = vCPU index */
+	const uint32_t vector = SIPI_TRAMP_PA >> 12;
+	printk("PVHINFO smp_sipi: %s, BSP APIC ID %u, INIT/SIPI to APIC ID %u, vector 0x%02x, "
+	       "trampoline %lu bytes at 0x%x, %s\n", lapic_mode == 2 ? "x2APIC" : "xAPIC", self, ap,
+	       vector, (unsigned long)tlen, SIPI_TRAMP_PA, w.long_mode ? "on to long mode" : "real mode only");
+
+	uint64_t t0 = rdtsc();
+	if (send_ipi(ap, APIC_INT_LEVELTRIG | APIC_INT_ASSERT | APIC_DM_INIT))
+		return fail("INIT assert: ICR delivery status stuck");
+	if (send_ipi(ap, APIC_INT_LEVELTRIG | APIC_DM_INIT))
+		return fail("INIT de-assert: ICR delivery status stuck");
+	tsc_delay_us(10000);
+	for (int i = 0; i < 2; i++) {
+		if (send_ipi(ap, APIC_DM_STARTUP | vector))
+			return fail("STARTUP %d: ICR delivery status stuck", i + 1);
+		tsc_delay_us(200);
+	}
+
+	int ok = wait_until(sipi_done, &w, timeout, 1, NULL);
+	uint64_t us = (rdtsc() - t0) * 1000 / tsc_khz();
+	uint32_t flag = *(volatile uint32_t *)(page + SIPI_FLAG_OFF);
+	uint16_t cs = *(volatile uint16_t *)(page + SIPI_CS_OFF);
+	printk("PVHINFO smp_sipi: after %lu us: flag 0x%x CS 0x%x stage %u vcpu id %d xen_version %ld\n",
+	       (unsigned long)us, flag, cs, sipi_stage, (int)sipi_ap_vcpu_id, sipi_ap_version);
+	if (flag != SIPI_MAGIC)
+		return fail("no real-mode flag within %lu ms (flag 0x%x stage %u)",
+			    (unsigned long)timeout, flag, sipi_stage);
+	if (cs != (SIPI_TRAMP_PA >> 4))
+		return fail("AP's real-mode CS 0x%x, want 0x%x", cs, SIPI_TRAMP_PA >> 4);
+	if (!w.long_mode) {
+		pass_note("real mode: flag at 0x%x, CS 0x%x", SIPI_TRAMP_PA + SIPI_FLAG_OFF, cs);
+		return NULL;
+	}
+	if (!ok)
+		return fail("real mode ran (CS 0x%x) but vCPU 1 stopped at stage %u within %lu ms",
+			    cs, sipi_stage, (unsigned long)timeout);
+	if (sipi_ap_vcpu_id != 1)
+		return fail("AP reports vCPU id %d in CPUID leaf base+4", (int)sipi_ap_vcpu_id);
+	long v = xen_version(XENVER_version, NULL);
+	if (sipi_ap_version != v)
+		return fail("AP's xen_version 0x%lx, BSP's 0x%lx", sipi_ap_version, v);
+	/* Xen marks a vCPU started by SIPI initialised and up (hvm_vcpu_reset_state). */
+	if ((rc = vcpu_op(VCPUOP_is_up, 1, NULL)) != 1)
+		return fail("VCPUOP_is_up(1) after the native start: rc %ld, want 1", rc);
+	pass_note("real mode (CS 0x%x) -> long mode, vcpu id 1, hypercall ok, is_up 1, %lu us", cs,
+		  (unsigned long)us);
+	return NULL;
+}
+
 /*
  * Benchmark: event send -> upcall handled, over a loopback channel
  * (pvh.bench=N round trips, default 1000). Each iteration sends on B and
@@ -1046,5 +1243,6 @@ const struct scenario xen_scenarios[] = {
 	{ "timer", scen_timer },
 	{ "console_ring", scen_console_ring },
 	{ "smp", scen_smp },
+	{ "smp_sipi", scen_smp_sipi },
 };
 const size_t nr_xen_scenarios = ARRAY_SIZE(xen_scenarios);

@@ -94,6 +94,64 @@ ap_start32:
 	ljmp	$GDT_CODE64, $ap_start64
 
 /*
+ * Scenario smp_sipi: the native start-up of vCPU 1 (INIT, SIPI, SIPI), as
+ * Linux brings up the secondary CPUs of a PVH guest. events.c copies
+ * sipi_tramp_start..sipi_tramp_end to SIPI_TRAMP_PA (a RAM page below
+ * 1 MiB); the SIPI vector SIPI_TRAMP_PA >> 12 starts the AP there in real
+ * mode with CS = SIPI_TRAMP_PA >> 4, IP = 0 (Intel SDM vol. 3, 9.4.4).
+ * Only offsets within the page are used until the far jump, which leaves
+ * for ap_sipi32 by its absolute (linked) address.
+ *
+ * Real mode: DS = CS; write SIPI_MAGIC to SIPI_FLAG_OFF and CS to
+ * SIPI_CS_OFF (the first milestone). If the BSP set SIPI_GO_OFF, go on:
+ * our GDT (lgdtl through a copy of its descriptor in the page), CR0 = PE,
+ * far jump to 32-bit ap_sipi32, then the same long-mode switch as the BSP
+ * and sipi_ap_main() (events.c). Otherwise cli; hlt forever.
+ */
+	.code16
+	.globl sipi_tramp_start, sipi_tramp_end
+	.balign 16
+sipi_tramp_start:
+	cli
+	mov	%cs, %ax
+	mov	%ax, %ds
+	movl	$SIPI_MAGIC, SIPI_FLAG_OFF
+	mov	%cs, SIPI_CS_OFF
+	cmpb	$0, SIPI_GO_OFF
+	je	2f
+	lgdtl	sipi_gdt_desc - sipi_tramp_start
+	mov	$CR0_PE, %eax
+	mov	%eax, %cr0
+	ljmpl	$GDT_CODE32, $ap_sipi32
+2:	cli
+	hlt
+	jmp	2b
+	.balign 8
+sipi_gdt_desc:
+	.word	gdt_end - gdt - 1
+	.long	gdt
+sipi_tramp_end:
+	.code32
+
+/*
+ * vCPU 1 in 32-bit protected mode after the trampoline's far jump. The data
+ * segments still hold their real-mode bases and 64 KiB limits: load flat
+ * ones (the trampoline's lgdtl already loaded our GDT) before any memory
+ * access, or the absolute gdt_desc in LOAD_FLAT_GDT is beyond DS's limit
+ * (#GP, and with the real-mode IDT a triple fault).
+ */
+ap_sipi32:
+	mov	$GDT_DATA, %eax
+	mov	%eax, %ds
+	mov	%eax, %es
+	mov	%eax, %ss
+	LOAD_FLAT_GDT
+	movl	$SIPI_STAGE_PM32, sipi_stage
+	mov	$ap_stack_top, %esp
+	ENABLE_LONG_MODE
+	ljmp	$GDT_CODE64, $ap_sipi64
+
+/*
  * Scenario hc32: one xen_version(XENVER_version) hypercall from 32-bit
  * protected mode through the hypercall page, using the 32-bit register ABI
  * (EAX = number, set by the stub; EBX, ECX, EDX, ESI, EDI = arguments).
@@ -331,6 +389,20 @@ ap_start64:
 	hlt
 	jmp	1b
 
+ap_sipi64:
+	mov	$GDT_DATA, %eax
+	mov	%eax, %ds
+	mov	%eax, %es
+	mov	%eax, %ss
+	mov	%eax, %fs
+	mov	%eax, %gs
+	mov	$ap_stack_top, %rsp
+	movl	$SIPI_STAGE_LONG64, sipi_stage
+	call	sipi_ap_main
+1:	cli
+	hlt
+	jmp	1b
+
 /*
  * Exceptions 0-31 other than #BP: report and stop (exception_fatal() prints
  * the frame and shuts down with SHUTDOWN_crash). Vectors 8, 10-14, 17, 21,
@@ -378,6 +450,9 @@ pvh_start_info_pa:	.long 0	/* written before .bss is zeroed: keep in .data */
 hc32_ran:		.long 0
 hc32_result:		.long 0
 hc32_clobbered:		.long 0
+
+	.globl sipi_stage
+sipi_stage:		.long 0	/* smp_sipi: how far vCPU 1 got (asm.h SIPI_STAGE_*) */
 
 	.globl bp_count, bp_rip, int80_count, int80_rip
 bp_count:	.long 0

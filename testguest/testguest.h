@@ -129,6 +129,7 @@ extern int vcpu0_info_registered;
 void evtchn_upcall(void);		/* from upcall_entry (head.S) */
 void lapic_timer_tick(void);		/* from lapic_timer_entry */
 void ap_main(void) __attribute__((noreturn));	/* from ap_start64 */
+void sipi_ap_main(void) __attribute__((noreturn));	/* from ap_sipi64 (smp_sipi) */
 /* Shared with xenstore.c (see events.c for what each does). */
 const char *xen_setup(void);
 int wait_until(int (*cond)(const void *), const void *arg, uint64_t timeout_ms,

@@ -73,6 +73,23 @@ final class SMPControl: VCPULifecycle, @unchecked Sendable {
         return slots.withLock { $0[i].up }
     }
 
+    /// Runner side: the vCPU is running guest code although VCPUOP_initialise
+    /// never named it: the guest started it natively (INIT, SIPI, SIPI
+    /// through the in-kernel LAPIC, as Linux brings up a PVH guest's APs).
+    /// Xen's SIPI handling (`vlapic_init_sipi_one` → `hvm_vcpu_reset_state`)
+    /// marks such a vCPU initialised and up; so do we, so that VCPUOP_is_up
+    /// says 1, VCPUOP_initialise answers -EEXIST instead of replacing a
+    /// running vCPU's state, and VCPUOP_down of vCPU 0 does not see the
+    /// domain's last vCPU.
+    func markStartedNatively(_ vcpu: VCPUID) {
+        guard let i = try? index(vcpu) else { return }
+        slots.withLock { s in
+            guard !s[i].initialised else { return }
+            s[i].initialised = true
+            s[i].up = true
+        }
+    }
+
     /// Runner side: the state to load before running again, once.
     func takePendingBoot(_ vcpu: VCPUID) -> VCPUBootState? {
         guard let i = try? index(vcpu) else { return nil }

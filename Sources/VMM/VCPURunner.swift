@@ -61,6 +61,9 @@ final class VCPURunner: @unchecked Sendable {
     let id: VCPUID
     let services: DomainServices
 
+    /// This vCPU has left KVM_RUN with a real exit at least once.
+    private var hasRun = false
+
     init(vcpu: VCPU, id: VCPUID, services: DomainServices) {
         self.vcpu = vcpu
         self.id = id
@@ -89,6 +92,12 @@ final class VCPURunner: @unchecked Sendable {
     /// Handles one exit; returns how the domain ends, or nil to resume.
     func handle(_ exit: VCPUExit) -> DomainExit? {
         DomainMetrics.bump(services.metrics.exits)
+        if !hasRun, exit != .interrupted {
+            // A secondary vCPU leaves KVM_RUN only by a kick until it runs
+            // guest code: VCPUOP_up, or INIT/SIPI through the LAPIC.
+            hasRun = true
+            services.smp.markStartedNatively(id)
+        }
         switch exit {
         case .io(let io):
             return handleIO(io)
