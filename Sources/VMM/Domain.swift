@@ -314,6 +314,13 @@ public final class Domain: Sendable {
                 flags: leaf.significantIndex ? .significantIndex : [],
                 eax: leaf.eax, ebx: leaf.ebx, ecx: leaf.ecx, edx: leaf.edx))
         }
+        // The vCPU's own APIC ID where CPUID reports it (leaf 1 EBX[31:24],
+        // leaf 0xB/0x1F EDX), as the LAPIC has it (KVM numbers them by vCPU
+        // id): Linux checks the two agree when it starts each AP.
+        table.modify(function: 1) { $0.ebx = ($0.ebx & 0x00ff_ffff) | (vcpu.rawValue & 0xff) << 24 }
+        for leaf in [UInt32(0xb), 0x1f] {
+            for index in 0..<UInt32(4) { table.modify(function: leaf, index: index) { $0.edx = vcpu.rawValue } }
+        }
         if software {
             // The software backend's emulator cannot run XSAVE/AVX state or
             // CMPXCHG16B: hide them where KVM lets us (on kvm_pvm leaves 1, 7

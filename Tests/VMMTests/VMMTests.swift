@@ -33,7 +33,8 @@ struct VMMTests {
     func cpuid() {
         let kvm = CPUIDTable([
             CPUIDEntry(function: 0, eax: 0xd, ebx: 0x6874_7541),
-            CPUIDEntry(function: 1, ecx: 0xffff_ffff),
+            CPUIDEntry(function: 1, ebx: 0x0102_0800, ecx: 0xffff_ffff),
+            CPUIDEntry(function: 0xb, index: 0, flags: .significantIndex, edx: 0),
             CPUIDEntry(function: 0xd, eax: 7),
             CPUIDEntry(function: 0x4000_0000, eax: 0x4000_0001, ebx: 0x4b4d_564b),  // "KVMK"
             CPUIDEntry(function: 0x4000_0001, eax: 0xffff),
@@ -48,6 +49,8 @@ struct VMMTests {
         #expect(t.lookup(function: 0x4000_0004, index: 0)?.ebx == 3)    // VCPU_ID_PRESENT: this vCPU
         #expect(t.lookup(function: 0x4000_0003, index: 0)?.ecx == 2_000_000)
         #expect(t.lookup(function: 1)?.ecx == 0xffff_ffff)  // hardware host: untouched
+        #expect(t.lookup(function: 1)?.ebx == 0x0302_0800)  // initial APIC ID = vCPU 3, the rest kept
+        #expect(t.lookup(function: 0xb, index: 0)?.edx == 3)  // x2APIC ID
 
         let s = Domain.guestCPUID(base: kvm, vcpu: VCPUID(0), tscKHz: 1, software: true)
         let ecx = s.lookup(function: 1)?.ecx ?? 0
