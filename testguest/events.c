@@ -931,18 +931,27 @@ static int ap_done(const void *arg)
 	return ap_ran && ap_send_rc != 1 && port_hits[ipi_port] > ipi_hits0;
 }
 
-static const char *scen_smp(void)
+/* vCPU 1 exists and has not been started yet: what both SMP scenarios need. */
+static const char *need_vcpu1_down(void)
 {
-	const char *r;
-	long rc;
+	long rc = vcpu_op(VCPUOP_is_up, 1, NULL);
 
-	rc = vcpu_op(VCPUOP_is_up, 1, NULL);
 	if (rc == -XEN_ENOENT)
 		return fail("no vCPU 1 (boot with --vcpus 2)");
 	if (rc < 0)
 		return fail("is_up(1) rc %ld", rc);
 	if (rc != 0)
-		return fail("vCPU 1 is already up");
+		return fail("vCPU 1 is already up (one start per boot)");
+	return NULL;
+}
+
+static const char *scen_smp(void)
+{
+	const char *r;
+	long rc;
+
+	if ((r = need_vcpu1_down()))
+		return r;
 
 	if ((r = xen_setup()))
 		return r;
@@ -1109,13 +1118,8 @@ static const char *scen_smp_sipi(void)
 	const char *r;
 	long rc;
 
-	rc = vcpu_op(VCPUOP_is_up, 1, NULL);
-	if (rc == -XEN_ENOENT)
-		return fail("no vCPU 1 (boot with --vcpus 2)");
-	if (rc < 0)
-		return fail("is_up(1) rc %ld", rc);
-	if (rc != 0)
-		return fail("vCPU 1 is already up (one start per boot)");
+	if ((r = need_vcpu1_down()))
+		return r;
 	if ((r = sipi_page_ok()))
 		return r;
 	lapic_init();
