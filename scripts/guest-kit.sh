@@ -215,6 +215,15 @@ echo "PVH-INIT: cpus online=\$(cat /sys/devices/system/cpu/online 2>/dev/null) c
 echo "PVH-INIT: interrupts xen-dyn=\$(grep -c xen-dyn /proc/interrupts) xen-percpu=\$(grep -c xen-percpu /proc/interrupts) io-apic=\$(grep -c IO-APIC /proc/interrupts)"
 grep -i xen /proc/interrupts
 echo "PVH-INIT: balloon target_kb=\$(cat /sys/devices/system/xen_memory/xen_memory0/target_kb 2>/dev/null)"
+# xenbus control/shutdown reaches init as the signals busybox's poweroff
+# (USR2), halt (USR1) and reboot (TERM) send: PID 1 is this shell.
+trap 'echo "PVH-INIT: poweroff requested"; poweroff -f' USR2
+trap 'echo "PVH-INIT: halt requested"; poweroff -f' USR1
+trap 'echo "PVH-INIT: reboot requested"; reboot -f' TERM
+if grep -q pvh.wait=1 /proc/cmdline; then
+	echo "PVH-INIT: waiting for control/shutdown"
+	while :; do sleep 1; done
+fi
 if grep -q pvh.shell=1 /proc/cmdline; then
 	echo "PVH-INIT: shell on hvc0 (poweroff -f to end)"
 	setsid cttyhack sh

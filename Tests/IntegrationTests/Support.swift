@@ -1,12 +1,17 @@
 import Foundation
 import Synchronization
 import Testing
+import KVM
 import VMM
 
 /// Paths and gates shared by the integration tests.
 enum Env {
     static let repo = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
     static let hasKVM = FileManager.default.isReadableFile(atPath: "/dev/kvm") && FileManager.default.isWritableFile(atPath: "/dev/kvm")
+    /// Hardware virtualization (VMX/SVM): Linux runs at native speed.
+    static let hardwareKVM = hasKVM && ((try? KVMSystem())?.backend.isSoftware == false)
+    /// Tests that take tens of minutes on a software backend run only when asked.
+    static let slowTestsWanted = ProcessInfo.processInfo.environment["PVH_SLOW_TESTS"] == "1"
     static let kit = ProcessInfo.processInfo.environment["PVH_GUEST_KIT"].map { URL(fileURLWithPath: $0) }
         ?? repo.appendingPathComponent("guest-kit/out")
     static func kernel(_ version: String) -> String { kit.appendingPathComponent("vmlinuz-\(version)").path }
@@ -56,11 +61,16 @@ struct GuestRun {
         return r
     }
 
+    /// `onLine` sees each console line with the domain, on its own queue
+    /// (never on the vCPU thread that printed it).
     static func boot(_ config: GuestConfiguration, stopWhen: (@Sendable ([String]) -> Bool)? = nil,
+                     onLine: (@Sendable (String, Domain) -> Void)? = nil,
                      limit: Duration, before: (Domain) -> Void = { _ in }) throws -> GuestRun {
         let seen = Mutex<[String]>([])
         let domainBox = Mutex<Domain?>(nil)
+        let lineQueue = DispatchQueue(label: "pvh-test-lines")
         let console = CapturingConsoleSink { line in
+            if let onLine, let domain = domainBox.withLock({ $0 }) { lineQueue.async { onLine(line, domain) } }
             guard let stopWhen else { return }
             let all = seen.withLock { $0.append(line); return $0 }
             if stopWhen(all) { domainBox.withLock { $0 }?.stop() }
