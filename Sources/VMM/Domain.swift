@@ -85,6 +85,7 @@ public final class Domain: Sendable {
     let vm: VirtualMachine
     let memory: MappedGuestMemory
     let runners: [VCPURunner]
+    let dumps = VCPUStateDump()
 
     /// The domain ID the guest sees (Xen: a domU's is never 0 here).
     public static let domainID = DomainID(rawValue: 1)
@@ -242,7 +243,7 @@ public final class Domain: Sendable {
         let services = DomainServices(
             memory: memory, dispatcher: dispatcher, console: console, lifecycle: self.lifecycle,
             transports: HypercallTransports(breakpointSites: Set(sites)),
-            metrics: metrics, events: events, timers: timers, wakeups: wakeups, smp: smp)
+            metrics: metrics, events: events, timers: timers, wakeups: wakeups, smp: smp, dumps: dumps)
         smp.setKicks(vcpus.map { vcpu in { vcpu.kick() } })
         lifecycle.onStop { wakeups.wakeAll() }
         timerThread = TimerThread(timers: timers, events: events, lifecycle: lifecycle)
@@ -296,6 +297,13 @@ public final class Domain: Sendable {
         storeLayout.remove(from: store)
         store.releaseDomain(Self.domainID)
         return end
+    }
+
+    /// Prints every vCPU's registers and stack top on stderr (SIGUSR1 to
+    /// `pvh run`): where a guest that seems stuck is.
+    public func dumpVCPUState() {
+        dumps.request(runners.map(\.id))
+        runners.forEach { $0.vcpu.kick() }
     }
 
     /// Stops a running guest from another thread.

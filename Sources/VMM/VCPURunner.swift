@@ -51,6 +51,7 @@ struct DomainServices: Sendable {
     let timers: DomainTimers
     let wakeups: VCPUWakeups
     let smp: SMPControl
+    let dumps: VCPUStateDump
 }
 
 /// One vCPU's thread body: run KVM, handle each exit, until the domain ends.
@@ -141,6 +142,9 @@ final class VCPURunner: @unchecked Sendable {
         case .systemEvent(let type):
             return .failed("\(id): KVM system event \(type)")
         case .interrupted:
+            if services.dumps.take(id) {
+                FileDescriptorConsoleSink(fd: 2).emit(Array(VCPUStateDump.describe(id, vcpu: vcpu, memory: services.memory).utf8))
+            }
             return applyLifecycleChanges()
         case .xenHypercall:
             // KVM_XEN_HVM_CONFIG hosts: the kernel trapped vmcall for us.

@@ -122,6 +122,12 @@ struct Run: ParsableCommand {
             source.resume()
             sources.append(source)
         }
+        // SIGUSR1: each vCPU prints its registers and stack top (xl debug-keys).
+        signal(SIGUSR1, SIG_IGN)
+        let dumpSource = DispatchSource.makeSignalSource(signal: SIGUSR1, queue: .global())
+        dumpSource.setEventHandler { current.domain?.dumpVCPUState() }
+        dumpSource.resume()
+        sources.append(dumpSource)
         var end = DomainExit.stopped
         var boots = 0
         repeat {
