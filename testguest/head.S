@@ -15,16 +15,21 @@
 
 /* Long mode (Intel SDM vol. 3, 10.8.5): PAE, CR3 = the shared page tables,
  * EFER.LME, then CR0.PG; the caller's far jump then enters 64-bit code. */
-/* Our GDT with flat 32-bit data segments everywhere and our 32-bit code
- * segment in CS (a far jump to the next instruction). */
-.macro LOAD_FLAT_GDT
-	lgdt	gdt_desc
+/* Every data segment register: the flat data selector. */
+.macro LOAD_DATA_SEGMENTS
 	mov	$GDT_DATA, %eax
 	mov	%eax, %ds
 	mov	%eax, %es
 	mov	%eax, %ss
 	mov	%eax, %fs
 	mov	%eax, %gs
+.endm
+
+/* Our GDT with flat 32-bit data segments everywhere and our 32-bit code
+ * segment in CS (a far jump to the next instruction). */
+.macro LOAD_FLAT_GDT
+	lgdt	gdt_desc
+	LOAD_DATA_SEGMENTS
 	ljmp	$GDT_CODE32, $1f
 1:
 .endm
@@ -285,12 +290,7 @@ xen_cpuid_base32:
 /* ------------------------------------------------------------------ */
 	.code64
 start64:
-	mov	$GDT_DATA, %eax
-	mov	%eax, %ds
-	mov	%eax, %es
-	mov	%eax, %ss
-	mov	%eax, %fs
-	mov	%eax, %gs
+	LOAD_DATA_SEGMENTS
 	mov	$stack_top, %rsp
 
 	/* Zero .bss (small: a few hundred bytes; the big pages are NOLOAD). */
@@ -377,12 +377,7 @@ spurious_entry:
 
 	.code64
 ap_start64:
-	mov	$GDT_DATA, %eax
-	mov	%eax, %ds
-	mov	%eax, %es
-	mov	%eax, %ss
-	mov	%eax, %fs
-	mov	%eax, %gs
+	LOAD_DATA_SEGMENTS
 	mov	$ap_stack_top, %rsp
 	call	ap_main
 1:	cli
@@ -390,12 +385,7 @@ ap_start64:
 	jmp	1b
 
 ap_sipi64:
-	mov	$GDT_DATA, %eax
-	mov	%eax, %ds
-	mov	%eax, %es
-	mov	%eax, %ss
-	mov	%eax, %fs
-	mov	%eax, %gs
+	LOAD_DATA_SEGMENTS
 	mov	$ap_stack_top, %rsp
 	movl	$SIPI_STAGE_LONG64, sipi_stage
 	call	sipi_ap_main
