@@ -17,6 +17,10 @@ public enum EmulationFailure {
         /// A fault: exception `vector` is delivered with RIP left on the
         /// instruction (SDM Vol. 3 §6.5).
         case fault(vector: UInt8)
+        /// 64-bit SYSRET (REX.W 0F 07) at CPL0 in long mode: return to user
+        /// mode as the instruction defines it (`FastSystemCall.returnToUser`;
+        /// the backend runs CPL3 natively but cannot switch to it here).
+        case systemReturn
         /// No defined outcome pvh can provide: stop the guest with `reason`.
         case unhandled(reason: String)
     }
@@ -40,6 +44,11 @@ public enum EmulationFailure {
         var i = 0
         while i < bytes.count, i < 4, ignorablePrefixes.contains(bytes[i]) { i += 1 }
         guard i < bytes.count else { return .unhandled(reason: "only prefixes") }
+        // REX.W SYSRET: 48 0F 07 (any REX with W set).
+        if bytes[i] & 0xF8 == 0x48, i + 2 < bytes.count, bytes[i + 1] == 0x0F, bytes[i + 2] == 0x07 {
+            guard sregs.cpuMode == .long64 else { return .unhandled(reason: "SYSRET outside 64-bit mode") }
+            return .systemReturn
+        }
         switch bytes[i] {
         case 0xCC:
             return .exception(vector: 3, length: i + 1)

@@ -399,6 +399,18 @@ public final class VCPU: @unchecked Sendable {
         sync.pointee.events = e
     }
 
+    /// Finishes a SYSCALL the software backend left at CPL3 with RIP = LSTAR
+    /// (see `FastSystemCall`): kernel CS/SS from IA32_STAR, RFLAGS masked
+    /// with IA32_FMASK, and RF set so the breakpoint that stopped the vCPU
+    /// at LSTAR is not taken again when it resumes there.
+    public func completeSyscallEntry() throws(KVMError) {
+        let msrs = try getMSRs([FastSystemCall.star, FastSystemCall.fmask])
+        var (r, s) = FastSystemCall.enterKernel(regs: registers, sregs: specialRegisters, star: msrs[0], fmask: msrs[1])
+        r.rflags |= FastSystemCall.resumeFlag
+        registers = r
+        specialRegisters = s
+    }
+
     /// Applies `EmulationFailure.resolve` to an `.internalError` exit: for
     /// int3 / int n / icebp at CPL0, advances RIP past the instruction and
     /// injects the event so the guest's IDT handles it; returns the
@@ -425,6 +437,14 @@ public final class VCPU: @unchecked Sendable {
             sync.pointee.regs.rip = EmulationFailure.advance(rip: regs.rip, by: length, mode: sregs.cpuMode)
             kvmRun.pointee.kvm_dirty_regs |= UInt64(KVM_SYNC_X86_REGS)
             try injectInterrupt(vector: vector, soft: EmulationFailure.injectIntAsSoft)
+        case .systemReturn:
+            let star = try getMSRs([FastSystemCall.star])[0]
+            if let (r, s) = FastSystemCall.returnToUser(regs: regs, sregs: sregs, star: star) {
+                registers = r
+                specialRegisters = s
+            } else {
+                try injectException(vector: 13, errorCode: 0)
+            }
         case .unhandled:
             break
         }

@@ -126,6 +126,8 @@ public final class Domain: Sendable {
             try vm.enableSplitIRQChip()
             if vm.capabilities.exitOnEmulationFailure { try vm.enableEmulationFailureExits() }
             try vm.trapMSRWrites([HypercallTransports.msr])
+            // kvm_pvm leaves a user SYSCALL at CPL3: arm the fix-up (FastSystemCall).
+            if system.backend.isSoftware { try vm.trapMSRWrites([FastSystemCall.lstar]) }
         }
 
         do {
@@ -242,7 +244,7 @@ public final class Domain: Sendable {
             for: boot.hypercallSites, preferAMD: hostVendorIsAMD, kvmIntercepts: kvmIntercepts)
         let services = DomainServices(
             memory: memory, dispatcher: dispatcher, console: console, lifecycle: self.lifecycle,
-            transports: HypercallTransports(breakpointSites: Set(sites)),
+            transports: HypercallTransports(breakpointSites: Set(sites), completesSyscalls: backend.isSoftware),
             metrics: metrics, events: events, timers: timers, wakeups: wakeups, smp: smp, dumps: dumps)
         smp.setKicks(vcpus.map { vcpu in { vcpu.kick() } })
         lifecycle.onStop { wakeups.wakeAll() }

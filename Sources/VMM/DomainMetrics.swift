@@ -13,6 +13,8 @@ public final class DomainMetrics: Sendable {
     public let hypercallPageInstalls = Atomic<UInt64>(0)
     /// Emulation failures delivered to the guest's IDT (software backend).
     public let emulationFailuresDelivered = Atomic<UInt64>(0)
+    /// User SYSCALLs whose privilege change pvh finished (software backend).
+    public let syscallsCompleted = Atomic<UInt64>(0)
     /// Event-channel upcalls injected into a vCPU's local APIC.
     public let upcallsInjected = Atomic<UInt64>(0)
     /// SCHEDOP_block calls that slept.

@@ -17,6 +17,10 @@ struct HypercallTransports: Sendable {
     static let debugConsolePort = IOPort(0xE9)
     /// Linear addresses of `vmcall`/`vmmcall` sites the VMM breaks on.
     var breakpointSites: Set<GuestLinearAddress>
+    /// Software backend only: finish SYSCALLs the backend leaves at CPL3
+    /// (`FastSystemCall`): LSTAR writes are trapped and each vCPU breaks on
+    /// its LSTAR.
+    var completesSyscalls = false
     /// Length of the `vmcall`/`vmmcall` instruction skipped after a breakpoint hypercall.
     static let vmcallLength: UInt64 = 3
 
@@ -64,6 +68,8 @@ final class VCPURunner: @unchecked Sendable {
 
     /// This vCPU has left KVM_RUN with a real exit at least once.
     private var hasRun = false
+    /// This vCPU's SYSCALL entry (IA32_LSTAR) when `completesSyscalls`.
+    private var syscallEntry: GuestLinearAddress?
 
     init(vcpu: VCPU, id: VCPUID, services: DomainServices) {
         self.vcpu = vcpu
@@ -109,6 +115,22 @@ final class VCPURunner: @unchecked Sendable {
             vcpu.completeMSR(value: 0, error: true)
             return nil
         case .debug(let pc, _, _, _):
+            if pc == syscallEntry {
+                do {
+                    if vcpu.specialRegisters.cpl == 3 {
+                        try vcpu.completeSyscallEntry()
+                        DomainMetrics.bump(services.metrics.syscallsCompleted)
+                    } else {
+                        // The kernel itself at its entry (not via SYSCALL): go on.
+                        var r = vcpu.registers
+                        r.rflags |= FastSystemCall.resumeFlag
+                        vcpu.registers = r
+                    }
+                } catch {
+                    return .failed("\(id): completing SYSCALL: \(error)")
+                }
+                return nil
+            }
             guard services.transports.breakpointSites.contains(pc) else {
                 return .failed("\(id): unexpected debug exit at \(pc)")
             }
@@ -180,6 +202,9 @@ final class VCPURunner: @unchecked Sendable {
     /// the frame, bits 0-11 the page index; we offer one page (CPUID
     /// 0x40000002 EAX = 1), so any other index is a #GP, as in Xen.
     private func handleWRMSR(index: MSRIndex, value: UInt64) -> DomainExit? {
+        if index == FastSystemCall.lstar {
+            return setSyscallEntry(value)
+        }
         guard index == HypercallTransports.msr, value & 0xfff == 0 else {
             vcpu.completeMSR(value: 0, error: true)
             return nil
@@ -191,6 +216,30 @@ final class VCPURunner: @unchecked Sendable {
             DomainMetrics.bump(services.metrics.hypercallPageInstalls)
         } catch {
             vcpu.completeMSR(value: 0, error: true)
+        }
+        return nil
+    }
+
+    /// The guest wrote IA32_LSTAR (trapped only when `completesSyscalls`):
+    /// KVM did not write it, so pvh does, then breaks on the new entry as
+    /// well as on the hypercall sites (4 debug registers at most; without a
+    /// free one the SYSCALL fix-up is simply not armed).
+    private func setSyscallEntry(_ value: UInt64) -> DomainExit? {
+        do {
+            try vcpu.setMSRs([(FastSystemCall.lstar, value)])
+        } catch {
+            vcpu.completeMSR(value: 0, error: true)
+            return nil
+        }
+        vcpu.completeMSR(value: 0, error: false)
+        let sites = Array(services.transports.breakpointSites)
+        let entry = GuestLinearAddress(value)
+        guard sites.count < DebugRegisters.maxBreakpoints else { return nil }
+        do {
+            try vcpu.setGuestDebug(hardwareBreakpoints: sites + [entry])
+            syscallEntry = entry
+        } catch {
+            return .failed("\(id): breakpoint on LSTAR: \(error)")
         }
         return nil
     }

@@ -99,6 +99,23 @@ import Testing
         EmulationFailure.resolve(bytes: bytes, regs: Self.cpl0.0, sregs: Self.cpl0.1)
     }
 
+    @Test func sysretqInLongModeIsSystemReturnOnlyThere() {
+        var s = Self.cpl0.1
+        // 32-bit protected mode (the PVH entry state): not a SYSRET pvh completes.
+        if case .systemReturn = EmulationFailure.resolve(bytes: [0x48, 0x0F, 0x07], regs: Self.cpl0.0, sregs: s) {
+            Issue.record("SYSRET outside long mode")
+        }
+        s.cr0 |= X86SpecialRegisters.cr0PG
+        s.efer = 0x500  // LME | LMA
+        s.cs.l = true
+        s.cs.db = false
+        #expect(EmulationFailure.resolve(bytes: [0x48, 0x0F, 0x07], regs: Self.cpl0.0, sregs: s) == .systemReturn)
+        #expect(EmulationFailure.resolve(bytes: [0x4C, 0x0F, 0x07], regs: Self.cpl0.0, sregs: s) == .systemReturn)
+        // 32-bit SYSRET (no REX.W) and SYSCALL itself are not handled.
+        if case .systemReturn = EmulationFailure.resolve(bytes: [0x0F, 0x07], regs: Self.cpl0.0, sregs: s) { Issue.record("0F 07") }
+        if case .systemReturn = EmulationFailure.resolve(bytes: [0x0F, 0x05], regs: Self.cpl0.0, sregs: s) { Issue.record("0F 05") }
+    }
+
     @Test func int3IsBreakpointTrap() {
         #expect(resolve([0xCC, 0x90, 0x90]) == .exception(vector: 3, length: 1))
     }
@@ -163,5 +180,54 @@ import Testing
         let report = KVMSystem.hostReport(backend: .software(module: "kvm_pvm"), capabilities: KVMCapabilities(syncRegs: 7))
         #expect(report.contains("kvm_pvm"))
         #expect(report.contains("Xen hypercalls: trapped in userspace (no KVM_CAP_XEN_HVM)"))
+    }
+}
+
+@Suite("SYSCALL/SYSRET completion (software backend)")
+struct FastSystemCallTests {
+    /// Linux's layout: STAR[47:32] = __KERNEL_CS 0x10, STAR[63:48] = __USER32_CS 0x23,
+    /// so user CS 0x33, user SS 0x2b; FMASK = TF|DF|IF|IOPL|AC|NT.
+    let star: UInt64 = 0x0023_0010_0000_0000
+    let fmask: UInt64 = 0x47700
+
+    func userState() -> (X86Registers, X86SpecialRegisters) {
+        var r = X86Registers(), s = X86SpecialRegisters()
+        r.rip = 0xffff_ffff_81e0_0080  // LSTAR: where the backend left it
+        r.rcx = 0x49641b               // return address, saved by the backend
+        r.r11 = 0x246
+        r.rflags = 0x10246 | 0x100     // RF and TF set
+        r.rsp = 0x7fff_cd37_8290
+        s.cs = SegmentRegister(limit: 0xffff_ffff, selector: 0x33, type: 0xb, present: true, dpl: 3, s: true, l: true, g: true)
+        s.ss = SegmentRegister(limit: 0xffff_ffff, selector: 0x2b, type: 0x3, present: true, dpl: 3, db: true, s: true, g: true)
+        s.efer = 0xd01
+        s.cr0 = 0x8005_0033
+        return (r, s)
+    }
+
+    @Test("SYSCALL: kernel CS/SS from STAR at CPL0, RFLAGS masked, RIP/RCX/R11/RSP untouched")
+    func entry() {
+        let (r0, s0) = userState()
+        let (r, s) = FastSystemCall.enterKernel(regs: r0, sregs: s0, star: star, fmask: fmask)
+        #expect(s.cs.selector == 0x10 && s.cs.dpl == 0 && s.cs.l && s.cs.present)
+        #expect(s.ss.selector == 0x18 && s.ss.dpl == 0 && s.ss.present)
+        #expect(s.cpl == 0)
+        #expect(s.cpuMode == .long64)
+        #expect(r.rflags & 0x100 == 0 && r.rflags & 0x200 == 0 && r.rflags & (1 << 16) == 0)  // TF, IF, RF clear
+        #expect(r.rip == r0.rip && r.rcx == r0.rcx && r.r11 == r0.r11 && r.rsp == r0.rsp)
+    }
+
+    @Test("SYSRET: RIP from RCX, RFLAGS from R11, user CS 0x33 / SS 0x2b at CPL3; a non-canonical RCX is refused")
+    func sysret() throws {
+        var (r0, s0) = userState()
+        (r0, s0) = FastSystemCall.enterKernel(regs: r0, sregs: s0, star: star, fmask: fmask)
+        r0.rip = 0xffff_ffff_81e0_0120
+        let back = try #require(FastSystemCall.returnToUser(regs: r0, sregs: s0, star: star))
+        #expect(back.0.rip == 0x49641b)
+        #expect(back.0.rflags == 0x246)
+        #expect(back.1.cs.selector == 0x33 && back.1.cs.dpl == 3 && back.1.cs.l)
+        #expect(back.1.ss.selector == 0x2b && back.1.ss.dpl == 3)
+        #expect(back.1.cpl == 3)
+        r0.rcx = 0x0000_8000_0000_0000
+        #expect(FastSystemCall.returnToUser(regs: r0, sregs: s0, star: star) == nil)
     }
 }
