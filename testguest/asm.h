@@ -10,6 +10,15 @@
 #define GDT_CODE64	0x08
 #define GDT_DATA	0x10
 #define GDT_CODE32	0x18
+/* Scenario usermode_syscall: SYSRET's layout from STAR[63:48] = GDT_CODE32
+ * (user SS = +8, user CS = +16, both |3); TSS descriptor (16 bytes). */
+#define GDT_USER_DATA	0x20
+#define GDT_USER_CODE64	0x28
+#define GDT_TSS		0x30
+/* User RFLAGS: interrupts off; AC and DF (harmless at CPL3 with CR0.AM
+ * clear and no string instructions) so that SFMASK's effect shows. */
+#define USER_RFLAGS	0x40402
+#define USER_BAD_SYSCALL 0x100		/* user_enter(): unknown RAX at syscall_entry */
 
 /* Architectural bits (Intel SDM vol. 3). */
 #define CR0_PE		0x00000001

@@ -394,6 +394,141 @@ ap_sipi64:
 	jmp	1b
 
 /*
+ * Scenario usermode_syscall (usermode.c). SYSCALL/SYSRET between CPL3 and
+ * CPL0 (Intel SDM vol. 2B SYSCALL, SYSRET; vol. 3, 5.8.8).
+ *
+ * long user_enter(uint64_t rip, uint64_t rsp): saves the callee-saved
+ * registers and RSP (user_kernel_rsp), then iretq to CPL3 (CS
+ * GDT_USER_CODE64|3, SS GDT_USER_DATA|3, RFLAGS 0x2: interrupts off).
+ * Control comes back through user_return with %eax = 0 (exit syscall),
+ * the exception vector (user_exc_*), or USER_BAD_SYSCALL.
+ */
+	.text
+	.globl user_enter
+user_enter:
+	push	%rbx
+	push	%rbp
+	push	%r12
+	push	%r13
+	push	%r14
+	push	%r15
+	mov	%rsp, user_kernel_rsp
+	push	$(GDT_USER_DATA | 3)
+	push	%rsi
+	push	$USER_RFLAGS
+	push	$(GDT_USER_CODE64 | 3)
+	push	%rdi
+	iretq
+
+user_return:
+	cld
+	mov	user_kernel_rsp, %rsp
+	pop	%r15
+	pop	%r14
+	pop	%r13
+	pop	%r12
+	pop	%rbp
+	pop	%rbx
+	ret
+
+/*
+ * MSR_LSTAR. Expected at CPL0 with CS = GDT_CODE64, SS = GDT_DATA, RSP
+ * still the user's. RAX 1: record CS, SS, RCX, R11, RSP (usys1), return to
+ * RCX with sysretq, or with iretq if user_iret_mode (pvh.user=iret). RAX 2:
+ * record CS, SS, RCX, R11 and RBX/RDX = the user's CS/SS after the first
+ * return (usys2), then user_return with 0. Only absolute stores: if SYSCALL
+ * left the CPU at CPL3, the very first fetch here faults (supervisor page).
+ */
+	.globl syscall_entry
+syscall_entry:
+	cmp	$1, %rax
+	jne	2f
+	movw	%cs, usys1_cs
+	movw	%ss, usys1_ss
+	mov	%rcx, usys1_rcx
+	mov	%r11, usys1_r11
+	mov	%rsp, usys1_rsp
+	incl	usys_count
+	cmpl	$0, user_iret_mode
+	jne	1f
+	sysretq
+1:	mov	$user_kstack_top, %rsp
+	push	$(GDT_USER_DATA | 3)
+	pushq	usys1_rsp
+	push	%r11
+	push	$(GDT_USER_CODE64 | 3)
+	push	%rcx
+	iretq
+2:	movw	%cs, usys2_cs
+	cmp	$2, %rax
+	jne	3f
+	movw	%ss, usys2_ss
+	mov	%rcx, usys2_rcx
+	mov	%r11, usys2_r11
+	mov	%rbx, usys2_user_cs
+	mov	%rdx, usys2_user_ss
+	incl	usys_count
+	xor	%eax, %eax
+	jmp	user_return
+3:	mov	%rax, usys_bad_nr
+	mov	$USER_BAD_SYSCALL, %eax
+	jmp	user_return
+
+/* #UD, #GP, #PF while the scenario runs: record the frame, user_return. */
+.macro USER_EXC vec
+	.globl user_exc_\vec
+user_exc_\vec:
+	.if \vec == 6
+	push	$0
+	.endif
+	push	$\vec
+	jmp	user_exc_common
+.endm
+	USER_EXC 6
+	USER_EXC 13
+	USER_EXC 14
+
+user_exc_common:
+	cld				/* user RFLAGS has DF set */
+	mov	%rcx, uexc_rcx		/* RCX/R11 as the faulting code left them */
+	mov	%r11, uexc_r11
+	pop	%rax
+	mov	%rax, uexc_vector
+	pop	%rax
+	mov	%rax, uexc_error
+	pop	%rax
+	mov	%rax, uexc_rip
+	pop	%rax
+	mov	%rax, uexc_cs
+	pop	%rax
+	mov	%rax, uexc_rflags
+	pop	%rax
+	mov	%rax, uexc_rsp
+	pop	%rax
+	mov	%rax, uexc_ss
+	mov	%cr2, %rax
+	mov	%rax, uexc_cr2
+	mov	uexc_vector, %eax
+	jmp	user_return
+
+/*
+ * The CPL3 code, copied by usermode.c to user_code_page (mapped at
+ * USER_VA); position independent. hlt at CPL3 is a #GP: the end marker.
+ */
+	.globl user_code_start, user_code_sys1_next, user_code_sys2_next, user_code_end
+user_code_start:
+	mov	$1, %eax
+	syscall
+user_code_sys1_next:
+	mov	%cs, %ebx
+	mov	%ss, %edx
+	mov	$2, %eax
+	syscall
+user_code_sys2_next:
+	hlt
+user_code_end:
+
+/*
  * Exceptions 0-31 other than #BP: report and stop (exception_fatal() prints
  * the frame and shuts down with SHUTDOWN_crash). Vectors 8, 10-14, 17, 21,
  * 29 and 30 push an error code; the others get a dummy 0 so that the frame
@@ -441,6 +576,38 @@ hc32_ran:		.long 0
 hc32_result:		.long 0
 hc32_clobbered:		.long 0
 
+	/* usermode_syscall (usermode.c zeroes them before each run) */
+	.globl user_kernel_rsp, user_iret_mode, usys_count, usys_bad_nr
+	.globl usys1_cs, usys1_ss, usys1_rcx, usys1_r11, usys1_rsp
+	.globl usys2_cs, usys2_ss, usys2_rcx, usys2_r11, usys2_user_cs, usys2_user_ss
+	.globl uexc_vector, uexc_error, uexc_rip, uexc_cs, uexc_rflags, uexc_rsp, uexc_ss, uexc_cr2
+	.globl uexc_rcx, uexc_r11
+user_kernel_rsp:	.quad 0
+user_iret_mode:		.long 0
+usys_count:		.long 0
+usys_bad_nr:		.quad 0
+usys1_cs:		.quad 0
+usys1_ss:		.quad 0
+usys1_rcx:		.quad 0
+usys1_r11:		.quad 0
+usys1_rsp:		.quad 0
+usys2_cs:		.quad 0
+usys2_ss:		.quad 0
+usys2_rcx:		.quad 0
+usys2_r11:		.quad 0
+usys2_user_cs:		.quad 0
+usys2_user_ss:		.quad 0
+uexc_vector:		.quad 0
+uexc_error:		.quad 0
+uexc_rip:		.quad 0
+uexc_cs:		.quad 0
+uexc_rflags:		.quad 0
+uexc_rsp:		.quad 0
+uexc_ss:		.quad 0
+uexc_cr2:		.quad 0
+uexc_rcx:		.quad 0
+uexc_r11:		.quad 0
+
 	.globl sipi_stage
 sipi_stage:		.long 0	/* smp_sipi: how far vCPU 1 got (asm.h SIPI_STAGE_*) */
 
@@ -452,11 +619,19 @@ int80_rip:	.quad 0
 
 /* GDT: null, 64-bit code, flat data, flat 32-bit code (see asm.h). */
 	.balign 16
+	.globl gdt
 gdt:
 	.quad 0
 	.quad 0x00af9a000000ffff	/* GDT_CODE64: L=1, DPL0, exec/read */
 	.quad 0x00cf92000000ffff	/* GDT_DATA: 4 GiB, read/write */
 	.quad 0x00cf9a000000ffff	/* GDT_CODE32: 4 GiB, D=1, exec/read */
+	/* usermode_syscall: SYSRET's layout (STAR[63:48] = GDT_CODE32:
+	 * SS = +8 |3, CS = +16 |3); SYSCALL's is GDT_CODE64, GDT_DATA. */
+	.quad 0x00cff2000000ffff	/* GDT_USER_DATA: 4 GiB, DPL3, read/write */
+	.quad 0x00affa000000ffff	/* GDT_USER_CODE64: L=1, DPL3, exec/read */
+	.globl gdt_tss
+gdt_tss:
+	.quad 0, 0			/* GDT_TSS: 64-bit TSS, written by usermode.c */
 gdt_end:
 gdt_desc:
 	.word gdt_end - gdt - 1
@@ -487,6 +662,20 @@ pd:
 	.quad (pd_i << 21) + PTE_P + PTE_RW + PTE_PS
 	.set pd_i, pd_i + 1
 	.endr
+
+/* Scenario usermode_syscall (usermode.c): page tables of the user
+ * mapping at USER_VA, its code and stack pages, the kernel stack for
+ * SYSCALL-with-iretq and for exceptions from CPL3 (TSS RSP0). */
+	.section .pages, "aw", @nobits
+	.balign 4096
+	.globl user_pdpt, user_pd, user_pt, user_code_page, user_stack_page, user_kstack_top
+user_pdpt:	.skip 4096
+user_pd:	.skip 4096
+user_pt:	.skip 4096
+user_code_page:	.skip 4096
+user_stack_page: .skip 4096
+	.skip 8192
+user_kstack_top:
 
 /* Stack (NOLOAD, see linker.ld). */
 	.section .pages, "aw", @nobits

@@ -121,6 +121,11 @@ void finish_now(const char *name, const char *reason, unsigned int shutdown_reas
 	__attribute__((noreturn));
 void idt_init(void);
 void idt_load(void);
+void idt_set_gate(unsigned vec, uint64_t handler);
+
+/* ---- usermode.c: scenario usermode_syscall, run only when named ---- */
+extern const struct scenario user_scenarios[];
+extern const size_t nr_user_scenarios;
 
 /* ---- events.c ---- */
 /* vCPU 0's registered vcpu_info (set once VCPUOP_register_vcpu_info succeeds). */

@@ -1,0 +1,221 @@
+/*
+ * pvh test guest: scenario usermode_syscall (run only when named).
+ *
+ * One trip to CPL3 and back the way Linux does it: iretq to 64-bit user
+ * code, which does `syscall` (RAX 1); syscall_entry (head.S, MSR_LSTAR)
+ * records CS/SS/RCX/R11 and returns with sysretq (or iretq with
+ * pvh.user=iret); the user code then records its CS/SS in RBX/RDX and does
+ * `syscall` (RAX 2), whose handler goes back to the scenario. #UD, #GP and
+ * #PF are caught for the duration (head.S user_exc_*) and reported with
+ * their frame. Intel SDM vol. 2B SYSCALL/SYSRET, vol. 3 5.8.8, 7.7 (TSS).
+ *
+ * Set-up: GDT entries GDT_USER_DATA (0x20, DPL3) and GDT_USER_CODE64 (0x28,
+ * L=1, DPL3) after GDT_CODE32 (head.S), so STAR = 0x0018000800000000:
+ * SYSCALL CS 0x08 / SS 0x10, SYSRET CS 0x2b / SS 0x23. A 64-bit TSS
+ * (GDT_TSS 0x30) with RSP0 = user_kstack_top, loaded with ltr. A 4 KiB
+ * mapping at USER_VA (PML4 slot 1, all levels U/S): the code page (read
+ * only) and the stack page; the kernel's identity map stays supervisor, so
+ * a SYSCALL that does not leave CPL3 faults fetching LSTAR (#PF err 0x15).
+ * EFER.SCE, STAR, LSTAR = syscall_entry, SFMASK = IF|TF|DF|AC. Everything
+ * but TR is put back afterwards (the slot-1 mapping removed: scenario
+ * hostile relies on nothing above 4 GiB being mapped).
+ */
+#include "testguest.h"
+
+#define USER_VA		0x0000008000000000UL	/* PML4 slot 1 */
+#define USER_CODE_VA	USER_VA
+#define USER_STACK_TOP	(USER_VA + 0x2000)
+
+#define MSR_STAR	0xc0000081
+#define MSR_LSTAR	0xc0000082
+#define MSR_SFMASK	0xc0000084
+#define EFER_SCE	0x1
+#define PTE_US		0x004
+#define SFMASK_BITS	(0x40000UL | 0x400 | 0x200 | 0x100)	/* AC DF IF TF */
+#define STAR_VALUE	(((uint64_t)GDT_CODE32 << 48) | ((uint64_t)GDT_CODE64 << 32))
+
+extern uint64_t pml4[512], gdt[], gdt_tss[2];
+extern uint8_t user_pdpt[], user_pd[], user_pt[], user_code_page[], user_stack_page[],
+	user_kstack_top[];
+extern uint8_t user_code_start[], user_code_sys1_next[], user_code_sys2_next[], user_code_end[];
+extern uint32_t user_iret_mode;
+extern volatile uint32_t usys_count;
+extern volatile uint64_t usys_bad_nr, usys1_cs, usys1_ss, usys1_rcx, usys1_r11, usys1_rsp,
+	usys2_cs, usys2_ss, usys2_rcx, usys2_r11, usys2_user_cs, usys2_user_ss,
+	uexc_vector, uexc_error, uexc_rip, uexc_cs, uexc_rflags, uexc_rsp, uexc_ss, uexc_cr2,
+	uexc_rcx, uexc_r11;
+long user_enter(uint64_t rip, uint64_t rsp);
+void syscall_entry(void), user_exc_6(void), user_exc_13(void), user_exc_14(void);
+
+struct tss64 {			/* Intel SDM vol. 3, 8.7 */
+	uint32_t reserved0;
+	uint64_t rsp[3];
+	uint64_t reserved1;
+	uint64_t ist[7];
+	uint64_t reserved2;
+	uint16_t reserved3;
+	uint16_t iomap_base;
+} __attribute__((packed));
+_Static_assert(sizeof(struct tss64) == 104, "TSS size");
+
+static struct tss64 tss __attribute__((aligned(16)));
+
+static uint64_t rdmsr64(uint32_t msr)
+{
+	uint32_t lo, hi;
+	__asm__ volatile("rdmsr" : "=a"(lo), "=d"(hi) : "c"(msr));
+	return ((uint64_t)hi << 32) | lo;
+}
+
+static void wrmsr64(uint32_t msr, uint64_t v)
+{
+	__asm__ volatile("wrmsr" : : "c"(msr), "a"((uint32_t)v), "d"((uint32_t)(v >> 32)) : "memory");
+}
+
+static void reload_cr3(void)
+{
+	uint64_t cr3;
+	__asm__ volatile("mov %%cr3, %0; mov %0, %%cr3" : "=r"(cr3) : : "memory");
+}
+
+static void load_tss(void)
+{
+	memset(&tss, 0, sizeof(tss));
+	tss.rsp[0] = (uintptr_t)user_kstack_top;
+	tss.iomap_base = sizeof(tss);		/* no I/O bitmap */
+	uint64_t base = (uintptr_t)&tss, limit = sizeof(tss) - 1;
+	/* Available 64-bit TSS (type 9), P; rewritten every run, so ltr never
+	 * sees the busy type a previous run left. */
+	gdt_tss[0] = (limit & 0xffff) | ((base & 0xffffff) << 16) | (0x89UL << 40) |
+		     (((limit >> 16) & 0xf) << 48) | (((base >> 24) & 0xff) << 56);
+	gdt_tss[1] = base >> 32;
+	__asm__ volatile("ltr %w0" : : "r"(GDT_TSS) : "memory");
+}
+
+static void map_user(void)
+{
+	memset(user_pdpt, 0, PAGE_SIZE);
+	memset(user_pd, 0, PAGE_SIZE);
+	memset(user_pt, 0, PAGE_SIZE);
+	memset(user_code_page, 0xf4, PAGE_SIZE);	/* hlt: #GP at CPL3 */
+	memcpy(user_code_page, user_code_start, (size_t)(user_code_end - user_code_start));
+	memset(user_stack_page, 0, PAGE_SIZE);
+	uint64_t *pdpt = (uint64_t *)user_pdpt, *pd = (uint64_t *)user_pd, *pt = (uint64_t *)user_pt;
+	pt[0] = (uintptr_t)user_code_page | PTE_P | PTE_US;
+	pt[1] = (uintptr_t)user_stack_page | PTE_P | PTE_RW | PTE_US;
+	pd[0] = (uintptr_t)user_pt | PTE_P | PTE_RW | PTE_US;
+	pdpt[0] = (uintptr_t)user_pd | PTE_P | PTE_RW | PTE_US;
+	pml4[(USER_VA >> 39) & 511] = (uintptr_t)user_pdpt | PTE_P | PTE_RW | PTE_US;
+	reload_cr3();
+}
+
+static const char *exc_name(uint64_t v)
+{
+	return v == 6 ? "#UD" : v == 13 ? "#GP" : v == 14 ? "#PF" : "?";
+}
+
+static const char *scen_usermode_syscall(void)
+{
+	size_t len;
+	const char *mode = cmdline_opt("pvh.user=", &len);
+	int iret = mode && len == 4 && strncmp(mode, "iret", 4) == 0;
+	if (mode && !iret && !(len == 6 && strncmp(mode, "sysret", 6) == 0))
+		return fail("pvh.user=%.*s: want sysret or iret", (int)len, mode);
+	const char *ret_how = iret ? "iret" : "sysret";
+
+	user_iret_mode = iret;
+	usys_count = 0;
+	usys_bad_nr = usys1_cs = usys1_ss = usys1_rcx = usys1_r11 = usys1_rsp = 0;
+	usys2_cs = usys2_ss = usys2_rcx = usys2_r11 = usys2_user_cs = usys2_user_ss = 0;
+	uexc_vector = uexc_error = uexc_rip = uexc_cs = uexc_rflags = uexc_rsp = uexc_ss = uexc_cr2 = 0;
+	uexc_rcx = uexc_r11 = 0;
+
+	load_tss();
+	map_user();
+	idt_set_gate(6, (uintptr_t)user_exc_6);
+	idt_set_gate(13, (uintptr_t)user_exc_13);
+	idt_set_gate(14, (uintptr_t)user_exc_14);
+
+	uint64_t efer = rdmsr64(MSR_EFER), star = rdmsr64(MSR_STAR), lstar = rdmsr64(MSR_LSTAR),
+		 sfmask = rdmsr64(MSR_SFMASK);
+	wrmsr64(MSR_EFER, efer | EFER_SCE);
+	wrmsr64(MSR_STAR, STAR_VALUE);
+	wrmsr64(MSR_LSTAR, (uintptr_t)syscall_entry);
+	wrmsr64(MSR_SFMASK, SFMASK_BITS);
+
+	uint64_t rip1 = USER_CODE_VA + (uint64_t)(user_code_sys1_next - user_code_start);
+	uint64_t rip2 = USER_CODE_VA + (uint64_t)(user_code_sys2_next - user_code_start);
+	printk("PVHINFO usermode_syscall: STAR 0x%lx LSTAR 0x%lx SFMASK 0x%lx, TR 0x%x RSP0 0x%lx, "
+	       "iretq to CS 0x%x SS 0x%x RIP 0x%lx RSP 0x%lx RFLAGS 0x%x, return by %s\n",
+	       (unsigned long)STAR_VALUE, (unsigned long)(uintptr_t)syscall_entry, SFMASK_BITS,
+	       GDT_TSS, (unsigned long)tss.rsp[0], GDT_USER_CODE64 | 3, GDT_USER_DATA | 3,
+	       USER_CODE_VA, USER_STACK_TOP, USER_RFLAGS, ret_how);
+
+	long r = user_enter(USER_CODE_VA, USER_STACK_TOP);
+
+	wrmsr64(MSR_SFMASK, sfmask);
+	wrmsr64(MSR_LSTAR, lstar);
+	wrmsr64(MSR_STAR, star);
+	wrmsr64(MSR_EFER, efer);
+	for (unsigned v = 6; v <= 14; v += (v == 6 ? 7 : 1))
+		idt_set_gate(v, exc_stubs[v]);
+	pml4[(USER_VA >> 39) & 511] = 0;
+	reload_cr3();
+
+	printk("PVHINFO usermode_syscall: result %ld, %u syscalls; syscall 1: CS 0x%lx SS 0x%lx "
+	       "RCX 0x%lx R11 0x%lx RSP 0x%lx; syscall 2: CS 0x%lx SS 0x%lx RCX 0x%lx R11 0x%lx, "
+	       "user CS 0x%lx SS 0x%lx after the first return\n",
+	       r, usys_count, usys1_cs & 0xffff, usys1_ss & 0xffff, usys1_rcx, usys1_r11, usys1_rsp,
+	       usys2_cs & 0xffff, usys2_ss & 0xffff, usys2_rcx, usys2_r11,
+	       usys2_user_cs & 0xffff, usys2_user_ss & 0xffff);
+
+	if (r == USER_BAD_SYSCALL)
+		return fail("syscall_entry reached with RAX 0x%lx after %u syscalls",
+			    usys_bad_nr, usys_count);
+	if (r != 0) {
+		printk("PVHINFO usermode_syscall: %s vector %ld error 0x%lx RIP 0x%lx CS 0x%lx "
+		       "RFLAGS 0x%lx RSP 0x%lx SS 0x%lx CR2 0x%lx; RCX 0x%lx R11 0x%lx at the fault "
+		       "(user RIP after syscall 1 0x%lx, user RFLAGS 0x%x)\n",
+		       exc_name(uexc_vector), r, uexc_error, uexc_rip, uexc_cs & 0xffff,
+		       uexc_rflags, uexc_rsp, uexc_ss & 0xffff, uexc_cr2, uexc_rcx, uexc_r11,
+		       rip1, USER_RFLAGS);
+		const char *where = usys_count == 0 ? "no syscall handled"
+				    : usys_count == 1 ? "after syscall 1" : "after syscall 2";
+		const char *what = "";
+		if (uexc_rip == (uintptr_t)syscall_entry && (uexc_cs & 3) == 3)
+			what = ": SYSCALL stayed at CPL3";
+		return fail("%s at CPL%lu rip=0x%lx cs=0x%lx err=0x%lx rflags=0x%lx rcx=0x%lx "
+			    "r11=0x%lx, %s%s",
+			    exc_name(uexc_vector), uexc_cs & 3, uexc_rip, uexc_cs & 0xffff,
+			    uexc_error, uexc_rflags, uexc_rcx, uexc_r11, where, what);
+	}
+
+	if ((usys1_cs & 0xffff) != GDT_CODE64 || (usys1_ss & 0xffff) != GDT_DATA)
+		return fail("syscall 1 entered with CS 0x%lx SS 0x%lx, want 0x%x 0x%x",
+			    usys1_cs & 0xffff, usys1_ss & 0xffff, GDT_CODE64, GDT_DATA);
+	if (usys1_rcx != rip1)
+		return fail("syscall 1: RCX 0x%lx, want 0x%lx", usys1_rcx, rip1);
+	if ((usys1_r11 & ~0x10000UL) != USER_RFLAGS)	/* RF may be set */
+		return fail("syscall 1: R11 0x%lx, want RFLAGS 0x%x", usys1_r11, USER_RFLAGS);
+	if (usys1_rsp != USER_STACK_TOP)
+		return fail("syscall 1: RSP 0x%lx, want the user's 0x%lx", usys1_rsp, USER_STACK_TOP);
+	if ((usys2_user_cs & 0xffff) != (GDT_USER_CODE64 | 3) ||
+	    (usys2_user_ss & 0xffff) != (GDT_USER_DATA | 3))
+		return fail("after %s: user CS 0x%lx SS 0x%lx, want 0x%x 0x%x", ret_how,
+			    usys2_user_cs & 0xffff, usys2_user_ss & 0xffff,
+			    GDT_USER_CODE64 | 3, GDT_USER_DATA | 3);
+	if ((usys2_cs & 0xffff) != GDT_CODE64 || usys2_rcx != rip2)
+		return fail("syscall 2: CS 0x%lx RCX 0x%lx, want 0x%x 0x%lx", usys2_cs & 0xffff,
+			    usys2_rcx, GDT_CODE64, rip2);
+	pass_note("entered kernel at CS 0x%lx via SYSCALL, RCX=0x%lx R11=0x%lx, %s ok "
+		  "(user CS 0x%lx SS 0x%lx), second SYSCALL RCX=0x%lx",
+		  usys1_cs & 0xffff, usys1_rcx, usys1_r11, ret_how, usys2_user_cs & 0xffff,
+		  usys2_user_ss & 0xffff, usys2_rcx);
+	return NULL;
+}
+
+/* Run only when named (see testguest/README.md). */
+const struct scenario user_scenarios[] = {
+	{ "usermode_syscall", scen_usermode_syscall },
+};
+const size_t nr_user_scenarios = ARRAY_SIZE(user_scenarios);
