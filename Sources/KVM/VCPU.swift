@@ -302,13 +302,18 @@ public final class VCPU: @unchecked Sendable {
     /// execute breakpoints at up to four linear addresses (DR0–DR3, DR7 from
     /// `DebugRegisters.dr7`). A hit is `.debug(pc:...)`; to resume at the
     /// same pc, move RIP (or set RFLAGS.RF). An empty list disables debugging.
-    public func setGuestDebug(hardwareBreakpoints: [GuestLinearAddress]) throws(KVMError) {
+    public func setGuestDebug(hardwareBreakpoints: [GuestLinearAddress], singleStep: Bool = false) throws(KVMError) {
         guard hardwareBreakpoints.count <= DebugRegisters.maxBreakpoints else {
             throw .invalidArgument("\(hardwareBreakpoints.count) hardware breakpoints (max \(DebugRegisters.maxBreakpoints))")
         }
         var dbg = kvm_guest_debug()
+        if singleStep {
+            // One instruction, then KVM_EXIT_DEBUG (stepping over a breakpoint
+            // that must not fire again: KVM ignores RF for its own breakpoints).
+            dbg.control = UInt32(KVM_GUESTDBG_ENABLE) | UInt32(KVM_GUESTDBG_SINGLESTEP)
+        }
         if !hardwareBreakpoints.isEmpty {
-            dbg.control = UInt32(KVM_GUESTDBG_ENABLE) | UInt32(KVM_GUESTDBG_USE_HW_BP)
+            dbg.control |= UInt32(KVM_GUESTDBG_ENABLE) | UInt32(KVM_GUESTDBG_USE_HW_BP)
             withUnsafeMutableBytes(of: &dbg.arch.debugreg) { raw in
                 for (i, a) in hardwareBreakpoints.enumerated() { raw.storeBytes(of: a.rawValue, toByteOffset: i * 8, as: UInt64.self) }
                 raw.storeBytes(of: DebugRegisters.dr7(executeBreakpoints: hardwareBreakpoints.count), toByteOffset: 7 * 8, as: UInt64.self)
@@ -399,14 +404,13 @@ public final class VCPU: @unchecked Sendable {
         sync.pointee.events = e
     }
 
-    /// Finishes a SYSCALL the software backend left at CPL3 with RIP = LSTAR
-    /// (see `FastSystemCall`): kernel CS/SS from IA32_STAR, RFLAGS masked
-    /// with IA32_FMASK, and RF set so the breakpoint that stopped the vCPU
-    /// at LSTAR is not taken again when it resumes there.
-    public func completeSyscallEntry() throws(KVMError) {
+    /// Finishes a SYSCALL the software backend left at CPL3 (see
+    /// `FastSystemCall`), from the page fault it caused: the fault's frame
+    /// dropped, kernel CS/SS from IA32_STAR, RFLAGS masked with IA32_FMASK.
+    public func completeSyscallEntry(fromFault frame: FastSystemCall.FaultFrame) throws(KVMError) {
         let msrs = try getMSRs([FastSystemCall.star, FastSystemCall.fmask])
-        var (r, s) = FastSystemCall.enterKernel(regs: registers, sregs: specialRegisters, star: msrs[0], fmask: msrs[1])
-        r.rflags |= FastSystemCall.resumeFlag
+        let (r, s) = FastSystemCall.enterKernel(fromFault: frame, regs: registers, sregs: specialRegisters,
+                                                star: msrs[0], fmask: msrs[1])
         registers = r
         specialRegisters = s
     }

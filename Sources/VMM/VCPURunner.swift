@@ -68,8 +68,12 @@ final class VCPURunner: @unchecked Sendable {
 
     /// This vCPU has left KVM_RUN with a real exit at least once.
     private var hasRun = false
-    /// This vCPU's SYSCALL entry (IA32_LSTAR) when `completesSyscalls`.
-    private var syscallEntry: GuestLinearAddress?
+    /// This vCPU's SYSCALL entry (IA32_LSTAR) and the guest's page-fault
+    /// handler, which the VMM breaks on, when `completesSyscalls`.
+    private var syscallEntry: UInt64?
+    private var pageFaultHandler: GuestLinearAddress?
+    /// Stepping over the page-fault handler's first instruction.
+    private var steppingOverFaultHandler = false
 
     init(vcpu: VCPU, id: VCPUID, services: DomainServices) {
         self.vcpu = vcpu
@@ -115,21 +119,8 @@ final class VCPURunner: @unchecked Sendable {
             vcpu.completeMSR(value: 0, error: true)
             return nil
         case .debug(let pc, _, _, _):
-            if pc == syscallEntry {
-                do {
-                    if vcpu.specialRegisters.cpl == 3 {
-                        try vcpu.completeSyscallEntry()
-                        DomainMetrics.bump(services.metrics.syscallsCompleted)
-                    } else {
-                        // The kernel itself at its entry (not via SYSCALL): go on.
-                        var r = vcpu.registers
-                        r.rflags |= FastSystemCall.resumeFlag
-                        vcpu.registers = r
-                    }
-                } catch {
-                    return .failed("\(id): completing SYSCALL: \(error)")
-                }
-                return nil
+            if steppingOverFaultHandler || pc == pageFaultHandler {
+                return pageFaultBreakpoint(at: pc)
             }
             guard services.transports.breakpointSites.contains(pc) else {
                 return .failed("\(id): unexpected debug exit at \(pc)")
@@ -220,10 +211,13 @@ final class VCPURunner: @unchecked Sendable {
         return nil
     }
 
-    /// The guest wrote IA32_LSTAR (trapped only when `completesSyscalls`):
-    /// KVM did not write it, so pvh does, then breaks on the new entry as
-    /// well as on the hypercall sites (4 debug registers at most; without a
-    /// free one the SYSCALL fix-up is simply not armed).
+    /// The guest wrote IA32_LSTAR (trapped only when `completesSyscalls`).
+    /// KVM did not write it, so pvh does. Then pvh breaks on the guest's
+    /// page-fault handler (IDT vector 14, read now: Linux sets its IDT before
+    /// syscall_init), because that is where a SYSCALL the backend left at
+    /// CPL3 ends up: a #PF fetching LSTAR at CPL3 (`FastSystemCall`). A
+    /// hardware breakpoint on LSTAR itself does not fire there (kvm_pvm runs
+    /// CPL3 natively). With no free debug register the fix-up is not armed.
     private func setSyscallEntry(_ value: UInt64) -> DomainExit? {
         do {
             try vcpu.setMSRs([(FastSystemCall.lstar, value)])
@@ -232,16 +226,56 @@ final class VCPURunner: @unchecked Sendable {
             return nil
         }
         vcpu.completeMSR(value: 0, error: false)
-        let sites = Array(services.transports.breakpointSites)
-        let entry = GuestLinearAddress(value)
-        guard sites.count < DebugRegisters.maxBreakpoints else { return nil }
+        syscallEntry = value
+        let sregs = vcpu.specialRegisters
+        let translator = GuestAddressTranslator(
+            memory: services.memory, paging: GuestPagingState(cr0: sregs.cr0, cr3: sregs.cr3, cr4: sregs.cr4, efer: sregs.efer))
+        guard sregs.cpuMode == .long64, Int(sregs.idt.limit) >= 14 * 16 + 15,
+              let gate = try? translator.readVirtual(at: GuestVirtualAddress(sregs.idt.base &+ 14 * 16), count: 16),
+              let handler = FastSystemCall.gateTarget(gate) else { return nil }
+        pageFaultHandler = GuestLinearAddress(handler)
+        return armBreakpoints()
+    }
+
+    /// The hypercall sites, plus the page-fault handler when armed.
+    private func armBreakpoints(singleStep: Bool = false) -> DomainExit? {
+        var addresses = Array(services.transports.breakpointSites)
+        if let pageFaultHandler, !singleStep, addresses.count < DebugRegisters.maxBreakpoints {
+            addresses.append(pageFaultHandler)
+        }
         do {
-            try vcpu.setGuestDebug(hardwareBreakpoints: sites + [entry])
-            syscallEntry = entry
+            try vcpu.setGuestDebug(hardwareBreakpoints: addresses, singleStep: singleStep)
         } catch {
-            return .failed("\(id): breakpoint on LSTAR: \(error)")
+            return .failed("\(id): KVM_SET_GUEST_DEBUG: \(error)")
         }
         return nil
+    }
+
+    /// A stop at the guest's page-fault handler (or the end of the step over
+    /// its first instruction). If the fault is the backend's half-done
+    /// SYSCALL, finish the SYSCALL instead; otherwise let the handler run:
+    /// step over its first instruction with the breakpoint off, then re-arm.
+    private func pageFaultBreakpoint(at pc: GuestLinearAddress) -> DomainExit? {
+        if steppingOverFaultHandler {
+            steppingOverFaultHandler = false
+            return armBreakpoints()
+        }
+        let regs = vcpu.registers, sregs = vcpu.specialRegisters
+        let translator = GuestAddressTranslator(
+            memory: services.memory, paging: GuestPagingState(cr0: sregs.cr0, cr3: sregs.cr3, cr4: sregs.cr4, efer: sregs.efer))
+        if let lstar = syscallEntry,
+           let bytes = try? translator.readVirtual(at: GuestVirtualAddress(regs.rsp), count: 48),
+           let frame = FastSystemCall.FaultFrame(bytes), FastSystemCall.isHalfDoneSyscall(frame, lstar: lstar) {
+            do {
+                try vcpu.completeSyscallEntry(fromFault: frame)
+            } catch {
+                return .failed("\(id): completing SYSCALL: \(error)")
+            }
+            DomainMetrics.bump(services.metrics.syscallsCompleted)
+            return nil
+        }
+        steppingOverFaultHandler = true
+        return armBreakpoints(singleStep: true)
     }
 
     /// Runs the hypercall named by the vCPU's registers and writes its result

@@ -164,6 +164,23 @@ struct TestGuestBootTests {
         }
     }
 
+    /// User mode and SYSCALL/SYSRET, as every Linux process uses them. On
+    /// the software backend (kvm_pvm) a SYSCALL from CPL3 stays at CPL3 and
+    /// faults fetching LSTAR; pvh breaks on the guest's #PF handler,
+    /// recognises that frame and finishes the SYSCALL (FastSystemCall).
+    @Test("user mode: SYSCALL enters the kernel at STAR's CS with RCX/RSP right; SYSRET or IRETQ returns to CPL3",
+          arguments: ["", "pvh.user=iret", "pvh.transport=vmcall"])
+    func userModeSyscall(_ options: String) throws {
+        let run = try bootTestGuest("pvh.scenarios=usermode_syscall,usermode_syscall,hostile,version \(options)")
+        #expect(run.exit == .shutdown(.poweroff), "\(run.console.text)")
+        #expect(run.results()["usermode_syscall"]?.hasPrefix("PASS entered kernel at CS 0x8 via SYSCALL") == true, "\(run.console.text)")
+        #expect(run.results()["SUMMARY"] == "4 passed, 0 failed", "\(run.console.text)")
+        if run.domain.backend.isSoftware {
+            // Two scenario runs, two SYSCALLs each, all finished by pvh.
+            #expect(run.domain.metrics.syscallsCompleted.load(ordering: .relaxed) == 4)
+        }
+    }
+
     @Test("smp_sipi needs a second vCPU: a clear guest-side FAIL with one")
     func smpSIPIOneVCPU() throws {
         let run = try bootTestGuest("pvh.scenarios=smp_sipi")
