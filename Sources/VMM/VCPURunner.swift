@@ -41,6 +41,20 @@ struct HypercallTransports: Sendable {
         }
         return Array(addresses.prefix(DebugRegisters.maxBreakpoints))
     }
+
+    /// The breakpoints once the guest armed the SYSCALL fix-up: its #PF
+    /// handler takes one debug register, so the hypercall sites keep the
+    /// other three, kernel-virtual addresses first (the guest wrote LSTAR
+    /// from its kernel mapping: the identity aliases early boot needed are
+    /// done with). Linux has four sites (AMD and Intel, two aliases each).
+    static func breakpointAddresses(sites: Set<GuestLinearAddress>, pageFaultHandler: GuestLinearAddress?) -> [GuestLinearAddress] {
+        let ordered = sites.sorted { a, b in
+            let ka = a.rawValue >> 63 == 1, kb = b.rawValue >> 63 == 1
+            return ka != kb ? ka : a.rawValue < b.rawValue
+        }
+        guard let pageFaultHandler else { return Array(ordered.prefix(DebugRegisters.maxBreakpoints)) }
+        return Array(ordered.prefix(DebugRegisters.maxBreakpoints - 1)) + [pageFaultHandler]
+    }
 }
 
 /// What the vCPU threads share.
@@ -217,7 +231,8 @@ final class VCPURunner: @unchecked Sendable {
     /// syscall_init), because that is where a SYSCALL the backend left at
     /// CPL3 ends up: a #PF fetching LSTAR at CPL3 (`FastSystemCall`). A
     /// hardware breakpoint on LSTAR itself does not fire there (kvm_pvm runs
-    /// CPL3 natively). With no free debug register the fix-up is not armed.
+    /// CPL3 natively). The handler takes one of the four debug registers
+    /// from the hypercall sites' identity aliases.
     private func setSyscallEntry(_ value: UInt64) -> DomainExit? {
         do {
             try vcpu.setMSRs([(FastSystemCall.lstar, value)])
@@ -239,10 +254,8 @@ final class VCPURunner: @unchecked Sendable {
 
     /// The hypercall sites, plus the page-fault handler when armed.
     private func armBreakpoints(singleStep: Bool = false) -> DomainExit? {
-        var addresses = Array(services.transports.breakpointSites)
-        if let pageFaultHandler, !singleStep, addresses.count < DebugRegisters.maxBreakpoints {
-            addresses.append(pageFaultHandler)
-        }
+        let addresses = HypercallTransports.breakpointAddresses(
+            sites: services.transports.breakpointSites, pageFaultHandler: singleStep ? nil : pageFaultHandler)
         do {
             try vcpu.setGuestDebug(hardwareBreakpoints: addresses, singleStep: singleStep)
         } catch {

@@ -113,3 +113,25 @@ struct VMMTests {
         }
     }
 }
+
+@Suite("breakpoints with the SYSCALL fix-up armed")
+struct SyscallFixupBreakpointTests {
+    @Test("Linux's four hypercall-site breakpoints give up an identity alias for the #PF handler, kernel-virtual sites kept")
+    func fourSitesMakeRoom() {
+        let sites: Set<GuestLinearAddress> = [
+            GuestLinearAddress(0xffff_ffff_8100_1000), GuestLinearAddress(0x100_1000),
+            GuestLinearAddress(0xffff_ffff_8100_1020), GuestLinearAddress(0x100_1020),
+        ]
+        let handler = GuestLinearAddress(0xffff_ffff_81e0_1230)
+        let armed = HypercallTransports.breakpointAddresses(sites: sites, pageFaultHandler: handler)
+        #expect(armed.count == 4)
+        #expect(armed.last == handler)
+        #expect(armed.contains(GuestLinearAddress(0xffff_ffff_8100_1000)))
+        #expect(armed.contains(GuestLinearAddress(0xffff_ffff_8100_1020)))
+        // Not armed (or stepping over the handler): all four sites.
+        #expect(Set(HypercallTransports.breakpointAddresses(sites: sites, pageFaultHandler: nil)) == sites)
+        // Few sites: all kept, plus the handler.
+        #expect(HypercallTransports.breakpointAddresses(sites: [GuestLinearAddress(0x1000)], pageFaultHandler: handler)
+                == [GuestLinearAddress(0x1000), handler])
+    }
+}
