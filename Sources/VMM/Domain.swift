@@ -244,7 +244,7 @@ public final class Domain: Sendable {
             for: boot.hypercallSites, preferAMD: hostVendorIsAMD, kvmIntercepts: kvmIntercepts)
         let services = DomainServices(
             memory: memory, dispatcher: dispatcher, console: console, lifecycle: self.lifecycle,
-            transports: HypercallTransports(breakpointSites: Set(sites), completesSyscalls: backend.isSoftware),
+            transports: HypercallTransports(breakpointSites: Set(sites)),
             metrics: metrics, events: events, timers: timers, wakeups: wakeups, smp: smp, dumps: dumps)
         smp.setKicks(vcpus.map { vcpu in { vcpu.kick() } })
         lifecycle.onStop { wakeups.wakeAll() }

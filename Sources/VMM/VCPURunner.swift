@@ -17,10 +17,6 @@ struct HypercallTransports: Sendable {
     static let debugConsolePort = IOPort(0xE9)
     /// Linear addresses of `vmcall`/`vmmcall` sites the VMM breaks on.
     var breakpointSites: Set<GuestLinearAddress>
-    /// Software backend only: finish SYSCALLs the backend leaves at CPL3
-    /// (`FastSystemCall`): LSTAR writes are trapped and each vCPU breaks on
-    /// its LSTAR.
-    var completesSyscalls = false
     /// Length of the `vmcall`/`vmmcall` instruction skipped after a breakpoint hypercall.
     static let vmcallLength: UInt64 = 3
 
@@ -83,7 +79,7 @@ final class VCPURunner: @unchecked Sendable {
     /// This vCPU has left KVM_RUN with a real exit at least once.
     private var hasRun = false
     /// This vCPU's SYSCALL entry (IA32_LSTAR) and the guest's page-fault
-    /// handler, which the VMM breaks on, when `completesSyscalls`.
+    /// handler, which the VMM breaks on (software backend: Domain traps LSTAR writes only there).
     private var syscallEntry: UInt64?
     private var pageFaultHandler: GuestLinearAddress?
     /// Stepping over the page-fault handler's first instruction.
@@ -225,7 +221,7 @@ final class VCPURunner: @unchecked Sendable {
         return nil
     }
 
-    /// The guest wrote IA32_LSTAR (trapped only when `completesSyscalls`).
+    /// The guest wrote IA32_LSTAR (trapped only on the software backend).
     /// KVM did not write it, so pvh does. Then pvh breaks on the guest's
     /// page-fault handler (IDT vector 14, read now: Linux sets its IDT before
     /// syscall_init), because that is where a SYSCALL the backend left at

@@ -26,6 +26,8 @@ public final class XenStoreClient {
     private let socket: UnixSocket
     private var framer = XenStoreFramer()
     private var events: [(path: String, token: String)] = []
+    /// Replies read together with earlier ones, not yet returned.
+    private var replies: [XenStoreMessage] = []
     private var nextRequestID: UInt32 = 1
     private var closed = false
 
@@ -107,9 +109,8 @@ public final class XenStoreClient {
         }
     }
 
-    /// Reads once; returns the first non-event message if one completed.
-    private var replies: [XenStoreMessage] = []
-
+    /// Reads once (unless a reply is already queued); watch events go to
+    /// `events`, and the first reply, if one completed, is returned.
     private func receive() throws(XenStoreClientError) -> XenStoreMessage? {
         if !replies.isEmpty { return replies.removeFirst() }
         guard let bytes = socket.read() else {
