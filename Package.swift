@@ -56,7 +56,7 @@ let package = Package(
             name: "pvh",
             dependencies: ["VMM", "KVM", "PVHBoot", .product(name: "ArgumentParser", package: "swift-argument-parser")]),
         // Benchmarks: pvh beside its reference (bare KVM exit, host decompressors).
-        .executableTarget(name: "pvh-bench", dependencies: ["VMM", "KVM", "PVHBoot", "GuestMemory", "XenStore"]),
+        .executableTarget(name: "pvh-bench", dependencies: ["VMM", "KVM", "PVHBoot", "GuestMemory", "XenStore", "Hypercalls"]),
         // Test helpers: mock guest memory, ELF fixture builder. Imported by tests only.
         .target(name: "TestSupport", dependencies: ["GuestMemory", "XenABI", "XenRing", "PVTime"]),
 

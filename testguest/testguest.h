@@ -161,6 +161,7 @@ void bp_handler(void);
 void int80_handler(void);
 void xen_hypercall_amd(void);
 void xen_hypercall_intel(void);
+void *xen_hypercall_setfunc(void);
 void upcall_entry(void), lapic_timer_entry(void), spurious_entry(void);
 void ap_start32(void);
 extern uint8_t ap_stack_top[], xen_shared_info_page[];

@@ -67,6 +67,11 @@ public final class Domain: Sendable {
     public let state: DomainState
     /// Counters: hypercalls per transport, exits.
     public let metrics = DomainMetrics()
+    /// How hypercalls may arrive; see `HypercallTransports.retireSites`.
+    let transports: HypercallTransports
+    /// The guest installed the hypercall page before using a vmcall site, so
+    /// the sites' hardware breakpoints are off.
+    public var hypercallSitesRetired: Bool { transports.sitesRetired.load(ordering: .relaxed) }
     /// The domain's event channels (guest ports and the backends' ports).
     public let events: EventChannelTable
     /// Xen time: the PV clock and every vCPU's timers.
@@ -242,9 +247,11 @@ public final class Domain: Sendable {
         let hostVendorIsAMD = cpuid.lookup(function: 0)?.ebx == 0x6874_7541  // "Auth"
         let sites = HypercallTransports.breakpointAddresses(
             for: boot.hypercallSites, preferAMD: hostVendorIsAMD, kvmIntercepts: kvmIntercepts)
+        let transports = HypercallTransports(breakpointSites: Set(sites))
+        self.transports = transports
         let services = DomainServices(
             memory: memory, dispatcher: dispatcher, console: console, lifecycle: self.lifecycle,
-            transports: HypercallTransports(breakpointSites: Set(sites)),
+            transports: transports,
             metrics: metrics, events: events, timers: timers, wakeups: wakeups, smp: smp, dumps: dumps)
         smp.setKicks(vcpus.map { vcpu in { vcpu.kick() } })
         lifecycle.onStop { wakeups.wakeAll() }

@@ -11,6 +11,7 @@
 // Machines are noisy: read the ratios.
 import Foundation
 import GuestMemory
+import Hypercalls
 import KVM
 import PVHBoot
 import VMM
@@ -51,26 +52,59 @@ func guestBench(transport: String, scenario: String) throws -> Double? {
     return nil
 }
 
+/// Median of `rounds` measurements, pvh and reference interleaved so that
+/// both see the same machine (other load comes and goes).
+func interleaved(_ rounds: Int, _ pvh: () throws -> Double?, _ reference: () throws -> Double) rethrows -> (Double, Double)? {
+    var a: [Double] = [], b: [Double] = []
+    for _ in 0..<rounds {
+        guard let x = try pvh() else { return nil }
+        a.append(x)
+        b.append(try reference())
+    }
+    return (a.sorted()[rounds / 2], b.sorted()[rounds / 2])
+}
+
 do {
     let system = try KVMSystem()
-    print("pvh-bench: \(iterations) iterations; KVM backend: \(system.backend)")
-    let bare = try KVMMicrobenchmark.portIORoundTrips(iterations, system: system)
-    let bareMicros = Double(bare.components.seconds) * 1e6 + Double(bare.components.attoseconds) / 1e12
-    let reference = bareMicros / Double(iterations)
-    if let exit = try guestBench(transport: "page", scenario: "bench_exit") {
-        row("exit round trip (unhandled port)", exit, reference, unit: "µs", refName: "bare KVM exit")
+    print("pvh-bench: \(iterations) iterations; KVM backend: \(system.backend); medians of 5 interleaved rounds")
+    let micros = { (d: Duration, n: Int) in (Double(d.components.seconds) * 1e6 + Double(d.components.attoseconds) / 1e12) / Double(n) }
+    let bare = { micros(try KVMMicrobenchmark.portIORoundTrips(iterations, system: system), iterations) }
+    // The same guest bytes on a bare 64-bit VM: what KVM alone costs for
+    // the instructions the pvh figure executes (see LongModeLoop).
+    func sameCode(_ guest: KVMMicrobenchmark.LongModeLoop) throws -> Double {
+        micros(try KVMMicrobenchmark.longModeRoundTrips(iterations, guest: guest, system: system), iterations)
     }
-    if let page = try guestBench(transport: "page", scenario: "bench_hypercall") {
-        row("xen_version via hypercall page", page, reference, unit: "µs", refName: "bare KVM exit")
+    let stub = Array(HypercallPage.make()[17 * HypercallPage.stubSize..<18 * HypercallPage.stubSize])  // __HYPERVISOR_xen_version
+    let exitLoop = KVMMicrobenchmark.LongModeLoop(loop: KVMMicrobenchmark.LongModeLoop.eightOutLoop)
+    let callLoop = KVMMicrobenchmark.LongModeLoop(loop: KVMMicrobenchmark.LongModeLoop.callLoop, stub: stub)
+    let exitRun = { try guestBench(transport: "page", scenario: "bench_exit") }
+    let pageRun = { try guestBench(transport: "page", scenario: "bench_hypercall") }
+    if let (p, r) = try interleaved(5, exitRun, bare) {
+        row("exit round trip (unhandled port)", p, r, unit: "µs", refName: "bare KVM exit (out; jmp)")
     }
-    if let vmcall = try guestBench(transport: "vmcall", scenario: "bench_hypercall") {
-        row("xen_version via vmcall breakpoint", vmcall, reference, unit: "µs", refName: "bare KVM exit")
+    if let (p, r) = try interleaved(5, exitRun, { try sameCode(exitLoop) }) {
+        row("  same guest bytes on bare KVM", p, r, unit: "µs", refName: "bare 64-bit, 8 outs/loop")
+    }
+    if let (p, r) = try interleaved(5, pageRun, bare) {
+        row("xen_version via hypercall page", p, r, unit: "µs", refName: "bare KVM exit (out; jmp)")
+    }
+    if let (p, r) = try interleaved(5, pageRun, { try sameCode(callLoop) }) {
+        row("  same guest bytes on bare KVM", p, r, unit: "µs", refName: "bare 64-bit call+stub+ret")
+    }
+    // vmcall sites: a hardware breakpoint on `vmcall; ret`, skipped by 3.
+    let vmcallLoop = KVMMicrobenchmark.LongModeLoop(
+        loop: KVMMicrobenchmark.LongModeLoop.callLoop, stub: [0x0F, 0x01, 0xC1, 0xC3], breakpointSkip: 3)
+    let vmcallRun = { try guestBench(transport: "vmcall", scenario: "bench_hypercall") }
+    if let (p, r) = try interleaved(5, vmcallRun, bare) {
+        row("xen_version via vmcall breakpoint", p, r, unit: "µs", refName: "bare KVM exit (out; jmp)")
+    }
+    if let (p, r) = try interleaved(5, vmcallRun, { try sameCode(vmcallLoop) }) {
+        row("  same guest bytes on bare KVM", p, r, unit: "µs", refName: "bare 64-bit, debug exit")
     }
     // Event send -> upcall handled in the guest (loopback channel; the
     // guest halts until the upcall), beside the hypercall the send itself is.
-    if let event = try guestBench(transport: "page", scenario: "bench_evtchn"),
-       let page = try guestBench(transport: "page", scenario: "bench_hypercall") {
-        row("event send -> upcall handled", event, page, unit: "µs", refName: "one hypercall (page)")
+    if let (p, r) = try interleaved(3, { try guestBench(transport: "page", scenario: "bench_evtchn") }, { try pageRun() ?? .nan }) {
+        row("event send -> upcall handled", p, r, unit: "µs", refName: "one hypercall (page)")
     }
 } catch {
     print("pvh-bench: hypercall benchmarks skipped: \(error)")

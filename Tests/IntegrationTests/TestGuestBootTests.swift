@@ -26,6 +26,9 @@ struct TestGuestBootTests {
         #expect(run.domain.metrics.pageHypercalls.load(ordering: .relaxed) > 20)
         #expect(run.domain.metrics.breakpointHypercalls.load(ordering: .relaxed) == 0)
         #expect(run.domain.metrics.hypercallPageInstalls.load(ordering: .relaxed) >= 1)
+        // The guest's 64-bit code chose the page before any vmcall: its sites' breakpoints went off.
+        #expect(run.domain.bootInfo.hypercallSites.intel != nil)
+        #expect(run.domain.hypercallSitesRetired)
     }
 
     @Test("vmcall transport: sites found from the ELF's __ksymtab, trapped by hardware breakpoints")
@@ -40,6 +43,9 @@ struct TestGuestBootTests {
         #expect(run.domain.bootInfo.hypercallSites.amd != nil && run.domain.bootInfo.hypercallSites.intel != nil)
         // All but the 32-bit scenario (which uses the page) go through the sites.
         #expect(run.domain.metrics.breakpointHypercalls.load(ordering: .relaxed) > 20)
+        // Only the 32-bit probe used the page: the sites stay armed.
+        #expect(run.domain.metrics.hypercallPageInstalls.load(ordering: .relaxed) >= 1)
+        #expect(!run.domain.hypercallSitesRetired)
     }
 
     @Test("console output: one 1580-byte console_io write arrives whole and in order; port 0xE9 too")

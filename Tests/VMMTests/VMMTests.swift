@@ -135,3 +135,30 @@ struct SyscallFixupBreakpointTests {
                 == [GuestLinearAddress(0x1000), handler])
     }
 }
+
+@Suite("hypercall transports: the guest's choice")
+struct HypercallTransportChoiceTests {
+    let sites: Set<GuestLinearAddress> = [GuestLinearAddress(0xffff_ffff_8100_1000), GuestLinearAddress(0x100_1000)]
+
+    @Test("a 64-bit hypercall through the page before any through a site retires the vmcall sites on every vCPU")
+    func pageFirstRetiresSites() {
+        #expect(HypercallTransports.shouldRetireSites(sites: sites, pageHypercallIn64BitMode: true, siteHypercallsSoFar: 0))
+        let transports = HypercallTransports(breakpointSites: sites)
+        #expect(transports.activeSites == sites)
+        transports.retireSites()
+        #expect(transports.activeSites.isEmpty)
+        #expect(transports.breakpointSites == sites)
+        // With the sites gone and no SYSCALL fix-up, nothing is armed: guest debugging goes off.
+        #expect(HypercallTransports.breakpointAddresses(sites: transports.activeSites, pageFaultHandler: nil).isEmpty)
+        // The SYSCALL fix-up keeps its #PF handler breakpoint.
+        let handler = GuestLinearAddress(0xffff_ffff_81e0_1230)
+        #expect(HypercallTransports.breakpointAddresses(sites: transports.activeSites, pageFaultHandler: handler) == [handler])
+    }
+
+    @Test("32-bit start-up code using the page, or a guest that already used a site, keeps the sites")
+    func mixedGuestKeepsSites() {
+        #expect(!HypercallTransports.shouldRetireSites(sites: sites, pageHypercallIn64BitMode: false, siteHypercallsSoFar: 0))
+        #expect(!HypercallTransports.shouldRetireSites(sites: sites, pageHypercallIn64BitMode: true, siteHypercallsSoFar: 3))
+        #expect(!HypercallTransports.shouldRetireSites(sites: [], pageHypercallIn64BitMode: true, siteHypercallsSoFar: 0))
+    }
+}
