@@ -70,6 +70,14 @@
 	.code32
 	.globl pvh_start32
 pvh_start32:
+	/*
+	 * POST code 0 to port 0x80 (no device: the VMM drops it). It traps, so
+	 * the VMM sees the guest's first instruction: pvh-bench times
+	 * `pvh run` start -> first guest instruction with it, beside a bare VM
+	 * whose first instruction is also an OUT. EAX is not defined at PVH
+	 * entry; any value will do.
+	 */
+	outb	%al, $0x80
 	cld
 	cli
 	mov	%ebx, pvh_start_info_pa

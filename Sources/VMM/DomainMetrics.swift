@@ -21,8 +21,17 @@ public final class DomainMetrics: Sendable {
     public let blocks = Atomic<UInt64>(0)
     /// All KVM exits.
     public let exits = Atomic<UInt64>(0)
+    /// When the first vCPU first left KVM_RUN for a guest reason: the time of
+    /// the guest's first exit, which for a guest whose first instruction
+    /// traps (the test guest's POST-code OUT) is its first instruction.
+    public let firstExit = Mutex<ContinuousClock.Instant?>(nil)
 
     public init() {}
+
+    func noteFirstExit() {
+        let now = ContinuousClock.now
+        firstExit.withLock { if $0 == nil { $0 = now } }
+    }
 
     static func bump(_ counter: borrowing Atomic<UInt64>) {
         counter.wrappingAdd(1, ordering: .relaxed)

@@ -154,6 +154,7 @@ final class VCPURunner: @unchecked Sendable {
             // A secondary vCPU leaves KVM_RUN only by a kick until it runs
             // guest code: VCPUOP_up, or INIT/SIPI through the LAPIC.
             hasRun = true
+            if id == VCPUID(0) { services.metrics.noteFirstExit() }
             services.smp.markStartedNatively(id)
         }
         switch exit {

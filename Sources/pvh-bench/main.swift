@@ -122,29 +122,29 @@ func residentBytes() -> Double {
 func millis(_ d: Duration) -> Double { Double(d.components.seconds) * 1e3 + Double(d.components.attoseconds) / 1e15 }
 
 /// Domain creation (read + load the test guest, VM, vCPUs, CPUID, event
-/// channels, console) until the guest's first console byte (its first exit).
-final class FirstByte: ConsoleSink, @unchecked Sendable {
-    let start = ContinuousClock.now
-    var first: Duration?
-    func emit(_ bytes: [UInt8]) { if first == nil { first = ContinuousClock.now - start } }
+/// channels, console) until the guest's first instruction: the test guest's
+/// first instruction is an OUT (POST code), so it is the domain's first exit.
+final class Discard: ConsoleSink, @unchecked Sendable {
+    func emit(_ bytes: [UInt8]) {}
 }
 
 do {
     let system = try KVMSystem()
     let elf = repo.appendingPathComponent("testguest/build/testguest.elf").path
     var pvhTimes: [Double] = [], refTimes: [Double] = [], buildTimes: [Double] = []
-    for _ in 0..<10 {
+    for _ in 0..<11 {
         refTimes.append(millis(try KVMMicrobenchmark.createAndFirstExit(memoryMiB: 64, system: system)))
-        let sink = FirstByte()
+        let start = ContinuousClock.now
         let domain = try Domain(configuration: GuestConfiguration(kernelPath: elf, commandLine: "pvh.scenarios=version", memoryMiB: 64),
-                                console: sink, system: system)
-        buildTimes.append(millis(ContinuousClock.now - sink.start))
+                                console: Discard(), system: system)
+        buildTimes.append(millis(ContinuousClock.now - start))
         _ = domain.run()
-        if let first = sink.first { pvhTimes.append(millis(first)) }
+        if let first = domain.metrics.firstExit.withLock({ $0 }) { pvhTimes.append(millis(first - start)) }
     }
     let median = { (a: [Double]) in a.sorted()[a.count / 2] }
     if !pvhTimes.isEmpty {
-        row("start -> first guest exit (median)", median(pvhTimes), median(refTimes), unit: "ms", refName: "bare VM + vCPU + 1st exit")
+        row("start -> first guest instruction", median(pvhTimes), median(refTimes), unit: "ms", refName: "bare VM + vCPU + 1st exit")
+        print("  (issue 3 goal: <= 10 ms; medians of 11)")
         print(String(format: "%-34@ pvh %10.2f ms   (of which building the domain: load, VM, vCPUs, services)",
                      "  domain built (median)" as NSString, median(buildTimes)))
     }
