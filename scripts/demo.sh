@@ -26,6 +26,6 @@ if $pvh host | grep -q '^KVM backend: software'; then
 fi
 status=0
 timeout --foreground -s INT "$limit" $pvh run --kernel "$kit/vmlinuz-6.1" \
-    --initrd "$kit/initramfs-6.1.cpio.gz" --cmdline "$cmdline" --memory 512 || status=$?
+    --initrd "$kit/initramfs-6.1.cpio" --cmdline "$cmdline" --memory 512 || status=$?
 echo
 echo "== pvh exited with status $status (130 or 124: the demo's time limit of ${limit}s)"

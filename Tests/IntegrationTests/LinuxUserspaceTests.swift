@@ -34,7 +34,7 @@ struct LinuxUserspaceTests {
     @Test("6.12 with --vcpus 2: /sys/hypervisor says Xen PVH, xen clocksource, 2 CPUs, xen event channels and no IO-APIC; control/shutdown powers it off")
     func userspace() throws {
         try #require(Env.hasKernel("6.12"), "guest kit missing: run scripts/guest-kit.sh")
-        let initrd = Env.kit.appendingPathComponent("initramfs-6.12.cpio.gz").path
+        let initrd = Env.kit.appendingPathComponent("initramfs-6.12.cpio").path
         let started = ContinuousClock.now
         let run = try GuestRun.boot(
             GuestConfiguration(kernelPath: Env.kernel("6.12"), initrdPath: initrd, commandLine: Self.cmdline,
