@@ -88,6 +88,15 @@ struct Run: ParsableCommand {
     }
 
     func run() throws {
+        // The signals pvh acts on are blocked in every thread (each thread
+        // inherits the mask, so this comes before any is started). Dispatch
+        // receives them through a signalfd, which sees only blocked signals;
+        // unblocked, a signal goes to any thread and the SIG_IGN disposition
+        // below drops it (SIGUSR1 dumps were lost that way after the first).
+        var handled = sigset_t()
+        sigemptyset(&handled)
+        for sig in [SIGINT, SIGTERM, SIGUSR1] { sigaddset(&handled, sig) }
+        pthread_sigmask(SIG_BLOCK, &handled, nil)
         let rawName = name ?? "pvh-\(getpid())"
         guard let guestName = GuestName(rawName) else { usageFailure("--name \(rawName): \(GuestName.rule)") }
         let config = GuestConfiguration(kernelPath: kernel, initrdPath: initrd, commandLine: cmdline, memoryMiB: memory, vcpus: vcpus,

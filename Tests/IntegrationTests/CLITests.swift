@@ -137,6 +137,40 @@ struct CLITests {
         #expect(e == "pvh: guest stopped by the host\n")
     }
 
+    @Test("kill -USR1 dumps every vCPU, each time it is sent", .enabled(if: Env.hasKVM, "needs /dev/kvm"))
+    func usr1DumpsEveryTime() throws {
+        let elf = try Env.testGuest.get()
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: Env.pvhBinary)
+        p.arguments = ["run", "--kernel", elf, "--memory", "32", "--vcpus", "2", "--cmdline", "pvh.scenarios=bench_exit pvh.bench=100000000"]
+        let out = Pipe(), err = Pipe()
+        p.standardOutput = out
+        p.standardError = err
+        p.standardInput = FileHandle.nullDevice
+        try p.run()
+        #expect(!out.fileHandleForReading.availableData.isEmpty)
+        // A lost dump must fail the test, not hang it: after 60 s the guest
+        // is killed (SIGKILL: a pvh that loses signals loses SIGTERM too).
+        let pid = p.processIdentifier
+        DispatchQueue.global().asyncAfter(deadline: .now() + 60) { kill(pid, SIGKILL) }
+        // Each signal must give one line per vCPU; read until they are all there.
+        var text = ""
+        for round in 1...3 {
+            kill(p.processIdentifier, SIGUSR1)
+            while text.components(separatedBy: "\n").filter({ $0.hasPrefix("pvh: d1v") }).count < 2 * round {
+                let chunk = err.fileHandleForReading.availableData
+                if chunk.isEmpty { break }
+                text += String(decoding: chunk, as: UTF8.self)
+            }
+        }
+        p.terminate()
+        p.waitUntilExit()
+        let lines = text.components(separatedBy: "\n")
+        #expect(lines.filter { $0.hasPrefix("pvh: d1v0 rip=") }.count == 3, "\(text)")
+        #expect(lines.filter { $0.hasPrefix("pvh: d1v1 rip=") }.count == 3, "\(text)")
+        #expect(p.terminationStatus == 130)
+    }
+
     @Test("--on-reboot restart boots the guest again after each reboot", .enabled(if: Env.hasKVM, "needs /dev/kvm"))
     func onRebootRestart() throws {
         let elf = try Env.testGuest.get()
