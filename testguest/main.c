@@ -4,7 +4,8 @@
  * Command line (start_info.cmdline_paddr), space-separated, all optional:
  *   pvh.transport=page|vmcall    hypercall transport (default page)
  *   pvh.scenarios=a,b,c          scenarios to run, in this order (default all)
- *   pvh.exit=poweroff|reboot|crash   shutdown reason at the end (default poweroff)
+ *   pvh.exit=poweroff|reboot|crash|acpi   shutdown reason at the end (default
+ *                                poweroff; acpi: ACPI S5, see acpi.c)
  *
  * Output (Xen console), one line each:
  *   PVHTEST BOOT transport=<page|vmcall>      (also written to port 0xE9)
@@ -114,6 +115,13 @@ static void run_scenario(const char *name, size_t nlen)
 			return;
 		}
 	}
+	for (size_t i = 0; i < nr_acpi_scenarios; i++) {
+		if (strlen(acpi_scenarios[i].name) == nlen &&
+		    strncmp(acpi_scenarios[i].name, name, nlen) == 0) {
+			result(name, nlen, acpi_scenarios[i].run());
+			return;
+		}
+	}
 	for (size_t i = 0; i < nr_xen_scenarios; i++) {
 		if (strlen(xen_scenarios[i].name) == nlen &&
 		    strncmp(xen_scenarios[i].name, name, nlen) == 0) {
@@ -202,7 +210,10 @@ void pvh_main(uint32_t start_info_pa)
 
 	const char *e = cmdline_opt("pvh.exit=", &len);
 	unsigned reason = SHUTDOWN_poweroff;
-	if (opt_is(e, len, "reboot"))
+	if (opt_is(e, len, "acpi")) {
+		acpi_poweroff();	/* returns only if it failed */
+		reason = SHUTDOWN_crash;
+	} else if (opt_is(e, len, "reboot"))
 		reason = SHUTDOWN_reboot;
 	else if (opt_is(e, len, "crash"))
 		reason = SHUTDOWN_crash;

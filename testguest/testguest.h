@@ -108,6 +108,9 @@ extern const size_t nr_scenarios;
 /* Run only when named (pvh.scenarios=bench_...): timing loops for benchmarks. */
 extern const struct scenario bench_scenarios[];
 extern const size_t nr_bench_scenarios;
+extern const struct scenario acpi_scenarios[];
+extern const size_t nr_acpi_scenarios;
+void acpi_poweroff(void);
 /* Xen event/time/SMP/console scenarios (events.c), also run only when named. */
 extern const struct scenario xen_scenarios[];
 extern const size_t nr_xen_scenarios;

@@ -23,6 +23,30 @@ public struct ACPITables: Sendable, Hashable {
     static let oemTableID = Array("PVHGUEST".utf8)
     static let creatorID = Array("PVH ".utf8)
 
+    /// The hardware-reduced sleep registers (FADT SLEEP_CONTROL_REG /
+    /// SLEEP_STATUS_REG) live at these I/O ports; the VMM traps them. PVH
+    /// has no legacy devices, so no port is taken from anything.
+    public static let sleepControlPort: UInt16 = 0x600
+    public static let sleepStatusPort: UInt16 = 0x601
+    /// SLP_TYP for S5 in the DSDT's \_S5 package (any value works; the
+    /// VMM compares with this one).
+    public static let s5SleepType: UInt8 = 5
+
+    /// `Name (\_S5, Package (4) { 5, 0, 0, 0 })` in AML (§19.6.90 Name,
+    /// §20.2.5.4 DefPackage: PackageOp 0x12, PkgLength 7, NumElements 4,
+    /// BytePrefix 0x0A 5, ZeroOp ×3). Without \_S5, and a sleep control
+    /// register, Linux finds no way to power off and halts instead
+    /// ("Power off not available"): Xen powers such a domain off when all
+    /// its vCPUs halt with interrupts off (hvm_hlt → hvm_vcpu_down), which
+    /// KVM's in-kernel HLT never tells userspace about.
+    static let dsdtBody: [UInt8] = [0x08, 0x5F, 0x53, 0x35, 0x5F, 0x12, 0x07, 0x04, 0x0A, s5SleepType, 0x00, 0x00, 0x00]
+
+    /// A Generic Address Structure (§5.2.3.2) for one byte at an I/O port:
+    /// space 1 (System I/O), width 8, offset 0, access size 1 (byte).
+    static func ioPortRegister(_ port: UInt16) -> [UInt8] {
+        [1, 8, 0, 1] + LittleEndianBytes.encode(UInt64(port))
+    }
+
     static let rsdpSize = 36
     static let headerSize = 36
     /// ACPI 6.x FADT (revision 6, through Hypervisor Vendor Identity).
@@ -42,7 +66,7 @@ public struct ACPITables: Sendable, Hashable {
         let madtOff = align16(fadtOff + Self.fadtSize)
         let madtLen = Self.headerSize + 8 + madtBody.count
         let dsdtOff = align16(madtOff + madtLen)
-        let total = dsdtOff + Self.headerSize
+        let total = dsdtOff + Self.headerSize + Self.dsdtBody.count
         let b = base.rawValue
         xsdt = GuestPhysicalAddress(b + UInt64(xsdtOff))
         fadt = GuestPhysicalAddress(b + UInt64(fadtOff))
@@ -79,14 +103,18 @@ public struct ACPITables: Sendable, Hashable {
         fadtPut(le(Self.hardwareReducedFlag), 112)                 // Flags
         fadtPut([5], 131)                                          // FADT minor version (6.5)
         fadtPut(le(dsdt.rawValue), 140)                            // X_DSDT
+        // SLEEP_CONTROL_REG and SLEEP_STATUS_REG (ACPI 5.0+, §4.8.3.7):
+        // what a hardware-reduced platform powers off through (S5).
+        fadtPut(Self.ioPortRegister(Self.sleepControlPort), 244)
+        fadtPut(Self.ioPortRegister(Self.sleepStatusPort), 256)
         put(Self.table("FACP", revision: 6, body: fadtBody), at: fadtOff)
 
         // MADT (§5.2.12): local interrupt controller address, flags 0 (no
         // dual 8259), then one processor entry per vCPU.
         put(Self.table("APIC", revision: 5, body: le(Self.localAPICAddress) + le(UInt32(0)) + madtBody), at: madtOff)
 
-        // DSDT (§5.2.11.1): a header and an empty AML body.
-        put(Self.table("DSDT", revision: 2, body: []), at: dsdtOff)
+        // DSDT (§5.2.11.1): the \_S5 sleep-type package, nothing else.
+        put(Self.table("DSDT", revision: 2, body: Self.dsdtBody), at: dsdtOff)
         bytes = blob
     }
 
@@ -134,5 +162,22 @@ public struct ACPITables: Sendable, Hashable {
     /// The byte that makes `bytes` (with that byte counted as zero) sum to 0 mod 256.
     static func checksum(_ bytes: ArraySlice<UInt8>) -> UInt8 {
         0 &- bytes.reduce(0, &+)
+    }
+}
+
+/// A write to the hardware-reduced sleep control register (ACPI 6.5
+/// §4.8.3.7: bits 2-4 SLP_TYPx, bit 5 SLP_EN). Pure, for the VMM.
+public enum ACPISleepControl: Equatable, Sendable {
+    /// SLP_EN with the \_S5 sleep type: power off.
+    case powerOff
+    /// SLP_EN with another sleep type (none is offered): ignored.
+    case unsupportedSleep(type: UInt8)
+    /// No SLP_EN: nothing happens.
+    case none
+
+    public init(written value: UInt8) {
+        guard value & 0x20 != 0 else { self = .none; return }
+        let type = (value >> 2) & 0x7
+        self = type == ACPITables.s5SleepType ? .powerOff : .unsupportedSleep(type: type)
     }
 }

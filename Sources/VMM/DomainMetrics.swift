@@ -19,6 +19,8 @@ public final class DomainMetrics: Sendable {
     public let upcallsInjected = Atomic<UInt64>(0)
     /// SCHEDOP_block calls that slept.
     public let blocks = Atomic<UInt64>(0)
+    /// Power-offs through the ACPI sleep control register (S5).
+    public let acpiPowerOffs = Atomic<UInt64>(0)
     /// All KVM exits.
     public let exits = Atomic<UInt64>(0)
     /// When the first vCPU first left KVM_RUN for a guest reason: the time of

@@ -16,6 +16,9 @@ final class HypercallTransports: Sendable {
     static let msr = MSRIndex(XenCPUIDLeaves.hypercallPageMSR)
     /// The debug console port (Xen's `hvm_print_line`, Linux's early console).
     static let debugConsolePort = IOPort(0xE9)
+    /// The ACPI sleep registers the FADT names (`ACPITables`).
+    static let acpiSleepControlPort = IOPort(ACPITables.sleepControlPort)
+    static let acpiSleepStatusPort = IOPort(ACPITables.sleepStatusPort)
     /// Linear addresses of `vmcall`/`vmmcall` sites the VMM breaks on.
     let breakpointSites: Set<GuestLinearAddress>
     /// Set once the guest installs the hypercall page: see `retireSites`.
@@ -235,6 +238,18 @@ final class VCPURunner: @unchecked Sendable {
             return nil
         case (HypercallTransports.debugConsolePort, .out):
             services.console.emit(io.data)
+            return nil
+        case (HypercallTransports.acpiSleepControlPort, .out):
+            // The guest's ACPI S5 (Linux's acpi_power_off): power off, as
+            // SCHEDOP_shutdown(poweroff) would.
+            guard let value = io.data.first, ACPISleepControl(written: value) == .powerOff else { return nil }
+            DomainMetrics.bump(services.metrics.acpiPowerOffs)
+            return .shutdown(.poweroff)
+        case (HypercallTransports.acpiSleepStatusPort, .in):
+            // WAK_STS clear: nothing ever wakes the guest from a sleep state.
+            do { try vcpu.completeIOIn([UInt8](repeating: 0, count: io.size * io.count)) } catch {
+                return .failed("\(id): \(error)")
+            }
             return nil
         case (_, .in):
             // No legacy devices in PVH: an unassigned port reads as all-ones.

@@ -48,6 +48,15 @@ struct TestGuestBootTests {
         #expect(!run.domain.hypercallSitesRetired)
     }
 
+    @Test("ACPI S5: the guest finds SLEEP_CONTROL_REG and \\_S5 in its tables, writes SLP_EN, and the domain powers off")
+    func acpiPowerOff() throws {
+        let run = try bootTestGuest("pvh.scenarios=acpi_s5 pvh.exit=acpi")
+        #expect(run.results()["acpi_s5"] == "PASS", "\(run.console.text)")
+        #expect(run.lines.contains("PVHINFO acpi_s5 sleep_control=0x600 slp_typ=5"))
+        #expect(run.exit == .shutdown(.poweroff), "\(run.console.text)")
+        #expect(run.domain.metrics.acpiPowerOffs.load(ordering: .relaxed) == 1)
+    }
+
     @Test("console output: one 1580-byte console_io write arrives whole and in order; port 0xE9 too")
     func consoleOutput() throws {
         let run = try bootTestGuest("pvh.scenarios=console")

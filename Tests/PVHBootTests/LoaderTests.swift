@@ -154,7 +154,13 @@ struct LoaderTests {
         #expect(UInt64(u32(fadt, 40)) == u64(fadt, 140))
         let dsdt = try table(u64(fadt, 140))
         #expect(Array(dsdt[0..<4]) == Array("DSDT".utf8))
-        #expect(dsdt.count == 36)
+        // The AML body is exactly Name (\_S5, Package (4) { 5, 0, 0, 0 }).
+        #expect(Array(dsdt[36...]) == [0x08, 0x5F, 0x53, 0x35, 0x5F, 0x12, 0x07, 0x04, 0x0A, 0x05, 0x00, 0x00, 0x00])
+        // SLEEP_CONTROL_REG / SLEEP_STATUS_REG: System I/O, 8 bits, byte access, at the VMM's ports.
+        #expect(Array(fadt[244..<248]) == [1, 8, 0, 1])
+        #expect(u64(fadt, 248) == UInt64(ACPITables.sleepControlPort))
+        #expect(Array(fadt[256..<260]) == [1, 8, 0, 1])
+        #expect(u64(fadt, 260) == UInt64(ACPITables.sleepStatusPort))
         #expect(Array(madt[0..<4]) == Array("APIC".utf8))
         #expect(u32(madt, 36) == 0xFEE0_0000)
         // Walk the MADT's interrupt controller structures.
@@ -256,5 +262,17 @@ struct LoaderTests {
         #expect(!acpi.overlaps(reserved.range))
         #expect(!plan.bootDataRange.overlaps(reserved.range))
         #expect(plan.memoryMap.filter { $0.type == .ram }.allSatisfy { !$0.range.overlaps(reserved.range) && !$0.range.overlaps(acpi) })
+    }
+}
+
+@Suite("ACPI sleep control writes")
+struct ACPISleepControlTests {
+    @Test("SLP_EN with \\_S5's type powers off; another type or no SLP_EN does nothing")
+    func decode() {
+        #expect(ACPISleepControl(written: 5 << 2 | 0x20) == .powerOff)   // what Linux's acpi_hw_extended_sleep writes
+        #expect(ACPISleepControl(written: 5 << 2) == .none)
+        #expect(ACPISleepControl(written: 3 << 2 | 0x20) == .unsupportedSleep(type: 3))
+        #expect(ACPISleepControl(written: 0x80) == .none)                // WAK_STS-style bits alone
+        #expect(ACPISleepControl(written: 0xFF) == .unsupportedSleep(type: 7))
     }
 }
