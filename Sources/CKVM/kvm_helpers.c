@@ -23,6 +23,8 @@ uint8_t pvh_kvm_run_emulation_insn(const struct kvm_run *run, uint8_t out[15]) {
 
 static void pvh_kick_noop(int signo) { (void)signo; }
 
+int pvh_vcpu_kick_signal(void) { return SIGRTMIN; }
+
 int pvh_install_kick_handler(int signo) {
     struct sigaction sa;
     memset(&sa, 0, sizeof sa);

@@ -25,17 +25,27 @@ public enum KVMMicrobenchmark {
         try vcpu.setPVHEntryState(entry: 0x1000, startInfo: 0)
         // Warm up (first exits fault in pages and fill caches).
         for _ in 0..<100 { _ = try vcpu.run() }
+        return try timeRoundTrips(iterations, vcpu: vcpu) { () throws(KVMError) -> Bool in
+            var exit = try vcpu.run()
+            // A kick signal left pending on this thread (e.g. by an
+            // earlier VCPU) surfaces once as a spurious .interrupted.
+            if exit == .interrupted { exit = try vcpu.run() }
+            guard case .io = exit else { return false }
+            return true
+        }
+    }
+
+    /// Times `iterations` calls of `roundTrip` (false: an unexpected exit),
+    /// each followed by setting RAX, as a hypercall's return does.
+    static func timeRoundTrips(_ iterations: Int, vcpu: VCPU,
+                               _ roundTrip: () throws(KVMError) -> Bool) throws(KVMError) -> Duration {
         let clock = ContinuousClock()
         var failure: KVMError?
         let elapsed = clock.measure {
             for i in 0..<iterations {
                 do throws(KVMError) {
-                    var exit = try vcpu.run()
-                    // A kick signal left pending on this thread (e.g. by an
-                    // earlier VCPU) surfaces once as a spurious .interrupted.
-                    if exit == .interrupted { exit = try vcpu.run() }
-                    guard case .io = exit else {
-                        failure = .invalidArgument("unexpected exit in benchmark: \(exit)")
+                    guard try roundTrip() else {
+                        failure = .invalidArgument("unexpected exit in benchmark")
                         return
                     }
                     vcpu.setRAX(UInt64(i))
@@ -137,24 +147,7 @@ public enum KVMMicrobenchmark {
         for _ in 0..<100 {
             guard try roundTrip() else { throw .invalidArgument("bare 64-bit loop: unexpected exit") }
         }
-        let clock = ContinuousClock()
-        var failure: KVMError?
-        let elapsed = clock.measure {
-            for i in 0..<iterations {
-                do throws(KVMError) {
-                    guard try roundTrip() else {
-                        failure = .invalidArgument("unexpected exit in benchmark")
-                        return
-                    }
-                    vcpu.setRAX(UInt64(i))
-                } catch {
-                    failure = error
-                    return
-                }
-            }
-        }
-        if let failure { throw failure }
-        return elapsed
+        return try timeRoundTrips(iterations, vcpu: vcpu, roundTrip)
     }
 
     /// The reference for "start to first guest exit": create a VM with

@@ -36,8 +36,8 @@ public final class VCPU: @unchecked Sendable {
     /// The signal `kick()` sends. Its handler is a no-op installed without
     /// SA_RESTART. `run()` blocks it on the vCPU thread except inside
     /// KVM_RUN (KVM_SET_SIGNAL_MASK), so it interrupts KVM_RUN only.
-    public static let kickSignal: Int32 = SIGUSR1
-    private static let kickHandlerInstalled: Bool = pvh_install_kick_handler(SIGUSR1) == 0
+    public static let kickSignal: Int32 = pvh_vcpu_kick_signal()
+    private static let kickHandlerInstalled: Bool = pvh_install_kick_handler(kickSignal) == 0
 
     static let syncAll = UInt64(KVM_SYNC_X86_REGS | KVM_SYNC_X86_SREGS | KVM_SYNC_X86_EVENTS)
 
@@ -55,7 +55,7 @@ public final class VCPU: @unchecked Sendable {
         self.kvmRun = p.bindMemory(to: kvm_run.self, capacity: 1)
         // SAFETY: kvm_run.s.regs is a struct kvm_sync_regs at this offset inside the same mapping.
         self.sync = (p + Int(PVH_KVM_RUN_SYNC_REGS_OFFSET)).bindMemory(to: kvm_sync_regs.self, capacity: 1)
-        guard VCPU.kickHandlerInstalled else { throw .unsupported("installing the SIGUSR1 kick handler failed") }
+        guard VCPU.kickHandlerInstalled else { throw .unsupported("installing the vCPU kick signal's handler failed") }
         // Prime the sync block so `registers` is meaningful before the first
         // exit. KVM only reads it for bits set in kvm_dirty_regs.
         do throws(KVMError) {

@@ -115,22 +115,29 @@ struct CLITests {
         #expect(r.stdout.contains("PVHTEST version PASS"))
     }
 
-    @Test("SIGTERM stops a running guest: status 130, one line on stderr", .enabled(if: Env.hasKVM, "needs /dev/kvm"))
-    func sigterm() throws {
+    /// `pvh run` of the test guest in a benchmark loop long enough to still
+    /// be running when a signal comes; returns once its first console bytes
+    /// arrived (the guest is running).
+    func startLongRunningGuest(vcpus: Int) throws -> (Process, Pipe, Pipe) {
         let elf = try Env.testGuest.get()
         let p = Process()
         p.executableURL = URL(fileURLWithPath: Env.pvhBinary)
-        // A benchmark loop long enough to still be running when the signal comes.
-        p.arguments = ["run", "--kernel", elf, "--memory", "32", "--cmdline", "pvh.scenarios=bench_exit pvh.bench=100000000"]
+        p.arguments = ["run", "--kernel", elf, "--memory", "32", "--vcpus", "\(vcpus)",
+                       "--cmdline", "pvh.scenarios=bench_exit pvh.bench=100000000"]
         let out = Pipe(), err = Pipe()
         p.standardOutput = out
         p.standardError = err
         p.standardInput = FileHandle.nullDevice
         try p.run()
-        // The guest is running once its first console bytes arrive.
         #expect(!out.fileHandleForReading.availableData.isEmpty)
+        return (p, out, err)
+    }
+
+    @Test("SIGTERM stops a running guest: status 130, one line on stderr", .enabled(if: Env.hasKVM, "needs /dev/kvm"))
+    func sigterm() throws {
+        let (p, out, err) = try startLongRunningGuest(vcpus: 1)
         p.terminate()
-        p.waitUntilExit()
+        withExtendedLifetime(out) { p.waitUntilExit() }  // the guest's stdout stays open while it runs
         let e = String(decoding: err.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
         #expect(p.terminationReason == .exit)
         #expect(p.terminationStatus == 130)
@@ -139,16 +146,7 @@ struct CLITests {
 
     @Test("kill -USR1 dumps every vCPU, each time it is sent", .enabled(if: Env.hasKVM, "needs /dev/kvm"))
     func usr1DumpsEveryTime() throws {
-        let elf = try Env.testGuest.get()
-        let p = Process()
-        p.executableURL = URL(fileURLWithPath: Env.pvhBinary)
-        p.arguments = ["run", "--kernel", elf, "--memory", "32", "--vcpus", "2", "--cmdline", "pvh.scenarios=bench_exit pvh.bench=100000000"]
-        let out = Pipe(), err = Pipe()
-        p.standardOutput = out
-        p.standardError = err
-        p.standardInput = FileHandle.nullDevice
-        try p.run()
-        #expect(!out.fileHandleForReading.availableData.isEmpty)
+        let (p, out, err) = try startLongRunningGuest(vcpus: 2)
         // A lost dump must fail the test, not hang it: after 60 s the guest
         // is killed (SIGKILL: a pvh that loses signals loses SIGTERM too).
         let pid = p.processIdentifier
@@ -164,7 +162,7 @@ struct CLITests {
             }
         }
         p.terminate()
-        p.waitUntilExit()
+        withExtendedLifetime(out) { p.waitUntilExit() }
         let lines = text.components(separatedBy: "\n")
         #expect(lines.filter { $0.hasPrefix("pvh: d1v0 rip=") }.count == 3, "\(text)")
         #expect(lines.filter { $0.hasPrefix("pvh: d1v1 rip=") }.count == 3, "\(text)")

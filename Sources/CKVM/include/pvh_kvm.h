@@ -52,6 +52,14 @@ void pvh_kvm_run_set_immediate_exit(struct kvm_run *run, uint8_t value);
 /// carries none.
 uint8_t pvh_kvm_run_emulation_insn(const struct kvm_run *run, uint8_t out[15]);
 
+/// The signal that kicks a vCPU thread out of KVM_RUN: the first real-time
+/// signal glibc leaves to applications (SIGRTMIN is a function of the C
+/// library, not a constant). Not SIGUSR1, which `pvh run` leaves to the
+/// user (`kill -USR1` dumps the vCPUs): a process-directed SIGUSR1 reached
+/// whichever vCPU thread sat in KVM_RUN with it unblocked and was taken for
+/// a kick, so dumps were lost.
+int pvh_vcpu_kick_signal(void);
+
 /// Installs a no-op handler for `signo` without SA_RESTART (so a blocked
 /// KVM_RUN returns EINTR). Returns 0 or -1 with errno.
 int pvh_install_kick_handler(int signo);
