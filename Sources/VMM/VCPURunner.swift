@@ -21,7 +21,7 @@ final class HypercallTransports: Sendable {
     static let acpiSleepStatusPort = IOPort(ACPITables.sleepStatusPort)
     /// Linear addresses of `vmcall`/`vmmcall` sites the VMM breaks on.
     let breakpointSites: Set<GuestLinearAddress>
-    /// Set once the guest installs the hypercall page: see `retireSites`.
+    /// Set once the guest's 64-bit code chose the hypercall page: see `retireSites`.
     let sitesRetired = Atomic<Bool>(false)
 
     init(breakpointSites: Set<GuestLinearAddress>) { self.breakpointSites = breakpointSites }
@@ -115,8 +115,8 @@ final class VCPURunner: @unchecked Sendable {
     private var pageFaultHandler: GuestLinearAddress?
     /// Stepping over the page-fault handler's first instruction.
     private var steppingOverFaultHandler = false
-    /// The hypercall sites this vCPU's debug registers were last armed with
-    /// were retired since (another vCPU installed the hypercall page).
+    /// This vCPU's debug registers were last armed with the hypercall sites
+    /// (which another vCPU may have retired since: re-arm before KVM_RUN).
     private var armedWithSites = true
 
     init(vcpu: VCPU, id: VCPUID, services: DomainServices) {
