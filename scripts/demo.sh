@@ -17,7 +17,8 @@ limit=120
 if $pvh host | grep -q '^KVM backend: software'; then
     # Guest ring 0 runs in KVM's emulator here (~1M instructions/s): switch off
     # what it cannot run, and show the first minute (the PVH banner comes at
-    # ~30 s; userspace would take 20-60 minutes).
+    # ~30 s; userspace takes about 26 minutes even with LinuxUserspaceTests'
+    # command line).
     # (clearcpuid: instructions KVM's emulator cannot run, which KVM_SET_CPUID2
     # cannot hide on this backend; init_on_alloc=0: no zeroing of every
     # allocation, which is slow when emulated.)
