@@ -12,16 +12,15 @@ import VMM
 /// On hardware virtualization this is an ordinary test. On the software
 /// backend here (`kvm_pvm`) Linux's own code is emulated (~1.2 M
 /// instructions/s): with the command line below it reaches "Run /init as
-/// init process" after about 1236 s of guest time (about 28 minutes of wall
-/// time), beyond the 15 minutes the issue allows in CI. There init's first
-/// SYSCALL stayed at CPL3 and faulted on the kernel page; pvh now finishes
-/// such SYSCALLs (FastSystemCall, proven by the test guest's
-/// `usermode_syscall`), which a Linux run has yet to confirm end to end.
-/// So there it runs only with PVH_SLOW_TESTS=1, as a measurement.
+/// init process" after about 1093 s of guest time and prints its checks
+/// after about 26 minutes of wall time, beyond the 15 minutes the issue
+/// allows in CI. init's SYSCALLs work there only because pvh finishes the
+/// ones the backend leaves at CPL3 (FastSystemCall). So there it runs only
+/// with PVH_SLOW_TESTS=1, as a measurement.
 @Suite("Debian Linux to userspace", .serialized,
        .enabled(if: Env.hasKVM, "needs /dev/kvm (read-write)"),
        .enabled(if: Env.hardwareKVM || Env.slowTestsWanted,
-                "software KVM backend: Linux needs ~28 min to reach /init here; set PVH_SLOW_TESTS=1 to run it"))
+                "software KVM backend: Linux needs ~26 min to reach its shell here; set PVH_SLOW_TESTS=1 to run it"))
 struct LinuxUserspaceTests {
     /// The fastest command line found for the software backend (every
     /// feature its emulator cannot run switched off, no zeroing of
