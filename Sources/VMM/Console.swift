@@ -71,7 +71,11 @@ public final class CapturingConsoleSink: ConsoleSink {
 
     /// Everything emitted so far.
     public var text: String { state.withLock { String(decoding: $0.bytes, as: UTF8.self) } }
-    public var lines: [String] { text.split(separator: "\n", omittingEmptySubsequences: false).map { String($0).trimmingSuffix("\r") } }
+    /// The output split into lines. A Linux tty writes "\r\n", which Swift
+    /// reads as one Character (a grapheme cluster), so both separate lines.
+    public var lines: [String] {
+        text.split(omittingEmptySubsequences: false, whereSeparator: { $0 == "\n" || $0 == "\r\n" }).map(String.init)
+    }
 }
 
 extension String {

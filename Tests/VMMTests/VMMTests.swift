@@ -87,6 +87,8 @@ struct VMMTests {
         sink.emit(Array("rd\n".utf8))
         #expect(got.withLock { $0 } == ["PVHTEST a PASS", "second", "third"])
         #expect(sink.text == "PVHTEST a PASS\r\nsecond\nthird\n")
+        // `lines` too: a Linux tty's "\r\n" (one Swift Character) ends a line.
+        #expect(sink.lines == ["PVHTEST a PASS", "second", "third", ""])
     }
 
     @Test("the domain ends once: the first finish wins")
