@@ -228,7 +228,10 @@ final class VCPURunner: @unchecked Sendable {
             if let end = hypercall(advancingRIPBy: 0) { return end }
             // The guest's 64-bit code chose the page transport (see `retireSites`).
             let transports = services.transports
-            if !transports.sitesRetired.load(ordering: .relaxed), !steppingOverFaultHandler,
+            // Cheap checks first: this runs on every page hypercall, and a
+            // guest without sites (or with them retired) must not pay for
+            // decoding its CPU mode each time.
+            if !transports.breakpointSites.isEmpty, !transports.sitesRetired.load(ordering: .relaxed), !steppingOverFaultHandler,
                HypercallTransports.shouldRetireSites(
                    sites: transports.breakpointSites, pageHypercallIn64BitMode: vcpu.cpuMode == .long64,
                    siteHypercallsSoFar: services.metrics.breakpointHypercalls.load(ordering: .relaxed)) {
