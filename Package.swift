@@ -16,8 +16,10 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
     ],
     targets: [
-        // C shim: linux/kvm.h, Xen's public headers, non-variadic ioctl wrappers.
+        // C shim: linux/kvm.h and the non-variadic ioctl wrappers.
         .target(name: "CKVM"),
+        // C shim: Xen's public headers and the layout constants derived from them.
+        .target(name: "CXen"),
         // C shim over the system decompressors (zlib, xz/lzma, bzip2, lz4, zstd).
         .target(
             name: "CDecompress",
@@ -28,37 +30,37 @@ let package = Package(
         // Guest physical memory: the protocol, bounds-checked accessors, the mmap implementation.
         .target(name: "GuestMemory"),
         // Xen ABI: typed IDs, hypercall numbers, errno, layouts taken from Xen's headers.
-        .target(name: "XenABI", dependencies: ["CKVM", "GuestMemory"], swiftSettings: safeSettings),
+        .target(name: "XenABI", dependencies: ["CXen", "GuestMemory"], swiftSettings: safeSettings),
         // KVM: system / VM / vCPU objects, exits, capabilities, CPUID. The only caller of ioctl.
         .target(name: "KVM", dependencies: ["CKVM", "GuestMemory"]),
         // PVH loader: ELF, notes, bzImage, start_info, memory map, ACPI.
-        .target(name: "PVHBoot", dependencies: ["GuestMemory", "XenABI", "CDecompress"], swiftSettings: safeSettings),
+        .target(name: "PVHBoot", dependencies: ["CXen", "GuestMemory", "XenABI", "CDecompress"], swiftSettings: safeSettings),
         // Event channels: the per-domain port state machine and 2-level delivery into guest memory.
         .target(name: "EventChannels", dependencies: ["GuestMemory", "XenABI"], swiftSettings: safeSettings),
         // Hypercall decoding and dispatch to service protocols.
         .target(name: "Hypercalls", dependencies: ["GuestMemory", "XenABI", "EventChannels", "PVTime"], swiftSettings: safeSettings),
         // The only shared-ring implementation: byte rings (console, XenStore) and
         // request/response rings (io/ring.h), backend side, over guest memory.
-        .target(name: "XenRing", dependencies: ["CKVM", "GuestMemory", "XenABI"], swiftSettings: safeSettings),
+        .target(name: "XenRing", dependencies: ["CXen", "GuestMemory"], swiftSettings: safeSettings),
         // Xen's PV clock (vcpu_time_info, wallclock) and per-vCPU timers, pure.
-        .target(name: "PVTime", dependencies: ["CKVM", "GuestMemory", "XenABI"], swiftSettings: safeSettings),
+        .target(name: "PVTime", dependencies: ["CXen", "GuestMemory", "XenABI"], swiftSettings: safeSettings),
         // The PV console backend: the xencons ring over an interdomain event channel.
         .target(name: "ConsoleBackend", dependencies: ["XenRing", "EventChannels", "GuestMemory", "XenABI"], swiftSettings: safeSettings),
         // XenStore: the pure core (tree, transactions, watches, permissions, quotas),
         // the wire codec, the server and the guest's ring transport.
-        .target(name: "XenStore", dependencies: ["CKVM", "XenABI", "GuestMemory", "XenRing", "EventChannels"], swiftSettings: safeSettings),
+        .target(name: "XenStore", dependencies: ["CXen", "XenABI", "GuestMemory", "XenRing", "EventChannels"], swiftSettings: safeSettings),
         // xenbus: the toolstack's per-domain XenStore tree and the frontend/backend
         // handshake every PV device backend (console, block, net) runs.
-        .target(name: "XenBus", dependencies: ["CKVM", "XenABI", "XenStore"], swiftSettings: safeSettings),
+        .target(name: "XenBus", dependencies: ["CXen", "XenABI", "XenStore"], swiftSettings: safeSettings),
         // Wiring: vCPU threads, exit handling, transports.
         .target(name: "VMM", dependencies: ["KVM", "GuestMemory", "XenABI", "PVHBoot", "Hypercalls", "EventChannels", "ConsoleBackend", "PVTime", "XenStore", "XenBus"], swiftSettings: safeSettings),
         .executableTarget(
             name: "pvh",
-            dependencies: ["VMM", "KVM", "PVHBoot", .product(name: "ArgumentParser", package: "swift-argument-parser")]),
+            dependencies: ["VMM", "KVM", "XenStore", .product(name: "ArgumentParser", package: "swift-argument-parser")]),
         // Benchmarks: pvh beside its reference (bare KVM exit, host decompressors).
         .executableTarget(name: "pvh-bench", dependencies: ["VMM", "KVM", "PVHBoot", "GuestMemory", "XenStore", "Hypercalls"]),
         // Test helpers: mock guest memory, ELF fixture builder. Imported by tests only.
-        .target(name: "TestSupport", dependencies: ["GuestMemory", "XenABI", "XenRing", "PVTime"]),
+        .target(name: "TestSupport", dependencies: ["GuestMemory", "XenRing", "PVTime"]),
 
         .testTarget(name: "GuestMemoryTests", dependencies: ["GuestMemory", "TestSupport"]),
         .testTarget(name: "XenABITests", dependencies: ["XenABI"]),
@@ -69,9 +71,9 @@ let package = Package(
         .testTarget(name: "PVTimeTests", dependencies: ["PVTime", "TestSupport", "XenABI", "GuestMemory"]),
         .testTarget(name: "EventChannelsTests", dependencies: ["EventChannels", "TestSupport", "XenABI", "GuestMemory"]),
         .testTarget(name: "ConsoleBackendTests", dependencies: ["ConsoleBackend", "EventChannels", "XenRing", "TestSupport", "XenABI", "GuestMemory"]),
-        .testTarget(name: "XenStoreTests", dependencies: ["XenStore", "CKVM", "EventChannels", "XenRing", "TestSupport", "XenABI", "GuestMemory"]),
+        .testTarget(name: "XenStoreTests", dependencies: ["XenStore", "CXen", "EventChannels", "XenRing", "TestSupport", "XenABI", "GuestMemory"]),
         .testTarget(name: "XenBusTests", dependencies: ["XenBus", "XenStore", "XenABI"]),
         .testTarget(name: "VMMTests", dependencies: ["VMM", "KVM", "PVHBoot", "XenABI", "GuestMemory"]),
-        .testTarget(name: "IntegrationTests", dependencies: ["VMM", "KVM", "PVHBoot", "XenStore"]),
+        .testTarget(name: "IntegrationTests", dependencies: ["VMM", "KVM"]),
     ]
 )

@@ -1,4 +1,4 @@
-import CKVM
+import CXen
 import GuestMemory
 
 /// The kernel's physical relocation constraints, from

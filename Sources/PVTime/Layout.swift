@@ -1,4 +1,4 @@
-import CKVM
+import CXen
 import XenABI
 
 /// Byte layouts of the time fields in `struct vcpu_time_info`, `struct

@@ -1,4 +1,4 @@
-import CKVM
+import CXen
 
 /// A Xen hypercall number (`__HYPERVISOR_*`, xen.h). Closed: a number that
 /// is not listed here is not a hypercall (the dispatcher answers -ENOSYS).

@@ -1,4 +1,4 @@
-import CKVM
+import CXen
 import GuestMemory
 
 /// Encodes values into a byte image of the C struct `S`, at the offsets and

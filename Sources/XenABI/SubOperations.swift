@@ -1,4 +1,4 @@
-import CKVM
+import CXen
 
 /// A hypercall's sub-operation: a closed set of the values Xen's header names.
 /// `rawValue` comes from the header's constant; any other value is not one of these.

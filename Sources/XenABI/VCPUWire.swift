@@ -1,4 +1,4 @@
-import CKVM
+import CXen
 
 private func field<Root, Value>(_ path: KeyPath<Root, Value>, _: Root.Type, base: Int = 0) -> WireField {
     WireField(offset: base + (MemoryLayout<Root>.offset(of: path) ?? 0), size: MemoryLayout<Value>.size)

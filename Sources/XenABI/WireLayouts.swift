@@ -1,4 +1,4 @@
-import CKVM
+import CXen
 
 /// One field of a Xen structure as it sits in guest memory.
 public struct WireField: Hashable, Sendable {

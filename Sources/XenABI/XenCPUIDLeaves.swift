@@ -1,4 +1,4 @@
-import CKVM
+import CXen
 
 /// One CPUID leaf's answer. `significantIndex` says whether `index` (ECX on
 /// input) selects the answer (KVM: `KVM_CPUID_FLAG_SIGNIFCANT_INDEX`).

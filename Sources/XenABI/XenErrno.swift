@@ -1,4 +1,4 @@
-import CKVM
+import CXen
 
 /// An error Xen returns to a guest (`XEN_E*`, xen/errno.h), negated in RAX.
 /// Closed: only the values the header exposes to guests (EINTR and ERESTART

@@ -1,4 +1,4 @@
-import CKVM
+import CXen
 
 /// What `xen_version` and CPUID leaf 0x40000001 tell the guest about "Xen".
 public struct XenVersionInfo: Hashable, Sendable {

@@ -1,4 +1,4 @@
-import CKVM
+import CXen
 
 /// A xenbus device end's state (`enum xenbus_state`, xen/io/xenbus.h), as
 /// written in decimal to `<end>/state` in XenStore.

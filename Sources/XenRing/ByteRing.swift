@@ -1,4 +1,4 @@
-import CKVM
+import CXen
 import GuestMemory
 
 /// Where one direction of a byte ring lives inside its interface page.

@@ -1,4 +1,4 @@
-import CKVM
+import CXen
 import GuestMemory
 
 /// An entry of a request/response ring: a fixed-size C structure that is

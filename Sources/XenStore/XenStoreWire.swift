@@ -1,4 +1,4 @@
-import CKVM
+import CXen
 
 /// The request and reply types of the XenStore wire protocol: the closed set
 /// of `enum xsd_sockmsg_type` (io/xs_wire.h). Values come from the C header.

@@ -1,4 +1,4 @@
-import CKVM
+import CXen
 import Testing
 import XenStore
 

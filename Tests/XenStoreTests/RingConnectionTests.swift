@@ -1,4 +1,4 @@
-import CKVM
+import CXen
 import EventChannels
 import GuestMemory
 import Synchronization

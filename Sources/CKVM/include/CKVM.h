@@ -1,119 +1,12 @@
-// C shim: the kernel's KVM ABI and Xen's public ABI, as their own headers
-// define them (linux-libc-dev, libxen-dev). Swift imports the structs from
-// here; nothing is re-typed by hand.
+// C shim: the kernel's KVM ABI as linux/kvm.h defines it (linux-libc-dev),
+// and the non-variadic ioctl wrappers. Swift imports the structs from here;
+// nothing is re-typed by hand. Xen's public ABI is the CXen shim's.
 #ifndef PVH_CKVM_H
 #define PVH_CKVM_H
 
 #include <stdint.h>
 #include <stddef.h>
 #include <linux/kvm.h>
-
-// We implement the hypervisor side of Xen's ABI, so we want the latest
-// interface (xen-compat.h) and the hypervisor/toolstack-only constants.
-// Without this, xen.h gives the legacy guest interface, in which
-// __HYPERVISOR_sched_op is sched_op_compat (6) and __HYPERVISOR_event_channel_op
-// is event_channel_op_compat (16), and the deprecated HVM_PARAM_* are hidden.
-#ifndef __XEN_TOOLS__
-#define __XEN_TOOLS__ 1
-#endif
-
-#include <xen/xen.h>
-#include <xen/version.h>
-#include <xen/sched.h>
-#include <xen/memory.h>
-#include <xen/vcpu.h>
-#include <xen/event_channel.h>
-#include <xen/grant_table.h>
-#include <xen/elfnote.h>
-#include <xen/errno.h>
-#include <xen/hvm/hvm_op.h>
-#include <xen/hvm/params.h>
-#include <xen/hvm/hvm_vcpu.h>
-#include <xen/arch-x86/cpuid.h>
-#include <xen/arch-x86/hvm/start_info.h>
-
-// Shared rings (io/ring.h) and the byte rings of the console (io/console.h)
-// and XenStore (io/xs_wire.h). XenRing takes its layouts from these.
-#include <xen/io/ring.h>
-#include <xen/io/console.h>
-// errno.h first: xs_wire.h defines its xsd_errors table (the XS_ERROR
-// names) only when EINVAL is defined.
-#include <errno.h>
-#include <xen/io/xs_wire.h>
-#include <xen/io/xenbus.h>
-
-/// The number of entries in xs_wire.h's xsd_errors table.
-static inline unsigned pvh_xsd_error_count(void) { return sizeof(xsd_errors) / sizeof(xsd_errors[0]); }
-/// The errno name of xsd_errors[i] (what an XS_ERROR payload carries), or NULL.
-static inline const char *pvh_xsd_error_name(unsigned i) {
-    return i < pvh_xsd_error_count() ? xsd_errors[i].errstring : 0;
-}
-
-// ring.h defines the shared-ring header only through DEFINE_RING_TYPES; its
-// layout does not depend on the entry types, so one instance with byte-sized
-// entries gives the header offsets every ring shares.
-DEFINE_RING_TYPES(pvh_layout, uint8_t, uint8_t);
-
-enum {
-    PVH_SRING_REQ_PROD_OFFSET = offsetof(struct pvh_layout_sring, req_prod),
-    PVH_SRING_REQ_EVENT_OFFSET = offsetof(struct pvh_layout_sring, req_event),
-    PVH_SRING_RSP_PROD_OFFSET = offsetof(struct pvh_layout_sring, rsp_prod),
-    PVH_SRING_RSP_EVENT_OFFSET = offsetof(struct pvh_layout_sring, rsp_event),
-    PVH_SRING_RING_OFFSET = offsetof(struct pvh_layout_sring, ring),
-
-    PVH_XENCONS_SIZE = sizeof(struct xencons_interface),
-    PVH_XENCONS_IN_OFFSET = offsetof(struct xencons_interface, in),
-    PVH_XENCONS_IN_SIZE = sizeof(((struct xencons_interface *)0)->in),
-    PVH_XENCONS_OUT_OFFSET = offsetof(struct xencons_interface, out),
-    PVH_XENCONS_OUT_SIZE = sizeof(((struct xencons_interface *)0)->out),
-    PVH_XENCONS_IN_CONS_OFFSET = offsetof(struct xencons_interface, in_cons),
-    PVH_XENCONS_IN_PROD_OFFSET = offsetof(struct xencons_interface, in_prod),
-    PVH_XENCONS_OUT_CONS_OFFSET = offsetof(struct xencons_interface, out_cons),
-    PVH_XENCONS_OUT_PROD_OFFSET = offsetof(struct xencons_interface, out_prod),
-
-    PVH_XENSTORE_SIZE = sizeof(struct xenstore_domain_interface),
-    PVH_XENSTORE_REQ_OFFSET = offsetof(struct xenstore_domain_interface, req),
-    PVH_XENSTORE_REQ_SIZE = sizeof(((struct xenstore_domain_interface *)0)->req),
-    PVH_XENSTORE_RSP_OFFSET = offsetof(struct xenstore_domain_interface, rsp),
-    PVH_XENSTORE_RSP_SIZE = sizeof(((struct xenstore_domain_interface *)0)->rsp),
-    PVH_XENSTORE_REQ_CONS_OFFSET = offsetof(struct xenstore_domain_interface, req_cons),
-    PVH_XENSTORE_REQ_PROD_OFFSET = offsetof(struct xenstore_domain_interface, req_prod),
-    PVH_XENSTORE_RSP_CONS_OFFSET = offsetof(struct xenstore_domain_interface, rsp_cons),
-    PVH_XENSTORE_RSP_PROD_OFFSET = offsetof(struct xenstore_domain_interface, rsp_prod),
-    PVH_XENSTORE_SERVER_FEATURES_OFFSET = offsetof(struct xenstore_domain_interface, server_features),
-    PVH_XENSTORE_CONNECTION_OFFSET = offsetof(struct xenstore_domain_interface, connection),
-    PVH_XENSTORE_ERROR_OFFSET = offsetof(struct xenstore_domain_interface, error),
-};
-
-// Layout facts for Xen structs that hold guest handles (pointers). Swift's
-// strict memory safety treats such imported structs as unsafe types, so the
-// pointer-free targets (XenABI, Hypercalls) take their layout from these
-// constants, which the compiler derives from the same headers.
-enum {
-    PVH_XEN_MEMORY_MAP_SIZE = sizeof(struct xen_memory_map),
-    PVH_XEN_MEMORY_MAP_NR_ENTRIES_OFFSET = offsetof(struct xen_memory_map, nr_entries),
-    PVH_XEN_MEMORY_MAP_BUFFER_OFFSET = offsetof(struct xen_memory_map, buffer),
-    PVH_XEN_MEMORY_MAP_BUFFER_SIZE = sizeof(((struct xen_memory_map *)0)->buffer),
-
-    PVH_XEN_MEMORY_RESERVATION_SIZE = sizeof(struct xen_memory_reservation),
-    PVH_XEN_MEMORY_RESERVATION_EXTENT_START_OFFSET = offsetof(struct xen_memory_reservation, extent_start),
-    PVH_XEN_MEMORY_RESERVATION_EXTENT_START_SIZE = sizeof(((struct xen_memory_reservation *)0)->extent_start),
-    PVH_XEN_MEMORY_RESERVATION_NR_EXTENTS_OFFSET = offsetof(struct xen_memory_reservation, nr_extents),
-    PVH_XEN_MEMORY_RESERVATION_NR_EXTENTS_SIZE = sizeof(((struct xen_memory_reservation *)0)->nr_extents),
-    PVH_XEN_MEMORY_RESERVATION_EXTENT_ORDER_OFFSET = offsetof(struct xen_memory_reservation, extent_order),
-    PVH_XEN_MEMORY_RESERVATION_MEM_FLAGS_OFFSET = offsetof(struct xen_memory_reservation, mem_flags),
-    PVH_XEN_MEMORY_RESERVATION_DOMID_OFFSET = offsetof(struct xen_memory_reservation, domid),
-    PVH_XEN_PFN_SIZE = sizeof(xen_pfn_t),
-
-    PVH_SCHED_POLL_SIZE = sizeof(struct sched_poll),
-    PVH_SCHED_POLL_PORTS_OFFSET = offsetof(struct sched_poll, ports),
-    PVH_SCHED_POLL_PORTS_SIZE = sizeof(((struct sched_poll *)0)->ports),
-    PVH_SCHED_POLL_NR_PORTS_OFFSET = offsetof(struct sched_poll, nr_ports),
-    PVH_SCHED_POLL_TIMEOUT_OFFSET = offsetof(struct sched_poll, timeout),
-
-    PVH_VCPU_REGISTER_TIME_AREA_SIZE = sizeof(struct vcpu_register_time_memory_area),
-    PVH_VCPU_REGISTER_RUNSTATE_AREA_SIZE = sizeof(struct vcpu_register_runstate_memory_area),
-};
 
 // Non-variadic ioctl wrappers (Swift cannot call variadic C functions).
 // Each returns the ioctl's result; on -1 the caller reads errno.
