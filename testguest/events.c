@@ -156,6 +156,13 @@ static void lapic_init(void)
 	static int done;
 	if (done++)
 		return;
+	size_t len;
+	const char *opt = cmdline_opt("pvh.lapic=", &len);
+	if (opt && len == 3 && strncmp(opt, "off", 3) == 0) {
+		/* Scenario upcall_bare: the LAPIC stays as the VMM made it. */
+		printk("PVHINFO LAPIC left software-disabled (pvh.lapic=off): no EOI, no watchdog\n");
+		return;
+	}
 	uint64_t base = rdmsr(MSR_APIC_BASE);
 	if (!(base & APIC_BASE_EN)) {
 		printk("PVHINFO LAPIC disabled (APIC_BASE 0x%lx): no EOI, no watchdog\n",
@@ -228,6 +235,8 @@ static volatile struct shared_info *shinfo;
 static const char *upcall_via;	/* "upcall_vector" or "callback_irq" */
 
 static volatile uint32_t upcall_count;
+/* Scenario upcall_bare: the next upcall leaves evtchn_upcall_pending set. */
+static volatile int upcall_leave_pending;
 static volatile uint16_t port_hits[EVTCHN_2L_NR_CHANNELS];
 
 #define BITS_PER_XEN_ULONG (sizeof(xen_ulong_t) * 8)
@@ -267,6 +276,10 @@ void evtchn_upcall(void)
 			}
 		}
 	} while (vi->evtchn_upcall_pending);
+	if (upcall_leave_pending) {
+		upcall_leave_pending = 0;
+		vi->evtchn_upcall_pending = 1;
+	}
 	lapic_eoi();
 }
 
@@ -651,6 +664,102 @@ static const char *scen_pvclock(void)
 		return fail("wallclock %lu s is before 2023", (unsigned long)wc);
 	if (nsec >= 1000000000)
 		return fail("wc_nsec %u >= 1e9", nsec);
+	return NULL;
+}
+
+/* ------------------------------------------------------------------ */
+/* upcall_bare                                                         */
+
+static int upcalls_reached(const void *arg)
+{
+	return upcall_count >= *(const uint32_t *)arg;
+}
+
+/*
+ * Run with pvh.upcall=callback pvh.lapic=off: the callback is a bare vector
+ * (HVM_PARAM_CALLBACK_IRQ type 2) and the local APIC stays software-
+ * disabled, as in a small Xen guest that never touches it. Xen injects that
+ * vector itself, with no LAPIC and no EOI, whenever evtchn_upcall_pending is
+ * set and the vCPU can take interrupts (hvm_vcpu_has_pending_irq).
+ *  1. the LAPIC really is off (SVR bit 8 clear);
+ *  2. a loopback send is delivered (spinning with interrupts on);
+ *  3. the vector is a level: an upcall that leaves evtchn_upcall_pending set
+ *     is delivered again, with no new event;
+ *  4. `sti; hlt` is woken by an event (a Xen single-shot timer). Nothing
+ *     else can wake this vCPU: a lost event halts it for good, and the
+ *     host's time limit fails the run.
+ */
+static const char *scen_upcall_bare(void)
+{
+	const char *r;
+	long rc;
+
+	if ((r = xen_setup()))
+		return r;
+	if (strncmp(upcall_via, "callback_irq", 13) != 0 || lapic_mode != 0)
+		return fail("needs pvh.upcall=callback pvh.lapic=off (upcall via %s, LAPIC mode %d)",
+			    upcall_via, lapic_mode);
+	uint64_t base = rdmsr(MSR_APIC_BASE);
+	if ((base & APIC_BASE_EN) && !(base & APIC_BASE_EXTD)) {
+		uint32_t svr = *(volatile uint32_t *)((base & 0xfffff000UL) + APIC_SVR);
+		if (svr & APIC_SVR_ENABLE)
+			return fail("LAPIC software-enabled (SVR 0x%x)", svr);
+	}
+
+	/* 2. A loopback channel. */
+	struct evtchn_alloc_unbound au = { .dom = DOMID_SELF, .remote_dom = DOMID_SELF };
+	if ((rc = evtchn_op(EVTCHNOP_alloc_unbound, &au)) != 0)
+		return fail("alloc_unbound rc %ld", rc);
+	struct evtchn_bind_interdomain bi = { .remote_dom = DOMID_SELF, .remote_port = au.port };
+	if ((rc = evtchn_op(EVTCHNOP_bind_interdomain, &bi)) != 0) {
+		evtchn_close(au.port);
+		return fail("bind_interdomain rc %ld", rc);
+	}
+	evtchn_port_t a = au.port, b = bi.local_port;
+	wait_port(a, ~0u, 10, 0, NULL);	/* the bind's own event lands */
+	uint32_t h = port_hits[a];
+	if ((rc = evtchn_send(b)) != 0)
+		r = fail("send(B=%u) rc %ld", b, rc);
+	else if (!wait_port(a, h + 1, 500, 0, NULL))
+		r = fail("no upcall within 500 ms of send (upcalls %u, upcall_pending %u)",
+			 upcall_count, vcpu0_info->evtchn_upcall_pending);
+
+	/* 3. Level: the handler leaves upcall_pending set once; it comes again. */
+	if (!r) {
+		uint32_t want = upcall_count + 2;
+		upcall_leave_pending = 1;
+		h = port_hits[a];
+		if ((rc = evtchn_send(b)) != 0)
+			r = fail("send(B) rc %ld", rc);
+		else if (!wait_until(upcalls_reached, &want, 500, 0, NULL))
+			r = fail("upcall_pending left set: %u upcalls, want %u (not re-injected)",
+				 upcall_count, want);
+		else if (port_hits[a] != h + 1)
+			r = fail("port A hit %u times, want 1", port_hits[a] - h);
+	}
+	evtchn_close(b);
+	evtchn_close(a);
+	if (r)
+		return r;
+
+	/* 4. `sti; hlt`, woken only by VIRQ_TIMER. */
+	if ((r = bind_timer_virq()))
+		return r;
+	vcpu_op(VCPUOP_stop_periodic_timer, 0, NULL);
+	h = port_hits[timer_port];
+	struct vcpu_set_singleshot_timer ss = { .timeout_abs_ns = pvclock_ns() + 2 * MS, .flags = 0 };
+	if ((rc = vcpu_op(VCPUOP_set_singleshot_timer, 0, &ss)) != 0)
+		return fail("set_singleshot_timer rc %ld", rc);
+	uint32_t halts = 0;
+	for (;;) {
+		__asm__ volatile("cli" ::: "memory");
+		if (port_hits[timer_port] != h)
+			break;
+		halts++;
+		__asm__ volatile("sti; hlt" ::: "memory");
+	}
+	printk("PVHINFO upcall_bare: %u upcalls, timer woke a halted vCPU after %u hlt\n",
+	       upcall_count, halts);
 	return NULL;
 }
 
@@ -1243,6 +1352,7 @@ static const char *scen_bench_evtchn(void)
 const struct scenario xen_scenarios[] = {
 	{ "bench_evtchn", scen_bench_evtchn },
 	{ "evtchn", scen_evtchn },
+	{ "upcall_bare", scen_upcall_bare },
 	{ "pvclock", scen_pvclock },
 	{ "timer", scen_timer },
 	{ "console_ring", scen_console_ring },

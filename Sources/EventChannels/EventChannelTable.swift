@@ -335,9 +335,10 @@ public final class EventChannelTable: Sendable {
         }) ?? false
     }
 
-    /// HVMOP_set_evtchn_upcall_vector asserts the new vector once
-    /// (hvm.c hvmop_set_evtchn_upcall_vector → hvm_assert_evtchn_irq).
-    public func upcallVectorChanged(vcpu: VCPUID) {
+    /// Asserts `vcpu`'s upcall once, whether or not an event is pending
+    /// (hvm.c hvm_assert_evtchn_irq, called by hvmop_set_evtchn_upcall_vector
+    /// for the new vector and by hvm_set_callback_via on every vCPU).
+    public func assertUpcall(vcpu: VCPUID) {
         notifier.upcall(vcpu: vcpu)
     }
 

@@ -147,6 +147,17 @@ public final class DomainState: Sendable {
     /// (HVMOP_set_evtchn_upcall_vector), if any. When set it is used in
     /// preference to `callbackVia` (hvm_op.h; hvm/irq.c hvm_assert_evtchn_irq).
     public func upcallVector(for vcpu: VCPUID) -> UInt8? { storage.withLock { $0.upcallVectors[vcpu] } }
+    /// The HVM_PARAM_CALLBACK_IRQ vector that serves `vcpu`'s upcalls: set
+    /// when the callback is a vector and `vcpu` has no vector of its own
+    /// (hvm_assert_evtchn_irq prefers the per-vCPU one). One lock, for the
+    /// vCPU loop that asks before every entry.
+    public func callbackVector(for vcpu: VCPUID) -> UInt8? {
+        storage.withLock { s in
+            guard s.upcallVectors[vcpu] == nil else { return nil }
+            if case .vector(let v) = HVMCallbackVia(parameterValue: s.parameters[Int(HVMParam.callbackIRQ.rawValue)]) { return v }
+            return nil
+        }
+    }
     /// Where `vcpu` registered its `vcpu_runstate_info`
     /// (VCPUOP_register_runstate_memory_area, translated when registered), if
     /// anywhere. Its layout is compat when `sharedInfoIs32Bit`.
@@ -184,8 +195,10 @@ public protocol EventChannelService: Sendable {
     func unmask(_ port: EventChannelPort) throws(XenErrno)
     /// EVTCHNOP_reset (`resuming`: EVTCHNOP_reset_cont).
     func reset(domain: DomainID, resuming: Bool) throws(XenErrno)
-    /// HVMOP_set_evtchn_upcall_vector recorded a vector for `vcpu`: assert it once.
-    func upcallVectorChanged(vcpu: VCPUID)
+    /// Asserts `vcpu`'s upcall once, pending or not (hvm_assert_evtchn_irq):
+    /// after HVMOP_set_evtchn_upcall_vector recorded its vector, and on every
+    /// vCPU when HVM_PARAM_CALLBACK_IRQ is set (hvm_set_callback_via).
+    func assertUpcall(vcpu: VCPUID)
     /// A guest port's state with toolstack authority; nil for a port beyond
     /// the domain's ports (`port_is_valid` false). For SCHEDOP_poll.
     func guestPortStatus(_ port: EventChannelPort) -> EventChannelStatus?

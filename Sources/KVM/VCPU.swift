@@ -180,6 +180,8 @@ public final class VCPU: @unchecked Sendable {
                                                   input: x.u.hcall.input, params: params))
         case UInt32(KVM_EXIT_FAIL_ENTRY):
             return .failEntry(reason: r.fail_entry.hardware_entry_failure_reason, cpu: r.fail_entry.cpu)
+        case UInt32(KVM_EXIT_IRQ_WINDOW_OPEN):
+            return .interruptWindowOpen
         case UInt32(KVM_EXIT_INTR):
             pvh_kvm_run_set_immediate_exit(kvmRun, 0)
             pvh_consume_kick_signal(VCPU.kickSignal)
@@ -394,6 +396,74 @@ public final class VCPU: @unchecked Sendable {
             e.interrupt.nr = vector
             e.interrupt.soft = soft ? 1 : 0
         }
+    }
+
+    /// Queues an external interrupt `vector`, as an 8259 PIC's INTA would
+    /// hand it over (KVM_INTERRUPT, api.rst §4.16; with the split irqchip it
+    /// is KVM's `pending_external_vector`, an ExtINT). KVM delivers it through
+    /// the IDT as soon as the guest can take interrupts (RFLAGS.IF, no
+    /// interrupt shadow) and the local APIC accepts ExtINT (`acceptsExternalInterrupts`),
+    /// waking a vCPU halted in the kernel; it needs no EOI. Returns false
+    /// when one is already queued and not yet delivered (EEXIST): at most one
+    /// waits at a time. Call on the vCPU's thread, outside KVM_RUN.
+    @discardableResult
+    public func queueExternalInterrupt(vector: UInt8) throws(KVMError) -> Bool {
+        var irq = kvm_interrupt(irq: UInt32(vector))
+        do throws(KVMError) {
+            _ = try Syscall.ioctl(fd, PVH_KVM_INTERRUPT, "KVM_INTERRUPT", &irq)
+        } catch {
+            if case .ioctl(_, let e) = error, e == EEXIST { return false }
+            throw error
+        }
+        return true
+    }
+
+    /// kvm_run.request_interrupt_window: when set, KVM_RUN returns
+    /// `.interruptWindowOpen` as soon as the guest can take an interrupt and
+    /// none is queued in KVM (x86.c dm_request_for_irq_injection: honoured
+    /// without an in-kernel PIC, so with the split irqchip).
+    public var requestInterruptWindow: Bool {
+        get { kvmRun.pointee.request_interrupt_window != 0 }
+        set { kvmRun.pointee.request_interrupt_window = newValue ? 1 : 0 }
+    }
+
+    /// Whether the in-kernel local APIC takes ExtINT interrupts
+    /// (`queueExternalInterrupt`): it is hardware-disabled (IA32_APIC_BASE
+    /// bit 11 clear), or LVT0 is unmasked in ExtINT mode (virtual-wire mode,
+    /// Intel SDM Vol. 3 §11.5.1; KVM's kvm_apic_accept_pic_intr). Reads the
+    /// LAPIC (KVM_GET_LAPIC) unless it is hardware-disabled.
+    public var acceptsExternalInterrupts: Bool {
+        get throws(KVMError) {
+            guard sync.pointee.sregs.apic_base & UInt64(PVH_MSR_APIC_BASE_ENABLE) != 0 else { return true }
+            let lvt0 = try localAPICRegister(at: Int(PVH_APIC_LVT0_OFFSET))
+            return lvt0 & UInt32(PVH_APIC_LVT_MASKED) == 0
+                && lvt0 & UInt32(PVH_APIC_LVT_DELIVERY_MODE_MASK) == UInt32(PVH_APIC_DM_EXTINT)
+        }
+    }
+
+    /// Puts the local APIC's LINT0 in virtual-wire mode (LVT0 = ExtINT,
+    /// unmasked; MP spec §3.6.2.2), as PC firmware leaves it before the OS
+    /// starts, so that `queueExternalInterrupt` reaches a guest that never
+    /// enables its local APIC. A guest that sets up its LAPIC may mask LVT0
+    /// again; Linux keeps it in ExtINT mode on the boot CPU (apic.c
+    /// setup_local_APIC). Call before the vCPU first runs.
+    public func setLocalAPICVirtualWire() throws(KVMError) {
+        var state = kvm_lapic_state()
+        _ = try Syscall.ioctl(fd, PVH_KVM_GET_LAPIC, "KVM_GET_LAPIC", &state)
+        withUnsafeMutableBytes(of: &state.regs) { raw in
+            let offset = Int(PVH_APIC_LVT0_OFFSET)
+            let old = raw.loadUnaligned(fromByteOffset: offset, as: UInt32.self)
+            let lvt0 = old & ~UInt32(PVH_APIC_LVT_MASKED | PVH_APIC_LVT_DELIVERY_MODE_MASK) | UInt32(PVH_APIC_DM_EXTINT)
+            raw.storeBytes(of: lvt0, toByteOffset: offset, as: UInt32.self)
+        }
+        _ = try Syscall.ioctl(fd, PVH_KVM_SET_LAPIC, "KVM_SET_LAPIC", &state)
+    }
+
+    /// One 32-bit local APIC register at `offset` (KVM_GET_LAPIC's register page).
+    func localAPICRegister(at offset: Int) throws(KVMError) -> UInt32 {
+        var state = kvm_lapic_state()
+        _ = try Syscall.ioctl(fd, PVH_KVM_GET_LAPIC, "KVM_GET_LAPIC", &state)
+        return withUnsafeBytes(of: &state.regs) { $0.loadUnaligned(fromByteOffset: offset, as: UInt32.self) }
     }
 
     private func modifyEvents(_ body: (inout kvm_vcpu_events) -> Void) throws(KVMError) {

@@ -34,6 +34,10 @@ public enum VCPUExit: Equatable, Sendable {
     case xenHypercall(XenHypercallExit)
     /// KVM_RUN returned EINTR: `kick()`, another signal, or immediate_exit.
     case interrupted
+    /// KVM_EXIT_IRQ_WINDOW_OPEN: `VCPU.requestInterruptWindow` was set and
+    /// the vCPU can take an interrupt now (RFLAGS.IF set, no interrupt
+    /// shadow, nothing queued in KVM).
+    case interruptWindowOpen
     /// KVM_EXIT_FAIL_ENTRY: the hardware refused VM entry.
     case failEntry(reason: UInt64, cpu: UInt32)
     /// Any other exit reason (KVM_EXIT_* number).

@@ -163,13 +163,16 @@ public final class VirtualMachine: @unchecked Sendable {
     /// `apicID` as an MSI would (KVM_SIGNAL_MSI, api.rst §4.71: address
     /// 0xFEE00000 | dest << 12, data = vector; Intel SDM Vol. 3 §11.11). With
     /// the split irqchip this is how userspace raises an interrupt in a vCPU;
-    /// thread-safe, and a halted target wakes up.
-    public func signalMSI(apicID: UInt32, vector: UInt8) throws(KVMError) {
+    /// thread-safe, and a halted target wakes up. Returns false when the
+    /// LAPIC refused it (the ioctl returns 0: "blocked by the guest", e.g. a
+    /// software-disabled LAPIC drops fixed interrupts), true when delivered.
+    @discardableResult
+    public func signalMSI(apicID: UInt32, vector: UInt8) throws(KVMError) -> Bool {
         var msi = kvm_msi()
         msi.address_lo = 0xFEE0_0000 | ((apicID & 0xff) << 12)
         msi.address_hi = 0
         msi.data = UInt32(vector)
-        _ = try Syscall.ioctl(fd, PVH_KVM_SIGNAL_MSI, "KVM_SIGNAL_MSI", &msi)
+        return try Syscall.ioctl(fd, PVH_KVM_SIGNAL_MSI, "KVM_SIGNAL_MSI", &msi) > 0
     }
 
     /// The guest TSC frequency in kHz (KVM_GET_TSC_KHZ on the VM fd, which

@@ -173,10 +173,12 @@ public final class Domain: Sendable {
         self.state = state
         let totalPages = memory.size / GuestFrameNumber.pageSize
         let wakeups = VCPUWakeups(vcpuCount: configuration.vcpus)
+        let upcalls = UpcallInjector(
+            vm: vm, state: state, metrics: metrics, wakeups: wakeups,
+            report: { FileDescriptorConsoleSink(fd: 2).emit(Array("pvh: \($0)\n".utf8)) })
         let events = EventChannelTable(
             configuration: .init(domainID: Self.domainID, vcpuCount: configuration.vcpus),
-            memory: memory, locator: state,
-            notifier: UpcallInjector(vm: vm, state: state, metrics: metrics, wakeups: wakeups))
+            memory: memory, locator: state, notifier: upcalls)
         self.events = events
         // Xen time: the PV clock from the guest TSC, every vCPU's timers.
         let clockSource = HostPVClockSource(tscOffset: tscOffset)
@@ -252,8 +254,10 @@ public final class Domain: Sendable {
         let services = DomainServices(
             memory: memory, dispatcher: dispatcher, console: console, lifecycle: self.lifecycle,
             transports: transports,
-            metrics: metrics, events: events, timers: timers, wakeups: wakeups, smp: smp, dumps: dumps)
+            metrics: metrics, events: events, timers: timers, wakeups: wakeups, smp: smp, dumps: dumps,
+            state: state, upcalls: upcalls)
         smp.setKicks(vcpus.map { vcpu in { vcpu.kick() } })
+        upcalls.setKicks(vcpus.map { vcpu in { vcpu.kick() } })
         lifecycle.onStop { wakeups.wakeAll() }
         timerThread = TimerThread(timers: timers, events: events, lifecycle: lifecycle)
 
@@ -265,6 +269,11 @@ public final class Domain: Sendable {
             try Self.kvm { () throws(KVMError) in
                 let table = Self.guestCPUID(base: cpuid, vcpu: id, tscKHz: try vcpu.tscKHz, software: software)
                 try vcpu.setCPUID(table)
+                // LINT0 in virtual-wire mode, as firmware leaves it: the
+                // HVM_PARAM_CALLBACK_IRQ vector is injected as ExtINT
+                // (CallbackVectorDelivery), which a guest that never enables
+                // its LAPIC takes only this way.
+                try vcpu.setLocalAPICVirtualWire()
                 if !sites.isEmpty {
                     try vcpu.setGuestDebug(hardwareBreakpoints: sites)
                 }

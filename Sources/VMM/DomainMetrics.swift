@@ -17,6 +17,11 @@ public final class DomainMetrics: Sendable {
     public let syscallsCompleted = Atomic<UInt64>(0)
     /// Event-channel upcalls injected into a vCPU's local APIC.
     public let upcallsInjected = Atomic<UInt64>(0)
+    /// Upcall vectors a vCPU's local APIC refused (KVM_SIGNAL_MSI returned
+    /// 0): the guest asked for a vector its LAPIC cannot take.
+    public let upcallsRefused = Atomic<UInt64>(0)
+    /// HVM_PARAM_CALLBACK_IRQ vectors queued as ExtINT (`CallbackVectorDelivery`).
+    public let callbackVectorsQueued = Atomic<UInt64>(0)
     /// SCHEDOP_block calls that slept.
     public let blocks = Atomic<UInt64>(0)
     /// Power-offs through the ACPI sleep control register (S5).

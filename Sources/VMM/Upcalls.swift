@@ -1,45 +1,151 @@
 import EventChannels
 import Hypercalls
 import KVM
+import Synchronization
 import XenABI
 
-/// Delivers event-channel upcalls the way Xen does for HVM/PVH guests: the
-/// vCPU's own vector (HVMOP_set_evtchn_upcall_vector) if it set one, else the
-/// domain's HVM_PARAM_CALLBACK_IRQ vector, raised in the target vCPU's local
-/// APIC (Xen: `hvm_assert_evtchn_irq`). KVM_SIGNAL_MSI reaches the in-kernel
-/// LAPIC and wakes a vCPU halted in it. A callback via GSI or PCI INTx needs
-/// an IOAPIC or a PCI device, which PVH has neither of: no upcall then (the
-/// guest still sees the pending bits when it looks).
+/// Delivers event-channel upcalls the way Xen does for HVM/PVH guests
+/// (xen/arch/x86/hvm/irq.c), in one of two modes per vCPU:
+///
+/// - **Per-vCPU vector** (HVMOP_set_evtchn_upcall_vector, what Linux uses):
+///   raised in the vCPU's local APIC like Xen's `vlapic_set_irq`, here a
+///   KVM_SIGNAL_MSI; the guest EOIs it. KVM wakes a vCPU halted in it. A
+///   LAPIC that refuses it (software-disabled) is an error, counted in
+///   `DomainMetrics.upcallsRefused` and reported once per vCPU: the guest
+///   asked for a vector its LAPIC cannot take.
+/// - **HVM_PARAM_CALLBACK_IRQ vector** (type 2): Xen injects the vector
+///   directly, with no LAPIC and no EOI, on every VM entry while the vCPU's
+///   `evtchn_upcall_pending` is set and it can take interrupts
+///   (`hvm_vcpu_has_pending_irq`): level-triggered. Only the vCPU's own
+///   thread can queue an interrupt in KVM, so this side just kicks the vCPU
+///   out of KVM_RUN (`hvm_assert_evtchn_irq` → `vcpu_kick`) and the vCPU's
+///   `CallbackVectorDelivery` injects before the next entry.
+///
+/// Either way a vCPU sleeping in SCHEDOP_block is woken. A callback via GSI
+/// or PCI INTx needs an IOAPIC or a PCI device, which PVH has neither of: no
+/// upcall then (the guest still sees the pending bits when it looks).
 final class UpcallInjector: EventChannelNotifier, @unchecked Sendable {
-    // SAFETY (Sendable): VirtualMachine is thread-safe; DomainState is Sendable.
+    // SAFETY (Sendable): VirtualMachine and VCPU.kick() are thread-safe; the
+    // rest is Sendable.
     let vm: VirtualMachine
     let state: DomainState
     let metrics: DomainMetrics
     let wakeups: VCPUWakeups
+    /// Kicks vCPU i out of KVM_RUN; set once the vCPU objects exist.
+    private let kicks = Mutex<[@Sendable () -> Void]>([])
+    /// The callback vector was asserted for these vCPUs since their threads
+    /// last looked (`takeCallbackRequest`).
+    private let callbackRequests = Mutex<Set<VCPUID>>([])
+    /// vCPUs whose refused upcall vector was already reported.
+    private let refusalReported = Mutex<Set<VCPUID>>([])
+    private let report: @Sendable (String) -> Void
 
-    init(vm: VirtualMachine, state: DomainState, metrics: DomainMetrics, wakeups: VCPUWakeups) {
+    init(vm: VirtualMachine, state: DomainState, metrics: DomainMetrics, wakeups: VCPUWakeups,
+         report: @escaping @Sendable (String) -> Void) {
         self.vm = vm
         self.state = state
         self.metrics = metrics
         self.wakeups = wakeups
+        self.report = report
     }
+
+    /// Sets how to kick each vCPU (index = vCPU id).
+    func setKicks(_ k: [@Sendable () -> Void]) { kicks.withLock { $0 = k } }
 
     func portBecamePending(_ port: EventChannelPort) { wakeups.portBecamePending(port) }
 
     func upcall(vcpu: VCPUID) {
         // A vCPU sleeping in SCHEDOP_block wakes for any event of its own.
         wakeups.wake(vcpu)
-        let vector: UInt8
         if let own = state.upcallVector(for: vcpu) {
-            vector = own
-        } else if case .vector(let v) = state.callbackVia {
-            vector = v
-        } else {
+            // APIC ID = vCPU index (the MADT says so, and KVM's default).
+            signalLocalAPIC(vcpu: vcpu, vector: own)
             return
         }
-        // APIC ID = vCPU index (the MADT says so, and KVM's default).
-        if (try? vm.signalMSI(apicID: vcpu.rawValue, vector: vector)) != nil {
-            DomainMetrics.bump(metrics.upcallsInjected)
+        guard case .vector = state.callbackVia else { return }
+        callbackRequests.withLock { _ = $0.insert(vcpu) }
+        let kick = kicks.withLock { Int(vcpu.rawValue) < $0.count ? $0[Int(vcpu.rawValue)] : nil }
+        kick?()
+    }
+
+    /// Whether the callback vector was asserted for `vcpu` since the last call.
+    func takeCallbackRequest(_ vcpu: VCPUID) -> Bool {
+        callbackRequests.withLock { $0.remove(vcpu) != nil }
+    }
+
+    /// Raises `vector` in `vcpu`'s local APIC; a refusal is an error.
+    func signalLocalAPIC(vcpu: VCPUID, vector: UInt8) {
+        do {
+            if try vm.signalMSI(apicID: vcpu.rawValue, vector: vector) {
+                DomainMetrics.bump(metrics.upcallsInjected)
+                return
+            }
+            refused(vcpu, "vector 0x\(String(vector, radix: 16)) refused by its local APIC (software-disabled?)")
+        } catch {
+            refused(vcpu, "vector 0x\(String(vector, radix: 16)): \(error)")
         }
     }
+
+    private func refused(_ vcpu: VCPUID, _ why: String) {
+        DomainMetrics.bump(metrics.upcallsRefused)
+        if refusalReported.withLock({ $0.insert(vcpu).inserted }) { report("\(vcpu): event upcall \(why)") }
+    }
+}
+
+/// The HVM_PARAM_CALLBACK_IRQ vector on one vCPU, kept by that vCPU's
+/// thread. Xen treats the vector as a level: while `evtchn_upcall_pending`
+/// is set it is injected at every VM entry at which the vCPU can take
+/// interrupts (xen/arch/x86/hvm/irq.c hvm_vcpu_has_pending_irq), with no
+/// LAPIC involved and no EOI.
+///
+/// On KVM with the split irqchip the only way to inject a vector that
+/// bypasses the LAPIC's IRR/ISR is the ExtINT path: KVM_INTERRUPT queues it
+/// and KVM delivers it when RFLAGS.IF allows (waking a halted vCPU), provided
+/// the LAPIC accepts ExtINT, which the VMM arranges by putting LVT0 in
+/// virtual-wire mode at creation (`VCPU.setLocalAPICVirtualWire`). Direct
+/// injection through KVM_SET_VCPU_EVENTS would ignore RFLAGS.IF, and an MSI
+/// is dropped by a software-disabled LAPIC. To see the level again after a
+/// delivery the VMM asks for an interrupt-window exit: KVM opens the window
+/// only once the queued vector was taken and the guest can take another, and
+/// the vCPU then looks at `evtchn_upcall_pending` again.
+///
+/// A guest that masked LVT0 with its LAPIC enabled cannot take ExtINT; it
+/// gets the vector through its LAPIC as an edge instead (and must EOI it),
+/// once per assertion.
+struct CallbackVectorDelivery: Equatable {
+    /// An ExtINT is queued in KVM and the window not yet open since.
+    private(set) var queued = false
+
+    /// What to do before entering the guest.
+    enum Action: Equatable {
+        /// Nothing to inject; the interrupt-window request is `requestWindow`.
+        case none(requestWindow: Bool)
+        /// Queue the vector as an ExtINT and request the window.
+        case queueExternalInterrupt(UInt8)
+        /// The LAPIC does not take ExtINT: raise the vector in it instead.
+        case signalLocalAPIC(UInt8)
+    }
+
+    /// The decision before an entry. `vector` is the callback vector serving
+    /// this vCPU (nil: none, or it has a vector of its own); `acceptsExtINT`
+    /// is asked only when a vector must be injected.
+    mutating func beforeEntry(vector: UInt8?, upcallPending: Bool, asserted: Bool,
+                              acceptsExtINT: () -> Bool) -> Action {
+        guard let vector else {
+            return .none(requestWindow: queued)
+        }
+        if queued { return .none(requestWindow: true) }
+        guard upcallPending else { return .none(requestWindow: false) }
+        if acceptsExtINT() {
+            queued = true
+            return .queueExternalInterrupt(vector)
+        }
+        return asserted ? .signalLocalAPIC(vector) : .none(requestWindow: false)
+    }
+
+    /// KVM_EXIT_IRQ_WINDOW_OPEN: a queued ExtINT has been delivered.
+    mutating func windowOpened() { queued = false }
+
+    /// KVM_INTERRUPT found one already queued: keep waiting for the window.
+    mutating func alreadyQueued() { queued = true }
 }

@@ -97,6 +97,8 @@ struct DomainServices: Sendable {
     let wakeups: VCPUWakeups
     let smp: SMPControl
     let dumps: VCPUStateDump
+    let state: DomainState
+    let upcalls: UpcallInjector
 }
 
 /// One vCPU's thread body: run KVM, handle each exit, until the domain ends.
@@ -118,6 +120,8 @@ final class VCPURunner: @unchecked Sendable {
     /// This vCPU's debug registers were last armed with the hypercall sites
     /// (which another vCPU may have retired since: re-arm before KVM_RUN).
     private var armedWithSites = true
+    /// The HVM_PARAM_CALLBACK_IRQ vector's level-triggered delivery.
+    private var callback = CallbackVectorDelivery()
 
     init(vcpu: VCPU, id: VCPUID, services: DomainServices) {
         self.vcpu = vcpu
@@ -135,6 +139,10 @@ final class VCPURunner: @unchecked Sendable {
                     lifecycle.finish(end)
                     return
                 }
+            }
+            if let end = injectCallbackVector() {
+                lifecycle.finish(end)
+                return
             }
             let exit: VCPUExit
             do {
@@ -210,6 +218,10 @@ final class VCPURunner: @unchecked Sendable {
                 FileDescriptorConsoleSink(fd: 2).emit(Array(VCPUStateDump.describe(id, vcpu: vcpu, memory: services.memory).utf8))
             }
             return applyLifecycleChanges()
+        case .interruptWindowOpen:
+            // The queued callback vector was taken; look at the level again.
+            callback.windowOpened()
+            return nil
         case .xenHypercall:
             // KVM_XEN_HVM_CONFIG hosts: the kernel trapped vmcall for us.
             DomainMetrics.bump(services.metrics.kvmXenHypercalls)
@@ -219,6 +231,43 @@ final class VCPURunner: @unchecked Sendable {
         case .unknown(let reason):
             return .failed("\(id): unhandled KVM exit \(reason)")
         }
+    }
+
+    /// Before every entry: the HVM_PARAM_CALLBACK_IRQ vector while this
+    /// vCPU's `evtchn_upcall_pending` is set (see `CallbackVectorDelivery`).
+    private func injectCallbackVector() -> DomainExit? {
+        let asserted = services.upcalls.takeCallbackRequest(id)
+        let vector = services.state.callbackVector(for: id)
+        // Guests that use their own vector (Linux) pay one lock per entry.
+        guard vector != nil || callback.queued else { return nil }
+        let pending = vector != nil && services.events.upcallPending(vcpu: id)
+        var lapicError: (any Error)?
+        let action = callback.beforeEntry(vector: vector, upcallPending: pending, asserted: asserted) {
+            do { return try vcpu.acceptsExternalInterrupts } catch {
+                lapicError = error
+                return false
+            }
+        }
+        if let lapicError { return .failed("\(id): KVM_GET_LAPIC: \(lapicError)") }
+        switch action {
+        case .none(let window):
+            vcpu.requestInterruptWindow = window
+        case .queueExternalInterrupt(let v):
+            do {
+                if try vcpu.queueExternalInterrupt(vector: v) {
+                    DomainMetrics.bump(services.metrics.callbackVectorsQueued)
+                } else {
+                    callback.alreadyQueued()
+                }
+            } catch {
+                return .failed("\(id): KVM_INTERRUPT: \(error)")
+            }
+            vcpu.requestInterruptWindow = true
+        case .signalLocalAPIC(let v):
+            services.upcalls.signalLocalAPIC(vcpu: id, vector: v)
+            vcpu.requestInterruptWindow = false
+        }
+        return nil
     }
 
     private func handleIO(_ io: IOExit) -> DomainExit? {

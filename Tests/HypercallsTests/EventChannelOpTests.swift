@@ -208,6 +208,9 @@ private func mapped() -> Harness {
     #expect(h.call(.hvmOp, 0, 0x2000, mode: .protected32) == .zero)
     #expect(h.state.sharedInfoIs32Bit)
     #expect(h.state.callbackVia == .vector(0xf3))
+    // hvm_set_callback_via asserts the upcall on every vCPU.
+    #expect(h.notifier.list == [0, 1])
+    h.notifier.upcalls.withLock { $0 = [] }
     for _ in 0..<33 {
         h.set(UInt32(1), arg)
         #expect(evtchn(h, .bindIPI) == .zero)

@@ -121,7 +121,32 @@ struct TestGuestBootTests {
                                     limit: .seconds(120))
         #expect(run.exit == .shutdown(.poweroff))
         #expect(run.results()["evtchn"] == "PASS", "\(run.console.text)")
-        #expect(run.domain.metrics.upcallsInjected.load(ordering: .relaxed) >= 2)
+        // The per-vCPU vector goes through the LAPIC; the callback vector is
+        // injected as ExtINT (CallbackVectorDelivery).
+        let metrics = run.domain.metrics
+        let delivered = upcall.isEmpty
+            ? metrics.upcallsInjected.load(ordering: .relaxed) : metrics.callbackVectorsQueued.load(ordering: .relaxed)
+        #expect(delivered >= 2)
+        #expect(run.domain.metrics.upcallsRefused.load(ordering: .relaxed) == 0)
+    }
+
+    @Test("a bare callback vector with the LAPIC left disabled: events, XenStore and a halted vCPU's wake-up all arrive, the vector is a level")
+    func bareCallbackVector() throws {
+        let elf = try Env.testGuest.get()
+        // No LAPIC watchdog in this mode: a lost event halts the guest for
+        // good, and the time limit fails the test.
+        let run = try GuestRun.boot(
+            GuestConfiguration(kernelPath: elf, commandLine: "pvh.scenarios=upcall_bare,evtchn,timer,xenstore pvh.upcall=callback pvh.lapic=off",
+                               memoryMiB: 64),
+            limit: .seconds(180))
+        #expect(run.exit == .shutdown(.poweroff))
+        #expect(run.lines.contains("PVHINFO LAPIC left software-disabled (pvh.lapic=off): no EOI, no watchdog"))
+        for scenario in ["upcall_bare", "evtchn", "timer", "xenstore"] {
+            #expect(run.results()[scenario]?.hasPrefix("PASS") == true, "\(scenario): \(run.console.text)")
+        }
+        #expect(run.domain.metrics.callbackVectorsQueued.load(ordering: .relaxed) >= 4)
+        #expect(run.domain.metrics.upcallsInjected.load(ordering: .relaxed) == 0)
+        #expect(run.domain.metrics.upcallsRefused.load(ordering: .relaxed) == 0)
     }
 
     @Test("PV console ring both ways: guest output reaches the host, host input is echoed back")

@@ -41,6 +41,19 @@ static const unsigned long PVH_KVM_SET_SIGNAL_MASK = KVM_SET_SIGNAL_MASK;
 static const unsigned long PVH_KVM_GET_MP_STATE = KVM_GET_MP_STATE;
 static const unsigned long PVH_KVM_GET_FPU = KVM_GET_FPU;
 static const unsigned long PVH_KVM_SET_MP_STATE = KVM_SET_MP_STATE;
+static const unsigned long PVH_KVM_INTERRUPT = KVM_INTERRUPT;
+static const unsigned long PVH_KVM_GET_LAPIC = KVM_GET_LAPIC;
+static const unsigned long PVH_KVM_SET_LAPIC = KVM_SET_LAPIC;
+
+/// Local APIC register offsets and bits the VMM reads or sets through
+/// KVM_GET_LAPIC/KVM_SET_LAPIC (Intel SDM Vol. 3 §11.4.1 table 11-1, §11.5.1).
+enum {
+    PVH_APIC_LVT0_OFFSET = 0x350,
+    PVH_APIC_LVT_MASKED = 1 << 16,
+    PVH_APIC_LVT_DELIVERY_MODE_MASK = 7 << 8,
+    PVH_APIC_DM_EXTINT = 7 << 8,
+    PVH_MSR_APIC_BASE_ENABLE = 1 << 11,
+};
 
 /// Stores `value` into run->immediate_exit with a real atomic store: another
 /// thread (VCPU.kick) writes it while the vCPU thread may be entering KVM_RUN.

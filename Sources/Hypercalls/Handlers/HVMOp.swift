@@ -44,7 +44,7 @@ extension HypercallDispatcher {
         guard vector >= 0x10 else { throw .einval }
         guard isValid(vcpu) else { throw .enoent }
         state.storage.withLock { $0.upcallVectors[vcpu] = vector }
-        eventChannels?.upcallVectorChanged(vcpu: vcpu)
+        eventChannels?.assertUpcall(vcpu: vcpu)
         return 0
     }
 
@@ -85,6 +85,9 @@ extension HypercallDispatcher {
             }
             // hvm_latch_shinfo_size rewrites the wallclock in the latched layout.
             time?.sharedInfoMapped()
+            // hvm_set_callback_via asserts the upcall on every vCPU, so an
+            // event that is already pending reaches the new callback.
+            for v in 0..<configuration.vcpuCount { eventChannels?.assertUpcall(vcpu: VCPUID(UInt32(v))) }
         case .x87FIPWidth:
             guard value == 0 || value == 4 || value == 8 else { throw .einval }
             state.setParameter(param, to: value)

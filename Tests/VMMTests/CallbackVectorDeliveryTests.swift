@@ -1,0 +1,75 @@
+import Testing
+@testable import VMM
+
+/// The HVM_PARAM_CALLBACK_IRQ vector's delivery decisions, before each VM
+/// entry (Xen: hvm_vcpu_has_pending_irq treats the vector as a level).
+@Suite("Callback vector delivery (pure)")
+struct CallbackVectorDeliveryTests {
+    @Test("no callback vector (none set, or the vCPU has its own): nothing, and the LAPIC is never asked")
+    func noVector() {
+        var d = CallbackVectorDelivery()
+        let action = d.beforeEntry(vector: nil, upcallPending: true, asserted: true) {
+            Issue.record("LAPIC read without a callback vector")
+            return true
+        }
+        #expect(action == .none(requestWindow: false))
+        #expect(!d.queued)
+    }
+
+    @Test("pending: queued as ExtINT once, then the window is awaited without queuing again")
+    func queuedOnceUntilWindow() {
+        var d = CallbackVectorDelivery()
+        #expect(d.beforeEntry(vector: 0xf3, upcallPending: true, asserted: true) { true } == .queueExternalInterrupt(0xf3))
+        #expect(d.queued)
+        // Later entries (hypercalls inside the handler, ...) before the window opens.
+        for _ in 0..<3 {
+            #expect(d.beforeEntry(vector: 0xf3, upcallPending: true, asserted: false) { true } == .none(requestWindow: true))
+        }
+        d.windowOpened()
+        #expect(!d.queued)
+    }
+
+    @Test("a level: still pending when the window opens (the handler left it set) is injected again, with no new assertion")
+    func levelTriggered() {
+        var d = CallbackVectorDelivery()
+        _ = d.beforeEntry(vector: 0xf3, upcallPending: true, asserted: true) { true }
+        d.windowOpened()
+        #expect(d.beforeEntry(vector: 0xf3, upcallPending: true, asserted: false) { true } == .queueExternalInterrupt(0xf3))
+    }
+
+    @Test("cleared by the guest when the window opens: the window request goes")
+    func clearedDropsWindow() {
+        var d = CallbackVectorDelivery()
+        _ = d.beforeEntry(vector: 0xf3, upcallPending: true, asserted: true) { true }
+        d.windowOpened()
+        #expect(d.beforeEntry(vector: 0xf3, upcallPending: false, asserted: false) { true } == .none(requestWindow: false))
+    }
+
+    @Test("not pending: nothing is injected, even when asserted (Xen's vcpu_kick finds no pending IRQ)")
+    func notPending() {
+        var d = CallbackVectorDelivery()
+        #expect(d.beforeEntry(vector: 0xf3, upcallPending: false, asserted: true) { true } == .none(requestWindow: false))
+    }
+
+    @Test("a LAPIC that masked LVT0 gets the vector as an edge, once per assertion")
+    func lapicFallback() {
+        var d = CallbackVectorDelivery()
+        #expect(d.beforeEntry(vector: 0xf3, upcallPending: true, asserted: true) { false } == .signalLocalAPIC(0xf3))
+        #expect(!d.queued)
+        #expect(d.beforeEntry(vector: 0xf3, upcallPending: true, asserted: false) { false } == .none(requestWindow: false))
+    }
+
+    @Test("KVM already had one queued: wait for the window")
+    func alreadyQueued() {
+        var d = CallbackVectorDelivery()
+        d.alreadyQueued()
+        #expect(d.beforeEntry(vector: 0xf3, upcallPending: true, asserted: true) { true } == .none(requestWindow: true))
+    }
+
+    @Test("the callback vector dropped while one is queued: keep the window until it is delivered")
+    func vectorGoneWhileQueued() {
+        var d = CallbackVectorDelivery()
+        _ = d.beforeEntry(vector: 0xf3, upcallPending: true, asserted: true) { true }
+        #expect(d.beforeEntry(vector: nil, upcallPending: true, asserted: false) { true } == .none(requestWindow: true))
+    }
+}
