@@ -19,12 +19,13 @@ public protocol SharedInfoLocator: Sendable {
 /// Called without any event-channel lock held, possibly from any thread
 /// (a vCPU sending an IPI, a backend thread, a timer).
 public protocol EventChannelNotifier: Sendable {
-    /// `vcpu_info.evtchn_upcall_pending` of `vcpu` went from 0 to 1: make the
-    /// vCPU take its upcall. The VMM injects the per-vCPU vector
-    /// (HVMOP_set_evtchn_upcall_vector) into the vCPU's local APIC if one is
-    /// set, otherwise kicks the vCPU so that it injects the domain's
-    /// HVM_PARAM_CALLBACK_IRQ vector on entry; either way a vCPU halted or
-    /// blocked in SCHEDOP_block wakes up (xen/arch/x86/hvm/irq.c
+    /// `vcpu_info.evtchn_upcall_pending` of `vcpu` went from 0 to 1 (or the
+    /// upcall is asserted anyway): make the vCPU take its upcall. The VMM
+    /// injects the per-vCPU vector (HVMOP_set_evtchn_upcall_vector) into the
+    /// vCPU's local APIC if one is set, otherwise kicks the vCPU so that it
+    /// injects the domain's HVM_PARAM_CALLBACK_IRQ vector on entry, and again
+    /// on later entries while upcall_pending stays set; either way a vCPU
+    /// halted or blocked in SCHEDOP_block wakes up (xen/arch/x86/hvm/irq.c
     /// hvm_assert_evtchn_irq, hvm_vcpu_has_pending_irq).
     func upcall(vcpu: VCPUID)
     /// `port`'s pending bit went from 0 to 1, masked or not: wake any vCPU in
