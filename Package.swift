@@ -38,7 +38,7 @@ let package = Package(
         // Event channels: the per-domain port state machine and 2-level delivery into guest memory.
         .target(name: "EventChannels", dependencies: ["GuestMemory", "XenABI"], swiftSettings: safeSettings),
         // Hypercall decoding and dispatch to service protocols.
-        .target(name: "Hypercalls", dependencies: ["GuestMemory", "XenABI", "EventChannels", "PVTime"], swiftSettings: safeSettings),
+        .target(name: "Hypercalls", dependencies: ["GuestMemory", "XenABI"], swiftSettings: safeSettings),
         // The only shared-ring implementation: byte rings (console, XenStore) and
         // request/response rings (io/ring.h), backend side, over guest memory.
         .target(name: "XenRing", dependencies: ["CXen", "GuestMemory"], swiftSettings: safeSettings),

@@ -31,14 +31,10 @@ struct TwoLevel {
     /// Ports the 2-level ABI can name: `BITS_PER_EVTCHN_WORD(d)²` (4096 or 1024).
     var portCount: Int { wordBits * wordBits }
 
-    /// The guest's vcpu_info for `vcpu`: the registered one, else the legacy
-    /// slot in shared_info for vCPUs below XEN_LEGACY_MAX_VCPUS, else none
-    /// (Xen points such a vCPU at a dummy vcpu_info: its events are lost
-    /// until it registers one).
+    /// The guest's vcpu_info for `vcpu` (`VCPUInfoPlacement`): with none,
+    /// its events are lost until it registers one, as in Xen.
     func vcpuInfo(_ vcpu: VCPUID) -> GuestPhysicalAddress? {
-        if let registered = locator.registeredVCPUInfo(for: vcpu) { return registered }
-        guard Int(vcpu.rawValue) < XenWire.SharedInfo.legacyMaxVCPUs else { return nil }
-        return sharedInfo.advanced(by: UInt64(XenWire.SharedInfo.vcpuInfo.offset + Int(vcpu.rawValue) * XenWire.VCPUInfo.size))
+        VCPUInfoPlacement.address(of: vcpu, registered: locator.registeredVCPUInfo(for: vcpu), sharedInfo: sharedInfo)
     }
 
     // MARK: bit operations on xen_ulong_t arrays

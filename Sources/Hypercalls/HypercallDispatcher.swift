@@ -1,6 +1,4 @@
-import EventChannels
 import GuestMemory
-import PVTime
 import Synchronization
 import XenABI
 
@@ -206,7 +204,6 @@ public protocol EventChannelService: Sendable {
     func isPending(_ port: EventChannelPort) -> Bool
 }
 
-extension EventChannelTable: EventChannelService {}
 
 /// Decodes hypercalls and runs them against the domain's state and services.
 /// One instance per domain, shared by all vCPU threads.

@@ -1,5 +1,4 @@
 import GuestMemory
-import PVTime
 import XenABI
 
 /// Xen time and timers with the calling guest's authority. The handlers
@@ -35,10 +34,8 @@ public protocol TimeService: Sendable {
     func sharedInfoMapped()
 }
 
-extension DomainTimers: TimeService {}
 
 /// `DomainState` tells the PV clock where shared_info and vcpu_info are.
-extension DomainState: PVTimePlacement {}
 
 /// Secondary vCPU bring-up and take-down (VCPUOP_initialise, up, down,
 /// is_up), after xen/common/domain.c `common_vcpu_op` and

@@ -2,18 +2,6 @@ import GuestMemory
 import Synchronization
 import XenABI
 
-/// Where the guest put the structures time information goes to. The
-/// hypercall layer's `DomainState` provides it (the same facts the event
-/// channels read through their `SharedInfoLocator`).
-public protocol PVTimePlacement: Sendable {
-    /// The guest frame shared_info is mapped at (XENMEM_add_to_physmap), if any.
-    var sharedInfoFrame: GuestFrameNumber? { get }
-    /// Whether shared_info uses the 32-bit ("compat") layout.
-    var sharedInfoIs32Bit: Bool { get }
-    /// The vcpu_info `vcpu` registered with VCPUOP_register_vcpu_info, if any.
-    func registeredVCPUInfo(for vcpu: VCPUID) -> GuestPhysicalAddress?
-}
-
 /// One timer expiry for the VMM to deliver: raise VIRQ_TIMER on `vcpu`.
 public struct TimerExpiry: Hashable, Sendable {
     public var vcpu: VCPUID
@@ -49,7 +37,7 @@ public final class DomainTimers: Sendable {
     public let source: any PVClockSource
     public let vcpuCount: Int
     let memory: any GuestMemory
-    let placement: any PVTimePlacement
+    let placement: any SharedInfoLocator
 
     struct State {
         var timers: [VCPUTimers]
@@ -70,7 +58,7 @@ public final class DomainTimers: Sendable {
     let changeHandler: Mutex<ChangeHandler?>
 
     public init(vcpuCount: Int, clock: PVClock, source: any PVClockSource, memory: any GuestMemory,
-                placement: any PVTimePlacement, policy: SingleshotFuturePolicy = .honour,
+                placement: any SharedInfoLocator, policy: SingleshotFuturePolicy = .honour,
                 onChange: (@Sendable () -> Void)? = nil) {
         self.clock = clock
         self.source = source

@@ -14,7 +14,7 @@ public enum PVTimeLayout {
     /// `struct vcpu_time_info`: 32 bytes, the same in both ABIs (all fields
     /// are naturally aligned fixed-width integers).
     public enum TimeInfo {
-        public static let size = MemoryLayout<vcpu_time_info>.size
+        public static let size = XenWire.VCPUTimeInfo.size
         public static let version = field(\vcpu_time_info.version, vcpu_time_info.self)
         public static let tscTimestamp = field(\vcpu_time_info.tsc_timestamp, vcpu_time_info.self)
         public static let systemTime = field(\vcpu_time_info.system_time, vcpu_time_info.self)

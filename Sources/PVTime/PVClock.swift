@@ -154,12 +154,8 @@ public struct VCPUTimeTargets: Hashable, Sendable {
     /// else the legacy `shared_info.vcpu_info[vcpu]`, else none (Xen skips the
     /// update while a vCPU has no vcpu_info, time.c `__update_vcpu_system_time`).
     public func vcpuInfoTime(for vcpu: VCPUID) -> GuestPhysicalAddress? {
-        if let r = registeredVCPUInfo { return r.advanced(by: UInt64(PVTimeLayout.vcpuInfoTimeOffset)) }
-        guard let frame = sharedInfo, Int(vcpu.rawValue) < XenWire.SharedInfo.legacyMaxVCPUs,
-              let base = frame.address else { return nil }
-        let offset = XenWire.SharedInfo.vcpuInfo.offset + Int(vcpu.rawValue) * XenWire.VCPUInfo.size
-            + PVTimeLayout.vcpuInfoTimeOffset
-        return base.advanced(by: UInt64(offset))
+        VCPUInfoPlacement.address(of: vcpu, registered: registeredVCPUInfo, sharedInfo: sharedInfo?.address)?
+            .advanced(by: UInt64(PVTimeLayout.vcpuInfoTimeOffset))
     }
 }
 

@@ -51,6 +51,11 @@ public enum XenWire {
         public static let type = WireField(offset: 16, size: 4)
     }
 
+    /// `struct vcpu_time_info` (xen.h): 32 bytes in both ABIs. Its fields are PVTimeLayout's.
+    public enum VCPUTimeInfo {
+        public static let size = MemoryLayout<vcpu_time_info>.size
+    }
+
     /// `struct xen_add_to_physmap` (memory.h).
     public enum AddToPhysmap {
         public static func size(_ mode: GuestCPUMode) -> Int {

@@ -44,6 +44,10 @@ final class MockReservationBacking: ReservationService {
     }
 }
 
+// The conformances the VMM declares for the dispatcher's services.
+extension EventChannelTable: EventChannelService {}
+extension DomainTimers: TimeService {}
+
 final class RecordingNotifier: EventChannelNotifier {
     let upcalls = Mutex<[UInt32]>([])
     func upcall(vcpu: VCPUID) { upcalls.withLock { $0.append(vcpu.rawValue) } }

@@ -5,7 +5,7 @@ import Testing
 import TestSupport
 import XenABI
 
-private final class Placement: PVTimePlacement {
+private final class Placement: SharedInfoLocator {
     let frame = Mutex<GuestFrameNumber?>(nil)
     var sharedInfoFrame: GuestFrameNumber? { frame.withLock { $0 } }
     var sharedInfoIs32Bit: Bool { false }

@@ -1,4 +1,3 @@
-import EventChannels
 import XenABI
 
 // event_channel_op, after Xen 4.17 xen/common/event_channel.c do_event_channel_op:

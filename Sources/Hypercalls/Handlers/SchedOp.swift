@@ -1,5 +1,4 @@
 import GuestMemory
-import PVTime
 import XenABI
 
 // sched_op, after xen/common/sched/core.c do_sched_op and
@@ -93,17 +92,11 @@ extension HypercallDispatcher {
     /// vcpu_info (registered, else its legacy slot in shared_info, else it
     /// has none and there is nothing to clear).
     func enableEventDelivery(_ vcpu: VCPUID) {
-        guard let base = vcpuInfoAddress(vcpu),
+        guard let base = state.vcpuInfoAddress(for: vcpu),
               let mask = base.advanced(by: UInt64(XenWire.VCPUInfo.upcallMask.offset)) else { return }
         try? memory.store(UInt8(0), at: mask)
     }
 
-    /// Where `vcpu`'s vcpu_info is: registered, or its legacy shared_info slot.
-    func vcpuInfoAddress(_ vcpu: VCPUID) -> GuestPhysicalAddress? {
-        if let registered = state.vcpuInfo(for: vcpu)?.address { return registered }
-        guard Int(vcpu.rawValue) < XenWire.SharedInfo.legacyMaxVCPUs, let frame = state.sharedInfoFrame?.address else { return nil }
-        return frame.advanced(by: UInt64(XenWire.SharedInfo.vcpuInfo.offset + Int(vcpu.rawValue) * XenWire.VCPUInfo.size))
-    }
 
     /// The `set_timer_op` hypercall (sched/core.c do_set_timer_op, compat.c
     /// compat_set_timer_op): always 0; drives the caller's single-shot timer.

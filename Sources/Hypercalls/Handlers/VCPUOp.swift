@@ -1,5 +1,4 @@
 import GuestMemory
-import PVTime
 import XenABI
 
 // vcpu_op, after Xen 4.17 xen/arch/x86/domain.c do_vcpu_op,
@@ -58,7 +57,7 @@ extension HypercallDispatcher {
             let address = try memoryAreaArgument(arg, c)
             // guest_handle_okay() is always true for an HVM caller, so Xen
             // accepts any address and its later copies fail silently.
-            time.registerTimeMemoryArea(vcpu: target, address: contiguousPhysical(address, count: PVTimeLayout.TimeInfo.size, c))
+            time.registerTimeMemoryArea(vcpu: target, address: contiguousPhysical(address, count: XenWire.VCPUTimeInfo.size, c))
             return 0
         case .registerRunstateMemoryArea:
             let address = try memoryAreaArgument(arg, c)
@@ -115,7 +114,7 @@ extension HypercallDispatcher {
     /// the context, -EEXIST if already initialised, then the context's checks.
     private func vcpuInitialise(_ target: VCPUID, _ arg: GuestVirtualAddress, _ c: CallContext) throws(XenErrno) -> Int64 {
         guard let lifecycle else { throw .enosys }
-        guard Int(target.rawValue) < XenWire.SharedInfo.legacyMaxVCPUs || state.vcpuInfo(for: target) != nil else {
+        guard VCPUInfoPlacement.hasLegacySlot(target) || state.vcpuInfo(for: target) != nil else {
             throw .einval
         }
         let bytes = try c.guest.readVirtual(at: arg, count: XenWire.VCPUHVMContext.size)
@@ -189,8 +188,7 @@ extension HypercallDispatcher {
         guard case .some(let sharedInfoFrame) = sharedInfo else { throw .einval }
 
         var initial = [UInt8](repeating: 0, count: size)
-        if let shinfo = sharedInfoFrame?.address, Int(target.rawValue) < XenWire.SharedInfo.legacyMaxVCPUs,
-           let slot = shinfo.advanced(by: UInt64(XenWire.SharedInfo.vcpuInfo.offset + Int(target.rawValue) * size)),
+        if let slot = VCPUInfoPlacement.legacySlot(of: target, sharedInfo: sharedInfoFrame?.address),
            let legacy = try? memory.read(at: slot, count: size) {
             initial = legacy
         } else {
