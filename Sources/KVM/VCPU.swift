@@ -209,6 +209,10 @@ public final class VCPU: @unchecked Sendable {
         return InternalError(suberror: suberror, instructionBytes: Array(insn.prefix(Int(size))), data: words)
     }
 
+    /// Whether the calling thread is the one that runs this vCPU (the last
+    /// to call `run()`): work it asks for before the next entry needs no kick.
+    public var isCurrentThread: Bool { thread.load(ordering: .relaxed) == pvh_pthread_self() }
+
     /// Makes `run()` return `.interrupted` soon: sets kvm_run.immediate_exit
     /// (covers a thread about to enter KVM_RUN) and signals the thread that
     /// last called `run()` with `kickSignal` (covers one inside KVM_RUN).

@@ -257,7 +257,7 @@ public final class Domain: Sendable {
             metrics: metrics, events: events, timers: timers, wakeups: wakeups, smp: smp, dumps: dumps,
             state: state, upcalls: upcalls)
         smp.setKicks(vcpus.map { vcpu in { vcpu.kick() } })
-        upcalls.setKicks(vcpus.map { vcpu in { vcpu.kick() } })
+        upcalls.setVCPUs(vcpus)
         lifecycle.onStop { wakeups.wakeAll() }
         timerThread = TimerThread(timers: timers, events: events, lifecycle: lifecycle)
 

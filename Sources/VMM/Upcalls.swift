@@ -31,8 +31,8 @@ final class UpcallInjector: EventChannelNotifier, @unchecked Sendable {
     let state: DomainState
     let metrics: DomainMetrics
     let wakeups: VCPUWakeups
-    /// Kicks vCPU i out of KVM_RUN; set once the vCPU objects exist.
-    private let kicks = Mutex<[@Sendable () -> Void]>([])
+    /// The vCPUs, to kick them out of KVM_RUN; set once they exist.
+    private let vcpus = Mutex<[VCPU]>([])
     /// The callback vector was asserted for these vCPUs since their threads
     /// last looked (`takeCallbackRequest`).
     private let callbackRequests = Mutex<Set<VCPUID>>([])
@@ -49,8 +49,8 @@ final class UpcallInjector: EventChannelNotifier, @unchecked Sendable {
         self.report = report
     }
 
-    /// Sets how to kick each vCPU (index = vCPU id).
-    func setKicks(_ k: [@Sendable () -> Void]) { kicks.withLock { $0 = k } }
+    /// Sets the vCPUs to kick (index = vCPU id).
+    func setVCPUs(_ v: [VCPU]) { vcpus.withLock { $0 = v } }
 
     func portBecamePending(_ port: EventChannelPort) { wakeups.portBecamePending(port) }
 
@@ -64,8 +64,11 @@ final class UpcallInjector: EventChannelNotifier, @unchecked Sendable {
         }
         guard case .vector = state.callbackVia else { return }
         callbackRequests.withLock { _ = $0.insert(vcpu) }
-        let kick = kicks.withLock { Int(vcpu.rawValue) < $0.count ? $0[Int(vcpu.rawValue)] : nil }
-        kick?()
+        guard let target = vcpus.withLock({ Int(vcpu.rawValue) < $0.count ? $0[Int(vcpu.rawValue)] : nil }) else { return }
+        // An event the vCPU raised for itself (an IPI or loopback send in a
+        // hypercall) is seen before its next entry anyway: no kick, which
+        // would cost an extra exit.
+        if !target.isCurrentThread { target.kick() }
     }
 
     /// Whether the callback vector was asserted for `vcpu` since the last call.

@@ -29,12 +29,12 @@ func row(_ name: String, _ pvh: Double, _ reference: Double, unit: String, refNa
 
 // MARK: hypercall round trips
 
-func guestBench(transport: String, scenario: String) throws -> Double? {
+func guestBench(transport: String, scenario: String, options: String = "") throws -> Double? {
     let elf = repo.appendingPathComponent("testguest/build/testguest.elf").path
     let console = CapturingConsoleSink()
     let domain = try Domain(
         configuration: GuestConfiguration(
-            kernelPath: elf, commandLine: "pvh.transport=\(transport) pvh.scenarios=\(scenario) pvh.bench=\(iterations)",
+            kernelPath: elf, commandLine: "pvh.transport=\(transport) pvh.scenarios=\(scenario) pvh.bench=\(iterations) \(options)",
             memoryMiB: 32),
         console: console)
     guard domain.run() == .shutdown(.poweroff) else { return nil }
@@ -105,6 +105,14 @@ do {
     // guest halts until the upcall), beside the hypercall the send itself is.
     if let (p, r) = try interleaved(3, { try guestBench(transport: "page", scenario: "bench_evtchn") }, { try pageRun() ?? .nan }) {
         row("event send -> upcall handled", p, r, unit: "µs", refName: "one hypercall (page)")
+    }
+    // The same with a bare HVM_PARAM_CALLBACK_IRQ vector and the LAPIC left
+    // disabled: the vector goes in as ExtINT plus an interrupt-window exit
+    // (CallbackVectorDelivery), beside the per-vCPU LAPIC vector above.
+    let lapicVector = { try guestBench(transport: "page", scenario: "bench_evtchn") }
+    let bareVector = { try guestBench(transport: "page", scenario: "bench_evtchn", options: "pvh.upcall=callback pvh.lapic=off") }
+    if let (p, r) = try interleaved(3, bareVector, { try lapicVector() ?? .nan }) {
+        row("  with a bare callback vector", p, r, unit: "µs", refName: "per-vCPU LAPIC vector")
     }
 } catch {
     print("pvh-bench: hypercall benchmarks skipped: \(error)")
