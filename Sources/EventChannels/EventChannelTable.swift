@@ -31,7 +31,7 @@ public final class EventChannelTable: Sendable {
         /// ABI caps it further at 4095 (64-bit shared_info) or 1023 (32-bit).
         public var maximumPort: UInt32
 
-        public init(domainID: DomainID, vcpuCount: Int, backendDomainID: DomainID = DomainID(rawValue: 0),
+        public init(domainID: DomainID, vcpuCount: Int, backendDomainID: DomainID = .controlDomain,
                     maximumPort: UInt32 = 4095) {
             self.domainID = domainID
             self.vcpuCount = vcpuCount

@@ -78,7 +78,7 @@ public final class XenStoreSocketServer: Sendable {
     }
 
     private func serve(_ peer: Peer) {
-        let id = server.connect(domain: DomainID(rawValue: 0), privileged: true) { bytes in peer.enqueue(bytes) }
+        let id = server.connect(domain: .controlDomain, privileged: true) { bytes in peer.enqueue(bytes) }
         defer { server.disconnect(id) }
         while !peer.isDead {
             let (readable, writable, woken) = peer.socket.poll(writable: peer.hasPendingOutput, wakeup: peer.wakeup)

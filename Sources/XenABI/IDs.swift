@@ -6,6 +6,10 @@ public struct DomainID: RawRepresentable, Hashable, Sendable, CustomStringConver
     public init(rawValue: UInt16) { self.rawValue = rawValue }
     /// `DOMID_SELF` (xen.h).
     public static let `self` = DomainID(rawValue: 0x7ff0)
+    /// Domain 0: the control domain, which the VMM plays for every guest:
+    /// it runs the toolstack, xenstored and every device backend, so its id
+    /// owns the store's root, backends' nodes and their event-channel ends.
+    public static let controlDomain = DomainID(rawValue: 0)
     public var description: String { "d\(rawValue)" }
 }
 

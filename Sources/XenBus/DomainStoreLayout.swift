@@ -52,7 +52,7 @@ public struct DomainStoreLayout: Sendable, Equatable {
     /// Writes the tree: the control domain's own entry first (once), then
     /// the domain's. Any old tree of the same domain is removed first.
     public func write(to store: XenStoreServer) throws(XenStoreError) {
-        let dom0 = DomainID(rawValue: 0)
+        let dom0 = DomainID.controlDomain
         let readOnly = XenStorePermissions(owner: dom0, defaultAccess: .none, entries: [(domain, .read)])
         let guestOwned = XenStorePermissions(owner: domain, defaultAccess: .none)
 

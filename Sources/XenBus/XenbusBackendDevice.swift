@@ -13,7 +13,7 @@ public struct XenbusDeviceAddress: Hashable, Sendable {
     /// The device's index under its class.
     public var index: Int
 
-    public init(type: String, frontend: DomainID, backend: DomainID = DomainID(rawValue: 0), index: Int) {
+    public init(type: String, frontend: DomainID, backend: DomainID = .controlDomain, index: Int) {
         self.type = type
         self.frontend = frontend
         self.backend = backend

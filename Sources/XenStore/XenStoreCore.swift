@@ -136,7 +136,7 @@ public struct XenStoreCore: Sendable {
     /// `@releaseDomain` (same permissions).
     public init(quota: XenStoreQuota = .default) {
         self.quota = quota
-        let dom0 = XenStorePermissions(owner: DomainID(rawValue: 0))
+        let dom0 = XenStorePermissions(owner: .controlDomain)
         tree = .empty
         tree.put("/", XenStoreNode(value: [], children: [], perms: dom0, generation: 0))
         specialPermissions = [XenStorePath.introduceDomain.rawValue: dom0, XenStorePath.releaseDomain.rawValue: dom0]

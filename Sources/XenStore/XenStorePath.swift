@@ -32,7 +32,7 @@ public struct XenStorePath: RawRepresentable, Hashable, Sendable, CustomStringCo
 
     /// Validates an absolute or special path (never relative).
     public init?(rawValue: String) {
-        guard let p = try? XenStorePath(rawValue, home: DomainID(rawValue: 0), allowSpecial: true, pathQuota: nil),
+        guard let p = try? XenStorePath(rawValue, home: .controlDomain, allowSpecial: true, pathQuota: nil),
                   !p.relative else { return nil }
         self = p
     }

@@ -82,7 +82,7 @@ public final class XenStoreServer: Sendable {
     public init(quota: XenStoreQuota = .default, log: @escaping @Sendable (String) -> Void) {
         var s = State(core: XenStoreCore(quota: quota))
         toolstack = XenStoreConnectionID(rawValue: 0)
-        s.core.connect(toolstack, domain: DomainID(rawValue: 0), privileged: true)
+        s.core.connect(toolstack, domain: .controlDomain, privileged: true)
         state = Mutex(s)
         logSink = log
     }
@@ -338,7 +338,7 @@ public final class XenStoreServer: Sendable {
     /// documentation), first for the initial event xenstore.txt promises.
     public func watch(_ path: String, token: String,
                       handler: @escaping @Sendable (String, String) -> Void) throws(XenStoreError) -> XenStoreWatchID {
-        let id = add(Peer(handler: handler), domain: DomainID(rawValue: 0), privileged: true)
+        let id = add(Peer(handler: handler), domain: .controlDomain, privileged: true)
         switch perform(.watch, XenStoreWire.nulTerminated([path, token]), as: id) {
         case .success: return XenStoreWatchID(rawValue: id.rawValue)
         case .failure(let e):
