@@ -1,4 +1,5 @@
 import CXen
+import GuestMemory
 
 /// `GNTTABOP_*` (grant_table.h): the sub-operations of `grant_table_op`.
 public enum GrantTableOpCommand: XenSubOperation {
@@ -163,4 +164,35 @@ public enum GrantTableConstants {
     public static let cacheClean = UInt32(GNTTAB_CACHE_CLEAN)
     public static let cacheInvalidate = UInt32(GNTTAB_CACHE_INVAL)
     public static let cacheSourceGrant = UInt32(GNTTAB_CACHE_SOURCE_GREF)
+}
+
+/// One end of a `gnttab_copy` (`struct gnttab_copy_ptr`), decoded: a grant
+/// reference of `domain` or (DOMID_SELF only) a frame of the caller.
+public struct GrantCopyPointer: Hashable, Sendable {
+    /// What `u` names, chosen by `GNTCOPY_source_gref` / `GNTCOPY_dest_gref`.
+    public enum Target: Hashable, Sendable {
+        case grant(GrantReference)
+        case frame(GuestFrameNumber)
+    }
+    public var target: Target
+    public var domain: DomainID
+    /// Byte offset in the page.
+    public var offset: UInt16
+    public init(target: Target, domain: DomainID, offset: UInt16) {
+        self.target = target
+        self.domain = domain
+        self.offset = offset
+    }
+}
+
+/// One `gnttab_copy` operation, decoded from the guest's structure.
+public struct GrantCopyOperation: Hashable, Sendable {
+    public var source: GrantCopyPointer
+    public var destination: GrantCopyPointer
+    public var length: UInt16
+    public init(source: GrantCopyPointer, destination: GrantCopyPointer, length: UInt16) {
+        self.source = source
+        self.destination = destination
+        self.length = length
+    }
 }
