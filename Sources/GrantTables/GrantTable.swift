@@ -124,6 +124,9 @@ public final class GrantTable: Sendable {
             status: (0..<Self.statusFrames(for: n)).map { base + UInt64(n + $0) }))
     }
 
+    /// The VMM's backend domain (`configuration.backendDomainID`).
+    public var backendDomain: DomainID { configuration.backendDomainID }
+
     /// The default area in guest-physical space.
     public var defaultAreaRange: GuestPhysicalRange {
         GuestPhysicalRange(start: GuestPhysicalAddress(configuration.defaultArea.rawValue << 12),
