@@ -56,7 +56,7 @@ let package = Package(
         // handshake every PV device backend (console, block, net) runs.
         .target(name: "XenBus", dependencies: ["CXen", "XenABI", "XenStore"], swiftSettings: safeSettings),
         // Wiring: vCPU threads, exit handling, transports.
-        .target(name: "VMM", dependencies: ["KVM", "GuestMemory", "XenABI", "PVHBoot", "Hypercalls", "EventChannels", "ConsoleBackend", "PVTime", "XenStore", "XenBus"], swiftSettings: safeSettings),
+        .target(name: "VMM", dependencies: ["KVM", "GuestMemory", "XenABI", "PVHBoot", "Hypercalls", "EventChannels", "GrantTables", "ConsoleBackend", "PVTime", "XenStore", "XenBus"], swiftSettings: safeSettings),
         .executableTarget(
             name: "pvh",
             dependencies: ["VMM", "KVM", "XenStore", .product(name: "ArgumentParser", package: "swift-argument-parser")]),
