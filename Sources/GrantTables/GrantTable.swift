@@ -751,6 +751,35 @@ public final class GrantTable: Sendable {
         }
     }
 
+    // MARK: the toolstack
+
+    /// Writes a full-page GTF_permit_access entry with the toolstack's
+    /// authority, as libxl does for the reserved entries at domain creation
+    /// (xc_dom_gnttab_seed: GNTTAB_RESERVED_CONSOLE and
+    /// GNTTAB_RESERVED_XENSTORE grant the console and XenStore rings to
+    /// their backends). The frame and domid go in before the flags, so a
+    /// reader never sees a valid entry with stale contents.
+    public func seed(_ reference: GrantReference, to domain: DomainID, frame: GuestFrameNumber) throws(GrantError) {
+        try state.withLock { (s: inout State) throws(GrantError) in
+            guard Int(reference.rawValue) < entryCount(s) else { throw .badReference }
+            let at = entryAddress(reference.rawValue, s)
+            do {
+                if s.version == 1 {
+                    guard frame.rawValue <= UInt64(UInt32.max) else { throw GrantError.badFrame }
+                    try memory.store(UInt32(frame.rawValue), at: GuestPhysicalAddress(at.rawValue + UInt64(XenWire.GrantEntryV1.frame.offset)))
+                } else {
+                    try memory.store(frame.rawValue, at: GuestPhysicalAddress(at.rawValue + UInt64(XenWire.GrantEntryV2.fullPageFrame.offset)))
+                }
+                try memory.store(domain.rawValue, at: GuestPhysicalAddress(at.rawValue + UInt64(XenWire.GrantEntryHeader.domid.offset)))
+                try memory.store(GrantEntryFlags.permitAccess.rawValue, at: GuestPhysicalAddress(at.rawValue + UInt64(XenWire.GrantEntryHeader.flags.offset)))
+            } catch let error as GrantError {
+                throw error
+            } catch {
+                throw .memory
+            }
+        }
+    }
+
     // MARK: the backend side
 
     /// Maps `reference` for the backend domain: the granted bytes while the

@@ -242,6 +242,10 @@ public final class Domain: Sendable {
                                  defaultArea: configuration.grantArea.start.frameNumber),
             memory: memory)
         self.grants = grants
+        // The toolstack's reserved grants (xc_dom_gnttab_seed): the console
+        // and XenStore rings, granted to their backend domain (d0).
+        try? grants.seed(GrantTableConstants.consoleReference, to: grants.backendDomain, frame: consoleFrame)
+        try? grants.seed(GrantTableConstants.xenstoreReference, to: grants.backendDomain, frame: storeFrame)
         let holeLimit = 1 + GrantTable.defaultAreaFrameCount(maximumFrames: configuration.maxGrantFrames)
         let dispatcher = HypercallDispatcher(
             configuration: DomainConfiguration(

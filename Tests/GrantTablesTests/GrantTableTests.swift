@@ -454,6 +454,21 @@ final class RacingMemory: GuestMemory, @unchecked Sendable {
     }
 }
 
+@Suite struct Toolstack {
+    @Test("seed: the reserved console and XenStore entries, usable by the backend domain")
+    func seed() throws {
+        let f = Fixture()
+        try f.table.seed(GrantTableConstants.consoleReference, to: Fixture.backend, frame: GuestFrameNumber(0xffe))
+        try f.table.seed(GrantTableConstants.xenstoreReference, to: Fixture.backend, frame: GuestFrameNumber(0xffd))
+        #expect(try f.memory.load(UInt64.self, at: GuestPhysicalAddress(0xf00000)) == UInt64(permit.rawValue) | 0xffe << 32)
+        #expect(try f.memory.load(UInt64.self, at: GuestPhysicalAddress(0xf00008)) == UInt64(permit.rawValue) | 0xffd << 32)
+        let m = try f.table.map(GrantTableConstants.xenstoreReference, access: .write)
+        #expect(m.region.start == GuestPhysicalAddress(0xffd000))
+        m.release()
+        #expect(throws: GrantError.badReference) { try f.table.seed(GrantReference(512), to: Fixture.backend, frame: GuestFrameNumber(1)) }
+    }
+}
+
 @Suite struct GuestOperations {
     @Test("swap_grant_ref: entries (and v2 status) swap; held → GNTST_eagain; beyond → GNTST_bad_gntref; same → okay")
     func swap() throws {
