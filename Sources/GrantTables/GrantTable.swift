@@ -75,6 +75,7 @@ public final class GrantTable: Sendable {
         maximumFrames + statusFrames(for: maximumFrames)
     }
 
+    /// The table's static facts (`maximumFrames` as clamped at creation).
     public let configuration: Configuration
     let memory: any GuestMemory
 

@@ -174,7 +174,9 @@ public struct GrantCopyPointer: Hashable, Sendable {
         case grant(GrantReference)
         case frame(GuestFrameNumber)
     }
+    /// The grant or frame named.
     public var target: Target
+    /// Whose grant or frame (DOMID_SELF, the caller's id, or another domain).
     public var domain: DomainID
     /// Byte offset in the page.
     public var offset: UInt16
@@ -187,8 +189,11 @@ public struct GrantCopyPointer: Hashable, Sendable {
 
 /// One `gnttab_copy` operation, decoded from the guest's structure.
 public struct GrantCopyOperation: Hashable, Sendable {
+    /// Where the bytes come from.
     public var source: GrantCopyPointer
+    /// Where they go.
     public var destination: GrantCopyPointer
+    /// How many bytes (`len`).
     public var length: UInt16
     public init(source: GrantCopyPointer, destination: GrantCopyPointer, length: UInt16) {
         self.source = source
