@@ -175,3 +175,39 @@ struct GuestMemoryTests {
     let bytes = try m.read(at: GuestPhysicalAddress(0), count: 0x8000)
     #expect(bytes.allSatisfy { $0 == 0xff })
 }
+
+@Test func compareExchangeSwapsOnlyOnAMatch() throws {
+    let mapped = try MappedGuestMemory(ranges: [GuestPhysicalRange(start: GuestPhysicalAddress(0), length: 0x1000)])
+    for m in [mapped as any GuestMemory, MockGuestMemory(size: 0x1000)] {
+        let a = GuestPhysicalAddress(0x100)
+        try m.store(UInt64(7), at: a)
+        #expect(try m.compareExchange(expected: UInt64(7), desired: 9, at: a) == 7)
+        #expect(try m.load(UInt64.self, at: a) == 9)
+        #expect(try m.compareExchange(expected: UInt64(7), desired: 1, at: a) == 9)
+        #expect(try m.load(UInt64.self, at: a) == 9)
+        #expect(try m.compareExchange(expected: UInt16(0), desired: 0xbeef, at: GuestPhysicalAddress(0x202)) == 0)
+        #expect(try m.load(UInt16.self, at: GuestPhysicalAddress(0x202)) == 0xbeef)
+        #expect(try m.compareExchange(expected: UInt32(0), desired: 5, at: GuestPhysicalAddress(0x204)) == 0)
+        #expect(try m.compareExchange(expected: UInt8(0), desired: 5, at: GuestPhysicalAddress(0x208)) == 0)
+        #expect(throws: GuestMemoryError.misaligned(GuestPhysicalAddress(0x104), size: 8)) {
+            try m.compareExchange(expected: UInt64(0), desired: 1, at: GuestPhysicalAddress(0x104))
+        }
+        #expect(throws: GuestMemoryError.self) { try m.compareExchange(expected: UInt64(0), desired: 1, at: GuestPhysicalAddress(0x1000)) }
+    }
+}
+
+@Test func compareExchangeFromTwoThreadsIsAtomic() throws {
+    // Two threads increment one word with CAS loops: no increment is lost.
+    let m = try MappedGuestMemory(ranges: [GuestPhysicalRange(start: GuestPhysicalAddress(0), length: 0x1000)])
+    DispatchQueue.concurrentPerform(iterations: 2) { _ in
+        for _ in 0..<20000 {
+            while true {
+                guard let old = try? m.load(UInt64.self, at: GuestPhysicalAddress(8)),
+                      let seen = try? m.compareExchange(expected: old, desired: old + 1, at: GuestPhysicalAddress(8))
+                else { return }
+                if seen == old { break }
+            }
+        }
+    }
+    #expect(try m.load(UInt64.self, at: GuestPhysicalAddress(8)) == 40000)
+}

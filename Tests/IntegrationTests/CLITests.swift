@@ -89,6 +89,8 @@ struct CLITests {
         (["run", "--kernel", "x", "--memory", "0"], "--memory"),
         (["run", "--kernel", "x", "--vcpus", "0"], "--vcpus"),
         (["run", "--kernel", "x", "--memory", "lots"], "--memory"),
+        (["run", "--kernel", "x", "--max-grant-frames", "0"], "--max-grant-frames 0: must be 1 to 1024"),
+        (["run", "--kernel", "x", "--max-grant-frames", "1025"], "--max-grant-frames 1025: must be 1 to 1024"),
         (["run"], "--kernel"),
     ])
     func badOptions(_ args: [String], _ option: String) throws {
@@ -103,7 +105,7 @@ struct CLITests {
     func help() throws {
         let r = try pvh(["run", "--help"])
         #expect(r.status == 0)
-        for o in ["--kernel", "--initrd", "--cmdline", "--memory", "--vcpus"] { #expect(r.stdout.contains(o)) }
+        for o in ["--kernel", "--initrd", "--cmdline", "--memory", "--vcpus", "--max-grant-frames"] { #expect(r.stdout.contains(o)) }
     }
 
     @Test("the test guest powers off: exit 0; reboot: exit 3; crash: exit 4", .enabled(if: Env.hasKVM, "needs /dev/kvm"),

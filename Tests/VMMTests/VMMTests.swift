@@ -69,6 +69,33 @@ struct VMMTests {
         #expect(big[0].length + big[1].length == 4096 << 20)
     }
 
+    @Test("grant area: shared then status frames, just below the special pages; sized by maxGrantFrames")
+    func grantArea() {
+        let c = GuestConfiguration(kernelPath: "k", memoryMiB: 256)
+        #expect(c.maxGrantFrames == 64)
+        #expect(c.grantArea.end == c.specialPages.start.rawValue)
+        #expect(c.grantArea.length == (64 + 8) * 4096)
+        #expect(c.grantArea.start.rawValue == (256 << 20) - 2 * 4096 - 72 * 4096)
+        let one = GuestConfiguration(kernelPath: "k", memoryMiB: 256, maxGrantFrames: 1)
+        #expect(one.grantArea.length == 2 * 4096)  // one shared frame, one status frame
+        let big = GuestConfiguration(kernelPath: "k", memoryMiB: 256, maxGrantFrames: 1024)
+        #expect(big.grantArea.length == (1024 + 128) * 4096)
+    }
+
+    @Test("--max-grant-frames out of range is a usage error naming the option")
+    func badGrantFrames() {
+        for n in [0, 1025] {
+            do {
+                _ = try Domain(configuration: GuestConfiguration(kernelPath: "/nonexistent", maxGrantFrames: n),
+                               console: FileDescriptorConsoleSink(fd: 2))
+                Issue.record("accepted \(n)")
+            } catch {
+                #expect(error.description == "--max-grant-frames \(n): must be 1 to 1024")
+                #expect(error.isUsageError)
+            }
+        }
+    }
+
     @Test("exit statuses: 0 poweroff, 3 reboot, 4 crash, 1 VMM failure")
     func exitStatuses() {
         #expect(DomainExit.shutdown(.poweroff).exitStatus == 0)

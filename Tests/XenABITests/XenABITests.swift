@@ -127,3 +127,63 @@ func cpuidTimeScaleConvertsOneSecond(khz: UInt32) {
     #expect(HVMCallbackVia(parameterValue: 28) == .gsi(28))
     #expect(HVMCallbackVia(parameterValue: 9 << 56) == .unknown(9 << 56))
 }
+
+@Test func grantTableConstants() {
+    #expect(HypercallNumber.grantTableOp.rawValue == 20)
+    #expect(GrantTableOpCommand.mapGrantRef.rawValue == 0 && GrantTableOpCommand.copy.rawValue == 5)
+    #expect(GrantTableOpCommand.querySize.rawValue == 6 && GrantTableOpCommand.cacheFlush.rawValue == 12)
+    #expect(GrantTableOpCommand(rawValue: UInt64(13)) == nil)
+    #expect(GrantStatus.okay.rawValue == 0 && GrantStatus.generalError.rawValue == -1)
+    #expect(GrantStatus.badGrantReference.rawValue == -3 && GrantStatus.badCopyArgument.rawValue == -10)
+    #expect(GrantStatus.noSpace.rawValue == -13 && GrantStatus(rawValue: -12) == .again)
+    #expect(GrantEntryFlags.permitAccess.rawValue == 1 && GrantEntryFlags.transitive.rawValue == 3)
+    #expect(GrantEntryFlags.readonly.rawValue == 4 && GrantEntryFlags.reading.rawValue == 8)
+    #expect(GrantEntryFlags.writing.rawValue == 16 && GrantEntryFlags.subPage.rawValue == 0x100)
+    #expect(GrantEntryFlags(rawValue: 0xff01).type == .permitAccess)
+    #expect(GrantEntryFlags(rawValue: 0xfffc).type == .invalid)
+    #expect(GrantMapFlags.hostMap.rawValue == 2 && GrantCopyFlags.destinationGrant.rawValue == 2)
+    #expect(GrantTableConstants.reservedEntries == 8 && GrantTableConstants.statusFrameIndexBit == 0x8000_0000)
+}
+
+@Test func grantTableWireLayouts() {
+    // Entries: v1 8 bytes, v2 16, status 2.
+    #expect(XenWire.GrantEntryV1.size == 8 && XenWire.GrantEntryV1.frame == WireField(offset: 4, size: 4))
+    #expect(XenWire.GrantEntryV1.domid == WireField(offset: 2, size: 2))
+    #expect(XenWire.GrantEntryV2.size == 16 && XenWire.GrantEntryV2.fullPageFrame == WireField(offset: 8, size: 8))
+    #expect(XenWire.GrantEntryV2.subPageOffset == WireField(offset: 4, size: 2))
+    #expect(XenWire.GrantEntryV2.subPageLength == WireField(offset: 6, size: 2))
+    #expect(XenWire.GrantEntryV2.subPageFrame == WireField(offset: 8, size: 8))
+    #expect(XenWire.GrantEntryV2.transitiveDomain == WireField(offset: 4, size: 2))
+    #expect(XenWire.GrantEntryV2.transitiveReference == WireField(offset: 8, size: 4))
+    #expect(XenWire.GrantStatusEntry.size == 2)
+    // setup_table: native 24 (handle at 16), compat 16 (handle at 12).
+    #expect(XenWire.GrantSetupTable.size(.long64) == 24 && XenWire.GrantSetupTable.frameList(.long64) == WireField(offset: 16, size: 8))
+    #expect(XenWire.GrantSetupTable.size(.protected32) == 16 && XenWire.GrantSetupTable.frameList(.protected32) == WireField(offset: 12, size: 4))
+    #expect(XenWire.GrantSetupTable.status == WireField(offset: 8, size: 2))
+    // get_status_frames: native 16, compat 12.
+    #expect(XenWire.GrantGetStatusFrames.size(.long64) == 16 && XenWire.GrantGetStatusFrames.size(.protected32) == 12)
+    #expect(XenWire.GrantGetStatusFrames.dom == WireField(offset: 4, size: 2) && XenWire.GrantGetStatusFrames.status == WireField(offset: 6, size: 2))
+    // copy: native 40 (pointers of 16), compat 24 (pointers of 8).
+    #expect(XenWire.GrantCopy.size(.long64) == 40 && XenWire.GrantCopy.size(.protected32) == 24)
+    #expect(XenWire.GrantCopy.gmfn(destination: true, .long64) == WireField(offset: 16, size: 8))
+    #expect(XenWire.GrantCopy.domid(destination: true, .long64) == WireField(offset: 24, size: 2))
+    #expect(XenWire.GrantCopy.offset(destination: false, .long64) == WireField(offset: 10, size: 2))
+    #expect(XenWire.GrantCopy.status(.long64) == WireField(offset: 36, size: 2))
+    #expect(XenWire.GrantCopy.gmfn(destination: true, .protected32) == WireField(offset: 8, size: 4))
+    #expect(XenWire.GrantCopy.domid(destination: true, .protected32) == WireField(offset: 12, size: 2))
+    #expect(XenWire.GrantCopy.length(.protected32) == WireField(offset: 16, size: 2))
+    #expect(XenWire.GrantCopy.status(.protected32) == WireField(offset: 20, size: 2))
+    // Same in both ABIs.
+    #expect(XenWire.GrantQuerySize.size == 16 && XenWire.GrantQuerySize.status == WireField(offset: 12, size: 2))
+    #expect(XenWire.GrantMapGrantRef.size == 32 && XenWire.GrantMapGrantRef.status == WireField(offset: 18, size: 2))
+    #expect(XenWire.GrantMapGrantRef.handle == WireField(offset: 20, size: 4))
+    #expect(XenWire.GrantUnmapGrantRef.size == 24 && XenWire.GrantUnmapGrantRef.status == WireField(offset: 20, size: 2))
+    #expect(XenWire.GrantSwapGrantRef.size == 12 && XenWire.GrantGetVersion.size == 8 && XenWire.GrantCacheFlush.size == 16)
+    #expect(XenWire.GrantTransfer.size(.long64) == 24 && XenWire.GrantTransfer.size(.protected32) == 16)
+    // add_to_physmap_batch: native 32, compat 20.
+    #expect(XenWire.AddToPhysmapBatch.size(.long64) == 32 && XenWire.AddToPhysmapBatch.size(.protected32) == 20)
+    #expect(XenWire.AddToPhysmapBatch.extra == WireField(offset: 6, size: 2))
+    #expect(XenWire.AddToPhysmapBatch.errors(.long64) == WireField(offset: 24, size: 8))
+    #expect(XenWire.AddToPhysmapBatch.gpfns(.protected32) == WireField(offset: 12, size: 4))
+    #expect(XenWire.AddToPhysmapBatch.indexSize(.protected32) == 4 && XenWire.AddToPhysmapBatch.gpfnSize(.long64) == 8)
+}
