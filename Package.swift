@@ -37,6 +37,9 @@ let package = Package(
         .target(name: "PVHBoot", dependencies: ["CXen", "GuestMemory", "XenABI", "CDecompress"], swiftSettings: safeSettings),
         // Event channels: the per-domain port state machine and 2-level delivery into guest memory.
         .target(name: "EventChannels", dependencies: ["GuestMemory", "XenABI"], swiftSettings: safeSettings),
+        // Grant tables: the per-domain table in guest memory, the guest's grant_table_op
+        // and add_to_physmap placement, and the backend side (map, copy).
+        .target(name: "GrantTables", dependencies: ["GuestMemory", "XenABI"], swiftSettings: safeSettings),
         // Hypercall decoding and dispatch to service protocols.
         .target(name: "Hypercalls", dependencies: ["GuestMemory", "XenABI", "EventChannels", "PVTime"], swiftSettings: safeSettings),
         // The only shared-ring implementation: byte rings (console, XenStore) and
@@ -53,7 +56,7 @@ let package = Package(
         // handshake every PV device backend (console, block, net) runs.
         .target(name: "XenBus", dependencies: ["CXen", "XenABI", "XenStore"], swiftSettings: safeSettings),
         // Wiring: vCPU threads, exit handling, transports.
-        .target(name: "VMM", dependencies: ["KVM", "GuestMemory", "XenABI", "PVHBoot", "Hypercalls", "EventChannels", "ConsoleBackend", "PVTime", "XenStore", "XenBus"], swiftSettings: safeSettings),
+        .target(name: "VMM", dependencies: ["KVM", "GuestMemory", "XenABI", "PVHBoot", "Hypercalls", "EventChannels", "GrantTables", "ConsoleBackend", "PVTime", "XenStore", "XenBus"], swiftSettings: safeSettings),
         .executableTarget(
             name: "pvh",
             dependencies: ["VMM", "KVM", "XenStore", .product(name: "ArgumentParser", package: "swift-argument-parser")]),
@@ -69,6 +72,7 @@ let package = Package(
         .testTarget(name: "HypercallsTests", dependencies: ["Hypercalls", "EventChannels", "PVTime", "TestSupport", "XenABI", "GuestMemory"]),
         .testTarget(name: "XenRingTests", dependencies: ["XenRing", "TestSupport", "GuestMemory"]),
         .testTarget(name: "PVTimeTests", dependencies: ["PVTime", "TestSupport", "XenABI", "GuestMemory"]),
+        .testTarget(name: "GrantTablesTests", dependencies: ["GrantTables", "TestSupport", "XenABI", "GuestMemory"]),
         .testTarget(name: "EventChannelsTests", dependencies: ["EventChannels", "TestSupport", "XenABI", "GuestMemory"]),
         .testTarget(name: "ConsoleBackendTests", dependencies: ["ConsoleBackend", "EventChannels", "XenRing", "TestSupport", "XenABI", "GuestMemory"]),
         .testTarget(name: "XenStoreTests", dependencies: ["XenStore", "CXen", "EventChannels", "XenRing", "TestSupport", "XenABI", "GuestMemory"]),

@@ -56,6 +56,14 @@ public protocol GuestMemory: AnyObject, Sendable {
     /// Atomically ANDs `bits` into the integer at `address` and returns the
     /// previous value; same rules as `atomicOr`.
     func atomicAnd<T: FixedWidthInteger & UnsignedInteger>(_ bits: T, at address: GuestPhysicalAddress) throws(GuestMemoryError) -> T
+
+    /// Atomically replaces the integer at `address` with `desired` if it
+    /// equals `expected` (a locked CMPXCHG) and returns the value it held
+    /// before: equal to `expected` exactly when the exchange happened. Xen's
+    /// `guest_cmpxchg`, used where a word is shared with a guest that may
+    /// change it at any time (grant entries, `_set_status_v1`). Same
+    /// alignment rule as `atomicOr`.
+    func compareExchange<T: FixedWidthInteger & UnsignedInteger>(expected: T, desired: T, at address: GuestPhysicalAddress) throws(GuestMemoryError) -> T
 }
 
 extension GuestMemory {

@@ -154,6 +154,45 @@ public final class MappedGuestMemory: GuestMemory, @unchecked Sendable {
         try atomicUpdate(bits, at: address, or: false)
     }
 
+    public func compareExchange<T: FixedWidthInteger & UnsignedInteger>(expected: T, desired: T, at address: GuestPhysicalAddress) throws(GuestMemoryError) -> T {
+        let size = MemoryLayout<T>.size
+        guard size == 1 || size == 2 || size == 4 || size == 8 else { throw .misaligned(address, size: size) }
+        guard address.rawValue % UInt64(size) == 0 else { throw .misaligned(address, size: size) }
+        let (m, off) = try locate(address, size)
+        // Naturally aligned guest address → naturally aligned host address (see atomicUpdate).
+        let p = unsafe m.pointer(at: off)
+        let e = UInt64(truncatingIfNeeded: expected)
+        let d = UInt64(truncatingIfNeeded: desired)
+        let old: UInt64
+        switch size {
+        case 1: old = UInt64(unsafe Self.exchange(p, UInt8(truncatingIfNeeded: e), UInt8(truncatingIfNeeded: d)))
+        case 2: old = UInt64(unsafe Self.exchange(p, UInt16(truncatingIfNeeded: e), UInt16(truncatingIfNeeded: d)))
+        case 4: old = UInt64(unsafe Self.exchange(p, UInt32(truncatingIfNeeded: e), UInt32(truncatingIfNeeded: d)))
+        default: old = unsafe Self.exchange(p, e, d)
+        }
+        return T(truncatingIfNeeded: old)
+    }
+
+    // SAFETY (the four below): as for `update`: the caller guarantees `p` is
+    // in bounds and naturally aligned, and `Atomic<V>` has the layout of `V`,
+    // so this is one locked CMPXCHG on the guest's integer.
+    @unsafe private static func exchange(_ p: UnsafeMutableRawPointer, _ expected: UInt8, _ desired: UInt8) -> UInt8 {
+        let a = unsafe p.assumingMemoryBound(to: Atomic<UInt8>.self)
+        return unsafe a.pointee.compareExchange(expected: expected, desired: desired, ordering: .sequentiallyConsistent).original
+    }
+    @unsafe private static func exchange(_ p: UnsafeMutableRawPointer, _ expected: UInt16, _ desired: UInt16) -> UInt16 {
+        let a = unsafe p.assumingMemoryBound(to: Atomic<UInt16>.self)
+        return unsafe a.pointee.compareExchange(expected: expected, desired: desired, ordering: .sequentiallyConsistent).original
+    }
+    @unsafe private static func exchange(_ p: UnsafeMutableRawPointer, _ expected: UInt32, _ desired: UInt32) -> UInt32 {
+        let a = unsafe p.assumingMemoryBound(to: Atomic<UInt32>.self)
+        return unsafe a.pointee.compareExchange(expected: expected, desired: desired, ordering: .sequentiallyConsistent).original
+    }
+    @unsafe private static func exchange(_ p: UnsafeMutableRawPointer, _ expected: UInt64, _ desired: UInt64) -> UInt64 {
+        let a = unsafe p.assumingMemoryBound(to: Atomic<UInt64>.self)
+        return unsafe a.pointee.compareExchange(expected: expected, desired: desired, ordering: .sequentiallyConsistent).original
+    }
+
     /// One locked read-modify-write of a naturally aligned 1/2/4/8-byte integer.
     private func atomicUpdate<T: FixedWidthInteger & UnsignedInteger>(_ bits: T, at address: GuestPhysicalAddress, or: Bool) throws(GuestMemoryError) -> T {
         let size = MemoryLayout<T>.size

@@ -23,6 +23,11 @@ public enum Hypercall: Hashable, Sendable {
     case hvmOp(HVMOpCommand, GuestVirtualAddress)
     /// `event_channel_op(int cmd, void *arg)`.
     case eventChannelOp(EventChannelOpCommand, GuestVirtualAddress)
+    /// `grant_table_op(unsigned int cmd, void *uop, unsigned int count)`.
+    /// A command with bits above the sub-op (Xen's continuation bits) is an
+    /// unknown sub-operation: HVM guests reach only the listed commands
+    /// (xen/arch/x86/hvm/hypercall.c hvm_grant_table_op).
+    case grantTableOp(GrantTableOpCommand, GuestVirtualAddress, count: UInt32)
     /// `set_timer_op(s_time_t timeout)`: one 64-bit register in 64-bit mode;
     /// from a 32-bit caller `compat_set_timer_op(uint32_t lo, uint32_t hi)`,
     /// the low half in EBX and the high half in ECX (xen/include/hypercall-defs.c:
@@ -75,6 +80,9 @@ public enum Hypercall: Hashable, Sendable {
         case .eventChannelOp:
             guard let command = EventChannelOpCommand(rawValue: int32(0)) else { self = unknownSubOp(int32(0)); return }
             self = .eventChannelOp(command, pointer(1))
+        case .grantTableOp:
+            guard let command = GrantTableOpCommand(rawValue: int32(0)) else { self = unknownSubOp(int32(0)); return }
+            self = .grantTableOp(command, pointer(1), count: UInt32(truncatingIfNeeded: args[2]))
         case .setTimerOp:
             self = .setTimerOp(registers.mode == .long64 ? args[0] : (args[1] << 32) | args[0])
         default:

@@ -90,6 +90,55 @@ public protocol PhysmapService: Sendable {
     /// Back guest frame `frame` with the domain's shared_info page (RAM or a
     /// hole; a previous placement is moved). Errors go back to the guest.
     func mapSharedInfo(at frame: GuestFrameNumber) throws(XenErrno)
+    /// Make guest frame `frame`, a hole in the guest-physical map (no guest
+    /// memory there), guest memory: a fresh zero page the VMM registers with
+    /// KVM, for a grant frame the guest places there
+    /// (XENMEM_add_to_physmap(XENMAPSPACE_grant_table)). The VMM bounds how
+    /// many hole pages a domain gets (-ENOMEM beyond); -EINVAL for a frame it
+    /// cannot back.
+    func backFrame(at frame: GuestFrameNumber) throws(XenErrno)
+}
+
+/// Grant tables (`grant_table_op`, XENMEM_add_to_physmap(XENMAPSPACE_grant_table)),
+/// with the calling guest's authority. The handler copies each argument in
+/// once, calls one of these, and copies results back. Per-operation failures
+/// are `GrantStatus` values (the `status` field), whole-call failures
+/// `XenErrno`, as in Xen. `GrantTable` (GrantTables) is the implementation;
+/// the VMM supplies the conformance.
+public protocol GrantTableService: Sendable {
+    /// GNTTABOP_query_size: the table's frames and its limit.
+    func querySize(domain: DomainID) throws(GrantStatus) -> (frames: UInt32, maximumFrames: UInt32)
+    /// GNTTABOP_setup_table: grow to `frames` frames and say where each is;
+    /// `limit` is the caller's frame-list capacity.
+    func setupTable(domain: DomainID, frames: UInt32, limit: UInt32) throws(GrantStatus) -> [GuestFrameNumber]
+    /// GNTTABOP_get_status_frames: where the first `count` status frames are.
+    func statusFrames(domain: DomainID, count: UInt32, limit: UInt32) throws(GrantStatus) -> [GuestFrameNumber]
+    /// GNTTABOP_set_version.
+    func setVersion(_ version: UInt32) throws(XenErrno)
+    /// The table's version now (what set_version writes back).
+    var version: UInt32 { get }
+    /// GNTTABOP_get_version.
+    func version(domain: DomainID) throws(XenErrno) -> UInt32
+    /// GNTTABOP_swap_grant_ref, one operation.
+    func swap(_ a: GrantReference, _ b: GrantReference) -> GrantStatus
+    /// GNTTABOP_copy, one operation.
+    func copy(_ op: GrantCopyOperation) -> GrantStatus
+    /// GNTTABOP_map_grant_ref, one operation.
+    func mapForeign(domain: DomainID, reference: GrantReference, flags: GrantMapFlags) -> GrantStatus
+    /// GNTTABOP_unmap_grant_ref, one operation.
+    func unmapForeign(handle: UInt32) -> GrantStatus
+    /// Whether add_to_physmap may place frame `index` at `gfn` (nothing changes).
+    func checkFrameIndex(_ index: UInt64, at gfn: GuestFrameNumber) throws(XenErrno)
+    /// XENMEM_add_to_physmap(XENMAPSPACE_grant_table): place frame `index` at
+    /// `gfn` (guest memory), its contents with it.
+    func mapFrame(_ index: UInt64, at gfn: GuestFrameNumber) throws(XenErrno)
+    /// Something else takes `range`: grant frames there go back to their
+    /// default slots. False when the range meets the default area.
+    func vacate(_ range: ClosedRange<GuestFrameNumber>) -> Bool
+    /// Where frames the guest has not placed live (reserved, not the domain's RAM).
+    var defaultAreaRange: GuestPhysicalRange { get }
+    /// The VMM's backend domain (grantee of the backends' mappings).
+    var backendDomain: DomainID { get }
 }
 
 /// Where a vCPU registered its vcpu_info (VCPUOP_register_vcpu_info).
@@ -214,6 +263,8 @@ public final class HypercallDispatcher: Sendable {
     /// Releases guest RAM to the host; nil: XENMEM_increase_reservation,
     /// decrease_reservation and populate_physmap answer -ENOSYS.
     public let reservationService: (any ReservationService)?
+    /// Grant tables; nil: `grant_table_op` and XENMAPSPACE_grant_table answer -ENOSYS.
+    public let grantTables: (any GrantTableService)?
     /// The domain's populated frames and page count (XENMEM_current_reservation),
     /// over the memory's regions at creation, limited to `configuration.maxPages`.
     public let reservation: MemoryReservation
@@ -224,7 +275,8 @@ public final class HypercallDispatcher: Sendable {
     public init(configuration: DomainConfiguration, memory: any GuestMemory, console: any ConsoleService,
                 physmap: any PhysmapService, state: DomainState = DomainState(),
                 eventChannels: (any EventChannelService)? = nil, time: (any TimeService)? = nil,
-                lifecycle: (any VCPULifecycle)? = nil, reservationService: (any ReservationService)? = nil) {
+                lifecycle: (any VCPULifecycle)? = nil, reservationService: (any ReservationService)? = nil,
+                grantTables: (any GrantTableService)? = nil) {
         self.configuration = configuration
         self.memory = memory
         self.console = console
@@ -234,7 +286,11 @@ public final class HypercallDispatcher: Sendable {
         self.time = time
         self.lifecycle = lifecycle
         self.reservationService = reservationService
-        reservation = MemoryReservation(ram: memory.regions, maximumPages: configuration.maxPages)
+        self.grantTables = grantTables
+        // The grant table's default area is not the domain's RAM (Xen does
+        // not charge grant frames to the domain): the reservation leaves it out.
+        let ram = grantTables.map { memory.regions.subtracting($0.defaultAreaRange) } ?? memory.regions
+        reservation = MemoryReservation(ram: ram, maximumPages: configuration.maxPages)
     }
 
     /// Runs the hypercall in `registers` for `vcpu`, whose paging registers are `paging`.
@@ -271,6 +327,8 @@ public final class HypercallDispatcher: Sendable {
             return hvmOp(command, arg, c)
         case .eventChannelOp(let command, let arg):
             return result { () throws(XenErrno) in try eventChannelOp(command, arg, c) }
+        case .grantTableOp(let command, let arg, let count):
+            return result { () throws(XenErrno) in try grantTableOp(command, arg, count: count, c) }
         case .unknownSubOperation(.vcpuOp, _, let args):
             // do_vcpu_op checks the vCPU id before the sub-op (xen/arch/x86/domain.c).
             return .returnToGuest(isValid(VCPUID(UInt32(truncatingIfNeeded: args[1])))
@@ -295,5 +353,22 @@ public final class HypercallDispatcher: Sendable {
     /// other domains, so any other id is -ESRCH.
     func checkSelf(_ domid: UInt16) throws(XenErrno) {
         guard domid == DomainID.`self`.rawValue || domid == configuration.domainID.rawValue else { throw .esrch }
+    }
+}
+
+extension [GuestPhysicalRange] {
+    /// These ranges without the bytes of `hole`.
+    func subtracting(_ hole: GuestPhysicalRange) -> [GuestPhysicalRange] {
+        flatMap { r -> [GuestPhysicalRange] in
+            guard r.overlaps(hole) else { return [r] }
+            var out: [GuestPhysicalRange] = []
+            if r.start < hole.start {
+                out.append(GuestPhysicalRange(start: r.start, length: hole.start.rawValue - r.start.rawValue))
+            }
+            if hole.end < r.end {
+                out.append(GuestPhysicalRange(start: GuestPhysicalAddress(hole.end), length: r.end - hole.end))
+            }
+            return out
+        }
     }
 }

@@ -180,4 +180,17 @@ public final class MemoryReservation: Sendable {
             return n
         }
     }
+
+    /// A grant frame takes guest frame `frame` (xenmem_add_to_physmap_one:
+    /// the RAM page there is freed with guest_remove_page): it is no longer
+    /// populated nor charged. The grant frame itself is not the domain's
+    /// page. Host memory stays: the grant frame's bytes live there. No-op
+    /// for a frame that is not populated RAM.
+    func giveToGrantFrame(_ frame: GuestFrameNumber) {
+        storage.withLock { s in
+            guard let r = s.regionIndex(of: frame.rawValue), s.regions[r].isPopulated(frame.rawValue) else { return }
+            s.regions[r].set(frame.rawValue, populated: false)
+            s.populated -= 1
+        }
+    }
 }

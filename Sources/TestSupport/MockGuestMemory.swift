@@ -78,6 +78,10 @@ public final class MockGuestMemory: GuestMemory, @unchecked Sendable {
         try update(address) { $0 & bits }
     }
 
+    public func compareExchange<T: FixedWidthInteger & UnsignedInteger>(expected: T, desired: T, at address: GuestPhysicalAddress) throws(GuestMemoryError) -> T {
+        try update(address) { $0 == expected ? desired : $0 }
+    }
+
     /// A read-modify-write under the memory's lock (so atomic with respect to
     /// every other access through this object), with the mmap implementation's
     /// alignment rule.

@@ -77,4 +77,10 @@ public final class RecordingGuestMemory: GuestMemory, @unchecked Sendable {
         afterWrite?(log(.atomic, address, MemoryLayout<T>.size))
         return old
     }
+
+    public func compareExchange<T: FixedWidthInteger & UnsignedInteger>(expected: T, desired: T, at address: GuestPhysicalAddress) throws(GuestMemoryError) -> T {
+        let old = try inner.compareExchange(expected: expected, desired: desired, at: address)
+        afterWrite?(log(.atomic, address, MemoryLayout<T>.size))
+        return old
+    }
 }

@@ -1,6 +1,7 @@
 import ConsoleBackend
 import Dispatch
 import EventChannels
+import GrantTables
 import PVTime
 import Foundation
 import Synchronization
@@ -79,6 +80,9 @@ public final class Domain: Sendable {
     let timerThread: TimerThread
     /// The PV console backend (HVM_PARAM_CONSOLE_PFN / _EVTCHN).
     public let consoleBackend: ConsoleBackend
+    /// The guest's grant table; backends map the guest's grants through it
+    /// (the backend domain, d0, is the grantee).
+    public let grants: GrantTable
     /// Which guest frames hold memory (the balloon gives them back).
     public let reservation: MemoryReservation
     /// The store this domain's tree lives in (shared with the toolstack's
@@ -106,6 +110,10 @@ public final class Domain: Sendable {
         }
         guard (1...GuestConfiguration.maximumVCPUs).contains(configuration.vcpus) else {
             throw .badConfiguration(option: "--vcpus \(configuration.vcpus)", reason: "must be 1 to \(GuestConfiguration.maximumVCPUs)")
+        }
+        guard (1...GuestConfiguration.maximumGrantFrames).contains(configuration.maxGrantFrames) else {
+            throw .badConfiguration(option: "--max-grant-frames \(configuration.maxGrantFrames)",
+                                    reason: "must be 1 to \(GuestConfiguration.maximumGrantFrames)")
         }
 
         // Bad input first: nothing is created for a kernel that cannot boot.
@@ -157,7 +165,8 @@ public final class Domain: Sendable {
                 kernel,
                 configuration: BootConfiguration(
                     commandLine: configuration.commandLine, initrd: initrd, vcpuCount: configuration.vcpus,
-                    reservedRanges: [MemoryMapEntry(range: configuration.specialPages, type: .reserved)]),
+                    reservedRanges: [MemoryMapEntry(range: configuration.grantArea, type: .reserved),
+                                     MemoryMapEntry(range: configuration.specialPages, type: .reserved)]),
                 into: memory)
         } catch {
             switch error {
@@ -227,14 +236,21 @@ public final class Domain: Sendable {
             throw .memory("XenStore tree for d\(Self.domainID.rawValue): \(error)")
         }
         store.introduceDomain(Self.domainID)
+        // Grant tables: frames start in the reserved grant area (GuestConfiguration.grantArea).
+        let grants = GrantTable(
+            configuration: .init(domainID: Self.domainID, maximumFrames: configuration.maxGrantFrames,
+                                 defaultArea: configuration.grantArea.start.frameNumber),
+            memory: memory)
+        self.grants = grants
+        let holeLimit = 1 + GrantTable.defaultAreaFrameCount(maximumFrames: configuration.maxGrantFrames)
         let dispatcher = HypercallDispatcher(
             configuration: DomainConfiguration(
                 domainID: Self.domainID, vcpuCount: configuration.vcpus, memoryMap: boot.memoryMap,
                 totalPages: totalPages, maxPages: totalPages, guestCommandLine: configuration.commandLine,
                 features: XenFeatures.pvhDefault.union(.hvmSafePVClock)),
             memory: memory, console: ConsoleAdapter(sink: console),
-            physmap: SharedInfoBacking(vm: vm, memory: memory), state: state, eventChannels: events,
-            time: timers, lifecycle: smp, reservationService: GuestRAMRelease(memory: memory))
+            physmap: SharedInfoBacking(vm: vm, memory: memory, holeLimit: holeLimit), state: state, eventChannels: events,
+            time: timers, lifecycle: smp, reservationService: GuestRAMRelease(memory: memory), grantTables: grants)
         self.reservation = dispatcher.reservation
 
         // KVM_XEN_HVM_CONFIG hosts trap vmcall/vmmcall themselves; elsewhere
@@ -363,42 +379,45 @@ struct ConsoleAdapter: ConsoleService {
     func read(max: Int) -> [UInt8] { [] }  // console input arrives with the PV console ring (next issue)
 }
 
-/// XENMEM_add_to_physmap(XENMAPSPACE_shared_info): Xen moves its shared_info
-/// page to the frame the guest names. Where that frame is RAM the guest's page
-/// becomes shared_info (zeroed); where it is a hole, a fresh page is mapped
-/// there and registered with KVM, while vCPUs run.
+/// Guest-physical pages the VMM backs on the guest's request while vCPUs
+/// run. XENMEM_add_to_physmap(XENMAPSPACE_shared_info): Xen moves its
+/// shared_info page to the frame the guest names; where that frame is RAM the
+/// guest's page becomes shared_info (zeroed), where it is a hole a fresh page
+/// is mapped there and registered with KVM. XENMAPSPACE_grant_table in a hole
+/// (`backFrame`) gets a fresh page the same way. A guest cannot make us map
+/// unbounded memory: at most `holeLimit` hole pages per domain (one for
+/// shared_info plus one per grant frame, shared and status); naming a backed
+/// hole again is fine, a new one past the limit is -ENOMEM.
 final class SharedInfoBacking: PhysmapService, @unchecked Sendable {
     // SAFETY (Sendable): VirtualMachine and MappedGuestMemory are thread-safe.
     let vm: VirtualMachine
     let memory: MappedGuestMemory
-    private let holeFrame = Mutex<GuestFrameNumber?>(nil)
-    init(vm: VirtualMachine, memory: MappedGuestMemory) {
+    let holeLimit: Int
+    private let holes = Mutex<Set<GuestFrameNumber>>([])
+    init(vm: VirtualMachine, memory: MappedGuestMemory, holeLimit: Int = 1) {
         self.vm = vm
         self.memory = memory
+        self.holeLimit = holeLimit
     }
 
     func mapSharedInfo(at frame: GuestFrameNumber) throws(XenErrno) {
         guard let address = frame.address else { throw .einval }
-        if memory.contains(address, count: GuestFrameNumber.pageSize) {
-            do { try memory.fill(at: address, count: Int(GuestFrameNumber.pageSize), with: 0) } catch { throw .efault }
-            return
-        }
-        // A guest cannot make us map unbounded memory: one hole page per
-        // domain; naming it again is fine, naming another hole is -ENOMEM.
-        guard address.rawValue < (1 << 46) else { throw .einval }
-        try holeFrame.withLock { (current: inout GuestFrameNumber?) throws(XenErrno) in
-            if let current {
-                guard current == frame else { throw .enomem }
-                do { try memory.fill(at: address, count: Int(GuestFrameNumber.pageSize), with: 0) } catch { throw .efault }
-                return
-            }
+        if !memory.contains(address, count: GuestFrameNumber.pageSize) { try backFrame(at: frame) }
+        do { try memory.fill(at: address, count: Int(GuestFrameNumber.pageSize), with: 0) } catch { throw .efault }
+    }
+
+    func backFrame(at frame: GuestFrameNumber) throws(XenErrno) {
+        guard let address = frame.address, address.rawValue < (1 << 46) else { throw .einval }
+        try holes.withLock { (backed: inout Set<GuestFrameNumber>) throws(XenErrno) in
+            if backed.contains(frame) || memory.contains(address, count: GuestFrameNumber.pageSize) { return }
+            guard backed.count < holeLimit else { throw .enomem }
             do {
                 let mapping = try memory.addRegion(GuestPhysicalRange(start: address, length: GuestFrameNumber.pageSize))
                 _ = try vm.addMemory(mapping)
             } catch {
                 throw .enomem
             }
-            current = frame
+            backed.insert(frame)
         }
     }
 }
@@ -410,3 +429,6 @@ struct GuestRAMRelease: ReservationService {
     let memory: MappedGuestMemory
     func discard(_ range: GuestPhysicalRange) throws(GuestMemoryError) { try memory.discard(range) }
 }
+
+/// The dispatcher reaches the grant table through its service protocol.
+extension GrantTable: GrantTableService {}

@@ -1,3 +1,4 @@
+import GrantTables
 import GuestMemory
 
 /// What one guest is made of: everything `pvh run` takes on its command line.
@@ -14,10 +15,14 @@ public struct GuestConfiguration: Sendable, Equatable {
     public var vcpus: Int
     /// The guest's name (xl's `name=`): /local/domain/<id>/name.
     public var name: String
+    /// The grant table's frame limit (xl's `max_grant_frames`): 1 to
+    /// `maximumGrantFrames`, default 64 as Xen's `gnttab_max_frames`.
+    public var maxGrantFrames: Int
 
     public init(kernelPath: String, initrdPath: String? = nil, commandLine: String = "", memoryMiB: Int = 256, vcpus: Int = 1,
-                name: String = "pvh") {
+                name: String = "pvh", maxGrantFrames: Int = GrantTable.defaultMaximumFrames) {
         self.name = name
+        self.maxGrantFrames = maxGrantFrames
         self.kernelPath = kernelPath
         self.initrdPath = initrdPath
         self.commandLine = commandLine
@@ -49,6 +54,23 @@ public struct GuestConfiguration: Sendable, Equatable {
     /// "special pages"): reserved in the guest's memory map.
     public var specialPages: GuestPhysicalRange {
         GuestPhysicalRange(start: storePage.start, length: 2 * GuestFrameNumber.pageSize)
+    }
+
+    /// Largest `maxGrantFrames` (Xen takes up to its `gnttab_max_frames`;
+    /// pvh's limit keeps the reserved area below 5 MiB).
+    public static let maximumGrantFrames = GrantTable.maximumFramesLimit
+    /// The default `maxGrantFrames`.
+    public static let defaultGrantFrames = GrantTable.defaultMaximumFrames
+
+    /// Where grant frames live until the guest places them
+    /// (XENMEM_add_to_physmap) and what GNTTABOP_setup_table reports for the
+    /// ones it has not: the pages just below the special pages, one per
+    /// shared frame and then one per v2 status frame, reserved in the memory
+    /// map like them (and not counted as the domain's RAM).
+    public var grantArea: GuestPhysicalRange {
+        let frames = UInt64(GrantTable.defaultAreaFrameCount(maximumFrames: maxGrantFrames))
+        let length = frames * GuestFrameNumber.pageSize
+        return GuestPhysicalRange(start: GuestPhysicalAddress(specialPages.start.rawValue - length), length: length)
     }
 
     /// Guest RAM ranges: low memory up to the 32-bit MMIO hole (which holds

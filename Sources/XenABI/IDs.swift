@@ -37,3 +37,14 @@ public struct EventChannelPort: RawRepresentable, Hashable, Comparable, Sendable
     public static func < (a: Self, b: Self) -> Bool { a.rawValue < b.rawValue }
     public var description: String { "port \(rawValue)" }
 }
+
+/// A grant reference (`grant_ref_t`, grant_table.h): an index into a
+/// domain's grant table. References 0..<8 are reserved for the toolstack
+/// (`GNTTAB_NR_RESERVED_ENTRIES`: console and XenStore).
+public struct GrantReference: RawRepresentable, Hashable, Comparable, Sendable, CustomStringConvertible {
+    public var rawValue: UInt32
+    public init(rawValue: UInt32) { self.rawValue = rawValue }
+    public init(_ rawValue: UInt32) { self.rawValue = rawValue }
+    public static func < (a: Self, b: Self) -> Bool { a.rawValue < b.rawValue }
+    public var description: String { "gref \(rawValue)" }
+}

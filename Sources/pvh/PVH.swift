@@ -65,7 +65,15 @@ struct Run: ParsableCommand {
     @Option(name: .long, help: ArgumentHelp("Number of virtual CPUs (1 to \(GuestConfiguration.maximumVCPUs)).", valueName: "n"))
     var vcpus: Int = 1
 
+    @Option(name: .customLong("max-grant-frames"),
+            help: ArgumentHelp("Grant table frames the guest may use (xl's max_grant_frames; 1 to \(GuestConfiguration.maximumGrantFrames)).",
+                               valueName: "n"))
+    var maxGrantFrames: Int = GuestConfiguration.defaultGrantFrames
+
     func validate() throws {
+        guard (1...GuestConfiguration.maximumGrantFrames).contains(maxGrantFrames) else {
+            throw ValidationError("--max-grant-frames \(maxGrantFrames): must be 1 to \(GuestConfiguration.maximumGrantFrames)")
+        }
         guard (16...GuestConfiguration.maximumMemoryMiB).contains(memory) else {
             throw ValidationError("--memory \(memory): must be 16 to \(GuestConfiguration.maximumMemoryMiB) MiB")
         }
@@ -100,7 +108,7 @@ struct Run: ParsableCommand {
         let rawName = name ?? "pvh-\(getpid())"
         guard let guestName = GuestName(rawName) else { usageFailure("--name \(rawName): \(GuestName.rule)") }
         let config = GuestConfiguration(kernelPath: kernel, initrdPath: initrd, commandLine: cmdline, memoryMiB: memory, vcpus: vcpus,
-                                        name: guestName.rawValue)
+                                        name: guestName.rawValue, maxGrantFrames: maxGrantFrames)
         // The toolstack's XenStore: outlives a guest rebooted with
         // --on-reboot restart, served to dom0 clients on a Unix socket.
         let store = XenStoreServer(log: { FileDescriptorConsoleSink(fd: 2).emit(Array("pvh: xenstore: \($0)\n".utf8)) })

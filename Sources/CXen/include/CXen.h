@@ -111,6 +111,32 @@ enum {
     PVH_SCHED_POLL_NR_PORTS_OFFSET = offsetof(struct sched_poll, nr_ports),
     PVH_SCHED_POLL_TIMEOUT_OFFSET = offsetof(struct sched_poll, timeout),
 
+    PVH_GNTTAB_SETUP_TABLE_SIZE = sizeof(struct gnttab_setup_table),
+    PVH_GNTTAB_SETUP_TABLE_DOM_OFFSET = offsetof(struct gnttab_setup_table, dom),
+    PVH_GNTTAB_SETUP_TABLE_NR_FRAMES_OFFSET = offsetof(struct gnttab_setup_table, nr_frames),
+    PVH_GNTTAB_SETUP_TABLE_STATUS_OFFSET = offsetof(struct gnttab_setup_table, status),
+    PVH_GNTTAB_SETUP_TABLE_FRAME_LIST_OFFSET = offsetof(struct gnttab_setup_table, frame_list),
+    PVH_GNTTAB_SETUP_TABLE_FRAME_LIST_SIZE = sizeof(((struct gnttab_setup_table *)0)->frame_list),
+
+    PVH_GNTTAB_GET_STATUS_FRAMES_SIZE = sizeof(struct gnttab_get_status_frames),
+    PVH_GNTTAB_GET_STATUS_FRAMES_NR_FRAMES_OFFSET = offsetof(struct gnttab_get_status_frames, nr_frames),
+    PVH_GNTTAB_GET_STATUS_FRAMES_DOM_OFFSET = offsetof(struct gnttab_get_status_frames, dom),
+    PVH_GNTTAB_GET_STATUS_FRAMES_STATUS_OFFSET = offsetof(struct gnttab_get_status_frames, status),
+    PVH_GNTTAB_GET_STATUS_FRAMES_FRAME_LIST_OFFSET = offsetof(struct gnttab_get_status_frames, frame_list),
+    PVH_GNTTAB_GET_STATUS_FRAMES_FRAME_LIST_SIZE = sizeof(((struct gnttab_get_status_frames *)0)->frame_list),
+
+    PVH_XEN_ADD_TO_PHYSMAP_BATCH_SIZE = sizeof(struct xen_add_to_physmap_batch),
+    PVH_XEN_ADD_TO_PHYSMAP_BATCH_DOMID_OFFSET = offsetof(struct xen_add_to_physmap_batch, domid),
+    PVH_XEN_ADD_TO_PHYSMAP_BATCH_SPACE_OFFSET = offsetof(struct xen_add_to_physmap_batch, space),
+    PVH_XEN_ADD_TO_PHYSMAP_BATCH_COUNT_OFFSET = offsetof(struct xen_add_to_physmap_batch, size),
+    PVH_XEN_ADD_TO_PHYSMAP_BATCH_EXTRA_OFFSET = offsetof(struct xen_add_to_physmap_batch, u),
+    PVH_XEN_ADD_TO_PHYSMAP_BATCH_EXTRA_SIZE = sizeof(((struct xen_add_to_physmap_batch *)0)->u),
+    PVH_XEN_ADD_TO_PHYSMAP_BATCH_IDXS_OFFSET = offsetof(struct xen_add_to_physmap_batch, idxs),
+    PVH_XEN_ADD_TO_PHYSMAP_BATCH_GPFNS_OFFSET = offsetof(struct xen_add_to_physmap_batch, gpfns),
+    PVH_XEN_ADD_TO_PHYSMAP_BATCH_ERRS_OFFSET = offsetof(struct xen_add_to_physmap_batch, errs),
+    PVH_XEN_ADD_TO_PHYSMAP_BATCH_HANDLE_SIZE = sizeof(((struct xen_add_to_physmap_batch *)0)->idxs),
+    PVH_XEN_ULONG_SIZE = sizeof(xen_ulong_t),
+
     PVH_VCPU_REGISTER_TIME_AREA_SIZE = sizeof(struct vcpu_register_time_memory_area),
     PVH_VCPU_REGISTER_RUNSTATE_AREA_SIZE = sizeof(struct vcpu_register_runstate_memory_area),
 };

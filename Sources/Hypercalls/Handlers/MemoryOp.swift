@@ -25,6 +25,10 @@ extension HypercallDispatcher {
             // The start extent must fit xatp.size (uint16_t).
             guard startExtent <= UInt64(UInt16.max) else { throw .edom }
             return try addToPhysmap(arg, c)
+        case .addToPhysmapBatch:
+            // The start extent must fit xatpb.size (uint16_t).
+            guard startExtent <= UInt64(UInt16.max) else { throw .edom }
+            return try addToPhysmapBatch(arg, startExtent: startExtent, c)
         case .machineMemoryMap, .machphysMapping:
             // Refused to HVM guests outright (hvm_memory_op).
             throw .enosys
@@ -66,9 +70,7 @@ extension HypercallDispatcher {
         return 0
     }
 
-    /// XENMEM_add_to_physmap. Only XENMAPSPACE_shared_info index 0 is served
-    /// now; xenmem_add_to_physmap_one (xen/arch/x86/mm/p2m.c) answers -EINVAL
-    /// for a bad index or unknown space.
+    /// XENMEM_add_to_physmap (memory.c xenmem_add_to_physmap), one frame.
     private func addToPhysmap(_ arg: GuestVirtualAddress, _ c: CallContext) throws(XenErrno) -> Int64 {
         let bytes = try c.guest.readVirtual(at: arg, count: XenWire.AddToPhysmap.size(c.mode))
         let rawSpace = bytes.wireValue(XenWire.AddToPhysmap.space, as: UInt32.self)
@@ -84,19 +86,104 @@ extension HypercallDispatcher {
         // INVALID_GFN (all ones in the field's width) is refused.
         let invalid: UInt64 = gpfnField.size >= 8 ? .max : (1 << (UInt64(gpfnField.size) * 8)) - 1
         guard gpfn != invalid else { throw .einval }
+        return try addToPhysmapOne(space, index: index, gpfn: gpfn, foreignDomain: nil)
+    }
+
+    /// xenmem_add_to_physmap_one for the spaces this VMM serves:
+    /// shared_info index 0, grant-table frames. Guest frame moves
+    /// (XENMAPSPACE_gmfn) are not implemented (-ENOSYS); foreign frames need
+    /// a domain the guest may map from (there is none); any other space is
+    /// -EINVAL (no MFN for it).
+    private func addToPhysmapOne(_ space: PhysmapSpace?, index: UInt64, gpfn: UInt64, foreignDomain: UInt16?) throws(XenErrno) -> Int64 {
         switch space {
         case .sharedInfo:
             let frame = GuestFrameNumber(gpfn)
             guard index == 0, frame.address != nil else { throw .einval }
+            // A grant frame there makes way; the grant area is not for shared_info.
+            if let grants = grantTables, !grants.vacate(frame...frame) { throw .einval }
             try physmap.mapSharedInfo(at: frame)
             state.storage.withLock { $0.sharedInfoFrame = frame }
             time?.sharedInfoMapped()
             return 0
-        case .grantTable, .gmfn, .gmfnRange:
-            // Grant tables and guest frame moves are not implemented yet.
+        case .grantTable:
+            guard let grants = grantTables else { throw .enosys }
+            try addGrantFrame(index, at: GuestFrameNumber(gpfn), grants)
+            return 0
+        case .gmfnForeign:
+            // p2m_add_foreign: the foreign domain must be another, live domain
+            // the caller may map (XSM_TARGET): the backend domain is not the
+            // guest's to map (-EPERM), DOMID_SELF or the guest itself is
+            // -EINVAL, anything else -ESRCH.
+            guard let foreign = foreignDomain else { throw .einval }
+            if foreign == DomainID.`self`.rawValue || foreign == configuration.domainID.rawValue { throw .einval }
+            if foreign == grantTables?.backendDomain.rawValue { throw .eperm }
+            throw .esrch
+        case .gmfn, .gmfnRange:
+            // Guest frame moves are not implemented yet.
             throw .enosys
-        case .gmfnForeign, .devMMIO, nil:
+        case .devMMIO, nil:
             throw .einval
         }
+    }
+
+    /// XENMAPSPACE_grant_table (gnttab_map_frame, then the p2m update of
+    /// xenmem_add_to_physmap_one): the index is checked first; a hole gets a
+    /// fresh page from the VMM; the frame moves there; a RAM page there is
+    /// freed (guest_remove_page: no longer populated nor charged); a
+    /// shared_info page there is unhooked.
+    private func addGrantFrame(_ index: UInt64, at frame: GuestFrameNumber, _ grants: any GrantTableService) throws(XenErrno) {
+        guard let address = frame.address, frame.rawValue < (1 << 40) else { throw .einval }
+        try grants.checkFrameIndex(index, at: frame)
+        if !memory.contains(address, count: GuestFrameNumber.pageSize) {
+            try physmap.backFrame(at: frame)
+        }
+        try grants.mapFrame(index, at: frame)
+        reservation.giveToGrantFrame(frame)
+        state.storage.withLock { if $0.sharedInfoFrame == frame { $0.sharedInfoFrame = nil } }
+    }
+
+    /// XENMEM_add_to_physmap_batch (memory.c xenmem_add_to_physmap_batch):
+    /// entries `startExtent..<size`, each with its own errno in `errs` (0 on
+    /// success). Whole-call errors: -EFAULT (argument, or an entry or its
+    /// errs slot), -EOPNOTSUPP for gmfn_range, -ESRCH for another domain,
+    /// -EACCES for dev_mmio, -EILSEQ for a start past the size, -EINVAL for
+    /// an INVALID_GFN entry (the loop stops there). No continuation: bounded
+    /// by `size` (a uint16_t).
+    private func addToPhysmapBatch(_ arg: GuestVirtualAddress, startExtent: UInt64, _ c: CallContext) throws(XenErrno) -> Int64 {
+        typealias W = XenWire.AddToPhysmapBatch
+        let bytes = try c.guest.readVirtual(at: arg, count: W.size(c.mode))
+        let rawSpace = bytes.wireValue(W.space, as: UInt16.self)
+        let space = PhysmapSpace(rawValue: UInt64(rawSpace))
+        if space == .gmfnRange { throw .eopnotsupp }
+        try checkSelf(bytes.wireValue(W.domid, as: UInt16.self))
+        // xatp_permission_check: dev_mmio is for the hardware domain only.
+        if space == .devMMIO { throw .eacces }
+        let size = UInt64(bytes.wireValue(W.count, as: UInt16.self))
+        if size < startExtent { throw .eilseq }
+        if size == startExtent { if startExtent != 0 { throw .eilseq } else { return 0 } }
+        let extra: UInt16 = bytes.wireValue(W.extra)
+        let indices = GuestVirtualAddress(bytes.wireValue(W.indices(c.mode), as: UInt64.self))
+        let gpfns = GuestVirtualAddress(bytes.wireValue(W.gpfns(c.mode), as: UInt64.self))
+        let errors = GuestVirtualAddress(bytes.wireValue(W.errors(c.mode), as: UInt64.self))
+        let indexSize = W.indexSize(c.mode), gpfnSize = W.gpfnSize(c.mode)
+        let invalid: UInt64 = gpfnSize >= 8 ? .max : (1 << (UInt64(gpfnSize) * 8)) - 1
+        for extent in startExtent..<size {
+            let idx = try c.guest.readVirtual(at: indices.advanced(by: extent * UInt64(indexSize)), count: indexSize)
+            let pfn = try c.guest.readVirtual(at: gpfns.advanced(by: extent * UInt64(gpfnSize)), count: gpfnSize)
+            let index = idx.wireValue(WireField(offset: 0, size: indexSize), as: UInt64.self)
+            let gpfn = pfn.wireValue(WireField(offset: 0, size: gpfnSize), as: UInt64.self)
+            guard gpfn != invalid else { throw .einval }
+            let rc: Int32
+            do {
+                _ = try addToPhysmapOne(space, index: index, gpfn: gpfn,
+                                        foreignDomain: space == .gmfnForeign ? extra : nil)
+                rc = 0
+            } catch {
+                rc = -error.rawValue
+            }
+            try c.guest.writeVirtual(LittleEndianBytes.encode(UInt32(bitPattern: rc)),
+                                     at: errors.advanced(by: extent * UInt64(W.errorSize)))
+        }
+        return 0
     }
 }

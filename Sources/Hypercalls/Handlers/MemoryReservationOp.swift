@@ -121,6 +121,12 @@ extension HypercallDispatcher {
         var i = start
         while i < extents {
             guard let gfn = list.entry(i) else { return i }
+            // A grant frame placed there makes way (p2m_add_page replaces the
+            // mapping); the grant table's own area cannot be populated.
+            if let grants = grantTables {
+                let (last, overflow) = gfn.addingReportingOverflow(pages - 1)
+                guard !overflow, grants.vacate(GuestFrameNumber(gfn)...GuestFrameNumber(last)) else { return i }
+            }
             guard reservation.populate(from: gfn, count: pages, backing: backing) else { return i }
             i += 1
         }
