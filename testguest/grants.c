@@ -216,8 +216,8 @@ static const char *ensure_mapped(void)
 	uint32_t nr, max;
 	if ((r = find_hole()))
 		return r;
-	if (gt.nr_mapped)
-		return NULL;
+	if (gt.ballooned)
+		return NULL;	/* placed by us already (frames setup_table reported get moved here) */
 	if ((r = query_self(&nr, &max)))
 		return r;
 	if (max < 2)
@@ -612,8 +612,11 @@ static const char *scen_grant_v1(void)
 	grant_ref_t ro_ref = (want - 1) * V1_PER_FRAME + 11;
 	if (want_host() && (r = v1_held(ro_ref)))
 		return r;
-	pass_note("frames=%u max=%u gfns=0x%lx(ballooned),0x%lx..0x%lx%s", nr, max,
-		  (unsigned long)gt.gfn[0], (unsigned long)gt.gfn[1], (unsigned long)gt.gfn[want - 1],
+	char gfns[64];
+	int n = snprintf(gfns, sizeof(gfns), "0x%lx(ballooned)", (unsigned long)gt.gfn[0]);
+	for (uint32_t i = 1; i < want && n < (int)sizeof(gfns); i++)
+		n += snprintf(gfns + n, sizeof(gfns) - (size_t)n, ",0x%lx", (unsigned long)gt.gfn[i]);
+	pass_note("frames=%u max=%u gfns=%s%s", nr, max, gfns,
 		  want_host() ? " held-grants=ok" : " (no host part)");
 	return NULL;
 }
