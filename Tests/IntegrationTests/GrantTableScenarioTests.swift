@@ -54,6 +54,7 @@ struct GrantTableScenarioTests {
         #expect(run.results()["grant_v1"]?.hasPrefix("PASS") == true, "\(run.console.text)\n\(host.report)")
         #expect(run.results()["grant_v1"]?.contains("held-grants=ok") == true)
         host.expectHeldAndReleased(scenario: "grant_v1", refs: ["rw", "ro"])
+        print(run.lines.filter { $0.contains("grant") }.joined(separator: "\n") + "\n" + host.report)
     }
 
     @Test("grant_v2: set_version, status frames mapped with XENMAPIDX_grant_table_status, a held full-page grant, a sub-page grant copied into, back to v1")
@@ -63,6 +64,7 @@ struct GrantTableScenarioTests {
         #expect(run.exit == .shutdown(.poweroff), "\(run.console.text)")
         #expect(run.results()["grant_v2"]?.hasPrefix("PASS status_frames=1 ") == true, "\(run.console.text)\n\(host.report)")
         host.expectHeldAndReleased(scenario: "grant_v2", refs: ["rw"])
+        print(run.lines.filter { $0.contains("grant") }.joined(separator: "\n") + "\n" + host.report)
         let o = host.observations
         #expect(o.subWindow["grant_v2 sub"] == 256..<768, "\(host.report)")
         #expect(o.refused["grant_v2 sub copy outside"] == true, "\(host.report)")
@@ -78,13 +80,36 @@ struct GrantTableScenarioTests {
         host.expectHeldAndReleased(scenario: "grant_setup_table", refs: ["ro"])
     }
 
-    @Test("all grant scenarios in one boot, v2 twice (state carried over: mapped frames, versions, the status frame)")
-    func allInOneBoot() throws {
+    @Test("all grant scenarios in one boot, v2 twice (state carried over: mapped frames, versions, the status frame)",
+          arguments: ["page", "vmcall"])
+    func allInOneBoot(_ transport: String) throws {
         let host = GrantHost()
-        let run = try boot("grant_v1,grant_v2,grant_setup_table,grant_v2", host: host)
+        let run = try boot("grant_v1,grant_v2,grant_setup_table,grant_v2", host: host, extra: "pvh.transport=\(transport)")
         #expect(run.exit == .shutdown(.poweroff), "\(run.console.text)")
         #expect(run.lines.contains("PVHTEST SUMMARY 4 passed, 0 failed"), "\(run.console.text)\n\(host.report)")
         #expect(host.observations.errors.isEmpty, "\(host.report)")
+    }
+
+    @Test("no host: the guest's wait for \"held\" is bounded (pvh.grant_timeout) and it fails with the reason")
+    func noHostTimesOut() throws {
+        let run = try boot("grant_setup_table", extra: "pvh.grant_timeout=300")
+        #expect(run.exit == .shutdown(.poweroff), "\(run.console.text)")
+        let result = run.results()["grant_setup_table"] ?? "missing"
+        #expect(result.hasPrefix("FAIL no \"held\" from the host in data/grant-test/host within 300 ms"), "\(result)")
+    }
+
+    @Test("a host-side error (host = \"error <reason>\") fails the guest at once with that reason")
+    func hostError() throws {
+        let elf = try Env.testGuest.get()
+        let run = try GuestRun.boot(
+            GuestConfiguration(kernelPath: elf, commandLine: "pvh.scenarios=grant_v1 pvh.grant_timeout=60000", memoryMiB: 32),
+            onLine: { line, domain in
+                if line.hasPrefix("PVHTEST grant_v1 WAITING refs=") {
+                    try? domain.store.write(GrantHost.path("host"), "error refused by the test")
+                }
+            },
+            limit: .seconds(60))
+        #expect(run.results()["grant_v1"] == "FAIL host: error refused by the test", "\(run.console.text)")
     }
 }
 
