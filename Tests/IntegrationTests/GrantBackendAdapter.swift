@@ -36,13 +36,14 @@ struct HeldGrantBackend {
     }
 
     func write(_ held: HeldGrantMapping, _ bytes: [UInt8], at offset: Int) throws {
-        guard held.mapping != nil else { throw GrantHostError("grant \(held.ref) not mapped") }
-        try held.mapping!.write(bytes, at: offset)
+        guard (try held.mapping?.write(bytes, at: offset)) != nil else { throw GrantHostError("grant \(held.ref) not mapped") }
     }
 
     func read(_ held: HeldGrantMapping, count: Int, at offset: Int) throws -> [UInt8] {
-        guard held.mapping != nil else { throw GrantHostError("grant \(held.ref) not mapped") }
-        return try held.mapping!.read(offset: offset, count: count)
+        guard let bytes = try held.mapping?.read(offset: offset, count: count) else {
+            throw GrantHostError("grant \(held.ref) not mapped")
+        }
+        return bytes
     }
 
     /// The granted bytes of `ref` as (offset in its page)..<(+ length), from a short read hold.
