@@ -67,18 +67,20 @@
 /*
  * Scratch pages of this image (NOLOAD, like hypercall.S's): [0] given back
  * and replaced by grant frame 0, [1] the rw grant, [2] the ro grant, [3]
- * the v2 sub-page grant.
+ * the v2 sub-page grant, [4] a populated RAM page grant frame 1 finally
+ * moves onto (Xen frees the RAM page).
  */
 __asm__(".pushsection .pages, \"aw\", @nobits\n"
 	".balign 4096\n"
 	".globl grant_pages\n"
-	"grant_pages: .skip 4 * 4096\n"
+	"grant_pages: .skip 5 * 4096\n"
 	".popsection\n");
 extern uint8_t grant_pages[];
 #define BALLOON_PAGE	(grant_pages)
 #define RW_PAGE		(grant_pages + 1 * PAGE_SIZE)
 #define RO_PAGE		(grant_pages + 2 * PAGE_SIZE)
 #define SUB_PAGE	(grant_pages + 3 * PAGE_SIZE)
+#define RAM_PAGE	(grant_pages + 4 * PAGE_SIZE)
 #define GFN_OF(p)	((uint64_t)(uintptr_t)(p) >> 12)
 
 static inline void mb(void) { __atomic_thread_fence(__ATOMIC_SEQ_CST); }
@@ -94,7 +96,7 @@ static struct {
 	uint64_t gfn[GT_FRAMES];	/* where */
 	uint32_t max_frames;		/* query_size's max_nr_frames */
 	int ballooned;			/* BALLOON_PAGE given back */
-	int remapped;			/* frame 1 moved to hole + REMAP_GFN_OFF */
+	int remapped;			/* frame 1 moved to hole + REMAP_GFN_OFF, then RAM_PAGE */
 	uint64_t status_gfn;		/* v2 status frame 0, 0 if not mapped */
 } gt;
 
@@ -157,21 +159,26 @@ static const char *find_hole(void)
 	return NULL;
 }
 
+static long reservation(void)
+{
+	domid_t self = DOMID_SELF;
+	return memory_op(XENMEM_current_reservation, &self);
+}
+
 /* Give BALLOON_PAGE back (XENMEM_decrease_reservation, one order-0 extent). */
 static const char *balloon_out(void)
 {
 	if (gt.ballooned)
 		return NULL;
 	static xen_pfn_t pfn;
-	domid_t self = DOMID_SELF;
-	long before = memory_op(XENMEM_current_reservation, &self);
+	long before = reservation();
 	pfn = GFN_OF(BALLOON_PAGE);
 	struct xen_memory_reservation res = { .nr_extents = 1, .extent_order = 0, .domid = DOMID_SELF };
 	set_xen_guest_handle(res.extent_start, &pfn);
 	long rc = memory_op(XENMEM_decrease_reservation, &res);
 	if (rc != 1)
 		return fail("decrease_reservation(gfn 0x%lx) rc %ld", (unsigned long)pfn, rc);
-	long after = memory_op(XENMEM_current_reservation, &self);
+	long after = reservation();
 	if (before > 0 && after != before - 1)
 		return fail("current_reservation %ld -> %ld after giving back one page", before, after);
 	gt.ballooned = 1;
@@ -223,8 +230,16 @@ static const char *ensure_mapped(void)
 	if (max < 2)
 		return fail("max_nr_frames %u: cannot grow past one frame", max);
 	gt.max_frames = max;
-	if ((r = balloon_out()) || (r = map_frames(0, 2)))
+	if ((r = balloon_out()))
 		return r;
+	long before = reservation();
+	if ((r = map_frames(0, 2)))
+		return r;
+	/* Grant frames are Xen's pages: placing them at a ballooned page or a hole charges nothing. */
+	long after = reservation();
+	if (after != before)
+		return fail("current_reservation %ld -> %ld placing frames at a ballooned page and a hole",
+			    before, after);
 	return NULL;
 }
 
@@ -585,6 +600,24 @@ static const char *scen_grant_v1(void)
 		if (m->frame != 0x5eed1 || m->domid != 0x7ff0)
 			return fail("frame 1 remapped to gfn 0x%lx lost its contents (frame 0x%x domid 0x%x)",
 				    (unsigned long)to, m->frame, m->domid);
+		/*
+		 * Onto a populated RAM page: xenmem_add_to_physmap_one frees it
+		 * (guest_remove_page), so the reservation drops by one.
+		 */
+		*(volatile uint64_t *)RAM_PAGE = 0x52414d;
+		long before = reservation();
+		to = GFN_OF(RAM_PAGE);
+		if ((rc = physmap_grant(1, to, DOMID_SELF)) != 0)
+			return fail("remap frame 1 onto RAM gfn 0x%lx rc %ld", (unsigned long)to, rc);
+		gt.gfn[1] = to;
+		long after = reservation();
+		m = v1_entry(V1_MARK_REF);
+		if (m->frame != 0x5eed1 || m->domid != 0x7ff0)
+			return fail("frame 1 moved onto RAM gfn 0x%lx lost its contents (frame 0x%x domid 0x%x)",
+				    (unsigned long)to, m->frame, m->domid);
+		if (after != before - 1)
+			return fail("current_reservation %ld -> %ld, want one less: the RAM page under frame 1 is freed",
+				    before, after);
 		m->frame = 0;
 		m->domid = 0;
 	}
