@@ -69,7 +69,7 @@ let package = Package(
         .testTarget(name: "XenABITests", dependencies: ["XenABI"]),
         .testTarget(name: "KVMTests", dependencies: ["KVM", "GuestMemory"]),
         .testTarget(name: "PVHBootTests", dependencies: ["PVHBoot", "TestSupport", "XenABI", "GuestMemory"]),
-        .testTarget(name: "HypercallsTests", dependencies: ["Hypercalls", "EventChannels", "PVTime", "TestSupport", "XenABI", "GuestMemory"]),
+        .testTarget(name: "HypercallsTests", dependencies: ["Hypercalls", "GrantTables", "EventChannels", "PVTime", "TestSupport", "XenABI", "GuestMemory"]),
         .testTarget(name: "XenRingTests", dependencies: ["XenRing", "TestSupport", "GuestMemory"]),
         .testTarget(name: "PVTimeTests", dependencies: ["PVTime", "TestSupport", "XenABI", "GuestMemory"]),
         .testTarget(name: "GrantTablesTests", dependencies: ["GrantTables", "TestSupport", "XenABI", "GuestMemory"]),

@@ -19,6 +19,16 @@ public final class MockGuestMemory: GuestMemory, @unchecked Sendable {
 
     public var regions: [GuestPhysicalRange] { state.withLock { $0.map(\.range) } }
 
+    /// Adds a zero-filled region (as `MappedGuestMemory.addRegion` maps a
+    /// hole page); `.overlap` if it meets an existing one.
+    public func addRegion(_ range: GuestPhysicalRange) throws(GuestMemoryError) {
+        try state.withLock { (regions: inout [Region]) throws(GuestMemoryError) in
+            guard !regions.contains(where: { $0.range.overlaps(range) }) else { throw .overlap(range) }
+            regions.append(Region(range: range, bytes: [UInt8](repeating: 0, count: Int(range.length))))
+            regions.sort { $0.range.start < $1.range.start }
+        }
+    }
+
     private func withRegion<R>(_ a: GuestPhysicalAddress, _ count: Int, _ body: (inout [UInt8], Int) -> R) throws(GuestMemoryError) -> R {
         guard count >= 0 else { throw .outOfBounds(a, count: 0) }
         let r: R? = state.withLock { regions in

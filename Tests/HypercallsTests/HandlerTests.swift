@@ -231,7 +231,7 @@ private func putAddToPhysmap(_ h: Harness, domid: UInt64 = selfID, space: UInt32
     putAddToPhysmap(h, space: 0, idx: 0, gpfn: .max)
     #expect(h.call(.memoryOp, 7, 0x1000) == .error(.einval))
     putAddToPhysmap(h, space: 1, idx: 0, gpfn: 0x100)
-    #expect(h.call(.memoryOp, 7, 0x1000) == .error(.enosys))  // grant table: not yet
+    #expect(h.call(.memoryOp, 7, 0x1000) == .error(.enosys))  // grant table: no service in this harness
     putAddToPhysmap(h, space: 4, idx: 0, gpfn: 0x100)
     #expect(h.call(.memoryOp, 7, 0x1000) == .error(.enosys))  // foreign: batch only
     putAddToPhysmap(h, space: 99, idx: 0, gpfn: 0x100)

@@ -1,4 +1,5 @@
 import EventChannels
+import GrantTables
 import GuestMemory
 import Hypercalls
 import PVTime
@@ -26,6 +27,14 @@ final class RecordingConsole: ConsoleService {
 final class RecordingPhysmap: PhysmapService {
     let frames = Mutex<[GuestFrameNumber]>([])
     let failure = Mutex<XenErrno?>(nil)
+    /// Hole frames backed (`backFrame`), and the memory to add them to.
+    let backed = Mutex<[GuestFrameNumber]>([])
+    let memory = Mutex<MockGuestMemory?>(nil)
+    func backFrame(at frame: GuestFrameNumber) throws(XenErrno) {
+        guard let memory = memory.withLock({ $0 }), let address = frame.address else { throw .einval }
+        do { try memory.addRegion(GuestPhysicalRange(start: address, length: 4096)) } catch { throw .enomem }
+        backed.withLock { $0.append(frame) }
+    }
     func mapSharedInfo(at frame: GuestFrameNumber) throws(XenErrno) {
         if let e = failure.withLock({ $0 }) { throw e }
         frames.withLock { $0.append(frame) }
@@ -77,6 +86,8 @@ final class FakeLifecycle: VCPULifecycle {
 struct Harness {
     static let ramSize = 16 << 20
     static let domid = DomainID(rawValue: 5)
+    /// First frame of the grant table's default area (`withGrants`).
+    static let grantArea: UInt64 = 0xf00
     static let memoryMap = [
         MemoryMapEntry(start: 0, length: 0x9f000, type: .ram),
         MemoryMapEntry(start: 0x9f000, length: 0x1000, type: .reserved),
@@ -96,11 +107,21 @@ struct Harness {
     let lifecycle: FakeLifecycle?
     /// Present when the harness was made `withReservation`.
     let reservation: MockReservationBacking?
+    /// Present when the harness was made `withGrants`: default area at frame 0xf00.
+    let grants: GrantTable?
 
     init(vcpuCount: Int = 2, memoryMap: [MemoryMapEntry] = Harness.memoryMap, memory: MockGuestMemory? = nil,
          withEventChannels: Bool = false, withTime: Bool = false, withLifecycle: Bool = false,
-         withReservation: Bool = false, maxPages: UInt64 = 8192, policy: SingleshotFuturePolicy = .honour) {
+         withReservation: Bool = false, withGrants: Bool = false, maxGrantFrames: Int = 64,
+         maxPages: UInt64 = 8192, policy: SingleshotFuturePolicy = .honour) {
         self.memory = memory ?? MockGuestMemory(size: Harness.ramSize)
+        let mem = self.memory
+        physmap.memory.withLock { $0 = mem }
+        grants = withGrants
+            ? GrantTable(configuration: .init(domainID: Harness.domid, maximumFrames: maxGrantFrames,
+                                              defaultArea: GuestFrameNumber(Harness.grantArea)),
+                         memory: self.memory)
+            : nil
         let config = DomainConfiguration(
             domainID: Harness.domid, vcpuCount: vcpuCount, memoryMap: memoryMap, totalPages: 4096,
             maxPages: maxPages, handle: Array(1...16))
@@ -122,7 +143,7 @@ struct Harness {
         reservation = withReservation ? MockReservationBacking(memory: self.memory) : nil
         dispatcher = HypercallDispatcher(configuration: config, memory: self.memory, console: console, physmap: physmap,
                                          state: state, eventChannels: eventChannels, time: timers, lifecycle: lifecycle,
-                                         reservationService: reservation)
+                                         reservationService: reservation, grantTables: grants)
     }
 
     var state: DomainState { dispatcher.state }
@@ -174,3 +195,6 @@ struct SplitMix64: RandomNumberGenerator {
         return z ^ (z >> 31)
     }
 }
+
+/// What the VMM target declares for the dispatcher.
+extension GrantTable: GrantTableService {}

@@ -33,5 +33,9 @@ import XenABI
     // `unsigned long op` keeps 64 bits.
     #expect(decode(34, [1 << 32 | 1, 0x50, 0]) == .unknownSubOperation(.hvmOp, subOperation: 1 << 32 | 1, arguments: [1 << 32 | 1, 0x50, 0, 0, 0, 0]))
     #expect(decode(34, [1, 0x50, 0]) == .hvmOp(.getParam, GuestVirtualAddress(0x50)))
-    #expect(decode(20, [1, 2, 3]) == .unimplemented(.grantTableOp, arguments: [1, 2, 3, 0, 0, 0]))
+    // grant_table_op(unsigned int cmd, void *uop, unsigned int count).
+    #expect(decode(20, [1, 2, 3]) == .grantTableOp(.unmapGrantRef, GuestVirtualAddress(2), count: 3))
+    #expect(decode(20, [1 << 32 | 6, 2, 1 << 32 | 1]) == .grantTableOp(.querySize, GuestVirtualAddress(2), count: 1))
+    // Continuation bits above the command: not a command an HVM guest may pass.
+    #expect(decode(20, [1 << 13 | 12, 2, 1]) == .unknownSubOperation(.grantTableOp, subOperation: 1 << 13 | 12, arguments: [1 << 13 | 12, 2, 1, 0, 0, 0]))
 }
