@@ -54,6 +54,11 @@ struct GrantTableScenarioTests {
         #expect(run.results()["grant_v1"]?.hasPrefix("PASS") == true, "\(run.console.text)\n\(host.report)")
         #expect(run.results()["grant_v1"]?.contains("held-grants=ok") == true)
         host.expectHeldAndReleased(scenario: "grant_v1", refs: ["rw", "ro"])
+        // The guest revoked both (flags 0): they no longer map.
+        let backend = try HeldGrantBackend(domain: run.domain)
+        for ref: UInt32 in [10, 1547] {
+            #expect((try? backend.map(ref, writable: false)) == nil, "ref \(ref) still maps after the guest revoked it")
+        }
         print(run.lines.filter { $0.contains("grant") }.joined(separator: "\n") + "\n" + host.report)
     }
 
@@ -196,6 +201,7 @@ final class GrantHost: Sendable {
         }
         if kinds.contains("ro") {
             #expect(o.refused["\(scenario) ro writable map"] == true, "\(report)")
+            #expect(o.refused["\(scenario) ro write through read mapping"] == true, "\(report)")
         }
     }
 
@@ -241,6 +247,9 @@ final class GrantHost: Sendable {
             note { $0.refused["\(scenario) ro writable map"] = refused }
             let m = try backend.map(ro, writable: false)
             mappings.append(("ro", ro, m))
+            // And a write through the read mapping is refused.
+            let writeRefused = (try? backend.write(m, [0xee], at: 0)) == nil
+            note { $0.refused["\(scenario) ro write through read mapping"] = writeRefused }
             let content = try backend.read(m, count: 4096, at: 0)
             if content != grantTestPattern(GrantTestSeed.guestRO) { throw GrantHostError("ro grant \(ro) does not hold the guest's pattern") }
         }
