@@ -78,6 +78,6 @@ let package = Package(
         .testTarget(name: "XenStoreTests", dependencies: ["XenStore", "CXen", "EventChannels", "XenRing", "TestSupport", "XenABI", "GuestMemory"]),
         .testTarget(name: "XenBusTests", dependencies: ["XenBus", "XenStore", "XenABI"]),
         .testTarget(name: "VMMTests", dependencies: ["VMM", "KVM", "PVHBoot", "XenABI", "GuestMemory"]),
-        .testTarget(name: "IntegrationTests", dependencies: ["VMM", "KVM"]),
+        .testTarget(name: "IntegrationTests", dependencies: ["VMM", "KVM", "GrantTables", "GuestMemory", "XenABI"]),
     ]
 )

@@ -152,6 +152,24 @@ unsigned long opt_num(const char *key, unsigned long def);
 /* ---- xenstore.c ---- */
 extern const struct scenario xenstore_scenarios[];
 extern const size_t nr_xenstore_scenarios;
+/*
+ * The XenStore client for other files: paths relative to the domain's home
+ * unless absolute; 0 OK, 1 XS_ERROR, -1 transport failure (xenstore_error()
+ * says which); strings valid until the next call. Connects once per boot.
+ */
+const char *xenstore_connect(void);
+const char *xenstore_read(const char *path, uint32_t *len);
+int xenstore_write(const char *path, const char *value);
+int xenstore_rm(const char *path);
+int xenstore_watch(const char *path, const char *token);
+int xenstore_unwatch(const char *path, const char *token);
+/* The next watch event within ms: 1 (path/token set), 0 timeout, -1 broken. */
+int xenstore_wait_watch(const char **path, const char **token, uint64_t ms);
+const char *xenstore_error(void);
+
+/* ---- grants.c: grant-table scenarios, run only when named ---- */
+extern const struct scenario grant_scenarios[];
+extern const size_t nr_grant_scenarios;
 
 /* ---- head.S / hypercall.S ---- */
 extern uint8_t hypercall_page[];

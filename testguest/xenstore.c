@@ -1057,6 +1057,21 @@ static const char *scen_bench_xenstore(void)
 	return NULL;
 }
 
+/* ------------------------------------------------------------------ */
+/* The client for other files (grants.c): no transactions               */
+
+const char *xenstore_connect(void) { return xs_connect(); }
+const char *xenstore_read(const char *path, uint32_t *len) { return xs_read(0, path, len); }
+int xenstore_write(const char *path, const char *value) { return xs_write(0, path, value); }
+int xenstore_rm(const char *path) { return xs_rm(0, path); }
+int xenstore_watch(const char *path, const char *token) { return xs_watch(path, token); }
+int xenstore_unwatch(const char *path, const char *token) { return xs_unwatch(path, token); }
+int xenstore_wait_watch(const char **path, const char **token, uint64_t ms)
+{
+	return xs_wait_watch(path, token, ms);
+}
+const char *xenstore_error(void) { return xs_err; }
+
 /* Run only when named (see testguest/README.md). */
 const struct scenario xenstore_scenarios[] = {
 	{ "xenstore", scen_xenstore },
