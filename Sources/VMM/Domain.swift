@@ -148,6 +148,13 @@ public final class Domain: Sendable {
         } catch {
             throw .memory("cannot map \(configuration.memoryMiB) MiB: \(error)")
         }
+        // The grant area (GuestConfiguration.grantArea): guest-physical
+        // memory outside RAM, registered with KVM like RAM.
+        do {
+            _ = try memory.addRegion(configuration.grantArea)
+        } catch {
+            throw .memory("cannot map the grant area \(configuration.grantArea): \(error)")
+        }
         for mapping in memory.mappingList {
             _ = try Self.kvm { () throws(KVMError) in try vm.addMemory(mapping) }
         }
@@ -180,7 +187,8 @@ public final class Domain: Sendable {
 
         let state = DomainState()
         self.state = state
-        let totalPages = memory.size / GuestFrameNumber.pageSize
+        // The domain's pages are its RAM (the grant area is not).
+        let totalPages = configuration.ramRanges.reduce(0) { $0 + $1.length } / GuestFrameNumber.pageSize
         let wakeups = VCPUWakeups(vcpuCount: configuration.vcpus)
         let upcalls = UpcallInjector(
             vm: vm, state: state, metrics: metrics, wakeups: wakeups,
@@ -442,6 +450,3 @@ struct GuestRAMRelease: ReservationService {
     let memory: MappedGuestMemory
     func discard(_ range: GuestPhysicalRange) throws(GuestMemoryError) { try memory.discard(range) }
 }
-
-/// The dispatcher reaches the grant table through its service protocol.
-extension GrantTable: GrantTableService {}

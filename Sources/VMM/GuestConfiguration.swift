@@ -64,14 +64,22 @@ public struct GuestConfiguration: Sendable, Equatable {
 
     /// Where grant frames live until the guest places them
     /// (XENMEM_add_to_physmap) and what GNTTABOP_setup_table reports for the
-    /// ones it has not: the pages just below the special pages, one per
-    /// shared frame and then one per v2 status frame, reserved in the memory
-    /// map like them (and not counted as the domain's RAM).
+    /// ones it has not: one page per shared frame and then one per v2 status
+    /// frame, in the 32-bit MMIO hole (`grantAreaBase`), reserved in the
+    /// memory map. It is not RAM: the guest keeps every MiB it was given, and
+    /// the area's anonymous mapping costs host memory only for pages that are
+    /// touched (a guest that places its frames itself, as Linux does, touches
+    /// one: frame 0's slot, where the toolstack seeds the console and
+    /// XenStore grants).
     public var grantArea: GuestPhysicalRange {
         let frames = UInt64(GrantTable.defaultAreaFrameCount(maximumFrames: maxGrantFrames))
-        let length = frames * GuestFrameNumber.pageSize
-        return GuestPhysicalRange(start: GuestPhysicalAddress(specialPages.start.rawValue - length), length: length)
+        return GuestPhysicalRange(start: GuestPhysicalAddress(Self.grantAreaBase), length: frames * GuestFrameNumber.pageSize)
     }
+
+    /// The grant area's start: in the hole between low RAM (which ends by
+    /// 0xE0000000) and the local APIC at 0xFEE00000, with room for the
+    /// largest area (`maximumGrantFrames` plus their status frames, under 5 MiB).
+    public static let grantAreaBase: UInt64 = 0xFD00_0000
 
     /// Guest RAM ranges: low memory up to the 32-bit MMIO hole (which holds
     /// the local APIC at 0xFEE00000), the rest above 4 GiB, as Xen's HVM

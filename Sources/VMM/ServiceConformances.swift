@@ -1,4 +1,5 @@
 import EventChannels
+import GrantTables
 import Hypercalls
 import PVTime
 
@@ -10,3 +11,5 @@ import PVTime
 extension EventChannelTable: EventChannelService {}
 /// Xen time and timers (`vcpu_op` timers, `set_timer_op`, time areas).
 extension DomainTimers: TimeService {}
+/// `grant_table_op` and XENMAPSPACE_grant_table.
+extension GrantTable: GrantTableService {}

@@ -69,17 +69,20 @@ struct VMMTests {
         #expect(big[0].length + big[1].length == 4096 << 20)
     }
 
-    @Test("grant area: shared then status frames, just below the special pages; sized by maxGrantFrames")
+    @Test("grant area: shared then status frames in the 32-bit hole, outside RAM and below the LAPIC; sized by maxGrantFrames")
     func grantArea() {
         let c = GuestConfiguration(kernelPath: "k", memoryMiB: 256)
         #expect(c.maxGrantFrames == 64)
-        #expect(c.grantArea.end == c.specialPages.start.rawValue)
         #expect(c.grantArea.length == (64 + 8) * 4096)
-        #expect(c.grantArea.start.rawValue == (256 << 20) - 2 * 4096 - 72 * 4096)
+        #expect(c.grantArea.start.rawValue == 0xFD00_0000)
         let one = GuestConfiguration(kernelPath: "k", memoryMiB: 256, maxGrantFrames: 1)
         #expect(one.grantArea.length == 2 * 4096)  // one shared frame, one status frame
-        let big = GuestConfiguration(kernelPath: "k", memoryMiB: 256, maxGrantFrames: 1024)
-        #expect(big.grantArea.length == (1024 + 128) * 4096)
+        for memoryMiB in [16, 256, 3584, 8192] {
+            let big = GuestConfiguration(kernelPath: "k", memoryMiB: memoryMiB, maxGrantFrames: 1024)
+            #expect(big.grantArea.length == (1024 + 128) * 4096)
+            #expect(!big.ramRanges.contains { $0.overlaps(big.grantArea) }, "\(memoryMiB) MiB")
+            #expect(big.grantArea.end <= 0xFEE0_0000)  // the local APIC
+        }
     }
 
     @Test("--max-grant-frames out of range is a usage error naming the option")
