@@ -254,6 +254,20 @@ public protocol EventChannelService: Sendable {
 }
 
 
+/// Which domains exist besides the caller, for the answers that depend on
+/// it (-EPERM for a domain the guest has no authority over, -ESRCH for none:
+/// `checkSelf`). The toolstack that runs several guests answers for all of
+/// them.
+public protocol DomainDirectory: Sendable {
+    func exists(_ domain: DomainID) -> Bool
+}
+
+/// Only the control domain, which the VMM plays, exists besides the guest.
+public struct ControlDomainOnly: DomainDirectory {
+    public init() {}
+    public func exists(_ domain: DomainID) -> Bool { domain == .controlDomain }
+}
+
 /// Decodes hypercalls and runs them against the domain's state and services.
 /// One instance per domain, shared by all vCPU threads.
 public final class HypercallDispatcher: Sendable {
@@ -278,6 +292,8 @@ public final class HypercallDispatcher: Sendable {
     /// The domain's populated frames and page count (XENMEM_current_reservation),
     /// over the memory's regions at creation, limited to `configuration.maxPages`.
     public let reservation: MemoryReservation
+    /// The other domains that exist (`checkSelf`).
+    public let domains: any DomainDirectory
 
     /// Most bytes one CONSOLEIO_read returns.
     public static let maximumConsoleRead = 4096
@@ -286,7 +302,8 @@ public final class HypercallDispatcher: Sendable {
                 physmap: any PhysmapService, state: DomainState = DomainState(),
                 eventChannels: (any EventChannelService)? = nil, time: (any TimeService)? = nil,
                 lifecycle: (any VCPULifecycle)? = nil, reservationService: (any ReservationService)? = nil,
-                grantTables: (any GrantTableService)? = nil) {
+                grantTables: (any GrantTableService)? = nil, domains: any DomainDirectory = ControlDomainOnly()) {
+        self.domains = domains
         self.configuration = configuration
         self.memory = memory
         self.console = console
@@ -359,10 +376,15 @@ public final class HypercallDispatcher: Sendable {
 
     func isValid(_ vcpu: VCPUID) -> Bool { Int(vcpu.rawValue) < configuration.vcpuCount }
 
-    /// `rcu_lock_domain_by_any_id`: DOMID_SELF or our own id. There are no
-    /// other domains, so any other id is -ESRCH.
+    /// A domain id a guest names for an operation on itself only: DOMID_SELF
+    /// or its own id pass; another domain that exists (`domains`) is -EPERM,
+    /// as Xen's default XSM policy answers a domU acting on a domain it has
+    /// no authority over (XSM_TARGET); any other id is -ESRCH
+    /// (`rcu_lock_domain_by_any_id` found nothing).
     func checkSelf(_ domid: UInt16) throws(XenErrno) {
-        guard domid == DomainID.`self`.rawValue || domid == configuration.domainID.rawValue else { throw .esrch }
+        let domain = DomainID(rawValue: domid)
+        if domain == .`self` || domain == configuration.domainID { return }
+        throw domains.exists(domain) ? .eperm : .esrch
     }
 }
 

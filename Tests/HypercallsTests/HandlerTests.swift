@@ -206,7 +206,10 @@ private func putMemoryMap(_ h: Harness, at a: UInt64, capacity: UInt32, buffer: 
     #expect(h.call(.memoryOp, 4, 0x1000) == .returnToGuest(8192))
     h.set(Harness.domid.rawValue, 0x1000)
     #expect(h.call(.memoryOp, 3, 0x1000) == .returnToGuest(4096))
+    // The control domain exists but is not ours (XSM_TARGET); domain 9 does not exist.
     h.set(UInt16(0), 0x1000)
+    #expect(h.call(.memoryOp, 3, 0x1000) == .error(.eperm))
+    h.set(UInt16(9), 0x1000)
     #expect(h.call(.memoryOp, 3, 0x1000) == .error(.esrch))
     #expect(h.call(.memoryOp, 3, bad) == .error(.efault))
     #expect(h.call(.memoryOp, 1 << 6 | 3, 0x1000) == .error(.einval))
@@ -343,6 +346,8 @@ private func putParam(_ h: Harness, domid: UInt64 = selfID, index: UInt32, value
     putParam(h, index: 4)  // deprecated PAE_ENABLED
     #expect(h.call(.hvmOp, 1, 0x1000) == .error(.einval))
     putParam(h, domid: 0, index: 1)
+    #expect(h.call(.hvmOp, 1, 0x1000) == .error(.eperm))  // the control domain: exists, not ours
+    putParam(h, domid: 9, index: 1)
     #expect(h.call(.hvmOp, 1, 0x1000) == .error(.esrch))
     putParam(h, index: 10)  // TIMER_MODE: toolstack only
     #expect(h.call(.hvmOp, 1, 0x1000) == .error(.eperm))
