@@ -73,7 +73,7 @@ let package = Package(
         .testTarget(name: "XenRingTests", dependencies: ["XenRing", "TestSupport", "GuestMemory"]),
         .testTarget(name: "PVTimeTests", dependencies: ["PVTime", "TestSupport", "XenABI", "GuestMemory"]),
         .testTarget(name: "EventChannelsTests", dependencies: ["EventChannels", "TestSupport", "XenABI", "GuestMemory"]),
-        .testTarget(name: "DeviceRuntimeTests", dependencies: ["DeviceRuntime", "EventChannels", "XenRing", "XenBus", "XenStore", "ConsoleBackend", "TestSupport", "XenABI", "GuestMemory"]),
+        .testTarget(name: "DeviceRuntimeTests", dependencies: ["DeviceRuntime", "EventChannels", "Hypercalls", "XenRing", "XenBus", "XenStore", "ConsoleBackend", "TestSupport", "XenABI", "GuestMemory"]),
         .testTarget(name: "ConsoleBackendTests", dependencies: ["ConsoleBackend", "DeviceRuntime", "EventChannels", "XenRing", "TestSupport", "XenABI", "GuestMemory"]),
         .testTarget(name: "XenStoreTests", dependencies: ["XenStore", "DeviceRuntime", "CXen", "EventChannels", "XenRing", "TestSupport", "XenABI", "GuestMemory"]),
         .testTarget(name: "XenBusTests", dependencies: ["XenBus", "XenStore", "XenABI"]),

@@ -30,24 +30,33 @@ public final class ExecutionContext: Sendable {
     /// context; the vCPU threads get the same bound (Domain.run).
     public static let defaultStackSize = 1 << 20
 
-    /// The thread's name (`pvh-<device>`).
+    /// The thread's name (`pvh-<device>`), cut to the 15 bytes Linux keeps
+    /// (pthread_setname_np fails with ERANGE on a longer one).
     public let name: String
     let core: Core
 
-    /// Starts the context's thread, named `name`, with a stack of `stackSize` bytes.
+    /// Starts the context's thread, named `name` (see `name`), with a stack
+    /// of `stackSize` bytes.
     public init(name: String, stackSize: Int = ExecutionContext.defaultStackSize) {
+        let name = String(decoding: name.utf8.prefix(15), as: UTF8.self)
         self.name = name
         let core = Core()
         self.core = core
+        // swift-corelibs-foundation names a Linux thread (pthread_setname_np)
+        // only once start() has recorded its pthread: a name set before
+        // start() is never applied, and one set by the new thread itself is
+        // lost if it runs before start() returns. So the creator names it
+        // after start() and the thread waits for that before its first run:
+        // every pump runs on a thread called `name`.
+        let named = DispatchSemaphore(value: 0)
         let thread = Thread {
-            // swift-corelibs-foundation names a Linux thread only from the
-            // thread itself (pthread_setname_np on the calling thread); a
-            // name set before start() is not applied. Linux keeps 15 bytes.
-            Thread.current.name = name
+            named.wait()
             core.run()
         }
         thread.stackSize = stackSize
         thread.start()
+        thread.name = name
+        named.signal()
     }
 
     deinit {

@@ -296,16 +296,20 @@ public final class Domain: Sendable {
         guard !runners.isEmpty else { return .failed("no vCPUs") }
         let exited = DispatchSemaphore(value: 0)
         for (index, runner) in runners.enumerated() {
+            // swift-corelibs-foundation applies a thread's name only after
+            // start() (a name set before is dropped on Linux): name it then,
+            // and let it run only once named, since the device runtime tells
+            // vCPU threads by this name (`isVCPUThread`).
+            let named = DispatchSemaphore(value: 0)
             let thread = Thread {
-                // Named from inside: swift-corelibs-foundation applies a name
-                // set before start() to nothing on Linux, and the device
-                // runtime tells vCPU threads by this name.
-                Thread.current.name = "pvh-vcpu\(index)"
+                named.wait()
                 runner.run()
                 exited.signal()
             }
             thread.stackSize = 1 << 20
             thread.start()
+            thread.name = "pvh-vcpu\(index)"
+            named.signal()
         }
         timerThread.start(exited: exited)
         let end = lifecycle.wait()
