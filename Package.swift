@@ -77,7 +77,7 @@ let package = Package(
         .testTarget(name: "ConsoleBackendTests", dependencies: ["ConsoleBackend", "DeviceRuntime", "EventChannels", "XenRing", "TestSupport", "XenABI", "GuestMemory"]),
         .testTarget(name: "XenStoreTests", dependencies: ["XenStore", "DeviceRuntime", "CXen", "EventChannels", "XenRing", "TestSupport", "XenABI", "GuestMemory"]),
         .testTarget(name: "XenBusTests", dependencies: ["XenBus", "XenStore", "XenABI"]),
-        .testTarget(name: "VMMTests", dependencies: ["VMM", "KVM", "PVHBoot", "XenABI", "GuestMemory"]),
+        .testTarget(name: "VMMTests", dependencies: ["VMM", "DeviceRuntime", "KVM", "PVHBoot", "XenABI", "GuestMemory"]),
         .testTarget(name: "IntegrationTests", dependencies: ["VMM", "KVM"]),
     ]
 )
