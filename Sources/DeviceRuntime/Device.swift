@@ -120,6 +120,7 @@ public final class RuntimeDevice: Sendable {
         guard let contexts else { return }
         for context in contexts { context.requestStop() }
         DeviceMetrics.bump(metrics.faults)
+        if fault.kind == .hostileGuest { DeviceMetrics.bump(metrics.hostileGuestFaults) }
         onFault(fault)
         log("\(name): disabled: \(fault)")
     }

@@ -19,6 +19,9 @@ public final class DeviceMetrics: Sendable {
     public let notificationsToGuest = Atomic<UInt64>(0)
     /// Faults that disabled the device (0 or 1: the first one disables it).
     public let faults = Atomic<UInt64>(0)
+    /// Of `faults`, those the guest is to blame for (`DeviceFault.Kind.hostileGuest`,
+    /// from `XenRingError.isHostileGuest` for a ring).
+    public let hostileGuestFaults = Atomic<UInt64>(0)
     /// Guest notifications that arrived after the device was disabled.
     public let ignoredAfterFault = Atomic<UInt64>(0)
 

@@ -200,6 +200,7 @@ struct DeviceFaultTests {
         #expect(aDevice.isDisabled)
         #expect(aDevice.fault?.kind == .hostileGuest)
         #expect(aDevice.metrics.faults.load(ordering: .relaxed) == 1)
+        #expect(aDevice.metrics.hostileGuestFaults.load(ordering: .relaxed) == 1)
         #expect(faults.withLock { $0.count } == 1)
         #expect(g.lines.count == 1)
         #expect(g.lines.first?.hasPrefix("a: disabled: hostile guest: indexOverrun") == true, "\(g.lines)")
@@ -280,5 +281,18 @@ struct DeviceFaultTests {
         #expect(reply.count > 16)
         #expect(Array(reply.suffix(1)) == Array("6".utf8))
         #expect(!xs.isDead)
+    }
+}
+
+@Suite("Who is to blame")
+struct DeviceFaultKindTests {
+    @Test("XenRingError.isHostileGuest decides: an index overrun is the guest's, a ring outside RAM or a backend bug is not")
+    func blame() {
+        let overrun = XenRingError.indexOverrun(.fromGuest, producer: RingIndex(100), consumer: RingIndex(0), size: 32)
+        #expect(DeviceFault(overrun).kind == .hostileGuest)
+        let bug = XenRingError.responseWithoutRequest(responseProducer: RingIndex(1), requestConsumer: RingIndex(0))
+        #expect(DeviceFault(bug).kind == .backendFailure)
+        let memory = XenRingError.memory(.outOfBounds(GuestPhysicalAddress(1 << 40), count: 4096))
+        #expect(DeviceFault(memory).kind == .backendFailure)
     }
 }
