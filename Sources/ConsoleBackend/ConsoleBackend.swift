@@ -84,9 +84,9 @@ public final class ConsoleBackend: Sendable {
         self.frame = frame
         let engine = Engine(ring: ring, output: output)
         self.engine = engine
-        // xenconsoled keeps the guest's console page and port as they are
-        // when it stops serving them (console/daemon/io.c shutdown_domain):
-        // the guest-visible effect of a fault is silence.
+        // The guest-visible effect of a fault is silence: the page and the
+        // port stay as they are and nothing more is served (Linux's hvc_xen
+        // likewise treats impossible indices as fatal to the console only).
         let device = runtime.makeDevice("console") { fault in
             report(fault.kind == .hostileGuest ? .hostileGuest(fault.reason) : .failed(fault.reason))
         }
