@@ -125,6 +125,37 @@ struct BackendChannelTests {
         #expect(g.table.isPending(local))
     }
 
+    @Test("a net queue's split TX/RX channels on one context: each send pumps its own side; block-style queues get a context each")
+    func splitChannels() throws {
+        let g = Guest()
+        let tx = Atomic<Int>(0), rx = Atomic<Int>(0)
+        let vif = g.runtime.makeDevice("vif")
+        let queue = vif.makeContext(queue: "q0")
+        let txChannel = try vif.allocateChannel(events: g.table, on: queue) { () throws(DeviceFault) in
+            tx.wrappingAdd(1, ordering: .relaxed)
+            return .quiet
+        }
+        let rxChannel = try vif.allocateChannel(events: g.table, on: queue) { () throws(DeviceFault) in
+            rx.wrappingAdd(1, ordering: .relaxed)
+            return .quiet
+        }
+        let txPort = try g.table.bindInterdomain(remoteDomain: Guest.backend, remotePort: txChannel.port)
+        let rxPort = try g.table.bindInterdomain(remoteDomain: Guest.backend, remotePort: rxChannel.port)
+        try g.table.send(txPort)
+        #expect(vif.sync())
+        #expect(tx.load(ordering: .relaxed) == 1 && rx.load(ordering: .relaxed) == 0)
+        try g.table.send(rxPort)
+        #expect(vif.sync())
+        #expect(tx.load(ordering: .relaxed) == 1 && rx.load(ordering: .relaxed) == 1)
+
+        let vbd = g.runtime.makeDevice("vbd")
+        let rings = try (0..<2).map { (i: Int) throws(XenErrno) -> BackendChannel in
+            try vbd.allocateChannel(events: g.table, on: vbd.makeContext(queue: "r\(i)")) { () throws(DeviceFault) in .quiet }
+        }
+        #expect(rings.map(\.context.name) == ["pvh-vbd-r0", "pvh-vbd-r1"])
+        #expect(vbd.threadCount == 2 && vif.threadCount == 1)
+    }
+
     @Test("EVTCHNOP_send to a backend port returns before the backend's work is done")
     func sendReturnsAtOnce() throws {
         let g = Guest()
