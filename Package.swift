@@ -47,16 +47,19 @@ let package = Package(
         .target(name: "XenRing", dependencies: ["CXen", "GuestMemory"], swiftSettings: safeSettings),
         // Xen's PV clock (vcpu_time_info, wallclock) and per-vCPU timers, pure.
         .target(name: "PVTime", dependencies: ["CXen", "GuestMemory", "XenABI"], swiftSettings: safeSettings),
+        // The device runtime every PV backend runs on: an execution context (thread)
+        // per device or queue, the backend event channel, the one fault path.
+        .target(name: "DeviceRuntime", dependencies: ["EventChannels", "XenABI", "XenRing"], swiftSettings: safeSettings),
         // The PV console backend: the xencons ring over an interdomain event channel.
-        .target(name: "ConsoleBackend", dependencies: ["XenRing", "EventChannels", "GuestMemory", "XenABI"], swiftSettings: safeSettings),
+        .target(name: "ConsoleBackend", dependencies: ["DeviceRuntime", "XenRing", "EventChannels", "GuestMemory", "XenABI"], swiftSettings: safeSettings),
         // XenStore: the pure core (tree, transactions, watches, permissions, quotas),
         // the wire codec, the server and the guest's ring transport.
-        .target(name: "XenStore", dependencies: ["CXen", "XenABI", "GuestMemory", "XenRing", "EventChannels"], swiftSettings: safeSettings),
+        .target(name: "XenStore", dependencies: ["CXen", "XenABI", "GuestMemory", "XenRing", "EventChannels", "DeviceRuntime"], swiftSettings: safeSettings),
         // xenbus: the toolstack's per-domain XenStore tree and the frontend/backend
         // handshake every PV device backend (console, block, net) runs.
         .target(name: "XenBus", dependencies: ["CXen", "XenABI", "XenStore"], swiftSettings: safeSettings),
         // Wiring: vCPU threads, exit handling, transports.
-        .target(name: "VMM", dependencies: ["KVM", "GuestMemory", "XenABI", "PVHBoot", "Hypercalls", "EventChannels", "GrantTables", "ConsoleBackend", "PVTime", "XenStore", "XenBus"], swiftSettings: safeSettings),
+        .target(name: "VMM", dependencies: ["KVM", "GuestMemory", "XenABI", "PVHBoot", "Hypercalls", "EventChannels", "GrantTables", "ConsoleBackend", "PVTime", "XenStore", "XenBus", "DeviceRuntime"], swiftSettings: safeSettings),
         .executableTarget(
             name: "pvh",
             dependencies: ["VMM", "KVM", "XenStore", .product(name: "ArgumentParser", package: "swift-argument-parser")]),
@@ -74,10 +77,11 @@ let package = Package(
         .testTarget(name: "PVTimeTests", dependencies: ["PVTime", "TestSupport", "XenABI", "GuestMemory"]),
         .testTarget(name: "GrantTablesTests", dependencies: ["GrantTables", "TestSupport", "XenABI", "GuestMemory"]),
         .testTarget(name: "EventChannelsTests", dependencies: ["EventChannels", "TestSupport", "XenABI", "GuestMemory"]),
-        .testTarget(name: "ConsoleBackendTests", dependencies: ["ConsoleBackend", "EventChannels", "XenRing", "TestSupport", "XenABI", "GuestMemory"]),
-        .testTarget(name: "XenStoreTests", dependencies: ["XenStore", "CXen", "EventChannels", "XenRing", "TestSupport", "XenABI", "GuestMemory"]),
+        .testTarget(name: "DeviceRuntimeTests", dependencies: ["DeviceRuntime", "EventChannels", "Hypercalls", "XenRing", "XenBus", "XenStore", "ConsoleBackend", "TestSupport", "XenABI", "GuestMemory"]),
+        .testTarget(name: "ConsoleBackendTests", dependencies: ["ConsoleBackend", "DeviceRuntime", "EventChannels", "XenRing", "TestSupport", "XenABI", "GuestMemory"]),
+        .testTarget(name: "XenStoreTests", dependencies: ["XenStore", "DeviceRuntime", "CXen", "EventChannels", "XenRing", "TestSupport", "XenABI", "GuestMemory"]),
         .testTarget(name: "XenBusTests", dependencies: ["XenBus", "XenStore", "XenABI"]),
-        .testTarget(name: "VMMTests", dependencies: ["VMM", "KVM", "PVHBoot", "XenABI", "GuestMemory"]),
+        .testTarget(name: "VMMTests", dependencies: ["VMM", "DeviceRuntime", "KVM", "PVHBoot", "XenABI", "GuestMemory"]),
         .testTarget(name: "IntegrationTests", dependencies: ["VMM", "KVM", "GrantTables", "GuestMemory", "XenABI"]),
     ]
 )

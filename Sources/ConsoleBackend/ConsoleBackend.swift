@@ -1,3 +1,4 @@
+import DeviceRuntime
 import EventChannels
 import GuestMemory
 import Synchronization
@@ -10,25 +11,55 @@ import XenRing
 /// and host input to the guest. Nothing is dropped: output waits in the ring
 /// (the guest blocks on a full ring) while the host side is slow, and input
 /// waits host-side while the guest is slow (see `ConsoleRing`).
-public final class ConsoleBackend: EventChannelPeer, Sendable {
+///
+/// The device runs on the device runtime: a guest notification or host
+/// input only schedules the pump on the console's own context (thread
+/// `pvh-console`), which moves bytes both ways and writes guest output to
+/// the host sink there, in order (one pump at a time). A guest that breaks
+/// the ring protocol disables the console only, through the runtime's fault
+/// path; the guest goes on without it.
+public final class ConsoleBackend: Sendable {
     /// What the backend tells its owner.
     public enum Event: Sendable, Equatable {
         /// The guest broke the ring protocol (impossible indices): the console
         /// is shut down, the guest goes on without it.
         case hostileGuest(String)
+        /// The ring failed for another reason (its page is not RAM): the
+        /// console is shut down likewise.
+        case failed(String)
     }
 
-    private struct State {
-        var ring: ConsoleRing
-        var backendPort: EventChannelPort?
-        var dead = false
+    /// The ring and the host-side queues. The pump (on the console's
+    /// context) and `input` (on the host's reader thread) share it under
+    /// its lock; the host sink is written outside the lock.
+    private final class Engine: Sendable {
+        let ring: Mutex<ConsoleRing>
+        let output: @Sendable ([UInt8]) -> Void
+
+        init(ring: ConsoleRing, output: @escaping @Sendable ([UInt8]) -> Void) {
+            self.ring = Mutex(ring)
+            self.output = output
+        }
+
+        /// One pump: ring ↔ queues, then the queued output to the host. Only
+        /// the console's context runs it, so output leaves in guest order.
+        func pump() throws(DeviceFault) -> BackendChannel.PumpResult {
+            let (moved, out) = try ring.withLock { (r: inout ConsoleRing) throws(DeviceFault) -> (ConsolePumpResult, [UInt8]) in
+                do throws(XenRingError) { return (try r.pump(), r.pendingOutput()) } catch { throw DeviceFault(error) }
+            }
+            if !out.isEmpty {
+                output(out)
+                ring.withLock { $0.outputWritten(out.count) }
+            }
+            return moved.notifyGuest ? .notifyGuest : .quiet
+        }
     }
 
-    private let state: Mutex<State>
-    private let events: EventChannelTable
-    private let output: @Sendable ([UInt8]) -> Void
-    private let report: @Sendable (Event) -> Void
+    private let engine: Engine
+    private let channel: BackendChannel
 
+    /// The console's device in the runtime: its metrics and fault state.
+    public var device: RuntimeDevice { channel.device }
     /// The guest-side port the toolstack puts in HVM_PARAM_CONSOLE_EVTCHN.
     public let guestPort: EventChannelPort
     /// The console page's frame (HVM_PARAM_CONSOLE_PFN).
@@ -36,8 +67,11 @@ public final class ConsoleBackend: EventChannelPeer, Sendable {
 
     /// Sets up the console at `frame`: allocates the guest's unbound port for
     /// the backend domain and binds the backend's end to it, as the toolstack
-    /// and xenconsoled do. `output` receives guest output in order.
+    /// and xenconsoled do, on a new device "console" of `runtime`. `output`
+    /// receives guest output in order, on the console's thread. `report` hears
+    /// the fault that disabled the console (the runtime also logs it).
     public init(memory: any GuestMemory, frame: GuestFrameNumber, events: EventChannelTable, domain: DomainID,
+                runtime: DeviceRuntime,
                 output: @escaping @Sendable ([UInt8]) -> Void,
                 report: @escaping @Sendable (Event) -> Void = { _ in }) throws(ConsoleBackendError) {
         let ring: ConsoleRing
@@ -48,52 +82,48 @@ public final class ConsoleBackend: EventChannelPeer, Sendable {
             throw .eventChannel(error)
         }
         self.frame = frame
-        self.events = events
-        self.output = output
-        self.report = report
-        self.state = Mutex(State(ring: ring))
+        let engine = Engine(ring: ring, output: output)
+        self.engine = engine
+        // The guest-visible effect of a fault is silence: the page and the
+        // port stay as they are and nothing more is served (Linux's hvc_xen
+        // likewise treats impossible indices as fatal to the console only).
+        let device = runtime.makeDevice("console") { fault in
+            report(fault.kind == .hostileGuest ? .hostileGuest(fault.reason) : .failed(fault.reason))
+        }
+        let context = device.makeContext()
         do {
-            let port = try events.backendBindInterdomain(guestPort: guestPort, peer: self)
-            state.withLock { $0.backendPort = port }
+            channel = try device.bindChannel(events: events, guestPort: guestPort, on: context) { () throws(DeviceFault) in
+                try engine.pump()
+            }
         } catch {
+            context.stop()
             throw .eventChannel(error)
         }
     }
 
-    /// The guest sent an event on the console channel: move bytes both ways.
-    public func notify(_ port: EventChannelPort) { pump() }
-
-    /// Queues host input (keyboard bytes) and delivers what fits now.
+    /// Queues host input (keyboard bytes) and has the console's context
+    /// deliver what fits. Returns at once.
     public func input(_ bytes: [UInt8]) {
-        state.withLock { $0.ring.queueInput(bytes) }
-        pump()
+        engine.ring.withLock { $0.queueInput(bytes) }
+        channel.schedule()
     }
 
     /// False while enough input waits for the guest: stop reading the terminal.
-    public var acceptsInput: Bool { state.withLock { $0.ring.acceptsInput } }
+    public var acceptsInput: Bool { engine.ring.withLock { $0.acceptsInput } }
 
-    /// Moves bytes both ways, writes guest output to the host and notifies the
-    /// guest if anything moved. Safe from any thread.
-    public func pump() {
-        // Output is written under the lock so two pumps (two vCPUs) keep the
-        // guest's byte order; the event goes out after it is released.
-        let (notifyPort, failure): (EventChannelPort?, String?) = state.withLock { s in
-            guard !s.dead else { return (nil, nil) }
-            do {
-                let moved = try s.ring.pump()
-                let out = s.ring.pendingOutput()
-                if !out.isEmpty {
-                    output(out)
-                    s.ring.outputWritten(out.count)
-                }
-                return (moved.notifyGuest ? s.backendPort : nil, nil)
-            } catch {
-                s.dead = true
-                return (nil, "\(error)")
-            }
-        }
-        if let notifyPort { try? events.backendSend(notifyPort) }
-        if let failure { report(.hostileGuest(failure)) }
+    /// Asks for a pump on the console's context (both directions). Returns at once.
+    public func pump() { channel.schedule() }
+
+    /// Waits until every pump asked for before this call has run (guest
+    /// output written to the host). False on timeout.
+    public func sync(timeout: Duration = .seconds(60)) -> Bool { device.sync(timeout: timeout) }
+
+    /// The domain ended: a last pump writes what the guest left in the ring,
+    /// then the console's context stops.
+    public func shutdown(timeout: Duration = .seconds(10)) {
+        channel.schedule()
+        _ = device.sync(timeout: timeout)
+        device.stop()
     }
 }
 

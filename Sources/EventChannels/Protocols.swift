@@ -33,5 +33,10 @@ public protocol EventChannelPeer: Sendable {
     /// The guest sent on the channel whose backend end is `port` (or the
     /// channel was just connected: Xen conservatively marks the binding
     /// side's port pending, event_channel.c evtchn_bind_interdomain).
+    ///
+    /// Called on the sending thread (a guest vCPU inside EVTCHNOP_send, or
+    /// the thread binding the channel) after the table's lock is released:
+    /// it must only schedule the backend's work and return, as the device
+    /// runtime's `BackendChannel` does.
     func notify(_ port: EventChannelPort)
 }

@@ -45,7 +45,9 @@ public final class CapturingConsoleSink: ConsoleSink {
     private let onLine: @Sendable (String) -> Void
     private let forward: (any ConsoleSink)?
 
-    /// `onLine` runs on the emitting vCPU thread for every complete line.
+    /// `onLine` runs for every complete line on the emitting thread: the
+    /// console's device thread (`pvh-console`) for the PV console ring, the
+    /// vCPU's for console_io and port 0xE9.
     public init(forwardTo forward: (any ConsoleSink)? = nil, onLine: @escaping @Sendable (String) -> Void = { _ in }) {
         self.forward = forward
         self.onLine = onLine

@@ -1,4 +1,5 @@
 import ConsoleBackend
+import DeviceRuntime
 import Dispatch
 import EventChannels
 import GrantTables
@@ -83,6 +84,9 @@ public final class Domain: Sendable {
     /// The guest's grant table; backends map the guest's grants through it
     /// (the backend domain, d0, is the grantee).
     public let grants: GrantTable
+    /// The device runtime the PV backends (console, XenStore ring) run on:
+    /// one thread each, stopped when the domain ends.
+    public let devices: DeviceRuntime
     /// Which guest frames hold memory (the balloon gives them back).
     public let reservation: MemoryReservation
     /// The store this domain's tree lives in (shared with the toolstack's
@@ -204,15 +208,20 @@ public final class Domain: Sendable {
             source: clockSource, memory: memory, placement: state)
         self.timers = timers
         let smp = SMPControl(vcpuCount: configuration.vcpus, wakeups: wakeups)
+        // Device work runs on the devices' own threads, never on a vCPU's:
+        // the runtime counts any pump that finds itself on one.
+        let devices = DeviceRuntime(
+            isForbiddenThread: Self.isVCPUThread,
+            log: { line in FileDescriptorConsoleSink(fd: 2).emit(Array("pvh: \(line)\n".utf8)) })
+        self.devices = devices
         // The PV console (what xl's console backend sets up): a ring page the
         // memory map reserves, an unbound port for the backend domain, both
         // handed to the guest in HVM params.
         let consoleFrame = configuration.consolePage.start.frameNumber
         do {
             consoleBackend = try ConsoleBackend(
-                memory: memory, frame: consoleFrame, events: events, domain: Self.domainID,
-                output: { console.emit($0) },
-                report: { event in FileDescriptorConsoleSink(fd: 2).emit(Array("pvh: console: \(event)\n".utf8)) })
+                memory: memory, frame: consoleFrame, events: events, domain: Self.domainID, runtime: devices,
+                output: { console.emit($0) })
         } catch {
             throw .memory("console ring at \(consoleFrame): \(error)")
         }
@@ -228,7 +237,7 @@ public final class Domain: Sendable {
         do {
             storeRing = try XenStoreRingConnection(
                 memory: memory, frame: storeFrame, events: events, domain: Self.domainID, server: store,
-                report: { FileDescriptorConsoleSink(fd: 2).emit(Array("pvh: xenstore: \($0)\n".utf8)) })
+                runtime: devices)
         } catch {
             throw .memory("XenStore ring at \(storeFrame): \(error)")
         }
@@ -324,13 +333,20 @@ public final class Domain: Sendable {
         guard !runners.isEmpty else { return .failed("no vCPUs") }
         let exited = DispatchSemaphore(value: 0)
         for (index, runner) in runners.enumerated() {
+            // swift-corelibs-foundation applies a thread's name only after
+            // start() (a name set before is dropped on Linux): name it then,
+            // and let it run only once named, since the device runtime tells
+            // vCPU threads by this name (`isVCPUThread`).
+            let named = DispatchSemaphore(value: 0)
             let thread = Thread {
+                named.wait()
                 runner.run()
                 exited.signal()
             }
-            thread.name = "pvh-vcpu\(index)"
             thread.stackSize = 1 << 20
             thread.start()
+            thread.name = "pvh-vcpu\(index)"
+            named.signal()
         }
         timerThread.start(exited: exited)
         let end = lifecycle.wait()
@@ -338,8 +354,13 @@ public final class Domain: Sendable {
         // exit handler (and the timer thread has stopped), so nothing runs on
         // the guest after run() returns.
         for _ in 0...runners.count { exited.wait() }
+        // The device threads stop before the tree goes: the console writes
+        // what the guest left in its ring first, the XenStore ring leaves
+        // the store, and no pump runs once run() has returned.
+        consoleBackend.shutdown()
+        storeRing.shutdown()
+        devices.stopAll()
         // Domain destruction as xl does it: the tree goes, @releaseDomain fires.
-        if let id = storeRing.connection { store.disconnect(id) }
         storeLayout.remove(from: store)
         store.releaseDomain(Self.domainID)
         return end
@@ -354,6 +375,17 @@ public final class Domain: Sendable {
 
     /// Stops a running guest from another thread.
     public func stop() { lifecycle.finish(.stopped) }
+
+    /// Backend pumps that ran on a vCPU thread (or off their device's own
+    /// thread): 0 unless device work leaked back onto the guest's vCPUs.
+    public var backendPumpsOnVCPUThreads: UInt64 { devices.pumpsOnForbiddenThreads }
+
+    /// Whether the caller is one of `run()`'s vCPU threads, told by the
+    /// name it gives them ("pvh-vcpu<n>"): the thread is made there and its
+    /// body belongs to VCPURunner, so the name is the one mark it carries.
+    static func isVCPUThread() -> Bool {
+        Thread.current.name?.hasPrefix("pvh-vcpu") == true
+    }
 
     /// KVM's supported CPUID with its own signature leaves replaced by Xen's
     /// (arch-x86/cpuid.h), per vCPU (leaf 4 EBX is the vCPU id).

@@ -23,7 +23,15 @@ public struct XenbusDeviceAddress: Hashable, Sendable {
     /// `/local/domain/<fe>/device/<type>/<index>`.
     public var frontendPath: String { "/local/domain/\(frontend.rawValue)/device/\(type)/\(index)" }
     /// `/local/domain/<be>/backend/<type>/<fe>/<index>`.
-    public var backendPath: String { "/local/domain/\(backend.rawValue)/backend/\(type)/\(frontend.rawValue)/\(index)" }
+    public var backendPath: String { "/local/domain/\(backend.rawValue)/\(backendNodeName)" }
+    /// The backend's `nodename` as Linux's xenbus names it, relative to the
+    /// backend domain's home: `backend/<type>/<fe>/<index>`.
+    public var backendNodeName: String { "backend/\(type)/\(frontend.rawValue)/\(index)" }
+    /// Where `XenbusBackendDevice.fatal` reports: `error/<nodename>/error`
+    /// relative to the backend domain's home (Linux xenbus_client.c
+    /// `error_path` and `xenbus_va_dev_error`), i.e.
+    /// `/local/domain/<be>/error/backend/<type>/<fe>/<index>/error`.
+    public var errorPath: String { "/local/domain/\(backend.rawValue)/error/\(backendNodeName)/error" }
 }
 
 /// What a device backend (console, block, network) plugs into the xenbus
@@ -112,6 +120,27 @@ public final class XenbusBackendDevice: Sendable {
         if wasConnected { driver.disconnect() }
         try? store.remove(address.backendPath)
         try? store.remove(address.frontendPath)
+    }
+
+    /// The device failed for good (its ring is corrupt, say), as Linux's
+    /// `xenbus_dev_fatal` reports it (drivers/xen/xenbus/xenbus_client.c):
+    /// `xenbus_va_dev_error` writes "<errno> <reason>" (the positive errno,
+    /// as its `sprintf("%i ", -err)` prints the negative one callers pass)
+    /// at `address.errorPath`, then the backend switches to Closing. The
+    /// driver is then disconnected (it stops using the ring, as
+    /// xen-blkback's `xen_blkif_disconnect` does) and the backend goes on to
+    /// Closed without waiting for the frontend, which is the guest's and may
+    /// never answer. A frontend that starts again from Initialising gets
+    /// InitWait (the handshake's restart), as with Linux's backends.
+    public func fatal(_ reason: String, error: XenErrno = .eio) {
+        try? store.write(address.errorPath, "\(error.rawValue) \(reason)")
+        try? switchTo(.closing)
+        let was = state.withLock { s in
+            defer { s.connected = false }
+            return s.connected
+        }
+        if was { driver.disconnect() }
+        try? switchTo(.closed)
     }
 
     private func frontendChanged() {

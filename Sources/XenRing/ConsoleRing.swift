@@ -30,8 +30,9 @@ public struct ConsolePumpResult: Hashable, Sendable {
 ///   guest frees room. `acceptsInput` tells the host reader when to stop
 ///   reading its terminal because the guest is not consuming.
 ///
-/// Not thread-safe: the VMM owns one per console and calls it from its event
-/// loop (on the console event channel, on terminal readiness, and on a timer).
+/// Not thread-safe: `ConsoleBackend` keeps one per console under its lock;
+/// the pump runs on the console's device thread, host input is queued from
+/// the terminal reader's thread.
 public struct ConsoleRing: Sendable {
     public let ring: ByteRing
     /// Most guest output held host-side before the ring is left to fill.

@@ -49,6 +49,8 @@ public enum XenRingError: Error, Equatable, Sendable {
     case responseWithoutRequest(responseProducer: RingIndex, requestConsumer: RingIndex)
 
     /// True when the guest broke the ring protocol (the domain is at fault).
+    /// The device runtime's `DeviceFault` reads it to say who is to blame
+    /// when a ring fails; either way only that device is disabled.
     public var isHostileGuest: Bool {
         if case .indexOverrun = self { return true }
         return false

@@ -1,4 +1,5 @@
 import CXen
+import DeviceRuntime
 import EventChannels
 import GuestMemory
 import Synchronization
@@ -28,62 +29,165 @@ public enum XenStoreRingError: Error, Sendable {
 /// request `error = XENSTORE_ERROR_PROTO`; either way the connection stops
 /// being served (the guest is hostile; the VMM goes on) and `report` is told.
 ///
-/// Locks, outermost first: the pump's single-runner flag (`control`, never
-/// held across a call), the server's lock, then `outbox` (taken by the
+/// Threads. The connection is a device of the device runtime ("xenstore"):
+/// the guest's notifications and the server's `wake` (output queued for this
+/// guest by someone else's request, a watch event) only schedule the pump on
+/// the connection's own context (thread `pvh-xenstore`), which runs one pump
+/// at a time, so requests are handled in ring order. A protocol violation
+/// goes through the runtime's fault path, whose effect here is the `error`
+/// word and the disconnection from the server.
+///
+/// Locks, outermost first: the server's lock, then `outbox` (taken by the
 /// `output` closure the server calls under its lock, and by the pump with no
 /// other lock held). The pump never holds `outbox` while calling the server.
-public final class XenStoreRingConnection: EventChannelPeer, Sendable {
-    private struct Control: Sendable {
-        var running = false
-        var again = false
-        var dead = false
-        var backendPort: EventChannelPort?
+public final class XenStoreRingConnection: Sendable {
+    /// The ring and what the pump keeps between runs. Made before the
+    /// runtime device, whose pump and fault effect it carries.
+    private final class Engine: Sendable {
+        let memory: any GuestMemory
+        let ring: ByteRing
+        let base: GuestPhysicalAddress
+        let server: XenStoreServer
+        let report: @Sendable (String) -> Void
+        let connection = Mutex<XenStoreConnectionID?>(nil)
+        /// The `error` word the fault path writes: set by the pump before it throws.
+        let errorWord = Mutex<UInt32>(UInt32(XENSTORE_ERROR_COMM))
+        /// Output waiting for room in `rsp`.
+        let outbox = Mutex<[UInt8]>([])
+
+        init(memory: any GuestMemory, ring: ByteRing, base: GuestPhysicalAddress, server: XenStoreServer,
+             report: @escaping @Sendable (String) -> Void) {
+            self.memory = memory
+            self.ring = ring
+            self.base = base
+            self.server = server
+            self.report = report
+        }
+
+        private struct PumpFailure: Error {
+            var error: UInt32
+            var fault: DeviceFault
+        }
+
+        /// Moves requests to the server and output to the guest until
+        /// neither side makes progress. Runs on the connection's context only.
+        func pump() throws(DeviceFault) -> BackendChannel.PumpResult {
+            var notify = false
+            var progress = true
+            while progress {
+                do {
+                    progress = try pumpOnce(&notify)
+                } catch let e as PumpFailure {
+                    errorWord.withLock { $0 = e.error }
+                    throw e.fault
+                } catch {
+                    errorWord.withLock { $0 = UInt32(XENSTORE_ERROR_COMM) }
+                    throw DeviceFault(kind: .backendFailure, reason: "\(error)")
+                }
+            }
+            return notify ? .notifyGuest : .quiet
+        }
+
+        /// The runtime's fault path reached this connection: tell the guest
+        /// why (xenstore-ring.txt "error" word), stop serving it, keep the VMM up.
+        func fault(_ fault: DeviceFault) {
+            let word = errorWord.withLock { $0 }
+            try? memory.store(word, at: field(PVH_XENSTORE_ERROR_OFFSET))
+            if let id = connection.withLock({ $0 }) { server.disconnect(id) }
+            report("xenstore ring: \(fault.reason)")
+        }
+
+        func field(_ offset: some BinaryInteger) -> GuestPhysicalAddress {
+            GuestPhysicalAddress(base.rawValue &+ UInt64(offset))
+        }
+
+        /// One round: reconnect if asked, flush output, read requests. Returns
+        /// whether anything moved.
+        private func pumpOnce(_ notify: inout Bool) throws -> Bool {
+            guard let id = connection.withLock({ $0 }) else { return false }
+            let connectionWord = try memory.load(UInt32.self, at: field(PVH_XENSTORE_CONNECTION_OFFSET))
+            if connectionWord == UInt32(XENSTORE_RECONNECT) {
+                // xenstore-ring.txt "Connection reset": discard everything, zero
+                // the indices, then report CONNECTED and notify.
+                server.reset(id)
+                outbox.withLock { $0 = [] }
+                for c in [ring.layout.fromGuest, ring.layout.toGuest] {
+                    try memory.store(UInt32(0), at: field(c.consumerOffset))
+                    try memory.store(UInt32(0), at: field(c.producerOffset))
+                }
+                atomicMemoryFence(ordering: .releasing)
+                try memory.store(UInt32(XENSTORE_CONNECTED), at: field(PVH_XENSTORE_CONNECTION_OFFSET))
+                notify = true
+                return true
+            }
+            var moved = try flush(id)
+            if server.acceptsInput(id) {
+                let bytes: [UInt8]
+                do { bytes = try ring.consumeFromGuest() } catch {
+                    throw PumpFailure(error: UInt32(XENSTORE_ERROR_RINGIDX), fault: DeviceFault(error))
+                }
+                if !bytes.isEmpty {
+                    notify = true  // room was made in req
+                    moved = true
+                    if case .close(let reason) = server.receive(bytes, from: id) {
+                        throw PumpFailure(error: UInt32(XENSTORE_ERROR_PROTO), fault: .hostileGuest(reason))
+                    }
+                    _ = try flush(id)
+                }
+            }
+            if moved { notify = true }
+            return moved
+        }
+
+        /// Writes queued output into `rsp`; keeps what does not fit.
+        private func flush(_ id: XenStoreConnectionID) throws -> Bool {
+            let pending = outbox.withLock { $0 }
+            guard !pending.isEmpty else { return false }
+            let written: Int
+            do { written = try ring.produceToGuest(pending) } catch {
+                throw PumpFailure(error: UInt32(XENSTORE_ERROR_RINGIDX), fault: DeviceFault(error))
+            }
+            guard written > 0 else { return false }
+            outbox.withLock { $0.removeFirst(written) }
+            server.outputSent(written, for: id)
+            return true
+        }
     }
 
-    private let memory: any GuestMemory
-    private let ring: ByteRing
-    private let base: GuestPhysicalAddress
-    private let events: EventChannelTable
-    private let server: XenStoreServer
-    private let report: @Sendable (String) -> Void
-    private let control = Mutex(Control())
-    /// Output waiting for room in `rsp`; a class so the server's `output`
-    /// closure can hold it without holding the connection.
-    private final class Outbox: Sendable {
-        let bytes = Mutex<[UInt8]>([])
-        func withLock<R>(_ body: (inout [UInt8]) -> R) -> R { bytes.withLock { body(&$0) } }
-    }
-    private let outbox = Outbox()
-    private let connectionBox = Mutex<XenStoreConnectionID?>(nil)
+    private let engine: Engine
+    private let channel: BackendChannel
 
     /// The guest-side port the toolstack puts in HVM_PARAM_STORE_EVTCHN.
     public let guestPort: EventChannelPort
     /// The interface page's frame (HVM_PARAM_STORE_PFN).
     public let frame: GuestFrameNumber
     /// The server's ID of this connection.
-    public var connection: XenStoreConnectionID? { connectionBox.withLock { $0 } }
+    public var connection: XenStoreConnectionID? { engine.connection.withLock { $0 } }
+    /// The connection's device in the runtime: its metrics and fault state.
+    public var device: RuntimeDevice { channel.device }
 
     /// Sets up the ring at `frame` for `domain`: initialises the page's
     /// feature and connection words, allocates the guest's unbound port for
-    /// the backend domain and binds the backend's end, and connects to
-    /// `server` as an unprivileged client of `domain`.
+    /// the backend domain and binds the backend's end (a device "xenstore"
+    /// of `runtime`), and connects to `server` as an unprivileged client of
+    /// `domain`. `report` hears the fault that stopped the connection (the
+    /// runtime also logs it).
     public init(memory: any GuestMemory, frame: GuestFrameNumber, events: EventChannelTable, domain: DomainID,
-                server: XenStoreServer, report: @escaping @Sendable (String) -> Void) throws {
+                server: XenStoreServer, runtime: DeviceRuntime,
+                report: @escaping @Sendable (String) -> Void = { _ in }) throws {
         guard let base = frame.address else {
             throw XenStoreRingError.ring(.memory(.outOfBounds(GuestPhysicalAddress(UInt64.max), count: GuestFrameNumber.pageSize)))
         }
+        let ring: ByteRing
         do { ring = try ByteRing(layout: .xenStore, memory: memory, base: base) } catch { throw XenStoreRingError.ring(error) }
-        self.memory = memory
-        self.base = base
         self.frame = frame
-        self.events = events
-        self.server = server
-        self.report = report
+        let engine = Engine(memory: memory, ring: ring, base: base, server: server, report: report)
+        self.engine = engine
         do {
             try memory.store(UInt32(XENSTORE_SERVER_FEATURE_RECONNECTION | XENSTORE_SERVER_FEATURE_ERROR),
-                             at: Self.field(base, PVH_XENSTORE_SERVER_FEATURES_OFFSET))
-            try memory.store(UInt32(XENSTORE_ERROR_NONE), at: Self.field(base, PVH_XENSTORE_ERROR_OFFSET))
-            try memory.store(UInt32(XENSTORE_CONNECTED), at: Self.field(base, PVH_XENSTORE_CONNECTION_OFFSET))
+                             at: engine.field(PVH_XENSTORE_SERVER_FEATURES_OFFSET))
+            try memory.store(UInt32(XENSTORE_ERROR_NONE), at: engine.field(PVH_XENSTORE_ERROR_OFFSET))
+            try memory.store(UInt32(XENSTORE_CONNECTED), at: engine.field(PVH_XENSTORE_CONNECTION_OFFSET))
         } catch {
             throw XenStoreRingError.memory(error)
         }
@@ -92,135 +196,48 @@ public final class XenStoreRingConnection: EventChannelPeer, Sendable {
         } catch {
             throw XenStoreRingError.eventChannel(error)
         }
-        let outbox = self.outbox
-        let id = server.connect(domain: domain, privileged: false,
-                                output: { bytes in outbox.withLock { $0 += bytes } },
-                                wake: { [weak self] in self?.pump() })
-        connectionBox.withLock { $0 = id }
+        let device = runtime.makeDevice("xenstore") { fault in engine.fault(fault) }
+        let context = device.makeContext()
+        let channel: BackendChannel
         do {
-            let port = try events.backendBindInterdomain(guestPort: guestPort, peer: self)
-            control.withLock { $0.backendPort = port }
+            // Pumps before the server connection exists move nothing.
+            channel = try device.bindChannel(events: events, guestPort: guestPort, on: context) { () throws(DeviceFault) in
+                try engine.pump()
+            }
         } catch {
-            server.disconnect(id)
+            context.stop()
             throw XenStoreRingError.eventChannel(error)
         }
+        self.channel = channel
+        // `wake` runs from the server's callback queue, on whichever thread
+        // drained it: it only schedules the pump on this ring's context.
+        let id = server.connect(domain: domain, privileged: false,
+                                output: { bytes in engine.outbox.withLock { $0 += bytes } },
+                                wake: { channel.schedule() })
+        engine.connection.withLock { $0 = id }
+        channel.schedule()
     }
 
     deinit {
-        if let id = connectionBox.withLock({ $0 }) { server.disconnect(id) }
+        if let id = connection { engine.server.disconnect(id) }
     }
-
-    private static func field(_ base: GuestPhysicalAddress, _ offset: some BinaryInteger) -> GuestPhysicalAddress {
-        GuestPhysicalAddress(base.rawValue &+ UInt64(offset))
-    }
-
-    /// The guest sent an event on the XenStore channel: move bytes both ways.
-    public func notify(_ port: EventChannelPort) { pump() }
 
     /// Whether the connection was shut down for a protocol violation.
-    public var isDead: Bool { control.withLock { $0.dead } }
+    public var isDead: Bool { device.isDisabled }
 
     /// Bytes of replies and events waiting for room in `rsp`.
-    public var pendingOutputCount: Int { outbox.withLock { $0.count } }
+    public var pendingOutputCount: Int { engine.outbox.withLock { $0.count } }
 
-    /// Moves requests to the server and output to the guest until neither
-    /// side makes progress. One runner at a time: a call arriving while
-    /// another thread pumps asks it to go round again and returns, which
-    /// keeps requests in ring order.
-    public func pump() {
-        let start = control.withLock { c in
-            if c.dead { return false }
-            if c.running { c.again = true; return false }
-            c.running = true
-            return true
-        }
-        guard start else { return }
-        while true {
-            var notify = false
-            var failure: (UInt32, String)?
-            var progress = true
-            while progress && failure == nil {
-                do {
-                    progress = try pumpOnce(&notify)
-                } catch let e as PumpFailure {
-                    failure = (e.error, e.reason)
-                } catch {
-                    failure = (UInt32(XENSTORE_ERROR_COMM), "\(error)")
-                }
-            }
-            if let failure {
-                // The guest broke the protocol: stop serving it, keep the VMM up.
-                try? memory.store(failure.0, at: Self.field(base, PVH_XENSTORE_ERROR_OFFSET))
-                control.withLock { $0.dead = true; $0.running = false }
-                if let id = connection { server.disconnect(id) }
-                report("xenstore ring: \(failure.1)")
-                return
-            }
-            let port = control.withLock { $0.backendPort }
-            if notify, let port { try? events.backendSend(port) }
-            let more = control.withLock { c in
-                if c.again { c.again = false; return true }
-                c.running = false
-                return false
-            }
-            if !more { return }
-        }
-    }
+    /// Asks for a pump on the connection's context. Returns at once.
+    public func pump() { channel.schedule() }
 
-    private struct PumpFailure: Error {
-        var error: UInt32
-        var reason: String
-    }
+    /// Waits until every pump asked for before this call has run. False on timeout.
+    public func sync(timeout: Duration = .seconds(60)) -> Bool { device.sync(timeout: timeout) }
 
-    /// One round: reconnect if asked, flush output, read requests. Returns
-    /// whether anything moved.
-    private func pumpOnce(_ notify: inout Bool) throws -> Bool {
-        guard let id = connection else { return false }
-        let connectionWord = try memory.load(UInt32.self, at: Self.field(base, PVH_XENSTORE_CONNECTION_OFFSET))
-        if connectionWord == UInt32(XENSTORE_RECONNECT) {
-            // xenstore-ring.txt "Connection reset": discard everything, zero
-            // the indices, then report CONNECTED and notify.
-            server.reset(id)
-            outbox.withLock { $0 = [] }
-            for c in [ring.layout.fromGuest, ring.layout.toGuest] {
-                try memory.store(UInt32(0), at: Self.field(base, c.consumerOffset))
-                try memory.store(UInt32(0), at: Self.field(base, c.producerOffset))
-            }
-            atomicMemoryFence(ordering: .releasing)
-            try memory.store(UInt32(XENSTORE_CONNECTED), at: Self.field(base, PVH_XENSTORE_CONNECTION_OFFSET))
-            notify = true
-            return true
-        }
-        var moved = try flush()
-        if server.acceptsInput(id) {
-            let bytes: [UInt8]
-            do { bytes = try ring.consumeFromGuest() } catch {
-                throw PumpFailure(error: UInt32(XENSTORE_ERROR_RINGIDX), reason: "\(error)")
-            }
-            if !bytes.isEmpty {
-                notify = true  // room was made in req
-                moved = true
-                if case .close(let reason) = server.receive(bytes, from: id) {
-                    throw PumpFailure(error: UInt32(XENSTORE_ERROR_PROTO), reason: reason)
-                }
-                _ = try flush()
-            }
-        }
-        if moved { notify = true }
-        return moved
-    }
-
-    /// Writes queued output into `rsp`; keeps what does not fit.
-    private func flush() throws -> Bool {
-        let pending = outbox.withLock { $0 }
-        guard !pending.isEmpty, let id = connection else { return false }
-        let written: Int
-        do { written = try ring.produceToGuest(pending) } catch {
-            throw PumpFailure(error: UInt32(XENSTORE_ERROR_RINGIDX), reason: "\(error)")
-        }
-        guard written > 0 else { return false }
-        outbox.withLock { $0.removeFirst(written) }
-        server.outputSent(written, for: id)
-        return true
+    /// The domain ended: stops the connection's context (waiting for a
+    /// running pump) and disconnects from the server.
+    public func shutdown() {
+        device.stop()
+        if let id = engine.connection.withLock({ $0 }) { engine.server.disconnect(id) }
     }
 }

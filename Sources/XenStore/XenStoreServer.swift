@@ -100,7 +100,8 @@ public final class XenStoreServer: Sendable {
     /// Connects a flow-controlled wire client: as above, plus `wake`, called
     /// without the server lock (from the ordered callback queue) after output
     /// was queued for this peer by someone else's request (a watch event),
-    /// so the transport can push it. The transport reports what it sent with
+    /// so the transport can push it (a guest's ring only schedules its pump
+    /// on its own device thread). The transport reports what it sent with
     /// `outputSent(_:for:)` and stops reading while `acceptsInput` is false.
     public func connect(domain: DomainID, privileged: Bool, output: @escaping @Sendable ([UInt8]) -> Void,
                         wake: @escaping @Sendable () -> Void) -> XenStoreConnectionID {

@@ -1,4 +1,5 @@
 import ConsoleBackend
+import DeviceRuntime
 import EventChannels
 import GuestMemory
 import Synchronization
@@ -9,6 +10,8 @@ import XenRing
 
 /// The console backend over mock memory: a fake hvc_xen frontend on one side,
 /// the host's output closure on the other, the real event-channel table between.
+/// The backend pumps on its own context: each check first waits for the
+/// pumps it caused (`sync`), never sleeps.
 @Suite("PV console backend")
 struct ConsoleBackendTests {
     final class Locator: SharedInfoLocator {
@@ -36,6 +39,7 @@ struct ConsoleBackendTests {
         let reports: Box<[ConsoleBackend.Event]>
         let backend: ConsoleBackend
         let frontend: FakeByteRingFrontend
+        let runtime = DeviceRuntime()
         static let domain = DomainID(rawValue: 1)
 
         init() throws {
@@ -45,11 +49,19 @@ struct ConsoleBackendTests {
             self.out = out
             self.reports = reports
             backend = try ConsoleBackend(memory: memory, frame: GuestFrameNumber(0x20), events: table, domain: Self.domain,
-                                         output: { b in out.withLock { $0 += b } },
+                                         runtime: runtime, output: { b in out.withLock { $0 += b } },
                                          report: { e in reports.withLock { $0.append(e) } })
             frontend = try FakeByteRingFrontend(memory: memory, base: GuestPhysicalAddress(0x20000))
         }
+        deinit { runtime.stopAll() }
         var output: String { String(decoding: out.withLock { $0 }, as: UTF8.self) }
+
+        /// The guest's EVTCHNOP_send on the console port, then the wait for
+        /// the pump it scheduled on the console's context.
+        func send() throws {
+            try table.send(backend.guestPort)
+            try #require(backend.sync(timeout: .seconds(30)), "the console's pump did not finish")
+        }
     }
 
     @Test("the guest's port is bound to the backend; guest output arrives in order on each send")
@@ -58,9 +70,9 @@ struct ConsoleBackendTests {
         let status = try s.table.status(domain: Setup.domain, port: s.backend.guestPort)
         #expect("\(status)".contains("interdomain"), "\(status)")
         _ = try s.frontend.write(Array("hello, ".utf8))
-        try s.table.send(s.backend.guestPort)
+        try s.send()
         _ = try s.frontend.write(Array("world\n".utf8))
-        try s.table.send(s.backend.guestPort)
+        try s.send()
         #expect(s.output == "hello, world\n")
     }
 
@@ -72,7 +84,7 @@ struct ConsoleBackendTests {
         while !rest.isEmpty {
             let n = try s.frontend.write(rest)
             rest.removeFirst(n)
-            try s.table.send(s.backend.guestPort)
+            try s.send()
         }
         #expect(s.output == text)
     }
@@ -83,13 +95,14 @@ struct ConsoleBackendTests {
         // The guest must be able to see events: shared_info is at 0x10000 (Locator), vCPU 0's legacy slot.
         let big = [UInt8](repeating: UInt8(ascii: "x"), count: 3000)  // more than the 1024-byte `in` ring
         s.backend.input(Array("ping\n".utf8) + big)
+        try #require(s.backend.sync(timeout: .seconds(30)))
         var got = try s.frontend.read()
         #expect(got.count == 1024)
         #expect(Array(got.prefix(5)) == Array("ping\n".utf8))
         #expect(s.table.isPending(s.backend.guestPort))
         // The guest consumed; the next event from it lets the backend top the ring up.
         while got.count < 3005 {
-            try s.table.send(s.backend.guestPort)
+            try s.send()
             let more = try s.frontend.read()
             if more.isEmpty { break }
             got += more
@@ -102,9 +115,9 @@ struct ConsoleBackendTests {
         let s = try Setup()
         // out_prod far beyond out_cons + ring size (console.h: out_prod at 0x60c... via the layout).
         try s.frontend.store(RingIndex(0x7fff_0000), ByteRingLayout.console.fromGuest.producerOffset)
-        try s.table.send(s.backend.guestPort)
+        try s.send()
         #expect(s.reports.withLock { $0.count } == 1)
-        try s.table.send(s.backend.guestPort)  // dead: no further reports, no crash
+        try s.send()  // dead: no further reports, no crash
         #expect(s.reports.withLock { $0.count } == 1)
         #expect(s.output.isEmpty)
     }

@@ -161,6 +161,32 @@ struct TestGuestBootTests {
         #expect(run.lines.contains("PVHTEST-CONSOLE-ECHO ping from the host"))
     }
 
+    /// The device runtime end to end: the PV console ring (both ways) and
+    /// the XenStore ring each pumped on their own thread; a guest
+    /// notification only scheduled that work, none of it ran on a vCPU
+    /// thread, and the device threads are gone once run() returns.
+    @Test("device runtime: console and XenStore rings served on their own threads, never on a vCPU's", arguments: [1, 2])
+    func deviceRuntime(_ vcpus: Int) throws {
+        let elf = try Env.testGuest.get()
+        let run = try GuestRun.boot(
+            GuestConfiguration(kernelPath: elf, commandLine: "pvh.scenarios=console_ring,xenstore pvh.console_input=1",
+                               memoryMiB: 64, vcpus: vcpus),
+            limit: .seconds(120), before: { $0.consoleBackend.input(Array("ping from the host\n".utf8)) })
+        #expect(run.exit == .shutdown(.poweroff), "\(run.console.text)")
+        #expect(run.results()["console_ring"] == "PASS", "\(run.console.text)")
+        #expect(run.lines.contains("PVHTEST-CONSOLE-ECHO ping from the host"))
+        #expect(run.results()["xenstore"]?.hasPrefix("PASS") == true, "\(run.console.text)")
+        let console = run.domain.consoleBackend.device.metrics, store = run.domain.storeRing.device.metrics
+        #expect(console.guestNotifications.load(ordering: .relaxed) > 0)
+        #expect(console.pumps.load(ordering: .relaxed) > 0)
+        #expect(store.guestNotifications.load(ordering: .relaxed) > 0)
+        #expect(store.pumps.load(ordering: .relaxed) > 0)
+        #expect(run.domain.backendPumpsOnVCPUThreads == 0)
+        #expect(run.domain.devices.devices.map(\.name) == ["console", "xenstore"])
+        #expect(run.domain.devices.devices.allSatisfy { !$0.isDisabled })
+        #expect(run.domain.devices.threadCount == 0, "device threads left running after the domain ended")
+    }
+
     @Test("PV clock and Xen timers: vcpu_time_info and wallclock published; single-shot, set_timer_op and periodic timers raise VIRQ_TIMER on time")
     func timeAndTimers() throws {
         let elf = try Env.testGuest.get()

@@ -1,3 +1,6 @@
+import DeviceRuntime
+import Dispatch
+import Foundation
 import GuestMemory
 import KVM
 import PVHBoot
@@ -192,5 +195,29 @@ struct HypercallTransportChoiceTests {
         #expect(!HypercallTransports.shouldRetireSites(sites: sites, pageHypercallIn64BitMode: false, siteHypercallsSoFar: 0))
         #expect(!HypercallTransports.shouldRetireSites(sites: sites, pageHypercallIn64BitMode: true, siteHypercallsSoFar: 3))
         #expect(!HypercallTransports.shouldRetireSites(sites: [], pageHypercallIn64BitMode: true, siteHypercallsSoFar: 0))
+    }
+
+    @Test("vCPU threads are told apart from device threads and others (the runtime's forbidden-thread check)")
+    func vcpuThreadIdentity() throws {
+        // Named as Domain.run names its vCPU threads: after start(), before the first instruction.
+        let named = DispatchSemaphore(value: 0), done = DispatchSemaphore(value: 0)
+        let seen = Mutex<Bool?>(nil)
+        let vcpu = Thread {
+            named.wait()
+            seen.withLock { $0 = Domain.isVCPUThread() }
+            done.signal()
+        }
+        vcpu.start()
+        vcpu.name = "pvh-vcpu3"
+        named.signal()
+        #expect(done.wait(timeout: .now() + 30) == .success)
+        #expect(seen.withLock { $0 } == true)
+        #expect(!Domain.isVCPUThread())
+        let context = ExecutionContext(name: "pvh-console")
+        defer { context.stop() }
+        let work = context.makeWork { seen.withLock { $0 = Domain.isVCPUThread() } }
+        work.schedule()
+        #expect(context.sync(timeout: .seconds(30)))
+        #expect(seen.withLock { $0 } == false)
     }
 }

@@ -162,6 +162,36 @@ struct XenbusBackendDeviceTests {
         #expect(!device.isConnected)
         #expect((try? store.read("\(address.backendPath)/error"))?.contains("connect failed") == true)
     }
+
+    @Test("fatal: the error node as xenbus_dev_fatal writes it, Closing then Closed, the driver disconnected; a frontend restart gets InitWait")
+    func fatal() throws {
+        let driver = RecordingDriver()
+        let device = try XenbusBackendDevice(store: store, address: address, driver: driver)
+        let guest = GuestWire(store, domain: 1)
+        #expect(guest.write("\(address.frontendPath)/ring-ref", "8") == nil)
+        #expect(guest.write("\(address.frontendPath)/state", "3") == nil)
+        #expect(device.backendState == .connected)
+        let states = Mutex<[String]>([])
+        _ = try store.watch("\(address.backendPath)/state", token: "fe") { path, _ in
+            if let v = try? self.store.read(path) { states.withLock { $0.append(v) } }
+        }
+
+        device.fatal("ring 8: producer index overrun")
+        // xenbus_va_dev_error: "%i " of -err, then the message, at error/<nodename>/error in the backend's home.
+        #expect(address.errorPath == "/local/domain/0/error/backend/vtest/1/0/error")
+        #expect(try store.read(address.errorPath) == "5 ring 8: producer index overrun")
+        #expect(device.backendState == .closed)
+        #expect(!device.isConnected)
+        #expect(driver.log.withLock { $0.disconnects } == 1)
+        #expect(states.withLock { $0 } == ["4", "5", "6"], "initial event, Closing, Closed")
+
+        // The frontend tears down and starts again: the handshake offers the device anew.
+        #expect(guest.write("\(address.frontendPath)/state", "6") == nil)
+        #expect(guest.write("\(address.frontendPath)/state", "1") == nil)
+        #expect(device.backendState == .initWait)
+        device.fatal("again", error: .einval)
+        #expect(try store.read(address.errorPath) == "22 again")
+    }
 }
 
 @Suite("the domain's XenStore tree (libxl layout)")

@@ -1,4 +1,5 @@
 import CXen
+import DeviceRuntime
 import EventChannels
 import GuestMemory
 import Synchronization
@@ -28,6 +29,7 @@ struct RingConnectionTests {
         let frontend: FakeByteRingFrontend
         let connection: XenStoreRingConnection
         let reports = Box<[String]>([])
+        let runtime = DeviceRuntime()
         static let domain = DomainID(rawValue: 1)
         static let base = GuestPhysicalAddress(0x20000)
 
@@ -37,10 +39,19 @@ struct RingConnectionTests {
             frontend = try FakeByteRingFrontend(memory: memory, base: Self.base, layout: .xenStore)
             let reports = self.reports
             connection = try XenStoreRingConnection(memory: memory, frame: GuestFrameNumber(0x20), events: table,
-                                                    domain: Self.domain, server: server,
+                                                    domain: Self.domain, server: server, runtime: runtime,
                                                     report: { r in reports.withLock { $0.append(r) } })
             try server.mkdir("/local/domain/1")
             try server.setPermissions("/local/domain/1", XenStorePermissions(owner: Self.domain))
+        }
+
+        deinit { runtime.stopAll() }
+
+        /// The guest's EVTCHNOP_send on the XenStore port, then the wait for
+        /// the pump it scheduled on the connection's context.
+        func send() throws {
+            try table.send(connection.guestPort)
+            try #require(connection.sync(timeout: .seconds(30)), "the XenStore ring's pump did not finish")
         }
 
         func word(_ offset: some BinaryInteger) throws -> UInt32 {
@@ -59,7 +70,7 @@ struct RingConnectionTests {
             for _ in 0..<1000 {
                 let n = try frontend.write(rest)
                 rest.removeFirst(n)
-                try table.send(connection.guestPort)
+                try send()
                 received += try frontend.read()
                 got = try messages(received)
                 if rest.isEmpty && got.count >= count { break }
@@ -107,6 +118,8 @@ struct RingConnectionTests {
         let replies = try s.exchange(XenStoreMessage(type: .watch, requestID: 1, strings: ["device", "tok"]).bytes, expecting: 2)
         #expect(replies.map(\.type) == [.watch, .watchEvent])
         try s.server.write("/local/domain/1/device/vif/0", "x")
+        // The server's wake scheduled the push on the connection's context.
+        try #require(s.connection.sync(timeout: .seconds(30)))
         let event = try messages(try s.frontend.read())
         #expect(event.map { XenStoreWire.strings($0.payload) } == [["device/vif/0", "tok"]])
     }
@@ -116,13 +129,14 @@ struct RingConnectionTests {
         let s = try Setup()
         _ = try s.exchange(XenStoreMessage(type: .watch, requestID: 1, strings: ["device", "tok"]).bytes, expecting: 2)
         try s.setWord(PVH_XENSTORE_CONNECTION_OFFSET, UInt32(XENSTORE_RECONNECT))
-        try s.table.send(s.connection.guestPort)
+        try s.send()
         #expect(try s.word(PVH_XENSTORE_CONNECTION_OFFSET) == UInt32(XENSTORE_CONNECTED))
         for offset in [PVH_XENSTORE_REQ_CONS_OFFSET, PVH_XENSTORE_REQ_PROD_OFFSET, PVH_XENSTORE_RSP_CONS_OFFSET,
                        PVH_XENSTORE_RSP_PROD_OFFSET] {
             #expect(try s.word(offset) == 0)
         }
         try s.server.write("/local/domain/1/device/x", "1")
+        try #require(s.connection.sync(timeout: .seconds(30)))
         #expect(try s.frontend.read().isEmpty)
         // Still usable.
         let r = try s.exchange(XenStoreMessage(type: .read, requestID: 5, strings: ["device/x"]).bytes, expecting: 1)
@@ -133,11 +147,11 @@ struct RingConnectionTests {
     func hostileIndex() throws {
         let s = try Setup()
         try s.frontend.store(RingIndex(0x7fff_0000), ByteRingLayout.xenStore.fromGuest.producerOffset)
-        try s.table.send(s.connection.guestPort)
+        try s.send()
         #expect(try s.word(PVH_XENSTORE_ERROR_OFFSET) == UInt32(XENSTORE_ERROR_RINGIDX))
         #expect(s.connection.isDead)
         #expect(s.reports.get.count == 1)
-        try s.table.send(s.connection.guestPort)
+        try s.send()
         #expect(s.reports.get.count == 1)
         try s.server.write("/local/domain/1/x", "still fine")
     }
@@ -166,7 +180,7 @@ struct RingConnectionTests {
                     let prod = try s.word(PVH_XENSTORE_RSP_PROD_OFFSET), cons = try s.word(PVH_XENSTORE_RSP_CONS_OFFSET)
                     if prod &- cons <= UInt32(PVH_XENSTORE_RSP_SIZE) { _ = try s.frontend.read() }
                 }
-                try s.table.send(s.connection.guestPort)
+                try s.send()
             }
             if s.connection.isDead { #expect(try s.word(PVH_XENSTORE_ERROR_OFFSET) != 0) }
             #expect(s.server.withCore { $0.invariantViolations() }.isEmpty)
@@ -180,7 +194,7 @@ struct RingConnectionTests {
         var big = XenStoreMessage(type: .read, requestID: 1).bytes
         big[13] = 0x20
         _ = try s.frontend.write(big)
-        try s.table.send(s.connection.guestPort)
+        try s.send()
         #expect(try s.word(PVH_XENSTORE_ERROR_OFFSET) == UInt32(XENSTORE_ERROR_PROTO))
         #expect(s.connection.isDead)
     }
