@@ -1,5 +1,6 @@
 import GrantTables
 import GuestMemory
+import XenABI
 
 /// What one guest is made of: everything `pvh run` takes on its command line.
 public struct GuestConfiguration: Sendable, Equatable {
@@ -15,6 +16,10 @@ public struct GuestConfiguration: Sendable, Equatable {
     public var vcpus: Int
     /// The guest's name (xl's `name=`): /local/domain/<id>/name.
     public var name: String
+    /// The domain id the guest sees (CPUID leaf 4, XenStore home, event
+    /// channels): the toolstack gives each domain its own, 1 up to
+    /// DOMID_FIRST_RESERVED - 1 (0 is the control domain, which the VMM plays).
+    public var domainID: DomainID = DomainID(rawValue: 1)
     /// The grant table's frame limit (xl's `max_grant_frames`): 1 to
     /// `maximumGrantFrames`, default 64 as Xen's `gnttab_max_frames`.
     public var maxGrantFrames: Int

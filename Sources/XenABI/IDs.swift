@@ -10,6 +10,9 @@ public struct DomainID: RawRepresentable, Hashable, Sendable, CustomStringConver
     /// it runs the toolstack, xenstored and every device backend, so its id
     /// owns the store's root, backends' nodes and their event-channel ends.
     public static let controlDomain = DomainID(rawValue: 0)
+    /// `DOMID_FIRST_RESERVED` (xen.h): ids from here up name no ordinary
+    /// domain (DOMID_SELF, DOMID_IO, DOMID_XEN, ...).
+    public static let firstReserved: UInt16 = 0x7ff0
     public var description: String { "d\(rawValue)" }
 }
 

@@ -111,7 +111,7 @@ struct GrantTableScenarioTests {
             GuestConfiguration(kernelPath: elf, commandLine: "pvh.scenarios=grant_v1 pvh.grant_timeout=60000", memoryMiB: 32),
             onLine: { line, domain in
                 if line.hasPrefix("PVHTEST grant_v1 WAITING refs=") {
-                    try? domain.store.write(GrantHost.path("host"), "error refused by the test")
+                    try? domain.store.write(GrantHost.path("host", in: domain), "error refused by the test")
                 }
             },
             limit: .seconds(60))
@@ -218,19 +218,19 @@ final class GrantHost: Sendable {
         } catch {
             let reason = "\(error)"
             state.withLock { $0.observations.errors.append("\(scenario): \(reason)") }
-            try? domain.store.write(Self.path("host"), "error \(reason)")
+            try? domain.store.write(Self.path("host", in: domain), "error \(reason)")
         }
     }
 
-    static func path(_ leaf: String) -> String {
-        "/local/domain/\(Domain.domainID.rawValue)/data/grant-test/\(leaf)"
+    static func path(_ leaf: String, in domain: Domain) -> String {
+        "/local/domain/\(domain.domainID.rawValue)/data/grant-test/\(leaf)"
     }
 
     private func note(_ body: (inout Observations) -> Void) { state.withLock { body(&$0.observations) } }
 
     /// Step 2: map the published grants, use them, say "held".
     private func hold(_ scenario: String, _ domain: Domain) throws {
-        let text = try domain.store.read(Self.path("refs"))
+        let text = try domain.store.read(Self.path("refs", in: domain))
         guard let grants = PublishedGrants(text) else { throw GrantHostError("unparsable refs \"\(text)\"") }
         let backend = try HeldGrantBackend(domain: domain)
         var mappings: [(kind: String, ref: UInt32, mapping: HeldGrantMapping)] = []
@@ -270,7 +270,7 @@ final class GrantHost: Sendable {
         }
         state.withLock { $0.held = Held(scenario: scenario, grants: grants, mappings: mappings) }
         note { $0.stages.append("\(scenario) held") }
-        try domain.store.write(Self.path("host"), "held")
+        try domain.store.write(Self.path("host", in: domain), "held")
     }
 
     /// Step 4: the guest tried to revoke; unmap, check the bits, say "released".
@@ -278,7 +278,7 @@ final class GrantHost: Sendable {
         guard let held = state.withLock({ s -> Held? in defer { s.held = nil }; return s.held }), held.scenario == scenario else {
             throw GrantHostError("nothing held for \(scenario)")
         }
-        let guestValue = try domain.store.read(Self.path("guest"))
+        let guestValue = try domain.store.read(Self.path("guest", in: domain))
         if guestValue != guestSays { throw GrantHostError("console says \(guestSays), data/grant-test/guest says \(guestValue)") }
         let backend = try HeldGrantBackend(domain: domain)
         for (_, _, mapping) in held.mappings { try backend.unmap(mapping) }
@@ -293,7 +293,7 @@ final class GrantHost: Sendable {
             note { $0.refused["\(scenario) rw map after release"] = refused }
         }
         note { $0.stages.append("\(scenario) released") }
-        try domain.store.write(Self.path("host"), "released")
+        try domain.store.write(Self.path("host", in: domain), "released")
     }
 }
 

@@ -1,6 +1,8 @@
 import Foundation
+import Synchronization
 import Testing
 import VMM
+import XenABI
 
 /// The project's own PVH test guest (testguest/), booted for real under KVM:
 /// every scenario it runs asserts one Xen interface from inside the guest.
@@ -259,5 +261,39 @@ struct TestGuestBootTests {
         let run = try bootTestGuest("pvh.scenarios=nosuch")
         #expect(run.exit == .shutdown(.poweroff))
         #expect(run.results()["nosuch"]?.hasPrefix("FAIL") == true)
+    }
+}
+
+/// A domain's id comes from its configuration (the toolstack hands them out),
+/// not from a constant: the guest sees it in CPUID, its event channels and
+/// its XenStore home.
+@Suite("Domain ids", .enabled(if: Env.hasKVM, "needs /dev/kvm"))
+struct DomainIDTests {
+    @Test("a guest built as domain 7 sees 7 everywhere; its tree is /local/domain/7")
+    func domainSeven() throws {
+        let elf = try Env.testGuest.get()
+        var config = GuestConfiguration(kernelPath: elf, commandLine: "pvh.scenarios=evtchn,xenstore", memoryMiB: 32)
+        config.domainID = DomainID(rawValue: 7)
+        let home = Mutex<String?>(nil)
+        let run = try GuestRun.boot(config, limit: .seconds(120), before: { domain in
+            home.withLock { $0 = try? domain.store.read("/local/domain/7/domid") }
+        })
+        #expect(run.exit == .shutdown(.poweroff))
+        #expect(run.lines.contains { $0.hasPrefix("PVHINFO evtchn loopback") && $0.hasSuffix("(domid 7)") },
+                "\(run.console.text)")
+        #expect(run.results()["xenstore"]?.hasPrefix("PASS") == true, "\(run.console.text)")
+        #expect(home.withLock { $0 } == "7")
+    }
+
+    @Test("domain ids 0 (the control domain) and DOMID_FIRST_RESERVED up are refused as usage errors", arguments: [UInt16(0), 0x7ff0, 0xffff])
+    func reservedIDs(_ id: UInt16) throws {
+        let elf = try Env.testGuest.get()
+        var config = GuestConfiguration(kernelPath: elf, memoryMiB: 32)
+        config.domainID = DomainID(rawValue: id)
+        #expect {
+            _ = try Domain(configuration: config, console: CapturingConsoleSink())
+        } throws: { error in
+            (error as? DomainError)?.isUsageError == true && "\(error)".hasPrefix("domain id \(id):")
+        }
     }
 }

@@ -42,7 +42,7 @@ struct VMMTests {
             CPUIDEntry(function: 0x4000_0000, eax: 0x4000_0001, ebx: 0x4b4d_564b),  // "KVMK"
             CPUIDEntry(function: 0x4000_0001, eax: 0xffff),
         ])
-        let t = Domain.guestCPUID(base: kvm, vcpu: VCPUID(3), tscKHz: 2_000_000, software: false)
+        let t = GuestCPUID.make(base: kvm, vcpu: VCPUID(3), domain: DomainID(rawValue: 1), tscKHz: 2_000_000, software: false)
         let sig = t.lookup(function: 0x4000_0000)
         #expect(sig?.ebx == 0x566e_6558)  // "XenV"
         #expect(sig?.ecx == 0x65584d4d)   // "MMXe"
@@ -55,7 +55,7 @@ struct VMMTests {
         #expect(t.lookup(function: 1)?.ebx == 0x0302_0800)  // initial APIC ID = vCPU 3, the rest kept
         #expect(t.lookup(function: 0xb, index: 0)?.edx == 3)  // x2APIC ID
 
-        let s = Domain.guestCPUID(base: kvm, vcpu: VCPUID(0), tscKHz: 1, software: true)
+        let s = GuestCPUID.make(base: kvm, vcpu: VCPUID(0), domain: DomainID(rawValue: 1), tscKHz: 1, software: true)
         let ecx = s.lookup(function: 1)?.ecx ?? 0
         #expect(ecx & (1 << 26) == 0 && ecx & (1 << 13) == 0)  // xsave, cx16 hidden
         #expect(s.lookup(function: 0xd) == nil)
@@ -199,17 +199,16 @@ struct HypercallTransportChoiceTests {
 
     @Test("vCPU threads are told apart from device threads and others (the runtime's forbidden-thread check)")
     func vcpuThreadIdentity() throws {
-        // Named as Domain.run names its vCPU threads: after start(), before the first instruction.
-        let named = DispatchSemaphore(value: 0), done = DispatchSemaphore(value: 0)
+        // Marked as Domain.run marks its vCPU threads, before the first instruction;
+        // a thread that only has the name is not one.
+        let done = DispatchSemaphore(value: 0)
         let seen = Mutex<Bool?>(nil)
         let vcpu = Thread {
-            named.wait()
+            Thread.current.threadDictionary[Domain.vcpuThreadKey] = true
             seen.withLock { $0 = Domain.isVCPUThread() }
             done.signal()
         }
         vcpu.start()
-        vcpu.name = "pvh-vcpu3"
-        named.signal()
         #expect(done.wait(timeout: .now() + 30) == .success)
         #expect(seen.withLock { $0 } == true)
         #expect(!Domain.isVCPUThread())
