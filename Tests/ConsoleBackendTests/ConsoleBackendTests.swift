@@ -87,6 +87,7 @@ struct ConsoleBackendTests {
             try s.send()
         }
         #expect(s.output == text)
+        #expect(s.backend.metrics.outputWritten.load(ordering: .relaxed) == UInt64(text.utf8.count))
     }
 
     @Test("host input reaches the guest ring, the guest gets an upcall, the rest waits")
@@ -108,6 +109,7 @@ struct ConsoleBackendTests {
             got += more
         }
         #expect(got.count == 3005)
+        #expect(s.backend.metrics.inputQueued.load(ordering: .relaxed) == 3005)
     }
 
     @Test("a hostile guest (impossible ring indices) shuts the console down, not the VMM")

@@ -29,33 +29,9 @@ public final class ConsoleBackend: Sendable {
         case failed(String)
     }
 
-    /// The ring and the host-side queues. The pump (on the console's
-    /// context) and `input` (on the host's reader thread) share it under
-    /// its lock; the host sink is written outside the lock.
-    private final class Engine: Sendable {
-        let ring: Mutex<ConsoleRing>
-        let output: @Sendable ([UInt8]) -> Void
-
-        init(ring: ConsoleRing, output: @escaping @Sendable ([UInt8]) -> Void) {
-            self.ring = Mutex(ring)
-            self.output = output
-        }
-
-        /// One pump: ring ↔ queues, then the queued output to the host. Only
-        /// the console's context runs it, so output leaves in guest order.
-        func pump() throws(DeviceFault) -> BackendChannel.PumpResult {
-            let (moved, out) = try ring.withLock { (r: inout ConsoleRing) throws(DeviceFault) -> (ConsolePumpResult, [UInt8]) in
-                do throws(XenRingError) { return (try r.pump(), r.pendingOutput()) } catch { throw DeviceFault(error) }
-            }
-            if !out.isEmpty {
-                output(out)
-                ring.withLock { $0.outputWritten(out.count) }
-            }
-            return moved.notifyGuest ? .notifyGuest : .quiet
-        }
-    }
-
-    private let engine: Engine
+    private let engine: ConsoleEngine
+    /// Bytes moved each way.
+    public var metrics: ConsoleMetrics { engine.metrics }
     private let channel: BackendChannel
 
     /// The console's device in the runtime: its metrics and fault state.
@@ -82,7 +58,7 @@ public final class ConsoleBackend: Sendable {
             throw .eventChannel(error)
         }
         self.frame = frame
-        let engine = Engine(ring: ring, output: output)
+        let engine = ConsoleEngine(ring: ring, output: output)
         self.engine = engine
         // The guest-visible effect of a fault is silence: the page and the
         // port stay as they are and nothing more is served (Linux's hvc_xen
@@ -105,6 +81,7 @@ public final class ConsoleBackend: Sendable {
     /// deliver what fits. Returns at once.
     public func input(_ bytes: [UInt8]) {
         engine.ring.withLock { $0.queueInput(bytes) }
+        ConsoleMetrics.add(engine.metrics.inputQueued, bytes.count)
         channel.schedule()
     }
 
