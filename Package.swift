@@ -66,7 +66,7 @@ let package = Package(
         // Benchmarks: pvh beside its reference (bare KVM exit, host decompressors).
         .executableTarget(name: "pvh-bench", dependencies: ["VMM", "KVM", "PVHBoot", "GuestMemory", "XenStore", "Hypercalls"]),
         // Test helpers: mock guest memory, ELF fixture builder. Imported by tests only.
-        .target(name: "TestSupport", dependencies: ["GuestMemory", "XenRing", "PVTime"]),
+        .target(name: "TestSupport", dependencies: ["GuestMemory", "XenABI", "EventChannels", "XenRing", "PVTime"]),
 
         .testTarget(name: "GuestMemoryTests", dependencies: ["GuestMemory", "TestSupport"]),
         .testTarget(name: "XenABITests", dependencies: ["XenABI"]),

@@ -14,15 +14,6 @@ import XenRing
 /// pumps it caused (`sync`), never sleeps.
 @Suite("PV console backend")
 struct ConsoleBackendTests {
-    final class Locator: SharedInfoLocator {
-        var sharedInfoFrame: GuestFrameNumber? { GuestFrameNumber(0x10) }
-        var sharedInfoIs32Bit: Bool { false }
-        func registeredVCPUInfo(for vcpu: VCPUID) -> GuestPhysicalAddress? { nil }
-    }
-    final class Upcalls: EventChannelNotifier {
-        let count = Atomic<Int>(0)
-        func upcall(vcpu: VCPUID) { count.wrappingAdd(1, ordering: .relaxed) }
-    }
 
     final class Box<T>: @unchecked Sendable {
         private let lock = Mutex(())
@@ -33,7 +24,7 @@ struct ConsoleBackendTests {
 
     final class Setup {
         let memory = MockGuestMemory(size: 1 << 20)
-        let upcalls = Upcalls()
+        let upcalls = CountingUpcalls()
         let table: EventChannelTable
         let out: Box<[UInt8]>
         let reports: Box<[ConsoleBackend.Event]>
@@ -44,7 +35,7 @@ struct ConsoleBackendTests {
 
         init() throws {
             table = EventChannelTable(configuration: .init(domainID: Self.domain, vcpuCount: 1), memory: memory,
-                                      locator: Locator(), notifier: upcalls)
+                                      locator: FixedSharedInfo(), notifier: upcalls)
             let out = Box<[UInt8]>([]), reports = Box<[ConsoleBackend.Event]>([])
             self.out = out
             self.reports = reports

@@ -12,15 +12,7 @@ import XenBus
 import XenRing
 import XenStore
 
-final class Locator: SharedInfoLocator {
-    var sharedInfoFrame: GuestFrameNumber? { GuestFrameNumber(0x10) }
-    var sharedInfoIs32Bit: Bool { false }
-    func registeredVCPUInfo(for vcpu: VCPUID) -> GuestPhysicalAddress? { nil }
-}
 
-final class Upcalls: EventChannelNotifier {
-    func upcall(vcpu: VCPUID) {}
-}
 
 /// A guest domain in mock memory with the real event-channel table.
 final class Guest {
@@ -35,7 +27,7 @@ final class Guest {
 
     init(isForbiddenThread: @escaping @Sendable () -> Bool = { false }) {
         table = EventChannelTable(configuration: .init(domainID: Self.domain, vcpuCount: 1), memory: memory,
-                                  locator: Locator(), notifier: Upcalls())
+                                  locator: FixedSharedInfo(), notifier: CountingUpcalls())
         let log = self.log
         runtime = DeviceRuntime(isForbiddenThread: isForbiddenThread, log: { l in log.value.withLock { $0.append(l) } })
     }

@@ -13,14 +13,6 @@ import XenStore
 /// requests into the `xenstore_domain_interface` page and reads replies.
 @Suite("XenStore ring connection")
 struct RingConnectionTests {
-    final class Locator: SharedInfoLocator {
-        var sharedInfoFrame: GuestFrameNumber? { GuestFrameNumber(0x10) }
-        var sharedInfoIs32Bit: Bool { false }
-        func registeredVCPUInfo(for vcpu: VCPUID) -> GuestPhysicalAddress? { nil }
-    }
-    final class Upcalls: EventChannelNotifier {
-        func upcall(vcpu: VCPUID) {}
-    }
 
     final class Setup {
         let memory = MockGuestMemory(size: 1 << 20)
@@ -35,7 +27,7 @@ struct RingConnectionTests {
 
         init() throws {
             table = EventChannelTable(configuration: .init(domainID: Self.domain, vcpuCount: 1), memory: memory,
-                                      locator: Locator(), notifier: Upcalls())
+                                      locator: FixedSharedInfo(), notifier: CountingUpcalls())
             frontend = try FakeByteRingFrontend(memory: memory, base: Self.base, layout: .xenStore)
             let reports = self.reports
             connection = try XenStoreRingConnection(memory: memory, frame: GuestFrameNumber(0x20), events: table,
