@@ -57,12 +57,16 @@ final class UpcallInjector: EventChannelNotifier, @unchecked Sendable {
     func upcall(vcpu: VCPUID) {
         // A vCPU sleeping in SCHEDOP_block wakes for any event of its own.
         wakeups.wake(vcpu)
-        if let own = state.upcallVector(for: vcpu) {
+        switch UpcallRoute(ownVector: state.upcallVector(for: vcpu), callback: state.callbackVia) {
+        case .localAPIC(let vector):
             // APIC ID = vCPU index (the MADT says so, and KVM's default).
-            signalLocalAPIC(vcpu: vcpu, vector: own)
+            signalLocalAPIC(vcpu: vcpu, vector: vector)
             return
+        case .none:
+            return
+        case .callbackVector:
+            break
         }
-        guard case .vector = state.callbackVia else { return }
         callbackRequests.withLock { _ = $0.insert(vcpu) }
         guard let target = vcpus.withLock({ Int(vcpu.rawValue) < $0.count ? $0[Int(vcpu.rawValue)] : nil }) else { return }
         // An event the vCPU raised for itself (an IPI or loopback send in a
@@ -92,6 +96,28 @@ final class UpcallInjector: EventChannelNotifier, @unchecked Sendable {
     private func refused(_ vcpu: VCPUID, _ why: String) {
         DomainMetrics.bump(metrics.upcallsRefused)
         if refusalReported.withLock({ $0.insert(vcpu).inserted }) { report("\(vcpu): event upcall \(why)") }
+    }
+}
+
+/// Which way an upcall goes (xen/arch/x86/hvm/irq.c hvm_assert_evtchn_irq):
+/// the vCPU's own vector first, then the domain's callback vector; a GSI or
+/// PCI INTx callback (or none) raises nothing on PVH.
+enum UpcallRoute: Equatable {
+    /// HVMOP_set_evtchn_upcall_vector: into the vCPU's LAPIC (`vlapic_set_irq`).
+    case localAPIC(UInt8)
+    /// HVM_PARAM_CALLBACK_IRQ type 2: the vCPU injects it before its next entry.
+    case callbackVector
+    /// Nothing to raise (the pending bits are there when the guest looks).
+    case none
+
+    init(ownVector: UInt8?, callback: HVMCallbackVia) {
+        if let ownVector {
+            self = .localAPIC(ownVector)
+        } else if case .vector = callback {
+            self = .callbackVector
+        } else {
+            self = .none
+        }
     }
 }
 

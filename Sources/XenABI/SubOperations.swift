@@ -348,7 +348,8 @@ public enum HVMCallbackVia: Hashable, Sendable {
     case gsi(UInt32)
     /// `HVM_PARAM_CALLBACK_TYPE_PCI_INTX`: domain/bus/device/intx packed in the low bits.
     case pciINTx(UInt64)
-    /// `HVM_PARAM_CALLBACK_TYPE_VECTOR`: a vector delivered through the local APIC.
+    /// `HVM_PARAM_CALLBACK_TYPE_VECTOR`: a vector Xen injects itself, past
+    /// the local APIC (no IRR/ISR, no EOI), while evtchn_upcall_pending is set.
     case vector(UInt8)
     /// Any other type byte.
     case unknown(UInt64)

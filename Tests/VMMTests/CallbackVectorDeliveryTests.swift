@@ -1,4 +1,5 @@
 import Testing
+import XenABI
 @testable import VMM
 
 /// The HVM_PARAM_CALLBACK_IRQ vector's delivery decisions, before each VM
@@ -71,5 +72,30 @@ struct CallbackVectorDeliveryTests {
         var d = CallbackVectorDelivery()
         _ = d.beforeEntry(vector: 0xf3, upcallPending: true, asserted: true) { true }
         #expect(d.beforeEntry(vector: nil, upcallPending: true, asserted: false) { true } == .none(requestWindow: true))
+    }
+}
+
+/// Which way an upcall goes, for every HVM_PARAM_CALLBACK_IRQ type and with
+/// or without a per-vCPU vector (hvm_assert_evtchn_irq).
+@Suite("Upcall routes (pure)")
+struct UpcallRouteTests {
+    @Test("a per-vCPU vector wins over any callback; else a callback vector; else nothing")
+    func routes() {
+        let vias: [HVMCallbackVia] = [.none, .gsi(5), .pciINTx(0x1234), .vector(0xf3), .unknown(7 << 56)]
+        for via in vias {
+            #expect(UpcallRoute(ownVector: 0xe0, callback: via) == .localAPIC(0xe0), "\(via)")
+        }
+        #expect(UpcallRoute(ownVector: nil, callback: .vector(0xf3)) == .callbackVector)
+        for via in [HVMCallbackVia.none, .gsi(5), .pciINTx(0x1234), .unknown(7 << 56)] {
+            #expect(UpcallRoute(ownVector: nil, callback: via) == .none, "\(via)")
+        }
+    }
+
+    @Test("the parameter's encodings decode to those callbacks (hvm_set_callback_via)")
+    func parameterValues() {
+        #expect(HVMCallbackVia(parameterValue: 0) == .none)
+        #expect(HVMCallbackVia(parameterValue: 9) == .gsi(9))
+        #expect(HVMCallbackVia(parameterValue: 1 << 56 | 0x1234) == .pciINTx(0x1234))
+        #expect(HVMCallbackVia(parameterValue: 2 << 56 | 0xf3) == .vector(0xf3))
     }
 }
