@@ -239,7 +239,13 @@ final class VCPURunner: @unchecked Sendable {
         let asserted = services.upcalls.takeCallbackRequest(id)
         let vector = services.state.callbackVector(for: id)
         // Guests that use their own vector (Linux) pay one lock per entry.
-        guard vector != nil || callback.queued else { return nil }
+        guard vector != nil || callback.queued else {
+            // A window asked for while the callback vector served this vCPU
+            // must not outlive it: with nothing queued KVM would exit at
+            // every instruction boundary with interrupts open.
+            if vcpu.requestInterruptWindow { vcpu.requestInterruptWindow = false }
+            return nil
+        }
         let pending = vector != nil && services.events.upcallPending(vcpu: id)
         var lapicError: (any Error)?
         let action = callback.beforeEntry(vector: vector, upcallPending: pending, asserted: asserted) {
