@@ -84,6 +84,9 @@ struct Machine {
     /// The offset KVM applies to the host TSC, and the guest TSC's rate (the PV clock's inputs).
     let tscOffset: UInt64
     let tscKHz: UInt32
+    /// KVM's supported CPUID (KVM_GET_SUPPORTED_CPUID), read once: the host
+    /// vendor for the hypercall sites and every vCPU's table come from it.
+    let supportedCPUID: CPUIDTable
 
     init(_ configuration: GuestConfiguration, system: KVMSystem?) throws(DomainError) {
         let system = try kvm { () throws(KVMError) -> KVMSystem in
@@ -128,6 +131,7 @@ struct Machine {
         }
         self.vcpus = vcpus
         (tscOffset, tscKHz) = try kvm { () throws(KVMError) in (try vcpus[0].guestTSCOffset(), try vcpus[0].tscKHz) }
+        supportedCPUID = try kvm { () throws(KVMError) in try system.supportedCPUID() }
     }
 }
 
@@ -269,7 +273,7 @@ struct ToolstackDevices {
 enum VCPUSetup {
     static func runners(_ configuration: GuestConfiguration, machine: Machine, boot: BootInfo,
                         breakpoints sites: [GuestLinearAddress], services: DomainServices) throws(DomainError) -> [VCPURunner] {
-        let cpuid = try kvm { () throws(KVMError) in try machine.system.supportedCPUID() }
+        let cpuid = machine.supportedCPUID
         let software = machine.system.backend.isSoftware
         var runners: [VCPURunner] = []
         for (index, vcpu) in machine.vcpus.enumerated() {
@@ -306,8 +310,7 @@ enum VCPUSetup {
         if kvmIntercepts {
             try kvm { () throws(KVMError) in try machine.vm.configureXenHVM(hypercallMSR: HypercallTransports.msr) }
         }
-        let cpuid = try kvm { () throws(KVMError) in try machine.system.supportedCPUID() }
-        let hostVendorIsAMD = cpuid.lookup(function: 0)?.ebx == 0x6874_7541  // "Auth"
+        let hostVendorIsAMD = machine.supportedCPUID.lookup(function: 0)?.ebx == 0x6874_7541  // "Auth"
         let sites = HypercallTransports.breakpointAddresses(
             for: boot.hypercallSites, preferAMD: hostVendorIsAMD, kvmIntercepts: kvmIntercepts)
         return HypercallTransports(breakpointSites: Set(sites))

@@ -236,7 +236,6 @@ final class VCPURunner: @unchecked Sendable {
     /// Before every entry: the HVM_PARAM_CALLBACK_IRQ vector while this
     /// vCPU's `evtchn_upcall_pending` is set (see `CallbackVectorDelivery`).
     private func injectCallbackVector() -> DomainExit? {
-        let asserted = services.upcalls.takeCallbackRequest(id)
         let vector = services.state.callbackVector(for: id)
         // Guests that use their own vector (Linux) pay one lock per entry.
         guard vector != nil || callback.queued else {
@@ -246,6 +245,7 @@ final class VCPURunner: @unchecked Sendable {
             if vcpu.requestInterruptWindow { vcpu.requestInterruptWindow = false }
             return nil
         }
+        let asserted = services.upcalls.takeCallbackRequest(id)
         let pending = vector != nil && services.events.upcallPending(vcpu: id)
         var lapicError: (any Error)?
         let action = callback.beforeEntry(vector: vector, upcallPending: pending, asserted: asserted) {
