@@ -72,7 +72,7 @@ public final class MappedGuestMemory: GuestMemory, @unchecked Sendable {
     public var regions: [GuestPhysicalRange] { mappings.withLock { $0.map(\.range) } }
 
     /// The mapping holding all of `[address, address+count)` and the offset in it.
-    private func locate(_ address: GuestPhysicalAddress, _ count: Int) throws(GuestMemoryError) -> (GuestMemoryMapping, UInt64) {
+    fileprivate func locate(_ address: GuestPhysicalAddress, _ count: Int) throws(GuestMemoryError) -> (GuestMemoryMapping, UInt64) {
         guard count >= 0 else { throw .outOfBounds(address, count: 0) }
         let found = mappings.withLock { list in list.first { $0.range.contains(address, count: UInt64(count)) } }
         guard let m = found else { throw .outOfBounds(address, count: UInt64(count)) }
@@ -237,5 +237,46 @@ public final class MappedGuestMemory: GuestMemory, @unchecked Sendable {
         let a = unsafe p.assumingMemoryBound(to: Atomic<UInt64>.self)
         return or ? unsafe a.pointee.bitwiseOr(bits, ordering: .sequentiallyConsistent).oldValue
             : unsafe a.pointee.bitwiseAnd(bits, ordering: .sequentiallyConsistent).oldValue
+    }
+}
+
+/// Host memory behind a guest-physical range, so that host I/O (io_uring,
+/// preadv/pwritev) moves data straight between a file and guest pages with no
+/// bounce buffer. It keeps its owner (the host mapping) alive, so the bytes
+/// stay mapped for as long as the value exists, even if the domain is torn
+/// down while an I/O is in flight. The address is only meaningful to the
+/// host-I/O layer, the one other place allowed to make a pointer of it.
+public struct HostMemoryRange: @unchecked Sendable {
+    // SAFETY (Sendable): `owner` is immutable and only kept alive, never used.
+    let owner: AnyObject
+    /// Host virtual address of the first byte.
+    public let address: UInt
+    /// Length in bytes.
+    public let count: Int
+
+    /// For memory types outside this module (tests, the benchmark): `owner`
+    /// must keep `[address, address + count)` mapped while it lives.
+    @unsafe public init(owner: AnyObject, address: UInt, count: Int) {
+        self.owner = owner
+        self.address = address
+        self.count = count
+    }
+}
+
+/// Guest memory whose bytes are host memory the host-I/O layer may read and
+/// write directly.
+public protocol HostAddressableMemory: GuestMemory {
+    /// The host memory behind `range`, which must lie inside one region
+    /// (`.outOfBounds` otherwise, as for `read`).
+    func hostRange(_ range: GuestPhysicalRange) throws(GuestMemoryError) -> HostMemoryRange
+}
+
+extension MappedGuestMemory: HostAddressableMemory {
+    public func hostRange(_ range: GuestPhysicalRange) throws(GuestMemoryError) -> HostMemoryRange {
+        guard range.length <= UInt64(Int.max) else { throw .outOfBounds(range.start, count: range.length) }
+        let (m, off) = try locate(range.start, Int(range.length))
+        // SAFETY: locate() proved [off, off+length) is inside the mapping;
+        // the range keeps `m` (and so the mmap) alive.
+        return unsafe HostMemoryRange(owner: m, address: UInt(bitPattern: m.pointer(at: off)), count: Int(range.length))
     }
 }

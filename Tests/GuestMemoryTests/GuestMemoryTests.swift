@@ -30,6 +30,25 @@ struct GuestMemoryTests {
         }
     }
 
+    @Test("host ranges: the host address of guest bytes for host I/O, inside one region only")
+    func hostRanges() throws {
+        let m = try MappedGuestMemory(ranges: [
+            GuestPhysicalRange(start: GuestPhysicalAddress(0), length: 0x10000),
+            GuestPhysicalRange(start: GuestPhysicalAddress(0x10_0000), length: 0x2000),
+        ])
+        let a = try m.hostRange(GuestPhysicalRange(start: GuestPhysicalAddress(0), length: 0x1000))
+        let b = try m.hostRange(GuestPhysicalRange(start: GuestPhysicalAddress(0x1234), length: 8))
+        #expect(a.count == 0x1000 && b.count == 8)
+        #expect(b.address == a.address + 0x1234)
+        // Across the end of a region, across two regions, in a hole, wrapping.
+        for bad in [GuestPhysicalRange(start: GuestPhysicalAddress(0xf000), length: 0x1001),
+                    GuestPhysicalRange(start: GuestPhysicalAddress(0xf000), length: 0x10_0000),
+                    GuestPhysicalRange(start: GuestPhysicalAddress(0x20000), length: 1),
+                    GuestPhysicalRange(start: GuestPhysicalAddress(UInt64.max - 3), length: 8)] {
+            #expect(throws: GuestMemoryError.self) { try m.hostRange(bad) }
+        }
+    }
+
     @Test("out of bounds: past a region's end, across two regions, in a hole, at the top of the address space, negative counts")
     func bounds() throws {
         for m in try Self.implementations() {
