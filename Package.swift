@@ -20,6 +20,8 @@ let package = Package(
         .target(name: "CKVM"),
         // C shim: Xen's public headers and the layout constants derived from them.
         .target(name: "CXen"),
+        // C shim for the host-I/O layer: Linux file APIs Glibc does not export.
+        .target(name: "CHostIO"),
         // C shim over the system decompressors (zlib, xz/lzma, bzip2, lz4, zstd).
         .target(
             name: "CDecompress",
@@ -58,6 +60,9 @@ let package = Package(
         // xenbus: the toolstack's per-domain XenStore tree and the frontend/backend
         // handshake every PV device backend (console, block, net) runs.
         .target(name: "XenBus", dependencies: ["CXen", "XenABI", "XenStore"], swiftSettings: safeSettings),
+        // The one host-I/O layer: block I/O between backing files and guest pages
+        // (io_uring, a thread pool, a synchronous reference engine).
+        .target(name: "HostIO", dependencies: ["CHostIO", "GuestMemory"]),
         // Wiring: vCPU threads, exit handling, transports.
         .target(name: "VMM", dependencies: ["KVM", "GuestMemory", "XenABI", "PVHBoot", "Hypercalls", "EventChannels", "GrantTables", "ConsoleBackend", "PVTime", "XenStore", "XenBus", "DeviceRuntime"], swiftSettings: safeSettings),
         .executableTarget(
@@ -69,6 +74,7 @@ let package = Package(
         .target(name: "TestSupport", dependencies: ["GuestMemory", "XenABI", "EventChannels", "XenRing", "PVTime"]),
 
         .testTarget(name: "GuestMemoryTests", dependencies: ["GuestMemory", "TestSupport"]),
+        .testTarget(name: "HostIOTests", dependencies: ["HostIO", "GuestMemory"]),
         .testTarget(name: "XenABITests", dependencies: ["XenABI"]),
         .testTarget(name: "KVMTests", dependencies: ["KVM", "GuestMemory"]),
         .testTarget(name: "PVHBootTests", dependencies: ["PVHBoot", "TestSupport", "XenABI", "GuestMemory"]),

@@ -1,0 +1,86 @@
+import GuestMemory
+
+/// Why a host I/O failed: the errno the host reported, or an operation the
+/// backing cannot do. Closed; the block backend answers every one of them
+/// with BLKIF_RSP_ERROR (or EOPNOTSUPP for `.unsupported`).
+public enum HostIOError: Error, Hashable, Sendable, CustomStringConvertible {
+    /// The system call failed with this errno.
+    case system(errno: Int32)
+    /// A read or write moved fewer bytes than asked (end of file, or a
+    /// device that stopped short).
+    case short(transferred: Int, expected: Int)
+    /// The backing cannot do this operation (e.g. discard on a file system
+    /// without hole punching).
+    case unsupported
+    /// The engine was shut down before the request could be started.
+    case shutDown
+
+    public var description: String {
+        switch self {
+        case .system(let e): "errno \(e)"
+        case .short(let t, let e): "short transfer: \(t) of \(e) bytes"
+        case .unsupported: "operation not supported by the backing"
+        case .shutDown: "engine shut down"
+        }
+    }
+}
+
+/// One operation on a backing file. Buffers are guest pages (host memory
+/// behind granted frames): data moves straight between them and the file.
+public enum BlockIOOperation: Sendable {
+    /// preadv at `offset` into `buffers`, in order.
+    case read(offset: UInt64, into: [HostMemoryRange])
+    /// pwritev at `offset` from `buffers`, in order.
+    case write(offset: UInt64, from: [HostMemoryRange])
+    /// fdatasync: everything completed before it is on stable storage.
+    case flush
+    /// Deallocates `[offset, offset + length)`: a punched hole in a file,
+    /// BLKDISCARD on a block device.
+    case discard(offset: UInt64, length: UInt64)
+
+    /// Bytes a read or write moves; 0 for the others.
+    public var byteCount: Int {
+        switch self {
+        case .read(_, let b), .write(_, let b): b.reduce(0) { $0 + $1.count }
+        case .flush, .discard: 0
+        }
+    }
+}
+
+/// A request to an engine; `tag` is the submitter's and comes back in its
+/// completion.
+public struct BlockIORequest: Sendable {
+    public var tag: UInt64
+    public var operation: BlockIOOperation
+    public init(tag: UInt64, operation: BlockIOOperation) {
+        self.tag = tag
+        self.operation = operation
+    }
+}
+
+/// The end of one request: bytes moved (0 for flush and discard) or why not.
+/// A read or write that moved fewer bytes than asked is `.short`, never a
+/// success.
+public struct BlockIOCompletion: Hashable, Sendable {
+    public var tag: UInt64
+    public var result: Result<Int, HostIOError>
+    public init(tag: UInt64, result: Result<Int, HostIOError>) {
+        self.tag = tag
+        self.result = result
+    }
+}
+
+/// Runs block I/O against one open backing file. Each submitted request
+/// completes exactly once, through the completion handler the engine was
+/// made with, in any order; the handler must not block (the block backend
+/// hands completions to its queue's execution context). Engines are
+/// thread-safe; a queue usually owns one.
+public protocol BlockIOEngine: AnyObject, Sendable {
+    /// Starts `requests` (as one batch where the engine can: one
+    /// io_uring_submit). Requests beyond the engine's depth wait inside it.
+    func submit(_ requests: [BlockIORequest])
+    /// Completes every request submitted so far (in-flight ones finish;
+    /// none is dropped), then frees the engine's threads and rings. Requests
+    /// submitted afterwards complete with `.shutDown`.
+    func shutdown()
+}
