@@ -63,6 +63,8 @@ let package = Package(
         // The one host-I/O layer: block I/O between backing files and guest pages
         // (io_uring, a thread pool, a synchronous reference engine).
         .target(name: "HostIO", dependencies: ["CHostIO", "GuestMemory"]),
+        // Device specifications as xl writes them (xl-disk-configuration(5)), pure parsers.
+        .target(name: "DeviceSpecs", swiftSettings: safeSettings),
         // Wiring: vCPU threads, exit handling, transports.
         .target(name: "VMM", dependencies: ["KVM", "GuestMemory", "XenABI", "PVHBoot", "Hypercalls", "EventChannels", "GrantTables", "ConsoleBackend", "PVTime", "XenStore", "XenBus", "DeviceRuntime"], swiftSettings: safeSettings),
         .executableTarget(
@@ -76,6 +78,7 @@ let package = Package(
         .testTarget(name: "GuestMemoryTests", dependencies: ["GuestMemory", "TestSupport"]),
         .testTarget(name: "HostIOTests", dependencies: ["HostIO", "GuestMemory"]),
         .testTarget(name: "XenABITests", dependencies: ["XenABI"]),
+        .testTarget(name: "DeviceSpecsTests", dependencies: ["DeviceSpecs"]),
         .testTarget(name: "KVMTests", dependencies: ["KVM", "GuestMemory"]),
         .testTarget(name: "PVHBootTests", dependencies: ["PVHBoot", "TestSupport", "XenABI", "GuestMemory"]),
         .testTarget(name: "HypercallsTests", dependencies: ["Hypercalls", "GrantTables", "EventChannels", "PVTime", "TestSupport", "XenABI", "GuestMemory"]),
