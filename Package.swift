@@ -66,7 +66,7 @@ let package = Package(
         // Device specifications as xl writes them (xl-disk-configuration(5)), pure parsers.
         .target(name: "DeviceSpecs", swiftSettings: safeSettings),
         // Wiring: vCPU threads, exit handling, transports.
-        .target(name: "VMM", dependencies: ["KVM", "GuestMemory", "XenABI", "PVHBoot", "Hypercalls", "EventChannels", "GrantTables", "ConsoleBackend", "PVTime", "XenStore", "XenBus", "DeviceRuntime"], swiftSettings: safeSettings),
+        .target(name: "VMM", dependencies: ["DeviceSpecs", "KVM", "GuestMemory", "XenABI", "PVHBoot", "Hypercalls", "EventChannels", "GrantTables", "ConsoleBackend", "PVTime", "XenStore", "XenBus", "DeviceRuntime"], swiftSettings: safeSettings),
         .executableTarget(
             name: "pvh",
             dependencies: ["VMM", "KVM", "XenStore", .product(name: "ArgumentParser", package: "swift-argument-parser")]),
@@ -90,7 +90,7 @@ let package = Package(
         .testTarget(name: "ConsoleBackendTests", dependencies: ["ConsoleBackend", "DeviceRuntime", "EventChannels", "XenRing", "TestSupport", "XenABI", "GuestMemory"]),
         .testTarget(name: "XenStoreTests", dependencies: ["XenStore", "DeviceRuntime", "CXen", "EventChannels", "XenRing", "TestSupport", "XenABI", "GuestMemory"]),
         .testTarget(name: "XenBusTests", dependencies: ["XenBus", "XenStore", "XenABI"]),
-        .testTarget(name: "VMMTests", dependencies: ["VMM", "DeviceRuntime", "KVM", "PVHBoot", "XenABI", "GuestMemory"]),
+        .testTarget(name: "VMMTests", dependencies: ["VMM", "DeviceSpecs", "DeviceRuntime", "KVM", "PVHBoot", "XenABI", "GuestMemory"]),
         .testTarget(name: "IntegrationTests", dependencies: ["VMM", "KVM", "GrantTables", "GuestMemory", "XenABI"]),
     ]
 )
