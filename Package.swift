@@ -69,7 +69,7 @@ let package = Package(
         .target(name: "VMM", dependencies: ["DeviceSpecs", "KVM", "GuestMemory", "XenABI", "PVHBoot", "Hypercalls", "EventChannels", "GrantTables", "ConsoleBackend", "PVTime", "XenStore", "XenBus", "DeviceRuntime"], swiftSettings: safeSettings),
         .executableTarget(
             name: "pvh",
-            dependencies: ["VMM", "KVM", "XenStore", .product(name: "ArgumentParser", package: "swift-argument-parser")]),
+            dependencies: ["DeviceSpecs", "VMM", "KVM", "XenStore", .product(name: "ArgumentParser", package: "swift-argument-parser")]),
         // Benchmarks: pvh beside its reference (bare KVM exit, host decompressors).
         .executableTarget(name: "pvh-bench", dependencies: ["VMM", "KVM", "PVHBoot", "GuestMemory", "XenStore", "Hypercalls"]),
         // Test helpers: mock guest memory, ELF fixture builder. Imported by tests only.
