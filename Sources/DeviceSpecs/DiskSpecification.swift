@@ -1,6 +1,14 @@
-/// An image format xl-disk-configuration(5) names (`format=`).
+/// An image format xl-disk-configuration(5) names (`format=`). All parse;
+/// which ones can be served is the block backend's check (raw only, for now).
 public enum DiskFormat: String, Hashable, Sendable, CaseIterable {
-    case raw, qcow, qcow2, vhd, qed
+    /// The bytes as they are: an image file or a block device. The default.
+    case raw
+    /// QEMU copy-on-write images, versions 1 and 2.
+    case qcow, qcow2
+    /// Virtual Hard Disk.
+    case vhd
+    /// QEMU enhanced disk.
+    case qed
     /// No medium: what an empty CD-ROM drive has.
     case empty
 }
