@@ -63,11 +63,13 @@ let package = Package(
         // The one host-I/O layer: block I/O between backing files and guest pages
         // (io_uring, a thread pool, a synchronous reference engine).
         .target(name: "HostIO", dependencies: ["CHostIO", "GuestMemory"]),
+        // Device specifications as xl writes them (xl-disk-configuration(5)), pure parsers.
+        .target(name: "DeviceSpecs", swiftSettings: safeSettings),
         // Wiring: vCPU threads, exit handling, transports.
-        .target(name: "VMM", dependencies: ["KVM", "GuestMemory", "XenABI", "PVHBoot", "Hypercalls", "EventChannels", "GrantTables", "ConsoleBackend", "PVTime", "XenStore", "XenBus", "DeviceRuntime"], swiftSettings: safeSettings),
+        .target(name: "VMM", dependencies: ["DeviceSpecs", "KVM", "GuestMemory", "XenABI", "PVHBoot", "Hypercalls", "EventChannels", "GrantTables", "ConsoleBackend", "PVTime", "XenStore", "XenBus", "DeviceRuntime"], swiftSettings: safeSettings),
         .executableTarget(
             name: "pvh",
-            dependencies: ["VMM", "KVM", "XenStore", .product(name: "ArgumentParser", package: "swift-argument-parser")]),
+            dependencies: ["DeviceSpecs", "VMM", "KVM", "XenStore", .product(name: "ArgumentParser", package: "swift-argument-parser")]),
         // Benchmarks: pvh beside its reference (bare KVM exit, host decompressors).
         .executableTarget(name: "pvh-bench", dependencies: ["VMM", "KVM", "PVHBoot", "GuestMemory", "XenStore", "Hypercalls"]),
         // Test helpers: mock guest memory, ELF fixture builder. Imported by tests only.
@@ -76,6 +78,7 @@ let package = Package(
         .testTarget(name: "GuestMemoryTests", dependencies: ["GuestMemory", "TestSupport"]),
         .testTarget(name: "HostIOTests", dependencies: ["HostIO", "GuestMemory"]),
         .testTarget(name: "XenABITests", dependencies: ["XenABI"]),
+        .testTarget(name: "DeviceSpecsTests", dependencies: ["DeviceSpecs"]),
         .testTarget(name: "KVMTests", dependencies: ["KVM", "GuestMemory"]),
         .testTarget(name: "PVHBootTests", dependencies: ["PVHBoot", "TestSupport", "XenABI", "GuestMemory"]),
         .testTarget(name: "HypercallsTests", dependencies: ["Hypercalls", "GrantTables", "EventChannels", "PVTime", "TestSupport", "XenABI", "GuestMemory"]),
@@ -87,7 +90,7 @@ let package = Package(
         .testTarget(name: "ConsoleBackendTests", dependencies: ["ConsoleBackend", "DeviceRuntime", "EventChannels", "XenRing", "TestSupport", "XenABI", "GuestMemory"]),
         .testTarget(name: "XenStoreTests", dependencies: ["XenStore", "DeviceRuntime", "CXen", "EventChannels", "XenRing", "TestSupport", "XenABI", "GuestMemory"]),
         .testTarget(name: "XenBusTests", dependencies: ["XenBus", "XenStore", "XenABI"]),
-        .testTarget(name: "VMMTests", dependencies: ["VMM", "DeviceRuntime", "KVM", "PVHBoot", "XenABI", "GuestMemory"]),
+        .testTarget(name: "VMMTests", dependencies: ["VMM", "DeviceSpecs", "DeviceRuntime", "KVM", "PVHBoot", "XenABI", "GuestMemory"]),
         .testTarget(name: "IntegrationTests", dependencies: ["VMM", "KVM", "GrantTables", "GuestMemory", "XenABI"]),
     ]
 )

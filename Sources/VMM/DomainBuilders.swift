@@ -1,5 +1,6 @@
 import ConsoleBackend
 import DeviceRuntime
+import DeviceSpecs
 import EventChannels
 import Foundation
 import GrantTables
@@ -18,7 +19,8 @@ import XenStore
 // created.
 
 extension GuestConfiguration {
-    /// The options' ranges, checked before anything is read or created.
+    /// The options' ranges and the disks' virtual devices, checked before
+    /// anything is read or created.
     func validate() throws(DomainError) {
         guard (16...Self.maximumMemoryMiB).contains(memoryMiB) else {
             throw .badConfiguration(option: "--memory \(memoryMiB)", reason: "must be 16 to \(Self.maximumMemoryMiB) MiB")
@@ -33,6 +35,11 @@ extension GuestConfiguration {
         guard domainID != .controlDomain, domainID.rawValue < DomainID.firstReserved else {
             throw .badConfiguration(option: "domain id \(domainID.rawValue)",
                                     reason: "must be 1 to \(DomainID.firstReserved - 1) (0 is the control domain)")
+        }
+        do {
+            try DiskSpecification.validate(disks)
+        } catch {
+            throw .badConfiguration(option: error.option, reason: error.reason)
         }
     }
 }

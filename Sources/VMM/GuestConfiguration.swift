@@ -1,3 +1,4 @@
+import DeviceSpecs
 import GrantTables
 import GuestMemory
 import XenABI
@@ -23,11 +24,16 @@ public struct GuestConfiguration: Sendable, Equatable {
     /// The grant table's frame limit (xl's `max_grant_frames`): 1 to
     /// `maximumGrantFrames`, default 64 as Xen's `gnttab_max_frames`.
     public var maxGrantFrames: Int
+    /// The guest's disks (xl's `disk=`, `pvh run --disk`), in the order given.
+    /// Carried and checked (no two with one virtual device number); the
+    /// block backend that serves them is not wired in yet.
+    public var disks: [DiskSpecification]
 
     public init(kernelPath: String, initrdPath: String? = nil, commandLine: String = "", memoryMiB: Int = 256, vcpus: Int = 1,
-                name: String = "pvh", maxGrantFrames: Int = GrantTable.defaultMaximumFrames) {
+                name: String = "pvh", maxGrantFrames: Int = GrantTable.defaultMaximumFrames, disks: [DiskSpecification] = []) {
         self.name = name
         self.maxGrantFrames = maxGrantFrames
+        self.disks = disks
         self.kernelPath = kernelPath
         self.initrdPath = initrdPath
         self.commandLine = commandLine

@@ -1,6 +1,7 @@
 import ArgumentParser
 import Dispatch
 import Synchronization
+import DeviceSpecs
 import KVM
 import VMM
 import XenStore
@@ -70,6 +71,16 @@ struct Run: ParsableCommand {
                                valueName: "n"))
     var maxGrantFrames: Int = GuestConfiguration.defaultGrantFrames
 
+    @Option(name: .customLong("disk"),
+            help: ArgumentHelp("""
+                A disk in xl's disk specification syntax (xl-disk-configuration(5)), e.g. /srv/guest.img,raw,xvda,rw \
+                or format=raw,vdev=xvda,access=rw,target=/srv/guest.img; repeatable. Checked, but not yet attached to the guest.
+                """, valueName: "spec"))
+    var disk: [String] = []
+
+    /// The `--disk` options parsed and checked together (no two with one vdev).
+    func disks() throws(DiskSpecificationError) -> [DiskSpecification] { try DiskSpecification.parse(disk) }
+
     func validate() throws {
         guard (1...GuestConfiguration.maximumGrantFrames).contains(maxGrantFrames) else {
             throw ValidationError("--max-grant-frames \(maxGrantFrames): must be 1 to \(GuestConfiguration.maximumGrantFrames)")
@@ -79,6 +90,11 @@ struct Run: ParsableCommand {
         }
         guard (1...GuestConfiguration.maximumVCPUs).contains(vcpus) else {
             throw ValidationError("--vcpus \(vcpus): must be 1 to \(GuestConfiguration.maximumVCPUs)")
+        }
+        do {
+            _ = try disks()
+        } catch {
+            throw ValidationError(error.description)
         }
     }
 
@@ -107,8 +123,14 @@ struct Run: ParsableCommand {
         pthread_sigmask(SIG_BLOCK, &handled, nil)
         let rawName = name ?? "pvh-\(getpid())"
         guard let guestName = GuestName(rawName) else { usageFailure("--name \(rawName): \(GuestName.rule)") }
+        let diskSpecifications: [DiskSpecification]
+        do {
+            diskSpecifications = try disks()
+        } catch {
+            usageFailure(error.description)
+        }
         let config = GuestConfiguration(kernelPath: kernel, initrdPath: initrd, commandLine: cmdline, memoryMiB: memory, vcpus: vcpus,
-                                        name: guestName.rawValue, maxGrantFrames: maxGrantFrames)
+                                        name: guestName.rawValue, maxGrantFrames: maxGrantFrames, disks: diskSpecifications)
         // The toolstack's XenStore: outlives a guest rebooted with
         // --on-reboot restart, served to dom0 clients on a Unix socket.
         let store = XenStoreServer(log: { FileDescriptorConsoleSink(fd: 2).emit(Array("pvh: xenstore: \($0)\n".utf8)) })

@@ -105,7 +105,35 @@ struct CLITests {
     func help() throws {
         let r = try pvh(["run", "--help"])
         #expect(r.status == 0)
-        for o in ["--kernel", "--initrd", "--cmdline", "--memory", "--vcpus", "--max-grant-frames"] { #expect(r.stdout.contains(o)) }
+        for o in ["--kernel", "--initrd", "--cmdline", "--memory", "--vcpus", "--max-grant-frames", "--disk"] { #expect(r.stdout.contains(o)) }
+    }
+
+    @Test("a bad --disk: one line, --disk 'SPEC': REASON, exit 2", arguments: [
+        (["/img,,xvda,x"], "pvh: --disk '/img,,xvda,x': access 'x': must be r, ro, w or rw\n"),
+        (["foo=bar,/img,,xvda"], "pvh: --disk 'foo=bar,/img,,xvda': unknown parameter 'foo'\n"),
+        (["vdev=xvda"], "pvh: --disk 'vdev=xvda': no target (only a CD-ROM may be empty)\n"),
+        (["/img,,vda"], "pvh: --disk '/img,,vda': vdev 'vda': not a virtual device: expected xvdX[N], hdX[N], sdX[N], dN[pN] or a number (xen-vbd-interface(7))\n"),
+        (["target=/img,vdev=xvda"],
+         "pvh: --disk 'target=/img,vdev=xvda': target= must come last: it takes the rest of the specification, so 'vdev=xvda' would be part of the target\n"),
+        (["backend=1,/img,,xvda"], "pvh: --disk 'backend=1,/img,,xvda': backend '1': only the control domain (0, dom0, Domain-0) serves disks\n"),
+        ([""], "pvh: --disk '': empty disk specification\n"),
+        (["/img,\n,vda"], "pvh: --disk '/img,\\n,vda': vdev 'vda': not a virtual device: expected xvdX[N], hdX[N], sdX[N], dN[pN] or a number (xen-vbd-interface(7))\n"),
+        (["/a,,xvda", "/b,,xvdb", "/c,,d0p0"], "pvh: --disk '/c,,d0p0': vdev 'd0p0' (device 51712) is already used by --disk '/a,,xvda'\n"),
+    ])
+    func badDisk(_ specs: [String], _ message: String) throws {
+        let r = try pvh(["run", "--kernel", "/nonexistent/vmlinuz"] + specs.flatMap { ["--disk", $0] })
+        #expect(r.status == 2, "\(specs): \(r.stderr)")
+        #expect(r.stderr == message)
+        #expect(r.stdout.isEmpty)
+    }
+
+    @Test("good --disk options pass: the run goes on to the kernel (missing here), exit 2 naming it")
+    func goodDisks() throws {
+        let r = try pvh(["run", "--kernel", "/nonexistent/vmlinuz", "--disk", "/srv/a.img,raw,xvda,rw",
+                         "--disk", "format=raw, vdev=xvdb, access=ro, target=/srv/b,c.img", "--disk", "phy:/dev/vg/x,xvdc,w",
+                         "--disk", ",hdc:cdrom,r"])
+        #expect(r.status == 2)
+        #expect(r.stderr == "pvh: /nonexistent/vmlinuz: no such file\n")
     }
 
     @Test("the test guest powers off: exit 0; reboot: exit 3; crash: exit 4", .enabled(if: Env.hasKVM, "needs /dev/kvm"),

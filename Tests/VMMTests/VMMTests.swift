@@ -1,4 +1,5 @@
 import DeviceRuntime
+import DeviceSpecs
 import Dispatch
 import Foundation
 import GuestMemory
@@ -99,6 +100,28 @@ struct VMMTests {
                 #expect(error.description == "--max-grant-frames \(n): must be 1 to 1024")
                 #expect(error.isUsageError)
             }
+        }
+    }
+
+    @Test("the disks are carried on the configuration, none by default")
+    func disksCarried() throws {
+        #expect(GuestConfiguration(kernelPath: "k").disks.isEmpty)
+        let disks = try DiskSpecification.parse(["/a.img,,xvda", ",hdc:cdrom,r"])
+        let c = GuestConfiguration(kernelPath: "k", disks: disks)
+        #expect(c.disks == disks)
+        #expect(c.disks.map(\.vdev.number.rawValue) == [UInt32(202 * 256), UInt32(22 * 256)])
+        #expect(c != GuestConfiguration(kernelPath: "k"))
+    }
+
+    @Test("two disks with one virtual device: a usage error naming the later --disk, before any file is read")
+    func duplicateDisks() throws {
+        let disks = [try DiskSpecification(parsing: "/a.img,,xvda"), try DiskSpecification(parsing: "/b.img,,51712")]
+        do {
+            _ = try Domain(configuration: GuestConfiguration(kernelPath: "/nonexistent", disks: disks), console: FileDescriptorConsoleSink(fd: 2))
+            Issue.record("accepted")
+        } catch {
+            #expect(error.description == "--disk '/b.img,,51712': vdev '51712' (device 51712) is already used by --disk '/a.img,,xvda'")
+            #expect(error.isUsageError)
         }
     }
 
