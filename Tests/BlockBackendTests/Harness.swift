@@ -341,3 +341,29 @@ enum Pattern {
         bytes.reduce(0xcbf2_9ce4_8422_2325) { ($0 ^ UInt64($1)) &* 0x100_0000_01b3 }
     }
 }
+
+/// Makes `HeldEngine`s and keeps them for the test to release.
+final class HeldEngines: Sendable {
+    let engines = Mutex<[HeldEngine]>([])
+    var first: HeldEngine? { engines.withLock { $0.first } }
+    func factory(_ file: ScratchDisk) -> BlockEngineFactory {
+        let fd = file.fd
+        return { [self] _, done in
+            let e = HeldEngine(fd: fd, onComplete: done)
+            engines.withLock { $0.append(e) }
+            return e
+        }
+    }
+}
+
+/// An engine whose every request fails with `error`.
+final class FailingEngine: BlockIOEngine, Sendable {
+    let error: HostIOError
+    let onComplete: @Sendable ([BlockIOCompletion]) -> Void
+    init(_ error: HostIOError, onComplete: @escaping @Sendable ([BlockIOCompletion]) -> Void) {
+        self.error = error
+        self.onComplete = onComplete
+    }
+    func submit(_ requests: [BlockIORequest]) { onComplete(requests.map { BlockIOCompletion(tag: $0.tag, result: .failure(error)) }) }
+    func shutdown() {}
+}
