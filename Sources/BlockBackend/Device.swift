@@ -254,16 +254,17 @@ final class BlockQueue: Sendable {
 
     /// Stops the queue: takes no more requests, waits (up to
     /// `drainTimeout`) until what was taken is done and answered, unless
-    /// the device failed (its pumps no longer run, the ring is not
-    /// trusted), then shuts the engine down, closes the channel and
-    /// releases every page. Never called on a healthy queue's own context.
+    /// the device failed or its context was stopped (its pumps no longer
+    /// run; after a fault the ring is not trusted either), then shuts the
+    /// engine down, closes the channel and releases every page. Never
+    /// called on a healthy queue's own context.
     func stop(device: RuntimeDevice, log: (String) -> Void) {
         core.beginStop()
-        if !device.isDisabled {
+        if !device.isDisabled && !channel.context.isStopped {
             channel.schedule()
             let deadline = DispatchTime.now() + .seconds(Int(Self.drainTimeout.components.seconds))
             while core.drained.wait(timeout: .now() + .milliseconds(100)) == .timedOut {
-                if device.isDisabled { break }
+                if device.isDisabled || channel.context.isStopped { break }
                 if DispatchTime.now() >= deadline {
                     log("\(device.name): queue \(core.index): in-flight I/O did not finish; abandoned")
                     break
