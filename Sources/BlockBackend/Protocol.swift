@@ -1,5 +1,4 @@
 import CXen
-import GrantTables
 import GuestMemory
 import XenABI
 import XenRing

@@ -1,6 +1,5 @@
 import Dispatch
 import DeviceRuntime
-import EventChannels
 import GrantTables
 import GuestMemory
 import HostIO
