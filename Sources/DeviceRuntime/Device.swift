@@ -51,6 +51,16 @@ public final class DeviceRuntime: Sendable {
         devices.reduce(0) { $0 + $1.metrics.pumpsOnForbiddenThreads.load(ordering: .relaxed) }
     }
 
+    /// Stops `device`'s contexts (waiting for running pumps, except the
+    /// caller's own) and forgets it, with its counters: for a device whose
+    /// life ended before the domain's (a block device's connection, torn
+    /// down when the frontend closes and made anew when it reconnects), so
+    /// a guest that reconnects over and over does not grow the registry.
+    public func remove(_ device: RuntimeDevice) {
+        device.stop()
+        registry.withLock { $0.removeAll { $0 === device } }
+    }
+
     /// Stops every device's contexts, waiting for running pumps to finish.
     public func stopAll() {
         for device in devices { device.stop() }

@@ -1,13 +1,14 @@
 import GuestMemory
 import XenRing
 
-/// The guest (frontend) half of a request/response ring in mock memory,
+/// The guest (frontend) half of a request/response ring in guest memory
+/// (mock memory, or `MappedGuestMemory` for a backend that does host I/O),
 /// written the way Linux's frontends use io/ring.h: `XEN_FRONT_RING_INIT`,
 /// requests filled in at `req_prod_pvt`, `RING_PUSH_REQUESTS_AND_CHECK_NOTIFY`,
 /// responses read up to `rsp_prod`, `RING_FINAL_CHECK_FOR_RESPONSES`.
 /// Raw accessors let tests act like a hostile guest.
 public final class FakeFrontend<Request: RingRequest, Response: RingResponse> {
-    public let memory: MockGuestMemory
+    public let memory: any GuestMemory
     public let base: GuestPhysicalAddress
     public let geometry: SharedRingGeometry
     /// `req_prod_pvt`.
@@ -18,7 +19,7 @@ public final class FakeFrontend<Request: RingRequest, Response: RingResponse> {
     /// Initialises the shared header (`SHARED_RING_INIT`, with the indices at
     /// `index` instead of 0 so tests can start near the 2^32 wrap) and
     /// attaches (`FRONT_RING_ATTACH`).
-    public init(memory: MockGuestMemory, base: GuestPhysicalAddress, byteCount: Int = 4096,
+    public init(memory: any GuestMemory, base: GuestPhysicalAddress, byteCount: Int = 4096,
                 startingAt index: RingIndex = RingIndex(0)) throws {
         guard let g = SharedRingGeometry(Request.self, Response.self, byteCount: byteCount) else {
             throw GuestMemoryError.outOfBounds(base, count: UInt64(byteCount))

@@ -41,12 +41,29 @@ public protocol XenbusBackendDriver: AnyObject, Sendable {
     /// the frontend reads: "feature-flush-cache", "sectors", ...).
     func backendNodes() -> [(String, String)]
     /// The frontend said Initialised/Connected. `frontend` holds the values
-    /// of its directory's nodes (guest-written: hostile; validate each).
-    /// Returns nodes to publish before the backend switches to Connected;
-    /// throwing leaves the backend in InitWait with `error` written.
+    /// of its directory's nodes, and of the nodes one level below (a
+    /// multi-queue vbd's "queue-0/ring-ref" is the key for
+    /// `<frontend>/queue-0/ring-ref`); guest-written: hostile, validate each.
+    /// Returns nodes to publish before the backend switches to Connected.
+    /// Throwing `XenbusFatalError` fails the device (`fatal`, as Linux's
+    /// backends call `xenbus_dev_fatal` on a frontend's bad details);
+    /// throwing anything else leaves the backend in InitWait with `error`
+    /// written.
     func connect(frontend: [String: String]) throws -> [(String, String)]
     /// Stop using the frontend's ring (unmap, unbind).
     func disconnect()
+}
+
+/// A driver's reason to fail the device for good (`XenbusBackendDevice.fatal`):
+/// the errno and message Linux's `xenbus_dev_fatal` would report.
+public struct XenbusFatalError: Error, Hashable, Sendable, CustomStringConvertible {
+    public var error: XenErrno
+    public var reason: String
+    public init(_ error: XenErrno, _ reason: String) {
+        self.error = error
+        self.reason = reason
+    }
+    public var description: String { "\(error.rawValue) \(reason)" }
 }
 
 /// One device's backend end of xenbus: creates both directories with the
@@ -60,18 +77,27 @@ public final class XenbusBackendDevice: Sendable {
     private struct State {
         var backend: XenbusState = .initialising
         var watch: XenStoreWatchID?
+        var started = false
         var connected = false
+        /// A connect is under way (the driver's `connect`, its nodes, the
+        /// switch to Connected): a `fatal` meanwhile waits in `pendingFatal`
+        /// and runs when it is done, so the device never ends up Connected
+        /// after failing.
+        var connecting = false
+        var pendingFatal: XenbusFatalError?
     }
     private let state = Mutex(State())
 
-    /// The most frontend nodes read at connect (a guest could create many).
-    public static let maximumFrontendNodes = 64
+    /// The most frontend nodes read at connect (a guest could create many;
+    /// a vbd with 4 queues of 16 ring pages has about 80).
+    public static let maximumFrontendNodes = 256
 
-    /// Creates the device's nodes and starts the handshake.
-    /// `frontendNodes` are written in the frontend directory first (e.g. a
-    /// vif's "mac", a vbd's "virtual-device").
+    /// Creates the device's nodes and, unless `startHandshake` is false,
+    /// starts the handshake (`startHandshake()`). `frontendNodes` are
+    /// written in the frontend directory first (e.g. a vif's "mac", a vbd's
+    /// "virtual-device").
     public init(store: XenStoreServer, address: XenbusDeviceAddress, driver: any XenbusBackendDriver,
-                frontendNodes: [(String, String)] = []) throws(XenStoreError) {
+                frontendNodes: [(String, String)] = [], startHandshake: Bool = true) throws(XenStoreError) {
         self.address = address
         self.store = store
         self.driver = driver
@@ -92,6 +118,21 @@ public final class XenbusBackendDevice: Sendable {
         try store.write("\(fe)/backend-id", String(address.backend.rawValue))
         for (key, value) in frontendNodes { try store.write("\(fe)/\(key)", value) }
         try store.write("\(fe)/state", XenbusState.initialising.storeValue)
+        if startHandshake { try self.startHandshake() }
+    }
+
+    /// The backend is ready (Linux's backend `probe`): publishes the
+    /// driver's nodes, switches to InitWait and follows the frontend's
+    /// state from then on. The watch fires once at once, so a frontend that
+    /// already wrote Initialised (before the backend reached InitWait) is
+    /// connected now. Idempotent.
+    public func startHandshake() throws(XenStoreError) {
+        let first = state.withLock { s in
+            defer { s.started = true }
+            return !s.started
+        }
+        guard first else { return }
+        let be = address.backendPath, fe = address.frontendPath
         for (key, value) in driver.backendNodes() { try store.write("\(be)/\(key)", value) }
         try switchTo(.initWait)
         let id = try store.watch("\(fe)/state", token: "xenbus:\(address.type)/\(address.index)") { [weak self] _, _ in
@@ -132,7 +173,16 @@ public final class XenbusBackendDevice: Sendable {
     /// Closed without waiting for the frontend, which is the guest's and may
     /// never answer. A frontend that starts again from Initialising gets
     /// InitWait (the handshake's restart), as with Linux's backends.
+    ///
+    /// Safe from any thread (a device's fault path runs it on the device's
+    /// context); during a connect it waits for the connect to finish.
     public func fatal(_ reason: String, error: XenErrno = .eio) {
+        let deferred = state.withLock { s in
+            guard s.connecting else { return false }
+            if s.pendingFatal == nil { s.pendingFatal = XenbusFatalError(error, reason) }
+            return true
+        }
+        if deferred { return }
         try? store.write(address.errorPath, "\(error.rawValue) \(reason)")
         try? switchTo(.closing)
         let was = state.withLock { s in
@@ -160,21 +210,45 @@ public final class XenbusBackendDevice: Sendable {
             if was { driver.disconnect() }
             try? switchTo(next)
         case .connect:
+            state.withLock { $0.connecting = true }
+            var failure: XenbusFatalError?
             do {
                 let nodes = try driver.connect(frontend: readFrontend())
                 for (key, value) in nodes { try store.write("\(address.backendPath)/\(key)", value) }
                 state.withLock { $0.connected = true }
                 try switchTo(.connected)
+            } catch let error as XenbusFatalError {
+                failure = error
             } catch {
                 try? store.write("\(address.backendPath)/error", "connect failed: \(error)")
             }
+            let pending = state.withLock { s in
+                defer {
+                    s.connecting = false
+                    s.pendingFatal = nil
+                }
+                return s.pendingFatal
+            }
+            if let failure = failure ?? pending { fatal(failure.reason, error: failure.error) }
         }
     }
 
+    /// The frontend directory's nodes and, for each that has children, its
+    /// children ("queue-0/ring-ref"), at most `maximumFrontendNodes` in all.
     private func readFrontend() throws(XenStoreError) -> [String: String] {
         var values: [String: String] = [:]
-        for key in try store.directory(address.frontendPath).prefix(Self.maximumFrontendNodes) {
-            values[key] = try? store.read("\(address.frontendPath)/\(key)")
+        let fe = address.frontendPath
+        var budget = Self.maximumFrontendNodes
+        for key in try store.directory(fe) {
+            guard budget > 0 else { break }
+            budget -= 1
+            values[key] = try? store.read("\(fe)/\(key)")
+            let children = (try? store.directory("\(fe)/\(key)")) ?? []
+            for child in children {
+                guard budget > 0 else { break }
+                budget -= 1
+                values["\(key)/\(child)"] = try? store.read("\(fe)/\(key)/\(child)")
+            }
         }
         return values
     }

@@ -151,3 +151,22 @@ struct ExecutionContextTests {
         context.stop()
     }
 }
+
+@Suite("Device runtime registry")
+struct DeviceRuntimeRegistryTests {
+    @Test("remove stops a device's contexts and forgets it; the others stay")
+    func remove() throws {
+        let runtime = DeviceRuntime()
+        defer { runtime.stopAll() }
+        let gone = runtime.makeDevice("vbd-51712")
+        let kept = runtime.makeDevice("console")
+        _ = gone.makeContext(queue: "0")
+        _ = gone.makeContext(queue: "1")
+        _ = kept.makeContext()
+        #expect(runtime.threadCount == 3)
+        runtime.remove(gone)
+        #expect(gone.threadCount == 0)
+        #expect(runtime.devices.map(\.name) == ["console"])
+        #expect(runtime.threadCount == 1)
+    }
+}

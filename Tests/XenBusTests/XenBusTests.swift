@@ -232,3 +232,62 @@ struct DomainStoreLayoutTests {
         #expect(throws: XenStoreError.enoent) { try store.read("/vm/00000000-0000-0000-0000-000000000001") }
     }
 }
+
+/// A driver that fails the device when the frontend's "bad" node is set.
+final class FatalDriver: XenbusBackendDriver {
+    let seen = Mutex<[[String: String]]>([])
+    func backendNodes() -> [(String, String)] { [] }
+    func connect(frontend: [String: String]) throws -> [(String, String)] {
+        seen.withLock { $0.append(frontend) }
+        if let bad = frontend["bad"] { throw XenbusFatalError(.einval, "bad value \(bad)") }
+        return []
+    }
+    func disconnect() {}
+}
+
+@Suite("xenbus backend device: nested nodes, fatal connects, a separate start")
+struct XenbusBackendDeviceExtensionTests {
+    let store = XenStoreServer()
+    let address = XenbusDeviceAddress(type: "vbd", frontend: DomainID(rawValue: 1), index: 51712)
+
+    @Test("the driver sees the frontend's nodes one level deep (a multi-queue vbd's queue-N/…)")
+    func nestedNodes() throws {
+        let driver = FatalDriver()
+        let device = try XenbusBackendDevice(store: store, address: address, driver: driver)
+        defer { device.destroy() }
+        let guest = GuestWire(store, domain: 1)
+        #expect(guest.write("\(address.frontendPath)/queue-0/ring-ref", "8") == nil)
+        #expect(guest.write("\(address.frontendPath)/queue-1/event-channel", "9") == nil)
+        #expect(guest.write("\(address.frontendPath)/state", "3") == nil)
+        let nodes = try #require(driver.seen.withLock { $0.first })
+        #expect(nodes["queue-0/ring-ref"] == "8" && nodes["queue-1/event-channel"] == "9")
+        #expect(nodes["queue-0"] == "" && nodes["state"] == "3")
+    }
+
+    @Test("a driver's XenbusFatalError is xenbus_dev_fatal: the error node, Closed; the frontend may start over")
+    func fatalConnect() throws {
+        let device = try XenbusBackendDevice(store: store, address: address, driver: FatalDriver())
+        let guest = GuestWire(store, domain: 1)
+        #expect(guest.write("\(address.frontendPath)/bad", "x") == nil)
+        #expect(guest.write("\(address.frontendPath)/state", "3") == nil)
+        #expect(device.backendState == .closed)
+        #expect(!device.isConnected)
+        #expect(try store.read(address.errorPath) == "22 bad value x")
+        #expect(guest.write("\(address.frontendPath)/state", "1") == nil)
+        #expect(device.backendState == .initWait)
+    }
+
+    @Test("startHandshake: false keeps the backend Initialising; a frontend Initialised meanwhile connects once it starts")
+    func deferredStart() throws {
+        let driver = FatalDriver()
+        let device = try XenbusBackendDevice(store: store, address: address, driver: driver, startHandshake: false)
+        let guest = GuestWire(store, domain: 1)
+        #expect(guest.write("\(address.frontendPath)/state", "3") == nil)
+        #expect(device.backendState == .initialising)
+        #expect(driver.seen.withLock { $0.isEmpty })
+        try device.startHandshake()
+        try device.startHandshake()  // idempotent
+        #expect(device.backendState == .connected)
+        #expect(driver.seen.withLock { $0.count } == 1)
+    }
+}

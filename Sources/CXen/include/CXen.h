@@ -141,4 +141,112 @@ enum {
     PVH_VCPU_REGISTER_RUNSTATE_AREA_SIZE = sizeof(struct vcpu_register_runstate_memory_area),
 };
 
+// Block devices (io/blkif.h), twice. First as the header is, which on this
+// x86_64 host is the x86_64 ABI ("x86_64-abi", XEN_IO_PROTO_ABI_NATIVE).
+// Then the x86_32 ABI ("x86_32-abi") that 32-bit frontends use: the same
+// structs, laid out as the i386 C ABI does, where 64-bit fields are only
+// 4-byte aligned (so `id` sits at 4, not 8). The compiler derives those
+// offsets: blkif.h is included a second time under #pragma pack(4), with
+// its struct and typedef names renamed, and with __i386__ defined so its own
+// i386-only padding (blkif_request_indirect's trailing `pad`) is there, as
+// Linux's xen-blkback common.h `blkif_x86_32_request_indirect` has it. Its
+// include guard is dropped first; ring.h and grant_table.h keep theirs.
+#include <xen/io/protocols.h>
+#include <xen/io/blkif.h>
+
+_Static_assert(sizeof(void *) == 8, "the native blkif ABI here is x86_64");
+
+#undef __XEN_PUBLIC_IO_BLKIF_H__
+#define blkif_request_segment pvh_blkif_x86_32_request_segment
+#define blkif_request pvh_blkif_x86_32_request
+#define blkif_request_t pvh_blkif_x86_32_request_t
+#define blkif_request_discard pvh_blkif_x86_32_request_discard
+#define blkif_request_discard_t pvh_blkif_x86_32_request_discard_t
+#define blkif_request_indirect pvh_blkif_x86_32_request_indirect
+#define blkif_request_indirect_t pvh_blkif_x86_32_request_indirect_t
+#define blkif_response pvh_blkif_x86_32_response
+#define blkif_response_t pvh_blkif_x86_32_response_t
+#define blkif_sring_entry pvh_blkif_x86_32_sring_entry
+#define blkif_sring pvh_blkif_x86_32_sring
+#define blkif_sring_t pvh_blkif_x86_32_sring_t
+#define blkif_front_ring pvh_blkif_x86_32_front_ring
+#define blkif_front_ring_t pvh_blkif_x86_32_front_ring_t
+#define blkif_back_ring pvh_blkif_x86_32_back_ring
+#define blkif_back_ring_t pvh_blkif_x86_32_back_ring_t
+#pragma pack(push, 4)
+#ifndef __i386__
+#define __i386__ 1
+#define PVH_DEFINED_I386
+#endif
+#include <xen/io/blkif.h>
+#ifdef PVH_DEFINED_I386
+#undef __i386__
+#undef PVH_DEFINED_I386
+#endif
+#pragma pack(pop)
+#undef blkif_request_segment
+#undef blkif_request
+#undef blkif_request_t
+#undef blkif_request_discard
+#undef blkif_request_discard_t
+#undef blkif_request_indirect
+#undef blkif_request_indirect_t
+#undef blkif_response
+#undef blkif_response_t
+#undef blkif_sring_entry
+#undef blkif_sring
+#undef blkif_sring_t
+#undef blkif_front_ring
+#undef blkif_front_ring_t
+#undef blkif_back_ring
+#undef blkif_back_ring_t
+
+// The blkif layout constants, one set per ABI (X86_64: the header as is;
+// X86_32: the packed second copy). BlockBackend decodes requests with them.
+#define PVH_BLKIF_LAYOUT(P, REQ, SEG, DISCARD, INDIRECT, RSP, ENTRY) \
+    P##_REQUEST_SIZE = sizeof(struct REQ), \
+    P##_REQUEST_ALIGN = _Alignof(struct REQ), \
+    P##_REQUEST_OPERATION_OFFSET = offsetof(struct REQ, operation), \
+    P##_REQUEST_NR_SEGMENTS_OFFSET = offsetof(struct REQ, nr_segments), \
+    P##_REQUEST_HANDLE_OFFSET = offsetof(struct REQ, handle), \
+    P##_REQUEST_ID_OFFSET = offsetof(struct REQ, id), \
+    P##_REQUEST_SECTOR_NUMBER_OFFSET = offsetof(struct REQ, sector_number), \
+    P##_REQUEST_SEG_OFFSET = offsetof(struct REQ, seg), \
+    P##_SEGMENT_SIZE = sizeof(struct SEG), \
+    P##_SEGMENT_GREF_OFFSET = offsetof(struct SEG, gref), \
+    P##_SEGMENT_FIRST_SECT_OFFSET = offsetof(struct SEG, first_sect), \
+    P##_SEGMENT_LAST_SECT_OFFSET = offsetof(struct SEG, last_sect), \
+    P##_DISCARD_SIZE = sizeof(struct DISCARD), \
+    P##_DISCARD_FLAG_OFFSET = offsetof(struct DISCARD, flag), \
+    P##_DISCARD_ID_OFFSET = offsetof(struct DISCARD, id), \
+    P##_DISCARD_SECTOR_NUMBER_OFFSET = offsetof(struct DISCARD, sector_number), \
+    P##_DISCARD_NR_SECTORS_OFFSET = offsetof(struct DISCARD, nr_sectors), \
+    P##_INDIRECT_SIZE = sizeof(struct INDIRECT), \
+    P##_INDIRECT_OP_OFFSET = offsetof(struct INDIRECT, indirect_op), \
+    P##_INDIRECT_NR_SEGMENTS_OFFSET = offsetof(struct INDIRECT, nr_segments), \
+    P##_INDIRECT_ID_OFFSET = offsetof(struct INDIRECT, id), \
+    P##_INDIRECT_SECTOR_NUMBER_OFFSET = offsetof(struct INDIRECT, sector_number), \
+    P##_INDIRECT_HANDLE_OFFSET = offsetof(struct INDIRECT, handle), \
+    P##_INDIRECT_GREFS_OFFSET = offsetof(struct INDIRECT, indirect_grefs), \
+    P##_RESPONSE_SIZE = sizeof(struct RSP), \
+    P##_RESPONSE_ALIGN = _Alignof(struct RSP), \
+    P##_RESPONSE_ID_OFFSET = offsetof(struct RSP, id), \
+    P##_RESPONSE_OPERATION_OFFSET = offsetof(struct RSP, operation), \
+    P##_RESPONSE_STATUS_OFFSET = offsetof(struct RSP, status), \
+    P##_SRING_ENTRY_SIZE = sizeof(union ENTRY)
+
+enum {
+    PVH_BLKIF_LAYOUT(PVH_BLKIF_X86_64, blkif_request, blkif_request_segment, blkif_request_discard,
+                     blkif_request_indirect, blkif_response, blkif_sring_entry),
+    PVH_BLKIF_LAYOUT(PVH_BLKIF_X86_32, pvh_blkif_x86_32_request, pvh_blkif_x86_32_request_segment,
+                     pvh_blkif_x86_32_request_discard, pvh_blkif_x86_32_request_indirect,
+                     pvh_blkif_x86_32_response, pvh_blkif_x86_32_sring_entry),
+    /// Bytes of the sring header before ring[0] (the same for both ABIs).
+    PVH_BLKIF_SRING_RING_OFFSET = offsetof(struct blkif_sring, ring),
+    PVH_BLKIF_X86_32_SRING_RING_OFFSET = offsetof(struct pvh_blkif_x86_32_sring, ring),
+    /// Segments in one indirect page (blkif.h: PAGE_SIZE / sizeof(struct blkif_request_segment)).
+    PVH_BLKIF_SEGMENTS_PER_INDIRECT_PAGE = (1 << XEN_PAGE_SHIFT) / sizeof(struct blkif_request_segment),
+};
+
+
 #endif

@@ -1,0 +1,412 @@
+import Dispatch
+import DeviceRuntime
+import GrantTables
+import GuestMemory
+import HostIO
+import Synchronization
+import XenABI
+import XenRing
+
+// One blkif ring and what serves it: xen-blkback's `xen_blkif_ring` and its
+// `xen_blkif_schedule` kthread, on the device runtime. The pump runs on the
+// queue's own context only; the ring is never touched anywhere else.
+
+/// A backend hold on one granted page kept across an I/O (or, for a ring
+/// page, across the connection). Releasing ends the hold: the grant's
+/// GTF_reading/GTF_writing go, so release before responding.
+final class GrantHold: Sendable {
+    /// The granted bytes.
+    let region: GuestPhysicalRange
+    private let mapping: Mutex<GrantMapping?>
+
+    init(_ mapping: consuming GrantMapping) {
+        region = mapping.region
+        self.mapping = Mutex(Optional(mapping))
+    }
+
+    /// Ends the hold (idempotent; also at the end of the object's life).
+    func release() {
+        mapping.withLock { $0 = nil }
+    }
+}
+
+/// Completions, handed from the engine's thread to the queue's context:
+/// the engine only appends and asks for a pump.
+final class CompletionInbox: Sendable {
+    private struct State {
+        var completions: [BlockIOCompletion] = []
+        var wake: (@Sendable () -> Void)?
+    }
+    private let state = Mutex(State())
+
+    /// The engine's `onComplete`: must not block, and does not.
+    func deliver(_ completions: [BlockIOCompletion]) {
+        let wake = state.withLock { s in
+            s.completions += completions
+            return s.wake
+        }
+        wake?()
+    }
+
+    func take() -> [BlockIOCompletion] {
+        state.withLock { s in
+            defer { s.completions = [] }
+            return s.completions
+        }
+    }
+
+    var isEmpty: Bool { state.withLock { $0.completions.isEmpty } }
+
+    /// What a delivery does to get the pump run (nil: nothing, after stop).
+    func setWake(_ wake: (@Sendable () -> Void)?) { state.withLock { $0.wake = wake } }
+}
+
+/// What every queue of a device shares.
+struct QueueEnvironment: Sendable {
+    let memory: any HostAddressableMemory
+    let grants: GrantTable
+    let validator: BlockRequestValidator
+    let metrics: BlockMetrics
+}
+
+/// One ring's state and pump. The state is only touched by the pump on the
+/// queue's context (and by `stop` once the pump is done); the mutex makes
+/// that checkable, it is never contended in normal running.
+final class QueueCore: Sendable {
+    /// A request being served: its holds and the host operations still to run
+    /// after the one in flight.
+    struct InFlight {
+        var request: BlockRequest
+        var holds: [GrantHold]
+        var remaining: [BlockIOOperation]
+    }
+
+    struct State {
+        var ring: BlkifRing
+        /// Engine tag → the request whose current operation it is.
+        var inFlight: [UInt64: InFlight] = [:]
+        var nextTag: UInt64 = 1
+        /// Requests in `inFlight` that change the disk.
+        var writesInFlight = 0
+        /// A flush or barrier taken off the ring, waiting for the writes
+        /// before it to complete; nothing after it is taken meanwhile
+        /// (Linux's `xen_blk_drain_io` holds its kthread the same way).
+        var draining: BlockRequest?
+        /// A barrier in flight: nothing after it starts until it is done.
+        var barrierInFlight = false
+        /// A request whose pages could not all be mapped because the grant
+        /// table's hold limit was reached while other requests held pages:
+        /// it goes first once they complete.
+        var stalled: BlockRequest?
+        /// Responses written but not yet published.
+        var unpublished = false
+        /// Set by `stop`: no more requests are taken; what was taken finishes.
+        var stopping = false
+        var drainSignalled = false
+
+        var isIdle: Bool { inFlight.isEmpty && draining == nil && stalled == nil }
+    }
+
+    let index: Int
+    let environment: QueueEnvironment
+    let engine: any BlockIOEngine
+    let inbox: CompletionInbox
+    let state: Mutex<State>
+    /// Signalled once when a stopping queue has nothing left in flight.
+    let drained = DispatchSemaphore(value: 0)
+
+    init(index: Int, ring: BlkifRing, environment: QueueEnvironment, engine: any BlockIOEngine, inbox: CompletionInbox) {
+        self.index = index
+        self.environment = environment
+        self.engine = engine
+        self.inbox = inbox
+        self.state = Mutex(State(ring: ring))
+    }
+
+    private var metrics: BlockMetrics { environment.metrics }
+
+    // MARK: the pump
+
+    /// One pump: completions in, requests off the ring, I/O out, responses
+    /// published; repeats until nothing moves, then
+    /// RING_FINAL_CHECK_FOR_REQUESTS before going idle (Linux's
+    /// `do_block_io_op`). A ring the guest corrupted throws.
+    func pump() throws(DeviceFault) -> BackendChannel.PumpResult {
+        var notify = false
+        while true {
+            let completions = inbox.take()
+            let (batch, published) = try state.withLock { (s: inout State) throws(DeviceFault) -> ([BlockIORequest], Bool) in
+                do throws(XenRingError) {
+                    var batch: [BlockIORequest] = []
+                    for c in completions { try complete(c, &s, &batch) }
+                    try dispatch(&s, &batch)
+                    var published = false
+                    if s.unpublished {
+                        s.unpublished = false
+                        published = try s.ring.pushResponses()
+                    }
+                    return (batch, published)
+                } catch {
+                    throw DeviceFault(error)
+                }
+            }
+            if published { notify = true }
+            // Submitted outside the lock: a synchronous engine completes
+            // inside `submit`, into the inbox, which the next round reads.
+            if !batch.isEmpty {
+                engine.submit(batch)
+                continue
+            }
+            if !inbox.isEmpty { continue }
+            let more = try state.withLock { (s: inout State) throws(DeviceFault) -> Bool in
+                // Blocked (draining, a barrier, stalled) or stopping: the
+                // next completion pumps again; the ring waits.
+                guard !s.stopping, s.draining == nil, s.stalled == nil, !s.barrierInFlight else { return false }
+                do throws(XenRingError) { return try s.ring.finalCheckForRequests() } catch { throw DeviceFault(error) }
+            }
+            if !more { break }
+        }
+        let signal = state.withLock { s in
+            guard s.stopping, s.isIdle, !s.drainSignalled else { return false }
+            s.drainSignalled = true
+            return true
+        }
+        if signal { drained.signal() }
+        return notify ? .notifyGuest : .quiet
+    }
+
+    /// Takes requests while nothing blocks: the stalled request first, then
+    /// a draining flush once the writes before it are done, then the ring.
+    private func dispatch(_ s: inout State, _ batch: inout [BlockIORequest]) throws(XenRingError) {
+        while true {
+            if let request = s.stalled {
+                s.stalled = nil
+                guard try start(request, &s, &batch) else {
+                    s.stalled = request
+                    return
+                }
+                continue
+            }
+            if let request = s.draining {
+                guard s.writesInFlight == 0 else { return }
+                s.draining = nil
+                if try !start(request, &s, &batch) { s.stalled = request }
+                continue
+            }
+            if s.barrierInFlight || s.stopping { return }
+            guard let wire = try s.ring.nextRequest() else { return }
+            metrics.counted(wire.operation)
+            if case .indirect(let op, _, _, _, _) = wire.body, BlkifOperation(rawValue: op) != .indirect {
+                metrics.counted(op)
+            }
+            BlockMetrics.gauge(metrics.requestsInFlight, 1)
+            let checked = environment.validator.validate(wire) { (pages, count) throws(GrantError) in
+                try readIndirectSegments(pages, count)
+            }
+            switch checked {
+            case .failure(let rejection):
+                BlockMetrics.bump(metrics.rejectedRequests)
+                try respond(rejection.response, &s)
+            case .success(let request):
+                if request.drainsEarlierWrites {
+                    s.draining = request
+                } else if try !start(request, &s, &batch) {
+                    s.stalled = request
+                }
+            }
+        }
+    }
+
+    /// xen_blkbk_parse_indirect: maps each indirect page for reading,
+    /// copies its segments once, and releases it before any I/O starts.
+    private func readIndirectSegments(_ pages: [GrantReference], _ count: Int) throws(GrantError) -> [BlkifSegment] {
+        let perPage = BlockBackendLimits.segmentsPerIndirectPage
+        let size = BlkifLayout.x86_64.segment.size
+        var segments: [BlkifSegment] = []
+        segments.reserveCapacity(count)
+        for (k, page) in pages.enumerated() {
+            let here = min(perPage, count - k * perPage)
+            guard here > 0 else { break }
+            let mapping = try environment.grants.map(page, access: .read)
+            let bytes = try mapping.read(offset: 0, count: here * size)
+            mapping.release()
+            segments += BlkifSegment.decodeIndirect(bytes, count: here)
+        }
+        return segments
+    }
+
+    /// Starts `request`: maps its pages (for a read the backend writes the
+    /// guest's pages: `.write`; for a write it reads them: `.read`), makes
+    /// host ranges of exactly the segments' bytes, and queues its first host
+    /// operation. A page that cannot be mapped fails the request with
+    /// BLKIF_RSP_ERROR. False when the grant table's hold limit was reached
+    /// while other requests hold pages: the caller retries it later.
+    private func start(_ request: BlockRequest, _ s: inout State, _ batch: inout [BlockIORequest]) throws(XenRingError) -> Bool {
+        let operations: [BlockIOOperation]
+        var holds: [GrantHold] = []
+        switch request.kind {
+        case .read(let offset, let segments):
+            switch try map(segments, access: .write, request, &s, &holds) {
+            case .mapped(let ranges): operations = [.read(offset: offset, into: ranges)]
+            case .answered: return true
+            case .mustWait: return false
+            }
+        case .write(let offset, let segments, let ordering):
+            let ranges: [HostMemoryRange]
+            switch try map(segments, access: .read, request, &s, &holds) {
+            case .mapped(let r): ranges = r
+            case .answered: return true
+            case .mustWait: return false
+            }
+            switch ordering {
+            case .unordered:
+                operations = [.write(offset: offset, from: ranges)]
+            case .flush, .barrier:
+                // The earlier writes are complete (drained); the first flush
+                // makes them durable before this one lands, the second makes
+                // this one durable before it is acknowledged.
+                operations = [.flush, .write(offset: offset, from: ranges), .flush]
+            }
+        case .flush:
+            operations = [.flush]
+        case .discard(let offset, let length):
+            guard length > 0 else {
+                try finish(request, status: .okay, &s)
+                return true
+            }
+            operations = [.discard(offset: offset, length: length)]
+        }
+        let tag = s.nextTag
+        s.nextTag &+= 1
+        s.inFlight[tag] = InFlight(request: request, holds: holds, remaining: Array(operations.dropFirst()))
+        if request.modifiesDisk { s.writesInFlight += 1 }
+        if request.isBarrier { s.barrierInFlight = true }
+        batch.append(BlockIORequest(tag: tag, operation: operations[0]))
+        return true
+    }
+
+    private enum Mapped {
+        /// Every page is held; the host ranges of the segments, in order.
+        case mapped([HostMemoryRange])
+        /// The request failed and was answered.
+        case answered
+        /// Out of grant holds while others are held: try again later.
+        case mustWait
+    }
+
+    /// Maps every segment's page and makes the host range of its bytes.
+    /// On `.answered` and `.mustWait` no hold is kept.
+    private func map(_ segments: [BlockSegment], access: GrantAccess, _ request: BlockRequest, _ s: inout State,
+                     _ holds: inout [GrantHold]) throws(XenRingError) -> Mapped {
+        var ranges: [HostMemoryRange] = []
+        ranges.reserveCapacity(segments.count)
+        func drop() {
+            for h in holds { h.release() }
+            holds = []
+        }
+        for segment in segments {
+            let hold: GrantHold
+            do {
+                hold = GrantHold(try environment.grants.map(segment.grant, access: access))
+            } catch .tooManyHolds where !s.inFlight.isEmpty {
+                drop()
+                return .mustWait
+            } catch {
+                drop()
+                try finish(request, status: .error, &s)
+                return .answered
+            }
+            holds.append(hold)
+            // The segment's bytes must lie in the granted bytes (a v2
+            // sub-page grant may cover part of its page only).
+            let region = hold.region
+            let pageStart = region.start.rawValue - region.start.pageOffset
+            let start = pageStart &+ UInt64(segment.offset)
+            guard start >= region.start.rawValue, start <= region.end, UInt64(segment.length) <= region.end - start,
+                  let range = try? environment.memory.hostRange(
+                      GuestPhysicalRange(start: GuestPhysicalAddress(start), length: UInt64(segment.length))) else {
+                drop()
+                try finish(request, status: .error, &s)
+                return .answered
+            }
+            ranges.append(range)
+        }
+        return .mapped(ranges)
+    }
+
+    /// One host operation finished: the next one of its request starts, or
+    /// the request is answered (an error ends it at once).
+    private func complete(_ completion: BlockIOCompletion, _ s: inout State, _ batch: inout [BlockIORequest]) throws(XenRingError) {
+        // A tag the engine invented (an engine bug) has nothing to answer.
+        guard var entry = s.inFlight.removeValue(forKey: completion.tag) else { return }
+        let request = entry.request
+        let status: BlkifStatus
+        switch completion.result {
+        case .success:
+            if !entry.remaining.isEmpty {
+                let next = entry.remaining.removeFirst()
+                let tag = s.nextTag
+                s.nextTag &+= 1
+                s.inFlight[tag] = entry
+                batch.append(BlockIORequest(tag: tag, operation: next))
+                return
+            }
+            status = .okay
+            switch request.kind {
+            case .read: BlockMetrics.bump(metrics.bytesRead, by: request.byteCount)
+            case .write: BlockMetrics.bump(metrics.bytesWritten, by: request.byteCount)
+            case .flush, .discard: break
+            }
+        case .failure(let error):
+            // Linux's __end_block_io_op: EOPNOTSUPP of a flush or barrier is
+            // BLKIF_RSP_EOPNOTSUPP (so is a discard's, dispatch_discard_io);
+            // any other error is BLKIF_RSP_ERROR. Never dropped.
+            switch (error, request.kind) {
+            case (.unsupported, .flush), (.unsupported, .discard): status = .notSupported
+            case (.unsupported, .write(_, _, let ordering)) where ordering != .unordered: status = .notSupported
+            default:
+                status = .error
+                BlockMetrics.bump(metrics.hostErrors)
+            }
+        }
+        // Release the pages before the response: the frontend ends its
+        // grants when it sees the response (gnttab_end_foreign_access
+        // refuses a grant still in use).
+        for hold in entry.holds { hold.release() }
+        if request.modifiesDisk { s.writesInFlight -= 1 }
+        if request.isBarrier { s.barrierInFlight = false }
+        try finish(request, status: status, &s)
+    }
+
+    /// Writes the response (published at the end of the round).
+    private func finish(_ request: BlockRequest, status: BlkifStatus, _ s: inout State) throws(XenRingError) {
+        try respond(BlkifWireResponse(id: request.id, operation: request.responseOperation, status: status), &s)
+    }
+
+    private func respond(_ response: BlkifWireResponse, _ s: inout State) throws(XenRingError) {
+        try s.ring.pushResponse(response)
+        s.unpublished = true
+        if let status = response.status { metrics.responded(status) }
+        BlockMetrics.gauge(metrics.requestsInFlight, -1)
+    }
+
+    // MARK: stopping
+
+    /// Takes no more requests; what was taken still runs and is answered.
+    func beginStop() { state.withLock { $0.stopping = true } }
+
+    /// Drops everything still held (after the engine was shut down, so no
+    /// I/O touches the pages any more): in-flight holds, the inbox.
+    func abandon() {
+        let dropped = state.withLock { s in
+            defer {
+                s.inFlight = [:]
+                s.draining = nil
+                s.stalled = nil
+            }
+            return s.inFlight.count + (s.draining == nil ? 0 : 1) + (s.stalled == nil ? 0 : 1)
+        }
+        _ = inbox.take()
+        BlockMetrics.gauge(metrics.requestsInFlight, -dropped)
+    }
+}
