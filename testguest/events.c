@@ -146,6 +146,28 @@ void lapic_timer_tick(void)
 	lapic_eoi();
 }
 
+static void lapic_init(void);
+
+/* usermode.c: a periodic LAPIC timer at LAPIC_TIMER_VECTOR; 0 if there is no LAPIC. */
+int lapic_periodic_start(uint32_t ns)
+{
+	lapic_init();
+	if (!lapic_mode)
+		return 0;
+	lapic_timer_start(ns, 1);
+	return 1;
+}
+
+void lapic_periodic_stop(void)
+{
+	lapic_timer_stop();
+}
+
+void lapic_ack(void)
+{
+	lapic_eoi();
+}
+
 /*
  * Software-enable the LAPIC (SVR; KVM drops fixed interrupts while it is
  * disabled) and check once that its timer interrupts us: a 1 ms one-shot,

@@ -379,6 +379,32 @@ int80_handler:
 	IRQ_STUB upcall_entry, evtchn_upcall
 	IRQ_STUB lapic_timer_entry, lapic_timer_tick
 
+/* usermode_syscall_irq: the LAPIC timer with its interrupt frame (RDI). */
+	.globl user_irq_entry
+user_irq_entry:
+	push	%rax
+	push	%rcx
+	push	%rdx
+	push	%rsi
+	push	%rdi
+	push	%r8
+	push	%r9
+	push	%r10
+	push	%r11
+	cld
+	lea	72(%rsp), %rdi
+	call	user_irq_tick
+	pop	%r11
+	pop	%r10
+	pop	%r9
+	pop	%r8
+	pop	%rdi
+	pop	%rsi
+	pop	%rdx
+	pop	%rcx
+	pop	%rax
+	iretq
+
 	.globl spurious_entry
 spurious_entry:
 	iretq
@@ -420,10 +446,11 @@ user_enter:
 	push	%r13
 	push	%r14
 	push	%r15
+	mov	%rdx, %r12		/* usermode_syscall_irq: the loop count */
 	mov	%rsp, user_kernel_rsp
 	push	$(GDT_USER_DATA | 3)
 	push	%rsi
-	push	$USER_RFLAGS
+	pushq	user_rflags
 	push	$(GDT_USER_CODE64 | 3)
 	push	%rdi
 	iretq
@@ -447,9 +474,14 @@ user_return:
  * return (usys2), then user_return with 0. Only absolute stores: if SYSCALL
  * left the CPU at CPL3, the very first fetch here faults (supervisor page).
  */
-	.globl syscall_entry
+	.globl syscall_entry, syscall_entry_stackless_end
 syscall_entry:
-	cmp	$1, %rax
+	cmp	$3, %rax		/* usermode_syscall_irq: count, sysret; no stack use */
+	jne	4f
+	incl	usys_count
+	sysretq
+syscall_entry_stackless_end:
+4:	cmp	$1, %rax
 	jne	2f
 	movw	%cs, usys1_cs
 	movw	%ss, usys1_ss
@@ -534,6 +566,18 @@ user_code_sys1_next:
 	syscall
 user_code_sys2_next:
 	hlt
+/* usermode_syscall_irq: R12 syscalls (RAX 3) with interrupts on, then exit (RAX 2). */
+	.globl user_loop_start
+user_loop_start:
+1:	mov	$3, %eax
+	syscall
+	dec	%r12
+	jnz	1b
+	mov	%cs, %ebx
+	mov	%ss, %edx
+	mov	$2, %eax
+	syscall
+	hlt
 user_code_end:
 
 /*
@@ -591,6 +635,8 @@ hc32_clobbered:		.long 0
 	.globl uexc_vector, uexc_error, uexc_rip, uexc_cs, uexc_rflags, uexc_rsp, uexc_ss, uexc_cr2
 	.globl uexc_rcx, uexc_r11
 user_kernel_rsp:	.quad 0
+	.globl user_rflags
+user_rflags:		.quad USER_RFLAGS
 user_iret_mode:		.long 0
 usys_count:		.long 0
 usys_bad_nr:		.quad 0

@@ -135,7 +135,10 @@ extern const size_t nr_user_scenarios;
 extern struct vcpu_info *vcpu0_info;
 extern int vcpu0_info_registered;
 void evtchn_upcall(void);		/* from upcall_entry (head.S) */
-void lapic_timer_tick(void);		/* from lapic_timer_entry */
+void lapic_timer_tick(void);
+int lapic_periodic_start(uint32_t ns);	/* usermode_syscall_irq */
+void lapic_periodic_stop(void);
+void lapic_ack(void);		/* from lapic_timer_entry */
 void ap_main(void) __attribute__((noreturn));	/* from ap_start64 */
 void sipi_ap_main(void) __attribute__((noreturn));	/* from ap_sipi64 (smp_sipi) */
 /* Shared with xenstore.c (see events.c for what each does). */

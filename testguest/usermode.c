@@ -44,8 +44,11 @@ extern volatile uint64_t usys_bad_nr, usys1_cs, usys1_ss, usys1_rcx, usys1_r11, 
 	usys2_cs, usys2_ss, usys2_rcx, usys2_r11, usys2_user_cs, usys2_user_ss,
 	uexc_vector, uexc_error, uexc_rip, uexc_cs, uexc_rflags, uexc_rsp, uexc_ss, uexc_cr2,
 	uexc_rcx, uexc_r11;
-long user_enter(uint64_t rip, uint64_t rsp);
+long user_enter(uint64_t rip, uint64_t rsp, uint64_t loops);
 void syscall_entry(void), user_exc_6(void), user_exc_13(void), user_exc_14(void);
+extern uint8_t syscall_entry_stackless_end[], user_loop_start[];
+extern uint64_t user_rflags;
+void user_irq_entry(void), lapic_timer_entry(void);
 
 struct tss64 {			/* Intel SDM vol. 3, 8.7 */
 	uint32_t reserved0;
@@ -151,7 +154,7 @@ static const char *scen_usermode_syscall(void)
 	       GDT_TSS, (unsigned long)tss.rsp[0], GDT_USER_CODE64 | 3, GDT_USER_DATA | 3,
 	       USER_CODE_VA, USER_STACK_TOP, USER_RFLAGS, ret_how);
 
-	long r = user_enter(USER_CODE_VA, USER_STACK_TOP);
+	long r = user_enter(USER_CODE_VA, USER_STACK_TOP, 0);
 
 	wrmsr64(MSR_SFMASK, sfmask);
 	wrmsr64(MSR_LSTAR, lstar);
@@ -218,8 +221,96 @@ static const char *scen_usermode_syscall(void)
 	return NULL;
 }
 
+/*
+ * Scenario usermode_syscall_irq: SYSCALL with interrupts pending. User code
+ * (IF on) does pvh.usys_n syscalls (RAX 3, default 2000) whose entry only
+ * counts and returns with sysretq, never touching the stack, while the
+ * LAPIC timer fires every 20 us. SFMASK clears IF, so no interrupt may be
+ * delivered between the SYSCALL and the SYSRET (Intel SDM vol. 2B SYSCALL):
+ * one delivered there runs at CPL0 on the user's stack (as Linux's
+ * entry_SYSCALL_64 would, before it switches stacks). The timer handler
+ * counts interrupts taken in that window.
+ */
+static volatile uint32_t uirq_ticks, uirq_user_ticks, uirq_bad;
+static volatile uint64_t uirq_bad_rip, uirq_bad_rsp, uirq_bad_rflags;
+
+void user_irq_tick(const uint64_t *frame)
+{
+	uirq_ticks++;
+	if ((frame[1] & 3) == 3)
+		uirq_user_ticks++;
+	else if (frame[0] >= (uintptr_t)syscall_entry && frame[0] < (uintptr_t)syscall_entry_stackless_end) {
+		if (!uirq_bad++) {
+			uirq_bad_rip = frame[0];
+			uirq_bad_rsp = frame[3];
+			uirq_bad_rflags = frame[2];
+		}
+	}
+	lapic_ack();
+}
+
+static const char *scen_usermode_syscall_irq(void)
+{
+	size_t len;
+	const char *v = cmdline_opt("pvh.usys_n=", &len);
+	uint64_t loops = 0;
+	for (size_t i = 0; v && i < len && v[i] >= '0' && v[i] <= '9'; i++)
+		loops = loops * 10 + (uint64_t)(v[i] - '0');
+	if (!loops)
+		loops = 2000;
+	usys_count = 0;
+	uirq_ticks = uirq_user_ticks = uirq_bad = 0;
+	uexc_vector = 0;
+	load_tss();
+	map_user();
+	idt_set_gate(6, (uintptr_t)user_exc_6);
+	idt_set_gate(13, (uintptr_t)user_exc_13);
+	idt_set_gate(14, (uintptr_t)user_exc_14);
+	idt_set_gate(LAPIC_TIMER_VECTOR, (uintptr_t)user_irq_entry);
+	uint64_t efer = rdmsr64(MSR_EFER), star = rdmsr64(MSR_STAR), lstar = rdmsr64(MSR_LSTAR),
+		 sfmask = rdmsr64(MSR_SFMASK);
+	wrmsr64(MSR_EFER, efer | EFER_SCE);
+	wrmsr64(MSR_STAR, STAR_VALUE);
+	wrmsr64(MSR_LSTAR, (uintptr_t)syscall_entry);
+	wrmsr64(MSR_SFMASK, SFMASK_BITS);
+	user_rflags = USER_RFLAGS | 0x200;
+	if (!lapic_periodic_start(20000))
+		return fail("no local APIC timer");
+
+	long r = user_enter(USER_CODE_VA + (uint64_t)(user_loop_start - user_code_start), USER_STACK_TOP, loops);
+
+	lapic_periodic_stop();
+	user_rflags = USER_RFLAGS;
+	wrmsr64(MSR_SFMASK, sfmask);
+	wrmsr64(MSR_LSTAR, lstar);
+	wrmsr64(MSR_STAR, star);
+	wrmsr64(MSR_EFER, efer);
+	for (unsigned v = 6; v <= 14; v += (v == 6 ? 7 : 1))
+		idt_set_gate(v, exc_stubs[v]);
+	idt_set_gate(LAPIC_TIMER_VECTOR, (uintptr_t)lapic_timer_entry);
+	pml4[(USER_VA >> 39) & 511] = 0;
+	reload_cr3();
+
+	printk("PVHINFO usermode_syscall_irq: result %ld, %u syscalls, %u timer interrupts (%u in user "
+	       "mode), %u inside the SYSCALL entry\n", r, usys_count, uirq_ticks, uirq_user_ticks, uirq_bad);
+	if (r != 0)
+		return fail("%s at CPL%lu rip=0x%lx cs=0x%lx err=0x%lx rsp=0x%lx after %u syscalls",
+			    exc_name(uexc_vector), uexc_cs & 3, uexc_rip, uexc_cs & 0xffff, uexc_error,
+			    uexc_rsp, usys_count);
+	if (uirq_bad)
+		return fail("%u interrupts delivered inside the SYSCALL entry with IF clear (first at "
+			    "rip=0x%lx rsp=0x%lx rflags=0x%lx) in %u syscalls",
+			    uirq_bad, uirq_bad_rip, uirq_bad_rsp, uirq_bad_rflags, usys_count);
+	if (usys_count != loops + 1)
+		return fail("%u syscalls, want %lu", usys_count, (unsigned long)loops + 1);
+	pass_note("%u syscalls with a 20 us timer: %u interrupts, %u in user mode, none inside the "
+		  "SYSCALL entry", usys_count, uirq_ticks, uirq_user_ticks);
+	return NULL;
+}
+
 /* Run only when named (see testguest/README.md). */
 const struct scenario user_scenarios[] = {
 	{ "usermode_syscall", scen_usermode_syscall },
+	{ "usermode_syscall_irq", scen_usermode_syscall_irq },
 };
 const size_t nr_user_scenarios = ARRAY_SIZE(user_scenarios);
