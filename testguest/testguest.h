@@ -180,6 +180,10 @@ const char *gnttab_frontend_ready(void);
 void gnttab_grant_ref(uint32_t ref, domid_t dom, uint64_t gfn, int readonly);
 int gnttab_end_ref(uint32_t ref, uint16_t *flags);
 
+/* ---- blkfront.c: block frontend scenarios, run only when named ---- */
+extern const struct scenario blk_scenarios[];
+extern const size_t nr_blk_scenarios;
+
 /* ---- head.S / hypercall.S ---- */
 extern uint8_t hypercall_page[];
 extern uint32_t pvh_start_info_pa;
