@@ -411,7 +411,7 @@ static const char *wait_be(struct blk_dev *d, unsigned want, unsigned stop, cons
 			break;
 		if (st != last) {
 			DBG(1, "PVHINFO blk: backend state %u (%s)%s\n", st, state_name(st),
-			    (want >> st) & 1 ? "" : ", waiting");
+			    st < 32 && ((want >> st) & 1) ? "" : ", waiting");
 			if (tn + 4 < sizeof(d->trail))
 				tn += (size_t)snprintf(d->trail + tn, sizeof(d->trail) - tn, "%s%u",
 						       tn ? ">" : "", st);
@@ -627,8 +627,9 @@ static const char *write_ring_nodes(struct blk_dev *d)
 			r = fe_put(d, tx, "multi-queue-num-queues", "%u", d->nq);
 		for (unsigned q = 0; q < d->nq && !r; q++) {
 			/* One queue: the plain keys; more: under queue-<n>/ (blkif.h). */
-			char dir[16], k[48];
-			snprintf(dir, sizeof(dir), d->nq > 1 ? "queue-%u/" : "", q);
+			char dir[16] = "", k[48];
+			if (d->nq > 1)
+				snprintf(dir, sizeof(dir), "queue-%u/", q);
 			if (d->order == 0) {
 				snprintf(k, sizeof(k), "%sring-ref", dir);
 				r = fe_put(d, tx, k, "%u", page_ref(d->q[q].page0));
