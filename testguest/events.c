@@ -323,6 +323,12 @@ static void mask_port(evtchn_port_t p)
 			  (xen_ulong_t)1 << (p % BITS_PER_XEN_ULONG), __ATOMIC_SEQ_CST);
 }
 
+/* Upcalls seen for `port` so far (blkfront.c: did the backend notify?). */
+uint32_t evtchn_port_hits(uint32_t port)
+{
+	return port < EVTCHN_2L_NR_CHANNELS ? port_hits[port] : 0;
+}
+
 /* Condition for wait_until: port_hits[w->port] reached w->want. */
 struct hits_wait {
 	evtchn_port_t port;

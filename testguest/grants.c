@@ -904,6 +904,37 @@ static const char *scen_grant_setup_table(void)
 	return NULL;
 }
 
+/* ------------------------------------------------------------------ */
+/* For other files (blkfront.c): v1 grants as Linux's frontends use them */
+
+/*
+ * The table as Linux's gnttab_init leaves it (v1; frames 0 and 1 placed as
+ * ensure_mapped() does, or where earlier scenarios of this boot put them).
+ * Refs below V1_PER_FRAME (frame 0) are usable afterwards.
+ */
+const char *gnttab_frontend_ready(void)
+{
+	uint32_t v;
+	long rc = get_version(DOMID_SELF, &v);
+	if (rc != 0)
+		return fail("grant get_version rc %ld", rc);
+	if (v != 1)
+		return fail("grant table is v%u, want v1 (grant_v2 failed before switching back?)", v);
+	return ensure_mapped();
+}
+
+/* gnttab_grant_foreign_access_ref: frame and domid, wmb, flags. */
+void gnttab_grant_ref(uint32_t ref, domid_t dom, uint64_t gfn, int readonly)
+{
+	grant_v1(ref, dom, gfn, GTF_permit_access | (readonly ? GTF_readonly : 0));
+}
+
+/* gnttab_try_end_foreign_access: 1 revoked, 0 still in use (*flags as found). */
+int gnttab_end_ref(uint32_t ref, uint16_t *flags)
+{
+	return end_access_v1(ref, flags);
+}
+
 /* Run only when named (see testguest/README.md). */
 const struct scenario grant_scenarios[] = {
 	{ "grant_v1", scen_grant_v1 },

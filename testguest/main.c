@@ -143,6 +143,13 @@ static void run_scenario(const char *name, size_t nlen)
 			return;
 		}
 	}
+	for (size_t i = 0; i < nr_blk_scenarios; i++) {
+		if (strlen(blk_scenarios[i].name) == nlen &&
+		    strncmp(blk_scenarios[i].name, name, nlen) == 0) {
+			result(name, nlen, blk_scenarios[i].run());
+			return;
+		}
+	}
 	for (size_t i = 0; i < nr_user_scenarios; i++) {
 		if (strlen(user_scenarios[i].name) == nlen &&
 		    strncmp(user_scenarios[i].name, name, nlen) == 0) {

@@ -151,6 +151,7 @@ int xen_domid(void);
 long evtchn_send(uint32_t port);
 const char *hvm_get_param(uint32_t index, uint64_t *value);
 unsigned long opt_num(const char *key, unsigned long def);
+uint32_t evtchn_port_hits(uint32_t port);
 
 /* ---- xenstore.c ---- */
 extern const struct scenario xenstore_scenarios[];
@@ -169,10 +170,22 @@ int xenstore_unwatch(const char *path, const char *token);
 /* The next watch event within ms: 1 (path/token set), 0 timeout, -1 broken. */
 int xenstore_wait_watch(const char **path, const char **token, uint64_t ms);
 const char *xenstore_error(void);
+const char *xenstore_directory(const char *path, uint32_t *len);	/* NUL-separated names */
+int xenstore_transaction_start(uint32_t *tx);
+int xenstore_transaction_end(uint32_t tx, int commit);	/* 1 + xenstore_error() "EAGAIN": retry */
+int xenstore_write_tx(uint32_t tx, const char *path, const char *value);
 
 /* ---- grants.c: grant-table scenarios, run only when named ---- */
 extern const struct scenario grant_scenarios[];
 extern const size_t nr_grant_scenarios;
+/* v1 grants for blkfront.c (grant_ref_t is uint32_t). */
+const char *gnttab_frontend_ready(void);
+void gnttab_grant_ref(uint32_t ref, domid_t dom, uint64_t gfn, int readonly);
+int gnttab_end_ref(uint32_t ref, uint16_t *flags);
+
+/* ---- blkfront.c: block frontend scenarios, run only when named ---- */
+extern const struct scenario blk_scenarios[];
+extern const size_t nr_blk_scenarios;
 
 /* ---- head.S / hypercall.S ---- */
 extern uint8_t hypercall_page[];

@@ -1058,7 +1058,7 @@ static const char *scen_bench_xenstore(void)
 }
 
 /* ------------------------------------------------------------------ */
-/* The client for other files (grants.c): no transactions               */
+/* The client for other files (grants.c, blkfront.c)                   */
 
 const char *xenstore_connect(void) { return xs_connect(); }
 const char *xenstore_read(const char *path, uint32_t *len) { return xs_read(0, path, len); }
@@ -1071,6 +1071,11 @@ int xenstore_wait_watch(const char **path, const char **token, uint64_t ms)
 	return xs_wait_watch(path, token, ms);
 }
 const char *xenstore_error(void) { return xs_err; }
+/* For blkfront.c: device discovery and Linux's transactional node writes. */
+const char *xenstore_directory(const char *path, uint32_t *len) { return xs_directory(0, path, len); }
+int xenstore_transaction_start(uint32_t *tx) { return xs_transaction_start(tx); }
+int xenstore_transaction_end(uint32_t tx, int commit) { return xs_transaction_end(tx, commit); }
+int xenstore_write_tx(uint32_t tx, const char *path, const char *value) { return xs_write(tx, path, value); }
 
 /* Run only when named (see testguest/README.md). */
 const struct scenario xenstore_scenarios[] = {

@@ -1,0 +1,1883 @@
+/*
+ * pvh test guest: a minimal Xen block frontend (blkfront) and the scenarios
+ * that drive a block backend with it. Run only when named:
+ *
+ *   pvh.scenarios=blk_info        handshake, backend nodes, reconnect, one read
+ *   pvh.scenarios=blk_rw          pattern write/flush/read-back, 1- and 11-segment
+ *                                 requests, sub-page segments, a full ring
+ *   pvh.scenarios=blk_verify      read-back only (data written by an earlier boot)
+ *   pvh.scenarios=blk_multipage   ring-page-order 2 (4 ring pages, 128 slots)
+ *   pvh.scenarios=blk_indirect    BLKIF_OP_INDIRECT requests (32 segments)
+ *   pvh.scenarios=blk_discard     BLKIF_OP_DISCARD, the range reads back as zeros
+ *   pvh.scenarios=blk_mq          two queues (multi-queue-num-queues = 2)
+ *   pvh.scenarios=blk_early_init  Initialised written before the backend's InitWait
+ *   pvh.scenarios=blk_err         the status of one write (pvh.blkexpect), then a read
+ *
+ * Knobs (testguest/README.md): pvh.blkdev, pvh.blkseed, pvh.blkstart,
+ * pvh.blksectors, pvh.blkindirect, pvh.blkexpect, pvh.blksector,
+ * pvh.blkearly, pvh.blktimeout, pvh.blkdebug, pvh.blknotify, pvh.blkrogrant.
+ *
+ * Everything follows Linux's drivers/block/xen-blkfront.c and
+ * drivers/xen/xenbus/ (the names of the Linux functions are in the
+ * comments), with the ABI from Xen's public headers only: xen/io/blkif.h
+ * (requests, DEFINE_RING_TYPES(blkif, ...)), xen/io/ring.h (the ring
+ * macros), xen/io/xenbus.h (states), xen/grant_table.h, xen/event_channel.h.
+ *
+ * XenStore layout (libxl's, for a PV disk; <fe> = device/vbd/<vdev> in our
+ * home, <be> = the frontend's `backend` node, normally
+ * /local/domain/0/backend/vbd/<domid>/<vdev>):
+ *   we read   <fe>/backend, backend-id, virtual-device, device-type, state;
+ *             <be>/state; at InitWait <be>/max-ring-page-order,
+ *             multi-queue-max-queues; at Connected <be>/sectors, info,
+ *             sector-size, physical-sector-size, feature-barrier,
+ *             feature-flush-cache, feature-discard, discard-granularity,
+ *             discard-alignment, discard-secure, feature-persistent,
+ *             feature-max-indirect-segments
+ *   we write  (one transaction) [ring-page-order], ring-ref | ring-ref<i>,
+ *             event-channel, or multi-queue-num-queues + queue-<n>/...,
+ *             protocol = x86_64-abi, feature-persistent = 0; then state.
+ *
+ * Sizes: sector numbers, first_sect/last_sect and `sectors` are in 512-byte
+ * units, as Linux's blkfront uses them (it does not write
+ * feature-large-sector-size). All I/O here is in whole 4 KiB pages at
+ * 8-sector boundaries except blk_rw's sub-page part (512-byte disks only).
+ *
+ * Memory: blk_pages (NOLOAD) holds 8 ring pages (2 queues x 4), 8 indirect
+ * segment pages and 128 data pages, each granted (v1, to backend-id) at
+ * ref BLK_REF_BASE + its index: ring pages for the connection, data and
+ * indirect pages per request (granted at submission, revoked at the
+ * response; a grant the backend still maps then is a failure, as Linux's
+ * blkif_completion treats it since XSA-396).
+ *
+ * Waiting: the backend's state through a XenStore watch on <be>/state;
+ * responses by halting until the ring has some (events.c wait_until: the
+ * event channel's upcall wakes us, the LAPIC watchdog bounds each halt).
+ * Every wait is bounded by pvh.blktimeout (default 10000 ms) and ends in
+ * "FAIL <reason>" with the ring indices or states seen.
+ */
+#include "testguest.h"
+
+#include <xen/event_channel.h>
+#include <xen/grant_table.h>
+#include <xen/io/xenbus.h>
+#include <xen/io/protocols.h>
+
+/*
+ * xen/io/ring.h takes its barriers from us (interface version >= 0x00030208).
+ * x86 is TSO: read and write barriers only order the compiler (Linux's
+ * virt_rmb/virt_wmb); the full barrier is an mfence (virt_mb).
+ */
+#define xen_mb()  __atomic_thread_fence(__ATOMIC_SEQ_CST)
+#define xen_rmb() __atomic_thread_fence(__ATOMIC_ACQUIRE)
+#define xen_wmb() __atomic_thread_fence(__ATOMIC_RELEASE)
+#include <xen/io/blkif.h>
+
+#define evtchn_op(cmd, arg)  HC2(__HYPERVISOR_event_channel_op, cmd, arg)
+
+/* ------------------------------------------------------------------ */
+/* Sizes, pages, grant references                                       */
+
+#define BLK_MAX_QUEUES	2
+#define BLK_MAX_ORDER	2				/* ring pages per queue: up to 4 */
+#define BLK_RING_PAGES	(BLK_MAX_QUEUES << BLK_MAX_ORDER)	/* 8 */
+#define BLK_IND_PAGES	8				/* indirect segment pages */
+#define BLK_DATA_PAGES	128				/* 512 KiB of I/O buffers */
+#define BLK_PAGES	(BLK_RING_PAGES + BLK_IND_PAGES + BLK_DATA_PAGES)
+#define BLK_PAGES_LIT	144				/* the same, for the assembler */
+#define BLK_IND0	BLK_RING_PAGES			/* first indirect page */
+#define BLK_DATA0	(BLK_RING_PAGES + BLK_IND_PAGES)	/* first data page */
+/* Grant refs BLK_REF_BASE + page index: frame 0, past grants.c's refs 10-20. */
+#define BLK_REF_BASE	32
+/* Slots of the largest ring (4 pages): 128; one page: 32. */
+#define BLK_RING_MAX	__CONST_RING_SIZE(blkif, PAGE_SIZE << BLK_MAX_ORDER)
+#define BLK_MAX_SEGS	BLK_DATA_PAGES			/* per (indirect) request */
+#define SEGS_PER_IND_PAGE (PAGE_SIZE / sizeof(struct blkif_request_segment))
+#define SECT		512				/* blkif's sector unit */
+#define SECTS_PER_PAGE	(PAGE_SIZE / SECT)		/* 8 */
+#define BLK_MAX_REQS	(BLK_DATA_PAGES + 8)		/* one batch */
+
+#define STR_(x) #x
+#define STR(x) STR_(x)
+
+_Static_assert(BLK_PAGES == BLK_PAGES_LIT, "BLK_PAGES_LIT");
+_Static_assert(BLK_REF_BASE + BLK_PAGES <= PAGE_SIZE / sizeof(grant_entry_v1_t),
+	       "blkfront's grant refs must lie in grant frame 0");
+_Static_assert(__CONST_RING_SIZE(blkif, PAGE_SIZE) == 32, "one-page blkif ring: 32 slots");
+_Static_assert(BLK_RING_MAX == 128, "four-page blkif ring: 128 slots");
+_Static_assert(sizeof(blkif_request_indirect_t) <= sizeof(blkif_request_t), "indirect fits a slot");
+_Static_assert(sizeof(blkif_request_discard_t) <= sizeof(blkif_request_t), "discard fits a slot");
+_Static_assert(BLK_MAX_SEGS <= SEGS_PER_IND_PAGE, "one indirect page per request");
+
+__asm__(".pushsection .pages, \"aw\", @nobits\n"
+	".balign 4096\n"
+	".globl blk_pages\n"
+	"blk_pages: .skip " STR(BLK_PAGES_LIT) " * 4096\n"
+	".popsection\n");
+extern uint8_t blk_pages[];
+
+static uint8_t *blk_page(unsigned i) { return blk_pages + (size_t)i * PAGE_SIZE; }
+static uint8_t *data_page(unsigned i) { return blk_page(BLK_DATA0 + i); }
+static uint32_t page_ref(unsigned i) { return BLK_REF_BASE + i; }
+static uint64_t page_gfn(unsigned i) { return (uint64_t)(uintptr_t)blk_page(i) >> 12; }
+
+/* ------------------------------------------------------------------ */
+/* The device and its connection                                        */
+
+/* One request as a scenario builds it; blk_run() fills in the result. */
+struct blk_seg {
+	uint16_t page;			/* data page index (0..BLK_DATA_PAGES-1) */
+	uint8_t first, last;		/* sectors within the page, inclusive */
+};
+
+struct blk_req {
+	uint8_t op;			/* BLKIF_OP_READ/WRITE/FLUSH_DISKCACHE/WRITE_BARRIER/DISCARD */
+	uint8_t queue;
+	uint8_t indirect;		/* send READ/WRITE as BLKIF_OP_INDIRECT */
+	uint8_t discard_flag;
+	uint16_t nseg;
+	uint64_t sector;		/* 512-byte units */
+	uint64_t nr_sectors;		/* BLKIF_OP_DISCARD */
+	struct blk_seg seg[BLK_MAX_SEGS];
+	/* results */
+	uint8_t state;			/* REQ_NEW, REQ_SENT, REQ_DONE */
+	int16_t ind_page;		/* the indirect page used, or -1 */
+	int16_t status;			/* BLKIF_RSP_* from the response */
+};
+enum { REQ_NEW, REQ_SENT, REQ_DONE };
+
+struct blk_shadow {			/* Linux's blk_shadow: a request in flight */
+	struct blk_req *req;		/* NULL: slot free */
+	uint64_t id;
+};
+
+struct blk_queue {
+	blkif_front_ring_t ring;
+	evtchn_port_t port;
+	unsigned page0;			/* its first ring page in blk_pages */
+	struct blk_shadow sh[BLK_RING_MAX];
+	/* counters for the current scenario */
+	uint32_t requests, responses, notified, not_notified, max_in_flight;
+	uint32_t hits0;			/* evtchn_port_hits at the start of blk_run */
+};
+
+struct blk_dev {
+	/* found in XenStore */
+	unsigned vdev;
+	char fe[48];			/* "device/vbd/<vdev>" (relative to our home) */
+	char be[128];			/* the frontend's `backend` node */
+	domid_t beid;
+	char type[16];			/* device-type */
+	unsigned fe_state;		/* what we last wrote to <fe>/state */
+	int known;			/* fe_state is ours (prepared once this boot) */
+	/* read at InitWait */
+	uint64_t max_order, max_queues;
+	/* read at Connected */
+	uint64_t sectors, info, sector_size, phys_sector_size;
+	uint64_t barrier, flush, discard, discard_gran, discard_align, discard_secure;
+	uint64_t persistent, max_indirect;
+	/* this connection */
+	unsigned order, nq;
+	int rings;			/* ring pages granted and ports allocated */
+	int connected;
+	struct blk_queue q[BLK_MAX_QUEUES];
+	uint8_t page_busy[BLK_PAGES];
+	uint32_t next_id;
+	/* states the backend went through during the last wait, e.g. "6>2>4" */
+	char trail[48];
+};
+
+static struct blk_dev dev;
+
+/* Per-scenario settings (read from the command line once per scenario). */
+static unsigned blk_dbg;		/* pvh.blkdebug: 1 handshake, 2 every request */
+static uint64_t blk_timeout;		/* pvh.blktimeout, ms */
+static int blk_hlt;			/* upcalls work: wait halted */
+static int blk_notify_always;		/* pvh.blknotify=always */
+static int blk_rogrant;			/* pvh.blkrogrant=1 */
+
+#define DBG(lvl, ...) do { if (blk_dbg >= (lvl)) printk(__VA_ARGS__); } while (0)
+
+static struct blk_req reqs[BLK_MAX_REQS];
+
+/* The failure reason of a scenario, kept apart from fail()'s buffer (cleanup reuses that). */
+static char reason_buf[160];
+static const char *keep(const char *r)
+{
+	if (r && r != reason_buf)
+		snprintf(reason_buf, sizeof(reason_buf), "%s", r);
+	return r ? reason_buf : NULL;
+}
+
+/* ------------------------------------------------------------------ */
+/* Small helpers                                                        */
+
+static int streq(const char *a, const char *b)
+{
+	while (*a && *a == *b)
+		a++, b++;
+	return *a == *b;
+}
+
+static int opt_word(const char *key, const char *word)
+{
+	size_t len;
+	const char *v = cmdline_opt(key, &len);
+	return v && len == strlen(word) && !strncmp(v, word, len);
+}
+
+/* Decimal, whole string: 0 ok, -1 not a number. */
+static int parse_u64(const char *s, uint64_t *out)
+{
+	uint64_t n = 0;
+	const char *p = s;
+	for (; *p >= '0' && *p <= '9'; p++)
+		n = n * 10 + (uint64_t)(*p - '0');
+	if (p == s || *p)
+		return -1;
+	*out = n;
+	return 0;
+}
+
+static const char *state_name(unsigned s)
+{
+	static const char *const names[] = {
+		"Unknown", "Initialising", "InitWait", "Initialised", "Connected",
+		"Closing", "Closed", "Reconfiguring", "Reconfigured",
+	};
+	return s < ARRAY_SIZE(names) ? names[s] : "?";
+}
+
+static const char *op_name(unsigned op)
+{
+	switch (op) {
+	case BLKIF_OP_READ: return "read";
+	case BLKIF_OP_WRITE: return "write";
+	case BLKIF_OP_WRITE_BARRIER: return "barrier";
+	case BLKIF_OP_FLUSH_DISKCACHE: return "flush";
+	case BLKIF_OP_DISCARD: return "discard";
+	case BLKIF_OP_INDIRECT: return "indirect";
+	default: return "op?";
+	}
+}
+
+static const char *status_name(int s)
+{
+	switch (s) {
+	case BLKIF_RSP_OKAY: return "BLKIF_RSP_OKAY";
+	case BLKIF_RSP_ERROR: return "BLKIF_RSP_ERROR";
+	case BLKIF_RSP_EOPNOTSUPP: return "BLKIF_RSP_EOPNOTSUPP";
+	default: return "unknown status";
+	}
+}
+
+/* "write 1024+88 11 segs q0": what a request was, for failure reasons. */
+static const char *req_desc(const struct blk_req *x)
+{
+	static char b[64];
+	if (x->op == BLKIF_OP_DISCARD)
+		snprintf(b, sizeof(b), "discard %lu+%lu q%u", (unsigned long)x->sector,
+			 (unsigned long)x->nr_sectors, x->queue);
+	else if (x->op == BLKIF_OP_FLUSH_DISKCACHE || x->op == BLKIF_OP_WRITE_BARRIER)
+		snprintf(b, sizeof(b), "%s (%u segs) q%u", op_name(x->op), x->nseg, x->queue);
+	else {
+		unsigned n = 0;
+		for (unsigned i = 0; i < x->nseg; i++)
+			n += (unsigned)(x->seg[i].last - x->seg[i].first + 1);
+		snprintf(b, sizeof(b), "%s%s %lu+%u %u segs q%u", x->indirect ? "indirect " : "",
+			 op_name(x->op), (unsigned long)x->sector, n, x->nseg, x->queue);
+	}
+	return b;
+}
+
+/* ------------------------------------------------------------------ */
+/* XenStore                                                             */
+
+static char xs_val[256];
+
+/* <dir>/<key> into xs_val: 1 found, 0 absent (ENOENT), -1 another error. */
+static int xs_get(const char *dir, const char *key)
+{
+	char path[192];
+	uint32_t len = 0;
+	snprintf(path, sizeof(path), "%s/%s", dir, key);
+	const char *v = xenstore_read(path, &len);
+	xs_val[0] = 0;
+	if (!v)
+		return streq(xenstore_error(), "ENOENT") ? 0 : -1;
+	if (len > sizeof(xs_val) - 1)
+		len = sizeof(xs_val) - 1;
+	memcpy(xs_val, v, len);
+	xs_val[len] = 0;
+	return 1;
+}
+
+/* A decimal node, `def` if absent (xenbus_read_unsigned). */
+static const char *xs_num(const char *dir, const char *key, uint64_t def, uint64_t *out)
+{
+	int r = xs_get(dir, key);
+	if (r < 0)
+		return fail("read %s/%s: %s", dir, key, xenstore_error());
+	if (r == 0) {
+		*out = def;
+		return NULL;
+	}
+	if (parse_u64(xs_val, out))
+		return fail("%s/%s = \"%.32s\" is not a number", dir, key, xs_val);
+	return NULL;
+}
+
+/* A decimal node that must exist (xenbus_gather). */
+static const char *xs_need(const char *dir, const char *key, uint64_t *out)
+{
+	int r = xs_get(dir, key);
+	if (r < 0)
+		return fail("read %s/%s: %s", dir, key, xenstore_error());
+	if (r == 0)
+		return fail("no %s/%s", dir, key);
+	if (parse_u64(xs_val, out))
+		return fail("%s/%s = \"%.32s\" is not a number", dir, key, xs_val);
+	return NULL;
+}
+
+/* <fe>/<key> = value inside transaction tx (xenbus_printf). */
+static const char *fe_put(struct blk_dev *d, uint32_t tx, const char *key, const char *fmt, ...)
+	__attribute__((format(printf, 4, 5)));
+static const char *fe_put(struct blk_dev *d, uint32_t tx, const char *key, const char *fmt, ...)
+{
+	char path[96], value[64];
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(value, sizeof(value), fmt, ap);
+	va_end(ap);
+	snprintf(path, sizeof(path), "%s/%s", d->fe, key);
+	if (!streq(key, "state"))
+		DBG(1, "PVHINFO blk: write %s = %s\n", path, value);
+	if (xenstore_write_tx(tx, path, value))
+		return fail("write %s: %s", path, xenstore_error());
+	return NULL;
+}
+
+/* xenbus_switch_state: <fe>/state = s. */
+static const char *fe_state(struct blk_dev *d, unsigned s)
+{
+	const char *r = fe_put(d, 0, "state", "%u", s);
+	if (!r)
+		d->fe_state = s;
+	DBG(1, "PVHINFO blk: write %s/state = %u (%s)\n", d->fe, s, state_name(s));
+	return r;
+}
+
+/* The backend's state now (0 Unknown if the node is absent). */
+static const char *be_state(struct blk_dev *d, unsigned *st)
+{
+	uint64_t v;
+	const char *r = xs_num(d->be, "state", XenbusStateUnknown, &v);
+	*st = (unsigned)v;
+	return r;
+}
+
+/* The backend's `error` node (pvh's connect failure, Linux's xenbus_dev_error), if readable. */
+static const char *be_error(struct blk_dev *d)
+{
+	static char e[80];
+	e[0] = 0;
+	if (xs_get(d->be, "error") == 1)
+		snprintf(e, sizeof(e), "; backend error: %.60s", xs_val);
+	return e;
+}
+
+#define BLK_TOKEN "pvh-blk"
+
+/*
+ * Waits (bounded, pvh.blktimeout) until the backend's state is in `want`
+ * (a mask of 1 << XenbusState). `stop`: states that end the wait at once
+ * with a failure. A watch on <be>/state wakes us; the node is re-read at
+ * least every 250 ms as well. d->trail records the states seen.
+ */
+static const char *wait_be(struct blk_dev *d, unsigned want, unsigned stop, const char *what,
+			   unsigned *got)
+{
+	char path[160];
+	const char *r = NULL;
+	unsigned st = ~0u, last = ~0u;
+	size_t tn = 0;
+	snprintf(path, sizeof(path), "%s/state", d->be);
+	d->trail[0] = 0;
+	if (xenstore_watch(path, BLK_TOKEN))
+		return fail("watch %s: %s", path, xenstore_error());
+	uint64_t end = tsc_deadline_ms(blk_timeout);
+	for (;;) {
+		if ((r = be_state(d, &st)))
+			break;
+		if (st != last) {
+			DBG(1, "PVHINFO blk: backend state %u (%s)%s\n", st, state_name(st),
+			    st < 32 && ((want >> st) & 1) ? "" : ", waiting");
+			if (tn + 4 < sizeof(d->trail))
+				tn += (size_t)snprintf(d->trail + tn, sizeof(d->trail) - tn, "%s%u",
+						       tn ? ">" : "", st);
+			last = st;
+		}
+		if (st < 32 && ((want >> st) & 1))
+			break;
+		if (st < 32 && ((stop >> st) & 1)) {
+			r = fail("backend went to %u (%s) waiting for %s%s", st, state_name(st), what,
+				 be_error(d));
+			break;
+		}
+		uint64_t now = rdtsc();
+		if (now >= end) {
+			r = fail("backend state %u (%s) after %lu ms waiting for %s (seen %s)%s", st,
+				 state_name(st), (unsigned long)blk_timeout, what, d->trail, be_error(d));
+			break;
+		}
+		uint64_t left = (end - now) / tsc_khz() + 1;
+		const char *p, *t;
+		if (xenstore_wait_watch(&p, &t, left < 250 ? left : 250) < 0) {
+			r = fail("xenstore: %s", xenstore_error());
+			break;
+		}
+	}
+	xenstore_unwatch(path, BLK_TOKEN);
+	if (got)
+		*got = st;
+	return r;
+}
+
+/* ------------------------------------------------------------------ */
+/* Finding the device                                                   */
+
+/*
+ * The vbds under device/vbd: `list` gets "51712:disk,51728:cdrom". The
+ * device used is pvh.blkdev=<vdev>, else the lowest-numbered one whose
+ * device-type is "disk" (Linux in a PVH/HVM guest ignores cdroms,
+ * blkfront_probe). Reads its frontend nodes into *d.
+ */
+static const char *blk_find(struct blk_dev *d, char *list, size_t listlen)
+{
+	const char *r;
+	uint32_t len;
+	if ((r = xenstore_connect()))
+		return r;
+	const char *names = xenstore_directory("device/vbd", &len);
+	if (!names)
+		return streq(xenstore_error(), "ENOENT") ? "no device/vbd in XenStore (no --disk?)"
+							 : fail("directory device/vbd: %s", xenstore_error());
+	static char copy[256];
+	if (len >= sizeof(copy))
+		len = sizeof(copy) - 1;
+	memcpy(copy, names, len);
+	copy[len] = 0;
+
+	unsigned vdevs[8], n = 0, pick = ~0u;
+	char types[8][12];
+	for (uint32_t i = 0; i < len && n < 8; i += (uint32_t)strlen(copy + i) + 1) {
+		uint64_t v;
+		if (!copy[i] || parse_u64(copy + i, &v) || v > 0xffffffffu)
+			continue;	/* not a vdev number */
+		vdevs[n] = (unsigned)v;
+		char dir[48];
+		snprintf(dir, sizeof(dir), "device/vbd/%u", vdevs[n]);
+		int t = xs_get(dir, "device-type");
+		snprintf(types[n], sizeof(types[n]), "%s", t == 1 ? xs_val : t == 0 ? "disk" : "?");
+		n++;
+	}
+	if (!n)
+		return "device/vbd has no devices";
+	size_t ln = 0;
+	list[0] = 0;
+	for (unsigned i = 0; i < n && ln < listlen; i++)
+		ln += (size_t)snprintf(list + ln, listlen - ln, "%s%u:%s", i ? "," : "", vdevs[i], types[i]);
+
+	uint64_t want = opt_num("pvh.blkdev=", 0);
+	for (unsigned i = 0; i < n; i++) {
+		if (want ? vdevs[i] == want : streq(types[i], "disk") && (pick == ~0u || vdevs[i] < vdevs[pick]))
+			pick = i;
+	}
+	if (pick == ~0u)
+		return want ? fail("pvh.blkdev=%lu: no such vbd (have %s)", (unsigned long)want, list)
+			    : fail("no vbd with device-type disk (have %s)", list);
+
+	d->vdev = vdevs[pick];
+	snprintf(d->fe, sizeof(d->fe), "device/vbd/%u", d->vdev);
+	snprintf(d->type, sizeof(d->type), "%s", types[pick]);
+	/* xenbus_read_otherend_details: backend-id, backend. */
+	uint64_t beid;
+	if ((r = xs_need(d->fe, "backend-id", &beid)))
+		return r;
+	if (beid >= DOMID_FIRST_RESERVED)
+		return fail("%s/backend-id = %lu", d->fe, (unsigned long)beid);
+	d->beid = (domid_t)beid;
+	int got = xs_get(d->fe, "backend");
+	if (got != 1 || !xs_val[0])
+		return fail("no %s/backend: %s", d->fe, got < 0 ? xenstore_error() : "absent");
+	snprintf(d->be, sizeof(d->be), "%s", xs_val);
+	DBG(1, "PVHINFO blk: vbds %s; using %s (%s), backend %s (domain %u)\n", list, d->fe, d->type,
+	    d->be, d->beid);
+	return NULL;
+}
+
+/* ------------------------------------------------------------------ */
+/* Rings and event channels (setup_blkring, xenbus_setup_ring)          */
+
+static void zero_pages(unsigned first, unsigned n)
+{
+	uint64_t *w = (uint64_t *)blk_page(first);
+	for (size_t i = 0; i < (size_t)n * PAGE_SIZE / 8; i++)
+		w[i] = 0;
+}
+
+static const char *rings_setup(struct blk_dev *d, unsigned order, unsigned nq)
+{
+	long rc;
+	d->order = order;
+	d->nq = nq;
+	for (unsigned q = 0; q < nq; q++) {
+		struct blk_queue *Q = &d->q[q];
+		memset(Q, 0, sizeof(*Q));
+		Q->page0 = q << BLK_MAX_ORDER;
+		zero_pages(Q->page0, 1u << order);
+		blkif_sring_t *s = (blkif_sring_t *)blk_page(Q->page0);
+		XEN_FRONT_RING_INIT(&Q->ring, s, PAGE_SIZE << order);
+		for (unsigned i = 0; i < (1u << order); i++)
+			gnttab_grant_ref(page_ref(Q->page0 + i), d->beid, page_gfn(Q->page0 + i), 0);
+		/* xenbus_alloc_evtchn: an unbound port the backend binds to. */
+		struct evtchn_alloc_unbound au = { .dom = DOMID_SELF, .remote_dom = d->beid };
+		if ((rc = evtchn_op(EVTCHNOP_alloc_unbound, &au)) != 0)
+			return fail("EVTCHNOP_alloc_unbound(remote d%u) rc %ld", d->beid, rc);
+		Q->port = au.port;
+		struct evtchn_unmask um = { .port = Q->port };
+		evtchn_op(EVTCHNOP_unmask, &um);
+		d->rings = 1;
+		DBG(1, "PVHINFO blk: queue %u: %u ring page(s) refs %u.., %u slots, port %u\n", q,
+		    1u << order, page_ref(Q->page0), RING_SIZE(&Q->ring), Q->port);
+	}
+	return NULL;
+}
+
+/* The backend is Closed (or never connected): take everything back. */
+static const char *rings_release(struct blk_dev *d)
+{
+	const char *r = NULL;
+	uint16_t f;
+	if (!d->rings)
+		return NULL;
+	for (unsigned q = 0; q < d->nq; q++) {
+		struct blk_queue *Q = &d->q[q];
+		/* Requests that never got a response: their grants too. */
+		for (unsigned s = 0; s < BLK_RING_MAX; s++) {
+			struct blk_req *x = Q->sh[s].req;
+			if (!x)
+				continue;
+			for (unsigned i = 0; i < x->nseg; i++)
+				gnttab_end_ref(page_ref(BLK_DATA0 + x->seg[i].page), &f);
+			if (x->ind_page >= 0)
+				gnttab_end_ref(page_ref((unsigned)x->ind_page), &f);
+			Q->sh[s].req = NULL;
+		}
+		for (unsigned i = 0; i < (1u << d->order); i++)
+			if (!gnttab_end_ref(page_ref(Q->page0 + i), &f) && !r)
+				r = fail("backend still maps ring page %u of queue %u (ref %u, flags 0x%x) after Closed",
+					 i, q, page_ref(Q->page0 + i), f);
+		struct evtchn_close c = { .port = Q->port };
+		evtchn_op(EVTCHNOP_close, &c);
+	}
+	memset(d->page_busy, 0, sizeof(d->page_busy));
+	d->rings = 0;
+	return r;
+}
+
+/* ------------------------------------------------------------------ */
+/* The handshake (blkback_changed, talk_to_blkback, blkfront_connect)   */
+
+/*
+ * Transport nodes an earlier connection of this frontend may have left
+ * (another ring size or queue count). Linux leaves them, and Linux's
+ * blkback reads ring-page-order and multi-queue-num-queues first, so they
+ * do not matter there; a backend reading `ring-ref` whenever it exists
+ * would take a stale one. Removed so that no scenario depends on the one
+ * before it.
+ */
+static void remove_ring_nodes(struct blk_dev *d)
+{
+	static const char *const keys[] = {
+		"ring-ref", "event-channel", "ring-page-order", "multi-queue-num-queues",
+		"ring-ref0", "ring-ref1", "ring-ref2", "ring-ref3", "queue-0", "queue-1",
+	};
+	_Static_assert(BLK_MAX_ORDER == 2 && BLK_MAX_QUEUES == 2, "keys[] covers what we write");
+	char path[96];
+	for (unsigned i = 0; i < ARRAY_SIZE(keys); i++) {
+		snprintf(path, sizeof(path), "%s/%s", d->fe, keys[i]);
+		xenstore_rm(path);	/* ENOENT: fine */
+	}
+}
+
+/* Publish the rings (write_per_ring_nodes etc.) in one transaction, as talk_to_blkback. */
+static const char *write_ring_nodes(struct blk_dev *d)
+{
+	const char *r;
+	remove_ring_nodes(d);
+	for (int attempt = 0; attempt < 10; attempt++) {
+		uint32_t tx;
+		if (xenstore_transaction_start(&tx))
+			return fail("transaction_start: %s", xenstore_error());
+		r = NULL;
+		if (d->order > 0)
+			r = fe_put(d, tx, "ring-page-order", "%u", d->order);
+		if (!r && d->nq > 1)
+			r = fe_put(d, tx, "multi-queue-num-queues", "%u", d->nq);
+		for (unsigned q = 0; q < d->nq && !r; q++) {
+			/* One queue: the plain keys; more: under queue-<n>/ (blkif.h). */
+			char dir[16] = "", k[48];
+			if (d->nq > 1)
+				snprintf(dir, sizeof(dir), "queue-%u/", q);
+			if (d->order == 0) {
+				snprintf(k, sizeof(k), "%sring-ref", dir);
+				r = fe_put(d, tx, k, "%u", page_ref(d->q[q].page0));
+			}
+			for (unsigned i = 0; d->order > 0 && i < (1u << d->order) && !r; i++) {
+				snprintf(k, sizeof(k), "%sring-ref%u", dir, i);
+				r = fe_put(d, tx, k, "%u", page_ref(d->q[q].page0 + i));
+			}
+			if (!r) {
+				snprintf(k, sizeof(k), "%sevent-channel", dir);
+				r = fe_put(d, tx, k, "%u", d->q[q].port);
+			}
+		}
+		if (!r)
+			r = fe_put(d, tx, "protocol", "%s", XEN_IO_PROTO_ABI_X86_64);
+		if (!r)
+			r = fe_put(d, tx, "feature-persistent", "%u", 0);
+		if (r) {
+			xenstore_transaction_end(tx, 0);
+			return r;
+		}
+		int e = xenstore_transaction_end(tx, 1);
+		if (e == 1 && streq(xenstore_error(), "EAGAIN"))
+			continue;
+		if (e)
+			return fail("transaction_end: %s", xenstore_error());
+		return NULL;
+	}
+	return "transaction_end EAGAIN 10 times";
+}
+
+/* blkfront_connect / blkfront_gather_backend_features: what the backend published. */
+static const char *read_connected(struct blk_dev *d)
+{
+	const char *r;
+	if ((r = xs_need(d->be, "sectors", &d->sectors)) || (r = xs_need(d->be, "info", &d->info)) ||
+	    (r = xs_need(d->be, "sector-size", &d->sector_size)))
+		return fail("backend Connected, but %s", keep(r));
+	if ((r = xs_num(d->be, "physical-sector-size", d->sector_size, &d->phys_sector_size)) ||
+	    (r = xs_num(d->be, "feature-barrier", 0, &d->barrier)) ||
+	    (r = xs_num(d->be, "feature-flush-cache", 0, &d->flush)) ||
+	    (r = xs_num(d->be, "feature-discard", 0, &d->discard)) ||
+	    (r = xs_num(d->be, "discard-granularity", d->sector_size, &d->discard_gran)) ||
+	    (r = xs_num(d->be, "discard-alignment", 0, &d->discard_align)) ||
+	    (r = xs_num(d->be, "discard-secure", 0, &d->discard_secure)) ||
+	    (r = xs_num(d->be, "feature-persistent", 0, &d->persistent)) ||
+	    (r = xs_num(d->be, "feature-max-indirect-segments", 0, &d->max_indirect)))
+		return r;
+	DBG(1, "PVHINFO blk: connected: sectors %lu sector-size %lu physical-sector-size %lu info 0x%lx "
+	    "barrier %lu flush %lu discard %lu (granularity %lu alignment %lu secure %lu) persistent %lu "
+	    "max-indirect %lu\n", (unsigned long)d->sectors, (unsigned long)d->sector_size,
+	    (unsigned long)d->phys_sector_size, (unsigned long)d->info, (unsigned long)d->barrier,
+	    (unsigned long)d->flush, (unsigned long)d->discard, (unsigned long)d->discard_gran,
+	    (unsigned long)d->discard_align, (unsigned long)d->discard_secure,
+	    (unsigned long)d->persistent, (unsigned long)d->max_indirect);
+	return NULL;
+}
+
+/*
+ * Connect with `order` (ring pages 1 << order per queue) and `nq` queues.
+ * Linux's order (early == 0): wait for InitWait, read max-ring-page-order
+ * and multi-queue-max-queues, set up the rings, write the nodes, state
+ * Initialised, wait for Connected, read the disk's nodes, state Connected.
+ * early != 0: skip the wait for InitWait (one page, one queue: the defaults
+ * in effect then, blkif.h); the backend's state at that moment is returned
+ * in *early_state.
+ */
+static const char *blk_connect(struct blk_dev *d, unsigned order, unsigned nq, int early,
+			       unsigned *early_state)
+{
+	const char *r;
+	unsigned st;
+	if (!early) {
+		/* blkback_changed(InitWait) -> talk_to_blkback */
+		if ((r = wait_be(d, 1u << XenbusStateInitWait, 1u << XenbusStateClosing, "InitWait", &st)))
+			return r;
+		if ((r = xs_num(d->be, "max-ring-page-order", 0, &d->max_order)) ||
+		    (r = xs_num(d->be, "multi-queue-max-queues", 1, &d->max_queues)))
+			return r;
+		DBG(1, "PVHINFO blk: backend max-ring-page-order %lu multi-queue-max-queues %lu\n",
+		    (unsigned long)d->max_order, (unsigned long)d->max_queues);
+		if (order > d->max_order)
+			return fail("backend offers max-ring-page-order %lu, need %u", (unsigned long)d->max_order,
+				    order);
+		if (nq > d->max_queues)
+			return fail("backend offers multi-queue-max-queues %lu, need %u",
+				    (unsigned long)d->max_queues, nq);
+	} else {
+		order = 0;
+		nq = 1;
+		if ((r = be_state(d, &st)))
+			return r;
+		*early_state = st;
+		DBG(1, "PVHINFO blk: early: backend state %u (%s), not waiting for InitWait\n", st,
+		    state_name(st));
+	}
+	if ((r = rings_setup(d, order, nq)) || (r = write_ring_nodes(d)) ||
+	    (r = fe_state(d, XenbusStateInitialised)))
+		return r;
+	/* blkback_changed(Connected) -> blkfront_connect */
+	unsigned stop = early ? 0 : (1u << XenbusStateClosing) | (1u << XenbusStateClosed);
+	if ((r = wait_be(d, 1u << XenbusStateConnected, stop, "Connected", &st)))
+		return r;
+	if ((r = read_connected(d)) || (r = fe_state(d, XenbusStateConnected)))
+		return r;
+	d->connected = 1;
+	return NULL;
+}
+
+/*
+ * Close, as Linux's xenbus_reset_frontend (and blkfront on unplug): Closing,
+ * wait for the backend's Closing (or Closed), Closed, wait for its Closed;
+ * then the rings come back (every grant revocable, ports closed), and with
+ * `reinit` the frontend goes to Initialising and waits for the backend's
+ * InitWait (the reset's last step: the next connect starts from there).
+ */
+static const char *blk_teardown(struct blk_dev *d, int reinit)
+{
+	const char *r = NULL, *r2;
+	d->connected = 0;
+	if ((r = fe_state(d, XenbusStateClosing)) ||
+	    (r = wait_be(d, (1u << XenbusStateClosing) | (1u << XenbusStateClosed), 0, "Closing", NULL)) ||
+	    (r = fe_state(d, XenbusStateClosed)) ||
+	    (r = wait_be(d, 1u << XenbusStateClosed, 0, "Closed", NULL)))
+		r = keep(r);
+	r2 = rings_release(d);
+	if (!r && r2)
+		r = r2;
+	if (!r && reinit && !(r = fe_state(d, XenbusStateInitialising)))
+		r = wait_be(d, 1u << XenbusStateInitWait, 0, "InitWait after Initialising", NULL);
+	return r;
+}
+
+/*
+ * Ready to connect: our frontend Initialising. The first time in a boot the
+ * frontend state is read; anything but Initialising (a previous scenario's
+ * leftover, a backend Connected to someone) is reset first.
+ */
+static const char *blk_prepare(struct blk_dev *d)
+{
+	const char *r;
+	uint64_t fs;
+	unsigned bs;
+	if (d->known && d->fe_state == XenbusStateInitialising && !d->rings)
+		return NULL;
+	if ((r = xs_num(d->fe, "state", XenbusStateUnknown, &fs)) || (r = be_state(d, &bs)))
+		return r;
+	d->fe_state = (unsigned)fs;
+	d->known = 1;
+	DBG(1, "PVHINFO blk: frontend state %lu (%s), backend %u (%s)\n", (unsigned long)fs,
+	    state_name((unsigned)fs), bs, state_name(bs));
+	if (fs == XenbusStateInitialising && bs != XenbusStateConnected && !d->rings)
+		return NULL;
+	return blk_teardown(d, 1);
+}
+
+static void blk_settings(void)
+{
+	blk_dbg = (unsigned)opt_num("pvh.blkdebug=", 0);
+	blk_timeout = opt_num("pvh.blktimeout=", 10000);
+	if (!blk_timeout)
+		blk_timeout = 10000;
+	blk_notify_always = opt_word("pvh.blknotify=", "always");
+	blk_rogrant = opt_num("pvh.blkrogrant=", 0) != 0;
+}
+
+/* Find the device, grants and upcalls ready, frontend Initialising. */
+static const char *blk_begin(struct blk_dev *d, char *list, size_t listlen)
+{
+	const char *r;
+	char dummy[8];
+	blk_settings();
+	if ((r = blk_find(d, list ? list : dummy, list ? listlen : sizeof(dummy))))
+		return r;
+	if ((r = gnttab_frontend_ready()))
+		return r;
+	/* Upcalls only wake us (the ring is polled); without them waits spin. */
+	if ((r = xen_setup())) {
+		printk("PVHINFO blk: no upcalls (%s): spinning, notifications not checked\n", r);
+		blk_hlt = 0;
+	} else {
+		blk_hlt = 1;
+	}
+	return blk_prepare(d);
+}
+
+/* The scenario's end: disconnect, keeping the first failure. */
+static const char *blk_end(struct blk_dev *d, const char *r)
+{
+	r = keep(r);
+	if (!d->known)
+		return r;
+	const char *t = blk_teardown(d, 1);
+	if (t && r)
+		printk("PVHINFO blk: teardown after the failure: %s\n", t);
+	return r ? r : keep(t);
+}
+
+/* ------------------------------------------------------------------ */
+/* Requests (blkif_queue_request, blkif_interrupt, blkif_completion)    */
+
+static int ind_page_free(struct blk_dev *d)
+{
+	for (unsigned i = 0; i < BLK_IND_PAGES; i++)
+		if (!d->page_busy[BLK_IND0 + i])
+			return (int)(BLK_IND0 + i);
+	return -1;
+}
+
+/* Build x into the next slot of its queue's ring (not yet pushed). */
+static const char *submit(struct blk_dev *d, struct blk_req *x)
+{
+	struct blk_queue *Q = &d->q[x->queue];
+	unsigned slot = 0;
+	while (slot < RING_SIZE(&Q->ring) && Q->sh[slot].req)
+		slot++;
+	if (slot >= RING_SIZE(&Q->ring))
+		return "internal: no free shadow slot";
+	uint64_t id = 0xb10c000000000000ULL | (uint64_t)(d->next_id++ & 0xffffff) << 24 |
+		      (uint64_t)x->queue << 16 | slot;
+	int ro = blk_rogrant && x->op == BLKIF_OP_WRITE;
+
+	union {
+		blkif_request_t rw;
+		blkif_request_indirect_t ind;
+		blkif_request_discard_t dis;
+	} u;
+	memset(&u, 0, sizeof(u));
+	x->ind_page = -1;
+
+	for (unsigned i = 0; i < x->nseg; i++) {
+		unsigned p = BLK_DATA0 + x->seg[i].page;
+		if (x->seg[i].page >= BLK_DATA_PAGES || x->seg[i].first > x->seg[i].last ||
+		    x->seg[i].last >= SECTS_PER_PAGE)
+			return fail("internal: bad segment %u of %s", i, req_desc(x));
+		if (d->page_busy[p])
+			return fail("internal: data page %u in two requests at once", x->seg[i].page);
+	}
+	switch (x->op) {
+	case BLKIF_OP_READ:
+	case BLKIF_OP_WRITE:
+		if (x->indirect) {
+			int ip = ind_page_free(d);
+			if (ip < 0 || x->nseg > SEGS_PER_IND_PAGE)
+				return "internal: no indirect page";
+			struct blkif_request_segment *segs = (void *)blk_page((unsigned)ip);
+			for (unsigned i = 0; i < x->nseg; i++)
+				segs[i] = (struct blkif_request_segment){
+					.gref = page_ref(BLK_DATA0 + x->seg[i].page),
+					.first_sect = x->seg[i].first, .last_sect = x->seg[i].last,
+				};
+			x->ind_page = (int16_t)ip;
+			d->page_busy[ip] = 1;
+			/* Linux grants the indirect pages like the data (rw). */
+			gnttab_grant_ref(page_ref((unsigned)ip), d->beid, page_gfn((unsigned)ip), blk_rogrant);
+			u.ind.operation = BLKIF_OP_INDIRECT;
+			u.ind.indirect_op = x->op;
+			u.ind.nr_segments = x->nseg;
+			u.ind.id = id;
+			u.ind.sector_number = x->sector;
+			u.ind.handle = (blkif_vdev_t)d->vdev;
+			u.ind.indirect_grefs[0] = page_ref((unsigned)ip);
+		} else {
+			if (x->nseg > BLKIF_MAX_SEGMENTS_PER_REQUEST)
+				return fail("internal: %u segments without indirect", x->nseg);
+			u.rw.operation = x->op;
+			u.rw.nr_segments = (uint8_t)x->nseg;
+			u.rw.handle = (blkif_vdev_t)d->vdev;
+			u.rw.id = id;
+			u.rw.sector_number = x->sector;
+			for (unsigned i = 0; i < x->nseg; i++)
+				u.rw.seg[i] = (struct blkif_request_segment){
+					.gref = page_ref(BLK_DATA0 + x->seg[i].page),
+					.first_sect = x->seg[i].first, .last_sect = x->seg[i].last,
+				};
+		}
+		for (unsigned i = 0; i < x->nseg; i++) {
+			unsigned p = BLK_DATA0 + x->seg[i].page;
+			d->page_busy[p] = 1;
+			gnttab_grant_ref(page_ref(p), d->beid, page_gfn(p), ro);
+		}
+		break;
+	case BLKIF_OP_FLUSH_DISKCACHE:
+	case BLKIF_OP_WRITE_BARRIER:
+		/* An empty flush/barrier as Linux sends for REQ_PREFLUSH: no segments. */
+		u.rw.operation = x->op;
+		u.rw.nr_segments = 0;
+		u.rw.handle = (blkif_vdev_t)d->vdev;
+		u.rw.id = id;
+		u.rw.sector_number = x->sector;
+		x->nseg = 0;
+		break;
+	case BLKIF_OP_DISCARD:
+		/* blkif_queue_discard_req */
+		u.dis.operation = BLKIF_OP_DISCARD;
+		u.dis.flag = x->discard_flag;
+		u.dis.handle = (blkif_vdev_t)d->vdev;
+		u.dis.id = id;
+		u.dis.sector_number = x->sector;
+		u.dis.nr_sectors = x->nr_sectors;
+		x->nseg = 0;
+		break;
+	default:
+		return fail("internal: op %u", x->op);
+	}
+	*RING_GET_REQUEST(&Q->ring, Q->ring.req_prod_pvt) = u.rw;
+	Q->ring.req_prod_pvt++;
+	Q->sh[slot].req = x;
+	Q->sh[slot].id = id;
+	Q->requests++;
+	x->state = REQ_SENT;
+	DBG(2, "PVHINFO blk: q%u slot %u id 0x%lx: %s\n", x->queue, slot, (unsigned long)id, req_desc(x));
+	return NULL;
+}
+
+/* Publish what submit() built; notify if req_event says so (RING_PUSH_REQUESTS_AND_CHECK_NOTIFY). */
+static const char *push(struct blk_dev *d, unsigned q)
+{
+	struct blk_queue *Q = &d->q[q];
+	int notify;
+	RING_PUSH_REQUESTS_AND_CHECK_NOTIFY(&Q->ring, notify);
+	uint32_t in_flight = Q->ring.req_prod_pvt - Q->ring.rsp_cons;
+	if (in_flight > Q->max_in_flight)
+		Q->max_in_flight = in_flight;
+	DBG(2, "PVHINFO blk: q%u push req_prod %u (req_event %u, %u in flight): %s\n", q,
+	    Q->ring.req_prod_pvt, Q->ring.sring->req_event, in_flight,
+	    notify ? "notify" : blk_notify_always ? "notify (pvh.blknotify=always)" : "no notify");
+	if (!notify && !blk_notify_always) {
+		Q->not_notified++;
+		return NULL;
+	}
+	long rc = evtchn_send(Q->port);
+	if (rc != 0)
+		return fail("EVTCHNOP_send(port %u) rc %ld", Q->port, rc);
+	Q->notified++;
+	return NULL;
+}
+
+/* One response: match it to its request, check the operation, take the grants back. */
+static const char *complete(struct blk_dev *d, unsigned q, const blkif_response_t *rsp)
+{
+	struct blk_queue *Q = &d->q[q];
+	unsigned slot = (unsigned)(rsp->id & 0xffff);
+	uint16_t f;
+	if (slot >= RING_SIZE(&Q->ring) || !Q->sh[slot].req || Q->sh[slot].id != rsp->id)
+		return fail("q%u: response id 0x%lx (op %u status %d) matches no request in flight", q,
+			    (unsigned long)rsp->id, rsp->operation, rsp->status);
+	struct blk_req *x = Q->sh[slot].req;
+	/* Linux checks bret.operation against the request's (the indirect_op for BLKIF_OP_INDIRECT). */
+	if (rsp->operation != x->op)
+		return fail("q%u: response to %s has operation %u, want %u%s", q, req_desc(x),
+			    rsp->operation, x->op, x->indirect ? " (the indirect_op, as Linux checks)" : "");
+	x->status = rsp->status;
+	x->state = REQ_DONE;
+	Q->sh[slot].req = NULL;
+	Q->responses++;
+	DBG(2, "PVHINFO blk: q%u slot %u id 0x%lx done: status %d\n", q, slot, (unsigned long)rsp->id,
+	    rsp->status);
+	/* blkif_completion: without persistent grants every grant must be free again now. */
+	for (unsigned i = 0; i < x->nseg; i++) {
+		unsigned p = BLK_DATA0 + x->seg[i].page;
+		d->page_busy[p] = 0;
+		if (!gnttab_end_ref(page_ref(p), &f))
+			return fail("backend still maps data ref %u (flags 0x%x) after answering %s", page_ref(p), f,
+				    req_desc(x));
+	}
+	if (x->ind_page >= 0) {
+		d->page_busy[x->ind_page] = 0;
+		if (!gnttab_end_ref(page_ref((unsigned)x->ind_page), &f))
+			return fail("backend still maps indirect page ref %u (flags 0x%x) after answering %s",
+				    page_ref((unsigned)x->ind_page), f, req_desc(x));
+	}
+	return NULL;
+}
+
+/* blkif_interrupt: take every response, then re-arm rsp_event (RING_FINAL_CHECK_FOR_RESPONSES). */
+static const char *reap(struct blk_dev *d, unsigned q, unsigned *got)
+{
+	struct blk_queue *Q = &d->q[q];
+	const char *r;
+	for (;;) {
+		RING_IDX rp = *(volatile RING_IDX *)&Q->ring.sring->rsp_prod, i;
+		xen_rmb();	/* the responses after the index */
+		if (RING_RESPONSE_PROD_OVERFLOW(&Q->ring, rp))
+			return fail("q%u: rsp_prod %u is %u past rsp_cons %u (ring of %u)", q, rp,
+				    rp - Q->ring.rsp_cons, Q->ring.rsp_cons, RING_SIZE(&Q->ring));
+		for (i = Q->ring.rsp_cons; i != rp; i++) {
+			blkif_response_t rsp;
+			RING_COPY_RESPONSE(&Q->ring, i, &rsp);
+			if ((r = complete(d, q, &rsp))) {
+				Q->ring.rsp_cons = i + 1;
+				return r;
+			}
+			(*got)++;
+		}
+		Q->ring.rsp_cons = i;
+		if (i != Q->ring.req_prod_pvt) {
+			int more;
+			RING_FINAL_CHECK_FOR_RESPONSES(&Q->ring, more);
+			if (!more)
+				return NULL;
+		} else {
+			Q->ring.sring->rsp_event = i + 1;
+			return NULL;
+		}
+	}
+}
+
+static int responses_ready(const void *arg)
+{
+	const struct blk_dev *d = arg;
+	for (unsigned q = 0; q < d->nq; q++)
+		if (*(volatile RING_IDX *)&d->q[q].ring.sring->rsp_prod != d->q[q].ring.rsp_cons)
+			return 1;
+	return 0;
+}
+
+struct hit_wait {
+	uint32_t port, hits0;
+};
+
+static int port_hit(const void *arg)
+{
+	const struct hit_wait *w = arg;
+	return evtchn_port_hits(w->port) != w->hits0;
+}
+
+/* Why nothing came back: the first queue with requests in flight. */
+static const char *stuck(struct blk_dev *d)
+{
+	for (unsigned q = 0; q < d->nq; q++) {
+		struct blk_queue *Q = &d->q[q];
+		blkif_sring_t *s = Q->ring.sring;
+		uint32_t in_flight = Q->ring.req_prod_pvt - Q->ring.rsp_cons;
+		if (!in_flight)
+			continue;
+		printk("PVHINFO blk: stuck q%u: %u in flight, req_prod %u req_event %u rsp_prod %u rsp_event %u "
+		       "rsp_cons %u; pushes notified %u, not notified %u (req_event); port %u upcalls %u\n", q,
+		       in_flight, s->req_prod, s->req_event, s->rsp_prod, s->rsp_event, Q->ring.rsp_cons,
+		       Q->notified, Q->not_notified, Q->port, evtchn_port_hits(Q->port) - Q->hits0);
+		return fail("no response in %lu ms: q%u %u in flight, req_prod %u req_event %u rsp_prod %u, "
+			    "notified %u/%u", (unsigned long)blk_timeout, q, in_flight, s->req_prod, s->req_event,
+			    s->rsp_prod, Q->notified, Q->notified + Q->not_notified);
+	}
+	return "no response, nothing in flight (internal)";
+}
+
+/*
+ * Runs requests r[0..n): each queue's ring is kept as full as it goes
+ * (submitted in array order per queue), responses are taken as they come.
+ * Returns a failure for a timeout (pvh.blktimeout without any response) or a
+ * protocol violation; a response's status is only recorded (x->status).
+ * Afterwards every queue used must have seen an event (upcall): the
+ * backend notifies when rsp_prod passes rsp_event.
+ */
+static const char *blk_run(struct blk_dev *d, struct blk_req *r, unsigned n)
+{
+	const char *e;
+	unsigned cursor[BLK_MAX_QUEUES] = { 0 }, done = 0, used = 0;
+	if (!d->connected)
+		return "internal: not connected";
+	for (unsigned i = 0; i < n; i++) {
+		r[i].state = REQ_NEW;
+		r[i].status = 0x7fff;
+		if (r[i].queue >= d->nq)
+			return fail("internal: request %u on queue %u of %u", i, r[i].queue, d->nq);
+	}
+	for (unsigned q = 0; q < d->nq; q++)
+		d->q[q].hits0 = evtchn_port_hits(d->q[q].port);
+	uint64_t end = tsc_deadline_ms(blk_timeout);
+	while (done < n) {
+		for (unsigned q = 0; q < d->nq; q++) {
+			struct blk_queue *Q = &d->q[q];
+			unsigned built = 0;
+			while (cursor[q] < n) {
+				struct blk_req *x = &r[cursor[q]];
+				if (x->queue != q || x->state != REQ_NEW) {
+					cursor[q]++;
+					continue;
+				}
+				if (RING_FULL(&Q->ring) || (x->indirect && ind_page_free(d) < 0))
+					break;
+				if ((e = submit(d, x)))
+					return e;
+				cursor[q]++;
+				built++;
+			}
+			if (built) {
+				used |= 1u << q;
+				if ((e = push(d, q)))
+					return e;
+			}
+		}
+		unsigned got = 0;
+		for (unsigned q = 0; q < d->nq; q++)
+			if ((e = reap(d, q, &got)))
+				return e;
+		done += got;
+		if (done >= n)
+			break;
+		uint64_t now = rdtsc();
+		if (got) {
+			end = now + blk_timeout * tsc_khz();	/* progress: a new deadline */
+			continue;
+		}
+		if (now >= end || !wait_until(responses_ready, d, (end - now) / tsc_khz() + 1, blk_hlt, NULL)) {
+			if (responses_ready(d))
+				continue;
+			return stuck(d);
+		}
+	}
+	/* Every queue used must have been notified at least once. */
+	for (unsigned q = 0; q < d->nq && blk_hlt; q++) {
+		struct blk_queue *Q = &d->q[q];
+		struct hit_wait w = { Q->port, Q->hits0 };
+		if (!((used >> q) & 1) || port_hit(&w))
+			continue;
+		if (!wait_until(port_hit, &w, 500, blk_hlt, NULL))
+			return fail("q%u: responses but no event on port %u in 500 ms (the backend must "
+				    "notify when rsp_prod passes rsp_event)", q, Q->port);
+	}
+	return NULL;
+}
+
+/* The first request whose status is not OKAY, as a failure. */
+static const char *all_okay(const struct blk_req *r, unsigned n)
+{
+	for (unsigned i = 0; i < n; i++)
+		if (r[i].status != BLKIF_RSP_OKAY)
+			return fail("%s: status %d (%s)", req_desc(&r[i]), r[i].status, status_name(r[i].status));
+	return NULL;
+}
+
+/* One request that needs no data (flush, barrier, discard) on queue 0: its status. */
+static const char *blk_simple(struct blk_dev *d, uint8_t op, uint64_t sector, uint64_t nr, int16_t *status)
+{
+	struct blk_req *x = &reqs[0];
+	const char *r;
+	memset(x, 0, sizeof(*x));
+	x->op = op;
+	x->sector = sector;
+	x->nr_sectors = nr;
+	if ((r = blk_run(d, x, 1)))
+		return r;
+	*status = x->status;
+	return NULL;
+}
+
+/* ------------------------------------------------------------------ */
+/* The data pattern                                                     */
+
+/*
+ * Every 512-byte sector holds 64 little-endian words: "PVHBLK\0\0", its
+ * sector number, the seed, 60 words derived from both (base + i * K),
+ * and the sum of the 63 words before. A sector therefore says which
+ * sector and seed it was written for; pat_check() names what it found.
+ */
+#define PAT_MAGIC	0x00004b4c42485650ULL		/* "PVHBLK" */
+#define POISON		0x00004e4f53494f50ULL		/* "POISON": read buffers before a read */
+#define PAT_K		0x9e3779b97f4a7c15ULL
+
+static uint64_t pat_base(uint64_t lba, uint32_t seed)
+{
+	uint64_t z = lba * PAT_K + seed;
+	z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+	z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+	return z ^ (z >> 31);
+}
+
+static void pat_fill(uint64_t *w, uint64_t lba, uint32_t seed)
+{
+	uint64_t v = pat_base(lba, seed), sum;
+	w[0] = PAT_MAGIC;
+	w[1] = lba;
+	w[2] = seed;
+	sum = PAT_MAGIC + lba + seed;
+	for (unsigned i = 3; i < 63; i++) {
+		v += PAT_K;
+		w[i] = v;
+		sum += v;
+	}
+	w[63] = sum;
+}
+
+static void poison_sector(uint64_t *w)
+{
+	for (unsigned i = 0; i < 64; i++)
+		w[i] = POISON;
+}
+
+/*
+ * NULL if the sector holds (lba, seed)'s pattern (or zeros, with
+ * want_zero); else what it holds. The common case is one pass comparing
+ * with the generator (the emulator on the test host makes every guest
+ * instruction count); the description is worked out only on a mismatch.
+ */
+static const char *pat_check(const uint64_t *w, uint64_t lba, uint32_t seed, int want_zero)
+{
+	static char b[96];
+	unsigned k, zero = 1, poison = 1;
+	if (want_zero) {
+		for (k = 0; k < 64 && !w[k]; k++)
+			;
+		if (k == 64)
+			return NULL;
+	} else if (w[0] == PAT_MAGIC && w[1] == lba && w[2] == seed) {
+		uint64_t v = pat_base(lba, seed), sum = PAT_MAGIC + lba + seed;
+		for (k = 3; k < 63; k++) {
+			v += PAT_K;
+			if (w[k] != v)
+				break;
+			sum += v;
+		}
+		if (k == 63 && w[63] == sum)
+			return NULL;
+	}
+	uint64_t sum = 0;
+	for (k = 0; k < 64; k++) {
+		zero &= w[k] == 0;
+		poison &= w[k] == POISON;
+		if (k < 63)
+			sum += w[k];
+	}
+	if (poison)
+		return "the poison: nothing was read into it";
+	if (want_zero)
+		return w[0] == PAT_MAGIC ? "its old pattern, not zeros" : "data, not zeros";
+	if (zero)
+		return "zeros";
+	if (w[0] == PAT_MAGIC && w[63] == sum) {
+		if (w[1] != lba)
+			snprintf(b, sizeof(b), "sector %lu's data (seed %lu)", (unsigned long)w[1], (unsigned long)w[2]);
+		else if (w[2] != seed)
+			snprintf(b, sizeof(b), "seed %lu's data, not seed %u's", (unsigned long)w[2], seed);
+		else
+			snprintf(b, sizeof(b), "a pattern with the right header but other words");
+		return b;
+	}
+	if (w[0] == PAT_MAGIC)
+		snprintf(b, sizeof(b), "a damaged pattern (checksum 0x%lx, want 0x%lx)", (unsigned long)w[63],
+			 (unsigned long)sum);
+	else
+		snprintf(b, sizeof(b), "other data (first word 0x%lx)", (unsigned long)w[0]);
+	return b;
+}
+
+static uint32_t blk_seed(void)
+{
+	return (uint32_t)opt_num("pvh.blkseed=", 1);
+}
+
+/* The region blk_rw writes and blk_verify reads: pvh.blkstart, pvh.blksectors. */
+static const char *blk_region(struct blk_dev *d, uint64_t *start, uint64_t *count)
+{
+	*start = opt_num("pvh.blkstart=", 0);
+	*count = opt_num("pvh.blksectors=", 1024);
+	if (*start % SECTS_PER_PAGE || *count % SECTS_PER_PAGE || !*count)
+		return fail("pvh.blkstart=%lu pvh.blksectors=%lu: want multiples of 8, count > 0",
+			    (unsigned long)*start, (unsigned long)*count);
+	if (*start + *count > d->sectors)
+		return fail("region %lu+%lu beyond the disk's %lu sectors", (unsigned long)*start,
+			    (unsigned long)*count, (unsigned long)d->sectors);
+	return NULL;
+}
+
+static const char *need_writable(struct blk_dev *d)
+{
+	if (d->info & VDISK_READONLY)
+		return fail("vbd %u is read-only (info 0x%lx)", d->vdev, (unsigned long)d->info);
+	return NULL;
+}
+
+/* ------------------------------------------------------------------ */
+/* Moving ranges of the disk through the data pages                    */
+
+struct xfer {
+	unsigned segs;		/* pages per request */
+	int indirect;		/* as BLKIF_OP_INDIRECT */
+	int spread;		/* request k on queue (k + rot) % nq, else queue 0 */
+	unsigned rot;
+};
+
+/* Requests for `pages` data pages 0.. at lba (x->segs pages each); returns how many. */
+static unsigned build_rw(struct blk_dev *d, uint8_t op, uint64_t lba, unsigned pages, const struct xfer *x)
+{
+	unsigned n = 0;
+	for (unsigned p = 0; p < pages; n++) {
+		struct blk_req *q = &reqs[n];
+		unsigned k = pages - p < x->segs ? pages - p : x->segs;
+		q->op = op;
+		q->queue = x->spread ? (uint8_t)((n + x->rot) % d->nq) : 0;
+		q->indirect = (uint8_t)x->indirect;
+		q->nseg = (uint16_t)k;
+		q->sector = lba + (uint64_t)p * SECTS_PER_PAGE;
+		for (unsigned j = 0; j < k; j++)
+			q->seg[j] = (struct blk_seg){ .page = (uint16_t)(p + j), .first = 0, .last = 7 };
+		p += k;
+	}
+	return n;
+}
+
+static unsigned chunk_pages(const struct xfer *x)
+{
+	return BLK_DATA_PAGES / x->segs * x->segs;
+}
+
+/* Write seed's pattern over [lba, lba + nsect), nsect a multiple of 8. */
+static const char *write_range(struct blk_dev *d, uint64_t lba, uint64_t nsect, uint32_t seed,
+			       const struct xfer *x)
+{
+	const char *r;
+	uint64_t pages = nsect / SECTS_PER_PAGE;
+	for (uint64_t p0 = 0; p0 < pages; p0 += chunk_pages(x)) {
+		unsigned np = (unsigned)(pages - p0 < chunk_pages(x) ? pages - p0 : chunk_pages(x));
+		uint64_t l0 = lba + p0 * SECTS_PER_PAGE;
+		for (unsigned i = 0; i < np; i++)
+			for (unsigned s = 0; s < SECTS_PER_PAGE; s++)
+				pat_fill((uint64_t *)(data_page(i) + s * SECT), l0 + i * SECTS_PER_PAGE + s, seed);
+		unsigned n = build_rw(d, BLKIF_OP_WRITE, l0, np, x);
+		if ((r = blk_run(d, reqs, n)) || (r = all_okay(reqs, n)))
+			return r;
+	}
+	return NULL;
+}
+
+/*
+ * Read [lba, lba + nsect) into poisoned pages and check every sector: seed's
+ * pattern, or zeros inside [zero0, zero1). *bad counts wrong sectors; the
+ * first is the failure.
+ */
+static const char *read_range(struct blk_dev *d, uint64_t lba, uint64_t nsect, uint32_t seed,
+			      uint64_t zero0, uint64_t zero1, const struct xfer *x, uint64_t *bad)
+{
+	const char *r;
+	static char first[150];
+	uint64_t pages = nsect / SECTS_PER_PAGE;
+	*bad = 0;
+	first[0] = 0;
+	for (uint64_t p0 = 0; p0 < pages; p0 += chunk_pages(x)) {
+		unsigned np = (unsigned)(pages - p0 < chunk_pages(x) ? pages - p0 : chunk_pages(x));
+		uint64_t l0 = lba + p0 * SECTS_PER_PAGE;
+		for (unsigned i = 0; i < np; i++)
+			for (unsigned s = 0; s < SECTS_PER_PAGE; s++)
+				poison_sector((uint64_t *)(data_page(i) + s * SECT));
+		unsigned n = build_rw(d, BLKIF_OP_READ, l0, np, x);
+		if ((r = blk_run(d, reqs, n)) || (r = all_okay(reqs, n)))
+			return r;
+		for (unsigned i = 0; i < np; i++)
+			for (unsigned s = 0; s < SECTS_PER_PAGE; s++) {
+				uint64_t l = l0 + i * SECTS_PER_PAGE + s;
+				const char *what = pat_check((const uint64_t *)(data_page(i) + s * SECT), l, seed,
+							     l >= zero0 && l < zero1);
+				if (!what)
+					continue;
+				if (!(*bad)++)
+					snprintf(first, sizeof(first), "sector %lu holds %s%s", (unsigned long)l, what,
+						 l >= zero0 && l < zero1 ? " (discarded)" : "");
+			}
+	}
+	if (*bad) {
+		printk("PVHINFO blk: %lu of %lu sectors wrong; first: %s\n", (unsigned long)*bad,
+		       (unsigned long)nsect, first);
+		return fail("%s (%lu of %lu sectors wrong)", first, (unsigned long)*bad, (unsigned long)nsect);
+	}
+	return NULL;
+}
+
+static void reset_counters(struct blk_dev *d)
+{
+	for (unsigned q = 0; q < d->nq; q++) {
+		struct blk_queue *Q = &d->q[q];
+		Q->requests = Q->responses = Q->notified = Q->not_notified = Q->max_in_flight = 0;
+	}
+}
+
+/* ------------------------------------------------------------------ */
+/* blk_info                                                             */
+
+static const char *info_checks(struct blk_dev *d)
+{
+	const char *r;
+	uint64_t vd;
+	int dom = xen_domid();
+	char want[96];
+	if ((r = xs_num(d->fe, "virtual-device", d->vdev, &vd)))
+		return r;
+	if (vd != d->vdev)
+		return fail("%s/virtual-device = %lu", d->fe, (unsigned long)vd);
+	if (!streq(d->type, "disk") && !streq(d->type, "cdrom"))
+		return fail("%s/device-type = \"%s\"", d->fe, d->type);
+	if (dom >= 0) {
+		snprintf(want, sizeof(want), "/local/domain/%u/backend/vbd/%d/%u", d->beid, dom, d->vdev);
+		if (!streq(d->be, want))
+			return fail("%s/backend = \"%.60s\", want %s", d->fe, d->be, want);
+	}
+	return NULL;
+}
+
+static const char *disk_checks(struct blk_dev *d)
+{
+	if (!d->sectors)
+		return "sectors = 0";
+	if (d->sector_size != 512 && d->sector_size != 4096)
+		return fail("sector-size %lu, want 512 or 4096", (unsigned long)d->sector_size);
+	if (!d->phys_sector_size || d->phys_sector_size % d->sector_size)
+		return fail("physical-sector-size %lu is not a multiple of sector-size %lu",
+			    (unsigned long)d->phys_sector_size, (unsigned long)d->sector_size);
+	if (d->info & ~(uint64_t)(VDISK_CDROM | VDISK_REMOVABLE | VDISK_READONLY))
+		return fail("info 0x%lx has bits beyond VDISK_CDROM|REMOVABLE|READONLY", (unsigned long)d->info);
+	uint64_t b[] = { d->barrier, d->flush, d->discard, d->discard_secure, d->persistent };
+	for (unsigned i = 0; i < ARRAY_SIZE(b); i++)
+		if (b[i] > 1)
+			return fail("a boolean feature node reads %lu", (unsigned long)b[i]);
+	if (d->discard && (!d->discard_gran || d->discard_gran % 512))
+		return fail("discard-granularity %lu", (unsigned long)d->discard_gran);
+	return NULL;
+}
+
+/* One page at sector 0: status OKAY (contents not checked). */
+static const char *one_read(struct blk_dev *d)
+{
+	const char *r;
+	struct xfer x = { .segs = 1 };
+	unsigned n = build_rw(d, BLKIF_OP_READ, 0, 1, &x);
+	if ((r = blk_run(d, reqs, n)) || (r = all_okay(reqs, n)))
+		return r;
+	return NULL;
+}
+
+static const char *scen_blk_info(void)
+{
+	struct blk_dev *d = &dev;
+	const char *r;
+	static char list[96];
+	if ((r = blk_begin(d, list, sizeof(list))))
+		return blk_end(d, r);
+	if ((r = info_checks(d)) || (r = blk_connect(d, 0, 1, 0, NULL)) || (r = disk_checks(d)) ||
+	    (r = one_read(d)))
+		return blk_end(d, r);
+	uint64_t sectors = d->sectors;
+	printk("PVHINFO blk_info: vbds %s; %u (%s) backend %s: sectors %lu sector-size %lu "
+	       "physical-sector-size %lu info 0x%lx; feature-barrier %lu feature-flush-cache %lu "
+	       "feature-discard %lu (granularity %lu alignment %lu secure %lu) feature-persistent %lu "
+	       "feature-max-indirect-segments %lu max-ring-page-order %lu multi-queue-max-queues %lu\n",
+	       list, d->vdev, d->type, d->be, (unsigned long)d->sectors, (unsigned long)d->sector_size,
+	       (unsigned long)d->phys_sector_size, (unsigned long)d->info, (unsigned long)d->barrier,
+	       (unsigned long)d->flush, (unsigned long)d->discard, (unsigned long)d->discard_gran,
+	       (unsigned long)d->discard_align, (unsigned long)d->discard_secure, (unsigned long)d->persistent,
+	       (unsigned long)d->max_indirect, (unsigned long)d->max_order, (unsigned long)d->max_queues);
+
+	/* Reconnect: Closing/Closed, the backend Closed, Initialising, the whole handshake again. */
+	DBG(1, "PVHINFO blk: reconnect check\n");
+	if ((r = blk_teardown(d, 1)))
+		return blk_end(d, fail("close: %s", keep(r)));
+	if ((r = blk_connect(d, 0, 1, 0, NULL)))
+		return blk_end(d, fail("reconnect: %s", keep(r)));
+	if (d->sectors != sectors)
+		return blk_end(d, fail("sectors %lu after reconnecting, %lu before", (unsigned long)d->sectors,
+				       (unsigned long)sectors));
+	if ((r = one_read(d)))
+		return blk_end(d, fail("after reconnect: %s", keep(r)));
+	if ((r = blk_end(d, NULL)))
+		return r;
+	pass_note("vbd=%u sectors=%lu sector-size=%lu info=0x%lx flush=%lu discard=%lu indirect=%lu "
+		  "ring-order=%lu queues=%lu reconnect=ok", d->vdev, (unsigned long)d->sectors,
+		  (unsigned long)d->sector_size, (unsigned long)d->info, (unsigned long)d->flush,
+		  (unsigned long)d->discard, (unsigned long)d->max_indirect, (unsigned long)d->max_order,
+		  (unsigned long)d->max_queues);
+	return NULL;
+}
+
+/* ------------------------------------------------------------------ */
+/* blk_rw                                                               */
+
+/*
+ * Sub-page segments (512-byte sectors only): one read and one write of 18
+ * sectors from start + 2 in three segments, [2..7] of page 0, [0..7] of
+ * page 1, [0..3] of page 2. The read must land at those offsets only (the
+ * rest stays poisoned); the write (seed2) must change exactly those
+ * sectors. Then the three pages are restored to seed.
+ */
+static const char *subpage(struct blk_dev *d, uint64_t start, uint32_t seed, uint32_t seed2)
+{
+	const char *r;
+	static const struct blk_seg segs[3] = { { 0, 2, 7 }, { 1, 0, 7 }, { 2, 0, 3 } };
+	struct blk_req *x = &reqs[0];
+	const uint64_t l = start + 2;
+
+	for (unsigned round = 0; round < 2; round++) {
+		for (unsigned p = 0; p < 3; p++)
+			for (unsigned s = 0; s < SECTS_PER_PAGE; s++) {
+				uint64_t *w = (uint64_t *)(data_page(p) + s * SECT);
+				unsigned k = p * SECTS_PER_PAGE + s;	/* sector start + k */
+				if (round == 1 && k >= 2 && k < 20)
+					pat_fill(w, start + k, seed2);
+				else
+					poison_sector(w);
+			}
+		memset(x, 0, sizeof(*x));
+		x->op = round == 0 ? BLKIF_OP_READ : BLKIF_OP_WRITE;
+		x->sector = l;
+		x->nseg = 3;
+		for (unsigned i = 0; i < 3; i++)
+			x->seg[i] = segs[i];
+		if ((r = blk_run(d, x, 1)) || (r = all_okay(x, 1)))
+			return r;
+		if (round == 0) {
+			for (unsigned k = 0; k < 24; k++) {
+				const uint64_t *w = (const uint64_t *)(data_page(k / 8) + (k % 8) * SECT);
+				int in = k >= 2 && k < 20;
+				const char *what = in ? pat_check(w, start + k, seed, 0)
+						      : (w[0] == POISON && w[63] == POISON ? NULL : "not our poison");
+				if (what)
+					return fail("sub-page read %lu+18: page %u sector slot %u (%s) holds %s",
+						    (unsigned long)l, k / 8, k % 8, in ? "read into" : "outside", what);
+			}
+		}
+	}
+	/* The write changed sectors [start + 2, start + 20) only. */
+	struct xfer one = { .segs = 1 };
+	for (unsigned p = 0; p < 3; p++)
+		for (unsigned s = 0; s < SECTS_PER_PAGE; s++)
+			poison_sector((uint64_t *)(data_page(p) + s * SECT));
+	unsigned n = build_rw(d, BLKIF_OP_READ, start, 3, &one);
+	if ((r = blk_run(d, reqs, n)) || (r = all_okay(reqs, n)))
+		return r;
+	for (unsigned k = 0; k < 24; k++) {
+		const uint64_t *w = (const uint64_t *)(data_page(k / 8) + (k % 8) * SECT);
+		const char *what = pat_check(w, start + k, k >= 2 && k < 20 ? seed2 : seed, 0);
+		if (what)
+			return fail("after the sub-page write %lu+18: sector %lu holds %s", (unsigned long)l,
+				    (unsigned long)(start + k), what);
+	}
+	return write_range(d, start, 24, seed, &one);
+}
+
+static const char *scen_blk_rw(void)
+{
+	struct blk_dev *d = &dev;
+	const char *r;
+	uint64_t start, count, bad;
+	uint32_t seed = blk_seed(), seed2 = seed ^ 0x80000000u;
+	int16_t st;
+	const struct xfer one = { .segs = 1 }, eleven = { .segs = BLKIF_MAX_SEGMENTS_PER_REQUEST };
+
+	if ((r = blk_begin(d, NULL, 0)) || (r = blk_connect(d, 0, 1, 0, NULL)) || (r = need_writable(d)) ||
+	    (r = blk_region(d, &start, &count)))
+		return blk_end(d, r);
+	if (!d->flush)
+		return blk_end(d, "backend does not offer feature-flush-cache");
+	reset_counters(d);
+	/* 1. seed2 with one request per page (nr_segments 1): the ring stays full. */
+	if ((r = write_range(d, start, count, seed2, &one)))
+		return blk_end(d, fail("1-segment write: %s", keep(r)));
+	uint32_t in_flight_1 = d->q[0].max_in_flight;
+	if ((r = read_range(d, start, count, seed2, 0, 0, &one, &bad)))
+		return blk_end(d, fail("1-segment read-back: %s", keep(r)));
+	/* 2. seed with 11-segment requests, flush, read back with 11-segment requests. */
+	if ((r = write_range(d, start, count, seed, &eleven)))
+		return blk_end(d, fail("11-segment write: %s", keep(r)));
+	if ((r = blk_simple(d, BLKIF_OP_FLUSH_DISKCACHE, 0, 0, &st)))
+		return blk_end(d, r);
+	if (st != BLKIF_RSP_OKAY)
+		return blk_end(d, fail("flush: status %d (%s)", st, status_name(st)));
+	if ((r = read_range(d, start, count, seed, 0, 0, &eleven, &bad)))
+		return blk_end(d, fail("11-segment read-back: %s", keep(r)));
+	/* 3. Segments that are parts of pages. */
+	const char *sub = "skipped (sector-size 4096)";
+	if (d->sector_size == 512 && count >= 24) {
+		if ((r = subpage(d, start, seed, seed2)))
+			return blk_end(d, r);
+		if ((r = blk_simple(d, BLKIF_OP_FLUSH_DISKCACHE, 0, 0, &st)))
+			return blk_end(d, r);
+		if (st != BLKIF_RSP_OKAY)
+			return blk_end(d, fail("second flush: status %d (%s)", st, status_name(st)));
+		sub = "ok";
+	}
+	uint32_t reqs_total = d->q[0].requests, ring = RING_SIZE(&d->q[0].ring);
+	if ((r = blk_end(d, NULL)))
+		return r;
+	pass_note("region=%lu+%lu seed=%u ring=%u in_flight=%u requests=%u flush=ok subpage=%s",
+		  (unsigned long)start, (unsigned long)count, seed, ring, in_flight_1, reqs_total, sub);
+	return NULL;
+}
+
+/* ------------------------------------------------------------------ */
+/* blk_verify                                                           */
+
+static const char *scen_blk_verify(void)
+{
+	struct blk_dev *d = &dev;
+	const char *r;
+	uint64_t start, count, bad;
+	uint32_t seed = blk_seed();
+	const struct xfer eleven = { .segs = BLKIF_MAX_SEGMENTS_PER_REQUEST };
+	if ((r = blk_begin(d, NULL, 0)) || (r = blk_connect(d, 0, 1, 0, NULL)) ||
+	    (r = blk_region(d, &start, &count)) || (r = read_range(d, start, count, seed, 0, 0, &eleven, &bad)))
+		return blk_end(d, r);
+	if ((r = blk_end(d, NULL)))
+		return r;
+	pass_note("region=%lu+%lu seed=%u verified", (unsigned long)start, (unsigned long)count, seed);
+	return NULL;
+}
+
+/* ------------------------------------------------------------------ */
+/* blk_multipage                                                        */
+
+static const char *scen_blk_multipage(void)
+{
+	struct blk_dev *d = &dev;
+	const char *r;
+	uint64_t start, count, bad;
+	uint32_t seed = blk_seed();
+	const struct xfer one = { .segs = 1 };
+	if ((r = blk_begin(d, NULL, 0)) || (r = blk_connect(d, 2, 1, 0, NULL)) || (r = need_writable(d)) ||
+	    (r = blk_region(d, &start, &count)))
+		return blk_end(d, r);
+	reset_counters(d);
+	if ((r = write_range(d, start, count, seed, &one)) ||
+	    (r = read_range(d, start, count, seed, 0, 0, &one, &bad)))
+		return blk_end(d, r);
+	uint32_t ring = RING_SIZE(&d->q[0].ring), in_flight = d->q[0].max_in_flight;
+	if ((r = blk_end(d, NULL)))
+		return r;
+	pass_note("ring-page-order=2 ring=%u in_flight=%u region=%lu+%lu", ring, in_flight,
+		  (unsigned long)start, (unsigned long)count);
+	return NULL;
+}
+
+/* ------------------------------------------------------------------ */
+/* blk_indirect                                                         */
+
+static const char *scen_blk_indirect(void)
+{
+	struct blk_dev *d = &dev;
+	const char *r;
+	uint64_t start, count, bad;
+	uint32_t seed = blk_seed();
+	if ((r = blk_begin(d, NULL, 0)) || (r = blk_connect(d, 0, 1, 0, NULL)) || (r = need_writable(d)) ||
+	    (r = blk_region(d, &start, &count)))
+		return blk_end(d, r);
+	if (!d->max_indirect)
+		return blk_end(d, "backend does not offer feature-max-indirect-segments");
+	uint64_t segs = opt_num("pvh.blkindirect=", 32);
+	if (segs > d->max_indirect)
+		segs = d->max_indirect;
+	if (segs > BLK_MAX_SEGS)
+		segs = BLK_MAX_SEGS;
+	if (!segs)
+		segs = 1;
+	struct xfer ind = { .segs = (unsigned)segs, .indirect = 1 };
+	reset_counters(d);
+	if ((r = write_range(d, start, count, seed, &ind)))
+		return blk_end(d, fail("indirect write: %s", keep(r)));
+	if ((r = read_range(d, start, count, seed, 0, 0, &ind, &bad)))
+		return blk_end(d, fail("indirect read-back: %s", keep(r)));
+	uint32_t n = d->q[0].requests, in_flight = d->q[0].max_in_flight;
+	uint64_t max = d->max_indirect;
+	if ((r = blk_end(d, NULL)))
+		return r;
+	pass_note("segments=%lu max-indirect=%lu requests=%u in_flight=%u region=%lu+%lu", (unsigned long)segs,
+		  (unsigned long)max, n, in_flight, (unsigned long)start, (unsigned long)count);
+	return NULL;
+}
+
+/* ------------------------------------------------------------------ */
+/* blk_discard                                                          */
+
+static const char *scen_blk_discard(void)
+{
+	struct blk_dev *d = &dev;
+	const char *r;
+	uint64_t start, count, bad;
+	uint32_t seed = blk_seed();
+	int16_t st;
+	const struct xfer eleven = { .segs = BLKIF_MAX_SEGMENTS_PER_REQUEST };
+	if ((r = blk_begin(d, NULL, 0)) || (r = blk_connect(d, 0, 1, 0, NULL)) || (r = need_writable(d)) ||
+	    (r = blk_region(d, &start, &count)))
+		return blk_end(d, r);
+	if (!d->discard)
+		return blk_end(d, "backend does not offer feature-discard");
+	if (!d->discard_gran || d->discard_gran % SECT || d->discard_align % SECT)
+		return blk_end(d, fail("discard-granularity %lu / discard-alignment %lu: not in whole sectors",
+				       (unsigned long)d->discard_gran, (unsigned long)d->discard_align));
+	/*
+	 * After the region, one guard page on, the first sector on the
+	 * granularity grid (offset by the alignment): at least 64 KiB, whole
+	 * granules. Written first (guard pages included), then discarded.
+	 */
+	uint64_t g = d->discard_gran / SECT, a = (d->discard_align / SECT) % g;
+	uint64_t base = start + count + SECTS_PER_PAGE;
+	uint64_t d0 = base + (a + g - base % g) % g;
+	uint64_t dl = (128 + g - 1) / g * g;
+	uint64_t w0 = d0 / SECTS_PER_PAGE * SECTS_PER_PAGE - SECTS_PER_PAGE;
+	uint64_t w1 = (d0 + dl + SECTS_PER_PAGE - 1) / SECTS_PER_PAGE * SECTS_PER_PAGE + SECTS_PER_PAGE;
+	if (w1 > d->sectors)
+		return blk_end(d, fail("disk of %lu sectors too small: discard test needs %lu..%lu",
+				       (unsigned long)d->sectors, (unsigned long)w0, (unsigned long)w1));
+	DBG(1, "PVHINFO blk: discard %lu+%lu (granularity %lu alignment %lu), written %lu..%lu\n",
+	    (unsigned long)d0, (unsigned long)dl, (unsigned long)d->discard_gran,
+	    (unsigned long)d->discard_align, (unsigned long)w0, (unsigned long)w1);
+	if ((r = write_range(d, w0, w1 - w0, seed, &eleven)) ||
+	    (r = read_range(d, w0, w1 - w0, seed, 0, 0, &eleven, &bad)))
+		return blk_end(d, fail("before the discard: %s", keep(r)));
+	if ((r = blk_simple(d, BLKIF_OP_DISCARD, d0, dl, &st)))
+		return blk_end(d, r);
+	if (st != BLKIF_RSP_OKAY)
+		return blk_end(d, fail("discard %lu+%lu: status %d (%s)", (unsigned long)d0, (unsigned long)dl, st,
+				       status_name(st)));
+	if ((r = read_range(d, w0, w1 - w0, seed, d0, d0 + dl, &eleven, &bad)))
+		return blk_end(d, fail("after the discard: %s", keep(r)));
+	uint64_t gran = d->discard_gran, align = d->discard_align;
+	if ((r = blk_end(d, NULL)))
+		return r;
+	pass_note("discarded=%lu+%lu granularity=%lu alignment=%lu zeros=ok neighbours=ok", (unsigned long)d0,
+		  (unsigned long)dl, (unsigned long)gran, (unsigned long)align);
+	return NULL;
+}
+
+/* ------------------------------------------------------------------ */
+/* blk_mq                                                               */
+
+static const char *scen_blk_mq(void)
+{
+	struct blk_dev *d = &dev;
+	const char *r;
+	uint64_t start, count, bad;
+	uint32_t seed = blk_seed();
+	if ((r = blk_begin(d, NULL, 0)) || (r = blk_connect(d, 0, 2, 0, NULL)) || (r = need_writable(d)) ||
+	    (r = blk_region(d, &start, &count)))
+		return blk_end(d, r);
+	if (vcpu_op(VCPUOP_is_up, 1, NULL) == -XEN_ENOENT)
+		printk("PVHINFO blk_mq: one vCPU (Linux would use one queue; both are driven from vCPU 0)\n");
+	reset_counters(d);
+	/* Page k written through queue k % 2, read back through the other one. */
+	struct xfer wr = { .segs = 1, .spread = 1, .rot = 0 }, rd = { .segs = 1, .spread = 1, .rot = 1 };
+	if ((r = write_range(d, start, count, seed, &wr)))
+		return blk_end(d, fail("write on both queues: %s", keep(r)));
+	if ((r = read_range(d, start, count, seed, 0, 0, &rd, &bad)))
+		return blk_end(d, fail("read-back through the other queue: %s", keep(r)));
+	uint32_t n0 = d->q[0].requests, n1 = d->q[1].requests;
+	uint32_t f0 = d->q[0].max_in_flight, f1 = d->q[1].max_in_flight;
+	uint32_t p0 = d->q[0].port, p1 = d->q[1].port;
+	if ((r = blk_end(d, NULL)))
+		return r;
+	pass_note("queues=2 requests=%u,%u in_flight=%u,%u ports=%u,%u region=%lu+%lu", n0, n1, f0, f1, p0, p1,
+		  (unsigned long)start, (unsigned long)count);
+	return NULL;
+}
+
+/* ------------------------------------------------------------------ */
+/* blk_early_init                                                       */
+
+static const char *scen_blk_early_init(void)
+{
+	struct blk_dev *d = &dev;
+	const char *r;
+	uint64_t start, count, bad;
+	uint32_t seed = blk_seed();
+	unsigned st = 0;
+	const struct xfer one = { .segs = 1 };
+	int restart = opt_word("pvh.blkearly=", "restart");
+	if ((r = blk_begin(d, NULL, 0)))
+		return blk_end(d, r);
+	if (restart) {
+		/* Backend Closed first; then Initialising and at once Initialised. */
+		if ((r = blk_teardown(d, 0)))
+			return blk_end(d, fail("close first: %s", keep(r)));
+		if ((r = fe_state(d, XenbusStateInitialising)))
+			return blk_end(d, r);
+	}
+	if ((r = blk_connect(d, 0, 1, 1, &st)))
+		return blk_end(d, fail("%s (backend was %u when we wrote Initialised)", keep(r), st));
+	char trail[48];
+	snprintf(trail, sizeof(trail), "%s", d->trail);
+	/* Then proceeds: 8 pages written and read back. */
+	if ((r = need_writable(d)) || (r = blk_region(d, &start, &count)))
+		return blk_end(d, r);
+	uint64_t n = count < 64 ? count : 64;
+	if ((r = write_range(d, start, n, seed, &one)) || (r = read_range(d, start, n, seed, 0, 0, &one, &bad)))
+		return blk_end(d, r);
+	if ((r = blk_end(d, NULL)))
+		return r;
+	pass_note("backend_state_at_initialised=%u (%s) then %s%s io=ok", st, state_name(st), trail,
+		  restart ? " (after a close)" : "");
+	return NULL;
+}
+
+/* ------------------------------------------------------------------ */
+/* blk_err                                                              */
+
+static const char *scen_blk_err(void)
+{
+	struct blk_dev *d = &dev;
+	const char *r;
+	uint64_t start, count, bad;
+	uint32_t seed = blk_seed();
+	int want;
+	const struct xfer one = { .segs = 1 };
+	size_t len;
+	if (!cmdline_opt("pvh.blkexpect=", &len) || opt_word("pvh.blkexpect=", "error"))
+		want = BLKIF_RSP_ERROR;
+	else if (opt_word("pvh.blkexpect=", "eopnotsupp"))
+		want = BLKIF_RSP_EOPNOTSUPP;
+	else if (opt_word("pvh.blkexpect=", "okay"))
+		want = BLKIF_RSP_OKAY;
+	else
+		return "pvh.blkexpect: want error, eopnotsupp or okay";
+	if ((r = blk_begin(d, NULL, 0)) || (r = blk_connect(d, 0, 1, 0, NULL)) ||
+	    (r = blk_region(d, &start, &count)))
+		return blk_end(d, r);
+	uint64_t sector = opt_num("pvh.blksector=", start);
+	if (sector + SECTS_PER_PAGE > d->sectors)
+		return blk_end(d, fail("pvh.blksector=%lu: beyond the disk's %lu sectors", (unsigned long)sector,
+				       (unsigned long)d->sectors));
+	/* One page of seed's pattern at `sector`. */
+	for (unsigned s = 0; s < SECTS_PER_PAGE; s++)
+		pat_fill((uint64_t *)(data_page(0) + s * SECT), sector + s, seed);
+	unsigned n = build_rw(d, BLKIF_OP_WRITE, sector, 1, &one);
+	if ((r = blk_run(d, reqs, n)))
+		return blk_end(d, r);
+	int got = reqs[0].status;
+	if (got != want)
+		return blk_end(d, fail("write at sector %lu: status %d (%s), want %d (%s)", (unsigned long)sector, got,
+				       status_name(got), want, status_name(want)));
+	/* Still working: a read of the region's first page; after an OKAY write, the page itself. */
+	n = build_rw(d, BLKIF_OP_READ, start, 1, &one);
+	if ((r = blk_run(d, reqs, n)) || (r = all_okay(reqs, n)))
+		return blk_end(d, fail("after the write: %s", keep(r)));
+	if (want == BLKIF_RSP_OKAY && (r = read_range(d, sector, SECTS_PER_PAGE, seed, 0, 0, &one, &bad)))
+		return blk_end(d, r);
+	if ((r = blk_end(d, NULL)))
+		return r;
+	pass_note("write at %lu: status %d (%s) as expected, then read ok", (unsigned long)sector, got,
+		  status_name(got));
+	return NULL;
+}
+
+/* Run only when named (see testguest/README.md). */
+const struct scenario blk_scenarios[] = {
+	{ "blk_info", scen_blk_info },
+	{ "blk_rw", scen_blk_rw },
+	{ "blk_verify", scen_blk_verify },
+	{ "blk_multipage", scen_blk_multipage },
+	{ "blk_indirect", scen_blk_indirect },
+	{ "blk_discard", scen_blk_discard },
+	{ "blk_mq", scen_blk_mq },
+	{ "blk_early_init", scen_blk_early_init },
+	{ "blk_err", scen_blk_err },
+};
+const size_t nr_blk_scenarios = ARRAY_SIZE(blk_scenarios);

@@ -1,0 +1,973 @@
+/*
+ * Host-side test of the test guest's block frontend (blkfront.c): the
+ * frontend code is included as is and talks to an in-process toy backend
+ * that follows Linux's xen-blkback (xenbus states, BACK_RING macros from
+ * the same xen/io/ring.h, requests per xen/io/blkif.h), a toy XenStore
+ * with watches and a toy v1 grant table that tracks what the backend has
+ * mapped. The backend is strict about what the frontend writes (node
+ * names, protocol, segments, handles, grants) and records the first
+ * violation; faults can be switched on to check the frontend's failure
+ * reasons. Not a backend implementation: a RAM disk, one process.
+ *
+ *   make -C testguest hosttest
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include "../blkfront.c"
+
+static int verbose;
+
+/* ------------------------------------------------------------------ */
+/* The guest environment                                               */
+
+const struct hvm_start_info *start_info;
+static char cmdline[512];
+static char note[200];
+static char fail_buf[160];
+
+const char *cmdline_opt(const char *key, size_t *len)
+{
+	size_t klen = strlen(key);
+	const char *p = cmdline;
+	while (*p) {
+		while (*p == ' ')
+			p++;
+		const char *tok = p;
+		while (*p && *p != ' ')
+			p++;
+		if ((size_t)(p - tok) >= klen && strncmp(tok, key, klen) == 0) {
+			*len = (size_t)(p - tok) - klen;
+			return tok + klen;
+		}
+	}
+	return NULL;
+}
+
+unsigned long opt_num(const char *key, unsigned long def)
+{
+	size_t len;
+	const char *v = cmdline_opt(key, &len);
+	unsigned long n = 0;
+	if (!v || !len)
+		return def;
+	for (size_t i = 0; i < len && v[i] >= '0' && v[i] <= '9'; i++)
+		n = n * 10 + (unsigned long)(v[i] - '0');
+	return n;
+}
+
+void pass_note(const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(note, sizeof(note), fmt, ap);
+	va_end(ap);
+}
+
+void printk(const char *fmt, ...)
+{
+	va_list ap;
+	if (!verbose)
+		return;
+	va_start(ap, fmt);
+	vprintf(fmt, ap);
+	va_end(ap);
+}
+
+/* As lib.c: one 160-byte buffer. */
+const char *fail(const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(fail_buf, sizeof(fail_buf), fmt, ap);
+	va_end(ap);
+	return fail_buf;
+}
+
+uint64_t tsc_khz(void) { return 1000000; }
+uint64_t tsc_deadline_ms(uint64_t ms) { return rdtsc() + ms * tsc_khz(); }
+const char *xen_setup(void) { return NULL; }
+int xen_domid(void) { return 1; }
+
+static void backend_step(void);
+
+int wait_until(int (*cond)(const void *), const void *arg, uint64_t timeout_ms, int use_hlt, uint32_t *wd)
+{
+	(void)use_hlt;
+	if (wd)
+		*wd = 0;
+	uint64_t end = tsc_deadline_ms(timeout_ms);
+	for (;;) {
+		if (cond(arg))
+			return 1;
+		if (rdtsc() >= end)
+			return 0;
+		backend_step();
+	}
+}
+
+/* ---- event channels ---- */
+#define NPORTS 64
+static uint32_t hits[NPORTS];
+static int port_used[NPORTS], kicked[NPORTS];
+static evtchn_port_t next_port = 5;
+
+uint32_t evtchn_port_hits(uint32_t port) { return port < NPORTS ? hits[port] : 0; }
+
+long evtchn_send(uint32_t port)
+{
+	if (port >= NPORTS || !port_used[port])
+		return -XEN_EINVAL;
+	kicked[port] = 1;
+	return 0;
+}
+
+long hypercall(unsigned int nr, unsigned long a1, unsigned long a2, unsigned long a3, unsigned long a4,
+	       unsigned long a5)
+{
+	(void)a3; (void)a4; (void)a5;
+	if (nr == __HYPERVISOR_event_channel_op && a1 == EVTCHNOP_alloc_unbound) {
+		struct evtchn_alloc_unbound *au = (void *)a2;
+		if (au->dom != DOMID_SELF || au->remote_dom != 0)
+			return -XEN_EINVAL;
+		while (port_used[next_port])
+			next_port = next_port + 1 < NPORTS ? next_port + 1 : 5;
+		au->port = next_port;
+		port_used[next_port] = 1;
+		return 0;
+	}
+	if (nr == __HYPERVISOR_event_channel_op && a1 == EVTCHNOP_unmask)
+		return 0;
+	if (nr == __HYPERVISOR_event_channel_op && a1 == EVTCHNOP_close) {
+		struct evtchn_close *c = (void *)a2;
+		if (c->port >= NPORTS || !port_used[c->port])
+			return -XEN_EINVAL;
+		port_used[c->port] = 0;
+		return 0;
+	}
+	if (nr == __HYPERVISOR_vcpu_op && a1 == VCPUOP_is_up)
+		return -XEN_ENOENT;
+	return -XEN_ENOSYS;
+}
+
+/* ---- grants: what the frontend grants, what the toy backend has mapped ---- */
+#define NREFS 1024
+static struct { uint16_t flags; domid_t dom; uint64_t gfn; } gt[NREFS];
+static char toy_err[200];
+
+#define TOY_ERR(...) do { if (!toy_err[0]) snprintf(toy_err, sizeof(toy_err), __VA_ARGS__); } while (0)
+
+const char *gnttab_frontend_ready(void) { return NULL; }
+
+void gnttab_grant_ref(uint32_t ref, domid_t dom, uint64_t gfn, int readonly)
+{
+	if (ref < 10 || ref >= NREFS) {
+		TOY_ERR("grant of ref %u", ref);
+		return;
+	}
+	if (gt[ref].flags & (GTF_reading | GTF_writing))
+		TOY_ERR("frontend re-granted ref %u while the backend maps it", ref);
+	gt[ref].dom = dom;
+	gt[ref].gfn = gfn;
+	gt[ref].flags = GTF_permit_access | (readonly ? GTF_readonly : 0);
+}
+
+int gnttab_end_ref(uint32_t ref, uint16_t *flags)
+{
+	*flags = gt[ref].flags;
+	if (gt[ref].flags & (GTF_reading | GTF_writing))
+		return 0;
+	gt[ref].flags = 0;
+	return 1;
+}
+
+/* ------------------------------------------------------------------ */
+/* The toy XenStore: absolute paths, watches, no permissions           */
+
+#define HOME "/local/domain/1"
+#define NNODES 256
+static struct { char path[128]; char val[128]; } kv[NNODES];
+static int nkv;
+static char xs_errstr[32];
+static struct { char path[128]; char token[32]; } watches[8];
+static struct { char path[128]; char token[32]; } events[64];
+static int nev;
+
+static void absolute(const char *p, char *out, size_t n)
+{
+	if (p[0] == '/')
+		snprintf(out, n, "%s", p);
+	else
+		snprintf(out, n, HOME "/%s", p);
+}
+
+static int kv_find(const char *path)
+{
+	for (int i = 0; i < nkv; i++)
+		if (!strcmp(kv[i].path, path))
+			return i;
+	return -1;
+}
+
+static void fire(const char *path)
+{
+	for (unsigned w = 0; w < 8; w++) {
+		size_t l = strlen(watches[w].path);
+		if (!l || strncmp(path, watches[w].path, l) || (path[l] && path[l] != '/'))
+			continue;
+		if (nev < 64) {
+			snprintf(events[nev].path, sizeof(events[0].path), "%s", path);
+			snprintf(events[nev].token, sizeof(events[0].token), "%s", watches[w].token);
+			nev++;
+		}
+	}
+}
+
+static void on_write(const char *path);
+
+static void kv_set(const char *path, const char *val)
+{
+	int i = kv_find(path);
+	if (i < 0) {
+		if (nkv >= NNODES) {
+			fprintf(stderr, "toy xenstore full\n");
+			exit(2);
+		}
+		i = nkv++;
+		snprintf(kv[i].path, sizeof(kv[i].path), "%s", path);
+	}
+	snprintf(kv[i].val, sizeof(kv[i].val), "%s", val);
+	fire(path);
+}
+
+static const char *kv_get(const char *path)
+{
+	int i = kv_find(path);
+	return i < 0 ? NULL : kv[i].val;
+}
+
+static void kv_rm(const char *prefix)
+{
+	size_t l = strlen(prefix);
+	for (int i = 0; i < nkv;) {
+		if (!strncmp(kv[i].path, prefix, l) && (!kv[i].path[l] || kv[i].path[l] == '/'))
+			kv[i] = kv[--nkv];
+		else
+			i++;
+	}
+}
+
+const char *xenstore_connect(void) { return NULL; }
+const char *xenstore_error(void) { return xs_errstr; }
+
+const char *xenstore_read(const char *path, uint32_t *len)
+{
+	static char buf[128];
+	char a[160];
+	absolute(path, a, sizeof(a));
+	const char *v = kv_get(a);
+	if (!v) {
+		snprintf(xs_errstr, sizeof(xs_errstr), "ENOENT");
+		return NULL;
+	}
+	snprintf(buf, sizeof(buf), "%s", v);
+	if (len)
+		*len = (uint32_t)strlen(buf);
+	return buf;
+}
+
+static int xs_write_common(const char *path, const char *value)
+{
+	char a[160];
+	absolute(path, a, sizeof(a));
+	if (strncmp(a, HOME "/", strlen(HOME "/"))) {
+		snprintf(xs_errstr, sizeof(xs_errstr), "EACCES");
+		return 1;
+	}
+	kv_set(a, value);
+	on_write(a);
+	return 0;
+}
+
+int xenstore_write(const char *path, const char *value) { return xs_write_common(path, value); }
+int xenstore_write_tx(uint32_t tx, const char *path, const char *value)
+{
+	(void)tx;
+	return xs_write_common(path, value);
+}
+int xenstore_transaction_start(uint32_t *tx) { *tx = 7; return 0; }
+int xenstore_transaction_end(uint32_t tx, int commit) { (void)tx; (void)commit; return 0; }
+
+int xenstore_rm(const char *path)
+{
+	char a[160];
+	absolute(path, a, sizeof(a));
+	kv_rm(a);
+	return 0;
+}
+
+const char *xenstore_directory(const char *path, uint32_t *len)
+{
+	static char buf[512];
+	char a[160];
+	size_t n = 0, l;
+	absolute(path, a, sizeof(a));
+	l = strlen(a);
+	for (int i = 0; i < nkv; i++) {
+		if (strncmp(kv[i].path, a, l) || kv[i].path[l] != '/')
+			continue;
+		const char *c = kv[i].path + l + 1;
+		size_t cl = strcspn(c, "/");
+		int dup = 0;
+		for (size_t j = 0; j < n; j += strlen(buf + j) + 1)
+			if (strlen(buf + j) == cl && !strncmp(buf + j, c, cl))
+				dup = 1;
+		if (!dup && n + cl + 1 < sizeof(buf)) {
+			memcpy(buf + n, c, cl);
+			buf[n + cl] = 0;
+			n += cl + 1;
+		}
+	}
+	if (!n && kv_find(a) < 0) {
+		snprintf(xs_errstr, sizeof(xs_errstr), "ENOENT");
+		return NULL;
+	}
+	*len = (uint32_t)n;
+	return buf;
+}
+
+int xenstore_watch(const char *path, const char *token)
+{
+	char a[160];
+	absolute(path, a, sizeof(a));
+	for (unsigned w = 0; w < 8; w++)
+		if (!watches[w].path[0]) {
+			snprintf(watches[w].path, sizeof(watches[w].path), "%s", a);
+			snprintf(watches[w].token, sizeof(watches[w].token), "%s", token);
+			if (nev < 64) {	/* the initial event */
+				snprintf(events[nev].path, sizeof(events[0].path), "%s", a);
+				snprintf(events[nev].token, sizeof(events[0].token), "%s", token);
+				nev++;
+			}
+			return 0;
+		}
+	snprintf(xs_errstr, sizeof(xs_errstr), "ENOSPC");
+	return 1;
+}
+
+int xenstore_unwatch(const char *path, const char *token)
+{
+	char a[160];
+	absolute(path, a, sizeof(a));
+	for (unsigned w = 0; w < 8; w++)
+		if (!strcmp(watches[w].path, a) && !strcmp(watches[w].token, token)) {
+			watches[w].path[0] = 0;
+			int k = 0;
+			for (int i = 0; i < nev; i++)
+				if (strcmp(events[i].token, token))
+					events[k++] = events[i];
+			nev = k;
+			return 0;
+		}
+	snprintf(xs_errstr, sizeof(xs_errstr), "ENOENT");
+	return 1;
+}
+
+int xenstore_wait_watch(const char **path, const char **token, uint64_t ms)
+{
+	static char p[128], t[32];
+	uint64_t end = tsc_deadline_ms(ms);
+	for (;;) {
+		if (nev) {
+			snprintf(p, sizeof(p), "%s", events[0].path);
+			snprintf(t, sizeof(t), "%s", events[0].token);
+			memmove(events, events + 1, sizeof(events[0]) * (size_t)--nev);
+			*path = p;
+			*token = t;
+			return 1;
+		}
+		if (rdtsc() >= end)
+			return 0;
+		backend_step();
+	}
+}
+
+/* ------------------------------------------------------------------ */
+/* The toy backend (Linux xen-blkback's frontend_changed and dispatch)  */
+
+#define FE HOME "/device/vbd/51712"
+#define BE "/local/domain/0/backend/vbd/1/51712"
+#define VDEV 51712
+
+static struct toy {
+	/* configuration */
+	unsigned max_order, max_queues, max_indirect, sector_size, flush, discard, discard_gran;
+	uint64_t sectors;
+	unsigned info;
+	/* faults */
+	int strict_closed;		/* from Closed, ignore Initialised (wants Initialising first) */
+	int slow_initwait;		/* start Initialising; InitWait only after this many steps */
+	int echo_indirect;		/* respond to indirect requests with BLKIF_OP_INDIRECT */
+	int no_notify;			/* never send events */
+	int no_req_event;		/* never re-arm req_event (no RING_FINAL_CHECK_FOR_REQUESTS) */
+	int leak_grant;			/* keep data pages mapped after responding */
+	int wrong_id;			/* answer the first request with a wrong id */
+	int discard_noop;		/* discard answers OKAY but leaves the data */
+	uint64_t err_sector;		/* writes covering it fail ... */
+	int err_status;			/* ... with this status (0: off) */
+	/* state */
+	unsigned state;
+	int fe_changed;
+	unsigned order, nq;
+	blkif_back_ring_t ring[BLK_MAX_QUEUES];
+	evtchn_port_t port[BLK_MAX_QUEUES];
+	uint32_t ring_refs[BLK_MAX_QUEUES][1u << BLK_MAX_ORDER];
+	uint8_t *disk;
+	unsigned long requests, ops[8], max_segs;
+} toy;
+
+static void be_set_state(unsigned s)
+{
+	char v[8];
+	toy.state = s;
+	snprintf(v, sizeof(v), "%u", s);
+	kv_set(BE "/state", v);
+}
+
+static void be_write(const char *key, unsigned long v)
+{
+	char p[160], s[32];
+	snprintf(p, sizeof(p), BE "/%s", key);
+	snprintf(s, sizeof(s), "%lu", v);
+	kv_set(p, s);
+}
+
+static void on_write(const char *path)
+{
+	if (!strcmp(path, FE "/state"))
+		toy.fe_changed = 1;
+}
+
+/* gnttab map: the frontend's grant must permit domain 0 (and writing, if asked). */
+static void *map(uint32_t ref, int write)
+{
+	if (ref >= NREFS || !(gt[ref].flags & GTF_permit_access) || gt[ref].dom != 0) {
+		TOY_ERR("map of ref %u: not granted to domain 0 (flags 0x%x)", ref, ref < NREFS ? gt[ref].flags : 0);
+		return NULL;
+	}
+	if (write && (gt[ref].flags & GTF_readonly)) {
+		TOY_ERR("map of ref %u for writing: granted read-only", ref);
+		return NULL;
+	}
+	gt[ref].flags |= GTF_reading | (write ? GTF_writing : 0);
+	return (void *)(uintptr_t)(gt[ref].gfn << 12);
+}
+
+static void unmap(uint32_t ref)
+{
+	if (ref < NREFS)
+		gt[ref].flags &= (uint16_t)~(GTF_reading | GTF_writing);
+}
+
+static const char *fe_node(const char *key)
+{
+	char p[160];
+	snprintf(p, sizeof(p), FE "/%s", key);
+	return kv_get(p);
+}
+
+static void disconnect(void)
+{
+	for (unsigned q = 0; q < toy.nq; q++)
+		for (unsigned i = 0; i < (1u << toy.order); i++)
+			unmap(toy.ring_refs[q][i]);
+	toy.nq = 0;
+}
+
+/* connect_ring + connect: read and check the frontend's nodes, map the rings, publish the disk. */
+static void connect(void)
+{
+	const char *v;
+	unsigned order = 0, nq = 1;
+	if ((v = fe_node("ring-page-order")))
+		order = (unsigned)atoi(v);
+	if ((v = fe_node("multi-queue-num-queues")))
+		nq = (unsigned)atoi(v);
+	if (order > toy.max_order || nq > toy.max_queues || !nq) {
+		TOY_ERR("frontend wants order %u queues %u", order, nq);
+		return;
+	}
+	if (fe_node("ring-page-order") && order == 0)
+		TOY_ERR("ring-page-order 0 written (Linux writes it only for more than one page)");
+	if (nq == 1 && fe_node("multi-queue-num-queues"))
+		TOY_ERR("multi-queue-num-queues 1 written (Linux writes it only for more queues)");
+	if (!(v = fe_node("protocol")) || strcmp(v, "x86_64-abi"))
+		TOY_ERR("protocol \"%s\"", v ? v : "(none)");
+	if (!(v = fe_node("feature-persistent")) || strcmp(v, "0"))
+		TOY_ERR("feature-persistent \"%s\"", v ? v : "(none)");
+	if (nq > 1 && (fe_node("ring-ref") || fe_node("event-channel") || fe_node("ring-ref0")))
+		TOY_ERR("top-level ring-ref/event-channel with %u queues", nq);
+	toy.order = order;
+	toy.nq = nq;
+	for (unsigned q = 0; q < nq; q++) {
+		char dir[16], k[48];
+		snprintf(dir, sizeof(dir), nq > 1 ? "queue-%u/" : "", q);
+		uint8_t *first = NULL;
+		for (unsigned i = 0; i < (1u << order); i++) {
+			if (order == 0)
+				snprintf(k, sizeof(k), "%sring-ref", dir);
+			else
+				snprintf(k, sizeof(k), "%sring-ref%u", dir, i);
+			if (!(v = fe_node(k))) {
+				TOY_ERR("no %s", k);
+				return;
+			}
+			toy.ring_refs[q][i] = (uint32_t)atoi(v);
+			uint8_t *p = map(toy.ring_refs[q][i], 1);
+			if (!p)
+				return;
+			if (!first)
+				first = p;
+			else if (p != first + i * PAGE_SIZE)
+				TOY_ERR("toy limitation: ring pages not contiguous");
+		}
+		if (order > 0) {
+			snprintf(k, sizeof(k), "%sring-ref", dir);
+			if (fe_node(k))
+				TOY_ERR("both ring-ref and ring-ref0.. written");
+		}
+		snprintf(k, sizeof(k), "%sevent-channel", dir);
+		if (!(v = fe_node(k))) {
+			TOY_ERR("no %s", k);
+			return;
+		}
+		toy.port[q] = (evtchn_port_t)atoi(v);
+		if (toy.port[q] >= NPORTS || !port_used[toy.port[q]])
+			TOY_ERR("event-channel %u is not an allocated port", toy.port[q]);
+		BACK_RING_INIT(&toy.ring[q], (blkif_sring_t *)first, PAGE_SIZE << order);
+	}
+	/* Linux blkback's connect(): the features and the disk, then Connected. */
+	be_write("feature-flush-cache", toy.flush);
+	be_write("feature-discard", toy.discard);
+	if (toy.discard) {
+		be_write("discard-granularity", toy.discard_gran);
+		be_write("discard-alignment", 0);
+	}
+	be_write("feature-barrier", 0);
+	be_write("feature-persistent", 0);
+	be_write("sectors", (unsigned long)toy.sectors);
+	be_write("info", toy.info);
+	be_write("sector-size", toy.sector_size);
+	be_write("physical-sector-size", toy.sector_size);
+	be_set_state(XenbusStateConnected);
+}
+
+/* frontend_changed (xen-blkback/xenbus.c), tolerant of skipped states unless strict_closed. */
+static void frontend_changed(void)
+{
+	const char *v = kv_get(FE "/state");
+	unsigned fe = v ? (unsigned)atoi(v) : 0;
+	switch (fe) {
+	case XenbusStateInitialising:
+		if (toy.state == XenbusStateClosed)
+			be_set_state(XenbusStateInitWait);
+		break;
+	case XenbusStateInitialised:
+	case XenbusStateConnected:
+		if (toy.state == XenbusStateConnected)
+			break;
+		if (toy.state == XenbusStateInitialising)
+			break;	/* not ready: connects once at InitWait (below) */
+		if (toy.state == XenbusStateClosed && toy.strict_closed)
+			break;
+		disconnect();
+		connect();
+		break;
+	case XenbusStateClosing:
+		disconnect();
+		be_set_state(XenbusStateClosing);
+		break;
+	case XenbusStateClosed:
+		disconnect();
+		be_set_state(XenbusStateClosed);
+		break;
+	default:
+		break;
+	}
+}
+
+static int16_t rw(const blkif_request_t *req, uint8_t op, const struct blkif_request_segment *segs, unsigned nseg,
+		  uint64_t sector, unsigned long *mapped, unsigned *nmapped)
+{
+	uint64_t s = sector;
+	int16_t status = BLKIF_RSP_OKAY;
+	(void)req;
+	for (unsigned i = 0; i < nseg; i++) {
+		const struct blkif_request_segment *g = &segs[i];
+		if (g->first_sect > g->last_sect || g->last_sect > 7) {
+			TOY_ERR("segment %u: sectors %u..%u", i, g->first_sect, g->last_sect);
+			return BLKIF_RSP_ERROR;
+		}
+		unsigned n = (unsigned)(g->last_sect - g->first_sect + 1);
+		if (s + n > toy.sectors)
+			return BLKIF_RSP_ERROR;
+		uint8_t *p = map(g->gref, op == BLKIF_OP_READ);
+		if (!p)
+			return BLKIF_RSP_ERROR;
+		mapped[(*nmapped)++] = g->gref;
+		if (toy.err_status && op == BLKIF_OP_WRITE && toy.err_sector >= s && toy.err_sector < s + n)
+			status = (int16_t)toy.err_status;
+		else if (op == BLKIF_OP_READ)
+			memcpy(p + g->first_sect * 512, toy.disk + s * 512, n * 512);
+		else
+			memcpy(toy.disk + s * 512, p + g->first_sect * 512, n * 512);
+		s += n;
+	}
+	return status;
+}
+
+static void serve(unsigned q)
+{
+	blkif_back_ring_t *ring = &toy.ring[q];
+	for (;;) {
+		RING_IDX rc = ring->req_cons, rp = ring->sring->req_prod;
+		__atomic_thread_fence(__ATOMIC_ACQUIRE);
+		if (RING_REQUEST_PROD_OVERFLOW(ring, rp)) {
+			TOY_ERR("q%u: req_prod %u overflows (rsp_prod_pvt %u)", q, rp, ring->rsp_prod_pvt);
+			return;
+		}
+		while (rc != rp) {
+			blkif_request_t req;
+			RING_COPY_REQUEST(ring, rc, &req);
+			ring->req_cons = ++rc;
+			toy.requests++;
+			toy.ops[req.operation & 7]++;
+			unsigned long mapped[BLK_MAX_SEGS + 1];
+			unsigned nmapped = 0;
+			uint64_t id = req.id;
+			uint8_t rop = req.operation;
+			int16_t st = BLKIF_RSP_OKAY;
+			switch (req.operation) {
+			case BLKIF_OP_READ:
+			case BLKIF_OP_WRITE:
+				if (req.handle != VDEV)
+					TOY_ERR("handle %u", req.handle);
+				if (!req.nr_segments || req.nr_segments > BLKIF_MAX_SEGMENTS_PER_REQUEST) {
+					TOY_ERR("nr_segments %u", req.nr_segments);
+					st = BLKIF_RSP_ERROR;
+					break;
+				}
+				if (req.nr_segments > toy.max_segs)
+					toy.max_segs = req.nr_segments;
+				st = rw(&req, req.operation, req.seg, req.nr_segments, req.sector_number, mapped, &nmapped);
+				break;
+			case BLKIF_OP_INDIRECT: {
+				blkif_request_indirect_t ind;
+				memcpy(&ind, &req, sizeof(ind));
+				id = ind.id;
+				rop = toy.echo_indirect ? BLKIF_OP_INDIRECT : ind.indirect_op;
+				if (!toy.max_indirect || ind.nr_segments > toy.max_indirect || !ind.nr_segments ||
+				    (ind.indirect_op != BLKIF_OP_READ && ind.indirect_op != BLKIF_OP_WRITE) ||
+				    ind.handle != VDEV) {
+					TOY_ERR("indirect: op %u segs %u handle %u", ind.indirect_op, ind.nr_segments,
+						ind.handle);
+					st = BLKIF_RSP_ERROR;
+					break;
+				}
+				if (ind.nr_segments > toy.max_segs)
+					toy.max_segs = ind.nr_segments;
+				struct blkif_request_segment *segs = map(ind.indirect_grefs[0], 0);
+				if (!segs) {
+					st = BLKIF_RSP_ERROR;
+					break;
+				}
+				mapped[nmapped++] = ind.indirect_grefs[0];
+				st = rw(&req, ind.indirect_op, segs, ind.nr_segments, ind.sector_number, mapped, &nmapped);
+				break;
+			}
+			case BLKIF_OP_FLUSH_DISKCACHE:
+				st = toy.flush ? BLKIF_RSP_OKAY : BLKIF_RSP_EOPNOTSUPP;
+				break;
+			case BLKIF_OP_DISCARD: {
+				blkif_request_discard_t dis;
+				memcpy(&dis, &req, sizeof(dis));
+				id = dis.id;
+				uint64_t g = toy.discard_gran / 512;
+				if (!toy.discard) {
+					st = BLKIF_RSP_EOPNOTSUPP;
+				} else if (dis.sector_number % g || dis.nr_sectors % g ||
+					   dis.sector_number + dis.nr_sectors > toy.sectors || dis.handle != VDEV) {
+					TOY_ERR("discard %lu+%lu (granularity %lu) handle %u",
+						(unsigned long)dis.sector_number, (unsigned long)dis.nr_sectors,
+						(unsigned long)g, dis.handle);
+					st = BLKIF_RSP_ERROR;
+				} else if (!toy.discard_noop) {
+					memset(toy.disk + dis.sector_number * 512, 0, dis.nr_sectors * 512);
+				}
+				break;
+			}
+			default:
+				st = BLKIF_RSP_EOPNOTSUPP;
+			}
+			/* xen_blkbk_unmap_and_respond: unmap, then the response. */
+			if (!toy.leak_grant)
+				for (unsigned i = 0; i < nmapped; i++)
+					unmap((uint32_t)mapped[i]);
+			blkif_response_t *rsp = RING_GET_RESPONSE(ring, ring->rsp_prod_pvt);
+			rsp->id = toy.wrong_id ? id ^ 0x40 : id;
+			toy.wrong_id = 0;
+			rsp->operation = rop;
+			rsp->status = st;
+			ring->rsp_prod_pvt++;
+		}
+		int notify, more = 0;
+		RING_PUSH_RESPONSES_AND_CHECK_NOTIFY(ring, notify);
+		if (notify && !toy.no_notify)
+			hits[toy.port[q]]++;
+		if (toy.no_req_event)
+			return;
+		RING_FINAL_CHECK_FOR_REQUESTS(ring, more);
+		if (!more)
+			return;
+	}
+}
+
+static unsigned long steps;
+
+static void backend_step(void)
+{
+	steps++;
+	if (toy.slow_initwait && toy.state == XenbusStateInitialising && !--toy.slow_initwait) {
+		be_set_state(XenbusStateInitWait);
+		toy.fe_changed = 1;	/* look at the frontend again, as blkback does on its own change */
+	}
+	if (toy.fe_changed) {
+		toy.fe_changed = 0;
+		frontend_changed();
+	}
+	/* Serve a queue when notified (or, with no_req_event, only then). */
+	for (unsigned q = 0; q < toy.nq && toy.state == XenbusStateConnected; q++)
+		if (kicked[toy.port[q]]) {
+			kicked[toy.port[q]] = 0;
+			serve(q);
+		}
+}
+
+/* A fresh device as the toolstack creates it, the backend at InitWait (or Initialising). */
+static void toy_create(void)
+{
+	uint8_t *disk = toy.disk;
+	struct toy keep = toy;
+	memset(&toy, 0, sizeof(toy));
+	toy.max_order = keep.max_order;
+	toy.max_queues = keep.max_queues;
+	toy.max_indirect = keep.max_indirect;
+	toy.sector_size = keep.sector_size;
+	toy.flush = keep.flush;
+	toy.discard = keep.discard;
+	toy.discard_gran = keep.discard_gran;
+	toy.sectors = keep.sectors;
+	toy.disk = disk ? disk : calloc(toy.sectors, 512);
+	nkv = 0;
+	nev = 0;
+	memset(watches, 0, sizeof(watches));
+	/* A new boot: a new grant table and event channels. */
+	memset(gt, 0, sizeof(gt));
+	memset(port_used, 0, sizeof(port_used));
+	memset(kicked, 0, sizeof(kicked));
+	kv_set(FE "/backend", BE);
+	kv_set(FE "/backend-id", "0");
+	kv_set(FE "/virtual-device", "51712");
+	kv_set(FE "/device-type", "disk");
+	kv_set(FE "/state", "1");
+	kv_set(HOME "/device/vbd/51728/device-type", "cdrom");
+	kv_set(HOME "/device/vbd/51728/backend", "/local/domain/0/backend/vbd/1/51728");
+	kv_set(HOME "/device/vbd/51728/backend-id", "0");
+	kv_set(BE "/frontend", FE);
+	be_write("max-ring-page-order", toy.max_order);
+	be_write("multi-queue-max-queues", toy.max_queues);
+	if (toy.max_indirect)
+		be_write("feature-max-indirect-segments", toy.max_indirect);
+	be_set_state(XenbusStateInitWait);
+	dev.known = 0;		/* a new boot's view */
+	dev.rings = 0;
+	dev.connected = 0;
+}
+
+static void toy_defaults(uint64_t sectors, unsigned sector_size)
+{
+	free(toy.disk);
+	memset(&toy, 0, sizeof(toy));
+	toy.max_order = 4;
+	toy.max_queues = 4;
+	toy.max_indirect = 256;
+	toy.sector_size = sector_size;
+	toy.flush = 1;
+	toy.discard = 1;
+	toy.discard_gran = 4096;
+	toy.sectors = sectors;
+}
+
+/* ------------------------------------------------------------------ */
+/* Running scenarios                                                   */
+
+static unsigned checks, failures;
+
+static const char *run_scenario(const char *name, const char *opts)
+{
+	snprintf(cmdline, sizeof(cmdline), "%s", opts);
+	note[0] = 0;
+	for (size_t i = 0; i < nr_blk_scenarios; i++)
+		if (!strcmp(blk_scenarios[i].name, name))
+			return blk_scenarios[i].run();
+	return "unknown scenario";
+}
+
+/* want NULL: must PASS; else must FAIL with `want` in the reason. */
+static void expect(const char *name, const char *opts, const char *want)
+{
+	toy_err[0] = 0;
+	const char *r = run_scenario(name, opts);
+	int ok = want ? r && strstr(r, want) : !r && !toy_err[0];
+	checks++;
+	printf("%s %s [%s]: %s %s%s%s\n", ok ? "ok  " : "BAD ", name, opts, r ? "FAIL" : "PASS", r ? r : note,
+	       toy_err[0] ? "  toy backend: " : "", toy_err);
+	if (!ok) {
+		failures++;
+		if (want)
+			printf("     wanted a FAIL containing \"%s\"\n", want);
+	}
+	/* Whatever happened, every grant must be back and nothing mapped. */
+	for (unsigned ref = 0; ref < NREFS && !want; ref++)
+		if (gt[ref].flags) {
+			printf("BAD  %s: grant ref %u left with flags 0x%x\n", name, ref, gt[ref].flags);
+			failures++;
+			break;
+		}
+}
+
+int main(int argc, char **argv)
+{
+	verbose = argc > 1 && !strcmp(argv[1], "-v");
+
+	/* The good backend: every scenario passes, in one "boot" and across boots. */
+	toy_defaults(8192, 512);
+	toy_create();
+	expect("blk_info", "pvh.blkdebug=1", NULL);
+	expect("blk_rw", "pvh.blkseed=7", NULL);
+	printf("     toy: %lu requests, max segments %lu, flushes %lu\n", toy.requests, toy.max_segs,
+	       toy.ops[BLKIF_OP_FLUSH_DISKCACHE]);
+	expect("blk_verify", "pvh.blkseed=7", NULL);
+	expect("blk_verify", "pvh.blkseed=8", "seed 7's data, not seed 8's");
+	expect("blk_multipage", "pvh.blkseed=7", NULL);
+	expect("blk_indirect", "pvh.blkseed=7", NULL);
+	expect("blk_indirect", "pvh.blkseed=7 pvh.blkindirect=100", NULL);
+	expect("blk_discard", "pvh.blkseed=7", NULL);
+	expect("blk_mq", "pvh.blkseed=7", NULL);
+	expect("blk_early_init", "pvh.blkseed=7", NULL);
+	expect("blk_early_init", "pvh.blkseed=7 pvh.blkearly=restart", NULL);
+	expect("blk_err", "pvh.blkexpect=okay pvh.blksector=2000 pvh.blkseed=7", NULL);
+	expect("blk_verify", "pvh.blkseed=7", NULL);
+	/* Second boot: the data is still there, the handshake starts afresh. */
+	toy_create();
+	expect("blk_verify", "pvh.blkseed=7", NULL);
+	expect("blk_rw", "pvh.blkseed=9 pvh.blkstart=4096 pvh.blksectors=2048 pvh.blkrogrant=1", NULL);
+	expect("blk_verify", "pvh.blkseed=9 pvh.blkstart=4096 pvh.blksectors=2048", NULL);
+	expect("blk_verify", "pvh.blkseed=7 pvh.blkstart=4096 pvh.blksectors=8",
+	       "sector 4096 holds seed 9's data, not seed 7's");
+	/* What the data check reports: a misplaced sector, a damaged one. */
+	memcpy(toy.disk + 4100 * 512, toy.disk + 4104 * 512, 512);
+	expect("blk_verify", "pvh.blkseed=9 pvh.blkstart=4096 pvh.blksectors=2048",
+	       "sector 4100 holds sector 4104's data (seed 9) (1 of 2048");
+	toy.disk[4097 * 512 + 100] ^= 1;
+	expect("blk_verify", "pvh.blkseed=9 pvh.blkstart=4096 pvh.blksectors=2048", "sector 4097 holds a damaged pattern (checksum");
+	/* A boot that finds the backend Connected to a stale frontend: reset first. */
+	toy_create();
+	kv_set(FE "/state", "4");
+	toy.state = XenbusStateConnected;
+	kv_set(BE "/state", "4");
+	expect("blk_info", "", NULL);
+
+	/* Host errors and statuses. */
+	toy_create();
+	toy.err_sector = 5000;
+	toy.err_status = BLKIF_RSP_ERROR;
+	expect("blk_err", "pvh.blkexpect=error pvh.blksector=4996", NULL);
+	expect("blk_err", "pvh.blksector=4996", NULL);
+	expect("blk_err", "pvh.blkexpect=okay pvh.blksector=4996", "status -1 (BLKIF_RSP_ERROR), want 0");
+	expect("blk_err", "pvh.blkexpect=maybe", "pvh.blkexpect: want");
+	toy.err_status = BLKIF_RSP_EOPNOTSUPP;
+	expect("blk_err", "pvh.blkexpect=eopnotsupp pvh.blksector=4996", NULL);
+	toy.err_status = 0;
+
+	/* 4096-byte sectors: no sub-page segments. */
+	toy_defaults(8192, 4096);
+	toy_create();
+	expect("blk_info", "", NULL);
+	expect("blk_rw", "", NULL);
+
+	/* What a backend may lack. */
+	toy_defaults(8192, 512);
+	toy.max_order = 0;
+	toy.max_queues = 1;
+	toy.max_indirect = 0;
+	toy.discard = 0;
+	toy.flush = 0;
+	toy_create();
+	expect("blk_multipage", "", "max-ring-page-order 0, need 2");
+	expect("blk_mq", "", "multi-queue-max-queues 1, need 2");
+	expect("blk_indirect", "", "does not offer feature-max-indirect-segments");
+	expect("blk_discard", "", "does not offer feature-discard");
+	expect("blk_rw", "", "does not offer feature-flush-cache");
+	expect("blk_info", "", NULL);
+	toy_defaults(1024, 512);
+	toy_create();
+	expect("blk_discard", "", "too small");
+	expect("blk_rw", "pvh.blksectors=2048", "beyond the disk");
+
+	/* Backend bugs the frontend must name. */
+	toy_defaults(8192, 512);
+	toy_create();
+	toy.discard_noop = 1;
+	expect("blk_discard", "pvh.blktimeout=300", "holds its old pattern, not zeros (discarded)");
+	toy_create();
+	toy.echo_indirect = 1;
+	expect("blk_indirect", "pvh.blktimeout=300", "the indirect_op");
+	toy_create();
+	toy.no_notify = 1;
+	expect("blk_verify", "pvh.blktimeout=300", "no event on port");
+	toy_create();
+	toy.leak_grant = 1;
+	expect("blk_verify", "pvh.blktimeout=300", "still maps data ref");
+	toy_create();
+	toy.no_req_event = 1;
+	expect("blk_verify", "pvh.blktimeout=300", "no response in 300 ms");
+	toy_create();
+	toy.no_req_event = 1;
+	expect("blk_rw", "pvh.blktimeout=300 pvh.blknotify=always", NULL);
+	toy_create();
+	toy.wrong_id = 1;
+	expect("blk_verify", "pvh.blktimeout=300", "matches no request in flight");
+	toy_create();
+	toy.state = XenbusStateInitialising;
+	kv_set(BE "/state", "1");
+	expect("blk_info", "pvh.blktimeout=300", "waiting for InitWait");
+	/* A backend reaching InitWait late: Linux's order waits; an early frontend does not. */
+	toy_create();
+	toy.state = XenbusStateInitialising;
+	kv_set(BE "/state", "1");
+	toy.slow_initwait = 2000;
+	expect("blk_early_init", "pvh.blkseed=7", NULL);
+	toy_create();
+	toy.state = XenbusStateInitialising;
+	kv_set(BE "/state", "1");
+	toy.slow_initwait = 2000;
+	expect("blk_info", "", NULL);
+	/* A backend that wants Initialising after Closed (pvh's XenbusHandshake today). */
+	toy_create();
+	toy.strict_closed = 1;
+	expect("blk_early_init", "pvh.blkearly=restart pvh.blktimeout=300", "waiting for Connected (seen 6)");
+
+	printf("%u checks, %u failed\n", checks, failures);
+	return failures ? 1 : 0;
+}
