@@ -20,8 +20,9 @@ let package = Package(
         .target(name: "CKVM"),
         // C shim: Xen's public headers and the layout constants derived from them.
         .target(name: "CXen"),
-        // C shim for the host-I/O layer: Linux file APIs Glibc does not export.
-        .target(name: "CHostIO"),
+        // C shim for the host-I/O layer: Linux file APIs Glibc does not export,
+        // block-device ioctls, and liburing (Debian's liburing-dev) for io_uring.
+        .target(name: "CHostIO", linkerSettings: [.linkedLibrary("uring")]),
         // C shim over the system decompressors (zlib, xz/lzma, bzip2, lz4, zstd).
         .target(
             name: "CDecompress",
