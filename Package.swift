@@ -63,7 +63,7 @@ let package = Package(
         .target(name: "XenBus", dependencies: ["CXen", "XenABI", "XenStore"], swiftSettings: safeSettings),
         // The one host-I/O layer: block I/O between backing files and guest pages
         // (io_uring, a thread pool, a synchronous reference engine).
-        .target(name: "HostIO", dependencies: ["CHostIO", "GuestMemory"]),
+        .target(name: "HostIO", dependencies: ["CHostIO", "GuestMemory"], swiftSettings: safeSettings),
         // Device specifications as xl writes them (xl-disk-configuration(5)), pure parsers.
         .target(name: "DeviceSpecs", swiftSettings: safeSettings),
         // The PV block backend (blkif): the xenbus handshake, multi-queue,
