@@ -113,6 +113,18 @@ public enum BackingFileCall: String, Hashable, Sendable, CustomStringConvertible
 public final class BlockBackingFile: @unchecked Sendable {
     // SAFETY (Sendable): every stored property is immutable.
 
+    /// Which engine `makeEngine` makes.
+    public enum EngineKind: Hashable, Sendable {
+        /// `IOUringEngine`; `makeEngine` throws when io_uring is unavailable.
+        case ioUring
+        /// `ThreadPoolEngine` with its default thread count.
+        case threadPool
+        /// `SynchronousEngine`: I/O on the submitting thread (tests, tools).
+        case synchronous
+        /// io_uring where the host has it, else the thread pool.
+        case automatic
+    }
+
     /// The path as given to `open`.
     public let path: String
     public let isWritable: Bool
@@ -226,6 +238,27 @@ public final class BlockBackingFile: @unchecked Sendable {
         return BlockBackingFile(path: path, fd: fd, writable: writable, direct: direct, blockDevice: blockDevice, size: size,
                                 logical: geometry.logical, physical: geometry.physical, discard: geometry.discard,
                                 granularity: geometry.granularity)
+    }
+
+    /// Makes an engine of `kind` for this backing; `depth` is the io_uring
+    /// depth or the thread pool's queue bound. Throws only for `.ioUring`
+    /// when io_uring is unavailable (`.automatic` falls back instead).
+    public func makeEngine(_ kind: EngineKind, depth: Int = IOUringEngine.defaultDepth,
+                           onComplete: @escaping @Sendable ([BlockIOCompletion]) -> Void) throws(IOUringUnavailable) -> any BlockIOEngine {
+        switch kind {
+        case .ioUring:
+            return try IOUringEngine.make(file: self, depth: depth, onComplete: onComplete)
+        case .threadPool:
+            return ThreadPoolEngine(file: self, queueDepth: depth, onComplete: onComplete)
+        case .synchronous:
+            return SynchronousEngine(fileDescriptor: fileDescriptor, discard: discardMethod, owner: self, onComplete: onComplete)
+        case .automatic:
+            do {
+                return try IOUringEngine.make(file: self, depth: depth, onComplete: onComplete)
+            } catch {
+                return ThreadPoolEngine(file: self, queueDepth: depth, onComplete: onComplete)
+            }
+        }
     }
 
     // MARK: - Opening, step by step
