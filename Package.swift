@@ -20,8 +20,9 @@ let package = Package(
         .target(name: "CKVM"),
         // C shim: Xen's public headers and the layout constants derived from them.
         .target(name: "CXen"),
-        // C shim for the host-I/O layer: Linux file APIs Glibc does not export.
-        .target(name: "CHostIO"),
+        // C shim for the host-I/O layer: Linux file APIs Glibc does not export,
+        // block-device ioctls, and liburing (Debian's liburing-dev) for io_uring.
+        .target(name: "CHostIO", linkerSettings: [.linkedLibrary("uring")]),
         // C shim over the system decompressors (zlib, xz/lzma, bzip2, lz4, zstd).
         .target(
             name: "CDecompress",
@@ -62,7 +63,7 @@ let package = Package(
         .target(name: "XenBus", dependencies: ["CXen", "XenABI", "XenStore"], swiftSettings: safeSettings),
         // The one host-I/O layer: block I/O between backing files and guest pages
         // (io_uring, a thread pool, a synchronous reference engine).
-        .target(name: "HostIO", dependencies: ["CHostIO", "GuestMemory"]),
+        .target(name: "HostIO", dependencies: ["CHostIO", "GuestMemory"], swiftSettings: safeSettings),
         // Device specifications as xl writes them (xl-disk-configuration(5)), pure parsers.
         .target(name: "DeviceSpecs", swiftSettings: safeSettings),
         // The PV block backend (blkif): the xenbus handshake, multi-queue,

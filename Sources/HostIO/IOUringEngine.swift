@@ -1,0 +1,450 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import CHostIO
+import Dispatch
+import Foundation
+import Synchronization
+
+/// Why io_uring cannot be used; the caller falls back to the thread pool.
+public enum IOUringUnavailable: Error, Hashable, Sendable, CustomStringConvertible {
+    /// io_uring_setup(2) says ENOSYS: a kernel without CONFIG_IO_URING, or a
+    /// seccomp filter that answers ENOSYS.
+    case notImplemented
+    /// io_uring_setup(2) says EPERM: `kernel.io_uring_disabled` (its value,
+    /// when /proc says it: 2 for everyone, 1 for those outside
+    /// `kernel.io_uring_group`), or a seccomp filter or LSM.
+    case notPermitted(ioUringDisabled: Int?)
+    /// The kernel lacks an operation the engine uses (IORING_OP_FALLOCATE
+    /// and the opcode probe came in Linux 5.6).
+    case missingOperations
+    /// io_uring_setup(2) failed otherwise (ENOMEM: before Linux 5.12 rings
+    /// count against RLIMIT_MEMLOCK).
+    case setupFailed(errno: Int32)
+
+    public var description: String {
+        switch self {
+        case .notImplemented: "io_uring is not available (io_uring_setup: ENOSYS)"
+        case .notPermitted(let v?): "io_uring is not permitted (io_uring_setup: EPERM; kernel.io_uring_disabled = \(v))"
+        case .notPermitted(nil): "io_uring is not permitted (io_uring_setup: EPERM, a seccomp filter or security module)"
+        case .missingOperations: "io_uring lacks readv/writev/fsync/fallocate (Linux 5.6 or later needed)"
+        case .setupFailed(let e): "io_uring_setup failed: errno \(e)"
+        }
+    }
+}
+
+/// Runs block I/O through one io_uring (io_uring(7)), via Debian's liburing.
+///
+/// Why io_uring: a whole batch of requests (all a guest put on its ring
+/// before one notification) enters the kernel in one io_uring_submit, and
+/// completions come back in batches to one thread, so there is no thread
+/// hop and no system call per request, which the thread pool pays. Why our
+/// own wrapper: no maintained Swift io_uring package is in the allowed set
+/// (the package depends on swift-argument-parser only), and liburing's
+/// helpers are static inline functions, so a few C wrappers in CHostIO
+/// (`pvh_uring_*`) are all it takes. Swift never sees an SQE or a CQE.
+///
+/// How it works:
+/// - The ring has room for `depth` requests in the kernel; each has a slot
+///   (its index is the SQE's user data) holding its iovecs until the CQE
+///   comes. Requests beyond that wait in a FIFO inside the engine and start
+///   as completions free slots: nothing is dropped, and `submit` never waits
+///   for a slot or the device (the kernel does at once what needs no waiting,
+///   a page-cache copy, and hands the rest to its io-wq workers). `submit`
+///   may be called from any thread; it prepares what fits and calls
+///   io_uring_submit once, under the engine's lock. The
+///   completion queue (twice the submission queue, liburing's default) can
+///   never overflow: at most `depth` + 1 requests (a wake-up) are out.
+/// - One thread (`pvh-uring`) waits for completions (io_uring_wait_cqe),
+///   takes all that are ready, starts what the freed slots allow, and calls
+///   the handler with the batch, never concurrently and never on a
+///   submitter's thread (save the `.shutDown` answers below).
+/// - Short transfers are continued, not reported: a read or write that
+///   moved fewer bytes than asked is resubmitted for the rest (as
+///   preadv/pwritev are retried in `HostFileIO.transfer`), so `.short` means
+///   end of file (a read or write that moved nothing), as in the other
+///   engines. So are requests of more than IOV_MAX buffers (in IOV_MAX
+///   pieces) and any request that says EINTR.
+/// - Discard is IORING_OP_FALLOCATE (punch hole, keep size) on regular
+///   files. io_uring has no BLKDISCARD (an ioctl), so on block devices a
+///   discard runs on a one-thread pool beside the ring, created on the first
+///   one, whose result comes back through the ring (a NOP on that slot) and
+///   is delivered with the others: a slow discard (a whole-disk fstrim)
+///   never holds up reads and writes, and the handler still runs on one
+///   thread only.
+/// - `shutdown()` stops taking requests (later ones complete with
+///   `.shutDown` on the submitting thread), waits until everything accepted
+///   has completed and been delivered, then the thread ends and the ring is
+///   torn down. From the completion handler it only starts that and
+///   returns.
+///
+/// The engine keeps its `BlockBackingFile` (so the descriptor) alive until
+/// `shutdown()` has returned, and its thread keeps the engine alive until
+/// then: it must be shut down.
+@safe public final class IOUringEngine: BlockIOEngine, @unchecked Sendable {
+    // SAFETY (Sendable): the `let`s are immutable. The ring's submission
+    // side (prep, submit) is used only with `state` locked; its completion
+    // side (reap) only by the reaper thread. liburing's wait_cqe and
+    // submit touch disjoint halves of the ring (io_uring_wait_cqe enters the
+    // kernel with to_submit = 0 and never reads the SQ tail), so the two may
+    // run at once. The ring is destroyed by the reaper once it has left its
+    // loop, which it does only when the engine is closing and no slot is
+    // used, after which no submitter touches the ring. Each `unsafe` use of
+    // `ring` below relies on this ("the ring is alive").
+
+    /// The requests in the kernel at once when the caller does not say: as
+    /// many as a multi-page blkif ring (BLK_RING_SIZE for 4 pages) holds.
+    public static let defaultDepth = 128
+
+    /// Requests the engine has in the kernel at once (more wait inside it).
+    public let depth: Int
+
+    private let ring: OpaquePointer
+    private let fd: Int32
+    private let discard: DiscardMethod
+    private let onComplete: @Sendable ([BlockIOCompletion]) -> Void
+    private let state: Mutex<State>
+    /// Signalled once when the reaper has torn the ring down; each waiter
+    /// passes the signal on, so any number of `shutdown()` callers return.
+    private let ended = DispatchSemaphore(value: 0)
+
+    /// The user data of the wake-up NOP (slots are 0..<depth).
+    private static let wakeUserData = UInt64.max
+
+    /// Makes an engine for `file` with room for `depth` requests in the
+    /// kernel (clamped to 1...16384), or says why io_uring cannot be used.
+    public static func make(file: BlockBackingFile, depth: Int = defaultDepth,
+                            onComplete: @escaping @Sendable ([BlockIOCompletion]) -> Void) throws(IOUringUnavailable) -> IOUringEngine {
+        try IOUringEngine(fileDescriptor: file.fileDescriptor, discard: file.discardMethod, owner: file, depth: depth, onComplete: onComplete)
+    }
+
+    init(fileDescriptor: Int32, discard: DiscardMethod, owner: (AnyObject & Sendable)?, depth: Int,
+         onComplete: @escaping @Sendable ([BlockIOCompletion]) -> Void) throws(IOUringUnavailable) {
+        // IORING_MAX_ENTRIES is 32768; one entry more than the slots for the wake-up.
+        let depth = min(max(depth, 1), 16384)
+        var error: Int32 = 0
+        // SAFETY: `error` is a valid Int32 for the call.
+        guard let ring = unsafe pvh_uring_create(UInt32(depth + 1), &error) else {
+            switch error {
+            case ENOSYS: throw .notImplemented
+            case EPERM: throw .notPermitted(ioUringDisabled: Self.ioUringDisabledSysctl())
+            default: throw .setupFailed(errno: error)
+            }
+        }
+        // SAFETY: the ring was just made and is not shared yet.
+        guard unsafe pvh_uring_supports_block_ops(ring) != 0 else {
+            unsafe pvh_uring_destroy(ring)
+            throw .missingOperations
+        }
+        unsafe self.ring = ring
+        self.depth = depth
+        fd = fileDescriptor
+        self.discard = discard
+        self.onComplete = onComplete
+        state = Mutex(State(depth: depth, owner: owner))
+        // SAFETY: as above.
+        let completionCapacity = Int(unsafe pvh_uring_cq_entries(ring))
+        EngineThread.start(name: "pvh-uring") { [self] in reap(capacity: completionCapacity) }
+    }
+
+    /// /proc/sys/kernel/io_uring_disabled (Linux 6.6), to say why EPERM.
+    private static func ioUringDisabledSysctl() -> Int? {
+        (try? String(contentsOfFile: "/proc/sys/kernel/io_uring_disabled", encoding: .utf8))
+            .flatMap { Int($0.trimmingCharacters(in: .whitespacesAndNewlines)) }
+    }
+
+    public func submit(_ requests: [BlockIORequest]) {
+        guard !requests.isEmpty else { return }
+        var sideRequests: [BlockIORequest] = []
+        let accepted = state.withLock { s -> Bool in
+            guard !s.closing else { return false }
+            s.pending.append(contentsOf: requests)
+            startPending(&s, side: &sideRequests)
+            submitPrepared(&s)
+            return true
+        }
+        guard accepted else {
+            onComplete(requests.map { BlockIOCompletion(tag: $0.tag, result: .failure(.shutDown)) })
+            return
+        }
+        submitSide(sideRequests)
+    }
+
+    public func shutdown() {
+        let onReaper = state.withLock { s -> Bool in
+            if !s.closing, s.used == 0 {
+                // Nothing is out to complete: wake the reaper so it sees `closing`.
+                // (Once closing, the reaper may have torn the ring down: only the
+                // first call may touch it.)
+                wake(&s)
+            }
+            s.closing = true
+            return s.reaper == EngineThread.current
+        }
+        // The reaper cannot wait for itself: it ends after the handler returns.
+        if onReaper { return }
+        ended.wait()
+        ended.signal()
+    }
+
+    // MARK: - State (all of it under `state`'s lock)
+
+    /// What one slot's request is doing.
+    private enum Work {
+        /// A read or write; `offset` is where it started, `vectors` knows how
+        /// far it has got.
+        case transfer(write: Bool, offset: UInt64, vectors: IOVectorList)
+        case flush
+        /// Hole punching (IORING_OP_FALLOCATE).
+        case punchHole(offset: UInt64, length: UInt64)
+        /// BLKDISCARD on the side pool; its result comes back as `answered`.
+        case sideDiscard
+        /// A result known without the kernel doing the work (a range past
+        /// off_t, nothing to move, the side pool's answer), delivered by the
+        /// reaper through a NOP like every other completion.
+        case answered(Result<Int, HostIOError>)
+
+        var isAnswered: Bool {
+            if case .answered = self { true } else { false }
+        }
+    }
+
+    private struct Slot {
+        var tag: UInt64
+        var work: Work
+    }
+
+    private struct State {
+        /// A request per used slot; the index is the SQE's user data.
+        var slots: [Slot?]
+        /// Unused slots (the lowest first).
+        var free: [Int]
+        /// Requests waiting for a slot, oldest first.
+        var pending = FIFO<BlockIORequest>()
+        /// SQEs prepared whose CQE has not been reaped.
+        var awaited = 0
+        var closing = false
+        var wakeQueued = false
+        var reaper: pthread_t?
+        /// The block-device discard pool, made on the first one.
+        var side: ThreadPoolEngine?
+        /// What keeps `fd` open, until the ring is torn down.
+        var owner: (AnyObject & Sendable)?
+
+        init(depth: Int, owner: (AnyObject & Sendable)?) {
+            slots = Array(repeating: nil, count: depth)
+            free = Array((0..<depth).reversed())
+            self.owner = owner
+        }
+
+        var used: Int { slots.count - free.count }
+    }
+
+    /// Gives waiting requests the free slots, in order. Block-device
+    /// discards it starts are added to `side`, for the side pool once the
+    /// lock is released.
+    private func startPending(_ s: inout State, side: inout [BlockIORequest]) {
+        while !s.free.isEmpty, let request = s.pending.popFirst() {
+            let i = s.free.removeLast()
+            let work: Work
+            switch request.operation {
+            case .read(let offset, let buffers), .write(let offset, let buffers):
+                let vectors = IOVectorList(buffers)
+                if !HostFileIO.isValidRange(offset: offset, length: UInt64(vectors.expected)) {
+                    work = .answered(.failure(.system(errno: EINVAL)))
+                } else if vectors.isComplete {
+                    work = .answered(.success(0))
+                } else {
+                    let write = if case .write = request.operation { true } else { false }
+                    work = .transfer(write: write, offset: offset, vectors: vectors)
+                }
+            case .flush:
+                work = .flush
+            case .discard(let offset, let length):
+                if !HostFileIO.isValidRange(offset: offset, length: length) {
+                    work = .answered(.failure(.system(errno: EINVAL)))
+                } else if discard == .blockDiscard {
+                    work = .sideDiscard
+                    if s.side == nil {
+                        // No owner of its own: this engine keeps the file open until
+                        // the pool has been shut down.
+                        s.side = ThreadPoolEngine(fileDescriptor: fd, discard: .blockDiscard, owner: nil, threads: 1, queueDepth: depth,
+                                                  name: "pvh-uring-disc") { [self] in sideFinished($0) }
+                    }
+                    side.append(BlockIORequest(tag: UInt64(i), operation: request.operation))
+                } else {
+                    work = .punchHole(offset: offset, length: length)
+                }
+            }
+            s.slots[i] = Slot(tag: request.tag, work: work)
+            if case .sideDiscard = work { continue }
+            prepare(i, &s)
+        }
+    }
+
+    /// Prepares the SQE for slot `i`'s work (the rest of it, for a transfer
+    /// under way). The SQ always has room: it has an entry per slot and one
+    /// for the wake-up, and each has at most one SQE out.
+    private func prepare(_ i: Int, _ s: inout State) {
+        guard let slot = s.slots[i] else { preconditionFailure("io_uring engine: preparing an unused slot") }
+        let userData = UInt64(i)
+        let r: Int32
+        switch slot.work {
+        case .transfer(let write, let offset, let vectors):
+            // SAFETY: the vectors live in `vectors`, which the slot holds
+            // until this request's completion has been reaped, and do not
+            // change until then (advance runs after the CQE). They name guest
+            // memory the list's buffers keep mapped. The ring is alive (a
+            // slot is in use).
+            let (iov, count) = unsafe vectors.remaining
+            let at = offset + UInt64(vectors.transferred)
+            r = unsafe write ? pvh_uring_prep_writev(ring, fd, iov, UInt32(count), at, userData)
+                : pvh_uring_prep_readv(ring, fd, iov, UInt32(count), at, userData)
+        case .flush:
+            // SAFETY (the three below): the ring is alive (a slot is in use).
+            r = unsafe pvh_uring_prep_fdatasync(ring, fd, userData)
+        case .punchHole(let offset, let length):
+            r = unsafe pvh_uring_prep_punch_hole(ring, fd, offset, length, userData)
+        case .answered:
+            r = unsafe pvh_uring_prep_nop(ring, userData)
+        case .sideDiscard:
+            preconditionFailure("io_uring engine: a side discard has no SQE")
+        }
+        precondition(r == 0, "io_uring engine: no SQE free for a slot")
+        s.awaited += 1
+    }
+
+    /// Queues the wake-up NOP (one at a time).
+    private func wake(_ s: inout State) {
+        guard !s.wakeQueued else { return }
+        // SAFETY: the ring is alive (called only before `closing` is set).
+        precondition(unsafe pvh_uring_prep_nop(ring, Self.wakeUserData) == 0, "io_uring engine: no SQE free for the wake-up")
+        s.wakeQueued = true
+        s.awaited += 1
+        submitPrepared(&s)
+    }
+
+    /// Hands every prepared SQE to the kernel (io_uring_submit, as many
+    /// times as it takes). io_uring_enter(2) may take fewer than offered or
+    /// say EAGAIN/EBUSY when short of resources; the rest then stays in the
+    /// SQ and goes with the next submit, which the reaper makes after each
+    /// batch of completions. Only when no completion is coming does this
+    /// retry at once. Any other error means the ring itself is broken.
+    private func submitPrepared(_ s: inout State) {
+        // SAFETY (the calls below): the ring is alive (callers hold the lock
+        // with a slot in use or before `closing`).
+        while unsafe pvh_uring_sq_unconsumed(ring) > 0 {
+            let r = unsafe pvh_uring_submit(ring)
+            if r > 0 || r == -EINTR { continue }
+            precondition(r == 0 || r == -EAGAIN || r == -EBUSY, "io_uring_submit: errno \(-r)")
+            if s.awaited > Int(unsafe pvh_uring_sq_unconsumed(ring)) { return }
+            sched_yield()
+        }
+    }
+
+    /// Turns one CQE into the end of its request (appended to `done`), or
+    /// into the next SQE of a transfer under way or an interrupted request.
+    private func complete(userData: UInt64, result res: Int32, _ s: inout State, into done: inout [BlockIOCompletion]) {
+        s.awaited -= 1
+        if userData == Self.wakeUserData {
+            s.wakeQueued = false
+            return
+        }
+        guard userData < UInt64(s.slots.count), let slot = s.slots[Int(userData)] else {
+            preconditionFailure("io_uring engine: a completion for an unused slot")
+        }
+        let i = Int(userData)
+        if res == -EINTR, !slot.work.isAnswered {
+            prepare(i, &s)
+            return
+        }
+        let result: Result<Int, HostIOError>
+        switch slot.work {
+        case .transfer(_, _, let vectors):
+            if res < 0 {
+                result = .failure(.system(errno: -res))
+            } else if res == 0 {
+                result = .failure(.short(transferred: vectors.transferred, expected: vectors.expected))
+            } else {
+                vectors.advance(by: Int(res))
+                guard vectors.isComplete else {
+                    prepare(i, &s)
+                    return
+                }
+                result = .success(vectors.expected)
+            }
+        case .flush:
+            result = res < 0 ? .failure(.system(errno: -res)) : .success(0)
+        case .punchHole:
+            result = HostFileIO.discardResult(res)
+        case .answered(let r):
+            result = r
+        case .sideDiscard:
+            preconditionFailure("io_uring engine: a side discard completes as answered")
+        }
+        s.slots[i] = nil
+        s.free.append(i)
+        done.append(BlockIOCompletion(tag: slot.tag, result: result))
+    }
+
+    /// The side pool's results: each goes back through the ring, so the
+    /// reaper delivers it.
+    private func sideFinished(_ completions: [BlockIOCompletion]) {
+        state.withLock { s in
+            for c in completions {
+                let i = Int(c.tag)
+                s.slots[i]?.work = .answered(c.result)
+                prepare(i, &s)
+            }
+            submitPrepared(&s)
+        }
+    }
+
+    private func submitSide(_ requests: [BlockIORequest]) {
+        guard !requests.isEmpty else { return }
+        // The pool exists: startPending made it before adding to `requests`,
+        // and only the reaper, once no slot is used, takes it away.
+        state.withLock { $0.side }?.submit(requests)
+    }
+
+    /// The completion thread: reaps CQEs in batches and delivers them until
+    /// the engine is closing and no request is left, then tears down.
+    private func reap(capacity: Int) {
+        state.withLock { $0.reaper = EngineThread.current }
+        var userData = [UInt64](repeating: 0, count: capacity)
+        var results = [Int32](repeating: 0, count: capacity)
+        while !state.withLock({ $0.closing && $0.used == 0 }) {
+            // SAFETY: both buffers hold `capacity` elements, the most the
+            // call writes, and outlive it.
+            let n = unsafe userData.withUnsafeMutableBufferPointer { u in
+                unsafe results.withUnsafeMutableBufferPointer { r in
+                    unsafe pvh_uring_reap(ring, u.baseAddress, r.baseAddress, UInt32(capacity))
+                }
+            }
+            if n == -EINTR { continue }
+            precondition(n >= 0, "io_uring_wait_cqe: errno \(-n)")
+            var done: [BlockIOCompletion] = []
+            var sideRequests: [BlockIORequest] = []
+            state.withLock { s in
+                for k in 0..<Int(n) { complete(userData: userData[k], result: results[k], &s, into: &done) }
+                startPending(&s, side: &sideRequests)
+                submitPrepared(&s)
+            }
+            submitSide(sideRequests)
+            if !done.isEmpty { onComplete(done) }
+        }
+        let side = state.withLock { s in
+            defer { s.side = nil }
+            return s.side
+        }
+        side?.shutdown()
+        // SAFETY: closing with no slot in use: nothing touches the ring any
+        // more (submit refuses, shutdown's wake-up only precedes `closing`).
+        unsafe pvh_uring_destroy(ring)
+        // The file may close now (here, if this was the last reference),
+        // before shutdown() returns: this thread holds the engine until it
+        // has ended, the file it must not.
+        state.withLock { $0.owner = nil }
+        ended.signal()
+    }
+}

@@ -1,0 +1,92 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import CHostIO
+import GuestMemory
+
+/// The iovecs of one read or write, in memory of their own, and how far the
+/// transfer has got. Every engine moves data with vectored I/O straight into
+/// or out of guest pages (preadv(2)/pwritev(2), IORING_OP_READV/WRITEV);
+/// this is the one place that turns `HostMemoryRange`s into iovecs and
+/// continues after a partial transfer.
+///
+/// The vectors live on the heap, not in a Swift array, because io_uring may
+/// read them after io_uring_submit returns (when the request goes to an
+/// io-wq worker), so they must stay where they are until its completion
+/// (io_uring_enter(2), IORING_OP_READV: "the iovecs ... must remain valid").
+/// The list also holds the buffers, which keep the guest mappings alive.
+///
+/// Not thread-safe: an engine hands a list from thread to thread only under
+/// its lock (or, in the thread engines, owns it on one thread).
+@safe final class IOVectorList: @unchecked Sendable {
+    /// The buffers, in order; kept so the host memory stays mapped.
+    let buffers: [HostMemoryRange]
+    /// Bytes the transfer moves in all.
+    let expected: Int
+    /// Bytes moved so far.
+    private(set) var transferred = 0
+    /// The first vector not yet done (earlier ones are finished).
+    private var first = 0
+    /// The vectors, `count` of them (`buffers.count`).
+    private let vectors: UnsafeMutableBufferPointer<iovec>
+    private let count: Int
+
+    init(_ buffers: [HostMemoryRange]) {
+        self.buffers = buffers
+        expected = buffers.reduce(0) { $0 + $1.count }
+        count = buffers.count
+        unsafe vectors = UnsafeMutableBufferPointer<iovec>.allocate(capacity: count)
+        for (i, b) in buffers.enumerated() {
+            // SAFETY: `i` is below the capacity just allocated. The address
+            // names host memory its owner keeps mapped while `buffers`
+            // (held by this list) lives: GuestMemory's HostMemoryRange contract.
+            unsafe vectors.initializeElement(at: i, to: iovec(iov_base: UnsafeMutableRawPointer(bitPattern: b.address), iov_len: b.count))
+        }
+    }
+
+    deinit {
+        // SAFETY: allocated in init with this capacity; iovec is trivial, so
+        // no deinitialization is needed. Engines drop a list only after the
+        // request's last system call or completion.
+        unsafe vectors.deallocate()
+    }
+
+    /// Every byte moved.
+    var isComplete: Bool { transferred == expected }
+
+    /// The vectors not yet done, at most IOV_MAX of them (the most one
+    /// preadv/pwritev or IORING_OP_READV/WRITEV takes: UIO_MAXIOV); a longer
+    /// list goes in several calls, as after a partial transfer. The pointer
+    /// is valid while this list lives, and the vectors stay unchanged until
+    /// the next `advance`.
+    @unsafe var remaining: (vectors: UnsafePointer<iovec>, count: Int32) {
+        precondition(!isComplete, "no bytes left to move")
+        let n = min(count - first, Int(pvh_iov_max()))
+        // SAFETY: bytes are left, so some vector from `first` on is
+        // unfinished: `first` < count, the allocation is not empty,
+        // and `n` vectors from `first` are inside it.
+        guard let base = unsafe vectors.baseAddress else { preconditionFailure("bytes left, yet no vectors") }
+        return (unsafe UnsafePointer(base + first), Int32(n))
+    }
+
+    /// Records `n` more bytes moved (a system call's or completion's
+    /// positive result): skips the vectors it finished and trims a partly
+    /// done one, so `remaining` continues exactly after the last byte.
+    func advance(by n: Int) {
+        precondition(n >= 0 && n <= expected - transferred, "a transfer moved more than it was asked")
+        transferred += n
+        var left = n
+        // SAFETY (the accesses below): every index is checked against
+        // `count` (the vectors' number) before use.
+        while first < count {
+            let length = unsafe vectors[first].iov_len
+            guard left >= length else { break }
+            left -= length
+            first += 1
+        }
+        if left > 0 {
+            unsafe vectors[first].iov_base = unsafe vectors[first].iov_base.map { unsafe $0 + left }
+            unsafe vectors[first].iov_len -= left
+        }
+    }
+}
