@@ -71,7 +71,7 @@ let package = Package(
         // straight into granted guest pages.
         .target(name: "BlockBackend", dependencies: ["CXen", "XenABI", "GuestMemory", "XenRing", "GrantTables", "DeviceRuntime", "EventChannels", "XenBus", "XenStore", "HostIO"], swiftSettings: safeSettings),
         // Wiring: vCPU threads, exit handling, transports.
-        .target(name: "VMM", dependencies: ["DeviceSpecs", "KVM", "GuestMemory", "XenABI", "PVHBoot", "Hypercalls", "EventChannels", "GrantTables", "ConsoleBackend", "PVTime", "XenStore", "XenBus", "DeviceRuntime"], swiftSettings: safeSettings),
+        .target(name: "VMM", dependencies: ["BlockBackend", "HostIO", "DeviceSpecs", "KVM", "GuestMemory", "XenABI", "PVHBoot", "Hypercalls", "EventChannels", "GrantTables", "ConsoleBackend", "PVTime", "XenStore", "XenBus", "DeviceRuntime"], swiftSettings: safeSettings),
         .executableTarget(
             name: "pvh",
             dependencies: ["DeviceSpecs", "VMM", "KVM", "XenStore", .product(name: "ArgumentParser", package: "swift-argument-parser")]),
@@ -97,6 +97,6 @@ let package = Package(
         .testTarget(name: "XenBusTests", dependencies: ["XenBus", "XenStore", "XenABI"]),
         .testTarget(name: "BlockBackendTests", dependencies: ["BlockBackend", "CXen", "DeviceRuntime", "EventChannels", "GrantTables", "GuestMemory", "HostIO", "TestSupport", "XenABI", "XenBus", "XenRing", "XenStore"]),
         .testTarget(name: "VMMTests", dependencies: ["VMM", "DeviceSpecs", "DeviceRuntime", "KVM", "PVHBoot", "XenABI", "GuestMemory"]),
-        .testTarget(name: "IntegrationTests", dependencies: ["VMM", "KVM", "GrantTables", "GuestMemory", "XenABI"]),
+        .testTarget(name: "IntegrationTests", dependencies: ["VMM", "DeviceSpecs", "KVM", "GrantTables", "GuestMemory", "XenABI"]),
     ]
 )

@@ -116,6 +116,7 @@ public final class Domain: Sendable {
         try configuration.validate()
         // Bad input first: nothing is created for a kernel that cannot boot.
         let image = try GuestImage(configuration)
+        let disks = try DiskImages(configuration)
         let machine = try Machine(configuration, system: system)
         vm = machine.vm
         memory = machine.memory
@@ -129,7 +130,7 @@ public final class Domain: Sendable {
         timers = xen.timers
         grants = xen.grants
         toolstack = try ToolstackDevices(configuration, memory: machine.memory, xen: xen,
-                                         store: store ?? XenStoreServer(), output: console)
+                                         store: store ?? XenStoreServer(), output: console, disks: disks)
         let dispatcher = xen.dispatcher(configuration, machine: machine, boot: boot, console: console)
         reservation = dispatcher.reservation
 

@@ -209,9 +209,10 @@ struct ToolstackDevices {
     let storeRing: XenStoreRingConnection
     let storeLayout: DomainStoreLayout
     let domain: DomainID
+    let disks: DiskBackends
 
     init(_ configuration: GuestConfiguration, memory: MappedGuestMemory, xen: XenPlatform, store: XenStoreServer,
-         output: any ConsoleSink) throws(DomainError) {
+         output: any ConsoleSink, disks images: DiskImages) throws(DomainError) {
         let domain = configuration.domainID
         self.domain = domain
         self.store = store
@@ -260,6 +261,9 @@ struct ToolstackDevices {
         // and XenStore rings, granted to their backend domain (d0).
         try? xen.grants.seed(GrantTableConstants.consoleReference, to: xen.grants.backendDomain, frame: consoleFrame)
         try? xen.grants.seed(GrantTableConstants.xenstoreReference, to: xen.grants.backendDomain, frame: storeFrame)
+        // The disks: their vbd devices under the domain's tree.
+        disks = try DiskBackends(images, domain: domain, vcpus: configuration.vcpus, memory: memory, grants: xen.grants,
+                                 events: xen.events, runtime: runtime, store: store)
     }
 
     /// After the vCPUs have stopped: the device threads stop before the tree
@@ -267,6 +271,7 @@ struct ToolstackDevices {
     /// XenStore ring leaves the store, and no pump runs afterwards); then
     /// the tree is removed and @releaseDomain fires, as xl destroys a domain.
     func tearDown() {
+        disks.tearDown()
         console.shutdown()
         storeRing.shutdown()
         runtime.stopAll()

@@ -260,7 +260,8 @@ final class RunningGuest: @unchecked Sendable {
 
     /// Boots the test guest with `cmdline` and waits (bounded) until its
     /// XenStore socket answers, i.e. the guest's domain tree is there.
-    init(cmdline: String, memoryMiB: Int = 32, name: String? = nil, runtimeDirectory: String? = nil) throws {
+    init(cmdline: String, memoryMiB: Int = 32, name: String? = nil, runtimeDirectory: String? = nil,
+         arguments extra: [String] = []) throws {
         let elf = try Env.testGuest.get()
         let unique = String(UUID().uuidString.prefix(8)).lowercased()
         self.name = name ?? "it-\(unique)"
@@ -272,7 +273,7 @@ final class RunningGuest: @unchecked Sendable {
             self.runtimeDirectory = dir
         }
         child = try ChildProcess(Env.pvhBinary, ["run", "--name", self.name, "--kernel", elf, "--memory", String(memoryMiB),
-                                                 "--cmdline", cmdline],
+                                                 "--cmdline", cmdline] + extra,
                                  environment: ["PVH_RUNTIME_DIR": self.runtimeDirectory])
         // The console's first line comes once the domain (and its store) exist.
         guard child.waitForLine(startingWith: "PVHTEST BOOT", timeout: .seconds(30)) != nil else {
