@@ -236,6 +236,18 @@ struct TestGuestBootTests {
     /// the software backend (kvm_pvm) a SYSCALL from CPL3 stays at CPL3 and
     /// faults fetching LSTAR; pvh breaks on the guest's #PF handler,
     /// recognises that frame and finishes the SYSCALL (FastSystemCall).
+    /// SYSCALLs from user code with interrupts on while a 20 us LAPIC
+    /// timer fires: SFMASK clears IF, so none may be taken between SYSCALL
+    /// and SYSRET, where RSP is still the user's (Linux's entry_SYSCALL_64
+    /// runs there before it switches stacks). On the software backend every
+    /// one of them goes through pvh's SYSCALL fix-up.
+    @Test("SYSCALL with a timer firing: no interrupt inside the SYSCALL entry (IF clear, user stack)")
+    func userModeSyscallWithInterrupts() throws {
+        let run = try bootTestGuest("pvh.scenarios=usermode_syscall_irq,version pvh.usys_n=3000")
+        #expect(run.exit == .shutdown(.poweroff), "\(run.console.text)")
+        #expect(run.results()["usermode_syscall_irq"]?.hasPrefix("PASS 3001 syscalls") == true, "\(run.console.text)")
+    }
+
     @Test("user mode: SYSCALL enters the kernel at STAR's CS with RCX/RSP right; SYSRET or IRETQ returns to CPL3",
           arguments: ["", "pvh.user=iret", "pvh.transport=vmcall"])
     func userModeSyscall(_ options: String) throws {
