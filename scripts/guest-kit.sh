@@ -18,6 +18,10 @@
 #   PVH-INIT: insmod <module> ok|failed|built-in      (per module, in order;
 #             none with pvh.modules=0 on the kernel command line)
 #   PVH-INIT: /sys/bus/xen/devices:                    (then `ls` of it)
+#   PVH-INIT: disk ...                                 (with pvh.disk=1: mounts
+#             the ext4 on /dev/xvda, reads host.txt, writes guest.txt, syncs,
+#             remounts read-only and reads it back; pvh.modules=blk loads
+#             xen-blkfront only)
 #   PVH-INIT: powering off
 # and then runs `poweroff -f`.
 #
@@ -208,6 +212,7 @@ echo "PVH-INIT: kernel \$(uname -r)"
 grep -q pvh.modules=0 /proc/cmdline && echo "PVH-INIT: modules skipped (pvh.modules=0)"
 for m in$list; do
 	grep -q pvh.modules=0 /proc/cmdline && break
+	grep -q pvh.modules=blk /proc/cmdline && [ \$m != xen-blkfront ] && continue
 	if insmod /lib/modules/\$m.ko; then
 		echo "PVH-INIT: insmod \$m ok"
 	else
@@ -223,6 +228,27 @@ echo "PVH-INIT: clocksource=\$(cat /sys/devices/system/clocksource/clocksource0/
 echo "PVH-INIT: cpus online=\$(cat /sys/devices/system/cpu/online 2>/dev/null) count=\$(grep -c ^processor /proc/cpuinfo)"
 echo "PVH-INIT: interrupts xen-dyn=\$(grep -c xen-dyn /proc/interrupts) xen-percpu=\$(grep -c xen-percpu /proc/interrupts) io-apic=\$(grep -c IO-APIC /proc/interrupts)"
 grep -i xen /proc/interrupts
+# Issue 10: a PV disk end to end (the host made an ext4 image with host.txt).
+if grep -q pvh.disk=1 /proc/cmdline; then
+	i=0
+	while [ ! -b /dev/xvda ] && [ \$i -lt 600 ]; do sleep 1; i=\$((i + 1)); done
+	if [ -b /dev/xvda ]; then
+		echo "PVH-INIT: disk xvda sectors=\$(cat /sys/block/xvda/size) after \${i}s"
+		mkdir -p /mnt
+		if mount -t ext4 /dev/xvda /mnt; then
+			echo "PVH-INIT: disk read host.txt=\$(cat /mnt/host.txt)"
+			echo "written by the guest" > /mnt/guest.txt
+			sync
+			umount /mnt
+			mount -t ext4 -o ro /dev/xvda /mnt && echo "PVH-INIT: disk read back guest.txt=\$(cat /mnt/guest.txt)"
+			umount /mnt
+		else
+			echo "PVH-INIT: disk mount failed"
+		fi
+	else
+		echo "PVH-INIT: disk /dev/xvda missing"
+	fi
+fi
 echo "PVH-INIT: balloon target_kb=\$(cat /sys/devices/system/xen_memory/xen_memory0/target_kb 2>/dev/null)"
 # xenbus control/shutdown reaches init as the signals busybox's poweroff
 # (USR2), halt (USR1) and reboot (TERM) send: PID 1 is this shell.
