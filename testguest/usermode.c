@@ -303,6 +303,8 @@ static const char *scen_usermode_syscall_irq(void)
 			    uirq_bad, uirq_bad_rip, uirq_bad_rsp, uirq_bad_rflags, usys_count);
 	if (usys_count != loops + 1)
 		return fail("%u syscalls, want %lu", usys_count, (unsigned long)loops + 1);
+	if (!uirq_user_ticks)
+		return fail("no timer interrupt reached user mode in %u syscalls (TPR left raised?)", usys_count);
 	pass_note("%u syscalls with a 20 us timer: %u interrupts, %u in user mode, none inside the "
 		  "SYSCALL entry", usys_count, uirq_ticks, uirq_user_ticks);
 	return NULL;

@@ -122,6 +122,9 @@ final class VCPURunner: @unchecked Sendable {
     private var armedWithSites = true
     /// The HVM_PARAM_CALLBACK_IRQ vector's level-triggered delivery.
     private var callback = CallbackVectorDelivery()
+    /// Set while a finished SYSCALL runs its entry code under the guard
+    /// (`SyscallEntryGuard`).
+    private var syscallGuard: SyscallEntryGuard?
 
     init(vcpu: VCPU, id: VCPUID, services: DomainServices) {
         self.vcpu = vcpu
@@ -134,7 +137,8 @@ final class VCPURunner: @unchecked Sendable {
         let vcpu = self.vcpu
         lifecycle.onStop { vcpu.kick() }
         while lifecycle.exit == nil {
-            if armedWithSites, services.transports.sitesRetired.load(ordering: .relaxed), !steppingOverFaultHandler {
+            if armedWithSites, services.transports.sitesRetired.load(ordering: .relaxed), !steppingOverFaultHandler,
+               syscallGuard == nil {
                 if let end = armBreakpoints() {
                     lifecycle.finish(end)
                     return
@@ -178,6 +182,21 @@ final class VCPURunner: @unchecked Sendable {
             vcpu.completeMSR(value: 0, error: true)
             return nil
         case .debug(let pc, _, _, _):
+            if var entryGuard = syscallGuard {
+                // One instruction of the SYSCALL entry has run.
+                let regs = vcpu.registers, sregs = vcpu.specialRegisters
+                if entryGuard.step(rsp: regs.rsp, cpl: sregs.cpl) {
+                    syscallGuard = entryGuard
+                    return nil
+                }
+                syscallGuard = nil
+                var restored = sregs
+                restored.cr8 = entryGuard.savedTPR
+                vcpu.specialRegisters = restored
+                if let end = armBreakpoints() { return end }
+                // The step may have landed on a breakpoint of ours.
+                guard pc == pageFaultHandler || services.transports.activeSites.contains(pc) else { return nil }
+            }
             if steppingOverFaultHandler || pc == pageFaultHandler {
                 return pageFaultBreakpoint(at: pc)
             }
@@ -369,12 +388,13 @@ final class VCPURunner: @unchecked Sendable {
         return armBreakpoints()
     }
 
-    /// The hypercall sites, plus the page-fault handler when armed.
+    /// The hypercall sites, plus the page-fault handler when armed (and not
+    /// stepping over it).
     private func armBreakpoints(singleStep: Bool = false) -> DomainExit? {
         let sites = services.transports.activeSites
         armedWithSites = !sites.isEmpty
         let addresses = HypercallTransports.breakpointAddresses(
-            sites: sites, pageFaultHandler: singleStep ? nil : pageFaultHandler)
+            sites: sites, pageFaultHandler: steppingOverFaultHandler ? nil : pageFaultHandler)
         do {
             try vcpu.setGuestDebug(hardwareBreakpoints: addresses, singleStep: singleStep)
         } catch {
@@ -404,7 +424,14 @@ final class VCPURunner: @unchecked Sendable {
                 return .failed("\(id): completing SYSCALL: \(error)")
             }
             DomainMetrics.bump(services.metrics.syscallsCompleted)
-            return nil
+            // Until the kernel has its own stack, no interrupt may come in:
+            // TPR 15 holds back every LAPIC vector, and single steps tell
+            // when the entry is past the window (SyscallEntryGuard).
+            var sregs = vcpu.specialRegisters
+            syscallGuard = SyscallEntryGuard(savedTPR: sregs.cr8)
+            sregs.cr8 = SyscallEntryGuard.blockingTPR
+            vcpu.specialRegisters = sregs
+            return armBreakpoints(singleStep: true)
         }
         steppingOverFaultHandler = true
         return armBreakpoints(singleStep: true)
@@ -494,5 +521,37 @@ final class VCPURunner: @unchecked Sendable {
             do { try vcpu.load(boot) } catch { return .failed("\(id): loading VCPUOP_initialise state: \(error)") }
         }
         return nil
+    }
+}
+
+/// The first instructions of a SYSCALL that pvh finished (software backend:
+/// `FastSystemCall`) run at CPL0 on the user's stack with RFLAGS.IF clear,
+/// until the kernel loads its own stack pointer (Linux's entry_SYSCALL_64:
+/// swapgs, save RSP, load the task's stack). An interrupt taken there would
+/// push its frame on the user stack and run the kernel's handler with the
+/// user's GS: Debian 6.12 took the Xen upcall vector there on kvm_pvm and
+/// died of a double fault at init's first system call, although IF was
+/// clear. So the entry runs with the local APIC's TPR at 15, which holds back
+/// every maskable LAPIC vector whatever the backend makes of IF (Intel SDM
+/// Vol. 3 §11.8.3.1), one single step at a time, until RSP is a kernel
+/// address (upper half), the CPU is back at CPL3 (a SYSRET), or
+/// `maximumSteps` instructions ran; then the guest's TPR comes back.
+struct SyscallEntryGuard: Equatable {
+    /// TPR (CR8) class 15: no vector can exceed it.
+    static let blockingTPR: UInt64 = 15
+    /// Linux needs 5 instructions (endbr64, swapgs, mov, jmp, mov); a
+    /// kernel that takes longer gets its TPR back after this many.
+    static let maximumSteps = 32
+    /// The guest's TPR before the guard.
+    let savedTPR: UInt64
+    private(set) var steps = 0
+
+    init(savedTPR: UInt64) { self.savedTPR = savedTPR }
+
+    /// After one step: whether to keep guarding.
+    mutating func step(rsp: UInt64, cpl: UInt8) -> Bool {
+        steps += 1
+        let kernelStack = rsp >> 47 == 0x1_ffff
+        return !kernelStack && cpl == 0 && steps < Self.maximumSteps
     }
 }
