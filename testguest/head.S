@@ -350,7 +350,7 @@ int80_handler:
  * handlers write the LAPIC EOI themselves. The spurious vector (0xff) gets
  * no EOI (Intel SDM vol. 3, 11.9).
  */
-.macro IRQ_STUB name, handler
+.macro IRQ_STUB name, handler, frame=0
 	.globl \name
 \name:
 	push	%rax
@@ -363,6 +363,9 @@ int80_handler:
 	push	%r10
 	push	%r11
 	cld
+	.if \frame
+	lea	72(%rsp), %rdi		/* the interrupt frame, past the 9 pushes */
+	.endif
 	call	\handler
 	pop	%r11
 	pop	%r10
@@ -380,30 +383,7 @@ int80_handler:
 	IRQ_STUB lapic_timer_entry, lapic_timer_tick
 
 /* usermode_syscall_irq: the LAPIC timer with its interrupt frame (RDI). */
-	.globl user_irq_entry
-user_irq_entry:
-	push	%rax
-	push	%rcx
-	push	%rdx
-	push	%rsi
-	push	%rdi
-	push	%r8
-	push	%r9
-	push	%r10
-	push	%r11
-	cld
-	lea	72(%rsp), %rdi
-	call	user_irq_tick
-	pop	%r11
-	pop	%r10
-	pop	%r9
-	pop	%r8
-	pop	%rdi
-	pop	%rsi
-	pop	%rdx
-	pop	%rcx
-	pop	%rax
-	iretq
+	IRQ_STUB user_irq_entry, user_irq_tick, frame=1
 
 	.globl spurious_entry
 spurious_entry:

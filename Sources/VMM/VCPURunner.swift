@@ -185,7 +185,11 @@ final class VCPURunner: @unchecked Sendable {
             if var entryGuard = syscallGuard {
                 // One instruction of the SYSCALL entry has run.
                 let regs = vcpu.registers, sregs = vcpu.specialRegisters
-                if entryGuard.step(rsp: regs.rsp, cpl: sregs.cpl) {
+                let translator = GuestAddressTranslator(
+                    memory: services.memory,
+                    paging: GuestPagingState(cr0: sregs.cr0, cr3: sregs.cr3, cr4: sregs.cr4, efer: sregs.efer))
+                let next = (try? translator.readVirtual(at: GuestVirtualAddress(regs.rip), count: 3)) ?? []
+                if entryGuard.step(rsp: regs.rsp, cpl: sregs.cpl, next: next) {
                     syscallGuard = entryGuard
                     return nil
                 }
@@ -534,7 +538,8 @@ final class VCPURunner: @unchecked Sendable {
 /// clear. So the entry runs with the local APIC's TPR at 15, which holds back
 /// every maskable LAPIC vector whatever the backend makes of IF (Intel SDM
 /// Vol. 3 §11.8.3.1), one single step at a time, until RSP is a kernel
-/// address (upper half), the CPU is back at CPL3 (a SYSRET), or
+/// address (upper half), the next instruction returns to CPL3 (SYSRET,
+/// IRET), the CPU is at CPL3, or
 /// `maximumSteps` instructions ran; then the guest's TPR comes back.
 struct SyscallEntryGuard: Equatable {
     /// TPR (CR8) class 15: no vector can exceed it.
@@ -548,10 +553,20 @@ struct SyscallEntryGuard: Equatable {
 
     init(savedTPR: UInt64) { self.savedTPR = savedTPR }
 
-    /// After one step: whether to keep guarding.
-    mutating func step(rsp: UInt64, cpl: UInt8) -> Bool {
+    /// After one step: whether to keep guarding. `next` holds the bytes of
+    /// the instruction about to run: a SYSRET or IRET goes back to CPL3,
+    /// where the backend runs the guest natively and no step exit comes, so
+    /// the TPR must be back before it (the interrupt then arrives in user
+    /// mode, as it should).
+    mutating func step(rsp: UInt64, cpl: UInt8, next: [UInt8]) -> Bool {
         steps += 1
         let kernelStack = rsp >> 47 == 0x1_ffff
-        return !kernelStack && cpl == 0 && steps < Self.maximumSteps
+        return !kernelStack && cpl == 0 && steps < Self.maximumSteps && !Self.returnsToUser(next)
+    }
+
+    /// SYSRET (0F 07, with REX.W 48 0F 07) or IRET (CF, 48 CF).
+    static func returnsToUser(_ bytes: [UInt8]) -> Bool {
+        let b = bytes.first == 0x48 ? Array(bytes.dropFirst()) : bytes
+        return b.starts(with: [0x0f, 0x07]) || b.first == 0xcf
     }
 }
