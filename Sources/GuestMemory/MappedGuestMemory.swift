@@ -138,29 +138,40 @@ public final class MappedGuestMemory: GuestMemory, @unchecked Sendable {
     }
 
     // The accessors below are called through `any GuestMemory`, so they run
-    // unspecialized: they move `T`'s bytes as they are (x86 is
-    // little-endian) rather than convert through FixedWidthInteger's
-    // protocol witnesses, which cost more than the access itself.
+    // unspecialized: they switch on `T`'s size and move its bytes as the
+    // concrete integer of that size, rather than convert through
+    // FixedWidthInteger's protocol witnesses or call the generic
+    // loadUnaligned, which cost more than the access itself.
 
     public func load<T: FixedWidthInteger & UnsignedInteger>(_ type: T.Type, at address: GuestPhysicalAddress) throws(GuestMemoryError) -> T {
-        let (m, off) = try locate(address, MemoryLayout<T>.size)
-        // SAFETY: in bounds (locate); loadUnaligned is a single access for
-        // naturally aligned 1/2/4/8-byte values on x86.
-        #if _endian(little)
-        return unsafe m.pointer(at: off).loadUnaligned(as: T.self)
-        #else
-        return T(littleEndian: unsafe m.pointer(at: off).loadUnaligned(as: T.self))
-        #endif
+        let size = MemoryLayout<T>.size
+        let (m, off) = try locate(address, size)
+        let p = unsafe m.pointer(at: off)
+        // SAFETY: in bounds (locate); each load is a single access for a
+        // naturally aligned 1/2/4/8-byte value on x86, and T is an unsigned
+        // integer of exactly that size, so it has that integer's bit layout.
+        switch size {
+        case 1: return unsafe unsafeBitCast(p.load(as: UInt8.self), to: T.self)
+        case 2: return unsafe unsafeBitCast(UInt16(littleEndian: p.loadUnaligned(as: UInt16.self)), to: T.self)
+        case 4: return unsafe unsafeBitCast(UInt32(littleEndian: p.loadUnaligned(as: UInt32.self)), to: T.self)
+        case 8: return unsafe unsafeBitCast(UInt64(littleEndian: p.loadUnaligned(as: UInt64.self)), to: T.self)
+        default: return T(littleEndian: unsafe p.loadUnaligned(as: T.self))
+        }
     }
 
     public func store<T: FixedWidthInteger & UnsignedInteger>(_ value: T, at address: GuestPhysicalAddress) throws(GuestMemoryError) {
-        let (m, off) = try locate(address, MemoryLayout<T>.size)
-        // SAFETY: in bounds (locate).
-        #if _endian(little)
-        unsafe m.pointer(at: off).storeBytes(of: value, as: T.self)
-        #else
-        unsafe m.pointer(at: off).storeBytes(of: value.littleEndian, as: T.self)
-        #endif
+        let size = MemoryLayout<T>.size
+        let (m, off) = try locate(address, size)
+        let p = unsafe m.pointer(at: off)
+        // SAFETY: in bounds (locate); T has the bit layout of the unsigned
+        // integer of its size (as in `load`).
+        switch size {
+        case 1: unsafe p.storeBytes(of: unsafeBitCast(value, to: UInt8.self), as: UInt8.self)
+        case 2: unsafe p.storeBytes(of: unsafeBitCast(value, to: UInt16.self).littleEndian, as: UInt16.self)
+        case 4: unsafe p.storeBytes(of: unsafeBitCast(value, to: UInt32.self).littleEndian, as: UInt32.self)
+        case 8: unsafe p.storeBytes(of: unsafeBitCast(value, to: UInt64.self).littleEndian, as: UInt64.self)
+        default: unsafe p.storeBytes(of: value.littleEndian, as: T.self)
+        }
     }
 
     public func atomicOr<T: FixedWidthInteger & UnsignedInteger>(_ bits: T, at address: GuestPhysicalAddress) throws(GuestMemoryError) -> T {
