@@ -38,6 +38,8 @@ enum BlockBench {
         var seconds = 5
         var file = "/var/tmp/pvh-bench-block.img"
         var rounds = 3
+        /// Cases to run (all when empty).
+        var cases: [String] = []
         /// The scratch file's size (created once, filled).
         var bytes: UInt64 = 1 << 30
     }
@@ -46,7 +48,7 @@ enum BlockBench {
         var description: String
     }
 
-    static let usage = "usage: pvh-bench block [--seconds N] [--file PATH] [--rounds N]"
+    static let usage = "usage: pvh-bench block [--seconds N] [--file PATH] [--rounds N] [--case NAME]..."
 
     static func parse(_ arguments: [String]) throws(UsageError) -> Options {
         var options = Options()
@@ -64,6 +66,12 @@ enum BlockBench {
             switch argument {
             case "--seconds": options.seconds = try positive(argument)
             case "--rounds": options.rounds = try positive(argument)
+            case "--case":
+                let name = try value(argument)
+                guard cases.contains(where: { $0.name == name }) else {
+                    throw UsageError(description: "--case: no case '\(name)' (\(cases.map(\.name).joined(separator: ", ")))")
+                }
+                options.cases.append(name)
             case "--file":
                 options.file = try value(argument)
                 guard !options.file.isEmpty else { throw UsageError(description: "--file: empty path") }
@@ -143,10 +151,11 @@ enum BlockBench {
         let version = (try? capture(fio, ["--version"]))?.trimmingCharacters(in: .whitespacesAndNewlines) ?? "fio"
         print("pvh-bench block: \(options.file) (\(file.sizeInBytes >> 20) MiB, O_DIRECT), \(options.seconds) s per run, "
               + "medians of \(options.rounds) interleaved rounds; host: \(version) --ioengine=io_uring --direct=1")
-        for c in cases {
-            print("  \(c.name): \(c.description)")
+        let selected = cases.filter { options.cases.isEmpty || options.cases.contains($0.name) }
+        for c in selected {
+            print("  \(c.name): \(c.description) (fio \(c.fioArguments.joined(separator: " ")))")
         }
-        for c in cases {
+        for c in selected {
             var pvh: [Double] = [], threads: [Double] = [], host: [Double] = []
             for round in 0..<options.rounds {
                 var steps: [() throws -> Void] = [
@@ -179,14 +188,18 @@ enum BlockBench {
 
     /// Creates `path` with `bytes` of non-zero data (a file system would
     /// otherwise serve reads of holes without touching the disk), unless a
-    /// file of that size is there already.
+    /// regular file of that size is there already (an earlier run's: the
+    /// write cases write into it). Anything else at `path` is refused, not
+    /// overwritten.
     static func prepareScratchFile(_ path: String, bytes: UInt64) throws {
         var st = stat()
         if stat(path, &st) == 0 {
-            guard st.st_mode & S_IFMT == S_IFREG else { throw UsageError(description: "\(path): not a regular file") }
-            if UInt64(st.st_size) == bytes, UInt64(st.st_blocks) * 512 >= bytes { return }
+            guard st.st_mode & S_IFMT == S_IFREG, UInt64(st.st_size) == bytes else {
+                throw UsageError(description: "\(path) exists and is not a \(bytes >> 20) MiB scratch file (the benchmark writes into it): remove it or give another --file")
+            }
+            return
         }
-        guard FileManager.default.createFile(atPath: path, contents: nil),
+        guard FileManager.default.createFile(atPath: path, contents: nil, attributes: [.posixPermissions: 0o600]),
               let handle = FileHandle(forWritingAtPath: path) else {
             throw UsageError(description: "\(path): cannot create the scratch file")
         }
