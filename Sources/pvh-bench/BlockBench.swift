@@ -40,6 +40,8 @@ enum BlockBench {
         var rounds = 3
         /// Cases to run (all when empty).
         var cases: [String] = []
+        /// Every case's queue depth instead of its own.
+        var depth: Int?
         /// The scratch file's size (created once, filled).
         var bytes: UInt64 = 1 << 30
     }
@@ -48,7 +50,7 @@ enum BlockBench {
         var description: String
     }
 
-    static let usage = "usage: pvh-bench block [--seconds N] [--file PATH] [--rounds N] [--case NAME]..."
+    static let usage = "usage: pvh-bench block [--seconds N] [--file PATH] [--rounds N] [--case NAME]... [--depth N]"
 
     static func parse(_ arguments: [String]) throws(UsageError) -> Options {
         var options = Options()
@@ -66,6 +68,12 @@ enum BlockBench {
             switch argument {
             case "--seconds": options.seconds = try positive(argument)
             case "--rounds": options.rounds = try positive(argument)
+            case "--depth":
+                let depth = try positive(argument)
+                guard BlkfrontRing<BlkifX86_64>.order(forDepth: depth) != nil else {
+                    throw UsageError(description: "--depth: \(depth) is more than the largest ring holds")
+                }
+                options.depth = depth
             case "--case":
                 let name = try value(argument)
                 guard cases.contains(where: { $0.name == name }) else {
@@ -110,7 +118,8 @@ enum BlockBench {
         var random: Bool
         var blockSize: Int
         var depth: Int
-        /// Each write is followed by a flush once it completed (depth 1).
+        /// Each write is followed by a flush once it completed (depth 1,
+        /// which `--depth` does not change).
         var flushEachWrite = false
         var unit: Unit
 
@@ -151,7 +160,11 @@ enum BlockBench {
         let version = (try? capture(fio, ["--version"]))?.trimmingCharacters(in: .whitespacesAndNewlines) ?? "fio"
         print("pvh-bench block: \(options.file) (\(file.sizeInBytes >> 20) MiB, O_DIRECT), \(options.seconds) s per run, "
               + "medians of \(options.rounds) interleaved rounds; host: \(version) --ioengine=io_uring --direct=1")
-        let selected = cases.filter { options.cases.isEmpty || options.cases.contains($0.name) }
+        let selected = cases.filter { options.cases.isEmpty || options.cases.contains($0.name) }.map { c in
+            var c = c
+            if let depth = options.depth, !c.flushEachWrite { c.depth = depth }
+            return c
+        }
         for c in selected {
             print("  \(c.name): \(c.description) (fio \(c.fioArguments.joined(separator: " ")))")
         }
