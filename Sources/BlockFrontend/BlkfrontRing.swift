@@ -14,13 +14,17 @@ import XenRing
 /// Not thread-safe: one thread drives a ring, as blkfront does under its
 /// ring lock.
 public final class BlkfrontRing<L: BlkifABILayout> {
+    /// The frontend half of the shared ring, in ABI `L`.
     public typealias Ring = FrontRing<BlkifRequestEntry<L>, BlkifResponseEntry<L>>
+    /// The guest the ring lives in.
     public let guest: FrontendGuest
+    /// The shared ring (its raw accessors are TestSupport's).
     public let ring: Ring
     /// The ring pages' grants, in order (`ring-ref` or `ring-ref0`...).
     public let refs: [GrantReference]
     /// The guest's port, unbound for domain 0 until the backend binds it.
     public let port: EventChannelPort
+    /// The structures' layout in ABI `L`.
     public var layout: BlkifLayout { L.abi.layout }
 
     /// Allocates and grants the ring's pages and allocates the port.

@@ -27,8 +27,11 @@ public final class FrontendGuest {
     /// shared and status frames: 72 for 64 frames).
     static let grantAreaFrames: UInt64 = 0x100
 
+    /// The guest's RAM.
     public let memory: MappedGuestMemory
+    /// The VMM's grant table of the domain (the guest writes its entries).
     public let grants: GrantTable
+    /// The domain's event channels and the backend domain's.
     public let events: EventChannelTable
     /// Upcalls and the ports that became pending: what a frontend waits on.
     public let notifications: GuestNotifications

@@ -27,8 +27,10 @@ public final class GuestNotifications: EventChannelNotifier {
 
     init(memory: any GuestMemory) { self.memory = memory }
 
+    /// Counts the upcall (nothing runs in the guest without a VM).
     public func upcall(vcpu: VCPUID) { upcalls.wrappingAdd(1, ordering: .relaxed) }
 
+    /// Wakes whoever waits on `port`.
     public func portBecamePending(_ port: EventChannelPort) {
         waiters.withLock { $0[port] }?.signal()
     }

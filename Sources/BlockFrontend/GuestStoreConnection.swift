@@ -6,7 +6,9 @@ import XenStore
 /// carry): requests as the unprivileged frontend domain, each answered
 /// before `write`/`read` return (the server answers on the caller's thread).
 public final class GuestStoreConnection: Sendable {
+    /// The store it talks to.
     public let server: XenStoreServer
+    /// Its connection there.
     public let id: XenStoreConnectionID
     private final class Inbox: Sendable { let bytes = Mutex<[UInt8]>([]) }
     private let received = Inbox()

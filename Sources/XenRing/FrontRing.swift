@@ -15,9 +15,11 @@ import GuestMemory
 /// Not thread-safe: one owner drives it, as one guest CPU drives a ring
 /// under its lock.
 public final class FrontRing<Request: RingRequest, Response: RingResponse> {
+    /// The guest memory the ring is in.
     public let memory: any GuestMemory
     /// Where the ring starts (the shared header).
     public let base: GuestPhysicalAddress
+    /// Slot size and count.
     public let geometry: SharedRingGeometry
     let ring: RingMemory
     /// `req_prod_pvt`: requests written, perhaps not yet published.

@@ -1,7 +1,7 @@
 // pvh-bench: pvh beside its reference, in one run, on this host.
 //
 //   swift build -c release && .build/release/pvh-bench [iterations]
-//   .build/release/pvh-bench block [--seconds N] [--file PATH] [--rounds N]
+//   .build/release/pvh-bench block [--seconds N] [--file PATH] [--rounds N] [--case NAME]... [--depth N]
 //
 // `block` runs only the block benchmark (BlockBench.swift): the block
 // backend driven by an in-process frontend beside fio on the same file.
