@@ -46,7 +46,8 @@ let package = Package(
         // Hypercall decoding and dispatch to service protocols.
         .target(name: "Hypercalls", dependencies: ["GuestMemory", "XenABI"], swiftSettings: safeSettings),
         // The only shared-ring implementation: byte rings (console, XenStore) and
-        // request/response rings (io/ring.h), backend side, over guest memory.
+        // request/response rings (io/ring.h), backend side and the frontend side
+        // fixtures use, over guest memory.
         .target(name: "XenRing", dependencies: ["CXen", "GuestMemory"], swiftSettings: safeSettings),
         // Xen's PV clock (vcpu_time_info, wallclock) and per-vCPU timers, pure.
         .target(name: "PVTime", dependencies: ["CXen", "GuestMemory", "XenABI"], swiftSettings: safeSettings),
@@ -70,13 +71,17 @@ let package = Package(
         // multi-page rings, requests validated and served through HostIO
         // straight into granted guest pages.
         .target(name: "BlockBackend", dependencies: ["CXen", "XenABI", "GuestMemory", "XenRing", "GrantTables", "DeviceRuntime", "EventChannels", "XenBus", "XenStore", "HostIO"], swiftSettings: safeSettings),
+        // A blkif frontend over guest memory for benchmarks and tests: a guest
+        // domain without a VM (memory, grant table, event channels, store),
+        // its grants, rings and requests, the handshake, waits on its port.
+        .target(name: "BlockFrontend", dependencies: ["BlockBackend", "DeviceRuntime", "EventChannels", "GrantTables", "GuestMemory", "XenABI", "XenBus", "XenRing", "XenStore"], swiftSettings: safeSettings),
         // Wiring: vCPU threads, exit handling, transports.
         .target(name: "VMM", dependencies: ["BlockBackend", "HostIO", "DeviceSpecs", "KVM", "GuestMemory", "XenABI", "PVHBoot", "Hypercalls", "EventChannels", "GrantTables", "ConsoleBackend", "PVTime", "XenStore", "XenBus", "DeviceRuntime"], swiftSettings: safeSettings),
         .executableTarget(
             name: "pvh",
             dependencies: ["DeviceSpecs", "VMM", "KVM", "XenStore", .product(name: "ArgumentParser", package: "swift-argument-parser")]),
-        // Benchmarks: pvh beside its reference (bare KVM exit, host decompressors).
-        .executableTarget(name: "pvh-bench", dependencies: ["VMM", "KVM", "PVHBoot", "GuestMemory", "XenStore", "Hypercalls"]),
+        // Benchmarks: pvh beside its reference (bare KVM exit, host decompressors, fio).
+        .executableTarget(name: "pvh-bench", dependencies: ["VMM", "KVM", "PVHBoot", "GuestMemory", "XenStore", "Hypercalls", "BlockBackend", "BlockFrontend", "HostIO", "XenABI", "XenBus"]),
         // Test helpers: mock guest memory, ELF fixture builder. Imported by tests only.
         .target(name: "TestSupport", dependencies: ["GuestMemory", "XenABI", "EventChannels", "XenRing", "PVTime"]),
 
@@ -95,7 +100,7 @@ let package = Package(
         .testTarget(name: "ConsoleBackendTests", dependencies: ["ConsoleBackend", "DeviceRuntime", "EventChannels", "XenRing", "TestSupport", "XenABI", "GuestMemory"]),
         .testTarget(name: "XenStoreTests", dependencies: ["XenStore", "DeviceRuntime", "CXen", "EventChannels", "XenRing", "TestSupport", "XenABI", "GuestMemory"]),
         .testTarget(name: "XenBusTests", dependencies: ["XenBus", "XenStore", "XenABI"]),
-        .testTarget(name: "BlockBackendTests", dependencies: ["BlockBackend", "CXen", "DeviceRuntime", "EventChannels", "GrantTables", "GuestMemory", "HostIO", "TestSupport", "XenABI", "XenBus", "XenRing", "XenStore"]),
+        .testTarget(name: "BlockBackendTests", dependencies: ["BlockBackend", "BlockFrontend", "CXen", "DeviceRuntime", "EventChannels", "GrantTables", "GuestMemory", "HostIO", "TestSupport", "XenABI", "XenBus", "XenRing", "XenStore"]),
         .testTarget(name: "VMMTests", dependencies: ["VMM", "DeviceSpecs", "DeviceRuntime", "KVM", "PVHBoot", "XenABI", "GuestMemory"]),
         .testTarget(name: "IntegrationTests", dependencies: ["VMM", "DeviceSpecs", "KVM", "GrantTables", "GuestMemory", "XenABI"]),
     ]

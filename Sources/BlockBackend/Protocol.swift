@@ -241,6 +241,17 @@ public struct BlkifSegment: Hashable, Sendable {
         let layout = BlkifLayout.x86_64.segment
         return (0..<count).map { BlkifSegment(bytes, at: $0 * layout.size, layout: layout) }
     }
+
+    /// An indirect page as a frontend fills it: `segments` packed from its
+    /// start as `struct blkif_request_segment` (one layout for both ABIs),
+    /// the rest zero. At most `BlockBackendLimits.segmentsPerIndirectPage`.
+    public static func indirectPage(_ segments: [BlkifSegment]) -> [UInt8] {
+        let layout = BlkifLayout.x86_64.segment
+        precondition(segments.count * layout.size <= Int(GuestFrameNumber.pageSize), "more segments than an indirect page holds")
+        var bytes = [UInt8](repeating: 0, count: Int(GuestFrameNumber.pageSize))
+        for (i, s) in segments.enumerated() { s.encode(into: &bytes, at: i * layout.size, layout: layout) }
+        return bytes
+    }
 }
 
 /// A request as the frontend wrote it, decoded field by field from the one

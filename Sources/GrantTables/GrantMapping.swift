@@ -61,7 +61,6 @@ public enum GrantError: Error, Hashable, Sendable {
 /// entry afterwards.
 public struct GrantMapping: ~Copyable, Sendable {
     let table: GrantTable
-    let hold: UInt64
     /// The grant this maps.
     public let reference: GrantReference
     /// How it was mapped.
@@ -69,9 +68,8 @@ public struct GrantMapping: ~Copyable, Sendable {
     /// The granted bytes in guest memory (a whole page, or a v2 sub-page).
     public let region: GuestPhysicalRange
 
-    init(table: GrantTable, hold: UInt64, reference: GrantReference, access: GrantAccess, region: GuestPhysicalRange) {
+    init(table: GrantTable, reference: GrantReference, access: GrantAccess, region: GuestPhysicalRange) {
         self.table = table
-        self.hold = hold
         self.reference = reference
         self.access = access
         self.region = region
@@ -103,5 +101,5 @@ public struct GrantMapping: ~Copyable, Sendable {
     /// writer GTF_writing), and only those bits.
     public consuming func release() {}
 
-    deinit { table.releaseHold(hold) }
+    deinit { table.releaseHold(reference, write: access == .write) }
 }

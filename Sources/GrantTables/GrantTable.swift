@@ -91,11 +91,6 @@ public final class GrantTable: Sendable {
         var isPinned: Bool { readers + writers > 0 }
     }
 
-    struct Hold {
-        var reference: UInt32
-        var write: Bool
-    }
-
     struct State {
         var version: UInt32 = 1
         var frameCount = 1
@@ -105,8 +100,9 @@ public final class GrantTable: Sendable {
         /// Where each status frame is now.
         var status: [UInt64]
         var active: [UInt32: Active] = [:]
-        var holds: [UInt64: Hold] = [:]
-        var nextHold: UInt64 = 1
+        /// Backend holds outstanding (`GrantMapping`s alive): each is
+        /// released exactly once, when its mapping ends (it is ~Copyable).
+        var holds = 0
     }
     let state: Mutex<State>
 
@@ -791,23 +787,21 @@ public final class GrantTable: Sendable {
     /// backend itself).
     public func map(_ reference: GrantReference, access: GrantAccess) throws(GrantError) -> GrantMapping {
         let write = access == .write
-        let (id, act) = try state.withLock { (s: inout State) throws(GrantError) -> (UInt64, Active) in
-            guard s.holds.count < configuration.maximumHolds else { throw .tooManyHolds }
+        let act = try state.withLock { (s: inout State) throws(GrantError) -> Active in
+            guard s.holds < configuration.maximumHolds else { throw .tooManyHolds }
             let act = try acquire(reference.rawValue, grantee: configuration.backendDomainID, write: write, &s)
-            let id = s.nextHold
-            s.nextHold &+= 1
-            s.holds[id] = Hold(reference: reference.rawValue, write: write)
-            return (id, act)
+            s.holds += 1
+            return act
         }
-        return GrantMapping(table: self, hold: id, reference: reference, access: access,
+        return GrantMapping(table: self, reference: reference, access: access,
                             region: GuestPhysicalRange(start: act.address, length: UInt64(act.length)))
     }
 
-    /// Ends hold `id` (idempotent).
-    func releaseHold(_ id: UInt64) {
+    /// Ends one hold of `reference` (a `GrantMapping`'s, once, at its end).
+    func releaseHold(_ reference: GrantReference, write: Bool) {
         state.withLock { s in
-            guard let hold = s.holds.removeValue(forKey: id) else { return }
-            release(hold.reference, write: hold.write, &s)
+            s.holds -= 1
+            release(reference.rawValue, write: write, &s)
         }
     }
 
@@ -834,5 +828,5 @@ public final class GrantTable: Sendable {
     }
 
     /// Backend holds outstanding.
-    public var holdCount: Int { state.withLock { $0.holds.count } }
+    public var holdCount: Int { state.withLock { $0.holds } }
 }

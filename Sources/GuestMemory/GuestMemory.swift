@@ -25,6 +25,10 @@ public protocol GuestMemory: AnyObject, Sendable {
     /// The RAM regions, sorted by address.
     var regions: [GuestPhysicalRange] { get }
 
+    /// True when `[address, address + count)` lies wholly inside one region
+    /// (the default looks through `regions`).
+    func contains(_ address: GuestPhysicalAddress, count: UInt64) -> Bool
+
     /// Copies `count` bytes out of the guest.
     func read(at address: GuestPhysicalAddress, count: Int) throws(GuestMemoryError) -> [UInt8]
 
@@ -95,7 +99,9 @@ extension GuestMemory {
 }
 
 /// Little-endian integer (de)serialisation shared by implementations and tests.
+/// Inlinable so callers get it specialized for their `T`.
 public enum LittleEndianBytes {
+    @inlinable
     public static func decode<T: FixedWidthInteger>(_ type: T.Type, from bytes: some Collection<UInt8>) -> T {
         var value: T = 0
         var shift = 0
@@ -106,6 +112,7 @@ public enum LittleEndianBytes {
         return value
     }
 
+    @inlinable
     public static func encode<T: FixedWidthInteger>(_ value: T) -> [UInt8] {
         (0..<MemoryLayout<T>.size).map { UInt8(truncatingIfNeeded: value >> ($0 * 8)) }
     }

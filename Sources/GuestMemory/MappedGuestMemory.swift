@@ -133,17 +133,45 @@ public final class MappedGuestMemory: GuestMemory, @unchecked Sendable {
         guard rc == 0 else { throw .discardFailed(errno: errno) }
     }
 
+    public func contains(_ address: GuestPhysicalAddress, count: UInt64) -> Bool {
+        mappings.withLock { list in list.contains { $0.range.contains(address, count: count) } }
+    }
+
+    // The accessors below are called through `any GuestMemory`, so they run
+    // unspecialized: they switch on `T`'s size and move its bytes as the
+    // concrete integer of that size, rather than convert through
+    // FixedWidthInteger's protocol witnesses or call the generic
+    // loadUnaligned, which cost more than the access itself.
+
     public func load<T: FixedWidthInteger & UnsignedInteger>(_ type: T.Type, at address: GuestPhysicalAddress) throws(GuestMemoryError) -> T {
-        let (m, off) = try locate(address, MemoryLayout<T>.size)
-        // SAFETY: in bounds (locate); loadUnaligned is a single access for
-        // naturally aligned 1/2/4/8-byte values on x86.
-        return T(littleEndian: unsafe m.pointer(at: off).loadUnaligned(as: T.self))
+        let size = MemoryLayout<T>.size
+        let (m, off) = try locate(address, size)
+        let p = unsafe m.pointer(at: off)
+        // SAFETY: in bounds (locate); each load is a single access for a
+        // naturally aligned 1/2/4/8-byte value on x86, and T is an unsigned
+        // integer of exactly that size, so it has that integer's bit layout.
+        switch size {
+        case 1: return unsafe unsafeBitCast(p.load(as: UInt8.self), to: T.self)
+        case 2: return unsafe unsafeBitCast(UInt16(littleEndian: p.loadUnaligned(as: UInt16.self)), to: T.self)
+        case 4: return unsafe unsafeBitCast(UInt32(littleEndian: p.loadUnaligned(as: UInt32.self)), to: T.self)
+        case 8: return unsafe unsafeBitCast(UInt64(littleEndian: p.loadUnaligned(as: UInt64.self)), to: T.self)
+        default: return T(littleEndian: unsafe p.loadUnaligned(as: T.self))
+        }
     }
 
     public func store<T: FixedWidthInteger & UnsignedInteger>(_ value: T, at address: GuestPhysicalAddress) throws(GuestMemoryError) {
-        let (m, off) = try locate(address, MemoryLayout<T>.size)
-        // SAFETY: in bounds (locate).
-        unsafe m.pointer(at: off).storeBytes(of: value.littleEndian, as: T.self)
+        let size = MemoryLayout<T>.size
+        let (m, off) = try locate(address, size)
+        let p = unsafe m.pointer(at: off)
+        // SAFETY: in bounds (locate); T has the bit layout of the unsigned
+        // integer of its size (as in `load`).
+        switch size {
+        case 1: unsafe p.storeBytes(of: unsafeBitCast(value, to: UInt8.self), as: UInt8.self)
+        case 2: unsafe p.storeBytes(of: unsafeBitCast(value, to: UInt16.self).littleEndian, as: UInt16.self)
+        case 4: unsafe p.storeBytes(of: unsafeBitCast(value, to: UInt32.self).littleEndian, as: UInt32.self)
+        case 8: unsafe p.storeBytes(of: unsafeBitCast(value, to: UInt64.self).littleEndian, as: UInt64.self)
+        default: unsafe p.storeBytes(of: value.littleEndian, as: T.self)
+        }
     }
 
     public func atomicOr<T: FixedWidthInteger & UnsignedInteger>(_ bits: T, at address: GuestPhysicalAddress) throws(GuestMemoryError) -> T {
@@ -161,16 +189,14 @@ public final class MappedGuestMemory: GuestMemory, @unchecked Sendable {
         let (m, off) = try locate(address, size)
         // Naturally aligned guest address → naturally aligned host address (see atomicUpdate).
         let p = unsafe m.pointer(at: off)
-        let e = UInt64(truncatingIfNeeded: expected)
-        let d = UInt64(truncatingIfNeeded: desired)
-        let old: UInt64
+        // SAFETY (the casts): T is an unsigned integer of exactly `size`
+        // bytes (checked above), so it has the bit layout of UInt<size*8>.
         switch size {
-        case 1: old = UInt64(unsafe Self.exchange(p, UInt8(truncatingIfNeeded: e), UInt8(truncatingIfNeeded: d)))
-        case 2: old = UInt64(unsafe Self.exchange(p, UInt16(truncatingIfNeeded: e), UInt16(truncatingIfNeeded: d)))
-        case 4: old = UInt64(unsafe Self.exchange(p, UInt32(truncatingIfNeeded: e), UInt32(truncatingIfNeeded: d)))
-        default: old = unsafe Self.exchange(p, e, d)
+        case 1: return unsafe unsafeBitCast(Self.exchange(p, unsafeBitCast(expected, to: UInt8.self), unsafeBitCast(desired, to: UInt8.self)), to: T.self)
+        case 2: return unsafe unsafeBitCast(Self.exchange(p, unsafeBitCast(expected, to: UInt16.self), unsafeBitCast(desired, to: UInt16.self)), to: T.self)
+        case 4: return unsafe unsafeBitCast(Self.exchange(p, unsafeBitCast(expected, to: UInt32.self), unsafeBitCast(desired, to: UInt32.self)), to: T.self)
+        default: return unsafe unsafeBitCast(Self.exchange(p, unsafeBitCast(expected, to: UInt64.self), unsafeBitCast(desired, to: UInt64.self)), to: T.self)
         }
-        return T(truncatingIfNeeded: old)
     }
 
     // SAFETY (the four below): as for `update`: the caller guarantees `p` is
@@ -202,14 +228,14 @@ public final class MappedGuestMemory: GuestMemory, @unchecked Sendable {
         // Mappings are page-aligned, so a naturally aligned guest address is a
         // naturally aligned host address. x86 is little-endian: no byte swap.
         let p = unsafe m.pointer(at: off)
-        let old: UInt64
+        // SAFETY (the casts): T is an unsigned integer of exactly `size`
+        // bytes (checked above), so it has the bit layout of UInt<size*8>.
         switch size {
-        case 1: old = UInt64(unsafe Self.update(p, UInt8(truncatingIfNeeded: bits), or))
-        case 2: old = UInt64(unsafe Self.update(p, UInt16(truncatingIfNeeded: bits), or))
-        case 4: old = UInt64(unsafe Self.update(p, UInt32(truncatingIfNeeded: bits), or))
-        default: old = unsafe Self.update(p, UInt64(truncatingIfNeeded: bits), or)
+        case 1: return unsafe unsafeBitCast(Self.update(p, unsafeBitCast(bits, to: UInt8.self), or), to: T.self)
+        case 2: return unsafe unsafeBitCast(Self.update(p, unsafeBitCast(bits, to: UInt16.self), or), to: T.self)
+        case 4: return unsafe unsafeBitCast(Self.update(p, unsafeBitCast(bits, to: UInt32.self), or), to: T.self)
+        default: return unsafe unsafeBitCast(Self.update(p, unsafeBitCast(bits, to: UInt64.self), or), to: T.self)
         }
-        return T(truncatingIfNeeded: old)
     }
 
     // SAFETY (the four below): the caller guarantees `p` is in bounds and

@@ -27,19 +27,33 @@ import GuestMemory
     private(set) var transferred = 0
     /// The first vector not yet done (earlier ones are finished).
     private var first = 0
-    /// The vectors, `count` of them (`buffers.count`).
+    /// The vectors, `count` of them (at most `buffers.count`).
     private let vectors: UnsafeMutableBufferPointer<iovec>
     private let count: Int
 
+    /// Buffers that follow each other in host memory become one vector (a
+    /// guest's 1 MiB request is often 256 adjacent pages): fewer vectors for
+    /// the kernel to walk and pin, and the same bytes in the same order.
     init(_ buffers: [HostMemoryRange]) {
         self.buffers = buffers
         expected = buffers.reduce(0) { $0 + $1.count }
-        count = buffers.count
+        var merged: [(address: UInt, count: Int)] = []
+        merged.reserveCapacity(buffers.count)
+        for b in buffers {
+            if let last = merged.last, last.address &+ UInt(last.count) == b.address, last.count <= Int.max - b.count {
+                merged[merged.count - 1].count += b.count
+            } else {
+                merged.append((b.address, b.count))
+            }
+        }
+        count = merged.count
         unsafe vectors = UnsafeMutableBufferPointer<iovec>.allocate(capacity: count)
-        for (i, b) in buffers.enumerated() {
+        for (i, b) in merged.enumerated() {
             // SAFETY: `i` is below the capacity just allocated. The address
             // names host memory its owner keeps mapped while `buffers`
-            // (held by this list) lives: GuestMemory's HostMemoryRange contract.
+            // (held by this list) lives: GuestMemory's HostMemoryRange
+            // contract; a merged vector spans two or more such ranges that
+            // touch, each kept mapped the same way.
             unsafe vectors.initializeElement(at: i, to: iovec(iov_base: UnsafeMutableRawPointer(bitPattern: b.address), iov_len: b.count))
         }
     }

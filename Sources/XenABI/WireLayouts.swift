@@ -327,6 +327,9 @@ public enum XenWire {
 /// give zero bytes for the missing part (callers copy `size` bytes first).
 extension Array where Element == UInt8 {
     /// The little-endian integer in `field`, zero-extended or truncated to `T`.
+    /// Inlinable so callers get it specialized for their `T` (it runs per
+    /// ring slot and per grant entry).
+    @inlinable
     public func wireValue<T: FixedWidthInteger>(_ field: WireField, as: T.Type = T.self) -> T {
         var value: UInt64 = 0
         var shift: UInt64 = 0
@@ -341,6 +344,7 @@ extension Array where Element == UInt8 {
     }
 
     /// Stores `value` little-endian into `field` (bytes beyond the array are dropped).
+    @inlinable
     public mutating func setWireValue<T: FixedWidthInteger>(_ value: T, in field: WireField) {
         let v = UInt64(truncatingIfNeeded: value)
         for k in 0..<Swift.min(field.size, 8) {

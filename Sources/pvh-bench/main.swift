@@ -1,6 +1,10 @@
 // pvh-bench: pvh beside its reference, in one run, on this host.
 //
 //   swift build -c release && .build/release/pvh-bench [iterations]
+//   .build/release/pvh-bench block [--seconds N] [--file PATH] [--rounds N] [--case NAME]... [--depth N]
+//
+// `block` runs only the block benchmark (BlockBench.swift): the block
+// backend driven by an in-process frontend beside fio on the same file.
 //
 // Hypercall path: the reference is the physical limit, a bare KVM exit
 // (KVM_RUN → port-I/O exit → RAX via sync regs → KVM_RUN, no VMM logic).
@@ -16,6 +20,10 @@ import KVM
 import PVHBoot
 import VMM
 import XenStore
+
+if CommandLine.arguments.count > 1, CommandLine.arguments[1] == "block" {
+    exit(BlockBench.main(Array(CommandLine.arguments.dropFirst(2))))
+}
 
 let iterations = CommandLine.arguments.dropFirst().first.flatMap { Int($0) } ?? 20000
 let repo = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()

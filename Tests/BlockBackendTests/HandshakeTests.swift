@@ -1,4 +1,5 @@
 import BlockBackend
+import BlockFrontend
 import Dispatch
 import Foundation
 #if canImport(Glibc)
@@ -50,7 +51,7 @@ struct HandshakeTests {
                                        memory: guest.memory, grants: guest.grants, events: guest.events, runtime: guest.runtime,
                                        startHandshake: false)
         #expect(backend.xenbus.backendState == .initialising)
-        let front = try FakeBlkfront<BlkifX86_32>(guest: guest)
+        let front = try BlkfrontRing<BlkifX86_32>(guest: guest)
         for (k, v) in front.nodes() + [("protocol", "x86_32-abi")] {
             try guest.storeWire.write("\(address.frontendPath)/\(k)", v)
         }
@@ -90,7 +91,7 @@ struct HandshakeTests {
         #expect(guest.runtime.devices.isEmpty)
 
         // blkfront starts again with fresh rings and ports.
-        let fresh = try (0..<2).map { _ in try FakeBlkfront<BlkifX86_64>(guest: guest) }
+        let fresh = try (0..<2).map { _ in try BlkfrontRing<BlkifX86_64>(guest: guest) }
         for (i, f) in fresh.enumerated() {
             for (k, v) in f.nodes(prefix: "queue-\(i)/") { try guest.storeWire.write("\(fe)/\(k)", v) }
         }
@@ -160,7 +161,7 @@ struct HandshakeTests {
                                                SynchronousEngine(fileDescriptor: fd, onComplete: done)
                                            },
                                            memory: guest.memory, grants: guest.grants, events: guest.events, runtime: guest.runtime)
-            let front = try FakeBlkfront<BlkifX86_64>(guest: guest)
+            let front = try BlkfrontRing<BlkifX86_64>(guest: guest)
             for (k, v) in front.nodes() + extra { try guest.storeWire.write("\(address.frontendPath)/\(k)", v) }
             try guest.storeWire.write("\(address.frontendPath)/state", "3")
             #expect(backend.xenbus.backendState == .closed, "\(name)")
@@ -196,7 +197,7 @@ struct HandshakeTests {
                                                SynchronousEngine(fileDescriptor: fd, onComplete: done)
                                            },
                                            memory: guest.memory, grants: guest.grants, events: guest.events, runtime: guest.runtime)
-            let front = try FakeBlkfront<BlkifX86_64>(guest: guest)
+            let front = try BlkfrontRing<BlkifX86_64>(guest: guest)
             let extra = large ? [("feature-large-sector-size", "1")] : []
             for (k, v) in front.nodes() + extra + [("protocol", "x86_64-abi")] {
                 try guest.storeWire.write("\(address.frontendPath)/\(k)", v)

@@ -1,4 +1,5 @@
 import BlockBackend
+import BlockFrontend
 import DeviceRuntime
 import GrantTables
 import GuestMemory

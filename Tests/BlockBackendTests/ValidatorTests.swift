@@ -1,4 +1,5 @@
 import BlockBackend
+import BlockFrontend
 import GrantTables
 import Testing
 import XenABI

@@ -1,0 +1,407 @@
+import BlockBackend
+import BlockFrontend
+import Foundation
+import GuestMemory
+import HostIO
+import XenABI
+import XenBus
+
+// `pvh-bench block`: the block backend driven in-process by a blkif
+// frontend over real mmap'd guest memory (BlockFrontend; no KVM), beside
+// fio on the same file with the same flags, block size, queue depth,
+// offsets and duration, in one run.
+//
+// Both sides use O_DIRECT (pvh: `BlockBackingFile.open(direct: true)`,
+// fio: `--direct=1`), so the host page cache serves neither. fio runs
+// `--ioengine=io_uring`; pvh runs its io_uring engine and, on a second
+// line, its thread pool. Rounds interleave pvh, pvh-threads and fio (the
+// order reversed every other round) and the medians are printed.
+//
+// The frontend does what Linux's xen-blkfront does: one ring of the
+// smallest `ring-page-order` that holds the queue depth; a 1 MiB request
+// is one BLKIF_OP_INDIRECT of 256 one-page segments listed in one indirect
+// page (the backend offers feature-max-indirect-segments = 256, as
+// blkfront uses it); a 4 KiB request is one direct segment. Each in-flight
+// slot keeps its own pages and grants (granted once, as blkfront's
+// persistent-grant-less path grants the same kind of pages every time).
+// It keeps the queue depth full: each response is answered with the next
+// request at once, and it waits on its event channel, never sleeps.
+//
+// "rand-write-4K+flush" is, on both sides, each 4 KiB random write
+// followed by a flush once it completed, one at a time (queue depth 1):
+// fio `--fdatasync=1`, pvh an empty BLKIF_OP_FLUSH_DISKCACHE, which the
+// backend turns into fdatasync, what a file system's fsync sends through
+// blkfront. Its IOPS count writes.
+
+enum BlockBench {
+    struct Options {
+        var seconds = 5
+        var file = "/var/tmp/pvh-bench-block.img"
+        var rounds = 3
+        /// Cases to run (all when empty).
+        var cases: [String] = []
+        /// Every case's queue depth instead of its own.
+        var depth: Int?
+        /// The scratch file's size (created once, filled).
+        var bytes: UInt64 = 1 << 30
+    }
+
+    struct UsageError: Error, CustomStringConvertible {
+        var description: String
+    }
+
+    static let usage = "usage: pvh-bench block [--seconds N] [--file PATH] [--rounds N] [--case NAME]... [--depth N]"
+
+    static func parse(_ arguments: [String]) throws(UsageError) -> Options {
+        var options = Options()
+        var rest = arguments[...]
+        func value(_ flag: String) throws(UsageError) -> String {
+            guard let v = rest.popFirst() else { throw UsageError(description: "\(flag) needs a value (\(usage))") }
+            return v
+        }
+        func positive(_ flag: String) throws(UsageError) -> Int {
+            let v = try value(flag)
+            guard let n = Int(v), n > 0 else { throw UsageError(description: "\(flag): expected a positive integer, got '\(v)'") }
+            return n
+        }
+        while let argument = rest.popFirst() {
+            switch argument {
+            case "--seconds": options.seconds = try positive(argument)
+            case "--rounds": options.rounds = try positive(argument)
+            case "--depth":
+                let depth = try positive(argument)
+                guard BlkfrontRing<BlkifX86_64>.order(forDepth: depth) != nil else {
+                    throw UsageError(description: "--depth: \(depth) is more than the largest ring holds")
+                }
+                options.depth = depth
+            case "--case":
+                let name = try value(argument)
+                guard cases.contains(where: { $0.name == name }) else {
+                    throw UsageError(description: "--case: no case '\(name)' (\(cases.map(\.name).joined(separator: ", ")))")
+                }
+                options.cases.append(name)
+            case "--file":
+                options.file = try value(argument)
+                guard !options.file.isEmpty else { throw UsageError(description: "--file: empty path") }
+            default: throw UsageError(description: "unknown argument '\(argument)' (\(usage))")
+            }
+        }
+        return options
+    }
+
+    /// Runs the benchmark; the process's exit status.
+    static func main(_ arguments: [String]) -> Int32 {
+        if arguments.contains("--help") || arguments.contains("-h") {
+            print(usage)
+            return 0
+        }
+        do {
+            let options = try parse(arguments)
+            try run(options)
+            return 0
+        } catch {
+            FileHandle.standardError.write(Data("pvh-bench block: \(error)\n".utf8))
+            return 2
+        }
+    }
+
+    // MARK: cases
+
+    enum Unit: String {
+        case megabytesPerSecond = "MB/s"
+        case iops = "IOPS"
+    }
+
+    struct Case {
+        var name: String
+        var write: Bool
+        var random: Bool
+        var blockSize: Int
+        var depth: Int
+        /// Each write is followed by a flush once it completed (depth 1,
+        /// which `--depth` does not change).
+        var flushEachWrite = false
+        var unit: Unit
+
+        var description: String {
+            let size = blockSize >= 1 << 20 ? "\(blockSize >> 20) MiB" : "\(blockSize >> 10) KiB"
+            let what = "\(random ? "random" : "sequential") \(size) \(write ? "writes" : "reads")\(flushEachWrite ? ", each followed by a flush" : "")"
+            return "\(what), queue depth \(depth)"
+        }
+
+        /// fio's flags for the same workload (the file and duration added by the caller).
+        var fioArguments: [String] {
+            var a = ["--rw=\(random ? (write ? "randwrite" : "randread") : (write ? "write" : "read"))",
+                     "--bs=\(blockSize)", "--iodepth=\(depth)"]
+            // Uniform offsets with repeats, as pvh draws them (fio's default
+            // random map would visit each block once per pass).
+            if random { a += ["--norandommap", "--randrepeat=0"] }
+            if flushEachWrite { a.append("--fdatasync=1") }
+            return a
+        }
+    }
+
+    static let cases: [Case] = [
+        Case(name: "seq-read-1M", write: false, random: false, blockSize: 1 << 20, depth: 8, unit: .megabytesPerSecond),
+        Case(name: "seq-write-1M", write: true, random: false, blockSize: 1 << 20, depth: 8, unit: .megabytesPerSecond),
+        Case(name: "rand-read-4K", write: false, random: true, blockSize: 4096, depth: 32, unit: .iops),
+        Case(name: "rand-write-4K+flush", write: true, random: true, blockSize: 4096, depth: 1, flushEachWrite: true, unit: .iops),
+    ]
+
+    // MARK: the run
+
+    static func run(_ options: Options) throws {
+        let fio = try fioPath()
+        try prepareScratchFile(options.file, bytes: options.bytes)
+        let file: BlockBackingFile
+        do { file = try BlockBackingFile.open(path: options.file, writable: true, direct: true) } catch {
+            throw UsageError(description: "\(error)")
+        }
+        let version = (try? capture(fio, ["--version"]))?.trimmingCharacters(in: .whitespacesAndNewlines) ?? "fio"
+        print("pvh-bench block: \(options.file) (\(file.sizeInBytes >> 20) MiB, O_DIRECT), \(options.seconds) s per run, "
+              + "medians of \(options.rounds) interleaved rounds; host: \(version) --ioengine=io_uring --direct=1")
+        let selected = cases.filter { options.cases.isEmpty || options.cases.contains($0.name) }.map { c in
+            var c = c
+            if let depth = options.depth, !c.flushEachWrite { c.depth = depth }
+            return c
+        }
+        for c in selected {
+            print("  \(c.name): \(c.description) (fio \(c.fioArguments.joined(separator: " ")))")
+        }
+        for c in selected {
+            var pvh: [Double] = [], threads: [Double] = [], host: [Double] = []
+            for round in 0..<options.rounds {
+                var steps: [() throws -> Void] = [
+                    { pvh.append(try PVHRun(file: file, case: c, engine: .ioUring).measure(seconds: options.seconds)) },
+                    { threads.append(try PVHRun(file: file, case: c, engine: .threadPool).measure(seconds: options.seconds)) },
+                    { host.append(try fioRun(fio, file: options.file, bytes: file.sizeInBytes, case: c, seconds: options.seconds)) },
+                ]
+                if round % 2 == 1 { steps.reverse() }
+                for step in steps { try step() }
+            }
+            let p = median(pvh), t = median(threads), h = median(host)
+            row(c, "pvh", p, h)
+            row(c, "pvh-threads", t, h)
+            let list = { (a: [Double]) in a.map { String(format: "%.0f", $0) }.joined(separator: " ") }
+            print("  rounds: pvh \(list(pvh)) | pvh-threads \(list(threads)) | host \(list(host))")
+        }
+    }
+
+    static func row(_ c: Case, _ side: String, _ value: Double, _ host: Double) {
+        let u = c.unit.rawValue
+        print(String(format: "block %@ %@ %.1f %@ host %.1f %@ ratio %.2f", c.name, side, value, u, host, u, host > 0 ? value / host : .nan))
+    }
+
+    static func median(_ values: [Double]) -> Double {
+        let s = values.sorted()
+        return s.count % 2 == 1 ? s[s.count / 2] : (s[s.count / 2 - 1] + s[s.count / 2]) / 2
+    }
+
+    // MARK: the scratch file
+
+    /// Creates `path` with `bytes` of non-zero data (a file system would
+    /// otherwise serve reads of holes without touching the disk), unless a
+    /// regular file of that size is there already (an earlier run's: the
+    /// write cases write into it). Anything else at `path` is refused, not
+    /// overwritten.
+    static func prepareScratchFile(_ path: String, bytes: UInt64) throws {
+        var st = stat()
+        if stat(path, &st) == 0 {
+            guard st.st_mode & S_IFMT == S_IFREG, UInt64(st.st_size) == bytes else {
+                throw UsageError(description: "\(path) exists and is not a \(bytes >> 20) MiB scratch file (the benchmark writes into it): remove it or give another --file")
+            }
+            return
+        }
+        guard FileManager.default.createFile(atPath: path, contents: nil, attributes: [.posixPermissions: 0o600]),
+              let handle = FileHandle(forWritingAtPath: path) else {
+            throw UsageError(description: "\(path): cannot create the scratch file")
+        }
+        defer { try? handle.close() }
+        print("pvh-bench block: filling \(path) (\(bytes >> 20) MiB), once")
+        var chunk = [UInt8](repeating: 0, count: 1 << 20)
+        var x: UInt64 = 0x9e37_79b9_7f4a_7c15
+        for i in chunk.indices {
+            x ^= x << 13; x ^= x >> 7; x ^= x << 17
+            chunk[i] = UInt8(truncatingIfNeeded: x)
+        }
+        let data = Data(chunk)
+        do {
+            for _ in 0..<(bytes >> 20) { try handle.write(contentsOf: data) }
+            try handle.synchronize()
+        } catch {
+            throw UsageError(description: "\(path): filling the scratch file: \(error)")
+        }
+    }
+
+    // MARK: fio
+
+    static func fioPath() throws -> String {
+        for dir in (ProcessInfo.processInfo.environment["PATH"] ?? "/usr/bin:/bin").split(separator: ":") {
+            let p = "\(dir)/fio"
+            if FileManager.default.isExecutableFile(atPath: p) { return p }
+        }
+        throw UsageError(description: "fio not found in PATH (Debian package fio; scripts/deps.txt)")
+    }
+
+    static func capture(_ tool: String, _ arguments: [String]) throws -> String {
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: tool)
+        p.arguments = arguments
+        let out = Pipe(), err = Pipe()
+        p.standardOutput = out
+        p.standardError = err
+        try p.run()
+        let bytes = out.fileHandleForReading.readDataToEndOfFile()
+        let errors = err.fileHandleForReading.readDataToEndOfFile()
+        p.waitUntilExit()
+        guard p.terminationStatus == 0 else {
+            let message = String(decoding: errors, as: UTF8.self).split(separator: "\n").first.map(String.init) ?? ""
+            throw UsageError(description: "\(tool) exited \(p.terminationStatus): \(message)")
+        }
+        return String(decoding: bytes, as: UTF8.self)
+    }
+
+    /// One fio run of `c` on `file`: MB/s (10^6 bytes) or IOPS, from its JSON.
+    static func fioRun(_ fio: String, file: String, bytes: UInt64, case c: Case, seconds: Int) throws -> Double {
+        let arguments = ["--name=pvh-bench", "--filename=\(file)", "--size=\(bytes)", "--direct=1", "--ioengine=io_uring",
+                         "--time_based", "--runtime=\(seconds)", "--output-format=json"] + c.fioArguments
+        let json = try capture(fio, arguments)
+        guard let start = json.firstIndex(of: "{"),
+              let top = try JSONSerialization.jsonObject(with: Data(json[start...].utf8)) as? [String: Any],
+              let job = (top["jobs"] as? [[String: Any]])?.first,
+              let side = job[c.write ? "write" : "read"] as? [String: Any],
+              let bw = (side["bw_bytes"] as? NSNumber)?.doubleValue,
+              let iops = (side["iops"] as? NSNumber)?.doubleValue else {
+            throw UsageError(description: "fio: unexpected JSON output")
+        }
+        return c.unit == .megabytesPerSecond ? bw / 1e6 : iops
+    }
+}
+
+/// One pvh run: a fresh guest, a block backend on `file` with `engine`,
+/// connected through the xenbus handshake, and the frontend keeping the
+/// case's queue depth in flight for the given time.
+final class PVHRun {
+    typealias Layout = BlkifX86_64
+    let guest: FrontendGuest
+    let backend: BlockBackend
+    let ring: BlkfrontRing<Layout>
+    let c: BlockBench.Case
+    let fileBytes: UInt64
+    /// Per slot: the request to send for a sector (indirect or direct).
+    private var slots: [(UInt64) -> BlkifWireRequest] = []
+
+    init(file: BlockBackingFile, case c: BlockBench.Case, engine: BlockBackingFile.EngineKind) throws {
+        self.c = c
+        fileBytes = file.sizeInBytes / UInt64(c.blockSize) * UInt64(c.blockSize)
+        let pagesPerRequest = c.blockSize / 4096
+        let indirect = pagesPerRequest > BlockBackendLimits.maximumDirectSegments
+        let grantsNeeded = c.depth * (pagesPerRequest + (indirect ? 1 : 0)) + 16 + 8
+        guest = try FrontendGuest(memoryBytes: 256 << 20, grantFrames: (grantsNeeded + 511) / 512)
+        let sectorSize = UInt32(file.logicalSectorSize)
+        let configuration = BlockDeviceConfiguration(
+            sectors: file.sizeInBytes / UInt64(sectorSize), sectorSize: sectorSize,
+            physicalSectorSize: UInt32(file.physicalSectorSize), maximumQueues: 1,
+            makeEngine: { _, done in try file.makeEngine(engine, onComplete: done) })
+        let address = XenbusDeviceAddress(type: "vbd", frontend: FrontendGuest.domain, index: 51712)
+        backend = try BlockBackend(store: guest.store, address: address, configuration: configuration, memory: guest.memory,
+                                   grants: guest.grants, events: guest.events, runtime: guest.runtime)
+        guard let order = BlkfrontRing<Layout>.order(forDepth: c.depth) else {
+            throw BlockBench.UsageError(description: "queue depth \(c.depth): no ring that large")
+        }
+        ring = try BlkfrontRing<Layout>(guest: guest, order: order)
+        try Blkfront.connect([ring], device: address)
+        guard backend.isConnected else { throw BlockBench.UsageError(description: "the block backend did not connect") }
+
+        // Each slot's pages, granted once: read-only for writes (the
+        // backend only reads them), writable for reads.
+        let operation: BlkifOperation = c.write ? .write : .read
+        for slot in 0..<c.depth {
+            let first = guest.allocatePages(pagesPerRequest)
+            if c.write { try guest.fill(first, [UInt8](repeating: UInt8(truncatingIfNeeded: slot &+ 0x5a), count: c.blockSize)) }
+            var segments: [BlkifSegment] = []
+            for k in 0..<pagesPerRequest {
+                segments.append(Blkfront.page(try guest.grant(GuestFrameNumber(first.rawValue + UInt64(k)), readOnly: c.write)))
+            }
+            let id = UInt64(slot)
+            if indirect {
+                let page = guest.allocatePages()
+                try guest.fill(page, BlkifSegment.indirectPage(segments))
+                let ref = try guest.grant(page, readOnly: true)
+                let count = segments.count
+                slots.append { sector in Blkfront.indirect(operation, id: id, sector: sector, segments: count, pages: [ref]) }
+            } else {
+                slots.append { sector in Blkfront.rw(operation, id: id, sector: sector, segments) }
+            }
+        }
+    }
+
+    deinit { backend.destroy() }
+
+    /// xorshift64: offsets for random cases (no system call per draw).
+    private var random: UInt64 = 0x2545_f491_4f6c_dd1d
+    private var cursor: UInt64 = 0
+
+    /// The next offset (bytes): sequential from 0, wrapping at the end of
+    /// the file, or uniform over the file's blocks.
+    private func nextOffset() -> UInt64 {
+        let bs = UInt64(c.blockSize)
+        if c.random {
+            random ^= random << 13; random ^= random >> 7; random ^= random << 17
+            return random % (fileBytes / bs) * bs
+        }
+        let o = cursor
+        cursor = cursor + bs >= fileBytes ? 0 : cursor + bs
+        return o
+    }
+
+    /// Runs for `seconds`: MB/s (10^6 bytes) or IOPS of what completed
+    /// before the deadline, over the time it took. In-flight requests are
+    /// answered afterwards, not counted.
+    func measure(seconds: Int) throws -> Double {
+        let flushID = UInt64(1) << 32  // a slot's flush: its id with this bit
+        var inFlight = 0
+        var batch: [BlkifWireRequest] = []
+        for slot in slots { batch.append(slot(nextOffset() / 512)) }
+        let start = ContinuousClock.now
+        let deadline = start + .seconds(seconds)
+        try ring.submit(batch)
+        inFlight = batch.count
+        var done = 0
+        var elapsed: Duration = .zero
+        var stopping = false
+        while inFlight > 0 {
+            let responses = try ring.waitForResponses()
+            let now = ContinuousClock.now
+            // What arrived by `now` counts; from the deadline on nothing new starts.
+            let counting = !stopping
+            if !stopping, now >= deadline {
+                stopping = true
+                elapsed = now - start
+            }
+            batch.removeAll(keepingCapacity: true)
+            for r in responses {
+                guard r.status == .okay else {
+                    throw BlockBench.UsageError(description: "request \(r.id) (operation \(r.operation)) answered \(r.rawStatus)")
+                }
+                inFlight -= 1
+                let slot = Int(r.id & 0xffff_ffff)
+                if c.flushEachWrite, r.id & flushID == 0 {
+                    // The write is done: its flush (not counted as an operation).
+                    batch.append(Blkfront.flush(id: r.id | flushID))
+                    inFlight += 1
+                    continue
+                }
+                if counting { done += 1 }
+                if !stopping {
+                    batch.append(slots[slot](nextOffset() / 512))
+                    inFlight += 1
+                }
+            }
+            if !batch.isEmpty { try ring.submit(batch) }
+        }
+        let secondsTaken = Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18
+        let perSecond = Double(done) / secondsTaken
+        return c.unit == .megabytesPerSecond ? perSecond * Double(c.blockSize) / 1e6 : perSecond
+    }
+}
