@@ -436,6 +436,14 @@ public final class VCPU: @unchecked Sendable {
     /// bit 11 clear), or LVT0 is unmasked in ExtINT mode (virtual-wire mode,
     /// Intel SDM Vol. 3 §11.5.1; KVM's kvm_apic_accept_pic_intr). Reads the
     /// LAPIC (KVM_GET_LAPIC) unless it is hardware-disabled.
+    /// Whether the vCPU, as of the last exit (and any register change since),
+    /// can take a maskable interrupt now: RFLAGS.IF set and no STI or MOV SS
+    /// interrupt shadow (Intel SDM Vol. 3 §6.8.1; Xen's
+    /// hvm_interrupt_blocked). From the sync regs: no ioctl.
+    public var interruptsOpen: Bool {
+        sync.pointee.regs.rflags & 0x200 != 0 && sync.pointee.events.interrupt.shadow == 0
+    }
+
     public var acceptsExternalInterrupts: Bool {
         get throws(KVMError) {
             guard sync.pointee.sregs.apic_base & UInt64(PVH_MSR_APIC_BASE_ENABLE) != 0 else { return true }

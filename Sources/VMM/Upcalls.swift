@@ -156,15 +156,22 @@ struct CallbackVectorDelivery: Equatable {
     }
 
     /// The decision before an entry. `vector` is the callback vector serving
-    /// this vCPU (nil: none, or it has a vector of its own); `acceptsExtINT`
-    /// is asked only when a vector must be injected.
-    mutating func beforeEntry(vector: UInt8?, upcallPending: Bool, asserted: Bool,
+    /// this vCPU (nil: none, or it has a vector of its own); `interruptsOpen`
+    /// says whether it can take an interrupt now (RFLAGS.IF, no shadow);
+    /// `acceptsExtINT` is asked only when a vector must be injected.
+    mutating func beforeEntry(vector: UInt8?, upcallPending: Bool, asserted: Bool, interruptsOpen: Bool,
                               acceptsExtINT: () -> Bool) -> Action {
         guard let vector else {
             return .none(requestWindow: queued)
         }
         if queued { return .none(requestWindow: true) }
         guard upcallPending else { return .none(requestWindow: false) }
+        // Xen injects only while the vCPU can take it (hvm_interrupt_blocked:
+        // IF clear or an interrupt shadow blocks it). Queued in KVM while IF
+        // is clear, the software backend was seen delivering it anyway: at
+        // the kernel's SYSCALL entry, on the user's stack (Debian 6.12's
+        // double fault at init's first system call). Wait for the window.
+        guard interruptsOpen else { return .none(requestWindow: true) }
         if acceptsExtINT() {
             queued = true
             return .queueExternalInterrupt(vector)

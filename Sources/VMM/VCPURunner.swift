@@ -122,9 +122,6 @@ final class VCPURunner: @unchecked Sendable {
     private var armedWithSites = true
     /// The HVM_PARAM_CALLBACK_IRQ vector's level-triggered delivery.
     private var callback = CallbackVectorDelivery()
-    /// Set while a finished SYSCALL runs its entry code under the guard
-    /// (`SyscallEntryGuard`).
-    private var syscallGuard: SyscallEntryGuard?
 
     init(vcpu: VCPU, id: VCPUID, services: DomainServices) {
         self.vcpu = vcpu
@@ -137,8 +134,7 @@ final class VCPURunner: @unchecked Sendable {
         let vcpu = self.vcpu
         lifecycle.onStop { vcpu.kick() }
         while lifecycle.exit == nil {
-            if armedWithSites, services.transports.sitesRetired.load(ordering: .relaxed), !steppingOverFaultHandler,
-               syscallGuard == nil {
+            if armedWithSites, services.transports.sitesRetired.load(ordering: .relaxed), !steppingOverFaultHandler {
                 if let end = armBreakpoints() {
                     lifecycle.finish(end)
                     return
@@ -182,25 +178,6 @@ final class VCPURunner: @unchecked Sendable {
             vcpu.completeMSR(value: 0, error: true)
             return nil
         case .debug(let pc, _, _, _):
-            if var entryGuard = syscallGuard {
-                // One instruction of the SYSCALL entry has run.
-                let regs = vcpu.registers, sregs = vcpu.specialRegisters
-                let translator = GuestAddressTranslator(
-                    memory: services.memory,
-                    paging: GuestPagingState(cr0: sregs.cr0, cr3: sregs.cr3, cr4: sregs.cr4, efer: sregs.efer))
-                let next = (try? translator.readVirtual(at: GuestVirtualAddress(regs.rip), count: 3)) ?? []
-                if entryGuard.step(rsp: regs.rsp, cpl: sregs.cpl, next: next) {
-                    syscallGuard = entryGuard
-                    return nil
-                }
-                syscallGuard = nil
-                var restored = sregs
-                restored.cr8 = entryGuard.savedTPR
-                vcpu.specialRegisters = restored
-                if let end = armBreakpoints() { return end }
-                // The step may have landed on a breakpoint of ours.
-                guard pc == pageFaultHandler || services.transports.activeSites.contains(pc) else { return nil }
-            }
             if steppingOverFaultHandler || pc == pageFaultHandler {
                 return pageFaultBreakpoint(at: pc)
             }
@@ -271,7 +248,8 @@ final class VCPURunner: @unchecked Sendable {
         let asserted = services.upcalls.takeCallbackRequest(id)
         let pending = vector != nil && services.events.upcallPending(vcpu: id)
         var lapicError: (any Error)?
-        let action = callback.beforeEntry(vector: vector, upcallPending: pending, asserted: asserted) {
+        let action = callback.beforeEntry(vector: vector, upcallPending: pending, asserted: asserted,
+                                          interruptsOpen: vcpu.interruptsOpen) {
             do { return try vcpu.acceptsExternalInterrupts } catch {
                 lapicError = error
                 return false
@@ -392,13 +370,12 @@ final class VCPURunner: @unchecked Sendable {
         return armBreakpoints()
     }
 
-    /// The hypercall sites, plus the page-fault handler when armed (and not
-    /// stepping over it).
+    /// The hypercall sites, plus the page-fault handler when armed.
     private func armBreakpoints(singleStep: Bool = false) -> DomainExit? {
         let sites = services.transports.activeSites
         armedWithSites = !sites.isEmpty
         let addresses = HypercallTransports.breakpointAddresses(
-            sites: sites, pageFaultHandler: steppingOverFaultHandler ? nil : pageFaultHandler)
+            sites: sites, pageFaultHandler: singleStep ? nil : pageFaultHandler)
         do {
             try vcpu.setGuestDebug(hardwareBreakpoints: addresses, singleStep: singleStep)
         } catch {
@@ -428,14 +405,7 @@ final class VCPURunner: @unchecked Sendable {
                 return .failed("\(id): completing SYSCALL: \(error)")
             }
             DomainMetrics.bump(services.metrics.syscallsCompleted)
-            // Until the kernel has its own stack, no interrupt may come in:
-            // TPR 15 holds back every LAPIC vector, and single steps tell
-            // when the entry is past the window (SyscallEntryGuard).
-            var sregs = vcpu.specialRegisters
-            syscallGuard = SyscallEntryGuard(savedTPR: sregs.cr8)
-            sregs.cr8 = SyscallEntryGuard.blockingTPR
-            vcpu.specialRegisters = sregs
-            return armBreakpoints(singleStep: true)
+            return nil
         }
         steppingOverFaultHandler = true
         return armBreakpoints(singleStep: true)
@@ -525,48 +495,5 @@ final class VCPURunner: @unchecked Sendable {
             do { try vcpu.load(boot) } catch { return .failed("\(id): loading VCPUOP_initialise state: \(error)") }
         }
         return nil
-    }
-}
-
-/// The first instructions of a SYSCALL that pvh finished (software backend:
-/// `FastSystemCall`) run at CPL0 on the user's stack with RFLAGS.IF clear,
-/// until the kernel loads its own stack pointer (Linux's entry_SYSCALL_64:
-/// swapgs, save RSP, load the task's stack). An interrupt taken there would
-/// push its frame on the user stack and run the kernel's handler with the
-/// user's GS: Debian 6.12 took the Xen upcall vector there on kvm_pvm and
-/// died of a double fault at init's first system call, although IF was
-/// clear. So the entry runs with the local APIC's TPR at 15, which holds back
-/// every maskable LAPIC vector whatever the backend makes of IF (Intel SDM
-/// Vol. 3 §11.8.3.1), one single step at a time, until RSP is a kernel
-/// address (upper half), the next instruction returns to CPL3 (SYSRET,
-/// IRET), the CPU is at CPL3, or
-/// `maximumSteps` instructions ran; then the guest's TPR comes back.
-struct SyscallEntryGuard: Equatable {
-    /// TPR (CR8) class 15: no vector can exceed it.
-    static let blockingTPR: UInt64 = 15
-    /// Linux needs 5 instructions (endbr64, swapgs, mov, jmp, mov); a
-    /// kernel that takes longer gets its TPR back after this many.
-    static let maximumSteps = 32
-    /// The guest's TPR before the guard.
-    let savedTPR: UInt64
-    private(set) var steps = 0
-
-    init(savedTPR: UInt64) { self.savedTPR = savedTPR }
-
-    /// After one step: whether to keep guarding. `next` holds the bytes of
-    /// the instruction about to run: a SYSRET or IRET goes back to CPL3,
-    /// where the backend runs the guest natively and no step exit comes, so
-    /// the TPR must be back before it (the interrupt then arrives in user
-    /// mode, as it should).
-    mutating func step(rsp: UInt64, cpl: UInt8, next: [UInt8]) -> Bool {
-        steps += 1
-        let kernelStack = rsp >> 47 == 0x1_ffff
-        return !kernelStack && cpl == 0 && steps < Self.maximumSteps && !Self.returnsToUser(next)
-    }
-
-    /// SYSRET (0F 07, with REX.W 48 0F 07) or IRET (CF, 48 CF).
-    static func returnsToUser(_ bytes: [UInt8]) -> Bool {
-        let b = bytes.first == 0x48 ? Array(bytes.dropFirst()) : bytes
-        return b.starts(with: [0x0f, 0x07]) || b.first == 0xcf
     }
 }
