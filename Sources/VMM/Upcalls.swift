@@ -166,11 +166,11 @@ struct CallbackVectorDelivery: Equatable {
         }
         if queued { return .none(requestWindow: true) }
         guard upcallPending else { return .none(requestWindow: false) }
-        // Xen injects only while the vCPU can take it (hvm_interrupt_blocked:
-        // IF clear or an interrupt shadow blocks it). Queued in KVM while IF
-        // is clear, the software backend was seen delivering it anyway: at
-        // the kernel's SYSCALL entry, on the user's stack (Debian 6.12's
-        // double fault at init's first system call). Wait for the window.
+        // Not while the vCPU must not take it (the caller decides: Xen's
+        // hvm_interrupt_blocked, narrowed to where the software backend
+        // ignored IF for a queued vector, the kernel's SYSCALL entry on the
+        // user's stack: Debian 6.12's double fault at init's first system
+        // call). Wait for the window then.
         guard interruptsOpen else { return .none(requestWindow: true) }
         if acceptsExtINT() {
             queued = true

@@ -248,8 +248,13 @@ final class VCPURunner: @unchecked Sendable {
         let asserted = services.upcalls.takeCallbackRequest(id)
         let pending = vector != nil && services.events.upcallPending(vcpu: id)
         var lapicError: (any Error)?
+        // Queued in KVM, the vector waits for IF by itself, and a halted
+        // vCPU wakes for it; only at CPL0 on a lower-half stack (the kernel's
+        // SYSCALL entry right after pvh finished a SYSCALL) must it wait for
+        // IF here: kvm_pvm delivered it there with IF clear.
+        let onUserStackAtCPL0 = vcpu.registers.rsp >> 47 == 0 && vcpu.specialRegisters.cpl == 0
         let action = callback.beforeEntry(vector: vector, upcallPending: pending, asserted: asserted,
-                                          interruptsOpen: vcpu.interruptsOpen) {
+                                          interruptsOpen: vcpu.interruptsOpen || !onUserStackAtCPL0) {
             do { return try vcpu.acceptsExternalInterrupts } catch {
                 lapicError = error
                 return false
