@@ -252,9 +252,12 @@ final class VCPURunner: @unchecked Sendable {
         // vCPU wakes for it; only at CPL0 on a lower-half stack (the kernel's
         // SYSCALL entry right after pvh finished a SYSCALL) must it wait for
         // IF here: kvm_pvm delivered it there with IF clear.
-        let onUserStackAtCPL0 = vcpu.registers.rsp >> 47 == 0 && vcpu.specialRegisters.cpl == 0
+        // Only asked when the upcall is pending and IF is clear (short-circuit:
+        // this runs before every entry of a callback-vector guest).
+        let mayQueue = !pending || vcpu.interruptsOpen
+            || !(vcpu.registers.rsp >> 47 == 0 && vcpu.specialRegisters.cpl == 0)
         let action = callback.beforeEntry(vector: vector, upcallPending: pending, asserted: asserted,
-                                          interruptsOpen: vcpu.interruptsOpen || !onUserStackAtCPL0) {
+                                          interruptsOpen: mayQueue) {
             do { return try vcpu.acceptsExternalInterrupts } catch {
                 lapicError = error
                 return false
