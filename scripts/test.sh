@@ -3,8 +3,30 @@
 # and integration boots (the test guest through both hypercall transports,
 # Debian's 6.1 and 6.12 cloud kernels). KVM tests need /dev/kvm and say so
 # when they skip.
+#
+# A hung test must fail the run with evidence, not use up CI's clock: output
+# is line-buffered (so the log ends where the run stopped), and after
+# PVH_TEST_LIMIT seconds (default 2400) every thread of the test process is
+# printed (gdb) and the run is killed with exit 124.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 swift build
-swift test
+limit=${PVH_TEST_LIMIT:-2400}
+setsid stdbuf -oL -eL swift test "$@" &
+pid=$!
+deadline=$((SECONDS + limit))
+while kill -0 "$pid" 2>/dev/null && [ "$SECONDS" -lt "$deadline" ]; do
+    sleep 5
+done
+if kill -0 "$pid" 2>/dev/null; then
+    echo "test.sh: swift test still running after ${limit} s; the test process's threads:" >&2
+    for p in $(pgrep -f 'PackageTests\.xctest' || true); do
+        gdb -p "$p" -batch -ex 'info threads' -ex 'thread apply all bt 30' 2>&1 \
+            | grep -v -e '^\[New LWP' -e '^warning:' >&2 || true
+    done
+    kill -KILL -- -"$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+    exit 124
+fi
+wait "$pid"

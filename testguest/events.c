@@ -169,8 +169,27 @@ void lapic_ack(void)
 }
 
 /*
- * Software-enable the LAPIC (SVR; KVM drops fixed interrupts while it is
- * disabled) and check once that its timer interrupts us: a 1 ms one-shot,
+ * Software-enable the LAPIC through SVR (KVM drops fixed interrupts while
+ * it is disabled); from here on lapic_eoi() EOIs. -1 when the LAPIC is
+ * globally disabled (APIC_BASE).
+ */
+static int lapic_software_enable(void)
+{
+	uint64_t base = rdmsr(MSR_APIC_BASE);
+	if (!(base & APIC_BASE_EN))
+		return -1;
+	if (base & APIC_BASE_EXTD) {
+		lapic_mode = 2;
+	} else {
+		lapic_mode = 1;
+		lapic_mmio = base & 0xfffff000UL;	/* identity mapped (< 4 GiB) */
+	}
+	lapic_write(APIC_SVR, APIC_SVR_ENABLE | SPURIOUS_VECTOR);
+	return 0;
+}
+
+/*
+ * Software-enable the LAPIC and check once that its timer interrupts us: a 1 ms one-shot,
  * awaited with interrupts on for at most 200 ms of TSC time.
  */
 static void lapic_init(void)
@@ -186,18 +205,11 @@ static void lapic_init(void)
 		return;
 	}
 	uint64_t base = rdmsr(MSR_APIC_BASE);
-	if (!(base & APIC_BASE_EN)) {
+	if (lapic_software_enable()) {
 		printk("PVHINFO LAPIC disabled (APIC_BASE 0x%lx): no EOI, no watchdog\n",
 		       (unsigned long)base);
 		return;
 	}
-	if (base & APIC_BASE_EXTD) {
-		lapic_mode = 2;
-	} else {
-		lapic_mode = 1;
-		lapic_mmio = base & 0xfffff000UL;	/* identity mapped (< 4 GiB) */
-	}
-	lapic_write(APIC_SVR, APIC_SVR_ENABLE | SPURIOUS_VECTOR);
 
 	uint32_t t0 = lapic_ticks;
 	uint64_t end = tsc_deadline_ms(200);
@@ -794,6 +806,64 @@ static const char *scen_upcall_bare(void)
 }
 
 /* ------------------------------------------------------------------ */
+/* upcall_owed                                                         */
+
+/*
+ * Run with pvh.lapic=off (and the per-vCPU vector, the default): the
+ * upcall vector is bound while the LAPIC is software-disabled, as Linux
+ * binds its boot CPU's vector before setup_local_APIC enables the LAPIC.
+ * Xen's vlapic keeps such a vector pending in IRR; KVM's LAPIC refuses the
+ * MSI, so the VMM must keep it owed and raise it again.
+ *  1. the upcall goes through HVMOP_set_evtchn_upcall_vector and the LAPIC
+ *     is off;
+ *  2. a loopback send while the LAPIC is off (the upcall is owed);
+ *  3. the LAPIC is enabled through SVR, with no new event: the owed upcall
+ *     arrives within 500 ms, the port is handled once, and it is EOIed.
+ */
+static const char *scen_upcall_owed(void)
+{
+	const char *r;
+	long rc;
+
+	if ((r = xen_setup()))
+		return r;
+	if (strncmp(upcall_via, "upcall_vector", 14) != 0 || lapic_mode != 0)
+		return fail("needs the per-vCPU vector and pvh.lapic=off (upcall via %s, LAPIC mode %d)",
+			    upcall_via, lapic_mode);
+
+	struct evtchn_alloc_unbound au = { .dom = DOMID_SELF, .remote_dom = DOMID_SELF };
+	if ((rc = evtchn_op(EVTCHNOP_alloc_unbound, &au)) != 0)
+		return fail("alloc_unbound rc %ld", rc);
+	struct evtchn_bind_interdomain bi = { .remote_dom = DOMID_SELF, .remote_port = au.port };
+	if ((rc = evtchn_op(EVTCHNOP_bind_interdomain, &bi)) != 0) {
+		evtchn_close(au.port);
+		return fail("bind_interdomain rc %ld", rc);
+	}
+	evtchn_port_t a = au.port, b = bi.local_port;
+	uint32_t h = port_hits[a], before = upcall_count;
+	if ((rc = evtchn_send(b)) != 0) {
+		r = fail("send(B=%u) rc %ld", b, rc);
+	} else {
+		/* 2. With interrupts on for a moment the disabled LAPIC takes nothing. */
+		wait_port(a, h + 1, 20, 0, NULL);
+		uint32_t early = upcall_count - before;
+		if (lapic_software_enable())
+			r = fail("LAPIC globally disabled (APIC_BASE 0x%lx)", (unsigned long)rdmsr(MSR_APIC_BASE));
+		else if (!wait_port(a, h + 1, 500, 0, NULL))
+			r = fail("no upcall within 500 ms of enabling the LAPIC (upcalls %u, upcall_pending %u)",
+				 upcall_count, vcpu0_info->evtchn_upcall_pending);
+		else if (port_hits[a] != h + 1)
+			r = fail("port A hit %u times, want 1", port_hits[a] - h);
+		else
+			printk("PVHINFO upcall_owed: %u upcall(s) before the LAPIC was enabled, "
+			       "the owed one after it\n", early);
+	}
+	evtchn_close(b);
+	evtchn_close(a);
+	return r;
+}
+
+/* ------------------------------------------------------------------ */
 /* timer                                                               */
 
 /* Wait for the next VIRQ_TIMER upcall after arming a timer for `deadline`. */
@@ -1384,6 +1454,7 @@ const struct scenario xen_scenarios[] = {
 	{ "bench_evtchn", scen_bench_evtchn },
 	{ "evtchn", scen_evtchn },
 	{ "upcall_bare", scen_upcall_bare },
+	{ "upcall_owed", scen_upcall_owed },
 	{ "pvclock", scen_pvclock },
 	{ "timer", scen_timer },
 	{ "console_ring", scen_console_ring },

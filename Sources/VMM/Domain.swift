@@ -142,6 +142,8 @@ public final class Domain: Sendable {
             smp: xen.smp, dumps: dumps, state: xen.state, upcalls: xen.upcalls)
         let wakeups = xen.wakeups
         lifecycle.onStop { wakeups.wakeAll() }
+        let upcalls = xen.upcalls
+        lifecycle.onStop { upcalls.stopRetrying() }
         timerThread = TimerThread(timers: xen.timers, events: xen.events, lifecycle: lifecycle)
         runners = try VCPUSetup.runners(configuration, machine: machine, boot: boot,
                                         breakpoints: Array(transports.breakpointSites), services: services)

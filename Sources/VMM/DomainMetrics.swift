@@ -18,8 +18,10 @@ public final class DomainMetrics: Sendable {
     /// Event-channel upcalls injected into a vCPU's local APIC.
     public let upcallsInjected = Atomic<UInt64>(0)
     /// Upcall vectors a vCPU's local APIC refused (KVM_SIGNAL_MSI returned
-    /// 0): the guest asked for a vector its LAPIC cannot take.
+    /// 0, the LAPIC is software-disabled): each is owed and retried.
     public let upcallsRefused = Atomic<UInt64>(0)
+    /// Owed upcalls a local APIC took on a retry (counted in `upcallsInjected` too).
+    public let upcallsOwedDelivered = Atomic<UInt64>(0)
     /// HVM_PARAM_CALLBACK_IRQ vectors queued as ExtINT (`CallbackVectorDelivery`).
     public let callbackVectorsQueued = Atomic<UInt64>(0)
     /// SCHEDOP_block calls that slept.

@@ -1,3 +1,4 @@
+import Dispatch
 import EventChannels
 import Hypercalls
 import KVM
@@ -10,9 +11,9 @@ import XenABI
 /// - **Per-vCPU vector** (HVMOP_set_evtchn_upcall_vector, what Linux uses):
 ///   raised in the vCPU's local APIC like Xen's `vlapic_set_irq`, here a
 ///   KVM_SIGNAL_MSI; the guest EOIs it. KVM wakes a vCPU halted in it. A
-///   LAPIC that refuses it (software-disabled) is an error, counted in
-///   `DomainMetrics.upcallsRefused` and reported once per vCPU: the guest
-///   asked for a vector its LAPIC cannot take.
+///   LAPIC that refuses it (software-disabled) makes the upcall owed
+///   (`OwedUpcalls`): Xen's vlapic keeps the vector in IRR whatever the
+///   SVR says, and Linux binds its vector before it enables its LAPIC.
 /// - **HVM_PARAM_CALLBACK_IRQ vector** (type 2): Xen injects the vector
 ///   directly, with no LAPIC and no EOI, on every VM entry while the vCPU's
 ///   `evtchn_upcall_pending` is set and it can take interrupts
@@ -39,6 +40,8 @@ final class UpcallInjector: EventChannelNotifier, @unchecked Sendable {
     /// vCPUs whose refused upcall vector was already reported.
     private let refusalReported = Mutex<Set<VCPUID>>([])
     private let report: @Sendable (String) -> Void
+    /// Upcalls a local APIC refused, retried until it takes them.
+    private let owed = Mutex(OwedUpcalls())
 
     init(vm: VirtualMachine, state: DomainState, metrics: DomainMetrics, wakeups: VCPUWakeups,
          report: @escaping @Sendable (String) -> Void) {
@@ -80,22 +83,95 @@ final class UpcallInjector: EventChannelNotifier, @unchecked Sendable {
         callbackRequests.withLock { $0.remove(vcpu) != nil }
     }
 
-    /// Raises `vector` in `vcpu`'s local APIC; a refusal is an error.
+    /// Raises `vector` in `vcpu`'s local APIC; a refusal makes it owed.
     func signalLocalAPIC(vcpu: VCPUID, vector: UInt8) {
         do {
             if try vm.signalMSI(apicID: vcpu.rawValue, vector: vector) {
                 DomainMetrics.bump(metrics.upcallsInjected)
                 return
             }
-            refused(vcpu, "vector 0x\(String(vector, radix: 16)) refused by its local APIC (software-disabled?)")
+            refused(vcpu, "vector 0x\(String(vector, radix: 16)) refused by its local APIC (software-disabled?); "
+                    + "retried every millisecond until it takes it")
         } catch {
-            refused(vcpu, "vector 0x\(String(vector, radix: 16)): \(error)")
+            refused(vcpu, "vector 0x\(String(vector, radix: 16)): \(error); retried")
         }
     }
 
     private func refused(_ vcpu: VCPUID, _ why: String) {
         DomainMetrics.bump(metrics.upcallsRefused)
         if refusalReported.withLock({ $0.insert(vcpu).inserted }) { report("\(vcpu): event upcall \(why)") }
+        owed.withLock { o in
+            guard o.owe(vcpu), !o.stopped, o.timer == nil else { return }
+            let timer = DispatchSource.makeTimerSource(queue: DispatchQueue(label: "pvh-upcall-owed"))
+            timer.schedule(deadline: .now() + OwedUpcalls.retryInterval, repeating: OwedUpcalls.retryInterval)
+            timer.setEventHandler { [weak self] in self?.retryOwed() }
+            timer.resume()
+            o.timer = timer
+        }
+    }
+
+    /// One retry of every owed upcall (on the retry timer's queue). A vCPU
+    /// whose vector was taken, or which no longer has a vector, owes nothing
+    /// more unless it was refused again meanwhile; the timer ends with the
+    /// last debt.
+    private func retryOwed() {
+        let debts = owed.withLock { $0.debts }
+        var settled: [VCPUID: UInt64] = [:]
+        for (vcpu, generation) in debts {
+            guard let vector = state.upcallVector(for: vcpu) else {
+                settled[vcpu] = generation
+                continue
+            }
+            if (try? vm.signalMSI(apicID: vcpu.rawValue, vector: vector)) == true {
+                DomainMetrics.bump(metrics.upcallsInjected)
+                DomainMetrics.bump(metrics.upcallsOwedDelivered)
+                settled[vcpu] = generation
+            }
+        }
+        owed.withLock { $0.settle(settled) }
+    }
+
+    /// The domain ended: no more retries.
+    func stopRetrying() { owed.withLock { $0.stop() } }
+}
+
+/// Upcall vectors that a vCPU's local APIC refused, by vCPU, with a
+/// generation so that a retry that succeeds does not clear a refusal that
+/// came after it. KVM drops a fixed MSI to a software-disabled LAPIC
+/// (KVM_SIGNAL_MSI returns 0), and the guest's later enable is a write the
+/// in-kernel LAPIC takes without an exit, so pvh cannot learn when to signal
+/// again: it retries on a timer, which runs only while something is owed.
+struct OwedUpcalls: ~Copyable {
+    /// How often owed upcalls are retried: about one timer tick of a guest.
+    static let retryInterval = DispatchTimeInterval.milliseconds(1)
+    private(set) var debts: [VCPUID: UInt64] = [:]
+    private var generation: UInt64 = 0
+    var timer: (any DispatchSourceTimer)?
+    private(set) var stopped = false
+
+    /// Records a refusal; returns whether retries should run.
+    mutating func owe(_ vcpu: VCPUID) -> Bool {
+        generation &+= 1
+        debts[vcpu] = generation
+        return !stopped
+    }
+
+    /// Clears the debts retried successfully (unless refused again since);
+    /// the timer ends when nothing is owed.
+    mutating func settle(_ settled: [VCPUID: UInt64]) {
+        for (vcpu, generation) in settled where debts[vcpu] == generation { debts[vcpu] = nil }
+        if debts.isEmpty || stopped { cancelTimer() }
+    }
+
+    mutating func stop() {
+        stopped = true
+        debts = [:]
+        cancelTimer()
+    }
+
+    private mutating func cancelTimer() {
+        timer?.cancel()
+        timer = nil
     }
 }
 

@@ -88,12 +88,13 @@ public struct XenHVMCPUIDFeatures: OptionSet, Hashable, Sendable {
     /// Our default. Xen 4.17 (xen/arch/x86/traps.c cpuid_hypervisor_leaves) always sets
     /// IOMMU_MAPPINGS, VCPU_ID_PRESENT, DOMID_PRESENT and UPCALL_VECTOR, and the
     /// APIC bits when the hardware virtualises the APIC. We leave out the APIC
-    /// bits (hardware-dependent hints) and UPCALL_VECTOR (per-vCPU upcall vectors,
-    /// HVMOP_set_evtchn_upcall_vector, are not implemented yet: without the bit
-    /// Linux uses the HVM_PARAM_CALLBACK_IRQ vector). IOMMU_MAPPINGS only tells the
-    /// guest it need not bounce-buffer grant-mapped DMA, which holds with no
+    /// bits (hardware-dependent hints). UPCALL_VECTOR tells the guest that
+    /// HVMOP_set_evtchn_upcall_vector works: Linux then takes events through a
+    /// per-vCPU LAPIC vector (and EOIs it) instead of the domain-wide
+    /// HVM_PARAM_CALLBACK_IRQ vector. IOMMU_MAPPINGS only tells the guest it
+    /// need not bounce-buffer grant-mapped DMA, which holds with no
     /// passthrough devices.
-    public static let pvhDefault: XenHVMCPUIDFeatures = [.iommuMappings, .vcpuIDPresent, .domIDPresent]
+    public static let pvhDefault: XenHVMCPUIDFeatures = [.iommuMappings, .vcpuIDPresent, .domIDPresent, .upcallVector]
 }
 
 /// Xen's hypervisor CPUID leaves at 0x40000000 (arch-x86/cpuid.h,

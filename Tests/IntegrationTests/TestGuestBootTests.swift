@@ -151,6 +151,20 @@ struct TestGuestBootTests {
         #expect(run.domain.metrics.upcallsRefused.load(ordering: .relaxed) == 0)
     }
 
+    @Test("an upcall vector refused by a software-disabled LAPIC is owed: once the guest enables its LAPIC the upcall arrives (Xen's vlapic keeps it in IRR; Linux sets its vector before enabling the LAPIC)")
+    func owedUpcallVector() throws {
+        let elf = try Env.testGuest.get()
+        let run = try GuestRun.boot(
+            GuestConfiguration(kernelPath: elf, commandLine: "pvh.scenarios=upcall_owed,evtchn pvh.lapic=off", memoryMiB: 64),
+            limit: .seconds(120))
+        #expect(run.exit == .shutdown(.poweroff))
+        #expect(run.results()["upcall_owed"] == "PASS", "\(run.console.text)")
+        #expect(run.results()["evtchn"] == "PASS", "\(run.console.text)")
+        let metrics = run.domain.metrics
+        #expect(metrics.upcallsRefused.load(ordering: .relaxed) >= 1)
+        #expect(metrics.upcallsOwedDelivered.load(ordering: .relaxed) >= 1)
+    }
+
     @Test("PV console ring both ways: guest output reaches the host, host input is echoed back")
     func consoleRing() throws {
         let elf = try Env.testGuest.get()

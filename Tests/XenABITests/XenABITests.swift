@@ -99,6 +99,8 @@ import Testing
     let hvm = leaves.first { $0.function == 0x4000_0004 }
     #expect(hvm?.ebx == 3 && hvm?.ecx == 7)
     #expect((hvm?.eax ?? 0) & (1 << 3 | 1 << 4) == 1 << 3 | 1 << 4)
+    // XEN_HVM_CPUID_UPCALL_VECTOR: per-vCPU upcall vectors are offered (Linux uses them then).
+    #expect((hvm?.eax ?? 0) & UInt32(1 << 6) != 0)
     #expect(hvm?.significantIndex == true)
     let t0 = leaves.first { $0.function == 0x4000_0003 && $0.index == 0 }
     #expect(t0?.ecx == 2_000_000 && t0?.eax == 0b110)
