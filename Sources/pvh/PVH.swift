@@ -74,7 +74,7 @@ struct Run: ParsableCommand {
     @Option(name: .customLong("disk"),
             help: ArgumentHelp("""
                 A disk in xl's disk specification syntax (xl-disk-configuration(5)), e.g. /srv/guest.img,raw,xvda,rw \
-                or format=raw,vdev=xvda,access=rw,target=/srv/guest.img; repeatable. Checked, but not yet attached to the guest.
+                or format=raw,vdev=xvda,access=rw,target=/srv/guest.img; repeatable. Served by pvh's blkback (README: Disks).
                 """, valueName: "spec"))
     var disk: [String] = []
 
