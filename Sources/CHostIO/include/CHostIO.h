@@ -153,4 +153,8 @@ long pvh_send_vectors(int fd, const struct iovec *iov, int count);
 /// *pid: 0, or the (positive) errno, ENOENT when `path` does not exist.
 int pvh_spawn_with_fd(const char *path, char *const argv[], int child_fd, int target_fd, pid_t *pid);
 
+/// pidfd_open(2): a descriptor that polls readable when process `pid` (a
+/// child not yet reaped) exits. The fd, or -errno.
+int pvh_pidfd_open(pid_t pid);
+
 #endif
