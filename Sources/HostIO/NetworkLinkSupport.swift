@@ -50,8 +50,9 @@ import Synchronization
 
 /// What `LinkPoll.wait` saw.
 enum LinkPollResult {
-    /// The data descriptor has something (bytes, end of file or an error).
-    case ready
+    /// Some descriptor has something (bytes, room, end of file or an
+    /// error): each one's revents, in the order given.
+    case ready([Int16])
     /// The wake event was signalled: the link is stopping.
     case woken
     /// The timeout passed.
@@ -61,12 +62,12 @@ enum LinkPollResult {
 }
 
 enum LinkPoll {
-    /// poll(2) for `fd` (nil: none) to become ready for `events` or `wake`
-    /// readable, at most `timeout` milliseconds (-1: no limit). The wake
-    /// event wins when both are ready.
-    static func wait(_ fd: Int32?, events: Int16 = Int16(POLLIN), wake: Int32, timeout: Int32) -> LinkPollResult {
+    /// poll(2) for any of `descriptors` to become ready for its events, or
+    /// `wake` readable, at most `timeout` milliseconds (-1: no limit). The
+    /// wake event wins when several are ready.
+    static func wait(_ descriptors: [(fd: Int32, events: Int16)], wake: Int32, timeout: Int32) -> LinkPollResult {
         var fds = [pollfd(fd: wake, events: Int16(POLLIN), revents: 0)]
-        if let fd { fds.append(pollfd(fd: fd, events: events, revents: 0)) }
+        fds += descriptors.map { pollfd(fd: $0.fd, events: $0.events, revents: 0) }
         while true {
             // SAFETY: `fds` is a live array of `fds.count` pollfds for the call.
             let r = unsafe poll(&fds, nfds_t(fds.count), timeout)
@@ -76,8 +77,13 @@ enum LinkPoll {
             }
             if r == 0 { return .timedOut }
             if fds[0].revents != 0 { return .woken }
-            return .ready
+            return .ready(fds.dropFirst().map(\.revents))
         }
+    }
+
+    /// `wait` for one descriptor to be readable.
+    static func waitReadable(_ fd: Int32, wake: Int32) -> LinkPollResult {
+        wait([(fd, Int16(POLLIN))], wake: wake, timeout: -1)
     }
 }
 
@@ -123,11 +129,7 @@ final class LinkThread: Sendable {
     }
 
     /// Signals the wake event: the body's next (or current) poll returns `.woken`.
-    func signal() {
-        var one: UInt64 = 1
-        // SAFETY: writes the 8 bytes of `one`, a live local, as eventfd(2) asks.
-        _ = unsafe write(wake, &one, 8)
-    }
+    func signal() { EventCounter.signal(wake) }
 
     /// Waits until the body has returned; at once when it never started or
     /// when called from the thread itself (a callback that stops its link).
@@ -147,4 +149,21 @@ final class LinkCounter: Sendable {
     private let count = Atomic<Int>(0)
     var value: Int { count.load(ordering: .relaxed) }
     func increment() { count.add(1, ordering: .relaxed) }
+}
+
+/// eventfd(2) counters.
+enum EventCounter {
+    /// Adds one: a poll for the descriptor's readability returns.
+    static func signal(_ fd: Int32) {
+        var one: UInt64 = 1
+        // SAFETY: writes the 8 bytes of `one`, a live local, as eventfd(2) asks.
+        _ = unsafe write(fd, &one, 8)
+    }
+
+    /// Resets the counter to 0 (the descriptor is non-blocking).
+    static func drain(_ fd: Int32) {
+        var value: UInt64 = 0
+        // SAFETY: reads 8 bytes into `value`, a live local, as eventfd(2) asks.
+        _ = unsafe read(fd, &value, 8)
+    }
 }

@@ -54,10 +54,16 @@ public final class PasstLink: NetworkLink, @unchecked Sendable {
     private struct State {
         var child: Child?
         var stopped = false
+        /// The tail of a frame the socket took only part of: it goes on
+        /// the stream before anything else (the reader sends it when the
+        /// socket has room, or the next transmit does). Empty on a new stream.
+        var pending: [UInt8] = []
     }
 
     private let state: Mutex<State>
     private let reader: LinkThread
+    /// Tells the reader a pending tail appeared (so it also polls for room).
+    private let nudge: Int32
     private let restartCount = LinkCounter()
 
     /// Starts passt (`executable`, else `passt` on PATH or in /usr/bin) with
@@ -69,11 +75,23 @@ public final class PasstLink: NetworkLink, @unchecked Sendable {
         self.executable = path
         self.extraArguments = extraArguments
         reader = try LinkThread()
-        let child = try Self.spawn(path: path, mtu: mtu, extraArguments: extraArguments)
+        let nudge = pvh_eventfd()
+        guard nudge >= 0 else { throw .system(call: "eventfd", errno: -nudge) }
+        let child: Child
+        do {
+            child = try Self.spawn(path: path, mtu: mtu, extraArguments: extraArguments)
+        } catch {
+            close(nudge)
+            throw error
+        }
+        self.nudge = nudge
         state = Mutex(State(child: child))
     }
 
-    deinit { stop() }
+    deinit {
+        stop()
+        close(nudge)
+    }
 
     /// The pid of the running passt, nil while it is being restarted or once stopped.
     public var passtProcessID: pid_t? { state.withLock { $0.child?.pid } }
@@ -157,6 +175,11 @@ public final class PasstLink: NetworkLink, @unchecked Sendable {
         let list = IOVectorList([header.range] + parts)
         return state.withLock { s -> Result<Void, NetworkTransmitDrop> in
             guard !s.stopped, let child = s.child else { return .failure(.linkDown) }
+            // An earlier frame's tail goes first; while it cannot, the socket is full.
+            if !s.pending.isEmpty {
+                Self.flush(&s.pending, to: child.socket)
+                guard s.pending.isEmpty else { return .failure(.busy) }
+            }
             while true {
                 // SAFETY: the vectors name the prefix and the caller's parts,
                 // which `list` keeps mapped during the call.
@@ -172,18 +195,34 @@ public final class PasstLink: NetworkLink, @unchecked Sendable {
                 case EAGAIN where list.transferred == 0:
                     return .failure(.busy)
                 case EAGAIN:
-                    // Part of the frame is on the stream: the rest must
-                    // follow, or the stream is out of step. passt drains its
-                    // socket promptly; one that does not within a second is
-                    // stuck, and is replaced (the reader sees the end).
-                    if case .ready = LinkPoll.wait(child.socket, events: Int16(POLLOUT), wake: reader.wake, timeout: 1000) { continue }
-                    kill(child.pid, SIGKILL)
-                    return .failure(.linkDown)
+                    // A Unix stream socket takes a large frame in pieces
+                    // (unix_stream_sendmsg) and may stop between them. The
+                    // frame is on the stream in part, so it is sent: the rest
+                    // is kept and follows as soon as there is room.
+                    s.pending = list.remainingBytes()
+                    EventCounter.signal(nudge)
+                    return .success(())
                 case EPIPE, ECONNRESET, ENOTCONN:
                     return .failure(.linkDown)
                 case let e:
                     return .failure(.hostError(e))
                 }
+            }
+        }
+    }
+
+    /// Sends as much of `pending` as the socket takes now.
+    private static func flush(_ pending: inout [UInt8], to socket: Int32) {
+        while !pending.isEmpty {
+            // SAFETY: one iovec over `pending`'s own storage, alive for the call.
+            let n = unsafe pending.withUnsafeMutableBytes { bytes in
+                var vector = unsafe iovec(iov_base: bytes.baseAddress, iov_len: bytes.count)
+                return unsafe pvh_send_vectors(socket, &vector, 1)
+            }
+            if n > 0 {
+                pending.removeFirst(n)
+            } else if n != -Int(EINTR) {
+                return  // EAGAIN: later; an error: the reader sees the end of the stream
             }
         }
     }
@@ -195,12 +234,23 @@ public final class PasstLink: NetworkLink, @unchecked Sendable {
             var buffer = [UInt8](repeating: 0, count: 1 << 18)
             var delay = Self.firstRestartDelay
             while true {
-                guard let socket = state.withLock({ $0.child?.socket }) else { return }
-                switch LinkPoll.wait(socket, wake: reader.wake, timeout: -1) {
+                let current = state.withLock { s in s.child.map { ($0.socket, !s.pending.isEmpty) } }
+                guard let (socket, hasPending) = current else { return }
+                let events = Int16(POLLIN) | (hasPending ? Int16(POLLOUT) : 0)
+                let revents: Int16
+                switch LinkPoll.wait([(socket, events), (nudge, Int16(POLLIN))], wake: reader.wake, timeout: -1) {
                 case .woken, .failed: return
                 case .timedOut: continue
-                case .ready: break
+                case .ready(let ready):
+                    if ready[1] != 0 { EventCounter.drain(nudge) }
+                    revents = ready[0]
                 }
+                if revents & Int16(POLLOUT) != 0 {
+                    state.withLock { s in
+                        if let child = s.child, child.socket == socket { Self.flush(&s.pending, to: socket) }
+                    }
+                }
+                guard revents & (Int16(POLLIN) | Int16(POLLHUP) | Int16(POLLERR)) != 0 else { continue }
                 let capacity = buffer.count
                 // SAFETY: reads at most `capacity` bytes into the buffer's own storage.
                 let n = unsafe buffer.withUnsafeMutableBytes { unsafe read(socket, $0.baseAddress, capacity) }
@@ -227,7 +277,10 @@ public final class PasstLink: NetworkLink, @unchecked Sendable {
     /// link stopped meanwhile.
     private func restart(_ codec: inout PasstFrameCodec, delay: inout Int32) -> Bool {
         let old = state.withLock { s -> Child? in
-            defer { s.child = nil }
+            defer {
+                s.child = nil
+                s.pending = []  // the rest of a frame for the old stream
+            }
             return s.child
         }
         if let old {
@@ -237,7 +290,7 @@ public final class PasstLink: NetworkLink, @unchecked Sendable {
         }
         codec.reset()
         while true {
-            if case .woken = LinkPoll.wait(nil, wake: reader.wake, timeout: delay) { return false }
+            if case .woken = LinkPoll.wait([], wake: reader.wake, timeout: delay) { return false }
             delay = min(delay * 2, Self.longestRestartDelay)
             guard let child = try? Self.spawn(path: executable, mtu: mtu, extraArguments: extraArguments) else { continue }
             let accepted = state.withLock { s -> Bool in

@@ -132,7 +132,7 @@ public final class TapLink: NetworkLink, @unchecked Sendable {
             let headerSize = Int(pvh_vnet_header_size())
             var buffer = [UInt8](repeating: 0, count: headerSize + Self.maximumFrameLength)
             while true {
-                switch LinkPoll.wait(fd, wake: wake, timeout: -1) {
+                switch LinkPoll.waitReadable(fd, wake: wake) {
                 case .woken, .failed: return
                 case .timedOut: continue
                 case .ready: break
