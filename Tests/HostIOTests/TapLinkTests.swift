@@ -152,6 +152,30 @@ struct TapLinkTests {
         #expect(inbox.carrierHistory == [true])
     }
 
+    @Test("a TCP segmentation frame with a partial checksum is taken whole: the host answers its 300 bytes with one reset")
+    func segmentationTransmit() throws {
+        let tap = try TapFixture(subnet: 4)
+        let inbox = LinkInbox()
+        try tap.link.start(receive: inbox.receive, carrier: inbox.carrier)
+        // PSH without ACK to a closed port: Linux resets with ack = seq + length
+        // (tcp_v4_send_reset), which tells how much of the frame it took as one.
+        let payload = [UInt8](repeating: 0x61, count: 300)
+        var tcp = Packet.be16(5555) + Packet.be16(40_099) + Packet.be32(1000) + Packet.be32(0) + [0x50, 0x08] + Packet.be16(65535) + [0, 0, 0, 0]
+        let pseudo = Packet.sum(tap.guestIP + tap.hostIP + [0, 6] + Packet.be16(UInt16(tcp.count + payload.count)))
+        tcp[16] = UInt8(pseudo >> 8)
+        tcp[17] = UInt8(pseudo & 0xff)
+        let frame = Packet.ethernet(destination: tap.hostMAC, source: TapFixture.guestMAC, type: 0x0800,
+                                    Packet.ipv4(source: tap.guestIP, destination: tap.hostIP, protocol: 6, tcp + payload))
+        let offload = NetworkOffload(segmentation: .tcpv4(segmentSize: 100), partialChecksum: .init(start: 34, offset: 16))
+        try tap.link.transmit(FrameMemory().ranges(frame, parts: 3), offload: offload).get()
+        let reset = inbox.waitForFrame { f in
+            let b = f.bytes
+            return b.count >= 54 && Packet.readBE16(b, 12) == 0x0800 && b[23] == 6 && Packet.readBE16(b, 36) == 5555 && b[47] & 0x04 != 0
+        }
+        let rst = try #require(reset, "no TCP reset from the host")
+        #expect(Array(rst.bytes[42 ..< 46]) == Packet.be32(1300))  // ack = 1000 + 300
+    }
+
     @Test("a missing bridge is an error naming it; the TAP is not left behind")
     func missingBridge() throws {
         let name = "pvhtest\(getpid() % 1000)9"
