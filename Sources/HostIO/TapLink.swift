@@ -124,6 +124,8 @@ public final class TapLink: NetworkLink, @unchecked Sendable {
         }
     }
 
+    /// The carrier never changes: a TAP's is up while its descriptor is
+    /// open, so `carrier` is not called.
     public func start(receive: @escaping @Sendable (NetworkFrame) -> Void,
                       carrier: @escaping @Sendable (Bool) -> Void) throws(HostIOError) {
         let (fd, wake) = (self.fd, reader.wake)
@@ -159,7 +161,6 @@ public final class TapLink: NetworkLink, @unchecked Sendable {
                 }
             }
         }
-        carrier(true)
     }
 
     public func stop() {
