@@ -8,8 +8,9 @@ public enum NetworkLinkError: Error, Hashable, Sendable, CustomStringConvertible
     /// The interface name is empty-but-required, too long (IFNAMSIZ - 1 =
     /// 15 bytes) or holds '/', whitespace or ':' (dev_valid_name).
     case invalidInterfaceName(String)
-    /// The MTU is outside 68...65535 (IPv4's minimum, the largest IP packet).
-    case invalidMTU(Int)
+    /// The MTU is outside what the link takes: from 68 (IPv4's minimum) to
+    /// 65535 for a TAP (the largest IP packet), 65520 for passt.
+    case invalidMTU(Int, maximum: Int)
     /// Opening /dev/net/tun or TUNSETIFF failed.
     case tapCreation(name: String, errno: Int32)
     /// A step after creation failed (TUNSETVNETHDRSZ, TUNSETOFFLOAD,
@@ -30,8 +31,8 @@ public enum NetworkLinkError: Error, Hashable, Sendable, CustomStringConvertible
         switch self {
         case .invalidInterfaceName(let name):
             "invalid interface name '\(name)': 1 to 15 bytes, no '/', ':' or whitespace"
-        case .invalidMTU(let mtu):
-            "invalid MTU \(mtu): must be 68...65535"
+        case .invalidMTU(let mtu, let maximum):
+            "invalid MTU \(mtu): must be 68 to \(maximum)"
         case .tapCreation(let name, let e):
             e == EPERM || e == EACCES
                 ? "cannot create TAP \(name): \(Self.describe(e)) (needs CAP_NET_ADMIN)"

@@ -69,7 +69,7 @@ public final class PasstLink: NetworkLink, @unchecked Sendable {
     /// Starts passt (`executable`, else `passt` on PATH or in /usr/bin) with
     /// MTU `mtu`, which it also hands the guest by DHCP and NDP.
     public init(mtu: Int = defaultMTU, executable: String? = nil, extraArguments: [String] = []) throws(NetworkLinkError) {
-        guard (68...Self.defaultMTU).contains(mtu) else { throw .invalidMTU(mtu) }
+        guard (68...Self.defaultMTU).contains(mtu) else { throw .invalidMTU(mtu, maximum: Self.defaultMTU) }
         let path = try Self.locate(executable)
         self.mtu = mtu
         self.executable = path

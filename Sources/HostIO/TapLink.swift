@@ -42,7 +42,7 @@ public final class TapLink: NetworkLink, @unchecked Sendable {
     public init(name: String, mtu: Int = 1500, bridge: String? = nil) throws(NetworkLinkError) {
         guard Self.isValidInterfaceName(name) else { throw .invalidInterfaceName(name) }
         if let bridge, !Self.isValidInterfaceName(bridge) { throw .invalidInterfaceName(bridge) }
-        guard (68...65535).contains(mtu) else { throw .invalidMTU(mtu) }
+        guard (68...65535).contains(mtu) else { throw .invalidMTU(mtu, maximum: 65535) }
         var actual = [CChar](repeating: 0, count: Int(pvh_interface_name_size()))
         // SAFETY: `actual` has IFNAMSIZ bytes, what pvh_tap_open writes at most.
         let fd = unsafe pvh_tap_open(name, &actual)

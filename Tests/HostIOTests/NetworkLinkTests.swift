@@ -52,7 +52,9 @@ struct NetworkLinkBasicsTests {
         #expect(!TapLink.isValidInterfaceName("a:b"))
         #expect(!TapLink.isValidInterfaceName(".."))
         #expect(throws: NetworkLinkError.invalidInterfaceName("bad name")) { try TapLink(name: "bad name") }
-        #expect(throws: NetworkLinkError.invalidMTU(67)) { try TapLink(name: "pvhok", mtu: 67) }
+        #expect(throws: NetworkLinkError.invalidMTU(67, maximum: 65535)) { try TapLink(name: "pvhok", mtu: 67) }
+        #expect(throws: NetworkLinkError.invalidMTU(65521, maximum: 65520)) { try PasstLink(mtu: 65521, executable: "/bin/true") }
+        #expect(NetworkLinkError.invalidMTU(65521, maximum: 65520).description == "invalid MTU 65521: must be 68 to 65520")
     }
 }
 
