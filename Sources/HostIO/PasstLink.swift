@@ -66,7 +66,7 @@ public final class PasstLink: NetworkLink, @unchecked Sendable {
     private let nudge: Int32
     private let restartCount = LinkCounter()
 
-    /// Starts passt (`executable`, else `passt` on PATH or in /usr/bin) with
+    /// Starts passt (`executable`, else `passt` on PATH, /usr/bin or /usr/sbin) with
     /// MTU `mtu`, which it also hands the guest by DHCP and NDP.
     public init(mtu: Int = defaultMTU, executable: String? = nil, extraArguments: [String] = []) throws(NetworkLinkError) {
         guard (68...Self.defaultMTU).contains(mtu) else { throw .invalidMTU(mtu, maximum: Self.defaultMTU) }
@@ -100,7 +100,7 @@ public final class PasstLink: NetworkLink, @unchecked Sendable {
     public var restarts: Int { restartCount.value }
 
     /// `executable` when it is an executable file; else the first `passt`
-    /// on PATH, then /usr/bin/passt.
+    /// on PATH, then in /usr/bin or /usr/sbin.
     static func locate(_ executable: String?) throws(NetworkLinkError) -> String {
         // SAFETY (access): Swift passes a NUL-terminated copy of each path for the call.
         if let executable {
@@ -113,7 +113,7 @@ public final class PasstLink: NetworkLink, @unchecked Sendable {
             let candidate = directory + "/passt"
             if unsafe access(candidate, X_OK) == 0 { return candidate }
         }
-        throw .passtNotFound(searched: "passt on PATH and in /usr/bin")
+        throw .passtNotFound(searched: "passt on PATH and in /usr/bin, /usr/sbin")
     }
 
     /// A socketpair and passt on its other end (`-f`: passt must stay our
