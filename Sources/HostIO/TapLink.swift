@@ -174,6 +174,26 @@ public final class TapLink: NetworkLink, @unchecked Sendable {
         close(fd)
     }
 
+    /// The struct virtio_net_hdr a TAP reads in front of a frame carrying
+    /// `offload` (native byte order, as a legacy TAP uses it).
+    public static func virtioHeader(for offload: NetworkOffload) -> [UInt8] {
+        var plain = vnetOffload(offload)
+        var bytes = [UInt8](repeating: 0, count: Int(pvh_vnet_header_size()))
+        // SAFETY: `bytes` has pvh_vnet_header_size() bytes, what is written.
+        unsafe bytes.withUnsafeMutableBytes { unsafe pvh_vnet_header_write($0.baseAddress, &plain) }
+        return bytes
+    }
+
+    /// The offload a struct virtio_net_hdr from a TAP describes; nil for a
+    /// segmentation type the contract cannot say (UDP), or too few bytes.
+    public static func offload(virtioHeader bytes: [UInt8]) -> NetworkOffload? {
+        guard bytes.count >= Int(pvh_vnet_header_size()) else { return nil }
+        var plain = pvh_vnet_offload()
+        // SAFETY: `bytes` holds at least pvh_vnet_header_size() bytes, what is read.
+        unsafe bytes.withUnsafeBytes { unsafe pvh_vnet_header_read($0.baseAddress, &plain) }
+        return offload(plain)
+    }
+
     /// The contract's offload as the C side's plain fields.
     static func vnetOffload(_ offload: NetworkOffload) -> pvh_vnet_offload {
         var plain = pvh_vnet_offload()

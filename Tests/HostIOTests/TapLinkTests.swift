@@ -201,3 +201,38 @@ struct TapLinkTests {
         #expect(master.hasSuffix("/\(bridge)"))
     }
 }
+
+@Suite("virtio_net_hdr as a TAP reads it")
+struct VirtioHeaderTests {
+    @Test("golden bytes for each offload, and back")
+    func golden() {
+        // flags, gso_type, hdr_len (LE16), gso_size (LE16), csum_start (LE16), csum_offset (LE16).
+        let cases: [(NetworkOffload, [UInt8])] = [
+            (.none, [0, 0, 0, 0, 0, 0, 0, 0, 0, 0]),
+            // NEEDS_CSUM (1); hdr_len = csum_start + csum_offset + 2 = 42.
+            (NetworkOffload(partialChecksum: .init(start: 34, offset: 6)), [1, 0, 42, 0, 0, 0, 34, 0, 6, 0]),
+            // GSO_TCPV4 (1), gso_size 1448 (0x05a8), TCP checksum at 34 + 16.
+            (NetworkOffload(segmentation: .tcpv4(segmentSize: 1448), partialChecksum: .init(start: 34, offset: 16)),
+             [1, 1, 52, 0, 0xa8, 0x05, 34, 0, 16, 0]),
+            // GSO_TCPV6 (4), IPv6 header: TCP at 54.
+            (NetworkOffload(segmentation: .tcpv6(segmentSize: 1428), partialChecksum: .init(start: 54, offset: 16)),
+             [1, 4, 72, 0, 0x94, 0x05, 54, 0, 16, 0]),
+            // DATA_VALID (2).
+            (NetworkOffload(checksumValidated: true), [2, 0, 0, 0, 0, 0, 0, 0, 0, 0]),
+        ]
+        for (offload, bytes) in cases {
+            #expect(TapLink.virtioHeader(for: offload) == bytes)
+            #expect(TapLink.offload(virtioHeader: bytes) == offload)
+        }
+    }
+
+    @Test("ECN is taken with TCP segmentation; UDP segmentation is not said")
+    func otherTypes() {
+        // GSO_TCPV4 | GSO_ECN (0x80).
+        #expect(TapLink.offload(virtioHeader: [1, 0x81, 0, 0, 0xa8, 0x05, 34, 0, 16, 0])?.segmentation == .tcpv4(segmentSize: 1448))
+        // GSO_UDP (3), GSO_UDP_L4 (5).
+        #expect(TapLink.offload(virtioHeader: [1, 3, 0, 0, 0, 0, 34, 0, 6, 0]) == nil)
+        #expect(TapLink.offload(virtioHeader: [1, 5, 0, 0, 0, 0, 34, 0, 6, 0]) == nil)
+        #expect(TapLink.offload(virtioHeader: [0, 0]) == nil)
+    }
+}
