@@ -176,6 +176,48 @@ struct TapLinkTests {
         #expect(Array(rst.bytes[42 ..< 46]) == Packet.be32(1300))  // ack = 1000 + 300
     }
 
+    @Test("a host TCP stream to the guest arrives as TCPv4 segmentation frames with partial checksums (TSO through the TAP)")
+    func segmentationReceive() throws {
+        let tap = try TapFixture(subnet: 5)
+        let inbox = LinkInbox()
+        try tap.link.start(receive: inbox.receive, carrier: inbox.carrier)
+        // The host connects to the "guest"; the test plays the guest's TCP
+        // for the handshake only (SYN-ACK with MSS 1460, a 64 KiB window).
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_NONBLOCK.rawValue), 0)
+        try #require(fd >= 0)
+        defer { close(fd) }
+        var sin = HostUDPSocket.socketAddress(tap.guestIPString, 40_020)
+        let r = withUnsafePointer(to: &sin) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) } }
+        try #require(r < 0 && errno == EINPROGRESS)
+        let syn = try #require(inbox.waitForFrame { f in
+            let b = f.bytes
+            return b.count >= 54 && Packet.readBE16(b, 12) == 0x0800 && b[23] == 6 && Packet.readBE16(b, 36) == 40_020 && b[47] == 0x02
+        }, "no SYN from the host")
+        let hostPort = Packet.readBE16(syn.bytes, 34)
+        let hostSeq = syn.bytes[38 ..< 42].reduce(UInt32(0)) { $0 << 8 | UInt32($1) }
+        var tcp = Packet.be16(40_020) + Packet.be16(hostPort) + Packet.be32(5000) + Packet.be32(hostSeq &+ 1)
+        tcp += [0x60, 0x12] + Packet.be16(65535) + [0, 0, 0, 0] + [2, 4] + Packet.be16(1460)
+        let pseudo = Packet.sum(tap.guestIP + tap.hostIP + [0, 6] + Packet.be16(UInt16(tcp.count)))
+        tcp[16] = UInt8(pseudo >> 8)
+        tcp[17] = UInt8(pseudo & 0xff)
+        let synAck = Packet.ethernet(destination: tap.hostMAC, source: TapFixture.guestMAC, type: 0x0800,
+                                     Packet.ipv4(source: tap.guestIP, destination: tap.hostIP, protocol: 6, tcp))
+        try tap.link.transmit(FrameMemory().ranges(synAck), offload: NetworkOffload(partialChecksum: .init(start: 34, offset: 16))).get()
+        var out = [pollfd(fd: fd, events: Int16(POLLOUT), revents: 0)]
+        try #require(poll(&out, 1, 10_000) == 1, "the host's connect did not complete")
+        let data = [UInt8](repeating: 0x42, count: 32_768)
+        let written = data.withUnsafeBytes { send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
+        try #require(written > 2 * 1460)
+        let big = try #require(inbox.waitForFrame { f in
+            if case .tcpv4 = f.offload.segmentation { return true }
+            return false
+        }, "no segmentation frame from the host")
+        #expect(big.offload.segmentation == .tcpv4(segmentSize: 1460))
+        #expect(big.offload.partialChecksum == NetworkOffload.PartialChecksum(start: 34, offset: 16))
+        #expect(big.bytes.count > 1514)
+        #expect(big.bytes.suffix(100).allSatisfy { $0 == 0x42 })
+    }
+
     @Test("a missing bridge is an error naming it; the TAP is not left behind")
     func missingBridge() throws {
         let name = "pvhtest\(getpid() % 1000)9"
