@@ -2,6 +2,7 @@
 /// most significant: what a vif's `mac=` gives and netfront reads from the
 /// `mac` node of its XenStore directory.
 public struct MACAddress: RawRepresentable, Hashable, Sendable, CustomStringConvertible {
+    /// The address in the low 48 bits, first octet most significant.
     public let rawValue: UInt64
 
     /// Nil when `rawValue` has bits above the 48th.

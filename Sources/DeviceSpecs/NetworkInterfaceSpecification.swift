@@ -39,14 +39,17 @@ public enum NetworkBackendType: String, Hashable, Sendable, CaseIterable {
 public struct NetworkInterfaceSpecification: Hashable, Sendable {
     /// The specification as the user wrote it, for error messages.
     public let spec: String
+    /// What carries the frames: given by `type=`, or inferred.
     public let type: NetworkBackendType
     /// The guest's MAC address; nil: generate one (`resolvedMAC`).
     public let mac: MACAddress?
+    /// The Linux bridge the TAP joins (`bridge=`).
     public let bridge: String?
     /// The host interface name; nil: the caller's default (`vif<domid>.<devid>`).
     public let vifname: String?
     /// nil: the link's default (1500 for a TAP, passt's 65520 for user).
     public let mtu: Int?
+    /// The transmit credit (`rate=`); nil: unlimited.
     public let rate: NetworkRateLimit?
     /// nil: the interface's position among the domain's vifs.
     public let devid: Int?

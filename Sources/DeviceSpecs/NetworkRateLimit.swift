@@ -11,6 +11,7 @@ public struct NetworkRateLimit: Hashable, Sendable, CustomStringConvertible {
     /// xl's default replenishment interval.
     public static let defaultIntervalMicroseconds: UInt32 = 50_000
 
+    /// A limit as netback's `rate` node holds it.
     public init(bytesPerInterval: UInt64, intervalMicroseconds: UInt32) {
         self.bytesPerInterval = bytesPerInterval
         self.intervalMicroseconds = intervalMicroseconds
@@ -34,6 +35,7 @@ public struct NetworkRateLimit: Hashable, Sendable, CustomStringConvertible {
         /// unit, microseconds after).
         case outOfRange(String)
 
+        /// Why, in one line.
         public var description: String {
             switch self {
             case .noRate: "no rate before '@'"

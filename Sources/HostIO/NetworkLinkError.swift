@@ -27,6 +27,7 @@ public enum NetworkLinkError: Error, Hashable, Sendable, CustomStringConvertible
     /// A system call while setting the link up failed (socketpair, eventfd).
     case system(call: String, errno: Int32)
 
+    /// One line naming what failed and why.
     public var description: String {
         switch self {
         case .invalidInterfaceName(let name):

@@ -15,6 +15,7 @@ public struct PasstFrameCodec: Sendable {
         /// A length prefix above `maximumFrameLength`.
         case oversizedFrame(length: UInt32)
 
+        /// One line, for logs.
         public var description: String {
             switch self {
             case .oversizedFrame(let length):
@@ -28,6 +29,7 @@ public struct PasstFrameCodec: Sendable {
     private var pending: [UInt8] = []
     private var head = 0
 
+    /// A codec at the start of a stream.
     public init() {}
 
     /// Bytes held for an incomplete frame.

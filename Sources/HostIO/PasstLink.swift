@@ -30,6 +30,7 @@ public final class PasstLink: NetworkLink, @unchecked Sendable {
     /// A passt that ran this long before dying is restarted after the first delay again.
     static let stableRun: Duration = .seconds(10)
 
+    /// The MTU passt was started with (`--mtu`), the one it hands the guest.
     public let mtu: Int
     /// None: checksums are completed before a frame reaches passt, and
     /// passt takes no segmentation frames (its socket carries plain frames).
@@ -39,6 +40,7 @@ public final class PasstLink: NetworkLink, @unchecked Sendable {
     /// Options given to passt after pvh's own (`-f -q --fd N --mtu M`).
     public let extraArguments: [String]
 
+    /// `user (passt pid N)`, or `user (passt not running)` while restarting.
     public var description: String {
         let pid = state.withLock { $0.child?.pid }
         return pid.map { "user (passt pid \($0))" } ?? "user (passt not running)"
@@ -165,6 +167,8 @@ public final class PasstLink: NetworkLink, @unchecked Sendable {
         }
     }
 
+    /// One sendmsg of the length prefix and `parts`, never blocking: a full
+    /// socket is `.busy`; frames must be complete (no offloads).
     public func transmit(_ parts: [HostMemoryRange], offload: NetworkOffload) -> Result<Void, NetworkTransmitDrop> {
         guard offload.partialChecksum == nil, offload.segmentation == .none else { return .failure(.unsupportedOffload) }
         let length = parts.reduce(0) { $0 + $1.count }
@@ -227,6 +231,8 @@ public final class PasstLink: NetworkLink, @unchecked Sendable {
         }
     }
 
+    /// Starts the reader thread (`pvh-passt`): it delivers frames, and
+    /// replaces passt when it dies or its stream goes out of step.
     public func start(receive: @escaping @Sendable (NetworkFrame) -> Void,
                       carrier: @escaping @Sendable (Bool) -> Void) throws(HostIOError) {
         reader.start(name: "pvh-passt") { [self] in
@@ -308,6 +314,8 @@ public final class PasstLink: NetworkLink, @unchecked Sendable {
         }
     }
 
+    /// Wakes and joins the reader, then ends passt (its socket closed,
+    /// SIGTERM, SIGKILL after a second) and reaps it.
     public func stop() {
         let (first, child) = state.withLock { s -> (Bool, Child?) in
             guard !s.stopped else { return (false, nil) }

@@ -22,8 +22,11 @@ public final class TapLink: NetworkLink, @unchecked Sendable {
     public let name: String
     /// The bridge the interface was added to, if any.
     public let bridge: String?
+    /// The interface MTU set at creation (SIOCSIFMTU).
     public let mtu: Int
+    /// Everything the contract can say: TUNSETOFFLOAD took TUN_F_CSUM, TUN_F_TSO4 and TUN_F_TSO6.
     public let capabilities: NetworkLinkCapabilities = [.partialChecksum, .tcpv4Segmentation, .tcpv6Segmentation]
+    /// `tap NAME`, or `tap NAME (bridge BRIDGE)`.
     public var description: String { bridge.map { "tap \(name) (bridge \($0))" } ?? "tap \(name)" }
 
     /// The TAP's descriptor (non-blocking); -1 once stopped.
@@ -93,6 +96,8 @@ public final class TapLink: NetworkLink, @unchecked Sendable {
     /// contract cannot say (UDP segmentation).
     public var receiveDrops: Int { droppedReceives.value }
 
+    /// One writev of the virtio header and `parts`: a TAP takes a frame
+    /// whole or not at all. EAGAIN is `.busy`, EIO (interface down) `.linkDown`.
     public func transmit(_ parts: [HostMemoryRange], offload: NetworkOffload) -> Result<Void, NetworkTransmitDrop> {
         let length = parts.reduce(0) { $0 + $1.count }
         let limit = offload.segmentation == .none ? mtu + 18 : Self.maximumFrameLength
@@ -163,6 +168,8 @@ public final class TapLink: NetworkLink, @unchecked Sendable {
         }
     }
 
+    /// Wakes the reader (its eventfd), waits for it to return, and closes
+    /// the descriptor, which removes the interface.
     public func stop() {
         let first = transmitLock.withLock { stopped in
             defer { stopped = true }
