@@ -37,7 +37,8 @@ public final class PasstLink: NetworkLink, @unchecked Sendable {
     public let capabilities: NetworkLinkCapabilities = []
     /// The passt binary.
     public let executable: String
-    /// Options given to passt after pvh's own (`-f -q --fd N --mtu M`).
+    /// Options given to passt after pvh's own (`-f -q --fd N --mtu M`):
+    /// `--address` for each address asked for, then the caller's.
     public let extraArguments: [String]
 
     /// `user (passt pid N)`, or `user (passt not running)` while restarting.
@@ -69,19 +70,22 @@ public final class PasstLink: NetworkLink, @unchecked Sendable {
     private let restartCount = LinkCounter()
 
     /// Starts passt (`executable`, else `passt` on PATH, /usr/bin or /usr/sbin) with
-    /// MTU `mtu`, which it also hands the guest by DHCP and NDP.
-    public init(mtu: Int = defaultMTU, executable: String? = nil, extraArguments: [String] = []) throws(NetworkLinkError) {
+    /// MTU `mtu`, which it also hands the guest by DHCP and NDP. `addresses`
+    /// (at most one IPv4 and one IPv6, a vif's `ip=`) are what passt hands
+    /// the guest instead of the host's own (`--address`).
+    public init(mtu: Int = defaultMTU, addresses: [String] = [], executable: String? = nil,
+                extraArguments: [String] = []) throws(NetworkLinkError) {
         guard (68...Self.defaultMTU).contains(mtu) else { throw .invalidMTU(mtu, maximum: Self.defaultMTU) }
         let path = try Self.locate(executable)
         self.mtu = mtu
         self.executable = path
-        self.extraArguments = extraArguments
+        self.extraArguments = addresses.flatMap { ["--address", $0] } + extraArguments
         reader = try LinkThread()
         let nudge = pvh_eventfd()
         guard nudge >= 0 else { throw .system(call: "eventfd", errno: -nudge) }
         let child: Child
         do {
-            child = try Self.spawn(path: path, mtu: mtu, extraArguments: extraArguments)
+            child = try Self.spawn(path: path, mtu: mtu, extraArguments: self.extraArguments)
         } catch {
             close(nudge)
             throw error

@@ -64,7 +64,7 @@ struct PasstLinkTests {
 
     /// Sends a DISCOVER and waits for passt's OFFER: a UDP packet to port 68
     /// carrying the transaction id, a BOOTREPLY for our MAC.
-    func expectOffer(_ link: PasstLink, _ inbox: LinkInbox, frames: FrameMemory, xid: UInt32) throws {
+    func expectOffer(_ link: PasstLink, _ inbox: LinkInbox, frames: FrameMemory, xid: UInt32, address: [UInt8]? = nil) throws {
         let discover = Packet.dhcpDiscover(mac: Self.guestMAC, xid: xid)
         try link.transmit(frames.ranges(discover, parts: 4), offload: .none).get()
         let offer = inbox.waitForFrame { frame in
@@ -75,6 +75,7 @@ struct PasstLinkTests {
         #expect(reply[0] == 2)  // BOOTREPLY
         #expect(Array(reply[28 ..< 34]) == Self.guestMAC)  // chaddr
         #expect(reply[16 ..< 20].contains { $0 != 0 })  // yiaddr: an address offered
+        if let address { #expect(Array(reply[16 ..< 20]) == address) }
         #expect(offer?.offload == NetworkOffload.none)
     }
 
@@ -89,6 +90,15 @@ struct PasstLinkTests {
         try link.start(receive: inbox.receive, carrier: inbox.carrier)
         try expectOffer(link, inbox, frames: try FrameMemory(), xid: 0x5056_4801)
         #expect(inbox.carrierHistory.isEmpty)
+    }
+
+    @Test("an address asked for (a vif's ip=) is the one passt offers")
+    func offeredAddress() throws {
+        let link = try PasstLink(addresses: ["192.0.2.77"])
+        defer { link.stop() }
+        let inbox = LinkInbox()
+        try link.start(receive: inbox.receive, carrier: inbox.carrier)
+        try expectOffer(link, inbox, frames: try FrameMemory(), xid: 0x7777_0001, address: [192, 0, 2, 77])
     }
 
     @Test("offloads and oversized frames are refused; after stop the link is down")
