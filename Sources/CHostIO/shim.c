@@ -9,6 +9,17 @@
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
 #include <liburing.h>
+#include <linux/if.h>
+#include <linux/if_tun.h>
+#include <linux/sockios.h>
+#include <linux/virtio_net.h>
+#include <signal.h>
+#include <spawn.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <sys/socket.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 #include "CHostIO.h"
 
 int pvh_punch_hole(int fd, int64_t offset, int64_t length) {
@@ -137,4 +148,175 @@ int pvh_uring_reap(struct io_uring *ring, uint64_t *user_data, int32_t *result, 
     }
     io_uring_cq_advance(ring, n);
     return (int)n;
+}
+
+int pvh_vnet_header_size(void) { return (int)sizeof(struct virtio_net_hdr); }
+
+void pvh_vnet_header_write(void *header, const struct pvh_vnet_offload *offload) {
+    struct virtio_net_hdr h;
+    memset(&h, 0, sizeof h);
+    if (offload->needs_checksum) h.flags |= VIRTIO_NET_HDR_F_NEEDS_CSUM;
+    if (offload->data_valid) h.flags |= VIRTIO_NET_HDR_F_DATA_VALID;
+    switch (offload->gso) {
+    case PVH_GSO_TCPV4: h.gso_type = VIRTIO_NET_HDR_GSO_TCPV4; break;
+    case PVH_GSO_TCPV6: h.gso_type = VIRTIO_NET_HDR_GSO_TCPV6; break;
+    default: h.gso_type = VIRTIO_NET_HDR_GSO_NONE; break;
+    }
+    if (offload->gso_ecn && h.gso_type != VIRTIO_NET_HDR_GSO_NONE) h.gso_type |= VIRTIO_NET_HDR_GSO_ECN;
+    h.hdr_len = offload->header_length;
+    h.gso_size = offload->segment_size;
+    h.csum_start = offload->checksum_start;
+    h.csum_offset = offload->checksum_offset;
+    memcpy(header, &h, sizeof h);
+}
+
+void pvh_vnet_header_read(const void *header, struct pvh_vnet_offload *offload) {
+    struct virtio_net_hdr h;
+    memcpy(&h, header, sizeof h);
+    memset(offload, 0, sizeof *offload);
+    offload->needs_checksum = (h.flags & VIRTIO_NET_HDR_F_NEEDS_CSUM) != 0;
+    offload->data_valid = (h.flags & VIRTIO_NET_HDR_F_DATA_VALID) != 0;
+    switch (h.gso_type & ~VIRTIO_NET_HDR_GSO_ECN) {
+    case VIRTIO_NET_HDR_GSO_NONE: offload->gso = PVH_GSO_NONE; break;
+    case VIRTIO_NET_HDR_GSO_TCPV4: offload->gso = PVH_GSO_TCPV4; break;
+    case VIRTIO_NET_HDR_GSO_TCPV6: offload->gso = PVH_GSO_TCPV6; break;
+    default: offload->gso = PVH_GSO_OTHER; break;
+    }
+    offload->gso_ecn = (h.gso_type & VIRTIO_NET_HDR_GSO_ECN) != 0;
+    offload->header_length = h.hdr_len;
+    offload->segment_size = h.gso_size;
+    offload->checksum_start = h.csum_start;
+    offload->checksum_offset = h.csum_offset;
+}
+
+int pvh_interface_name_size(void) { return IFNAMSIZ; }
+
+int pvh_tap_open(const char *name, char *actual_name) {
+    int fd = open("/dev/net/tun", O_RDWR | O_NONBLOCK | O_CLOEXEC);
+    if (fd < 0) return -errno;
+    struct ifreq ifr;
+    memset(&ifr, 0, sizeof ifr);
+    ifr.ifr_flags = IFF_TAP | IFF_NO_PI | IFF_VNET_HDR;
+    strncpy(ifr.ifr_name, name, IFNAMSIZ - 1);
+    if (ioctl(fd, TUNSETIFF, &ifr) != 0) {
+        int e = errno;
+        close(fd);
+        return -e;
+    }
+    memcpy(actual_name, ifr.ifr_name, IFNAMSIZ);
+    actual_name[IFNAMSIZ - 1] = 0;
+    return fd;
+}
+
+int pvh_tap_set_vnet_header_size(int fd) {
+    int size = (int)sizeof(struct virtio_net_hdr);
+    return ioctl(fd, TUNSETVNETHDRSZ, &size) == 0 ? 0 : -errno;
+}
+
+int pvh_tap_set_offload(int fd) {
+    return ioctl(fd, TUNSETOFFLOAD, (unsigned long)(TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6)) == 0 ? 0 : -errno;
+}
+
+/// An AF_INET datagram socket: what the SIOC*IF* requests are made on.
+static int control_socket(void) { return socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0); }
+
+int pvh_interface_set_mtu(const char *name, int mtu) {
+    int s = control_socket();
+    if (s < 0) return -errno;
+    struct ifreq ifr;
+    memset(&ifr, 0, sizeof ifr);
+    strncpy(ifr.ifr_name, name, IFNAMSIZ - 1);
+    ifr.ifr_mtu = mtu;
+    int r = ioctl(s, SIOCSIFMTU, &ifr) == 0 ? 0 : -errno;
+    close(s);
+    return r;
+}
+
+int pvh_interface_set_up(const char *name) {
+    int s = control_socket();
+    if (s < 0) return -errno;
+    struct ifreq ifr;
+    memset(&ifr, 0, sizeof ifr);
+    strncpy(ifr.ifr_name, name, IFNAMSIZ - 1);
+    int r = ioctl(s, SIOCGIFFLAGS, &ifr) == 0 ? 0 : -errno;
+    if (r == 0) {
+        ifr.ifr_flags |= IFF_UP;
+        r = ioctl(s, SIOCSIFFLAGS, &ifr) == 0 ? 0 : -errno;
+    }
+    close(s);
+    return r;
+}
+
+/// SIOCGIFINDEX: the index of interface `name` in *index. 0 or -errno.
+static int interface_index(int s, const char *name, int *index) {
+    struct ifreq ifr;
+    memset(&ifr, 0, sizeof ifr);
+    strncpy(ifr.ifr_name, name, IFNAMSIZ - 1);
+    if (ioctl(s, SIOCGIFINDEX, &ifr) != 0) return -errno;
+    *index = ifr.ifr_ifindex;
+    return 0;
+}
+
+int pvh_bridge_add_interface(const char *bridge, const char *name) {
+    int s = control_socket();
+    if (s < 0) return -errno;
+    int index = 0, bridge_index = 0;
+    int r = interface_index(s, name, &index);
+    if (r == 0 && interface_index(s, bridge, &bridge_index) != 0) r = -ENODEV;
+    if (r == 0) {
+        struct ifreq ifr;
+        memset(&ifr, 0, sizeof ifr);
+        strncpy(ifr.ifr_name, bridge, IFNAMSIZ - 1);
+        ifr.ifr_ifindex = index;
+        r = ioctl(s, SIOCBRADDIF, &ifr) == 0 ? 0 : -errno;
+    }
+    close(s);
+    return r;
+}
+
+int pvh_eventfd(void) {
+    int fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    return fd < 0 ? -errno : fd;
+}
+
+long pvh_send_vectors(int fd, const struct iovec *iov, int count) {
+    struct msghdr m;
+    memset(&m, 0, sizeof m);
+    m.msg_iov = (struct iovec *)iov;
+    m.msg_iovlen = (size_t)count;
+    ssize_t n = sendmsg(fd, &m, MSG_DONTWAIT | MSG_NOSIGNAL);
+    return n < 0 ? -errno : (long)n;
+}
+
+int pvh_spawn_with_fd(const char *path, char *const argv[], int child_fd, int target_fd, pid_t *pid) {
+    extern char **environ;
+    posix_spawn_file_actions_t actions;
+    posix_spawnattr_t attributes;
+    int r = posix_spawn_file_actions_init(&actions);
+    if (r != 0) return r;
+    r = posix_spawnattr_init(&attributes);
+    if (r != 0) {
+        posix_spawn_file_actions_destroy(&actions);
+        return r;
+    }
+    sigset_t defaults, empty;
+    sigemptyset(&defaults);
+    sigaddset(&defaults, SIGPIPE);
+    sigemptyset(&empty);
+    if (!r) r = posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0);
+    if (!r) r = posix_spawn_file_actions_addopen(&actions, 1, "/dev/null", O_WRONLY, 0);
+    // dup2 to another number clears FD_CLOEXEC on the copy only.
+    if (!r) r = posix_spawn_file_actions_adddup2(&actions, child_fd, target_fd);
+    if (!r) r = posix_spawnattr_setsigdefault(&attributes, &defaults);
+    if (!r) r = posix_spawnattr_setsigmask(&attributes, &empty);
+    if (!r) r = posix_spawnattr_setflags(&attributes, POSIX_SPAWN_SETSIGDEF | POSIX_SPAWN_SETSIGMASK);
+    if (!r) r = posix_spawn(pid, path, &actions, &attributes, argv, environ);
+    posix_spawnattr_destroy(&attributes);
+    posix_spawn_file_actions_destroy(&actions);
+    return r;
+}
+
+int pvh_pidfd_open(pid_t pid) {
+    long fd = syscall(SYS_pidfd_open, pid, 0);
+    return fd < 0 ? -errno : (int)fd;
 }

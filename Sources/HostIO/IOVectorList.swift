@@ -103,4 +103,19 @@ import GuestMemory
             unsafe vectors[first].iov_len -= left
         }
     }
+
+    /// The bytes not yet moved, copied: what a stream socket that took part
+    /// of a frame still owes its peer.
+    func remainingBytes() -> [UInt8] {
+        var out: [UInt8] = []
+        out.reserveCapacity(expected - transferred)
+        for i in first ..< count {
+            // SAFETY: `i` is below `count`; each vector names host memory
+            // `buffers` keeps mapped (trimmed by `advance` to what is left).
+            let vector = unsafe vectors[i]
+            guard let base = unsafe vector.iov_base else { continue }
+            unsafe out.append(contentsOf: UnsafeRawBufferPointer(start: base, count: vector.iov_len))
+        }
+        return out
+    }
 }

@@ -80,4 +80,81 @@ int pvh_uring_submit(struct io_uring *ring);
 /// (io_uring_cq_advance): their count, or -errno (-EINTR on a signal).
 int pvh_uring_reap(struct io_uring *ring, uint64_t *user_data, int32_t *result, unsigned max);
 
+// Network links (TAP, passt). The kernel's structures (struct ifreq,
+// struct virtio_net_hdr) stay in shim.c: Swift sees plain fields only.
+
+/// What one virtio-net header (include/uapi/linux/virtio_net.h) says, as
+/// plain fields; pvh_vnet_header_* convert to and from the kernel's layout.
+struct pvh_vnet_offload {
+    /// VIRTIO_NET_HDR_F_NEEDS_CSUM: csum_start/csum_offset are meaningful.
+    uint8_t needs_checksum;
+    /// VIRTIO_NET_HDR_F_DATA_VALID.
+    uint8_t data_valid;
+    /// PVH_GSO_*.
+    uint8_t gso;
+    /// VIRTIO_NET_HDR_GSO_ECN was set with a TCP segmentation type.
+    uint8_t gso_ecn;
+    uint16_t header_length;
+    uint16_t segment_size;
+    uint16_t checksum_start;
+    uint16_t checksum_offset;
+};
+
+/// Segmentation types pvh_vnet_offload.gso takes.
+enum {
+    PVH_GSO_NONE = 0,
+    PVH_GSO_TCPV4 = 1,
+    PVH_GSO_TCPV6 = 2,
+    /// Any other VIRTIO_NET_HDR_GSO_* (UDP, UDP_L4): links do not take it.
+    PVH_GSO_OTHER = 3,
+};
+
+/// sizeof(struct virtio_net_hdr): 10.
+int pvh_vnet_header_size(void);
+/// Writes `offload` as a struct virtio_net_hdr into `header`
+/// (pvh_vnet_header_size() bytes, native byte order as a legacy TAP reads it).
+void pvh_vnet_header_write(void *header, const struct pvh_vnet_offload *offload);
+/// Reads a struct virtio_net_hdr from `header` into `offload`.
+void pvh_vnet_header_read(const void *header, struct pvh_vnet_offload *offload);
+
+/// Largest interface name, terminator included (IFNAMSIZ).
+int pvh_interface_name_size(void);
+
+/// Opens /dev/net/tun (O_RDWR | O_NONBLOCK | O_CLOEXEC) and attaches a TAP
+/// named `name` (empty: the kernel picks tapN) with IFF_TAP | IFF_NO_PI |
+/// IFF_VNET_HDR (TUNSETIFF). The name the kernel gave goes into
+/// `actual_name` (pvh_interface_name_size() bytes). The fd, or -errno.
+int pvh_tap_open(const char *name, char *actual_name);
+/// TUNSETVNETHDRSZ to sizeof(struct virtio_net_hdr). 0 or -errno.
+int pvh_tap_set_vnet_header_size(int fd);
+/// TUNSETOFFLOAD with TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6: the kernel may
+/// hand us partial checksums and TCP segmentation (and takes them from us). 0 or -errno.
+int pvh_tap_set_offload(int fd);
+/// SIOCSIFMTU on interface `name`. 0 or -errno.
+int pvh_interface_set_mtu(const char *name, int mtu);
+/// SIOCGIFFLAGS then SIOCSIFFLAGS with IFF_UP on interface `name`. 0 or -errno.
+int pvh_interface_set_up(const char *name);
+/// SIOCBRADDIF: adds interface `name` to the Linux bridge `bridge`. 0 or
+/// -errno: -ENODEV when no interface is called `bridge`.
+int pvh_bridge_add_interface(const char *bridge, const char *name);
+
+/// eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK): the fd, or -errno.
+int pvh_eventfd(void);
+
+/// sendmsg(fd, iov, MSG_DONTWAIT | MSG_NOSIGNAL): bytes sent, or -errno
+/// (-EAGAIN when the socket buffer is full, -EPIPE when the peer is gone,
+/// without SIGPIPE).
+long pvh_send_vectors(int fd, const struct iovec *iov, int count);
+
+/// posix_spawn(path, argv) with the environment of this process, stdin and
+/// stdout on /dev/null, stderr inherited, `child_fd` as the child's
+/// `target_fd` (dup2; `child_fd` != `target_fd`), the default disposition
+/// of SIGPIPE and an empty signal mask. argv ends with NULL. The pid in
+/// *pid: 0, or the (positive) errno, ENOENT when `path` does not exist.
+int pvh_spawn_with_fd(const char *path, char *const argv[], int child_fd, int target_fd, pid_t *pid);
+
+/// pidfd_open(2): a descriptor that polls readable when process `pid` (a
+/// child not yet reaped) exits. The fd, or -errno.
+int pvh_pidfd_open(pid_t pid);
+
 #endif

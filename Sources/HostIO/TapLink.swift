@@ -1,0 +1,243 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import CHostIO
+import GuestMemory
+import Synchronization
+
+/// A guest interface's host side as a Linux TAP device (Documentation/
+/// networking/tuntap.rst), opened with IFF_TAP | IFF_NO_PI | IFF_VNET_HDR:
+/// each read and write is one Ethernet frame behind a 10-byte struct
+/// virtio_net_hdr, and TUNSETOFFLOAD (TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6)
+/// lets partial checksums and TCP segmentation travel both ways untouched.
+///
+/// The interface exists while the link is open (it is not made persistent):
+/// it is gone when `stop` closes the descriptor, or the process exits.
+public final class TapLink: NetworkLink, @unchecked Sendable {
+    // SAFETY (Sendable): the lets are immutable; `fd` is read under
+    // `transmitLock` (transmit) or by the reader thread, which `stop` joins
+    // before it closes the descriptor.
+
+    /// The interface name the kernel gave (the one asked for).
+    public let name: String
+    /// The bridge the interface was added to, if any.
+    public let bridge: String?
+    /// The interface MTU set at creation (SIOCSIFMTU).
+    public let mtu: Int
+    /// Everything the contract can say: TUNSETOFFLOAD took TUN_F_CSUM, TUN_F_TSO4 and TUN_F_TSO6.
+    public let capabilities: NetworkLinkCapabilities = [.partialChecksum, .tcpv4Segmentation, .tcpv6Segmentation]
+    /// `tap NAME`, or `tap NAME (bridge BRIDGE)`.
+    public var description: String { bridge.map { "tap \(name) (bridge \($0))" } ?? "tap \(name)" }
+
+    /// The TAP's descriptor (non-blocking); -1 once stopped.
+    private let fd: Int32
+    private let transmitLock = Mutex(false)  // true: stopped
+    private let reader: LinkThread
+    /// Frames the reader dropped: a segmentation type links do not take (UDP GSO).
+    private let droppedReceives = LinkCounter()
+
+    /// The largest frame read: a 64 KiB TSO frame, or the largest IP packet
+    /// plus an Ethernet header and a VLAN tag.
+    static let maximumFrameLength = 65550
+
+    /// Creates TAP interface `name` with `mtu`, brings it up, and adds it to
+    /// the existing Linux bridge `bridge` when given. Needs CAP_NET_ADMIN.
+    public init(name: String, mtu: Int = 1500, bridge: String? = nil) throws(NetworkLinkError) {
+        guard Self.isValidInterfaceName(name) else { throw .invalidInterfaceName(name) }
+        if let bridge, !Self.isValidInterfaceName(bridge) { throw .invalidInterfaceName(bridge) }
+        guard (68...65535).contains(mtu) else { throw .invalidMTU(mtu, maximum: 65535) }
+        var actual = [CChar](repeating: 0, count: Int(pvh_interface_name_size()))
+        // SAFETY: `actual` has IFNAMSIZ bytes, what pvh_tap_open writes at most.
+        let fd = unsafe pvh_tap_open(name, &actual)
+        guard fd >= 0 else { throw .tapCreation(name: name, errno: -fd) }
+        let given = String(decoding: actual.prefix(while: { $0 != 0 }).map { UInt8(bitPattern: $0) }, as: UTF8.self)
+        func fail(_ error: NetworkLinkError) -> NetworkLinkError {
+            close(fd)
+            return error
+        }
+        var r = pvh_tap_set_vnet_header_size(fd)
+        guard r == 0 else { throw fail(.tapConfiguration(name: given, step: "TUNSETVNETHDRSZ", errno: -r)) }
+        r = pvh_tap_set_offload(fd)
+        guard r == 0 else { throw fail(.tapConfiguration(name: given, step: "TUNSETOFFLOAD", errno: -r)) }
+        // SAFETY (the String arguments here and below): Swift passes a
+        // NUL-terminated copy that lives for the call; the C side copies at
+        // most IFNAMSIZ - 1 bytes of it into its ifreq.
+        r = unsafe pvh_interface_set_mtu(given, Int32(mtu))
+        guard r == 0 else { throw fail(.tapConfiguration(name: given, step: "MTU \(mtu) (SIOCSIFMTU)", errno: -r)) }
+        if let bridge {
+            r = unsafe pvh_bridge_add_interface(bridge, given)
+            if r == -ENODEV { throw fail(.bridgeNotFound(bridge: bridge, interface: given)) }
+            guard r == 0 else { throw fail(.bridgeAttach(bridge: bridge, interface: given, errno: -r)) }
+        }
+        r = unsafe pvh_interface_set_up(given)
+        guard r == 0 else { throw fail(.tapConfiguration(name: given, step: "bringing it up (SIOCSIFFLAGS)", errno: -r)) }
+        do {
+            reader = try LinkThread()
+        } catch {
+            throw fail(error)
+        }
+        self.fd = fd
+        self.name = given
+        self.bridge = bridge
+        self.mtu = mtu
+    }
+
+    deinit { stop() }
+
+    /// Linux's dev_valid_name: 1 to IFNAMSIZ - 1 bytes, not "." or "..",
+    /// no '/', ':' or whitespace.
+    public static func isValidInterfaceName(_ name: String) -> Bool {
+        let bytes = Array(name.utf8)
+        guard !bytes.isEmpty, bytes.count < Int(pvh_interface_name_size()), name != ".", name != ".." else { return false }
+        return !bytes.contains { $0 == UInt8(ascii: "/") || $0 == UInt8(ascii: ":") || $0 <= 0x20 || $0 == 0x7f }
+    }
+
+    /// Frames dropped on receive because they carried an offload the
+    /// contract cannot say (UDP segmentation).
+    public var receiveDrops: Int { droppedReceives.value }
+
+    /// One writev of the virtio header and `parts`: a TAP takes a frame
+    /// whole or not at all. EAGAIN is `.busy`, EIO (interface down) `.linkDown`.
+    public func transmit(_ parts: [HostMemoryRange], offload: NetworkOffload) -> Result<Void, NetworkTransmitDrop> {
+        let length = parts.reduce(0) { $0 + $1.count }
+        let limit = offload.segmentation == .none ? mtu + 18 : Self.maximumFrameLength
+        guard length > 0, length <= limit, parts.count < Int(pvh_iov_max()) else { return .failure(.tooLarge) }
+        var plain = Self.vnetOffload(offload)
+        let header = unsafe LinkHeaderBuffer(count: Int(pvh_vnet_header_size())) { base in
+            // SAFETY: `base` has pvh_vnet_header_size() bytes, what it writes.
+            unsafe pvh_vnet_header_write(base, &plain)
+        }
+        let list = IOVectorList([header.range] + parts)
+        return transmitLock.withLock { stopped -> Result<Void, NetworkTransmitDrop> in
+            guard !stopped else { return .failure(.linkDown) }
+            // SAFETY: the vectors name the header buffer and the caller's
+            // parts, which `list` keeps mapped during the call.
+            let (vectors, count) = unsafe list.remaining
+            while true {
+                let n = unsafe writev(fd, vectors, count)
+                if n >= 0 {
+                    // A TAP takes a frame whole or not at all (tun_get_user).
+                    return n == list.expected ? .success(()) : .failure(.hostError(EIO))
+                }
+                switch errno {
+                case EINTR: continue
+                case EAGAIN: return .failure(.busy)
+                case EIO: return .failure(.linkDown)  // the interface is down
+                case let e: return .failure(.hostError(e))
+                }
+            }
+        }
+    }
+
+    /// The carrier never changes: a TAP's is up while its descriptor is
+    /// open, so `carrier` is not called.
+    public func start(receive: @escaping @Sendable (NetworkFrame) -> Void,
+                      carrier: @escaping @Sendable (Bool) -> Void) throws(HostIOError) {
+        let (fd, wake) = (self.fd, reader.wake)
+        let drops = droppedReceives
+        reader.start(name: "pvh-tap-\(name)") {
+            let headerSize = Int(pvh_vnet_header_size())
+            var buffer = [UInt8](repeating: 0, count: headerSize + Self.maximumFrameLength)
+            while true {
+                switch LinkPoll.waitReadable(fd, wake: wake) {
+                case .woken, .failed: return
+                case .timedOut: continue
+                case .ready: break
+                }
+                // Everything queued, one frame per read, until EAGAIN.
+                while true {
+                    let capacity = buffer.count
+                    // SAFETY: reads at most `capacity` bytes into the buffer's own storage.
+                    let n = unsafe buffer.withUnsafeMutableBytes { unsafe read(fd, $0.baseAddress, capacity) }
+                    if n < 0 {
+                        if errno == EINTR { continue }
+                        if errno == EAGAIN { break }
+                        return  // EBADFD and the like: the device is gone
+                    }
+                    guard n > headerSize else { break }
+                    var plain = pvh_vnet_offload()
+                    // SAFETY: the buffer holds at least headerSize bytes, what is read.
+                    unsafe buffer.withUnsafeBytes { unsafe pvh_vnet_header_read($0.baseAddress, &plain) }
+                    guard let offload = Self.offload(plain) else {
+                        drops.increment()
+                        continue
+                    }
+                    receive(NetworkFrame(bytes: Array(buffer[headerSize ..< n]), offload: offload))
+                }
+            }
+        }
+    }
+
+    /// Wakes the reader (its eventfd), waits for it to return, and closes
+    /// the descriptor, which removes the interface.
+    public func stop() {
+        let first = transmitLock.withLock { stopped in
+            defer { stopped = true }
+            return !stopped
+        }
+        guard first else { return }
+        reader.signal()
+        reader.join()
+        close(fd)
+    }
+
+    /// The struct virtio_net_hdr a TAP reads in front of a frame carrying
+    /// `offload` (native byte order, as a legacy TAP uses it).
+    public static func virtioHeader(for offload: NetworkOffload) -> [UInt8] {
+        var plain = vnetOffload(offload)
+        var bytes = [UInt8](repeating: 0, count: Int(pvh_vnet_header_size()))
+        // SAFETY: `bytes` has pvh_vnet_header_size() bytes, what is written.
+        unsafe bytes.withUnsafeMutableBytes { unsafe pvh_vnet_header_write($0.baseAddress, &plain) }
+        return bytes
+    }
+
+    /// The offload a struct virtio_net_hdr from a TAP describes; nil for a
+    /// segmentation type the contract cannot say (UDP), or too few bytes.
+    public static func offload(virtioHeader bytes: [UInt8]) -> NetworkOffload? {
+        guard bytes.count >= Int(pvh_vnet_header_size()) else { return nil }
+        var plain = pvh_vnet_offload()
+        // SAFETY: `bytes` holds at least pvh_vnet_header_size() bytes, what is read.
+        unsafe bytes.withUnsafeBytes { unsafe pvh_vnet_header_read($0.baseAddress, &plain) }
+        return offload(plain)
+    }
+
+    /// The contract's offload as the C side's plain fields.
+    static func vnetOffload(_ offload: NetworkOffload) -> pvh_vnet_offload {
+        var plain = pvh_vnet_offload()
+        if let partial = offload.partialChecksum {
+            plain.needs_checksum = 1
+            plain.checksum_start = partial.start
+            plain.checksum_offset = partial.offset
+            // What tun_get_user would make it anyway: the headers up to the
+            // checksum field's end.
+            plain.header_length = partial.start &+ partial.offset &+ 2
+        }
+        plain.data_valid = offload.checksumValidated ? 1 : 0
+        switch offload.segmentation {
+        case .none: plain.gso = UInt8(PVH_GSO_NONE)
+        case .tcpv4(let size):
+            plain.gso = UInt8(PVH_GSO_TCPV4)
+            plain.segment_size = size
+        case .tcpv6(let size):
+            plain.gso = UInt8(PVH_GSO_TCPV6)
+            plain.segment_size = size
+        }
+        return plain
+    }
+
+    /// The C side's plain fields as the contract's offload; nil for a
+    /// segmentation type the contract cannot say.
+    static func offload(_ plain: pvh_vnet_offload) -> NetworkOffload? {
+        var offload = NetworkOffload(checksumValidated: plain.data_valid != 0)
+        if plain.needs_checksum != 0 {
+            offload.partialChecksum = .init(start: plain.checksum_start, offset: plain.checksum_offset)
+        }
+        switch Int(plain.gso) {
+        case PVH_GSO_NONE: offload.segmentation = .none
+        case PVH_GSO_TCPV4: offload.segmentation = .tcpv4(segmentSize: plain.segment_size)
+        case PVH_GSO_TCPV6: offload.segmentation = .tcpv6(segmentSize: plain.segment_size)
+        default: return nil
+        }
+        return offload
+    }
+}
