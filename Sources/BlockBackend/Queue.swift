@@ -11,25 +11,6 @@ import XenRing
 // `xen_blkif_schedule` kthread, on the device runtime. The pump runs on the
 // queue's own context only; the ring is never touched anywhere else.
 
-/// A backend hold on one granted page kept across an I/O (or, for a ring
-/// page, across the connection). Releasing ends the hold: the grant's
-/// GTF_reading/GTF_writing go, so release before responding.
-final class GrantHold: Sendable {
-    /// The granted bytes.
-    let region: GuestPhysicalRange
-    private let mapping: Mutex<GrantMapping?>
-
-    init(_ mapping: consuming GrantMapping) {
-        region = mapping.region
-        self.mapping = Mutex(Optional(mapping))
-    }
-
-    /// Ends the hold (idempotent; also at the end of the object's life).
-    func release() {
-        mapping.withLock { $0 = nil }
-    }
-}
-
 /// Completions, handed from the engine's thread to the queue's context:
 /// the engine only appends and asks for a pump.
 final class CompletionInbox: Sendable {
