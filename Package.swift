@@ -75,6 +75,13 @@ let package = Package(
         // domain without a VM (memory, grant table, event channels, store),
         // its grants, rings and requests, the handshake, waits on its port.
         .target(name: "BlockFrontend", dependencies: ["BlockBackend", "DeviceRuntime", "EventChannels", "GrantTables", "GuestMemory", "XenABI", "XenBus", "XenRing", "XenStore"], swiftSettings: safeSettings),
+        // The PV network backend (netif): the xenbus handshake, multi-queue,
+        // split event channels, TX from granted pages straight to a HostIO
+        // NetworkLink, RX copied into the frontend's posted buffers.
+        .target(name: "NetBackend", dependencies: ["CXen", "XenABI", "GuestMemory", "XenRing", "GrantTables", "DeviceRuntime", "EventChannels", "XenBus", "XenStore", "HostIO"], swiftSettings: safeSettings),
+        // A netif frontend over guest memory for benchmarks and tests (in
+        // BlockFrontend's guest): rings, posted buffers, packets, the handshake.
+        .target(name: "NetFrontend", dependencies: ["NetBackend", "BlockFrontend", "EventChannels", "GrantTables", "GuestMemory", "XenABI", "XenBus", "XenRing", "XenStore"], swiftSettings: safeSettings),
         // Wiring: vCPU threads, exit handling, transports.
         .target(name: "VMM", dependencies: ["BlockBackend", "HostIO", "DeviceSpecs", "KVM", "GuestMemory", "XenABI", "PVHBoot", "Hypercalls", "EventChannels", "GrantTables", "ConsoleBackend", "PVTime", "XenStore", "XenBus", "DeviceRuntime"], swiftSettings: safeSettings),
         .executableTarget(

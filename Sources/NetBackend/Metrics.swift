@@ -2,7 +2,7 @@ import Synchronization
 
 /// Why a packet or frame was dropped, for the metrics (the guest sees
 /// NETIF_RSP_ERROR on TX, nothing on RX).
-public enum NetDropReason: Hashable, Sendable, CaseIterable {
+public enum NetDropReason: Error, Hashable, Sendable, CaseIterable {
     // TX, the frontend's packet was bad (answered NETIF_RSP_ERROR).
     /// A first slot of size 0 or shorter than an Ethernet header.
     case txBadSize
@@ -57,25 +57,18 @@ public final class NetMetrics: Sendable {
     public let rxGSOPackets = Atomic<UInt64>(0)
     /// Times RX found too few posted buffers for the next frame.
     public let rxRingFull = Atomic<UInt64>(0)
-    private let drops: [Atomic<UInt64>]
+    /// Drops by reason (a lock: drops are off the fast path).
+    private let drops = Mutex<[NetDropReason: UInt64]>([:])
 
-    public init() {
-        drops = NetDropReason.allCases.map { _ in Atomic<UInt64>(0) }
-    }
+    public init() {}
 
     /// Drops for `reason`.
-    public func dropped(_ reason: NetDropReason) -> UInt64 {
-        guard let i = NetDropReason.allCases.firstIndex(of: reason) else { return 0 }
-        return drops[i].load(ordering: .relaxed)
-    }
+    public func dropped(_ reason: NetDropReason) -> UInt64 { drops.withLock { $0[reason] ?? 0 } }
 
     /// Every drop, TX and RX.
     public var totalDrops: UInt64 { NetDropReason.allCases.reduce(0) { $0 &+ dropped($1) } }
 
-    func drop(_ reason: NetDropReason) {
-        guard let i = NetDropReason.allCases.firstIndex(of: reason) else { return }
-        Self.bump(drops[i])
-    }
+    func drop(_ reason: NetDropReason) { drops.withLock { $0[reason, default: 0] &+= 1 } }
 
     static func bump(_ counter: borrowing Atomic<UInt64>, by n: Int = 1) {
         counter.wrappingAdd(UInt64(n), ordering: .relaxed)
