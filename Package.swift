@@ -108,6 +108,7 @@ let package = Package(
         .testTarget(name: "XenStoreTests", dependencies: ["XenStore", "DeviceRuntime", "CXen", "EventChannels", "XenRing", "TestSupport", "XenABI", "GuestMemory"]),
         .testTarget(name: "XenBusTests", dependencies: ["XenBus", "XenStore", "XenABI"]),
         .testTarget(name: "BlockBackendTests", dependencies: ["BlockBackend", "BlockFrontend", "CXen", "DeviceRuntime", "EventChannels", "GrantTables", "GuestMemory", "HostIO", "TestSupport", "XenABI", "XenBus", "XenRing", "XenStore"]),
+        .testTarget(name: "NetBackendTests", dependencies: ["NetBackend", "NetFrontend", "BlockFrontend", "GuestMemory", "HostIO", "TestSupport", "XenABI", "XenBus", "XenRing", "XenStore"]),
         .testTarget(name: "VMMTests", dependencies: ["VMM", "DeviceSpecs", "DeviceRuntime", "KVM", "PVHBoot", "XenABI", "GuestMemory"]),
         .testTarget(name: "IntegrationTests", dependencies: ["VMM", "DeviceSpecs", "KVM", "GrantTables", "GuestMemory", "XenABI"]),
     ]
