@@ -3,7 +3,6 @@ import EventChannels
 import GrantTables
 import GuestMemory
 import HostIO
-import Synchronization
 import XenABI
 import XenBus
 import XenRing
@@ -262,9 +261,7 @@ final class NetDriver: XenbusBackendDriver {
     /// Frames that came while no frontend was connected.
     let unconnectedDrops = NetMetrics()
 
-    private struct WeakXenbus: Sendable { weak var device: XenbusBackendDevice? }
-    private let xenbus = Mutex(WeakXenbus())
-    private let current = Mutex<NetConnection?>(nil)
+    private let xenbusLink = XenbusDriverLink<NetConnection>()
 
     init(name: String, configuration: NetDeviceConfiguration, memory: any HostAddressableMemory, grants: GrantTable,
          events: EventChannelTable, runtime: DeviceRuntime, log: @escaping @Sendable (String) -> Void) {
@@ -278,9 +275,9 @@ final class NetDriver: XenbusBackendDriver {
         metrics = (0..<configuration.maximumQueues).map { _ in NetMetrics() }
     }
 
-    func setXenbus(_ device: XenbusBackendDevice) { xenbus.withLock { $0.device = device } }
+    func setXenbus(_ device: XenbusBackendDevice) { xenbusLink.attach(device) }
 
-    var connection: NetConnection? { current.withLock { $0 } }
+    var connection: NetConnection? { xenbusLink.connection }
 
     /// The nodes Linux's xen-netback writes in `netback_probe` before
     /// InitWait: its offloads, rx-copy (and no rx-flip), split event
@@ -321,7 +318,7 @@ final class NetDriver: XenbusBackendDriver {
                 throw XenbusFatalError(.einval, "mapping shared-frames \(ring.txRing.rawValue)/\(ring.rxRing.rawValue) of queue \(index): \(error)")
             }
         }
-        current.withLock { $0 = NetConnection(device: device, queues: queues) }
+        xenbusLink.install(NetConnection(device: device, queues: queues))
         log("\(name): connected: \(queues.count) queue(s), link \(configuration.link.description)")
         return []
     }
@@ -329,10 +326,7 @@ final class NetDriver: XenbusBackendDriver {
     /// Stops every queue and forgets the connection. Idempotent; safe from
     /// a queue's fault path.
     func disconnect() {
-        guard let connection = current.withLock({ c -> NetConnection? in
-            defer { c = nil }
-            return c
-        }) else { return }
+        guard let connection = xenbusLink.take() else { return }
         for q in connection.queues { q.stop() }
         runtime.remove(connection.device)
     }
@@ -348,12 +342,7 @@ final class NetDriver: XenbusBackendDriver {
     }
 
     private func faulted(_ fault: DeviceFault) {
-        let device = xenbus.withLock { $0.device }
-        if let device {
-            device.fatal(fault.reason, error: .eio)
-        } else {
-            disconnect()
-        }
+        xenbusLink.fail(fault.reason) { disconnect() }
     }
 }
 
