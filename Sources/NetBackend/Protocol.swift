@@ -66,7 +66,9 @@ public struct NetifRxFlags: OptionSet, Hashable, Sendable {
 }
 
 /// `struct netif_tx_request`: one TX slot's data descriptor.
-public struct NetifTxRequest: Hashable, Sendable {
+public struct NetifTxRequest: NetifSlotData {
+    public static var size: Int { Int(PVH_NETIF_TX_REQUEST_SIZE) }
+    public static var alignment: Int { Int(PVH_NETIF_TX_REQUEST_ALIGN) }
     public var grant: GrantReference
     public var offset: UInt16
     public var flags: NetifTxFlags
@@ -97,7 +99,7 @@ public struct NetifTxRequest: Hashable, Sendable {
     }
 
     public var ringBytes: [UInt8] {
-        var b = [UInt8](repeating: 0, count: Int(PVH_NETIF_TX_REQUEST_SIZE))
+        var b = [UInt8](repeating: 0, count: Self.size)
         b.setWireValue(grant.rawValue, in: Self.grantField)
         b.setWireValue(offset, in: Self.offsetField)
         b.setWireValue(flags.rawValue, in: Self.flagsField)
@@ -168,22 +170,48 @@ public struct NetifExtraInfo: Hashable, Sendable {
     }
 }
 
-/// A TX ring slot as copied: what it means (a data descriptor or extra
-/// info) depends on the slot before it, so the copy is kept and decoded
+/// A netif structure that shares its ring slot with `netif_extra_info`: a
+/// TX request, or an RX response.
+public protocol NetifSlotData: Hashable, Sendable {
+    /// `sizeof` and `_Alignof` the C structure (the slot's).
+    static var size: Int { get }
+    static var alignment: Int { get }
+    init(ringBytes: [UInt8])
+    var ringBytes: [UInt8] { get }
+}
+
+/// A ring slot that holds either `Data` or an extra-info structure: what it
+/// is depends on the slot before it, so the one copy is kept and decoded
 /// either way from the same bytes.
-public struct NetifTxSlot: RingRequest, Hashable {
-    public static var size: Int { Int(PVH_NETIF_TX_REQUEST_SIZE) }
-    public static var alignment: Int { Int(PVH_NETIF_TX_REQUEST_ALIGN) }
+public struct NetifSlot<Data: NetifSlotData>: RingEntry, Hashable {
+    public static var size: Int { Data.size }
+    public static var alignment: Int { Data.alignment }
     /// The slot's bytes (the one copy).
     public let bytes: [UInt8]
     public init(ringBytes: [UInt8]) { bytes = ringBytes }
-    public init(_ request: NetifTxRequest) { bytes = request.ringBytes }
+    public init(_ data: Data) { bytes = data.ringBytes }
     public init(_ extra: NetifExtraInfo) { bytes = extra.ringBytes }
     public var ringBytes: [UInt8] { bytes }
-    /// The slot read as `struct netif_tx_request`.
-    public var request: NetifTxRequest { NetifTxRequest(ringBytes: bytes) }
+    /// The slot read as `Data`.
+    public var data: Data { Data(ringBytes: bytes) }
     /// The slot read as `struct netif_extra_info`.
     public var extra: NetifExtraInfo { NetifExtraInfo(ringBytes: bytes) }
+}
+
+/// A TX ring slot: a `netif_tx_request` or an extra.
+public typealias NetifTxSlot = NetifSlot<NetifTxRequest>
+/// An RX response slot: a `netif_rx_response` or the extra that follows a
+/// first response with NETRXF_extra_info.
+public typealias NetifRxSlot = NetifSlot<NetifRxResponse>
+
+extension NetifSlot: RingRequest where Data == NetifTxRequest {
+    /// The slot read as `struct netif_tx_request`.
+    public var request: NetifTxRequest { data }
+}
+
+extension NetifSlot: RingResponse where Data == NetifRxResponse {
+    /// The slot read as `struct netif_rx_response`.
+    public var response: NetifRxResponse { data }
 }
 
 /// `struct netif_tx_response`.
@@ -244,7 +272,9 @@ public struct NetifRxRequest: RingRequest, Hashable {
 }
 
 /// `struct netif_rx_response`: `status` is the byte count when positive.
-public struct NetifRxResponse: Hashable, Sendable {
+public struct NetifRxResponse: NetifSlotData {
+    public static var size: Int { Int(PVH_NETIF_RX_RESPONSE_SIZE) }
+    public static var alignment: Int { Int(PVH_NETIF_RX_RESPONSE_ALIGN) }
     public var id: UInt16
     public var offset: UInt16
     public var flags: NetifRxFlags
@@ -271,28 +301,13 @@ public struct NetifRxResponse: Hashable, Sendable {
     }
 
     public var ringBytes: [UInt8] {
-        var b = [UInt8](repeating: 0, count: Int(PVH_NETIF_RX_RESPONSE_SIZE))
+        var b = [UInt8](repeating: 0, count: Self.size)
         b.setWireValue(id, in: Self.idField)
         b.setWireValue(offset, in: Self.offsetField)
         b.setWireValue(flags.rawValue, in: Self.flagsField)
         b.setWireValue(UInt16(bitPattern: status), in: Self.statusField)
         return b
     }
-}
-
-/// An RX response slot: a data response, or the extra info that follows a
-/// first response with NETRXF_extra_info. Kept as its bytes; the frontend
-/// decodes it as the slot before it says.
-public struct NetifRxSlot: RingResponse, Hashable {
-    public static var size: Int { Int(PVH_NETIF_RX_RESPONSE_SIZE) }
-    public static var alignment: Int { Int(PVH_NETIF_RX_RESPONSE_ALIGN) }
-    public let bytes: [UInt8]
-    public init(ringBytes: [UInt8]) { bytes = ringBytes }
-    public init(_ response: NetifRxResponse) { bytes = response.ringBytes }
-    public init(_ extra: NetifExtraInfo) { bytes = extra.ringBytes }
-    public var ringBytes: [UInt8] { bytes }
-    public var response: NetifRxResponse { NetifRxResponse(ringBytes: bytes) }
-    public var extra: NetifExtraInfo { NetifExtraInfo(ringBytes: bytes) }
 }
 
 /// The backend half of a TX ring.
