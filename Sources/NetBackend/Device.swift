@@ -378,6 +378,7 @@ struct NetFrontendParameters: Equatable {
         features = NetFrontendFeatures(scatterGather: flag("feature-sg"), gsoTCPv4: flag("feature-gso-tcpv4"),
                                        gsoTCPv6: flag("feature-gso-tcpv6"),
                                        ipv6ChecksumOffload: flag("feature-ipv6-csum-offload"),
+                                       noChecksumOffload: flag("feature-no-csum-offload"),
                                        rxNotify: flag("feature-rx-notify"))
         let count: Int
         if nodes["multi-queue-num-queues"] != nil {

@@ -50,6 +50,9 @@ public final class NetMetrics: Sendable {
     public let txGSOPackets = Atomic<UInt64>(0)
     /// Partial checksums the backend completed (link without `.partialChecksum`).
     public let txChecksumsCompleted = Atomic<UInt64>(0)
+    /// Partial checksums of received frames the backend completed (a
+    /// frontend without the offload for them).
+    public let rxChecksumsCompleted = Atomic<UInt64>(0)
     /// Frames copied to the frontend.
     public let rxPackets = Atomic<UInt64>(0)
     public let rxBytes = Atomic<UInt64>(0)

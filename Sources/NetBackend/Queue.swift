@@ -15,7 +15,10 @@ struct NetFrontendFeatures: Hashable, Sendable {
     var scatterGather = false
     var gsoTCPv4 = false
     var gsoTCPv6 = false
+    /// "feature-ipv6-csum-offload": takes IPv6 frames with a partial checksum.
     var ipv6ChecksumOffload = false
+    /// "feature-no-csum-offload": takes no partial checksum at all.
+    var noChecksumOffload = false
     var rxNotify = false
 }
 
@@ -355,15 +358,35 @@ final class NetQueueCore: Sendable {
         return p
     }
 
+    /// Whether the frontend takes `frame`'s partial checksum as it is.
+    private func takesPartialChecksum(_ frame: [UInt8]) -> Bool {
+        let features = environment.features
+        if features.noChecksumOffload { return false }
+        let ipv6 = frame.count >= 14 && frame[12] == 0x86 && frame[13] == 0xdd
+        return !ipv6 || features.ipv6ChecksumOffload
+    }
+
     /// Copies `frame` into the next `slots.total` posted buffers and writes
     /// their responses: the first data response (with the frame's flags),
     /// the GSO extra, the rest of the data, NETRXF_more_data on all data
     /// responses but the last (netfront's `xennet_get_responses` order).
     private func deliver(_ frame: NetworkFrame, _ slots: RxPlan, _ ring: inout NetifRxRing) throws(XenRingError) {
         let page = NetifLimits.pageSize
+        var frame = frame
         var firstFlags: NetifRxFlags = []
         if frame.offload.partialChecksum != nil {
-            firstFlags.formUnion([.checksumBlank, .dataValidated])
+            if takesPartialChecksum(frame.bytes) {
+                firstFlags.formUnion([.checksumBlank, .dataValidated])
+            } else {
+                // A frontend without the offload for this frame (no
+                // feature-ipv6-csum-offload for IPv6, feature-no-csum-offload)
+                // gets it complete, as Linux's netback has the stack do.
+                if let location = NetChecksumLocation(headers: frame.bytes, frameLength: frame.bytes.count) {
+                    location.complete(&frame.bytes)
+                    NetMetrics.bump(metrics.rxChecksumsCompleted)
+                }
+                firstFlags.insert(.dataValidated)
+            }
         } else if frame.offload.checksumValidated {
             firstFlags.insert(.dataValidated)
         }

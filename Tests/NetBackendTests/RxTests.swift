@@ -70,6 +70,25 @@ struct RxTests {
         #expect(v.flags == [.dataValidated])
     }
 
+    @Test("a partial checksum for a frontend without the offload (IPv6 without feature-ipv6-csum-offload) is completed")
+    func checksumCompletedForFrontend() throws {
+        let guest = try Guest()
+        let vif = try Vif(guest: guest, features: Netfront.features.filter { $0.0 != "feature-ipv6-csum-offload" })
+        let partial = NetworkOffload(partialChecksum: .init(start: 54, offset: 6))
+        let v6 = Frames.ipv6(Frames.payload(77))
+        vif.link.inject(NetworkFrame(bytes: v6, offload: partial))
+        let got = try #require(try vif.q.waitForFrames(1).first)
+        #expect(got.flags == [.dataValidated])
+        #expect(Frames.l4ChecksumIsValid(got.bytes))
+        #expect(vif.metrics.rxChecksumsCompleted.load(ordering: .relaxed) == 1)
+        // IPv4 goes as it is, csum_blank.
+        let v4 = Frames.ipv4(Frames.payload(77))
+        vif.link.inject(NetworkFrame(bytes: v4, offload: NetworkOffload(partialChecksum: .init(start: 34, offset: 16))))
+        let got4 = try #require(try vif.q.waitForFrames(1).first)
+        #expect(got4.bytes == v4)
+        #expect(got4.flags == [.checksumBlank, .dataValidated])
+    }
+
     @Test("a segmentation frame for a frontend without GSO is dropped and counted")
     func gsoNotNegotiated() throws {
         let guest = try Guest()
