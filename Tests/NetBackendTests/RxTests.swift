@@ -3,7 +3,9 @@ import HostIO
 import NetBackend
 import NetFrontend
 import Testing
+import TestSupport
 import XenABI
+import XenRing
 
 @Suite("net backend RX")
 struct RxTests {
@@ -110,6 +112,8 @@ struct RxTests {
         try vif.sync()
         #expect(vif.backend.rxBacklog == [2])
         #expect(vif.metrics.rxRingFull.load(ordering: .relaxed) == 1)
+        // feature-rx-notify: the backend asked for an event on the next posted buffer (req_event = req_cons + 1).
+        #expect(try vif.q.rx.raw(.requestEvent) == RingIndex(2))
         // `receive` posts buffers again (all free slots): the rest follow.
         var got = try vif.q.receive()
         #expect(got.map(\.bytes) == [frames[0]])

@@ -3,7 +3,9 @@ import HostIO
 import NetBackend
 import NetFrontend
 import Testing
+import TestSupport
 import XenABI
+import XenRing
 
 @Suite("net backend TX")
 struct TxTests {
@@ -128,5 +130,24 @@ struct TxTests {
         try vif.q.send(Frames.ipv4(Frames.payload(10)))
         #expect(try vif.q.waitForTxResponses(1).map(\.status) == [.okay])
         #expect(vif.link.sent.count == 1)
+    }
+
+    @Test("many packets: the indices wrap the ring; each response comes once, the backend asks for the next request")
+    func wrap() throws {
+        let guest = try Guest()
+        let vif = try Vif(guest: guest)
+        let entries = Int(vif.q.tx.geometry.entries)
+        var sent: [[UInt8]] = []
+        for i in 0..<(entries + 40) {
+            let p = Frames.ipv4(Frames.payload(5000 + i % 300, seed: UInt8(i % 251)))
+            try vif.q.send(p)
+            sent.append(p)
+            #expect(try vif.q.waitForTxResponses(2).allSatisfy { $0.status == .okay })
+        }
+        #expect(vif.link.sent.map(\.bytes) == sent)
+        #expect(vif.q.tx.requestProducerPrivate.rawValue == UInt32(2 * sent.count))
+        // Idle: req_event = req_cons + 1 (RING_FINAL_CHECK_FOR_REQUESTS).
+        #expect(try vif.q.tx.raw(.requestEvent) == RingIndex(UInt32(2 * sent.count + 1)))
+        #expect(vif.metrics.txPackets.load(ordering: .relaxed) == UInt64(sent.count))
     }
 }
