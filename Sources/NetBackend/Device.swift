@@ -109,6 +109,9 @@ public final class NetBackend: Sendable {
         driver.connection?.queues.map { ($0.txChannel.port, $0.rxChannel.port) }
     }
 
+    /// Frames from the link dropped because no frontend was connected.
+    public var droppedWhileDisconnected: UInt64 { driver.unconnectedDrops.dropped(.rxNotConnected) }
+
     /// Frames waiting in each queue's RX backlog (nil when not connected).
     public var rxBacklog: [Int]? { driver.connection?.queues.map(\.core.backlog.count) }
 

@@ -198,6 +198,8 @@ final class NetQueueCore: Sendable {
     /// when sent; else why not.
     private func send(_ packet: NetTxPacket) -> NetDropReason? {
         let env = environment
+        // No carrier: nothing is mapped or copied for a frame that cannot go.
+        guard env.carrier.isUp else { return .txLinkDown }
         var holds: [GrantHold] = []
         defer { for h in holds { h.release() } }
         var ranges: [HostMemoryRange] = []
@@ -246,7 +248,6 @@ final class NetQueueCore: Sendable {
                 NetMetrics.bump(metrics.txChecksumsCompleted)
             }
         }
-        guard env.carrier.isUp else { return .txLinkDown }
         switch env.link.transmit(ranges, offload: offload) {
         case .success:
             NetMetrics.bump(metrics.txPackets)

@@ -154,5 +154,6 @@ struct RxTests {
         vif.link.inject(NetworkFrame(bytes: Frames.ipv4(Frames.payload(1))))
         #expect(!vif.backend.isConnected)
         #expect(vif.backend.rxBacklog == nil)
+        #expect(vif.backend.droppedWhileDisconnected == 1)
     }
 }
