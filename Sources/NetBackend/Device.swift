@@ -230,6 +230,8 @@ final class NetQueue: Sendable {
         }
         txChannel = channels.tx
         rxChannel = channels.rx
+        core.setReschedule(tx: { [weak tx = channels.tx] in tx?.schedule() },
+                           rx: { [weak rx = channels.rx] in rx?.schedule() })
         self.core = core
         self.ringHolds = holds
     }

@@ -87,10 +87,21 @@ final class NetQueueCore: Sendable {
     /// it as it gets one of a granted page.
     private let bounce: MappedGuestMemory
 
+    /// How a pump asks for another run of itself (its channel's
+    /// `schedule`), set once the channels exist: a pump that stops at its
+    /// batch limit publishes what it did, notifies, and runs again after
+    /// the work queued behind it (the other ring's, on a shared context).
+    private let again = Mutex<(tx: (@Sendable () -> Void)?, rx: (@Sendable () -> Void)?)>((nil, nil))
+
+    func setReschedule(tx: @escaping @Sendable () -> Void, rx: @escaping @Sendable () -> Void) {
+        again.withLock { $0 = (tx, rx) }
+    }
+
     /// Bytes of the bounce buffer: the largest packet.
     static let bounceSize = (NetifLimits.maximumPacketSize + NetifLimits.ethernetHeader + 4095) / 4096 * 4096
-    /// Packets one TX pump takes before it publishes responses.
-    static let txBatch = 64
+    /// Packets one TX pump takes, frames one RX pump delivers, before it
+    /// publishes, notifies and yields the context (netback's NAPI budget).
+    static let batch = 64
 
     init(index: Int, tx: NetifTxRing, rx: NetifRxRing, environment: NetQueueEnvironment, metrics: NetMetrics)
         throws(GuestMemoryError) {
@@ -109,19 +120,24 @@ final class NetQueueCore: Sendable {
     /// going idle. A ring (or packet framing) the guest broke throws.
     func pumpTx() throws(DeviceFault) -> BackendChannel.PumpResult {
         var notify = false
+        var yielded = false
         while true {
             let more = try tx.withLock { (s: inout TxState) throws(DeviceFault) -> Bool in
                 var taken = 0
-                while taken < Self.txBatch, try Self.guest({ () throws(XenRingError) in try s.ring.unconsumedRequests() }) > 0 {
+                while taken < Self.batch, try Self.guest({ () throws(XenRingError) in try s.ring.unconsumedRequests() }) > 0 {
                     try transmitOne(&s)
                     taken += 1
                 }
                 if taken > 0, try Self.guest({ () throws(XenRingError) in try s.ring.pushResponses() }) { notify = true }
-                if taken == Self.txBatch { return true }
+                if taken == Self.batch {
+                    yielded = true
+                    return false
+                }
                 return try Self.guest { () throws(XenRingError) in try s.ring.finalCheckForRequests() }
             }
             if !more { break }
         }
+        if yielded { again.withLock { $0.tx }?() }
         return notify ? .notifyGuest : .quiet
     }
 
@@ -290,7 +306,12 @@ final class NetQueueCore: Sendable {
         try rx.withLock { (s: inout RxState) throws(DeviceFault) -> BackendChannel.PumpResult in
             do throws(XenRingError) {
                 var produced = false
+                var delivered = 0
                 while let frame = backlog.first {
+                    if delivered == Self.batch {
+                        again.withLock { $0.rx }?()
+                        break
+                    }
                     guard let slots = plan(frame, entries: Int(s.ring.geometry.entries)) else {
                         backlog.removeFirst()
                         continue
@@ -310,6 +331,7 @@ final class NetQueueCore: Sendable {
                     backlog.removeFirst()
                     try deliver(frame, slots, &s.ring)
                     produced = true
+                    delivered += 1
                 }
                 if produced, try s.ring.pushResponses() { return .notifyGuest }
                 return .quiet

@@ -122,6 +122,16 @@ struct RxTests {
         #expect(rest.map(\.bytes) == [frames[1], frames[2]])
     }
 
+    @Test("a burst larger than a pump's batch arrives whole and in order")
+    func burst() throws {
+        let guest = try Guest()
+        let vif = try Vif(guest: guest)
+        let frames = (0..<200).map { Frames.ipv4(Frames.payload($0)) }
+        for f in frames { vif.link.inject(NetworkFrame(bytes: f)) }
+        #expect(try vif.q.waitForFrames(200).map(\.bytes) == frames)
+        #expect(vif.metrics.rxPackets.load(ordering: .relaxed) == 200)
+    }
+
     @Test("a full backlog drops (counted) instead of growing")
     func backlogFull() throws {
         let guest = try Guest()

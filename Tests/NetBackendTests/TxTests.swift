@@ -150,4 +150,24 @@ struct TxTests {
         #expect(try vif.q.tx.raw(.requestEvent) == RingIndex(UInt32(2 * sent.count + 1)))
         #expect(vif.metrics.txPackets.load(ordering: .relaxed) == UInt64(sent.count))
     }
+
+    @Test("a burst larger than a pump's batch: every packet sent in order, every slot answered once")
+    func burst() throws {
+        let guest = try Guest()
+        let vif = try Vif(guest: guest)
+        var slots: [NetifTxSlot] = []
+        var packets: [[UInt8]] = []
+        for i in 0..<200 {
+            let p = Frames.ipv4(Frames.payload(60 + i))
+            packets.append(p)
+            // Each packet's slots are filled where they will go on the ring.
+            let s = try vif.q.packetSlots(p)
+            try vif.q.sendSlots(s, kick: i == 199)
+            slots += s
+        }
+        let rsp = try vif.q.waitForTxResponses(200)
+        #expect(rsp.count == 200 && rsp.allSatisfy { $0.status == .okay })
+        #expect(rsp.map(\.id) == slots.map(\.request.id))
+        #expect(vif.link.sent.map(\.bytes) == packets)
+    }
 }
