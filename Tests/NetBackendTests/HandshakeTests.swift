@@ -116,6 +116,32 @@ struct HandshakeTests {
         #expect(error.contains("frontend does not support rx-copy"), "\(error)")
     }
 
+    @Test("a ring ref that grants nothing, or no event channel, is fatal; the frontend can start over")
+    func badRingRef() throws {
+        let guest = try Guest()
+        let vif = try Vif(guest: guest, connect: false)
+        let fe = vif.address.frontendPath
+        for (k, v) in Netfront.features + [("tx-ring-ref", "4000"), ("rx-ring-ref", "4001"), ("event-channel", "1")] {
+            try guest.storeWire.write("\(fe)/\(k)", v)
+        }
+        try guest.storeWire.write("\(fe)/state", "4")
+        #expect(vif.backend.xenbus.backendState == .closed)
+        #expect(try guest.store.read(vif.address.errorPath).contains("queue 0"))
+        // Starting over, with no event channel at all.
+        try guest.storeWire.write("\(fe)/state", "1")
+        #expect(vif.backend.xenbus.backendState == .initWait)
+        try guest.store.remove("\(fe)/event-channel")
+        for (k, v) in vif.q.nodes() where k.hasSuffix("ring-ref") { try guest.storeWire.write("\(fe)/\(k)", v) }
+        try guest.storeWire.write("\(fe)/state", "4")
+        #expect(vif.backend.xenbus.backendState == .closed)
+        #expect(try guest.store.read(vif.address.errorPath).contains("event-channel"))
+        #expect(guest.grants.holdCount == 0)
+        // And then properly.
+        try guest.storeWire.write("\(fe)/state", "1")
+        try Netfront.connect([vif.q], device: vif.address)
+        #expect(vif.backend.xenbus.backendState == .connected)
+    }
+
     @Test("more queues than offered, or a queue without its ring refs, is fatal")
     func badQueues() throws {
         let guest = try Guest()
