@@ -174,20 +174,20 @@ final class NetQueue: Sendable {
                 throw .notAPage(ref)
             }
         }
-        let core: NetQueueCore
-        do {
-            let tx = try NetifTxRing(memory: environment.memory, frames: [holds[0].region.start.frameNumber])
-            let rx = try NetifRxRing(memory: environment.memory, frames: [holds[1].region.start.frameNumber])
-            core = try NetQueueCore(index: index, tx: tx, rx: rx, environment: environment, metrics: metrics)
-        } catch let error as XenRingError {
-            release()
-            throw .ring(error)
-        } catch let error as GuestMemoryError {
-            release()
-            throw .memory(error)
+        let tx: NetifTxRing, rx: NetifRxRing
+        do throws(XenRingError) {
+            tx = try NetifTxRing(memory: environment.memory, frames: [holds[0].region.start.frameNumber])
+            rx = try NetifRxRing(memory: environment.memory, frames: [holds[1].region.start.frameNumber])
         } catch {
             release()
-            throw .ring(.memory(.outOfBounds(GuestPhysicalAddress(0), count: 0)))
+            throw .ring(error)
+        }
+        let core: NetQueueCore
+        do throws(GuestMemoryError) {
+            core = try NetQueueCore(index: index, tx: tx, rx: rx, environment: environment, metrics: metrics)
+        } catch {
+            release()
+            throw .memory(error)
         }
         let context = device.makeContext(queue: String(index))
         let channels: (tx: BackendChannel, rx: BackendChannel)
