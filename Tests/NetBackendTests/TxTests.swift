@@ -170,4 +170,19 @@ struct TxTests {
         #expect(rsp.map(\.id) == slots.map(\.request.id))
         #expect(vif.link.sent.map(\.bytes) == packets)
     }
+
+    @Test("notify hold-off: no event while the frontend's rsp_event is ahead, one when a response reaches it")
+    func holdOff() throws {
+        let guest = try Guest()
+        let vif = try Vif(guest: guest)
+        try vif.q.tx.setRaw(.responseEvent, RingIndex(3))
+        guest.notifications.clearPending(vif.q.txPort)
+        for n in 1...3 {
+            try vif.q.send(Frames.ipv4(Frames.payload(n)))
+            try vif.sync()
+            let pending = guest.notifications.clearPending(vif.q.txPort)
+            #expect(pending == (n == 3), "after response \(n)")
+        }
+        #expect(try vif.q.txResponses().count == 3)
+    }
 }
