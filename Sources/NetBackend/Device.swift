@@ -14,7 +14,9 @@ public struct NetDeviceConfiguration: Sendable {
     /// The host side (TAP, passt, a test's mock).
     public var link: any NetworkLink
     /// The guest interface's MAC address ("mac" in both directories, as
-    /// libxl writes it), e.g. "00:16:3e:00:00:01"; nil: none written.
+    /// libxl writes it), e.g. "00:16:3e:00:00:01". Linux's netfront reads
+    /// its own directory's and fails to probe without it; nil writes none
+    /// (the toolstack must then write it).
     public var mac: String?
     /// "multi-queue-max-queues": queues a frontend may use.
     public var maximumQueues: Int

@@ -293,8 +293,8 @@ public enum Netfront {
         ("feature-gso-tcpv4", "1"), ("feature-gso-tcpv6", "1"), ("feature-ipv6-csum-offload", "1"),
     ]
 
-    /// Linux's netfront `talk_to_netback`: each queue's rings and channels
-    /// (flat for one queue, under "queue-N/" with "multi-queue-num-queues"
+    /// Linux's netfront `talk_to_netback`: "multi-queue-num-queues", each
+    /// queue's rings and channels (flat for one queue, under "queue-N/"
     /// for more), the `features`, then `state`: Connected (4) straight from
     /// Initialising as netfront does, or Initialised (3). A backend in
     /// InitWait connects before this returns.
@@ -302,11 +302,13 @@ public enum Netfront {
                                features: [(String, String)] = Netfront.features, state: XenbusState = .connected) throws {
         guard let first = queues.first else { return }
         let fe = address.frontendPath
-        var nodes = features
+        // netfront writes the queue count whenever the backend offers
+        // "multi-queue-max-queues" (this one does), the keys of a single
+        // queue flat, of several under "queue-N/".
+        var nodes = features + [("multi-queue-num-queues", String(queues.count))]
         if queues.count == 1 {
             nodes += first.nodes()
         } else {
-            nodes.append(("multi-queue-num-queues", String(queues.count)))
             for (i, q) in queues.enumerated() { nodes += q.nodes(prefix: "queue-\(i)/") }
         }
         do {

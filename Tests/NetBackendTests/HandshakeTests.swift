@@ -142,6 +142,19 @@ struct HandshakeTests {
         #expect(vif.backend.xenbus.backendState == .connected)
     }
 
+    @Test("a frontend that writes no multi-queue-num-queues (an older netfront) gets one queue from the flat keys")
+    func noQueueCount() throws {
+        let guest = try Guest()
+        let vif = try Vif(guest: guest, connect: false)
+        let fe = vif.address.frontendPath
+        for (k, v) in Netfront.features + vif.q.nodes() { try guest.storeWire.write("\(fe)/\(k)", v) }
+        try guest.storeWire.write("\(fe)/state", "4")
+        #expect(vif.backend.xenbus.backendState == .connected)
+        #expect(vif.backend.queueCount == 1)
+        try vif.q.send(Frames.ipv4(Frames.payload(3)))
+        #expect(try vif.q.waitForTxResponses(1).map(\.status) == [.okay])
+    }
+
     @Test("more queues than offered, or a queue without its ring refs, is fatal")
     func badQueues() throws {
         let guest = try Guest()
