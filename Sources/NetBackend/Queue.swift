@@ -316,16 +316,15 @@ final class NetQueueCore: Sendable {
                         backlog.removeFirst()
                         continue
                     }
-                    var available = Int(try s.ring.unconsumedRequests())
-                    if available < slots.total {
-                        // RING_FINAL_CHECK_FOR_REQUESTS: req_event = req_cons + 1, then look again.
-                        _ = try s.ring.finalCheckForRequests()
-                        available = Int(try s.ring.unconsumedRequests())
-                        guard available >= slots.total else {
-                            if !s.stalled { NetMetrics.bump(metrics.rxRingFull) }
-                            s.stalled = true
-                            break
-                        }
+                    if Int(try s.ring.unconsumedRequests()) < slots.total {
+                        // xenvif_rx_ring_slots_available: an event on the
+                        // next buffer posted (req_event = req_prod + 1, so a
+                        // frame needing several buffers is woken by each
+                        // until there are enough), then look again.
+                        if try s.ring.requestEventOnNextRequest() { continue }
+                        if !s.stalled { NetMetrics.bump(metrics.rxRingFull) }
+                        s.stalled = true
+                        break
                     }
                     s.stalled = false
                     backlog.removeFirst()

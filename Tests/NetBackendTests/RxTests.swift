@@ -112,7 +112,7 @@ struct RxTests {
         try vif.sync()
         #expect(vif.backend.rxBacklog == [2])
         #expect(vif.metrics.rxRingFull.load(ordering: .relaxed) == 1)
-        // feature-rx-notify: the backend asked for an event on the next posted buffer (req_event = req_cons + 1).
+        // feature-rx-notify: the backend asked for an event on the next posted buffer (req_event = req_prod + 1).
         #expect(try vif.q.rx.raw(.requestEvent) == RingIndex(2))
         // `receive` posts buffers again (all free slots): the rest follow.
         var got = try vif.q.receive()
@@ -130,6 +130,23 @@ struct RxTests {
         for f in frames { vif.link.inject(NetworkFrame(bytes: f)) }
         #expect(try vif.q.waitForFrames(200).map(\.bytes) == frames)
         #expect(vif.metrics.rxPackets.load(ordering: .relaxed) == 200)
+    }
+
+    @Test("a frame needing three buffers while the frontend posts one at a time: woken by each until it fits")
+    func postedOneAtATime() throws {
+        let guest = try Guest()
+        let vif = try Vif(guest: guest, post: false)
+        try vif.q.postReceiveBuffers(1)
+        let frame = Frames.ipv4(Frames.payload(10000))
+        vif.link.inject(NetworkFrame(bytes: frame))
+        try vif.sync()
+        #expect(try vif.q.rx.raw(.requestEvent) == RingIndex(2))
+        try vif.q.postReceiveBuffers(1)
+        try vif.sync()
+        #expect(try vif.q.receive().isEmpty)
+        #expect(try vif.q.rx.raw(.requestEvent) == RingIndex(3))
+        try vif.q.postReceiveBuffers(1)
+        #expect(try vif.q.waitForFrames(1).map(\.bytes) == [frame])
     }
 
     @Test("a full backlog drops (counted) instead of growing")
