@@ -196,8 +196,7 @@ final class BlockQueue: Sendable {
     static let drainTimeout: Duration = .seconds(30)
 
     enum SetupError: Error {
-        case grant(GrantReference, GrantError)
-        case notAPage(GrantReference)
+        case pages(GrantHold.PageError)
         case ring(XenRingError)
         case engine(String)
         case eventChannel(EventChannelPort, XenErrno)
@@ -208,19 +207,8 @@ final class BlockQueue: Sendable {
     /// frontend's event channel on a new context of `device`.
     init(index: Int, refs: [GrantReference], port: EventChannelPort, abi: BlkifABI, environment: QueueEnvironment,
          device: RuntimeDevice, events: EventChannelTable, makeEngine: BlockEngineFactory) throws(SetupError) {
-        var holds: [GrantHold] = []
-        for ref in refs {
-            let hold: GrantHold
-            do { hold = GrantHold(try environment.grants.map(ref, access: .write)) } catch {
-                for h in holds { h.release() }
-                throw .grant(ref, error)
-            }
-            holds.append(hold)
-            guard hold.region.start.pageOffset == 0, hold.region.length == GuestFrameNumber.pageSize else {
-                for h in holds { h.release() }
-                throw .notAPage(ref)
-            }
-        }
+        let holds: [GrantHold]
+        do { holds = try environment.grants.holdPages(refs, access: .write) } catch { throw .pages(error) }
         let ring: BlkifRing
         do { ring = try BlkifRing(abi: abi, memory: environment.memory, frames: holds.map(\.region.start.frameNumber)) } catch {
             for h in holds { h.release() }

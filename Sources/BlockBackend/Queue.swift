@@ -300,12 +300,8 @@ final class QueueCore: Sendable {
             holds.append(hold)
             // The segment's bytes must lie in the granted bytes (a v2
             // sub-page grant may cover part of its page only).
-            let region = hold.region
-            let pageStart = region.start.rawValue - region.start.pageOffset
-            let start = pageStart &+ UInt64(segment.offset)
-            guard start >= region.start.rawValue, start <= region.end, UInt64(segment.length) <= region.end - start,
-                  let range = try? environment.memory.hostRange(
-                      GuestPhysicalRange(start: GuestPhysicalAddress(start), length: UInt64(segment.length))) else {
+            guard let bytes = hold.bytes(offset: segment.offset, length: segment.length),
+                  let range = try? environment.memory.hostRange(bytes) else {
                 drop()
                 try finish(request, status: .error, &s)
                 return .answered

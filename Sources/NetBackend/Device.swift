@@ -151,8 +151,7 @@ final class NetQueue: Sendable {
     let ringHolds: [GrantHold]
 
     enum SetupError: Error {
-        case grant(GrantReference, GrantError)
-        case notAPage(GrantReference)
+        case pages(GrantHold.PageError)
         case ring(XenRingError)
         case memory(GuestMemoryError)
         case eventChannel(EventChannelPort, XenErrno)
@@ -162,20 +161,11 @@ final class NetQueue: Sendable {
     /// the frontend's channel(s) on a new context of `device`.
     init(index: Int, ring: NetFrontendParameters.Queue, environment: NetQueueEnvironment, metrics: NetMetrics,
          device: RuntimeDevice, events: EventChannelTable) throws(SetupError) {
-        var holds: [GrantHold] = []
-        func release() { for h in holds { h.release() } }
-        for ref in [ring.txRing, ring.rxRing] {
-            let hold: GrantHold
-            do { hold = GrantHold(try environment.grants.map(ref, access: .write)) } catch {
-                release()
-                throw .grant(ref, error)
-            }
-            holds.append(hold)
-            guard hold.region.start.pageOffset == 0, hold.region.length == GuestFrameNumber.pageSize else {
-                release()
-                throw .notAPage(ref)
-            }
+        let holds: [GrantHold]
+        do { holds = try environment.grants.holdPages([ring.txRing, ring.rxRing], access: .write) } catch {
+            throw .pages(error)
         }
+        func release() { for h in holds { h.release() } }
         let tx: NetifTxRing, rx: NetifRxRing
         do throws(XenRingError) {
             tx = try NetifTxRing(memory: environment.memory, frames: [holds[0].region.start.frameNumber])

@@ -224,15 +224,8 @@ final class NetQueueCore: Sendable {
             let hold: GrantHold
             do { hold = GrantHold(try env.grants.map(segment.grant, access: .read)) } catch { return .txBadGrant }
             holds.append(hold)
-            // The bytes must lie in the granted bytes (a sub-page grant may cover part of its page).
-            let region = hold.region
-            let pageStart = region.start.rawValue - region.start.pageOffset
-            let start = pageStart &+ UInt64(segment.offset)
-            guard start >= region.start.rawValue, start <= region.end, UInt64(segment.length) <= region.end - start else {
-                return .txBadGrant
-            }
-            let range = GuestPhysicalRange(start: GuestPhysicalAddress(start), length: UInt64(segment.length))
-            guard let host = try? env.memory.hostRange(range) else { return .txBadGrant }
+            guard let range = hold.bytes(offset: segment.offset, length: segment.length),
+                  let host = try? env.memory.hostRange(range) else { return .txBadGrant }
             ranges.append(host)
             guestRanges.append(range)
         }
