@@ -177,14 +177,7 @@ public final class BlockBackend: Sendable {
 }
 
 /// The connected state: one runtime device and its queues.
-final class BlockConnection: Sendable {
-    let device: RuntimeDevice
-    let queues: [BlockQueue]
-    init(device: RuntimeDevice, queues: [BlockQueue]) {
-        self.device = device
-        self.queues = queues
-    }
-}
+typealias BlockConnection = RuntimeConnection<BlockQueue>
 
 /// One ring: its mapped pages, its queue core, its channel.
 final class BlockQueue: Sendable {

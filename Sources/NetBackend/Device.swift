@@ -133,14 +133,7 @@ public final class NetBackend: Sendable {
 }
 
 /// The connected state: one runtime device and its queues.
-final class NetConnection: Sendable {
-    let device: RuntimeDevice
-    let queues: [NetQueue]
-    init(device: RuntimeDevice, queues: [NetQueue]) {
-        self.device = device
-        self.queues = queues
-    }
-}
+typealias NetConnection = RuntimeConnection<NetQueue>
 
 /// One queue: its mapped ring pages, its core, its channel(s).
 final class NetQueue: Sendable {
