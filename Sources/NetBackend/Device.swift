@@ -271,7 +271,7 @@ final class NetDriver: XenbusBackendDriver {
 
     /// The nodes Linux's xen-netback writes in `netback_probe` before
     /// InitWait: its offloads, rx-copy (and no rx-flip), split event
-    /// channels, the queue limit; libxl's "handle" and "mac".
+    /// channels, the queue limit; libxl's "mac" when configured.
     func backendNodes() -> [(String, String)] {
         var nodes: [(String, String)] = [
             ("feature-sg", "1"),

@@ -1,6 +1,7 @@
 import NetBackend
 import Testing
 import XenABI
+import XenRing
 
 /// The netif structures against bytes written out by hand from netif.h,
 /// one comment per field (x86_64; netif has one layout for every ABI).
@@ -13,6 +14,8 @@ struct NetifABITests {
         #expect(NetifRxRequest.size == 8)
         #expect(NetifRxResponse.size == 8)
         #expect(NetifExtraInfo(type: 1).ringBytes.count == 8)
+        #expect(SharedRingGeometry(NetifTxSlot.self, NetifTxResponse.self, byteCount: 4096)?.entries == 256)
+        #expect(SharedRingGeometry(NetifRxRequest.self, NetifRxSlot.self, byteCount: 4096)?.entries == 256)
     }
 
     @Test("netif_tx_request and netif_extra_info (GSO) round-trip through golden bytes")
