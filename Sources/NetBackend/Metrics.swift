@@ -14,7 +14,8 @@ public enum NetDropReason: Error, Hashable, Sendable, CaseIterable {
     case txTooManySlots
     /// A grant could not be mapped.
     case txBadGrant
-    /// A GSO extra the backend cannot use (bad type, size 0).
+    /// A GSO extra the backend cannot use (bad type, size 0), or a GSO
+    /// packet it had to segment whose headers are not IP and TCP.
     case txBadGSO
     /// The partial checksum's headers could not be parsed.
     case txBadChecksumHeaders
@@ -48,6 +49,9 @@ public final class NetMetrics: Sendable {
     public let txBytes = Atomic<UInt64>(0)
     /// Of `txPackets`, those with a GSO extra.
     public let txGSOPackets = Atomic<UInt64>(0)
+    /// Of `txGSOPackets`, those the backend cut into segments (a link
+    /// without the segmentation capability).
+    public let txSegmentedPackets = Atomic<UInt64>(0)
     /// Partial checksums the backend completed (link without `.partialChecksum`).
     public let txChecksumsCompleted = Atomic<UInt64>(0)
     /// Partial checksums of received frames the backend completed (a

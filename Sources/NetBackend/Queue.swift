@@ -159,7 +159,7 @@ final class NetQueueCore: Sendable {
             if let reason = send(packet) {
                 metrics.drop(reason)
                 // The host side's refusal is not the guest's error.
-                status = reason == .txBadGrant || reason == .txBadChecksumHeaders ? .error : .okay
+                status = reason == .txBadGrant || reason == .txBadChecksumHeaders || reason == .txBadGSO ? .error : .okay
             } else {
                 status = .okay
             }
@@ -233,8 +233,10 @@ final class NetQueueCore: Sendable {
         let capabilities = env.link.capabilities
         switch packet.segmentation {
         case .none: break
-        case .tcpv4: if !capabilities.contains(.tcpv4Segmentation) { return .txLinkRefused }
-        case .tcpv6: if !capabilities.contains(.tcpv6Segmentation) { return .txLinkRefused }
+        case .tcpv4(let mss):
+            if !capabilities.contains(.tcpv4Segmentation) { return segmentAndSend(packet, guestRanges, mss: mss) }
+        case .tcpv6(let mss):
+            if !capabilities.contains(.tcpv6Segmentation) { return segmentAndSend(packet, guestRanges, mss: mss) }
         }
         if packet.checksumBlank {
             // checksum_setup: the headers say where the checksum goes. They
@@ -267,6 +269,30 @@ final class NetQueueCore: Sendable {
         case .failure(.busy): return .txLinkBusy
         case .failure: return .txLinkRefused
         }
+    }
+
+    /// A GSO packet for a link without segmentation: copied, cut into
+    /// MSS-sized frames with complete checksums (`NetTCPSegmenter`), each
+    /// sent from the bounce buffer. Nil when all went.
+    private func segmentAndSend(_ packet: NetTxPacket, _ ranges: [GuestPhysicalRange], mss: UInt16) -> NetDropReason? {
+        guard let frame = try? copy(ranges, limit: packet.length) else { return .txBadGrant }
+        guard let segments = NetTCPSegmenter.segment(frame, segmentSize: Int(mss)) else { return .txBadGSO }
+        for segment in segments {
+            guard (try? bounce.write(segment, at: GuestPhysicalAddress(0))) != nil,
+                  let range = try? bounce.hostRange(GuestPhysicalRange(start: GuestPhysicalAddress(0), length: UInt64(segment.count)))
+            else { return .txLinkRefused }
+            switch environment.link.transmit([range], offload: .none) {
+            case .success: break
+            case .failure(.linkDown): return .txLinkDown
+            case .failure(.busy): return .txLinkBusy
+            case .failure: return .txLinkRefused
+            }
+        }
+        NetMetrics.bump(metrics.txPackets)
+        NetMetrics.bump(metrics.txBytes, by: packet.length)
+        NetMetrics.bump(metrics.txGSOPackets)
+        NetMetrics.bump(metrics.txSegmentedPackets)
+        return nil
     }
 
     /// The first `limit` bytes of `ranges`, copied out of guest memory.

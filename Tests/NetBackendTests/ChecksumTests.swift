@@ -57,6 +57,40 @@ struct ChecksumTests {
         }
     }
 
+    @Test("TCP segmentation: IPv4 lengths, ids and header checksums, IPv6 payload lengths, sequence numbers, flags, checksums")
+    func segmentation() throws {
+        let payload = Frames.payload(3500)
+        var v4 = Frames.ipv4(payload)
+        v4[18] = 0x12  // IPv4 id 0x1234
+        v4[19] = 0x34
+        v4[47] = 0x19  // TCP flags PSH | ACK | FIN
+        let segments = try #require(NetTCPSegmenter.segment(v4, segmentSize: 1000))
+        #expect(segments.count == 4)
+        var joined: [UInt8] = []
+        for (i, s) in segments.enumerated() {
+            let length = 40 + min(1000, 3500 - i * 1000)
+            #expect(Int(s[16]) << 8 | Int(s[17]) == length)
+            #expect(s.count == 14 + length)
+            #expect(Int(s[18]) << 8 | Int(s[19]) == 0x1234 + i)
+            #expect(InternetChecksum.checksum(s[14..<34]) == 0, "IPv4 header checksum of segment \(i)")
+            #expect(Frames.l4ChecksumIsValid(s), "TCP checksum of segment \(i)")
+            let seq = UInt32(s[38]) << 24 | UInt32(s[39]) << 16 | UInt32(s[40]) << 8 | UInt32(s[41])
+            #expect(seq == 1 + UInt32(i * 1000))
+            #expect(s[47] == (i == 3 ? 0x19 : 0x10))
+            joined += s[54...]
+        }
+        #expect(joined == payload)
+
+        let v6 = Frames.ipv6(Frames.payload(2000), tcp: true)
+        let six = try #require(NetTCPSegmenter.segment(v6, segmentSize: 1428))
+        #expect(six.count == 2)
+        #expect(six.map { Int($0[18]) << 8 | Int($0[19]) } == [20 + 1428, 20 + 572])
+        #expect(six.allSatisfy(Frames.l4ChecksumIsValid))
+        // Not TCP: nothing to segment.
+        #expect(NetTCPSegmenter.segment(Frames.ipv4(payload, tcp: false), segmentSize: 1000) == nil)
+        #expect(NetTCPSegmenter.segment(v4, segmentSize: 0) == nil)
+    }
+
     @Test("TX validation: sizes, pages, slot counts, GSO")
     func validator() throws {
         let g = GrantReference(rawValue: 9)

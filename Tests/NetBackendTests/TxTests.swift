@@ -70,6 +70,21 @@ struct TxTests {
         #expect(vif.link.sent.last?.offload.partialChecksum == NetworkOffload.PartialChecksum(start: 54, offset: 16))
     }
 
+    @Test("a GSO packet for a link without segmentation: the backend sends MSS-sized frames with complete checksums")
+    func gsoSegmentedInBackend() throws {
+        let guest = try Guest()
+        let vif = try Vif(guest: guest, link: MockLink(capabilities: []))
+        let payload = Frames.payload(20000)
+        try vif.q.send(Frames.ipv4(payload), gso: .gso(size: 1448, type: NetifExtraInfo.gsoTCPv4), checksumBlank: true)
+        #expect(try vif.q.waitForTxResponses(6).map(\.status) == [.okay, .null, .okay, .okay, .okay, .okay])
+        let sent = vif.link.sent
+        #expect(sent.count == 14)
+        #expect(sent.allSatisfy { $0.offload == .none && $0.bytes.count <= 14 + 40 + 1448 && Frames.l4ChecksumIsValid($0.bytes) })
+        #expect(sent.flatMap { $0.bytes[54...] } == payload)
+        #expect(vif.metrics.txSegmentedPackets.load(ordering: .relaxed) == 1)
+        #expect(vif.metrics.txPackets.load(ordering: .relaxed) == 1)
+    }
+
     @Test("a GSO extra of an unknown GSO type or size 0: the packet's slots are answered ERROR, the extra NULL")
     func badGSO() throws {
         let guest = try Guest()
