@@ -239,36 +239,49 @@ final class NetQueueCore: Sendable {
             if !capabilities.contains(.tcpv6Segmentation) { return segmentAndSend(packet, guestRanges, mss: mss) }
         }
         if packet.checksumBlank {
-            // checksum_setup: the headers say where the checksum goes. They
-            // are read once, from a copy.
-            let headerBytes = min(packet.length, 256)
-            guard let headers = try? copy(guestRanges, limit: headerBytes),
-                  let location = NetChecksumLocation(headers: headers, frameLength: packet.length) else {
-                return .txBadChecksumHeaders
-            }
+            // checksum_setup: the headers say where the checksum goes. Each
+            // guest byte used is read once, into a copy: the headers alone
+            // when the link completes the checksum, else the whole frame.
             if capabilities.contains(.partialChecksum) {
+                guard let headers = try? copy(guestRanges, limit: min(packet.length, 256)),
+                      let location = NetChecksumLocation(headers: headers, frameLength: packet.length) else {
+                    return .txBadChecksumHeaders
+                }
                 offload.partialChecksum = .init(start: UInt16(location.start), offset: UInt16(location.offset))
             } else {
                 // The link takes complete frames only: copy, complete, send the copy.
                 guard var frame = try? copy(guestRanges, limit: packet.length) else { return .txBadGrant }
+                guard let location = NetChecksumLocation(headers: frame, frameLength: frame.count) else {
+                    return .txBadChecksumHeaders
+                }
                 location.complete(&frame)
-                guard (try? bounce.write(frame, at: GuestPhysicalAddress(0))) != nil,
-                      let whole = try? bounce.hostRange(GuestPhysicalRange(start: GuestPhysicalAddress(0), length: UInt64(frame.count)))
-                else { return .txLinkRefused }
+                guard let whole = staged(frame) else { return .txLinkRefused }
                 ranges = [whole]
                 NetMetrics.bump(metrics.txChecksumsCompleted)
             }
         }
-        switch env.link.transmit(ranges, offload: offload) {
-        case .success:
-            NetMetrics.bump(metrics.txPackets)
-            NetMetrics.bump(metrics.txBytes, by: packet.length)
-            if packet.segmentation != .none { NetMetrics.bump(metrics.txGSOPackets) }
-            return nil
-        case .failure(.linkDown): return .txLinkDown
-        case .failure(.busy): return .txLinkBusy
-        case .failure: return .txLinkRefused
+        if let reason = Self.dropReason(env.link.transmit(ranges, offload: offload)) { return reason }
+        NetMetrics.bump(metrics.txPackets)
+        NetMetrics.bump(metrics.txBytes, by: packet.length)
+        if packet.segmentation != .none { NetMetrics.bump(metrics.txGSOPackets) }
+        return nil
+    }
+
+    /// Why the link did not take a frame (nil: it did).
+    private static func dropReason(_ result: Result<Void, NetworkTransmitDrop>) -> NetDropReason? {
+        switch result {
+        case .success: nil
+        case .failure(.linkDown): .txLinkDown
+        case .failure(.busy): .txLinkBusy
+        case .failure: .txLinkRefused
         }
+    }
+
+    /// `frame` in the bounce buffer, as host memory for the link (valid
+    /// until the next frame is staged).
+    private func staged(_ frame: [UInt8]) -> HostMemoryRange? {
+        guard (try? bounce.write(frame, at: GuestPhysicalAddress(0))) != nil else { return nil }
+        return try? bounce.hostRange(GuestPhysicalRange(start: GuestPhysicalAddress(0), length: UInt64(frame.count)))
     }
 
     /// A GSO packet for a link without segmentation: copied, cut into
@@ -278,15 +291,8 @@ final class NetQueueCore: Sendable {
         guard let frame = try? copy(ranges, limit: packet.length) else { return .txBadGrant }
         guard let segments = NetTCPSegmenter.segment(frame, segmentSize: Int(mss)) else { return .txBadGSO }
         for segment in segments {
-            guard (try? bounce.write(segment, at: GuestPhysicalAddress(0))) != nil,
-                  let range = try? bounce.hostRange(GuestPhysicalRange(start: GuestPhysicalAddress(0), length: UInt64(segment.count)))
-            else { return .txLinkRefused }
-            switch environment.link.transmit([range], offload: .none) {
-            case .success: break
-            case .failure(.linkDown): return .txLinkDown
-            case .failure(.busy): return .txLinkBusy
-            case .failure: return .txLinkRefused
-            }
+            guard let range = staged(segment) else { return .txLinkRefused }
+            if let reason = Self.dropReason(environment.link.transmit([range], offload: .none)) { return reason }
         }
         NetMetrics.bump(metrics.txPackets)
         NetMetrics.bump(metrics.txBytes, by: packet.length)
