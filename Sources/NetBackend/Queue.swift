@@ -19,6 +19,9 @@ struct NetFrontendFeatures: Hashable, Sendable {
     var ipv6ChecksumOffload = false
     /// "feature-no-csum-offload": takes no partial checksum at all.
     var noChecksumOffload = false
+    /// "feature-rx-notify": the frontend honours the RX ring's `req_event`.
+    /// Recorded only: the RX pump asks for an event either way, and a
+    /// frontend that notifies regardless only wakes it more often.
     var rxNotify = false
 }
 
