@@ -75,6 +75,13 @@ let package = Package(
         // domain without a VM (memory, grant table, event channels, store),
         // its grants, rings and requests, the handshake, waits on its port.
         .target(name: "BlockFrontend", dependencies: ["BlockBackend", "DeviceRuntime", "EventChannels", "GrantTables", "GuestMemory", "XenABI", "XenBus", "XenRing", "XenStore"], swiftSettings: safeSettings),
+        // The PV network backend (netif): the xenbus handshake, multi-queue,
+        // split event channels, TX from granted pages straight to a HostIO
+        // NetworkLink, RX copied into the frontend's posted buffers.
+        .target(name: "NetBackend", dependencies: ["CXen", "XenABI", "GuestMemory", "XenRing", "GrantTables", "DeviceRuntime", "EventChannels", "XenBus", "XenStore", "HostIO"], swiftSettings: safeSettings),
+        // A netif frontend over guest memory for benchmarks and tests (in
+        // BlockFrontend's guest): rings, posted buffers, packets, the handshake.
+        .target(name: "NetFrontend", dependencies: ["NetBackend", "BlockFrontend", "EventChannels", "GuestMemory", "XenABI", "XenBus", "XenRing", "XenStore"], swiftSettings: safeSettings),
         // Wiring: vCPU threads, exit handling, transports.
         .target(name: "VMM", dependencies: ["BlockBackend", "HostIO", "DeviceSpecs", "KVM", "GuestMemory", "XenABI", "PVHBoot", "Hypercalls", "EventChannels", "GrantTables", "ConsoleBackend", "PVTime", "XenStore", "XenBus", "DeviceRuntime"], swiftSettings: safeSettings),
         .executableTarget(
@@ -101,6 +108,7 @@ let package = Package(
         .testTarget(name: "XenStoreTests", dependencies: ["XenStore", "DeviceRuntime", "CXen", "EventChannels", "XenRing", "TestSupport", "XenABI", "GuestMemory"]),
         .testTarget(name: "XenBusTests", dependencies: ["XenBus", "XenStore", "XenABI"]),
         .testTarget(name: "BlockBackendTests", dependencies: ["BlockBackend", "BlockFrontend", "CXen", "DeviceRuntime", "EventChannels", "GrantTables", "GuestMemory", "HostIO", "TestSupport", "XenABI", "XenBus", "XenRing", "XenStore"]),
+        .testTarget(name: "NetBackendTests", dependencies: ["NetBackend", "NetFrontend", "BlockFrontend", "GuestMemory", "HostIO", "TestSupport", "XenABI", "XenBus", "XenRing", "XenStore"]),
         .testTarget(name: "VMMTests", dependencies: ["VMM", "DeviceSpecs", "DeviceRuntime", "KVM", "PVHBoot", "XenABI", "GuestMemory"]),
         .testTarget(name: "IntegrationTests", dependencies: ["VMM", "DeviceSpecs", "KVM", "GrantTables", "GuestMemory", "XenABI"]),
     ]

@@ -5,7 +5,6 @@ import EventChannels
 import GrantTables
 import GuestMemory
 import HostIO
-import Synchronization
 import XenABI
 import XenBus
 import XenRing
@@ -178,14 +177,7 @@ public final class BlockBackend: Sendable {
 }
 
 /// The connected state: one runtime device and its queues.
-final class BlockConnection: Sendable {
-    let device: RuntimeDevice
-    let queues: [BlockQueue]
-    init(device: RuntimeDevice, queues: [BlockQueue]) {
-        self.device = device
-        self.queues = queues
-    }
-}
+typealias BlockConnection = RuntimeConnection<BlockQueue>
 
 /// One ring: its mapped pages, its queue core, its channel.
 final class BlockQueue: Sendable {
@@ -197,8 +189,7 @@ final class BlockQueue: Sendable {
     static let drainTimeout: Duration = .seconds(30)
 
     enum SetupError: Error {
-        case grant(GrantReference, GrantError)
-        case notAPage(GrantReference)
+        case pages(GrantHold.PageError)
         case ring(XenRingError)
         case engine(String)
         case eventChannel(EventChannelPort, XenErrno)
@@ -209,19 +200,8 @@ final class BlockQueue: Sendable {
     /// frontend's event channel on a new context of `device`.
     init(index: Int, refs: [GrantReference], port: EventChannelPort, abi: BlkifABI, environment: QueueEnvironment,
          device: RuntimeDevice, events: EventChannelTable, makeEngine: BlockEngineFactory) throws(SetupError) {
-        var holds: [GrantHold] = []
-        for ref in refs {
-            let hold: GrantHold
-            do { hold = GrantHold(try environment.grants.map(ref, access: .write)) } catch {
-                for h in holds { h.release() }
-                throw .grant(ref, error)
-            }
-            holds.append(hold)
-            guard hold.region.start.pageOffset == 0, hold.region.length == GuestFrameNumber.pageSize else {
-                for h in holds { h.release() }
-                throw .notAPage(ref)
-            }
-        }
+        let holds: [GrantHold]
+        do { holds = try environment.grants.holdPages(refs, access: .write) } catch { throw .pages(error) }
         let ring: BlkifRing
         do { ring = try BlkifRing(abi: abi, memory: environment.memory, frames: holds.map(\.region.start.frameNumber)) } catch {
             for h in holds { h.release() }
@@ -294,9 +274,7 @@ final class BlockDriver: XenbusBackendDriver {
     let log: @Sendable (String) -> Void
     let metrics = BlockMetrics()
 
-    private struct WeakXenbus: Sendable { weak var device: XenbusBackendDevice? }
-    private let xenbus = Mutex(WeakXenbus())
-    private let current = Mutex<BlockConnection?>(nil)
+    private let xenbusLink = XenbusDriverLink<BlockConnection>()
 
     init(name: String, configuration: BlockDeviceConfiguration, memory: any HostAddressableMemory, grants: GrantTable,
          events: EventChannelTable, runtime: DeviceRuntime, log: @escaping @Sendable (String) -> Void) {
@@ -309,9 +287,9 @@ final class BlockDriver: XenbusBackendDriver {
         self.log = log
     }
 
-    func setXenbus(_ device: XenbusBackendDevice) { xenbus.withLock { $0.device = device } }
+    func setXenbus(_ device: XenbusBackendDevice) { xenbusLink.attach(device) }
 
-    var connection: BlockConnection? { current.withLock { $0 } }
+    var connection: BlockConnection? { xenbusLink.connection }
 
     /// The nodes Linux's xen-blkback writes in `xen_blkbk_probe` (before
     /// InitWait: "feature-max-indirect-segments", "multi-queue-max-queues",
@@ -378,7 +356,7 @@ final class BlockDriver: XenbusBackendDriver {
                 throw XenbusFatalError(.einval, "mapping ring-ref port \(ring.port.rawValue) of queue \(index): \(error)")
             }
         }
-        current.withLock { $0 = BlockConnection(device: device, queues: queues) }
+        xenbusLink.install(BlockConnection(device: device, queues: queues))
         log("\(name): connected: \(queues.count) queue(s) of \(parameters.rings.first?.refs.count ?? 0) page(s), protocol \(parameters.abi)")
         var info: UInt32 = 0
         if configuration.cdrom { info |= UInt32(VDISK_CDROM) }
@@ -393,10 +371,7 @@ final class BlockDriver: XenbusBackendDriver {
     /// Stops every queue (draining in-flight I/O) and forgets the
     /// connection. Idempotent; safe from a queue's fault path.
     func disconnect() {
-        guard let connection = current.withLock({ c -> BlockConnection? in
-            defer { c = nil }
-            return c
-        }) else { return }
+        guard let connection = xenbusLink.take() else { return }
         for q in connection.queues { q.stop(device: connection.device, log: log) }
         runtime.remove(connection.device)
     }
@@ -404,12 +379,7 @@ final class BlockDriver: XenbusBackendDriver {
     /// A queue's ring is corrupt (or the backend failed): the device is
     /// failed through xenbus, which disconnects it.
     private func faulted(_ fault: DeviceFault) {
-        let device = xenbus.withLock { $0.device }
-        if let device {
-            device.fatal(fault.reason, error: .eio)
-        } else {
-            disconnect()
-        }
+        xenbusLink.fail(fault.reason) { disconnect() }
     }
 }
 

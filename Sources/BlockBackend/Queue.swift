@@ -11,25 +11,6 @@ import XenRing
 // `xen_blkif_schedule` kthread, on the device runtime. The pump runs on the
 // queue's own context only; the ring is never touched anywhere else.
 
-/// A backend hold on one granted page kept across an I/O (or, for a ring
-/// page, across the connection). Releasing ends the hold: the grant's
-/// GTF_reading/GTF_writing go, so release before responding.
-final class GrantHold: Sendable {
-    /// The granted bytes.
-    let region: GuestPhysicalRange
-    private let mapping: Mutex<GrantMapping?>
-
-    init(_ mapping: consuming GrantMapping) {
-        region = mapping.region
-        self.mapping = Mutex(Optional(mapping))
-    }
-
-    /// Ends the hold (idempotent; also at the end of the object's life).
-    func release() {
-        mapping.withLock { $0 = nil }
-    }
-}
-
 /// Completions, handed from the engine's thread to the queue's context:
 /// the engine only appends and asks for a pump.
 final class CompletionInbox: Sendable {
@@ -319,12 +300,8 @@ final class QueueCore: Sendable {
             holds.append(hold)
             // The segment's bytes must lie in the granted bytes (a v2
             // sub-page grant may cover part of its page only).
-            let region = hold.region
-            let pageStart = region.start.rawValue - region.start.pageOffset
-            let start = pageStart &+ UInt64(segment.offset)
-            guard start >= region.start.rawValue, start <= region.end, UInt64(segment.length) <= region.end - start,
-                  let range = try? environment.memory.hostRange(
-                      GuestPhysicalRange(start: GuestPhysicalAddress(start), length: UInt64(segment.length))) else {
+            guard let bytes = hold.bytes(offset: segment.offset, length: segment.length),
+                  let range = try? environment.memory.hostRange(bytes) else {
                 drop()
                 try finish(request, status: .error, &s)
                 return .answered

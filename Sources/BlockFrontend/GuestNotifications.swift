@@ -36,11 +36,11 @@ public final class GuestNotifications: EventChannelNotifier {
     }
 
     /// Starts hearing `port` (a port this guest allocated).
-    func listen(_ port: EventChannelPort) { waiters.withLock { $0[port] = $0[port] ?? DispatchSemaphore(value: 0) } }
+    public func listen(_ port: EventChannelPort) { waiters.withLock { $0[port] = $0[port] ?? DispatchSemaphore(value: 0) } }
 
     /// `test_and_clear_bit(port, evtchn_pending)`: true if it was set.
     @discardableResult
-    func clearPending(_ port: EventChannelPort) -> Bool {
+    public func clearPending(_ port: EventChannelPort) -> Bool {
         let bits = 64
         let field = XenWire.SharedInfo.eventPending(sharedInfo32Bit: false)
         let word = GuestPhysicalAddress(FrontendGuest.sharedInfoFrame.rawValue << 12 + UInt64(field.offset)
@@ -50,7 +50,7 @@ public final class GuestNotifications: EventChannelNotifier {
 
     /// Waits until `port` becomes pending again (or was, since the last
     /// wait); false on timeout.
-    func wait(_ port: EventChannelPort, timeout: Duration) -> Bool {
+    public func wait(_ port: EventChannelPort, timeout: Duration) -> Bool {
         guard let semaphore = waiters.withLock({ $0[port] }) else { return false }
         let (seconds, attoseconds) = timeout.components
         let nanoseconds = Int(clamping: seconds) &* 1_000_000_000 &+ Int(attoseconds / 1_000_000_000)

@@ -66,11 +66,20 @@ public final class BackendChannel: Sendable {
     init(device: RuntimeDevice, events: EventChannelTable, context: ExecutionContext, pump: @escaping Pump,
          connect: (any EventChannelPeer) throws(XenErrno) -> EventChannelPort) throws(XenErrno) {
         // The port is known only after connecting, and connecting may already
-        // notify (Xen marks a freshly bound backend port pending): the pump
-        // reads it from here, and a pump before it is set sends nothing.
-        let portBox = Mutex<EventChannelPort?>(nil)
+        // notify (Xen marks a freshly bound backend port pending), so the
+        // first pump may run, and finish, before it is known: the pump reads
+        // it from here once it is done, and a notification it asks for
+        // before the port is set is remembered and sent when it is (else a
+        // frontend that published requests before the bind, or while that
+        // first pump ran, would never hear of their responses).
+        let portBox = Mutex<(port: EventChannelPort?, missed: Bool)>((nil, false))
         let work = context.makeWork { [device, events] in
-            Self.run(pump, device: device, context: context, events: events, port: portBox.withLock { $0 })
+            Self.run(pump, device: device, context: context, events: events) {
+                portBox.withLock { b in
+                    if b.port == nil { b.missed = true }
+                    return b.port
+                }
+            }
         }
         let port: EventChannelPort
         do {
@@ -79,7 +88,15 @@ public final class BackendChannel: Sendable {
             work.cancel()
             throw error
         }
-        portBox.withLock { $0 = port }
+        let missed = portBox.withLock { b in
+            b.port = port
+            defer { b.missed = false }
+            return b.missed
+        }
+        if missed {
+            try? events.backendSend(port)
+            DeviceMetrics.bump(device.metrics.notificationsToGuest)
+        }
         self.port = port
         self.context = context
         self.device = device
@@ -87,14 +104,16 @@ public final class BackendChannel: Sendable {
         self.work = work
     }
 
+    /// Runs `pump`; `port` gives the port to notify on once it is done
+    /// (nil, remembered, before the channel knows it).
     private static func run(_ pump: Pump, device: RuntimeDevice, context: ExecutionContext, events: EventChannelTable,
-                            port: EventChannelPort?) {
+                            port: () -> EventChannelPort?) {
         guard !device.isDisabled else { return }
         let metrics = device.metrics
         DeviceMetrics.bump(metrics.pumps)
         if !context.isCurrent || device.isForbiddenThread() { DeviceMetrics.bump(metrics.pumpsOnForbiddenThreads) }
         do {
-            if try pump() == .notifyGuest, let port {
+            if try pump() == .notifyGuest, let port = port() {
                 try? events.backendSend(port)
                 DeviceMetrics.bump(metrics.notificationsToGuest)
             }

@@ -151,3 +151,15 @@ public final class RuntimeDevice: Sendable {
         for context in state.withLock({ $0.contexts }) { context.requestStop() }
     }
 }
+
+/// A connected PV device: the runtime device of one connection and its
+/// queues (a block device's rings, a network device's TX/RX pairs), made
+/// at xenbus connect and dropped at disconnect.
+public final class RuntimeConnection<Queue: Sendable>: Sendable {
+    public let device: RuntimeDevice
+    public let queues: [Queue]
+    public init(device: RuntimeDevice, queues: [Queue]) {
+        self.device = device
+        self.queues = queues
+    }
+}

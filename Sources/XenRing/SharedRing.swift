@@ -189,6 +189,21 @@ public struct SharedRing<Request: RingRequest, Response: RingResponse>: Sendable
         return try unconsumedRequests() > 0
     }
 
+    /// Before waiting for more requests than are there (a backend that
+    /// needs several slots for its next item, as netback's
+    /// `xenvif_rx_ring_slots_available`): asks for an event on the very
+    /// next request produced (`req_event = req_prod + 1`, not `req_cons +
+    /// 1`, which the frontend may already have passed), fences, and says
+    /// whether `req_prod` moved meanwhile (look again then). Throws
+    /// `.indexOverrun` as `unconsumedRequests` does.
+    public func requestEventOnNextRequest() throws(XenRingError) -> Bool {
+        let producer = try ring.loadIndex(at: SharedRingGeometry.requestProducerOffset)
+        _ = try unconsumed(producer: producer)
+        try ring.storeIndex(producer.advanced(by: 1), at: SharedRingGeometry.requestEventOffset)
+        ring.fullFence()
+        return try ring.loadIndex(at: SharedRingGeometry.requestProducerOffset) != producer
+    }
+
     private func unconsumed(producer: RingIndex) throws(XenRingError) -> UInt32 {
         let size = geometry.entries
         // RING_REQUEST_PROD_OVERFLOW: more requests than free slots can hold.

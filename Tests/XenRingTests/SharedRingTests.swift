@@ -246,3 +246,27 @@ func wrapAroundNearUInt32Max(start: UInt32) throws {
         _ = try ByteRing(layout: .console, memory: memory, base: GuestPhysicalAddress(8192 - 100))
     }
 }
+
+/// Waiting for several requests (netback's RX needs one buffer per page of
+/// a frame): the event is asked at req_prod + 1, so each request posted
+/// while too few are there notifies, however far req_cons lags.
+@Test func requestEventOnNextRequestFollowsTheProducer() throws {
+    let (front, back) = try makeRing()
+    _ = try front.enqueue(ToyRequest(id: 1))
+    _ = try front.pushRequests()
+    // One request there, three wanted: ask at req_prod + 1 = 2; nothing moved.
+    #expect(try back.unconsumedRequests() == 1)
+    #expect(try back.requestEventOnNextRequest() == false)
+    #expect(try front.raw(.requestEvent) == RingIndex(2))
+    _ = try front.enqueue(ToyRequest(id: 2))
+    #expect(try front.pushRequests() == true)
+    // Still too few: asked again at 3 (req_cons + 1 would be 1, passed already).
+    #expect(try back.requestEventOnNextRequest() == false)
+    #expect(try front.raw(.requestEvent) == RingIndex(3))
+    _ = try front.enqueue(ToyRequest(id: 3))
+    #expect(try front.pushRequests() == true)
+    #expect(try back.unconsumedRequests() == 3)
+    // An impossible producer is hostile here too.
+    try front.setRaw(.requestProducer, RingIndex(1000))
+    #expect(throws: XenRingError.self) { _ = try back.requestEventOnNextRequest() }
+}

@@ -248,5 +248,49 @@ enum {
     PVH_BLKIF_SEGMENTS_PER_INDIRECT_PAGE = (1 << XEN_PAGE_SHIFT) / sizeof(struct blkif_request_segment),
 };
 
+// Network devices (io/netif.h): the TX and RX rings' entries, the extra-info
+// slot a TX request or RX response slot may hold instead, and the ring
+// types netif.h defines with DEFINE_RING_TYPES. NetBackend takes every
+// offset from here.
+#include <xen/io/netif.h>
+
+enum {
+    PVH_NETIF_TX_REQUEST_SIZE = sizeof(struct netif_tx_request),
+    PVH_NETIF_TX_REQUEST_ALIGN = _Alignof(struct netif_tx_request),
+    PVH_NETIF_TX_REQUEST_GREF_OFFSET = offsetof(struct netif_tx_request, gref),
+    PVH_NETIF_TX_REQUEST_OFFSET_OFFSET = offsetof(struct netif_tx_request, offset),
+    PVH_NETIF_TX_REQUEST_FLAGS_OFFSET = offsetof(struct netif_tx_request, flags),
+    PVH_NETIF_TX_REQUEST_ID_OFFSET = offsetof(struct netif_tx_request, id),
+    PVH_NETIF_TX_REQUEST_SIZE_OFFSET = offsetof(struct netif_tx_request, size),
+    PVH_NETIF_TX_RESPONSE_SIZE = sizeof(struct netif_tx_response),
+    PVH_NETIF_TX_RESPONSE_ALIGN = _Alignof(struct netif_tx_response),
+    PVH_NETIF_TX_RESPONSE_ID_OFFSET = offsetof(struct netif_tx_response, id),
+    PVH_NETIF_TX_RESPONSE_STATUS_OFFSET = offsetof(struct netif_tx_response, status),
+    PVH_NETIF_TX_SRING_ENTRY_SIZE = sizeof(union netif_tx_sring_entry),
+    PVH_NETIF_RX_REQUEST_SIZE = sizeof(struct netif_rx_request),
+    PVH_NETIF_RX_REQUEST_ALIGN = _Alignof(struct netif_rx_request),
+    PVH_NETIF_RX_REQUEST_ID_OFFSET = offsetof(struct netif_rx_request, id),
+    PVH_NETIF_RX_REQUEST_GREF_OFFSET = offsetof(struct netif_rx_request, gref),
+    PVH_NETIF_RX_RESPONSE_SIZE = sizeof(struct netif_rx_response),
+    PVH_NETIF_RX_RESPONSE_ALIGN = _Alignof(struct netif_rx_response),
+    PVH_NETIF_RX_RESPONSE_ID_OFFSET = offsetof(struct netif_rx_response, id),
+    PVH_NETIF_RX_RESPONSE_OFFSET_OFFSET = offsetof(struct netif_rx_response, offset),
+    PVH_NETIF_RX_RESPONSE_FLAGS_OFFSET = offsetof(struct netif_rx_response, flags),
+    PVH_NETIF_RX_RESPONSE_STATUS_OFFSET = offsetof(struct netif_rx_response, status),
+    PVH_NETIF_RX_SRING_ENTRY_SIZE = sizeof(union netif_rx_sring_entry),
+    PVH_NETIF_EXTRA_INFO_SIZE = sizeof(struct netif_extra_info),
+    PVH_NETIF_EXTRA_INFO_ALIGN = _Alignof(struct netif_extra_info),
+    PVH_NETIF_EXTRA_TYPE_OFFSET = offsetof(struct netif_extra_info, type),
+    PVH_NETIF_EXTRA_FLAGS_OFFSET = offsetof(struct netif_extra_info, flags),
+    PVH_NETIF_EXTRA_GSO_SIZE_OFFSET = offsetof(struct netif_extra_info, u.gso.size),
+    PVH_NETIF_EXTRA_GSO_TYPE_OFFSET = offsetof(struct netif_extra_info, u.gso.type),
+    PVH_NETIF_EXTRA_GSO_FEATURES_OFFSET = offsetof(struct netif_extra_info, u.gso.features),
+};
+
+_Static_assert(sizeof(struct netif_extra_info) <= sizeof(struct netif_tx_request),
+               "an extra-info slot fits a TX request slot");
+_Static_assert(sizeof(struct netif_extra_info) <= sizeof(struct netif_rx_response),
+               "an extra-info slot fits an RX response slot");
+
 
 #endif

@@ -1,0 +1,472 @@
+import DeviceRuntime
+import GrantTables
+import GuestMemory
+import HostIO
+import Synchronization
+import XenABI
+import XenRing
+
+// One netif queue and what serves it: xen-netback's `xenvif_queue` with its
+// TX (`xenvif_tx_action`) and RX (`xenvif_rx_action`) work, on the device
+// runtime. Both rings are touched only by pumps on the queue's own context.
+
+/// What the frontend negotiated (its "feature-*" nodes).
+struct NetFrontendFeatures: Hashable, Sendable {
+    var scatterGather = false
+    var gsoTCPv4 = false
+    var gsoTCPv6 = false
+    /// "feature-ipv6-csum-offload": takes IPv6 frames with a partial checksum.
+    var ipv6ChecksumOffload = false
+    /// "feature-no-csum-offload": takes no partial checksum at all.
+    var noChecksumOffload = false
+    /// "feature-rx-notify": the frontend honours the RX ring's `req_event`.
+    /// Recorded only: the RX pump asks for an event either way, and a
+    /// frontend that notifies regardless only wakes it more often.
+    var rxNotify = false
+}
+
+/// What every queue of a connection shares.
+struct NetQueueEnvironment: Sendable {
+    let memory: any HostAddressableMemory
+    let grants: GrantTable
+    let link: any NetworkLink
+    let features: NetFrontendFeatures
+    let carrier: CarrierState
+}
+
+/// The link's carrier as it last reported it (up until it says otherwise).
+final class CarrierState: Sendable {
+    private let up = Atomic<Bool>(true)
+    var isUp: Bool { up.load(ordering: .acquiring) }
+    func set(_ value: Bool) { up.store(value, ordering: .releasing) }
+}
+
+/// Frames from the link waiting for the queue's RX pump: appended on the
+/// link's thread, taken on the queue's context. Bounded: beyond `capacity`
+/// a frame is dropped (counted) rather than queued without end.
+final class RxBacklog: Sendable {
+    /// Frames a queue holds for a frontend that posts no buffers.
+    static let capacity = 256
+    private let frames = Mutex<[NetworkFrame]>([])
+
+    /// False (the frame dropped) when full.
+    func append(_ frame: NetworkFrame) -> Bool {
+        frames.withLock { f in
+            guard f.count < Self.capacity else { return false }
+            f.append(frame)
+            return true
+        }
+    }
+
+    var first: NetworkFrame? { frames.withLock { $0.first } }
+
+    func removeFirst() { frames.withLock { f in if !f.isEmpty { f.removeFirst() } } }
+
+    func removeAll() { frames.withLock { $0 = [] } }
+
+    var count: Int { frames.withLock { $0.count } }
+}
+
+/// One queue's rings and pumps. The mutexes make the single-context rule
+/// checkable; they are never contended in normal running.
+final class NetQueueCore: Sendable {
+    struct TxState {
+        var ring: NetifTxRing
+    }
+    struct RxState {
+        var ring: NetifRxRing
+        /// The last look found too few buffers (counted once per stall).
+        var stalled = false
+    }
+
+    let index: Int
+    let environment: NetQueueEnvironment
+    let metrics: NetMetrics
+    let backlog = RxBacklog()
+    private let tx: Mutex<TxState>
+    private let rx: Mutex<RxState>
+    /// Where a checksum the backend completes is assembled: host-addressable
+    /// memory of the backend's own, so the link gets a `HostMemoryRange` of
+    /// it as it gets one of a granted page.
+    private let bounce: MappedGuestMemory
+
+    /// How a pump asks for another run of itself (its channel's
+    /// `schedule`), set once the channels exist: a pump that stops at its
+    /// batch limit publishes what it did, notifies, and runs again after
+    /// the work queued behind it (the other ring's, on a shared context).
+    private let again = Mutex<(tx: (@Sendable () -> Void)?, rx: (@Sendable () -> Void)?)>((nil, nil))
+
+    func setReschedule(tx: @escaping @Sendable () -> Void, rx: @escaping @Sendable () -> Void) {
+        again.withLock { $0 = (tx, rx) }
+    }
+
+    /// Bytes of the bounce buffer: the largest packet.
+    static let bounceSize = (NetifLimits.maximumPacketSize + NetifLimits.ethernetHeader + 4095) / 4096 * 4096
+    /// Packets one TX pump takes, frames one RX pump delivers, before it
+    /// publishes, notifies and yields the context (netback's NAPI budget).
+    static let batch = 64
+
+    init(index: Int, tx: NetifTxRing, rx: NetifRxRing, environment: NetQueueEnvironment, metrics: NetMetrics)
+        throws(GuestMemoryError) {
+        self.index = index
+        self.environment = environment
+        self.metrics = metrics
+        self.tx = Mutex(TxState(ring: tx))
+        self.rx = Mutex(RxState(ring: rx))
+        bounce = try MappedGuestMemory(ranges: [GuestPhysicalRange(start: GuestPhysicalAddress(0), length: UInt64(Self.bounceSize))])
+    }
+
+    // MARK: TX
+
+    /// The TX pump: packets off the ring to the link, one response per
+    /// slot, published in batches; RING_FINAL_CHECK_FOR_REQUESTS before
+    /// going idle. A ring (or packet framing) the guest broke throws.
+    func pumpTx() throws(DeviceFault) -> BackendChannel.PumpResult {
+        var notify = false
+        var yielded = false
+        while true {
+            let more = try tx.withLock { (s: inout TxState) throws(DeviceFault) -> Bool in
+                var taken = 0
+                while taken < Self.batch, try Self.guest({ () throws(XenRingError) in try s.ring.unconsumedRequests() }) > 0 {
+                    try transmitOne(&s)
+                    taken += 1
+                }
+                if taken > 0, try Self.guest({ () throws(XenRingError) in try s.ring.pushResponses() }) { notify = true }
+                if taken == Self.batch {
+                    yielded = true
+                    return false
+                }
+                return try Self.guest { () throws(XenRingError) in try s.ring.finalCheckForRequests() }
+            }
+            if !more { break }
+        }
+        if yielded { again.withLock { $0.tx }?() }
+        return notify ? .notifyGuest : .quiet
+    }
+
+    /// A ring operation whose failure is the device's fault.
+    private static func guest<T>(_ body: () throws(XenRingError) -> T) throws(DeviceFault) -> T {
+        do { return try body() } catch { throw DeviceFault(error) }
+    }
+
+    /// Reads one packet's slots (at least one request is there), checks it,
+    /// sends it and writes its responses.
+    private func transmitOne(_ s: inout TxState) throws(DeviceFault) {
+        let slots = try readPacket(&s.ring)
+        let status: NetifStatus
+        switch NetTxValidator.validate(slots) {
+        case .failure(let reason):
+            metrics.drop(reason)
+            status = .error
+        case .success(let packet):
+            if let reason = send(packet) {
+                metrics.drop(reason)
+                // The host side's refusal is not the guest's error.
+                status = reason == .txBadGrant || reason == .txBadChecksumHeaders || reason == .txBadGSO ? .error : .okay
+            } else {
+                status = .okay
+            }
+        }
+        do throws(XenRingError) {
+            for r in slots.responses(status) { try s.ring.pushResponse(r) }
+        } catch {
+            throw DeviceFault(error)
+        }
+    }
+
+    /// The first slot, its extras, its `more_data` chain, as
+    /// `xenvif_get_extras` and `xenvif_count_requests` read them. Fatal
+    /// (`xenvif_fatal_tx_err`): a packet whose slots are not all on the
+    /// ring, a chain longer than `fatalTxSlots`, an extra of no known type
+    /// or repeated.
+    private func readPacket(_ ring: inout NetifTxRing) throws(DeviceFault) -> NetTxSlots {
+        func next(_ what: String) throws(DeviceFault) -> NetifTxSlot {
+            let slot: NetifTxSlot?
+            do { slot = try ring.nextRequest() } catch { throw DeviceFault(error) }
+            guard let slot else { throw .hostileGuest("TX queue \(index): \(what) missing: the packet is not all on the ring") }
+            return slot
+        }
+        let first = try next("first slot").request
+        var slots = NetTxSlots(first: first)
+        if first.flags.contains(.extraInfo) {
+            var more = true
+            var seen: Set<UInt8> = []
+            while more {
+                let extra = try next("extra info").extra
+                guard extra.type != 0, extra.type < NetifExtraInfo.typeMaximum, seen.insert(extra.type).inserted else {
+                    throw .hostileGuest("TX queue \(index): invalid extra type \(extra.type)")
+                }
+                slots.extras.append(extra)
+                more = extra.more
+            }
+        }
+        var more = first.flags.contains(.moreData)
+        while more {
+            guard slots.dataSlots < NetifLimits.fatalTxSlots else {
+                throw .hostileGuest("TX queue \(index): packet of more than \(NetifLimits.fatalTxSlots) slots")
+            }
+            let r = try next("more_data slot").request
+            slots.chain.append(r)
+            more = r.flags.contains(.moreData)
+        }
+        return slots
+    }
+
+    /// Maps the packet's pages and hands them to the link (straight from
+    /// the granted pages, unless a checksum must be completed here). Nil
+    /// when sent; else why not.
+    private func send(_ packet: NetTxPacket) -> NetDropReason? {
+        let env = environment
+        // No carrier: nothing is mapped or copied for a frame that cannot go.
+        guard env.carrier.isUp else { return .txLinkDown }
+        var holds: [GrantHold] = []
+        defer { for h in holds { h.release() } }
+        var ranges: [HostMemoryRange] = []
+        var guestRanges: [GuestPhysicalRange] = []
+        for segment in packet.segments {
+            let hold: GrantHold
+            do { hold = GrantHold(try env.grants.map(segment.grant, access: .read)) } catch { return .txBadGrant }
+            holds.append(hold)
+            guard let range = hold.bytes(offset: segment.offset, length: segment.length),
+                  let host = try? env.memory.hostRange(range) else { return .txBadGrant }
+            ranges.append(host)
+            guestRanges.append(range)
+        }
+        var offload = NetworkOffload(segmentation: packet.segmentation)
+        let capabilities = env.link.capabilities
+        switch packet.segmentation {
+        case .none: break
+        case .tcpv4(let mss):
+            if !capabilities.contains(.tcpv4Segmentation) { return segmentAndSend(packet, guestRanges, mss: mss) }
+        case .tcpv6(let mss):
+            if !capabilities.contains(.tcpv6Segmentation) { return segmentAndSend(packet, guestRanges, mss: mss) }
+        }
+        if packet.checksumBlank {
+            // checksum_setup: the headers say where the checksum goes. Each
+            // guest byte used is read once, into a copy: the headers alone
+            // when the link completes the checksum, else the whole frame.
+            if capabilities.contains(.partialChecksum) {
+                guard let headers = try? copy(guestRanges, limit: min(packet.length, 256)),
+                      let location = NetChecksumLocation(headers: headers, frameLength: packet.length) else {
+                    return .txBadChecksumHeaders
+                }
+                offload.partialChecksum = .init(start: UInt16(location.start), offset: UInt16(location.offset))
+            } else {
+                // The link takes complete frames only: copy, complete, send the copy.
+                guard var frame = try? copy(guestRanges, limit: packet.length) else { return .txBadGrant }
+                guard let location = NetChecksumLocation(headers: frame, frameLength: frame.count) else {
+                    return .txBadChecksumHeaders
+                }
+                location.complete(&frame)
+                guard let whole = staged(frame) else { return .txLinkRefused }
+                ranges = [whole]
+                NetMetrics.bump(metrics.txChecksumsCompleted)
+            }
+        }
+        if let reason = Self.dropReason(env.link.transmit(ranges, offload: offload)) { return reason }
+        NetMetrics.bump(metrics.txPackets)
+        NetMetrics.bump(metrics.txBytes, by: packet.length)
+        if packet.segmentation != .none { NetMetrics.bump(metrics.txGSOPackets) }
+        return nil
+    }
+
+    /// Why the link did not take a frame (nil: it did).
+    private static func dropReason(_ result: Result<Void, NetworkTransmitDrop>) -> NetDropReason? {
+        switch result {
+        case .success: nil
+        case .failure(.linkDown): .txLinkDown
+        case .failure(.busy): .txLinkBusy
+        case .failure: .txLinkRefused
+        }
+    }
+
+    /// `frame` in the bounce buffer, as host memory for the link (valid
+    /// until the next frame is staged).
+    private func staged(_ frame: [UInt8]) -> HostMemoryRange? {
+        guard (try? bounce.write(frame, at: GuestPhysicalAddress(0))) != nil else { return nil }
+        return try? bounce.hostRange(GuestPhysicalRange(start: GuestPhysicalAddress(0), length: UInt64(frame.count)))
+    }
+
+    /// A GSO packet for a link without segmentation: copied, cut into
+    /// MSS-sized frames with complete checksums (`NetTCPSegmenter`), each
+    /// sent from the bounce buffer. Nil when all went.
+    private func segmentAndSend(_ packet: NetTxPacket, _ ranges: [GuestPhysicalRange], mss: UInt16) -> NetDropReason? {
+        guard let frame = try? copy(ranges, limit: packet.length) else { return .txBadGrant }
+        guard let segments = NetTCPSegmenter.segment(frame, segmentSize: Int(mss)) else { return .txBadGSO }
+        for segment in segments {
+            guard let range = staged(segment) else { return .txLinkRefused }
+            if let reason = Self.dropReason(environment.link.transmit([range], offload: .none)) { return reason }
+        }
+        NetMetrics.bump(metrics.txPackets)
+        NetMetrics.bump(metrics.txBytes, by: packet.length)
+        NetMetrics.bump(metrics.txGSOPackets)
+        NetMetrics.bump(metrics.txSegmentedPackets)
+        return nil
+    }
+
+    /// The first `limit` bytes of `ranges`, copied out of guest memory.
+    private func copy(_ ranges: [GuestPhysicalRange], limit: Int) throws(GuestMemoryError) -> [UInt8] {
+        var out: [UInt8] = []
+        out.reserveCapacity(limit)
+        for r in ranges where out.count < limit {
+            out += try environment.memory.read(at: r.start, count: min(Int(r.length), limit - out.count))
+        }
+        return out
+    }
+
+    // MARK: RX
+
+    /// Hands a frame from the link to this queue (on the link's thread).
+    /// False when the backlog is full (the frame is dropped and counted).
+    func enqueue(_ frame: NetworkFrame) -> Bool {
+        guard backlog.append(frame) else {
+            metrics.drop(.rxBacklogFull)
+            return false
+        }
+        return true
+    }
+
+    /// The RX pump: backlog frames into the frontend's posted buffers while
+    /// there are enough for the next frame; when there are not, asks for an
+    /// event on the next posted buffer (`req_event`, the frontend's
+    /// feature-rx-notify) and stops.
+    func pumpRx() throws(DeviceFault) -> BackendChannel.PumpResult {
+        try rx.withLock { (s: inout RxState) throws(DeviceFault) -> BackendChannel.PumpResult in
+            do throws(XenRingError) {
+                var produced = false
+                var delivered = 0
+                while let frame = backlog.first {
+                    if delivered == Self.batch {
+                        again.withLock { $0.rx }?()
+                        break
+                    }
+                    guard let slots = plan(frame, entries: Int(s.ring.geometry.entries)) else {
+                        backlog.removeFirst()
+                        continue
+                    }
+                    if Int(try s.ring.unconsumedRequests()) < slots.total {
+                        // xenvif_rx_ring_slots_available: an event on the
+                        // next buffer posted (req_event = req_prod + 1, so a
+                        // frame needing several buffers is woken by each
+                        // until there are enough), then look again.
+                        if try s.ring.requestEventOnNextRequest() { continue }
+                        if !s.stalled { NetMetrics.bump(metrics.rxRingFull) }
+                        s.stalled = true
+                        break
+                    }
+                    s.stalled = false
+                    backlog.removeFirst()
+                    try deliver(frame, slots, &s.ring)
+                    produced = true
+                    delivered += 1
+                }
+                if produced, try s.ring.pushResponses() { return .notifyGuest }
+                return .quiet
+            } catch {
+                throw DeviceFault(error)
+            }
+        }
+    }
+
+    struct RxPlan {
+        var dataSlots: Int
+        var gso: NetifExtraInfo?
+        var total: Int { dataSlots + (gso == nil ? 0 : 1) }
+    }
+
+    /// The slots `frame` takes, or nil (dropped, counted) when this
+    /// frontend cannot take it.
+    private func plan(_ frame: NetworkFrame, entries: Int) -> RxPlan? {
+        let features = environment.features
+        let page = NetifLimits.pageSize
+        let data = max(1, (frame.bytes.count + page - 1) / page)
+        if data > 1 && !features.scatterGather {
+            metrics.drop(.rxTooLarge)
+            return nil
+        }
+        var gso: NetifExtraInfo?
+        switch frame.offload.segmentation {
+        case .none: break
+        case .tcpv4(let size):
+            guard features.gsoTCPv4, size > 0 else {
+                metrics.drop(.rxUnsupportedOffload)
+                return nil
+            }
+            gso = .gso(size: size, type: NetifExtraInfo.gsoTCPv4)
+        case .tcpv6(let size):
+            guard features.gsoTCPv6, size > 0 else {
+                metrics.drop(.rxUnsupportedOffload)
+                return nil
+            }
+            gso = .gso(size: size, type: NetifExtraInfo.gsoTCPv6)
+        }
+        let p = RxPlan(dataSlots: data, gso: gso)
+        guard p.total <= entries else {
+            metrics.drop(.rxTooLarge)
+            return nil
+        }
+        return p
+    }
+
+    /// Whether the frontend takes `frame`'s partial checksum as it is.
+    private func takesPartialChecksum(_ frame: [UInt8]) -> Bool {
+        let features = environment.features
+        if features.noChecksumOffload { return false }
+        let ipv6 = frame.count >= 14 && frame[12] == 0x86 && frame[13] == 0xdd
+        return !ipv6 || features.ipv6ChecksumOffload
+    }
+
+    /// Copies `frame` into the next `slots.total` posted buffers and writes
+    /// their responses: the first data response (with the frame's flags),
+    /// the GSO extra, the rest of the data, NETRXF_more_data on all data
+    /// responses but the last (netfront's `xennet_get_responses` order).
+    private func deliver(_ frame: NetworkFrame, _ slots: RxPlan, _ ring: inout NetifRxRing) throws(XenRingError) {
+        let page = NetifLimits.pageSize
+        var frame = frame
+        var firstFlags: NetifRxFlags = []
+        if frame.offload.partialChecksum != nil {
+            if takesPartialChecksum(frame.bytes) {
+                firstFlags.formUnion([.checksumBlank, .dataValidated])
+            } else {
+                // A frontend without the offload for this frame (no
+                // feature-ipv6-csum-offload for IPv6, feature-no-csum-offload)
+                // gets it complete, as Linux's netback has the stack do.
+                if let location = NetChecksumLocation(headers: frame.bytes, frameLength: frame.bytes.count) {
+                    location.complete(&frame.bytes)
+                    NetMetrics.bump(metrics.rxChecksumsCompleted)
+                }
+                firstFlags.insert(.dataValidated)
+            }
+        } else if frame.offload.checksumValidated {
+            firstFlags.insert(.dataValidated)
+        }
+        if slots.gso != nil { firstFlags.insert(.extraInfo) }
+        var failed = false
+        for k in 0..<slots.dataSlots {
+            guard let request = try ring.nextRequest() else { return }
+            let start = k * page
+            let end = min(frame.bytes.count, start + page)
+            let chunk = Array(frame.bytes[min(start, end)..<end])
+            var status = Int16(chunk.count)
+            do { try environment.grants.copy(to: request.grant, chunk) } catch {
+                status = NetifStatus.error.rawValue
+                failed = true
+            }
+            var flags: NetifRxFlags = k == 0 ? firstFlags : []
+            if k < slots.dataSlots - 1 { flags.insert(.moreData) }
+            try ring.pushResponse(NetifRxSlot(NetifRxResponse(id: request.id, offset: 0, flags: flags, status: status)))
+            if k == 0, let gso = slots.gso {
+                // The extra takes a posted buffer's slot too (its id unused).
+                guard try ring.nextRequest() != nil else { return }
+                try ring.pushResponse(NetifRxSlot(gso))
+            }
+        }
+        if failed {
+            metrics.drop(.rxBadGrant)
+            return
+        }
+        NetMetrics.bump(metrics.rxPackets)
+        NetMetrics.bump(metrics.rxBytes, by: frame.bytes.count)
+        if slots.gso != nil { NetMetrics.bump(metrics.rxGSOPackets) }
+    }
+}

@@ -1,0 +1,160 @@
+import BlockFrontend
+import GuestMemory
+import HostIO
+import NetBackend
+import NetFrontend
+import Synchronization
+import Testing
+import XenABI
+import XenBus
+
+// The guest is BlockFrontend's `FrontendGuest` (domain 1 in host-addressable
+// memory with a real grant table, event-channel table and XenStore, no KVM)
+// and NetFrontend's `NetfrontQueue`s, which drive the backend the way
+// Linux's xen-netfront does. The host side is `MockLink`. Tests wait on the
+// frontend's ports or the backend's pumps (`sync`), never sleep.
+
+typealias Guest = FrontendGuest
+
+/// An in-memory `NetworkLink`: records what is transmitted (the bytes
+/// gathered from the host ranges during the call, as a TAP's writev would),
+/// and lets the test deliver frames and carrier changes as the link's
+/// thread would.
+final class MockLink: NetworkLink, Sendable {
+    struct Sent: Sendable {
+        var bytes: [UInt8]
+        var offload: NetworkOffload
+        var parts: Int
+    }
+    let description = "mock"
+    let mtu = 1500
+    let capabilities: NetworkLinkCapabilities
+    private let sentFrames = Mutex<[Sent]>([])
+    private let callbacks = Mutex<(receive: (@Sendable (NetworkFrame) -> Void)?, carrier: (@Sendable (Bool) -> Void)?)>((nil, nil))
+    let stopped = Atomic<Bool>(false)
+
+    init(capabilities: NetworkLinkCapabilities = [.partialChecksum, .tcpv4Segmentation, .tcpv6Segmentation]) {
+        self.capabilities = capabilities
+    }
+
+    func transmit(_ parts: [HostMemoryRange], offload: NetworkOffload) -> Result<Void, NetworkTransmitDrop> {
+        var bytes: [UInt8] = []
+        for p in parts {
+            // The range stays mapped during the call (NetworkLink's contract).
+            let buffer = UnsafeRawBufferPointer(start: UnsafeRawPointer(bitPattern: p.address), count: p.count)
+            bytes += Array(buffer)
+        }
+        sentFrames.withLock { $0.append(Sent(bytes: bytes, offload: offload, parts: parts.count)) }
+        return .success(())
+    }
+
+    func start(receive: @escaping @Sendable (NetworkFrame) -> Void, carrier: @escaping @Sendable (Bool) -> Void) throws(HostIOError) {
+        callbacks.withLock { $0 = (receive, carrier) }
+    }
+
+    func stop() {
+        stopped.store(true, ordering: .relaxed)
+        callbacks.withLock { $0 = (nil, nil) }
+    }
+
+    var sent: [Sent] { sentFrames.withLock { $0 } }
+
+    /// A frame from the host side.
+    func inject(_ frame: NetworkFrame) { callbacks.withLock { $0.receive }?(frame) }
+
+    func setCarrier(_ up: Bool) { callbacks.withLock { $0.carrier }?(up) }
+}
+
+/// A vif over `guest`'s store, its frontend connected with `queues` queues.
+final class Vif {
+    let guest: Guest
+    let link: MockLink
+    let backend: NetBackend
+    var queues: [NetfrontQueue]
+    var address: XenbusDeviceAddress { backend.address }
+    var q: NetfrontQueue { queues[0] }
+
+    init(guest: Guest, index: Int = 0, queues: Int = 1, maximumQueues: Int = 4, split: Bool = true,
+         link: MockLink = MockLink(), features: [(String, String)] = Netfront.features,
+         state: XenbusState = .connected, connect: Bool = true, post: Bool = true) throws {
+        self.guest = guest
+        self.link = link
+        backend = try NetBackend(store: guest.store, address: XenbusDeviceAddress(type: "vif", frontend: Guest.domain, index: index),
+                                 configuration: NetDeviceConfiguration(link: link, mac: "00:16:3e:00:00:01",
+                                                                       maximumQueues: maximumQueues),
+                                 memory: guest.memory, grants: guest.grants, events: guest.events, runtime: guest.runtime)
+        self.queues = try (0..<queues).map { _ in try NetfrontQueue(guest: guest, split: split) }
+        if connect {
+            try Netfront.connect(self.queues, device: address, features: features, state: state)
+            if post { for q in self.queues { try q.postReceiveBuffers() } }
+        }
+    }
+
+    func backendNode(_ key: String) -> String? { try? guest.store.read("\(address.backendPath)/\(key)") }
+
+    func sync() throws { try #require(backend.sync(timeout: .seconds(30)), "the net backend's pumps did not finish") }
+
+    var metrics: NetMetrics { backend.metrics[0] }
+}
+
+/// Frames for the tests: Ethernet + IPv4/IPv6 + TCP/UDP with a payload.
+enum Frames {
+    static let mac: [UInt8] = [0x00, 0x16, 0x3e, 0, 0, 1, 0x02, 0, 0, 0, 0, 2]
+
+    static func payload(_ count: Int, seed: UInt8 = 1) -> [UInt8] {
+        (0..<count).map { UInt8(truncatingIfNeeded: $0 &* 7 &+ Int(seed)) }
+    }
+
+    /// IPv4 (20-byte header) + TCP (20) or UDP (8), checksum field 0.
+    static func ipv4(_ payload: [UInt8], tcp: Bool = true, source: UInt8 = 1, sourcePort: UInt16 = 1234) -> [UInt8] {
+        let l4 = (tcp ? 20 : 8) + payload.count
+        let total = 20 + l4
+        var f = mac + [0x08, 0x00]
+        f += [0x45, 0, UInt8(total >> 8), UInt8(total & 0xff), 0, 0, 0x40, 0, 64, tcp ? 6 : 17, 0, 0,
+              10, 0, 0, source, 10, 0, 0, 200]
+        f += self.l4(payload, tcp: tcp, length: l4, sourcePort: sourcePort)
+        return f
+    }
+
+    /// IPv6 (40-byte header) + TCP or UDP.
+    static func ipv6(_ payload: [UInt8], tcp: Bool = false, sourcePort: UInt16 = 1234) -> [UInt8] {
+        let l4 = (tcp ? 20 : 8) + payload.count
+        var f = mac + [0x86, 0xdd]
+        f += [0x60, 0, 0, 0, UInt8(l4 >> 8), UInt8(l4 & 0xff), tcp ? 6 : 17, 64]
+        f += [0xfd, 0] + [UInt8](repeating: 0, count: 13) + [1]
+        f += [0xfd, 0] + [UInt8](repeating: 0, count: 13) + [2]
+        f += self.l4(payload, tcp: tcp, length: l4, sourcePort: sourcePort)
+        return f
+    }
+
+    private static func l4(_ payload: [UInt8], tcp: Bool, length: Int, sourcePort: UInt16) -> [UInt8] {
+        let ports: [UInt8] = [UInt8(sourcePort >> 8), UInt8(sourcePort & 0xff), 0x00, 0x50]
+        if tcp {
+            return ports + [0, 0, 0, 1, 0, 0, 0, 0, 0x50, 0x18, 0xff, 0xff, 0, 0, 0, 0] + payload
+        }
+        return ports + [UInt8(length >> 8), UInt8(length & 0xff), 0, 0] + payload
+    }
+
+    /// Verifies an L4 checksum independently: the one's-complement sum of
+    /// the pseudo-header and the L4 bytes, checksum included, is 0xffff.
+    static func l4ChecksumIsValid(_ f: [UInt8]) -> Bool {
+        var words: [UInt8]
+        let l4: Int
+        if f[12] == 0x08 {
+            let ihl = Int(f[14] & 0x0f) * 4
+            l4 = 14 + ihl
+            let len = f.count - l4
+            words = Array(f[26..<34]) + [0, f[23], UInt8(len >> 8), UInt8(len & 0xff)]
+        } else {
+            l4 = 54
+            let len = f.count - l4
+            words = Array(f[22..<54]) + [0, 0, UInt8(len >> 8), UInt8(len & 0xff), 0, 0, 0, f[20]]
+        }
+        words += f[l4...]
+        if words.count % 2 == 1 { words.append(0) }
+        var sum: UInt32 = 0
+        for i in stride(from: 0, to: words.count, by: 2) { sum += UInt32(words[i]) << 8 | UInt32(words[i + 1]) }
+        while sum >> 16 != 0 { sum = (sum & 0xffff) + (sum >> 16) }
+        return sum == 0xffff
+    }
+}
