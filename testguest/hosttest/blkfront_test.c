@@ -14,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include "../xenbus_front.c"
 #include "../blkfront.c"
 
 static int verbose;
