@@ -805,9 +805,11 @@ const char *ns_tcp_echo(struct netstack *ns, struct ns_tcp *t, uint32_t dst, uin
 					t->rto_ms *= 2;
 			}
 		} else if (t->state == NS_TCP_ESTABLISHED) {
-			int all_back = t->rcv_nxt - 1 == total;
+			/* rcv_nxt counts the SYN and the peer's FIN. */
+			uint32_t back = t->rcv_nxt - 1 - (uint32_t)t->peer_fin;
+			int all_back = back == total;
 			if (t->peer_fin && !all_back) {
-				r = fail("the peer closed after %u of %lu bytes back", t->rcv_nxt - 2, (unsigned long)total);
+				r = fail("the peer closed after %u of %lu bytes back", back, (unsigned long)total);
 				break;
 			}
 			/* Retransmission timeout: go back to snd_una (RFC 6298 5.4-5.6). */
