@@ -188,6 +188,10 @@ int gnttab_end_ref(uint32_t ref, uint16_t *flags);
 extern const struct scenario blk_scenarios[];
 extern const size_t nr_blk_scenarios;
 
+/* ---- netfront.c: network frontend scenarios, run only when named ---- */
+extern const struct scenario net_scenarios[];
+extern const size_t nr_net_scenarios;
+
 /* ---- head.S / hypercall.S ---- */
 extern uint8_t hypercall_page[];
 extern uint32_t pvh_start_info_pa;
