@@ -520,11 +520,50 @@ static const char *net_begin(struct net_dev *d)
 	return net_connect(d);
 }
 
+static const char *tx_gc(struct net_dev *d, unsigned q);
+static unsigned tx_free(const struct net_queue *Q);
+
+static int tx_all_back(const void *arg)
+{
+	const struct net_dev *d = arg;
+	for (unsigned q = 0; q < d->nq; q++)
+		if (d->q[q].tx.rsp_cons != d->q[q].tx.req_prod_pvt &&
+		    *(volatile RING_IDX *)&d->q[q].tx.sring->rsp_prod == d->q[q].tx.rsp_cons)
+			return 0;
+	return 1;
+}
+
+/* Every frame sent is answered before we close (the last echo must not be lost with the rings). */
+static const char *tx_drain(struct net_dev *d)
+{
+	const char *r;
+	uint64_t end = tsc_deadline_ms(net_timeout);
+	for (;;) {
+		int busy = 0;
+		for (unsigned q = 0; q < d->nq; q++) {
+			if ((r = tx_gc(d, q)))
+				return r;
+			busy |= tx_free(&d->q[q]) != NET_TX_BUFS;
+		}
+		if (!busy)
+			return NULL;
+		uint64_t now = rdtsc();
+		if (now >= end)
+			return fail("TX not answered in %lu ms before closing", (unsigned long)net_timeout);
+		wait_until(tx_all_back, d, (end - now) / tsc_khz() + 1, net_hlt, NULL);
+	}
+}
+
 static const char *net_end(struct net_dev *d, const char *r)
 {
 	r = keep(r);
 	if (!d->known)
 		return r;
+	if (d->connected) {
+		const char *t = tx_drain(d);
+		if (t && !r)
+			r = keep(t);
+	}
 	const char *t = net_teardown(d, 1);
 	if (t && r)
 		printk("PVHINFO net: teardown after the failure: %s\n", t);

@@ -734,7 +734,9 @@ static void tcp_input(struct netstack *ns, const struct ns_pkt *p)
 			t->rcv_nxt += (uint32_t)p->data_len;
 		}
 	}
-	if ((p->tcp_flags & TCP_FIN) && p->seq + p->data_len - t->irs == t->rcv_nxt && !t->peer_fin) {
+	/* 32-bit sequence arithmetic: the FIN's sequence number follows its data. */
+	uint32_t fin_off = p->seq + (uint32_t)p->data_len - t->irs;
+	if ((p->tcp_flags & TCP_FIN) && fin_off == t->rcv_nxt && !t->peer_fin) {
 		t->peer_fin = 1;
 		t->rcv_nxt++;
 		need_ack = 1;
