@@ -22,7 +22,9 @@ GUEST, PEER = "10.0.2.15", "10.0.2.2"
 
 def eth(dst, src, typ, payload):
     f = dst + src + struct.pack("!H", typ) + payload
-    return f + b"\0" * max(0, 60 - len(f))
+    if typ == 0x0806:  # ARP padded to Ethernet's minimum; IPv4 frames are not (see ns_build_ip)
+        f += b"\0" * max(0, 60 - len(f))
+    return f
 
 def ipv4(src, dst, proto, ident, df, payload):
     h = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(payload), ident, 0x4000 if df else 0, 64, proto, 0,

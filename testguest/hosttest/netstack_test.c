@@ -336,7 +336,11 @@ int main(int argc, char **argv)
 	      p.ack == 0x11223344 && p.tcp_flags == (TCP_ACK | TCP_PSH) && p.data_len == 100 && p.sport == 49200 &&
 	      p.dport == 5001 && p.wnd == 8760 && p.src == GUEST_IP && p.dst == PEER_IP, "TCP segment parsed");
 	CHECK(!ns_parse(vec_tcp_syn, sizeof(vec_tcp_syn), 0, &p) && p.csum_ok && p.mss == 1460 && p.data_len == 0,
-	      "SYN parsed: MSS 1460 (Ethernet padding not taken as data)");
+	      "SYN parsed: MSS 1460");
+	memset(f, 0, 60);
+	memcpy(f, vec_tcp_syn, sizeof(vec_tcp_syn));
+	CHECK(sizeof(vec_tcp_syn) == 58 && !ns_parse(f, 60, 0, &p) && p.csum_ok && p.data_len == 0,
+	      "a SYN padded to 60 bytes: the padding is not data (IP total length)");
 	memcpy(f, vec_tcp_data, sizeof(vec_tcp_data));
 	f[sizeof(vec_tcp_data) - 1] ^= 0x40;
 	CHECK(!ns_parse(f, sizeof(vec_tcp_data), 0, &p) && !p.csum_ok, "a flipped payload bit fails the TCP checksum");
