@@ -27,7 +27,8 @@
  *             or event-channel-tx + event-channel-rx (pvh.netsplit=1),
  *             or multi-queue-num-queues + queue-<n>/... (pvh.netqueues=N),
  *             request-rx-copy = 1, feature-rx-notify = 1, feature-sg = 1,
- *             feature-gso-tcpv4/6 = 1 when offered; then state.
+ *             feature-gso-tcpv4/6 = 1 when offered; then state = Connected
+ *             (Linux's netfront skips Initialised).
  *
  * Memory: net_pages (NOLOAD) holds per queue a TX and an RX ring page,
  * NET_RX_BUFS receive buffers and NET_TX_BUFS transmit buffers, each granted
@@ -436,17 +437,21 @@ static const char *net_connect(struct net_dev *d)
 	remove_ring_nodes(d);
 	if ((r = xb_transaction(&d->xb, fill_nodes, d)))
 		return r;
-	/* xennet_connect posts the RX buffers before Connected; so do we (before Initialised). */
+	/* xennet_connect posts the RX buffers before Connected; so do we. */
 	for (unsigned q = 0; q < d->nq; q++)
 		if ((r = rx_refill(d, q)))
 			return r;
-	if ((r = xb_switch_state(&d->xb, XenbusStateInitialised)))
+	/*
+	 * netback_changed(InitWait): xennet_connect, then straight to
+	 * Connected — Linux's netfront never writes Initialised, and
+	 * netback's frontend_changed connects on the frontend's Connected
+	 * (it ignores Initialised). Linux does not wait for the backend's
+	 * Connected; we do (bounded), so that traffic starts on mapped rings.
+	 */
+	if ((r = xb_switch_state(&d->xb, XenbusStateConnected)))
 		return r;
-	/* netback_changed(Connected) */
 	if ((r = xb_wait_be(&d->xb, 1u << XenbusStateConnected,
 			    (1u << XenbusStateClosing) | (1u << XenbusStateClosed), "Connected", &st)))
-		return r;
-	if ((r = xb_switch_state(&d->xb, XenbusStateConnected)))
 		return r;
 	d->connected = 1;
 	for (unsigned q = 0; q < d->nq; q++) {

@@ -157,6 +157,7 @@ static void connect(void)
 	be_set_state(XenbusStateConnected);
 }
 
+/* Linux xen-netback's frontend_changed, as far as the states go. */
 static void frontend_changed(void)
 {
 	const char *v = kv_get(FE "/state");
@@ -167,6 +168,7 @@ static void frontend_changed(void)
 			be_set_state(XenbusStateInitWait);
 		break;
 	case XenbusStateInitialised:
+		break;	/* netback's frontend_changed ignores it: it connects on Connected */
 	case XenbusStateConnected:
 		if (toy.state == XenbusStateConnected || toy.state == XenbusStateInitialising)
 			break;

@@ -188,11 +188,11 @@ int main(int argc, char **argv)
 		uint64_t t0 = q_now(NULL);
 		r = ns_tcp_echo(&ns, &t, ns.gw, (uint16_t)port, 65536, 30000);
 		if (r || t.crc_recv != t.crc_sent) {
-			printf("BAD  TCP echo through passt to 127.0.0.1:%u: %s (stack: rx %u, bad checksum %u, dropped %u, "
+			printf("BAD  TCP echo through passt to the gateway, port %u: %s (stack: rx %u, bad checksum %u, dropped %u, "
 			       "segments in %u)\n", port, r ? r : "crc", ns.rx_frames, ns.bad_csum, ns.dropped, t.segs_recv);
 			failed = 1;
 		} else {
-			printf("ok   TCP echo through passt (gateway %s:%u -> 127.0.0.1): 65536 bytes back, crc32 0x%08x, "
+			printf("ok   TCP echo through passt (gateway %s:%u -> the host): 65536 bytes back, crc32 0x%08x, "
 			       "%u segments out, %u in, %u retransmits, %u dup ACKs, %u out of order, %lu ms; server echoed %zu\n", y, port, t.crc_recv,
 			       t.segs_sent, t.segs_recv, t.retransmits, t.dup_acks_total, t.ooo_dropped, (unsigned long)(q_now(NULL) - t0), echoed);
 		}
