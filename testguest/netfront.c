@@ -958,9 +958,11 @@ static const char *scen_net_info(void)
 		r = "the backend answered our ARP probe with an error status";
 	if (r)
 		return net_end(d, r);
-	printk("PVHINFO net mac %s queues %u backend %s features rx-copy=%lu sg=%lu gso-tcpv4=%lu gso-tcpv6=%lu "
+	printk("PVHINFO net device %s backend %s (domain %u) handle %lu split %u\n", d->xb.fe, d->xb.be, d->xb.beid,
+	       (unsigned long)d->handle, d->use_split);
+	printk("PVHINFO net mac %s queues %u backend features rx-copy=%lu sg=%lu gso-tcpv4=%lu gso-tcpv6=%lu "
 	       "split-event-channels=%lu multi-queue-max-queues=%lu ctrl-ring=%lu\n",
-	       d->mac_str, d->nq, d->xb.be, (unsigned long)d->rx_copy, (unsigned long)d->sg, (unsigned long)d->gso4,
+	       d->mac_str, d->nq, (unsigned long)d->rx_copy, (unsigned long)d->sg, (unsigned long)d->gso4,
 	       (unsigned long)d->gso6, (unsigned long)d->split, (unsigned long)d->max_queues,
 	       (unsigned long)d->ctrl_ring);
 	pass_note("mac=%s queues=%u split=%u rx-bufs=%u tx=ok", d->mac_str, d->nq, d->use_split, NET_RX_BUFS);
