@@ -982,6 +982,10 @@ static const char *scen_net_echo(void)
 	net_ns.udp_echo_port = (uint16_t)opt_num("pvh.netudp=", 7);
 	uint64_t ms = opt_num("pvh.netechoms=", 10000);
 	uint32_t count = (uint32_t)opt_num("pvh.netechocount=", 0);
+	/* Announce the address (RFC 5227): a host side that learns the guest from its
+	 * frames (passt, a bridge) knows where to send before the first request. */
+	if (ns_announce(&net_ns))
+		return net_end(d, net_ns.errbuf);
 	printk("PVHTEST net_echo WAITING ip=%s/%u udp=%u mac=%s\n", ns_ip_str(net_ns.ip, b), net_ns.prefix,
 	       net_ns.udp_echo_port, d->mac_str);
 	if ((r = ns_echo_serve(&net_ns, ms, count)))

@@ -528,6 +528,12 @@ int ns_poll(struct netstack *ns, uint64_t wait_ms)
 	return 1;
 }
 
+int ns_announce(struct netstack *ns)
+{
+	/* RFC 5227 2.3: an ARP request with sender and target = our address, broadcast. */
+	return ns_send(ns, ns_build_arp(txbuf, 1, ns->mac, ns->ip, zero_mac, ns->ip, bcast_mac));
+}
+
 const char *ns_arp_resolve(struct netstack *ns, uint32_t ip, uint8_t mac[6], uint64_t timeout_ms)
 {
 	uint64_t end = now_ms(ns) + timeout_ms, next = 0;

@@ -156,6 +156,8 @@ void ns_input(struct netstack *ns, const uint8_t *f, size_t len, int validated);
 /* Receive and handle frames for up to wait_ms (returns after the first one):
  * 1 one handled, 0 none, -1 device failure (ns->errbuf). */
 int ns_poll(struct netstack *ns, uint64_t wait_ms);
+/* Gratuitous ARP (announcement) for ns->ip: 0 sent, -1 failed (ns->errbuf). */
+int ns_announce(struct netstack *ns);
 /* ARP for ip (retried every 500 ms) within timeout_ms: NULL or a failure. */
 const char *ns_arp_resolve(struct netstack *ns, uint32_t ip, uint8_t mac[6], uint64_t timeout_ms);
 /* DISCOVER/OFFER/REQUEST/ACK within timeout_ms: ns->ip, prefix, gw, dns, server, lease. */

@@ -3,8 +3,9 @@
  * side pvh uses for `--net user`) over a socketpair (`passt --fd`, QEMU's
  * stream framing: a 32-bit big-endian length before each frame). DHCP as
  * net_dhcp does it, then net_tcp's exchange with an echo server on the
- * host's loopback, reached through the gateway address (passt maps it to
- * the host). Run by `make hosttest` only when passt is installed.
+ * host, reached through the gateway address (passt maps it to the host),
+ * then net_echo's UDP service through passt's port forwarding (-u).
+ * Run by `make hosttest` only when passt is installed.
  */
 #define _GNU_SOURCE
 #include <stdio.h>
@@ -18,6 +19,7 @@
 #include <pthread.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
+#include <sys/time.h>
 #include <netinet/in.h>
 #include <arpa/inet.h>
 /* testguest.h's shutdown() is the guest's SCHEDOP_shutdown, not the socket call. */
@@ -114,6 +116,35 @@ static uint64_t q_now(void *ctx)
 static uint64_t q_now_ms(void) { return q_now(NULL); }
 static const char *q_err(void *ctx) { (void)ctx; return err; }
 
+/* net_echo's UDP service: host port 47007 forwarded by passt to the guest's port 7. */
+#define UDP_HOST_PORT 47007
+#define UDP_FWD "47007:7"
+static int udp_ok;
+
+static void *udp_client(void *arg)
+{
+	(void)arg;
+	int u = socket(AF_INET, SOCK_DGRAM, 0);
+	struct sockaddr_in to = { .sin_family = AF_INET, .sin_port = htons(UDP_HOST_PORT),
+				  .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+	struct timeval tv = { .tv_sec = 1 };
+	setsockopt(u, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+	for (int i = 0; i < 3; i++) {
+		char m[64], b[64];
+		int n = snprintf(m, sizeof(m), "pvh udp echo %d", i);
+		for (int tries = 0; tries < 5; tries++) {
+			sendto(u, m, (size_t)n, 0, (struct sockaddr *)&to, sizeof(to));
+			ssize_t r = recv(u, b, sizeof(b), 0);
+			if (r == n && !memcmp(b, m, (size_t)n)) {
+				udp_ok++;
+				break;
+			}
+		}
+	}
+	close(u);
+	return NULL;
+}
+
 /* The host's echo server: one connection, everything back, close at EOF. */
 static int lsock;
 static size_t echoed;
@@ -163,8 +194,8 @@ int main(int argc, char **argv)
 		snprintf(fd, sizeof(fd), "%d", sv[1]);
 		const char *pcap = getenv("PASST_PCAP");
 		if (pcap)
-			execlp("passt", "passt", "-f", "-q", "-1", "-p", pcap, "-F", fd, (char *)NULL);
-		execlp("passt", "passt", "-f", "-q", "-1", "-F", fd, (char *)NULL);
+			execlp("passt", "passt", "-f", "-q", "-1", "-u", UDP_FWD, "-p", pcap, "-F", fd, (char *)NULL);
+		execlp("passt", "passt", "-f", "-q", "-1", "-u", UDP_FWD, "-F", fd, (char *)NULL);
 		perror("exec passt");
 		_exit(127);
 	}
@@ -195,6 +226,23 @@ int main(int argc, char **argv)
 			printf("ok   TCP echo through passt (gateway %s:%u -> the host): 65536 bytes back, crc32 0x%08x, "
 			       "%u segments out, %u in, %u retransmits, %u dup ACKs, %u out of order, %lu ms; server echoed %zu\n", y, port, t.crc_recv,
 			       t.segs_sent, t.segs_recv, t.retransmits, t.dup_acks_total, t.ooo_dropped, (unsigned long)(q_now(NULL) - t0), echoed);
+		}
+	}
+	if (!failed) {
+		/* net_echo: announce, then serve until 3 datagrams came back to the client. */
+		ns.udp_echo_port = 7;
+		ns_announce(&ns);
+		pthread_t uc;
+		pthread_create(&uc, NULL, udp_client, NULL);
+		r = ns_echo_serve(&ns, 8000, 3);
+		pthread_join(uc, NULL);
+		if (r || udp_ok != 3) {
+			printf("BAD  UDP echo through passt (host port %u -> guest port 7): %s, %d of 3 back, %u echoed\n",
+			       UDP_HOST_PORT, r ? r : "ok", udp_ok, ns.udp_echoes);
+			failed = 1;
+		} else {
+			printf("ok   UDP echo through passt (host 127.0.0.1:%u -> guest port 7): 3 of 3 datagrams back\n",
+			       UDP_HOST_PORT);
 		}
 	}
 	close(sock);
