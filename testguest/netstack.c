@@ -718,9 +718,10 @@ static void tcp_input(struct netstack *ns, const struct ns_pkt *p)
 		}
 		t->snd_wnd = p->wnd;
 	}
-	/* Data: in order only; anything else is dropped and re-acked. */
+	/* Data: in order only; anything else is dropped and re-acked. A repeated
+	 * SYN-ACK (our ACK of it lost) is answered with an ACK too. */
 	uint32_t off = p->seq - t->irs;
-	int need_ack = 0;
+	int need_ack = (p->tcp_flags & TCP_SYN) != 0;
 	if (p->data_len) {
 		need_ack = 1;
 		if (off != t->rcv_nxt) {
