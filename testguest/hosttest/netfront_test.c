@@ -45,6 +45,9 @@ static struct toy {
 	/* faults and variants */
 	unsigned rx_chunk;		/* split RX frames into slots of this many bytes */
 	int rx_extra, rx_validated, no_rx_copy, max_queues;
+	int tx_hold;			/* never answer TX */
+	int rx_bad_id;			/* RX responses name another buffer */
+	int rx_keep_mapped;		/* RX buffers left mapped after the response */
 	/* what happened */
 	unsigned long tx_frames, tx_slots, max_tx_slots, rx_frames, rx_slots;
 	/* scripted traffic for net_echo */
@@ -320,9 +323,10 @@ static void serve_rx(void)
 			if (o + len > PAGE_SIZE)
 				o = 0;
 			memcpy(pg + o, f + off, len);
-			unmap(req.gref);
+			if (!toy.rx_keep_mapped)
+				unmap(req.gref);
 			off += len;
-			rsp->id = req.id;
+			rsp->id = (uint16_t)(toy.rx_bad_id ? req.id + 100 : req.id);
 			rsp->offset = (uint16_t)o;
 			rsp->status = (int16_t)len;
 			rsp->flags = (uint16_t)((off < n ? NETRXF_more_data : 0) |
@@ -460,7 +464,7 @@ static void backend_step(void)
 	if (toy.inject && ++toy.steps_connected % 50 == 0)
 		inject();
 	for (unsigned q = 0; q < toy.nq; q++) {
-		if (kicked[toy.q[q].port_tx]) {
+		if (kicked[toy.q[q].port_tx] && !toy.tx_hold) {
 			kicked[toy.q[q].port_tx] = 0;
 			serve_tx(q);
 		}
@@ -592,6 +596,19 @@ int main(int argc, char **argv)
 	toy_create();
 	be_set_state(XenbusStateInitialising);
 	expect("net_info", "pvh.nettimeout=300", "waiting for InitWait");
+
+	/* Backend bugs the frontend must name. */
+	toy_create();
+	toy.tx_hold = 1;
+	expect("net_info", "pvh.nettimeout=300", "no TX response in 300 ms");
+	toy_create();
+	toy.rx_bad_id = 1;
+	expect("net_dhcp", "pvh.nettimeout=300", "RX response id 100 at 0 matches no posted buffer");
+	toy_create();
+	toy.rx_keep_mapped = 1;
+	expect("net_dhcp", "pvh.nettimeout=300", "backend still maps RX buffer ref");
+	for (unsigned ref = 0; ref < NREFS; ref++)	/* the toy's leak, not the frontend's */
+		gt[ref].flags = 0;
 
 	printf("%u checks, %u failed\n", checks, failures);
 	return failures ? 1 : 0;
