@@ -56,6 +56,7 @@
  * "FAIL <reason>" with the ring indices or states seen.
  */
 #include "testguest.h"
+#include "xenbus_front.h"
 
 #include <xen/event_channel.h>
 #include <xen/grant_table.h>
@@ -163,11 +164,10 @@ struct blk_queue {
 struct blk_dev {
 	/* found in XenStore */
 	unsigned vdev;
-	char fe[48];			/* "device/vbd/<vdev>" (relative to our home) */
-	char be[128];			/* the frontend's `backend` node */
-	domid_t beid;
+	/* fe = "device/vbd/<vdev>", be, beid, fe_state, and the backend's
+	 * states during the last wait (trail, e.g. "6>2>4") */
+	struct xenbus_front xb;
 	char type[16];			/* device-type */
-	unsigned fe_state;		/* what we last wrote to <fe>/state */
 	int known;			/* fe_state is ours (prepared once this boot) */
 	/* read at InitWait */
 	uint64_t max_order, max_queues;
@@ -182,8 +182,6 @@ struct blk_dev {
 	struct blk_queue q[BLK_MAX_QUEUES];
 	uint8_t page_busy[BLK_PAGES];
 	uint32_t next_id;
-	/* states the backend went through during the last wait, e.g. "6>2>4" */
-	char trail[48];
 };
 
 static struct blk_dev dev;
@@ -211,40 +209,11 @@ static const char *keep(const char *r)
 /* ------------------------------------------------------------------ */
 /* Small helpers                                                        */
 
-static int streq(const char *a, const char *b)
-{
-	while (*a && *a == *b)
-		a++, b++;
-	return *a == *b;
-}
-
 static int opt_word(const char *key, const char *word)
 {
 	size_t len;
 	const char *v = cmdline_opt(key, &len);
 	return v && len == strlen(word) && !strncmp(v, word, len);
-}
-
-/* Decimal, whole string: 0 ok, -1 not a number. */
-static int parse_u64(const char *s, uint64_t *out)
-{
-	uint64_t n = 0;
-	const char *p = s;
-	for (; *p >= '0' && *p <= '9'; p++)
-		n = n * 10 + (uint64_t)(*p - '0');
-	if (p == s || *p)
-		return -1;
-	*out = n;
-	return 0;
-}
-
-static const char *state_name(unsigned s)
-{
-	static const char *const names[] = {
-		"Unknown", "Initialising", "InitWait", "Initialised", "Connected",
-		"Closing", "Closed", "Reconfiguring", "Reconfigured",
-	};
-	return s < ARRAY_SIZE(names) ? names[s] : "?";
 }
 
 static const char *op_name(unsigned op)
@@ -290,160 +259,6 @@ static const char *req_desc(const struct blk_req *x)
 }
 
 /* ------------------------------------------------------------------ */
-/* XenStore                                                             */
-
-static char xs_val[256];
-
-/* <dir>/<key> into xs_val: 1 found, 0 absent (ENOENT), -1 another error. */
-static int xs_get(const char *dir, const char *key)
-{
-	char path[192];
-	uint32_t len = 0;
-	snprintf(path, sizeof(path), "%s/%s", dir, key);
-	const char *v = xenstore_read(path, &len);
-	xs_val[0] = 0;
-	if (!v)
-		return streq(xenstore_error(), "ENOENT") ? 0 : -1;
-	if (len > sizeof(xs_val) - 1)
-		len = sizeof(xs_val) - 1;
-	memcpy(xs_val, v, len);
-	xs_val[len] = 0;
-	return 1;
-}
-
-/* A decimal node, `def` if absent (xenbus_read_unsigned). */
-static const char *xs_num(const char *dir, const char *key, uint64_t def, uint64_t *out)
-{
-	int r = xs_get(dir, key);
-	if (r < 0)
-		return fail("read %s/%s: %s", dir, key, xenstore_error());
-	if (r == 0) {
-		*out = def;
-		return NULL;
-	}
-	if (parse_u64(xs_val, out))
-		return fail("%s/%s = \"%.32s\" is not a number", dir, key, xs_val);
-	return NULL;
-}
-
-/* A decimal node that must exist (xenbus_gather). */
-static const char *xs_need(const char *dir, const char *key, uint64_t *out)
-{
-	int r = xs_get(dir, key);
-	if (r < 0)
-		return fail("read %s/%s: %s", dir, key, xenstore_error());
-	if (r == 0)
-		return fail("no %s/%s", dir, key);
-	if (parse_u64(xs_val, out))
-		return fail("%s/%s = \"%.32s\" is not a number", dir, key, xs_val);
-	return NULL;
-}
-
-/* <fe>/<key> = value inside transaction tx (xenbus_printf). */
-static const char *fe_put(struct blk_dev *d, uint32_t tx, const char *key, const char *fmt, ...)
-	__attribute__((format(printf, 4, 5)));
-static const char *fe_put(struct blk_dev *d, uint32_t tx, const char *key, const char *fmt, ...)
-{
-	char path[96], value[64];
-	va_list ap;
-	va_start(ap, fmt);
-	vsnprintf(value, sizeof(value), fmt, ap);
-	va_end(ap);
-	snprintf(path, sizeof(path), "%s/%s", d->fe, key);
-	if (!streq(key, "state"))
-		DBG(1, "PVHINFO blk: write %s = %s\n", path, value);
-	if (xenstore_write_tx(tx, path, value))
-		return fail("write %s: %s", path, xenstore_error());
-	return NULL;
-}
-
-/* xenbus_switch_state: <fe>/state = s. */
-static const char *fe_state(struct blk_dev *d, unsigned s)
-{
-	const char *r = fe_put(d, 0, "state", "%u", s);
-	if (!r)
-		d->fe_state = s;
-	DBG(1, "PVHINFO blk: write %s/state = %u (%s)\n", d->fe, s, state_name(s));
-	return r;
-}
-
-/* The backend's state now (0 Unknown if the node is absent). */
-static const char *be_state(struct blk_dev *d, unsigned *st)
-{
-	uint64_t v;
-	const char *r = xs_num(d->be, "state", XenbusStateUnknown, &v);
-	*st = (unsigned)v;
-	return r;
-}
-
-/* The backend's `error` node (pvh's connect failure, Linux's xenbus_dev_error), if readable. */
-static const char *be_error(struct blk_dev *d)
-{
-	static char e[80];
-	e[0] = 0;
-	if (xs_get(d->be, "error") == 1)
-		snprintf(e, sizeof(e), "; backend error: %.60s", xs_val);
-	return e;
-}
-
-#define BLK_TOKEN "pvh-blk"
-
-/*
- * Waits (bounded, pvh.blktimeout) until the backend's state is in `want`
- * (a mask of 1 << XenbusState). `stop`: states that end the wait at once
- * with a failure. A watch on <be>/state wakes us; the node is re-read at
- * least every 250 ms as well. d->trail records the states seen.
- */
-static const char *wait_be(struct blk_dev *d, unsigned want, unsigned stop, const char *what,
-			   unsigned *got)
-{
-	char path[160];
-	const char *r = NULL;
-	unsigned st = ~0u, last = ~0u;
-	size_t tn = 0;
-	snprintf(path, sizeof(path), "%s/state", d->be);
-	d->trail[0] = 0;
-	if (xenstore_watch(path, BLK_TOKEN))
-		return fail("watch %s: %s", path, xenstore_error());
-	uint64_t end = tsc_deadline_ms(blk_timeout);
-	for (;;) {
-		if ((r = be_state(d, &st)))
-			break;
-		if (st != last) {
-			DBG(1, "PVHINFO blk: backend state %u (%s)%s\n", st, state_name(st),
-			    st < 32 && ((want >> st) & 1) ? "" : ", waiting");
-			if (tn + 4 < sizeof(d->trail))
-				tn += (size_t)snprintf(d->trail + tn, sizeof(d->trail) - tn, "%s%u",
-						       tn ? ">" : "", st);
-			last = st;
-		}
-		if (st < 32 && ((want >> st) & 1))
-			break;
-		if (st < 32 && ((stop >> st) & 1)) {
-			r = fail("backend went to %u (%s) waiting for %s%s", st, state_name(st), what,
-				 be_error(d));
-			break;
-		}
-		uint64_t now = rdtsc();
-		if (now >= end) {
-			r = fail("backend state %u (%s) after %lu ms waiting for %s (seen %s)%s", st,
-				 state_name(st), (unsigned long)blk_timeout, what, d->trail, be_error(d));
-			break;
-		}
-		uint64_t left = (end - now) / tsc_khz() + 1;
-		const char *p, *t;
-		if (xenstore_wait_watch(&p, &t, left < 250 ? left : 250) < 0) {
-			r = fail("xenstore: %s", xenstore_error());
-			break;
-		}
-	}
-	xenstore_unwatch(path, BLK_TOKEN);
-	if (got)
-		*got = st;
-	return r;
-}
-
-/* ------------------------------------------------------------------ */
 /* Finding the device                                                   */
 
 /*
@@ -460,7 +275,7 @@ static const char *blk_find(struct blk_dev *d, char *list, size_t listlen)
 		return r;
 	const char *names = xenstore_directory("device/vbd", &len);
 	if (!names)
-		return streq(xenstore_error(), "ENOENT") ? "no device/vbd in XenStore (no --disk?)"
+		return xb_streq(xenstore_error(), "ENOENT") ? "no device/vbd in XenStore (no --disk?)"
 							 : fail("directory device/vbd: %s", xenstore_error());
 	static char copy[256];
 	if (len >= sizeof(copy))
@@ -472,13 +287,13 @@ static const char *blk_find(struct blk_dev *d, char *list, size_t listlen)
 	char types[8][12];
 	for (uint32_t i = 0; i < len && n < 8; i += (uint32_t)strlen(copy + i) + 1) {
 		uint64_t v;
-		if (!copy[i] || parse_u64(copy + i, &v) || v > 0xffffffffu)
+		if (!copy[i] || xb_parse_u64(copy + i, &v) || v > 0xffffffffu)
 			continue;	/* not a vdev number */
 		vdevs[n] = (unsigned)v;
 		char dir[48];
 		snprintf(dir, sizeof(dir), "device/vbd/%u", vdevs[n]);
-		int t = xs_get(dir, "device-type");
-		snprintf(types[n], sizeof(types[n]), "%s", t == 1 ? xs_val : t == 0 ? "disk" : "?");
+		int t = xb_get(dir, "device-type");
+		snprintf(types[n], sizeof(types[n]), "%s", t == 1 ? xb_val : t == 0 ? "disk" : "?");
 		n++;
 	}
 	if (!n)
@@ -490,7 +305,7 @@ static const char *blk_find(struct blk_dev *d, char *list, size_t listlen)
 
 	uint64_t want = opt_num("pvh.blkdev=", 0);
 	for (unsigned i = 0; i < n; i++) {
-		if (want ? vdevs[i] == want : streq(types[i], "disk") && (pick == ~0u || vdevs[i] < vdevs[pick]))
+		if (want ? vdevs[i] == want : xb_streq(types[i], "disk") && (pick == ~0u || vdevs[i] < vdevs[pick]))
 			pick = i;
 	}
 	if (pick == ~0u)
@@ -498,21 +313,13 @@ static const char *blk_find(struct blk_dev *d, char *list, size_t listlen)
 			    : fail("no vbd with device-type disk (have %s)", list);
 
 	d->vdev = vdevs[pick];
-	snprintf(d->fe, sizeof(d->fe), "device/vbd/%u", d->vdev);
+	snprintf(d->xb.fe, sizeof(d->xb.fe), "device/vbd/%u", d->vdev);
 	snprintf(d->type, sizeof(d->type), "%s", types[pick]);
 	/* xenbus_read_otherend_details: backend-id, backend. */
-	uint64_t beid;
-	if ((r = xs_need(d->fe, "backend-id", &beid)))
+	if ((r = xb_read_otherend(&d->xb)))
 		return r;
-	if (beid >= DOMID_FIRST_RESERVED)
-		return fail("%s/backend-id = %lu", d->fe, (unsigned long)beid);
-	d->beid = (domid_t)beid;
-	int got = xs_get(d->fe, "backend");
-	if (got != 1 || !xs_val[0])
-		return fail("no %s/backend: %s", d->fe, got < 0 ? xenstore_error() : "absent");
-	snprintf(d->be, sizeof(d->be), "%s", xs_val);
-	DBG(1, "PVHINFO blk: vbds %s; using %s (%s), backend %s (domain %u)\n", list, d->fe, d->type,
-	    d->be, d->beid);
+	DBG(1, "PVHINFO blk: vbds %s; using %s (%s), backend %s (domain %u)\n", list, d->xb.fe, d->type,
+	    d->xb.be, d->xb.beid);
 	return NULL;
 }
 
@@ -539,11 +346,11 @@ static const char *rings_setup(struct blk_dev *d, unsigned order, unsigned nq)
 		blkif_sring_t *s = (blkif_sring_t *)blk_page(Q->page0);
 		XEN_FRONT_RING_INIT(&Q->ring, s, PAGE_SIZE << order);
 		for (unsigned i = 0; i < (1u << order); i++)
-			gnttab_grant_ref(page_ref(Q->page0 + i), d->beid, page_gfn(Q->page0 + i), 0);
+			gnttab_grant_ref(page_ref(Q->page0 + i), d->xb.beid, page_gfn(Q->page0 + i), 0);
 		/* xenbus_alloc_evtchn: an unbound port the backend binds to. */
-		struct evtchn_alloc_unbound au = { .dom = DOMID_SELF, .remote_dom = d->beid };
+		struct evtchn_alloc_unbound au = { .dom = DOMID_SELF, .remote_dom = d->xb.beid };
 		if ((rc = evtchn_op(EVTCHNOP_alloc_unbound, &au)) != 0)
-			return fail("EVTCHNOP_alloc_unbound(remote d%u) rc %ld", d->beid, rc);
+			return fail("EVTCHNOP_alloc_unbound(remote d%u) rc %ld", d->xb.beid, rc);
 		Q->port = au.port;
 		struct evtchn_unmask um = { .port = Q->port };
 		evtchn_op(EVTCHNOP_unmask, &um);
@@ -606,77 +413,68 @@ static void remove_ring_nodes(struct blk_dev *d)
 	_Static_assert(BLK_MAX_ORDER == 2 && BLK_MAX_QUEUES == 2, "keys[] covers what we write");
 	char path[96];
 	for (unsigned i = 0; i < ARRAY_SIZE(keys); i++) {
-		snprintf(path, sizeof(path), "%s/%s", d->fe, keys[i]);
+		snprintf(path, sizeof(path), "%s/%s", d->xb.fe, keys[i]);
 		xenstore_rm(path);	/* ENOENT: fine */
 	}
 }
 
-/* Publish the rings (write_per_ring_nodes etc.) in one transaction, as talk_to_blkback. */
+/* The nodes talk_to_blkback writes (write_per_ring_nodes etc.), inside transaction tx. */
+static const char *fill_ring_nodes(struct xenbus_front *f, uint32_t tx, void *arg)
+{
+	struct blk_dev *d = arg;
+	const char *r = NULL;
+	if (d->order > 0)
+		r = xb_put(&d->xb, tx, "ring-page-order", "%u", d->order);
+	if (!r && d->nq > 1)
+		r = xb_put(&d->xb, tx, "multi-queue-num-queues", "%u", d->nq);
+	for (unsigned q = 0; q < d->nq && !r; q++) {
+		/* One queue: the plain keys; more: under queue-<n>/ (blkif.h). */
+		char dir[16] = "", k[48];
+		if (d->nq > 1)
+			snprintf(dir, sizeof(dir), "queue-%u/", q);
+		if (d->order == 0) {
+			snprintf(k, sizeof(k), "%sring-ref", dir);
+			r = xb_put(&d->xb, tx, k, "%u", page_ref(d->q[q].page0));
+		}
+		for (unsigned i = 0; d->order > 0 && i < (1u << d->order) && !r; i++) {
+			snprintf(k, sizeof(k), "%sring-ref%u", dir, i);
+			r = xb_put(&d->xb, tx, k, "%u", page_ref(d->q[q].page0 + i));
+		}
+		if (!r) {
+			snprintf(k, sizeof(k), "%sevent-channel", dir);
+			r = xb_put(&d->xb, tx, k, "%u", d->q[q].port);
+		}
+	}
+	if (!r)
+		r = xb_put(f, tx, "protocol", "%s", XEN_IO_PROTO_ABI_X86_64);
+	if (!r)
+		r = xb_put(f, tx, "feature-persistent", "%u", 0);
+	return r;
+}
+
+/* Publish the rings in one transaction (retried on EAGAIN), as talk_to_blkback. */
 static const char *write_ring_nodes(struct blk_dev *d)
 {
-	const char *r;
 	remove_ring_nodes(d);
-	for (int attempt = 0; attempt < 10; attempt++) {
-		uint32_t tx;
-		if (xenstore_transaction_start(&tx))
-			return fail("transaction_start: %s", xenstore_error());
-		r = NULL;
-		if (d->order > 0)
-			r = fe_put(d, tx, "ring-page-order", "%u", d->order);
-		if (!r && d->nq > 1)
-			r = fe_put(d, tx, "multi-queue-num-queues", "%u", d->nq);
-		for (unsigned q = 0; q < d->nq && !r; q++) {
-			/* One queue: the plain keys; more: under queue-<n>/ (blkif.h). */
-			char dir[16] = "", k[48];
-			if (d->nq > 1)
-				snprintf(dir, sizeof(dir), "queue-%u/", q);
-			if (d->order == 0) {
-				snprintf(k, sizeof(k), "%sring-ref", dir);
-				r = fe_put(d, tx, k, "%u", page_ref(d->q[q].page0));
-			}
-			for (unsigned i = 0; d->order > 0 && i < (1u << d->order) && !r; i++) {
-				snprintf(k, sizeof(k), "%sring-ref%u", dir, i);
-				r = fe_put(d, tx, k, "%u", page_ref(d->q[q].page0 + i));
-			}
-			if (!r) {
-				snprintf(k, sizeof(k), "%sevent-channel", dir);
-				r = fe_put(d, tx, k, "%u", d->q[q].port);
-			}
-		}
-		if (!r)
-			r = fe_put(d, tx, "protocol", "%s", XEN_IO_PROTO_ABI_X86_64);
-		if (!r)
-			r = fe_put(d, tx, "feature-persistent", "%u", 0);
-		if (r) {
-			xenstore_transaction_end(tx, 0);
-			return r;
-		}
-		int e = xenstore_transaction_end(tx, 1);
-		if (e == 1 && streq(xenstore_error(), "EAGAIN"))
-			continue;
-		if (e)
-			return fail("transaction_end: %s", xenstore_error());
-		return NULL;
-	}
-	return "transaction_end EAGAIN 10 times";
+	return xb_transaction(&d->xb, fill_ring_nodes, d);
 }
 
 /* blkfront_connect / blkfront_gather_backend_features: what the backend published. */
 static const char *read_connected(struct blk_dev *d)
 {
 	const char *r;
-	if ((r = xs_need(d->be, "sectors", &d->sectors)) || (r = xs_need(d->be, "info", &d->info)) ||
-	    (r = xs_need(d->be, "sector-size", &d->sector_size)))
+	if ((r = xb_need(d->xb.be, "sectors", &d->sectors)) || (r = xb_need(d->xb.be, "info", &d->info)) ||
+	    (r = xb_need(d->xb.be, "sector-size", &d->sector_size)))
 		return fail("backend Connected, but %s", keep(r));
-	if ((r = xs_num(d->be, "physical-sector-size", d->sector_size, &d->phys_sector_size)) ||
-	    (r = xs_num(d->be, "feature-barrier", 0, &d->barrier)) ||
-	    (r = xs_num(d->be, "feature-flush-cache", 0, &d->flush)) ||
-	    (r = xs_num(d->be, "feature-discard", 0, &d->discard)) ||
-	    (r = xs_num(d->be, "discard-granularity", d->sector_size, &d->discard_gran)) ||
-	    (r = xs_num(d->be, "discard-alignment", 0, &d->discard_align)) ||
-	    (r = xs_num(d->be, "discard-secure", 0, &d->discard_secure)) ||
-	    (r = xs_num(d->be, "feature-persistent", 0, &d->persistent)) ||
-	    (r = xs_num(d->be, "feature-max-indirect-segments", 0, &d->max_indirect)))
+	if ((r = xb_num(d->xb.be, "physical-sector-size", d->sector_size, &d->phys_sector_size)) ||
+	    (r = xb_num(d->xb.be, "feature-barrier", 0, &d->barrier)) ||
+	    (r = xb_num(d->xb.be, "feature-flush-cache", 0, &d->flush)) ||
+	    (r = xb_num(d->xb.be, "feature-discard", 0, &d->discard)) ||
+	    (r = xb_num(d->xb.be, "discard-granularity", d->sector_size, &d->discard_gran)) ||
+	    (r = xb_num(d->xb.be, "discard-alignment", 0, &d->discard_align)) ||
+	    (r = xb_num(d->xb.be, "discard-secure", 0, &d->discard_secure)) ||
+	    (r = xb_num(d->xb.be, "feature-persistent", 0, &d->persistent)) ||
+	    (r = xb_num(d->xb.be, "feature-max-indirect-segments", 0, &d->max_indirect)))
 		return r;
 	DBG(1, "PVHINFO blk: connected: sectors %lu sector-size %lu physical-sector-size %lu info 0x%lx "
 	    "barrier %lu flush %lu discard %lu (granularity %lu alignment %lu secure %lu) persistent %lu "
@@ -704,10 +502,10 @@ static const char *blk_connect(struct blk_dev *d, unsigned order, unsigned nq, i
 	unsigned st;
 	if (!early) {
 		/* blkback_changed(InitWait) -> talk_to_blkback */
-		if ((r = wait_be(d, 1u << XenbusStateInitWait, 1u << XenbusStateClosing, "InitWait", &st)))
+		if ((r = xb_wait_be(&d->xb, 1u << XenbusStateInitWait, 1u << XenbusStateClosing, "InitWait", &st)))
 			return r;
-		if ((r = xs_num(d->be, "max-ring-page-order", 0, &d->max_order)) ||
-		    (r = xs_num(d->be, "multi-queue-max-queues", 1, &d->max_queues)))
+		if ((r = xb_num(d->xb.be, "max-ring-page-order", 0, &d->max_order)) ||
+		    (r = xb_num(d->xb.be, "multi-queue-max-queues", 1, &d->max_queues)))
 			return r;
 		DBG(1, "PVHINFO blk: backend max-ring-page-order %lu multi-queue-max-queues %lu\n",
 		    (unsigned long)d->max_order, (unsigned long)d->max_queues);
@@ -720,20 +518,20 @@ static const char *blk_connect(struct blk_dev *d, unsigned order, unsigned nq, i
 	} else {
 		order = 0;
 		nq = 1;
-		if ((r = be_state(d, &st)))
+		if ((r = xb_be_state(&d->xb, &st)))
 			return r;
 		*early_state = st;
 		DBG(1, "PVHINFO blk: early: backend state %u (%s), not waiting for InitWait\n", st,
-		    state_name(st));
+		    xb_state_name(st));
 	}
 	if ((r = rings_setup(d, order, nq)) || (r = write_ring_nodes(d)) ||
-	    (r = fe_state(d, XenbusStateInitialised)))
+	    (r = xb_switch_state(&d->xb, XenbusStateInitialised)))
 		return r;
 	/* blkback_changed(Connected) -> blkfront_connect */
 	unsigned stop = early ? 0 : (1u << XenbusStateClosing) | (1u << XenbusStateClosed);
-	if ((r = wait_be(d, 1u << XenbusStateConnected, stop, "Connected", &st)))
+	if ((r = xb_wait_be(&d->xb, 1u << XenbusStateConnected, stop, "Connected", &st)))
 		return r;
-	if ((r = read_connected(d)) || (r = fe_state(d, XenbusStateConnected)))
+	if ((r = read_connected(d)) || (r = xb_switch_state(&d->xb, XenbusStateConnected)))
 		return r;
 	d->connected = 1;
 	return NULL;
@@ -750,16 +548,16 @@ static const char *blk_teardown(struct blk_dev *d, int reinit)
 {
 	const char *r = NULL, *r2;
 	d->connected = 0;
-	if ((r = fe_state(d, XenbusStateClosing)) ||
-	    (r = wait_be(d, (1u << XenbusStateClosing) | (1u << XenbusStateClosed), 0, "Closing", NULL)) ||
-	    (r = fe_state(d, XenbusStateClosed)) ||
-	    (r = wait_be(d, 1u << XenbusStateClosed, 0, "Closed", NULL)))
+	if ((r = xb_switch_state(&d->xb, XenbusStateClosing)) ||
+	    (r = xb_wait_be(&d->xb, (1u << XenbusStateClosing) | (1u << XenbusStateClosed), 0, "Closing", NULL)) ||
+	    (r = xb_switch_state(&d->xb, XenbusStateClosed)) ||
+	    (r = xb_wait_be(&d->xb, 1u << XenbusStateClosed, 0, "Closed", NULL)))
 		r = keep(r);
 	r2 = rings_release(d);
 	if (!r && r2)
 		r = r2;
-	if (!r && reinit && !(r = fe_state(d, XenbusStateInitialising)))
-		r = wait_be(d, 1u << XenbusStateInitWait, 0, "InitWait after Initialising", NULL);
+	if (!r && reinit && !(r = xb_switch_state(&d->xb, XenbusStateInitialising)))
+		r = xb_wait_be(&d->xb, 1u << XenbusStateInitWait, 0, "InitWait after Initialising", NULL);
 	return r;
 }
 
@@ -773,14 +571,14 @@ static const char *blk_prepare(struct blk_dev *d)
 	const char *r;
 	uint64_t fs;
 	unsigned bs;
-	if (d->known && d->fe_state == XenbusStateInitialising && !d->rings)
+	if (d->known && d->xb.fe_state == XenbusStateInitialising && !d->rings)
 		return NULL;
-	if ((r = xs_num(d->fe, "state", XenbusStateUnknown, &fs)) || (r = be_state(d, &bs)))
+	if ((r = xb_num(d->xb.fe, "state", XenbusStateUnknown, &fs)) || (r = xb_be_state(&d->xb, &bs)))
 		return r;
-	d->fe_state = (unsigned)fs;
+	d->xb.fe_state = (unsigned)fs;
 	d->known = 1;
 	DBG(1, "PVHINFO blk: frontend state %lu (%s), backend %u (%s)\n", (unsigned long)fs,
-	    state_name((unsigned)fs), bs, state_name(bs));
+	    xb_state_name((unsigned)fs), bs, xb_state_name(bs));
 	if (fs == XenbusStateInitialising && bs != XenbusStateConnected && !d->rings)
 		return NULL;
 	return blk_teardown(d, 1);
@@ -794,6 +592,9 @@ static void blk_settings(void)
 		blk_timeout = 10000;
 	blk_notify_always = opt_word("pvh.blknotify=", "always");
 	blk_rogrant = opt_num("pvh.blkrogrant=", 0) != 0;
+	dev.xb.tag = "blk";
+	dev.xb.dbg = blk_dbg;
+	dev.xb.timeout_ms = blk_timeout;
 }
 
 /* Find the device, grants and upcalls ready, frontend Initialising. */
@@ -884,7 +685,7 @@ static const char *submit(struct blk_dev *d, struct blk_req *x)
 			x->ind_page = (int16_t)ip;
 			d->page_busy[ip] = 1;
 			/* Linux grants the indirect pages like the data (rw). */
-			gnttab_grant_ref(page_ref((unsigned)ip), d->beid, page_gfn((unsigned)ip), blk_rogrant);
+			gnttab_grant_ref(page_ref((unsigned)ip), d->xb.beid, page_gfn((unsigned)ip), blk_rogrant);
 			u.ind.operation = BLKIF_OP_INDIRECT;
 			u.ind.indirect_op = x->op;
 			u.ind.nr_segments = x->nseg;
@@ -909,7 +710,7 @@ static const char *submit(struct blk_dev *d, struct blk_req *x)
 		for (unsigned i = 0; i < x->nseg; i++) {
 			unsigned p = BLK_DATA0 + x->seg[i].page;
 			d->page_busy[p] = 1;
-			gnttab_grant_ref(page_ref(p), d->beid, page_gfn(p), ro);
+			gnttab_grant_ref(page_ref(p), d->xb.beid, page_gfn(p), ro);
 		}
 		break;
 	case BLKIF_OP_FLUSH_DISKCACHE:
@@ -1414,16 +1215,16 @@ static const char *info_checks(struct blk_dev *d)
 	uint64_t vd;
 	int dom = xen_domid();
 	char want[96];
-	if ((r = xs_num(d->fe, "virtual-device", d->vdev, &vd)))
+	if ((r = xb_num(d->xb.fe, "virtual-device", d->vdev, &vd)))
 		return r;
 	if (vd != d->vdev)
-		return fail("%s/virtual-device = %lu", d->fe, (unsigned long)vd);
-	if (!streq(d->type, "disk") && !streq(d->type, "cdrom"))
-		return fail("%s/device-type = \"%s\"", d->fe, d->type);
+		return fail("%s/virtual-device = %lu", d->xb.fe, (unsigned long)vd);
+	if (!xb_streq(d->type, "disk") && !xb_streq(d->type, "cdrom"))
+		return fail("%s/device-type = \"%s\"", d->xb.fe, d->type);
 	if (dom >= 0) {
-		snprintf(want, sizeof(want), "/local/domain/%u/backend/vbd/%d/%u", d->beid, dom, d->vdev);
-		if (!streq(d->be, want))
-			return fail("%s/backend = \"%.60s\", want %s", d->fe, d->be, want);
+		snprintf(want, sizeof(want), "/local/domain/%u/backend/vbd/%d/%u", d->xb.beid, dom, d->vdev);
+		if (!xb_streq(d->xb.be, want))
+			return fail("%s/backend = \"%.60s\", want %s", d->xb.fe, d->xb.be, want);
 	}
 	return NULL;
 }
@@ -1474,7 +1275,7 @@ static const char *scen_blk_info(void)
 	       "physical-sector-size %lu info 0x%lx; feature-barrier %lu feature-flush-cache %lu "
 	       "feature-discard %lu (granularity %lu alignment %lu secure %lu) feature-persistent %lu "
 	       "feature-max-indirect-segments %lu max-ring-page-order %lu multi-queue-max-queues %lu\n",
-	       list, d->vdev, d->type, d->be, (unsigned long)d->sectors, (unsigned long)d->sector_size,
+	       list, d->vdev, d->type, d->xb.be, (unsigned long)d->sectors, (unsigned long)d->sector_size,
 	       (unsigned long)d->phys_sector_size, (unsigned long)d->info, (unsigned long)d->barrier,
 	       (unsigned long)d->flush, (unsigned long)d->discard, (unsigned long)d->discard_gran,
 	       (unsigned long)d->discard_align, (unsigned long)d->discard_secure, (unsigned long)d->persistent,
@@ -1798,13 +1599,13 @@ static const char *scen_blk_early_init(void)
 		/* Backend Closed first; then Initialising and at once Initialised. */
 		if ((r = blk_teardown(d, 0)))
 			return blk_end(d, fail("close first: %s", keep(r)));
-		if ((r = fe_state(d, XenbusStateInitialising)))
+		if ((r = xb_switch_state(&d->xb, XenbusStateInitialising)))
 			return blk_end(d, r);
 	}
 	if ((r = blk_connect(d, 0, 1, 1, &st)))
 		return blk_end(d, fail("%s (backend was %u when we wrote Initialised)", keep(r), st));
 	char trail[48];
-	snprintf(trail, sizeof(trail), "%s", d->trail);
+	snprintf(trail, sizeof(trail), "%s", d->xb.trail);
 	/* Then proceeds: 8 pages written and read back. */
 	if ((r = need_writable(d)) || (r = blk_region(d, &start, &count)))
 		return blk_end(d, r);
@@ -1813,7 +1614,7 @@ static const char *scen_blk_early_init(void)
 		return blk_end(d, r);
 	if ((r = blk_end(d, NULL)))
 		return r;
-	pass_note("backend_state_at_initialised=%u (%s) then %s%s io=ok", st, state_name(st), trail,
+	pass_note("backend_state_at_initialised=%u (%s) then %s%s io=ok", st, xb_state_name(st), trail,
 		  restart ? " (after a close)" : "");
 	return NULL;
 }

@@ -22,6 +22,18 @@ void *memcpy(void *d, const void *s, size_t n)
 	return d;
 }
 
+/* Overlapping copies (netstack.c builds replies over the request's bytes). */
+void *memmove(void *d, const void *s, size_t n)
+{
+	uint8_t *p = d;
+	const uint8_t *q = s;
+	if (p <= q || p >= q + n)
+		return memcpy(d, s, n);
+	while (n--)
+		p[n] = q[n];
+	return d;
+}
+
 int memcmp(const void *a, const void *b, size_t n)
 {
 	const uint8_t *p = a, *q = b;

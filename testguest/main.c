@@ -150,6 +150,13 @@ static void run_scenario(const char *name, size_t nlen)
 			return;
 		}
 	}
+	for (size_t i = 0; i < nr_net_scenarios; i++) {
+		if (strlen(net_scenarios[i].name) == nlen &&
+		    strncmp(net_scenarios[i].name, name, nlen) == 0) {
+			result(name, nlen, net_scenarios[i].run());
+			return;
+		}
+	}
 	for (size_t i = 0; i < nr_user_scenarios; i++) {
 		if (strlen(user_scenarios[i].name) == nlen &&
 		    strncmp(user_scenarios[i].name, name, nlen) == 0) {

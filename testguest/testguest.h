@@ -31,6 +31,7 @@
 /* ---- lib.c: string and formatting helpers (no libc) ---- */
 void *memset(void *d, int c, size_t n);
 void *memcpy(void *d, const void *s, size_t n);
+void *memmove(void *d, const void *s, size_t n);
 int memcmp(const void *a, const void *b, size_t n);
 size_t strlen(const char *s);
 size_t strnlen(const char *s, size_t max);
@@ -186,6 +187,10 @@ int gnttab_end_ref(uint32_t ref, uint16_t *flags);
 /* ---- blkfront.c: block frontend scenarios, run only when named ---- */
 extern const struct scenario blk_scenarios[];
 extern const size_t nr_blk_scenarios;
+
+/* ---- netfront.c: network frontend scenarios, run only when named ---- */
+extern const struct scenario net_scenarios[];
+extern const size_t nr_net_scenarios;
 
 /* ---- head.S / hypercall.S ---- */
 extern uint8_t hypercall_page[];
