@@ -83,7 +83,7 @@ let package = Package(
         // BlockFrontend's guest): rings, posted buffers, packets, the handshake.
         .target(name: "NetFrontend", dependencies: ["NetBackend", "BlockFrontend", "EventChannels", "GuestMemory", "XenABI", "XenBus", "XenRing", "XenStore"], swiftSettings: safeSettings),
         // Wiring: vCPU threads, exit handling, transports.
-        .target(name: "VMM", dependencies: ["BlockBackend", "HostIO", "DeviceSpecs", "KVM", "GuestMemory", "XenABI", "PVHBoot", "Hypercalls", "EventChannels", "GrantTables", "ConsoleBackend", "PVTime", "XenStore", "XenBus", "DeviceRuntime"], swiftSettings: safeSettings),
+        .target(name: "VMM", dependencies: ["BlockBackend", "NetBackend", "HostIO", "DeviceSpecs", "KVM", "GuestMemory", "XenABI", "PVHBoot", "Hypercalls", "EventChannels", "GrantTables", "ConsoleBackend", "PVTime", "XenStore", "XenBus", "DeviceRuntime"], swiftSettings: safeSettings),
         .executableTarget(
             name: "pvh",
             dependencies: ["DeviceSpecs", "VMM", "KVM", "XenStore", .product(name: "ArgumentParser", package: "swift-argument-parser")]),

@@ -10,7 +10,7 @@ public enum NetworkBackendType: String, Hashable, Sendable, CaseIterable {
 }
 
 /// One guest network interface as xl's `vif=[ 'VIFSPEC', ... ]` (and
-/// `pvh run --vif`) describes it: comma-separated `key=value` pairs, every
+/// `pvh run --net`) describes it: comma-separated `key=value` pairs, every
 /// key optional (xl-network-configuration(5); xl's parser is
 /// `parse_nic_config` in tools/xl/xl_parse.c). An empty specification is
 /// one interface with user networking and a generated MAC address.
@@ -194,7 +194,7 @@ public struct NetworkInterfaceSpecification: Hashable, Sendable {
         mac ?? MACAddress.xenRandom(using: &generator)
     }
 
-    /// Parses each specification (the `--vif` options, in order) and checks
+    /// Parses each specification (the `--net` options, in order) and checks
     /// them together (`validate`).
     public static func parse(_ specs: [String]) throws(NetworkInterfaceSpecificationError) -> [NetworkInterfaceSpecification] {
         var interfaces: [NetworkInterfaceSpecification] = []

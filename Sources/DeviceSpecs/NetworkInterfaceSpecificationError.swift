@@ -1,6 +1,6 @@
 /// Why a vif specification was refused. Each case carries the whole
 /// specification as the user wrote it; `description` is one line,
-/// `--vif 'SPEC': REASON`, ready for the CLI to print.
+/// `--net 'SPEC': REASON`, ready for the CLI to print.
 public enum NetworkInterfaceSpecificationError: Error, Hashable, Sendable, CustomStringConvertible {
     /// A parameter without `=` (vif specifications have no flags).
     case notKeyValue(spec: String, token: String)
@@ -35,8 +35,8 @@ public enum NetworkInterfaceSpecificationError: Error, Hashable, Sendable, Custo
         }
     }
 
-    /// The option and specification at fault: `--vif 'SPEC'` (one line).
-    public var option: String { "--vif '\(DiskSpecificationError.oneLine(spec))'" }
+    /// The option and specification at fault: `--net 'SPEC'` (one line).
+    public var option: String { "--net '\(DiskSpecificationError.oneLine(spec))'" }
 
     /// Why it was refused (one line).
     public var reason: String {
@@ -58,15 +58,15 @@ public enum NetworkInterfaceSpecificationError: Error, Hashable, Sendable, Custo
         case .unsupported(_, let key, let reason):
             "\(key): \(reason)"
         case .duplicateMAC(_, let mac, let firstSpec):
-            "mac \(mac) is already used by --vif '\(firstSpec)'"
+            "mac \(mac) is already used by --net '\(firstSpec)'"
         case .duplicateInterfaceName(_, let name, let firstSpec):
-            "vifname '\(name)' is already used by --vif '\(firstSpec)'"
+            "vifname '\(name)' is already used by --net '\(firstSpec)'"
         case .duplicateDeviceID(_, let devid, let firstSpec):
-            "devid \(devid) is already used by --vif '\(firstSpec)'"
+            "devid \(devid) is already used by --net '\(firstSpec)'"
         }
         return DiskSpecificationError.oneLine(text)
     }
 
-    /// `--vif 'SPEC': REASON`.
+    /// `--net 'SPEC': REASON`.
     public var description: String { "\(option): \(reason)" }
 }

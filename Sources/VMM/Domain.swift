@@ -9,6 +9,7 @@ import Synchronization
 import GuestMemory
 import Hypercalls
 import KVM
+import NetBackend
 import PVHBoot
 import XenABI
 import XenBus
@@ -117,6 +118,11 @@ public final class Domain: Sendable {
         // Bad input first: nothing is created for a kernel that cannot boot.
         let image = try GuestImage(configuration)
         let disks = try DiskImages(configuration)
+        let networks = try NetworkLinks(configuration)
+        // A domain that fails to build ends its links' host sides (passt
+        // processes, TAP devices) too.
+        var built = false
+        defer { if !built { networks.release() } }
         let machine = try Machine(configuration, system: system)
         vm = machine.vm
         memory = machine.memory
@@ -130,7 +136,8 @@ public final class Domain: Sendable {
         timers = xen.timers
         grants = xen.grants
         toolstack = try ToolstackDevices(configuration, memory: machine.memory, xen: xen,
-                                         store: store ?? XenStoreServer(), output: console, disks: disks)
+                                         store: store ?? XenStoreServer(), output: console, disks: disks,
+                                         networks: networks)
         let dispatcher = xen.dispatcher(configuration, machine: machine, boot: boot, console: console)
         reservation = dispatcher.reservation
 
@@ -147,7 +154,16 @@ public final class Domain: Sendable {
         timerThread = TimerThread(timers: xen.timers, events: xen.events, lifecycle: lifecycle)
         runners = try VCPUSetup.runners(configuration, machine: machine, boot: boot,
                                         breakpoints: Array(transports.breakpointSites), services: services)
+        built = true
     }
+
+    /// The network backends (`--net`), in the order given, while the
+    /// domain lives: their connection state and host sides.
+    public var networkBackends: [NetBackend] { toolstack.networks.all }
+
+    /// Each network interface's per-queue counters (`--net` order), also
+    /// after the domain ended.
+    public var networkMetrics: [[NetMetrics]] { toolstack.networks.metrics }
 
     /// Runs the guest until it shuts down or is stopped. vCPU 0 starts at the
     /// PVH entry; the others wait in KVM_RUN (in-kernel LAPIC: KVM holds them

@@ -41,6 +41,11 @@ extension GuestConfiguration {
         } catch {
             throw .badConfiguration(option: error.option, reason: error.reason)
         }
+        do {
+            try NetworkInterfaceSpecification.validate(networks)
+        } catch {
+            throw .badConfiguration(option: error.option, reason: error.reason)
+        }
     }
 }
 
@@ -210,9 +215,10 @@ struct ToolstackDevices {
     let storeLayout: DomainStoreLayout
     let domain: DomainID
     let disks: DiskBackends
+    let networks: NetworkBackends
 
     init(_ configuration: GuestConfiguration, memory: MappedGuestMemory, xen: XenPlatform, store: XenStoreServer,
-         output: any ConsoleSink, disks images: DiskImages) throws(DomainError) {
+         output: any ConsoleSink, disks images: DiskImages, networks links: NetworkLinks) throws(DomainError) {
         let domain = configuration.domainID
         self.domain = domain
         self.store = store
@@ -264,6 +270,14 @@ struct ToolstackDevices {
         // The disks: their vbd devices under the domain's tree.
         disks = try DiskBackends(images, domain: domain, vcpus: configuration.vcpus, memory: memory, grants: xen.grants,
                                  events: xen.events, runtime: runtime, store: store)
+        // The network interfaces: their vif devices under the domain's tree.
+        do {
+            networks = try NetworkBackends(links, domain: domain, vcpus: configuration.vcpus, memory: memory,
+                                           grants: xen.grants, events: xen.events, runtime: runtime, store: store)
+        } catch {
+            disks.tearDown()
+            throw error
+        }
     }
 
     /// After the vCPUs have stopped: the device threads stop before the tree
@@ -271,6 +285,7 @@ struct ToolstackDevices {
     /// XenStore ring leaves the store, and no pump runs afterwards); then
     /// the tree is removed and @releaseDomain fires, as xl destroys a domain.
     func tearDown() {
+        networks.tearDown()
         disks.tearDown()
         console.shutdown()
         storeRing.shutdown()

@@ -24,14 +24,18 @@ public struct GuestConfiguration: Sendable, Equatable {
     /// The grant table's frame limit (xl's `max_grant_frames`): 1 to
     /// `maximumGrantFrames`, default 64 as Xen's `gnttab_max_frames`.
     public var maxGrantFrames: Int
-    /// The guest's disks (xl's `disk=`, `pvh run --disk`), in the order given.
-    /// Carried and checked (no two with one virtual device number); the
-    /// block backend that serves them is not wired in yet.
+    /// The guest's disks (xl's `disk=`, `pvh run --disk`), in the order given,
+    /// each served by a block backend.
     public var disks: [DiskSpecification]
+    /// The guest's network interfaces (xl's `vif=`, `pvh run --net`), in
+    /// the order given, each served by a network backend.
+    public var networks: [NetworkInterfaceSpecification]
 
     public init(kernelPath: String, initrdPath: String? = nil, commandLine: String = "", memoryMiB: Int = 256, vcpus: Int = 1,
-                name: String = "pvh", maxGrantFrames: Int = GrantTable.defaultMaximumFrames, disks: [DiskSpecification] = []) {
+                name: String = "pvh", maxGrantFrames: Int = GrantTable.defaultMaximumFrames, disks: [DiskSpecification] = [],
+                networks: [NetworkInterfaceSpecification] = []) {
         self.name = name
+        self.networks = networks
         self.maxGrantFrames = maxGrantFrames
         self.disks = disks
         self.kernelPath = kernelPath

@@ -78,6 +78,19 @@ struct Run: ParsableCommand {
                 """, valueName: "spec"))
     var disk: [String] = []
 
+    @Option(name: .customLong("net"),
+            help: ArgumentHelp("""
+                A network interface in xl's vif syntax (xl-network-configuration(5)) plus type=user|tap|none, e.g. \
+                '' (user networking through passt, no root needed), type=tap,vifname=tap0, bridge=br0, \
+                mac=00:16:3e:01:02:03,mtu=1500; repeatable (README: Networking).
+                """, valueName: "spec"))
+    var net: [String] = []
+
+    /// The `--net` options parsed and checked together (no two with one MAC, name or devid).
+    func networks() throws(NetworkInterfaceSpecificationError) -> [NetworkInterfaceSpecification] {
+        try NetworkInterfaceSpecification.parse(net)
+    }
+
     /// The `--disk` options parsed and checked together (no two with one vdev).
     func disks() throws(DiskSpecificationError) -> [DiskSpecification] { try DiskSpecification.parse(disk) }
 
@@ -93,6 +106,11 @@ struct Run: ParsableCommand {
         }
         do {
             _ = try disks()
+        } catch {
+            throw ValidationError(error.description)
+        }
+        do {
+            _ = try networks()
         } catch {
             throw ValidationError(error.description)
         }
@@ -129,8 +147,15 @@ struct Run: ParsableCommand {
         } catch {
             usageFailure(error.description)
         }
+        let networkSpecifications: [NetworkInterfaceSpecification]
+        do {
+            networkSpecifications = try networks()
+        } catch {
+            usageFailure(error.description)
+        }
         let config = GuestConfiguration(kernelPath: kernel, initrdPath: initrd, commandLine: cmdline, memoryMiB: memory, vcpus: vcpus,
-                                        name: guestName.rawValue, maxGrantFrames: maxGrantFrames, disks: diskSpecifications)
+                                        name: guestName.rawValue, maxGrantFrames: maxGrantFrames, disks: diskSpecifications,
+                                        networks: networkSpecifications)
         // The toolstack's XenStore: outlives a guest rebooted with
         // --on-reboot restart, served to dom0 clients on a Unix socket.
         let store = XenStoreServer(log: { FileDescriptorConsoleSink(fd: 2).emit(Array("pvh: xenstore: \($0)\n".utf8)) })

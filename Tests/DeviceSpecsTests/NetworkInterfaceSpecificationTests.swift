@@ -140,36 +140,36 @@ struct NetworkInterfaceSpecificationTests {
     // MARK: Errors
 
     @Test("each error names the specification and the reason, on one line", arguments: [
-        ("mac=00:16:3e:00:00", "--vif 'mac=00:16:3e:00:00': mac '00:16:3e:00:00': must be six hexadecimal octets separated by ':' (00:16:3e:12:34:56)"),
-        ("mac=01:00:5e:00:00:01", "--vif 'mac=01:00:5e:00:00:01': mac '01:00:5e:00:00:01': a multicast address cannot be an interface's (clear bit 0 of the first octet)"),
-        ("mac=ff:ff:ff:ff:ff:ff", "--vif 'mac=ff:ff:ff:ff:ff:ff': mac 'ff:ff:ff:ff:ff:ff': a multicast address cannot be an interface's (clear bit 0 of the first octet)"),
-        ("mac=00:00:00:00:00:00", "--vif 'mac=00:00:00:00:00:00': mac '00:00:00:00:00:00': the all-zero address is not valid"),
-        ("mac=00:16:3e:00:00:1g", "--vif 'mac=00:16:3e:00:00:1g': mac '00:16:3e:00:00:1g': must be six hexadecimal octets separated by ':' (00:16:3e:12:34:56)"),
-        ("mac=00-16-3e-00-00-01", "--vif 'mac=00-16-3e-00-00-01': mac '00-16-3e-00-00-01': must be six hexadecimal octets separated by ':' (00:16:3e:12:34:56)"),
-        ("mtu=67", "--vif 'mtu=67': mtu '67': must be a whole number from 68 to 65535"),
-        ("mtu=65536", "--vif 'mtu=65536': mtu '65536': must be a whole number from 68 to 65535"),
-        ("mtu=1500b", "--vif 'mtu=1500b': mtu '1500b': must be a whole number from 68 to 65535"),
-        ("mtu=", "--vif 'mtu=': mtu '': must be a whole number from 68 to 65535"),
-        ("rate=10Mb", "--vif 'rate=10Mb': rate '10Mb': rate '10Mb' is not <number>[K|M|G](B|b)/s, e.g. 10Mb/s or 100KB/s"),
-        ("rate=10kb/s", "--vif 'rate=10kb/s': rate '10kb/s': rate '10kb/s' is not <number>[K|M|G](B|b)/s, e.g. 10Mb/s or 100KB/s"),
-        ("rate=@20ms", "--vif 'rate=@20ms': rate '@20ms': no rate before '@'"),
-        ("rate=10Mb/s@20h", "--vif 'rate=10Mb/s@20h': rate '10Mb/s@20h': interval '20h' is not <number>[ms|us|s], e.g. 20ms"),
-        ("rate=0Mb/s", "--vif 'rate=0Mb/s': rate '0Mb/s': '0Mb/s' is out of range (1 to 4294967295, in its unit)"),
-        ("rate=1B/s@5000s", "--vif 'rate=1B/s@5000s': rate '1B/s@5000s': '5000s' is out of range (1 to 4294967295, in its unit)"),
-        ("type=bridge", "--vif 'type=bridge': type 'bridge': must be user, tap or none (or xl's vif, ioemu)"),
-        ("type=user,bridge=br0", "--vif 'type=user,bridge=br0': bridge= needs a TAP (type=tap), not type=user"),
-        ("type=none,vifname=x0", "--vif 'type=none,vifname=x0': vifname= names a TAP (type=tap), not type=none"),
-        ("bridge=a234567890123456", "--vif 'bridge=a234567890123456': bridge 'a234567890123456': an interface name is 1 to 15 bytes, without '/', ':' or whitespace"),
-        ("vifname=a/b", "--vif 'vifname=a/b': vifname 'a/b': an interface name is 1 to 15 bytes, without '/', ':' or whitespace"),
-        ("bridge=", "--vif 'bridge=': bridge '': an interface name is 1 to 15 bytes, without '/', ':' or whitespace"),
-        ("devid=-1", "--vif 'devid=-1': devid '-1': must be a whole number from 0 to 2147483647"),
-        ("colour=red", "--vif 'colour=red': unknown key 'colour'"),
-        ("xenbr0", "--vif 'xenbr0': 'xenbr0' is not key=value"),
-        ("bridge=br0,bridge=br1", "--vif 'bridge=br0,bridge=br1': bridge given twice"),
-        ("backend=driverdomain", "--vif 'backend=driverdomain': backend 'driverdomain': only the control domain (0, dom0, Domain-0) serves network interfaces"),
-        ("forwarddev=eth0", "--vif 'forwarddev=eth0': forwarddev: COLO replication is not implemented"),
-        ("colo_compare_out=x", "--vif 'colo_compare_out=x': colo_compare_out: COLO replication is not implemented"),
-        ("mac=zz\n", "--vif 'mac=zz\\n': mac 'zz': must be six hexadecimal octets separated by ':' (00:16:3e:12:34:56)"),
+        ("mac=00:16:3e:00:00", "--net 'mac=00:16:3e:00:00': mac '00:16:3e:00:00': must be six hexadecimal octets separated by ':' (00:16:3e:12:34:56)"),
+        ("mac=01:00:5e:00:00:01", "--net 'mac=01:00:5e:00:00:01': mac '01:00:5e:00:00:01': a multicast address cannot be an interface's (clear bit 0 of the first octet)"),
+        ("mac=ff:ff:ff:ff:ff:ff", "--net 'mac=ff:ff:ff:ff:ff:ff': mac 'ff:ff:ff:ff:ff:ff': a multicast address cannot be an interface's (clear bit 0 of the first octet)"),
+        ("mac=00:00:00:00:00:00", "--net 'mac=00:00:00:00:00:00': mac '00:00:00:00:00:00': the all-zero address is not valid"),
+        ("mac=00:16:3e:00:00:1g", "--net 'mac=00:16:3e:00:00:1g': mac '00:16:3e:00:00:1g': must be six hexadecimal octets separated by ':' (00:16:3e:12:34:56)"),
+        ("mac=00-16-3e-00-00-01", "--net 'mac=00-16-3e-00-00-01': mac '00-16-3e-00-00-01': must be six hexadecimal octets separated by ':' (00:16:3e:12:34:56)"),
+        ("mtu=67", "--net 'mtu=67': mtu '67': must be a whole number from 68 to 65535"),
+        ("mtu=65536", "--net 'mtu=65536': mtu '65536': must be a whole number from 68 to 65535"),
+        ("mtu=1500b", "--net 'mtu=1500b': mtu '1500b': must be a whole number from 68 to 65535"),
+        ("mtu=", "--net 'mtu=': mtu '': must be a whole number from 68 to 65535"),
+        ("rate=10Mb", "--net 'rate=10Mb': rate '10Mb': rate '10Mb' is not <number>[K|M|G](B|b)/s, e.g. 10Mb/s or 100KB/s"),
+        ("rate=10kb/s", "--net 'rate=10kb/s': rate '10kb/s': rate '10kb/s' is not <number>[K|M|G](B|b)/s, e.g. 10Mb/s or 100KB/s"),
+        ("rate=@20ms", "--net 'rate=@20ms': rate '@20ms': no rate before '@'"),
+        ("rate=10Mb/s@20h", "--net 'rate=10Mb/s@20h': rate '10Mb/s@20h': interval '20h' is not <number>[ms|us|s], e.g. 20ms"),
+        ("rate=0Mb/s", "--net 'rate=0Mb/s': rate '0Mb/s': '0Mb/s' is out of range (1 to 4294967295, in its unit)"),
+        ("rate=1B/s@5000s", "--net 'rate=1B/s@5000s': rate '1B/s@5000s': '5000s' is out of range (1 to 4294967295, in its unit)"),
+        ("type=bridge", "--net 'type=bridge': type 'bridge': must be user, tap or none (or xl's vif, ioemu)"),
+        ("type=user,bridge=br0", "--net 'type=user,bridge=br0': bridge= needs a TAP (type=tap), not type=user"),
+        ("type=none,vifname=x0", "--net 'type=none,vifname=x0': vifname= names a TAP (type=tap), not type=none"),
+        ("bridge=a234567890123456", "--net 'bridge=a234567890123456': bridge 'a234567890123456': an interface name is 1 to 15 bytes, without '/', ':' or whitespace"),
+        ("vifname=a/b", "--net 'vifname=a/b': vifname 'a/b': an interface name is 1 to 15 bytes, without '/', ':' or whitespace"),
+        ("bridge=", "--net 'bridge=': bridge '': an interface name is 1 to 15 bytes, without '/', ':' or whitespace"),
+        ("devid=-1", "--net 'devid=-1': devid '-1': must be a whole number from 0 to 2147483647"),
+        ("colour=red", "--net 'colour=red': unknown key 'colour'"),
+        ("xenbr0", "--net 'xenbr0': 'xenbr0' is not key=value"),
+        ("bridge=br0,bridge=br1", "--net 'bridge=br0,bridge=br1': bridge given twice"),
+        ("backend=driverdomain", "--net 'backend=driverdomain': backend 'driverdomain': only the control domain (0, dom0, Domain-0) serves network interfaces"),
+        ("forwarddev=eth0", "--net 'forwarddev=eth0': forwarddev: COLO replication is not implemented"),
+        ("colo_compare_out=x", "--net 'colo_compare_out=x': colo_compare_out: COLO replication is not implemented"),
+        ("mac=zz\n", "--net 'mac=zz\\n': mac 'zz': must be six hexadecimal octets separated by ':' (00:16:3e:12:34:56)"),
     ])
     func errors(_ spec: String, _ message: String) throws {
         let error = try #require(vifError(spec))
@@ -203,7 +203,7 @@ struct NetworkInterfaceSpecificationTests {
             try NetworkInterfaceSpecification.parse(["devid=1", ""])
         }
         let message = NetworkInterfaceSpecificationError.duplicateMAC(spec: "b", mac: try #require(MACAddress(rawValue: 0x00163e000001)), firstSpec: "a").description
-        #expect(message == "--vif 'b': mac 00:16:3e:00:00:01 is already used by --vif 'a'")
+        #expect(message == "--net 'b': mac 00:16:3e:00:00:01 is already used by --net 'a'")
     }
 
     // MARK: MAC addresses
