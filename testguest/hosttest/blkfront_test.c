@@ -17,8 +17,6 @@
 #include "../xenbus_front.c"
 #include "../blkfront.c"
 
-#include "toy_xen.h"
-
 /* ------------------------------------------------------------------ */
 /* The toy backend (Linux xen-blkback's frontend_changed and dispatch)  */
 
@@ -53,13 +51,9 @@ static struct toy {
 	unsigned long requests, ops[8], max_segs;
 } toy;
 
-static void be_set_state(unsigned s)
-{
-	char v[8];
-	toy.state = s;
-	snprintf(v, sizeof(v), "%u", s);
-	kv_set(BE "/state", v);
-}
+#define SCENARIOS blk_scenarios
+#define NR_SCENARIOS nr_blk_scenarios
+#include "toy_xen.h"
 
 static void be_write(const char *key, unsigned long v)
 {
@@ -67,40 +61,6 @@ static void be_write(const char *key, unsigned long v)
 	snprintf(p, sizeof(p), BE "/%s", key);
 	snprintf(s, sizeof(s), "%lu", v);
 	kv_set(p, s);
-}
-
-static void on_write(const char *path)
-{
-	if (!strcmp(path, FE "/state"))
-		toy.fe_changed = 1;
-}
-
-/* gnttab map: the frontend's grant must permit domain 0 (and writing, if asked). */
-static void *map(uint32_t ref, int write)
-{
-	if (ref >= NREFS || !(gt[ref].flags & GTF_permit_access) || gt[ref].dom != 0) {
-		TOY_ERR("map of ref %u: not granted to domain 0 (flags 0x%x)", ref, ref < NREFS ? gt[ref].flags : 0);
-		return NULL;
-	}
-	if (write && (gt[ref].flags & GTF_readonly)) {
-		TOY_ERR("map of ref %u for writing: granted read-only", ref);
-		return NULL;
-	}
-	gt[ref].flags |= GTF_reading | (write ? GTF_writing : 0);
-	return (void *)(uintptr_t)(gt[ref].gfn << 12);
-}
-
-static void unmap(uint32_t ref)
-{
-	if (ref < NREFS)
-		gt[ref].flags &= (uint16_t)~(GTF_reading | GTF_writing);
-}
-
-static const char *fe_node(const char *key)
-{
-	char p[160];
-	snprintf(p, sizeof(p), FE "/%s", key);
-	return kv_get(p);
 }
 
 static void disconnect(void)
@@ -189,38 +149,11 @@ static void connect(void)
 	be_set_state(XenbusStateConnected);
 }
 
-/* frontend_changed (xen-blkback/xenbus.c), tolerant of skipped states unless strict_closed. */
-static void frontend_changed(void)
+/* frontend_changed (xen-blkback/xenbus.c, in toy_xen.h), tolerant of skipped states unless strict_closed. */
+static int connects_on(unsigned fe)
 {
-	const char *v = kv_get(FE "/state");
-	unsigned fe = v ? (unsigned)atoi(v) : 0;
-	switch (fe) {
-	case XenbusStateInitialising:
-		if (toy.state == XenbusStateClosed)
-			be_set_state(XenbusStateInitWait);
-		break;
-	case XenbusStateInitialised:
-	case XenbusStateConnected:
-		if (toy.state == XenbusStateConnected)
-			break;
-		if (toy.state == XenbusStateInitialising)
-			break;	/* not ready: connects once at InitWait (below) */
-		if (toy.state == XenbusStateClosed && toy.strict_closed)
-			break;
-		disconnect();
-		connect();
-		break;
-	case XenbusStateClosing:
-		disconnect();
-		be_set_state(XenbusStateClosing);
-		break;
-	case XenbusStateClosed:
-		disconnect();
-		be_set_state(XenbusStateClosed);
-		break;
-	default:
-		break;
-	}
+	(void)fe;	/* Initialised or Connected */
+	return !(toy.state == XenbusStateClosed && toy.strict_closed);
 }
 
 static int16_t rw(const blkif_request_t *req, uint8_t op, const struct blkif_request_segment *segs, unsigned nseg,
@@ -395,15 +328,11 @@ static void toy_create(void)
 	toy.discard_gran = keep.discard_gran;
 	toy.sectors = keep.sectors;
 	toy.disk = disk ? disk : calloc(toy.sectors, 512);
-	nkv = 0;
-	nev = 0;
-	memset(watches, 0, sizeof(watches));
 	/* A new boot: a new grant table and event channels. */
 	memset(gt, 0, sizeof(gt));
 	memset(port_used, 0, sizeof(port_used));
 	memset(kicked, 0, sizeof(kicked));
-	kv_set(FE "/backend", BE);
-	kv_set(FE "/backend-id", "0");
+	toy_xenstore_fresh();
 	kv_set(FE "/virtual-device", "51712");
 	kv_set(FE "/device-type", "disk");
 	kv_set(FE "/state", "1");
@@ -437,41 +366,6 @@ static void toy_defaults(uint64_t sectors, unsigned sector_size)
 
 /* ------------------------------------------------------------------ */
 /* Running scenarios                                                   */
-
-static unsigned checks, failures;
-
-static const char *run_scenario(const char *name, const char *opts)
-{
-	snprintf(cmdline, sizeof(cmdline), "%s", opts);
-	note[0] = 0;
-	for (size_t i = 0; i < nr_blk_scenarios; i++)
-		if (!strcmp(blk_scenarios[i].name, name))
-			return blk_scenarios[i].run();
-	return "unknown scenario";
-}
-
-/* want NULL: must PASS; else must FAIL with `want` in the reason. */
-static void expect(const char *name, const char *opts, const char *want)
-{
-	toy_err[0] = 0;
-	const char *r = run_scenario(name, opts);
-	int ok = want ? r && strstr(r, want) : !r && !toy_err[0];
-	checks++;
-	printf("%s %s [%s]: %s %s%s%s\n", ok ? "ok  " : "BAD ", name, opts, r ? "FAIL" : "PASS", r ? r : note,
-	       toy_err[0] ? "  toy backend: " : "", toy_err);
-	if (!ok) {
-		failures++;
-		if (want)
-			printf("     wanted a FAIL containing \"%s\"\n", want);
-	}
-	/* Whatever happened, every grant must be back and nothing mapped. */
-	for (unsigned ref = 0; ref < NREFS && !want; ref++)
-		if (gt[ref].flags) {
-			printf("BAD  %s: grant ref %u left with flags 0x%x\n", name, ref, gt[ref].flags);
-			failures++;
-			break;
-		}
-}
 
 int main(int argc, char **argv)
 {
@@ -595,6 +489,5 @@ int main(int argc, char **argv)
 	toy.strict_closed = 1;
 	expect("blk_early_init", "pvh.blkearly=restart pvh.blktimeout=300", "waiting for Connected (seen 6)");
 
-	printf("%u checks, %u failed\n", checks, failures);
-	return failures ? 1 : 0;
+	return check_summary();
 }

@@ -17,7 +17,6 @@
 #include "../xenbus_front.c"
 #include "../netstack.c"
 #include "../netfront.c"
-#include "toy_xen.h"
 
 /* ------------------------------------------------------------------ */
 /* The toy netback                                                     */
@@ -62,46 +61,9 @@ static struct toy {
 	unsigned discovers, requests;
 } toy;
 
-static void be_set_state(unsigned s)
-{
-	char v[8];
-	toy.state = s;
-	snprintf(v, sizeof(v), "%u", s);
-	kv_set(BE "/state", v);
-}
-
-static void on_write(const char *path)
-{
-	if (!strcmp(path, FE "/state"))
-		toy.fe_changed = 1;
-}
-
-static void *map(uint32_t ref, int write)
-{
-	if (ref >= NREFS || !(gt[ref].flags & GTF_permit_access) || gt[ref].dom != 0) {
-		TOY_ERR("map of ref %u: not granted to domain 0 (flags 0x%x)", ref, ref < NREFS ? gt[ref].flags : 0);
-		return NULL;
-	}
-	if (write && (gt[ref].flags & GTF_readonly)) {
-		TOY_ERR("map of ref %u for writing: granted read-only", ref);
-		return NULL;
-	}
-	gt[ref].flags |= GTF_reading | (write ? GTF_writing : 0);
-	return (void *)(uintptr_t)(gt[ref].gfn << 12);
-}
-
-static void unmap(uint32_t ref)
-{
-	if (ref < NREFS)
-		gt[ref].flags &= (uint16_t)~(GTF_reading | GTF_writing);
-}
-
-static const char *fe_get(const char *key)
-{
-	char p[160];
-	snprintf(p, sizeof(p), FE "/%s", key);
-	return kv_get(p);
-}
+#define SCENARIOS net_scenarios
+#define NR_SCENARIOS nr_net_scenarios
+#include "toy_xen.h"
 
 static void disconnect(void)
 {
@@ -117,13 +79,13 @@ static void connect(void)
 {
 	const char *v;
 	unsigned nq = 1;
-	if ((v = fe_get("multi-queue-num-queues")))
+	if ((v = fe_node("multi-queue-num-queues")))
 		nq = (unsigned)atoi(v);
 	if (nq < 1 || nq > MAXQ || (v && nq == 1)) {
 		TOY_ERR("multi-queue-num-queues %u", nq);
 		return;
 	}
-	if (!(v = fe_get("request-rx-copy")) || strcmp(v, "1")) {
+	if (!(v = fe_node("request-rx-copy")) || strcmp(v, "1")) {
 		TOY_ERR("request-rx-copy is %s, want 1", v ? v : "absent");
 		return;
 	}
@@ -132,11 +94,11 @@ static void connect(void)
 		if (nq > 1)
 			snprintf(dir, sizeof(dir), "queue-%u/", q);
 		const char *tr, *rr, *ec, *etx, *erx;
-		snprintf(k, sizeof(k), "%stx-ring-ref", dir); tr = fe_get(k);
-		snprintf(k, sizeof(k), "%srx-ring-ref", dir); rr = fe_get(k);
-		snprintf(k, sizeof(k), "%sevent-channel", dir); ec = fe_get(k);
-		snprintf(k, sizeof(k), "%sevent-channel-tx", dir); etx = fe_get(k);
-		snprintf(k, sizeof(k), "%sevent-channel-rx", dir); erx = fe_get(k);
+		snprintf(k, sizeof(k), "%stx-ring-ref", dir); tr = fe_node(k);
+		snprintf(k, sizeof(k), "%srx-ring-ref", dir); rr = fe_node(k);
+		snprintf(k, sizeof(k), "%sevent-channel", dir); ec = fe_node(k);
+		snprintf(k, sizeof(k), "%sevent-channel-tx", dir); etx = fe_node(k);
+		snprintf(k, sizeof(k), "%sevent-channel-rx", dir); erx = fe_node(k);
 		if (!tr || !rr || (!ec && !(etx && erx))) {
 			TOY_ERR("queue %u: ring refs or event channels missing", q);
 			return;
@@ -160,33 +122,10 @@ static void connect(void)
 	be_set_state(XenbusStateConnected);
 }
 
-/* Linux xen-netback's frontend_changed, as far as the states go. */
-static void frontend_changed(void)
+/* Linux xen-netback's frontend_changed (toy_xen.h): it ignores Initialised and connects on Connected. */
+static int connects_on(unsigned fe)
 {
-	const char *v = kv_get(FE "/state");
-	unsigned fe = v ? (unsigned)atoi(v) : 0;
-	switch (fe) {
-	case XenbusStateInitialising:
-		if (toy.state == XenbusStateClosed)
-			be_set_state(XenbusStateInitWait);
-		break;
-	case XenbusStateInitialised:
-		break;	/* netback's frontend_changed ignores it: it connects on Connected */
-	case XenbusStateConnected:
-		if (toy.state == XenbusStateConnected || toy.state == XenbusStateInitialising)
-			break;
-		disconnect();
-		connect();
-		break;
-	case XenbusStateClosing:
-		disconnect();
-		be_set_state(XenbusStateClosing);
-		break;
-	case XenbusStateClosed:
-		disconnect();
-		be_set_state(XenbusStateClosed);
-		break;
-	}
+	return fe == XenbusStateConnected;
 }
 
 static void to_guest(const uint8_t *f, size_t n)
@@ -476,11 +415,7 @@ static void backend_step(void)
 static void toy_create(void)
 {
 	memset(&toy, 0, sizeof(toy));
-	nkv = 0;
-	nev = 0;
-	memset(watches, 0, sizeof(watches));
-	kv_set(FE "/backend", BE);
-	kv_set(FE "/backend-id", "0");
+	toy_xenstore_fresh();
 	kv_set(FE "/mac", "00:16:3e:12:34:56");
 	kv_set(FE "/handle", "0");
 	kv_set(FE "/state", "1");
@@ -499,39 +434,6 @@ static void toy_create(void)
 }
 
 /* ------------------------------------------------------------------ */
-
-static unsigned checks, failures;
-
-static const char *run_scenario(const char *name, const char *opts)
-{
-	snprintf(cmdline, sizeof(cmdline), "%s", opts);
-	note[0] = 0;
-	for (size_t i = 0; i < nr_net_scenarios; i++)
-		if (!strcmp(net_scenarios[i].name, name))
-			return net_scenarios[i].run();
-	return "unknown scenario";
-}
-
-static void expect(const char *name, const char *opts, const char *want)
-{
-	toy_err[0] = 0;
-	const char *r = run_scenario(name, opts);
-	int ok = want ? r && strstr(r, want) : !r && !toy_err[0];
-	checks++;
-	printf("%s %s [%s]: %s %s%s%s\n", ok ? "ok  " : "BAD ", name, opts, r ? "FAIL" : "PASS", r ? r : note,
-	       toy_err[0] ? "  toy backend: " : "", toy_err);
-	if (!ok) {
-		failures++;
-		if (want)
-			printf("     wanted a FAIL containing \"%s\"\n", want);
-	}
-	for (unsigned ref = 0; ref < NREFS && !want; ref++)
-		if (gt[ref].flags) {
-			printf("BAD  %s: grant ref %u left with flags 0x%x\n", name, ref, gt[ref].flags);
-			failures++;
-			break;
-		}
-}
 
 static void check(int cond, const char *what)
 {
@@ -610,6 +512,5 @@ int main(int argc, char **argv)
 	for (unsigned ref = 0; ref < NREFS; ref++)	/* the toy's leak, not the frontend's */
 		gt[ref].flags = 0;
 
-	printf("%u checks, %u failed\n", checks, failures);
-	return failures ? 1 : 0;
+	return check_summary();
 }

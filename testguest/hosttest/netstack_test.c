@@ -14,32 +14,7 @@
 #include <string.h>
 #include "../netstack.c"
 #include "netstack_vectors.h"
-
-static int verbose;
-static char fail_buf[160];
-
-void printk(const char *fmt, ...)
-{
-	va_list ap;
-	if (!verbose)
-		return;
-	va_start(ap, fmt);
-	vprintf(fmt, ap);
-	va_end(ap);
-}
-
-const char *fail(const char *fmt, ...)
-{
-	va_list ap;
-	va_start(ap, fmt);
-	vsnprintf(fail_buf, sizeof(fail_buf), fmt, ap);
-	va_end(ap);
-	return fail_buf;
-}
-
-static unsigned checks, failures;
-#define CHECK(cond, ...) do { checks++; if (!(cond)) { failures++; printf("BAD  %s:%d: ", __FILE__, __LINE__); \
-	printf(__VA_ARGS__); printf("\n"); } else if (verbose) { printf("ok   "); printf(__VA_ARGS__); printf("\n"); } } while (0)
+#include "check.h"
 
 static void hexdiff(const char *what, const uint8_t *a, size_t an, const uint8_t *b, size_t bn)
 {
@@ -426,6 +401,5 @@ int main(int argc, char **argv)
 	r = ns_tcp_echo(&ns, &t, PEER_IP, 5001, 100, 5000);
 	CHECK(r && strstr(r, "refused"), "RST to the SYN: %s", r ? r : "PASS?");
 
-	printf("%u checks, %u failed\n", checks, failures);
-	return failures ? 1 : 0;
+	return check_summary();
 }

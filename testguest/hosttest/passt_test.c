@@ -26,28 +26,7 @@
 #define shutdown testguest_shutdown
 #include "../netstack.c"
 #undef shutdown
-
-static int verbose;
-static char fail_buf[160];
-
-void printk(const char *fmt, ...)
-{
-	va_list ap;
-	if (!verbose)
-		return;
-	va_start(ap, fmt);
-	vprintf(fmt, ap);
-	va_end(ap);
-}
-
-const char *fail(const char *fmt, ...)
-{
-	va_list ap;
-	va_start(ap, fmt);
-	vsnprintf(fail_buf, sizeof(fail_buf), fmt, ap);
-	va_end(ap);
-	return fail_buf;
-}
+#include "check.h"
 
 static int sock = -1;
 static char err[128];

@@ -1,14 +1,21 @@
 /*
  * The guest environment the host tests of the frontends share (included by
- * blkfront_test.c and netfront_test.c after the frontend's sources):
- * command line, printk, fail, a TSC clock, wait_until running the toy
- * backend (backend_step, defined by the test), event channels (`kicked`
- * when the frontend notifies, `hits` counting "upcalls" the backend sends),
- * a toy v1 grant table that tracks what the backend maps, and a toy
- * XenStore (absolute paths, watches, no permissions; on_write, defined by
- * the test, sees every write).
+ * blkfront_test.c and netfront_test.c after the frontend's sources): the
+ * harness of check.h, command line, a TSC clock, wait_until running the
+ * toy backend (backend_step, defined by the test), event channels
+ * (`kicked` when the frontend notifies, `hits` counting "upcalls" the
+ * backend sends), a toy v1 grant table that tracks what the backend maps,
+ * a toy XenStore (absolute paths, watches, no permissions), the toy
+ * backend's common side (map and unmap of grants, the frontend's nodes,
+ * its own state) and expect, which runs one scenario and judges it.
+ *
+ * The test defines, before including this: FE and BE (the device's
+ * frontend and backend directories in XenStore), SCENARIOS and
+ * NR_SCENARIOS (the frontend's scenario table), and `toy`, its backend,
+ * with members `state` (the backend's xenbus state) and `fe_changed` (set
+ * by every write to the frontend's state node).
  */
-static int verbose;
+#include "check.h"
 
 /* ------------------------------------------------------------------ */
 /* The guest environment                                               */
@@ -16,7 +23,6 @@ static int verbose;
 const struct hvm_start_info *start_info;
 static char cmdline[512];
 static char note[200];
-static char fail_buf[160];
 
 const char *cmdline_opt(const char *key, size_t *len)
 {
@@ -54,26 +60,6 @@ void pass_note(const char *fmt, ...)
 	va_start(ap, fmt);
 	vsnprintf(note, sizeof(note), fmt, ap);
 	va_end(ap);
-}
-
-void printk(const char *fmt, ...)
-{
-	va_list ap;
-	if (!verbose)
-		return;
-	va_start(ap, fmt);
-	vprintf(fmt, ap);
-	va_end(ap);
-}
-
-/* As lib.c: one 160-byte buffer. */
-const char *fail(const char *fmt, ...)
-{
-	va_list ap;
-	va_start(ap, fmt);
-	vsnprintf(fail_buf, sizeof(fail_buf), fmt, ap);
-	va_end(ap);
-	return fail_buf;
 }
 
 uint64_t tsc_khz(void) { return 1000000; }
@@ -215,8 +201,6 @@ static void fire(const char *path)
 	}
 }
 
-static void on_write(const char *path);
-
 static void kv_set(const char *path, const char *val)
 {
 	int i = kv_find(path);
@@ -266,6 +250,13 @@ const char *xenstore_read(const char *path, uint32_t *len)
 	if (len)
 		*len = (uint32_t)strlen(buf);
 	return buf;
+}
+
+/* Every write the frontend makes; the backend acts on its state node in backend_step. */
+static void on_write(const char *path)
+{
+	if (!strcmp(path, FE "/state"))
+		toy.fe_changed = 1;
 }
 
 static int xs_write_common(const char *path, const char *value)
@@ -384,3 +375,131 @@ int xenstore_wait_watch(const char **path, const char **token, uint64_t ms)
 	}
 }
 
+/* ------------------------------------------------------------------ */
+/* The toy backend's common side                                       */
+
+static void be_set_state(unsigned s)
+{
+	char v[8];
+	toy.state = s;
+	snprintf(v, sizeof(v), "%u", s);
+	kv_set(BE "/state", v);
+}
+
+/* gnttab map: the frontend's grant must permit domain 0 (and writing, if asked). */
+static void *map(uint32_t ref, int write)
+{
+	if (ref >= NREFS || !(gt[ref].flags & GTF_permit_access) || gt[ref].dom != 0) {
+		TOY_ERR("map of ref %u: not granted to domain 0 (flags 0x%x)", ref, ref < NREFS ? gt[ref].flags : 0);
+		return NULL;
+	}
+	if (write && (gt[ref].flags & GTF_readonly)) {
+		TOY_ERR("map of ref %u for writing: granted read-only", ref);
+		return NULL;
+	}
+	gt[ref].flags |= GTF_reading | (write ? GTF_writing : 0);
+	return (void *)(uintptr_t)(gt[ref].gfn << 12);
+}
+
+static void unmap(uint32_t ref)
+{
+	if (ref < NREFS)
+		gt[ref].flags &= (uint16_t)~(GTF_reading | GTF_writing);
+}
+
+/* A node the frontend wrote in its directory, or NULL. */
+static const char *fe_node(const char *key)
+{
+	char p[160];
+	snprintf(p, sizeof(p), FE "/%s", key);
+	return kv_get(p);
+}
+
+static void disconnect(void);
+static void connect(void);
+static int connects_on(unsigned fe);
+
+/*
+ * Linux's backends' frontend_changed, as far as the states go: InitWait
+ * for an Initialising frontend; from InitWait or Closed, connect (once)
+ * when the frontend reaches a state the test's connects_on accepts;
+ * follow it to Closing and Closed.
+ */
+static void frontend_changed(void)
+{
+	const char *v = kv_get(FE "/state");
+	unsigned fe = v ? (unsigned)atoi(v) : 0;
+	switch (fe) {
+	case XenbusStateInitialising:
+		if (toy.state == XenbusStateClosed)
+			be_set_state(XenbusStateInitWait);
+		break;
+	case XenbusStateInitialised:
+	case XenbusStateConnected:
+		if (toy.state == XenbusStateConnected)
+			break;
+		if (toy.state == XenbusStateInitialising)
+			break;	/* not ready: connects once at InitWait */
+		if (!connects_on(fe))
+			break;
+		disconnect();
+		connect();
+		break;
+	case XenbusStateClosing:
+		disconnect();
+		be_set_state(XenbusStateClosing);
+		break;
+	case XenbusStateClosed:
+		disconnect();
+		be_set_state(XenbusStateClosed);
+		break;
+	default:
+		break;
+	}
+}
+
+/* A new device's XenStore, as the toolstack starts it: no nodes, watches or events but the frontend's link to its backend. */
+static void toy_xenstore_fresh(void)
+{
+	nkv = 0;
+	nev = 0;
+	memset(watches, 0, sizeof(watches));
+	kv_set(FE "/backend", BE);
+	kv_set(FE "/backend-id", "0");
+}
+
+/* ------------------------------------------------------------------ */
+/* Running scenarios                                                   */
+
+static const char *run_scenario(const char *name, const char *opts)
+{
+	snprintf(cmdline, sizeof(cmdline), "%s", opts);
+	note[0] = 0;
+	for (size_t i = 0; i < NR_SCENARIOS; i++)
+		if (!strcmp(SCENARIOS[i].name, name))
+			return SCENARIOS[i].run();
+	return "unknown scenario";
+}
+
+/* want NULL: must PASS; else must FAIL with `want` in the reason. */
+static void expect(const char *name, const char *opts, const char *want)
+{
+	toy_err[0] = 0;
+	const char *r = run_scenario(name, opts);
+	int ok = want ? r && strstr(r, want) : !r && !toy_err[0];
+	checks++;
+	printf("%s %s [%s]: %s %s%s%s\n", ok ? "ok  " : "BAD ", name, opts, r ? "FAIL" : "PASS", r ? r : note,
+	       toy_err[0] ? "  toy backend: " : "", toy_err);
+	if (!ok) {
+		failures++;
+		if (want)
+			printf("     wanted a FAIL containing \"%s\"\n", want);
+	}
+	/* Whatever happened, every grant must be back and nothing mapped. */
+	for (unsigned ref = 0; ref < NREFS && !want; ref++)
+		if (gt[ref].flags) {
+			printf("BAD  %s: grant ref %u left with flags 0x%x\n", name, ref, gt[ref].flags);
+			failures++;
+			break;
+		}
+}
