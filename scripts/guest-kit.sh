@@ -22,6 +22,9 @@
 #             the ext4 on /dev/xvda, reads host.txt, writes guest.txt, syncs,
 #             remounts read-only and reads it back; pvh.modules=blk loads
 #             xen-blkfront only)
+#   PVH-INIT: net ...                                  (with pvh.net=1: DHCP over
+#             eth0, pvh.netmib MiB to the gateway's pvh.netport and back, md5s;
+#             pvh.modules=net loads xen-netfront only)
 #   PVH-INIT: powering off
 # and then runs `poweroff -f`.
 #
@@ -213,6 +216,7 @@ grep -q pvh.modules=0 /proc/cmdline && echo "PVH-INIT: modules skipped (pvh.modu
 for m in$list; do
 	grep -q pvh.modules=0 /proc/cmdline && break
 	grep -q pvh.modules=blk /proc/cmdline && [ \$m != xen-blkfront ] && continue
+	grep -q pvh.modules=net /proc/cmdline && [ \$m != xen-netfront ] && continue
 	if insmod /lib/modules/\$m.ko; then
 		echo "PVH-INIT: insmod \$m ok"
 	else
@@ -247,6 +251,45 @@ if grep -q pvh.disk=1 /proc/cmdline; then
 		fi
 	else
 		echo "PVH-INIT: disk /dev/xvda missing"
+	fi
+fi
+# Issue 11: a PV network interface end to end over user networking: an
+# address from passt's DHCP (udhcpc), then pvh.netmib MiB sent to a TCP
+# server at the gateway (the host; port pvh.netport), which sends the same
+# bytes back and closes; both directions' md5 printed.
+if grep -q pvh.net=1 /proc/cmdline; then
+	port=\$(sed -n 's/.*pvh.netport=\([0-9]*\).*/\1/p' /proc/cmdline); [ -n "\$port" ] || port=5001
+	mib=\$(sed -n 's/.*pvh.netmib=\([0-9]*\).*/\1/p' /proc/cmdline); [ -n "\$mib" ] || mib=1
+	i=0
+	while [ ! -e /sys/class/net/eth0 ] && [ \$i -lt 600 ]; do sleep 1; i=\$((i + 1)); done
+	if [ -e /sys/class/net/eth0 ]; then
+		echo "PVH-INIT: net eth0 mac=\$(cat /sys/class/net/eth0/address) mtu=\$(cat /sys/class/net/eth0/mtu) after \${i}s"
+		mkdir -p /etc
+		cat > /etc/udhcpc.script <<'SCRIPT'
+#!/bin/busybox sh
+case "\$1" in
+bound|renew)
+	ip addr add \$ip/\$mask dev \$interface
+	[ -n "\$router" ] && ip route add default via \$router
+	echo \$router > /tmp/gateway
+	echo "PVH-INIT: net dhcp address \$ip/\$mask router \$router dns \$dns"
+	;;
+esac
+SCRIPT
+		chmod +x /etc/udhcpc.script
+		ip link set lo up
+		ip link set eth0 up
+		if udhcpc -i eth0 -n -q -t 30 -T 10 -s /etc/udhcpc.script && [ -s /tmp/gateway ]; then
+			gw=\$(cat /tmp/gateway)
+			dd if=/dev/zero of=/tmp/net.out bs=1024 count=\$((mib * 1024)) 2>/dev/null
+			echo "PVH-INIT: net sending \$mib MiB to \$gw:\$port, md5 \$(md5sum < /tmp/net.out | cut -c1-32)"
+			nc \$gw \$port < /tmp/net.out > /tmp/net.in
+			echo "PVH-INIT: net received \$(wc -c < /tmp/net.in) bytes, md5 \$(md5sum < /tmp/net.in | cut -c1-32)"
+		else
+			echo "PVH-INIT: net dhcp failed"
+		fi
+	else
+		echo "PVH-INIT: net eth0 missing"
 	fi
 fi
 echo "PVH-INIT: balloon target_kb=\$(cat /sys/devices/system/xen_memory/xen_memory0/target_kb 2>/dev/null)"

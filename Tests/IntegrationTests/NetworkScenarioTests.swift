@@ -161,7 +161,9 @@ struct NetworkScenarioTests {
 }
 
 /// A TCP echo server on all of the host's addresses (passt maps the
-/// guest's gateway address to the host), on a port the kernel picks.
+/// guest's gateway address to the host), on a port the kernel picks. With
+/// `closeAfter`, a connection is closed once that many bytes were echoed
+/// (a client such as busybox nc that never half-closes then sees the end).
 final class TCPEchoServer: @unchecked Sendable {
     let port: UInt16
     private let lock = NSLock()
@@ -170,7 +172,7 @@ final class TCPEchoServer: @unchecked Sendable {
     var bytesEchoed: Int { lock.withLock { echoed } }
     private let listener: Int32
 
-    init() throws {
+    init(closeAfter: Int? = nil) throws {
         let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
         guard fd >= 0 else { throw POSIXError(.EMFILE) }
         var one: Int32 = 1
@@ -195,7 +197,8 @@ final class TCPEchoServer: @unchecked Sendable {
                 guard connection >= 0 else { return }
                 Thread {
                     var buffer = [UInt8](repeating: 0, count: 65536)
-                    while true {
+                    var total = 0
+                    while closeAfter.map({ total < $0 }) ?? true {
                         let n = recv(connection, &buffer, buffer.count, 0)
                         guard n > 0 else { break }
                         var off = 0
@@ -205,6 +208,7 @@ final class TCPEchoServer: @unchecked Sendable {
                             off += w
                         }
                         self.lock.withLock { self.echoed += n }
+                        total += n
                     }
                     close(connection)
                 }.start()
