@@ -218,10 +218,14 @@ enum NetBench {
         defer { hostTap.stop() }
         try place(hostTap, address: "10.211.0.3/24")
         let pvhTapName = "pvhbn\(getpid() % 100000)a"
-        // A fresh guest, backend and TAP for every pvh run: a long-lived
-        // queue under a full TX ring overflows the backend's stack (see
-        // the report; NetBackend's pump re-run after a batch), so each run
-        // starts clean. NetBackend.destroy stops (closes) its link.
+        // A fresh guest, backend and TAP for every pvh run. A queue kept
+        // busy overflows the backend's pump stack: each batch-limit yield
+        // (NetQueueCore's `again.withLock { $0.tx }?()`) seems to leave the
+        // stored closure wrapped in one more reabstraction thunk pair, so
+        // after some seconds of tx-64 the call is ~65,000 frames deep
+        // (SIGSEGV on pvh-vif-0-0; release build). A fresh queue per run
+        // keeps 3-second runs clear of it; `--seconds 10 --case tx-64`
+        // still crashes. NetBackend.destroy stops (closes) its link.
         func pvhRun(_ c: Case) throws -> (rate: Double, drops: UInt64, gso: UInt64, segmented: UInt64) {
             let tap: TapLink
             do { tap = try TapLink(name: pvhTapName) } catch { throw UsageError(description: "TAP: \(error)") }
