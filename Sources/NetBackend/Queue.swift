@@ -94,10 +94,27 @@ final class NetQueueCore: Sendable {
     /// `schedule`), set once the channels exist: a pump that stops at its
     /// batch limit publishes what it did, notifies, and runs again after
     /// the work queued behind it (the other ring's, on a shared context).
-    private let again = Mutex<(tx: (@Sendable () -> Void)?, rx: (@Sendable () -> Void)?)>((nil, nil))
+    ///
+    /// The two closures live in a class of their own, not in the mutex's
+    /// value: read out of a generic `Mutex<(tx: (() -> Void)?, ...)>` on
+    /// every batch, a closure came back wrapped in one more reabstraction
+    /// thunk each time, and after some ten thousand batch-limited pumps
+    /// calling it overflowed the context thread's stack (found by
+    /// `pvh-bench net`).
+    private let again = Mutex<Reschedule?>(nil)
+
+    private final class Reschedule: Sendable {
+        let tx: @Sendable () -> Void
+        let rx: @Sendable () -> Void
+        init(tx: @escaping @Sendable () -> Void, rx: @escaping @Sendable () -> Void) {
+            self.tx = tx
+            self.rx = rx
+        }
+    }
 
     func setReschedule(tx: @escaping @Sendable () -> Void, rx: @escaping @Sendable () -> Void) {
-        again.withLock { $0 = (tx, rx) }
+        let r = Reschedule(tx: tx, rx: rx)
+        again.withLock { $0 = r }
     }
 
     /// Bytes of the bounce buffer: the largest packet.
@@ -140,7 +157,7 @@ final class NetQueueCore: Sendable {
             }
             if !more { break }
         }
-        if yielded { again.withLock { $0.tx }?() }
+        if yielded { again.withLock { $0 }?.tx() }
         return notify ? .notifyGuest : .quiet
     }
 
@@ -337,7 +354,7 @@ final class NetQueueCore: Sendable {
                 var delivered = 0
                 while let frame = backlog.first {
                     if delivered == Self.batch {
-                        again.withLock { $0.rx }?()
+                        again.withLock { $0 }?.rx()
                         break
                     }
                     guard let slots = plan(frame, entries: Int(s.ring.geometry.entries)) else {
