@@ -76,12 +76,13 @@ final class Vif {
 
     init(guest: Guest, index: Int = 0, queues: Int = 1, maximumQueues: Int = 4, split: Bool = true,
          link: MockLink = MockLink(), features: [(String, String)] = Netfront.features,
-         state: XenbusState = .connected, connect: Bool = true, post: Bool = true) throws {
+         state: XenbusState = .connected, connect: Bool = true, post: Bool = true,
+         rate: NetTransmitRate? = nil) throws {
         self.guest = guest
         self.link = link
         backend = try NetBackend(store: guest.store, address: XenbusDeviceAddress(type: "vif", frontend: Guest.domain, index: index),
                                  configuration: NetDeviceConfiguration(link: link, mac: "00:16:3e:00:00:01",
-                                                                       maximumQueues: maximumQueues),
+                                                                       maximumQueues: maximumQueues, rate: rate),
                                  memory: guest.memory, grants: guest.grants, events: guest.events, runtime: guest.runtime)
         self.queues = try (0..<queues).map { _ in try NetfrontQueue(guest: guest, split: split) }
         if connect {
