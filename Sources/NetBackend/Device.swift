@@ -301,6 +301,10 @@ final class NetDriver: XenbusBackendDriver {
     func connect(frontend nodes: [String: String]) throws -> [(String, String)] {
         disconnect()
         let parameters = try NetFrontendParameters(nodes, maximumQueues: configuration.maximumQueues)
+        // A frontend without feature-sg takes no frame over a page: a link
+        // handing out a larger MTU (passt's 65520) lowers it before the
+        // guest asks DHCP for one.
+        configuration.link.frontendConnected(scatterGather: parameters.features.scatterGather)
         let environment = NetQueueEnvironment(memory: memory, grants: grants, link: configuration.link,
                                               features: parameters.features, carrier: carrier,
                                               credit: configuration.rate.map { NetTransmitCredit($0) })

@@ -59,6 +59,10 @@ final class MockLink: NetworkLink, Sendable {
 
     var sent: [Sent] { sentFrames.withLock { $0 } }
 
+    /// `frontendConnected`'s argument, each time it was called.
+    let connections = Mutex<[Bool]>([])
+    func frontendConnected(scatterGather: Bool) { connections.withLock { $0.append(scatterGather) } }
+
     /// A frame from the host side.
     func inject(_ frame: NetworkFrame) { callbacks.withLock { $0.receive }?(frame) }
 

@@ -92,6 +92,18 @@ static evtchn_port_t next_port = 5;
 
 uint32_t evtchn_port_hits(uint32_t port) { return port < NPORTS ? hits[port] : 0; }
 
+static int port_hits_reached(const void *arg)
+{
+	const uint32_t *w = arg;
+	return evtchn_port_hits(w[0]) >= w[1];
+}
+
+int evtchn_wait_port_hits(uint32_t port, uint32_t want, uint64_t ms)
+{
+	uint32_t w[2] = { port, want };
+	return wait_until(port_hits_reached, w, ms, 1, NULL);
+}
+
 long evtchn_send(uint32_t port)
 {
 	if (port >= NPORTS || !port_used[port])
