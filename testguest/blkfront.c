@@ -1825,9 +1825,10 @@ static const char *scen_blk_scribble(void)
 	unsigned avdev = a->vdev, bvdev = b->vdev;
 	if ((r = scribble_end(a, b, NULL)))
 		return r;
-	pass_note("a=%u req_prod=%u backend=%s (seen %s) error=\"%.60s\" reinit=InitWait b=%u region=%lu+%lu "
-		  "seed=%u write+flush+read=ok", avdev, bogus, xb_state_name(st), trail, err, bvdev,
-		  (unsigned long)start, (unsigned long)count, seed + 2);
+	/* One line of at most 160 bytes (main.c's note): the error node's start. */
+	pass_note("a=%u req_prod=%u backend=%s (seen %s) error=\"%.24s\" reinit=InitWait b=%u region=%lu+%lu "
+		  "seed=%u io=ok", avdev, bogus, xb_state_name(st), trail, err, bvdev, (unsigned long)start,
+		  (unsigned long)count, seed + 2);
 	return NULL;
 }
 
