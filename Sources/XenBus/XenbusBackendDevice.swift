@@ -265,6 +265,7 @@ public final class XenbusBackendDevice: Sendable {
 
     /// `fatal`'s transition.
     private func fail(_ failure: XenbusFatalError) {
+        guard !state.withLock({ $0.destroyed }) else { return }
         let path = address.errorPath
         try? store.write(path, "\(failure.error.rawValue) \(failure.reason)")
         try? store.setPermissions(path, XenStorePermissions(owner: address.backend, defaultAccess: .none,
@@ -328,8 +329,15 @@ public final class XenbusBackendDevice: Sendable {
         return values
     }
 
+    /// Sets the backend's state and its node; nothing once `destroy()` ran
+    /// (a transition still finishing must not bring the node back).
     private func switchTo(_ next: XenbusState) throws(XenStoreError) {
-        state.withLock { $0.backend = next }
+        let alive = state.withLock { s in
+            guard !s.destroyed else { return false }
+            s.backend = next
+            return true
+        }
+        guard alive else { return }
         try store.write("\(address.backendPath)/state", next.storeValue)
     }
 }

@@ -443,6 +443,21 @@ struct XenbusFatalOrderingTests {
         #expect(device.backendState == .initWait)
     }
 
+    @Test("destroy while a fatal disconnects: the fatal finishes without bringing the nodes back")
+    func destroyDuringFatal() throws {
+        let (device, driver, _) = try connected()
+        driver.holdDisconnect.store(true, ordering: .relaxed)
+        let fatalDone = onThread { device.fatal("ring overrun") }
+        try #require(driver.entered.wait(timeout: .now() + .seconds(10)) == .success)
+        device.destroy()
+        driver.release.signal()
+        try #require(fatalDone.wait(timeout: .now() + .seconds(10)) == .success)
+        #expect(throws: XenStoreError.enoent) { try store.read(address.backendPath) }
+        #expect(driver.disconnects.load(ordering: .relaxed) == 1)
+        device.fatal("after destroy")
+        #expect(try store.read(address.errorPath) == "5 ring overrun")
+    }
+
     @Test("fatal racing a frontend's close and restart, many times: the store's state always agrees with the device's, never Connected, never stuck")
     func raceStress() throws {
         for round in 0..<200 {
