@@ -51,7 +51,8 @@ public enum NetBackendError: Error, Hashable, Sendable {
 /// frontend's posted RX buffers.
 ///
 /// A guest that breaks a ring's protocol fails this device only (xenbus
-/// `fatal`: Closing, Closed); it can reconnect from Initialising.
+/// `fatal`: the error node, Closing, Closed once the frontend closes); it
+/// can reconnect from Initialising.
 public final class NetBackend: Sendable {
     /// Where the device lives in XenStore.
     public var address: XenbusDeviceAddress { xenbus.address }

@@ -285,7 +285,7 @@ struct DeviceFaultTests {
         func disconnect() { disconnects.wrappingAdd(1, ordering: .relaxed) }
     }
 
-    @Test("a xenbus device whose ring is corrupted: error node as xenbus_dev_fatal writes it, Closing → Closed; the XenStore ring keeps serving")
+    @Test("a xenbus device whose ring is corrupted: error node as xenbus_dev_fatal writes it, Closing, Closed when the frontend closes; the XenStore ring keeps serving")
     func xenbusDeviceFatal() throws {
         let g = Guest()
         let store = XenStoreServer()
@@ -318,11 +318,14 @@ struct DeviceFaultTests {
         try g.table.send(port)
         #expect(device.sync())
         #expect(device.isDisabled)
-        #expect(xenbus.backendState == .closed)
+        #expect(xenbus.backendState == .closing)
         #expect(driver.disconnects.load(ordering: .relaxed) == 1)
         let error = try store.read("/local/domain/0/error/backend/vtest/1/0/error")
         #expect(error.hasPrefix("5 hostile guest: indexOverrun"), "\(error)")
         #expect(address.errorPath == "/local/domain/0/error/backend/vtest/1/0/error")
+        try store.write("\(address.frontendPath)/state", "6")  // frontend Closed
+        #expect(xenbus.backendState == .closed)
+        #expect(driver.disconnects.load(ordering: .relaxed) == 1)
         #expect(states.withLock { $0 }.suffix(2) == ["5", "6"], "Closing then Closed: \(states.withLock { $0 })")
 
         // The XenStore ring still answers the guest.
