@@ -79,7 +79,8 @@ struct RateTests {
         #expect(rsp.count == 40 && rsp.allSatisfy { $0.status == .okay })
         #expect(vif.link.sent.map(\.bytes) == packets)
         #expect(elapsed >= .milliseconds(140), "40 000 bytes at 10 000 per 50 ms went in \(elapsed)")
-        #expect(vif.metrics.txCreditWaits.load(ordering: .relaxed) >= 3)
+        // At least one wait: a loaded host may spend whole windows between two kicks.
+        #expect(vif.metrics.txCreditWaits.load(ordering: .relaxed) >= 1)
         #expect(vif.metrics.totalDrops == 0)
     }
 }
