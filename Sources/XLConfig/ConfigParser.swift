@@ -16,7 +16,8 @@ struct ConfigDiagnostics {
     /// the token's; a token ending with a line end belongs to the line
     /// before (and when nothing else is left, is named `<newline>`);
     /// trailing blanks are not quoted. At end of input the quoted text is
-    /// empty, as flex's end-of-file text prints.
+    /// empty, as flex's end-of-file text prints. Quotes are left out only
+    /// when there was nothing to quote (a lone line end).
     mutating func error(line: Int, near text: [UInt8], atEnd: Bool = false, _ message: String) {
         failed = true
         guard line > lexicalErrorLine else { return }
@@ -29,7 +30,10 @@ struct ConfigDiagnostics {
             newline = text.isEmpty
         }
         while let last = text.last, last == UInt8(ascii: " ") || last == UInt8(ascii: "\t") { text = text.dropLast() }
-        let quoted = text.isEmpty && !atEnd ? "" : "`" + String(decoding: text, as: UTF8.self) + "'"
+        let quotes = !text.isEmpty || atEnd
+        // printf's `%.*s` stops at a NUL byte: so does the quoted text.
+        if let nul = text.firstIndex(of: 0) { text = text[..<nul] }
+        let quoted = quotes ? "`" + String(decoding: text, as: UTF8.self) + "'" : ""
         lines.append("\(source):\(shownLine): config parsing error near \(quoted)\(newline ? "<newline>" : ""): \(message)")
     }
 
