@@ -192,13 +192,23 @@ struct ConfigParser {
         }
     }
 
+    /// How deep lists may nest. libxlu's parser stack (bison's 10,000
+    /// entries) takes about 5,000 levels before "memory exhausted"; pvh
+    /// stops far sooner, so a hostile file cannot run the recursion (here
+    /// and in every walk of the value) out of stack. Real configs nest two.
+    static let maximumNesting = 64
+
     /// One value; `last` is its last token (what a `+=` error quotes).
-    private mutating func value(last: inout ConfigToken) throws(SyntaxError) -> ConfigValue {
+    private mutating func value(last: inout ConfigToken, depth: Int = 1) throws(SyntaxError) -> ConfigValue {
         let first = shift()
         last = first
         switch first.kind {
         case .string, .number: return .string(first.value)
         default: break
+        }
+        guard depth <= Self.maximumNesting else {
+            diagnostics.error(line: first.line, near: first.text, "lists nested deeper than \(Self.maximumNesting) levels")
+            throw SyntaxError(fatal: true)
         }
         var items: [ConfigValue] = []
         skipNewlines()
@@ -209,7 +219,7 @@ struct ConfigParser {
                 last = shift()
                 return .list(items)
             case .string, .number, .leftBracket:
-                items.append(try value(last: &last))
+                items.append(try value(last: &last, depth: depth + 1))
                 skipNewlines()
                 let separator = peek()
                 switch separator.kind {

@@ -262,8 +262,11 @@ struct GrammarTests {
         #expect(parseErrors("a = \u{0}\n") == ["t.cfg:1: config parsing error near `': lexical error"])
         let long = String(repeating: "x", count: 100_000)
         #expect(try settings("a = '\(long)'\n").string("a")?.count == 100_000)
-        let deep = String(repeating: "[", count: 200) + String(repeating: "]", count: 200)
-        #expect(parseErrors("a = \(deep)\n").isEmpty)
+        func nested(_ n: Int) -> String { String(repeating: "[", count: n) + String(repeating: "]", count: n) }
+        #expect(parseErrors("a = \(nested(64))\n").isEmpty)
+        #expect(parseErrors("x = 1\na = \(nested(100_000))\n") == ["t.cfg:2: config parsing error near `[': lists nested deeper than 64 levels"])
+        let wide = "a = [" + String(repeating: "1,\n", count: 20_000) + "]\n"
+        #expect(try settings(wide).list("a")?.items.count == 20_000)
     }
 
     // MARK: Overrides (xl create FILE KEY=VALUE...)
