@@ -235,7 +235,7 @@ struct ConfigLexer {
             case UInt8(ascii: "t"): out.append(0x09)
             case UInt8(ascii: "v"): out.append(0x0B)
             case UInt8(ascii: "x"):
-                guard i + 1 < end, let high = hexDigit(text[i]), let low = hexDigit(text[i + 1]) else {
+                guard i + 1 < end, let high = hexDigitValue(text[i]), let low = hexDigitValue(text[i + 1]) else {
                     throw EscapeError(message: "invalid digit after backslash hexnumerical character escape in quoted string")
                 }
                 i += 2
@@ -259,12 +259,4 @@ struct ConfigLexer {
         return String(decoding: out, as: UTF8.self)
     }
 
-    private static func hexDigit(_ c: UInt8) -> UInt8? {
-        switch c {
-        case UInt8(ascii: "0")...UInt8(ascii: "9"): c - UInt8(ascii: "0")
-        case UInt8(ascii: "a")...UInt8(ascii: "f"): c - UInt8(ascii: "a") + 10
-        case UInt8(ascii: "A")...UInt8(ascii: "F"): c - UInt8(ascii: "A") + 10
-        default: nil
-        }
-    }
 }

@@ -147,7 +147,7 @@ public struct ConfigSettings: Sendable {
         }
         var radix = 10
         if bytes.count >= 3, bytes.first == UInt8(ascii: "0"), bytes.dropFirst().first.map({ $0 | 0x20 }) == UInt8(ascii: "x"),
-           hexValue(bytes[bytes.startIndex + 2]) != nil {
+           hexDigitValue(bytes[bytes.startIndex + 2]) != nil {
             radix = 16
             bytes = bytes.dropFirst(2)
         } else if bytes.first == UInt8(ascii: "0") {
@@ -158,7 +158,7 @@ public struct ConfigSettings: Sendable {
         var overflow = false
         var used = 0
         for c in bytes {
-            guard let digit = hexValue(c), digit < radix else { break }
+            guard let digit = hexDigitValue(c).map(Int.init), digit < radix else { break }
             let (m, o1) = magnitude.multipliedReportingOverflow(by: UInt64(radix))
             let (a, o2) = m.addingReportingOverflow(UInt64(digit))
             if o1 || o2 { overflow = true }
@@ -173,14 +173,6 @@ public struct ConfigSettings: Sendable {
         return .value(negative ? Int(truncatingIfNeeded: 0 &- magnitude) : Int(magnitude))
     }
 
-    private static func hexValue(_ c: UInt8) -> Int? {
-        switch c {
-        case UInt8(ascii: "0")...UInt8(ascii: "9"): Int(c - UInt8(ascii: "0"))
-        case UInt8(ascii: "a")...UInt8(ascii: "f"): Int(c - UInt8(ascii: "a")) + 10
-        case UInt8(ascii: "A")...UInt8(ascii: "F"): Int(c - UInt8(ascii: "A")) + 10
-        default: nil
-        }
-    }
 
     /// Collects settings as the parser stores them.
     struct Builder {

@@ -16,7 +16,7 @@ public struct DomainUUID: Hashable, Sendable, CustomStringConvertible {
                 i += 1
                 continue
             }
-            guard i + 1 < chars.count, let high = Self.hex(chars[i]), let low = Self.hex(chars[i + 1]) else { return nil }
+            guard i + 1 < chars.count, let high = hexDigitValue(chars[i]), let low = hexDigitValue(chars[i + 1]) else { return nil }
             bytes.append(high << 4 | low)
             i += 2
         }
@@ -35,12 +35,14 @@ public struct DomainUUID: Hashable, Sendable, CustomStringConvertible {
         return out
     }
 
-    private static func hex(_ c: UInt8) -> UInt8? {
-        switch c {
-        case UInt8(ascii: "0")...UInt8(ascii: "9"): c - UInt8(ascii: "0")
-        case UInt8(ascii: "a")...UInt8(ascii: "f"): c - UInt8(ascii: "a") + 10
-        case UInt8(ascii: "A")...UInt8(ascii: "F"): c - UInt8(ascii: "A") + 10
-        default: nil
-        }
+}
+
+/// The value of one hex digit, either case; nil for anything else.
+func hexDigitValue(_ c: UInt8) -> UInt8? {
+    switch c {
+    case UInt8(ascii: "0")...UInt8(ascii: "9"): c - UInt8(ascii: "0")
+    case UInt8(ascii: "a")...UInt8(ascii: "f"): c - UInt8(ascii: "a") + 10
+    case UInt8(ascii: "A")...UInt8(ascii: "F"): c - UInt8(ascii: "A") + 10
+    default: nil
     }
 }

@@ -238,53 +238,38 @@ private struct Resolver {
         }
     }
 
-    /// The strings of a device list. xl stops reading at the first item
-    /// that is not a string (a nested list); pvh refuses it instead.
-    func specifications(_ key: String, what: String) throws(XLConfigError) -> [(spec: String, line: Int)] {
+    /// A device list (`disk=`, `vif=`): each item a string, parsed by its
+    /// DeviceSpecs parser, then all checked together. xl stops reading at
+    /// the first item that is not a string (a nested list); pvh refuses it.
+    /// An error names the list's line, the item and DeviceSpecs' reason.
+    func devices<Device, Failure: Error>(
+        _ key: String, item: String, parse: (String) throws(Failure) -> Device, validate: ([Device]) throws(Failure) -> Void,
+        describe: (Failure) -> (spec: String, reason: String)
+    ) throws(XLConfigError) -> [Device] {
         guard let (items, line) = try settings.list(key) else { return [] }
-        var specs: [(String, Int)] = []
-        for (i, item) in items.enumerated() {
-            guard case .string(let spec) = item else {
-                throw .invalid("\(source):\(line): \(key): item \(i + 1) is a list, not a \(what) string")
-            }
-            specs.append((spec, line))
+        func refusal(_ error: Failure) -> XLConfigError {
+            let (spec, reason) = describe(error)
+            return .invalid("\(source):\(line): \(key) '\(DiskSpecificationError.oneLine(spec))': \(reason)")
         }
-        return specs
+        var devices: [Device] = []
+        for (i, value) in items.enumerated() {
+            guard case .string(let spec) = value else {
+                throw .invalid("\(source):\(line): \(key): item \(i + 1) is a list, not a \(item) string")
+            }
+            do { devices.append(try parse(spec)) } catch { throw refusal(error) }
+        }
+        do { try validate(devices) } catch { throw refusal(error) }
+        return devices
     }
 
     func disks() throws(XLConfigError) -> [DiskSpecification] {
-        var disks: [DiskSpecification] = []
-        let specs = try specifications("disk", what: "DISKSPEC")
-        for (spec, line) in specs {
-            do {
-                disks.append(try DiskSpecification(parsing: spec))
-            } catch {
-                throw .invalid("\(source):\(line): disk '\(DiskSpecificationError.oneLine(spec))': \(error.reason)")
-            }
-        }
-        do {
-            try DiskSpecification.validate(disks)
-        } catch {
-            throw .invalid("\(here("disk")): disk '\(DiskSpecificationError.oneLine(error.spec))': \(error.reason)")
-        }
-        return disks
+        try devices("disk", item: "DISKSPEC", parse: DiskSpecification.init(parsing:), validate: DiskSpecification.validate,
+                    describe: { ($0.spec, $0.reason) })
     }
 
     func networks() throws(XLConfigError) -> [NetworkInterfaceSpecification] {
-        var networks: [NetworkInterfaceSpecification] = []
-        for (spec, line) in try specifications("vif", what: "VIFSPEC") {
-            do {
-                networks.append(try NetworkInterfaceSpecification(parsing: spec))
-            } catch {
-                throw .invalid("\(source):\(line): vif '\(DiskSpecificationError.oneLine(spec))': \(error.reason)")
-            }
-        }
-        do {
-            try NetworkInterfaceSpecification.validate(networks)
-        } catch {
-            throw .invalid("\(here("vif")): vif '\(DiskSpecificationError.oneLine(error.spec))': \(error.reason)")
-        }
-        return networks
+        try devices("vif", item: "VIFSPEC", parse: NetworkInterfaceSpecification.init(parsing:),
+                    validate: NetworkInterfaceSpecification.validate, describe: { ($0.spec, $0.reason) })
     }
 
     /// One warning per key xl knows and pvh does not use, in file order.

@@ -1,5 +1,4 @@
 import Foundation
-import Synchronization
 import Testing
 
 /// `pvh create` from xl config files: the dry run's JSON, xl's exit status
@@ -7,37 +6,7 @@ import Testing
 /// installs it) resolved and booted with only its paths changed.
 @Suite("pvh create (xl configs)", .enabled(if: Env.hasPVHBinary, "needs .build/debug/pvh: run `swift build` first (scripts/test.sh does)"))
 struct XLConfigCreateTests {
-    struct Result { let status: Int32; let stdout: String; let stderr: String }
-
-    /// Runs pvh; after `limit` seconds it is killed (SIGKILL), so a hang
-    /// fails the test instead of stalling the run.
-    func pvh(_ args: [String], limit: Double = 60) throws -> Result {
-        let p = Process()
-        p.executableURL = URL(fileURLWithPath: Env.pvhBinary)
-        p.arguments = args
-        let out = Pipe(), err = Pipe()
-        p.standardOutput = out
-        p.standardError = err
-        p.standardInput = FileHandle.nullDevice
-        try p.run()
-        let pid = p.processIdentifier
-        let watchdog = DispatchWorkItem { kill(pid, SIGKILL) }
-        DispatchQueue.global().asyncAfter(deadline: .now() + limit, execute: watchdog)
-        // stderr is drained beside stdout so neither pipe fills and blocks pvh.
-        let errData = Mutex(Data())
-        let errDone = DispatchSemaphore(value: 0)
-        DispatchQueue.global().async {
-            let d = err.fileHandleForReading.readDataToEndOfFile()
-            errData.withLock { $0 = d }
-            errDone.signal()
-        }
-        let o = out.fileHandleForReading.readDataToEndOfFile()
-        errDone.wait()
-        p.waitUntilExit()
-        watchdog.cancel()
-        return Result(status: p.terminationStatus, stdout: String(decoding: o, as: UTF8.self),
-                      stderr: String(decoding: errData.withLock { $0 }, as: UTF8.self))
-    }
+    func pvh(_ args: [String], limit: Double = 60) throws -> PVHResult { try Env.runPVH(args, limit: limit) }
 
     func tempFile(_ text: String, suffix: String = ".cfg") -> String {
         let path = FileManager.default.temporaryDirectory.appendingPathComponent("pvh-xl-\(UUID().uuidString.prefix(8))\(suffix)").path
