@@ -179,7 +179,9 @@ struct ConfigParser {
         }
         var last = start
         let value = try self.value(last: &last)
-        if let message = settings.store(name: name.value, value: value, append: append, line: start.line) {
+        // After any error libxlu stores nothing more (`if (ctx->err) goto
+        // out`), so a later `+=` finds no earlier value to clash with.
+        if !diagnostics.failed, let message = settings.store(name: name.value, value: value, append: append, line: start.line) {
             diagnostics.lexicalError(line: lexer.lineNumber, near: last.text, message)
         }
         let end = peek()

@@ -247,6 +247,10 @@ struct GrammarTests {
         ])
         // After `a = 1 ]` the parse stops: line 2's error is never seen.
         #expect(parseErrors("a = 1 ]\nb = Q\n") == ["t.cfg:1: config parsing error near `]': syntax error, unexpected ']', expecting $end"])
+        // Nothing is stored after an error, so this `+=` clashes with nothing.
+        #expect(parseErrors("a = [\n,\n]\nb = [\n]\nb += 010\n") == [
+            "t.cfg:2: config parsing error near `,': syntax error, unexpected ',', expecting ']'",
+        ])
         // A lexical error hides the syntax error it causes on its line.
         #expect(parseErrors("a = Q\nb = 1 ]\n") == ["t.cfg:1: config parsing error near `Q': lexical error"])
     }
