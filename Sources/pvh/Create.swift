@@ -35,6 +35,9 @@ struct Create: ParsableCommand {
     @Argument(help: ArgumentHelp("More config lines, each KEY=VALUE in the file's syntax.", valueName: "KEY=VALUE"))
     var overrides: [String] = []
 
+    /// The largest config file read.
+    static let maximumFileSize = 16 << 20
+
     func validate() throws {
         for line in overrides where !line.contains("=") {
             throw ValidationError("\(line): not KEY=VALUE (xl create takes one config file)")
@@ -51,11 +54,15 @@ struct Create: ParsableCommand {
         let fd = open(file, O_RDONLY)
         guard fd >= 0 else { throw fail(["\(file): unable to open configuration file: \(String(cString: strerror(errno)))"]) }
         let handle = FileHandle(fileDescriptor: fd, closeOnDealloc: true)
+        // Bounded: a config is a few KiB, and /dev/zero is not one.
         let bytes: [UInt8]
         do {
-            bytes = Array(try handle.readToEnd() ?? Data())
+            bytes = Array(try handle.read(upToCount: Self.maximumFileSize + 1) ?? Data())
         } catch {
             throw fail(["\(file): unable to read configuration file: \(error.localizedDescription)"])
+        }
+        guard bytes.count <= Self.maximumFileSize else {
+            throw fail(["\(file): larger than \(Self.maximumFileSize >> 20) MiB: not a configuration file"])
         }
         stderr.emit(Array("Parsing config from \(file)\n".utf8))
         let resolution: XLDomainConfiguration.Resolution
