@@ -28,8 +28,10 @@ struct NetworkScenarioTests {
         let run = try GuestRun.boot(config, limit: .seconds(180))
         #expect(run.exit == .shutdown(.poweroff))
         let results = run.results()
+        let m = run.domain.networkMetrics.first?.first
+        let counters = m.map { "rx \($0.rxPackets.load(ordering: .relaxed)) tx \($0.txPackets.load(ordering: .relaxed)) ringFull \($0.rxRingFull.load(ordering: .relaxed)) drops \($0.totalDrops)" } ?? "-"
         for scenario in ["net_info", "net_dhcp", "net_tcp"] {
-            #expect(results[scenario]?.hasPrefix("PASS") == true, "\(scenario): \(run.console.text)")
+            #expect(results[scenario]?.hasPrefix("PASS") == true, "\(scenario): \(counters) \(run.console.text)")
         }
         #expect(results["net_tcp"]?.contains("sent=65536 received=65536 crc32=0x4e070902") == true)
         #expect(server.bytesEchoed == 65536)
