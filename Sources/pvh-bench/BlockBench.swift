@@ -302,7 +302,7 @@ final class PVHRun {
         let configuration = BlockDeviceConfiguration(
             sectors: file.sizeInBytes / UInt64(sectorSize), sectorSize: sectorSize,
             physicalSectorSize: UInt32(file.physicalSectorSize), maximumQueues: 1,
-            makeEngine: { _, done in try file.makeEngine(engine, onComplete: done) })
+            makeEngine: { _, done in try file.makeEngine(engine, reaping: .caller, onComplete: done) })
         let address = XenbusDeviceAddress(type: "vbd", frontend: FrontendGuest.domain, index: 51712)
         backend = try BlockBackend(store: guest.store, address: address, configuration: configuration, memory: guest.memory,
                                    grants: guest.grants, events: guest.events, runtime: guest.runtime)
