@@ -20,6 +20,20 @@ struct CallerReapedEngineTests {
         return try #require(engine as? any CallerReapedBlockIOEngine, "makeEngine(reaping: .caller) made no caller-reaped engine")
     }
 
+    /// A scratch backing of `files` pages, `pages` guest pages, and a
+    /// caller-reaped engine of `depth` on the backing, logging to `log`.
+    struct Fixture {
+        let backing: ScratchBacking
+        let guest: GuestPages
+        let log = CompletionLog()
+        let engine: any CallerReapedBlockIOEngine
+        init(filePages: Int, guestPages: Int, depth: Int) throws {
+            backing = try ScratchBacking(size: filePages * 4096)
+            guest = try GuestPages(pages: guestPages)
+            engine = try CallerReapedEngineTests.make(backing, depth: depth, log: log)
+        }
+    }
+
     /// Waits and reaps on this thread until `count` completions came (or
     /// 30 s passed: a failure, not a hang); the completions in reap order.
     static func reapAll(_ engine: any CallerReapedBlockIOEngine, count: Int) -> [BlockIOCompletion] {
@@ -44,10 +58,8 @@ struct CallerReapedEngineTests {
 
     @Test("writes then reads at a depth of 8 with 64 submitted: every completion comes from reap on the caller's thread, once each; the handler hears nothing; the data round-trips")
     func reapedOnCaller() throws {
-        let backing = try ScratchBacking(size: 64 * 4096)
-        let guest = try GuestPages(pages: 128)
-        let log = CompletionLog()
-        let engine = try Self.make(backing, depth: 8, log: log)
+        let f = try Fixture(filePages: 64, guestPages: 128, depth: 8)
+        let (backing, guest, log, engine) = (f.backing, f.guest, f.log, f.engine)
         defer { engine.shutdown() }
         var rng = SplitMix64(seed: 0xca11_e4)
         let data = rng.bytes(64 * 4096)
@@ -72,10 +84,8 @@ struct CallerReapedEngineTests {
 
     @Test("a failing request among succeeding ones: each gets its own result (EINVAL past off_t, short at the end of the file, the rest whole)")
     func failureAmongSuccesses() throws {
-        let backing = try ScratchBacking(size: 16 * 4096)
-        let guest = try GuestPages(pages: 32)
-        let log = CompletionLog()
-        let engine = try Self.make(backing, depth: 16, log: log)
+        let f = try Fixture(filePages: 16, guestPages: 32, depth: 16)
+        let (guest, engine) = (f.guest, f.engine)
         defer { engine.shutdown() }
         var requests = try (0..<8).map { i in
             BlockIORequest(tag: UInt64(i), operation: .read(offset: UInt64(i * 4096), into: [try guest.range(i)]))
@@ -93,10 +103,8 @@ struct CallerReapedEngineTests {
 
     @Test("wake ends a wait with nothing in flight (false: no completion); a completion ends one by itself (true)")
     func waitAndWake() throws {
-        let backing = try ScratchBacking(size: 4096)
-        let guest = try GuestPages(pages: 1)
-        let log = CompletionLog()
-        let engine = try Self.make(backing, depth: 4, log: log)
+        let f = try Fixture(filePages: 1, guestPages: 1, depth: 4)
+        let (guest, engine) = (f.guest, f.engine)
         defer { engine.shutdown() }
         engine.wake()
         #expect(engine.waitForCompletions() == false)
@@ -108,10 +116,8 @@ struct CallerReapedEngineTests {
 
     @Test("shutdown with 128 requests in flight at a depth of 8, none reaped: it reaps them all to the handler, later submits are shutDown, a wait afterwards ends on wake")
     func shutdownInFlight() throws {
-        let backing = try ScratchBacking(size: 128 * 4096)
-        let guest = try GuestPages(pages: 128)
-        let log = CompletionLog()
-        let engine = try Self.make(backing, depth: 8, log: log)
+        let f = try Fixture(filePages: 128, guestPages: 128, depth: 8)
+        let (guest, log, engine) = (f.guest, f.log, f.engine)
         try guest.memory.fill(at: guest.address(0), count: 128 * 4096, with: 0xa5)
         engine.submit(try (0..<128).map { i in
             BlockIORequest(tag: UInt64(i), operation: i % 3 == 0 ? .flush : .write(offset: UInt64(i * 4096), from: [try guest.range(i)]))
