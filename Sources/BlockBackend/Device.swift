@@ -215,7 +215,7 @@ final class BlockQueue: Sendable {
             throw .engine("\(error)")
         }
         let core = QueueCore(index: index, ring: ring, environment: environment, engine: engine, inbox: inbox)
-        let context = device.makeContext(queue: String(index))
+        let context = device.makeContext(queue: String(index), doorbell: core.reaped.map { EngineDoorbell($0) })
         let channel: BackendChannel
         do {
             channel = try device.bindChannel(events: events, guestPort: port, on: context) { () throws(DeviceFault) in
@@ -228,6 +228,7 @@ final class BlockQueue: Sendable {
             throw .eventChannel(port, error)
         }
         inbox.setWake { [weak channel] in channel?.schedule() }
+        if core.reaped != nil { channel.pumpOnDoorbellEvent() }
         self.core = core
         self.channel = channel
         self.ringHolds = holds
@@ -253,10 +254,12 @@ final class BlockQueue: Sendable {
             }
         }
         core.inbox.setWake(nil)
+        // No pump runs from here on, so a caller-reaped engine's shutdown is
+        // the only one reaping.
+        channel.close()
         // Every submitted request completes before shutdown returns, so no
         // I/O touches the guest's pages once their holds go below.
         core.engine.shutdown()
-        channel.close()
         core.abandon()
         for h in ringHolds { h.release() }
     }

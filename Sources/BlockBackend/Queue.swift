@@ -42,6 +42,17 @@ final class CompletionInbox: Sendable {
     func setWake(_ wake: (@Sendable () -> Void)?) { state.withLock { $0.wake = wake } }
 }
 
+/// A queue context's doorbell when its engine is caller-reaped: the context
+/// sleeps on the engine's completion event (io_uring's registered eventfd),
+/// so a finished I/O wakes the queue's thread itself, which reaps it in its
+/// pump; a guest notification rings the same event.
+final class EngineDoorbell: ExecutionContextDoorbell {
+    let engine: any CallerReapedBlockIOEngine
+    init(_ engine: any CallerReapedBlockIOEngine) { self.engine = engine }
+    func wait() -> Bool { engine.waitForCompletions() }
+    func ring() { engine.wake() }
+}
+
 /// What every queue of a device shares.
 struct QueueEnvironment: Sendable {
     let memory: any HostAddressableMemory
@@ -91,6 +102,10 @@ final class QueueCore: Sendable {
     let index: Int
     let environment: QueueEnvironment
     let engine: any BlockIOEngine
+    /// The engine, when the pump reaps its completions itself.
+    let reaped: (any CallerReapedBlockIOEngine)?
+    /// Completions an engine thread handed over (and, caller-reaped, those
+    /// of the engine's shutdown and its `.shutDown` answers).
     let inbox: CompletionInbox
     let state: Mutex<State>
     /// Signalled once when a stopping queue has nothing left in flight.
@@ -100,6 +115,7 @@ final class QueueCore: Sendable {
         self.index = index
         self.environment = environment
         self.engine = engine
+        reaped = engine as? any CallerReapedBlockIOEngine
         self.inbox = inbox
         self.state = Mutex(State(ring: ring))
     }
@@ -115,7 +131,10 @@ final class QueueCore: Sendable {
     func pump() throws(DeviceFault) -> BackendChannel.PumpResult {
         var notify = false
         while true {
-            let completions = inbox.take()
+            // Caller-reaped: the CQEs are taken here, on the queue's own
+            // thread, where the doorbell woke it (no reaper thread between).
+            var completions = inbox.take()
+            if let reaped { completions += reaped.reap() }
             let (batch, published) = try state.withLock { (s: inout State) throws(DeviceFault) -> ([BlockIORequest], Bool) in
                 do throws(XenRingError) {
                     var batch: [BlockIORequest] = []

@@ -139,6 +139,11 @@ int pvh_uring_reap(struct io_uring *ring, uint64_t *user_data, int32_t *result, 
     struct io_uring_cqe *cqe;
     int r = io_uring_wait_cqe(ring, &cqe);
     if (r < 0) return r;
+    return pvh_uring_peek(ring, user_data, result, max);
+}
+
+int pvh_uring_peek(struct io_uring *ring, uint64_t *user_data, int32_t *result, unsigned max) {
+    struct io_uring_cqe *cqe;
     unsigned head, n = 0;
     io_uring_for_each_cqe(ring, head, cqe) {
         if (n == max) break;
@@ -149,6 +154,32 @@ int pvh_uring_reap(struct io_uring *ring, uint64_t *user_data, int32_t *result, 
     io_uring_cq_advance(ring, n);
     return (int)n;
 }
+
+int pvh_uring_wait_timeout(struct io_uring *ring, unsigned milliseconds) {
+    struct io_uring_cqe *cqe;
+    struct __kernel_timespec ts = {.tv_sec = milliseconds / 1000, .tv_nsec = (long long)(milliseconds % 1000) * 1000000};
+    int r = io_uring_wait_cqe_timeout(ring, &cqe, &ts);
+    return r == -ETIME ? 0 : r;
+}
+
+unsigned pvh_uring_cq_ready(const struct io_uring *ring) { return io_uring_cq_ready(ring); }
+
+int pvh_uring_register_eventfd(struct io_uring *ring, int fd) { return io_uring_register_eventfd(ring, fd); }
+
+int pvh_blocking_eventfd(void) {
+    int fd = eventfd(0, EFD_CLOEXEC);
+    return fd < 0 ? -errno : fd;
+}
+
+int pvh_eventfd_wait(int fd) {
+    eventfd_t value;
+    while (eventfd_read(fd, &value) != 0) {
+        if (errno != EINTR) return -errno;
+    }
+    return 0;
+}
+
+int pvh_eventfd_signal(int fd) { return eventfd_write(fd, 1) == 0 ? 0 : -errno; }
 
 int pvh_vnet_header_size(void) { return (int)sizeof(struct virtio_net_hdr); }
 

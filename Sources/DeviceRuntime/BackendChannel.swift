@@ -146,6 +146,11 @@ public final class BackendChannel: Sendable {
         }
     }
 
+    /// Makes the context's doorbell events (see `ExecutionContextDoorbell`)
+    /// pump this channel: for a device whose host work (I/O completions)
+    /// wakes the context directly.
+    public func pumpOnDoorbellEvent() { context.runOnDoorbellEvent(work) }
+
     /// Notifies the guest now (`evtchn_send` by the backend domain), for a
     /// device that has something for the guest outside a pump.
     public func notifyGuest() {

@@ -97,8 +97,10 @@ public final class RuntimeDevice: Sendable {
     /// A new execution context for this device: thread `pvh-<name>`, or
     /// `pvh-<name>-<queue>` for one of several queues (a block device's
     /// rings each get one, as xen-blkback gives each ring its kthread).
-    public func makeContext(queue: String? = nil) -> ExecutionContext {
-        let context = ExecutionContext(name: queue.map { "pvh-\(name)-\($0)" } ?? "pvh-\(name)", stackSize: stackSize)
+    /// `doorbell`: how its thread sleeps, when not on a semaphore (see
+    /// `ExecutionContextDoorbell`).
+    public func makeContext(queue: String? = nil, doorbell: (any ExecutionContextDoorbell)? = nil) -> ExecutionContext {
+        let context = ExecutionContext(name: queue.map { "pvh-\(name)-\($0)" } ?? "pvh-\(name)", stackSize: stackSize, doorbell: doorbell)
         let failed = state.withLock { s in
             s.contexts.append(context)
             return s.fault != nil

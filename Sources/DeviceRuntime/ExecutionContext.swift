@@ -20,6 +20,11 @@ import Synchronization
 ///   run starts, so a run sees everything written before any `schedule()`
 ///   that found the flag clear; a `schedule()` that found it set is covered
 ///   by the run that has not started yet.
+/// - An idle context sleeps on its doorbell: a semaphore, or one the caller
+///   gives (`ExecutionContextDoorbell`) that some other event can also end,
+///   such as the kernel posting an io_uring completion; that event then
+///   runs the item named with `runOnDoorbellEvent`, with no thread between
+///   the event and the context.
 /// - `stop()` waits for the running item to finish and runs nothing more;
 ///   called from the context's own thread it only marks the context stopped
 ///   (the running item returns, then the thread exits), so it never
@@ -37,10 +42,10 @@ public final class ExecutionContext: Sendable {
 
     /// Starts the context's thread, named `name` (see `name`), with a stack
     /// of `stackSize` bytes.
-    public init(name: String, stackSize: Int = ExecutionContext.defaultStackSize) {
+    public init(name: String, stackSize: Int = ExecutionContext.defaultStackSize, doorbell: (any ExecutionContextDoorbell)? = nil) {
         let name = String(decoding: name.utf8.prefix(15), as: UTF8.self)
         self.name = name
-        let core = Core()
+        let core = Core(doorbell: doorbell ?? SemaphoreDoorbell())
         self.core = core
         // swift-corelibs-foundation names a Linux thread (pthread_setname_np)
         // only once start() has recorded its pthread: a name set before
@@ -69,6 +74,14 @@ public final class ExecutionContext: Sendable {
     /// scheduled (coalesced, see the type's documentation).
     public func makeWork(_ body: @escaping @Sendable () -> Void) -> Work {
         Work(core: core, id: core.register(body))
+    }
+
+    /// Makes `work` (an item of this context) the one that runs when the
+    /// doorbell's own event ends the context's sleep (`wait()` returning
+    /// true). Nothing runs for such an event before this is called.
+    public func runOnDoorbellEvent(_ work: Work) {
+        precondition(work.core === core, "runOnDoorbellEvent: a work item of another context")
+        core.state.withLock { $0.doorbellWork = work.id }
     }
 
     /// Stops the context: waits for the running work item to finish (unless
@@ -137,8 +150,10 @@ extension ExecutionContext {
             /// FIFO of what to run; each work item is in it at most once.
             var queue: [Item] = []
             var queued: Set<Int> = []
-            /// The thread waits on `doorbell`; whoever clears this signals it.
+            /// The thread waits on `doorbell`; whoever clears this rings it.
             var sleeping = false
+            /// The item a doorbell event of its own runs.
+            var doorbellWork: Int?
             var stopping = false
             var exited = false
             var thread: ObjectIdentifier?
@@ -149,7 +164,9 @@ extension ExecutionContext {
         let state = Mutex(State())
         /// One signal per wake-up: only the caller that cleared `sleeping`
         /// signals, and the thread sets `sleeping` right before it waits.
-        let doorbell = DispatchSemaphore(value: 0)
+        let doorbell: any ExecutionContextDoorbell
+
+        init(doorbell: any ExecutionContextDoorbell) { self.doorbell = doorbell }
         /// Signalled once when the thread leaves its loop; each waiter passes
         /// the signal on so that any number of `stop()` callers return.
         let exited = DispatchSemaphore(value: 0)
@@ -182,7 +199,7 @@ extension ExecutionContext {
                 }
                 return Self.wake(&s)
             }
-            if ring { doorbell.signal() }
+            if ring { doorbell.ring() }
         }
 
         /// Clears `sleeping`; true if the caller must ring the doorbell.
@@ -204,7 +221,7 @@ extension ExecutionContext {
                 s.queue.removeAll { if case .work = $0 { true } else { false } }
                 return Self.wake(&s)
             }
-            if ring { doorbell.signal() }
+            if ring { doorbell.ring() }
         }
 
         func waitUntilExited() {
@@ -221,7 +238,7 @@ extension ExecutionContext {
                 return Self.wake(&s)
             }
             guard let ring else { return true }
-            if ring { doorbell.signal() }
+            if ring { doorbell.ring() }
             let (seconds, attoseconds) = timeout.components
             let nanoseconds = Int(clamping: seconds) &* 1_000_000_000 &+ Int(attoseconds / 1_000_000_000)
             return done.wait(timeout: .now() + .nanoseconds(nanoseconds)) == .success
@@ -270,7 +287,17 @@ extension ExecutionContext {
                 case .barrier(let b):
                     b.signal()
                 case .sleep:
-                    doorbell.wait()
+                    if doorbell.wait() {
+                        // Woken by the doorbell's own event, not a ring: no
+                        // one cleared `sleeping` (a ring meanwhile did, and
+                        // its extra wake-up only finds nothing to do).
+                        state.withLock { s in
+                            s.sleeping = false
+                            if let id = s.doorbellWork, !s.stopping, s.handlers[id] != nil, s.queued.insert(id).inserted {
+                                s.queue.append(.work(id))
+                            }
+                        }
+                    }
                 case .exit(let waiters):
                     for w in waiters { w.signal() }
                     exited.signal()
@@ -279,4 +306,32 @@ extension ExecutionContext {
             }
         }
     }
+}
+
+/// How an idle execution context's thread sleeps and is woken.
+///
+/// The default is a semaphore. A device whose own work arrives through the
+/// kernel can let its context sleep where that work shows up instead (the
+/// block backend's queue sleeps on its io_uring's completion eventfd), so
+/// the work wakes the context itself rather than a thread that would only
+/// pass it on: one wake-up per event instead of two.
+public protocol ExecutionContextDoorbell: AnyObject, Sendable {
+    /// Blocks the context's thread until `ring()` was called since the last
+    /// return (a ring before the wait is not lost) or the doorbell's own
+    /// event came. True for the latter (the context then runs the item
+    /// named with `ExecutionContext.runOnDoorbellEvent`); a spurious return
+    /// is allowed either way.
+    func wait() -> Bool
+    /// Ends the current or next `wait()`. Any thread.
+    func ring()
+}
+
+/// The default doorbell: a semaphore, with no event of its own.
+final class SemaphoreDoorbell: ExecutionContextDoorbell {
+    private let semaphore = DispatchSemaphore(value: 0)
+    func wait() -> Bool {
+        semaphore.wait()
+        return false
+    }
+    func ring() { semaphore.signal() }
 }

@@ -241,20 +241,28 @@ public final class BlockBackingFile: @unchecked Sendable {
     }
 
     /// Makes an engine of `kind` for this backing; `depth` is the io_uring
-    /// depth or the thread pool's queue bound. Throws only for `.ioUring`
-    /// when io_uring is unavailable (`.automatic` falls back instead).
-    public func makeEngine(_ kind: EngineKind, depth: Int = IOUringEngine.defaultDepth,
+    /// depth or the thread pool's queue bound; with `reaping: .caller` an
+    /// io_uring engine is a `CallerReapedBlockIOEngine` (the others ignore
+    /// it). Throws only for `.ioUring` when io_uring is unavailable
+    /// (`.automatic` falls back instead).
+    public func makeEngine(_ kind: EngineKind, depth: Int = IOUringEngine.defaultDepth, reaping: BlockIOCompletionReaping = .engineThread,
                            onComplete: @escaping @Sendable ([BlockIOCompletion]) -> Void) throws(IOUringUnavailable) -> any BlockIOEngine {
+        func ioUring() throws(IOUringUnavailable) -> any BlockIOEngine {
+            switch reaping {
+            case .engineThread: try IOUringEngine.make(file: self, depth: depth, onComplete: onComplete)
+            case .caller: try IOUringEngine.makeCallerReaped(file: self, depth: depth, onComplete: onComplete)
+            }
+        }
         switch kind {
         case .ioUring:
-            return try IOUringEngine.make(file: self, depth: depth, onComplete: onComplete)
+            return try ioUring()
         case .threadPool:
             return ThreadPoolEngine(file: self, queueDepth: depth, onComplete: onComplete)
         case .synchronous:
             return SynchronousEngine(fileDescriptor: fileDescriptor, discard: discardMethod, owner: self, onComplete: onComplete)
         case .automatic:
             do {
-                return try IOUringEngine.make(file: self, depth: depth, onComplete: onComplete)
+                return try ioUring()
             } catch {
                 return ThreadPoolEngine(file: self, queueDepth: depth, onComplete: onComplete)
             }

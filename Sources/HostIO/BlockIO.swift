@@ -84,3 +84,42 @@ public protocol BlockIOEngine: AnyObject, Sendable {
     /// submitted afterwards complete with `.shutDown`.
     func shutdown()
 }
+
+/// Who hands an engine's completions to its owner.
+public enum BlockIOCompletionReaping: Hashable, Sendable {
+    /// A thread of the engine's calls the completion handler (the io_uring
+    /// reaper, the pool's workers).
+    case engineThread
+    /// The owner collects them on its own thread (`CallerReapedBlockIOEngine`),
+    /// where io_uring can do that; the thread engines deliver on their
+    /// threads whatever is asked.
+    case caller
+}
+
+/// An engine whose completions its owner reaps on its own thread instead of
+/// being handed them by a thread of the engine's.
+///
+/// Why: a completion that goes through an engine thread costs two thread
+/// wake-ups before the owner sees it (the engine thread's, then the
+/// owner's). Here the owner's thread sleeps in `waitForCompletions`, which
+/// the kernel wakes itself when a completion is posted (io_uring's
+/// registered eventfd), and `reap` takes what is ready without waiting. The
+/// block backend's queue context sleeps this way (its doorbell), so a
+/// finished read wakes exactly the thread that answers the guest.
+///
+/// `reap` and `waitForCompletions` are called from one thread at a time
+/// (the owner's); `wake` and `submit` from any. The completion handler the
+/// engine was made with still gets what `shutdown` reaps, and the
+/// `.shutDown` answers to requests submitted after it.
+public protocol CallerReapedBlockIOEngine: BlockIOEngine {
+    /// The completions ready now (in the order the kernel posted them),
+    /// without waiting. Continues short transfers and starts requests
+    /// waiting for a slot, as an engine thread would.
+    func reap() -> [BlockIOCompletion]
+    /// Blocks until a completion is ready to reap or `wake()` was called
+    /// since the last return (a wake before the wait is not lost). True when
+    /// completions are ready; false for a wake alone, or after shutdown.
+    func waitForCompletions() -> Bool
+    /// Makes the current or next `waitForCompletions` return.
+    func wake()
+}

@@ -55,10 +55,22 @@ public enum IOUringUnavailable: Error, Hashable, Sendable, CustomStringConvertib
 ///   io_uring_submit once, under the engine's lock. The
 ///   completion queue (twice the submission queue, liburing's default) can
 ///   never overflow: at most `depth` + 1 requests (a wake-up) are out.
-/// - One thread (`pvh-uring`) waits for completions (io_uring_wait_cqe),
-///   takes all that are ready, starts what the freed slots allow, and calls
-///   the handler with the batch, never concurrently and never on a
-///   submitter's thread (save the `.shutDown` answers below).
+/// - Completions, made with `.engineThread`: one thread (`pvh-uring`) waits
+///   for them (io_uring_wait_cqe), takes all that are ready, starts what the
+///   freed slots allow, and calls the handler with the batch, never
+///   concurrently and never on a submitter's thread (save the `.shutDown`
+///   answers below).
+/// - Made with `.caller` (`CallerReapedBlockIOEngine`), there is no such
+///   thread: an eventfd is registered with the ring (io_uring_register(2),
+///   IORING_REGISTER_EVENTFD), so the kernel signals it for every
+///   completion it posts; the owner's thread sleeps on it
+///   (`waitForCompletions`, which `wake` also ends) and takes completions
+///   with `reap`, which does what the reaper thread does, minus the
+///   handler. A completion then costs one thread wake-up, the owner's, not
+///   two. The owner's thread is usually the one that submits, so the
+///   task_work io_uring runs to post an O_DIRECT completion (which the
+///   kernel queues to the submitting task) runs on the thread that waits
+///   for it anyway.
 /// - Short transfers are continued, not reported: a read or write that
 ///   moved fewer bytes than asked is resubmitted for the rest (as
 ///   preadv/pwritev are retried in `HostFileIO.transfer`), so `.short` means
@@ -76,7 +88,10 @@ public enum IOUringUnavailable: Error, Hashable, Sendable, CustomStringConvertib
 ///   `.shutDown` on the submitting thread), waits until everything accepted
 ///   has completed and been delivered, then the thread ends and the ring is
 ///   torn down. From the completion handler it only starts that and
-///   returns.
+///   returns. A caller-reaped engine's `shutdown()` reaps what is still in
+///   the kernel itself (to the handler) before tearing the ring down; its
+///   owner has stopped reaping by then (a `reap` meanwhile is safe, it
+///   shares the lock, and finds nothing once the ring is gone).
 ///
 /// The engine keeps its `BlockBackingFile` (so the descriptor) alive until
 /// `shutdown()` has returned, and its thread keeps the engine alive until
@@ -84,7 +99,10 @@ public enum IOUringUnavailable: Error, Hashable, Sendable, CustomStringConvertib
 @safe public final class IOUringEngine: BlockIOEngine, @unchecked Sendable {
     // SAFETY (Sendable): the `let`s are immutable. The ring's submission
     // side (prep, submit) is used only with `state` locked; its completion
-    // side (reap) only by the reaper thread. liburing's wait_cqe and
+    // side (reap) only by the reaper thread, or, caller-reaped, only with
+    // `state` locked (peek, cq_ready) or by the one thread shutting down
+    // (its timed wait reads the completion queue's indices and takes
+    // nothing). liburing's wait_cqe and
     // submit touch disjoint halves of the ring (io_uring_wait_cqe enters the
     // kernel with to_submit = 0 and never reads the SQ tail), so the two may
     // run at once. The ring is destroyed by the reaper once it has left its
@@ -103,6 +121,12 @@ public enum IOUringUnavailable: Error, Hashable, Sendable, CustomStringConvertib
     private let fd: Int32
     private let discard: DiscardMethod
     private let onComplete: @Sendable ([BlockIOCompletion]) -> Void
+    /// Caller-reaped: the eventfd the kernel signals per completion (and
+    /// `wake` writes); nil with a reaper thread. Closed in deinit, not at
+    /// shutdown: the owner's thread may still be sleeping on it.
+    private let completionEvent: Int32?
+    /// Caller-reaped: room for one peek's completions.
+    private let completionCapacity: Int
     private let state: Mutex<State>
     /// Signalled once when the reaper has torn the ring down; each waiter
     /// passes the signal on, so any number of `shutdown()` callers return.
@@ -118,7 +142,17 @@ public enum IOUringUnavailable: Error, Hashable, Sendable, CustomStringConvertib
         try IOUringEngine(fileDescriptor: file.fileDescriptor, discard: file.discardMethod, owner: file, depth: depth, onComplete: onComplete)
     }
 
+    /// As `make`, with no reaper thread: the caller reaps (see
+    /// `CallerReapedBlockIOEngine`); `onComplete` gets only what `shutdown`
+    /// reaps and the `.shutDown` answers.
+    public static func makeCallerReaped(file: BlockBackingFile, depth: Int = defaultDepth,
+                                        onComplete: @escaping @Sendable ([BlockIOCompletion]) -> Void) throws(IOUringUnavailable) -> CallerReapedIOUring {
+        CallerReapedIOUring(try IOUringEngine(fileDescriptor: file.fileDescriptor, discard: file.discardMethod, owner: file, depth: depth,
+                                              reaping: .caller, onComplete: onComplete))
+    }
+
     init(fileDescriptor: Int32, discard: DiscardMethod, owner: (AnyObject & Sendable)?, depth: Int,
+         reaping: BlockIOCompletionReaping = .engineThread,
          onComplete: @escaping @Sendable ([BlockIOCompletion]) -> Void) throws(IOUringUnavailable) {
         // IORING_MAX_ENTRIES is 32768; one entry more than the slots for the wake-up.
         let depth = min(max(depth, 1), 16384)
@@ -136,6 +170,19 @@ public enum IOUringUnavailable: Error, Hashable, Sendable, CustomStringConvertib
             unsafe pvh_uring_destroy(ring)
             throw .missingOperations
         }
+        var event: Int32?
+        if reaping == .caller {
+            let fd = pvh_blocking_eventfd()
+            // SAFETY: as above.
+            let registered = fd < 0 ? fd : unsafe pvh_uring_register_eventfd(ring, fd)
+            guard registered >= 0 else {
+                if fd >= 0 { close(fd) }
+                unsafe pvh_uring_destroy(ring)
+                throw .setupFailed(errno: -registered)
+            }
+            event = fd
+        }
+        completionEvent = event
         unsafe self.ring = ring
         self.depth = depth
         fd = fileDescriptor
@@ -144,7 +191,14 @@ public enum IOUringUnavailable: Error, Hashable, Sendable, CustomStringConvertib
         state = Mutex(State(depth: depth, owner: owner))
         // SAFETY: as above.
         let completionCapacity = Int(unsafe pvh_uring_cq_entries(ring))
-        EngineThread.start(name: "pvh-uring") { [self] in reap(capacity: completionCapacity) }
+        self.completionCapacity = completionCapacity
+        if event == nil {
+            EngineThread.start(name: "pvh-uring") { [self] in reap(capacity: completionCapacity) }
+        }
+    }
+
+    deinit {
+        if let completionEvent { close(completionEvent) }
     }
 
     /// /proc/sys/kernel/io_uring_disabled (Linux 6.6), to say why EPERM.
@@ -171,6 +225,10 @@ public enum IOUringUnavailable: Error, Hashable, Sendable, CustomStringConvertib
     }
 
     public func shutdown() {
+        if completionEvent != nil {
+            shutdownCallerReaped()
+            return
+        }
         let onReaper = state.withLock { s -> Bool in
             if !s.closing, s.used == 0 {
                 // Nothing is out to complete: wake the reaper so it sees `closing`.
@@ -230,6 +288,8 @@ public enum IOUringUnavailable: Error, Hashable, Sendable, CustomStringConvertib
         var side: ThreadPoolEngine?
         /// What keeps `fd` open, until the ring is torn down.
         var owner: (AnyObject & Sendable)?
+        /// Caller-reaped: the ring has been torn down (by `shutdown`).
+        var destroyed = false
 
         init(depth: Int, owner: (AnyObject & Sendable)?) {
             slots = Array(repeating: nil, count: depth)
@@ -447,4 +507,122 @@ public enum IOUringUnavailable: Error, Hashable, Sendable, CustomStringConvertib
         state.withLock { $0.owner = nil }
         ended.signal()
     }
+}
+
+// MARK: - Caller-reaped completions
+
+extension IOUringEngine {
+    /// With the lock held: takes every completion ready now into `done` (as
+    /// the reaper thread does, without waiting), then starts what the freed
+    /// slots allow. Nothing once the ring is torn down.
+    private func takeReady(_ s: inout State, into done: inout [BlockIOCompletion], side: inout [BlockIORequest]) {
+        guard !s.destroyed else { return }
+        let capacity = completionCapacity
+        while true {
+            // SAFETY: both buffers hold `capacity` elements, the most the
+            // peek writes, and live until the closure returns; the ring is
+            // alive (not destroyed, and destroyed only with the lock held).
+            let n = unsafe withUnsafeTemporaryAllocation(of: UInt64.self, capacity: capacity) { u in
+                unsafe withUnsafeTemporaryAllocation(of: Int32.self, capacity: capacity) { r in
+                    let n = Int(unsafe pvh_uring_peek(ring, u.baseAddress, r.baseAddress, UInt32(capacity)))
+                    for k in 0..<n { complete(userData: unsafe u[k], result: unsafe r[k], &s, into: &done) }
+                    return n
+                }
+            }
+            if n < capacity { break }
+        }
+        startPending(&s, side: &side)
+        submitPrepared(&s)
+    }
+
+    /// `CallerReapedBlockIOEngine.reap`.
+    func reapReady() -> [BlockIOCompletion] {
+        var done: [BlockIOCompletion] = []
+        var side: [BlockIORequest] = []
+        state.withLock { s in takeReady(&s, into: &done, side: &side) }
+        submitSide(side)
+        return done
+    }
+
+    /// Whether a completion waits to be reaped (false once torn down).
+    private var completionsReady: Bool {
+        // SAFETY: the ring is alive while the lock is held and it is not destroyed.
+        state.withLock { s in unsafe !s.destroyed && pvh_uring_cq_ready(ring) > 0 }
+    }
+
+    /// `CallerReapedBlockIOEngine.waitForCompletions`. The eventfd's count
+    /// is reset by the wait, so a completion posted after the last look
+    /// (which added to it) ends the next wait at once: none is slept over.
+    func waitForCompletionEvent() -> Bool {
+        guard let completionEvent else { return false }
+        if completionsReady { return true }
+        _ = pvh_eventfd_wait(completionEvent)
+        return completionsReady
+    }
+
+    /// `CallerReapedBlockIOEngine.wake`.
+    func signalCompletionEvent() {
+        if let completionEvent { _ = pvh_eventfd_signal(completionEvent) }
+    }
+
+    /// `shutdown()` of a caller-reaped engine: the first caller reaps until
+    /// nothing accepted is left (to the handler), shuts the side pool down
+    /// and tears the ring down; later callers wait for that.
+    func shutdownCallerReaped() {
+        let first = state.withLock { s -> Bool in
+            defer { s.closing = true }
+            return !s.closing
+        }
+        guard first else {
+            ended.wait()
+            ended.signal()
+            return
+        }
+        while true {
+            var done: [BlockIOCompletion] = []
+            var side: [BlockIORequest] = []
+            let busy = state.withLock { s -> Bool in
+                takeReady(&s, into: &done, side: &side)
+                return s.used > 0
+            }
+            submitSide(side)
+            if !done.isEmpty { onComplete(done) }
+            guard busy else { break }
+            // A slot in use has its CQE coming (or its side discard's NOP);
+            // the timeout only bounds the wait should an owner's `reap` take
+            // that completion first. SAFETY: the ring is alive: only this
+            // call destroys it, below.
+            _ = unsafe pvh_uring_wait_timeout(ring, 100)
+        }
+        let side = state.withLock { s in
+            defer { s.side = nil }
+            return s.side
+        }
+        side?.shutdown()
+        state.withLock { s in
+            s.destroyed = true
+            // SAFETY: no slot is in use and the engine is closing: nothing
+            // submits or reaps any more, and every later look checks
+            // `destroyed` under this lock first.
+            unsafe pvh_uring_destroy(ring)
+            // The file may close now (see the reaper's end).
+            s.owner = nil
+        }
+        ended.signal()
+    }
+}
+
+/// An `IOUringEngine` made with `.caller` reaping, as the
+/// `CallerReapedBlockIOEngine` its owner drives (see both).
+public final class CallerReapedIOUring: CallerReapedBlockIOEngine {
+    /// The engine (submission, slots, shutdown).
+    public let engine: IOUringEngine
+
+    init(_ engine: IOUringEngine) { self.engine = engine }
+
+    public func submit(_ requests: [BlockIORequest]) { engine.submit(requests) }
+    public func shutdown() { engine.shutdown() }
+    public func reap() -> [BlockIOCompletion] { engine.reapReady() }
+    public func waitForCompletions() -> Bool { engine.waitForCompletionEvent() }
+    public func wake() { engine.signalCompletionEvent() }
 }

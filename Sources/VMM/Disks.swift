@@ -70,7 +70,7 @@ final class DiskBackends: Sendable {
                 physicalSectorSize: UInt32(file.physicalSectorSize), readOnly: spec.isReadOnly, cdrom: spec.isCDROM,
                 discard: discard, maximumQueues: BlockDeviceConfiguration.defaultMaximumQueues(vcpus: vcpus),
                 // io_uring where the host has it, else the thread pool.
-                makeEngine: { _, done in try file.makeEngine(.automatic, onComplete: done) })
+                makeEngine: { _, done in try file.makeEngine(.automatic, reaping: .caller, onComplete: done) })
             let address = XenbusDeviceAddress(type: "vbd", frontend: domain, index: Int(spec.vdev.number.rawValue))
             do {
                 let backend = try BlockBackend(

@@ -44,13 +44,16 @@ enum BlockBench {
         var depth: Int?
         /// The scratch file's size (created once, filled).
         var bytes: UInt64 = 1 << 30
+        /// Who reaps pvh's io_uring completions: the queue's context (what
+        /// the VMM runs), or a reaper thread (the older design, to compare).
+        var reaping: BlockIOCompletionReaping = .caller
     }
 
     struct UsageError: Error, CustomStringConvertible {
         var description: String
     }
 
-    static let usage = "usage: pvh-bench block [--seconds N] [--file PATH] [--rounds N] [--case NAME]... [--depth N]"
+    static let usage = "usage: pvh-bench block [--seconds N] [--file PATH] [--rounds N] [--case NAME]... [--depth N] [--reaping caller|thread]"
 
     static func parse(_ arguments: [String]) throws(UsageError) -> Options {
         var options = Options()
@@ -80,6 +83,12 @@ enum BlockBench {
                     throw UsageError(description: "--case: no case '\(name)' (\(cases.map(\.name).joined(separator: ", ")))")
                 }
                 options.cases.append(name)
+            case "--reaping":
+                switch try value(argument) {
+                case "caller": options.reaping = .caller
+                case "thread": options.reaping = .engineThread
+                case let v: throw UsageError(description: "--reaping: expected caller or thread, got '\(v)'")
+                }
             case "--file":
                 options.file = try value(argument)
                 guard !options.file.isEmpty else { throw UsageError(description: "--file: empty path") }
@@ -159,7 +168,8 @@ enum BlockBench {
         }
         let version = (try? capture(fio, ["--version"]))?.trimmingCharacters(in: .whitespacesAndNewlines) ?? "fio"
         print("pvh-bench block: \(options.file) (\(file.sizeInBytes >> 20) MiB, O_DIRECT), \(options.seconds) s per run, "
-              + "medians of \(options.rounds) interleaved rounds; host: \(version) --ioengine=io_uring --direct=1")
+              + "medians of \(options.rounds) interleaved rounds; io_uring completions reaped by "
+              + "\(options.reaping == .caller ? "the queue's context" : "a reaper thread"); host: \(version) --ioengine=io_uring --direct=1")
         let selected = cases.filter { options.cases.isEmpty || options.cases.contains($0.name) }.map { c in
             var c = c
             if let depth = options.depth, !c.flushEachWrite { c.depth = depth }
@@ -172,8 +182,8 @@ enum BlockBench {
             var pvh: [Double] = [], threads: [Double] = [], host: [Double] = []
             for round in 0..<options.rounds {
                 var steps: [() throws -> Void] = [
-                    { pvh.append(try PVHRun(file: file, case: c, engine: .ioUring).measure(seconds: options.seconds)) },
-                    { threads.append(try PVHRun(file: file, case: c, engine: .threadPool).measure(seconds: options.seconds)) },
+                    { pvh.append(try PVHRun(file: file, case: c, engine: .ioUring, reaping: options.reaping).measure(seconds: options.seconds)) },
+                    { threads.append(try PVHRun(file: file, case: c, engine: .threadPool, reaping: options.reaping).measure(seconds: options.seconds)) },
                     { host.append(try fioRun(fio, file: options.file, bytes: file.sizeInBytes, case: c, seconds: options.seconds)) },
                 ]
                 if round % 2 == 1 { steps.reverse() }
@@ -291,7 +301,7 @@ final class PVHRun {
     /// Per slot: the request to send for a sector (indirect or direct).
     private var slots: [(UInt64) -> BlkifWireRequest] = []
 
-    init(file: BlockBackingFile, case c: BlockBench.Case, engine: BlockBackingFile.EngineKind) throws {
+    init(file: BlockBackingFile, case c: BlockBench.Case, engine: BlockBackingFile.EngineKind, reaping: BlockIOCompletionReaping) throws {
         self.c = c
         fileBytes = file.sizeInBytes / UInt64(c.blockSize) * UInt64(c.blockSize)
         let pagesPerRequest = c.blockSize / 4096
@@ -302,7 +312,7 @@ final class PVHRun {
         let configuration = BlockDeviceConfiguration(
             sectors: file.sizeInBytes / UInt64(sectorSize), sectorSize: sectorSize,
             physicalSectorSize: UInt32(file.physicalSectorSize), maximumQueues: 1,
-            makeEngine: { _, done in try file.makeEngine(engine, onComplete: done) })
+            makeEngine: { _, done in try file.makeEngine(engine, reaping: reaping, onComplete: done) })
         let address = XenbusDeviceAddress(type: "vbd", frontend: FrontendGuest.domain, index: 51712)
         backend = try BlockBackend(store: guest.store, address: address, configuration: configuration, memory: guest.memory,
                                    grants: guest.grants, events: guest.events, runtime: guest.runtime)

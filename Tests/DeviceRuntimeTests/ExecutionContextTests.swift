@@ -150,6 +150,67 @@ struct ExecutionContextTests {
         #expect(result.load(ordering: .acquiring) == true)
         context.stop()
     }
+
+    /// A doorbell with an event of its own (as an io_uring completion
+    /// eventfd is): `fire()` ends the wait with true, `ring()` with false.
+    final class EventDoorbell: ExecutionContextDoorbell {
+        private let state = Mutex<(rung: Bool, fired: Bool)>((false, false))
+        private let semaphore = DispatchSemaphore(value: 0)
+        let waits = Atomic<Int>(0)
+        func wait() -> Bool {
+            waits.wrappingAdd(1, ordering: .relaxed)
+            while true {
+                let r = state.withLock { s -> Bool? in
+                    defer { s = (false, false) }
+                    return s.fired ? true : (s.rung ? false : nil)
+                }
+                if let r { return r }
+                semaphore.wait()
+            }
+        }
+        func ring() {
+            state.withLock { $0.rung = true }
+            semaphore.signal()
+        }
+        func fire() {
+            state.withLock { $0.fired = true }
+            semaphore.signal()
+        }
+    }
+
+    @Test("a doorbell's own event runs the item named for it on the context's thread, and only that one; schedules still ring it; stop ends its wait")
+    func doorbellEvent() throws {
+        let doorbell = EventDoorbell()
+        let context = ExecutionContext(name: "pvh-bell", doorbell: doorbell)
+        let pumped = DispatchSemaphore(value: 0), other = DispatchSemaphore(value: 0)
+        let pumpRuns = Atomic<Int>(0), otherRuns = Atomic<Int>(0), offThread = Atomic<Int>(0)
+        let pump = context.makeWork {
+            if !context.isCurrent { offThread.wrappingAdd(1, ordering: .relaxed) }
+            pumpRuns.wrappingAdd(1, ordering: .relaxed)
+            pumped.signal()
+        }
+        let work = context.makeWork {
+            otherRuns.wrappingAdd(1, ordering: .relaxed)
+            other.signal()
+        }
+        // Before an item is named, an event runs nothing.
+        doorbell.fire()
+        #expect(context.sync(timeout: .seconds(30)))
+        #expect(pumpRuns.load(ordering: .relaxed) == 0 && otherRuns.load(ordering: .relaxed) == 0)
+        context.runOnDoorbellEvent(pump)
+        for round in 1...3 {
+            doorbell.fire()
+            #expect(Self.wait(pumped))
+            #expect(pumpRuns.load(ordering: .relaxed) == round)
+        }
+        #expect(otherRuns.load(ordering: .relaxed) == 0)
+        work.schedule()
+        #expect(Self.wait(other))
+        #expect(pumpRuns.load(ordering: .relaxed) == 3)
+        #expect(offThread.load(ordering: .relaxed) == 0)
+        context.stop()
+        #expect(doorbell.waits.load(ordering: .relaxed) >= 5)
+    }
 }
 
 @Suite("Device runtime registry")

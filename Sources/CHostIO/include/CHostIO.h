@@ -79,6 +79,25 @@ int pvh_uring_submit(struct io_uring *ring);
 /// or -errno, as io_uring_enter(2) says) and marks them seen
 /// (io_uring_cq_advance): their count, or -errno (-EINTR on a signal).
 int pvh_uring_reap(struct io_uring *ring, uint64_t *user_data, int32_t *result, unsigned max);
+/// pvh_uring_reap without the wait: copies up to `max` of the completions
+/// ready now (possibly none) and marks them seen; their count.
+int pvh_uring_peek(struct io_uring *ring, uint64_t *user_data, int32_t *result, unsigned max);
+/// Waits until a completion is ready or `milliseconds` passed
+/// (io_uring_wait_cqe_timeout), consuming nothing: 0, or -errno (-EINTR).
+int pvh_uring_wait_timeout(struct io_uring *ring, unsigned milliseconds);
+/// Completions ready and not yet seen (io_uring_cq_ready).
+unsigned pvh_uring_cq_ready(const struct io_uring *ring);
+/// io_uring_register_eventfd: the kernel adds 1 to eventfd `fd` for every
+/// completion it posts to the ring. 0 or -errno.
+int pvh_uring_register_eventfd(struct io_uring *ring, int fd);
+
+/// eventfd(0, EFD_CLOEXEC), blocking: the fd, or -errno.
+int pvh_blocking_eventfd(void);
+/// eventfd_read on a blocking eventfd: waits until its counter is non-zero,
+/// then resets it (EINTR retried). 0 or -errno.
+int pvh_eventfd_wait(int fd);
+/// eventfd_write(fd, 1): wakes a waiter, or the next one. 0 or -errno.
+int pvh_eventfd_signal(int fd);
 
 // Network links (TAP, passt). The kernel's structures (struct ifreq,
 // struct virtio_net_hdr) stay in shim.c: Swift sees plain fields only.

@@ -1,0 +1,102 @@
+import BlockBackend
+import BlockFrontend
+import Foundation
+import GuestMemory
+import HostIO
+import Testing
+import XenABI
+
+/// The queue with a caller-reaped io_uring engine (what the VMM runs): the
+/// queue's context sleeps on the ring's completion eventfd and reaps in its
+/// pump, with no reaper thread. The waits are the frontend's, on its port,
+/// each bounded; nothing sleeps.
+@Suite("Block I/O, io_uring reaped by the queue")
+struct CallerReapedTests {
+    /// A factory making caller-reaped io_uring engines on the scratch file.
+    static func engine(_ file: ScratchDisk) -> BlockEngineFactory {
+        let path = file.url.path
+        return { _, done in
+            let backing = try BlockBackingFile.open(path: path, writable: true, direct: false)
+            return try backing.makeEngine(.ioUring, reaping: .caller, onComplete: done)
+        }
+    }
+
+    /// Cancels the test where io_uring cannot be set up (a kernel or a
+    /// seccomp profile without it).
+    static func requireIOUring() throws {
+        let file = try ScratchDisk(bytes: 4096)
+        let backing = try BlockBackingFile.open(path: file.url.path, writable: false, direct: false)
+        do {
+            try backing.makeEngine(.ioUring, reaping: .caller) { _ in }.shutdown()
+        } catch {
+            try Test.cancel("io_uring unavailable on this host: \(error)")
+        }
+    }
+
+    /// Responses until `count` came (each wait bounded by 30 s).
+    static func responses(_ front: BlkfrontRing<BlkifX86_64>, count: Int) throws -> [BlkifWireResponse] {
+        var got: [BlkifWireResponse] = []
+        while got.count < count { got += try front.waitForResponses(timeout: .seconds(30)) }
+        return got
+    }
+
+    @Test("48 writes in one go, then 48 reads: every request answered once, the data round-trips, one thread for the queue")
+    func roundTrip() throws {
+        try Self.requireIOUring()
+        let guest = try Guest()
+        let disk = try Disk<BlkifX86_64>(guest: guest, sectors: 1024, order: 1, engine: Self.engine)
+        #expect(disk.backend.runtimeDevice?.threadCount == 1)
+        var writes: [BlkifWireRequest] = []
+        for i in 0..<48 { writes.append(try IOTests().pageWrite(guest, id: UInt64(i), sector: UInt64(i) * 8, seed: UInt64(500 + i))) }
+        #expect(try disk.front.submit(writes))
+        let w = try Self.responses(disk.front, count: 48)
+        #expect(w.count == 48 && Set(w.map(\.id)) == Set(0..<48) && w.allSatisfy { $0.status == .okay })
+        var reads: [BlkifWireRequest] = []
+        var frames: [GuestFrameNumber] = []
+        for i in 0..<48 {
+            let (r, f) = try IOTests().pageRead(guest, id: UInt64(100 + i), sector: UInt64(i) * 8)
+            reads.append(r)
+            frames.append(f)
+        }
+        #expect(try disk.front.submit(reads))
+        let r = try Self.responses(disk.front, count: 48)
+        #expect(r.count == 48 && Set(r.map(\.id)) == Set(100..<148) && r.allSatisfy { $0.status == .okay })
+        for (i, f) in frames.enumerated() { #expect(try guest.page(f) == Pattern.bytes(UInt64(500 + i))) }
+        #expect(disk.backend.metrics.requestsInFlight.load(ordering: .relaxed) == 0)
+        #expect(guest.grants.holdCount == disk.front.refs.count, "only the ring pages stay mapped")
+    }
+
+    @Test("a host I/O that fails among ones that succeed (reads past a backing file cut short): BLKIF_RSP_ERROR for those, okay for the rest; a flush after them is okay")
+    func failureAmongSuccesses() throws {
+        try Self.requireIOUring()
+        let guest = try Guest()
+        let disk = try Disk<BlkifX86_64>(guest: guest, sectors: 256, engine: Self.engine)
+        // The disk still says 256 sectors; the file now ends at 64 KiB.
+        try disk.file.handle.truncate(atOffset: 64 << 10)
+        var batch: [BlkifWireRequest] = []
+        for i in 0..<24 { batch.append(try IOTests().pageRead(guest, id: UInt64(i), sector: UInt64(i) * 8).0) }
+        #expect(try disk.front.submit(batch))
+        let got = try Self.responses(disk.front, count: 24)
+        #expect(got.count == 24 && Set(got.map(\.id)) == Set(0..<24))
+        for r in got { #expect(r.status == (r.id < 16 ? .okay : .error), "request \(r.id)") }
+        #expect(disk.backend.metrics.hostErrors.load(ordering: .relaxed) == 8)
+        #expect(try disk.front.submit([Blkfront.flush(id: 99)]))
+        #expect(try Self.responses(disk.front, count: 1) == [BlkifWireResponse(id: 99, operation: 3, status: .okay)])
+    }
+
+    @Test("destroying the backend with 32 reads in flight returns, answers or abandons each, and leaves no page held and no thread running")
+    func destroyInFlight() throws {
+        try Self.requireIOUring()
+        let guest = try Guest()
+        let disk = try Disk<BlkifX86_64>(guest: guest, sectors: 1024, order: 1, engine: Self.engine)
+        var batch: [BlkifWireRequest] = []
+        for i in 0..<32 { batch.append(try IOTests().pageRead(guest, id: UInt64(i), sector: UInt64(i) * 8).0) }
+        #expect(try disk.front.submit(batch))
+        disk.backend.destroy()
+        #expect(guest.grants.holdCount == 0)
+        #expect(guest.runtime.threadCount == 0)
+        let answered = try disk.front.responses()
+        #expect(Set(answered.map(\.id)).count == answered.count, "none answered twice")
+        #expect(answered.allSatisfy { $0.status == .okay })
+    }
+}
