@@ -208,8 +208,11 @@ struct ExecutionContextTests {
         #expect(Self.wait(other))
         #expect(pumpRuns.load(ordering: .relaxed) == 3)
         #expect(offThread.load(ordering: .relaxed) == 0)
+        // stop() returned, so the thread left its wait on the doorbell; it
+        // waited there at least once (how often depends on how the host
+        // scheduled the rounds: a fire may land before the thread sleeps).
         context.stop()
-        #expect(doorbell.waits.load(ordering: .relaxed) >= 5)
+        #expect(doorbell.waits.load(ordering: .relaxed) >= 1)
     }
 }
 
