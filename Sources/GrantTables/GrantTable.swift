@@ -819,6 +819,12 @@ public final class GrantTable: Sendable {
         try mapping.write(bytes, at: offset)
     }
 
+    /// `copy(to:_:at:)` of a part of a larger buffer, without copying it out first.
+    public func copy(to reference: GrantReference, _ bytes: ArraySlice<UInt8>, at offset: Int = 0) throws(GrantError) {
+        let mapping = try map(reference, access: .write)
+        try mapping.write(bytes, at: offset)
+    }
+
     /// How many holds (readers, writers) `reference` has now.
     public func pins(_ reference: GrantReference) -> (readers: Int, writers: Int) {
         state.withLock { s in

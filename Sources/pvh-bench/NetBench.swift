@@ -273,6 +273,8 @@ enum NetBench {
         var rate: Double
         /// What the side could not pass on (backend or writer drops, TAP drops on RX).
         var drops: UInt64 = 0
+        /// pvh only: per packet, the backend's pump runs and the events each way.
+        var perPacket: (pumps: Double, fromGuest: Double, toGuest: Double)?
     }
 
     static func run(_ options: Options) throws {
@@ -360,6 +362,10 @@ enum NetBench {
             let list = { (a: [Measured]) in a.map { String(format: fmt, $0.rate) }.joined(separator: " ") }
             let drops = { (a: [Measured]) in a.reduce(UInt64(0)) { $0 + $1.drops } }
             var line = "  rounds: pvh \(list(pvh)) | host \(list(host)); drops: pvh \(drops(pvh)), host \(drops(host))"
+            if let w = pvh.last?.perPacket {
+                line += String(format: "; per pvh packet (last round): %.3f pumps, %.3f events from the guest, %.3f to it",
+                               w.pumps, w.fromGuest, w.toGuest)
+            }
             if c.direction == .tx, let tapSide {
                 let m = tapSide.backend.metrics[0]
                 line += "; pvh backend GSO packets so far \(m.txGSOPackets.load(ordering: .relaxed)), "
@@ -568,6 +574,19 @@ final class PVHSide {
         guard backend.isConnected else { throw NetBench.UsageError(description: "the net backend did not connect") }
     }
 
+    /// The backend's pump runs and events so far.
+    private var wakeups: (pumps: UInt64, fromGuest: UInt64, toGuest: UInt64) {
+        guard let m = backend.runtimeDevice?.metrics else { return (0, 0, 0) }
+        return (m.pumps.load(ordering: .relaxed), m.guestNotifications.load(ordering: .relaxed),
+                m.notificationsToGuest.load(ordering: .relaxed))
+    }
+
+    private func perPacket(since w: (pumps: UInt64, fromGuest: UInt64, toGuest: UInt64), packets: Int)
+        -> (pumps: Double, fromGuest: Double, toGuest: Double) {
+        let now = wakeups, n = Double(max(packets, 1))
+        return (Double(now.pumps - w.pumps) / n, Double(now.fromGuest - w.fromGuest) / n, Double(now.toGuest - w.toGuest) / n)
+    }
+
     private func packet(_ c: NetBench.Case) throws -> NetfrontQueue.StagedPacket {
         if let p = staged[c.name] { return p }
         let p = try queue.stage(c.frame, gso: c.gso, checksumBlank: c.gso != nil)
@@ -600,19 +619,22 @@ final class PVHSide {
         let metrics = backend.metrics[0]
         let packetsBefore = metrics.txPackets.load(ordering: .relaxed)
         let dropsBefore = metrics.totalDrops
+        let w = wakeups
         let (_, elapsed) = try fill(c, seconds: seconds)
         let packets = Int(metrics.txPackets.load(ordering: .relaxed) - packetsBefore)
-        return NetBench.Measured(rate: NetBench.rate(c, packets: packets, seconds: elapsed), drops: metrics.totalDrops - dropsBefore)
+        return NetBench.Measured(rate: NetBench.rate(c, packets: packets, seconds: elapsed), drops: metrics.totalDrops - dropsBefore,
+                                 perPacket: perPacket(since: w, packets: packets))
     }
 
     /// TX through passt: the rate counts the payload the sink received.
     func transmitCounted(_ c: NetBench.Case, sink: UDPSink, seconds: Int) throws -> NetBench.Measured {
         let before = sink.counter.snapshot
+        let w = wakeups
         let (sent, elapsed) = try fill(c, seconds: seconds)
         let after = sink.counter.snapshot
         let got = after.frames - before.frames
         return NetBench.Measured(rate: NetBench.rate(c, packets: got, bytes: after.bytes - before.bytes, seconds: elapsed),
-                                 drops: UInt64(max(0, sent - got)))
+                                 drops: UInt64(max(0, sent - got)), perPacket: perPacket(since: w, packets: sent))
     }
 
     /// RX: the generator writes `c`'s frame to TAP `tap` for `seconds`; the
@@ -622,6 +644,7 @@ final class PVHSide {
         _ = try queue.consume()  // what came in meanwhile
         let metrics = backend.metrics[0]
         let dropsBefore = metrics.totalDrops
+        let w = wakeups
         let generator = try FrameGenerator(namespace: NetBench.namespace, interface: tap, c)
         defer { generator.stop() }
         let clock = ContinuousClock()
@@ -641,6 +664,6 @@ final class PVHSide {
         }
         let elapsed = (clock.now - start) / .seconds(1)
         return NetBench.Measured(rate: NetBench.rate(c, packets: total.frames, bytes: total.bytes, seconds: elapsed),
-                                 drops: metrics.totalDrops - dropsBefore)
+                                 drops: metrics.totalDrops - dropsBefore, perPacket: perPacket(since: w, packets: total.frames))
     }
 }
