@@ -426,7 +426,7 @@ enum NetBench {
     /// The generator writes `c`'s frame to TAP `tap` for `seconds`; the
     /// TapLink's own reader counts (`counter`) what reaches it.
     static func hostReceive(_ tap: String, _ counter: FrameCounter, _ c: Case, seconds: Int) throws -> Measured {
-        let generator = try FrameGenerator(namespace: namespace, interface: tap, c)
+        let generator = try FrameGenerator(namespace: namespace, interface: tap, c) { counter.count }
         defer { generator.stop() }
         let before = counter.snapshot
         let clock = ContinuousClock()
@@ -445,16 +445,30 @@ enum NetBench {
 
 /// Frames and bytes seen by some thread, read by the measuring one.
 final class FrameCounter: Sendable {
-    private let counts = Mutex((frames: 0, bytes: 0))
-    func add(_ bytes: Int, frames: Int = 1) { counts.withLock { $0.frames += frames; $0.bytes += bytes } }
-    var snapshot: (frames: Int, bytes: Int) { counts.withLock { $0 } }
+    private let frames = Atomic<Int>(0)
+    private let bytes = Atomic<Int>(0)
+    func add(_ bytes: Int) {
+        self.bytes.wrappingAdd(bytes, ordering: .relaxed)
+        frames.wrappingAdd(1, ordering: .relaxed)
+    }
+    var count: Int { frames.load(ordering: .relaxed) }
+    var snapshot: (frames: Int, bytes: Int) { (frames.load(ordering: .relaxed), bytes.load(ordering: .relaxed)) }
 }
 
-/// A thread that enters the namespace and writes one frame flat out to an
-/// interface through an AF_PACKET socket (packet(7)): what the host stack
-/// sends out of a TAP is what its reader gets. PACKET_QDISC_BYPASS: straight
-/// to the TAP's queue (full: the TAP drops it); PACKET_VNET_HDR for frames
-/// with offloads (the same virtio header a TAP reads).
+/// A thread that enters the namespace and writes one frame to an interface
+/// through an AF_PACKET socket (packet(7)): what the host stack sends out
+/// of a TAP is what its reader gets. PACKET_QDISC_BYPASS: straight to the
+/// TAP's queue (full: the TAP drops it); PACKET_VNET_HDR for frames with
+/// offloads (the same virtio header a TAP reads).
+///
+/// It keeps at most `window` frames ahead of what the consumer reports
+/// (`delivered`), yielding the CPU while it is that far ahead, as a sender
+/// with flow control does. Flat out, a TAP never pushes back (tun drops
+/// what its queue cannot hold) and the generator burnt a whole core on
+/// frames dropped, which on this 2-core machine starved whichever consumer
+/// has more threads to wake. A frame lost on the way (none should be: the
+/// window is smaller than the TAP's queue, the backlog and the ring) is
+/// forgotten after 100 ms without progress.
 final class FrameGenerator: @unchecked Sendable {
     // SAFETY (Sendable): `stopping` is atomic; the rest is set before the thread starts.
     private let stopping = Atomic<Bool>(false)
@@ -463,8 +477,12 @@ final class FrameGenerator: @unchecked Sendable {
     private let ready = DispatchSemaphore(value: 0)
     private let failure = Mutex<String?>(nil)
 
-    init(namespace: String, interface: String, _ c: NetBench.Case) throws {
+    init(namespace: String, interface: String, _ c: NetBench.Case, delivered: @escaping @Sendable () -> Int) throws {
         let withHeader = c.bulk
+        // Fewer than the TAP's queue (500), the frontend's ring (256
+        // buffers) or netback's backlog (256 frames) holds, so frames are
+        // not lost on the way; enough to keep every stage busy.
+        let window = c.bulk ? 32 : 200
         let payload = (withHeader ? Array(TapLink.virtioHeader(for: c.offload).prefix(10)) : []) + c.frame
         let thread = Thread { [self] in
             defer { finished.signal() }
@@ -481,8 +499,21 @@ final class FrameGenerator: @unchecked Sendable {
             defer { close(s) }
             ready.signal()
             payload.withUnsafeBytes { bytes in
+                let clock = ContinuousClock()
+                var sent = delivered()
+                var last = (count: sent, at: clock.now)
                 while !stopping.load(ordering: .relaxed) {
-                    for _ in 0..<16 { _ = send(s, bytes.baseAddress, bytes.count, 0) }
+                    let done = delivered()
+                    if done != last.count { last = (done, clock.now) }
+                    if sent - done >= window {
+                        if clock.now - last.at < .milliseconds(100) {
+                            sched_yield()
+                            continue
+                        }
+                        sent = done  // the rest were dropped on the way
+                        last.at = clock.now
+                    }
+                    for _ in 0..<16 where send(s, bytes.baseAddress, bytes.count, 0) >= 0 { sent += 1 }
                 }
             }
         }
@@ -645,7 +676,8 @@ final class PVHSide {
         let metrics = backend.metrics[0]
         let dropsBefore = metrics.totalDrops
         let w = wakeups
-        let generator = try FrameGenerator(namespace: NetBench.namespace, interface: tap, c)
+        let consumed = Atomic<Int>(0)
+        let generator = try FrameGenerator(namespace: NetBench.namespace, interface: tap, c) { consumed.load(ordering: .relaxed) }
         defer { generator.stop() }
         let clock = ContinuousClock()
         let start = clock.now
@@ -656,6 +688,7 @@ final class PVHSide {
             let got = try queue.consume()
             total.frames += got.frames
             total.bytes += got.bytes
+            consumed.store(total.frames, ordering: .relaxed)
             // RING_FINAL_CHECK_FOR_RESPONSES (rsp_event moved on) before
             // sleeping, or the backend would not notify.
             if got.frames == 0, try !queue.rx.finalCheckForResponses() {
