@@ -418,7 +418,7 @@ enum NetBench {
         if let sink, let sunk {
             let got = sink.counter.snapshot
             return Measured(rate: rate(c, packets: got.frames - sunk.frames, bytes: got.bytes - sunk.bytes, seconds: elapsed),
-                            drops: UInt64(sent - (got.frames - sunk.frames)) + drops)
+                            drops: UInt64(max(0, sent - (got.frames - sunk.frames))) + drops)
         }
         return Measured(rate: rate(c, packets: sent, seconds: elapsed), drops: drops)
     }
