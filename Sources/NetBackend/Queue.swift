@@ -59,8 +59,10 @@ final class RxBacklog: Sendable {
     }
 
     /// The oldest `count` frames (fewer if fewer wait), left in place: one
-    /// lock for a pump's batch.
-    func prefix(_ count: Int) -> ArraySlice<NetworkFrame> { frames.withLock { $0.prefix(count) } }
+    /// lock for a pump's batch. A copy, not a slice: a slice would keep the
+    /// backlog's storage shared, and every frame the link appends meanwhile
+    /// would copy the whole backlog.
+    func prefix(_ count: Int) -> [NetworkFrame] { frames.withLock { Array($0.prefix(count)) } }
 
     /// Forgets the oldest `count` frames (those a pump took from `prefix`).
     func removeFirst(_ count: Int) { frames.withLock { f in f.removeFirst(min(count, f.count)) } }
