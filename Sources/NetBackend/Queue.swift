@@ -258,15 +258,17 @@ final class NetQueueCore: Sendable {
         let env = environment
         // No carrier: nothing is mapped or copied for a frame that cannot go.
         guard env.carrier.isUp else { return .txLinkDown }
-        var holds: [GrantHold] = []
-        defer { for h in holds { h.release() } }
+        // Every page of the packet held at once (one pass over the grant
+        // table's lock each way, not one per slot), released on return.
+        let holds: GrantHoldSet
+        do { holds = try env.grants.holdAll(packet.segments.map(\.grant), access: .read) } catch { return .txBadGrant }
+        defer { holds.release() }
         var ranges: [HostMemoryRange] = []
         var guestRanges: [GuestPhysicalRange] = []
-        for segment in packet.segments {
-            let hold: GrantHold
-            do { hold = GrantHold(try env.grants.map(segment.grant, access: .read)) } catch { return .txBadGrant }
-            holds.append(hold)
-            guard let range = hold.bytes(offset: segment.offset, length: segment.length),
+        ranges.reserveCapacity(packet.segments.count)
+        guestRanges.reserveCapacity(packet.segments.count)
+        for (k, segment) in packet.segments.enumerated() {
+            guard let range = holds.bytes(k, offset: segment.offset, length: segment.length),
                   let host = try? env.memory.hostRange(range) else { return .txBadGrant }
             ranges.append(host)
             guestRanges.append(range)
