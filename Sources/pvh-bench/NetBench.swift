@@ -30,18 +30,19 @@ import XenBus
 //            a packet staged once in granted pages, as netfront grants an
 //            skb's pages; host: TapLink.transmit in a tight loop.
 //   rx-64, rx-bulk  the same frames the other way: a generator thread in
-//            the namespace writes them flat out to the TAP through an
-//            AF_PACKET socket (PACKET_VNET_HDR for bulk: GSO TCPv4 with a
-//            partial checksum, which the TAP passes on as it is), the
-//            kernel queues them for the TAP's reader. pvh: TapLink's
+//            the namespace writes them to the TAP through an AF_PACKET
+//            socket (PACKET_VNET_HDR for bulk: GSO TCPv4 with a partial
+//            checksum, which the TAP passes on as it is), keeping at most
+//            a window of frames ahead of what the consumer counted
+//            (FrameGenerator); the kernel queues them for the TAP's reader. pvh: TapLink's
 //            reader → NetBackend RX → the frontend's posted buffers,
 //            counted as whole frames by the frontend (which reposts at
 //            once); host: a TapLink whose reader just counts the frames,
 //            the same reader pvh's TapLink runs. Rate: frames (or their
-//            bytes) that reached the consumer; the rest the TAP dropped.
+//            bytes) that reached the consumer.
 //
 // `user` case (passt, no root needed for it, but run with the rest):
-//   user-udp  64 KiB-payload UDP/IPv4 datagrams (a 65070-byte frame, under
+//   user-udp  UDP/IPv4 datagrams of 65000 bytes (a 65042-byte frame, under
 //            passt's MTU of 65520) to passt's gateway, which passt maps to
 //            the host's loopback, where one UDP socket counts what
 //            arrives; Gbit/s of UDP payload received. pvh: frontend →
@@ -54,7 +55,8 @@ import XenBus
 //            the socket take are dropped alike (not counted).
 //
 // Rounds interleave pvh and host (the order reversed every other round);
-// medians are printed.
+// medians are printed, then each round's value, the drops, and per pvh
+// packet the backend's pump runs and events each way (the batching).
 
 enum NetBench {
     struct Options {
