@@ -351,3 +351,9 @@ fail:
     close(s);
     return -e;
 }
+
+#include <malloc.h>
+
+int pvh_malloc_set_trim_threshold(long bytes) {
+    return mallopt(M_TRIM_THRESHOLD, (int)bytes) == 1 ? 0 : -EINVAL;
+}
