@@ -67,6 +67,9 @@ let package = Package(
         .target(name: "HostIO", dependencies: ["CHostIO", "GuestMemory"], swiftSettings: safeSettings),
         // Device specifications as xl writes them (xl-disk-configuration(5)), pure parsers.
         .target(name: "DeviceSpecs", swiftSettings: safeSettings),
+        // xl.cfg files (xl.cfg(5)): libxlu's grammar, xl create's overrides,
+        // and the resolved PVH domain configuration, pure.
+        .target(name: "XLConfig", dependencies: ["DeviceSpecs"], swiftSettings: safeSettings),
         // The PV block backend (blkif): the xenbus handshake, multi-queue,
         // multi-page rings, requests validated and served through HostIO
         // straight into granted guest pages.
@@ -86,7 +89,7 @@ let package = Package(
         .target(name: "VMM", dependencies: ["BlockBackend", "NetBackend", "HostIO", "DeviceSpecs", "KVM", "GuestMemory", "XenABI", "PVHBoot", "Hypercalls", "EventChannels", "GrantTables", "ConsoleBackend", "PVTime", "XenStore", "XenBus", "DeviceRuntime"], swiftSettings: safeSettings),
         .executableTarget(
             name: "pvh",
-            dependencies: ["DeviceSpecs", "VMM", "KVM", "XenStore", .product(name: "ArgumentParser", package: "swift-argument-parser")]),
+            dependencies: ["DeviceSpecs", "VMM", "KVM", "XenStore", "XLConfig", .product(name: "ArgumentParser", package: "swift-argument-parser")]),
         // Benchmarks: pvh beside its reference (bare KVM exit, host decompressors, fio).
         .executableTarget(name: "pvh-bench", dependencies: ["CHostIO", "VMM", "KVM", "PVHBoot", "GuestMemory", "XenStore", "Hypercalls", "BlockBackend", "BlockFrontend", "NetBackend", "NetFrontend", "HostIO", "XenABI", "XenBus"]),
         // Test helpers: mock guest memory, ELF fixture builder. Imported by tests only.
@@ -96,6 +99,7 @@ let package = Package(
         .testTarget(name: "HostIOTests", dependencies: ["HostIO", "GuestMemory"]),
         .testTarget(name: "XenABITests", dependencies: ["XenABI"]),
         .testTarget(name: "DeviceSpecsTests", dependencies: ["DeviceSpecs"]),
+        .testTarget(name: "XLConfigTests", dependencies: ["XLConfig", "DeviceSpecs"]),
         .testTarget(name: "KVMTests", dependencies: ["KVM", "GuestMemory"]),
         .testTarget(name: "PVHBootTests", dependencies: ["PVHBoot", "TestSupport", "XenABI", "GuestMemory"]),
         .testTarget(name: "HypercallsTests", dependencies: ["Hypercalls", "GrantTables", "EventChannels", "PVTime", "TestSupport", "XenABI", "GuestMemory"]),

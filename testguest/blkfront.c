@@ -12,8 +12,10 @@
  *   pvh.scenarios=blk_mq          two queues (multi-queue-num-queues = 2)
  *   pvh.scenarios=blk_early_init  Initialised written before the backend's InitWait
  *   pvh.scenarios=blk_err         the status of one write (pvh.blkexpect), then a read
+ *   pvh.scenarios=blk_scribble    two disks; garbage over one's ring: the backend fails
+ *                                 that device (xenbus Closing, error node), the other works
  *
- * Knobs (testguest/README.md): pvh.blkdev, pvh.blkseed, pvh.blkstart,
+ * Knobs (testguest/README.md): pvh.blkdev, pvh.blkdev2, pvh.blkseed, pvh.blkstart,
  * pvh.blksectors, pvh.blkindirect, pvh.blkexpect, pvh.blksector,
  * pvh.blkearly, pvh.blktimeout, pvh.blkdebug, pvh.blknotify, pvh.blkrogrant.
  *
@@ -42,8 +44,8 @@
  * feature-large-sector-size). All I/O here is in whole 4 KiB pages at
  * 8-sector boundaries except blk_rw's sub-page part (512-byte disks only).
  *
- * Memory: blk_pages (NOLOAD) holds 8 ring pages (2 queues x 4), 8 indirect
- * segment pages and 128 data pages, each granted (v1, to backend-id) at
+ * Memory: blk_pages (NOLOAD) holds 16 ring pages (2 devices x 2 queues x 4),
+ * 8 indirect segment pages and 128 data pages, each granted (v1, to backend-id) at
  * ref BLK_REF_BASE + its index: ring pages for the connection, data and
  * indirect pages per request (granted at submission, revoked at the
  * response; a grant the backend still maps then is a failure, as Linux's
@@ -80,11 +82,13 @@
 
 #define BLK_MAX_QUEUES	2
 #define BLK_MAX_ORDER	2				/* ring pages per queue: up to 4 */
-#define BLK_RING_PAGES	(BLK_MAX_QUEUES << BLK_MAX_ORDER)	/* 8 */
+#define BLK_DEVS	2				/* devices served at once (blk_scribble) */
+#define BLK_DEV_RING_PAGES (BLK_MAX_QUEUES << BLK_MAX_ORDER)	/* 8 per device */
+#define BLK_RING_PAGES	(BLK_DEVS * BLK_DEV_RING_PAGES)	/* 16 */
 #define BLK_IND_PAGES	8				/* indirect segment pages */
 #define BLK_DATA_PAGES	128				/* 512 KiB of I/O buffers */
 #define BLK_PAGES	(BLK_RING_PAGES + BLK_IND_PAGES + BLK_DATA_PAGES)
-#define BLK_PAGES_LIT	144				/* the same, for the assembler */
+#define BLK_PAGES_LIT	152				/* the same, for the assembler */
 #define BLK_IND0	BLK_RING_PAGES			/* first indirect page */
 #define BLK_DATA0	(BLK_RING_PAGES + BLK_IND_PAGES)	/* first data page */
 /* Grant refs BLK_REF_BASE + page index: frame 0, past grants.c's refs 10-20. */
@@ -177,14 +181,22 @@ struct blk_dev {
 	uint64_t persistent, max_indirect;
 	/* this connection */
 	unsigned order, nq;
+	unsigned ring0;			/* its first ring page in blk_pages (BLK_DEV_RING_PAGES each) */
 	int rings;			/* ring pages granted and ports allocated */
 	int connected;
 	struct blk_queue q[BLK_MAX_QUEUES];
-	uint8_t page_busy[BLK_PAGES];
 	uint32_t next_id;
 };
 
-static struct blk_dev dev;
+/*
+ * The devices: every scenario drives `dev`; blk_scribble also `dev_b`, the
+ * other disk. Each has its own ring pages (ring0); the indirect and data
+ * pages are shared, a page in one request at a time (page_busy): a
+ * scenario runs one device's batch to its end before the other's.
+ */
+static struct blk_dev dev = { .ring0 = 0 };
+static struct blk_dev dev_b = { .ring0 = BLK_DEV_RING_PAGES };
+static uint8_t page_busy[BLK_PAGES];
 
 /* Per-scenario settings (read from the command line once per scenario). */
 static unsigned blk_dbg;		/* pvh.blkdebug: 1 handshake, 2 every request */
@@ -263,11 +275,11 @@ static const char *req_desc(const struct blk_req *x)
 
 /*
  * The vbds under device/vbd: `list` gets "51712:disk,51728:cdrom". The
- * device used is pvh.blkdev=<vdev>, else the lowest-numbered one whose
+ * device used is `want` (a vdev), else the lowest-numbered one whose
  * device-type is "disk" (Linux in a PVH/HVM guest ignores cdroms,
- * blkfront_probe). Reads its frontend nodes into *d.
+ * blkfront_probe) other than `skip`. Reads its frontend nodes into *d.
  */
-static const char *blk_find(struct blk_dev *d, char *list, size_t listlen)
+static const char *blk_find(struct blk_dev *d, char *list, size_t listlen, uint64_t want, unsigned skip)
 {
 	const char *r;
 	uint32_t len;
@@ -303,14 +315,14 @@ static const char *blk_find(struct blk_dev *d, char *list, size_t listlen)
 	for (unsigned i = 0; i < n && ln < listlen; i++)
 		ln += (size_t)snprintf(list + ln, listlen - ln, "%s%u:%s", i ? "," : "", vdevs[i], types[i]);
 
-	uint64_t want = opt_num("pvh.blkdev=", 0);
 	for (unsigned i = 0; i < n; i++) {
-		if (want ? vdevs[i] == want : xb_streq(types[i], "disk") && (pick == ~0u || vdevs[i] < vdevs[pick]))
+		if (want ? vdevs[i] == want
+			 : xb_streq(types[i], "disk") && vdevs[i] != skip && (pick == ~0u || vdevs[i] < vdevs[pick]))
 			pick = i;
 	}
 	if (pick == ~0u)
-		return want ? fail("pvh.blkdev=%lu: no such vbd (have %s)", (unsigned long)want, list)
-			    : fail("no vbd with device-type disk (have %s)", list);
+		return want ? fail("vbd %lu: no such vbd (have %s)", (unsigned long)want, list)
+			    : fail("no %svbd with device-type disk (have %s)", skip ? "second " : "", list);
 
 	d->vdev = vdevs[pick];
 	snprintf(d->xb.fe, sizeof(d->xb.fe), "device/vbd/%u", d->vdev);
@@ -341,7 +353,7 @@ static const char *rings_setup(struct blk_dev *d, unsigned order, unsigned nq)
 	for (unsigned q = 0; q < nq; q++) {
 		struct blk_queue *Q = &d->q[q];
 		memset(Q, 0, sizeof(*Q));
-		Q->page0 = q << BLK_MAX_ORDER;
+		Q->page0 = d->ring0 + (q << BLK_MAX_ORDER);
 		zero_pages(Q->page0, 1u << order);
 		blkif_sring_t *s = (blkif_sring_t *)blk_page(Q->page0);
 		XEN_FRONT_RING_INIT(&Q->ring, s, PAGE_SIZE << order);
@@ -375,10 +387,14 @@ static const char *rings_release(struct blk_dev *d)
 			struct blk_req *x = Q->sh[s].req;
 			if (!x)
 				continue;
-			for (unsigned i = 0; i < x->nseg; i++)
+			for (unsigned i = 0; i < x->nseg; i++) {
 				gnttab_end_ref(page_ref(BLK_DATA0 + x->seg[i].page), &f);
-			if (x->ind_page >= 0)
+				page_busy[BLK_DATA0 + x->seg[i].page] = 0;
+			}
+			if (x->ind_page >= 0) {
 				gnttab_end_ref(page_ref((unsigned)x->ind_page), &f);
+				page_busy[x->ind_page] = 0;
+			}
 			Q->sh[s].req = NULL;
 		}
 		for (unsigned i = 0; i < (1u << d->order); i++)
@@ -388,8 +404,10 @@ static const char *rings_release(struct blk_dev *d)
 		struct evtchn_close c = { .port = Q->port };
 		evtchn_op(EVTCHNOP_close, &c);
 	}
-	memset(d->page_busy, 0, sizeof(d->page_busy));
 	d->rings = 0;
+	/* Nothing in flight on any device now: every page is free (whatever a failure left marked). */
+	if (!dev.rings && !dev_b.rings)
+		memset(page_busy, 0, sizeof(page_busy));
 	return r;
 }
 
@@ -593,17 +611,21 @@ static void blk_settings(void)
 	blk_notify_always = opt_word("pvh.blknotify=", "always");
 	blk_rogrant = opt_num("pvh.blkrogrant=", 0) != 0;
 	dev.xb.tag = "blk";
-	dev.xb.dbg = blk_dbg;
-	dev.xb.timeout_ms = blk_timeout;
+	dev_b.xb.tag = "blkb";	/* its own watch token: "pvh-blkb" */
+	dev.xb.dbg = dev_b.xb.dbg = blk_dbg;
+	dev.xb.timeout_ms = dev_b.xb.timeout_ms = blk_timeout;
 }
 
-/* Find the device, grants and upcalls ready, frontend Initialising. */
+/*
+ * Find the device (pvh.blkdev, else the lowest disk), grants and upcalls
+ * ready, frontend Initialising.
+ */
 static const char *blk_begin(struct blk_dev *d, char *list, size_t listlen)
 {
 	const char *r;
 	char dummy[8];
 	blk_settings();
-	if ((r = blk_find(d, list ? list : dummy, list ? listlen : sizeof(dummy))))
+	if ((r = blk_find(d, list ? list : dummy, list ? listlen : sizeof(dummy), opt_num("pvh.blkdev=", 0), 0)))
 		return r;
 	if ((r = gnttab_frontend_ready()))
 		return r;
@@ -632,10 +654,10 @@ static const char *blk_end(struct blk_dev *d, const char *r)
 /* ------------------------------------------------------------------ */
 /* Requests (blkif_queue_request, blkif_interrupt, blkif_completion)    */
 
-static int ind_page_free(struct blk_dev *d)
+static int ind_page_free(void)
 {
 	for (unsigned i = 0; i < BLK_IND_PAGES; i++)
-		if (!d->page_busy[BLK_IND0 + i])
+		if (!page_busy[BLK_IND0 + i])
 			return (int)(BLK_IND0 + i);
 	return -1;
 }
@@ -666,14 +688,14 @@ static const char *submit(struct blk_dev *d, struct blk_req *x)
 		if (x->seg[i].page >= BLK_DATA_PAGES || x->seg[i].first > x->seg[i].last ||
 		    x->seg[i].last >= SECTS_PER_PAGE)
 			return fail("internal: bad segment %u of %s", i, req_desc(x));
-		if (d->page_busy[p])
+		if (page_busy[p])
 			return fail("internal: data page %u in two requests at once", x->seg[i].page);
 	}
 	switch (x->op) {
 	case BLKIF_OP_READ:
 	case BLKIF_OP_WRITE:
 		if (x->indirect) {
-			int ip = ind_page_free(d);
+			int ip = ind_page_free();
 			if (ip < 0 || x->nseg > SEGS_PER_IND_PAGE)
 				return "internal: no indirect page";
 			struct blkif_request_segment *segs = (void *)blk_page((unsigned)ip);
@@ -683,7 +705,7 @@ static const char *submit(struct blk_dev *d, struct blk_req *x)
 					.first_sect = x->seg[i].first, .last_sect = x->seg[i].last,
 				};
 			x->ind_page = (int16_t)ip;
-			d->page_busy[ip] = 1;
+			page_busy[ip] = 1;
 			/* Linux grants the indirect pages like the data (rw). */
 			gnttab_grant_ref(page_ref((unsigned)ip), d->xb.beid, page_gfn((unsigned)ip), blk_rogrant);
 			u.ind.operation = BLKIF_OP_INDIRECT;
@@ -709,7 +731,7 @@ static const char *submit(struct blk_dev *d, struct blk_req *x)
 		}
 		for (unsigned i = 0; i < x->nseg; i++) {
 			unsigned p = BLK_DATA0 + x->seg[i].page;
-			d->page_busy[p] = 1;
+			page_busy[p] = 1;
 			gnttab_grant_ref(page_ref(p), d->xb.beid, page_gfn(p), ro);
 		}
 		break;
@@ -792,13 +814,13 @@ static const char *complete(struct blk_dev *d, unsigned q, const blkif_response_
 	/* blkif_completion: without persistent grants every grant must be free again now. */
 	for (unsigned i = 0; i < x->nseg; i++) {
 		unsigned p = BLK_DATA0 + x->seg[i].page;
-		d->page_busy[p] = 0;
+		page_busy[p] = 0;
 		if (!gnttab_end_ref(page_ref(p), &f))
 			return fail("backend still maps data ref %u (flags 0x%x) after answering %s", page_ref(p), f,
 				    req_desc(x));
 	}
 	if (x->ind_page >= 0) {
-		d->page_busy[x->ind_page] = 0;
+		page_busy[x->ind_page] = 0;
 		if (!gnttab_end_ref(page_ref((unsigned)x->ind_page), &f))
 			return fail("backend still maps indirect page ref %u (flags 0x%x) after answering %s",
 				    page_ref((unsigned)x->ind_page), f, req_desc(x));
@@ -911,7 +933,7 @@ static const char *blk_run(struct blk_dev *d, struct blk_req *r, unsigned n)
 					cursor[q]++;
 					continue;
 				}
-				if (RING_FULL(&Q->ring) || (x->indirect && ind_page_free(d) < 0))
+				if (RING_FULL(&Q->ring) || (x->indirect && ind_page_free() < 0))
 					break;
 				if ((e = submit(d, x)))
 					return e;
@@ -1669,6 +1691,147 @@ static const char *scen_blk_err(void)
 	return NULL;
 }
 
+/* ------------------------------------------------------------------ */
+/* blk_scribble                                                         */
+
+/*
+ * The report of the backend's xenbus_dev_fatal: "<errno> <reason>" at
+ * error/<its nodename>/error in the backend domain's home (Linux's
+ * xenbus_client.c error_path and xenbus_va_dev_error; the nodename is <be>
+ * after /local/domain/<id>/), e.g. /local/domain/0/error/backend/vbd/1/51712/error.
+ * Into out; "" if there is none (or we may not read it).
+ */
+static void be_fatal_error(const struct blk_dev *d, char *out, size_t n)
+{
+	char dir[192];
+	const char *nodename = NULL;
+	out[0] = 0;
+	for (const char *p = d->xb.be; *p && !nodename; p++)
+		if (!strncmp(p, "/backend/", 9))
+			nodename = p;
+	if (!nodename)
+		return;
+	snprintf(dir, sizeof(dir), "%.*s/error%s", (int)(nodename - d->xb.be), d->xb.be, nodename);
+	if (xb_get(dir, "error") == 1)
+		snprintf(out, n, "%s", xb_val);
+}
+
+/*
+ * Garbage over queue 0's shared ring: every request slot 0xa5, and req_prod
+ * 0x10000 past what we produced, far more than the ring holds. Linux's
+ * blkback checks RING_REQUEST_PROD_OVERFLOW before it reads a slot
+ * (__do_block_io_op, "Frontend provided bogus ring requests"): a fatal
+ * ring error, not a bad request it could answer. Then the notification.
+ */
+static const char *scribble(struct blk_dev *d, RING_IDX *bogus)
+{
+	struct blk_queue *Q = &d->q[0];
+	blkif_sring_t *s = Q->ring.sring;
+	for (unsigned i = 0; i < RING_SIZE(&Q->ring); i++)
+		memset((void *)&s->ring[i], 0xa5, sizeof(s->ring[i]));
+	xen_wmb();	/* the slots before the index, as a real producer would */
+	*bogus = Q->ring.req_prod_pvt + 0x10000;
+	*(volatile RING_IDX *)&s->req_prod = *bogus;
+	xen_mb();
+	long rc = evtchn_send(Q->port);
+	if (rc != 0)
+		return fail("EVTCHNOP_send(port %u) rc %ld", Q->port, rc);
+	return NULL;
+}
+
+/* A checksummed write of `seed` over the region, a flush, the read-back. */
+static const char *write_flush_read(struct blk_dev *d, uint64_t start, uint64_t count, uint32_t seed)
+{
+	const char *r;
+	uint64_t bad;
+	int16_t st;
+	const struct xfer eleven = { .segs = BLKIF_MAX_SEGMENTS_PER_REQUEST };
+	if ((r = write_range(d, start, count, seed, &eleven)))
+		return fail("write: %s", keep(r));
+	if ((r = blk_simple(d, BLKIF_OP_FLUSH_DISKCACHE, 0, 0, &st)))
+		return fail("flush: %s", keep(r));
+	if (st != BLKIF_RSP_OKAY)
+		return fail("flush: status %d (%s)", st, status_name(st));
+	if ((r = read_range(d, start, count, seed, 0, 0, &eleven, &bad)))
+		return fail("read-back: %s", keep(r));
+	return NULL;
+}
+
+/* Both devices' ends, keeping the first failure. */
+static const char *scribble_end(struct blk_dev *a, struct blk_dev *b, const char *r)
+{
+	r = blk_end(b, r);
+	return blk_end(a, r);
+}
+
+/*
+ * Two disks, A (pvh.blkdev, else the lowest) and B (pvh.blkdev2, else the
+ * next): both connected, each written, flushed and read back (A seed, B
+ * seed + 1); then A's ring scribbled over (see scribble()). The backend
+ * must fail A through xenbus (its state Closing or Closed within
+ * pvh.blktimeout, with an error node) and leave B Connected; A is closed
+ * (its ring grants revocable: unmapped) and set Initialising again (the
+ * backend offers InitWait, a reconnection Linux allows); B then writes
+ * seed + 2, flushes and reads it back.
+ */
+static const char *scen_blk_scribble(void)
+{
+	struct blk_dev *a = &dev, *b = &dev_b;
+	const char *r;
+	uint64_t start, count;
+	uint32_t seed = blk_seed();
+	unsigned st, bst;
+	RING_IDX bogus = 0;
+	static char err[96], list[96], trail[48];
+
+	b->known = 0;
+	if ((r = blk_begin(a, list, sizeof(list))))
+		return blk_end(a, r);
+	if ((r = blk_find(b, list, sizeof(list), opt_num("pvh.blkdev2=", 0), a->vdev)) || (r = blk_prepare(b)))
+		return scribble_end(a, b, fail("disk B: %s", keep(r)));
+	if ((r = blk_connect(a, 0, 1, 0, NULL)) || (r = need_writable(a)) || (r = blk_region(a, &start, &count)))
+		return scribble_end(a, b, fail("disk A (%u): %s", a->vdev, keep(r)));
+	if ((r = blk_connect(b, 0, 1, 0, NULL)) || (r = need_writable(b)) || (r = blk_region(b, &start, &count)))
+		return scribble_end(a, b, fail("disk B (%u): %s", b->vdev, keep(r)));
+	if (!a->flush || !b->flush)
+		return scribble_end(a, b, "backend does not offer feature-flush-cache");
+	if ((r = write_flush_read(a, start, count, seed)))
+		return scribble_end(a, b, fail("disk A (%u) before: %s", a->vdev, keep(r)));
+	if ((r = write_flush_read(b, start, count, seed + 1)))
+		return scribble_end(a, b, fail("disk B (%u) before: %s", b->vdev, keep(r)));
+
+	if ((r = scribble(a, &bogus)))
+		return scribble_end(a, b, r);
+	a->connected = 0;	/* the ring is garbage now: no more requests on it */
+	if ((r = xb_wait_be(&a->xb, (1u << XenbusStateClosing) | (1u << XenbusStateClosed), 0,
+			    "Closing after the scribble", &st)))
+		return scribble_end(a, b, fail("disk A (%u) req_prod %u: %s", a->vdev, bogus, keep(r)));
+	snprintf(trail, sizeof(trail), "%s", a->xb.trail);
+	be_fatal_error(a, err, sizeof(err));
+	if (!err[0])
+		return scribble_end(a, b, fail("disk A (%u): backend %s but no error node under error/", a->vdev,
+					       xb_state_name(st)));
+	if ((r = xb_be_state(&b->xb, &bst)))
+		return scribble_end(a, b, r);
+	if (bst != XenbusStateConnected)
+		return scribble_end(a, b, fail("disk B (%u): backend state %u (%s) after disk A's fault, want Connected",
+					       b->vdev, bst, xb_state_name(bst)));
+	/* A: Closing, Closed (the backend's Closed; its ring pages back), Initialising, InitWait. */
+	if ((r = blk_teardown(a, 1)))
+		return scribble_end(a, b, fail("disk A (%u) close after the fault: %s", a->vdev, keep(r)));
+
+	if ((r = write_flush_read(b, start, count, seed + 2)))
+		return scribble_end(a, b, fail("disk B (%u) after disk A's fault: %s", b->vdev, keep(r)));
+	unsigned avdev = a->vdev, bvdev = b->vdev;
+	if ((r = scribble_end(a, b, NULL)))
+		return r;
+	/* One line of at most 160 bytes (main.c's note): the error node's start. */
+	pass_note("a=%u req_prod=%u backend=%s (seen %s) error=\"%.24s\" reinit=InitWait b=%u region=%lu+%lu "
+		  "seed=%u io=ok", avdev, bogus, xb_state_name(st), trail, err, bvdev, (unsigned long)start,
+		  (unsigned long)count, seed + 2);
+	return NULL;
+}
+
 /* Run only when named (see testguest/README.md). */
 const struct scenario blk_scenarios[] = {
 	{ "blk_info", scen_blk_info },
@@ -1680,5 +1843,6 @@ const struct scenario blk_scenarios[] = {
 	{ "blk_mq", scen_blk_mq },
 	{ "blk_early_init", scen_blk_early_init },
 	{ "blk_err", scen_blk_err },
+	{ "blk_scribble", scen_blk_scribble },
 };
 const size_t nr_blk_scenarios = ARRAY_SIZE(blk_scenarios);

@@ -822,7 +822,9 @@ const char *ns_tcp_echo(struct netstack *ns, struct ns_tcp *t, uint32_t dst, uin
 				break;
 			}
 			/* Retransmission timeout: go back to snd_una (RFC 6298 5.4-5.6). */
+			int probe = 0;
 			if (t->rto_at && now >= t->rto_at) {
+				probe = !t->snd_wnd;
 				t->snd_nxt = t->snd_una;
 				t->retransmits++;
 				if (t->rto_ms < TCP_RTO_MAX)
@@ -833,6 +835,14 @@ const char *ns_tcp_echo(struct netstack *ns, struct ns_tcp *t, uint32_t dst, uin
 			}
 			/* Data within the peer's window and a few segments of ours. */
 			uint32_t wnd = t->snd_wnd < 4u * t->peer_mss ? t->snd_wnd : 4u * t->peer_mss;
+			/*
+			 * RFC 9293 3.8.6.1: a zero window is probed, one byte past it, each
+			 * time the timer fires; the peer's answer carries its window. Without
+			 * the probe a lost window update (a frame dropped on a loaded host)
+			 * would leave both ends waiting for ever.
+			 */
+			if (probe && !wnd)
+				wnd = 1;
 			uint32_t data_end = (uint32_t)total + 1;
 			while (t->snd_nxt < data_end && t->snd_nxt < t->snd_una + wnd) {
 				uint32_t len = data_end - t->snd_nxt;
@@ -850,7 +860,7 @@ const char *ns_tcp_echo(struct netstack *ns, struct ns_tcp *t, uint32_t dst, uin
 			}
 			if (r)
 				break;
-			/* A zero window: the retransmission timer probes it (resends from snd_una). */
+			/* A zero window: the retransmission timer probes it (one byte from snd_una). */
 			if (!t->snd_wnd && t->snd_una < data_end && !t->rto_at)
 				t->rto_at = now + t->rto_ms;
 			/* Everything sent, acked and back: our FIN (and again after a timeout). */

@@ -153,6 +153,8 @@ long evtchn_send(uint32_t port);
 const char *hvm_get_param(uint32_t index, uint64_t *value);
 unsigned long opt_num(const char *key, unsigned long def);
 uint32_t evtchn_port_hits(uint32_t port);
+/* Waits (hlt, upcalls on) up to ms for the port's hits to reach want; 1 if they did. */
+int evtchn_wait_port_hits(uint32_t port, uint32_t want, uint64_t ms);
 
 /* ---- xenstore.c ---- */
 extern const struct scenario xenstore_scenarios[];

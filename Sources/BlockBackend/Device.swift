@@ -104,8 +104,9 @@ public enum BlockBackendError: Error, Hashable, Sendable {
 ///
 /// Create one per disk when the domain is built; `destroy()` it before the
 /// domain's XenStore tree and runtime go. A guest that breaks a ring's
-/// protocol fails this device only (xenbus `fatal`: Closing, Closed); it can
-/// reconnect from Initialising, as with Linux.
+/// protocol fails this device only (xenbus `fatal`: the error node,
+/// Closing, the ring unmapped, Closed once the frontend closes; counted in
+/// `metrics.faults`); it can reconnect from Initialising, as with Linux.
 public final class BlockBackend: Sendable {
     /// Where the device lives in XenStore.
     public var address: XenbusDeviceAddress { xenbus.address }
@@ -379,6 +380,8 @@ final class BlockDriver: XenbusBackendDriver {
     /// A queue's ring is corrupt (or the backend failed): the device is
     /// failed through xenbus, which disconnects it.
     private func faulted(_ fault: DeviceFault) {
+        BlockMetrics.bump(metrics.faults)
+        if fault.kind == .hostileGuest { BlockMetrics.bump(metrics.hostileGuestFaults) }
         xenbusLink.fail(fault.reason) { disconnect() }
     }
 }

@@ -31,6 +31,13 @@ public final class BlockMetrics: Sendable {
     public let hostErrors = Atomic<UInt64>(0)
     /// Requests taken but not yet answered, over all queues (a gauge).
     public let requestsInFlight = Atomic<Int>(0)
+    /// Connections failed by a fault (a ring the guest corrupted, a failure
+    /// of the backend's host side): the device went through xenbus `fatal`.
+    /// Counted here as well as in the connection's `DeviceMetrics`, which
+    /// go with the connection.
+    public let faults = Atomic<UInt64>(0)
+    /// Of `faults`, those the guest is to blame for (`DeviceFault.Kind.hostileGuest`).
+    public let hostileGuestFaults = Atomic<UInt64>(0)
 
     public init() {}
 

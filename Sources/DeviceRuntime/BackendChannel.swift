@@ -1,3 +1,4 @@
+import Dispatch
 import EventChannels
 import Synchronization
 import XenABI
@@ -128,6 +129,21 @@ public final class BackendChannel: Sendable {
         guard !device.isDisabled else { return }
         DeviceMetrics.bump(device.metrics.hostRequests)
         work.schedule()
+    }
+
+    /// Asks for a pump once `delay` has passed, for a backend that must
+    /// wait before it can go on (xen-netback's `credit_timeout` while a vif
+    /// is over its `rate`). A timer on a shared Dispatch queue only calls
+    /// `schedule()`, so the pump still runs on the channel's context; a
+    /// channel closed by then is not pumped.
+    public func schedule(after delay: Duration) {
+        let (seconds, attoseconds) = delay.components
+        let nanoseconds = max(0, seconds) * 1_000_000_000 + max(0, attoseconds) / 1_000_000_000
+        let deadline = DispatchTime.now() + .nanoseconds(Int(clamping: nanoseconds))
+        DispatchQueue.global().asyncAfter(deadline: deadline) { [weak self] in
+            guard let self, !self.closed.load(ordering: .acquiring) else { return }
+            self.schedule()
+        }
     }
 
     /// Notifies the guest now (`evtchn_send` by the backend domain), for a

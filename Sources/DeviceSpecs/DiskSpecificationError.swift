@@ -94,7 +94,7 @@ public enum DiskSpecificationError: Error, Hashable, Sendable, CustomStringConve
     /// The text with line breaks and other control characters escaped, so a
     /// specification holding a newline (xl takes one as whitespace) still
     /// makes one line.
-    static func oneLine(_ text: String) -> String {
+    public static func oneLine(_ text: String) -> String {
         var out = ""
         for scalar in text.unicodeScalars {
             switch scalar {

@@ -112,4 +112,14 @@ public protocol NetworkLink: AnyObject, Sendable {
     /// Stops delivering and releases the host side; no callback runs after
     /// it returns. Idempotent.
     func stop()
+    /// A frontend connected, with or without scatter-gather
+    /// (`feature-sg`). Without it the guest takes no frame larger than a
+    /// page, so a link that hands out a larger MTU lowers it (passt is
+    /// restarted with 1500); with it, the MTU asked for is restored.
+    func frontendConnected(scatterGather: Bool)
+}
+
+extension NetworkLink {
+    /// Most links' MTU is the user's and fits any frontend: nothing to do.
+    public func frontendConnected(scatterGather: Bool) {}
 }

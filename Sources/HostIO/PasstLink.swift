@@ -16,6 +16,11 @@ import Synchronization
 /// back-off (100 ms, doubling to 5 s while it keeps dying), and reports the
 /// carrier back; the guest keeps its address, as the new passt hands out
 /// the same one.
+///
+/// passt's MTU (65520 by default) needs a frontend with scatter-gather; one
+/// without it (a frame must fit one 4 KiB page) gets a passt restarted with
+/// MTU 1500 when it connects (`frontendConnected`), so that DHCP and NDP
+/// hand it an MTU it can take.
 public final class PasstLink: NetworkLink, @unchecked Sendable {
     // SAFETY (Sendable): the lets are immutable; the child and its socket
     // live in `state`, under its lock, and a socket taken out of it is
@@ -30,14 +35,18 @@ public final class PasstLink: NetworkLink, @unchecked Sendable {
     /// A passt that ran this long before dying is restarted after the first delay again.
     static let stableRun: Duration = .seconds(10)
 
-    /// The MTU passt was started with (`--mtu`), the one it hands the guest.
+    /// The MTU asked for (`--mtu`), the one passt hands a guest with
+    /// scatter-gather (`runningMTU` is the one it runs with now).
     public let mtu: Int
+    /// The MTU for a frontend without scatter-gather: Ethernet's.
+    public static let pageFrameMTU = 1500
     /// None: checksums are completed before a frame reaches passt, and
     /// passt takes no segmentation frames (its socket carries plain frames).
     public let capabilities: NetworkLinkCapabilities = []
     /// The passt binary.
     public let executable: String
-    /// Options given to passt after pvh's own (`-f -q --fd N --mtu M`):
+    /// Options given to passt after pvh's own (`-f -q --fd N --mtu M`, and
+    /// `--runas nobody` as root):
     /// `--address` for each address asked for, then the caller's.
     public let extraArguments: [String]
 
@@ -57,6 +66,11 @@ public final class PasstLink: NetworkLink, @unchecked Sendable {
     private struct State {
         var child: Child?
         var stopped = false
+        /// The MTU the running passt was started with.
+        var runningMTU: Int
+        /// The MTU the connected frontend can take (`frontendConnected`);
+        /// the reader restarts passt when it differs from `runningMTU`.
+        var wantedMTU: Int
         /// The tail of a frame the socket took only part of: it goes on
         /// the stream before anything else (the reader sends it when the
         /// socket has room, or the next transmit does). Empty on a new stream.
@@ -91,7 +105,7 @@ public final class PasstLink: NetworkLink, @unchecked Sendable {
             throw error
         }
         self.nudge = nudge
-        state = Mutex(State(child: child))
+        state = Mutex(State(child: child, runningMTU: mtu, wantedMTU: mtu))
     }
 
     deinit {
@@ -102,8 +116,24 @@ public final class PasstLink: NetworkLink, @unchecked Sendable {
     /// The pid of the running passt, nil while it is being restarted or once stopped.
     public var passtProcessID: pid_t? { state.withLock { $0.child?.pid } }
 
-    /// How many times passt was started again after it died.
+    /// How many times passt was started again (after it died, or for a new MTU).
     public var restarts: Int { restartCount.value }
+
+    /// The MTU the running passt hands out now.
+    public var runningMTU: Int { state.withLock { $0.runningMTU } }
+
+    /// Asks the reader to restart passt with MTU 1500 for a frontend
+    /// without scatter-gather, or with `mtu` again for one with it; nothing
+    /// when the running passt already fits.
+    public func frontendConnected(scatterGather: Bool) {
+        let wanted = scatterGather ? mtu : min(mtu, Self.pageFrameMTU)
+        let changed = state.withLock { s -> Bool in
+            guard !s.stopped, s.wantedMTU != wanted else { return false }
+            s.wantedMTU = wanted
+            return true
+        }
+        if changed { EventCounter.signal(nudge) }
+    }
 
     /// `executable` when it is an executable file; else the first `passt`
     /// on PATH, then in /usr/bin or /usr/sbin.
@@ -135,7 +165,11 @@ public final class PasstLink: NetworkLink, @unchecked Sendable {
         // The descriptor number passt is told; a dup2 onto another number
         // clears FD_CLOEXEC on the child's copy.
         let target: Int32 = theirs == 3 ? 4 : 3
-        let arguments = [path, "-f", "-q", "--fd", "\(target)", "--mtu", "\(mtu)"] + extraArguments
+        // As root, passt drops to nobody by itself but says so on stderr
+        // (pvh's), and fails to tell syslog too; asking for it is silent. As
+        // anyone else it must not be asked (it cannot change its IDs).
+        let runas = geteuid() == 0 ? ["--runas", "nobody"] : []
+        let arguments = [path, "-f", "-q", "--fd", "\(target)", "--mtu", "\(mtu)"] + runas + extraArguments
         // SAFETY: strdup'd copies, NUL-terminated, freed below after the
         // spawn (posix_spawn copies argv into the child before returning).
         let argv: [UnsafeMutablePointer<CChar>?] = unsafe arguments.map { unsafe strdup($0) } + [nil]
@@ -245,8 +279,16 @@ public final class PasstLink: NetworkLink, @unchecked Sendable {
             var buffer = [UInt8](repeating: 0, count: 1 << 18)
             var delay = Self.firstRestartDelay
             while true {
-                let current = state.withLock { s in s.child.map { ($0.socket, !s.pending.isEmpty) } }
-                guard let (socket, hasPending) = current else { return }
+                let current = state.withLock { s in s.child.map { ($0.socket, !s.pending.isEmpty, s.wantedMTU != s.runningMTU) } }
+                guard let (socket, hasPending, newMTU) = current else { return }
+                if newMTU {
+                    // A frontend that needs another MTU: a new passt at once
+                    // (no back-off: the old one did not fail).
+                    carrier(false)
+                    guard restart(&codec, delay: &delay, immediately: true) else { return }
+                    carrier(true)
+                    continue
+                }
                 let events = Int16(POLLIN) | (hasPending ? Int16(POLLOUT) : 0)
                 let revents: Int16
                 switch LinkPoll.wait([(socket, events), (nudge, Int16(POLLIN))], wake: reader.wake, timeout: -1) {
@@ -284,9 +326,10 @@ public final class PasstLink: NetworkLink, @unchecked Sendable {
     }
 
     /// Replaces a dead (or out-of-step) passt: ends and reaps it, waits the
-    /// back-off (woken at once by `stop`), starts a new one. False when the
-    /// link stopped meanwhile.
-    private func restart(_ codec: inout PasstFrameCodec, delay: inout Int32) -> Bool {
+    /// back-off (woken at once by `stop`; none the first time when
+    /// `immediately`, for a passt that did not fail), starts a new one with
+    /// the MTU wanted now. False when the link stopped meanwhile.
+    private func restart(_ codec: inout PasstFrameCodec, delay: inout Int32, immediately: Bool = false) -> Bool {
         let old = state.withLock { s -> Child? in
             defer {
                 s.child = nil
@@ -300,13 +343,19 @@ public final class PasstLink: NetworkLink, @unchecked Sendable {
             if ContinuousClock.now - old.started >= Self.stableRun { delay = Self.firstRestartDelay }
         }
         codec.reset()
+        var wait = immediately ? 0 : delay
         while true {
-            if case .woken = LinkPoll.wait([], wake: reader.wake, timeout: delay) { return false }
-            delay = min(delay * 2, Self.longestRestartDelay)
-            guard let child = try? Self.spawn(path: executable, mtu: mtu, extraArguments: extraArguments) else { continue }
+            if case .woken = LinkPoll.wait([], wake: reader.wake, timeout: wait) { return false }
+            if wait != 0 || !immediately { delay = min(delay * 2, Self.longestRestartDelay) }
+            wait = delay
+            let wanted = state.withLock { $0.wantedMTU }
+            guard let child = try? Self.spawn(path: executable, mtu: wanted, extraArguments: extraArguments) else {
+                continue
+            }
             let accepted = state.withLock { s -> Bool in
                 guard !s.stopped else { return false }
                 s.child = child
+                s.runningMTU = wanted
                 return true
             }
             guard accepted else {

@@ -20,11 +20,15 @@ public struct NetDeviceConfiguration: Sendable {
     public var mac: String?
     /// "multi-queue-max-queues": queues a frontend may use.
     public var maximumQueues: Int
+    /// The transmit limit (xl's `rate=`, the backend's "rate" node); nil:
+    /// unlimited.
+    public var rate: NetTransmitRate?
 
-    public init(link: any NetworkLink, mac: String? = nil, maximumQueues: Int = 1) {
+    public init(link: any NetworkLink, mac: String? = nil, maximumQueues: Int = 1, rate: NetTransmitRate? = nil) {
         self.link = link
         self.mac = mac
         self.maximumQueues = maximumQueues
+        self.rate = rate
     }
 
     /// The queue limit to offer a guest with `vcpus` vCPUs: one per vCPU
@@ -47,7 +51,8 @@ public enum NetBackendError: Error, Hashable, Sendable {
 /// frontend's posted RX buffers.
 ///
 /// A guest that breaks a ring's protocol fails this device only (xenbus
-/// `fatal`: Closing, Closed); it can reconnect from Initialising.
+/// `fatal`: the error node, Closing, Closed once the frontend closes); it
+/// can reconnect from Initialising.
 public final class NetBackend: Sendable {
     /// Where the device lives in XenStore.
     public var address: XenbusDeviceAddress { xenbus.address }
@@ -216,7 +221,8 @@ final class NetQueue: Sendable {
         txChannel = channels.tx
         rxChannel = channels.rx
         core.setReschedule(tx: { [weak tx = channels.tx] in tx?.schedule() },
-                           rx: { [weak rx = channels.rx] in rx?.schedule() })
+                           rx: { [weak rx = channels.rx] in rx?.schedule() },
+                           txAfter: { [weak tx = channels.tx] delay in tx?.schedule(after: delay) })
         self.core = core
         self.ringHolds = holds
     }
@@ -284,6 +290,8 @@ final class NetDriver: XenbusBackendDriver {
             ("multi-queue-max-queues", String(configuration.maximumQueues)),
         ]
         if let mac = configuration.mac { nodes.append(("mac", mac)) }
+        // libxl writes "rate" for netback's credit scheduler (`xen_net_read_rate`).
+        if let rate = configuration.rate { nodes.append(("rate", rate.description)) }
         return nodes
     }
 
@@ -294,8 +302,13 @@ final class NetDriver: XenbusBackendDriver {
     func connect(frontend nodes: [String: String]) throws -> [(String, String)] {
         disconnect()
         let parameters = try NetFrontendParameters(nodes, maximumQueues: configuration.maximumQueues)
+        // A frontend without feature-sg takes no frame over a page: a link
+        // handing out a larger MTU (passt's 65520) lowers it before the
+        // guest asks DHCP for one.
+        configuration.link.frontendConnected(scatterGather: parameters.features.scatterGather)
         let environment = NetQueueEnvironment(memory: memory, grants: grants, link: configuration.link,
-                                              features: parameters.features, carrier: carrier)
+                                              features: parameters.features, carrier: carrier,
+                                              credit: configuration.rate.map { NetTransmitCredit($0) })
         let device = runtime.makeDevice(name) { [weak self] fault in self?.faulted(fault) }
         var queues: [NetQueue] = []
         for (index, ring) in parameters.queues.enumerated() {

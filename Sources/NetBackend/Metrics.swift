@@ -52,6 +52,8 @@ public final class NetMetrics: Sendable {
     /// Of `txGSOPackets`, those the backend cut into segments (a link
     /// without the segmentation capability).
     public let txSegmentedPackets = Atomic<UInt64>(0)
+    /// Times a TX queue stopped for transmit credit (the vif's `rate`).
+    public let txCreditWaits = Atomic<UInt64>(0)
     /// Partial checksums the backend completed (link without `.partialChecksum`).
     public let txChecksumsCompleted = Atomic<UInt64>(0)
     /// Partial checksums of received frames the backend completed (a

@@ -32,6 +32,8 @@ struct NetQueueEnvironment: Sendable {
     let link: any NetworkLink
     let features: NetFrontendFeatures
     let carrier: CarrierState
+    /// The vif's `rate`, shared by its queues; nil: unlimited.
+    let credit: NetTransmitCredit?
 }
 
 /// The link's carrier as it last reported it (up until it says otherwise).
@@ -77,6 +79,13 @@ final class RxBacklog: Sendable {
 final class NetQueueCore: Sendable {
     struct TxState {
         var ring: NetifTxRing
+        /// A packet read off the ring (its slots consumed, no responses
+        /// yet) that waits for transmit credit; sent first on the next pump.
+        var held: (slots: NetTxSlots, packet: NetTxPacket)?
+        /// When the credit timer this queue armed fires (netback's
+        /// `timer_pending(&queue->credit_timeout)`): pumps before then
+        /// leave the held packet alone rather than arm another timer.
+        var creditTimerDue: Duration?
     }
     struct RxState {
         var ring: NetifRxRing
@@ -111,14 +120,19 @@ final class NetQueueCore: Sendable {
     private final class Reschedule: Sendable {
         let tx: @Sendable () -> Void
         let rx: @Sendable () -> Void
-        init(tx: @escaping @Sendable () -> Void, rx: @escaping @Sendable () -> Void) {
+        /// The TX pump again once a delay has passed (credit).
+        let txAfter: @Sendable (Duration) -> Void
+        init(tx: @escaping @Sendable () -> Void, rx: @escaping @Sendable () -> Void,
+             txAfter: @escaping @Sendable (Duration) -> Void) {
             self.tx = tx
             self.rx = rx
+            self.txAfter = txAfter
         }
     }
 
-    func setReschedule(tx: @escaping @Sendable () -> Void, rx: @escaping @Sendable () -> Void) {
-        let r = Reschedule(tx: tx, rx: rx)
+    func setReschedule(tx: @escaping @Sendable () -> Void, rx: @escaping @Sendable () -> Void,
+                       txAfter: @escaping @Sendable (Duration) -> Void) {
+        let r = Reschedule(tx: tx, rx: rx, txAfter: txAfter)
         again.withLock { $0 = r }
     }
 
@@ -152,23 +166,40 @@ final class NetQueueCore: Sendable {
     /// The TX pump: packets off the ring to the link, one response per
     /// slot, published in batches; RING_FINAL_CHECK_FOR_REQUESTS before
     /// going idle. A ring (or packet framing) the guest broke throws.
+    ///
+    /// Over the vif's `rate`, the pump stops with the packet held and a
+    /// timer armed for when the credit comes back; it asks for no event
+    /// meanwhile (no final check), as netback stops taking requests while
+    /// `rate_limited`.
     func pumpTx() throws(DeviceFault) -> BackendChannel.PumpResult {
         // A publish asked for an event: the pump's result sends it.
         var owed = false
         var yielded = false
+        var creditWait: Duration?
         while true {
             let more = try tx.withLock { (s: inout TxState) throws(DeviceFault) -> Bool in
                 var taken = 0
                 var unpublished = 0
-                while taken < Self.batch, try Self.guest({ () throws(XenRingError) in try s.ring.unconsumedRequests() }) > 0 {
-                    unpublished += try transmitOne(&s)
-                    taken += 1
-                    if unpublished >= Self.publishEvery {
-                        unpublished = 0
-                        if try Self.guest({ () throws(XenRingError) in try s.ring.pushResponses() }) { owed = true }
+                func ready() throws(DeviceFault) -> Bool {
+                    if s.held != nil { return true }
+                    return try Self.guest({ () throws(XenRingError) in try s.ring.unconsumedRequests() }) > 0
+                }
+                while taken < Self.batch, try ready() {
+                    switch try transmitOne(&s) {
+                    case .done(let responses):
+                        taken += 1
+                        unpublished += responses
+                        if unpublished >= Self.publishEvery {
+                            unpublished = 0
+                            if try Self.guest({ () throws(XenRingError) in try s.ring.pushResponses() }) { owed = true }
+                        }
+                    case .waitingForCredit(let delay):
+                        creditWait = delay
                     }
+                    if s.held != nil { break }
                 }
                 if unpublished > 0, try Self.guest({ () throws(XenRingError) in try s.ring.pushResponses() }) { owed = true }
+                if s.held != nil { return false }
                 if taken == Self.batch {
                     yielded = true
                     return false
@@ -177,8 +208,18 @@ final class NetQueueCore: Sendable {
             }
             if !more { break }
         }
+        if let creditWait { again.withLock { $0 }?.txAfter(creditWait) }
         if yielded { again.withLock { $0 }?.tx() }
         return owed ? .notifyGuest : .quiet
+    }
+
+    enum TxStep {
+        /// The packet was sent or answered; its responses (this many) are
+        /// written, not yet published.
+        case done(responses: Int)
+        /// Held for credit: a timer must pump again after this delay (nil:
+        /// one armed earlier still will).
+        case waitingForCredit(Duration?)
     }
 
     /// A ring operation whose failure is the device's fault.
@@ -186,12 +227,35 @@ final class NetQueueCore: Sendable {
         do { return try body() } catch { throw DeviceFault(error) }
     }
 
-    /// Reads one packet's slots (at least one request is there), checks it,
-    /// sends it and writes its responses (unpublished); returns how many.
-    private func transmitOne(_ s: inout TxState) throws(DeviceFault) -> Int {
-        let slots = try readPacket(&s.ring)
+    /// Reads one packet's slots (at least one request is there, or a
+    /// packet is held), checks it, sends it and writes its responses; or
+    /// holds it for credit.
+    private func transmitOne(_ s: inout TxState) throws(DeviceFault) -> TxStep {
+        let slots: NetTxSlots
+        let validated: Result<NetTxPacket, NetDropReason>
+        if let held = s.held {
+            (slots, validated) = (held.slots, .success(held.packet))
+        } else {
+            slots = try readPacket(&s.ring)
+            validated = NetTxValidator.validate(slots)
+        }
+        if case .success(let packet) = validated, let credit = environment.credit {
+            // tx_credit_exceeded: a timer still pending means wait for it.
+            if let due = s.creditTimerDue, credit.now() < due {
+                s.held = (slots, packet)
+                return .waitingForCredit(nil)
+            }
+            s.creditTimerDue = nil
+            if case .wait(let delay) = credit.take(packet.length) {
+                s.held = (slots, packet)
+                s.creditTimerDue = credit.now() + delay
+                NetMetrics.bump(metrics.txCreditWaits)
+                return .waitingForCredit(delay)
+            }
+        }
+        s.held = nil
         let status: NetifStatus
-        switch NetTxValidator.validate(slots) {
+        switch validated {
         case .failure(let reason):
             metrics.drop(reason)
             status = .error
@@ -210,7 +274,7 @@ final class NetQueueCore: Sendable {
         } catch {
             throw DeviceFault(error)
         }
-        return responses.count
+        return .done(responses: responses.count)
     }
 
     /// The first slot, its extras, its `more_data` chain, as

@@ -167,7 +167,7 @@ struct XenPlatform {
             report: { FileDescriptorConsoleSink(fd: 2).emit(Array("pvh: \($0)\n".utf8)) })
         upcalls.setVCPUs(machine.vcpus)
         events = EventChannelTable(
-            configuration: .init(domainID: domain, vcpuCount: configuration.vcpus),
+            configuration: .init(domainID: domain, vcpuCount: configuration.vcpus, maximumPort: configuration.maximumEventChannelPort),
             memory: machine.memory, locator: state, notifier: upcalls)
         // Xen time: the PV clock from the guest TSC, every vCPU's timers.
         let clockSource = HostPVClockSource(tscOffset: machine.tscOffset)

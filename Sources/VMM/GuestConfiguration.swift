@@ -30,6 +30,10 @@ public struct GuestConfiguration: Sendable, Equatable {
     /// The guest's network interfaces (xl's `vif=`, `pvh run --net`), in
     /// the order given, each served by a network backend.
     public var networks: [NetworkInterfaceSpecification]
+    /// The highest event channel port the guest may use (Xen's
+    /// `max_evtchn_port`, xl's `max_event_channels`); the 2-level ABI caps
+    /// it further. `pvh run` leaves it at the 64-bit 2-level ABI's last port.
+    public var maximumEventChannelPort: UInt32 = 4095
 
     public init(kernelPath: String, initrdPath: String? = nil, commandLine: String = "", memoryMiB: Int = 256, vcpus: Int = 1,
                 name: String = "pvh", maxGrantFrames: Int = GrantTable.defaultMaximumFrames, disks: [DiskSpecification] = [],

@@ -34,9 +34,6 @@ struct NetworkLinks {
             let option = "--net '\(spec.spec)'"
             let devid = spec.devid ?? position
             for warning in spec.warnings { report("\(option): \(warning)") }
-            if spec.rate != nil {
-                report("\(option): rate= is parsed but not enforced yet: the interface runs unlimited")
-            }
             let mac = spec.mac ?? MACAddress.xenRandom(using: &random)
             do {
                 switch spec.type {
@@ -81,7 +78,10 @@ final class NetworkBackends: Sendable {
             let address = XenbusDeviceAddress(type: "vif", frontend: domain, index: interface.devid)
             let configuration = NetDeviceConfiguration(
                 link: interface.link, mac: interface.mac.description,
-                maximumQueues: NetDeviceConfiguration.defaultMaximumQueues(vcpus: vcpus))
+                maximumQueues: NetDeviceConfiguration.defaultMaximumQueues(vcpus: vcpus),
+                rate: spec.rate.map {
+                    NetTransmitRate(bytesPerInterval: $0.bytesPerInterval, interval: $0.interval)
+                })
             do {
                 let backend = try NetBackend(
                     store: store, address: address, configuration: configuration, memory: memory, grants: grants,

@@ -74,17 +74,47 @@ public final class XenbusBackendDevice: Sendable {
     public let address: XenbusDeviceAddress
     private let store: XenStoreServer
     private let driver: any XenbusBackendDriver
+    /// What changes the backend's state: the frontend's state node changed
+    /// (the watch, with the value read when it fired), or the device failed
+    /// (`fatal`, from any thread).
+    private enum Transition: Equatable {
+        case frontend(XenbusState?)
+        case fatal(XenbusFatalError)
+    }
+
+    /// Transitions queued behind a running one, at most: a guest flipping
+    /// its state node during a fatal's disconnect loses its oldest changes
+    /// beyond this, never the latest.
+    static let maximumQueuedTransitions = 64
     private struct State {
         var backend: XenbusState = .initialising
         var watch: XenStoreWatchID?
         var started = false
         var connected = false
-        /// A connect is under way (the driver's `connect`, its nodes, the
-        /// switch to Connected): a `fatal` meanwhile waits in `pendingFatal`
-        /// and runs when it is done, so the device never ends up Connected
-        /// after failing.
-        var connecting = false
-        var pendingFatal: XenbusFatalError?
+        var destroyed = false
+        /// A transition is running, on the thread that started it; others
+        /// queue behind it in `queued` and that thread runs them in order
+        /// before it lets go. Transitions therefore never interleave (the
+        /// in-memory state and the store's `state` node change together),
+        /// and nobody waits for anybody: a `fatal` from a queue's pump may
+        /// come while the store's thread disconnects that very queue, which
+        /// waits for the pump.
+        ///
+        /// Each frontend change is queued with its value, so a Closed
+        /// followed at once by Initialising is still a close (then the
+        /// restart), not an Initialising the closing backend would ignore.
+        var busy = false
+        var queued: [Transition] = []
+
+        /// One `fatal` queued is enough (the first reason is the one reported).
+        mutating func enqueue(_ t: Transition) {
+            if case .fatal = t, queued.contains(where: { if case .fatal = $0 { true } else { false } }) { return }
+            if queued.count >= XenbusBackendDevice.maximumQueuedTransitions,
+               let oldest = queued.firstIndex(where: { if case .frontend = $0 { true } else { false } }) {
+                queued.remove(at: oldest)
+            }
+            queued.append(t)
+        }
     }
     private let state = Mutex(State())
 
@@ -136,7 +166,8 @@ public final class XenbusBackendDevice: Sendable {
         for (key, value) in driver.backendNodes() { try store.write("\(be)/\(key)", value) }
         try switchTo(.initWait)
         let id = try store.watch("\(fe)/state", token: "xenbus:\(address.type)/\(address.index)") { [weak self] _, _ in
-            self?.frontendChanged()
+            guard let self else { return }
+            self.perform(.frontend(self.frontendState()))
         }
         state.withLock { $0.watch = id }
     }
@@ -154,6 +185,8 @@ public final class XenbusBackendDevice: Sendable {
             defer {
                 s.watch = nil
                 s.connected = false
+                s.destroyed = true
+                s.queued = []
             }
             return (s.watch, s.connected)
         }
@@ -167,35 +200,92 @@ public final class XenbusBackendDevice: Sendable {
     /// `xenbus_dev_fatal` reports it (drivers/xen/xenbus/xenbus_client.c):
     /// `xenbus_va_dev_error` writes "<errno> <reason>" (the positive errno,
     /// as its `sprintf("%i ", -err)` prints the negative one callers pass)
-    /// at `address.errorPath`, then the backend switches to Closing. The
-    /// driver is then disconnected (it stops using the ring, as
-    /// xen-blkback's `xen_blkif_disconnect` does) and the backend goes on to
-    /// Closed without waiting for the frontend, which is the guest's and may
-    /// never answer. A frontend that starts again from Initialising gets
-    /// InitWait (the handshake's restart), as with Linux's backends.
+    /// at `address.errorPath` (readable by the frontend here, so that it can
+    /// say why), then the backend switches to Closing. The driver is
+    /// disconnected at once (it stops using the ring and unmaps it, as
+    /// xen-blkback's `xen_blkif_disconnect` does); the backend goes on to
+    /// Closed when the frontend closes (Closed, or its node gone), as
+    /// Linux's `frontend_changed` does, and at once if it already has. A
+    /// frontend that then starts again from Initialising gets InitWait (the
+    /// handshake's restart, as with Linux's backends); one that ignores the
+    /// Closing and says Initialised or Connected gets nothing.
     ///
     /// Safe from any thread (a device's fault path runs it on the device's
-    /// context); during a connect it waits for the connect to finish.
+    /// context) and never waits: a fatal that comes during another
+    /// transition (a connect, a disconnect) runs right after it, so the
+    /// device never ends up Connected after failing, and a frontend's
+    /// Closed meanwhile still takes it to Closed.
     public func fatal(_ reason: String, error: XenErrno = .eio) {
-        let deferred = state.withLock { s in
-            guard s.connecting else { return false }
-            if s.pendingFatal == nil { s.pendingFatal = XenbusFatalError(error, reason) }
+        perform(.fatal(XenbusFatalError(error, reason)))
+    }
+
+    /// Runs `first` now, or queues it behind the transition under way (see
+    /// `State.busy`); the thread that runs a transition runs the queue too.
+    private func perform(_ first: Transition) {
+        let run = state.withLock { s in
+            guard !s.destroyed else { return false }
+            guard !s.busy else {
+                s.enqueue(first)
+                return false
+            }
+            s.busy = true
             return true
         }
-        if deferred { return }
-        try? store.write(address.errorPath, "\(error.rawValue) \(reason)")
-        try? switchTo(.closing)
+        guard run else { return }
+        var next: Transition? = first
+        while let transition = next {
+            switch transition {
+            case .frontend(let frontend): follow(frontend)
+            case .fatal(let failure): fail(failure)
+            }
+            next = state.withLock { s in
+                guard !s.destroyed, !s.queued.isEmpty else {
+                    s.busy = false
+                    s.queued = []
+                    return nil
+                }
+                return s.queued.removeFirst()
+            }
+        }
+    }
+
+    /// The frontend's state, nil when its node is missing or not a state.
+    private func frontendState() -> XenbusState? {
+        (try? store.read("\(address.frontendPath)/state")).flatMap { XenbusState(storeValue: $0) }
+    }
+
+    /// Disconnects the driver if it is connected (once, whoever asks).
+    private func disconnectDriver() {
         let was = state.withLock { s in
             defer { s.connected = false }
             return s.connected
         }
         if was { driver.disconnect() }
-        try? switchTo(.closed)
     }
 
-    private func frontendChanged() {
-        let raw = try? store.read("\(address.frontendPath)/state")
-        let frontend = raw.flatMap { XenbusState(storeValue: $0) }
+    /// `fatal`'s transition.
+    private func fail(_ failure: XenbusFatalError) {
+        guard !state.withLock({ $0.destroyed }) else { return }
+        let path = address.errorPath
+        try? store.write(path, "\(failure.error.rawValue) \(failure.reason)")
+        try? store.setPermissions(path, XenStorePermissions(owner: address.backend, defaultAccess: .none,
+                                                            entries: [(address.frontend, .read)]))
+        let backend = backendState
+        if backend != .closing && backend != .closed { try? switchTo(.closing) }
+        disconnectDriver()
+        // A frontend that closed already (its Closed handled before the
+        // fault, or while the fault waited) sends no more changes.
+        if backendState == .closing {
+            switch frontendState() {
+            case .closed, .unknown, nil: try? switchTo(.closed)
+            default: break
+            }
+        }
+    }
+
+    /// The watch's transition: what `XenbusHandshake` says for the
+    /// frontend's state when the watch fired.
+    private func follow(_ frontend: XenbusState?) {
         let backend = backendState
         switch XenbusHandshake.onFrontendChange(backend: backend, frontend: frontend) {
         case .none:
@@ -203,33 +293,19 @@ public final class XenbusBackendDevice: Sendable {
         case .switchTo(let next):
             try? switchTo(next)
         case .disconnect(let next):
-            let was = state.withLock { s in
-                defer { s.connected = false }
-                return s.connected
-            }
-            if was { driver.disconnect() }
+            disconnectDriver()
             try? switchTo(next)
         case .connect:
-            state.withLock { $0.connecting = true }
-            var failure: XenbusFatalError?
             do {
                 let nodes = try driver.connect(frontend: readFrontend())
-                for (key, value) in nodes { try store.write("\(address.backendPath)/\(key)", value) }
                 state.withLock { $0.connected = true }
+                for (key, value) in nodes { try store.write("\(address.backendPath)/\(key)", value) }
                 try switchTo(.connected)
             } catch let error as XenbusFatalError {
-                failure = error
+                fail(error)
             } catch {
                 try? store.write("\(address.backendPath)/error", "connect failed: \(error)")
             }
-            let pending = state.withLock { s in
-                defer {
-                    s.connecting = false
-                    s.pendingFatal = nil
-                }
-                return s.pendingFatal
-            }
-            if let failure = failure ?? pending { fatal(failure.reason, error: failure.error) }
         }
     }
 
@@ -253,8 +329,15 @@ public final class XenbusBackendDevice: Sendable {
         return values
     }
 
+    /// Sets the backend's state and its node; nothing once `destroy()` ran
+    /// (a transition still finishing must not bring the node back).
     private func switchTo(_ next: XenbusState) throws(XenStoreError) {
-        state.withLock { $0.backend = next }
+        let alive = state.withLock { s in
+            guard !s.destroyed else { return false }
+            s.backend = next
+            return true
+        }
+        guard alive else { return }
         try store.write("\(address.backendPath)/state", next.storeValue)
     }
 }

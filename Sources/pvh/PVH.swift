@@ -15,7 +15,7 @@ struct PVH: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "pvh",
         abstract: "Run Xen PVH guests on Linux KVM.",
-        subcommands: [Run.self, List.self, Shutdown.self, Reboot.self, MemSet.self, XenStoreCommand.self, Host.self])
+        subcommands: [Run.self, Create.self, List.self, Shutdown.self, Reboot.self, MemSet.self, XenStoreCommand.self, Host.self])
 
     /// ArgumentParser exits 64 on bad usage; pvh's contract is one line and status 2.
     static func main() {
@@ -95,14 +95,8 @@ struct Run: ParsableCommand {
     func disks() throws(DiskSpecificationError) -> [DiskSpecification] { try DiskSpecification.parse(disk) }
 
     func validate() throws {
-        guard (1...GuestConfiguration.maximumGrantFrames).contains(maxGrantFrames) else {
-            throw ValidationError("--max-grant-frames \(maxGrantFrames): must be 1 to \(GuestConfiguration.maximumGrantFrames)")
-        }
-        guard (16...GuestConfiguration.maximumMemoryMiB).contains(memory) else {
-            throw ValidationError("--memory \(memory): must be 16 to \(GuestConfiguration.maximumMemoryMiB) MiB")
-        }
-        guard (1...GuestConfiguration.maximumVCPUs).contains(vcpus) else {
-            throw ValidationError("--vcpus \(vcpus): must be 1 to \(GuestConfiguration.maximumVCPUs)")
+        if let problem = GuestLimits.violation(memoryMiB: memory, vcpus: vcpus, maxGrantFrames: maxGrantFrames, naming: { "--" + $0.split(separator: "_").joined(separator: "-") }) {
+            throw ValidationError(problem)
         }
         do {
             _ = try disks()
@@ -130,15 +124,6 @@ struct Run: ParsableCommand {
     }
 
     func run() throws {
-        // The signals pvh acts on are blocked in every thread (each thread
-        // inherits the mask, so this comes before any is started). Dispatch
-        // receives them through a signalfd, which sees only blocked signals;
-        // unblocked, a signal goes to any thread and the SIG_IGN disposition
-        // below drops it (SIGUSR1 dumps were lost that way after the first).
-        var handled = sigset_t()
-        sigemptyset(&handled)
-        for sig in [SIGINT, SIGTERM, SIGUSR1] { sigaddset(&handled, sig) }
-        pthread_sigmask(SIG_BLOCK, &handled, nil)
         let rawName = name ?? "pvh-\(getpid())"
         guard let guestName = GuestName(rawName) else { usageFailure("--name \(rawName): \(GuestName.rule)") }
         let diskSpecifications: [DiskSpecification]
@@ -156,71 +141,110 @@ struct Run: ParsableCommand {
         let config = GuestConfiguration(kernelPath: kernel, initrdPath: initrd, commandLine: cmdline, memoryMiB: memory, vcpus: vcpus,
                                         name: guestName.rawValue, maxGrantFrames: maxGrantFrames, disks: diskSpecifications,
                                         networks: networkSpecifications)
-        // The toolstack's XenStore: outlives a guest rebooted with
-        // --on-reboot restart, served to dom0 clients on a Unix socket.
-        let store = XenStoreServer(log: { FileDescriptorConsoleSink(fd: 2).emit(Array("pvh: xenstore: \($0)\n".utf8)) })
-        let runtime = RuntimeDirectory.default
-        let socketServer: XenStoreSocketServer
-        do {
-            try runtime.prepare(for: guestName)
-            socketServer = try XenStoreSocketServer(path: runtime.xenStoreSocket(for: guestName), server: store)
-        } catch {
-            if error.errno == EADDRINUSE { usageFailure("--name \(rawName): a guest of that name is already running") }
-            FileDescriptorConsoleSink(fd: 2).emit(Array("pvh: XenStore socket: \(error)\n".utf8))
-            throw ExitCode(1)
+        try runInForeground(config, name: guestName, restartOnReboot: onReboot == .restart ? "--on-reboot restart" : nil)
+    }
+}
+
+/// What pvh accepts for a guest's size, checked the same way for `pvh run`'s
+/// options and `pvh create`'s config keys.
+enum GuestLimits {
+    /// The first value out of range, one line (`naming` turns xl's key, such
+    /// as `max_grant_frames`, into what the user wrote: `--max-grant-frames`,
+    /// `max_grant_frames=`); nil if all fit.
+    static func violation(memoryMiB: Int, vcpus: Int, maxGrantFrames: Int, naming: (String) -> String) -> String? {
+        if !(1...GuestConfiguration.maximumGrantFrames).contains(maxGrantFrames) {
+            return "\(naming("max_grant_frames")) \(maxGrantFrames): must be 1 to \(GuestConfiguration.maximumGrantFrames)"
         }
-        socketServer.start()
-        defer {
+        if !(16...GuestConfiguration.maximumMemoryMiB).contains(memoryMiB) {
+            return "\(naming("memory")) \(memoryMiB): must be 16 to \(GuestConfiguration.maximumMemoryMiB) MiB"
+        }
+        if !(1...GuestConfiguration.maximumVCPUs).contains(vcpus) {
+            return "\(naming("vcpus")) \(vcpus): must be 1 to \(GuestConfiguration.maximumVCPUs)"
+        }
+        return nil
+    }
+}
+
+/// Boots `config` in the foreground, its console on stdin/stdout, and exits
+/// with the guest's end (`pvh run`'s exit statuses): `pvh run`, and
+/// `pvh create` until the daemon exists. `restartOnReboot`: a reboot starts
+/// the guest again (xl's `on_reboot="restart"`) instead of exiting 3; the
+/// text names what asked for it (`--on-reboot restart`) in the message.
+func runInForeground(_ config: GuestConfiguration, name guestName: GuestName, restartOnReboot restartReason: String?) throws {
+    let rawName = guestName.rawValue
+    // The signals pvh acts on are blocked in every thread (each thread
+    // inherits the mask, so this comes before any is started). Dispatch
+    // receives them through a signalfd, which sees only blocked signals;
+    // unblocked, a signal goes to any thread and the SIG_IGN disposition
+    // below drops it (SIGUSR1 dumps were lost that way after the first).
+    var handled = sigset_t()
+    sigemptyset(&handled)
+    for sig in [SIGINT, SIGTERM, SIGUSR1] { sigaddset(&handled, sig) }
+    pthread_sigmask(SIG_BLOCK, &handled, nil)
+    // The toolstack's XenStore: outlives a guest rebooted with
+    // --on-reboot restart, served to dom0 clients on a Unix socket.
+    let store = XenStoreServer(log: { FileDescriptorConsoleSink(fd: 2).emit(Array("pvh: xenstore: \($0)\n".utf8)) })
+    let runtime = RuntimeDirectory.default
+    let socketServer: XenStoreSocketServer
+    do {
+        try runtime.prepare(for: guestName)
+        socketServer = try XenStoreSocketServer(path: runtime.xenStoreSocket(for: guestName), server: store)
+    } catch {
+        if error.errno == EADDRINUSE { usageFailure("--name \(rawName): a guest of that name is already running") }
+        FileDescriptorConsoleSink(fd: 2).emit(Array("pvh: XenStore socket: \(error)\n".utf8))
+        throw ExitCode(1)
+    }
+    socketServer.start()
+    defer {
+        socketServer.stop()
+        runtime.cleanUp(for: guestName)
+    }
+    let current = CurrentDomain()
+    let terminal = HostTerminal()
+    terminal.attach(to: current)
+    // SIGINT/SIGTERM from outside stop the guest cleanly (terminal restored, status 130).
+    var sources: [DispatchSourceSignal] = []
+    for sig in [SIGINT, SIGTERM] {
+        signal(sig, SIG_IGN)
+        let source = DispatchSource.makeSignalSource(signal: sig, queue: .global())
+        source.setEventHandler { current.stop() }
+        source.resume()
+        sources.append(source)
+    }
+    // SIGUSR1: each vCPU prints its registers and stack top (xl debug-keys).
+    signal(SIGUSR1, SIG_IGN)
+    let dumpSource = DispatchSource.makeSignalSource(signal: SIGUSR1, queue: .global())
+    dumpSource.setEventHandler { current.domain?.dumpVCPUState() }
+    dumpSource.resume()
+    sources.append(dumpSource)
+    var end = DomainExit.stopped
+    var boots = 0
+    repeat {
+        let domain: Domain
+        do {
+            domain = try Domain(configuration: config, console: FileDescriptorConsoleSink(fd: 1), store: store)
+        } catch {
+            terminal.restore()
             socketServer.stop()
             runtime.cleanUp(for: guestName)
+            if error.isUsageError { usageFailure(error.description) }
+            FileDescriptorConsoleSink(fd: 2).emit(Array("pvh: \(error.description)\n".utf8))
+            throw ExitCode(1)
         }
-        let current = CurrentDomain()
-        let terminal = HostTerminal()
-        terminal.attach(to: current)
-        // SIGINT/SIGTERM from outside stop the guest cleanly (terminal restored, status 130).
-        var sources: [DispatchSourceSignal] = []
-        for sig in [SIGINT, SIGTERM] {
-            signal(sig, SIG_IGN)
-            let source = DispatchSource.makeSignalSource(signal: sig, queue: .global())
-            source.setEventHandler { current.stop() }
-            source.resume()
-            sources.append(source)
-        }
-        // SIGUSR1: each vCPU prints its registers and stack top (xl debug-keys).
-        signal(SIGUSR1, SIG_IGN)
-        let dumpSource = DispatchSource.makeSignalSource(signal: SIGUSR1, queue: .global())
-        dumpSource.setEventHandler { current.domain?.dumpVCPUState() }
-        dumpSource.resume()
-        sources.append(dumpSource)
-        var end = DomainExit.stopped
-        var boots = 0
-        repeat {
-            let domain: Domain
-            do {
-                domain = try Domain(configuration: config, console: FileDescriptorConsoleSink(fd: 1), store: store)
-            } catch {
-                terminal.restore()
-                socketServer.stop()
-                runtime.cleanUp(for: guestName)
-                if error.isUsageError { usageFailure(error.description) }
-                FileDescriptorConsoleSink(fd: 2).emit(Array("pvh: \(error.description)\n".utf8))
-                throw ExitCode(1)
-            }
-            if boots > 0 { FileDescriptorConsoleSink(fd: 2).emit(Array("pvh: guest rebooted: restarting it (--on-reboot restart)\r\n".utf8)) }
-            boots += 1
-            guard current.start(domain) else { break }
-            end = domain.run()
-            current.finished()
-        } while end == .shutdown(.reboot) && onReboot == .restart && !current.stopRequested
-        // A stop from outside wins over a reboot that raced with it.
-        if current.stopRequested && end == .shutdown(.reboot) && onReboot == .restart { end = .stopped }
-        terminal.restore()
-        sources.forEach { $0.cancel() }
-        if case .shutdown(.poweroff) = end {} else {
-            FileDescriptorConsoleSink(fd: 2).emit(Array("pvh: \(end)\n".utf8))
-        }
-        throw ExitCode(end.exitStatus)
+        if boots > 0 { FileDescriptorConsoleSink(fd: 2).emit(Array("pvh: guest rebooted: restarting it (\(restartReason ?? ""))\r\n".utf8)) }
+        boots += 1
+        guard current.start(domain) else { break }
+        end = domain.run()
+        current.finished()
+    } while end == .shutdown(.reboot) && restartReason != nil && !current.stopRequested
+    // A stop from outside wins over a reboot that raced with it.
+    if current.stopRequested && end == .shutdown(.reboot) && restartReason != nil { end = .stopped }
+    terminal.restore()
+    sources.forEach { $0.cancel() }
+    if case .shutdown(.poweroff) = end {} else {
+        FileDescriptorConsoleSink(fd: 2).emit(Array("pvh: \(end)\n".utf8))
     }
+    throw ExitCode(end.exitStatus)
 }
 
 /// The domain `pvh run` is running now (a reboot with `--on-reboot restart`

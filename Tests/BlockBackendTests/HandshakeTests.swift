@@ -164,12 +164,14 @@ struct HandshakeTests {
             let front = try BlkfrontRing<BlkifX86_64>(guest: guest)
             for (k, v) in front.nodes() + extra { try guest.storeWire.write("\(address.frontendPath)/\(k)", v) }
             try guest.storeWire.write("\(address.frontendPath)/state", "3")
-            #expect(backend.xenbus.backendState == .closed, "\(name)")
+            #expect(backend.xenbus.backendState == .closing, "\(name)")
             #expect(!backend.isConnected)
             let error = (try? guest.store.read(address.errorPath)) ?? ""
             #expect(error.hasPrefix(message), "\(name): \(error)")
             #expect(guest.grants.holdCount == 0 && guest.runtime.threadCount == 0, "\(name)")
-            // The frontend may start over.
+            // The frontend may close and start over.
+            try guest.storeWire.write("\(address.frontendPath)/state", "6")
+            #expect(backend.xenbus.backendState == .closed, "\(name)")
             try guest.storeWire.write("\(address.frontendPath)/state", "1")
             #expect(backend.xenbus.backendState == .initWait, "\(name)")
             backend.destroy()

@@ -119,7 +119,7 @@ extension IOTests {
         #expect(disk.front.ring.requestProducerPrivate.rawValue == 200)
     }
 
-    @Test("a producer index beyond the ring: this device fails (xenbus Closed, error node), another device goes on")
+    @Test("a producer index beyond the ring: this device fails (error node, Closing, ring released, counted; Closed when the frontend closes), another device goes on")
     func overflowingProducer() throws {
         let guest = try Guest()
         let bad = try Disk<BlkifX86_64>(guest: guest, index: 51712)
@@ -131,11 +131,22 @@ extension IOTests {
         // device's context: it is done when that pump is.
         #expect(device.sync(timeout: .seconds(30)))
         #expect(device.fault?.kind == .hostileGuest)
-        #expect(bad.backend.xenbus.backendState == .closed)
+        #expect(bad.backend.xenbus.backendState == .closing)
         #expect(!bad.backend.isConnected)
         let error = try guest.store.read(bad.address.errorPath)
         #expect(error.hasPrefix("5 ") && error.contains("indexOverrun"), "\(error)")
         #expect(bad.backend.metrics.requestsInFlight.load(ordering: .relaxed) == 0)
+        #expect(bad.backend.metrics.faults.load(ordering: .relaxed) == 1)
+        #expect(bad.backend.metrics.hostileGuestFaults.load(ordering: .relaxed) == 1)
+        #expect(good.backend.metrics.faults.load(ordering: .relaxed) == 0)
+        // More notifications on the dead ring change nothing.
+        try bad.front.kick()
+        #expect(bad.backend.metrics.faults.load(ordering: .relaxed) == 1)
+        // The frontend closes: Closed; it may start over.
+        try guest.storeWire.write("\(bad.address.frontendPath)/state", "6")
+        #expect(bad.backend.xenbus.backendState == .closed)
+        try guest.storeWire.write("\(bad.address.frontendPath)/state", "1")
+        #expect(bad.backend.xenbus.backendState == .initWait)
 
         let w = try pageWrite(guest, id: 9, sector: 0, seed: 9)
         #expect(try good.roundTrip([w]) == [BlkifWireResponse(id: 9, operation: 1, status: .okay)])

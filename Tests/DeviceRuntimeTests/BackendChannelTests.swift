@@ -117,6 +117,36 @@ struct BackendChannelTests {
         #expect(g.table.isPending(local))
     }
 
+    @Test("schedule(after:) pumps on the channel's context once the delay has passed; a closed channel is not pumped")
+    func scheduleAfter() throws {
+        let g = Guest()
+        let device = g.runtime.makeDevice("vif")
+        let ran = DispatchSemaphore(value: 0)
+        let threads = Mutex<[String]>([])
+        let channel = try device.allocateChannel(events: g.table, on: device.makeContext(queue: "q0")) { () throws(DeviceFault) in
+            threads.withLock { $0.append(Thread.current.name ?? "?") }
+            ran.signal()
+            return .quiet
+        }
+        let asked = ContinuousClock.now
+        channel.schedule(after: .milliseconds(50))
+        #expect(Self.wait(ran))
+        #expect(ContinuousClock.now - asked >= .milliseconds(50))
+        #expect(threads.withLock { $0 } == ["pvh-vif-q0"])
+
+        let closing = try device.allocateChannel(events: g.table, on: device.makeContext(queue: "q1")) { () throws(DeviceFault) in
+            threads.withLock { $0.append(Thread.current.name ?? "?") }
+            return .quiet
+        }
+        closing.schedule(after: .milliseconds(20))
+        closing.close()
+        // A later timer on the first channel fires after the closed one's would have.
+        channel.schedule(after: .milliseconds(100))
+        #expect(Self.wait(ran))
+        #expect(device.sync())
+        #expect(threads.withLock { $0 } == ["pvh-vif-q0", "pvh-vif-q0"])
+    }
+
     @Test("a net queue's split TX/RX channels on one context: each send pumps its own side; block-style queues get a context each")
     func splitChannels() throws {
         let g = Guest()
@@ -255,7 +285,7 @@ struct DeviceFaultTests {
         func disconnect() { disconnects.wrappingAdd(1, ordering: .relaxed) }
     }
 
-    @Test("a xenbus device whose ring is corrupted: error node as xenbus_dev_fatal writes it, Closing → Closed; the XenStore ring keeps serving")
+    @Test("a xenbus device whose ring is corrupted: error node as xenbus_dev_fatal writes it, Closing, Closed when the frontend closes; the XenStore ring keeps serving")
     func xenbusDeviceFatal() throws {
         let g = Guest()
         let store = XenStoreServer()
@@ -288,11 +318,14 @@ struct DeviceFaultTests {
         try g.table.send(port)
         #expect(device.sync())
         #expect(device.isDisabled)
-        #expect(xenbus.backendState == .closed)
+        #expect(xenbus.backendState == .closing)
         #expect(driver.disconnects.load(ordering: .relaxed) == 1)
         let error = try store.read("/local/domain/0/error/backend/vtest/1/0/error")
         #expect(error.hasPrefix("5 hostile guest: indexOverrun"), "\(error)")
         #expect(address.errorPath == "/local/domain/0/error/backend/vtest/1/0/error")
+        try store.write("\(address.frontendPath)/state", "6")  // frontend Closed
+        #expect(xenbus.backendState == .closed)
+        #expect(driver.disconnects.load(ordering: .relaxed) == 1)
         #expect(states.withLock { $0 }.suffix(2) == ["5", "6"], "Closing then Closed: \(states.withLock { $0 })")
 
         // The XenStore ring still answers the guest.

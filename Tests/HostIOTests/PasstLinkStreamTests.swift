@@ -116,6 +116,47 @@ struct PasstLinkStreamTests {
         #expect(inbox.waitForFrame { $0.bytes == frame } != nil)
     }
 
+    @Test("a frontend without scatter-gather: passt restarted at once with --mtu 1500; with it again: the MTU asked for")
+    func mtuForFrontend() throws {
+        // Each run appends its arguments to a file, then echoes.
+        let runs = NSTemporaryDirectory() + "pvh-fake-passt-args-\(getpid())-\(UUID().uuidString)"
+        defer { try? FileManager.default.removeItem(atPath: runs) }
+        let fake = try FakePasst("echo \"$@\" >> \(runs)\neval \"exec cat <&$4 >&$4\"")
+        let link = try fake.link()
+        defer { link.stop() }
+        let inbox = LinkInbox()
+        try link.start(receive: inbox.receive, carrier: inbox.carrier)
+        func lines() -> [String] {
+            ((try? String(contentsOfFile: runs, encoding: .utf8)) ?? "").split(separator: "\n").map(String.init)
+        }
+        func echoes(_ seed: UInt8) throws -> Bool {
+            let frame = [UInt8](repeating: seed, count: 64)
+            try link.transmit(FrameMemory().ranges(frame), offload: .none).get()
+            return inbox.waitForFrame { $0.bytes == frame } != nil
+        }
+        #expect(try echoes(1))
+        #expect(link.runningMTU == PasstLink.defaultMTU)
+
+        link.frontendConnected(scatterGather: false)
+        #expect(inbox.waitForCarrier { $0 == [false, true] }, "carrier history: \(inbox.carrierHistory)")
+        #expect(link.runningMTU == PasstLink.pageFrameMTU)
+        #expect(link.restarts == 1)
+        #expect(try echoes(2))
+        #expect(lines().last?.contains("--mtu 1500") == true, "\(lines())")
+
+        // The same frontend again (a reconnection): nothing to change.
+        link.frontendConnected(scatterGather: false)
+        #expect(try echoes(3))
+        #expect(link.restarts == 1)
+
+        link.frontendConnected(scatterGather: true)
+        #expect(inbox.waitForCarrier { $0 == [false, true, false, true] }, "carrier history: \(inbox.carrierHistory)")
+        #expect(link.runningMTU == PasstLink.defaultMTU)
+        #expect(try echoes(4))
+        #expect(lines().count == 3)
+        #expect(lines().last?.contains("--mtu \(PasstLink.defaultMTU)") == true, "\(lines())")
+    }
+
     @Test("a peer that keeps dying is restarted with growing back-off; stop interrupts the wait")
     func keepsDying() throws {
         let fake = try FakePasst("exit 1")

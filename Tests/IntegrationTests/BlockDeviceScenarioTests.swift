@@ -6,7 +6,8 @@ import VMM
 /// The test guest's blkfront (testguest/blkfront.c) against pvh's block
 /// backend under KVM, on raw image files: every scenario, data that
 /// survives a reboot and a `kill -9` after its flush, a host I/O error the
-/// guest sees as BLKIF_RSP_ERROR, and the backing-file errors of `--disk`.
+/// guest sees as BLKIF_RSP_ERROR, a ring the guest scribbles over (that
+/// disk fails, the other goes on), and the backing-file errors of `--disk`.
 @Suite("Block devices under KVM", .serialized, .enabled(if: Env.hasKVM, "needs /dev/kvm (read-write)"))
 struct BlockDeviceScenarioTests {
     /// A sparse raw image in the temporary directory, removed by `remove()`.
@@ -112,6 +113,32 @@ struct BlockDeviceScenarioTests {
         let run = try boot("blk_err", disk: disk, extra: "pvh.blkexpect=error pvh.blksector=8192 pvh.blkstart=0 pvh.blksectors=8")
         #expect(run.exit == .shutdown(.poweroff), "\(run.console.text)")
         #expect(run.results()["blk_err"]?.hasPrefix("PASS") == true, "\(run.console.text)")
+    }
+
+    @Test("a guest that scribbles over one disk's ring (req_prod far past it): that disk fails through xenbus (Closing, error node) and pvh keeps running; the other disk still writes, flushes and reads (its image checked from the host)")
+    func scribbledRing() throws {
+        let a = try Image(megabytes: 16), b = try Image(megabytes: 16)
+        defer {
+            a.remove()
+            b.remove()
+        }
+        // blk_scribble writes seed 21 to xvda and 22 to xvdb, scribbles over
+        // xvda's ring, then writes 23 to xvdb; then the guest powers off.
+        let guest = try RunningGuest(cmdline: "pvh.scenarios=blk_scribble pvh.blkseed=21",
+                                     arguments: ["--disk", "\(a.path),raw,xvda,w", "--disk", "\(b.path),raw,xvdb,w"])
+        defer { guest.stop() }
+        let line = guest.child.waitForLine(timeout: .seconds(180)) { $0.hasPrefix("PVHTEST blk_scribble ") }
+        let status = guest.child.waitForExit(timeout: .seconds(60))
+        let log = "\(guest.child.output)\n\(guest.child.errors)"
+        #expect(line?.hasPrefix("PVHTEST blk_scribble PASS a=51712 ") == true, "\(log)")
+        // The guest read xenbus_dev_fatal's node ("5 indexOverrun…") and saw xvdb's new data.
+        #expect(line?.contains("error=\"5 indexOverrun") == true, "\(line ?? "no result line")")
+        #expect(line?.contains(" reinit=InitWait b=51728 region=0+1024 seed=23 io=ok") == true, "\(line ?? "no result line")")
+        #expect(status == 0, "pvh ran on to the guest's poweroff: \(log)")
+        #expect(guest.child.errors.contains("vbd-51712: disabled: hostile guest"), "\(guest.child.errors)")
+        #expect(!guest.child.errors.contains("vbd-51728: disabled"), "\(guest.child.errors)")
+        #expect(Self.checkPattern(try b.bytes(), sectors: 0..<1024, seed: 23) == nil)
+        #expect(Self.checkPattern(try a.bytes(), sectors: 0..<1024, seed: 21) == nil)
     }
 
     @Test("--disk on a missing file, a qcow2 image or an image another pvh holds: one line naming the spec, exit 2")

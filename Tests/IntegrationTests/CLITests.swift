@@ -4,22 +4,8 @@ import Testing
 /// The `pvh` command-line contract: exit statuses and one-line errors.
 @Suite("pvh CLI", .enabled(if: Env.hasPVHBinary, "needs .build/debug/pvh: run `swift build` first (scripts/test.sh does)"))
 struct CLITests {
-    struct Result { let status: Int32; let stdout: String; let stderr: String }
-
-    func pvh(_ args: [String]) throws -> Result {
-        let p = Process()
-        p.executableURL = URL(fileURLWithPath: Env.pvhBinary)
-        p.arguments = args
-        let out = Pipe(), err = Pipe()
-        p.standardOutput = out
-        p.standardError = err
-        p.standardInput = FileHandle.nullDevice
-        try p.run()
-        let o = out.fileHandleForReading.readDataToEndOfFile()
-        let e = err.fileHandleForReading.readDataToEndOfFile()
-        p.waitUntilExit()
-        return Result(status: p.terminationStatus, stdout: String(decoding: o, as: UTF8.self), stderr: String(decoding: e, as: UTF8.self))
-    }
+    /// pvh with `args`, bounded (`Env.runPVH`: killed after 300 s).
+    func pvh(_ args: [String]) throws -> PVHResult { try Env.runPVH(args) }
 
     func tempFile(_ bytes: [UInt8]) throws -> String {
         let path = FileManager.default.temporaryDirectory.appendingPathComponent("pvh-cli-\(UUID().uuidString)").path

@@ -34,14 +34,22 @@ struct LinuxUserspaceTests {
     /// hardware. The initramfs is uncompressed (guest kit).
     static let cmdline = "console=hvc0 earlyprintk=xen noxsave clearcpuid=xsave,cx16,popcnt,bmi1,bmi2,abm,movbe,fsgsbase,rdrand,rdseed,sha_ni,aes,pclmulqdq,avx,avx2,fma,f16c,sse4_1,sse4_2,ssse3,smap,smep,pcid,invpcid,umip nosmap nosmep init_on_alloc=0 mitigations=off lpj=2000000 tsc=reliable rdinit=/init ftrace=nop nowatchdog nosoftlockup initcall_blacklist=jent_mod_init,tracer_init_tracefs cryptomgr.notests rodata=off pvh.modules=0 pvh.wait=1"
 
+    /// Debian 6.12 with the guest kit's initramfs and `cmdline`, its
+    /// `pvh.modules=0 pvh.wait=1` (no PV frontend modules, wait for
+    /// control/shutdown) replaced by `initOptions` when given.
+    static func config(name: String, memoryMiB: Int, vcpus: Int, initOptions: String? = nil) -> GuestConfiguration {
+        let line = initOptions.map { cmdline.replacingOccurrences(of: "pvh.modules=0 pvh.wait=1", with: $0) } ?? cmdline
+        return GuestConfiguration(kernelPath: Env.kernel("6.12"),
+                                  initrdPath: Env.kit.appendingPathComponent("initramfs-6.12.cpio").path,
+                                  commandLine: line, memoryMiB: memoryMiB, vcpus: vcpus, name: name)
+    }
+
     @Test("6.12 with --vcpus 2: /sys/hypervisor says Xen PVH, xen clocksource, 2 CPUs, xen event channels and no IO-APIC; control/shutdown powers it off")
     func userspace() throws {
         try #require(Env.hasKernel("6.12"), "guest kit missing: run scripts/guest-kit.sh")
-        let initrd = Env.kit.appendingPathComponent("initramfs-6.12.cpio").path
         let started = ContinuousClock.now
         let run = try GuestRun.boot(
-            GuestConfiguration(kernelPath: Env.kernel("6.12"), initrdPath: initrd, commandLine: Self.cmdline,
-                               memoryMiB: 128, vcpus: 2, name: "linux"),
+            Self.config(name: "linux", memoryMiB: 128, vcpus: 2),
             onLine: { line, domain in
                 // The checks are printed; ask for a clean poweroff the way xl does.
                 if line.contains("PVH-INIT: waiting for control/shutdown") {
@@ -86,10 +94,7 @@ struct LinuxUserspaceTests {
         let image = dir + "/disk.img"
         let mkfs = try runCommand("/usr/sbin/mkfs.ext4", ["-q", "-F", "-d", dir + "/root", image, "64M"], timeout: .seconds(60))
         try #require(mkfs.status == 0, "mkfs.ext4: \(mkfs.stderr)")
-        let cmdline = Self.cmdline.replacingOccurrences(of: "pvh.modules=0 pvh.wait=1", with: "pvh.modules=blk pvh.disk=1")
-        var config = GuestConfiguration(kernelPath: Env.kernel("6.12"),
-                                        initrdPath: Env.kit.appendingPathComponent("initramfs-6.12.cpio").path,
-                                        commandLine: cmdline, memoryMiB: 128, vcpus: 1, name: "linux-disk")
+        var config = Self.config(name: "linux-disk", memoryMiB: 128, vcpus: 1, initOptions: "pvh.modules=blk pvh.disk=1")
         config.disks = [try DiskSpecification(parsing: "\(image),raw,xvda,w")]
         let started = ContinuousClock.now
         let run = try GuestRun.boot(config, limit: .seconds(3600))
@@ -117,11 +122,8 @@ struct LinuxUserspaceTests {
         let mib = 64
         let server = try TCPEchoServer(closeAfter: mib << 20)
         defer { server.stop() }
-        let cmdline = Self.cmdline.replacingOccurrences(
-            of: "pvh.modules=0 pvh.wait=1", with: "pvh.modules=net pvh.net=1 pvh.netport=\(server.port) pvh.netmib=\(mib)")
-        var config = GuestConfiguration(kernelPath: Env.kernel("6.12"),
-                                        initrdPath: Env.kit.appendingPathComponent("initramfs-6.12.cpio").path,
-                                        commandLine: cmdline, memoryMiB: 512, vcpus: 1, name: "linux-net")
+        var config = Self.config(name: "linux-net", memoryMiB: 512, vcpus: 1,
+                                 initOptions: "pvh.modules=net pvh.net=1 pvh.netport=\(server.port) pvh.netmib=\(mib)")
         config.networks = [try NetworkInterfaceSpecification(parsing: "")]
         let started = ContinuousClock.now
         let run = try GuestRun.boot(config, limit: .seconds(3600))

@@ -35,7 +35,8 @@ struct NetworkScenarioTests {
         #expect(server.bytesEchoed == 65536)
         let metrics = try #require(run.domain.networkMetrics.first?.first)
         #expect(metrics.txPackets.load(ordering: .relaxed) >= 40)
-        #expect(metrics.rxPackets.load(ordering: .relaxed) >= 40)
+        #expect(metrics.rxPackets.load(ordering: .relaxed) >= 40,
+                "rx \(metrics.rxPackets.load(ordering: .relaxed)) tx \(metrics.txPackets.load(ordering: .relaxed)) drops \(metrics.totalDrops) \(run.console.text)")
     }
 
     @Test("type=none: the interface connects and the guest's frames are dropped on the host side, counted")

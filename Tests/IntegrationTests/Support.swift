@@ -40,6 +40,46 @@ enum Env {
     }
 }
 
+/// What one run of the pvh binary gave.
+struct PVHResult {
+    let status: Int32
+    let stdout: String
+    let stderr: String
+}
+
+extension Env {
+    /// Runs the pvh binary with `args` and no input, to its end; after
+    /// `limit` seconds it is killed (SIGKILL), so a hang fails the test
+    /// instead of stalling the run.
+    static func runPVH(_ args: [String], limit: Double = 300) throws -> PVHResult {
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: pvhBinary)
+        p.arguments = args
+        let out = Pipe(), err = Pipe()
+        p.standardOutput = out
+        p.standardError = err
+        p.standardInput = FileHandle.nullDevice
+        try p.run()
+        let pid = p.processIdentifier
+        let watchdog = DispatchWorkItem { kill(pid, SIGKILL) }
+        DispatchQueue.global().asyncAfter(deadline: .now() + limit, execute: watchdog)
+        // stderr is drained beside stdout so neither pipe fills and blocks pvh.
+        let errData = Mutex(Data())
+        let errDone = DispatchSemaphore(value: 0)
+        DispatchQueue.global().async {
+            let d = err.fileHandleForReading.readDataToEndOfFile()
+            errData.withLock { $0 = d }
+            errDone.signal()
+        }
+        let o = out.fileHandleForReading.readDataToEndOfFile()
+        errDone.wait()
+        p.waitUntilExit()
+        watchdog.cancel()
+        return PVHResult(status: p.terminationStatus, stdout: String(decoding: o, as: UTF8.self),
+                         stderr: String(decoding: errData.withLock { $0 }, as: UTF8.self))
+    }
+}
+
 struct TestGuestBuildError: Error, CustomStringConvertible {
     let output: String
     var description: String { "make -C testguest failed:\n\(output)" }

@@ -106,11 +106,11 @@ struct HandshakeTests {
         #expect(try q.waitForFrames(1).map(\.bytes) == [Frames.ipv4(Frames.payload(90))])
     }
 
-    @Test("a frontend without request-rx-copy fails the device: Closed, error node")
+    @Test("a frontend without request-rx-copy fails the device: Closing, error node")
     func missingRxCopy() throws {
         let guest = try Guest()
         let vif = try Vif(guest: guest, features: Netfront.features.filter { $0.0 != "request-rx-copy" }, post: false)
-        #expect(vif.backend.xenbus.backendState == .closed)
+        #expect(vif.backend.xenbus.backendState == .closing)
         #expect(!vif.backend.isConnected)
         let error = try guest.store.read(vif.address.errorPath)
         #expect(error.contains("frontend does not support rx-copy"), "\(error)")
@@ -125,18 +125,21 @@ struct HandshakeTests {
             try guest.storeWire.write("\(fe)/\(k)", v)
         }
         try guest.storeWire.write("\(fe)/state", "4")
-        #expect(vif.backend.xenbus.backendState == .closed)
+        #expect(vif.backend.xenbus.backendState == .closing)
         #expect(try guest.store.read(vif.address.errorPath).contains("queue 0"))
-        // Starting over, with no event channel at all.
+        // Closing, then starting over, with no event channel at all.
+        try guest.storeWire.write("\(fe)/state", "6")
+        #expect(vif.backend.xenbus.backendState == .closed)
         try guest.storeWire.write("\(fe)/state", "1")
         #expect(vif.backend.xenbus.backendState == .initWait)
         try guest.store.remove("\(fe)/event-channel")
         for (k, v) in vif.q.nodes() where k.hasSuffix("ring-ref") { try guest.storeWire.write("\(fe)/\(k)", v) }
         try guest.storeWire.write("\(fe)/state", "4")
-        #expect(vif.backend.xenbus.backendState == .closed)
+        #expect(vif.backend.xenbus.backendState == .closing)
         #expect(try guest.store.read(vif.address.errorPath).contains("event-channel"))
         #expect(guest.grants.holdCount == 0)
         // And then properly.
+        try guest.storeWire.write("\(fe)/state", "6")
         try guest.storeWire.write("\(fe)/state", "1")
         try Netfront.connect([vif.q], device: vif.address)
         #expect(vif.backend.xenbus.backendState == .connected)
@@ -159,7 +162,7 @@ struct HandshakeTests {
     func badQueues() throws {
         let guest = try Guest()
         let vif = try Vif(guest: guest, queues: 3, maximumQueues: 2, post: false)
-        #expect(vif.backend.xenbus.backendState == .closed)
+        #expect(vif.backend.xenbus.backendState == .closing)
         #expect(try guest.store.read(vif.address.errorPath).contains("queues"))
     }
 }

@@ -59,6 +59,10 @@ final class MockLink: NetworkLink, Sendable {
 
     var sent: [Sent] { sentFrames.withLock { $0 } }
 
+    /// `frontendConnected`'s argument, each time it was called.
+    let connections = Mutex<[Bool]>([])
+    func frontendConnected(scatterGather: Bool) { connections.withLock { $0.append(scatterGather) } }
+
     /// A frame from the host side.
     func inject(_ frame: NetworkFrame) { callbacks.withLock { $0.receive }?(frame) }
 
@@ -76,12 +80,13 @@ final class Vif {
 
     init(guest: Guest, index: Int = 0, queues: Int = 1, maximumQueues: Int = 4, split: Bool = true,
          link: MockLink = MockLink(), features: [(String, String)] = Netfront.features,
-         state: XenbusState = .connected, connect: Bool = true, post: Bool = true) throws {
+         state: XenbusState = .connected, connect: Bool = true, post: Bool = true,
+         rate: NetTransmitRate? = nil) throws {
         self.guest = guest
         self.link = link
         backend = try NetBackend(store: guest.store, address: XenbusDeviceAddress(type: "vif", frontend: Guest.domain, index: index),
                                  configuration: NetDeviceConfiguration(link: link, mac: "00:16:3e:00:00:01",
-                                                                       maximumQueues: maximumQueues),
+                                                                       maximumQueues: maximumQueues, rate: rate),
                                  memory: guest.memory, grants: guest.grants, events: guest.events, runtime: guest.runtime)
         self.queues = try (0..<queues).map { _ in try NetfrontQueue(guest: guest, split: split) }
         if connect {

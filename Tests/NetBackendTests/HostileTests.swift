@@ -83,7 +83,7 @@ struct HostileTests {
         #expect(vif.link.sent.map(\.bytes) == [ok])
     }
 
-    @Test("more than 20 slots: hostile, the device fails (Closed, error node); another device goes on")
+    @Test("more than 20 slots: hostile, the device fails (Closing, error node); another device goes on")
     func tooManySlotsFatal() throws {
         let guest = try Guest()
         let bad = try Vif(guest: guest, index: 0)
@@ -92,7 +92,7 @@ struct HostileTests {
         try bad.q.sendSlots(try bad.q.packetSlots(Frames.payload(64 * 21), slotBytes: 64))
         #expect(device.sync(timeout: .seconds(30)))
         #expect(device.fault?.kind == .hostileGuest)
-        #expect(bad.backend.xenbus.backendState == .closed)
+        #expect(bad.backend.xenbus.backendState == .closing)
         #expect(!bad.backend.isConnected)
         let error = try guest.store.read(bad.address.errorPath)
         #expect(error.hasPrefix("5 ") && error.contains("more than 20 slots"), "\(error)")
@@ -109,7 +109,7 @@ struct HostileTests {
         try vif.q.sendSlots([Self.request(grant: vif.q.txRef, flags: .moreData, id: 1, size: 100)])
         #expect(device.sync(timeout: .seconds(30)))
         #expect(device.fault?.kind == .hostileGuest)
-        #expect(vif.backend.xenbus.backendState == .closed)
+        #expect(vif.backend.xenbus.backendState == .closing)
     }
 
     @Test("an extra of no known type: fatal")
@@ -133,7 +133,7 @@ struct HostileTests {
         try vif.q.notify(vif.q.txPort)
         #expect(device.sync(timeout: .seconds(30)))
         #expect(device.fault?.kind == .hostileGuest)
-        #expect(vif.backend.xenbus.backendState == .closed)
+        #expect(vif.backend.xenbus.backendState == .closing)
         let error = try guest.store.read(vif.address.errorPath)
         #expect(error.hasPrefix("5 ") && error.contains("indexOverrun"), "\(error)")
         #expect(guest.grants.holdCount == 0)
@@ -144,6 +144,6 @@ struct HostileTests {
         rxVif.link.inject(NetworkFrame(bytes: Frames.ipv4(Frames.payload(1))))
         #expect(rxDevice.sync(timeout: .seconds(30)))
         #expect(rxDevice.fault?.kind == .hostileGuest)
-        #expect(rxVif.backend.xenbus.backendState == .closed)
+        #expect(rxVif.backend.xenbus.backendState == .closing)
     }
 }

@@ -49,6 +49,10 @@ struct RxTests {
         let got = try vif.q.waitForFrames(1)
         #expect(got.map(\.bytes) == [Frames.ipv4(Frames.payload(500))])
         #expect(vif.metrics.dropped(.rxTooLarge) == 1)
+        // The link heard that this frontend has no scatter-gather (passt lowers its MTU).
+        #expect(vif.link.connections.withLock { $0 } == [false])
+        let sg = try Vif(guest: guest, index: 1)
+        #expect(sg.link.connections.withLock { $0 } == [true])
     }
 
     @Test("a segmentation frame carries a GSO extra (NETRXF_extra_info) and the checksum flags")

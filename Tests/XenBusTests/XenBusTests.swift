@@ -1,3 +1,4 @@
+import Dispatch
 import Synchronization
 import Testing
 import XenABI
@@ -163,7 +164,7 @@ struct XenbusBackendDeviceTests {
         #expect((try? store.read("\(address.backendPath)/error"))?.contains("connect failed") == true)
     }
 
-    @Test("fatal: the error node as xenbus_dev_fatal writes it, Closing then Closed, the driver disconnected; a frontend restart gets InitWait")
+    @Test("fatal: the error node as xenbus_dev_fatal writes it (readable by the frontend), Closing, the driver disconnected, Closed when the frontend closes; a frontend restart gets InitWait")
     func fatal() throws {
         let driver = RecordingDriver()
         let device = try XenbusBackendDevice(store: store, address: address, driver: driver)
@@ -180,17 +181,28 @@ struct XenbusBackendDeviceTests {
         // xenbus_va_dev_error: "%i " of -err, then the message, at error/<nodename>/error in the backend's home.
         #expect(address.errorPath == "/local/domain/0/error/backend/vtest/1/0/error")
         #expect(try store.read(address.errorPath) == "5 ring 8: producer index overrun")
-        #expect(device.backendState == .closed)
+        #expect(try guest.read(address.errorPath).get() == "5 ring 8: producer index overrun")
+        #expect(device.backendState == .closing)
         #expect(!device.isConnected)
         #expect(driver.log.withLock { $0.disconnects } == 1)
-        #expect(states.withLock { $0 } == ["4", "5", "6"], "initial event, Closing, Closed")
+        #expect(states.withLock { $0 } == ["4", "5"], "initial event, Closing")
+        // A frontend that ignores the Closing gets nothing back.
+        #expect(guest.write("\(address.frontendPath)/state", "4") == nil)
+        #expect(device.backendState == .closing)
+        #expect(driver.log.withLock { $0.connects.count } == 1)
 
         // The frontend tears down and starts again: the handshake offers the device anew.
+        #expect(guest.write("\(address.frontendPath)/state", "5") == nil)
+        #expect(device.backendState == .closing)
         #expect(guest.write("\(address.frontendPath)/state", "6") == nil)
+        #expect(device.backendState == .closed)
+        #expect(states.withLock { $0 } == ["4", "5", "6"], "initial event, Closing, Closed")
+        #expect(driver.log.withLock { $0.disconnects } == 1, "the driver was disconnected once")
         #expect(guest.write("\(address.frontendPath)/state", "1") == nil)
         #expect(device.backendState == .initWait)
         device.fatal("again", error: .einval)
         #expect(try store.read(address.errorPath) == "22 again")
+        #expect(device.backendState == .closing)
     }
 }
 
@@ -264,15 +276,19 @@ struct XenbusBackendDeviceExtensionTests {
         #expect(nodes["queue-0"] == "" && nodes["state"] == "3")
     }
 
-    @Test("a driver's XenbusFatalError is xenbus_dev_fatal: the error node, Closed; the frontend may start over")
+    @Test("a driver's XenbusFatalError is xenbus_dev_fatal: the error node, Closing, Closed when the frontend closes; the frontend may start over")
     func fatalConnect() throws {
         let device = try XenbusBackendDevice(store: store, address: address, driver: FatalDriver())
         let guest = GuestWire(store, domain: 1)
         #expect(guest.write("\(address.frontendPath)/bad", "x") == nil)
         #expect(guest.write("\(address.frontendPath)/state", "3") == nil)
-        #expect(device.backendState == .closed)
+        #expect(device.backendState == .closing)
         #expect(!device.isConnected)
         #expect(try store.read(address.errorPath) == "22 bad value x")
+        #expect(guest.write("\(address.frontendPath)/state", "1") == nil)
+        #expect(device.backendState == .closing, "Initialising without a close first restarts nothing")
+        #expect(guest.write("\(address.frontendPath)/state", "6") == nil)
+        #expect(device.backendState == .closed)
         #expect(guest.write("\(address.frontendPath)/state", "1") == nil)
         #expect(device.backendState == .initWait)
     }
@@ -289,5 +305,190 @@ struct XenbusBackendDeviceExtensionTests {
         try device.startHandshake()  // idempotent
         #expect(device.backendState == .connected)
         #expect(driver.seen.withLock { $0.count } == 1)
+    }
+}
+
+/// A driver whose `connect` or `disconnect` can be held at a gate, to
+/// order a `fatal` against a transition under way.
+final class GatedDriver: XenbusBackendDriver {
+    /// Signalled when a held call has started.
+    let entered = DispatchSemaphore(value: 0)
+    /// Signalled by the test to let a held call go on.
+    let release = DispatchSemaphore(value: 0)
+    let holdConnect = Atomic<Bool>(false)
+    let holdDisconnect = Atomic<Bool>(false)
+    let connects = Atomic<Int>(0)
+    let disconnects = Atomic<Int>(0)
+    /// The backend's store `state` when each disconnect finished.
+    let stateAtDisconnectEnd = Mutex<[String]>([])
+    let store: XenStoreServer
+    let backendPath: String
+    init(store: XenStoreServer, backendPath: String) {
+        self.store = store
+        self.backendPath = backendPath
+    }
+    func backendNodes() -> [(String, String)] { [] }
+    func connect(frontend: [String: String]) throws -> [(String, String)] {
+        connects.add(1, ordering: .relaxed)
+        if holdConnect.exchange(false, ordering: .relaxed) {
+            entered.signal()
+            _ = release.wait(timeout: .now() + .seconds(30))
+        }
+        return []
+    }
+    func disconnect() {
+        if holdDisconnect.exchange(false, ordering: .relaxed) {
+            entered.signal()
+            _ = release.wait(timeout: .now() + .seconds(30))
+        }
+        disconnects.add(1, ordering: .relaxed)
+        let state = (try? store.read("\(backendPath)/state")) ?? "?"
+        stateAtDisconnectEnd.withLock { $0.append(state) }
+    }
+}
+
+/// Runs `body` on a thread of its own; the semaphore is signalled when it returns.
+func onThread(_ body: @escaping @Sendable () -> Void) -> DispatchSemaphore {
+    let done = DispatchSemaphore(value: 0)
+    DispatchQueue.global().async {
+        body()
+        done.signal()
+    }
+    return done
+}
+
+@Suite("xenbus backend device: fatal against the frontend's transitions")
+struct XenbusFatalOrderingTests {
+    let store = XenStoreServer()
+    let address = XenbusDeviceAddress(type: "vbd", frontend: DomainID(rawValue: 1), index: 51728)
+
+    func connected() throws -> (XenbusBackendDevice, GatedDriver, GuestWire) {
+        let driver = GatedDriver(store: store, backendPath: address.backendPath)
+        let device = try XenbusBackendDevice(store: store, address: address, driver: driver)
+        let guest = GuestWire(store, domain: 1)
+        #expect(guest.write("\(address.frontendPath)/state", "3") == nil)
+        #expect(device.backendState == .connected)
+        return (device, driver, guest)
+    }
+
+    @Test("a fatal during a connect does not wait for it and runs after it: never left Connected")
+    func fatalDuringConnect() throws {
+        let driver = GatedDriver(store: store, backendPath: address.backendPath)
+        let device = try XenbusBackendDevice(store: store, address: address, driver: driver)
+        let guest = GuestWire(store, domain: 1)
+        driver.holdConnect.store(true, ordering: .relaxed)
+        let written = onThread { _ = guest.write("\(address.frontendPath)/state", "3") }
+        try #require(driver.entered.wait(timeout: .now() + .seconds(10)) == .success, "connect started")
+        let fatalReturned = onThread { device.fatal("ring overrun") }
+        #expect(fatalReturned.wait(timeout: .now() + .seconds(10)) == .success, "fatal returns at once")
+        #expect(device.backendState == .initWait, "the connect is still under way")
+        driver.release.signal()
+        try #require(written.wait(timeout: .now() + .seconds(10)) == .success)
+        #expect(device.backendState == .closing)
+        #expect(try store.read("\(address.backendPath)/state") == "5")
+        #expect(try store.read(address.errorPath) == "5 ring overrun")
+        #expect(driver.disconnects.load(ordering: .relaxed) == 1)
+    }
+
+    @Test("a frontend Closed while a fatal disconnects: Closed only after the driver let go of the ring, and not stuck in Closing")
+    func closedDuringFatal() throws {
+        let (device, driver, guest) = try connected()
+        driver.holdDisconnect.store(true, ordering: .relaxed)
+        let fatalDone = onThread { device.fatal("ring overrun") }
+        try #require(driver.entered.wait(timeout: .now() + .seconds(10)) == .success, "the fatal's disconnect started")
+        // The frontend closes meanwhile; its watch handler must not wait for the fatal.
+        let closeDone = onThread {
+            _ = guest.write("\(address.frontendPath)/state", "5")
+            _ = guest.write("\(address.frontendPath)/state", "6")
+        }
+        #expect(closeDone.wait(timeout: .now() + .seconds(10)) == .success, "the frontend's writes return")
+        #expect(try store.read("\(address.backendPath)/state") == "5", "not Closed while the ring is still held")
+        driver.release.signal()
+        try #require(fatalDone.wait(timeout: .now() + .seconds(10)) == .success)
+        #expect(driver.stateAtDisconnectEnd.withLock { $0 } == ["5"])
+        #expect(device.backendState == .closed)
+        #expect(try store.read("\(address.backendPath)/state") == "6")
+        #expect(driver.disconnects.load(ordering: .relaxed) == 1)
+        #expect(try store.read(address.errorPath) == "5 ring overrun")
+    }
+
+    @Test("Closed then Initialising at once while a fatal runs: the close is not lost, the restart gets InitWait, the error stays")
+    func closedThenInitialisingDuringFatal() throws {
+        let (device, driver, guest) = try connected()
+        driver.holdDisconnect.store(true, ordering: .relaxed)
+        let fatalDone = onThread { device.fatal("ring overrun") }
+        try #require(driver.entered.wait(timeout: .now() + .seconds(10)) == .success)
+        #expect(guest.write("\(address.frontendPath)/state", "6") == nil)
+        #expect(guest.write("\(address.frontendPath)/state", "1") == nil)
+        driver.release.signal()
+        try #require(fatalDone.wait(timeout: .now() + .seconds(10)) == .success)
+        #expect(device.backendState == .initWait)
+        #expect(try store.read("\(address.backendPath)/state") == "2")
+        #expect(try store.read(address.errorPath) == "5 ring overrun")
+        #expect(driver.connects.load(ordering: .relaxed) == 1, "no connect without the frontend's Initialised")
+        #expect(guest.write("\(address.frontendPath)/state", "3") == nil)
+        #expect(device.backendState == .connected)
+    }
+
+    @Test("a fatal after the frontend closed: the error is recorded, the device stays Closed and may restart")
+    func fatalAfterClose() throws {
+        let (device, driver, guest) = try connected()
+        #expect(guest.write("\(address.frontendPath)/state", "6") == nil)
+        #expect(device.backendState == .closed)
+        device.fatal("late")
+        #expect(try store.read(address.errorPath) == "5 late")
+        #expect(device.backendState == .closed)
+        #expect(driver.disconnects.load(ordering: .relaxed) == 1)
+        #expect(guest.write("\(address.frontendPath)/state", "1") == nil)
+        #expect(device.backendState == .initWait)
+    }
+
+    @Test("destroy while a fatal disconnects: the fatal finishes without bringing the nodes back")
+    func destroyDuringFatal() throws {
+        let (device, driver, _) = try connected()
+        driver.holdDisconnect.store(true, ordering: .relaxed)
+        let fatalDone = onThread { device.fatal("ring overrun") }
+        try #require(driver.entered.wait(timeout: .now() + .seconds(10)) == .success)
+        device.destroy()
+        driver.release.signal()
+        try #require(fatalDone.wait(timeout: .now() + .seconds(10)) == .success)
+        #expect(throws: XenStoreError.enoent) { try store.read(address.backendPath) }
+        #expect(driver.disconnects.load(ordering: .relaxed) == 1)
+        device.fatal("after destroy")
+        #expect(try store.read(address.errorPath) == "5 ring overrun")
+    }
+
+    @Test("fatal racing a frontend's close and restart, many times: the store's state always agrees with the device's, never Connected, never stuck")
+    func raceStress() throws {
+        for round in 0..<200 {
+            let store = XenStoreServer()
+            let driver = GatedDriver(store: store, backendPath: address.backendPath)
+            let device = try XenbusBackendDevice(store: store, address: address, driver: driver)
+            let guest = GuestWire(store, domain: 1)
+            #expect(guest.write("\(address.frontendPath)/state", "3") == nil)
+            let fatalDone = onThread { device.fatal("round \(round)") }
+            let frontendDone = onThread {
+                _ = guest.write("\(address.frontendPath)/state", "6")
+                _ = guest.write("\(address.frontendPath)/state", "1")
+            }
+            try #require(fatalDone.wait(timeout: .now() + .seconds(10)) == .success)
+            try #require(frontendDone.wait(timeout: .now() + .seconds(10)) == .success)
+            // Every transition has run once both threads are back and the store's queue is idle.
+            _ = try store.read("\(address.backendPath)/state")
+            let state = device.backendState
+            #expect(try store.read("\(address.backendPath)/state") == state.storeValue, "round \(round)")
+            // InitWait when the fatal came first (the frontend's close and
+            // restart follow it); Closing when it came after the restart.
+            #expect(state == .initWait || state == .closing, "round \(round): \(state)")
+            #expect(try store.read(address.errorPath) == "5 round \(round)")
+            #expect(driver.disconnects.load(ordering: .relaxed) == 1, "round \(round)")
+            // Never stuck: a frontend that closes and restarts gets InitWait.
+            #expect(guest.write("\(address.frontendPath)/state", "6") == nil)
+            #expect(device.backendState == .closed, "round \(round)")
+            #expect(guest.write("\(address.frontendPath)/state", "1") == nil)
+            #expect(device.backendState == .initWait, "round \(round)")
+            #expect(try store.read("\(address.backendPath)/state") == "2", "round \(round)")
+            device.destroy()
+        }
     }
 }

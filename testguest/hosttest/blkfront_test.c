@@ -20,11 +20,21 @@
 /* ------------------------------------------------------------------ */
 /* The toy backend (Linux xen-blkback's frontend_changed and dispatch)  */
 
-#define FE HOME "/device/vbd/51712"
-#define BE "/local/domain/0/backend/vbd/1/51712"
-#define VDEV 51712
+/*
+ * Two toy devices: toys[0] is xvda (51712), the disk every scenario uses;
+ * toys[1], xvdb (51728), is a cdrom without a backend unless
+ * toy_create_pair() makes it a second disk (blk_scribble). `toy` is the
+ * current one: main's configuration, and each device in turn in
+ * backend_step.
+ */
+#define FE (toy.fe)
+#define BE (toy.be)
+#define VDEV (toy.vdev)
 
-static struct toy {
+struct toy_dev {
+	char fe[64], be[64];
+	unsigned vdev;
+	int present;			/* a backend serves it */
 	/* configuration */
 	unsigned max_order, max_queues, max_indirect, sector_size, flush, discard, discard_gran;
 	uint64_t sectors;
@@ -38,6 +48,8 @@ static struct toy {
 	int leak_grant;			/* keep data pages mapped after responding */
 	int wrong_id;			/* answer the first request with a wrong id */
 	int discard_noop;		/* discard answers OKAY but leaves the data */
+	int ignore_overflow;		/* an overflowing req_prod: stop serving, say nothing */
+	int fatal_all;			/* an overflowing req_prod fails every device */
 	uint64_t err_sector;		/* writes covering it fail ... */
 	int err_status;			/* ... with this status (0: off) */
 	/* state */
@@ -48,8 +60,19 @@ static struct toy {
 	evtchn_port_t port[BLK_MAX_QUEUES];
 	uint32_t ring_refs[BLK_MAX_QUEUES][1u << BLK_MAX_ORDER];
 	uint8_t *disk;
-	unsigned long requests, ops[8], max_segs;
-} toy;
+	unsigned long requests, ops[8], max_segs, faults;
+};
+static struct toy_dev toys[2];
+static struct toy_dev *toyp = &toys[0];
+#define toy (*toyp)
+
+/* The frontend wrote a state node: which device's. */
+#define TOY_ON_WRITE(path) do { \
+		for (unsigned k_ = 0; k_ < 2; k_++) \
+			if (toys[k_].fe[0] && !strncmp(path, toys[k_].fe, strlen(toys[k_].fe)) && \
+			    !strcmp(path + strlen(toys[k_].fe), "/state")) \
+				toys[k_].fe_changed = 1; \
+	} while (0)
 
 #define SCENARIOS blk_scenarios
 #define NR_SCENARIOS nr_blk_scenarios
@@ -57,10 +80,9 @@ static struct toy {
 
 static void be_write(const char *key, unsigned long v)
 {
-	char p[160], s[32];
-	snprintf(p, sizeof(p), BE "/%s", key);
+	char s[32];
 	snprintf(s, sizeof(s), "%lu", v);
-	kv_set(p, s);
+	kv_set(be_path(key), s);
 }
 
 static void disconnect(void)
@@ -186,6 +208,43 @@ static int16_t rw(const blkif_request_t *req, uint8_t op, const struct blkif_req
 	return status;
 }
 
+/*
+ * An overflowing req_prod (Linux's __do_block_io_op: "Frontend provided
+ * bogus ring requests"): the device fails as pvh fails it, xenbus_dev_fatal
+ * (the error node under error/<nodename>, Closing); the ring is no longer
+ * served (not Connected), unmapped when the frontend closes.
+ */
+static void fail_device(const char *why)
+{
+	char p[160];
+	toy.faults++;
+	snprintf(p, sizeof(p), "/local/domain/0/error/backend/vbd/1/%u/error", toy.vdev);
+	kv_set(p, why);
+	be_set_state(XenbusStateClosing);
+}
+
+static void ring_fatal(unsigned q, RING_IDX rp)
+{
+	char why[96];
+	if (toy.ignore_overflow) {
+		toy.state = XenbusStateUnknown;	/* stops serving, the store still says Connected */
+		return;
+	}
+	snprintf(why, sizeof(why), "5 q%u: req_prod %u is %u past rsp_prod %u", q, rp, rp - toy.ring[q].rsp_prod_pvt,
+		 toy.ring[q].rsp_prod_pvt);
+	if (toy.fatal_all) {
+		struct toy_dev *cur = toyp;
+		for (unsigned k = 0; k < 2; k++)
+			if (toys[k].present && toys[k].state == XenbusStateConnected) {
+				toyp = &toys[k];
+				fail_device(why);
+			}
+		toyp = cur;
+		return;
+	}
+	fail_device(why);
+}
+
 static void serve(unsigned q)
 {
 	blkif_back_ring_t *ring = &toy.ring[q];
@@ -193,7 +252,7 @@ static void serve(unsigned q)
 		RING_IDX rc = ring->req_cons, rp = ring->sring->req_prod;
 		__atomic_thread_fence(__ATOMIC_ACQUIRE);
 		if (RING_REQUEST_PROD_OVERFLOW(ring, rp)) {
-			TOY_ERR("q%u: req_prod %u overflows (rsp_prod_pvt %u)", q, rp, ring->rsp_prod_pvt);
+			ring_fatal(q, rp);
 			return;
 		}
 		while (rc != rp) {
@@ -294,9 +353,8 @@ static void serve(unsigned q)
 
 static unsigned long steps;
 
-static void backend_step(void)
+static void device_step(void)
 {
-	steps++;
 	if (toy.slow_initwait && toy.state == XenbusStateInitialising && !--toy.slow_initwait) {
 		be_set_state(XenbusStateInitWait);
 		toy.fe_changed = 1;	/* look at the frontend again, as blkback does on its own change */
@@ -313,12 +371,33 @@ static void backend_step(void)
 		}
 }
 
-/* A fresh device as the toolstack creates it, the backend at InitWait (or Initialising). */
-static void toy_create(void)
+static void backend_step(void)
+{
+	struct toy_dev *cur = toyp;
+	steps++;
+	for (unsigned k = 0; k < 2; k++)
+		if (toys[k].present) {
+			toyp = &toys[k];
+			device_step();
+		}
+	toyp = cur;
+}
+
+static void toy_names(struct toy_dev *t, unsigned vdev)
+{
+	t->vdev = vdev;
+	snprintf(t->fe, sizeof(t->fe), HOME "/device/vbd/%u", vdev);
+	snprintf(t->be, sizeof(t->be), "/local/domain/0/backend/vbd/1/%u", vdev);
+}
+
+/* The current toy device made anew (configuration and disk kept), its backend at InitWait. */
+static void toy_device_fresh(unsigned vdev)
 {
 	uint8_t *disk = toy.disk;
-	struct toy keep = toy;
+	struct toy_dev keep = toy;
 	memset(&toy, 0, sizeof(toy));
+	toy_names(&toy, vdev);
+	toy.present = 1;
 	toy.max_order = keep.max_order;
 	toy.max_queues = keep.max_queues;
 	toy.max_indirect = keep.max_indirect;
@@ -328,32 +407,69 @@ static void toy_create(void)
 	toy.discard_gran = keep.discard_gran;
 	toy.sectors = keep.sectors;
 	toy.disk = disk ? disk : calloc(toy.sectors, 512);
-	/* A new boot: a new grant table and event channels. */
-	memset(gt, 0, sizeof(gt));
-	memset(port_used, 0, sizeof(port_used));
-	memset(kicked, 0, sizeof(kicked));
-	toy_xenstore_fresh();
-	kv_set(FE "/virtual-device", "51712");
-	kv_set(FE "/device-type", "disk");
-	kv_set(FE "/state", "1");
-	kv_set(HOME "/device/vbd/51728/device-type", "cdrom");
-	kv_set(HOME "/device/vbd/51728/backend", "/local/domain/0/backend/vbd/1/51728");
-	kv_set(HOME "/device/vbd/51728/backend-id", "0");
-	kv_set(BE "/frontend", FE);
+	char v[16];
+	snprintf(v, sizeof(v), "%u", vdev);
+	kv_set(fe_path("backend"), BE);
+	kv_set(fe_path("backend-id"), "0");
+	kv_set(fe_path("virtual-device"), v);
+	kv_set(fe_path("device-type"), "disk");
+	kv_set(fe_path("state"), "1");
+	kv_set(be_path("frontend"), FE);
 	be_write("max-ring-page-order", toy.max_order);
 	be_write("multi-queue-max-queues", toy.max_queues);
 	if (toy.max_indirect)
 		be_write("feature-max-indirect-segments", toy.max_indirect);
 	be_set_state(XenbusStateInitWait);
-	dev.known = 0;		/* a new boot's view */
-	dev.rings = 0;
-	dev.connected = 0;
+}
+
+/* A new boot's grant table, event channels, XenStore and frontend view. */
+static void toy_boot(void)
+{
+	memset(gt, 0, sizeof(gt));
+	memset(port_used, 0, sizeof(port_used));
+	memset(kicked, 0, sizeof(kicked));
+	nkv = 0;
+	nev = 0;
+	memset(watches, 0, sizeof(watches));
+	dev.known = dev_b.known = 0;
+	dev.rings = dev_b.rings = 0;
+	dev.connected = dev_b.connected = 0;
+	toyp = &toys[0];
+}
+
+/* A fresh xvda as the toolstack creates it, the backend at InitWait (or Initialising); xvdb a cdrom without a backend. */
+static void toy_create(void)
+{
+	toy_boot();
+	toy_device_fresh(51712);
+	toys[1].present = 0;
+	toys[1].fe[0] = 0;
+	kv_set(HOME "/device/vbd/51728/device-type", "cdrom");
+	kv_set(HOME "/device/vbd/51728/backend", "/local/domain/0/backend/vbd/1/51728");
+	kv_set(HOME "/device/vbd/51728/backend-id", "0");
+}
+
+/* Two disks, xvda and xvdb, with xvda's configuration (each its own data). */
+static void toy_create_pair(void)
+{
+	toy_boot();
+	toy_device_fresh(51712);
+	struct toy_dev *a = &toys[0], *b = &toys[1];
+	uint8_t *bdisk = b->disk && b->sectors == a->sectors ? b->disk : NULL;
+	if (!bdisk)
+		free(b->disk);
+	*b = *a;
+	b->disk = bdisk;
+	toyp = b;
+	toy_device_fresh(51728);
+	toyp = a;
 }
 
 static void toy_defaults(uint64_t sectors, unsigned sector_size)
 {
 	free(toy.disk);
 	memset(&toy, 0, sizeof(toy));
+	toy_names(&toy, 51712);
 	toy.max_order = 4;
 	toy.max_queues = 4;
 	toy.max_indirect = 256;
@@ -404,9 +520,9 @@ int main(int argc, char **argv)
 	expect("blk_verify", "pvh.blkseed=9 pvh.blkstart=4096 pvh.blksectors=2048", "sector 4097 holds a damaged pattern (checksum");
 	/* A boot that finds the backend Connected to a stale frontend: reset first. */
 	toy_create();
-	kv_set(FE "/state", "4");
+	kv_set(fe_path("state"), "4");
 	toy.state = XenbusStateConnected;
-	kv_set(BE "/state", "4");
+	kv_set(be_path("state"), "4");
 	expect("blk_info", "", NULL);
 
 	/* Host errors and statuses. */
@@ -471,23 +587,46 @@ int main(int argc, char **argv)
 	expect("blk_verify", "pvh.blktimeout=300", "matches no request in flight");
 	toy_create();
 	toy.state = XenbusStateInitialising;
-	kv_set(BE "/state", "1");
+	kv_set(be_path("state"), "1");
 	expect("blk_info", "pvh.blktimeout=300", "waiting for InitWait");
 	/* A backend reaching InitWait late: Linux's order waits; an early frontend does not. */
 	toy_create();
 	toy.state = XenbusStateInitialising;
-	kv_set(BE "/state", "1");
+	kv_set(be_path("state"), "1");
 	toy.slow_initwait = 2000;
 	expect("blk_early_init", "pvh.blkseed=7", NULL);
 	toy_create();
 	toy.state = XenbusStateInitialising;
-	kv_set(BE "/state", "1");
+	kv_set(be_path("state"), "1");
 	toy.slow_initwait = 2000;
 	expect("blk_info", "", NULL);
 	/* A backend that wants Initialising after Closed (pvh's XenbusHandshake today). */
 	toy_create();
 	toy.strict_closed = 1;
 	expect("blk_early_init", "pvh.blkearly=restart pvh.blktimeout=300", "waiting for Connected (seen 6)");
+
+	/* Two disks: a ring scribbled over fails that device alone (xenbus fatal), the other goes on. */
+	toy_defaults(8192, 512);
+	toy_create_pair();
+	expect("blk_scribble", "pvh.blkseed=3", NULL);
+	CHECK(toys[0].faults == 1 && toys[1].faults == 0, "blk_scribble: xvda failed once (%lu), xvdb never (%lu)",
+	      toys[0].faults, toys[1].faults);
+	CHECK(toys[1].ops[BLKIF_OP_FLUSH_DISKCACHE] == 2, "blk_scribble: xvdb flushed before and after (%lu)",
+	      toys[1].ops[BLKIF_OP_FLUSH_DISKCACHE]);
+	/* xvdb holds seed 5 (blkseed + 2, after the fault), xvda seed 3 and connects again. */
+	expect("blk_verify", "pvh.blkdev=51728 pvh.blkseed=5", NULL);
+	expect("blk_verify", "pvh.blkseed=3", NULL);
+	expect("blk_scribble", "pvh.blkseed=3 pvh.blkdev=51728 pvh.blkdev2=51712", NULL);
+	CHECK(toys[1].faults == 1, "blk_scribble with the disks swapped: xvdb failed (%lu)", toys[1].faults);
+	/* What the scenario must catch. */
+	toy_create_pair();
+	toys[0].ignore_overflow = 1;
+	expect("blk_scribble", "pvh.blktimeout=300", "waiting for Closing after the scribble");
+	toy_create_pair();
+	toys[0].fatal_all = 1;
+	expect("blk_scribble", "pvh.blktimeout=300", "after disk A's fault, want Connected");
+	toy_create();
+	expect("blk_scribble", "", "no second vbd with device-type disk");
 
 	return check_summary();
 }

@@ -156,6 +156,9 @@ static struct {
 	uint16_t port, gport;
 	int refuse;
 	uint32_t una;			/* the guest's highest ACK */
+	uint16_t wnd;			/* the window advertised */
+	uint64_t zero_at;		/* close the window once this much was echoed (0: never) */
+	int zeroed;
 	uint8_t buf[400000];		/* the stream echoed, for retransmissions */
 } tp;
 
@@ -163,7 +166,7 @@ static void tp_send(uint32_t seq, uint8_t flags, const uint8_t *data, size_t len
 {
 	static uint8_t f[2048];
 	size_t n = ns_build_tcp(f, guest_mac, peer_mac, PEER_IP, GUEST_IP, tp.port, gport, seq, tp.rcv_nxt, flags,
-				65535, (flags & TCP_SYN) ? 1400 : 0, 1, data, len);
+				tp.wnd, (flags & TCP_SYN) ? 1400 : 0, 1, data, len);
 	queue_rx(f, n);
 }
 
@@ -204,6 +207,13 @@ static void tcp_peer(const uint8_t *f, size_t n)
 	}
 	if ((p.tcp_flags & TCP_ACK) && (int32_t)(p.ack - tp.una) > 0)
 		tp.una = p.ack;
+	if (p.data_len && !tp.wnd) {
+		/* A probe of the closed window: open it and say so (the probe's byte
+		 * dropped). Until probed, the window stays shut: its update is "lost". */
+		tp.wnd = 65535;
+		tp_send(tp.snd_nxt, TCP_ACK, NULL, 0, p.sport);
+		return;
+	}
 	if (p.data_len && p.seq == tp.rcv_nxt) {
 		if (tp.snd_nxt - tp.iss - 1 + p.data_len <= sizeof(tp.buf))
 			memcpy(tp.buf + (tp.snd_nxt - tp.iss - 1), p.data, p.data_len);
@@ -213,6 +223,10 @@ static void tcp_peer(const uint8_t *f, size_t n)
 		uint32_t s1 = tp.snd_nxt, s2 = tp.snd_nxt + (uint32_t)a;
 		tp.snd_nxt += (uint32_t)p.data_len;
 		tp.echoed += p.data_len;
+		if (tp.zero_at && !tp.zeroed && tp.echoed >= tp.zero_at) {
+			tp.zeroed = 1;
+			tp.wnd = 0;
+		}
 		if (tp.reorder && (tp.n_in % 5) == 0 && a < p.data_len) {
 			tp_send(s2, TCP_ACK, p.data + a, p.data_len - a, p.sport);
 			tp_send(s1, TCP_ACK, p.data, a, p.sport);
@@ -253,10 +267,13 @@ static void tcp_tick(void)
 	}
 }
 
-static const char *run_tcp(uint64_t bytes, unsigned drop_every, int reorder, int dup, struct ns_tcp *t)
+static const char *run_tcp_zero(uint64_t bytes, unsigned drop_every, int reorder, int dup, uint64_t zero_at,
+				struct ns_tcp *t)
 {
 	struct netstack ns;
 	memset(&tp, 0, sizeof(tp));
+	tp.wnd = 65535;
+	tp.zero_at = zero_at;
 	tp.port = 5001;
 	tp.drop_every = drop_every;
 	tp.reorder = reorder;
@@ -268,6 +285,11 @@ static const char *run_tcp(uint64_t bytes, unsigned drop_every, int reorder, int
 	ns.prefix = 24;
 	ns.gw = PEER_IP;
 	return ns_tcp_echo(&ns, t, PEER_IP, 5001, bytes, 60000);
+}
+
+static const char *run_tcp(uint64_t bytes, unsigned drop_every, int reorder, int dup, struct ns_tcp *t)
+{
+	return run_tcp_zero(bytes, drop_every, reorder, dup, 0, t);
 }
 
 int main(int argc, char **argv)
@@ -391,6 +413,9 @@ int main(int argc, char **argv)
 	CHECK(!r, "TCP 1 byte, every 3rd segment lost (SYN/FIN retransmissions): %s", r ? r : "ok");
 	r = run_tcp(200000, 0, 1, 0, &t);
 	CHECK(!r, "TCP 200000 bytes: %s", r ? r : "ok");
+	r = run_tcp_zero(65536, 0, 0, 0, 30000, &t);
+	CHECK(!r && t.crc_recv == t.crc_sent && tp.zeroed && tp.wnd, "TCP 64 KiB, the window closed after 30000 bytes "
+	      "and its update lost: probed open: %s (%u retransmits)", r ? r : "ok", t.retransmits);
 	memset(&tp, 0, sizeof(tp));
 	tp.port = 5001;
 	tp.refuse = 1;

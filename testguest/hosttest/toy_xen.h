@@ -10,10 +10,12 @@
  * its own state) and expect, which runs one scenario and judges it.
  *
  * The test defines, before including this: FE and BE (the device's
- * frontend and backend directories in XenStore), SCENARIOS and
+ * frontend and backend directories in XenStore: string literals, or
+ * expressions naming the current toy device's), SCENARIOS and
  * NR_SCENARIOS (the frontend's scenario table), and `toy`, its backend,
  * with members `state` (the backend's xenbus state) and `fe_changed` (set
- * by every write to the frontend's state node).
+ * by every write to the frontend's state node). A test with several toy
+ * devices defines TOY_ON_WRITE(path) to set the right one's fe_changed.
  */
 #include "check.h"
 
@@ -91,6 +93,18 @@ static int port_used[NPORTS], kicked[NPORTS];
 static evtchn_port_t next_port = 5;
 
 uint32_t evtchn_port_hits(uint32_t port) { return port < NPORTS ? hits[port] : 0; }
+
+static int port_hits_reached(const void *arg)
+{
+	const uint32_t *w = arg;
+	return evtchn_port_hits(w[0]) >= w[1];
+}
+
+int evtchn_wait_port_hits(uint32_t port, uint32_t want, uint64_t ms)
+{
+	uint32_t w[2] = { port, want };
+	return wait_until(port_hits_reached, w, ms, 1, NULL);
+}
 
 long evtchn_send(uint32_t port)
 {
@@ -252,11 +266,30 @@ const char *xenstore_read(const char *path, uint32_t *len)
 	return buf;
 }
 
+/* FE/<key> and BE/<key> (one static buffer each: use before the next call). */
+static const char *fe_path(const char *key)
+{
+	static char p[160];
+	snprintf(p, sizeof(p), "%s/%s", FE, key);
+	return p;
+}
+
+static const char *be_path(const char *key)
+{
+	static char p[160];
+	snprintf(p, sizeof(p), "%s/%s", BE, key);
+	return p;
+}
+
 /* Every write the frontend makes; the backend acts on its state node in backend_step. */
 static void on_write(const char *path)
 {
-	if (!strcmp(path, FE "/state"))
+#ifdef TOY_ON_WRITE
+	TOY_ON_WRITE(path);
+#else
+	if (!strcmp(path, fe_path("state")))
 		toy.fe_changed = 1;
+#endif
 }
 
 static int xs_write_common(const char *path, const char *value)
@@ -383,7 +416,7 @@ static void be_set_state(unsigned s)
 	char v[8];
 	toy.state = s;
 	snprintf(v, sizeof(v), "%u", s);
-	kv_set(BE "/state", v);
+	kv_set(be_path("state"), v);
 }
 
 /* gnttab map: the frontend's grant must permit domain 0 (and writing, if asked). */
@@ -410,9 +443,7 @@ static void unmap(uint32_t ref)
 /* A node the frontend wrote in its directory, or NULL. */
 static const char *fe_node(const char *key)
 {
-	char p[160];
-	snprintf(p, sizeof(p), FE "/%s", key);
-	return kv_get(p);
+	return kv_get(fe_path(key));
 }
 
 static void disconnect(void);
@@ -427,7 +458,7 @@ static int connects_on(unsigned fe);
  */
 static void frontend_changed(void)
 {
-	const char *v = kv_get(FE "/state");
+	const char *v = kv_get(fe_path("state"));
 	unsigned fe = v ? (unsigned)atoi(v) : 0;
 	switch (fe) {
 	case XenbusStateInitialising:
@@ -464,8 +495,8 @@ static void toy_xenstore_fresh(void)
 	nkv = 0;
 	nev = 0;
 	memset(watches, 0, sizeof(watches));
-	kv_set(FE "/backend", BE);
-	kv_set(FE "/backend-id", "0");
+	kv_set(fe_path("backend"), BE);
+	kv_set(fe_path("backend-id"), "0");
 }
 
 /* ------------------------------------------------------------------ */
