@@ -351,3 +351,40 @@ int pvh_pidfd_open(pid_t pid) {
     long fd = syscall(SYS_pidfd_open, pid, 0);
     return fd < 0 ? -errno : (int)fd;
 }
+
+#include <arpa/inet.h>
+#include <linux/if_ether.h>
+#include <linux/if_packet.h>
+#include <sched.h>
+
+int pvh_packet_socket_in_namespace(const char *namespace_path, const char *interface, int vnet_header) {
+    int ns = open(namespace_path, O_RDONLY | O_CLOEXEC);
+    if (ns < 0) return -errno;
+    int r = setns(ns, CLONE_NEWNET);
+    int e = errno;
+    close(ns);
+    if (r != 0) return -e;
+    int s = socket(AF_PACKET, SOCK_RAW | SOCK_CLOEXEC, htons(ETH_P_IP));
+    if (s < 0) return -errno;
+    int one = 1;
+    if (vnet_header && setsockopt(s, SOL_PACKET, PACKET_VNET_HDR, &one, sizeof one) != 0) goto fail;
+    /* Best effort: without it the frames only pass the TAP's qdisc first. */
+    (void)setsockopt(s, SOL_PACKET, PACKET_QDISC_BYPASS, &one, sizeof one);
+    struct sockaddr_ll address = { .sll_family = AF_PACKET, .sll_protocol = htons(ETH_P_IP) };
+    struct ifreq request = {0};
+    strncpy(request.ifr_name, interface, IFNAMSIZ - 1);
+    if (ioctl(s, SIOCGIFINDEX, &request) != 0) goto fail;
+    address.sll_ifindex = request.ifr_ifindex;
+    if (bind(s, (struct sockaddr *)&address, sizeof address) != 0) goto fail;
+    return s;
+fail:
+    e = errno;
+    close(s);
+    return -e;
+}
+
+#include <malloc.h>
+
+int pvh_malloc_set_trim_threshold(long bytes) {
+    return mallopt(M_TRIM_THRESHOLD, (int)bytes) == 1 ? 0 : -EINVAL;
+}

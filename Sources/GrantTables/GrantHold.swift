@@ -19,7 +19,10 @@ public final class GrantHold: Sendable {
     /// The bytes `[offset, offset + length)` of the granted page, if they
     /// lie in the granted bytes (a v2 sub-page grant may cover part of its
     /// page only); nil otherwise. `offset` and `length` are guest-written.
-    public func bytes(offset: Int, length: Int) -> GuestPhysicalRange? {
+    public func bytes(offset: Int, length: Int) -> GuestPhysicalRange? { Self.bytes(of: region, offset: offset, length: length) }
+
+    /// `bytes(offset:length:)` of a hold whose granted bytes are `region`.
+    static func bytes(of region: GuestPhysicalRange, offset: Int, length: Int) -> GuestPhysicalRange? {
         guard offset >= 0, length >= 0 else { return nil }
         let pageStart = region.start.rawValue - region.start.pageOffset
         let start = pageStart &+ UInt64(offset)
@@ -60,5 +63,51 @@ extension GrantTable {
             }
         }
         return holds
+    }
+}
+
+/// Backend holds on several grants taken together (a packet's pages), as
+/// one object: mapped under one acquisition of the table's lock and
+/// released under one, where a `GrantHold` each would take the lock and
+/// allocate once per grant. Releasing ends every hold (before responding).
+public final class GrantHoldSet: Sendable {
+    /// The granted bytes of each grant, in the order given.
+    public let regions: [GuestPhysicalRange]
+    private let table: GrantTable
+    private let references: [GrantReference]
+    private let write: Bool
+    private let released = Atomic<Bool>(false)
+
+    init(table: GrantTable, references: [GrantReference], regions: [GuestPhysicalRange], write: Bool) {
+        self.table = table
+        self.references = references
+        self.regions = regions
+        self.write = write
+    }
+
+    /// The bytes `[offset, offset + length)` of the `index`th grant's page,
+    /// if they lie in its granted bytes (`GrantHold.bytes`); guest-written
+    /// offsets and lengths.
+    public func bytes(_ index: Int, offset: Int, length: Int) -> GuestPhysicalRange? {
+        guard regions.indices.contains(index) else { return nil }
+        return GrantHold.bytes(of: regions[index], offset: offset, length: length)
+    }
+
+    /// Ends every hold (idempotent; also at the end of the object's life).
+    public func release() {
+        guard !released.exchange(true, ordering: .acquiringAndReleasing) else { return }
+        table.releaseHolds(references, write: write)
+    }
+
+    deinit { release() }
+}
+
+extension GrantTable {
+    /// Maps every grant of `references` for `access` as `map` does, under
+    /// one lock; on the first that fails, those before are released and
+    /// its error thrown (nothing stays held).
+    public func holdAll(_ references: [GrantReference], access: GrantAccess) throws(GrantError) -> GrantHoldSet {
+        let regions = try mapAll(references, write: access == .write)
+        return GrantHoldSet(table: self, references: references, regions: regions, write: access == .write)
     }
 }

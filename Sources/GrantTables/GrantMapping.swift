@@ -97,6 +97,14 @@ public struct GrantMapping: ~Copyable, Sendable {
         do { try table.memory.write(bytes, at: at) } catch { throw .badFrame }
     }
 
+    /// Copies `bytes` (a part of a larger buffer, not copied first) into
+    /// the granted bytes at `offset`; `.notWritable` for a read mapping.
+    public func write(_ bytes: ArraySlice<UInt8>, at offset: Int) throws(GrantError) {
+        guard access == .write else { throw .notWritable }
+        let at = try address(offset, bytes.count)
+        do { try table.memory.write(bytes, at: at) } catch { throw .badFrame }
+    }
+
     /// Ends the hold: the last holder clears GTF_reading (and the last
     /// writer GTF_writing), and only those bits.
     public consuming func release() {}

@@ -797,6 +797,41 @@ public final class GrantTable: Sendable {
                             region: GuestPhysicalRange(start: act.address, length: UInt64(act.length)))
     }
 
+    /// `map` of each of `references` under one lock (a `GrantHoldSet`'s):
+    /// their granted bytes, in order; on a failure those before are
+    /// released and nothing stays held.
+    func mapAll(_ references: [GrantReference], write: Bool) throws(GrantError) -> [GuestPhysicalRange] {
+        try state.withLock { (s: inout State) throws(GrantError) -> [GuestPhysicalRange] in
+            var regions: [GuestPhysicalRange] = []
+            regions.reserveCapacity(references.count)
+            for reference in references {
+                do throws(GrantError) {
+                    guard s.holds < configuration.maximumHolds else { throw .tooManyHolds }
+                    let act = try acquire(reference.rawValue, grantee: configuration.backendDomainID, write: write, &s)
+                    s.holds += 1
+                    regions.append(GuestPhysicalRange(start: act.address, length: UInt64(act.length)))
+                } catch {
+                    for taken in references.prefix(regions.count) {
+                        s.holds -= 1
+                        release(taken.rawValue, write: write, &s)
+                    }
+                    throw error
+                }
+            }
+            return regions
+        }
+    }
+
+    /// Ends one hold of each of `references` under one lock (a `GrantHoldSet`'s, once).
+    func releaseHolds(_ references: [GrantReference], write: Bool) {
+        state.withLock { s in
+            for reference in references {
+                s.holds -= 1
+                release(reference.rawValue, write: write, &s)
+            }
+        }
+    }
+
     /// Ends one hold of `reference` (a `GrantMapping`'s, once, at its end).
     func releaseHold(_ reference: GrantReference, write: Bool) {
         state.withLock { s in
@@ -815,6 +850,12 @@ public final class GrantTable: Sendable {
     /// Writes `bytes` at `offset` in the granted bytes of `reference` (a
     /// one-shot write mapping, released before returning).
     public func copy(to reference: GrantReference, _ bytes: [UInt8], at offset: Int = 0) throws(GrantError) {
+        let mapping = try map(reference, access: .write)
+        try mapping.write(bytes, at: offset)
+    }
+
+    /// `copy(to:_:at:)` of a part of a larger buffer, without copying it out first.
+    public func copy(to reference: GrantReference, _ bytes: ArraySlice<UInt8>, at offset: Int = 0) throws(GrantError) {
         let mapping = try map(reference, access: .write)
         try mapping.write(bytes, at: offset)
     }

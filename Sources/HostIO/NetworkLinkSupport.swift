@@ -48,6 +48,22 @@ import Synchronization
     }
 }
 
+/// The C library's handling of the frames' memory. A link's reader
+/// allocates each received frame (up to 64 KiB) on its own thread and a
+/// backend frees it on its queue's; glibc trims the arena on such a free
+/// (a free of 64 KiB or more consolidates and trims the top, malloc.c's
+/// FASTBIN_CONSOLIDATION_THRESHOLD), handing the pages back to the kernel
+/// only to fault them in again for the next frame: perf showed
+/// do_anonymous_page and madvise on the queue's thread under TSO-sized RX.
+/// Keeping up to 16 MiB free (the largest RX backlog, 256 such frames)
+/// stops that; memory beyond it is still given back.
+enum FrameMemory {
+    /// Sets the policy once per process, when the first link starts.
+    static let retainFreedFrames: Void = {
+        _ = pvh_malloc_set_trim_threshold(16 << 20)
+    }()
+}
+
 /// What `LinkPoll.wait` saw.
 enum LinkPollResult {
     /// Some descriptor has something (bytes, room, end of file or an

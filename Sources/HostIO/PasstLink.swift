@@ -273,6 +273,7 @@ public final class PasstLink: NetworkLink, @unchecked Sendable {
     /// replaces passt when it dies or its stream goes out of step.
     public func start(receive: @escaping @Sendable (NetworkFrame) -> Void,
                       carrier: @escaping @Sendable (Bool) -> Void) throws(HostIOError) {
+        FrameMemory.retainFreedFrames
         reader.start(name: "pvh-passt") { [self] in
             var codec = PasstFrameCodec()
             var buffer = [UInt8](repeating: 0, count: 1 << 18)

@@ -133,6 +133,7 @@ public final class TapLink: NetworkLink, @unchecked Sendable {
     /// open, so `carrier` is not called.
     public func start(receive: @escaping @Sendable (NetworkFrame) -> Void,
                       carrier: @escaping @Sendable (Bool) -> Void) throws(HostIOError) {
+        FrameMemory.retainFreedFrames
         let (fd, wake) = (self.fd, reader.wake)
         let drops = droppedReceives
         reader.start(name: "pvh-tap-\(name)") {

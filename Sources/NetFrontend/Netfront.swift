@@ -181,6 +181,63 @@ public final class NetfrontQueue {
         try sendSlots(slots)
     }
 
+    /// A packet placed once in pages of its own, granted read-only, as
+    /// netfront grants an skb's pages instead of copying them: `send(_:)`
+    /// of it writes only ring slots (benchmarks send one packet many times).
+    public struct StagedPacket {
+        /// Each page's grant and the bytes of the packet in it (from offset 0).
+        public let pieces: [(grant: GrantReference, size: Int)]
+        public let length: Int
+        public let gso: NetifExtraInfo?
+        public let checksumBlank: Bool
+        /// Ring slots one send takes (data and extra).
+        public var slots: Int { pieces.count + (gso == nil ? 0 : 1) }
+    }
+
+    /// Stages `packet` (its bytes cut at page boundaries, each piece in a
+    /// fresh granted page); see `StagedPacket`.
+    public func stage(_ packet: [UInt8], gso: NetifExtraInfo? = nil, checksumBlank: Bool = false) throws -> StagedPacket {
+        let page = 4096
+        let count = packet.isEmpty ? 1 : (packet.count + page - 1) / page
+        var pieces: [(grant: GrantReference, size: Int)] = []
+        for k in 0..<count {
+            let piece = Array(packet[min(k * page, packet.count)..<min(packet.count, (k + 1) * page)])
+            let frame = guest.allocatePages()
+            try guest.memory.write(piece, at: guest.address(frame))
+            pieces.append((try guest.grant(frame, readOnly: true), piece.count))
+        }
+        return StagedPacket(pieces: pieces, length: packet.count, gso: gso, checksumBlank: checksumBlank)
+    }
+
+    /// Puts `packet`'s slots on the ring (ids: their slot indices, as
+    /// `packetSlots` gives them) without publishing them. False, and
+    /// nothing queued, when they do not fit now.
+    public func enqueue(_ packet: StagedPacket) throws -> Bool {
+        guard packet.slots <= Int(tx.freeRequests) else { return false }
+        let mask = Int(tx.geometry.entries - 1)
+        for (k, piece) in packet.pieces.enumerated() {
+            var flags: NetifTxFlags = k < packet.pieces.count - 1 ? [.moreData] : []
+            if k == 0 {
+                if packet.checksumBlank { flags.formUnion([.checksumBlank, .dataValidated]) }
+                if packet.gso != nil { flags.insert(.extraInfo) }
+            }
+            let size = k == 0 ? packet.length : piece.size
+            let request = NetifTxRequest(grant: piece.grant, offset: 0, flags: flags, id: UInt16(nextTxSlot & mask),
+                                         size: UInt16(truncatingIfNeeded: size))
+            _ = try ring { () throws(XenRingError) in try tx.enqueue(NetifTxSlot(request)) }
+            if k == 0, var extra = packet.gso {
+                extra.more = false
+                _ = try ring { () throws(XenRingError) in try tx.enqueue(NetifTxSlot(extra)) }
+            }
+        }
+        return true
+    }
+
+    /// Publishes what `enqueue` queued; notifies if the backend asked.
+    public func pushTx() throws {
+        if try ring({ () throws(XenRingError) in try tx.pushRequests() }) { try notify(txPort) }
+    }
+
     /// The TX responses published so far.
     public func txResponses() throws -> [NetifTxResponse] {
         try ring { () throws(XenRingError) in try tx.takeResponses() }
@@ -265,6 +322,50 @@ public final class NetfrontQueue {
         pendingRx.removeFirst(i)
         if !frames.isEmpty { try postReceiveBuffers() }
         return frames
+    }
+
+    /// What `consume` counted: whole frames and their data bytes.
+    public struct Consumed: Hashable, Sendable {
+        public var frames = 0
+        public var bytes = 0
+        public var failed = 0
+        public init() {}
+    }
+
+    /// Like `receive`, but counts frames and bytes without reading them
+    /// (benchmarks): takes the published responses, groups them into
+    /// frames the same way, posts the buffers of whole frames again.
+    public func consume() throws -> Consumed {
+        pendingRx += try ring { () throws(XenRingError) in try rx.takeResponses() }
+        var out = Consumed()
+        var i = 0
+        frameLoop: while i < pendingRx.count {
+            var k = i
+            let first = pendingRx[k].response
+            k += 1
+            if first.flags.contains(.extraInfo) {
+                guard k < pendingRx.count else { break }
+                k += 1
+            }
+            var bytes = max(0, Int(first.status))
+            var failed = first.status < 0
+            var more = first.flags.contains(.moreData)
+            while more {
+                guard k < pendingRx.count else { break frameLoop }
+                let r = pendingRx[k].response
+                k += 1
+                bytes += max(0, Int(r.status))
+                failed = failed || r.status < 0
+                more = r.flags.contains(.moreData)
+            }
+            out.frames += 1
+            out.bytes += bytes
+            if failed { out.failed += 1 }
+            i = k
+        }
+        pendingRx.removeFirst(i)
+        if i > 0 { try postReceiveBuffers() }
+        return out
     }
 
     /// Waits (on the RX port) until at least `count` frames came.

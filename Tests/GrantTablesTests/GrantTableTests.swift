@@ -246,6 +246,32 @@ let writing = GrantEntryFlags.writing.rawValue
         let m = try table.map(GrantReference(50), access: .read)
         m.release()
     }
+
+    @Test("holdAll: every page held under one lock, bytes bounded per page, released together; a bad one leaves nothing held")
+    func holdSet() throws {
+        let f = Fixture()
+        f.v1(50, flags: permit, frame: 0x150)
+        f.v1(51, flags: permit, frame: 0x151)
+        f.v1(52, flags: [.permitAccess, .readonly], frame: 0x152)
+        let set = try f.table.holdAll([GrantReference(50), GrantReference(51), GrantReference(50)], access: .read)
+        #expect(f.table.holdCount == 3)
+        #expect(f.table.pins(GrantReference(50)) == (2, 0))
+        #expect(f.v1Flags(51) == permit.rawValue | reading)
+        #expect(set.bytes(1, offset: 100, length: 50) == GuestPhysicalRange(start: GuestPhysicalAddress(0x151064), length: 50))
+        #expect(set.bytes(1, offset: 4000, length: 97) == nil)
+        #expect(set.bytes(3, offset: 0, length: 1) == nil)
+        set.release()
+        set.release()  // idempotent
+        #expect(f.table.holdCount == 0)
+        #expect(f.v1Flags(50) == permit.rawValue && f.v1Flags(51) == permit.rawValue)
+        // The third is read-only, asked for writing: the first two go back.
+        #expect(throws: GrantError.readOnly) {
+            _ = try f.table.holdAll([GrantReference(50), GrantReference(51), GrantReference(52)], access: .write)
+        }
+        #expect(f.table.holdCount == 0)
+        #expect(f.v1Flags(50) == permit.rawValue && f.v1Flags(51) == permit.rawValue)
+        #expect(f.table.pins(GrantReference(50)) == (0, 0))
+    }
 }
 
 /// Memory whose every compare-exchange first sees the guest flip a bit of

@@ -160,6 +160,19 @@ int pvh_bridge_add_interface(const char *bridge, const char *name);
 /// eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK): the fd, or -errno.
 int pvh_eventfd(void);
 
+/// mallopt(M_TRIM_THRESHOLD, bytes): glibc keeps up to `bytes` of free
+/// memory at the top of an arena instead of giving it back to the kernel
+/// (MADV_DONTNEED) and faulting it in again. 0, or -EINVAL when refused.
+int pvh_malloc_set_trim_threshold(long bytes);
+
+/// For benchmarks: moves the calling thread into the network namespace
+/// named by `namespace_path` (setns(2), CLONE_NEWNET; it stays there) and
+/// returns an AF_PACKET raw socket bound to `interface` there for sending
+/// IPv4 frames (packet(7)), with PACKET_VNET_HDR when `vnet_header` (a
+/// struct virtio_net_hdr before each frame) and PACKET_QDISC_BYPASS.
+/// -errno on failure.
+int pvh_packet_socket_in_namespace(const char *namespace_path, const char *interface, int vnet_header);
+
 /// sendmsg(fd, iov, MSG_DONTWAIT | MSG_NOSIGNAL): bytes sent, or -errno
 /// (-EAGAIN when the socket buffer is full, -EPIPE when the peer is gone,
 /// without SIGPIPE).
