@@ -21,6 +21,9 @@ let package = Package(
         .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.28.1"),
         // swift-log: Hummingbird logs through it; pvh gives it a handler.
         .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
+        // swift-service-lifecycle: Hummingbird runs as a Service; its
+        // ServiceGroup stops the server gracefully.
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.13.0"),
     ],
     targets: [
         // C shim: linux/kvm.h and the non-variadic ioctl wrappers.
@@ -104,6 +107,7 @@ let package = Package(
                 .product(name: "Prometheus", package: "swift-prometheus"),
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ]),
         .executableTarget(
             name: "pvh",

@@ -2,6 +2,7 @@ import Dispatch
 import Foundation
 import Hummingbird
 import Logging
+import ServiceLifecycle
 import Synchronization
 import VMM
 
@@ -76,10 +77,12 @@ public enum MetricsServerError: Error, Equatable, CustomStringConvertible {
 public final class MetricsServer: Sendable {
     public let address: MetricsAddress
     private let task: Task<Void, any Error>
+    private let group: ServiceGroup
 
-    private init(address: MetricsAddress, task: Task<Void, any Error>) {
+    private init(address: MetricsAddress, task: Task<Void, any Error>, group: ServiceGroup) {
         self.address = address
         self.task = task
+        self.group = group
     }
 
     /// Binds `address` and serves `registry` until `stop()`. For a
@@ -127,6 +130,7 @@ public final class MetricsServer: Sendable {
             }
             waiter?.resume()
         }
+        let logger = Logger(label: "pvh.metrics", factory: { _ in StandardErrorLogHandler(prefix: "metrics") })
         let app = Application(
             router: router,
             configuration: ApplicationConfiguration(address: address.bindAddress, serverName: nil),
@@ -141,10 +145,14 @@ public final class MetricsServer: Sendable {
                 }
                 tell(.success(()))
             },
-            logger: Logger(label: "pvh.metrics", factory: { _ in StandardErrorLogHandler(prefix: "metrics") }))
+            logger: logger)
+        // In a group of its own, so that `stop` can end it gracefully
+        // (the listening socket closed, requests answered) rather than by
+        // cancelling it mid-accept.
+        let group = ServiceGroup(configuration: .init(services: [app], logger: logger))
         let task = Task.detached {
             do {
-                try await app.run()
+                try await group.run()
                 tell(.failure(.bind("the server stopped")))
             } catch {
                 tell(.failure(.bind(Self.reason(error))))
@@ -166,7 +174,7 @@ public final class MetricsServer: Sendable {
         bound.cancel()
         switch outcome.withLock({ $0.told }) ?? .failure(.timedOut) {
         case .success:
-            return MetricsServer(address: address, task: task)
+            return MetricsServer(address: address, task: task, group: group)
         case .failure(let error):
             task.cancel()
             throw error
@@ -187,15 +195,17 @@ public final class MetricsServer: Sendable {
 
     /// `stop`, for async callers.
     public func stopServing(timeout: Duration = .seconds(5)) async {
-        task.cancel()
+        await group.triggerGracefulShutdown()
         let task = self.task
-        // The server's task ends once its channels closed; bounded by `timeout`.
+        // The server's task ends once its channels closed; bounded by
+        // `timeout`, then cancelled.
         await withTaskGroup(of: Void.self) { group in
             group.addTask { _ = await task.result }
             group.addTask { try? await Task.sleep(for: timeout) }
             await group.next()
             group.cancelAll()
         }
+        task.cancel()
         if case .unix(let path) = address { unlink(path) }
     }
 
