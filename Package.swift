@@ -108,7 +108,8 @@ let package = Package(
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
-            ]),
+            ],
+            swiftSettings: safeSettings),
         .executableTarget(
             name: "pvh",
             dependencies: ["DeviceSpecs", "VMM", "KVM", "XenStore", "XLConfig", "PVHMetrics", .product(name: "ArgumentParser", package: "swift-argument-parser")]),

@@ -137,9 +137,13 @@ public final class MetricsServer: Sendable {
             onServerRunning: { _ in
                 if case .unix(let path) = address {
                     // Owner-only, as the XenStore socket: counters tell
-                    // what a guest does. Before anyone is told it runs.
-                    guard chmod(path, 0o600) == 0 else {
-                        tell(.failure(.bind("chmod 0600: \(String(cString: strerror(errno)))")))
+                    // what a guest does. Set before `start` returns; NIO
+                    // binds with the process umask, so a client could
+                    // connect in the instant between bind and this.
+                    do {
+                        try FileManager.default.setAttributes([.posixPermissions: 0o600], ofItemAtPath: path)
+                    } catch {
+                        tell(.failure(.bind("cannot make the socket owner-only (mode 0600)")))
                         return
                     }
                 }
@@ -206,7 +210,7 @@ public final class MetricsServer: Sendable {
             group.cancelAll()
         }
         task.cancel()
-        if case .unix(let path) = address { unlink(path) }
+        if case .unix(let path) = address { try? FileManager.default.removeItem(atPath: path) }
     }
 
     static func seconds(_ duration: Duration) -> Double {
