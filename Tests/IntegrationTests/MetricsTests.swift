@@ -33,34 +33,19 @@ struct MetricsTests {
     @Test("a running test guest's counters at GET /metrics on a Unix socket; the socket goes with the guest",
           .enabled(if: Env.hasKVM, "needs /dev/kvm"))
     func scrapeRunningGuest() throws {
-        let elf = try Env.testGuest.get()
         let dir = FileManager.default.temporaryDirectory.appendingPathComponent("pvh-metrics-\(UUID().uuidString)")
         try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(at: dir) }
         let path = dir.appendingPathComponent("metrics.sock").path
-        let name = "metrics-\(getpid())"
-        let p = Process()
-        p.executableURL = URL(fileURLWithPath: Env.pvhBinary)
-        p.arguments = ["run", "--kernel", elf, "--memory", "32", "--name", name, "--metrics", path,
-                       "--cmdline", "pvh.scenarios=bench_exit pvh.bench=100000000"]
-        let out = Pipe(), err = Pipe()
-        p.standardOutput = out
-        p.standardError = err
-        p.standardInput = FileHandle.nullDevice
-        try p.run()
-        // A bound, not synchronisation: a guest or server that hangs is killed.
-        let pid = p.processIdentifier
-        let watchdog = DispatchWorkItem { kill(pid, SIGKILL) }
-        DispatchQueue.global().asyncAfter(deadline: .now() + 120, execute: watchdog)
-        defer { watchdog.cancel() }
-        // The guest's first console bytes: it runs, and the server (started
-        // before the domain) is bound.
-        #expect(!out.fileHandleForReading.availableData.isEmpty)
+        // Running once its console's first line came; the server was bound before the domain was built.
+        let guest = try RunningGuest(cmdline: "pvh.scenarios=bench_exit pvh.bench=100000000",
+                                     runtimeDirectory: dir.path, arguments: ["--metrics", path])
+        defer { guest.child.stop() }
 
         let first = try scrape(path)
         #expect(first.hasPrefix("HTTP/1.1 200"), "\(first.prefix(300))")
         #expect(first.lowercased().contains("content-type: text/plain; version=0.0.4"))
-        let domain = "domain=\"\(name)\""
+        let domain = "domain=\"\(guest.name)\""
         #expect(value(first, "pvh_domain_vcpus", [domain, "domid=\"1\""]) == 1)
         let exits = value(first, "pvh_exits_total", [domain]) ?? 0
         #expect(exits > 0)
@@ -75,26 +60,10 @@ struct MetricsTests {
         }
         #expect(later > exits)
 
-        p.terminate()
-        withExtendedLifetime(out) { p.waitUntilExit() }
-        #expect(p.terminationStatus == 130)
+        guest.child.process.terminate()
+        #expect(guest.child.waitForExit(timeout: .seconds(30)) == 130)
         #expect(!FileManager.default.fileExists(atPath: path))
-        let e = String(decoding: err.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-        #expect(e == "pvh: guest stopped by the host\n")
-    }
-
-    func pvh(_ args: [String]) throws -> (status: Int32, stderr: String) {
-        let p = Process()
-        p.executableURL = URL(fileURLWithPath: Env.pvhBinary)
-        p.arguments = args
-        let err = Pipe()
-        p.standardOutput = FileHandle.nullDevice
-        p.standardError = err
-        p.standardInput = FileHandle.nullDevice
-        try p.run()
-        let e = err.fileHandleForReading.readDataToEndOfFile()
-        p.waitUntilExit()
-        return (p.terminationStatus, String(decoding: e, as: UTF8.self))
+        #expect(guest.child.errors == "pvh: guest stopped by the host\n")
     }
 
     @Test("a bad --metrics address: one line, exit 2", arguments: [
@@ -102,14 +71,14 @@ struct MetricsTests {
         ("localhost:0", "pvh: --metrics 'localhost:0': the port must be a number from 1 to 65535\n"),
     ])
     func badAddress(_ address: String, _ message: String) throws {
-        let r = try pvh(["run", "--kernel", "/nonexistent", "--metrics", address])
+        let r = try runCommand(Env.pvhBinary, ["run", "--kernel", "/nonexistent", "--metrics", address])
         #expect(r.status == 2)
         #expect(r.stderr == message)
     }
 
     @Test("an address that cannot be bound: one line naming it, exit 2")
     func unbindable() throws {
-        let r = try pvh(["run", "--kernel", "/nonexistent", "--name", "metrics-bind-\(getpid())",
+        let r = try runCommand(Env.pvhBinary, ["run", "--kernel", "/nonexistent", "--name", "metrics-bind-\(getpid())",
                          "--metrics", "/nonexistent-dir/metrics.sock"])
         #expect(r.status == 2)
         #expect(r.stderr.hasPrefix("pvh: --metrics '/nonexistent-dir/metrics.sock': "), "\(r.stderr)")
