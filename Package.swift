@@ -14,6 +14,16 @@ let package = Package(
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+        // Metrics (issue 12 item 5): the API, its Prometheus backend, and the
+        // HTTP server that serves /metrics.
+        .package(url: "https://github.com/apple/swift-metrics", from: "2.13.0"),
+        .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.4.1"),
+        .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.28.1"),
+        // swift-log: Hummingbird logs through it; pvh gives it a handler.
+        .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
+        // swift-service-lifecycle: Hummingbird runs as a Service; its
+        // ServiceGroup stops the server gracefully.
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.13.0"),
     ],
     targets: [
         // C shim: linux/kvm.h and the non-variadic ioctl wrappers.
@@ -87,9 +97,22 @@ let package = Package(
         .target(name: "NetFrontend", dependencies: ["NetBackend", "BlockFrontend", "EventChannels", "GuestMemory", "XenABI", "XenBus", "XenRing", "XenStore"], swiftSettings: safeSettings),
         // Wiring: vCPU threads, exit handling, transports.
         .target(name: "VMM", dependencies: ["BlockBackend", "NetBackend", "HostIO", "DeviceSpecs", "KVM", "GuestMemory", "XenABI", "PVHBoot", "Hypercalls", "EventChannels", "GrantTables", "ConsoleBackend", "PVTime", "XenStore", "XenBus", "DeviceRuntime"], swiftSettings: safeSettings),
+        // Metrics: a running domain's counters as Prometheus metrics, collected
+        // at scrape time, and the HTTP server that serves them at /metrics.
+        .target(
+            name: "PVHMetrics",
+            dependencies: [
+                "VMM", "BlockBackend", "NetBackend", "ConsoleBackend", "DeviceRuntime", "XenABI",
+                .product(name: "Metrics", package: "swift-metrics"),
+                .product(name: "Prometheus", package: "swift-prometheus"),
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ],
+            swiftSettings: safeSettings),
         .executableTarget(
             name: "pvh",
-            dependencies: ["DeviceSpecs", "VMM", "KVM", "XenStore", "XLConfig", .product(name: "ArgumentParser", package: "swift-argument-parser")]),
+            dependencies: ["DeviceSpecs", "VMM", "KVM", "XenStore", "XLConfig", "PVHMetrics", .product(name: "ArgumentParser", package: "swift-argument-parser")]),
         // Benchmarks: pvh beside its reference (bare KVM exit, host decompressors, fio).
         .executableTarget(name: "pvh-bench", dependencies: ["CHostIO", "VMM", "KVM", "PVHBoot", "GuestMemory", "XenStore", "Hypercalls", "BlockBackend", "BlockFrontend", "NetBackend", "NetFrontend", "HostIO", "XenABI", "XenBus"]),
         // Test helpers: mock guest memory, ELF fixture builder. Imported by tests only.
@@ -114,6 +137,7 @@ let package = Package(
         .testTarget(name: "BlockBackendTests", dependencies: ["BlockBackend", "BlockFrontend", "CXen", "DeviceRuntime", "EventChannels", "GrantTables", "GuestMemory", "HostIO", "TestSupport", "XenABI", "XenBus", "XenRing", "XenStore"]),
         .testTarget(name: "NetBackendTests", dependencies: ["NetBackend", "NetFrontend", "BlockFrontend", "GuestMemory", "HostIO", "TestSupport", "XenABI", "XenBus", "XenRing", "XenStore"]),
         .testTarget(name: "VMMTests", dependencies: ["VMM", "DeviceSpecs", "DeviceRuntime", "KVM", "PVHBoot", "XenABI", "GuestMemory"]),
+        .testTarget(name: "PVHMetricsTests", dependencies: ["PVHMetrics", "VMM", "BlockBackend", "NetBackend", "DeviceRuntime", "ConsoleBackend", "XenABI"]),
         .testTarget(name: "IntegrationTests", dependencies: ["VMM", "DeviceSpecs", "KVM", "GrantTables", "GuestMemory", "XenABI"]),
     ]
 )

@@ -53,6 +53,9 @@ final class DiskBackends: Sendable {
     /// the backing files, so a domain that ended releases its images'
     /// locks (another guest may use them) even while its `Domain` lives.
     private let backends: Mutex<[BlockBackend]>
+    /// Each disk's counters by its device name (`vbd-51712`), kept after
+    /// `tearDown` as the network interfaces' are.
+    let metrics: [(device: String, metrics: BlockMetrics)]
 
     init(_ images: DiskImages, domain: DomainID, vcpus: Int, memory: MappedGuestMemory, grants: GrantTable,
          events: EventChannelTable, runtime: DeviceRuntime, store: XenStoreServer) throws(DomainError) {
@@ -93,6 +96,7 @@ final class DiskBackends: Sendable {
                 throw .badConfiguration(option: "--disk '\(spec.spec)'", reason: "\(error)")
             }
         }
+        metrics = backends.map { ("\($0.address.type)-\($0.address.index)", $0.metrics) }
         self.backends = Mutex(backends)
     }
 

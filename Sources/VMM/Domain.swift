@@ -1,3 +1,4 @@
+import BlockBackend
 import ConsoleBackend
 import DeviceRuntime
 import Dispatch
@@ -138,6 +139,7 @@ public final class Domain: Sendable {
         toolstack = try ToolstackDevices(configuration, memory: machine.memory, xen: xen,
                                          store: store ?? XenStoreServer(), output: console, disks: disks,
                                          networks: networks)
+        networkDeviceNames = toolstack.networks.all.map { "\($0.address.type)-\($0.address.index)" }
         let dispatcher = xen.dispatcher(configuration, machine: machine, boot: boot, console: console)
         reservation = dispatcher.reservation
 
@@ -165,16 +167,25 @@ public final class Domain: Sendable {
     /// after the domain ended.
     public var networkMetrics: [[NetMetrics]] { toolstack.networks.metrics }
 
+    /// Each network interface's device name (`vif-0`), in `networkMetrics`' order.
+    public let networkDeviceNames: [String]
+
+    /// Each disk's device name (`vbd-51712`) and counters (`--disk` order),
+    /// also after the domain ended.
+    public var diskMetrics: [(device: String, metrics: BlockMetrics)] { toolstack.disks.metrics }
+
     /// Runs the guest until it shuts down or is stopped. vCPU 0 starts at the
     /// PVH entry; the others wait in KVM_RUN (in-kernel LAPIC: KVM holds them
     /// until an INIT/SIPI, or VCPUOP_initialise/up).
     public func run() -> DomainExit {
         guard !runners.isEmpty else { return .failed("no vCPUs") }
         let exited = DispatchSemaphore(value: 0)
+        let metrics = metrics
         for (index, runner) in runners.enumerated() {
             let thread = Thread {
                 // The mark the device runtime tells vCPU threads by (`isVCPUThread`).
                 Thread.current.threadDictionary[Self.vcpuThreadKey] = true
+                if let tid = Self.currentThreadID() { metrics.vcpuThreadIDs.withLock { $0[index] = tid } }
                 runner.run()
                 exited.signal()
             }
@@ -209,6 +220,14 @@ public final class Domain: Sendable {
     public var backendPumpsOnVCPUThreads: UInt64 { devices.pumpsOnForbiddenThreads }
 
     static let vcpuThreadKey = "pvh.vcpu-thread"
+
+    /// The calling thread's Linux thread id, from the `/proc/thread-self`
+    /// link (`PID/task/TID`, proc(5)): Glibc's module does not export
+    /// gettid(2), and syscall(2) is variadic.
+    static func currentThreadID() -> Int32? {
+        guard let target = try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/thread-self") else { return nil }
+        return target.split(separator: "/").last.flatMap { Int32($0) }
+    }
 
     /// Whether the caller is one of `run()`'s vCPU threads (each marks
     /// itself in its thread dictionary before it runs the guest).

@@ -35,6 +35,11 @@ public final class DomainMetrics: Sendable {
     /// traps (the test guest's POST-code OUT) is its first instruction.
     public let firstExit = Mutex<ContinuousClock.Instant?>(nil)
 
+    /// Each vCPU's host thread id (Linux `gettid`), by vCPU index, once its
+    /// thread runs: where its CPU time is read at scrape time
+    /// (`/proc/self/task/TID/stat`), so the vCPU loop counts nothing for it.
+    public let vcpuThreadIDs = Mutex<[Int: Int32]>([:])
+
     public init() {}
 
     func noteFirstExit() {

@@ -3,6 +3,7 @@ import Dispatch
 import Synchronization
 import DeviceSpecs
 import KVM
+import PVHMetrics
 import VMM
 import XenStore
 
@@ -108,6 +109,13 @@ struct Run: ParsableCommand {
         } catch {
             throw ValidationError(error.description)
         }
+        if let metrics {
+            do {
+                _ = try MetricsAddress(parsing: metrics)
+            } catch {
+                throw ValidationError("--metrics '\(metrics)': \(error)")
+            }
+        }
     }
 
     @Option(name: .long, help: ArgumentHelp(
@@ -121,6 +129,24 @@ struct Run: ParsableCommand {
 
     enum RebootAction: String, ExpressibleByArgument, CaseIterable {
         case exit, restart
+    }
+
+    @Option(name: .customLong("metrics"),
+            help: ArgumentHelp("""
+                Serve the guest's counters for Prometheus at GET /metrics on HOST:PORT (TCP) or on a Unix socket \
+                path (mode 0600), while the guest runs (README: Metrics).
+                """, valueName: "address"))
+    var metrics: String?
+
+    /// `--metrics` parsed (with what the user wrote, for messages), or the
+    /// one-line usage failure naming it.
+    func metricsAddress() -> MetricsOption? {
+        guard let metrics else { return nil }
+        do {
+            return MetricsOption(address: try MetricsAddress(parsing: metrics), text: metrics)
+        } catch {
+            usageFailure("--metrics '\(metrics)': \(error)")
+        }
     }
 
     func run() throws {
@@ -141,8 +167,15 @@ struct Run: ParsableCommand {
         let config = GuestConfiguration(kernelPath: kernel, initrdPath: initrd, commandLine: cmdline, memoryMiB: memory, vcpus: vcpus,
                                         name: guestName.rawValue, maxGrantFrames: maxGrantFrames, disks: diskSpecifications,
                                         networks: networkSpecifications)
-        try runInForeground(config, name: guestName, restartOnReboot: onReboot == .restart ? "--on-reboot restart" : nil)
+        try runInForeground(config, name: guestName, restartOnReboot: onReboot == .restart ? "--on-reboot restart" : nil,
+                            metrics: metricsAddress())
     }
+}
+
+/// `pvh run --metrics`: where to serve, and the option as written.
+struct MetricsOption {
+    let address: MetricsAddress
+    let text: String
 }
 
 /// What pvh accepts for a guest's size, checked the same way for `pvh run`'s
@@ -170,7 +203,9 @@ enum GuestLimits {
 /// `pvh create` until the daemon exists. `restartOnReboot`: a reboot starts
 /// the guest again (xl's `on_reboot="restart"`) instead of exiting 3; the
 /// text names what asked for it (`--on-reboot restart`) in the message.
-func runInForeground(_ config: GuestConfiguration, name guestName: GuestName, restartOnReboot restartReason: String?) throws {
+/// `metrics`: serve the guest's counters there while it runs.
+func runInForeground(_ config: GuestConfiguration, name guestName: GuestName, restartOnReboot restartReason: String?,
+                     metrics: MetricsOption? = nil) throws {
     let rawName = guestName.rawValue
     // The signals pvh acts on are blocked in every thread (each thread
     // inherits the mask, so this comes before any is started). Dispatch
@@ -199,6 +234,21 @@ func runInForeground(_ config: GuestConfiguration, name guestName: GuestName, re
         socketServer.stop()
         runtime.cleanUp(for: guestName)
     }
+    // The metrics server runs on its own threads from before the first
+    // boot until the last domain ended (each boot's counters replace the
+    // last's under the same name).
+    let metricsRegistry = PVHMetricsRegistry()
+    var metricsServer: MetricsServer?
+    if let metrics {
+        do {
+            metricsServer = try MetricsServer.start(metrics.address, registry: metricsRegistry)
+        } catch {
+            socketServer.stop()
+            runtime.cleanUp(for: guestName)
+            usageFailure("--metrics '\(metrics.text)': \(error)")
+        }
+    }
+    defer { metricsServer?.stop() }
     let current = CurrentDomain()
     let terminal = HostTerminal()
     terminal.attach(to: current)
@@ -225,6 +275,7 @@ func runInForeground(_ config: GuestConfiguration, name guestName: GuestName, re
             domain = try Domain(configuration: config, console: FileDescriptorConsoleSink(fd: 1), store: store)
         } catch {
             terminal.restore()
+            metricsServer?.stop()
             socketServer.stop()
             runtime.cleanUp(for: guestName)
             if error.isUsageError { usageFailure(error.description) }
@@ -233,6 +284,7 @@ func runInForeground(_ config: GuestConfiguration, name guestName: GuestName, re
         }
         if boots > 0 { FileDescriptorConsoleSink(fd: 2).emit(Array("pvh: guest rebooted: restarting it (\(restartReason ?? ""))\r\n".utf8)) }
         boots += 1
+        metricsRegistry.add(DomainMetricSource(domain: domain))
         guard current.start(domain) else { break }
         end = domain.run()
         current.finished()
