@@ -149,20 +149,20 @@ let writing = GrantEntryFlags.writing.rawValue
     func hostileEntries() throws {
         let f = Fixture()
         f.v1(13, flags: [permit, .readonly], frame: 0x103)
-        #expect(throws: GrantError.readOnly) { try f.table.map(GrantReference(13), access: .write) }
+        #expect(throws: GrantError.readOnly) { _ = try f.table.map(GrantReference(13), access: .write) }
         #expect(f.v1Flags(13) == permit.rawValue | GrantEntryFlags.readonly.rawValue)
         let ro = try f.table.map(GrantReference(13), access: .read)
         ro.release()
         f.v1(14, flags: permit, domid: 7, frame: 0x103)
-        #expect(throws: GrantError.notGranted) { try f.table.map(GrantReference(14), access: .read) }
+        #expect(throws: GrantError.notGranted) { _ = try f.table.map(GrantReference(14), access: .read) }
         f.v1(15, flags: .acceptTransfer, frame: 0x103)
-        #expect(throws: GrantError.notGranted) { try f.table.map(GrantReference(15), access: .read) }
+        #expect(throws: GrantError.notGranted) { _ = try f.table.map(GrantReference(15), access: .read) }
         f.v1(16, flags: GrantEntryFlags(rawValue: 0xfffc), frame: 0x103)  // every bit but a type
-        #expect(throws: GrantError.notGranted) { try f.table.map(GrantReference(16), access: .read) }
+        #expect(throws: GrantError.notGranted) { _ = try f.table.map(GrantReference(16), access: .read) }
         f.v1(17, flags: permit, frame: 0x10_0000)  // 4 GiB: outside 16 MiB of RAM
-        #expect(throws: GrantError.badFrame) { try f.table.map(GrantReference(17), access: .read) }
+        #expect(throws: GrantError.badFrame) { _ = try f.table.map(GrantReference(17), access: .read) }
         #expect(f.v1Flags(17) == permit.rawValue)  // the failed pin left no bits
-        #expect(throws: GrantError.badReference) { try f.table.map(GrantReference(512), access: .read) }
+        #expect(throws: GrantError.badReference) { _ = try f.table.map(GrantReference(512), access: .read) }
         #expect(GrantError.badFrame.status == .badPage && GrantError.badReference.status == .badGrantReference)
         #expect(GrantError.readOnly.status == .generalError && GrantError.tooManyHolds.status == .noSpace)
     }
@@ -194,7 +194,7 @@ let writing = GrantEntryFlags.writing.rawValue
         let a = try f.table.map(GrantReference(30), access: .read)
         let b = try f.table.map(GrantReference(30), access: .read)
         let c = try f.table.map(GrantReference(30), access: .read)
-        #expect(throws: GrantError.tooManyHolds) { try f.table.map(GrantReference(30), access: .read) }
+        #expect(throws: GrantError.tooManyHolds) { _ = try f.table.map(GrantReference(30), access: .read) }
         #expect(f.table.pins(GrantReference(30)) == (3, 0))
         a.release(); b.release(); c.release()
         #expect(f.table.holdCount == 0)
@@ -240,7 +240,7 @@ let writing = GrantEntryFlags.writing.rawValue
         let table = GrantTable(configuration: .init(domainID: Fixture.guest, defaultArea: GuestFrameNumber(Fixture.area)), memory: racing)
         try inner.store(UInt64(permit.rawValue) | UInt64(0x109) << 32, at: GuestPhysicalAddress(0xf00000 + 8 * 50))
         racing.racing.withLock { $0 = true }
-        #expect(throws: GrantError.unstable) { try table.map(GrantReference(50), access: .read) }
+        #expect(throws: GrantError.unstable) { _ = try table.map(GrantReference(50), access: .read) }
         #expect(racing.exchanges.withLock { $0 } == 5)
         racing.racing.withLock { $0 = false }
         let m = try table.map(GrantReference(50), access: .read)
@@ -311,9 +311,9 @@ final class RacingMemory: GuestMemory, @unchecked Sendable {
         m.release()
         #expect(f.v2Status(9) == 0)
         f.v2(10, flags: [permit, .readonly], frame: 0x110)
-        #expect(throws: GrantError.readOnly) { try f.table.map(GrantReference(10), access: .write) }
+        #expect(throws: GrantError.readOnly) { _ = try f.table.map(GrantReference(10), access: .write) }
         #expect(f.v2Status(10) == 0)
-        #expect(throws: GrantError.badReference) { try f.table.map(GrantReference(256), access: .read) }
+        #expect(throws: GrantError.badReference) { _ = try f.table.map(GrantReference(256), access: .read) }
     }
 
     @Test("v2 sub-page: only [page_off, page_off + length) is reachable; one past its page is refused")
@@ -329,7 +329,7 @@ final class RacingMemory: GuestMemory, @unchecked Sendable {
         #expect(throws: GrantError.outOfBounds) { try m.write([1], at: 50) }
         m.release()
         f.v2(12, flags: permit, frame: 0x111, subPage: (4000, 200))
-        #expect(throws: GrantError.badSubPage) { try f.table.map(GrantReference(12), access: .read) }
+        #expect(throws: GrantError.badSubPage) { _ = try f.table.map(GrantReference(12), access: .read) }
         #expect(f.v2Status(12) == 0)
     }
 
@@ -338,9 +338,9 @@ final class RacingMemory: GuestMemory, @unchecked Sendable {
         let f = Fixture()
         try f.table.setVersion(2)
         f.v2(13, flags: .transitive, frame: 0)
-        #expect(throws: GrantError.notGranted) { try f.table.map(GrantReference(13), access: .read) }
+        #expect(throws: GrantError.notGranted) { _ = try f.table.map(GrantReference(13), access: .read) }
         f.v2(14, flags: permit, domid: 3, frame: 0x112)
-        #expect(throws: GrantError.notGranted) { try f.table.map(GrantReference(14), access: .read) }
+        #expect(throws: GrantError.notGranted) { _ = try f.table.map(GrantReference(14), access: .read) }
     }
 }
 
