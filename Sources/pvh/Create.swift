@@ -30,6 +30,8 @@ struct Create: ParsableCommand {
     @Flag(name: .customShort("F"), help: "Stay in the foreground (always the case for now).")
     var foreground = false
 
+    @OptionGroup var metrics: MetricsOptions
+
     @Argument(help: ArgumentHelp("The xl config file.", valueName: "config")) var file: String
 
     @Argument(help: ArgumentHelp("More config lines, each KEY=VALUE in the file's syntax.", valueName: "KEY=VALUE"))
@@ -92,7 +94,8 @@ struct Create: ParsableCommand {
                                         maxGrantFrames: grantFrames, disks: domain.disks, networks: domain.networks)
         config.maximumEventChannelPort = UInt32(clamping: domain.maximumEventChannels)
         let restart = domain.action(on: .reboot)
-        try runInForeground(config, name: name, restartOnReboot: restart == .restart ? "on_reboot=\"restart\"" : nil)
+        try runInForeground(config, name: name, restartOnReboot: restart == .restart ? "on_reboot=\"restart\"" : nil,
+                            metrics: metrics.address())
     }
 
     /// What the foreground run cannot do of the configured actions: it

@@ -109,13 +109,6 @@ struct Run: ParsableCommand {
         } catch {
             throw ValidationError(error.description)
         }
-        if let metrics {
-            do {
-                _ = try MetricsAddress(parsing: metrics)
-            } catch {
-                throw ValidationError("--metrics '\(metrics)': \(error)")
-            }
-        }
     }
 
     @Option(name: .long, help: ArgumentHelp(
@@ -131,23 +124,7 @@ struct Run: ParsableCommand {
         case exit, restart
     }
 
-    @Option(name: .customLong("metrics"),
-            help: ArgumentHelp("""
-                Serve the guest's counters for Prometheus at GET /metrics on HOST:PORT (TCP) or on a Unix socket \
-                path (mode 0600), while the guest runs (README: Metrics).
-                """, valueName: "address"))
-    var metrics: String?
-
-    /// `--metrics` parsed (with what the user wrote, for messages), or the
-    /// one-line usage failure naming it.
-    func metricsAddress() -> MetricsOption? {
-        guard let metrics else { return nil }
-        do {
-            return MetricsOption(address: try MetricsAddress(parsing: metrics), text: metrics)
-        } catch {
-            usageFailure("--metrics '\(metrics)': \(error)")
-        }
-    }
+    @OptionGroup var metrics: MetricsOptions
 
     func run() throws {
         let rawName = name ?? "pvh-\(getpid())"
@@ -168,7 +145,37 @@ struct Run: ParsableCommand {
                                         name: guestName.rawValue, maxGrantFrames: maxGrantFrames, disks: diskSpecifications,
                                         networks: networkSpecifications)
         try runInForeground(config, name: guestName, restartOnReboot: onReboot == .restart ? "--on-reboot restart" : nil,
-                            metrics: metricsAddress())
+                            metrics: metrics.address())
+    }
+}
+
+/// `--metrics`, for `pvh run` and `pvh create`.
+struct MetricsOptions: ParsableArguments {
+    @Option(name: .customLong("metrics"),
+            help: ArgumentHelp("""
+                Serve the guest's counters for Prometheus at GET /metrics on HOST:PORT (TCP) or on a Unix socket \
+                path (mode 0600), while the guest runs (README: Metrics).
+                """, valueName: "address"))
+    var metrics: String?
+
+    func validate() throws {
+        guard let metrics else { return }
+        do {
+            _ = try MetricsAddress(parsing: metrics)
+        } catch {
+            throw ValidationError("--metrics '\(metrics)': \(error)")
+        }
+    }
+
+    /// `--metrics` parsed (with what the user wrote, for messages), or the
+    /// one-line usage failure naming it.
+    func address() -> MetricsOption? {
+        guard let metrics else { return nil }
+        do {
+            return MetricsOption(address: try MetricsAddress(parsing: metrics), text: metrics)
+        } catch {
+            usageFailure("--metrics '\(metrics)': \(error)")
+        }
     }
 }
 

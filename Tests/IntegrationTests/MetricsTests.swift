@@ -74,6 +74,10 @@ struct MetricsTests {
         let r = try runCommand(Env.pvhBinary, ["run", "--kernel", "/nonexistent", "--metrics", address])
         #expect(r.status == 2)
         #expect(r.stderr == message)
+        // pvh create takes the same option, checked before the config is read.
+        let c = try runCommand(Env.pvhBinary, ["create", "--metrics", address, "/nonexistent.cfg"])
+        #expect(c.status == 2)
+        #expect(c.stderr == message)
     }
 
     @Test("an address that cannot be bound: one line naming it, exit 2")
