@@ -49,50 +49,34 @@ enum BlockBench {
         var reaping: BlockIOCompletionReaping = .caller
     }
 
-    struct UsageError: Error, CustomStringConvertible {
-        var description: String
-    }
+    typealias UsageError = BenchUsageError
 
     static let usage = "usage: pvh-bench block [--seconds N] [--file PATH] [--rounds N] [--case NAME]... [--depth N] [--reaping caller|thread]"
 
     static func parse(_ arguments: [String]) throws(UsageError) -> Options {
         var options = Options()
-        var rest = arguments[...]
-        func value(_ flag: String) throws(UsageError) -> String {
-            guard let v = rest.popFirst() else { throw UsageError(description: "\(flag) needs a value (\(usage))") }
-            return v
-        }
-        func positive(_ flag: String) throws(UsageError) -> Int {
-            let v = try value(flag)
-            guard let n = Int(v), n > 0 else { throw UsageError(description: "\(flag): expected a positive integer, got '\(v)'") }
-            return n
-        }
-        while let argument = rest.popFirst() {
+        var words = BenchArguments(arguments, usage: usage)
+        while let argument = words.next() {
             switch argument {
-            case "--seconds": options.seconds = try positive(argument)
-            case "--rounds": options.rounds = try positive(argument)
+            case "--seconds": options.seconds = try words.positive(argument)
+            case "--rounds": options.rounds = try words.positive(argument)
             case "--depth":
-                let depth = try positive(argument)
+                let depth = try words.positive(argument)
                 guard BlkfrontRing<BlkifX86_64>.order(forDepth: depth) != nil else {
                     throw UsageError(description: "--depth: \(depth) is more than the largest ring holds")
                 }
                 options.depth = depth
-            case "--case":
-                let name = try value(argument)
-                guard cases.contains(where: { $0.name == name }) else {
-                    throw UsageError(description: "--case: no case '\(name)' (\(cases.map(\.name).joined(separator: ", ")))")
-                }
-                options.cases.append(name)
+            case "--case": options.cases.append(try words.caseName(argument, from: cases.map(\.name)))
             case "--reaping":
-                switch try value(argument) {
+                switch try words.value(argument) {
                 case "caller": options.reaping = .caller
                 case "thread": options.reaping = .engineThread
                 case let v: throw UsageError(description: "--reaping: expected caller or thread, got '\(v)'")
                 }
             case "--file":
-                options.file = try value(argument)
+                options.file = try words.value(argument)
                 guard !options.file.isEmpty else { throw UsageError(description: "--file: empty path") }
-            default: throw UsageError(description: "unknown argument '\(argument)' (\(usage))")
+            default: throw words.unknown(argument)
             }
         }
         return options

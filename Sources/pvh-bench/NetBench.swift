@@ -65,9 +65,7 @@ enum NetBench {
         var cases: [String] = []
     }
 
-    struct UsageError: Error, CustomStringConvertible {
-        var description: String
-    }
+    typealias UsageError = BenchUsageError
 
     static let usage = "usage: pvh-bench net [--seconds N] [--rounds N] [--case NAME]...  (cases: \(caseNames.joined(separator: ", ")); needs root)"
 
@@ -75,27 +73,13 @@ enum NetBench {
 
     static func parse(_ arguments: [String]) throws(UsageError) -> Options {
         var options = Options()
-        var rest = arguments[...]
-        func value(_ flag: String) throws(UsageError) -> String {
-            guard let v = rest.popFirst() else { throw UsageError(description: "\(flag) needs a value (\(usage))") }
-            return v
-        }
-        func positive(_ flag: String) throws(UsageError) -> Int {
-            let v = try value(flag)
-            guard let n = Int(v), n > 0 else { throw UsageError(description: "\(flag): expected a positive integer, got '\(v)'") }
-            return n
-        }
-        while let argument = rest.popFirst() {
+        var words = BenchArguments(arguments, usage: usage)
+        while let argument = words.next() {
             switch argument {
-            case "--seconds": options.seconds = try positive(argument)
-            case "--rounds": options.rounds = try positive(argument)
-            case "--case":
-                let name = try value(argument)
-                guard caseNames.contains(name) else {
-                    throw UsageError(description: "--case: no case '\(name)' (\(caseNames.joined(separator: ", ")))")
-                }
-                options.cases.append(name)
-            default: throw UsageError(description: "unknown argument '\(argument)' (\(usage))")
+            case "--seconds": options.seconds = try words.positive(argument)
+            case "--rounds": options.rounds = try words.positive(argument)
+            case "--case": options.cases.append(try words.caseName(argument, from: caseNames))
+            default: throw words.unknown(argument)
             }
         }
         return options
