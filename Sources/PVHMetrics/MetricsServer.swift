@@ -2,6 +2,7 @@ import Dispatch
 import Foundation
 import Hummingbird
 import Logging
+import PVHLogging
 import ServiceLifecycle
 import Synchronization
 import VMM
@@ -221,24 +222,5 @@ public final class MetricsServer: Sendable {
     static func reason(_ error: any Error) -> String {
         let text = "\(error)"
         return text.isEmpty ? "cannot bind" : text
-    }
-}
-
-/// swift-log's handler for pvh's own lines: `pvh: LABEL: message` on stderr,
-/// the one-line format of every other pvh diagnostic, warnings and worse
-/// only (Hummingbird's info lines would otherwise go to stdout, the
-/// guest's console).
-struct StandardErrorLogHandler: LogHandler {
-    let prefix: String
-    var metadata: Logger.Metadata = [:]
-    var logLevel: Logger.Level = .warning
-
-    subscript(metadataKey key: String) -> Logger.Metadata.Value? {
-        get { metadata[key] }
-        set { metadata[key] = newValue }
-    }
-
-    func log(event: LogEvent) {
-        FileDescriptorConsoleSink(fd: 2).emit(Array("pvh: \(prefix): \(event.message)\n".utf8))
     }
 }

@@ -126,7 +126,8 @@ struct CLITests {
           arguments: [("poweroff", Int32(0)), ("reboot", 3), ("crash", 4)])
     func exitStatus(_ how: String, _ status: Int32) throws {
         let elf = try Env.testGuest.get()
-        let r = try pvh(["run", "--kernel", elf, "--memory", "32", "--cmdline", "pvh.scenarios=version pvh.exit=\(how)"])
+        let r = try pvh(["run", "--kernel", elf, "--memory", "32", "--cmdline", "pvh.scenarios=version pvh.exit=\(how)",
+                         "--hypervisor-console", "stdout"])
         #expect(r.status == status, "\(r.stderr)")
         #expect(r.stdout.contains("PVHTEST version PASS"))
     }
@@ -138,7 +139,7 @@ struct CLITests {
         let elf = try Env.testGuest.get()
         let p = Process()
         p.executableURL = URL(fileURLWithPath: Env.pvhBinary)
-        p.arguments = ["run", "--kernel", elf, "--memory", "32", "--vcpus", "\(vcpus)",
+        p.arguments = ["run", "--kernel", elf, "--memory", "32", "--vcpus", "\(vcpus)", "--hypervisor-console", "stdout",
                        "--cmdline", "pvh.scenarios=bench_exit pvh.bench=100000000"]
         let out = Pipe(), err = Pipe()
         p.standardOutput = out
@@ -190,7 +191,7 @@ struct CLITests {
         let elf = try Env.testGuest.get()
         let p = Process()
         p.executableURL = URL(fileURLWithPath: Env.pvhBinary)
-        p.arguments = ["run", "--kernel", elf, "--memory", "32", "--on-reboot", "restart",
+        p.arguments = ["run", "--kernel", elf, "--memory", "32", "--on-reboot", "restart", "--hypervisor-console", "stdout",
                        "--cmdline", "pvh.scenarios=version pvh.exit=reboot"]
         let out = Pipe(), err = Pipe()
         p.standardOutput = out

@@ -312,9 +312,12 @@ final class RunningGuest: @unchecked Sendable {
             try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
             self.runtimeDirectory = dir
         }
+        // The test guest's results travel on the hypervisor console
+        // (console_io): --hypervisor-console stdout puts them on the stream
+        // read here. Its log goes to the runtime directory, removed with it.
         child = try ChildProcess(Env.pvhBinary, ["run", "--name", self.name, "--kernel", elf, "--memory", String(memoryMiB),
-                                                 "--cmdline", cmdline] + extra,
-                                 environment: ["PVH_RUNTIME_DIR": self.runtimeDirectory])
+                                                 "--cmdline", cmdline, "--hypervisor-console", "stdout"] + extra,
+                                 environment: ["PVH_RUNTIME_DIR": self.runtimeDirectory, "PVH_LOG_DIR": self.runtimeDirectory])
         // The console's first line comes once the domain (and its store) exist.
         guard child.waitForLine(startingWith: "PVHTEST BOOT", timeout: .seconds(30)) != nil else {
             child.stop()
@@ -324,7 +327,7 @@ final class RunningGuest: @unchecked Sendable {
 
     var socket: String { "\(runtimeDirectory)/\(name)/xenstored.sock" }
     /// For the `pvh` control commands.
-    var environment: [String: String] { ["PVH_RUNTIME_DIR": runtimeDirectory] }
+    var environment: [String: String] { ["PVH_RUNTIME_DIR": runtimeDirectory, "PVH_LOG_DIR": runtimeDirectory] }
     /// For Debian's xenstore-* tools.
     var xenstoreEnvironment: [String: String] { ["XENSTORED_PATH": socket] }
 
