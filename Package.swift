@@ -141,7 +141,7 @@ let package = Package(
         .testTarget(name: "XenBusTests", dependencies: ["XenBus", "XenStore", "XenABI"]),
         .testTarget(name: "BlockBackendTests", dependencies: ["BlockBackend", "BlockFrontend", "CXen", "DeviceRuntime", "EventChannels", "GrantTables", "GuestMemory", "HostIO", "TestSupport", "XenABI", "XenBus", "XenRing", "XenStore"]),
         .testTarget(name: "NetBackendTests", dependencies: ["NetBackend", "NetFrontend", "BlockFrontend", "GuestMemory", "HostIO", "TestSupport", "XenABI", "XenBus", "XenRing", "XenStore"]),
-        .testTarget(name: "VMMTests", dependencies: ["VMM", "DeviceSpecs", "DeviceRuntime", "KVM", "PVHBoot", "XenABI", "GuestMemory"]),
+        .testTarget(name: "VMMTests", dependencies: ["VMM", "PVHLogging", "DeviceSpecs", "DeviceRuntime", "KVM", "PVHBoot", "XenABI", "GuestMemory"]),
         .testTarget(name: "PVHLoggingTests", dependencies: ["PVHLogging", .product(name: "Logging", package: "swift-log")]),
         .testTarget(name: "PVHMetricsTests", dependencies: ["PVHMetrics", "VMM", "BlockBackend", "NetBackend", "DeviceRuntime", "ConsoleBackend", "XenABI"]),
         .testTarget(name: "IntegrationTests", dependencies: ["VMM", "DeviceSpecs", "KVM", "GrantTables", "GuestMemory", "XenABI"]),

@@ -1,5 +1,4 @@
 import Foundation
-import Logging
 import PVHLogging
 import Testing
 import XenABI
