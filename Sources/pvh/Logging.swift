@@ -34,14 +34,14 @@ struct LogOptions: ParsableArguments {
     var logFile: String?
 
     @Option(name: .customLong("log-level"),
-            help: ArgumentHelp("Least severe record the log file keeps: trace, debug, info, notice, warning, error, critical.",
+            help: ArgumentHelp("Least severe record the log file keeps.",
                                valueName: "level"))
     var logLevel: Logger.Level = .info
 
     @Option(name: .customLong("hypervisor-console"),
             help: ArgumentHelp("""
-                Where the guest's hypervisor console (console_io and port 0xE9, `pvh dmesg`) shows besides \
-                pvh dmesg: log (the log file; default, as xl keeps it off the guest's console), \
+                Where the guest's hypervisor console (console_io and port 0xE9) shows besides pvh dmesg: \
+                log (the log file; default, as xl keeps it off the guest's console), \
                 stderr (also on stderr, (dN)-prefixed lines), stdout (also on stdout as written, beside the PV console), \
                 none (only pvh dmesg).
                 """, valueName: "log|stderr|stdout|none"))

@@ -78,6 +78,10 @@ struct CLITests {
         (["run", "--kernel", "x", "--max-grant-frames", "0"], "--max-grant-frames 0: must be 1 to 1024"),
         (["run", "--kernel", "x", "--max-grant-frames", "1025"], "--max-grant-frames 1025: must be 1 to 1024"),
         (["run"], "--kernel"),
+        (["run", "--kernel", "x", "--log-level", "loud"], "--log-level"),
+        (["run", "--kernel", "x", "--hypervisor-console", "tty"], "--hypervisor-console"),
+        (["run", "--kernel", "x", "--log-file", "/proc/pvh-none/x.log"], "--log-file '/proc/pvh-none/x.log': cannot create its directory"),
+        (["dmesg", "bad/name"], "bad/name: not a guest name"),
     ])
     func badOptions(_ args: [String], _ option: String) throws {
         let r = try pvh(args)
@@ -91,7 +95,7 @@ struct CLITests {
     func help() throws {
         let r = try pvh(["run", "--help"])
         #expect(r.status == 0)
-        for o in ["--kernel", "--initrd", "--cmdline", "--memory", "--vcpus", "--max-grant-frames", "--disk"] { #expect(r.stdout.contains(o)) }
+        for o in ["--kernel", "--initrd", "--cmdline", "--memory", "--vcpus", "--max-grant-frames", "--disk", "--log-file", "--log-level", "--hypervisor-console"] { #expect(r.stdout.contains(o)) }
     }
 
     @Test("a bad --disk: one line, --disk 'SPEC': REASON, exit 2", arguments: [
