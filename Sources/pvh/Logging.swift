@@ -47,10 +47,11 @@ struct LogOptions: ParsableArguments {
                 """, valueName: "log|stderr|stdout|none"))
     var hypervisorConsole: HypervisorConsoleMode = .log
 
-    /// The guest's logger and log file. `named`: the user named the guest,
+    /// The guest's logger, and a maker of loggers for parts of pvh into the
+    /// same file (`metrics`). `named`: the user named the guest,
     /// so a default log file is kept under that name. A log file that
     /// cannot be opened is one line and exit 2.
-    func logger(for config: GuestConfiguration, named: Bool) -> (Logger, LogFile?) {
+    func logger(for config: GuestConfiguration, named: Bool) -> (Logger, (String?) -> Logger) {
         let label = PVHLogHandler.label(domain: config.domainID.rawValue, name: config.name)
         let path = logFile ?? (named ? LogLocation.defaultPath(name: config.name, uid: getuid(),
                                                                 environment: ProcessInfo.processInfo.environment) : nil)
@@ -62,7 +63,9 @@ struct LogOptions: ParsableArguments {
                 usageFailure("--log-file '\(path)': \(error.reason)")
             }
         }
-        return (GuestLog.logger(label: label, file: file, level: logLevel), file)
+        let level = logLevel
+        return (GuestLog.logger(label: label, file: file, level: level),
+                { component in GuestLog.logger(label: label, file: file, level: level, component: component) })
     }
 
     /// Where the hypervisor console goes for this run.

@@ -219,7 +219,7 @@ enum GuestLimits {
 func runInForeground(_ config: GuestConfiguration, name guestName: GuestName, restartOnReboot restartReason: String?,
                      metrics: MetricsOption? = nil, log: LogOptions, named: Bool) throws {
     let rawName = guestName.rawValue
-    let (logger, _) = log.logger(for: config, named: named)
+    let (logger, componentLogger) = log.logger(for: config, named: named)
     // The signals pvh acts on are blocked in every thread (each thread
     // inherits the mask, so this comes before any is started). Dispatch
     // receives them through a signalfd, which sees only blocked signals;
@@ -254,7 +254,7 @@ func runInForeground(_ config: GuestConfiguration, name guestName: GuestName, re
     var metricsServer: MetricsServer?
     if let metrics {
         do {
-            metricsServer = try MetricsServer.start(metrics.address, registry: metricsRegistry)
+            metricsServer = try MetricsServer.start(metrics.address, registry: metricsRegistry, logger: componentLogger("metrics"))
         } catch {
             socketServer.stop()
             runtime.cleanUp(for: guestName)

@@ -51,6 +51,18 @@ struct PVHLoggingTests {
         #expect(file.lines[1].hasSuffix(" warning pvh[1/web]: xenstore: ring fault\n"))
     }
 
+    @Test("a component's logger names it on stderr (`pvh: metrics: ...`) and in the file (component=metrics)")
+    func component() {
+        let file = MemoryLogDestination(), stderr = MemoryLogDestination()
+        let logger = GuestLog.logger(label: "pvh[1/web]", file: file, standardError: stderr, component: "metrics")
+        logger.info("server started")
+        logger.error("bind failed")
+        #expect(stderr.lines == ["pvh: metrics: bind failed\n"])
+        #expect(file.lines.map { $0.split(separator: " ", maxSplits: 1).last.map(String.init) } == [
+            "info pvh[1/web]: server started component=metrics\n", "error pvh[1/web]: bind failed component=metrics\n",
+        ])
+    }
+
     @Test("without a file, only warnings and worse appear, on stderr")
     func noFile() {
         let stderr = MemoryLogDestination()

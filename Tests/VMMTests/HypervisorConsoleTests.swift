@@ -90,6 +90,19 @@ struct HypervisorConsoleTests {
         #expect(console.outputDrops == 0)
     }
 
+    @Test("backend lines: connected and link-up reports go to the log only, the rest (faults, link down) also to stderr")
+    func backendLines() {
+        let file = MemoryLogDestination(), stderr = MemoryLogDestination()
+        let logger = GuestLog.logger(label: "pvh[1/t]", file: file, standardError: stderr)
+        logger.backendLine("vbd-51712: connected: 1 queue(s) of 1 page(s), protocol x86_64-abi")
+        logger.backendLine("vif-0: link up: user (passt pid 7)")
+        logger.backendLine("vif-0: link down: user (passt not running)")
+        logger.backendLine("vbd-51712: queue 0: in-flight I/O did not finish; abandoned")
+        #expect(stderr.lines == ["pvh: vif-0: link down: user (passt not running)\n",
+                                 "pvh: vbd-51712: queue 0: in-flight I/O did not finish; abandoned\n"])
+        #expect(file.lines.count == 4)
+    }
+
     @Test("raw output gets the bytes as written, partial lines and all (the integration tests' stdout)")
     func raw() {
         let raw = CapturingConsoleSink()
