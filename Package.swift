@@ -97,7 +97,7 @@ let package = Package(
         .target(name: "NetFrontend", dependencies: ["NetBackend", "BlockFrontend", "EventChannels", "GuestMemory", "XenABI", "XenBus", "XenRing", "XenStore"], swiftSettings: safeSettings),
         // pvh's logging on swift-log: the handler (one line per record, the
         // guest's label), size-capped log files, where a guest's log goes.
-        .target(name: "PVHLogging", dependencies: [.product(name: "Logging", package: "swift-log")], swiftSettings: safeSettings),
+        .target(name: "PVHLogging", dependencies: ["XenABI", .product(name: "Logging", package: "swift-log")], swiftSettings: safeSettings),
         // Wiring: vCPU threads, exit handling, transports.
         .target(name: "VMM", dependencies: ["BlockBackend", "NetBackend", "HostIO", "DeviceSpecs", "KVM", "GuestMemory", "XenABI", "PVHBoot", "Hypercalls", "EventChannels", "GrantTables", "ConsoleBackend", "PVTime", "XenStore", "XenBus", "DeviceRuntime", "PVHLogging", .product(name: "Logging", package: "swift-log")], swiftSettings: safeSettings),
         // Metrics: a running domain's counters as Prometheus metrics, collected
@@ -142,7 +142,7 @@ let package = Package(
         .testTarget(name: "BlockBackendTests", dependencies: ["BlockBackend", "BlockFrontend", "CXen", "DeviceRuntime", "EventChannels", "GrantTables", "GuestMemory", "HostIO", "TestSupport", "XenABI", "XenBus", "XenRing", "XenStore"]),
         .testTarget(name: "NetBackendTests", dependencies: ["NetBackend", "NetFrontend", "BlockFrontend", "GuestMemory", "HostIO", "TestSupport", "XenABI", "XenBus", "XenRing", "XenStore"]),
         .testTarget(name: "VMMTests", dependencies: ["VMM", "PVHLogging", "DeviceSpecs", "DeviceRuntime", "KVM", "PVHBoot", "XenABI", "GuestMemory"]),
-        .testTarget(name: "PVHLoggingTests", dependencies: ["PVHLogging", .product(name: "Logging", package: "swift-log")]),
+        .testTarget(name: "PVHLoggingTests", dependencies: ["PVHLogging", "XenABI", .product(name: "Logging", package: "swift-log")]),
         .testTarget(name: "PVHMetricsTests", dependencies: ["PVHMetrics", "VMM", "BlockBackend", "NetBackend", "DeviceRuntime", "ConsoleBackend", "XenABI"]),
         .testTarget(name: "IntegrationTests", dependencies: ["VMM", "DeviceSpecs", "KVM", "GrantTables", "GuestMemory", "XenABI"]),
     ]

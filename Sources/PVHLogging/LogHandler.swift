@@ -1,6 +1,7 @@
 import Foundation
 import Logging
 import Synchronization
+import XenABI
 
 /// Where formatted log lines go: a file, stderr, a test's array. Called on
 /// the logging thread; implementations serialise themselves.
@@ -29,7 +30,7 @@ public struct PVHLogHandler: LogHandler {
     }
 
     /// The label of a guest's records: `pvh[DOMID/NAME]`.
-    public static func label(domain: UInt16, name: String) -> String { "pvh[\(domain)/\(name)]" }
+    public static func label(domain: DomainID, name: String) -> String { "pvh[\(domain.rawValue)/\(name)]" }
 
     public subscript(metadataKey key: String) -> Logger.Metadata.Value? {
         get { metadata[key] }

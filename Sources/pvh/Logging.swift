@@ -52,7 +52,7 @@ struct LogOptions: ParsableArguments {
     /// so a default log file is kept under that name. A log file that
     /// cannot be opened is one line and exit 2.
     func logger(for config: GuestConfiguration, named: Bool) -> (Logger, (String?) -> Logger) {
-        let label = PVHLogHandler.label(domain: config.domainID.rawValue, name: config.name)
+        let label = PVHLogHandler.label(domain: config.domainID, name: config.name)
         let path = logFile ?? (named ? LogLocation.defaultPath(name: config.name, uid: getuid(),
                                                                 environment: ProcessInfo.processInfo.environment) : nil)
         var file: LogFile?
@@ -60,7 +60,9 @@ struct LogOptions: ParsableArguments {
             do {
                 file = try LogFile(path: path)
             } catch {
-                usageFailure("--log-file '\(path)': \(error.reason)")
+                // The default place is named as such: the user did not write it.
+                usageFailure(logFile == nil ? "log file '\(path)' (--log-file chooses another): \(error.reason)"
+                                            : "--log-file '\(path)': \(error.reason)")
             }
         }
         let level = logLevel

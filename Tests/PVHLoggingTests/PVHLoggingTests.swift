@@ -1,6 +1,7 @@
 import Foundation
 import Logging
 import Testing
+import XenABI
 @testable import PVHLogging
 
 @Suite("pvh's log handler and log files")
@@ -10,7 +11,7 @@ struct PVHLoggingTests {
 
     @Test("one line per record: UTC timestamp with milliseconds, level, the guest's label, the message, sorted metadata")
     func format() {
-        let line = PVHLogHandler.format(time: Self.instant, level: .warning, label: PVHLogHandler.label(domain: 1, name: "web"),
+        let line = PVHLogHandler.format(time: Self.instant, level: .warning, label: PVHLogHandler.label(domain: DomainID(rawValue: 1), name: "web"),
                                         message: "vbd-51712: disabled", metadata: ["z": "last", "device": "vbd-51712"])
         #expect(line == "2026-12-03T10:04:05.125Z warning pvh[1/web]: vbd-51712: disabled device=vbd-51712 z=last\n")
     }
