@@ -51,10 +51,11 @@ extension Env {
     /// Runs the pvh binary with `args` and no input, to its end; after
     /// `limit` seconds it is killed (SIGKILL), so a hang fails the test
     /// instead of stalling the run.
-    static func runPVH(_ args: [String], limit: Double = 300) throws -> PVHResult {
+    static func runPVH(_ args: [String], limit: Double = 300, environment: [String: String] = [:]) throws -> PVHResult {
         let p = Process()
         p.executableURL = URL(fileURLWithPath: pvhBinary)
         p.arguments = args
+        if !environment.isEmpty { p.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 } }
         let out = Pipe(), err = Pipe()
         p.standardOutput = out
         p.standardError = err
