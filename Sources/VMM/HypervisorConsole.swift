@@ -119,6 +119,41 @@ public struct HypervisorConsoleRing: Sendable {
     public var lines: ArraySlice<HypervisorConsoleLine> { storage[head...] }
 }
 
+/// How many hypervisor console lines a guest may put in its log (pure): a
+/// token bucket, `burst` lines at once and `perSecond` after that. The log
+/// is shared with pvh's own records and capped, so a guest that floods its
+/// console must not push them out; Xen rate-limits guest output the same way
+/// (printk_ratelimit, xen/drivers/char/console.c). The ring and `pvh dmesg`
+/// keep every line regardless.
+public struct LineRateLimit: Sendable {
+    public let burst: Double
+    public let perSecond: Double
+    private var tokens: Double
+    private var last: Double?
+    /// Lines refused since the last one allowed.
+    public private(set) var refused: UInt64 = 0
+
+    public init(burst: Int = 1000, perSecond: Int = 100) {
+        self.burst = Double(burst)
+        self.perSecond = Double(perSecond)
+        tokens = Double(burst)
+    }
+
+    /// Whether one more line may go to the log at `now` (seconds, any
+    /// monotonic origin); when it may, how many were refused before it.
+    public mutating func admit(at now: Double) -> (allowed: Bool, refusedBefore: UInt64) {
+        if let last { tokens = min(burst, tokens + max(0, now - last) * perSecond) }
+        last = now
+        guard tokens >= 1 else {
+            refused += 1
+            return (false, 0)
+        }
+        tokens -= 1
+        defer { refused = 0 }
+        return (true, refused)
+    }
+}
+
 /// What `pvh dmesg` shows of one domain: the lines held and how many older
 /// ones were dropped.
 public struct HypervisorConsoleSnapshot: Sendable, Equatable {
@@ -183,6 +218,8 @@ public final class HypervisorConsole: Sendable {
     }
     private let state: Mutex<State>
     private let queue = DispatchQueue(label: "pvh-hypervisor-console")
+    /// The log's limit; only `queue` uses it (the lock keeps the class Sendable).
+    private let logLimit = Mutex(LineRateLimit())
 
     public init(domain: DomainID, outputs: HypervisorConsoleOutputs) {
         self.domain = domain
@@ -238,7 +275,15 @@ public final class HypervisorConsole: Sendable {
         guard !lines.isEmpty else { return }
         if let sink = outputs.lines { sink.emit(lines.flatMap(\.rendered)) }
         if let logger = outputs.logger {
-            for line in lines { logger.info("\(line.renderedText)") }
+            let now = Double(DispatchTime.now().uptimeNanoseconds) / 1e9
+            for line in lines {
+                let (allowed, refused) = logLimit.withLock { $0.admit(at: now) }
+                guard allowed else { continue }
+                if refused > 0 {
+                    logger.notice("hypervisor console: \(refused) lines not logged (more than \(Int(LineRateLimit().perSecond)) a second); pvh dmesg has the newest")
+                }
+                logger.info("\(line.renderedText)")
+            }
         }
         if let file = outputs.file, let last = lines.last {
             file.append(lines) { self.snapshot(through: last.sequence) }

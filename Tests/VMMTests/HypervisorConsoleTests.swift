@@ -103,6 +103,19 @@ struct HypervisorConsoleTests {
         #expect(file.lines.count == 4)
     }
 
+    @Test("the log's rate limit: a burst, then so many a second; the refused lines are counted for the next allowed one")
+    func rateLimit() {
+        var limit = LineRateLimit(burst: 3, perSecond: 2)
+        let burst = (0..<5).map { _ in limit.admit(at: 10).allowed }
+        #expect(burst == [true, true, true, false, false])
+        // Half a second later: one more token.
+        #expect(limit.admit(at: 10.5) == (allowed: true, refusedBefore: 2))
+        #expect(limit.admit(at: 10.5).allowed == false)
+        // A long pause refills to the burst, not beyond.
+        #expect(limit.admit(at: 100).refusedBefore == 1)
+        #expect((0..<3).map { _ in limit.admit(at: 100).allowed } == [true, true, false])
+    }
+
     @Test("raw output gets the bytes as written, partial lines and all (the integration tests' stdout)")
     func raw() {
         let raw = CapturingConsoleSink()
