@@ -95,14 +95,17 @@ let package = Package(
         // A netif frontend over guest memory for benchmarks and tests (in
         // BlockFrontend's guest): rings, posted buffers, packets, the handshake.
         .target(name: "NetFrontend", dependencies: ["NetBackend", "BlockFrontend", "EventChannels", "GuestMemory", "XenABI", "XenBus", "XenRing", "XenStore"], swiftSettings: safeSettings),
+        // pvh's logging on swift-log: the handler (one line per record, the
+        // guest's label), size-capped log files, where a guest's log goes.
+        .target(name: "PVHLogging", dependencies: ["XenABI", .product(name: "Logging", package: "swift-log")], swiftSettings: safeSettings),
         // Wiring: vCPU threads, exit handling, transports.
-        .target(name: "VMM", dependencies: ["BlockBackend", "NetBackend", "HostIO", "DeviceSpecs", "KVM", "GuestMemory", "XenABI", "PVHBoot", "Hypercalls", "EventChannels", "GrantTables", "ConsoleBackend", "PVTime", "XenStore", "XenBus", "DeviceRuntime"], swiftSettings: safeSettings),
+        .target(name: "VMM", dependencies: ["BlockBackend", "NetBackend", "HostIO", "DeviceSpecs", "KVM", "GuestMemory", "XenABI", "PVHBoot", "Hypercalls", "EventChannels", "GrantTables", "ConsoleBackend", "PVTime", "XenStore", "XenBus", "DeviceRuntime", "PVHLogging", .product(name: "Logging", package: "swift-log")], swiftSettings: safeSettings),
         // Metrics: a running domain's counters as Prometheus metrics, collected
         // at scrape time, and the HTTP server that serves them at /metrics.
         .target(
             name: "PVHMetrics",
             dependencies: [
-                "VMM", "BlockBackend", "NetBackend", "ConsoleBackend", "DeviceRuntime", "XenABI",
+                "VMM", "BlockBackend", "NetBackend", "ConsoleBackend", "DeviceRuntime", "XenABI", "PVHLogging",
                 .product(name: "Metrics", package: "swift-metrics"),
                 .product(name: "Prometheus", package: "swift-prometheus"),
                 .product(name: "Hummingbird", package: "hummingbird"),
@@ -112,7 +115,9 @@ let package = Package(
             swiftSettings: safeSettings),
         .executableTarget(
             name: "pvh",
-            dependencies: ["DeviceSpecs", "VMM", "KVM", "XenStore", "XLConfig", "PVHMetrics", .product(name: "ArgumentParser", package: "swift-argument-parser")]),
+            dependencies: ["DeviceSpecs", "VMM", "KVM", "XenStore", "XLConfig", "PVHMetrics", "PVHLogging",
+                           .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                           .product(name: "Logging", package: "swift-log")]),
         // Benchmarks: pvh beside its reference (bare KVM exit, host decompressors, fio).
         .executableTarget(name: "pvh-bench", dependencies: ["CHostIO", "VMM", "KVM", "PVHBoot", "GuestMemory", "XenStore", "Hypercalls", "BlockBackend", "BlockFrontend", "NetBackend", "NetFrontend", "HostIO", "XenABI", "XenBus"]),
         // Test helpers: mock guest memory, ELF fixture builder. Imported by tests only.
@@ -136,7 +141,8 @@ let package = Package(
         .testTarget(name: "XenBusTests", dependencies: ["XenBus", "XenStore", "XenABI"]),
         .testTarget(name: "BlockBackendTests", dependencies: ["BlockBackend", "BlockFrontend", "CXen", "DeviceRuntime", "EventChannels", "GrantTables", "GuestMemory", "HostIO", "TestSupport", "XenABI", "XenBus", "XenRing", "XenStore"]),
         .testTarget(name: "NetBackendTests", dependencies: ["NetBackend", "NetFrontend", "BlockFrontend", "GuestMemory", "HostIO", "TestSupport", "XenABI", "XenBus", "XenRing", "XenStore"]),
-        .testTarget(name: "VMMTests", dependencies: ["VMM", "DeviceSpecs", "DeviceRuntime", "KVM", "PVHBoot", "XenABI", "GuestMemory"]),
+        .testTarget(name: "VMMTests", dependencies: ["VMM", "PVHLogging", "DeviceSpecs", "DeviceRuntime", "KVM", "PVHBoot", "XenABI", "GuestMemory"]),
+        .testTarget(name: "PVHLoggingTests", dependencies: ["PVHLogging", "XenABI", .product(name: "Logging", package: "swift-log")]),
         .testTarget(name: "PVHMetricsTests", dependencies: ["PVHMetrics", "VMM", "BlockBackend", "NetBackend", "DeviceRuntime", "ConsoleBackend", "XenABI"]),
         .testTarget(name: "IntegrationTests", dependencies: ["VMM", "DeviceSpecs", "KVM", "GrantTables", "GuestMemory", "XenABI"]),
     ]

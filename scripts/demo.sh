@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Sets up this machine (scripts/setup.sh) and boots guests on their Xen console:
+# Sets up this machine (scripts/setup.sh) and boots guests on their Xen console
+# (the hypervisor console, shown on stderr; the PV console on stdout):
 # the project's test guest, then Debian's 6.1 cloud kernel with its initramfs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -9,7 +10,9 @@ kit=${PVH_GUEST_KIT:-guest-kit/out}
 $pvh host
 echo
 echo "== test guest (testguest/): its scenarios on the Xen console, then poweroff"
-$pvh run --kernel testguest/build/testguest.elf --memory 64
+# The test guest reports with console_io: the hypervisor console (pvh dmesg),
+# shown here live on stderr.
+$pvh run --kernel testguest/build/testguest.elf --memory 64 --hypervisor-console stderr
 echo
 echo "== Debian 6.1 cloud kernel, entered at its PVH entry point (earlyprintk=xen)"
 cmdline="earlyprintk=xen console=hvc0"
@@ -27,6 +30,6 @@ if $pvh host | grep -q '^KVM backend: software'; then
 fi
 status=0
 timeout --foreground -s INT "$limit" $pvh run --kernel "$kit/vmlinuz-6.1" \
-    --initrd "$kit/initramfs-6.1.cpio" --cmdline "$cmdline" --memory 512 || status=$?
+    --initrd "$kit/initramfs-6.1.cpio" --cmdline "$cmdline" --memory 512 --hypervisor-console stderr || status=$?
 echo
 echo "== pvh exited with status $status (130 or 124: the demo's time limit of ${limit}s)"

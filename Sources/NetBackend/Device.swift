@@ -86,8 +86,14 @@ public final class NetBackend: Sendable {
         }
         driver.setXenbus(xenbus)
         do {
+            // A carrier change is the link's host side going away and coming
+            // back (passt died and was restarted): worth a line in the log.
+            let name = driver.name, link = configuration.link
             try configuration.link.start(receive: { [weak driver] frame in driver?.received(frame) },
-                                         carrier: { [weak driver] up in driver?.carrier.set(up) })
+                                         carrier: { [weak driver] up in
+                                             driver?.carrier.set(up)
+                                             log("\(name): link \(up ? "up" : "down"): \(link.description)")
+                                         })
         } catch {
             xenbus.destroy()
             throw .link(error)

@@ -2,6 +2,7 @@ import Dispatch
 import Foundation
 import Hummingbird
 import Logging
+import PVHLogging
 import ServiceLifecycle
 import Synchronization
 import VMM
@@ -88,14 +89,16 @@ public final class MetricsServer: Sendable {
     /// Binds `address` and serves `registry` until `stop()`. For a
     /// synchronous caller off Swift's concurrency pool (`pvh run`'s main
     /// thread): it blocks until the socket is bound or the bind failed.
+    /// `logger` takes the server's records (nil: warnings and worse on
+    /// stderr as `pvh: metrics: ...`).
     public static func start(_ address: MetricsAddress, registry: PVHMetricsRegistry,
-                             timeout: Duration = .seconds(10)) throws(MetricsServerError) -> MetricsServer {
+                             timeout: Duration = .seconds(10), logger: Logger? = nil) throws(MetricsServerError) -> MetricsServer {
         let outcome = Mutex<Result<MetricsServer, MetricsServerError>?>(nil)
         let done = DispatchSemaphore(value: 0)
         Task.detached {
             let result: Result<MetricsServer, MetricsServerError>
             do throws(MetricsServerError) {
-                result = .success(try await startServing(address, registry: registry, timeout: timeout))
+                result = .success(try await startServing(address, registry: registry, timeout: timeout, logger: logger))
             } catch {
                 result = .failure(error)
             }
@@ -110,8 +113,8 @@ public final class MetricsServer: Sendable {
     }
 
     /// `start`, for async callers (it waits without blocking a thread).
-    public static func startServing(_ address: MetricsAddress, registry: PVHMetricsRegistry,
-                                    timeout: Duration = .seconds(10)) async throws(MetricsServerError) -> MetricsServer {
+    public static func startServing(_ address: MetricsAddress, registry: PVHMetricsRegistry, timeout: Duration = .seconds(10),
+                                    logger: Logger? = nil) async throws(MetricsServerError) -> MetricsServer {
         let router = Router()
         router.get("/metrics") { _, _ in
             var headers = HTTPFields()
@@ -130,7 +133,7 @@ public final class MetricsServer: Sendable {
             }
             waiter?.resume()
         }
-        let logger = Logger(label: "pvh.metrics", factory: { _ in StandardErrorLogHandler(prefix: "metrics") })
+        let logger = logger ?? Logger(label: "pvh.metrics", factory: { _ in StandardErrorLogHandler(prefix: "metrics") })
         let app = Application(
             router: router,
             configuration: ApplicationConfiguration(address: address.bindAddress, serverName: nil),
@@ -221,24 +224,5 @@ public final class MetricsServer: Sendable {
     static func reason(_ error: any Error) -> String {
         let text = "\(error)"
         return text.isEmpty ? "cannot bind" : text
-    }
-}
-
-/// swift-log's handler for pvh's own lines: `pvh: LABEL: message` on stderr,
-/// the one-line format of every other pvh diagnostic, warnings and worse
-/// only (Hummingbird's info lines would otherwise go to stdout, the
-/// guest's console).
-struct StandardErrorLogHandler: LogHandler {
-    let prefix: String
-    var metadata: Logger.Metadata = [:]
-    var logLevel: Logger.Level = .warning
-
-    subscript(metadataKey key: String) -> Logger.Metadata.Value? {
-        get { metadata[key] }
-        set { metadata[key] = newValue }
-    }
-
-    func log(event: LogEvent) {
-        FileDescriptorConsoleSink(fd: 2).emit(Array("pvh: \(prefix): \(event.message)\n".utf8))
     }
 }

@@ -3,9 +3,9 @@ import Glibc
 #endif
 import Synchronization
 
-/// Where the guest's console bytes go: the Xen console (console_io) and the
-/// debug port 0xE9 both end here. Bytes are passed on as they arrive, never
-/// dropped or reordered.
+/// Where a console's bytes go: the PV console's output, and the hypervisor
+/// console's outputs (`HypervisorConsoleOutputs`). Bytes are passed on as
+/// they arrive, never dropped or reordered.
 public protocol ConsoleSink: AnyObject, Sendable {
     func emit(_ bytes: [UInt8])
 }
@@ -47,7 +47,7 @@ public final class CapturingConsoleSink: ConsoleSink {
 
     /// `onLine` runs for every complete line on the emitting thread: the
     /// console's device thread (`pvh-console`) for the PV console ring, the
-    /// vCPU's for console_io and port 0xE9.
+    /// hypervisor console's queue for console_io and port 0xE9.
     public init(forwardTo forward: (any ConsoleSink)? = nil, onLine: @escaping @Sendable (String) -> Void = { _ in }) {
         self.forward = forward
         self.onLine = onLine

@@ -5,6 +5,7 @@ import EventChannels
 import GrantTables
 import GuestMemory
 import HostIO
+import Logging
 import Synchronization
 import XenABI
 import XenBus
@@ -58,7 +59,7 @@ final class DiskBackends: Sendable {
     let metrics: [(device: String, metrics: BlockMetrics)]
 
     init(_ images: DiskImages, domain: DomainID, vcpus: Int, memory: MappedGuestMemory, grants: GrantTable,
-         events: EventChannelTable, runtime: DeviceRuntime, store: XenStoreServer) throws(DomainError) {
+         events: EventChannelTable, runtime: DeviceRuntime, store: XenStoreServer, logger: Logger) throws(DomainError) {
         var backends: [BlockBackend] = []
         for disk in images.disks {
             let spec = disk.specification, file = disk.file
@@ -79,7 +80,7 @@ final class DiskBackends: Sendable {
                 let backend = try BlockBackend(
                     store: store, address: address, configuration: configuration, memory: memory, grants: grants,
                     events: events, runtime: runtime, startHandshake: false,
-                    log: { line in FileDescriptorConsoleSink(fd: 2).emit(Array("pvh: \(line)\n".utf8)) })
+                    log: { line in logger.backendLine(line) })
                 // What libxl writes for a disk (tools/libs/light/libxl_disk.c):
                 // for the toolstack's and the user's eyes, not the frontend's.
                 let be = address.backendPath

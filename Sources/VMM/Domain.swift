@@ -10,7 +10,9 @@ import Synchronization
 import GuestMemory
 import Hypercalls
 import KVM
+import Logging
 import NetBackend
+import PVHLogging
 import PVHBoot
 import XenABI
 import XenBus
@@ -104,22 +106,37 @@ public final class Domain: Sendable {
     public var storeLayout: DomainStoreLayout { toolstack.storeLayout }
     /// The domain id the guest sees.
     public var domainID: DomainID { configuration.domainID }
+    /// Xen's console for this domain (console_io and port 0xE9; `xl dmesg`).
+    public let hypervisorConsole: HypervisorConsole
+    /// Where the VMM's diagnostics about this domain go.
+    public let logger: Logger
     let vm: VirtualMachine
     let memory: MappedGuestMemory
     let runners: [VCPURunner]
     let dumps = VCPUStateDump()
 
-    /// Builds the domain. `store` is the toolstack's XenStore (a fresh one
-    /// if nil): the domain's tree is written there and the guest's ring
-    /// connected to it.
+    /// Builds the domain. `console` takes the PV console's output. `store`
+    /// is the toolstack's XenStore (a fresh one if nil): the domain's tree
+    /// is written there and the guest's ring connected to it.
+    /// `hypervisorConsole` says where the hypervisor console goes besides
+    /// its ring; nil sends its bytes, as written, to `console` too (the two
+    /// consoles on one stream, as the integration tests read them).
+    /// `logger` takes the VMM's diagnostics (nil: warnings and worse on
+    /// stderr as `pvh: ...`).
     public init(configuration: GuestConfiguration, console: any ConsoleSink, system: KVMSystem? = nil,
-                store: XenStoreServer? = nil) throws(DomainError) {
+                store: XenStoreServer? = nil, hypervisorConsole: HypervisorConsoleOutputs? = nil,
+                logger: Logger? = nil) throws(DomainError) {
         self.configuration = configuration
+        let logger = logger ?? GuestLog.standardErrorOnly()
+        self.logger = logger
+        let hypervisorConsole = HypervisorConsole(domain: configuration.domainID,
+                                                  outputs: hypervisorConsole ?? HypervisorConsoleOutputs(raw: console))
+        self.hypervisorConsole = hypervisorConsole
         try configuration.validate()
         // Bad input first: nothing is created for a kernel that cannot boot.
         let image = try GuestImage(configuration)
         let disks = try DiskImages(configuration)
-        let networks = try NetworkLinks(configuration)
+        let networks = try NetworkLinks(configuration, logger: logger)
         // A domain that fails to build ends its links' host sides (passt
         // processes, TAP devices) too.
         var built = false
@@ -131,22 +148,22 @@ public final class Domain: Sendable {
         let boot = try image.load(into: machine.memory, configuration)
         bootInfo = boot
 
-        let xen = XenPlatform(configuration, machine: machine, metrics: metrics)
+        let xen = XenPlatform(configuration, machine: machine, metrics: metrics, logger: logger)
         state = xen.state
         events = xen.events
         timers = xen.timers
         grants = xen.grants
         toolstack = try ToolstackDevices(configuration, memory: machine.memory, xen: xen,
                                          store: store ?? XenStoreServer(), output: console, disks: disks,
-                                         networks: networks)
+                                         networks: networks, logger: logger)
         networkDeviceNames = toolstack.networks.all.map { "\($0.address.type)-\($0.address.index)" }
-        let dispatcher = xen.dispatcher(configuration, machine: machine, boot: boot, console: console)
+        let dispatcher = xen.dispatcher(configuration, machine: machine, boot: boot, console: hypervisorConsole)
         reservation = dispatcher.reservation
 
         let transports = try VCPUSetup.transports(machine: machine, boot: boot)
         self.transports = transports
         let services = DomainServices(
-            memory: machine.memory, dispatcher: dispatcher, console: console, lifecycle: lifecycle,
+            memory: machine.memory, dispatcher: dispatcher, console: hypervisorConsole, lifecycle: lifecycle,
             transports: transports, metrics: metrics, events: xen.events, timers: xen.timers, wakeups: xen.wakeups,
             smp: xen.smp, dumps: dumps, state: xen.state, upcalls: xen.upcalls)
         let wakeups = xen.wakeups
@@ -202,6 +219,9 @@ public final class Domain: Sendable {
         // the guest after run() returns.
         for _ in 0...runners.count { exited.wait() }
         toolstack.tearDown()
+        // What the guest wrote to Xen's console before it stopped reaches
+        // the terminal, log and file before pvh reports the end.
+        hypervisorConsole.flush()
         return end
     }
 

@@ -7,6 +7,7 @@ import GrantTables
 import GuestMemory
 import Hypercalls
 import KVM
+import Logging
 import PVHBoot
 import PVTime
 import XenABI
@@ -159,12 +160,12 @@ struct XenPlatform {
     let smp: SMPControl
     let grants: GrantTable
 
-    init(_ configuration: GuestConfiguration, machine: Machine, metrics: DomainMetrics) {
+    init(_ configuration: GuestConfiguration, machine: Machine, metrics: DomainMetrics, logger: Logger) {
         let domain = configuration.domainID
         wakeups = VCPUWakeups(vcpuCount: configuration.vcpus)
         upcalls = UpcallInjector(
             vm: machine.vm, state: state, metrics: metrics, wakeups: wakeups,
-            report: { FileDescriptorConsoleSink(fd: 2).emit(Array("pvh: \($0)\n".utf8)) })
+            report: { logger.warning("\($0)") })
         upcalls.setVCPUs(machine.vcpus)
         events = EventChannelTable(
             configuration: .init(domainID: domain, vcpuCount: configuration.vcpus, maximumPort: configuration.maximumEventChannelPort),
@@ -185,7 +186,7 @@ struct XenPlatform {
 
     /// The hypercall dispatcher over these services.
     func dispatcher(_ configuration: GuestConfiguration, machine: Machine, boot: BootInfo,
-                    console: any ConsoleSink) -> HypercallDispatcher {
+                    console: HypervisorConsole) -> HypercallDispatcher {
         // The domain's pages are its RAM (the grant area is not).
         let pages = configuration.ramRanges.reduce(0) { $0 + $1.length } / GuestFrameNumber.pageSize
         // Hole pages the guest may have backed: shared_info, and every grant frame (shared and status).
@@ -195,7 +196,7 @@ struct XenPlatform {
                 domainID: configuration.domainID, vcpuCount: configuration.vcpus, memoryMap: boot.memoryMap,
                 totalPages: pages, maxPages: pages, guestCommandLine: configuration.commandLine,
                 features: XenFeatures.pvhDefault.union(.hvmSafePVClock)),
-            memory: machine.memory, console: ConsoleAdapter(sink: console),
+            memory: machine.memory, console: ConsoleAdapter(console: console),
             physmap: PhysmapBacking(vm: machine.vm, memory: machine.memory, holeLimit: holeLimit), state: state,
             eventChannels: events, time: timers, lifecycle: smp, reservationService: GuestRAMRelease(memory: machine.memory),
             grantTables: grants)
@@ -218,7 +219,8 @@ struct ToolstackDevices {
     let networks: NetworkBackends
 
     init(_ configuration: GuestConfiguration, memory: MappedGuestMemory, xen: XenPlatform, store: XenStoreServer,
-         output: any ConsoleSink, disks images: DiskImages, networks links: NetworkLinks) throws(DomainError) {
+         output: any ConsoleSink, disks images: DiskImages, networks links: NetworkLinks,
+         logger: Logger) throws(DomainError) {
         let domain = configuration.domainID
         self.domain = domain
         self.store = store
@@ -226,7 +228,7 @@ struct ToolstackDevices {
         // the runtime counts any pump that finds itself on one.
         runtime = DeviceRuntime(
             isForbiddenThread: Domain.isVCPUThread,
-            log: { line in FileDescriptorConsoleSink(fd: 2).emit(Array("pvh: \(line)\n".utf8)) })
+            log: { line in logger.error("\(line)") })
         // The PV console: a ring page the memory map reserves, an unbound
         // port for the backend domain, both handed to the guest in HVM params.
         let consoleFrame = configuration.consolePage.start.frameNumber
@@ -269,11 +271,12 @@ struct ToolstackDevices {
         try? xen.grants.seed(GrantTableConstants.xenstoreReference, to: xen.grants.backendDomain, frame: storeFrame)
         // The disks: their vbd devices under the domain's tree.
         disks = try DiskBackends(images, domain: domain, vcpus: configuration.vcpus, memory: memory, grants: xen.grants,
-                                 events: xen.events, runtime: runtime, store: store)
+                                 events: xen.events, runtime: runtime, store: store, logger: logger)
         // The network interfaces: their vif devices under the domain's tree.
         do {
             networks = try NetworkBackends(links, domain: domain, vcpus: configuration.vcpus, memory: memory,
-                                           grants: xen.grants, events: xen.events, runtime: runtime, store: store)
+                                           grants: xen.grants, events: xen.events, runtime: runtime, store: store,
+                                           logger: logger)
         } catch {
             disks.tearDown()
             throw error

@@ -4,6 +4,7 @@ import EventChannels
 import GrantTables
 import GuestMemory
 import HostIO
+import Logging
 import NetBackend
 import Synchronization
 import XenABI
@@ -26,10 +27,10 @@ struct NetworkLinks {
     }
     let interfaces: [Interface]
 
-    init(_ configuration: GuestConfiguration) throws(DomainError) {
+    init(_ configuration: GuestConfiguration, logger: Logger) throws(DomainError) {
         var made: [Interface] = []
         var random = SystemRandomNumberGenerator()
-        let report = { (line: String) in FileDescriptorConsoleSink(fd: 2).emit(Array("pvh: \(line)\n".utf8)) }
+        let report = { (line: String) in logger.warning("\(line)") }
         for (position, spec) in configuration.networks.enumerated() {
             let option = "--net '\(spec.spec)'"
             let devid = spec.devid ?? position
@@ -71,7 +72,7 @@ final class NetworkBackends: Sendable {
     let metrics: [[NetMetrics]]
 
     init(_ links: NetworkLinks, domain: DomainID, vcpus: Int, memory: MappedGuestMemory, grants: GrantTable,
-         events: EventChannelTable, runtime: DeviceRuntime, store: XenStoreServer) throws(DomainError) {
+         events: EventChannelTable, runtime: DeviceRuntime, store: XenStoreServer, logger: Logger) throws(DomainError) {
         var backends: [NetBackend] = []
         for interface in links.interfaces {
             let spec = interface.specification
@@ -86,7 +87,7 @@ final class NetworkBackends: Sendable {
                 let backend = try NetBackend(
                     store: store, address: address, configuration: configuration, memory: memory, grants: grants,
                     events: events, runtime: runtime, startHandshake: false,
-                    log: { line in FileDescriptorConsoleSink(fd: 2).emit(Array("pvh: \(line)\n".utf8)) })
+                    log: { line in logger.backendLine(line) })
                 // What libxl writes for a vif (tools/libs/light/libxl_nic.c):
                 // for the toolstack's and the user's eyes.
                 let be = address.backendPath

@@ -4,10 +4,10 @@ import KVM
 import Synchronization
 import XenABI
 
-/// Routes console_io to the sink.
+/// Routes console_io to the domain's hypervisor console.
 struct ConsoleAdapter: ConsoleService {
-    let sink: any ConsoleSink
-    func write(_ bytes: [UInt8], from: VCPUID) { sink.emit(bytes) }
+    let console: HypervisorConsole
+    func write(_ bytes: [UInt8], from: VCPUID) { console.write(bytes) }
     func read(max: Int) -> [UInt8] { [] }  // console input arrives with the PV console ring (next issue)
 }
 

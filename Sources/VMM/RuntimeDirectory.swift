@@ -26,6 +26,18 @@ public struct RuntimeDirectory: Sendable, Equatable {
     /// Debian's xenstore-* tools.
     public func xenStoreSocket(for name: GuestName) -> String { directory(for: name) + "/xenstored.sock" }
 
+    /// A guest's hypervisor console (`pvh dmesg`): `HypervisorConsoleFile`.
+    public func hypervisorConsoleFile(for name: GuestName) -> String { directory(for: name) + "/dmesg" }
+
+    /// Names of guests, running or ended, whose hypervisor console file is there.
+    public func guestsWithHypervisorConsole() -> [GuestName] {
+        let entries = (try? FileManager.default.contentsOfDirectory(atPath: path)) ?? []
+        return entries.sorted().compactMap { entry in
+            guard let name = GuestName(entry), FileManager.default.fileExists(atPath: hypervisorConsoleFile(for: name)) else { return nil }
+            return name
+        }
+    }
+
     /// Creates the guest's directory (mode 0700, parents too).
     public func prepare(for name: GuestName) throws(UnixSocketError) {
         for dir in [path, directory(for: name)] {
@@ -36,7 +48,8 @@ public struct RuntimeDirectory: Sendable, Equatable {
         }
     }
 
-    /// Removes the guest's directory once its socket is gone.
+    /// Removes the guest's socket, and its directory if nothing else is
+    /// left there (its hypervisor console file stays for `pvh dmesg`).
     public func cleanUp(for name: GuestName) {
         // SAFETY: as in prepare(for:).
         unsafe unlink(xenStoreSocket(for: name))

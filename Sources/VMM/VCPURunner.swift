@@ -88,7 +88,8 @@ final class HypercallTransports: Sendable {
 struct DomainServices: Sendable {
     let memory: MappedGuestMemory
     let dispatcher: HypercallDispatcher
-    let console: any ConsoleSink
+    /// Xen's console: console_io's and port 0xE9's bytes.
+    let console: HypervisorConsole
     let lifecycle: DomainLifecycle
     let transports: HypercallTransports
     let metrics: DomainMetrics
@@ -304,7 +305,7 @@ final class VCPURunner: @unchecked Sendable {
             }
             return nil
         case (HypercallTransports.debugConsolePort, .out):
-            services.console.emit(io.data)
+            services.console.write(io.data)
             return nil
         case (HypercallTransports.acpiSleepControlPort, .out):
             // The guest's ACPI S5 (Linux's acpi_power_off): power off, as

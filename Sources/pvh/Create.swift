@@ -32,6 +32,8 @@ struct Create: ParsableCommand {
 
     @OptionGroup var metrics: MetricsOptions
 
+    @OptionGroup var log: LogOptions
+
     @Argument(help: ArgumentHelp("The xl config file.", valueName: "config")) var file: String
 
     @Argument(help: ArgumentHelp("More config lines, each KEY=VALUE in the file's syntax.", valueName: "KEY=VALUE"))
@@ -95,7 +97,7 @@ struct Create: ParsableCommand {
         config.maximumEventChannelPort = UInt32(clamping: domain.maximumEventChannels)
         let restart = domain.action(on: .reboot)
         try runInForeground(config, name: name, restartOnReboot: restart == .restart ? "on_reboot=\"restart\"" : nil,
-                            metrics: metrics.address())
+                            metrics: metrics.address(), log: log, named: true)
     }
 
     /// What the foreground run cannot do of the configured actions: it

@@ -16,7 +16,8 @@ struct PVH: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "pvh",
         abstract: "Run Xen PVH guests on Linux KVM.",
-        subcommands: [Run.self, Create.self, List.self, Shutdown.self, Reboot.self, MemSet.self, XenStoreCommand.self, Host.self])
+        subcommands: [Run.self, Create.self, List.self, Shutdown.self, Reboot.self, MemSet.self, XenStoreCommand.self, Dmesg.self,
+                      Host.self])
 
     /// ArgumentParser exits 64 on bad usage; pvh's contract is one line and status 2.
     static func main() {
@@ -126,6 +127,8 @@ struct Run: ParsableCommand {
 
     @OptionGroup var metrics: MetricsOptions
 
+    @OptionGroup var log: LogOptions
+
     func run() throws {
         let rawName = name ?? "pvh-\(getpid())"
         guard let guestName = GuestName(rawName) else { usageFailure("--name \(rawName): \(GuestName.rule)") }
@@ -145,7 +148,7 @@ struct Run: ParsableCommand {
                                         name: guestName.rawValue, maxGrantFrames: maxGrantFrames, disks: diskSpecifications,
                                         networks: networkSpecifications)
         try runInForeground(config, name: guestName, restartOnReboot: onReboot == .restart ? "--on-reboot restart" : nil,
-                            metrics: metrics.address())
+                            metrics: metrics.address(), log: log, named: name != nil)
     }
 }
 
@@ -210,10 +213,13 @@ enum GuestLimits {
 /// `pvh create` until the daemon exists. `restartOnReboot`: a reboot starts
 /// the guest again (xl's `on_reboot="restart"`) instead of exiting 3; the
 /// text names what asked for it (`--on-reboot restart`) in the message.
-/// `metrics`: serve the guest's counters there while it runs.
+/// `metrics`: serve the guest's counters there while it runs. `log`: the
+/// guest's log and hypervisor console; `named`: the user chose the name, so
+/// the log and `pvh dmesg`'s file are kept under it after the guest ends.
 func runInForeground(_ config: GuestConfiguration, name guestName: GuestName, restartOnReboot restartReason: String?,
-                     metrics: MetricsOption? = nil) throws {
+                     metrics: MetricsOption? = nil, log: LogOptions, named: Bool) throws {
     let rawName = guestName.rawValue
+    let (logger, componentLogger) = log.logger(for: config, named: named)
     // The signals pvh acts on are blocked in every thread (each thread
     // inherits the mask, so this comes before any is started). Dispatch
     // receives them through a signalfd, which sees only blocked signals;
@@ -225,7 +231,7 @@ func runInForeground(_ config: GuestConfiguration, name guestName: GuestName, re
     pthread_sigmask(SIG_BLOCK, &handled, nil)
     // The toolstack's XenStore: outlives a guest rebooted with
     // --on-reboot restart, served to dom0 clients on a Unix socket.
-    let store = XenStoreServer(log: { FileDescriptorConsoleSink(fd: 2).emit(Array("pvh: xenstore: \($0)\n".utf8)) })
+    let store = XenStoreServer(log: { logger.warning("xenstore: \($0)") })
     let runtime = RuntimeDirectory.default
     let socketServer: XenStoreSocketServer
     do {
@@ -248,7 +254,7 @@ func runInForeground(_ config: GuestConfiguration, name guestName: GuestName, re
     var metricsServer: MetricsServer?
     if let metrics {
         do {
-            metricsServer = try MetricsServer.start(metrics.address, registry: metricsRegistry)
+            metricsServer = try MetricsServer.start(metrics.address, registry: metricsRegistry, logger: componentLogger("metrics"))
         } catch {
             socketServer.stop()
             runtime.cleanUp(for: guestName)
@@ -274,22 +280,40 @@ func runInForeground(_ config: GuestConfiguration, name guestName: GuestName, re
     dumpSource.setEventHandler { current.domain?.dumpVCPUState() }
     dumpSource.resume()
     sources.append(dumpSource)
+    // The hypervisor console's file (pvh dmesg), started empty: kept after
+    // the guest ends when the user named it, gone with it otherwise, and
+    // gone if no guest ever booted.
+    let consoleFile: HypervisorConsoleFile?
+    do {
+        consoleFile = try HypervisorConsoleFile(path: runtime.hypervisorConsoleFile(for: guestName))
+    } catch {
+        logger.warning("pvh dmesg: \(error)")
+        consoleFile = nil
+    }
     var end = DomainExit.stopped
     var boots = 0
+    defer { if !named || boots == 0 { consoleFile?.remove() } }
     repeat {
         let domain: Domain
         do {
-            domain = try Domain(configuration: config, console: FileDescriptorConsoleSink(fd: 1), store: store)
+            domain = try Domain(configuration: config, console: FileDescriptorConsoleSink(fd: 1), store: store,
+                                hypervisorConsole: log.hypervisorConsoleOutputs(logger: logger, file: consoleFile), logger: logger)
         } catch {
             terminal.restore()
             metricsServer?.stop()
+            if !named || boots == 0 { consoleFile?.remove() }
             socketServer.stop()
             runtime.cleanUp(for: guestName)
+            logger.notice("not started: \(error.description)")
             if error.isUsageError { usageFailure(error.description) }
             FileDescriptorConsoleSink(fd: 2).emit(Array("pvh: \(error.description)\n".utf8))
             throw ExitCode(1)
         }
-        if boots > 0 { FileDescriptorConsoleSink(fd: 2).emit(Array("pvh: guest rebooted: restarting it (\(restartReason ?? ""))\r\n".utf8)) }
+        if boots > 0 {
+            FileDescriptorConsoleSink(fd: 2).emit(Array("pvh: guest rebooted: restarting it (\(restartReason ?? ""))\r\n".utf8))
+            logger.notice("guest rebooted: restarting it (\(restartReason ?? ""))")
+        }
+        logger.notice("domain \(config.domainID.rawValue) started: kernel \(config.kernelPath), \(config.memoryMiB) MiB, \(config.vcpus) vCPU(s)")
         boots += 1
         metricsRegistry.add(DomainMetricSource(domain: domain))
         guard current.start(domain) else { break }
@@ -303,6 +327,7 @@ func runInForeground(_ config: GuestConfiguration, name guestName: GuestName, re
     if case .shutdown(.poweroff) = end {} else {
         FileDescriptorConsoleSink(fd: 2).emit(Array("pvh: \(end)\n".utf8))
     }
+    logger.notice("domain \(config.domainID.rawValue) ended: \(end) (exit status \(end.exitStatus))")
     throw ExitCode(end.exitStatus)
 }
 

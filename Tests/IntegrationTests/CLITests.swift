@@ -78,6 +78,10 @@ struct CLITests {
         (["run", "--kernel", "x", "--max-grant-frames", "0"], "--max-grant-frames 0: must be 1 to 1024"),
         (["run", "--kernel", "x", "--max-grant-frames", "1025"], "--max-grant-frames 1025: must be 1 to 1024"),
         (["run"], "--kernel"),
+        (["run", "--kernel", "x", "--log-level", "loud"], "--log-level"),
+        (["run", "--kernel", "x", "--hypervisor-console", "tty"], "--hypervisor-console"),
+        (["run", "--kernel", "x", "--log-file", "/proc/pvh-none/x.log"], "--log-file '/proc/pvh-none/x.log': cannot create its directory"),
+        (["dmesg", "bad/name"], "bad/name: not a guest name"),
     ])
     func badOptions(_ args: [String], _ option: String) throws {
         let r = try pvh(args)
@@ -91,7 +95,7 @@ struct CLITests {
     func help() throws {
         let r = try pvh(["run", "--help"])
         #expect(r.status == 0)
-        for o in ["--kernel", "--initrd", "--cmdline", "--memory", "--vcpus", "--max-grant-frames", "--disk"] { #expect(r.stdout.contains(o)) }
+        for o in ["--kernel", "--initrd", "--cmdline", "--memory", "--vcpus", "--max-grant-frames", "--disk", "--log-file", "--log-level", "--hypervisor-console"] { #expect(r.stdout.contains(o)) }
     }
 
     @Test("a bad --disk: one line, --disk 'SPEC': REASON, exit 2", arguments: [
@@ -126,7 +130,8 @@ struct CLITests {
           arguments: [("poweroff", Int32(0)), ("reboot", 3), ("crash", 4)])
     func exitStatus(_ how: String, _ status: Int32) throws {
         let elf = try Env.testGuest.get()
-        let r = try pvh(["run", "--kernel", elf, "--memory", "32", "--cmdline", "pvh.scenarios=version pvh.exit=\(how)"])
+        let r = try pvh(["run", "--kernel", elf, "--memory", "32", "--cmdline", "pvh.scenarios=version pvh.exit=\(how)",
+                         "--hypervisor-console", "stdout"])
         #expect(r.status == status, "\(r.stderr)")
         #expect(r.stdout.contains("PVHTEST version PASS"))
     }
@@ -138,7 +143,7 @@ struct CLITests {
         let elf = try Env.testGuest.get()
         let p = Process()
         p.executableURL = URL(fileURLWithPath: Env.pvhBinary)
-        p.arguments = ["run", "--kernel", elf, "--memory", "32", "--vcpus", "\(vcpus)",
+        p.arguments = ["run", "--kernel", elf, "--memory", "32", "--vcpus", "\(vcpus)", "--hypervisor-console", "stdout",
                        "--cmdline", "pvh.scenarios=bench_exit pvh.bench=100000000"]
         let out = Pipe(), err = Pipe()
         p.standardOutput = out
@@ -190,7 +195,7 @@ struct CLITests {
         let elf = try Env.testGuest.get()
         let p = Process()
         p.executableURL = URL(fileURLWithPath: Env.pvhBinary)
-        p.arguments = ["run", "--kernel", elf, "--memory", "32", "--on-reboot", "restart",
+        p.arguments = ["run", "--kernel", elf, "--memory", "32", "--on-reboot", "restart", "--hypervisor-console", "stdout",
                        "--cmdline", "pvh.scenarios=version pvh.exit=reboot"]
         let out = Pipe(), err = Pipe()
         p.standardOutput = out

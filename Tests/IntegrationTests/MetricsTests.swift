@@ -82,8 +82,11 @@ struct MetricsTests {
 
     @Test("an address that cannot be bound: one line naming it, exit 2")
     func unbindable() throws {
+        // A named guest keeps a log: in a directory of its own here.
+        let logs = FileManager.default.temporaryDirectory.appendingPathComponent("pvh-logs-\(getpid())").path
+        defer { try? FileManager.default.removeItem(atPath: logs) }
         let r = try runCommand(Env.pvhBinary, ["run", "--kernel", "/nonexistent", "--name", "metrics-bind-\(getpid())",
-                         "--metrics", "/nonexistent-dir/metrics.sock"])
+                         "--metrics", "/nonexistent-dir/metrics.sock"], environment: ["PVH_LOG_DIR": logs])
         #expect(r.status == 2)
         #expect(r.stderr.hasPrefix("pvh: --metrics '/nonexistent-dir/metrics.sock': "), "\(r.stderr)")
         #expect(r.stderr.split(separator: "\n").count == 1, "\(r.stderr)")

@@ -51,10 +51,11 @@ extension Env {
     /// Runs the pvh binary with `args` and no input, to its end; after
     /// `limit` seconds it is killed (SIGKILL), so a hang fails the test
     /// instead of stalling the run.
-    static func runPVH(_ args: [String], limit: Double = 300) throws -> PVHResult {
+    static func runPVH(_ args: [String], limit: Double = 300, environment: [String: String] = [:]) throws -> PVHResult {
         let p = Process()
         p.executableURL = URL(fileURLWithPath: pvhBinary)
         p.arguments = args
+        if !environment.isEmpty { p.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 } }
         let out = Pipe(), err = Pipe()
         p.standardOutput = out
         p.standardError = err
@@ -312,9 +313,12 @@ final class RunningGuest: @unchecked Sendable {
             try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
             self.runtimeDirectory = dir
         }
+        // The test guest's results travel on the hypervisor console
+        // (console_io): --hypervisor-console stdout puts them on the stream
+        // read here. Its log goes to the runtime directory, removed with it.
         child = try ChildProcess(Env.pvhBinary, ["run", "--name", self.name, "--kernel", elf, "--memory", String(memoryMiB),
-                                                 "--cmdline", cmdline] + extra,
-                                 environment: ["PVH_RUNTIME_DIR": self.runtimeDirectory])
+                                                 "--cmdline", cmdline, "--hypervisor-console", "stdout"] + extra,
+                                 environment: ["PVH_RUNTIME_DIR": self.runtimeDirectory, "PVH_LOG_DIR": self.runtimeDirectory])
         // The console's first line comes once the domain (and its store) exist.
         guard child.waitForLine(startingWith: "PVHTEST BOOT", timeout: .seconds(30)) != nil else {
             child.stop()
@@ -324,7 +328,7 @@ final class RunningGuest: @unchecked Sendable {
 
     var socket: String { "\(runtimeDirectory)/\(name)/xenstored.sock" }
     /// For the `pvh` control commands.
-    var environment: [String: String] { ["PVH_RUNTIME_DIR": runtimeDirectory] }
+    var environment: [String: String] { ["PVH_RUNTIME_DIR": runtimeDirectory, "PVH_LOG_DIR": runtimeDirectory] }
     /// For Debian's xenstore-* tools.
     var xenstoreEnvironment: [String: String] { ["XENSTORED_PATH": socket] }
 

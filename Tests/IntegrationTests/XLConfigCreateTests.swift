@@ -6,7 +6,9 @@ import Testing
 /// installs it) resolved and booted with only its paths changed.
 @Suite("pvh create (xl configs)", .enabled(if: Env.hasPVHBinary, "needs .build/debug/pvh: run `swift build` first (scripts/test.sh does)"))
 struct XLConfigCreateTests {
-    func pvh(_ args: [String], limit: Double = 60) throws -> PVHResult { try Env.runPVH(args, limit: limit) }
+    func pvh(_ args: [String], limit: Double = 60, environment: [String: String] = [:]) throws -> PVHResult {
+        try Env.runPVH(args, limit: limit, environment: environment)
+    }
 
     func tempFile(_ text: String, suffix: String = ".cfg") -> String {
         let path = FileManager.default.temporaryDirectory.appendingPathComponent("pvh-xl-\(UUID().uuidString.prefix(8))\(suffix)").path
@@ -117,7 +119,13 @@ struct XLConfigCreateTests {
         defer { try? FileManager.default.removeItem(atPath: cfg) }
         // The scenario comes as an override (xl create's KEY=VALUE): the file
         // keeps everything but its paths.
-        let r = try pvh(["create", cfg, "extra=\"pvh.scenarios=blk_info pvh.exit=poweroff\""], limit: 300)
+        // Its log and runtime directory (the dmesg file a named guest leaves) in a directory of the test's own.
+        let dir = tempFile("", suffix: ".d")
+        try FileManager.default.removeItem(atPath: dir)
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let r = try pvh(["create", "--hypervisor-console", "stdout", cfg, "extra=\"pvh.scenarios=blk_info pvh.exit=poweroff\""],
+                        limit: 300, environment: ["PVH_RUNTIME_DIR": dir, "PVH_LOG_DIR": dir])
         #expect(r.status == 0, "\(r.stderr)\n\(r.stdout)")
         #expect(r.stdout.contains("PVHTEST blk_info PASS"), "\(r.stdout)")
     }
