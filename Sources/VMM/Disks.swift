@@ -58,7 +58,7 @@ final class DiskBackends: Sendable {
     let metrics: [(device: String, metrics: BlockMetrics)]
 
     init(_ images: DiskImages, domain: DomainID, vcpus: Int, memory: MappedGuestMemory, grants: GrantTable,
-         events: EventChannelTable, runtime: DeviceRuntime, store: XenStoreServer) throws(DomainError) {
+         events: EventChannelTable, runtime: DeviceRuntime, store: any XenStoreService) throws(DomainError) {
         var backends: [BlockBackend] = []
         for disk in images.disks {
             let spec = disk.specification, file = disk.file

@@ -97,8 +97,8 @@ public final class Domain: Sendable {
     /// one thread each, stopped when the domain ends.
     public var devices: DeviceRuntime { toolstack.runtime }
     /// The store this domain's tree lives in (shared with the toolstack's
-    /// socket) and the guest's ring connection to it.
-    public var store: XenStoreServer { toolstack.store }
+    /// socket, or the host daemon's) and the guest's ring connection to it.
+    public var store: any XenStoreService { toolstack.store }
     public var storeRing: XenStoreRingConnection { toolstack.storeRing }
     /// The tree written for this domain (removed when it ends).
     public var storeLayout: DomainStoreLayout { toolstack.storeLayout }
@@ -109,11 +109,19 @@ public final class Domain: Sendable {
     let runners: [VCPURunner]
     let dumps = VCPUStateDump()
 
-    /// Builds the domain. `store` is the toolstack's XenStore (a fresh one
-    /// if nil): the domain's tree is written there and the guest's ring
-    /// connected to it.
+    /// Builds the domain. `store` is the toolstack's XenStore in this
+    /// process (a fresh one if nil): the domain's tree is written there and
+    /// the guest's ring connected to it.
+    public convenience init(configuration: GuestConfiguration, console: any ConsoleSink, system: KVMSystem? = nil,
+                            store: XenStoreServer? = nil) throws(DomainError) {
+        try self.init(configuration: configuration, console: console, system: system,
+                      domainStore: .embedded(store ?? XenStoreServer()))
+    }
+
+    /// Builds the domain against `domainStore`: the store in this process,
+    /// or the host daemon's reached over the streams it handed this process.
     public init(configuration: GuestConfiguration, console: any ConsoleSink, system: KVMSystem? = nil,
-                store: XenStoreServer? = nil) throws(DomainError) {
+                domainStore: DomainStore) throws(DomainError) {
         self.configuration = configuration
         try configuration.validate()
         // Bad input first: nothing is created for a kernel that cannot boot.
@@ -137,7 +145,7 @@ public final class Domain: Sendable {
         timers = xen.timers
         grants = xen.grants
         toolstack = try ToolstackDevices(configuration, memory: machine.memory, xen: xen,
-                                         store: store ?? XenStoreServer(), output: console, disks: disks,
+                                         store: domainStore, output: console, disks: disks,
                                          networks: networks)
         networkDeviceNames = toolstack.networks.all.map { "\($0.address.type)-\($0.address.index)" }
         let dispatcher = xen.dispatcher(configuration, machine: machine, boot: boot, console: console)

@@ -71,7 +71,7 @@ final class NetworkBackends: Sendable {
     let metrics: [[NetMetrics]]
 
     init(_ links: NetworkLinks, domain: DomainID, vcpus: Int, memory: MappedGuestMemory, grants: GrantTable,
-         events: EventChannelTable, runtime: DeviceRuntime, store: XenStoreServer) throws(DomainError) {
+         events: EventChannelTable, runtime: DeviceRuntime, store: any XenStoreService) throws(DomainError) {
         var backends: [NetBackend] = []
         for interface in links.interfaces {
             let spec = interface.specification

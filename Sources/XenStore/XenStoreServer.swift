@@ -1,3 +1,4 @@
+import GuestMemory
 import Synchronization
 import XenABI
 
@@ -44,7 +45,7 @@ public struct XenStoreWatchID: RawRepresentable, Hashable, Sendable {
 /// thus stays below the quota plus one event plus the replies to one
 /// `receive` call (a ring passes at most its 1024 bytes of requests). This plays
 /// the part of C xenstored's per-domain "outstanding" and "memory" quotas.
-public final class XenStoreServer: Sendable {
+public final class XenStoreServer: XenStoreService {
     private enum Callback: Sendable {
         case watch(@Sendable (String, String) -> Void, String, String)
         case wake(@Sendable () -> Void)
@@ -278,20 +279,9 @@ public final class XenStoreServer: Sendable {
         try perform(type, XenStoreWire.nulTerminated(strings)).get()
     }
 
-    /// Writes `value` at `path` (absolute, or relative to /local/domain/0),
-    /// creating missing parents (XS_WRITE).
-    public func write(_ path: String, _ value: String) throws(XenStoreError) {
-        try writeBytes(path, Array(value.utf8))
-    }
-
     /// Writes raw bytes at `path` (XS_WRITE).
     public func writeBytes(_ path: String, _ value: [UInt8]) throws(XenStoreError) {
         _ = try perform(.write, XenStoreWire.nulTerminated([path]) + value).get()
-    }
-
-    /// The value at `path`, decoded as UTF-8 (XS_READ).
-    public func read(_ path: String) throws(XenStoreError) -> String {
-        String(decoding: try readBytes(path), as: UTF8.self)
     }
 
     /// The raw value at `path` (XS_READ).
@@ -328,6 +318,13 @@ public final class XenStoreServer: Sendable {
     public func releaseDomain(_ domain: DomainID) {
         state.withLock { s in Self.route(s.core.releaseDomain(domain), in: &s, requester: nil) }
         runCallbacks()
+    }
+
+    /// `XenStoreService`: the ring and port are not needed in-process (C
+    /// xenstored would map the ring; the guest's ring is served by
+    /// `XenStoreRingConnection`).
+    public func introduceDomain(_ domain: DomainID, ring: GuestFrameNumber, port: EventChannelPort) {
+        introduceDomain(domain)
     }
 
     /// Whether `domain` is introduced (XS_IS_DOMAIN_INTRODUCED).
