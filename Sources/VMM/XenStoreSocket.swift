@@ -237,3 +237,21 @@ private final class Peer: Sendable {
         _ = Glibc.close(signalFD)
     }
 }
+
+extension XenStoreRemote {
+    /// A `XenStoreRemote` to `server` in this process over a socketpair
+    /// whose far end `server` serves as `domain` (a `XenStoreStreamConnection`):
+    /// the store reached over the wire exactly as a guest process reaches
+    /// the daemon's, for tests and benchmarks. `close()` ends both ends.
+    public static func loopback(to server: XenStoreServer, domain: DomainID = .controlDomain, privileged: Bool = true,
+                                onConnectionLost: @escaping @Sendable (String) -> Void = { _ in }) throws(UnixSocketError) -> XenStoreRemote {
+        let (near, far) = try UnixSocket.pair()
+        guard XenStoreStreamConnection.start(socket: far, server: server, domain: domain, privileged: privileged,
+                                             flowControl: !privileged) != nil else {
+            near.close()
+            far.close()
+            throw UnixSocketError(operation: "pipe", path: "", errno: EMFILE)
+        }
+        return XenStoreRemote(stream: near, onConnectionLost: onConnectionLost)
+    }
+}

@@ -32,6 +32,8 @@ struct Create: ParsableCommand {
 
     @OptionGroup var metrics: MetricsOptions
 
+    @OptionGroup var handoff: StoreHandoffOptions
+
     @Argument(help: ArgumentHelp("The xl config file.", valueName: "config")) var file: String
 
     @Argument(help: ArgumentHelp("More config lines, each KEY=VALUE in the file's syntax.", valueName: "KEY=VALUE"))
@@ -93,9 +95,10 @@ struct Create: ParsableCommand {
                                         memoryMiB: domain.memoryMiB, vcpus: domain.vcpus, name: name.rawValue,
                                         maxGrantFrames: grantFrames, disks: domain.disks, networks: domain.networks)
         config.maximumEventChannelPort = UInt32(clamping: domain.maximumEventChannels)
+        handoff.apply(to: &config)
         let restart = domain.action(on: .reboot)
         try runInForeground(config, name: name, restartOnReboot: restart == .restart ? "on_reboot=\"restart\"" : nil,
-                            metrics: metrics.address())
+                            metrics: metrics.address(), store: handoff.store())
     }
 
     /// What the foreground run cannot do of the configured actions: it
