@@ -72,20 +72,16 @@ public final class XenStoreRelay: XenStoreRingPeer {
     public init(stream: any XenStoreByteStream, report: @escaping @Sendable (String) -> Void = { _ in }) {
         self.stream = stream
         self.report = report
-        let reader = Thread { [self] in
-            readLoop()
-            finished()
+        for (name, loop) in [("pvh-xs-relay-r", readLoop), ("pvh-xs-relay-w", writeLoop)] {
+            let thread = Thread { [self] in
+                loop()
+                finished()
+            }
+            thread.stackSize = 1 << 20
+            thread.start()
+            // swift-corelibs-foundation applies a name only after start().
+            thread.name = name
         }
-        reader.stackSize = 1 << 20
-        reader.start()
-        reader.name = "pvh-xs-relay-r"
-        let writer = Thread { [self] in
-            writeLoop()
-            finished()
-        }
-        writer.stackSize = 1 << 20
-        writer.start()
-        writer.name = "pvh-xs-relay-w"
     }
 
     /// Stops the relay for good (the process is done with the store).

@@ -133,31 +133,13 @@ public final class XenStoreRemote: XenStoreService {
         return message.payload
     }
 
+    /// `XenStoreService`: `request`, with a lost or silent store as EIO.
+    public func call(_ type: XenStoreMessageType, _ payload: [UInt8]) throws(XenStoreError) -> [UInt8] {
+        do { return try request(type, payload) } catch { throw error.storeError }
+    }
+
     private func run(_ type: XenStoreMessageType, _ strings: [String]) throws(XenStoreError) -> [UInt8] {
-        do { return try request(type, XenStoreWire.nulTerminated(strings)) } catch { throw error.storeError }
-    }
-
-    public func writeBytes(_ path: String, _ value: [UInt8]) throws(XenStoreError) {
-        // XS_WRITE: the path NUL-terminated, the value not (xs_write in libxenstore).
-        do { _ = try request(.write, XenStoreWire.nulTerminated([path]) + value) } catch { throw error.storeError }
-    }
-
-    public func readBytes(_ path: String) throws(XenStoreError) -> [UInt8] { try run(.read, [path]) }
-
-    public func mkdir(_ path: String) throws(XenStoreError) { _ = try run(.mkdir, [path]) }
-
-    public func remove(_ path: String) throws(XenStoreError) { _ = try run(.remove, [path]) }
-
-    public func setPermissions(_ path: String, _ perms: XenStorePermissions) throws(XenStoreError) {
-        _ = try run(.setPermissions, [path] + perms.strings)
-    }
-
-    public func permissions(_ path: String) throws(XenStoreError) -> XenStorePermissions {
-        try XenStorePermissions(strings: XenStoreWire.strings(try run(.getPermissions, [path])))
-    }
-
-    public func directory(_ path: String) throws(XenStoreError) -> [String] {
-        XenStoreWire.strings(try run(.directory, [path]))
+        try call(type, XenStoreWire.nulTerminated(strings))
     }
 
     /// XS_INTRODUCE: domid, the ring's frame, the port (xenstore.txt).

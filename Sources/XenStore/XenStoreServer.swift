@@ -275,37 +275,10 @@ public final class XenStoreServer: XenStoreService {
         return result
     }
 
-    private func run(_ type: XenStoreMessageType, _ strings: [String]) throws(XenStoreError) -> [UInt8] {
-        try perform(type, XenStoreWire.nulTerminated(strings)).get()
-    }
-
-    /// Writes raw bytes at `path` (XS_WRITE).
-    public func writeBytes(_ path: String, _ value: [UInt8]) throws(XenStoreError) {
-        _ = try perform(.write, XenStoreWire.nulTerminated([path]) + value).get()
-    }
-
-    /// The raw value at `path` (XS_READ).
-    public func readBytes(_ path: String) throws(XenStoreError) -> [UInt8] { try run(.read, [path]) }
-
-    /// Creates `path` and missing parents with empty values (XS_MKDIR).
-    public func mkdir(_ path: String) throws(XenStoreError) { _ = try run(.mkdir, [path]) }
-
-    /// Removes `path` and everything below it (XS_RM).
-    public func remove(_ path: String) throws(XenStoreError) { _ = try run(.remove, [path]) }
-
-    /// Sets `path`'s permissions (XS_SET_PERMS).
-    public func setPermissions(_ path: String, _ perms: XenStorePermissions) throws(XenStoreError) {
-        _ = try run(.setPermissions, [path] + perms.strings)
-    }
-
-    /// `path`'s permissions (XS_GET_PERMS).
-    public func permissions(_ path: String) throws(XenStoreError) -> XenStorePermissions {
-        try XenStorePermissions(strings: XenStoreWire.strings(try run(.getPermissions, [path])))
-    }
-
-    /// The names of `path`'s children (XS_DIRECTORY).
-    public func directory(_ path: String) throws(XenStoreError) -> [String] {
-        XenStoreWire.strings(try run(.directory, [path]))
+    /// `XenStoreService`: one request as the toolstack (dom0, privileged),
+    /// handled at once under the lock; its watch handlers run after it.
+    public func call(_ type: XenStoreMessageType, _ payload: [UInt8]) throws(XenStoreError) -> [UInt8] {
+        try perform(type, payload).get()
     }
 
     /// Introduces `domain` and fires `@introduceDomain` (XS_INTRODUCE).

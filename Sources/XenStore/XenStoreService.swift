@@ -15,20 +15,10 @@ import XenABI
 /// queue, `XenStoreRemote` from its delivery queue (not its reader). A call
 /// may return before the handlers its own changes triggered have run.
 public protocol XenStoreService: AnyObject, Sendable {
-    /// Writes raw bytes at `path`, creating missing parents (XS_WRITE).
-    func writeBytes(_ path: String, _ value: [UInt8]) throws(XenStoreError)
-    /// The raw value at `path` (XS_READ).
-    func readBytes(_ path: String) throws(XenStoreError) -> [UInt8]
-    /// Creates `path` and missing parents with empty values (XS_MKDIR).
-    func mkdir(_ path: String) throws(XenStoreError)
-    /// Removes `path` and everything below it (XS_RM).
-    func remove(_ path: String) throws(XenStoreError)
-    /// Sets `path`'s permissions (XS_SET_PERMS).
-    func setPermissions(_ path: String, _ perms: XenStorePermissions) throws(XenStoreError)
-    /// `path`'s permissions (XS_GET_PERMS).
-    func permissions(_ path: String) throws(XenStoreError) -> XenStorePermissions
-    /// The names of `path`'s children (XS_DIRECTORY).
-    func directory(_ path: String) throws(XenStoreError) -> [String]
+    /// One request of `type` with `payload`, outside any transaction; the
+    /// reply's payload, or the store's error. The operations below are
+    /// made of it.
+    func call(_ type: XenStoreMessageType, _ payload: [UInt8]) throws(XenStoreError) -> [UInt8]
     /// Introduces `domain`, whose ring is `ring` with event channel `port`,
     /// and fires `@introduceDomain` (XS_INTRODUCE).
     func introduceDomain(_ domain: DomainID, ring: GuestFrameNumber, port: EventChannelPort) throws(XenStoreError)
@@ -44,13 +34,48 @@ public protocol XenStoreService: AnyObject, Sendable {
 }
 
 extension XenStoreService {
+    private func call(_ type: XenStoreMessageType, _ strings: [String]) throws(XenStoreError) -> [UInt8] {
+        try call(type, XenStoreWire.nulTerminated(strings))
+    }
+
+    /// Writes raw bytes at `path` (absolute, or relative to the caller's
+    /// home), creating missing parents (XS_WRITE: the path NUL-terminated,
+    /// the value not, as libxenstore's xs_write sends it).
+    public func writeBytes(_ path: String, _ value: [UInt8]) throws(XenStoreError) {
+        _ = try call(.write, XenStoreWire.nulTerminated([path]) + value)
+    }
+
     /// Writes `value` at `path` (XS_WRITE).
     public func write(_ path: String, _ value: String) throws(XenStoreError) {
         try writeBytes(path, Array(value.utf8))
     }
 
+    /// The raw value at `path` (XS_READ).
+    public func readBytes(_ path: String) throws(XenStoreError) -> [UInt8] { try call(.read, [path]) }
+
     /// The value at `path`, decoded as UTF-8 (XS_READ).
     public func read(_ path: String) throws(XenStoreError) -> String {
         String(decoding: try readBytes(path), as: UTF8.self)
+    }
+
+    /// Creates `path` and missing parents with empty values (XS_MKDIR).
+    public func mkdir(_ path: String) throws(XenStoreError) { _ = try call(.mkdir, [path]) }
+
+    /// Removes `path` and everything below it (XS_RM).
+    public func remove(_ path: String) throws(XenStoreError) { _ = try call(.remove, [path]) }
+
+    /// Sets `path`'s permissions (XS_SET_PERMS).
+    public func setPermissions(_ path: String, _ perms: XenStorePermissions) throws(XenStoreError) {
+        _ = try call(.setPermissions, [path] + perms.strings)
+    }
+
+    /// `path`'s permissions (XS_GET_PERMS).
+    public func permissions(_ path: String) throws(XenStoreError) -> XenStorePermissions {
+        try XenStorePermissions(strings: XenStoreWire.strings(try call(.getPermissions, [path])))
+    }
+
+    /// The names of `path`'s children (XS_DIRECTORY).
+    public func directory(_ path: String) throws(XenStoreError) -> [String] {
+        XenStoreWire.strings(try call(.directory, [path]))
     }
 }

@@ -135,6 +135,14 @@ struct StoreRemoteTests {
                                                     })
         }
 
+        /// Domain 5's ring, relayed to a fresh store where its home exists and is its own.
+        static func guestWithHome() throws -> RelayedRing {
+            let server = XenStoreServer()
+            try server.mkdir("/local/domain/5")
+            try server.setPermissions("/local/domain/5", XenStorePermissions(owner: DomainID(rawValue: 5)))
+            return try RelayedRing(server: server, domain: DomainID(rawValue: 5))
+        }
+
         deinit {
             runtime.stopAll()
             relay.close()
@@ -188,10 +196,8 @@ struct StoreRemoteTests {
 
     @Test("a guest's ring through the relay gets the store's replies: relative paths in its home, a 3000-byte value whole")
     func relayRoundTrip() throws {
-        let server = XenStoreServer()
-        try server.mkdir("/local/domain/5")
-        try server.setPermissions("/local/domain/5", XenStorePermissions(owner: DomainID(rawValue: 5)))
-        let ring = try RelayedRing(server: server, domain: DomainID(rawValue: 5))
+        let ring = try RelayedRing.guestWithHome()
+        let server = ring.server
         let w = XenStoreMessage(type: .write, requestID: 1, payload: XenStoreWire.nulTerminated(["name"]) + Array("vm".utf8))
         let r = XenStoreMessage(type: .read, requestID: 2, strings: ["/local/domain/5/name"])
         let replies = try ring.exchange(w.bytes + r.bytes, expecting: 2)
@@ -222,10 +228,8 @@ struct StoreRemoteTests {
 
     @Test("a watch event caused in the daemon's store crosses the relay to the guest; a reconnect drops the watch")
     func relayWatch() throws {
-        let server = XenStoreServer()
-        try server.mkdir("/local/domain/5")
-        try server.setPermissions("/local/domain/5", XenStorePermissions(owner: DomainID(rawValue: 5)))
-        let ring = try RelayedRing(server: server, domain: DomainID(rawValue: 5))
+        let ring = try RelayedRing.guestWithHome()
+        let server = ring.server
         let replies = try ring.exchange(XenStoreMessage(type: .watch, requestID: 1, strings: ["device", "tok"]).bytes, expecting: 2)
         #expect(Set(replies.map(\.type)) == [.watch, .watchEvent])
         try server.write("/local/domain/5/device/vif/0", "x")
