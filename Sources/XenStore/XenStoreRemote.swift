@@ -53,7 +53,8 @@ public enum XenStoreRemoteError: Error, Hashable, Sendable, CustomStringConverti
 /// limits, a reply of the wrong type, or `close()` end the connection: the
 /// calls waiting fail with `.connectionLost(reason)`, later ones at once,
 /// and `onConnectionLost(reason)` runs once, on the delivery queue after
-/// the events read before it.
+/// the events read before it. The reader keeps the client alive until the
+/// connection ends: `close()` it when done.
 public final class XenStoreRemote: XenStoreService {
     private final class Waiter: Sendable {
         let done = DispatchSemaphore(value: 0)
@@ -71,7 +72,11 @@ public final class XenStoreRemote: XenStoreService {
 
     private let stream: any XenStoreByteStream
     private let state = Mutex(State())
+    /// Held while writing a frame, and to close the stream.
     private let writer = Mutex(())
+    /// The reader's exit and `lose`'s shutdown: the second one closes the
+    /// stream (under `writer`), so no call touches a closed descriptor.
+    private let streamUsers = Atomic<Int>(2)
     private let delivery = DispatchQueue(label: "pvh-xs-watch")
     private let onConnectionLost: @Sendable (String) -> Void
     /// How long a call waits for its reply.
@@ -115,7 +120,9 @@ public final class XenStoreRemote: XenStoreService {
             return .success(id)
         }
         let id = try registered.get()
-        let sent = writer.withLock { _ in stream.writeAll(XenStoreMessage(type: type, requestID: id, payload: payload).bytes) }
+        let frame = XenStoreMessage(type: type, requestID: id, payload: payload).bytes
+        // Not after the end: the stream may be closed by then (the waiter has its answer already).
+        let sent = writer.withLock { _ in state.withLock { $0.lost == nil } ? stream.writeAll(frame) : true }
         if !sent { lose("the store's end is closed (write failed)") }
         if waiter.done.wait(timeout: .now() + .milliseconds(Int(requestTimeout / .milliseconds(1)))) == .timedOut {
             state.withLock { _ = $0.waiters.removeValue(forKey: id) }
@@ -217,7 +224,12 @@ public final class XenStoreRemote: XenStoreService {
                 if m.type == .watchEvent { event(m) } else { reply(m) }
             }
         }
-        stream.close()
+        releaseStream()
+    }
+
+    private func releaseStream() {
+        guard streamUsers.wrappingSubtract(1, ordering: .acquiringAndReleasing).newValue == 0 else { return }
+        writer.withLock { _ in stream.close() }
     }
 
     private func event(_ m: XenStoreMessage) {
@@ -255,6 +267,7 @@ public final class XenStoreRemote: XenStoreService {
             w.done.signal()
         }
         stream.shutdown()
+        releaseStream()
         let report = onConnectionLost
         delivery.async { report(reason) }
     }
