@@ -122,7 +122,7 @@ public final class BlockBackend: Sendable {
     /// (InitWait). `frontendNodes` default to libxl's "virtual-device" and
     /// "device-type". The device's runtime devices (one per connection) are
     /// named `vbd-<index>`; their threads `pvh-vbd-<index>-<queue>`.
-    public init(store: XenStoreServer, address: XenbusDeviceAddress, configuration: BlockDeviceConfiguration,
+    public init(store: any XenStoreService, address: XenbusDeviceAddress, configuration: BlockDeviceConfiguration,
                 memory: any HostAddressableMemory, grants: GrantTable, events: EventChannelTable, runtime: DeviceRuntime,
                 frontendNodes: [(String, String)]? = nil, startHandshake: Bool = true,
                 log: @escaping @Sendable (String) -> Void = { _ in }) throws(BlockBackendError) {

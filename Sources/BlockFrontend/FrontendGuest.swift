@@ -37,6 +37,9 @@ public final class FrontendGuest {
     public let notifications: GuestNotifications
     /// The toolstack's store (privileged access).
     public let store: XenStoreServer
+    /// The store as the backends under test reach it: `store` itself, or
+    /// `store` over the wire (what `init`'s `backendStore` made).
+    public let backendStore: any XenStoreService
     /// The guest's own, unprivileged store connection.
     public let storeWire: GuestStoreConnection
     /// Where the backends' queues run.
@@ -48,8 +51,11 @@ public final class FrontendGuest {
 
     /// Makes the memory (a multiple of 4 KiB, at least 4 MiB), the
     /// services and the guest's store connection; sets up `grantFrames`
-    /// frames of grant table (at most 64).
-    public init(memoryBytes: Int = 32 << 20, grantFrames: Int = 4) throws {
+    /// frames of grant table (at most 64). `backendStore`, if given, makes
+    /// the backends' access to the store and what waits for their watch
+    /// handlers after a guest's write (a remote store's `settle`).
+    public init(memoryBytes: Int = 32 << 20, grantFrames: Int = 4,
+                backendStore: ((XenStoreServer) throws -> (any XenStoreService, @Sendable () -> Void))? = nil) throws {
         precondition(memoryBytes >= 4 << 20 && memoryBytes % 4096 == 0, "guest memory: a multiple of 4 KiB, at least 4 MiB")
         memory = try MappedGuestMemory(ranges: [GuestPhysicalRange(start: GuestPhysicalAddress(0), length: UInt64(memoryBytes))])
         let area = UInt64(memoryBytes / 4096) - Self.grantAreaFrames
@@ -62,7 +68,14 @@ public final class FrontendGuest {
         self.grantFrames = try grants.setupTable(domain: .`self`, frames: UInt32(grantFrames))
         store = XenStoreServer()
         store.introduceDomain(Self.domain)
-        storeWire = GuestStoreConnection(store, domain: Self.domain)
+        if let backendStore {
+            let (access, settle) = try backendStore(store)
+            self.backendStore = access
+            storeWire = GuestStoreConnection(store, domain: Self.domain, settle: settle)
+        } else {
+            self.backendStore = store
+            storeWire = GuestStoreConnection(store, domain: Self.domain)
+        }
     }
 
     deinit { runtime.stopAll() }

@@ -5,6 +5,8 @@ import XenStore
 /// The guest's connection to the store (what its XenStore ring would
 /// carry): requests as the unprivileged frontend domain, each answered
 /// before `write`/`read` return (the server answers on the caller's thread).
+/// After a write, `settle` runs: with backends on a remote store it waits
+/// for their watch handlers, as the in-process store's have run by then.
 public final class GuestStoreConnection: Sendable {
     /// The store it talks to.
     public let server: XenStoreServer
@@ -14,10 +16,12 @@ public final class GuestStoreConnection: Sendable {
     private let received = Inbox()
     private let framer = Mutex(XenStoreFramer())
     private let nextID = Atomic<UInt32>(1)
+    private let settle: @Sendable () -> Void
 
     /// Connects as `domain`.
-    public init(_ server: XenStoreServer, domain: DomainID) {
+    public init(_ server: XenStoreServer, domain: DomainID, settle: @escaping @Sendable () -> Void = {}) {
         self.server = server
+        self.settle = settle
         let box = received
         id = server.connect(domain: domain, privileged: false) { bytes in box.bytes.withLock { $0 += bytes } }
     }
@@ -39,6 +43,7 @@ public final class GuestStoreConnection: Sendable {
 
     /// XS_WRITE.
     public func write(_ path: String, _ value: String) throws(XenStoreError) {
+        defer { settle() }
         if case .failure(let e) = request(.write, XenStoreWire.nulTerminated([path]) + Array(value.utf8)) { throw e }
     }
 

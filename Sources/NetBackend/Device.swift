@@ -66,7 +66,7 @@ public final class NetBackend: Sendable {
     /// "vif", `address.index` the interface's handle), starts the link's
     /// delivery and, unless `startHandshake` is false, offers the device
     /// (InitWait). The runtime devices are named `vif-<index>`.
-    public init(store: XenStoreServer, address: XenbusDeviceAddress, configuration: NetDeviceConfiguration,
+    public init(store: any XenStoreService, address: XenbusDeviceAddress, configuration: NetDeviceConfiguration,
                 memory: any HostAddressableMemory, grants: GrantTable, events: EventChannelTable, runtime: DeviceRuntime,
                 frontendNodes: [(String, String)]? = nil, startHandshake: Bool = true,
                 log: @escaping @Sendable (String) -> Void = { _ in }) throws(NetBackendError) {

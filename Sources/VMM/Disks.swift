@@ -59,7 +59,7 @@ final class DiskBackends: Sendable {
     let metrics: [(device: String, metrics: BlockMetrics)]
 
     init(_ images: DiskImages, domain: DomainID, vcpus: Int, memory: MappedGuestMemory, grants: GrantTable,
-         events: EventChannelTable, runtime: DeviceRuntime, store: XenStoreServer, logger: Logger) throws(DomainError) {
+         events: EventChannelTable, runtime: DeviceRuntime, store: any XenStoreService, logger: Logger) throws(DomainError) {
         var backends: [BlockBackend] = []
         for disk in images.disks {
             let spec = disk.specification, file = disk.file

@@ -99,8 +99,8 @@ public final class Domain: Sendable {
     /// one thread each, stopped when the domain ends.
     public var devices: DeviceRuntime { toolstack.runtime }
     /// The store this domain's tree lives in (shared with the toolstack's
-    /// socket) and the guest's ring connection to it.
-    public var store: XenStoreServer { toolstack.store }
+    /// socket, or the host daemon's) and the guest's ring connection to it.
+    public var store: any XenStoreService { toolstack.store }
     public var storeRing: XenStoreRingConnection { toolstack.storeRing }
     /// The tree written for this domain (removed when it ends).
     public var storeLayout: DomainStoreLayout { toolstack.storeLayout }
@@ -116,15 +116,25 @@ public final class Domain: Sendable {
     let dumps = VCPUStateDump()
 
     /// Builds the domain. `console` takes the PV console's output. `store`
-    /// is the toolstack's XenStore (a fresh one if nil): the domain's tree
-    /// is written there and the guest's ring connected to it.
+    /// is the toolstack's XenStore in this process (a fresh one if nil): the
+    /// domain's tree is written there and the guest's ring connected to it.
     /// `hypervisorConsole` says where the hypervisor console goes besides
     /// its ring; nil sends its bytes, as written, to `console` too (the two
     /// consoles on one stream, as the integration tests read them).
     /// `logger` takes the VMM's diagnostics (nil: warnings and worse on
     /// stderr as `pvh: ...`).
+    public convenience init(configuration: GuestConfiguration, console: any ConsoleSink, system: KVMSystem? = nil,
+                            store: XenStoreServer? = nil, hypervisorConsole: HypervisorConsoleOutputs? = nil,
+                            logger: Logger? = nil) throws(DomainError) {
+        try self.init(configuration: configuration, console: console, system: system,
+                      domainStore: .embedded(store ?? XenStoreServer()), hypervisorConsole: hypervisorConsole,
+                      logger: logger)
+    }
+
+    /// Builds the domain against `domainStore`: the store in this process,
+    /// or the host daemon's reached over the streams it handed this process.
     public init(configuration: GuestConfiguration, console: any ConsoleSink, system: KVMSystem? = nil,
-                store: XenStoreServer? = nil, hypervisorConsole: HypervisorConsoleOutputs? = nil,
+                domainStore: DomainStore, hypervisorConsole: HypervisorConsoleOutputs? = nil,
                 logger: Logger? = nil) throws(DomainError) {
         self.configuration = configuration
         let logger = logger ?? GuestLog.standardErrorOnly()
@@ -154,7 +164,7 @@ public final class Domain: Sendable {
         timers = xen.timers
         grants = xen.grants
         toolstack = try ToolstackDevices(configuration, memory: machine.memory, xen: xen,
-                                         store: store ?? XenStoreServer(), output: console, disks: disks,
+                                         store: domainStore, output: console, disks: disks,
                                          networks: networks, logger: logger)
         networkDeviceNames = toolstack.networks.all.map { "\($0.address.type)-\($0.address.index)" }
         let dispatcher = xen.dispatcher(configuration, machine: machine, boot: boot, console: hypervisorConsole)

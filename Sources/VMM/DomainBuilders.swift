@@ -211,18 +211,19 @@ struct XenPlatform {
 struct ToolstackDevices {
     let runtime: DeviceRuntime
     let console: ConsoleBackend
-    let store: XenStoreServer
+    let store: any XenStoreService
     let storeRing: XenStoreRingConnection
     let storeLayout: DomainStoreLayout
     let domain: DomainID
     let disks: DiskBackends
     let networks: NetworkBackends
 
-    init(_ configuration: GuestConfiguration, memory: MappedGuestMemory, xen: XenPlatform, store: XenStoreServer,
+    init(_ configuration: GuestConfiguration, memory: MappedGuestMemory, xen: XenPlatform, store domainStore: DomainStore,
          output: any ConsoleSink, disks images: DiskImages, networks links: NetworkLinks,
          logger: Logger) throws(DomainError) {
         let domain = configuration.domainID
         self.domain = domain
+        let store = domainStore.access
         self.store = store
         // Device work runs on the devices' own threads, never on a vCPU's:
         // the runtime counts any pump that finds itself on one.
@@ -247,7 +248,8 @@ struct ToolstackDevices {
         let storeFrame = configuration.storePage.start.frameNumber
         do {
             storeRing = try XenStoreRingConnection(
-                memory: memory, frame: storeFrame, events: xen.events, domain: domain, server: store, runtime: runtime)
+                memory: memory, frame: storeFrame, events: xen.events, domain: domain, peer: domainStore.ringPeer(),
+                runtime: runtime)
         } catch {
             throw .memory("XenStore ring at \(storeFrame): \(error)")
         }
@@ -264,7 +266,12 @@ struct ToolstackDevices {
         } catch {
             throw .memory("XenStore tree for \(domain): \(error)")
         }
-        store.introduceDomain(domain)
+        do {
+            try store.introduceDomain(domain, ring: storeFrame, port: storeRing.guestPort)
+        } catch {
+            storeLayout.remove(from: store)
+            throw .memory("XenStore: introducing \(domain): \(error)")
+        }
         // The toolstack's reserved grants (xc_dom_gnttab_seed): the console
         // and XenStore rings, granted to their backend domain (d0).
         try? xen.grants.seed(GrantTableConstants.consoleReference, to: xen.grants.backendDomain, frame: consoleFrame)
@@ -294,7 +301,7 @@ struct ToolstackDevices {
         storeRing.shutdown()
         runtime.stopAll()
         storeLayout.remove(from: store)
-        store.releaseDomain(domain)
+        try? store.releaseDomain(domain)
     }
 }
 

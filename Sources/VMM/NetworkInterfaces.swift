@@ -72,7 +72,7 @@ final class NetworkBackends: Sendable {
     let metrics: [[NetMetrics]]
 
     init(_ links: NetworkLinks, domain: DomainID, vcpus: Int, memory: MappedGuestMemory, grants: GrantTable,
-         events: EventChannelTable, runtime: DeviceRuntime, store: XenStoreServer, logger: Logger) throws(DomainError) {
+         events: EventChannelTable, runtime: DeviceRuntime, store: any XenStoreService, logger: Logger) throws(DomainError) {
         var backends: [NetBackend] = []
         for interface in links.interfaces {
             let spec = interface.specification

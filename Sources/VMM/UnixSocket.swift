@@ -1,6 +1,7 @@
 #if canImport(Glibc)
 import Glibc
 #endif
+import XenStore
 
 /// Why a Unix socket operation failed: the call and its errno.
 public struct UnixSocketError: Error, CustomStringConvertible, Sendable, Equatable {
@@ -21,6 +22,37 @@ public struct UnixSocket: Sendable {
     public let fd: Int32
 
     init(fd: Int32) { self.fd = fd }
+
+    /// Takes ownership of a connected stream socket this process inherited
+    /// (a descriptor the host daemon handed a guest process, issue 12): it
+    /// must be an `AF_UNIX` stream socket, and is marked close-on-exec so it
+    /// goes no further. Nil for anything else (EBADF, ENOTSOCK, a datagram
+    /// or listening socket).
+    public init?(inheritedDescriptor fd: Int32) {
+        var type: Int32 = 0
+        var length = socklen_t(MemoryLayout<Int32>.size)
+        var listening: Int32 = 0
+        var listeningLength = socklen_t(MemoryLayout<Int32>.size)
+        // SAFETY: getsockopt writes at most `length` bytes into each Int32.
+        guard fd >= 0, unsafe getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &length) == 0,
+              type == Int32(SOCK_STREAM.rawValue),
+              unsafe getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &listening, &listeningLength) == 0, listening == 0
+        else { return nil }
+        _ = fcntl(fd, F_SETFD, FD_CLOEXEC)
+        self.fd = fd
+    }
+
+    /// A connected pair (socketpair(2), close-on-exec): the daemon keeps
+    /// one end and hands the other to a guest process; tests use both.
+    public static func pair() throws(UnixSocketError) -> (UnixSocket, UnixSocket) {
+        var ends: [Int32] = [-1, -1]
+        // SAFETY: socketpair writes the two descriptors into the array's storage.
+        let rc = unsafe ends.withUnsafeMutableBufferPointer {
+            unsafe socketpair(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0, $0.baseAddress)
+        }
+        guard rc == 0 else { throw UnixSocketError(operation: "socketpair", path: "", errno: errno) }
+        return (UnixSocket(fd: ends[0]), UnixSocket(fd: ends[1]))
+    }
 
     /// The longest path `sockaddr_un.sun_path` holds, with its NUL.
     static let maximumPathLength = 107
@@ -122,11 +154,12 @@ public struct UnixSocket: Sendable {
         }
     }
 
-    /// Blocks until the socket is readable, writable (if asked) or `wakeup`
-    /// is readable. Returns (readable, writable, woken).
-    public func poll(writable: Bool, wakeup: Int32) -> (readable: Bool, writable: Bool, woken: Bool) {
+    /// Blocks until the socket is readable (if asked; a hang-up or error
+    /// counts as readable either way), writable (if asked) or `wakeup` is
+    /// readable. Returns (readable, writable, woken).
+    public func poll(readable: Bool = true, writable: Bool, wakeup: Int32) -> (readable: Bool, writable: Bool, woken: Bool) {
         var fds = [
-            pollfd(fd: fd, events: Int16(POLLIN) | (writable ? Int16(POLLOUT) : 0), revents: 0),
+            pollfd(fd: fd, events: (readable ? Int16(POLLIN) : 0) | (writable ? Int16(POLLOUT) : 0), revents: 0),
             pollfd(fd: wakeup, events: Int16(POLLIN), revents: 0),
         ]
         while true {
@@ -152,9 +185,13 @@ public struct UnixSocket: Sendable {
 
     /// Stops a blocked accept()/read() in another thread, then closes.
     public func shutdownAndClose() {
-        Glibc.shutdown(fd, Int32(SHUT_RDWR))
+        shutdown()
         close()
     }
+
+    /// Ends both directions: a read blocked in another thread returns nil
+    /// (end of stream), the peer reads end of stream. The descriptor stays.
+    public func shutdown() { Glibc.shutdown(fd, Int32(SHUT_RDWR)) }
 
     public func close() { _ = Glibc.close(fd) }
 
@@ -188,3 +225,7 @@ public struct UnixSocket: Sendable {
         }
     }
 }
+
+/// The store's wire protocol runs over a connected Unix socket
+/// (`XenStoreRemote`, `XenStoreRelay`).
+extension UnixSocket: XenStoreByteStream {}

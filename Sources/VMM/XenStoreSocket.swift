@@ -22,7 +22,7 @@ public final class XenStoreSocketServer: Sendable {
     public let path: String
     private let listener: UnixSocket
     private let server: XenStoreServer
-    private let peers = Mutex<[Int32: Peer]>([:])
+    private let peers = Mutex<[Int32: XenStoreStreamConnection]>([:])
     private let stopped = Atomic<Bool>(false)
 
     /// Bytes a peer may have waiting before it is dropped.
@@ -58,36 +58,86 @@ public final class XenStoreSocketServer: Sendable {
 
     private func acceptLoop() {
         while !stopped.load(ordering: .acquiring), let socket = listener.accept() {
-            guard let peer = Peer(socket: socket) else {
+            let fd = socket.fd
+            guard let connection = XenStoreStreamConnection.start(
+                socket: socket, server: server, domain: .controlDomain, privileged: true, flowControl: false,
+                onEnd: { [self] in peers.withLock { _ = $0.removeValue(forKey: fd) } })
+            else {
                 socket.close()
                 continue
             }
-            peers.withLock { $0[socket.fd] = peer }
+            peers.withLock { $0[fd] = connection }
             if stopped.load(ordering: .acquiring) {
-                peer.hangUp()
+                connection.hangUp()
                 break
             }
-            let thread = Thread { [self] in
-                serve(peer)
-                peers.withLock { _ = $0.removeValue(forKey: socket.fd) }
-                peer.close()
-            }
-            thread.name = "pvh-xenstored-peer"
-            thread.start()
         }
     }
+}
 
-    private func serve(_ peer: Peer) {
-        let id = server.connect(domain: .controlDomain, privileged: true) { bytes in peer.enqueue(bytes) }
+/// One connected stream served as a client of the store, on a thread of its
+/// own (`pvh-xenstored-peer`): a peer of xenstored's socket (dom0,
+/// privileged), or the far end of a guest's `XenStoreRelay` that the host
+/// daemon handed a guest process (the guest's domain, unprivileged, flow
+/// controlled). The thread reads requests (blocking) and writes replies and
+/// watch events without blocking the store: the store's output callback
+/// only appends to the peer's queue and wakes the thread through a pipe,
+/// and a queue past `XenStoreSocketServer.maximumPendingOutput` drops the
+/// peer.
+///
+/// With `flowControl` the connection is the server's flow-controlled kind,
+/// as a ring it serves directly: what the socket took is reported with
+/// `outputSent`, and while `acceptsInput` is false the thread leaves the
+/// peer's requests unread (and the server drops its watch events, never its
+/// replies), so a guest that stops reading costs the store a bounded
+/// backlog.
+public final class XenStoreStreamConnection: Sendable {
+    private let peer: Peer
+
+    private init(peer: Peer) { self.peer = peer }
+
+    /// Serves `socket` (owned from now on: closed when the connection ends)
+    /// as a client of `server` of `domain`; `onEnd` runs on the
+    /// connection's thread when it has ended. Nil if the thread's wake-up
+    /// pipe cannot be made (the socket is then the caller's).
+    public static func start(socket: UnixSocket, server: XenStoreServer, domain: DomainID, privileged: Bool,
+                             flowControl: Bool, onEnd: @escaping @Sendable () -> Void = {}) -> XenStoreStreamConnection? {
+        guard let peer = Peer(socket: socket) else { return nil }
+        let thread = Thread {
+            serve(peer, server: server, domain: domain, privileged: privileged, flowControl: flowControl)
+            onEnd()
+            peer.close()
+        }
+        thread.name = "pvh-xenstored-peer"
+        thread.start()
+        return XenStoreStreamConnection(peer: peer)
+    }
+
+    /// Ends the connection (the peer reads end of stream).
+    public func hangUp() { peer.hangUp() }
+
+    private static func serve(_ peer: Peer, server: XenStoreServer, domain: DomainID, privileged: Bool, flowControl: Bool) {
+        let id = flowControl
+            ? server.connect(domain: domain, privileged: privileged, output: { bytes in peer.enqueue(bytes) },
+                             wake: { peer.signal() })
+            : server.connect(domain: domain, privileged: privileged) { bytes in peer.enqueue(bytes) }
         defer { server.disconnect(id) }
+        func flush() -> Bool {
+            guard let sent = peer.flush() else { return false }
+            if flowControl && sent > 0 { server.outputSent(sent, for: id) }
+            return true
+        }
         while !peer.isDead {
-            let (readable, writable, woken) = peer.socket.poll(writable: peer.hasPendingOutput, wakeup: peer.wakeup)
+            let wantInput = !flowControl || server.acceptsInput(id)
+            let (readable, writable, woken) = peer.socket.poll(readable: wantInput, writable: peer.hasPendingOutput,
+                                                               wakeup: peer.wakeup)
             if woken { peer.drainWakeup() }
-            if writable || woken { guard peer.flush() else { return } }
+            if writable || woken { guard flush() else { return } }
             if readable {
-                guard let bytes = peer.socket.read() else { return }
+                // Not asked for input: only a hang-up or an error wakes us here.
+                guard wantInput, let bytes = peer.socket.read() else { return }
                 if case .close = server.receive(bytes, from: id) { return }
-                guard peer.flush() else { return }
+                guard flush() else { return }
             }
         }
     }
@@ -136,18 +186,20 @@ private final class Peer: Sendable {
         if wake { signal() }
     }
 
-    /// Writes what the socket takes now; false once the peer is gone.
-    func flush() -> Bool {
+    /// Writes what the socket takes now: the count written, nil once the peer is gone.
+    func flush() -> Int? {
         output.withLock { o in
-            guard !o.dead else { return false }
+            guard !o.dead else { return nil }
+            var written = 0
             while o.sent < o.bytes.count {
                 let n = socket.writeNonBlocking(o.bytes[o.sent...])
                 if n < 0 {
                     o.dead = true
-                    return false
+                    return nil
                 }
                 if n == 0 { break }
                 o.sent += n
+                written += n
             }
             if o.sent == o.bytes.count {
                 o.bytes.removeAll(keepingCapacity: true)
@@ -156,7 +208,7 @@ private final class Peer: Sendable {
                 o.bytes.removeFirst(o.sent)
                 o.sent = 0
             }
-            return true
+            return written
         }
     }
 
@@ -172,7 +224,7 @@ private final class Peer: Sendable {
         while unsafe buffer.withUnsafeMutableBytes({ unsafe Glibc.read(wakeup, $0.baseAddress, $0.count) }) > 0 {}
     }
 
-    private func signal() {
+    func signal() {
         // A full pipe already holds a wake-up: EAGAIN is fine.
         let one: [UInt8] = [1]
         // SAFETY: write(2) reads the one byte of the array.
@@ -183,5 +235,23 @@ private final class Peer: Sendable {
         socket.close()
         _ = Glibc.close(wakeup)
         _ = Glibc.close(signalFD)
+    }
+}
+
+extension XenStoreRemote {
+    /// A `XenStoreRemote` to `server` in this process over a socketpair
+    /// whose far end `server` serves as `domain` (a `XenStoreStreamConnection`):
+    /// the store reached over the wire exactly as a guest process reaches
+    /// the daemon's, for tests and benchmarks. `close()` ends both ends.
+    public static func loopback(to server: XenStoreServer, domain: DomainID = .controlDomain, privileged: Bool = true,
+                                onConnectionLost: @escaping @Sendable (String) -> Void = { _ in }) throws(UnixSocketError) -> XenStoreRemote {
+        let (near, far) = try UnixSocket.pair()
+        guard XenStoreStreamConnection.start(socket: far, server: server, domain: domain, privileged: privileged,
+                                             flowControl: !privileged) != nil else {
+            near.close()
+            far.close()
+            throw UnixSocketError(operation: "pipe", path: "", errno: EMFILE)
+        }
+        return XenStoreRemote(stream: near, onConnectionLost: onConnectionLost)
     }
 }

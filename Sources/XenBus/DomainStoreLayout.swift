@@ -51,7 +51,7 @@ public struct DomainStoreLayout: Sendable, Equatable {
 
     /// Writes the tree: the control domain's own entry first (once), then
     /// the domain's. Any old tree of the same domain is removed first.
-    public func write(to store: XenStoreServer) throws(XenStoreError) {
+    public func write(to store: any XenStoreService) throws(XenStoreError) {
         let dom0 = DomainID.controlDomain
         let readOnly = XenStorePermissions(owner: dom0, defaultAccess: .none, entries: [(domain, .read)])
         let guestOwned = XenStorePermissions(owner: domain, defaultAccess: .none)
@@ -104,7 +104,7 @@ public struct DomainStoreLayout: Sendable, Equatable {
 
     /// Removes the domain's tree (domain destruction: libxl__destroy_domid
     /// removes the home and /vm entries).
-    public func remove(from store: XenStoreServer) {
+    public func remove(from store: any XenStoreService) {
         try? store.remove(home)
         try? store.remove(vmPath)
     }

@@ -72,7 +72,7 @@ public struct XenbusFatalError: Error, Hashable, Sendable, CustomStringConvertib
 /// then follows the frontend's `state` node through `XenbusHandshake`.
 public final class XenbusBackendDevice: Sendable {
     public let address: XenbusDeviceAddress
-    private let store: XenStoreServer
+    private let store: any XenStoreService
     private let driver: any XenbusBackendDriver
     /// What changes the backend's state: the frontend's state node changed
     /// (the watch, with the value read when it fired), or the device failed
@@ -126,7 +126,7 @@ public final class XenbusBackendDevice: Sendable {
     /// starts the handshake (`startHandshake()`). `frontendNodes` are
     /// written in the frontend directory first (e.g. a vif's "mac", a vbd's
     /// "virtual-device").
-    public init(store: XenStoreServer, address: XenbusDeviceAddress, driver: any XenbusBackendDriver,
+    public init(store: any XenStoreService, address: XenbusDeviceAddress, driver: any XenbusBackendDriver,
                 frontendNodes: [(String, String)] = [], startHandshake: Bool = true) throws(XenStoreError) {
         self.address = address
         self.store = store

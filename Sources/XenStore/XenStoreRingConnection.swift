@@ -16,9 +16,11 @@ public enum XenStoreRingError: Error, Sendable {
 /// A guest's XenStore connection over its `struct xenstore_domain_interface`
 /// page (io/xs_wire.h; HVM_PARAM_STORE_PFN) and an interdomain event channel
 /// (HVM_PARAM_STORE_EVTCHN), as xenstored's domain.c serves it. Requests are
-/// read from `req`, handed to the `XenStoreServer`, and replies and watch
-/// events are written to `rsp`; what does not fit waits host-side (never
-/// dropped) until the guest frees room and notifies.
+/// read from `req` and handed to the connection's `XenStoreRingPeer` (the
+/// `XenStoreServer` in this process, or `XenStoreRelay` to the host
+/// daemon's), and replies and watch events are written to `rsp`; what does
+/// not fit waits host-side (never dropped) until the guest frees room and
+/// notifies.
 ///
 /// Ring protocol (docs/misc/xenstore-ring.txt): at set-up the page gets
 /// `server_features = RECONNECTION | ERROR` and `connection = CONNECTED`. A
@@ -37,9 +39,11 @@ public enum XenStoreRingError: Error, Sendable {
 /// goes through the runtime's fault path, whose effect here is the `error`
 /// word and the disconnection from the server.
 ///
-/// Locks, outermost first: the server's lock, then `outbox` (taken by the
-/// `output` closure the server calls under its lock, and by the pump with no
-/// other lock held). The pump never holds `outbox` while calling the server.
+/// Locks, outermost first: the peer's (the server's) lock, then `outbox`
+/// (taken by the `output` closure the peer calls under its lock, and by the
+/// pump with no other lock held). The pump never holds `outbox` while
+/// calling the peer. A peer that fails (the relay's daemon end closed)
+/// fails the device the same way, with `error = COMM`.
 public final class XenStoreRingConnection: Sendable {
     /// The ring and what the pump keeps between runs. Made before the
     /// runtime device, whose pump and fault effect it carries.
@@ -47,20 +51,20 @@ public final class XenStoreRingConnection: Sendable {
         let memory: any GuestMemory
         let ring: ByteRing
         let base: GuestPhysicalAddress
-        let server: XenStoreServer
+        let peer: any XenStoreRingPeer
         let report: @Sendable (String) -> Void
-        let connection = Mutex<XenStoreConnectionID?>(nil)
+        let attached = Atomic<Bool>(false)
         /// The `error` word the fault path writes: set by the pump before it throws.
         let errorWord = Mutex<UInt32>(UInt32(XENSTORE_ERROR_COMM))
         /// Output waiting for room in `rsp`.
         let outbox = Mutex<[UInt8]>([])
 
-        init(memory: any GuestMemory, ring: ByteRing, base: GuestPhysicalAddress, server: XenStoreServer,
+        init(memory: any GuestMemory, ring: ByteRing, base: GuestPhysicalAddress, peer: any XenStoreRingPeer,
              report: @escaping @Sendable (String) -> Void) {
             self.memory = memory
             self.ring = ring
             self.base = base
-            self.server = server
+            self.peer = peer
             self.report = report
         }
 
@@ -93,8 +97,13 @@ public final class XenStoreRingConnection: Sendable {
         func fault(_ fault: DeviceFault) {
             let word = errorWord.withLock { $0 }
             try? memory.store(word, at: field(PVH_XENSTORE_ERROR_OFFSET))
-            if let id = connection.withLock({ $0 }) { server.disconnect(id) }
+            detach()
             report("xenstore ring: \(fault.reason)")
+        }
+
+        /// Leaves the peer, once (fault, shutdown or the end of the connection).
+        func detach() {
+            if attached.exchange(false, ordering: .acquiringAndReleasing) { peer.detach() }
         }
 
         func field(_ offset: some BinaryInteger) -> GuestPhysicalAddress {
@@ -104,12 +113,15 @@ public final class XenStoreRingConnection: Sendable {
         /// One round: reconnect if asked, flush output, read requests. Returns
         /// whether anything moved.
         private func pumpOnce(_ notify: inout Bool) throws -> Bool {
-            guard let id = connection.withLock({ $0 }) else { return false }
+            guard attached.load(ordering: .acquiring) else { return false }
+            if let failure = peer.failure {
+                throw PumpFailure(error: UInt32(XENSTORE_ERROR_COMM), fault: DeviceFault(kind: .backendFailure, reason: failure))
+            }
             let connectionWord = try memory.load(UInt32.self, at: field(PVH_XENSTORE_CONNECTION_OFFSET))
             if connectionWord == UInt32(XENSTORE_RECONNECT) {
                 // xenstore-ring.txt "Connection reset": discard everything, zero
                 // the indices, then report CONNECTED and notify.
-                server.reset(id)
+                peer.reset()
                 outbox.withLock { $0 = [] }
                 for c in [ring.layout.fromGuest, ring.layout.toGuest] {
                     try memory.store(UInt32(0), at: field(c.consumerOffset))
@@ -120,8 +132,8 @@ public final class XenStoreRingConnection: Sendable {
                 notify = true
                 return true
             }
-            var moved = try flush(id)
-            if server.acceptsInput(id) {
+            var moved = try flush()
+            if peer.acceptsInput() {
                 let bytes: [UInt8]
                 do { bytes = try ring.consumeFromGuest() } catch {
                     throw PumpFailure(error: UInt32(XENSTORE_ERROR_RINGIDX), fault: DeviceFault(error))
@@ -129,10 +141,10 @@ public final class XenStoreRingConnection: Sendable {
                 if !bytes.isEmpty {
                     notify = true  // room was made in req
                     moved = true
-                    if case .close(let reason) = server.receive(bytes, from: id) {
+                    if case .close(let reason) = peer.receive(bytes) {
                         throw PumpFailure(error: UInt32(XENSTORE_ERROR_PROTO), fault: .hostileGuest(reason))
                     }
-                    _ = try flush(id)
+                    _ = try flush()
                 }
             }
             if moved { notify = true }
@@ -140,7 +152,7 @@ public final class XenStoreRingConnection: Sendable {
         }
 
         /// Writes queued output into `rsp`; keeps what does not fit.
-        private func flush(_ id: XenStoreConnectionID) throws -> Bool {
+        private func flush() throws -> Bool {
             let pending = outbox.withLock { $0 }
             guard !pending.isEmpty else { return false }
             let written: Int
@@ -149,7 +161,7 @@ public final class XenStoreRingConnection: Sendable {
             }
             guard written > 0 else { return false }
             outbox.withLock { $0.removeFirst(written) }
-            server.outputSent(written, for: id)
+            peer.outputSent(written)
             return true
         }
     }
@@ -161,8 +173,10 @@ public final class XenStoreRingConnection: Sendable {
     public let guestPort: EventChannelPort
     /// The interface page's frame (HVM_PARAM_STORE_PFN).
     public let frame: GuestFrameNumber
-    /// The server's ID of this connection.
-    public var connection: XenStoreConnectionID? { engine.connection.withLock { $0 } }
+    /// What the ring's bytes go to.
+    public var peer: any XenStoreRingPeer { engine.peer }
+    /// The server's ID of this connection, when its peer is the store in this process.
+    public var connection: XenStoreConnectionID? { (engine.peer as? XenStoreServerRingPeer)?.connection }
     /// The connection's device in the runtime: its metrics and fault state.
     public var device: RuntimeDevice { channel.device }
 
@@ -172,8 +186,16 @@ public final class XenStoreRingConnection: Sendable {
     /// of `runtime`), and connects to `server` as an unprivileged client of
     /// `domain`. `report` hears the fault that stopped the connection (the
     /// runtime also logs it).
+    public convenience init(memory: any GuestMemory, frame: GuestFrameNumber, events: EventChannelTable, domain: DomainID,
+                            server: XenStoreServer, runtime: DeviceRuntime,
+                            report: @escaping @Sendable (String) -> Void = { _ in }) throws {
+        try self.init(memory: memory, frame: frame, events: events, domain: domain,
+                      peer: XenStoreServerRingPeer(server: server), runtime: runtime, report: report)
+    }
+
+    /// As above, with the ring's bytes going to `peer` (attached as `domain`).
     public init(memory: any GuestMemory, frame: GuestFrameNumber, events: EventChannelTable, domain: DomainID,
-                server: XenStoreServer, runtime: DeviceRuntime,
+                peer: any XenStoreRingPeer, runtime: DeviceRuntime,
                 report: @escaping @Sendable (String) -> Void = { _ in }) throws {
         guard let base = frame.address else {
             throw XenStoreRingError.ring(.memory(.outOfBounds(GuestPhysicalAddress(UInt64.max), count: GuestFrameNumber.pageSize)))
@@ -181,7 +203,7 @@ public final class XenStoreRingConnection: Sendable {
         let ring: ByteRing
         do { ring = try ByteRing(layout: .xenStore, memory: memory, base: base) } catch { throw XenStoreRingError.ring(error) }
         self.frame = frame
-        let engine = Engine(memory: memory, ring: ring, base: base, server: server, report: report)
+        let engine = Engine(memory: memory, ring: ring, base: base, peer: peer, report: report)
         self.engine = engine
         do {
             try memory.store(UInt32(XENSTORE_SERVER_FEATURE_RECONNECTION | XENSTORE_SERVER_FEATURE_ERROR),
@@ -209,18 +231,16 @@ public final class XenStoreRingConnection: Sendable {
             throw XenStoreRingError.eventChannel(error)
         }
         self.channel = channel
-        // `wake` runs from the server's callback queue, on whichever thread
-        // drained it: it only schedules the pump on this ring's context.
-        let id = server.connect(domain: domain, privileged: false,
-                                output: { bytes in engine.outbox.withLock { $0 += bytes } },
-                                wake: { channel.schedule() })
-        engine.connection.withLock { $0 = id }
+        // `wake` runs from the server's callback queue (or the relay's
+        // threads), on whichever thread: it only schedules the pump on this
+        // ring's context.
+        peer.attach(domain: domain, output: { bytes in engine.outbox.withLock { $0 += bytes } },
+                    wake: { channel.schedule() })
+        engine.attached.store(true, ordering: .releasing)
         channel.schedule()
     }
 
-    deinit {
-        if let id = connection { engine.server.disconnect(id) }
-    }
+    deinit { engine.detach() }
 
     /// Whether the connection was shut down for a protocol violation.
     public var isDead: Bool { device.isDisabled }
@@ -238,6 +258,6 @@ public final class XenStoreRingConnection: Sendable {
     /// running pump) and disconnects from the server.
     public func shutdown() {
         device.stop()
-        if let id = engine.connection.withLock({ $0 }) { engine.server.disconnect(id) }
+        engine.detach()
     }
 }

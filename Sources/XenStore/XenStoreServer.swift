@@ -1,3 +1,4 @@
+import GuestMemory
 import Synchronization
 import XenABI
 
@@ -44,7 +45,7 @@ public struct XenStoreWatchID: RawRepresentable, Hashable, Sendable {
 /// thus stays below the quota plus one event plus the replies to one
 /// `receive` call (a ring passes at most its 1024 bytes of requests). This plays
 /// the part of C xenstored's per-domain "outstanding" and "memory" quotas.
-public final class XenStoreServer: Sendable {
+public final class XenStoreServer: XenStoreService {
     private enum Callback: Sendable {
         case watch(@Sendable (String, String) -> Void, String, String)
         case wake(@Sendable () -> Void)
@@ -274,48 +275,10 @@ public final class XenStoreServer: Sendable {
         return result
     }
 
-    private func run(_ type: XenStoreMessageType, _ strings: [String]) throws(XenStoreError) -> [UInt8] {
-        try perform(type, XenStoreWire.nulTerminated(strings)).get()
-    }
-
-    /// Writes `value` at `path` (absolute, or relative to /local/domain/0),
-    /// creating missing parents (XS_WRITE).
-    public func write(_ path: String, _ value: String) throws(XenStoreError) {
-        try writeBytes(path, Array(value.utf8))
-    }
-
-    /// Writes raw bytes at `path` (XS_WRITE).
-    public func writeBytes(_ path: String, _ value: [UInt8]) throws(XenStoreError) {
-        _ = try perform(.write, XenStoreWire.nulTerminated([path]) + value).get()
-    }
-
-    /// The value at `path`, decoded as UTF-8 (XS_READ).
-    public func read(_ path: String) throws(XenStoreError) -> String {
-        String(decoding: try readBytes(path), as: UTF8.self)
-    }
-
-    /// The raw value at `path` (XS_READ).
-    public func readBytes(_ path: String) throws(XenStoreError) -> [UInt8] { try run(.read, [path]) }
-
-    /// Creates `path` and missing parents with empty values (XS_MKDIR).
-    public func mkdir(_ path: String) throws(XenStoreError) { _ = try run(.mkdir, [path]) }
-
-    /// Removes `path` and everything below it (XS_RM).
-    public func remove(_ path: String) throws(XenStoreError) { _ = try run(.remove, [path]) }
-
-    /// Sets `path`'s permissions (XS_SET_PERMS).
-    public func setPermissions(_ path: String, _ perms: XenStorePermissions) throws(XenStoreError) {
-        _ = try run(.setPermissions, [path] + perms.strings)
-    }
-
-    /// `path`'s permissions (XS_GET_PERMS).
-    public func permissions(_ path: String) throws(XenStoreError) -> XenStorePermissions {
-        try XenStorePermissions(strings: XenStoreWire.strings(try run(.getPermissions, [path])))
-    }
-
-    /// The names of `path`'s children (XS_DIRECTORY).
-    public func directory(_ path: String) throws(XenStoreError) -> [String] {
-        XenStoreWire.strings(try run(.directory, [path]))
+    /// `XenStoreService`: one request as the toolstack (dom0, privileged),
+    /// handled at once under the lock; its watch handlers run after it.
+    public func call(_ type: XenStoreMessageType, _ payload: [UInt8]) throws(XenStoreError) -> [UInt8] {
+        try perform(type, payload).get()
     }
 
     /// Introduces `domain` and fires `@introduceDomain` (XS_INTRODUCE).
@@ -328,6 +291,13 @@ public final class XenStoreServer: Sendable {
     public func releaseDomain(_ domain: DomainID) {
         state.withLock { s in Self.route(s.core.releaseDomain(domain), in: &s, requester: nil) }
         runCallbacks()
+    }
+
+    /// `XenStoreService`: the ring and port are not needed in-process (C
+    /// xenstored would map the ring; the guest's ring is served by
+    /// `XenStoreRingConnection`).
+    public func introduceDomain(_ domain: DomainID, ring: GuestFrameNumber, port: EventChannelPort) {
+        introduceDomain(domain)
     }
 
     /// Whether `domain` is introduced (XS_IS_DOMAIN_INTRODUCED).

@@ -34,6 +34,8 @@ struct Create: ParsableCommand {
 
     @OptionGroup var log: LogOptions
 
+    @OptionGroup var handoff: StoreHandoffOptions
+
     @Argument(help: ArgumentHelp("The xl config file.", valueName: "config")) var file: String
 
     @Argument(help: ArgumentHelp("More config lines, each KEY=VALUE in the file's syntax.", valueName: "KEY=VALUE"))
@@ -95,9 +97,10 @@ struct Create: ParsableCommand {
                                         memoryMiB: domain.memoryMiB, vcpus: domain.vcpus, name: name.rawValue,
                                         maxGrantFrames: grantFrames, disks: domain.disks, networks: domain.networks)
         config.maximumEventChannelPort = UInt32(clamping: domain.maximumEventChannels)
+        handoff.apply(to: &config)
         let restart = domain.action(on: .reboot)
         try runInForeground(config, name: name, restartOnReboot: restart == .restart ? "on_reboot=\"restart\"" : nil,
-                            metrics: metrics.address(), log: log, named: true)
+                            metrics: metrics.address(), log: log, named: true, store: handoff.store())
     }
 
     /// What the foreground run cannot do of the configured actions: it

@@ -5,6 +5,7 @@ import DeviceSpecs
 import KVM
 import PVHMetrics
 import VMM
+import XenABI
 import XenStore
 
 #if canImport(Glibc)
@@ -129,6 +130,8 @@ struct Run: ParsableCommand {
 
     @OptionGroup var log: LogOptions
 
+    @OptionGroup var handoff: StoreHandoffOptions
+
     func run() throws {
         let rawName = name ?? "pvh-\(getpid())"
         guard let guestName = GuestName(rawName) else { usageFailure("--name \(rawName): \(GuestName.rule)") }
@@ -144,11 +147,12 @@ struct Run: ParsableCommand {
         } catch {
             usageFailure(error.description)
         }
-        let config = GuestConfiguration(kernelPath: kernel, initrdPath: initrd, commandLine: cmdline, memoryMiB: memory, vcpus: vcpus,
+        var config = GuestConfiguration(kernelPath: kernel, initrdPath: initrd, commandLine: cmdline, memoryMiB: memory, vcpus: vcpus,
                                         name: guestName.rawValue, maxGrantFrames: maxGrantFrames, disks: diskSpecifications,
                                         networks: networkSpecifications)
+        handoff.apply(to: &config)
         try runInForeground(config, name: guestName, restartOnReboot: onReboot == .restart ? "--on-reboot restart" : nil,
-                            metrics: metrics.address(), log: log, named: name != nil)
+                            metrics: metrics.address(), log: log, named: name != nil, store: handoff.store())
     }
 }
 
@@ -180,6 +184,59 @@ struct MetricsOptions: ParsableArguments {
             usageFailure("--metrics '\(metrics)': \(error)")
         }
     }
+}
+
+/// The hidden options a host daemon starts a guest process with (issue 12,
+/// docs/ARCHITECTURE.md: the process model), for `pvh run` and `pvh create
+/// -F`: the domain uses the daemon's store over two inherited connected
+/// stream sockets instead of a store of its own, and no xenstored socket is
+/// served. `--store-fd`: the daemon's privileged (dom0) connection, for the
+/// domain's tree and the backends; `--guest-store-fd`: the connection the
+/// daemon serves as the guest's domain, unprivileged, that the guest's ring
+/// is relayed over; `--domid`: the domain id the daemon gave the guest.
+struct StoreHandoffOptions: ParsableArguments {
+    @Option(name: .customLong("store-fd"), help: .hidden)
+    var storeFD: Int32?
+
+    @Option(name: .customLong("guest-store-fd"), help: .hidden)
+    var guestStoreFD: Int32?
+
+    @Option(name: .customLong("domid"), help: .hidden)
+    var domid: UInt16?
+
+    func validate() throws {
+        if (storeFD == nil) != (guestStoreFD == nil) {
+            throw ValidationError("--store-fd and --guest-store-fd: give both or neither")
+        }
+        if let storeFD, storeFD == guestStoreFD { throw ValidationError("--store-fd \(storeFD): the same descriptor as --guest-store-fd") }
+        if let domid, domid == 0 || domid >= 0x7ff0 {
+            throw ValidationError("--domid \(domid): must be 1 to 32751 (not dom0, below DOMID_FIRST_RESERVED)")
+        }
+    }
+
+    func apply(to config: inout GuestConfiguration) {
+        if let domid { config.domainID = DomainID(rawValue: domid) }
+    }
+
+    /// The daemon's store over the inherited descriptors, or nil for the
+    /// embedded default. A descriptor that is not a connected stream socket
+    /// is a usage failure.
+    func store() -> HandedOverStore? {
+        guard let storeFD, let guestStoreFD else { return nil }
+        guard let control = UnixSocket(inheritedDescriptor: storeFD) else {
+            usageFailure("--store-fd \(storeFD): not a connected stream socket")
+        }
+        guard let guest = UnixSocket(inheritedDescriptor: guestStoreFD) else {
+            usageFailure("--guest-store-fd \(guestStoreFD): not a connected stream socket")
+        }
+        return HandedOverStore(control: control, guest: guest)
+    }
+}
+
+/// The two connections a daemon handed this guest process.
+struct HandedOverStore {
+    let control: UnixSocket
+    let guest: UnixSocket
 }
 
 /// `pvh run --metrics`: where to serve, and the option as written.
@@ -217,7 +274,8 @@ enum GuestLimits {
 /// guest's log and hypervisor console; `named`: the user chose the name, so
 /// the log and `pvh dmesg`'s file are kept under it after the guest ends.
 func runInForeground(_ config: GuestConfiguration, name guestName: GuestName, restartOnReboot restartReason: String?,
-                     metrics: MetricsOption? = nil, log: LogOptions, named: Bool) throws {
+                     metrics: MetricsOption? = nil, log: LogOptions, named: Bool,
+                     store handedOver: HandedOverStore? = nil) throws {
     let rawName = guestName.rawValue
     let (logger, componentLogger) = log.logger(for: config, named: named)
     // The signals pvh acts on are blocked in every thread (each thread
@@ -229,23 +287,39 @@ func runInForeground(_ config: GuestConfiguration, name guestName: GuestName, re
     sigemptyset(&handled)
     for sig in [SIGINT, SIGTERM, SIGUSR1] { sigaddset(&handled, sig) }
     pthread_sigmask(SIG_BLOCK, &handled, nil)
-    // The toolstack's XenStore: outlives a guest rebooted with
-    // --on-reboot restart, served to dom0 clients on a Unix socket.
-    let store = XenStoreServer(log: { logger.warning("xenstore: \($0)") })
     let runtime = RuntimeDirectory.default
-    let socketServer: XenStoreSocketServer
-    do {
-        try runtime.prepare(for: guestName)
-        socketServer = try XenStoreSocketServer(path: runtime.xenStoreSocket(for: guestName), server: store)
-    } catch {
-        if error.errno == EADDRINUSE { usageFailure("--name \(rawName): a guest of that name is already running") }
-        FileDescriptorConsoleSink(fd: 2).emit(Array("pvh: XenStore socket: \(error)\n".utf8))
-        throw ExitCode(1)
+    let domainStore: DomainStore
+    let socketServer: XenStoreSocketServer?
+    if let handedOver {
+        // A guest process of the daemon: its store, no socket of our own
+        // (the daemon serves xenstored's). Losing it is reported; the guest
+        // runs on (its ring gets error = COMM). The guest's directory still
+        // holds its hypervisor console's file (pvh dmesg).
+        do { try runtime.prepare(for: guestName) } catch { logger.warning("pvh dmesg: \(error)") }
+        let report: @Sendable (String) -> Void = { logger.warning("xenstore: \($0)") }
+        domainStore = .remote(XenStoreRemote(stream: handedOver.control) { report("the daemon's store: connection lost: \($0)") },
+                              guestRing: XenStoreRelay(stream: handedOver.guest) { report("guest ring relay: \($0)") })
+        socketServer = nil
+    } else {
+        // The toolstack's XenStore: outlives a guest rebooted with
+        // --on-reboot restart, served to dom0 clients on a Unix socket.
+        let store = XenStoreServer(log: { logger.warning("xenstore: \($0)") })
+        do {
+            try runtime.prepare(for: guestName)
+            socketServer = try XenStoreSocketServer(path: runtime.xenStoreSocket(for: guestName), server: store)
+        } catch {
+            if error.errno == EADDRINUSE { usageFailure("--name \(rawName): a guest of that name is already running") }
+            FileDescriptorConsoleSink(fd: 2).emit(Array("pvh: XenStore socket: \(error)\n".utf8))
+            throw ExitCode(1)
+        }
+        domainStore = .embedded(store)
     }
-    socketServer.start()
+    socketServer?.start()
     defer {
-        socketServer.stop()
-        runtime.cleanUp(for: guestName)
+        if let socketServer {
+            socketServer.stop()
+            runtime.cleanUp(for: guestName)
+        }
     }
     // The metrics server runs on its own threads from before the first
     // boot until the last domain ended (each boot's counters replace the
@@ -256,8 +330,10 @@ func runInForeground(_ config: GuestConfiguration, name guestName: GuestName, re
         do {
             metricsServer = try MetricsServer.start(metrics.address, registry: metricsRegistry, logger: componentLogger("metrics"))
         } catch {
-            socketServer.stop()
-            runtime.cleanUp(for: guestName)
+            if let socketServer {
+                socketServer.stop()
+                runtime.cleanUp(for: guestName)
+            }
             usageFailure("--metrics '\(metrics.text)': \(error)")
         }
     }
@@ -296,14 +372,16 @@ func runInForeground(_ config: GuestConfiguration, name guestName: GuestName, re
     repeat {
         let domain: Domain
         do {
-            domain = try Domain(configuration: config, console: FileDescriptorConsoleSink(fd: 1), store: store,
+            domain = try Domain(configuration: config, console: FileDescriptorConsoleSink(fd: 1), domainStore: domainStore,
                                 hypervisorConsole: log.hypervisorConsoleOutputs(logger: logger, file: consoleFile), logger: logger)
         } catch {
             terminal.restore()
             metricsServer?.stop()
             if !named || boots == 0 { consoleFile?.remove() }
-            socketServer.stop()
-            runtime.cleanUp(for: guestName)
+            if let socketServer {
+                socketServer.stop()
+                runtime.cleanUp(for: guestName)
+            }
             logger.notice("not started: \(error.description)")
             if error.isUsageError { usageFailure(error.description) }
             FileDescriptorConsoleSink(fd: 2).emit(Array("pvh: \(error.description)\n".utf8))

@@ -17,9 +17,10 @@ import XenStore
 /// own (unprivileged) store connection in the orders frontends use.
 @Suite("block backend xenbus handshake")
 struct HandshakeTests {
-    @Test("Linux's order: InitWait with the features → frontend Initialised → Connected with the disk's nodes")
-    func linuxOrder() throws {
-        let guest = try Guest()
+    @Test("Linux's order: InitWait with the features → frontend Initialised → Connected with the disk's nodes (the store in-process, or remote)",
+          arguments: [false, true])
+    func linuxOrder(remote: Bool) throws {
+        let guest = try remote ? Guest(backendStore: remoteBackendStore) : Guest()
         let disk = try Disk<BlkifX86_64>(guest: guest, sectors: 2048, maximumQueues: 3)
         #expect(disk.backend.xenbus.backendState == .connected)
         #expect(disk.backendNode("state") == "4")
@@ -69,9 +70,10 @@ struct HandshakeTests {
         backend.destroy()
     }
 
-    @Test("close and reconnect: Closing/Closed tear the queues down, Initialising offers the device again, it connects and works")
-    func reconnect() throws {
-        let guest = try Guest()
+    @Test("close and reconnect: Closing/Closed tear the queues down, Initialising offers the device again, it connects and works (the store in-process, or remote)",
+          arguments: [false, true])
+    func reconnect(remote: Bool) throws {
+        let guest = try remote ? Guest(backendStore: remoteBackendStore) : Guest()
         let disk = try Disk<BlkifX86_64>(guest: guest, queues: 2)
         let fe = disk.address.frontendPath
         let oldPorts = try #require(disk.backend.backendPorts)

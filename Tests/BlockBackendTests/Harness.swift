@@ -9,6 +9,7 @@ import HostIO
 import Synchronization
 import Testing
 import TestSupport
+import VMM
 import XenABI
 import XenBus
 import XenRing
@@ -119,7 +120,7 @@ final class Disk<L: BlkifABILayout> {
         let configuration = BlockDeviceConfiguration(
             sectors: sectors, readOnly: readOnly, discard: discard ? BlockDiscardGeometry() : nil,
             maximumQueues: maximumQueues, makeEngine: (engine ?? Self.defaultEngine)(file))
-        backend = try BlockBackend(store: guest.store,
+        backend = try BlockBackend(store: guest.backendStore,
                                    address: XenbusDeviceAddress(type: "vbd", frontend: Guest.domain, index: index),
                                    configuration: configuration, memory: guest.memory, grants: guest.grants,
                                    events: guest.events, runtime: guest.runtime)
@@ -185,4 +186,12 @@ final class FailingEngine: BlockIOEngine, Sendable {
     }
     func submit(_ requests: [BlockIORequest]) { onComplete(requests.map { BlockIOCompletion(tag: $0.tag, result: .failure(error)) }) }
     func shutdown() {}
+}
+
+/// The backends' store over the wire: `XenStoreRemote` through a socketpair
+/// to the guest's server, as a guest process reaches the daemon's store;
+/// the guest's writes then wait for the backends' watch handlers.
+func remoteBackendStore(_ server: XenStoreServer) throws -> (any XenStoreService, @Sendable () -> Void) {
+    let remote = try XenStoreRemote.loopback(to: server)
+    return (remote, { remote.settle() })
 }

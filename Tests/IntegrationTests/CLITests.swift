@@ -82,6 +82,12 @@ struct CLITests {
         (["run", "--kernel", "x", "--hypervisor-console", "tty"], "--hypervisor-console"),
         (["run", "--kernel", "x", "--log-file", "/proc/pvh-none/x.log"], "--log-file '/proc/pvh-none/x.log': cannot create its directory"),
         (["dmesg", "bad/name"], "bad/name: not a guest name"),
+        // The daemon's hand-over options (hidden): both or neither, sockets only, a guest's domain id.
+        (["run", "--kernel", "x", "--store-fd", "99"], "--store-fd and --guest-store-fd: give both or neither"),
+        (["run", "--kernel", "x", "--store-fd", "99", "--guest-store-fd", "98"], "--store-fd 99: not a connected stream socket"),
+        (["run", "--kernel", "x", "--store-fd", "3", "--guest-store-fd", "3"], "the same descriptor"),
+        (["run", "--kernel", "x", "--domid", "0"], "--domid 0: must be 1 to 32751"),
+        (["create", "-F", "x.cfg", "--domid", "32752"], "--domid 32752: must be 1 to 32751"),
     ])
     func badOptions(_ args: [String], _ option: String) throws {
         let r = try pvh(args)
@@ -96,6 +102,8 @@ struct CLITests {
         let r = try pvh(["run", "--help"])
         #expect(r.status == 0)
         for o in ["--kernel", "--initrd", "--cmdline", "--memory", "--vcpus", "--max-grant-frames", "--disk", "--log-file", "--log-level", "--hypervisor-console"] { #expect(r.stdout.contains(o)) }
+        // The daemon's hand-over options are not for people.
+        for o in ["--store-fd", "--guest-store-fd", "--domid"] { #expect(!r.stdout.contains(o)) }
     }
 
     @Test("a bad --disk: one line, --disk 'SPEC': REASON, exit 2", arguments: [

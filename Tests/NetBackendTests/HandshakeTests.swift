@@ -9,9 +9,10 @@ import XenStore
 
 @Suite("net backend xenbus handshake")
 struct HandshakeTests {
-    @Test("netfront's order: InitWait with the features → frontend Connected straight from Initialising → backend Connected")
-    func initWaitToConnected() throws {
-        let guest = try Guest()
+    @Test("netfront's order: InitWait with the features → frontend Connected straight from Initialising → backend Connected (the store in-process, or remote)",
+          arguments: [false, true])
+    func initWaitToConnected(remote: Bool) throws {
+        let guest = try remote ? Guest(backendStore: remoteBackendStore) : Guest()
         let vif = try Vif(guest: guest, maximumQueues: 2)
         #expect(vif.backend.xenbus.backendState == .connected)
         #expect(vif.backendNode("state") == "4")
@@ -82,9 +83,10 @@ struct HandshakeTests {
         #expect(try vif.q.waitForFrames(1).map(\.bytes) == [Frames.ipv4(Frames.payload(80))])
     }
 
-    @Test("close and reconnect: Closing/Closed tear the queues down, Initialising offers the device again, it connects and works")
-    func reconnect() throws {
-        let guest = try Guest()
+    @Test("close and reconnect: Closing/Closed tear the queues down, Initialising offers the device again, it connects and works (the store in-process, or remote)",
+          arguments: [false, true])
+    func reconnect(remote: Bool) throws {
+        let guest = try remote ? Guest(backendStore: remoteBackendStore) : Guest()
         let vif = try Vif(guest: guest)
         let fe = vif.address.frontendPath
         #expect(guest.grants.holdCount == 2)

@@ -5,8 +5,10 @@ import NetBackend
 import NetFrontend
 import Synchronization
 import Testing
+import VMM
 import XenABI
 import XenBus
+import XenStore
 
 // The guest is BlockFrontend's `FrontendGuest` (domain 1 in host-addressable
 // memory with a real grant table, event-channel table and XenStore, no KVM)
@@ -84,7 +86,7 @@ final class Vif {
          rate: NetTransmitRate? = nil) throws {
         self.guest = guest
         self.link = link
-        backend = try NetBackend(store: guest.store, address: XenbusDeviceAddress(type: "vif", frontend: Guest.domain, index: index),
+        backend = try NetBackend(store: guest.backendStore, address: XenbusDeviceAddress(type: "vif", frontend: Guest.domain, index: index),
                                  configuration: NetDeviceConfiguration(link: link, mac: "00:16:3e:00:00:01",
                                                                        maximumQueues: maximumQueues, rate: rate),
                                  memory: guest.memory, grants: guest.grants, events: guest.events, runtime: guest.runtime)
@@ -162,4 +164,12 @@ enum Frames {
         while sum >> 16 != 0 { sum = (sum & 0xffff) + (sum >> 16) }
         return sum == 0xffff
     }
+}
+
+/// The backends' store over the wire: `XenStoreRemote` through a socketpair
+/// to the guest's server, as a guest process reaches the daemon's store;
+/// the guest's writes then wait for the backends' watch handlers.
+func remoteBackendStore(_ server: XenStoreServer) throws -> (any XenStoreService, @Sendable () -> Void) {
+    let remote = try XenStoreRemote.loopback(to: server)
+    return (remote, { remote.settle() })
 }

@@ -1,6 +1,7 @@
 import Dispatch
 import Synchronization
 import Testing
+import VMM
 import XenABI
 import XenBus
 import XenStore
@@ -14,9 +15,12 @@ final class GuestWire: Sendable {
     private let received = Inbox()
     private let framer = Mutex(XenStoreFramer())
     private let nextID = Atomic<UInt32>(1)
+    /// Runs after each write: waits for a remote backend's watch handlers.
+    private let settle: @Sendable () -> Void
 
-    init(_ server: XenStoreServer, domain: UInt16) {
+    init(_ server: XenStoreServer, domain: UInt16, settle: @escaping @Sendable () -> Void = {}) {
         self.server = server
+        self.settle = settle
         let box = received
         id = server.connect(domain: DomainID(rawValue: domain), privileged: false) { bytes in box.bytes.withLock { $0 += bytes } }
     }
@@ -35,6 +39,7 @@ final class GuestWire: Sendable {
     }
 
     func write(_ path: String, _ value: String) -> XenStoreError? {
+        defer { settle() }
         if case .failure(let e) = request(.write, XenStoreWire.nulTerminated([path]) + Array(value.utf8)) { return e }
         return nil
     }
@@ -88,15 +93,41 @@ final class RecordingDriver: XenbusBackendDriver {
     func disconnect() { log.withLock { $0.disconnects += 1 } }
 }
 
+/// Where a test's backend reaches the store: the server itself, or the same
+/// server over the wire (`XenStoreRemote` through a socketpair, as a guest
+/// process reaches the daemon's store).
+enum BackendStore: String, CaseIterable, Sendable {
+    case inProcess, remote
+}
+
+/// A server and the backend's access to it; the remote one is closed at the end.
+final class StoreUnderTest: Sendable {
+    let server = XenStoreServer()
+    let backend: any XenStoreService
+    private let remote: XenStoreRemote?
+
+    init(_ kind: BackendStore) throws {
+        remote = kind == .remote ? try XenStoreRemote.loopback(to: server) : nil
+        backend = remote ?? server
+    }
+
+    deinit { remote?.close() }
+
+    /// After a guest's write: the backend's watch handlers have run.
+    var settle: @Sendable () -> Void { { [remote] in remote?.settle() } }
+
+    func guest(_ domain: UInt16) -> GuestWire { GuestWire(server, domain: domain, settle: settle) }
+}
+
 @Suite("xenbus backend device over a real store")
 struct XenbusBackendDeviceTests {
-    let store = XenStoreServer()
     let address = XenbusDeviceAddress(type: "vtest", frontend: DomainID(rawValue: 1), index: 0)
 
-    @Test("both ends are created with libxl's permissions and the backend waits in InitWait")
-    func creation() throws {
+    @Test("both ends are created with libxl's permissions and the backend waits in InitWait", arguments: BackendStore.allCases)
+    func creation(_ kind: BackendStore) throws {
+        let s = try StoreUnderTest(kind), store = s.server
         let driver = RecordingDriver()
-        let device = try XenbusBackendDevice(store: store, address: address, driver: driver, frontendNodes: [("virtual-device", "51712")])
+        let device = try XenbusBackendDevice(store: s.backend, address: address, driver: driver, frontendNodes: [("virtual-device", "51712")])
         #expect(device.backendState == .initWait)
         #expect(try store.read("\(address.backendPath)/state") == "2")
         #expect(try store.read("\(address.backendPath)/feature-test") == "1")
@@ -106,19 +137,20 @@ struct XenbusBackendDeviceTests {
         #expect(try store.permissions(address.backendPath).strings == ["n0", "r1"])
         #expect(try store.permissions(address.frontendPath).strings == ["n1", "r0"])
         // The frontend domain reads the backend but cannot change it.
-        let guest = GuestWire(store, domain: 1)
+        let guest = s.guest(1)
         #expect(try guest.read("\(address.backendPath)/state").get() == "2")
         #expect(guest.write("\(address.backendPath)/state", "4") == .eacces)
         // Another domain sees neither end.
-        let other = GuestWire(store, domain: 2)
+        let other = s.guest(2)
         if case .success = other.read("\(address.frontendPath)/state") { Issue.record("domain 2 read domain 1's frontend") }
     }
 
-    @Test("frontend Initialised → driver connects with its values → Connected; Closing/Closed → disconnect; back to InitWait on restart")
-    func lifecycle() throws {
+    @Test("frontend Initialised → driver connects with its values → Connected; Closing/Closed → disconnect; back to InitWait on restart", arguments: BackendStore.allCases)
+    func lifecycle(_ kind: BackendStore) throws {
+        let s = try StoreUnderTest(kind), store = s.server
         let driver = RecordingDriver()
-        let device = try XenbusBackendDevice(store: store, address: address, driver: driver)
-        let guest = GuestWire(store, domain: 1)
+        let device = try XenbusBackendDevice(store: s.backend, address: address, driver: driver)
+        let guest = s.guest(1)
         #expect(guest.write("\(address.frontendPath)/ring-ref", "8") == nil)
         #expect(guest.write("\(address.frontendPath)/event-channel", "5") == nil)
         #expect(guest.write("\(address.frontendPath)/state", "3") == nil)
@@ -146,11 +178,12 @@ struct XenbusBackendDeviceTests {
         #expect(throws: XenStoreError.enoent) { try store.read(address.frontendPath) }
     }
 
-    @Test("a hostile frontend: junk states are ignored, a refused connect leaves InitWait and an error node")
-    func hostileFrontend() throws {
+    @Test("a hostile frontend: junk states are ignored, a refused connect leaves InitWait and an error node", arguments: BackendStore.allCases)
+    func hostileFrontend(_ kind: BackendStore) throws {
+        let s = try StoreUnderTest(kind), store = s.server
         let driver = RecordingDriver()
-        let device = try XenbusBackendDevice(store: store, address: address, driver: driver)
-        let guest = GuestWire(store, domain: 1)
+        let device = try XenbusBackendDevice(store: s.backend, address: address, driver: driver)
+        let guest = s.guest(1)
         for junk in ["", "x", "99", "-3", String(repeating: "9", count: 100)] {
             _ = guest.write("\(address.frontendPath)/state", junk)
         }
@@ -164,17 +197,18 @@ struct XenbusBackendDeviceTests {
         #expect((try? store.read("\(address.backendPath)/error"))?.contains("connect failed") == true)
     }
 
-    @Test("fatal: the error node as xenbus_dev_fatal writes it (readable by the frontend), Closing, the driver disconnected, Closed when the frontend closes; a frontend restart gets InitWait")
-    func fatal() throws {
+    @Test("fatal: the error node as xenbus_dev_fatal writes it (readable by the frontend), Closing, the driver disconnected, Closed when the frontend closes; a frontend restart gets InitWait", arguments: BackendStore.allCases)
+    func fatal(_ kind: BackendStore) throws {
+        let s = try StoreUnderTest(kind), store = s.server
         let driver = RecordingDriver()
-        let device = try XenbusBackendDevice(store: store, address: address, driver: driver)
-        let guest = GuestWire(store, domain: 1)
+        let device = try XenbusBackendDevice(store: s.backend, address: address, driver: driver)
+        let guest = s.guest(1)
         #expect(guest.write("\(address.frontendPath)/ring-ref", "8") == nil)
         #expect(guest.write("\(address.frontendPath)/state", "3") == nil)
         #expect(device.backendState == .connected)
         let states = Mutex<[String]>([])
         _ = try store.watch("\(address.backendPath)/state", token: "fe") { path, _ in
-            if let v = try? self.store.read(path) { states.withLock { $0.append(v) } }
+            if let v = try? store.read(path) { states.withLock { $0.append(v) } }
         }
 
         device.fatal("ring 8: producer index overrun")
@@ -359,23 +393,23 @@ func onThread(_ body: @escaping @Sendable () -> Void) -> DispatchSemaphore {
 
 @Suite("xenbus backend device: fatal against the frontend's transitions")
 struct XenbusFatalOrderingTests {
-    let store = XenStoreServer()
     let address = XenbusDeviceAddress(type: "vbd", frontend: DomainID(rawValue: 1), index: 51728)
 
-    func connected() throws -> (XenbusBackendDevice, GatedDriver, GuestWire) {
-        let driver = GatedDriver(store: store, backendPath: address.backendPath)
-        let device = try XenbusBackendDevice(store: store, address: address, driver: driver)
-        let guest = GuestWire(store, domain: 1)
+    func connected(_ s: StoreUnderTest) throws -> (XenbusBackendDevice, GatedDriver, GuestWire) {
+        let driver = GatedDriver(store: s.server, backendPath: address.backendPath)
+        let device = try XenbusBackendDevice(store: s.backend, address: address, driver: driver)
+        let guest = s.guest(1)
         #expect(guest.write("\(address.frontendPath)/state", "3") == nil)
         #expect(device.backendState == .connected)
         return (device, driver, guest)
     }
 
-    @Test("a fatal during a connect does not wait for it and runs after it: never left Connected")
-    func fatalDuringConnect() throws {
+    @Test("a fatal during a connect does not wait for it and runs after it: never left Connected", arguments: BackendStore.allCases)
+    func fatalDuringConnect(_ kind: BackendStore) throws {
+        let s = try StoreUnderTest(kind), store = s.server
         let driver = GatedDriver(store: store, backendPath: address.backendPath)
-        let device = try XenbusBackendDevice(store: store, address: address, driver: driver)
-        let guest = GuestWire(store, domain: 1)
+        let device = try XenbusBackendDevice(store: s.backend, address: address, driver: driver)
+        let guest = s.guest(1)
         driver.holdConnect.store(true, ordering: .relaxed)
         let written = onThread { _ = guest.write("\(address.frontendPath)/state", "3") }
         try #require(driver.entered.wait(timeout: .now() + .seconds(10)) == .success, "connect started")
@@ -390,9 +424,10 @@ struct XenbusFatalOrderingTests {
         #expect(driver.disconnects.load(ordering: .relaxed) == 1)
     }
 
-    @Test("a frontend Closed while a fatal disconnects: Closed only after the driver let go of the ring, and not stuck in Closing")
-    func closedDuringFatal() throws {
-        let (device, driver, guest) = try connected()
+    @Test("a frontend Closed while a fatal disconnects: Closed only after the driver let go of the ring, and not stuck in Closing", arguments: BackendStore.allCases)
+    func closedDuringFatal(_ kind: BackendStore) throws {
+        let s = try StoreUnderTest(kind), store = s.server
+        let (device, driver, guest) = try connected(s)
         driver.holdDisconnect.store(true, ordering: .relaxed)
         let fatalDone = onThread { device.fatal("ring overrun") }
         try #require(driver.entered.wait(timeout: .now() + .seconds(10)) == .success, "the fatal's disconnect started")
@@ -412,9 +447,10 @@ struct XenbusFatalOrderingTests {
         #expect(try store.read(address.errorPath) == "5 ring overrun")
     }
 
-    @Test("Closed then Initialising at once while a fatal runs: the close is not lost, the restart gets InitWait, the error stays")
-    func closedThenInitialisingDuringFatal() throws {
-        let (device, driver, guest) = try connected()
+    @Test("Closed then Initialising at once while a fatal runs: the close is not lost, the restart gets InitWait, the error stays", arguments: BackendStore.allCases)
+    func closedThenInitialisingDuringFatal(_ kind: BackendStore) throws {
+        let s = try StoreUnderTest(kind), store = s.server
+        let (device, driver, guest) = try connected(s)
         driver.holdDisconnect.store(true, ordering: .relaxed)
         let fatalDone = onThread { device.fatal("ring overrun") }
         try #require(driver.entered.wait(timeout: .now() + .seconds(10)) == .success)
@@ -430,9 +466,10 @@ struct XenbusFatalOrderingTests {
         #expect(device.backendState == .connected)
     }
 
-    @Test("a fatal after the frontend closed: the error is recorded, the device stays Closed and may restart")
-    func fatalAfterClose() throws {
-        let (device, driver, guest) = try connected()
+    @Test("a fatal after the frontend closed: the error is recorded, the device stays Closed and may restart", arguments: BackendStore.allCases)
+    func fatalAfterClose(_ kind: BackendStore) throws {
+        let s = try StoreUnderTest(kind), store = s.server
+        let (device, driver, guest) = try connected(s)
         #expect(guest.write("\(address.frontendPath)/state", "6") == nil)
         #expect(device.backendState == .closed)
         device.fatal("late")
@@ -443,9 +480,10 @@ struct XenbusFatalOrderingTests {
         #expect(device.backendState == .initWait)
     }
 
-    @Test("destroy while a fatal disconnects: the fatal finishes without bringing the nodes back")
-    func destroyDuringFatal() throws {
-        let (device, driver, _) = try connected()
+    @Test("destroy while a fatal disconnects: the fatal finishes without bringing the nodes back", arguments: BackendStore.allCases)
+    func destroyDuringFatal(_ kind: BackendStore) throws {
+        let s = try StoreUnderTest(kind), store = s.server
+        let (device, driver, _) = try connected(s)
         driver.holdDisconnect.store(true, ordering: .relaxed)
         let fatalDone = onThread { device.fatal("ring overrun") }
         try #require(driver.entered.wait(timeout: .now() + .seconds(10)) == .success)
