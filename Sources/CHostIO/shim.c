@@ -347,6 +347,35 @@ int pvh_spawn_with_fd(const char *path, char *const argv[], int child_fd, int ta
     return r;
 }
 
+int pvh_spawn_supervised(const char *path, char *const argv[], int log_fd, pid_t *pid) {
+    extern char **environ;
+    posix_spawn_file_actions_t actions;
+    posix_spawnattr_t attributes;
+    int r = posix_spawn_file_actions_init(&actions);
+    if (r != 0) return r;
+    r = posix_spawnattr_init(&attributes);
+    if (r != 0) {
+        posix_spawn_file_actions_destroy(&actions);
+        return r;
+    }
+    sigset_t defaults, empty;
+    sigemptyset(&defaults);
+    int reset[] = { SIGPIPE, SIGINT, SIGTERM, SIGUSR1, SIGHUP };
+    for (unsigned i = 0; i < sizeof reset / sizeof reset[0]; i++) sigaddset(&defaults, reset[i]);
+    sigemptyset(&empty);
+    if (!r) r = posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0);
+    if (!r) r = posix_spawn_file_actions_adddup2(&actions, log_fd, 1);
+    if (!r) r = posix_spawn_file_actions_adddup2(&actions, log_fd, 2);
+    if (!r) r = posix_spawnattr_setsigdefault(&attributes, &defaults);
+    if (!r) r = posix_spawnattr_setsigmask(&attributes, &empty);
+    if (!r) r = posix_spawnattr_setpgroup(&attributes, 0);
+    if (!r) r = posix_spawnattr_setflags(&attributes, POSIX_SPAWN_SETSIGDEF | POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETPGROUP);
+    if (!r) r = posix_spawn(pid, path, &actions, &attributes, argv, environ);
+    posix_spawnattr_destroy(&attributes);
+    posix_spawn_file_actions_destroy(&actions);
+    return r;
+}
+
 int pvh_pidfd_open(pid_t pid) {
     long fd = syscall(SYS_pidfd_open, pid, 0);
     return fd < 0 ? -errno : (int)fd;
