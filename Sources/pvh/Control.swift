@@ -166,7 +166,7 @@ struct List: ParsableCommand {
             }
             if long || json {
                 let encoder = JSONEncoder()
-                encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+                encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
                 print(String(decoding: try encoder.encode(domains), as: UTF8.self))
                 return
             }

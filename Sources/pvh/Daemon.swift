@@ -130,7 +130,9 @@ struct Daemon: ParsableCommand {
             stderr.emit(Array("pvh: daemon: API socket \(api): \(error)\n".utf8))
             throw ExitCode(1)
         }
-        log("serving the API on \(api), XenStore on \(storeSocket)")
+        // On stdout once both sockets answer: what a supervisor (or a test)
+        // waits for; the detached start waits for the socket itself.
+        FileDescriptorConsoleSink(fd: 1).emit(Array("pvh daemon: ready: API on \(api), XenStore on \(storeSocket)\n".utf8))
         let stop = DispatchSemaphore(value: 0)
         var sources: [DispatchSourceSignal] = []
         for sig in [SIGINT, SIGTERM] {

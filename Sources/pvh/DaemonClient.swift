@@ -77,12 +77,13 @@ struct DaemonClient {
     }
 }
 
-/// An error answer: what the CLI prints (xl's one line), and exit 1.
+/// An error answer: what the CLI prints (xl's one line, with pvh's
+/// `pvh: ` prefix as every other pvh message), and exit 1.
 struct APIFailure: Error {
     let error: APIError
 
     var exit: ExitCode {
-        FileDescriptorConsoleSink(fd: 2).emit(Array((error.message + "\n").utf8))
+        FileDescriptorConsoleSink(fd: 2).emit(Array("pvh: \(error.message)\n".utf8))
         return ExitCode(1)
     }
 }
