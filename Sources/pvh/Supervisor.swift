@@ -91,6 +91,16 @@ final class Supervisor: DomainService, Sendable {
                                                naming: { "\(request.source): \($0) =" }) {
             throw APIError(.configInvalid, problem, file: request.source)
         }
+        // Checked here so that a missing file is the request's 400 (xl
+        // create fails the same way) rather than a guest process that
+        // exits 2 at once.
+        for (key, path) in [("kernel", config.kernel), ("ramdisk", config.ramdisk)] {
+            guard let path else { continue }
+            guard access(path, R_OK) == 0 else {
+                throw APIError(.configInvalid, "\(request.source): \(key) \"\(path)\": \(String(cString: strerror(errno)))",
+                               file: request.source, key: key)
+            }
+        }
         let record: DomainRecord
         do {
             record = try state.withLock { s throws(RegistryError) in

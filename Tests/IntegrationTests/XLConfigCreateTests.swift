@@ -117,7 +117,7 @@ struct XLConfigCreateTests {
         defer { try? FileManager.default.removeItem(atPath: cfg) }
         // The scenario comes as an override (xl create's KEY=VALUE): the file
         // keeps everything but its paths.
-        let r = try pvh(["create", cfg, "extra=\"pvh.scenarios=blk_info pvh.exit=poweroff\""], limit: 300)
+        let r = try pvh(["create", "-F", cfg, "extra=\"pvh.scenarios=blk_info pvh.exit=poweroff\""], limit: 300)
         #expect(r.status == 0, "\(r.stderr)\n\(r.stdout)")
         #expect(r.stdout.contains("PVHTEST blk_info PASS"), "\(r.stdout)")
     }
