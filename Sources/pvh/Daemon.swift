@@ -134,14 +134,7 @@ struct Daemon: ParsableCommand {
         // waits for; the detached start waits for the socket itself.
         FileDescriptorConsoleSink(fd: 1).emit(Array("pvh daemon: ready: API on \(api), XenStore on \(storeSocket)\n".utf8))
         let stop = DispatchSemaphore(value: 0)
-        var sources: [DispatchSourceSignal] = []
-        for sig in [SIGINT, SIGTERM] {
-            signal(sig, SIG_IGN)
-            let source = DispatchSource.makeSignalSource(signal: sig, queue: .global())
-            source.setEventHandler { stop.signal() }
-            source.resume()
-            sources.append(source)
-        }
+        let sources = signalSources([SIGINT, SIGTERM]) { stop.signal() }
         stop.wait()
         log("stopping: destroying every guest")
         let stopped = DispatchSemaphore(value: 0)

@@ -261,20 +261,9 @@ func runInForeground(_ config: GuestConfiguration, name guestName: GuestName, re
     let terminal = HostTerminal()
     terminal.attach(to: current)
     // SIGINT/SIGTERM from outside stop the guest cleanly (terminal restored, status 130).
-    var sources: [DispatchSourceSignal] = []
-    for sig in [SIGINT, SIGTERM] {
-        signal(sig, SIG_IGN)
-        let source = DispatchSource.makeSignalSource(signal: sig, queue: .global())
-        source.setEventHandler { current.stop() }
-        source.resume()
-        sources.append(source)
-    }
+    var sources = signalSources([SIGINT, SIGTERM]) { current.stop() }
     // SIGUSR1: each vCPU prints its registers and stack top (xl debug-keys).
-    signal(SIGUSR1, SIG_IGN)
-    let dumpSource = DispatchSource.makeSignalSource(signal: SIGUSR1, queue: .global())
-    dumpSource.setEventHandler { current.domain?.dumpVCPUState() }
-    dumpSource.resume()
-    sources.append(dumpSource)
+    sources += signalSources([SIGUSR1]) { current.domain?.dumpVCPUState() }
     var end = DomainExit.stopped
     var boots = 0
     repeat {
@@ -305,6 +294,19 @@ func runInForeground(_ config: GuestConfiguration, name guestName: GuestName, re
         FileDescriptorConsoleSink(fd: 2).emit(Array("pvh: \(end)\n".utf8))
     }
     throw ExitCode(end.exitStatus)
+}
+
+/// Dispatch sources that run `handler` for each of `signals` (blocked in
+/// every thread beforehand, so the signalfd behind them sees them; the
+/// SIG_IGN disposition drops any that reach a thread directly).
+func signalSources(_ signals: [Int32], handler: @escaping @Sendable () -> Void) -> [DispatchSourceSignal] {
+    signals.map { sig in
+        signal(sig, SIG_IGN)
+        let source = DispatchSource.makeSignalSource(signal: sig, queue: .global())
+        source.setEventHandler(handler: handler)
+        source.resume()
+        return source
+    }
 }
 
 /// The domain `pvh run` is running now (a reboot with `--on-reboot restart`
