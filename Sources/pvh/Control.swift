@@ -90,8 +90,10 @@ struct Reboot: ParsableCommand {
         abstract: "Ask a running guest to reboot through its control/shutdown watch (xl reboot).")
 
     @Argument(help: "The guest's name (pvh run --name).") var name: String
+    @Flag(name: [.short, .long], help: "Wait until the daemon restarted the guest (a daemon's guest only).") var wait = false
+    @Option(name: .long, help: "Seconds --wait waits before failing (status 1).") var timeout: Double = 60
 
-    func run() throws { try requestShutdown(name: name, value: "reboot", wait: false, timeout: 0) }
+    func run() throws { try requestShutdown(name: name, value: "reboot", wait: wait, timeout: timeout) }
 }
 
 func requestShutdown(name: String, value: String, wait: Bool, timeout: Double) throws {
@@ -112,7 +114,8 @@ func requestShutdown(name: String, value: String, wait: Bool, timeout: Double) t
     }
     let guest = try GuestLocator(name)
     try guest.perform("write control/shutdown") { try guest.client.write(guest.resolve("control/shutdown"), value) }
-    if wait && !guest.waitUntilGone(timeout: timeout) {
+    // A standalone guest restarted by --on-reboot restart never goes: -w waits for a power-off only.
+    if wait && value == "poweroff" && !guest.waitUntilGone(timeout: timeout) {
         FileDescriptorConsoleSink(fd: 2).emit(Array("pvh: \(name): still running \(timeout) s after the \(value) request\n".utf8))
         throw ExitCode(1)
     }

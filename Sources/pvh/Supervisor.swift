@@ -158,7 +158,7 @@ final class Supervisor: DomainService, Sendable {
             guard record.state == .running else { throw APIError(.conflict, "\(name) is \(record.state.name), cannot \(action.rawValue)") }
             let events = subscribe()
             defer { events.cancel() }
-            try writeControlShutdown(record, value: action == .shutdown ? "poweroff" : "reboot")
+            try await writeControlShutdown(record, value: action == .shutdown ? "poweroff" : "reboot")
             guard wait else { return state.withLock { $0.registry[record.id] }.map(info) }
             let done = await events.first(within: timeout) { event in
                 guard event.domid == Int(record.id.rawValue) else { return false }
@@ -377,7 +377,22 @@ final class Supervisor: DomainService, Sendable {
     /// `control/shutdown` in the guest process's own store (its embedded
     /// one, until guest processes share the daemon's), as `pvh shutdown`
     /// writes it; the guest's xenbus watch does the rest.
-    private func writeControlShutdown(_ record: DomainRecord, value: String) throws(APIError) {
+    /// A guest process just started has no store for a moment: tried
+    /// again every 100 ms for up to `startup` seconds while it runs.
+    private func writeControlShutdown(_ record: DomainRecord, value: String, startup: Double = 10) async throws(APIError) {
+        let deadline = Date().addingTimeInterval(startup)
+        while true {
+            do {
+                return try writeControlShutdownOnce(record, value: value)
+            } catch {
+                let running = state.withLock { $0.processes[record.id] != nil }
+                guard running, Date() < deadline else { throw error }
+                try? await Task.sleep(for: .milliseconds(100))
+            }
+        }
+    }
+
+    private func writeControlShutdownOnce(_ record: DomainRecord, value: String) throws(APIError) {
         guard let name = GuestName(record.name) else { throw APIError(.conflict, "\(record.name): not a guest name") }
         let socket = paths.runtime.xenStoreSocket(for: name)
         do {

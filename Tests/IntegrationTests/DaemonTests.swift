@@ -25,7 +25,7 @@ struct DaemonTests {
 
     /// A test guest config: the control scenario keeps it running (up to
     /// 60 s of guest time) until control/shutdown.
-    func config(_ name: String) throws -> String {
+    func config(_ name: String, _ extra: String = "") throws -> String {
         let path = "\(directory)/\(name).cfg"
         let text = """
             type = "pvh"
@@ -34,7 +34,7 @@ struct DaemonTests {
             memory = 32
             extra = "pvh.scenarios=control"
             on_crash = "destroy"
-
+            \(extra)
             """
         _ = FileManager.default.createFile(atPath: path, contents: Data(text.utf8))
         return path
@@ -119,5 +119,33 @@ struct DaemonTests {
         // Its log (stderr, whole once it exited) has the crash as the daemon saw it.
         #expect(daemon.errors.contains("event: crashed alpha (domain 1): killed by signal 9"), "\(daemon.errors)")
         #expect(daemon.errors.contains("event: destroyed beta (domain 2)"), "\(daemon.errors)")
+    }
+
+    @Test("reboot -w: the daemon restarts the guest under its name and id (on_reboot's default); shutdown -w: gone")
+    func rebootAndShutdown() throws {
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let api = "\(directory)/api.sock", store = "\(directory)/xenstored.sock"
+        let daemon = try ChildProcess(Env.pvhBinary, ["daemon", "--foreground", "--api-socket", api, "--xenstore-socket", store],
+                                      environment: environment)
+        defer { daemon.stop() }
+        #expect(daemon.waitForLine(startingWith: "pvh daemon: ready", timeout: .seconds(60)) != nil, "\(daemon.errors)")
+        #expect(try pvh(["create", try config("gamma")]).status == 0)
+        let before = try #require(try domains().first)
+        // Asked at once: the daemon retries until the new guest process's store answers.
+        let reboot = try pvh(["reboot", "-w", "--timeout", "45", "gamma"])
+        #expect(reboot.status == 0, "\(reboot)")
+        let after = try #require(try domains().first)
+        #expect(after["name"] as? String == "gamma" && after["domid"] as? Int == before["domid"] as? Int)
+        #expect(after["restarts"] as? Int == 1 && after["state"] as? String == "running")
+        #expect(after["pid"] as? Int != before["pid"] as? Int)
+        let shutdown = try pvh(["shutdown", "-w", "--timeout", "45", "gamma"])
+        #expect(shutdown.status == 0, "\(shutdown)")
+        #expect(try domains().isEmpty)
+        let unknown = try pvh(["shutdown", "gamma"])
+        #expect(unknown.status == 1 && unknown.stderr == "pvh: gamma is an invalid domain identifier\n", "\(unknown)")
+        kill(daemon.pid, SIGTERM)
+        #expect(daemon.waitForExit(timeout: .seconds(60)) == 0)
+        #expect(daemon.errors.contains("event: rebooted gamma (domain 1)"), "\(daemon.errors)")
+        #expect(daemon.errors.contains("event: shutdown gamma (domain 1): poweroff"), "\(daemon.errors)")
     }
 }
