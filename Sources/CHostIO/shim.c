@@ -323,7 +323,7 @@ long pvh_send_vectors(int fd, const struct iovec *iov, int count) {
  * (-1: /dev/null); stderr on `err_fd` (-1: inherited); `child_fd` as the
  * child's `target_fd` when `child_fd` >= 0; the default disposition of the
  * `reset` signals; an empty signal mask; a process group of its own when
- * `own_group`. */
+ * `own_group` is 1, a session of its own (no controlling terminal) when 2. */
 static int spawn_child(const char *path, char *const argv[], int out_fd, int err_fd, int child_fd, int target_fd,
                        const int *reset, unsigned nr_reset, int own_group, pid_t *pid) {
     extern char **environ;
@@ -349,7 +349,9 @@ static int spawn_child(const char *path, char *const argv[], int out_fd, int err
     if (!r && child_fd >= 0) r = posix_spawn_file_actions_adddup2(&actions, child_fd, target_fd);
     if (!r) r = posix_spawnattr_setsigdefault(&attributes, &defaults);
     if (!r) r = posix_spawnattr_setsigmask(&attributes, &empty);
-    if (!r && own_group) {
+    if (!r && own_group == 2) {
+        flags |= POSIX_SPAWN_SETSID;
+    } else if (!r && own_group) {
         r = posix_spawnattr_setpgroup(&attributes, 0);
         flags |= POSIX_SPAWN_SETPGROUP;
     }
@@ -365,9 +367,9 @@ int pvh_spawn_with_fd(const char *path, char *const argv[], int child_fd, int ta
     return spawn_child(path, argv, -1, -1, child_fd, target_fd, reset, 1, 0, pid);
 }
 
-int pvh_spawn_supervised(const char *path, char *const argv[], int log_fd, pid_t *pid) {
+int pvh_spawn_supervised(const char *path, char *const argv[], int log_fd, int new_session, pid_t *pid) {
     static const int reset[] = { SIGPIPE, SIGINT, SIGTERM, SIGUSR1, SIGHUP };
-    return spawn_child(path, argv, log_fd, log_fd, -1, -1, reset, sizeof reset / sizeof reset[0], 1, pid);
+    return spawn_child(path, argv, log_fd, log_fd, -1, -1, reset, sizeof reset / sizeof reset[0], new_session ? 2 : 1, pid);
 }
 
 int pvh_pidfd_open(pid_t pid) {

@@ -35,8 +35,9 @@ public final class SupervisedProcess: Sendable {
     deinit { close(pidfd) }
 
     /// Starts `arguments` (argv[0] is the program's path), stdout and
-    /// stderr appended to `logPath` (created 0600).
-    public static func spawn(_ arguments: [String], logPath: String) throws(SupervisedProcessError) -> SupervisedProcess {
+    /// stderr appended to `logPath` (created 0600); `newSession`: in a
+    /// session of its own (setsid) rather than only a process group.
+    public static func spawn(_ arguments: [String], logPath: String, newSession: Bool = false) throws(SupervisedProcessError) -> SupervisedProcess {
         guard let path = arguments.first else { throw SupervisedProcessError(operation: "spawn", path: "", errno: EINVAL) }
         // SAFETY: the String converts to a NUL-terminated path for the call.
         let log = unsafe open(logPath, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0o600)
@@ -49,7 +50,7 @@ public final class SupervisedProcess: Sendable {
         var pid: pid_t = 0
         // SAFETY: `argv` is a NULL-terminated array of C strings alive for
         // the call; `pid` is a live local.
-        let r = unsafe argv.withUnsafeBufferPointer { unsafe pvh_spawn_supervised(path, $0.baseAddress, log, &pid) }
+        let r = unsafe argv.withUnsafeBufferPointer { unsafe pvh_spawn_supervised(path, $0.baseAddress, log, newSession ? 1 : 0, &pid) }
         guard r == 0 else { throw SupervisedProcessError(operation: "spawn", path: path, errno: r) }
         let pidfd = pvh_pidfd_open(pid)
         guard pidfd >= 0 else {

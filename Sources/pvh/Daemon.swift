@@ -54,34 +54,11 @@ struct Daemon: ParsableCommand {
         let api = apiSocket ?? DaemonDefaults.apiSocket
         let storeSocket = xenStoreSocket ?? DaemonDefaults.xenStoreSocket
         if !foreground {
-            try startDetached(api: api, storeSocket: storeSocket)
+            let pid = try DaemonConnection.startDetached(api: api, storeSocket: storeSocket)
+            print("pvh daemon started (pid \(pid)), API on \(api)")
             return
         }
         try runInForeground(api: api, storeSocket: storeSocket)
-    }
-
-    private func startDetached(api: String, storeSocket: String) throws {
-        let runtime = RuntimeDirectory.default
-        let state = runtime.path + "/.daemon"
-        for dir in [runtime.path, state] { try? FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true,
-                                                                                   attributes: [.posixPermissions: 0o700]) }
-        let arguments = [Self.executable, "daemon", "--foreground", "--api-socket", api, "--xenstore-socket", storeSocket]
-        let child: SupervisedProcess
-        do {
-            child = try SupervisedProcess.spawn(arguments, logPath: state + "/daemon.log")
-        } catch {
-            FileDescriptorConsoleSink(fd: 2).emit(Array("pvh: daemon: \(error)\n".utf8))
-            throw ExitCode(1)
-        }
-        switch DaemonConnection.waitForSocket(api, process: child, timeout: 30) {
-        case .ready: print("pvh daemon started (pid \(child.pid)), API on \(api)")
-        case .exited(let end):
-            FileDescriptorConsoleSink(fd: 2).emit(Array("pvh: daemon: exited at start (\(end)); see \(state)/daemon.log\n".utf8))
-            throw ExitCode(1)
-        case .timedOut:
-            FileDescriptorConsoleSink(fd: 2).emit(Array("pvh: daemon: its API socket \(api) did not answer within 30 s\n".utf8))
-            throw ExitCode(1)
-        }
     }
 
     private func runInForeground(api: String, storeSocket: String) throws {
@@ -158,6 +135,32 @@ struct Daemon: ParsableCommand {
 /// Reaching the daemon from the CLI.
 enum DaemonConnection {
     enum Readiness { case ready, exited(SupervisedProcess.End), timedOut }
+
+    /// Starts `pvh daemon --foreground` in a session of its own, its output
+    /// in `<runtime dir>/.daemon/daemon.log`, and waits at most 30 s for its
+    /// API socket; its pid, or one line and exit 1.
+    static func startDetached(api: String, storeSocket: String?) throws -> Int32 {
+        let runtime = RuntimeDirectory.default
+        let state = runtime.path + "/.daemon"
+        try? FileManager.default.createDirectory(atPath: state, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
+        let arguments = [Daemon.executable, "daemon", "--foreground", "--api-socket", api]
+            + (storeSocket.map { ["--xenstore-socket", $0] } ?? [])
+        func fail(_ message: String) -> ExitCode {
+            FileDescriptorConsoleSink(fd: 2).emit(Array("pvh: daemon: \(message)\n".utf8))
+            return ExitCode(1)
+        }
+        let child: SupervisedProcess
+        do {
+            child = try SupervisedProcess.spawn(arguments, logPath: state + "/daemon.log", newSession: true)
+        } catch {
+            throw fail("cannot start it: \(error)")
+        }
+        switch waitForSocket(api, process: child, timeout: 30) {
+        case .ready: return child.pid
+        case .exited(let end): throw fail("exited at start (\(end)); see \(state)/daemon.log")
+        case .timedOut: throw fail("its API socket \(api) did not answer within 30 s")
+        }
+    }
 
     /// Waits until `socket` accepts a connection, `process` ended, or
     /// `timeout` seconds passed; each probe waits on the process for

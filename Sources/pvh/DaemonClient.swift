@@ -27,21 +27,7 @@ struct DaemonClient {
     /// process group), waiting at most 30 s for its socket.
     func ensureRunning() throws {
         guard !isRunning else { return }
-        let runtime = RuntimeDirectory.default
-        let state = runtime.path + "/.daemon"
-        try? FileManager.default.createDirectory(atPath: state, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
-        let arguments = [Daemon.executable, "daemon", "--foreground", "--api-socket", client.socketPath]
-        let child: SupervisedProcess
-        do {
-            child = try SupervisedProcess.spawn(arguments, logPath: state + "/daemon.log")
-        } catch {
-            throw fail("cannot start the daemon: \(error)")
-        }
-        switch DaemonConnection.waitForSocket(client.socketPath, process: child, timeout: 30) {
-        case .ready: return
-        case .exited(let end): throw fail("the daemon exited at start (\(end)); see \(state)/daemon.log")
-        case .timedOut: throw fail("the daemon's socket \(client.socketPath) did not answer within 30 s")
-        }
+        _ = try DaemonConnection.startDetached(api: client.socketPath, storeSocket: nil)
     }
 
     /// The answer's body decoded as `T`, or exit 1 with the error's message.
