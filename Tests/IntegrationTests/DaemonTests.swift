@@ -40,6 +40,17 @@ struct DaemonTests {
         return path
     }
 
+    var api: String { "\(directory)/api.sock" }
+    var store: String { "\(directory)/xenstored.sock" }
+
+    /// `pvh daemon --foreground` on this test's sockets, once it said it is ready.
+    func startDaemon() throws -> ChildProcess {
+        let daemon = try ChildProcess(Env.pvhBinary, ["daemon", "--foreground", "--api-socket", api, "--xenstore-socket", store],
+                                      environment: environment)
+        #expect(daemon.waitForLine(startingWith: "pvh daemon: ready", timeout: .seconds(60)) != nil, "\(daemon.errors)")
+        return daemon
+    }
+
     /// `pvh list --json`, parsed.
     func domains() throws -> [[String: Any]] {
         let r = try pvh(["list", "--json"])
@@ -50,11 +61,8 @@ struct DaemonTests {
     @Test("two guests from xl.cfg files: listed, in xenstore-ls; one SIGKILLed is crashed and destroyed, the other answers, then destroyed")
     func twoGuests() throws {
         defer { try? FileManager.default.removeItem(atPath: directory) }
-        let api = "\(directory)/api.sock", store = "\(directory)/xenstored.sock"
-        let daemon = try ChildProcess(Env.pvhBinary, ["daemon", "--foreground", "--api-socket", api, "--xenstore-socket", store],
-                                      environment: environment)
+        let daemon = try startDaemon()
         defer { daemon.stop() }
-        #expect(daemon.waitForLine(startingWith: "pvh daemon: ready", timeout: .seconds(60)) != nil, "\(daemon.errors)")
         // The API socket is its owner's only.
         let mode = try FileManager.default.attributesOfItem(atPath: api)[.posixPermissions] as? Int
         #expect(mode == 0o600)
@@ -124,11 +132,8 @@ struct DaemonTests {
     @Test("reboot -w: the daemon restarts the guest under its name and id (on_reboot's default); shutdown -w: gone")
     func rebootAndShutdown() throws {
         defer { try? FileManager.default.removeItem(atPath: directory) }
-        let api = "\(directory)/api.sock", store = "\(directory)/xenstored.sock"
-        let daemon = try ChildProcess(Env.pvhBinary, ["daemon", "--foreground", "--api-socket", api, "--xenstore-socket", store],
-                                      environment: environment)
+        let daemon = try startDaemon()
         defer { daemon.stop() }
-        #expect(daemon.waitForLine(startingWith: "pvh daemon: ready", timeout: .seconds(60)) != nil, "\(daemon.errors)")
         #expect(try pvh(["create", try config("gamma")]).status == 0)
         let before = try #require(try domains().first)
         // Asked at once: the daemon retries until the new guest process's store answers.
