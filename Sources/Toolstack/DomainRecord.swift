@@ -60,6 +60,8 @@ public struct DomainRecord: Sendable, Equatable {
     public var processID: Int32?
     /// How many times the domain was restarted by its actions.
     public var restarts: Int
+    /// Incarnations in a row that ended within `ShutdownPolicy.minimumRun`.
+    public var quickEnds = 0
 
     public init(id: DomainID, name: String, uuid: DomainUUID, configuration: XLDomainConfiguration,
                 state: DomainState = .running, startTime: Double, processID: Int32? = nil, restarts: Int = 0) {
@@ -75,6 +77,6 @@ public struct DomainRecord: Sendable, Equatable {
 
     public static func == (a: DomainRecord, b: DomainRecord) -> Bool {
         a.id == b.id && a.name == b.name && a.uuid == b.uuid && a.configuration == b.configuration && a.state == b.state
-            && a.startTime == b.startTime && a.processID == b.processID && a.restarts == b.restarts
+            && a.startTime == b.startTime && a.processID == b.processID && a.restarts == b.restarts && a.quickEnds == b.quickEnds
     }
 }

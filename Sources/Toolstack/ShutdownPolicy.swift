@@ -72,6 +72,11 @@ public enum ShutdownPolicy {
         /// One line, for the daemon's log and the event, when pvh departs
         /// from what the config asks.
         public let warning: String?
+
+        public init(action: AppliedAction, warning: String?) {
+            self.action = action
+            self.warning = warning
+        }
     }
 
     public static func decide(_ end: DomainEnd, configuration: XLDomainConfiguration) -> Decision {
@@ -90,6 +95,16 @@ public enum ShutdownPolicy {
             return Decision(action: .restart, warning: "\(event.key)=\"soft-reset\": no soft reset in place yet, restarting")
         }
     }
+
+    /// A restart that would be the `limit`-th in a row of incarnations
+    /// each shorter than `minimumRun` seconds is refused: a guest that
+    /// dies at once (a kernel that panics early) would otherwise be
+    /// started again and again, a busy loop on a shared host. `quickEnds`:
+    /// how many incarnations in a row ended that fast, this one included.
+    public static func allowsRestart(quickEnds: Int, limit: Int = 5) -> Bool { quickEnds < limit }
+
+    /// How long an incarnation must run for its end not to count as quick.
+    public static let minimumRun = 10.0
 
     /// pvh's name for the domain a rename-restart keeps: `NAME-old-<id>`,
     /// unique because live ids are.

@@ -232,8 +232,15 @@ final class Supervisor: DomainService, Sendable {
             publish(DomainEvent(type: .destroyed, record: record, reason: "destroyed", time: Self.now))
             return
         }
-        let decision = ShutdownPolicy.decide(domainEnd, configuration: record.configuration)
+        var decision = ShutdownPolicy.decide(domainEnd, configuration: record.configuration)
         if let warning = decision.warning { log("\(record.name): \(warning)") }
+        let quick = Self.now - record.startTime < ShutdownPolicy.minimumRun
+        let quickEnds = quick ? record.quickEnds + 1 : 0
+        state.withLock { _ = $0.registry.update(id) { $0.quickEnds = quickEnds } }
+        if decision.action == .restart || decision.action == .renameRestart, !ShutdownPolicy.allowsRestart(quickEnds: quickEnds) {
+            log("\(record.name): ended \(quickEnds) times in a row within \(Int(ShutdownPolicy.minimumRun)) s of its start: not restarted, destroyed")
+            decision = ShutdownPolicy.Decision(action: .destroy, warning: nil)
+        }
         let reason: String = if case .signaled = end { "\(end)" } else { domainEnd.reason }
         let isCrash = domainEnd == .shutdown(.crash)
         let isReboot = domainEnd == .shutdown(.reboot)

@@ -153,4 +153,22 @@ struct DaemonTests {
         #expect(daemon.errors.contains("event: rebooted gamma (domain 1)"), "\(daemon.errors)")
         #expect(daemon.errors.contains("event: shutdown gamma (domain 1): poweroff"), "\(daemon.errors)")
     }
+
+    @Test("a guest that crashes at once with on_crash=\"restart\" is restarted 4 times, then destroyed")
+    func crashLoopStops() throws {
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let daemon = try startDaemon()
+        defer { daemon.stop() }
+        // config() sets on_crash="destroy"; the last setting of a key wins.
+        let cfg = try config("delta", "extra = \"pvh.scenarios=version pvh.exit=crash\"\non_crash = \"restart\"\n")
+        #expect(try pvh(["create", cfg]).status == 0)
+        // Each try is a whole CLI round trip through the API; bounded.
+        let deadline = Date().addingTimeInterval(120)
+        while try !domains().isEmpty && Date() < deadline {}
+        #expect(try domains().isEmpty)
+        kill(daemon.pid, SIGTERM)
+        #expect(daemon.waitForExit(timeout: .seconds(60)) == 0)
+        #expect(daemon.errors.components(separatedBy: "event: crashed delta (domain 1): crash").count == 6, "\(daemon.errors)")
+        #expect(daemon.errors.contains("ended 5 times in a row within 10 s of its start: not restarted, destroyed"), "\(daemon.errors)")
+    }
 }

@@ -108,6 +108,13 @@ func configuration(_ name: String, _ extra: String = "") throws -> XLDomainConfi
         #expect(ShutdownPolicy.decide(.shutdown(.crash), configuration: restartOnCrash).action == .restart)
     }
 
+    @Test func quickRestartsStop() {
+        #expect(ShutdownPolicy.allowsRestart(quickEnds: 0))
+        #expect(ShutdownPolicy.allowsRestart(quickEnds: 4))
+        #expect(!ShutdownPolicy.allowsRestart(quickEnds: 5))
+        #expect(!ShutdownPolicy.allowsRestart(quickEnds: 2, limit: 2))
+    }
+
     @Test func launchArgumentsEndWithDestroyOnReboot() {
         let launch = GuestLaunch(executable: "/usr/bin/pvh", configPath: "/run/pvh/d/web.cfg", logPath: "/l", overrides: ["memory=64"])
         #expect(launch.arguments == ["/usr/bin/pvh", "create", "-F", "/run/pvh/d/web.cfg", "memory=64", "on_reboot=\"destroy\""])
