@@ -24,6 +24,9 @@ let package = Package(
         // swift-service-lifecycle: Hummingbird runs as a Service; its
         // ServiceGroup stops the server gracefully.
         .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.13.0"),
+        // SwiftNIO (already resolved through Hummingbird): the API client's
+        // HTTP/1 codec over the daemon's Unix socket.
+        .package(url: "https://github.com/apple/swift-nio", from: "2.101.3"),
     ],
     targets: [
         // C shim: linux/kvm.h and the non-variadic ioctl wrappers.
@@ -113,9 +116,29 @@ let package = Package(
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ],
             swiftSettings: safeSettings),
+        // The toolstack's model, pure: the domain registry (ids, names,
+        // UUIDs), states and xl's flags, pvh list's table, the shutdown-action
+        // policy and the guest process's exit contract, the event type, the
+        // guest launch description.
+        .target(name: "Toolstack", dependencies: ["XLConfig", "XenABI"], swiftSettings: safeSettings),
+        // The daemon's HTTP API on Hummingbird: routes, JSON models, error
+        // JSON; served beside PVHMetrics' /metrics (docs/api/openapi.json).
+        .target(
+            name: "PVHAPI",
+            dependencies: ["Toolstack", "XLConfig", .product(name: "Hummingbird", package: "hummingbird")],
+            swiftSettings: safeSettings),
+        // The API's client for the CLI: NIO's HTTP/1 client codec over the
+        // daemon's Unix socket.
+        .target(
+            name: "PVHAPIClient",
+            dependencies: [
+                .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+            ],
+            swiftSettings: safeSettings),
         .executableTarget(
             name: "pvh",
-            dependencies: ["DeviceSpecs", "VMM", "KVM", "XenABI", "XenStore", "XLConfig", "PVHMetrics", "PVHLogging",
+            dependencies: ["DeviceSpecs", "VMM", "KVM", "XenStore", "XenABI", "XLConfig", "PVHMetrics", "PVHLogging", "Toolstack", "PVHAPI", "PVHAPIClient", "HostIO",
                            .product(name: "ArgumentParser", package: "swift-argument-parser"),
                            .product(name: "Logging", package: "swift-log")]),
         // Benchmarks: pvh beside its reference (bare KVM exit, host decompressors, fio).
@@ -144,6 +167,8 @@ let package = Package(
         .testTarget(name: "VMMTests", dependencies: ["VMM", "PVHLogging", "DeviceSpecs", "DeviceRuntime", "KVM", "PVHBoot", "XenABI", "GuestMemory", "CXen", "EventChannels", "TestSupport", "XenStore"]),
         .testTarget(name: "PVHLoggingTests", dependencies: ["PVHLogging", "XenABI", .product(name: "Logging", package: "swift-log")]),
         .testTarget(name: "PVHMetricsTests", dependencies: ["PVHMetrics", "VMM", "BlockBackend", "NetBackend", "DeviceRuntime", "ConsoleBackend", "XenABI"]),
+        .testTarget(name: "ToolstackTests", dependencies: ["Toolstack", "XLConfig", "XenABI"]),
+        .testTarget(name: "PVHAPITests", dependencies: ["PVHAPI", "PVHAPIClient", "PVHMetrics", "Toolstack", "XLConfig", "XenABI"]),
         .testTarget(name: "IntegrationTests", dependencies: ["VMM", "DeviceSpecs", "KVM", "GrantTables", "GuestMemory", "XenABI", "XenStore"]),
     ]
 )

@@ -319,7 +319,13 @@ long pvh_send_vectors(int fd, const struct iovec *iov, int count) {
     return n < 0 ? -errno : (long)n;
 }
 
-int pvh_spawn_with_fd(const char *path, char *const argv[], int child_fd, int target_fd, pid_t *pid) {
+/* The spawn both callers share: stdin on /dev/null; stdout on `out_fd`
+ * (-1: /dev/null); stderr on `err_fd` (-1: inherited); `child_fd` as the
+ * child's `target_fd` when `child_fd` >= 0; the default disposition of the
+ * `reset` signals; an empty signal mask; a process group of its own when
+ * `own_group` is 1, a session of its own (no controlling terminal) when 2. */
+static int spawn_child(const char *path, char *const argv[], int out_fd, int err_fd, int child_fd, int target_fd,
+                       const int *reset, unsigned nr_reset, int own_group, pid_t *pid) {
     extern char **environ;
     posix_spawn_file_actions_t actions;
     posix_spawnattr_t attributes;
@@ -332,19 +338,38 @@ int pvh_spawn_with_fd(const char *path, char *const argv[], int child_fd, int ta
     }
     sigset_t defaults, empty;
     sigemptyset(&defaults);
-    sigaddset(&defaults, SIGPIPE);
+    for (unsigned i = 0; i < nr_reset; i++) sigaddset(&defaults, reset[i]);
     sigemptyset(&empty);
+    short flags = POSIX_SPAWN_SETSIGDEF | POSIX_SPAWN_SETSIGMASK;
     if (!r) r = posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0);
-    if (!r) r = posix_spawn_file_actions_addopen(&actions, 1, "/dev/null", O_WRONLY, 0);
+    if (!r) r = out_fd < 0 ? posix_spawn_file_actions_addopen(&actions, 1, "/dev/null", O_WRONLY, 0)
+                           : posix_spawn_file_actions_adddup2(&actions, out_fd, 1);
+    if (!r && err_fd >= 0) r = posix_spawn_file_actions_adddup2(&actions, err_fd, 2);
     // dup2 to another number clears FD_CLOEXEC on the copy only.
-    if (!r) r = posix_spawn_file_actions_adddup2(&actions, child_fd, target_fd);
+    if (!r && child_fd >= 0) r = posix_spawn_file_actions_adddup2(&actions, child_fd, target_fd);
     if (!r) r = posix_spawnattr_setsigdefault(&attributes, &defaults);
     if (!r) r = posix_spawnattr_setsigmask(&attributes, &empty);
-    if (!r) r = posix_spawnattr_setflags(&attributes, POSIX_SPAWN_SETSIGDEF | POSIX_SPAWN_SETSIGMASK);
+    if (!r && own_group == 2) {
+        flags |= POSIX_SPAWN_SETSID;
+    } else if (!r && own_group) {
+        r = posix_spawnattr_setpgroup(&attributes, 0);
+        flags |= POSIX_SPAWN_SETPGROUP;
+    }
+    if (!r) r = posix_spawnattr_setflags(&attributes, flags);
     if (!r) r = posix_spawn(pid, path, &actions, &attributes, argv, environ);
     posix_spawnattr_destroy(&attributes);
     posix_spawn_file_actions_destroy(&actions);
     return r;
+}
+
+int pvh_spawn_with_fd(const char *path, char *const argv[], int child_fd, int target_fd, pid_t *pid) {
+    static const int reset[] = { SIGPIPE };
+    return spawn_child(path, argv, -1, -1, child_fd, target_fd, reset, 1, 0, pid);
+}
+
+int pvh_spawn_supervised(const char *path, char *const argv[], int log_fd, int new_session, pid_t *pid) {
+    static const int reset[] = { SIGPIPE, SIGINT, SIGTERM, SIGUSR1, SIGHUP };
+    return spawn_child(path, argv, log_fd, log_fd, -1, -1, reset, sizeof reset / sizeof reset[0], new_session ? 2 : 1, pid);
 }
 
 int pvh_pidfd_open(pid_t pid) {

@@ -92,13 +92,14 @@ public final class MetricsServer: Sendable {
     /// `logger` takes the server's records (nil: warnings and worse on
     /// stderr as `pvh: metrics: ...`).
     public static func start(_ address: MetricsAddress, registry: PVHMetricsRegistry,
-                             timeout: Duration = .seconds(10), logger: Logger? = nil) throws(MetricsServerError) -> MetricsServer {
+                             timeout: Duration = .seconds(10), logger: Logger? = nil,
+                             routes: @escaping @Sendable (Router<BasicRequestContext>) -> Void = { _ in }) throws(MetricsServerError) -> MetricsServer {
         let outcome = Mutex<Result<MetricsServer, MetricsServerError>?>(nil)
         let done = DispatchSemaphore(value: 0)
         Task.detached {
             let result: Result<MetricsServer, MetricsServerError>
             do throws(MetricsServerError) {
-                result = .success(try await startServing(address, registry: registry, timeout: timeout, logger: logger))
+                result = .success(try await startServing(address, registry: registry, timeout: timeout, logger: logger, routes: routes))
             } catch {
                 result = .failure(error)
             }
@@ -113,9 +114,12 @@ public final class MetricsServer: Sendable {
     }
 
     /// `start`, for async callers (it waits without blocking a thread).
-    public static func startServing(_ address: MetricsAddress, registry: PVHMetricsRegistry, timeout: Duration = .seconds(10),
-                                    logger: Logger? = nil) async throws(MetricsServerError) -> MetricsServer {
+    /// `routes` adds more routes beside /metrics (the daemon's API).
+    public static func startServing(_ address: MetricsAddress, registry: PVHMetricsRegistry,
+                                    timeout: Duration = .seconds(10), logger: Logger? = nil,
+                                    routes: @Sendable (Router<BasicRequestContext>) -> Void = { _ in }) async throws(MetricsServerError) -> MetricsServer {
         let router = Router()
+        routes(router)
         router.get("/metrics") { _, _ in
             var headers = HTTPFields()
             headers[.contentType] = "text/plain; version=0.0.4; charset=utf-8"
@@ -210,9 +214,13 @@ public final class MetricsServer: Sendable {
             group.addTask { _ = await task.result }
             group.addTask { try? await Task.sleep(for: timeout) }
             await group.next()
+            // Cancelled before the group waits for its children: awaiting
+            // the task's result is not ended by cancelling the waiter, and
+            // a response that never ends (the daemon's event stream)
+            // would otherwise hold the server's task, and this, forever.
+            task.cancel()
             group.cancelAll()
         }
-        task.cancel()
         if case .unix(let path) = address { try? FileManager.default.removeItem(atPath: path) }
     }
 

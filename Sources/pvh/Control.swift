@@ -1,5 +1,7 @@
 import ArgumentParser
 import Foundation
+import PVHAPI
+import Toolstack
 import VMM
 
 #if canImport(Glibc)
@@ -88,14 +90,32 @@ struct Reboot: ParsableCommand {
         abstract: "Ask a running guest to reboot through its control/shutdown watch (xl reboot).")
 
     @Argument(help: "The guest's name (pvh run --name).") var name: String
+    @Flag(name: [.short, .long], help: "Wait until the daemon restarted the guest (a daemon's guest only).") var wait = false
+    @Option(name: .long, help: "Seconds --wait waits before failing (status 1).") var timeout: Double = 60
 
-    func run() throws { try requestShutdown(name: name, value: "reboot", wait: false, timeout: 0) }
+    func run() throws { try requestShutdown(name: name, value: "reboot", wait: wait, timeout: timeout) }
 }
 
 func requestShutdown(name: String, value: String, wait: Bool, timeout: Double) throws {
+    // A guest of the daemon's goes through the API; one `pvh run` started
+    // on its own is asked through its own store, as before.
+    let client = DaemonClient()
+    if client.isRunning {
+        let action = value == "poweroff" ? "shutdown" : "reboot"
+        let bound = min(max(timeout, 1), APIRoutes.maximumWait)
+        let path = "/v1/domains/\(pathSegment(name))/\(action)" + (wait ? "?wait=true&timeout=\(Int(bound))" : "")
+        do {
+            _ = try client.send("POST", path, timeout: bound + 10)
+            return
+        } catch let failure as APIFailure {
+            let standalone = GuestName(name).map { RuntimeDirectory.default.runningGuests().contains($0) } ?? false
+            guard failure.error.code == .notFound, standalone else { throw failure.exit }
+        }
+    }
     let guest = try GuestLocator(name)
     try guest.perform("write control/shutdown") { try guest.client.write(guest.resolve("control/shutdown"), value) }
-    if wait && !guest.waitUntilGone(timeout: timeout) {
+    // A standalone guest restarted by --on-reboot restart never goes: -w waits for a power-off only.
+    if wait && value == "poweroff" && !guest.waitUntilGone(timeout: timeout) {
         FileDescriptorConsoleSink(fd: 2).emit(Array("pvh: \(name): still running \(timeout) s after the \(value) request\n".utf8))
         throw ExitCode(1)
     }
@@ -120,10 +140,48 @@ struct MemSet: ParsableCommand {
     }
 }
 
+/// `pvh list`: the daemon's domains in xl's columns (`-l`/`--json`: the
+/// API's JSON, configs included); without a daemon, the guests `pvh run`
+/// started on their own.
 struct List: ParsableCommand {
-    static let configuration = CommandConfiguration(abstract: "List running guests (xl list).")
+    static let configuration = CommandConfiguration(abstract: "List guests (xl list).")
+
+    @Flag(name: [.short, .long], help: "Each domain's record and resolved config, as JSON.") var long = false
+    @Flag(name: .long, help: "JSON (as -l).") var json = false
+    @Argument(help: "Only these guests (each must exist).") var names: [String] = []
 
     func run() throws {
+        let client = DaemonClient()
+        guard client.isRunning else {
+            guard names.isEmpty && !long && !json else {
+                throw client.fail("no pvh daemon answers on \(client.client.socketPath)")
+            }
+            Self.listStandalone()
+            return
+        }
+        try reportingAPIErrors {
+            var domains = try client.call("GET", "/v1/domains", as: [DomainInfo].self)
+            if !names.isEmpty {
+                for name in names where !domains.contains(where: { $0.name == name }) {
+                    throw client.fail("\(name) is an invalid domain identifier")
+                }
+                domains = domains.filter { names.contains($0.name) }
+            }
+            if long || json {
+                let encoder = JSONEncoder()
+                encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
+                print(String(decoding: try encoder.encode(domains), as: UTF8.self))
+                return
+            }
+            print(DomainListing.header)
+            for d in domains {
+                print(DomainListing.row(name: d.name, id: d.domid, memoryMiB: d.memoryMiB, vcpus: d.vcpus, flags: d.flags, cpuSeconds: d.cpuTime))
+            }
+        }
+    }
+
+    /// Guests `pvh run` runs on its own (each with its store's socket).
+    static func listStandalone() {
         let directory = RuntimeDirectory.default
         print("Name                 ID   Mem(MiB)  VCPUs  XenStore socket")
         for name in directory.runningGuests() {

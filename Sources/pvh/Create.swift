@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import PVHAPI
 import VMM
 import XLConfig
 
@@ -18,16 +19,17 @@ struct Create: ParsableCommand {
             The config is an xl.cfg(5) file for type="pvh" (README: xl configs). Each KEY=VALUE argument is \
             one more config line after the file's, as xl create takes them: it wins over the file, and a \
             string needs its quotes (name='"web"', disk='["/srv/web.img,raw,xvda,rw"]'). \
-            Until the pvh daemon exists the guest always runs in the foreground, its console on \
-            stdin/stdout, with pvh run's exit statuses; -F (xl's "stay in the foreground") is accepted \
-            for scripts written for xl. A config xl would refuse exits 1 with xl's messages; \
-            bad arguments exit 2.
+            Without -F the config goes to the pvh daemon (started on demand when its socket is \
+            absent), which runs the guest as a process of its own and applies its on_poweroff/on_reboot/\
+            on_crash (README: Toolstack). With -F (xl's "stay in the foreground", for systemd and \
+            orchestrators) this process runs the guest, its console on stdin/stdout, with pvh run's exit \
+            statuses. A config xl would refuse exits 1 with xl's messages; bad arguments exit 2.
             """)
 
     @Flag(name: [.customShort("n"), .customLong("dry-run")], help: "Print the resolved config as JSON and exit.")
     var dryRun = false
 
-    @Flag(name: .customShort("F"), help: "Stay in the foreground (always the case for now).")
+    @Flag(name: .customShort("F"), help: "Run the guest in this process, in the foreground, not through the daemon.")
     var foreground = false
 
     @OptionGroup var metrics: MetricsOptions
@@ -91,6 +93,11 @@ struct Create: ParsableCommand {
             print(domain.json.rendered())
             return
         }
+        if !foreground {
+            stderr.emit(Array(warnings.map { $0 + "\n" }.joined().utf8))
+            try createThroughDaemon(bytes)
+            return
+        }
         warnings += Self.foregroundWarnings(domain)
         stderr.emit(Array(warnings.map { $0 + "\n" }.joined().utf8))
         var config = GuestConfiguration(kernelPath: domain.kernel, initrdPath: domain.ramdisk, commandLine: domain.commandLine ?? "",
@@ -103,16 +110,32 @@ struct Create: ParsableCommand {
                             metrics: metrics.address(), log: log, named: true, store: handoff.store())
     }
 
+    /// `POST /v1/domains` with the file's text and the overrides; the
+    /// daemon resolves it again (the same parser) and starts the guest.
+    private func createThroughDaemon(_ bytes: [UInt8]) throws {
+        guard metrics.metrics == nil else {
+            usageFailure("--metrics: only with -F (the daemon serves every guest's /metrics on its API socket)")
+        }
+        let client = DaemonClient()
+        try client.ensureRunning()
+        let request = CreateDomainRequest(xlConfig: String(decoding: bytes, as: UTF8.self), source: file, overrides: overrides)
+        let body = Array(try JSONEncoder().encode(request))
+        try reportingAPIErrors {
+            let created = try client.call("POST", "/v1/domains", body: body, timeout: 60, as: CreatedDomain.self)
+            print("Domain \(created.domain.domid) (\(created.domain.name)) created, uuid \(created.domain.uuid)")
+        }
+    }
+
     /// What the foreground run cannot do of the configured actions: it
     /// restarts on reboot when asked and otherwise ends with the guest
     /// (pvh run's exit statuses), so every other non-default action is
-    /// reported once. The daemon will apply them all.
+    /// reported once. The daemon applies them all (pvh create without -F).
     static func foregroundWarnings(_ domain: XLDomainConfiguration) -> [String] {
         var warnings: [String] = []
         for event in ShutdownEvent.allCases {
             let action = domain.action(on: event)
             guard action != event.defaultAction, !(event == .reboot && action == .destroy) else { continue }
-            warnings.append("warning: \(event.key)=\"\(action.rawValue)\" is not applied in the foreground (no pvh daemon yet): pvh exits when the guest stops")
+            warnings.append("warning: \(event.key)=\"\(action.rawValue)\" is not applied with -F: pvh exits when the guest stops (the daemon applies it)")
         }
         return warnings
     }

@@ -17,8 +17,8 @@ struct PVH: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "pvh",
         abstract: "Run Xen PVH guests on Linux KVM.",
-        subcommands: [Run.self, Create.self, List.self, Shutdown.self, Reboot.self, MemSet.self, XenStoreCommand.self, Dmesg.self,
-                      Host.self])
+        subcommands: [Run.self, Create.self, List.self, Shutdown.self, Reboot.self, Destroy.self, Pause.self, Unpause.self, Info.self,
+                      Daemon.self, MemSet.self, XenStoreCommand.self, Dmesg.self, Host.self])
 
     /// ArgumentParser exits 64 on bad usage; pvh's contract is one line and status 2.
     static func main() {
@@ -342,20 +342,9 @@ func runInForeground(_ config: GuestConfiguration, name guestName: GuestName, re
     let terminal = HostTerminal()
     terminal.attach(to: current)
     // SIGINT/SIGTERM from outside stop the guest cleanly (terminal restored, status 130).
-    var sources: [DispatchSourceSignal] = []
-    for sig in [SIGINT, SIGTERM] {
-        signal(sig, SIG_IGN)
-        let source = DispatchSource.makeSignalSource(signal: sig, queue: .global())
-        source.setEventHandler { current.stop() }
-        source.resume()
-        sources.append(source)
-    }
+    var sources = signalSources([SIGINT, SIGTERM]) { current.stop() }
     // SIGUSR1: each vCPU prints its registers and stack top (xl debug-keys).
-    signal(SIGUSR1, SIG_IGN)
-    let dumpSource = DispatchSource.makeSignalSource(signal: SIGUSR1, queue: .global())
-    dumpSource.setEventHandler { current.domain?.dumpVCPUState() }
-    dumpSource.resume()
-    sources.append(dumpSource)
+    sources += signalSources([SIGUSR1]) { current.domain?.dumpVCPUState() }
     // The hypervisor console's file (pvh dmesg), started empty: kept after
     // the guest ends when the user named it, gone with it otherwise, and
     // gone if no guest ever booted.
@@ -407,6 +396,19 @@ func runInForeground(_ config: GuestConfiguration, name guestName: GuestName, re
     }
     logger.notice("domain \(config.domainID.rawValue) ended: \(end) (exit status \(end.exitStatus))")
     throw ExitCode(end.exitStatus)
+}
+
+/// Dispatch sources that run `handler` for each of `signals` (blocked in
+/// every thread beforehand, so the signalfd behind them sees them; the
+/// SIG_IGN disposition drops any that reach a thread directly).
+func signalSources(_ signals: [Int32], handler: @escaping @Sendable () -> Void) -> [DispatchSourceSignal] {
+    signals.map { sig in
+        signal(sig, SIG_IGN)
+        let source = DispatchSource.makeSignalSource(signal: sig, queue: .global())
+        source.setEventHandler(handler: handler)
+        source.resume()
+        return source
+    }
 }
 
 /// The domain `pvh run` is running now (a reboot with `--on-reboot restart`

@@ -124,7 +124,7 @@ struct XLConfigCreateTests {
         try FileManager.default.removeItem(atPath: dir)
         try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(atPath: dir) }
-        let r = try pvh(["create", "--hypervisor-console", "stdout", cfg, "extra=\"pvh.scenarios=blk_info pvh.exit=poweroff\""],
+        let r = try pvh(["create", "-F", "--hypervisor-console", "stdout", cfg, "extra=\"pvh.scenarios=blk_info pvh.exit=poweroff\""],
                         limit: 300, environment: ["PVH_RUNTIME_DIR": dir, "PVH_LOG_DIR": dir])
         #expect(r.status == 0, "\(r.stderr)\n\(r.stdout)")
         #expect(r.stdout.contains("PVHTEST blk_info PASS"), "\(r.stdout)")

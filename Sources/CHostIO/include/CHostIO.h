@@ -185,6 +185,16 @@ long pvh_send_vectors(int fd, const struct iovec *iov, int count);
 /// *pid: 0, or the (positive) errno, ENOENT when `path` does not exist.
 int pvh_spawn_with_fd(const char *path, char *const argv[], int child_fd, int target_fd, pid_t *pid);
 
+/// posix_spawn(path, argv) for a supervised child (the pvh daemon's guest
+/// processes): the environment of this process, stdin on /dev/null,
+/// stdout and stderr on `log_fd`, every signal's default disposition
+/// restored for the ones the parent ignores (SIGPIPE, SIGINT, SIGTERM,
+/// SIGUSR1, SIGHUP), an empty signal mask, and a process group of its own
+/// (a terminal's ^C to the daemon's group never reaches a guest), or with
+/// `new_session` a session of its own (a daemon started on demand: no
+/// controlling terminal to lose). The pid in *pid: 0, or the (positive) errno.
+int pvh_spawn_supervised(const char *path, char *const argv[], int log_fd, int new_session, pid_t *pid);
+
 /// pidfd_open(2): a descriptor that polls readable when process `pid` (a
 /// child not yet reaped) exits. The fd, or -errno.
 int pvh_pidfd_open(pid_t pid);

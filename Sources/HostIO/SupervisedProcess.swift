@@ -1,0 +1,92 @@
+import CHostIO
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Why a supervised process could not be started.
+public struct SupervisedProcessError: Error, Equatable, Sendable, CustomStringConvertible {
+    public let operation: String
+    public let path: String
+    public let errno: Int32
+
+    // SAFETY: strerror returns a NUL-terminated string, copied at once.
+    public var description: String { "\(operation) \(path): \(unsafe String(cString: strerror(errno)))" }
+}
+
+/// A child the pvh daemon supervises (one guest's process): started with
+/// an empty signal mask in a process group of its own, its output appended
+/// to a log file, watched through a pidfd so every wait is bounded, and
+/// reaped exactly once.
+public final class SupervisedProcess: Sendable {
+    /// How it ended (`waitpid`'s status, decoded).
+    public enum End: Hashable, Sendable {
+        case exited(Int32)
+        case signaled(Int32)
+    }
+
+    public let pid: Int32
+    private let pidfd: Int32
+
+    private init(pid: Int32, pidfd: Int32) {
+        self.pid = pid
+        self.pidfd = pidfd
+    }
+
+    deinit { close(pidfd) }
+
+    /// Starts `arguments` (argv[0] is the program's path), stdout and
+    /// stderr appended to `logPath` (created 0600); `newSession`: in a
+    /// session of its own (setsid) rather than only a process group.
+    public static func spawn(_ arguments: [String], logPath: String, newSession: Bool = false) throws(SupervisedProcessError) -> SupervisedProcess {
+        guard let path = arguments.first else { throw SupervisedProcessError(operation: "spawn", path: "", errno: EINVAL) }
+        // SAFETY: the String converts to a NUL-terminated path for the call.
+        let log = unsafe open(logPath, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0o600)
+        guard log >= 0 else { throw SupervisedProcessError(operation: "open", path: logPath, errno: errno) }
+        defer { close(log) }
+        // SAFETY: strdup'd copies, NUL-terminated, freed after the spawn
+        // (posix_spawn copies argv into the child before returning).
+        let argv: [UnsafeMutablePointer<CChar>?] = unsafe arguments.map { unsafe strdup($0) } + [nil]
+        defer { unsafe argv.forEach { unsafe free($0) } }
+        var pid: pid_t = 0
+        // SAFETY: `argv` is a NULL-terminated array of C strings alive for
+        // the call; `pid` is a live local.
+        let r = unsafe argv.withUnsafeBufferPointer { unsafe pvh_spawn_supervised(path, $0.baseAddress, log, newSession ? 1 : 0, &pid) }
+        guard r == 0 else { throw SupervisedProcessError(operation: "spawn", path: path, errno: r) }
+        let pidfd = pvh_pidfd_open(pid)
+        guard pidfd >= 0 else {
+            kill(pid, SIGKILL)
+            var status: Int32 = 0
+            // SAFETY: `status` is a live local.
+            while unsafe waitpid(pid, &status, 0) < 0, errno == EINTR {}
+            throw SupervisedProcessError(operation: "pidfd_open", path: path, errno: -pidfd)
+        }
+        return SupervisedProcess(pid: pid, pidfd: pidfd)
+    }
+
+    /// Sends `signal` to the process (`group`: to its whole process group,
+    /// as pause and unpause do). The pid is ours and not yet reaped until
+    /// `wait` returned its end, so it names no other process.
+    public func signal(_ signal: Int32, group: Bool = false) {
+        kill(group ? -pid : pid, signal)
+    }
+
+    /// Waits at most `timeout` seconds for the process to end; its end
+    /// (reaped) or nil if it still runs. Call from one thread at a time.
+    public func wait(timeout: Double) -> End? {
+        var fds = [pollfd(fd: pidfd, events: Int16(POLLIN), revents: 0)]
+        let milliseconds = Int32(max(0, min(timeout, 86_400)) * 1000)
+        // SAFETY: `fds` is a live array of one pollfd for the call.
+        let ready = unsafe poll(&fds, 1, milliseconds)
+        guard ready > 0 else { return nil }
+        var status: Int32 = 0
+        var r: pid_t
+        repeat {
+            // SAFETY: `status` is a live local.
+            r = unsafe waitpid(pid, &status, WNOHANG)
+        } while r < 0 && errno == EINTR
+        guard r == pid else { return nil }
+        // <sys/wait.h>'s WIFEXITED/WEXITSTATUS/WTERMSIG, which Swift does not import.
+        let termination = status & 0x7f
+        return termination == 0 ? .exited((status >> 8) & 0xff) : .signaled(termination)
+    }
+}

@@ -1,0 +1,78 @@
+import XLConfig
+
+/// The API's error answer, `{code, message, file?, line?, key?}`, with a
+/// stable `code` a client may switch on; the HTTP status follows the code.
+public struct APIError: Error, Codable, Hashable, Sendable, CustomStringConvertible {
+    /// The closed set of codes (docs/api/openapi.json lists the same).
+    public enum Code: String, Codable, Hashable, Sendable, CaseIterable {
+        /// The request is malformed (JSON, a parameter).
+        case badRequest = "bad_request"
+        /// The config does not parse (xl's parse messages).
+        case configSyntax = "config_syntax"
+        /// The config parses but is refused (a key's value, a missing key).
+        case configInvalid = "config_invalid"
+        /// No domain of that name, or no such XenStore node, or no route.
+        case notFound = "not_found"
+        /// A live domain already has this name or UUID.
+        case nameInUse = "name_in_use"
+        /// The domain's state does not allow the action (pausing a paused one).
+        case conflict
+        /// `?wait=true` ran out of time; the action was made.
+        case timedOut = "timed_out"
+        /// Not built yet.
+        case notImplemented = "not_implemented"
+        /// The daemon failed (spawning a guest process, its store).
+        case internalError = "internal_error"
+
+        /// 400, 404, 409, 501 or 500.
+        public var httpStatus: Int {
+            switch self {
+            case .badRequest, .configSyntax, .configInvalid: 400
+            case .notFound: 404
+            case .nameInUse, .conflict, .timedOut: 409
+            case .notImplemented: 501
+            case .internalError: 500
+            }
+        }
+    }
+
+    public var code: Code
+    public var message: String
+    public var file: String?
+    public var line: Int?
+    public var key: String?
+
+    public init(_ code: Code, _ message: String, file: String? = nil, line: Int? = nil, key: String? = nil) {
+        self.code = code
+        self.message = message
+        self.file = file
+        self.line = line
+        self.key = key
+    }
+
+    public var description: String { message }
+
+    /// A config refused by XLConfig: its first line's `FILE:LINE:` prefix
+    /// and the key xl quotes (`` `memory' ``) become file, line and key.
+    public init(config error: XLConfigError, source: String) {
+        let first = error.lines.first ?? ""
+        var file: String?
+        var line: Int?
+        if first.hasPrefix(source + ":") {
+            let rest = first.dropFirst(source.count + 1)
+            if let colon = rest.firstIndex(of: ":"), let n = Int(rest[..<colon]) {
+                file = source
+                line = n
+            }
+        }
+        var key: String?
+        if let open = first.firstIndex(of: "`"), let close = first[first.index(after: open)...].firstIndex(of: "'") {
+            let quoted = first[first.index(after: open)..<close]
+            if !quoted.isEmpty, quoted.allSatisfy({ $0.isLetter || $0.isNumber || $0 == "_" }) { key = String(quoted) }
+        }
+        let code: Code = if case .parse = error { .configSyntax } else { .configInvalid }
+        self.init(code, error.lines.joined(separator: "\n"), file: file, line: line, key: code == .configSyntax ? nil : key)
+    }
+
+    public static func notFound(_ name: String) -> APIError { APIError(.notFound, "\(name) is an invalid domain identifier") }
+}

@@ -1,0 +1,178 @@
+import Toolstack
+import XLConfig
+
+/// A JSON value for what has no fixed shape (a domain's resolved config).
+public indirect enum JSON: Codable, Hashable, Sendable {
+    case null
+    case bool(Bool)
+    case number(Double)
+    case string(String)
+    case array([JSON])
+    case object([String: JSON])
+
+    public init(from decoder: any Decoder) throws {
+        let c = try decoder.singleValueContainer()
+        if c.decodeNil() { self = .null } else if let b = try? c.decode(Bool.self) { self = .bool(b) } else if let n = try? c.decode(Double.self) {
+            self = .number(n)
+        } else if let s = try? c.decode(String.self) { self = .string(s) } else if let a = try? c.decode([JSON].self) {
+            self = .array(a)
+        } else { self = .object(try c.decode([String: JSON].self)) }
+    }
+
+    public func encode(to encoder: any Encoder) throws {
+        var c = encoder.singleValueContainer()
+        switch self {
+        case .null: try c.encodeNil()
+        case .bool(let b): try c.encode(b)
+        case .number(let n): if n == n.rounded(), abs(n) < 1e15 { try c.encode(Int(n)) } else { try c.encode(n) }
+        case .string(let s): try c.encode(s)
+        case .array(let a): try c.encode(a)
+        case .object(let o): try c.encode(o)
+        }
+    }
+
+    /// XLConfig's ordered value (the dry run's), as API JSON.
+    public init(_ value: JSONValue) {
+        switch value {
+        case .null: self = .null
+        case .bool(let b): self = .bool(b)
+        case .integer(let n): self = .number(Double(n))
+        case .string(let s): self = .string(s)
+        case .array(let items): self = .array(items.map(JSON.init))
+        case .object(let members): self = .object(Dictionary(members.map { ($0.key, JSON($0.value)) }, uniquingKeysWith: { _, last in last }))
+        }
+    }
+}
+
+/// `GET /v1/host`.
+public struct HostInfo: Codable, Hashable, Sendable {
+    /// `hardware` or `software` (`pvh host`'s finding), or `none` without /dev/kvm.
+    public var backend: String
+    /// `pvh host`'s report, one line per fact.
+    public var backendReport: String
+    public var version: String
+    /// MemAvailable from /proc/meminfo, MiB.
+    public var freeMemoryMiB: Int
+    public var totalMemoryMiB: Int
+    public var cpus: Int
+    /// The daemon's XenStore socket (xenstored's: what `xenstore-*` use).
+    public var xenstoreSocket: String
+    public var apiSocket: String
+    public var domains: Int
+
+    public init(backend: String, backendReport: String, version: String, freeMemoryMiB: Int, totalMemoryMiB: Int, cpus: Int,
+                xenstoreSocket: String, apiSocket: String, domains: Int) {
+        self.backend = backend
+        self.backendReport = backendReport
+        self.version = version
+        self.freeMemoryMiB = freeMemoryMiB
+        self.totalMemoryMiB = totalMemoryMiB
+        self.cpus = cpus
+        self.xenstoreSocket = xenstoreSocket
+        self.apiSocket = apiSocket
+        self.domains = domains
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case backend, version, cpus, domains
+        case backendReport = "backend_report"
+        case freeMemoryMiB = "free_memory_mib"
+        case totalMemoryMiB = "total_memory_mib"
+        case xenstoreSocket = "xenstore_socket"
+        case apiSocket = "api_socket"
+    }
+}
+
+/// One domain, as `GET /v1/domains` lists it (`pvh list -l`'s JSON).
+public struct DomainInfo: Codable, Hashable, Sendable {
+    public var name: String
+    public var domid: Int
+    public var uuid: String
+    /// `running`, `paused`, `shutdown`, `crashed`, `dying`.
+    public var state: String
+    /// xl's six flags, `r-----`.
+    public var flags: String
+    public var memoryMiB: Int
+    public var vcpus: Int
+    public var cpuTime: Double
+    public var startTime: Double
+    public var pid: Int?
+    public var restarts: Int
+    /// The resolved config, as `pvh create -n` prints it.
+    public var config: JSON
+
+    public init(_ record: DomainRecord, cpuSeconds: Double) {
+        name = record.name
+        domid = Int(record.id.rawValue)
+        uuid = record.uuid.description
+        state = record.state.name
+        flags = record.state.flags
+        memoryMiB = record.configuration.memoryMiB
+        vcpus = record.configuration.vcpus
+        cpuTime = cpuSeconds
+        startTime = record.startTime
+        pid = record.processID.map(Int.init)
+        restarts = record.restarts
+        config = JSON(record.configuration.json)
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case name, domid, uuid, state, flags, vcpus, pid, restarts, config
+        case memoryMiB = "memory_mib"
+        case cpuTime = "cpu_time"
+        case startTime = "start_time"
+    }
+}
+
+/// `POST /v1/domains`: either xl.cfg text (`xl_config`, with `source`
+/// naming it in messages and `overrides`, xl create's KEY=VALUE lines) or
+/// a JSON object of xl keys (`config`), which is written out as xl.cfg
+/// lines and resolved the same way.
+public struct CreateDomainRequest: Codable, Hashable, Sendable {
+    public var xlConfig: String?
+    public var source: String?
+    public var overrides: [String]?
+    public var config: [String: JSON]?
+
+    public init(xlConfig: String? = nil, source: String? = nil, overrides: [String]? = nil, config: [String: JSON]? = nil) {
+        self.xlConfig = xlConfig
+        self.source = source
+        self.overrides = overrides
+        self.config = config
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case source, overrides, config
+        case xlConfig = "xl_config"
+    }
+}
+
+/// `POST /v1/domains`' answer: the domain and the config's warnings.
+public struct CreatedDomain: Codable, Hashable, Sendable {
+    public var domain: DomainInfo
+    public var warnings: [String]
+
+    public init(domain: DomainInfo, warnings: [String]) {
+        self.domain = domain
+        self.warnings = warnings
+    }
+}
+
+/// `GET /v1/xenstore/{path}`: a node's value (null when it has none that
+/// is text) and its children's names.
+public struct XenStoreNode: Codable, Hashable, Sendable {
+    public var path: String
+    public var value: String?
+    public var children: [String]
+
+    public init(path: String, value: String?, children: [String]) {
+        self.path = path
+        self.value = value
+        self.children = children
+    }
+}
+
+/// The actions of `POST /v1/domains/{name}/{action}`.
+public enum DomainAction: String, CaseIterable, Sendable {
+    case shutdown, reboot, pause, unpause
+}

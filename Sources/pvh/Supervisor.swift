@@ -1,0 +1,482 @@
+import Foundation
+import HostIO
+import KVM
+import PVHAPI
+import Synchronization
+import Toolstack
+import VMM
+import XLConfig
+import XenABI
+import XenStore
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The daemon's heart: the registry, one guest process per domain, the
+/// host's XenStore tree for them, and the event stream. Each guest process
+/// is watched by a thread of its own that waits on its pidfd (bounded
+/// waits, in a loop) and applies the domain's on_poweroff/on_reboot/
+/// on_crash when it ends; API calls run on Hummingbird's tasks and never
+/// wait for a guest except through `?wait=true`, which is bounded.
+final class Supervisor: DomainService, Sendable {
+    struct Paths: Sendable {
+        let apiSocket: String
+        let xenStoreSocket: String
+        /// `<runtime>/.daemon`: configs and logs, mode 0700 (no guest is
+        /// named with a leading dot, so no guest's directory collides).
+        let stateDirectory: String
+        /// Where each guest process puts its own XenStore socket (`pvh run`'s).
+        let runtime: RuntimeDirectory
+        /// This pvh, which the guest processes run.
+        let executable: String
+    }
+
+    private struct State {
+        var registry = DomainRegistry()
+        var processes: [DomainID: SupervisedProcess] = [:]
+        var subscribers: [Int: AsyncStream<DomainEvent>.Continuation] = [:]
+        var nextSubscriber = 0
+        var stopping = false
+    }
+
+    let paths: Paths
+    let store: XenStoreServer
+    private let state = Mutex(State())
+    private let log: @Sendable (String) -> Void
+
+    init(paths: Paths, store: XenStoreServer, log: @escaping @Sendable (String) -> Void) {
+        self.paths = paths
+        self.store = store
+        self.log = log
+    }
+
+    static var now: Double { Date().timeIntervalSince1970 }
+
+    // MARK: DomainService
+
+    func host() async -> HostInfo {
+        let backend = HostBackend.detect()
+        let report = (try? KVMSystem().hostReport) ?? "KVM: /dev/kvm cannot be opened"
+        let kind = access("/dev/kvm", F_OK) != 0 ? "none" : (backend.isSoftware ? "software" : (backend == .unknown ? "unknown" : "hardware"))
+        let meminfo = (try? String(contentsOfFile: "/proc/meminfo", encoding: .utf8)) ?? ""
+        func kib(_ key: String) -> Int {
+            for line in meminfo.split(separator: "\n") where line.hasPrefix(key + ":") {
+                return Int(line.split(separator: " ").dropFirst().first ?? "") ?? 0
+            }
+            return 0
+        }
+        return HostInfo(backend: kind, backendReport: report, version: pvhVersion, freeMemoryMiB: kib("MemAvailable") / 1024,
+                        totalMemoryMiB: kib("MemTotal") / 1024, cpus: ProcessInfo.processInfo.activeProcessorCount,
+                        xenstoreSocket: paths.xenStoreSocket, apiSocket: paths.apiSocket,
+                        domains: state.withLock { $0.registry.all.count })
+    }
+
+    func domains() async -> [DomainInfo] {
+        state.withLock { $0.registry.all }.map(info)
+    }
+
+    func domain(named name: String) async throws(APIError) -> DomainInfo {
+        guard let record = state.withLock({ $0.registry.named(name) }) else { throw .notFound(name) }
+        return info(record)
+    }
+
+    func create(_ request: ResolvedCreateRequest) async throws(APIError) -> CreatedDomain {
+        let config = request.configuration
+        guard GuestName(config.name) != nil else {
+            throw APIError(.configInvalid, "\(request.source): name \"\(config.name)\": \(GuestName.rule)", file: request.source, key: "name")
+        }
+        if let problem = GuestLimits.violation(memoryMiB: config.memoryMiB, vcpus: config.vcpus,
+                                               maxGrantFrames: config.maximumGrantFrames ?? GuestConfiguration.defaultGrantFrames,
+                                               naming: { "\(request.source): \($0) =" }) {
+            throw APIError(.configInvalid, problem, file: request.source)
+        }
+        // Checked here so that a missing file is the request's 400 (xl
+        // create fails the same way) rather than a guest process that
+        // exits 2 at once.
+        for (key, path) in [("kernel", config.kernel), ("ramdisk", config.ramdisk)] {
+            guard let path else { continue }
+            guard access(path, R_OK) == 0 else {
+                throw APIError(.configInvalid, "\(request.source): \(key) \"\(path)\": \(String(cString: strerror(errno)))",
+                               file: request.source, key: key)
+            }
+        }
+        let record: DomainRecord
+        do {
+            record = try state.withLock { s throws(RegistryError) in
+                guard !s.stopping else { throw RegistryError.noFreeID }
+                return try s.registry.create(config, now: Self.now)
+            }
+        } catch {
+            if case .noFreeID = error { throw APIError(.conflict, "the daemon is not taking new domains (\(error))") }
+            throw APIError(.nameInUse, error.description, key: "name")
+        }
+        let configPath = "\(paths.stateDirectory)/\(record.id.rawValue).cfg"
+        do {
+            try Data(request.text).write(to: URL(fileURLWithPath: configPath))
+            try FileManager.default.setAttributes([.posixPermissions: 0o600], ofItemAtPath: configPath)
+        } catch {
+            state.withLock { _ = $0.registry.remove(record.id) }
+            throw APIError(.internalError, "cannot write \(configPath): \(error.localizedDescription)")
+        }
+        writeStoreNodes(record)
+        let launch = GuestLaunch(executable: paths.executable, configPath: configPath, logPath: logPath(record.name),
+                                 overrides: request.overrides)
+        do {
+            try start(record.id, launch)
+        } catch {
+            forget(record.id)
+            throw APIError(.internalError, "cannot start the guest process: \(error)")
+        }
+        let started = state.withLock { $0.registry[record.id] } ?? record
+        publish(DomainEvent(type: .created, record: started, time: Self.now))
+        return CreatedDomain(domain: info(started), warnings: request.warnings)
+    }
+
+    func destroy(named name: String) async throws(APIError) -> DomainInfo {
+        guard let record = state.withLock({ $0.registry.named(name) }) else { throw .notFound(name) }
+        let gone = await destroy(record.id, grace: 10)
+        return info(gone ?? record)
+    }
+
+    func perform(_ action: DomainAction, on name: String, wait: Bool, timeout: Double) async throws(APIError) -> DomainInfo? {
+        guard let record = state.withLock({ $0.registry.named(name) }) else { throw .notFound(name) }
+        switch action {
+        case .pause, .unpause:
+            let (process, current) = state.withLock { s in (s.processes[record.id], s.registry[record.id]?.state) }
+            guard let process else { throw APIError(.conflict, "\(name) has no running guest process (state \(current?.name ?? "gone"))") }
+            let wanted: DomainState = action == .pause ? .paused : .running
+            guard current == (action == .pause ? .running : .paused) else {
+                throw APIError(.conflict, "\(name) is \(current?.name ?? "gone"), cannot \(action.rawValue)")
+            }
+            // The whole process group: vCPU threads, backends, passt.
+            process.signal(action == .pause ? SIGSTOP : SIGCONT, group: true)
+            let updated = state.withLock { $0.registry.update(record.id) { $0.state = wanted } }
+            if let updated { publish(DomainEvent(type: action == .pause ? .paused : .unpaused, record: updated, time: Self.now)) }
+            return updated.map(info)
+        case .shutdown, .reboot:
+            guard record.state == .running else { throw APIError(.conflict, "\(name) is \(record.state.name), cannot \(action.rawValue)") }
+            let events = subscribe()
+            defer { events.cancel() }
+            try await writeControlShutdown(record, value: action == .shutdown ? "poweroff" : "reboot")
+            guard wait else { return state.withLock { $0.registry[record.id] }.map(info) }
+            let done = await events.first(within: timeout) { event in
+                guard event.domid == Int(record.id.rawValue) else { return false }
+                return action == .reboot ? event.type == .rebooted || event.type == .destroyed
+                    : event.type == .destroyed || event.type == .shutdown || event.type == .crashed
+            }
+            guard done else {
+                throw APIError(.timedOut, "\(name): still running \(Int(timeout)) s after the \(action == .shutdown ? "poweroff" : "reboot") request")
+            }
+            return state.withLock { $0.registry[record.id] }.map(info)
+        }
+    }
+
+    func events() -> AsyncStream<DomainEvent> { subscribe().stream }
+
+    func xenStoreNode(_ path: String) async throws(APIError) -> XenStoreNode {
+        do {
+            let children = try store.directory(path)
+            let value = try? store.read(path)
+            return XenStoreNode(path: path, value: value, children: children)
+        } catch {
+            switch error {
+            case .enoent: throw APIError(.notFound, "\(path): no such node")
+            case .eacces, .eperm: throw APIError(.conflict, "\(path): \(error)")
+            default: throw APIError(.badRequest, "\(path): \(error)")
+            }
+        }
+    }
+
+    // MARK: Guest processes
+
+    private func logPath(_ name: String) -> String { "\(paths.stateDirectory)/\(name).log" }
+
+    /// Spawns the domain's process and its watcher.
+    private func start(_ id: DomainID, _ launch: GuestLaunch) throws(SupervisedProcessError) {
+        let process = try SupervisedProcess.spawn(launch.arguments, logPath: launch.logPath)
+        state.withLock { s in
+            s.processes[id] = process
+            s.registry.update(id) { $0.processID = process.pid }
+        }
+        let thread = Thread { [self] in watch(id, process, launch) }
+        thread.name = "pvh-watch-\(id.rawValue)"
+        thread.start()
+    }
+
+    /// Waits for the process's end (in bounded steps) and applies the policy.
+    private func watch(_ id: DomainID, _ process: SupervisedProcess, _ launch: GuestLaunch) {
+        var end: SupervisedProcess.End?
+        while end == nil { end = process.wait(timeout: 5) }
+        guard let end else { return }
+        let processEnd: GuestProcessEnd = switch end {
+        case .exited(let status): .exited(status)
+        case .signaled(let signal): .signaled(signal)
+        }
+        ended(id, process: process, end: processEnd, launch: launch)
+    }
+
+    private func ended(_ id: DomainID, process: SupervisedProcess, end: GuestProcessEnd, launch: GuestLaunch) {
+        let (record, destroying, stopping) = state.withLock { s -> (DomainRecord?, Bool, Bool) in
+            guard s.processes[id] === process else { return (nil, false, s.stopping) }
+            s.processes[id] = nil
+            let dying = s.registry[id]?.state == .dying
+            let r = s.registry.update(id) { $0.processID = nil }
+            return (r, dying, s.stopping)
+        }
+        guard let record else { return }
+        log("\(record.name) (domain \(id.rawValue)): guest process \(end)")
+        let domainEnd = DomainEnd(end)
+        if destroying || stopping {
+            forget(id)
+            publish(DomainEvent(type: .destroyed, record: record, reason: "destroyed", time: Self.now))
+            return
+        }
+        var decision = ShutdownPolicy.decide(domainEnd, configuration: record.configuration)
+        if let warning = decision.warning { log("\(record.name): \(warning)") }
+        let quick = Self.now - record.startTime < ShutdownPolicy.minimumRun
+        let quickEnds = quick ? record.quickEnds + 1 : 0
+        state.withLock { _ = $0.registry.update(id) { $0.quickEnds = quickEnds } }
+        if decision.action == .restart || decision.action == .renameRestart, !ShutdownPolicy.allowsRestart(quickEnds: quickEnds) {
+            log("\(record.name): ended \(quickEnds) times in a row within \(Int(ShutdownPolicy.minimumRun)) s of its start: not restarted, destroyed")
+            decision = ShutdownPolicy.Decision(action: .destroy, warning: nil)
+        }
+        let reason: String = if case .signaled = end { "\(end)" } else { domainEnd.reason }
+        let isCrash = domainEnd == .shutdown(.crash)
+        let isReboot = domainEnd == .shutdown(.reboot)
+        switch decision.action {
+        case .destroy:
+            publish(DomainEvent(type: isCrash ? .crashed : .shutdown, record: record, reason: reason, action: "destroy", time: Self.now))
+            forget(id)
+            publish(DomainEvent(type: .destroyed, record: record, reason: reason, time: Self.now))
+        case .preserve:
+            let kept = state.withLock { s in
+                s.registry.update(id) { $0.state = isCrash ? .crashed : .shutdown(Self.event(domainEnd)) }
+            } ?? record
+            publish(DomainEvent(type: isCrash ? .crashed : .shutdown, record: kept, reason: reason, action: "preserve", time: Self.now))
+        case .restart:
+            if !isReboot {
+                publish(DomainEvent(type: isCrash ? .crashed : .shutdown, record: record, reason: reason, action: "restart", time: Self.now))
+            }
+            let restarted = state.withLock { s in
+                s.registry.update(id) {
+                    $0.state = .running
+                    $0.startTime = Self.now
+                    $0.restarts += 1
+                }
+            } ?? record
+            do {
+                try start(id, launch)
+                let current = state.withLock { $0.registry[id] } ?? restarted
+                publish(DomainEvent(type: isReboot ? .rebooted : .created, record: current, reason: reason, action: "restart", time: Self.now))
+            } catch {
+                log("\(record.name): cannot restart the guest process: \(error)")
+                forget(id)
+                publish(DomainEvent(type: .destroyed, record: record, reason: "restart failed", time: Self.now))
+            }
+        case .renameRestart:
+            let oldName = ShutdownPolicy.renamed(record.name, id: id.rawValue)
+            let kept = state.withLock { s -> DomainRecord? in
+                try? s.registry.rename(id, to: oldName)
+                return s.registry.update(id) { $0.state = isCrash ? .crashed : .shutdown(Self.event(domainEnd)) }
+            } ?? record
+            try? store.write("/local/domain/\(id.rawValue)/name", oldName)
+            publish(DomainEvent(type: isCrash ? .crashed : .shutdown, record: kept, reason: reason, action: "rename-restart", time: Self.now))
+            restartFresh(record.configuration, launch: launch)
+        }
+    }
+
+    /// rename-restart's new domain: a new id and UUID, the old config and name.
+    private func restartFresh(_ configuration: XLDomainConfiguration, launch: GuestLaunch) {
+        var fresh = configuration
+        fresh.uuid = nil
+        guard let record = try? state.withLock({ s throws(RegistryError) in try s.registry.create(fresh, now: Self.now) }) else {
+            log("\(configuration.name): rename-restart: cannot register the new domain")
+            return
+        }
+        writeStoreNodes(record)
+        do {
+            try start(record.id, launch)
+            publish(DomainEvent(type: .created, record: state.withLock { $0.registry[record.id] } ?? record, action: "rename-restart", time: Self.now))
+        } catch {
+            log("\(record.name): rename-restart: \(error)")
+            forget(record.id)
+        }
+    }
+
+    private static func event(_ end: DomainEnd) -> ShutdownEvent {
+        if case .shutdown(let event) = end { return event }
+        return .poweroff
+    }
+
+    /// Destroys a domain: SIGTERM (the guest process stops its guest and
+    /// exits 130), `grace` seconds, then SIGKILL to its process group; the
+    /// watcher reaps it and publishes `destroyed`. Bounded throughout.
+    func destroy(_ id: DomainID, grace: Double) async -> DomainRecord? {
+        let events = subscribe()
+        defer { events.cancel() }
+        let (process, record) = state.withLock { s in
+            (s.processes[id], s.registry.update(id) { $0.state = .dying })
+        }
+        guard let record else { return nil }
+        guard let process else {
+            forget(id)
+            publish(DomainEvent(type: .destroyed, record: record, reason: "destroyed", time: Self.now))
+            return record
+        }
+        if record.state == .paused { process.signal(SIGCONT, group: true) }
+        process.signal(SIGTERM)
+        let isGone: @Sendable (DomainEvent) -> Bool = { $0.type == .destroyed && $0.domid == Int(id.rawValue) }
+        if await events.first(within: grace, where: isGone) { return record }
+        log("\(record.name): no exit \(grace) s after SIGTERM: SIGKILL")
+        process.signal(SIGKILL, group: true)
+        _ = await events.first(within: 10, where: isGone)
+        return record
+    }
+
+    /// Ends every guest (the daemon is stopping), bounded.
+    func stopAll() async {
+        let ids = state.withLock { s in
+            s.stopping = true
+            return s.registry.all.map(\.id)
+        }
+        await withTaskGroup(of: Void.self) { group in
+            for id in ids { group.addTask { _ = await self.destroy(id, grace: 10) } }
+        }
+        // Event streams end with the daemon (their HTTP responses close).
+        let streams = state.withLock { s in
+            defer { s.subscribers.removeAll() }
+            return Array(s.subscribers.values)
+        }
+        streams.forEach { $0.finish() }
+    }
+
+    // MARK: Store, events, helpers
+
+    /// The toolstack's nodes for a domain in the host's store: `/vm/<uuid>`
+    /// and `/local/domain/<id>/{name,vm,domid}` (libxl's
+    /// `libxl__domain_make`, docs/misc/xenstore-paths.pandoc).
+    private func writeStoreNodes(_ record: DomainRecord) {
+        let vm = "/vm/\(record.uuid)"
+        let home = "/local/domain/\(record.id.rawValue)"
+        do {
+            try store.write("\(vm)/name", record.name)
+            try store.write("\(vm)/uuid", record.uuid.description)
+            try store.write("\(home)/name", record.name)
+            try store.write("\(home)/vm", vm)
+            try store.write("\(home)/domid", String(record.id.rawValue))
+        } catch {
+            log("\(record.name): XenStore: \(error)")
+        }
+    }
+
+    /// Forgets a domain: registry, store nodes, config file.
+    private func forget(_ id: DomainID) {
+        guard let record = state.withLock({ s -> DomainRecord? in
+            s.processes[id] = nil
+            return s.registry.remove(id)
+        }) else { return }
+        try? store.remove("/local/domain/\(id.rawValue)")
+        try? store.remove("/vm/\(record.uuid)")
+        try? FileManager.default.removeItem(atPath: "\(paths.stateDirectory)/\(id.rawValue).cfg")
+    }
+
+    /// `control/shutdown` in the guest process's own store (its embedded
+    /// one, until guest processes share the daemon's), as `pvh shutdown`
+    /// writes it; the guest's xenbus watch does the rest.
+    /// A guest process just started has no store for a moment: tried
+    /// again every 100 ms for up to `startup` seconds while it runs.
+    private func writeControlShutdown(_ record: DomainRecord, value: String, startup: Double = 10) async throws(APIError) {
+        let deadline = Date().addingTimeInterval(startup)
+        while true {
+            do {
+                return try writeControlShutdownOnce(record, value: value)
+            } catch {
+                let running = state.withLock { $0.processes[record.id] != nil }
+                guard running, Date() < deadline else { throw error }
+                try? await Task.sleep(for: .milliseconds(100))
+            }
+        }
+    }
+
+    private func writeControlShutdownOnce(_ record: DomainRecord, value: String) throws(APIError) {
+        guard let name = GuestName(record.name) else { throw APIError(.conflict, "\(record.name): not a guest name") }
+        let socket = paths.runtime.xenStoreSocket(for: name)
+        do {
+            let client = try XenStoreClient(socketPath: socket)
+            for domid in try client.directory("/local/domain") where domid != "0" {
+                if (try? client.read("/local/domain/\(domid)/name")) == record.name {
+                    try client.write("/local/domain/\(domid)/control/shutdown", value)
+                    return
+                }
+            }
+            throw APIError(.conflict, "\(record.name): its guest has no domain in its store yet")
+        } catch let error as APIError {
+            throw error
+        } catch {
+            throw APIError(.conflict, "\(record.name): its guest's store (\(socket)) does not answer: \(error)")
+        }
+    }
+
+    private func info(_ record: DomainRecord) -> DomainInfo {
+        DomainInfo(record, cpuSeconds: record.processID.map(Self.cpuSeconds) ?? 0)
+    }
+
+    /// utime + stime of a process (proc(5): /proc/PID/stat fields 14 and 15).
+    static func cpuSeconds(_ pid: Int32) -> Double {
+        guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
+              let close = stat.lastIndex(of: ")") else { return 0 }
+        // Fields after the command's closing parenthesis start at field 3.
+        let fields = stat[stat.index(after: close)...].split(separator: " ")
+        guard fields.count > 12, let user = Double(fields[11]), let system = Double(fields[12]) else { return 0 }
+        return (user + system) / Double(sysconf(Int32(_SC_CLK_TCK)))
+    }
+
+    /// A subscription to the event stream (events from now on).
+    struct Subscription: Sendable {
+        let stream: AsyncStream<DomainEvent>
+        let cancel: @Sendable () -> Void
+
+        /// True once an event matching `match` arrives, false after `timeout` seconds.
+        func first(within timeout: Double, where match: @escaping @Sendable (DomainEvent) -> Bool) async -> Bool {
+            await withTaskGroup(of: Bool.self) { group in
+                group.addTask {
+                    for await event in stream where match(event) { return true }
+                    return false
+                }
+                group.addTask {
+                    try? await Task.sleep(for: .milliseconds(Int64(timeout * 1000)))
+                    return false
+                }
+                let result = await group.next() ?? false
+                group.cancelAll()
+                cancel()
+                return result
+            }
+        }
+    }
+
+    private func subscribe() -> Subscription {
+        let (stream, continuation) = AsyncStream<DomainEvent>.makeStream(bufferingPolicy: .bufferingNewest(1024))
+        let key = state.withLock { s in
+            defer { s.nextSubscriber += 1 }
+            s.subscribers[s.nextSubscriber] = continuation
+            return s.nextSubscriber
+        }
+        let remove: @Sendable () -> Void = { [weak self] in
+            let c = self?.state.withLock { $0.subscribers.removeValue(forKey: key) }
+            c?.finish()
+        }
+        continuation.onTermination = { _ in remove() }
+        return Subscription(stream: stream, cancel: remove)
+    }
+
+    private func publish(_ event: DomainEvent) {
+        let all = state.withLock { Array($0.subscribers.values) }
+        for c in all { c.yield(event) }
+        log("event: \(event.type.rawValue) \(event.name) (domain \(event.domid))\(event.reason.map { ": \($0)" } ?? "")")
+    }
+}
+
+/// `pvh --version`'s and the API's version.
+let pvhVersion = "0.12.0-dev"

@@ -1,0 +1,174 @@
+import Foundation
+import Testing
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// `pvh daemon` with two test guests from xl.cfg files: the registry, the
+/// CLI as the API's client, the host store for Debian's xenstore-ls, and a
+/// guest process SIGKILLed (crashed, `on_crash="destroy"`) while the other
+/// goes on. Every wait is bounded.
+@Suite("pvh daemon", .enabled(if: Env.hasKVM && Env.hasPVHBinary, "needs /dev/kvm and .build/debug/pvh"))
+struct DaemonTests {
+    let directory: String
+    var environment: [String: String] { ["PVH_RUNTIME_DIR": directory] }
+
+    init() throws {
+        directory = FileManager.default.temporaryDirectory.appendingPathComponent("pvh-daemon-\(UUID().uuidString.prefix(8))").path
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+    }
+
+    func pvh(_ arguments: [String]) throws -> CommandResult {
+        try runCommand(Env.pvhBinary, arguments, environment: environment, timeout: .seconds(60))
+    }
+
+    /// A test guest config: the control scenario keeps it running (up to
+    /// 60 s of guest time) until control/shutdown.
+    func config(_ name: String, _ extra: String = "") throws -> String {
+        let path = "\(directory)/\(name).cfg"
+        let text = """
+            type = "pvh"
+            name = "\(name)"
+            kernel = "\(try Env.testGuest.get())"
+            memory = 32
+            extra = "pvh.scenarios=control"
+            on_crash = "destroy"
+            \(extra)
+            """
+        _ = FileManager.default.createFile(atPath: path, contents: Data(text.utf8))
+        return path
+    }
+
+    var api: String { "\(directory)/api.sock" }
+    var store: String { "\(directory)/xenstored.sock" }
+
+    /// `pvh daemon --foreground` on this test's sockets, once it said it is ready.
+    func startDaemon() throws -> ChildProcess {
+        let daemon = try ChildProcess(Env.pvhBinary, ["daemon", "--foreground", "--api-socket", api, "--xenstore-socket", store],
+                                      environment: environment)
+        #expect(daemon.waitForLine(startingWith: "pvh daemon: ready", timeout: .seconds(60)) != nil, "\(daemon.errors)")
+        return daemon
+    }
+
+    /// `pvh list --json`, parsed.
+    func domains() throws -> [[String: Any]] {
+        let r = try pvh(["list", "--json"])
+        #expect(r.status == 0, "\(r)")
+        return try #require(try JSONSerialization.jsonObject(with: Data(r.stdout.utf8)) as? [[String: Any]], "\(r.stdout)")
+    }
+
+    @Test("two guests from xl.cfg files: listed, in xenstore-ls; one SIGKILLed is crashed and destroyed, the other answers, then destroyed")
+    func twoGuests() throws {
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let daemon = try startDaemon()
+        defer { daemon.stop() }
+        // The API socket is its owner's only.
+        let mode = try FileManager.default.attributesOfItem(atPath: api)[.posixPermissions] as? Int
+        #expect(mode == 0o600)
+
+        for name in ["alpha", "beta"] {
+            let r = try pvh(["create", try config(name)])
+            #expect(r.status == 0, "\(r)")
+            #expect(r.stdout.contains("(\(name)) created"), "\(r)")
+        }
+        // The name twice: one line, exit 1, as xl.
+        let twice = try pvh(["create", "\(directory)/alpha.cfg"])
+        #expect(twice.status == 1 && twice.stderr.hasSuffix("a domain named alpha already exists\n"), "\(twice)")
+
+        let table = try pvh(["list"])
+        #expect(table.status == 0)
+        let rows = table.stdout.split(separator: "\n")
+        #expect(rows.first?.hasPrefix("Name") == true && rows.first?.hasSuffix("State   Time(s)") == true, "\(table.stdout)")
+        #expect(rows.dropFirst().map { String($0.prefix { $0 != " " }) } == ["alpha", "beta"], "\(table.stdout)")
+        #expect(rows.dropFirst().allSatisfy { $0.contains("r-----") }, "\(table.stdout)")
+
+        let long = try pvh(["list", "-l"])
+        let listed = try #require(try JSONSerialization.jsonObject(with: Data(long.stdout.utf8)) as? [[String: Any]])
+        #expect(listed.compactMap { $0["name"] as? String } == ["alpha", "beta"])
+        #expect(listed.compactMap { $0["domid"] as? Int } == [1, 2])
+        #expect(listed.allSatisfy { $0["state"] as? String == "running" && ($0["pid"] as? Int ?? 0) > 0 })
+        #expect(listed.allSatisfy { ($0["config"] as? [String: Any])?["on_crash"] as? String == "destroy" })
+
+        // Debian's xenstore-ls against the daemon's store lists both domains.
+        let ls = try runCommand("/usr/bin/xenstore-ls", ["-f", "/local/domain"], environment: ["XENSTORED_PATH": store])
+        #expect(ls.status == 0, "\(ls)")
+        #expect(ls.stdout.contains("/local/domain/1/name = \"alpha\"") && ls.stdout.contains("/local/domain/2/name = \"beta\""), "\(ls)")
+        #expect(ls.stdout.contains("/local/domain/2/vm = \"/vm/"), "\(ls)")
+
+        // SIGKILL alpha's process: crashed, on_crash="destroy" applies.
+        let alphaPID = try #require(listed.first?["pid"] as? Int)
+        #expect(kill(pid_t(alphaPID), SIGKILL) == 0)
+        // Each try is a whole CLI round trip through the API; bounded.
+        let deadline = Date().addingTimeInterval(30)
+        var names = ["alpha", "beta"]
+        while names.contains("alpha") && Date() < deadline { names = try domains().compactMap { $0["name"] as? String } }
+        #expect(names == ["beta"])
+        let unknown = try pvh(["list", "alpha"])
+        #expect(unknown.status == 1 && unknown.stderr == "pvh: alpha is an invalid domain identifier\n", "\(unknown)")
+        #expect(try domains().first?["state"] as? String == "running")
+        // beta still answers: its guest process serves its own store.
+        let read = try pvh(["xenstore", "read", "beta", "name"])
+        #expect(read.status == 0 && read.stdout == "beta\n", "\(read)")
+        let after = try runCommand("/usr/bin/xenstore-ls", ["-f", "/local/domain"], environment: ["XENSTORED_PATH": store])
+        #expect(!after.stdout.contains("\"alpha\"") && after.stdout.contains("/local/domain/2/name = \"beta\""), "\(after)")
+
+        // beta destroyed; an unknown guest is one line and status 1.
+        let destroyed = try pvh(["destroy", "beta"])
+        #expect(destroyed.status == 0, "\(destroyed)")
+        #expect(try domains().isEmpty)
+        let again = try pvh(["destroy", "beta"])
+        #expect(again.status == 1 && again.stderr == "pvh: beta is an invalid domain identifier\n", "\(again)")
+
+        // SIGTERM ends the daemon cleanly; its sockets go with it.
+        kill(daemon.pid, SIGTERM)
+        #expect(daemon.waitForExit(timeout: .seconds(60)) == 0, "\(daemon.errors)")
+        #expect(!FileManager.default.fileExists(atPath: api) && !FileManager.default.fileExists(atPath: store))
+        // Its log (stderr, whole once it exited) has the crash as the daemon saw it.
+        #expect(daemon.errors.contains("event: crashed alpha (domain 1): killed by signal 9"), "\(daemon.errors)")
+        #expect(daemon.errors.contains("event: destroyed beta (domain 2)"), "\(daemon.errors)")
+    }
+
+    @Test("reboot -w: the daemon restarts the guest under its name and id (on_reboot's default); shutdown -w: gone")
+    func rebootAndShutdown() throws {
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let daemon = try startDaemon()
+        defer { daemon.stop() }
+        #expect(try pvh(["create", try config("gamma")]).status == 0)
+        let before = try #require(try domains().first)
+        // Asked at once: the daemon retries until the new guest process's store answers.
+        let reboot = try pvh(["reboot", "-w", "--timeout", "45", "gamma"])
+        #expect(reboot.status == 0, "\(reboot)")
+        let after = try #require(try domains().first)
+        #expect(after["name"] as? String == "gamma" && after["domid"] as? Int == before["domid"] as? Int)
+        #expect(after["restarts"] as? Int == 1 && after["state"] as? String == "running")
+        #expect(after["pid"] as? Int != before["pid"] as? Int)
+        let shutdown = try pvh(["shutdown", "-w", "--timeout", "45", "gamma"])
+        #expect(shutdown.status == 0, "\(shutdown)")
+        #expect(try domains().isEmpty)
+        let unknown = try pvh(["shutdown", "gamma"])
+        #expect(unknown.status == 1 && unknown.stderr == "pvh: gamma is an invalid domain identifier\n", "\(unknown)")
+        kill(daemon.pid, SIGTERM)
+        #expect(daemon.waitForExit(timeout: .seconds(60)) == 0)
+        #expect(daemon.errors.contains("event: rebooted gamma (domain 1)"), "\(daemon.errors)")
+        #expect(daemon.errors.contains("event: shutdown gamma (domain 1): poweroff"), "\(daemon.errors)")
+    }
+
+    @Test("a guest that crashes at once with on_crash=\"restart\" is restarted 4 times, then destroyed")
+    func crashLoopStops() throws {
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let daemon = try startDaemon()
+        defer { daemon.stop() }
+        // config() sets on_crash="destroy"; the last setting of a key wins.
+        let cfg = try config("delta", "extra = \"pvh.scenarios=version pvh.exit=crash\"\non_crash = \"restart\"\n")
+        #expect(try pvh(["create", cfg]).status == 0)
+        // Each try is a whole CLI round trip through the API; bounded.
+        let deadline = Date().addingTimeInterval(120)
+        while try !domains().isEmpty && Date() < deadline {}
+        #expect(try domains().isEmpty)
+        kill(daemon.pid, SIGTERM)
+        #expect(daemon.waitForExit(timeout: .seconds(60)) == 0)
+        #expect(daemon.errors.components(separatedBy: "event: crashed delta (domain 1): crash").count == 6, "\(daemon.errors)")
+        #expect(daemon.errors.contains("ended 5 times in a row within 10 s of its start: not restarted, destroyed"), "\(daemon.errors)")
+    }
+}

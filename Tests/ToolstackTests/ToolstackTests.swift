@@ -1,0 +1,122 @@
+import Testing
+import Toolstack
+import XLConfig
+import XenABI
+
+/// A resolved config named `name` (and `extra` lines), as pvh create makes one.
+func configuration(_ name: String, _ extra: String = "") throws -> XLDomainConfiguration {
+    let text = "type = \"pvh\"\nname = \"\(name)\"\nkernel = \"/k\"\nmemory = 64\nvcpus = 2\n\(extra)"
+    return try XLDomainConfiguration.resolve(try ConfigSettings(source: "t.cfg", bytes: Array(text.utf8))).configuration
+}
+
+@Suite struct RegistryTests {
+    @Test func idsAreUniqueAndNotReusedWhileAlive() throws {
+        var registry = DomainRegistry(highestID: 4)
+        let a = try registry.create(try configuration("a"), now: 1)
+        let b = try registry.create(try configuration("b"), now: 1)
+        #expect(a.id == DomainID(rawValue: 1) && b.id == DomainID(rawValue: 2))
+        registry.remove(a.id)
+        // The rover moves on: a freed id comes back only after the others.
+        let c = try registry.create(try configuration("c"), now: 1)
+        let d = try registry.create(try configuration("d"), now: 1)
+        #expect(c.id == DomainID(rawValue: 3) && d.id == DomainID(rawValue: 4))
+        // Round again: 1 is free, 2 lives (b) and is skipped.
+        let e = try registry.create(try configuration("e"), now: 1)
+        #expect(e.id == DomainID(rawValue: 1))
+        #expect(throws: RegistryError.noFreeID) { try registry.create(try configuration("f"), now: 1) }
+        let live = registry.all.map(\.id.rawValue)
+        #expect(live == [1, 2, 3, 4])
+        #expect(Set(live).count == live.count)
+    }
+
+    @Test func namesAndUUIDsAreUnique() throws {
+        var registry = DomainRegistry()
+        let web = try registry.create(try configuration("web", "uuid = \"12345678-1234-1234-1234-123456789abc\"\n"), now: 5)
+        #expect(web.uuid.description == "12345678-1234-1234-1234-123456789abc")
+        #expect(throws: RegistryError.nameInUse("web")) { try registry.create(try configuration("web"), now: 1) }
+        let sameUUID = try configuration("other", "uuid = \"12345678-1234-1234-1234-123456789ABC\"\n")
+        #expect(throws: RegistryError.uuidInUse(web.uuid)) { try registry.create(sameUUID, now: 1) }
+        // A generated UUID is version 4 and differs from the next.
+        let db = try registry.create(try configuration("db"), now: 1)
+        let text = db.uuid.description
+        #expect(Array(text)[14] == "4")
+        #expect(db.uuid != (try registry.create(try configuration("db2"), now: 1)).uuid)
+        // Gone: its name is free again; a rename to a live name is refused.
+        registry.remove(web.id)
+        let again = try registry.create(try configuration("web"), now: 2)
+        #expect(throws: RegistryError.nameInUse("db")) { try registry.rename(again.id, to: "db") }
+        try registry.rename(again.id, to: "web-old")
+        #expect(registry.named("web") == nil && registry.named("web-old")?.id == again.id)
+    }
+}
+
+@Suite struct StateAndListingTests {
+    @Test func xlFlags() {
+        #expect(DomainState.running.flags == "r-----")
+        #expect(DomainState.paused.flags == "--p---")
+        #expect(DomainState.shutdown(.poweroff).flags == "---s--")
+        #expect(DomainState.crashed.flags == "---sc-")
+        #expect(DomainState.dying.flags == "-----d")
+    }
+
+    @Test func xlColumns() throws {
+        // xl list's header and a row, column for column (tools/xl/xl_info.c).
+        #expect(DomainListing.header
+            == "Name                                        ID   Mem VCPUs      State   Time(s)")
+        var registry = DomainRegistry()
+        let record = try registry.create(try configuration("web"), now: 0)
+        #expect(DomainListing.row(record, cpuSeconds: 12.345)
+            == "web                                          1    64     2     r-----      12.3")
+        #expect(DomainListing.row(name: String(repeating: "n", count: 45), id: 31000, memoryMiB: 123456, vcpus: 64,
+                                  flags: "---sc-", cpuSeconds: 0).hasPrefix(String(repeating: "n", count: 45) + " 31000 123456    64"))
+    }
+}
+
+@Suite struct PolicyTests {
+    @Test func exitContract() {
+        #expect(DomainEnd(.exited(0)) == .shutdown(.poweroff))
+        #expect(DomainEnd(.exited(3)) == .shutdown(.reboot))
+        #expect(DomainEnd(.exited(4)) == .shutdown(.crash))
+        #expect(DomainEnd(.exited(1)) == .shutdown(.crash))
+        #expect(DomainEnd(.signaled(9)) == .shutdown(.crash))
+        #expect(DomainEnd(.exited(6)) == .shutdown(.softReset))
+        #expect(DomainEnd(.exited(2)) == .refused)
+        #expect(DomainEnd(.exited(130)) == .stopped)
+    }
+
+    @Test func actions() throws {
+        let defaults = try configuration("a")
+        #expect(ShutdownPolicy.decide(.shutdown(.poweroff), configuration: defaults).action == .destroy)
+        #expect(ShutdownPolicy.decide(.shutdown(.reboot), configuration: defaults).action == .restart)
+        #expect(ShutdownPolicy.decide(.shutdown(.crash), configuration: defaults).action == .destroy)
+        #expect(ShutdownPolicy.decide(.stopped, configuration: defaults).action == .destroy)
+        let custom = try configuration("b", """
+            on_crash = "preserve"
+            on_poweroff = "rename-restart"
+            on_reboot = "coredump-destroy"
+            on_watchdog = "coredump-restart"
+            """)
+        let kept = ShutdownPolicy.decide(.shutdown(.crash), configuration: custom)
+        #expect(kept.action == .preserve && kept.warning == nil)
+        #expect(ShutdownPolicy.decide(.shutdown(.poweroff), configuration: custom).action == .renameRestart)
+        let dump = ShutdownPolicy.decide(.shutdown(.reboot), configuration: custom)
+        #expect(dump.action == .destroy && dump.warning?.contains("on_reboot=\"coredump-destroy\"") == true)
+        #expect(ShutdownPolicy.decide(.shutdown(.watchdog), configuration: custom).action == .restart)
+        // Refused before it ran: never restarted, whatever on_crash says.
+        let restartOnCrash = try configuration("c", "on_crash = \"restart\"\n")
+        #expect(ShutdownPolicy.decide(.refused, configuration: restartOnCrash).action == .destroy)
+        #expect(ShutdownPolicy.decide(.shutdown(.crash), configuration: restartOnCrash).action == .restart)
+    }
+
+    @Test func quickRestartsStop() {
+        #expect(ShutdownPolicy.allowsRestart(quickEnds: 0))
+        #expect(ShutdownPolicy.allowsRestart(quickEnds: 4))
+        #expect(!ShutdownPolicy.allowsRestart(quickEnds: 5))
+        #expect(!ShutdownPolicy.allowsRestart(quickEnds: 2, limit: 2))
+    }
+
+    @Test func launchArgumentsEndWithDestroyOnReboot() {
+        let launch = GuestLaunch(executable: "/usr/bin/pvh", configPath: "/run/pvh/d/web.cfg", logPath: "/l", overrides: ["memory=64"])
+        #expect(launch.arguments == ["/usr/bin/pvh", "create", "-F", "/run/pvh/d/web.cfg", "memory=64", "on_reboot=\"destroy\""])
+    }
+}
