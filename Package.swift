@@ -114,7 +114,7 @@ let package = Package(
             name: "pvh",
             dependencies: ["DeviceSpecs", "VMM", "KVM", "XenStore", "XLConfig", "PVHMetrics", .product(name: "ArgumentParser", package: "swift-argument-parser")]),
         // Benchmarks: pvh beside its reference (bare KVM exit, host decompressors, fio).
-        .executableTarget(name: "pvh-bench", dependencies: ["CHostIO", "VMM", "KVM", "PVHBoot", "GuestMemory", "XenStore", "Hypercalls", "BlockBackend", "BlockFrontend", "NetBackend", "NetFrontend", "HostIO", "XenABI", "XenBus"]),
+        .executableTarget(name: "pvh-bench", dependencies: ["CHostIO", "VMM", "KVM", "PVHBoot", "GuestMemory", "XenStore", "Hypercalls", "BlockBackend", "BlockFrontend", "DeviceRuntime", "NetBackend", "NetFrontend", "HostIO", "XenABI", "XenBus"]),
         // Test helpers: mock guest memory, ELF fixture builder. Imported by tests only.
         .target(name: "TestSupport", dependencies: ["GuestMemory", "XenABI", "EventChannels", "XenRing", "PVTime"]),
 

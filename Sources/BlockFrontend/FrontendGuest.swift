@@ -40,7 +40,7 @@ public final class FrontendGuest {
     /// The guest's own, unprivileged store connection.
     public let storeWire: GuestStoreConnection
     /// Where the backends' queues run.
-    public let runtime = DeviceRuntime()
+    public let runtime: DeviceRuntime
     private let grantFrames: [GuestFrameNumber]
     private let pageLimit: UInt64
     private var nextFrame = FrontendGuest.firstPage
@@ -48,8 +48,10 @@ public final class FrontendGuest {
 
     /// Makes the memory (a multiple of 4 KiB, at least 4 MiB), the
     /// services and the guest's store connection; sets up `grantFrames`
-    /// frames of grant table (at most 64).
-    public init(memoryBytes: Int = 32 << 20, grantFrames: Int = 4) throws {
+    /// frames of grant table (at most 64). `polling`: the device runtime's
+    /// (`DeviceRuntime(polling:)`).
+    public init(memoryBytes: Int = 32 << 20, grantFrames: Int = 4, polling: ExecutionContextPolling = .standard) throws {
+        runtime = DeviceRuntime(polling: polling)
         precondition(memoryBytes >= 4 << 20 && memoryBytes % 4096 == 0, "guest memory: a multiple of 4 KiB, at least 4 MiB")
         memory = try MappedGuestMemory(ranges: [GuestPhysicalRange(start: GuestPhysicalAddress(0), length: UInt64(memoryBytes))])
         let area = UInt64(memoryBytes / 4096) - Self.grantAreaFrames

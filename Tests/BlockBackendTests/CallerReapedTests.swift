@@ -1,5 +1,6 @@
 import BlockBackend
 import BlockFrontend
+import DeviceRuntime
 import Foundation
 import GuestMemory
 import HostIO
@@ -98,5 +99,41 @@ struct CallerReapedTests {
         let answered = try disk.front.responses()
         #expect(Set(answered.map(\.id)).count == answered.count, "none answered twice")
         #expect(answered.allSatisfy { $0.status == .okay })
+    }
+
+    @Test("polling on both sides: 20 writes each followed by a flush, one at a time: all okay, the data reads back; the frontend never waits on its port, the queue's context sleeps at most once")
+    func pollingBothSides() throws {
+        try Self.requireIOUring()
+        // Budgets far above any wait here, so that what polling finds does
+        // not depend on the host's speed: the counters are exact.
+        let guest = try Guest(polling: ExecutionContextPolling(maximum: .seconds(60)))
+        let disk = try Disk<BlkifX86_64>(guest: guest, sectors: 1024, engine: Self.engine)
+        let device = try #require(disk.backend.runtimeDevice)
+        let before = device.pollingStatistics
+        let waitsBefore = disk.front.portWaits
+        for i in 0..<20 {
+            #expect(try disk.front.submit([try IOTests().pageWrite(guest, id: UInt64(i), sector: UInt64(i) * 8, seed: UInt64(900 + i))]))
+            let w = try disk.front.waitForResponses(timeout: .seconds(30), polling: .seconds(30))
+            #expect(w.map(\.id) == [UInt64(i)] && w.allSatisfy { $0.status == .okay })
+            #expect(try disk.front.submit([Blkfront.flush(id: 1000 + UInt64(i))]))
+            let f = try disk.front.waitForResponses(timeout: .seconds(30), polling: .seconds(30))
+            #expect(f.map(\.id) == [1000 + UInt64(i)] && f.allSatisfy { $0.status == .okay })
+        }
+        let after = device.pollingStatistics
+        #expect(disk.front.portWaits == waitsBefore)
+        #expect(disk.front.pollHits >= 1)
+        #expect(after.sleeps - before.sleeps <= 1)
+        #expect(after.hits > before.hits)
+        var frames: [GuestFrameNumber] = []
+        var reads: [BlkifWireRequest] = []
+        for i in 0..<20 {
+            let (r, f) = try IOTests().pageRead(guest, id: UInt64(100 + i), sector: UInt64(i) * 8)
+            reads.append(r)
+            frames.append(f)
+        }
+        #expect(try disk.front.submit(reads))
+        let r = try Self.responses(disk.front, count: 20)
+        #expect(r.count == 20 && r.allSatisfy { $0.status == .okay })
+        for (i, f) in frames.enumerated() { #expect(try guest.page(f) == Pattern.bytes(UInt64(900 + i))) }
     }
 }
