@@ -396,8 +396,8 @@ extension ExecutionContext.Core {
 /// virtualised host (a futex or eventfd wake, a context switch, often an
 /// IPI), more than a 4 KiB request takes on a fast disk. QEMU's iothreads
 /// poll their event sources for a while before blocking (`aio_poll` with
-/// the iothread's `poll-max-ns`, `poll-grow`, `poll-shrink`;
-/// docs/devel/multiple-iothreads.txt and util/aio-posix.c): the polling
+/// the iothread's `poll-max-ns`, `poll-grow`, `poll-shrink`; iothread.c,
+/// util/event-loop-base.c and util/aio-posix.c): the polling
 /// time grows when a wait that had to block was shorter than the maximum
 /// (polling longer would have caught it) and shrinks when it was longer
 /// (the device is quiet; polling only burns CPU). The same policy here,
@@ -421,9 +421,10 @@ public struct ExecutionContextPolling: Hashable, Sendable {
     /// No polling: an idle context sleeps at once.
     public static let disabled = ExecutionContextPolling(maximum: .zero)
 
-    /// The default maximum: 50 µs (QEMU's iothread default is 32 µs; a
-    /// wake-up on the hosts pvh runs on costs about 50, see
-    /// docs/ARCHITECTURE.md, Device runtime).
+    /// The default maximum: 50 µs (QEMU's iothread default is 32768 ns,
+    /// from 2016 NVMe measurements; a wake-up on the machine pvh is
+    /// developed on costs about 50 µs, see docs/ARCHITECTURE.md, Device
+    /// runtime).
     public static let standard = ExecutionContextPolling(maximum: .microseconds(50))
 
     /// What an idle context's polling did (`ExecutionContext.pollingStatistics`).
