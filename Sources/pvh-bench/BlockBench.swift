@@ -183,7 +183,8 @@ enum BlockBench {
               + "medians of \(options.rounds) interleaved rounds; io_uring completions reaped by "
               + "\(options.reaping == .caller ? "the queue's context" : "a reaper thread"); host: \(version) --ioengine=io_uring --direct=1")
         let backendPolls = options.backendPolling.maximumNanoseconds
-        print("  waits: frontend \(options.frontendPolling > .zero ? "polls its ring up to \(options.frontendPolling), then blocks on its port" : "blocks on its port")"
+        let frontendMicroseconds = options.frontendPolling.components.seconds * 1_000_000 + options.frontendPolling.components.attoseconds / 1_000_000_000_000
+        print("  waits: frontend \(frontendMicroseconds > 0 ? "polls its ring up to \(frontendMicroseconds) µs, then blocks on its port" : "blocks on its port")"
               + "; backend contexts \(backendPolls > 0 ? "poll up to \(backendPolls / 1000) µs (adaptive) before sleeping" : "sleep at once")")
         let selected = cases.filter { options.cases.isEmpty || options.cases.contains($0.name) }.map { c in
             var c = c
