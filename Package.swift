@@ -142,7 +142,7 @@ let package = Package(
                            .product(name: "ArgumentParser", package: "swift-argument-parser"),
                            .product(name: "Logging", package: "swift-log")]),
         // Benchmarks: pvh beside its reference (bare KVM exit, host decompressors, fio).
-        .executableTarget(name: "pvh-bench", dependencies: ["CHostIO", "VMM", "KVM", "PVHBoot", "GuestMemory", "XenStore", "Hypercalls", "BlockBackend", "BlockFrontend", "NetBackend", "NetFrontend", "HostIO", "XenABI", "XenBus"]),
+        .executableTarget(name: "pvh-bench", dependencies: ["CHostIO", "VMM", "KVM", "PVHBoot", "GuestMemory", "XenStore", "Hypercalls", "BlockBackend", "BlockFrontend", "DeviceRuntime", "NetBackend", "NetFrontend", "HostIO", "XenABI", "XenBus"]),
         // Test helpers: mock guest memory, ELF fixture builder. Imported by tests only.
         .target(name: "TestSupport", dependencies: ["GuestMemory", "XenABI", "EventChannels", "XenRing", "PVTime"]),
 

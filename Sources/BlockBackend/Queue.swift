@@ -45,12 +45,15 @@ final class CompletionInbox: Sendable {
 /// A queue context's doorbell when its engine is caller-reaped: the context
 /// sleeps on the engine's completion event (io_uring's registered eventfd),
 /// so a finished I/O wakes the queue's thread itself, which reaps it in its
-/// pump; a guest notification rings the same event.
+/// pump; a guest notification rings the same event. A polling context
+/// (`ExecutionContextPolling`) looks at the completion queue before it
+/// sleeps, so an I/O that finishes meanwhile costs no wake-up.
 final class EngineDoorbell: ExecutionContextDoorbell {
     let engine: any CallerReapedBlockIOEngine
     init(_ engine: any CallerReapedBlockIOEngine) { self.engine = engine }
     func wait() -> Bool { engine.waitForCompletions() }
     func ring() { engine.wake() }
+    func poll() -> Bool { engine.hasCompletions() }
 }
 
 /// What every queue of a device shares.

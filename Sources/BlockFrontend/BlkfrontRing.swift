@@ -24,6 +24,11 @@ public final class BlkfrontRing<L: BlkifABILayout> {
     public let refs: [GrantReference]
     /// The guest's port, unbound for domain 0 until the backend binds it.
     public let port: EventChannelPort
+    /// Times `waitForResponses` waited on the port (a wake-up by the
+    /// backend's event, or a return at once for an event whose responses
+    /// polling already took), and times its polling found a response.
+    public private(set) var portWaits = 0
+    public private(set) var pollHits = 0
     /// The structures' layout in ABI `L`.
     public var layout: BlkifLayout { L.abi.layout }
 
@@ -99,17 +104,42 @@ public final class BlkfrontRing<L: BlkifABILayout> {
     /// responses taken, RING_FINAL_CHECK_FOR_RESPONSES), waiting on the
     /// port between looks, never sleeping for a fixed time. Throws
     /// `.timedOut` when `timeout` passes without one.
-    public func waitForResponses(timeout: Duration = .seconds(30)) throws -> [BlkifWireResponse] {
+    ///
+    /// `polling`: before blocking on the port, look at `rsp_prod` for up to
+    /// this long, as a guest vCPU that stays running (a busy guest, or one
+    /// whose idle loop polls, Linux's `haltpoll` cpuidle) sees a response
+    /// without taking an interrupt. Zero blocks at once, as a vCPU that
+    /// halts does.
+    public func waitForResponses(timeout: Duration = .seconds(30), polling: Duration = .zero) throws -> [BlkifWireResponse] {
+        var polled = polling <= .zero
         do {
             while true {
                 guest.notifications.clearPending(port)
                 let taken = try ring.takeResponses()
                 if !taken.isEmpty { return taken.map(\.response) }
                 if try ring.finalCheckForResponses() { continue }
+                if !polled {
+                    // Once per call: the look that follows clears the pending
+                    // bit and takes what came, or blocks.
+                    polled = true
+                    if try poll(for: polling) { pollHits += 1 }
+                    continue
+                }
+                portWaits += 1
                 guard guest.notifications.wait(port, timeout: timeout) else { throw BlockFrontendError.timedOut(timeout) }
             }
         } catch let error as XenRingError {
             throw BlockFrontendError.ring(error)
+        }
+    }
+
+    /// Looks at `rsp_prod` until a response is there (true) or `duration`
+    /// passed (false).
+    private func poll(for duration: Duration) throws(XenRingError) -> Bool {
+        let deadline = ContinuousClock.now + duration
+        while true {
+            if try ring.hasUnconsumedResponses() { return true }
+            if ContinuousClock.now >= deadline { return false }
         }
     }
 }

@@ -43,7 +43,7 @@ public final class FrontendGuest {
     /// The guest's own, unprivileged store connection.
     public let storeWire: GuestStoreConnection
     /// Where the backends' queues run.
-    public let runtime = DeviceRuntime()
+    public let runtime: DeviceRuntime
     private let grantFrames: [GuestFrameNumber]
     private let pageLimit: UInt64
     private var nextFrame = FrontendGuest.firstPage
@@ -54,8 +54,11 @@ public final class FrontendGuest {
     /// frames of grant table (at most 64). `backendStore`, if given, makes
     /// the backends' access to the store and what waits for their watch
     /// handlers after a guest's write (a remote store's `settle`).
+    /// `polling`: the device runtime's (`DeviceRuntime(polling:)`).
     public init(memoryBytes: Int = 32 << 20, grantFrames: Int = 4,
-                backendStore: ((XenStoreServer) throws -> (any XenStoreService, @Sendable () -> Void))? = nil) throws {
+                backendStore: ((XenStoreServer) throws -> (any XenStoreService, @Sendable () -> Void))? = nil,
+                polling: ExecutionContextPolling = .standard) throws {
+        runtime = DeviceRuntime(polling: polling)
         precondition(memoryBytes >= 4 << 20 && memoryBytes % 4096 == 0, "guest memory: a multiple of 4 KiB, at least 4 MiB")
         memory = try MappedGuestMemory(ranges: [GuestPhysicalRange(start: GuestPhysicalAddress(0), length: UInt64(memoryBytes))])
         let area = UInt64(memoryBytes / 4096) - Self.grantAreaFrames

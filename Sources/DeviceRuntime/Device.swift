@@ -6,6 +6,8 @@ import Synchronization
 /// The domain stops them all when it ends (`stopAll()`).
 public final class DeviceRuntime: Sendable {
     let stackSize: Int
+    /// How the devices' idle contexts poll before sleeping.
+    public let polling: ExecutionContextPolling
     let isForbiddenThread: @Sendable () -> Bool
     let log: @Sendable (String) -> Void
     private let registry = Mutex<[RuntimeDevice]>([])
@@ -13,11 +15,15 @@ public final class DeviceRuntime: Sendable {
     /// `log` gets one line per disabled device. `isForbiddenThread` tells
     /// whether the calling thread must never run device work (the VMM: a
     /// vCPU thread); pumps that find it true are counted in
-    /// `DeviceMetrics.pumpsOnForbiddenThreads`.
+    /// `DeviceMetrics.pumpsOnForbiddenThreads`. `polling`: how long an idle
+    /// context polls for work before it sleeps (`ExecutionContextPolling`;
+    /// `.disabled` never polls).
     public init(stackSize: Int = ExecutionContext.defaultStackSize,
+                polling: ExecutionContextPolling = .standard,
                 isForbiddenThread: @escaping @Sendable () -> Bool = { false },
                 log: @escaping @Sendable (String) -> Void = { _ in }) {
         self.stackSize = stackSize
+        self.polling = polling
         self.isForbiddenThread = isForbiddenThread
         self.log = log
     }
@@ -34,7 +40,7 @@ public final class DeviceRuntime: Sendable {
     /// XenStore ring's `error` word, a xenbus device's Closing); it runs once,
     /// on the thread that hit the fault, after the device stopped pumping.
     public func makeDevice(_ name: String, onFault: @escaping @Sendable (DeviceFault) -> Void = { _ in }) -> RuntimeDevice {
-        let device = RuntimeDevice(name: name, stackSize: stackSize, isForbiddenThread: isForbiddenThread, log: log,
+        let device = RuntimeDevice(name: name, stackSize: stackSize, polling: polling, isForbiddenThread: isForbiddenThread, log: log,
                                    onFault: onFault)
         registry.withLock { $0.append(device) }
         return device
@@ -75,6 +81,7 @@ public final class RuntimeDevice: Sendable {
     /// The device's counters.
     public let metrics = DeviceMetrics()
     let stackSize: Int
+    let polling: ExecutionContextPolling
     let isForbiddenThread: @Sendable () -> Bool
     let log: @Sendable (String) -> Void
     let onFault: @Sendable (DeviceFault) -> Void
@@ -85,10 +92,11 @@ public final class RuntimeDevice: Sendable {
     }
     private let state = Mutex(State())
 
-    init(name: String, stackSize: Int, isForbiddenThread: @escaping @Sendable () -> Bool,
+    init(name: String, stackSize: Int, polling: ExecutionContextPolling, isForbiddenThread: @escaping @Sendable () -> Bool,
          log: @escaping @Sendable (String) -> Void, onFault: @escaping @Sendable (DeviceFault) -> Void) {
         self.name = name
         self.stackSize = stackSize
+        self.polling = polling
         self.isForbiddenThread = isForbiddenThread
         self.log = log
         self.onFault = onFault
@@ -98,9 +106,10 @@ public final class RuntimeDevice: Sendable {
     /// `pvh-<name>-<queue>` for one of several queues (a block device's
     /// rings each get one, as xen-blkback gives each ring its kthread).
     /// `doorbell`: how its thread sleeps, when not on a semaphore (see
-    /// `ExecutionContextDoorbell`).
+    /// `ExecutionContextDoorbell`). It polls as the runtime says.
     public func makeContext(queue: String? = nil, doorbell: (any ExecutionContextDoorbell)? = nil) -> ExecutionContext {
-        let context = ExecutionContext(name: queue.map { "pvh-\(name)-\($0)" } ?? "pvh-\(name)", stackSize: stackSize, doorbell: doorbell)
+        let context = ExecutionContext(name: queue.map { "pvh-\(name)-\($0)" } ?? "pvh-\(name)", stackSize: stackSize, doorbell: doorbell,
+                                       polling: polling)
         let failed = state.withLock { s in
             s.contexts.append(context)
             return s.fault != nil
@@ -114,6 +123,17 @@ public final class RuntimeDevice: Sendable {
 
     /// Whether the device was disabled by a fault.
     public var isDisabled: Bool { fault != nil }
+
+    /// What its contexts' polling did so far, summed (`ExecutionContext.pollingStatistics`).
+    public var pollingStatistics: ExecutionContextPolling.Statistics {
+        state.withLock { $0.contexts }.reduce(into: ExecutionContextPolling.Statistics()) { sum, context in
+            let c = context.pollingStatistics
+            sum.polls &+= c.polls
+            sum.hits &+= c.hits
+            sum.misses &+= c.misses
+            sum.sleeps &+= c.sleeps
+        }
+    }
 
     /// Context threads of this device still running.
     public var threadCount: Int { state.withLock { $0.contexts.filter { !$0.isStopped }.count } }

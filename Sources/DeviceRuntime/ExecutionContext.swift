@@ -25,6 +25,12 @@ import Synchronization
 ///   such as the kernel posting an io_uring completion; that event then
 ///   runs the item named with `runOnDoorbellEvent`, with no thread between
 ///   the event and the context.
+/// - Adaptive polling (`ExecutionContextPolling`, after QEMU's iothreads):
+///   an idle context first polls for a while (its queue, and the doorbell's
+///   own event through `ExecutionContextDoorbell.poll`) before it sleeps,
+///   so work that arrives within that time costs no wake-up. The time grows
+///   while idle periods are short and shrinks to nothing while they are
+///   long: an idle device does not spin.
 /// - `stop()` waits for the running item to finish and runs nothing more;
 ///   called from the context's own thread it only marks the context stopped
 ///   (the running item returns, then the thread exits), so it never
@@ -42,10 +48,13 @@ public final class ExecutionContext: Sendable {
 
     /// Starts the context's thread, named `name` (see `name`), with a stack
     /// of `stackSize` bytes.
-    public init(name: String, stackSize: Int = ExecutionContext.defaultStackSize, doorbell: (any ExecutionContextDoorbell)? = nil) {
+    /// `polling`: how long an idle context may poll before it sleeps (see
+    /// `ExecutionContextPolling`); off unless given.
+    public init(name: String, stackSize: Int = ExecutionContext.defaultStackSize, doorbell: (any ExecutionContextDoorbell)? = nil,
+                polling: ExecutionContextPolling = .disabled) {
         let name = String(decoding: name.utf8.prefix(15), as: UTF8.self)
         self.name = name
-        let core = Core(doorbell: doorbell ?? SemaphoreDoorbell())
+        let core = Core(doorbell: doorbell ?? SemaphoreDoorbell(), polling: polling)
         self.core = core
         // swift-corelibs-foundation names a Linux thread (pthread_setname_np)
         // only once start() has recorded its pthread: a name set before
@@ -117,6 +126,9 @@ public final class ExecutionContext: Sendable {
     /// `schedule()` calls that found their item already pending (coalesced).
     public var coalescedCount: UInt64 { core.state.withLock { $0.coalesced } }
 
+    /// What the idle context's polling did so far.
+    public var pollingStatistics: ExecutionContextPolling.Statistics { core.state.withLock { $0.pollStatistics } }
+
     /// One unit of work on a context: a device's pump.
     public final class Work: Sendable {
         let core: Core
@@ -159,14 +171,23 @@ extension ExecutionContext {
             var thread: ObjectIdentifier?
             var runs: UInt64 = 0
             var coalesced: UInt64 = 0
+            var pollStatistics = ExecutionContextPolling.Statistics()
         }
 
         let state = Mutex(State())
         /// One signal per wake-up: only the caller that cleared `sleeping`
         /// signals, and the thread sets `sleeping` right before it waits.
         let doorbell: any ExecutionContextDoorbell
+        let polling: ExecutionContextPolling
+        /// Bumped (under the lock) by everything that gives an idle thread
+        /// something to do (a schedule, a sync, a stop): what a polling
+        /// thread watches without taking the lock.
+        let activity = Atomic<UInt64>(0)
 
-        init(doorbell: any ExecutionContextDoorbell) { self.doorbell = doorbell }
+        init(doorbell: any ExecutionContextDoorbell, polling: ExecutionContextPolling) {
+            self.doorbell = doorbell
+            self.polling = polling
+        }
         /// Signalled once when the thread leaves its loop; each waiter passes
         /// the signal on so that any number of `stop()` callers return.
         let exited = DispatchSemaphore(value: 0)
@@ -197,13 +218,16 @@ extension ExecutionContext {
                 } else {
                     s.coalesced &+= 1
                 }
-                return Self.wake(&s)
+                return wake(&s)
             }
             if ring { doorbell.ring() }
         }
 
-        /// Clears `sleeping`; true if the caller must ring the doorbell.
-        private static func wake(_ s: inout State) -> Bool {
+        /// With the lock held, after giving the thread something to do:
+        /// tells a polling thread, and clears `sleeping`; true if the caller
+        /// must ring the doorbell.
+        private func wake(_ s: inout State) -> Bool {
+            activity.wrappingAdd(1, ordering: .releasing)
             guard s.sleeping else { return false }
             s.sleeping = false
             return true
@@ -219,7 +243,7 @@ extension ExecutionContext {
                 s.handlers = [:]
                 s.queued = []
                 s.queue.removeAll { if case .work = $0 { true } else { false } }
-                return Self.wake(&s)
+                return wake(&s)
             }
             if ring { doorbell.ring() }
         }
@@ -235,7 +259,7 @@ extension ExecutionContext {
             let ring = state.withLock { s -> Bool? in
                 if s.exited { return nil }
                 s.queue.append(.barrier(done))
-                return Self.wake(&s)
+                return wake(&s)
             }
             guard let ring else { return true }
             if ring { doorbell.ring() }
@@ -247,7 +271,8 @@ extension ExecutionContext {
         private enum Next {
             case run(@Sendable () -> Void)
             case barrier(DispatchSemaphore)
-            case sleep
+            /// Nothing queued: poll, then sleep. `activity` as it was then.
+            case idle(UInt64)
             case exit([DispatchSemaphore])
         }
 
@@ -255,6 +280,7 @@ extension ExecutionContext {
         func run() {
             let me = ObjectIdentifier(Thread.current)
             state.withLock { $0.thread = me }
+            var adaptive = AdaptivePolling(polling)
             while true {
                 let next: Next = state.withLock { s in
                     if s.stopping {
@@ -278,26 +304,15 @@ extension ExecutionContext {
                             }
                         }
                     }
-                    s.sleeping = true
-                    return .sleep
+                    return .idle(activity.load(ordering: .acquiring))
                 }
                 switch next {
                 case .run(let body):
                     body()
                 case .barrier(let b):
                     b.signal()
-                case .sleep:
-                    if doorbell.wait() {
-                        // Woken by the doorbell's own event, not a ring: no
-                        // one cleared `sleeping` (a ring meanwhile did, and
-                        // its extra wake-up only finds nothing to do).
-                        state.withLock { s in
-                            s.sleeping = false
-                            if let id = s.doorbellWork, !s.stopping, s.handlers[id] != nil, s.queued.insert(id).inserted {
-                                s.queue.append(.work(id))
-                            }
-                        }
-                    }
+                case .idle(let seen):
+                    idle(seen, adaptive: &adaptive)
                 case .exit(let waiters):
                     for w in waiters { w.signal() }
                     exited.signal()
@@ -306,6 +321,151 @@ extension ExecutionContext {
             }
         }
     }
+}
+
+extension ExecutionContext.Core {
+    /// The thread has nothing queued (as of `activity` == `seen`): polls for
+    /// the adaptive budget, then sleeps on the doorbell unless something
+    /// came. The idle time (polling and sleeping) feeds the budget.
+    fileprivate func idle(_ seen: UInt64, adaptive: inout AdaptivePolling) {
+        let started = AdaptivePolling.now()
+        let budget = adaptive.budget
+        if budget > 0 {
+            var polls: UInt64 = 0
+            var found = false
+            var event = false
+            let deadline = started &+ budget
+            // At least one look, however short the budget: what a test of
+            // "polling finds work" relies on, and cheap.
+            repeat {
+                polls &+= 1
+                if activity.load(ordering: .acquiring) != seen {
+                    found = true
+                } else if doorbell.poll() {
+                    found = true
+                    event = true
+                }
+            } while !found && AdaptivePolling.now() < deadline
+            state.withLock { s in
+                s.pollStatistics.polls &+= polls
+                if found {
+                    s.pollStatistics.hits &+= 1
+                } else {
+                    s.pollStatistics.misses &+= 1
+                }
+                if event { queueDoorbellWork(&s) }
+            }
+            if found {
+                adaptive.record(idle: AdaptivePolling.now() &- started, sleptAfterPolling: false)
+                return
+            }
+        }
+        let sleep = state.withLock { s -> Bool in
+            // Anything that came while polling: no sleep (no lost wake-up:
+            // from here on a schedule finds `sleeping` and rings).
+            if s.stopping || !s.queue.isEmpty { return false }
+            s.sleeping = true
+            s.pollStatistics.sleeps &+= 1
+            return true
+        }
+        guard sleep else { return }
+        if doorbell.wait() {
+            // Woken by the doorbell's own event, not a ring: no one cleared
+            // `sleeping` (a ring meanwhile did, and its extra wake-up only
+            // finds nothing to do).
+            state.withLock { s in
+                s.sleeping = false
+                queueDoorbellWork(&s)
+            }
+        }
+        adaptive.record(idle: AdaptivePolling.now() &- started, sleptAfterPolling: true)
+    }
+
+    /// Queues the item the doorbell's own event runs (lock held).
+    private func queueDoorbellWork(_ s: inout State) {
+        if let id = s.doorbellWork, !s.stopping, s.handlers[id] != nil, s.queued.insert(id).inserted {
+            s.queue.append(.work(id))
+        }
+    }
+}
+
+/// How long an idle execution context polls for work before it sleeps,
+/// the device runtime's setting (`DeviceRuntime(polling:)`).
+///
+/// Waking a sleeping thread costs tens of microseconds on a loaded or
+/// virtualised host (a futex or eventfd wake, a context switch, often an
+/// IPI), more than a 4 KiB request takes on a fast disk. QEMU's iothreads
+/// poll their event sources for a while before blocking (`aio_poll` with
+/// the iothread's `poll-max-ns`, `poll-grow`, `poll-shrink`; iothread.c,
+/// util/event-loop-base.c and util/aio-posix.c): the polling
+/// time grows when a wait that had to block was shorter than the maximum
+/// (polling longer would have caught it) and shrinks when it was longer
+/// (the device is quiet; polling only burns CPU). The same policy here,
+/// in our own code: the budget starts at 0, grows by doubling from
+/// `maximum`/16 up to `maximum`, is halved (and dropped to 0 below
+/// `maximum`/16) after an idle time longer than `maximum`, and is kept
+/// when polling found work. An idle device's context thus polls at most a
+/// few times `maximum` in all before it only sleeps.
+public struct ExecutionContextPolling: Hashable, Sendable {
+    /// The longest an idle context polls before it sleeps, in nanoseconds;
+    /// 0: never poll.
+    public var maximumNanoseconds: UInt64
+
+    /// Polls for at most `maximum` (0 disables).
+    public init(maximum: Duration) {
+        let (seconds, attoseconds) = maximum.components
+        maximumNanoseconds = seconds < 0 || attoseconds < 0 ? 0
+            : UInt64(clamping: seconds).multipliedReportingOverflow(by: 1_000_000_000).partialValue &+ UInt64(attoseconds / 1_000_000_000)
+    }
+
+    /// No polling: an idle context sleeps at once.
+    public static let disabled = ExecutionContextPolling(maximum: .zero)
+
+    /// The default maximum: 50 µs (QEMU's iothread default is 32768 ns,
+    /// from 2016 NVMe measurements; a wake-up on the machine pvh is
+    /// developed on costs about 50 µs, see docs/ARCHITECTURE.md, Device
+    /// runtime).
+    public static let standard = ExecutionContextPolling(maximum: .microseconds(50))
+
+    /// What an idle context's polling did (`ExecutionContext.pollingStatistics`).
+    public struct Statistics: Hashable, Sendable {
+        /// Looks at the sources while polling.
+        public var polls: UInt64 = 0
+        /// Idle periods that polling ended (work came without a wake-up).
+        public var hits: UInt64 = 0
+        /// Idle periods that polled for the whole budget, then slept.
+        public var misses: UInt64 = 0
+        /// Times the thread slept on its doorbell (after polling or not).
+        public var sleeps: UInt64 = 0
+        public init() {}
+    }
+}
+
+/// The adaptive budget of one context's thread (see `ExecutionContextPolling`).
+struct AdaptivePolling {
+    let maximum: UInt64
+    /// How long the next idle period polls, nanoseconds.
+    private(set) var budget: UInt64 = 0
+
+    init(_ polling: ExecutionContextPolling) { maximum = polling.maximumNanoseconds }
+
+    /// The first budget after 0, and the smallest kept when shrinking.
+    var step: UInt64 { max(maximum / 16, 1) }
+
+    /// One idle period of `idle` nanoseconds ended; `sleptAfterPolling`:
+    /// polling (if any) found nothing and the thread slept.
+    mutating func record(idle: UInt64, sleptAfterPolling: Bool) {
+        guard maximum > 0, sleptAfterPolling else { return }
+        if idle > maximum {
+            budget /= 2
+            if budget < step { budget = 0 }
+        } else if budget < maximum {
+            budget = budget == 0 ? step : min(budget * 2, maximum)
+        }
+    }
+
+    /// CLOCK_MONOTONIC in nanoseconds (vDSO, no system call).
+    static func now() -> UInt64 { DispatchTime.now().uptimeNanoseconds }
 }
 
 /// How an idle execution context's thread sleeps and is woken.
@@ -324,6 +484,14 @@ public protocol ExecutionContextDoorbell: AnyObject, Sendable {
     func wait() -> Bool
     /// Ends the current or next `wait()`. Any thread.
     func ring()
+    /// Whether the doorbell's own event has come (a `wait()` now would
+    /// return true at once), without waiting: what a polling context looks
+    /// at (`ExecutionContextPolling`). Must be cheap. The default: false.
+    func poll() -> Bool
+}
+
+extension ExecutionContextDoorbell {
+    public func poll() -> Bool { false }
 }
 
 /// The default doorbell: a semaphore, with no event of its own.

@@ -122,4 +122,7 @@ public protocol CallerReapedBlockIOEngine: BlockIOEngine {
     func waitForCompletions() -> Bool
     /// Makes the current or next `waitForCompletions` return.
     func wake()
+    /// Whether a completion is ready to reap, without waiting or reaping
+    /// (what a polling owner looks at before it sleeps). False after shutdown.
+    func hasCompletions() -> Bool
 }

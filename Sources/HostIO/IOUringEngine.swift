@@ -545,7 +545,7 @@ extension IOUringEngine {
     }
 
     /// Whether a completion waits to be reaped (false once torn down).
-    private var completionsReady: Bool {
+    var completionsReady: Bool {
         // SAFETY: the ring is alive while the lock is held and it is not destroyed.
         state.withLock { s in unsafe !s.destroyed && pvh_uring_cq_ready(ring) > 0 }
     }
@@ -625,4 +625,5 @@ public final class CallerReapedIOUring: CallerReapedBlockIOEngine {
     public func reap() -> [BlockIOCompletion] { engine.reapReady() }
     public func waitForCompletions() -> Bool { engine.waitForCompletionEvent() }
     public func wake() { engine.signalCompletionEvent() }
+    public func hasCompletions() -> Bool { engine.completionsReady }
 }

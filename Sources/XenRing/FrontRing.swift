@@ -95,6 +95,12 @@ public final class FrontRing<Request: RingRequest, Response: RingResponse> {
         return out
     }
 
+    /// `RING_HAS_UNCONSUMED_RESPONSES`: whether `rsp_prod` is past `rsp_cons`
+    /// (one index load; nothing is taken or asked for).
+    public func hasUnconsumedResponses() throws(XenRingError) -> Bool {
+        try ring.loadIndex(at: SharedRingGeometry.responseProducerOffset) != responseConsumer
+    }
+
     /// `RING_FINAL_CHECK_FOR_RESPONSES`: true if responses wait; otherwise
     /// asks for an event on the next one (`rsp_event = rsp_cons + 1`),
     /// fences, and looks once more (a response published in between).

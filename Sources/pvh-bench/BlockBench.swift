@@ -1,5 +1,6 @@
 import BlockBackend
 import BlockFrontend
+import DeviceRuntime
 import Foundation
 import GuestMemory
 import HostIO
@@ -27,6 +28,17 @@ import XenBus
 // It keeps the queue depth full: each response is answered with the next
 // request at once, and it waits on its event channel, never sleeps.
 //
+// How the frontend waits for a response is printed (`--frontend-wait`).
+// `poll` (the default) models a guest vCPU that stays running: it looks at
+// the ring's `rsp_prod` for up to 200 µs before it blocks on its port,
+// what Linux's haltpoll cpuidle driver does in an idle KVM guest
+// (`guest_halt_poll_ns`, 200 µs by default;
+// Documentation/virt/guest-halt-polling.rst); fio's own thread is running
+// when its completion comes, too. `block` blocks at once, a vCPU that halts
+// and is woken by the event. Either way the same requests go out and every
+// response's id and status are checked. `--poll-us` is the backend's
+// device-runtime polling maximum (`ExecutionContextPolling`; 0: off).
+//
 // "rand-write-4K+flush" is, on both sides, each 4 KiB random write
 // followed by a flush once it completed, one at a time (queue depth 1):
 // fio `--fdatasync=1`, pvh an empty BLKIF_OP_FLUSH_DISKCACHE, which the
@@ -47,11 +59,16 @@ enum BlockBench {
         /// Who reaps pvh's io_uring completions: the queue's context (what
         /// the VMM runs), or a reaper thread (the older design, to compare).
         var reaping: BlockIOCompletionReaping = .caller
+        /// The fake frontend polls its response ring this long before
+        /// blocking (zero: blocks at once).
+        var frontendPolling: Duration = .microseconds(200)
+        /// The backend's device-runtime polling.
+        var backendPolling: ExecutionContextPolling = .standard
     }
 
     typealias UsageError = BenchUsageError
 
-    static let usage = "usage: pvh-bench block [--seconds N] [--file PATH] [--rounds N] [--case NAME]... [--depth N] [--reaping caller|thread]"
+    static let usage = "usage: pvh-bench block [--seconds N] [--file PATH] [--rounds N] [--case NAME]... [--depth N] [--reaping caller|thread] [--frontend-wait poll|block] [--poll-us N]"
 
     static func parse(_ arguments: [String]) throws(UsageError) -> Options {
         var options = Options()
@@ -73,6 +90,17 @@ enum BlockBench {
                 case "thread": options.reaping = .engineThread
                 case let v: throw UsageError(description: "--reaping: expected caller or thread, got '\(v)'")
                 }
+            case "--frontend-wait":
+                switch try words.value(argument) {
+                case "poll": options.frontendPolling = .microseconds(200)
+                case "block": options.frontendPolling = .zero
+                case let v: throw UsageError(description: "--frontend-wait: expected poll or block, got '\(v)'")
+                }
+            case "--poll-us":
+                guard let us = Int(try words.value(argument)), us >= 0 else {
+                    throw UsageError(description: "--poll-us: expected a number of microseconds (0: no polling)")
+                }
+                options.backendPolling = ExecutionContextPolling(maximum: .microseconds(us))
             case "--file":
                 options.file = try words.value(argument)
                 guard !options.file.isEmpty else { throw UsageError(description: "--file: empty path") }
@@ -154,6 +182,10 @@ enum BlockBench {
         print("pvh-bench block: \(options.file) (\(file.sizeInBytes >> 20) MiB, O_DIRECT), \(options.seconds) s per run, "
               + "medians of \(options.rounds) interleaved rounds; io_uring completions reaped by "
               + "\(options.reaping == .caller ? "the queue's context" : "a reaper thread"); host: \(version) --ioengine=io_uring --direct=1")
+        let backendPolls = options.backendPolling.maximumNanoseconds
+        let frontendMicroseconds = options.frontendPolling.components.seconds * 1_000_000 + options.frontendPolling.components.attoseconds / 1_000_000_000_000
+        print("  waits: frontend \(frontendMicroseconds > 0 ? "polls its ring up to \(frontendMicroseconds) µs, then blocks on its port" : "blocks on its port")"
+              + "; backend contexts \(backendPolls > 0 ? "poll up to \(backendPolls / 1000) µs (adaptive) before sleeping" : "sleep at once")")
         let selected = cases.filter { options.cases.isEmpty || options.cases.contains($0.name) }.map { c in
             var c = c
             if let depth = options.depth, !c.flushEachWrite { c.depth = depth }
@@ -164,10 +196,13 @@ enum BlockBench {
         }
         for c in selected {
             var pvh: [Double] = [], threads: [Double] = [], host: [Double] = []
+            var waits: [String] = []
             for round in 0..<options.rounds {
                 var steps: [() throws -> Void] = [
-                    { pvh.append(try PVHRun(file: file, case: c, engine: .ioUring, reaping: options.reaping).measure(seconds: options.seconds)) },
-                    { threads.append(try PVHRun(file: file, case: c, engine: .threadPool, reaping: options.reaping).measure(seconds: options.seconds)) },
+                    { let run = try PVHRun(file: file, case: c, engine: .ioUring, options)
+                      pvh.append(try run.measure(seconds: options.seconds))
+                      waits.append(run.wakeUps) },
+                    { threads.append(try PVHRun(file: file, case: c, engine: .threadPool, options).measure(seconds: options.seconds)) },
                     { host.append(try fioRun(fio, file: options.file, bytes: file.sizeInBytes, case: c, seconds: options.seconds)) },
                 ]
                 if round % 2 == 1 { steps.reverse() }
@@ -178,6 +213,7 @@ enum BlockBench {
             row(c, "pvh-threads", t, h)
             let list = { (a: [Double]) in a.map { String(format: "%.0f", $0) }.joined(separator: " ") }
             print("  rounds: pvh \(list(pvh)) | pvh-threads \(list(threads)) | host \(list(host))")
+            print("  pvh io_uring, per response, each round: \(waits.joined(separator: " | "))")
         }
     }
 
@@ -282,16 +318,19 @@ final class PVHRun {
     let ring: BlkfrontRing<Layout>
     let c: BlockBench.Case
     let fileBytes: UInt64
+    let frontendPolling: Duration
     /// Per slot: the request to send for a sector (indirect or direct).
     private var slots: [(UInt64) -> BlkifWireRequest] = []
 
-    init(file: BlockBackingFile, case c: BlockBench.Case, engine: BlockBackingFile.EngineKind, reaping: BlockIOCompletionReaping) throws {
+    init(file: BlockBackingFile, case c: BlockBench.Case, engine: BlockBackingFile.EngineKind, _ options: BlockBench.Options) throws {
         self.c = c
+        frontendPolling = options.frontendPolling
+        let reaping = options.reaping
         fileBytes = file.sizeInBytes / UInt64(c.blockSize) * UInt64(c.blockSize)
         let pagesPerRequest = c.blockSize / 4096
         let indirect = pagesPerRequest > BlockBackendLimits.maximumDirectSegments
         let grantsNeeded = c.depth * (pagesPerRequest + (indirect ? 1 : 0)) + 16 + 8
-        guest = try FrontendGuest(memoryBytes: 256 << 20, grantFrames: (grantsNeeded + 511) / 512)
+        guest = try FrontendGuest(memoryBytes: 256 << 20, grantFrames: (grantsNeeded + 511) / 512, polling: options.backendPolling)
         let sectorSize = UInt32(file.logicalSectorSize)
         let configuration = BlockDeviceConfiguration(
             sectors: file.sizeInBytes / UInt64(sectorSize), sectorSize: sectorSize,
@@ -349,6 +388,24 @@ final class PVHRun {
         return o
     }
 
+    /// Responses taken by `measure` (all of them, counted or not).
+    private var responsesTaken = 0
+
+    /// Per response: how often each side waited to be woken (the
+    /// backend's context on its doorbell, the frontend on its port; a wait
+    /// that returns at once for an event already counted is included) and
+    /// how often polling found the work instead.
+    var wakeUps: String {
+        let n = Double(max(responsesTaken, 1))
+        let b = guest.runtime.devices.reduce(into: (sleeps: UInt64(0), hits: UInt64(0))) {
+            let p = $1.pollingStatistics
+            $0.sleeps &+= p.sleeps
+            $0.hits &+= p.hits
+        }
+        return String(format: "backend waits %.2f poll hits %.2f, frontend waits %.2f poll hits %.2f",
+                      Double(b.sleeps) / n, Double(b.hits) / n, Double(ring.portWaits) / n, Double(ring.pollHits) / n)
+    }
+
     /// Runs for `seconds`: MB/s (10^6 bytes) or IOPS of what completed
     /// before the deadline, over the time it took. In-flight requests are
     /// answered afterwards, not counted.
@@ -365,7 +422,7 @@ final class PVHRun {
         var elapsed: Duration = .zero
         var stopping = false
         while inFlight > 0 {
-            let responses = try ring.waitForResponses()
+            let responses = try ring.waitForResponses(polling: frontendPolling)
             let now = ContinuousClock.now
             // What arrived by `now` counts; from the deadline on nothing new starts.
             let counting = !stopping
@@ -374,6 +431,7 @@ final class PVHRun {
                 elapsed = now - start
             }
             batch.removeAll(keepingCapacity: true)
+            responsesTaken += responses.count
             for r in responses {
                 guard r.status == .okay else {
                     throw BlockBench.UsageError(description: "request \(r.id) (operation \(r.operation)) answered \(r.rawStatus)")

@@ -1,5 +1,6 @@
 import BlockBackend
 import BlockFrontend
+import DeviceRuntime
 import Foundation
 import GuestMemory
 import HostIO
@@ -40,6 +41,22 @@ struct CallerReapedTests {
         return got
     }
 
+    /// Reads pages 0..<count (8 sectors each, ids 100...) in one go: every
+    /// response okay, and page i holds the pattern of `seed + i`.
+    static func readBack(_ guest: Guest, _ disk: Disk<BlkifX86_64>, count: Int, seed: UInt64) throws {
+        var reads: [BlkifWireRequest] = []
+        var frames: [GuestFrameNumber] = []
+        for i in 0..<count {
+            let (r, f) = try IOTests().pageRead(guest, id: UInt64(100 + i), sector: UInt64(i) * 8)
+            reads.append(r)
+            frames.append(f)
+        }
+        #expect(try disk.front.submit(reads))
+        let r = try responses(disk.front, count: count)
+        #expect(r.count == count && Set(r.map(\.id)) == Set((0..<count).map { UInt64(100 + $0) }) && r.allSatisfy { $0.status == .okay })
+        for (i, f) in frames.enumerated() { #expect(try guest.page(f) == Pattern.bytes(seed + UInt64(i))) }
+    }
+
     @Test("48 writes in one go, then 48 reads: every request answered once, the data round-trips, one thread for the queue")
     func roundTrip() throws {
         try Self.requireIOUring()
@@ -51,17 +68,7 @@ struct CallerReapedTests {
         #expect(try disk.front.submit(writes))
         let w = try Self.responses(disk.front, count: 48)
         #expect(w.count == 48 && Set(w.map(\.id)) == Set(0..<48) && w.allSatisfy { $0.status == .okay })
-        var reads: [BlkifWireRequest] = []
-        var frames: [GuestFrameNumber] = []
-        for i in 0..<48 {
-            let (r, f) = try IOTests().pageRead(guest, id: UInt64(100 + i), sector: UInt64(i) * 8)
-            reads.append(r)
-            frames.append(f)
-        }
-        #expect(try disk.front.submit(reads))
-        let r = try Self.responses(disk.front, count: 48)
-        #expect(r.count == 48 && Set(r.map(\.id)) == Set(100..<148) && r.allSatisfy { $0.status == .okay })
-        for (i, f) in frames.enumerated() { #expect(try guest.page(f) == Pattern.bytes(UInt64(500 + i))) }
+        try Self.readBack(guest, disk, count: 48, seed: 500)
         #expect(disk.backend.metrics.requestsInFlight.load(ordering: .relaxed) == 0)
         #expect(guest.grants.holdCount == disk.front.refs.count, "only the ring pages stay mapped")
     }
@@ -98,5 +105,31 @@ struct CallerReapedTests {
         let answered = try disk.front.responses()
         #expect(Set(answered.map(\.id)).count == answered.count, "none answered twice")
         #expect(answered.allSatisfy { $0.status == .okay })
+    }
+
+    @Test("polling on both sides: 20 writes each followed by a flush, one at a time: all okay, the data reads back; the frontend never waits on its port, the queue's context sleeps at most once")
+    func pollingBothSides() throws {
+        try Self.requireIOUring()
+        // Budgets far above any wait here, so that what polling finds does
+        // not depend on the host's speed: the counters are exact.
+        let guest = try Guest(polling: ExecutionContextPolling(maximum: .seconds(60)))
+        let disk = try Disk<BlkifX86_64>(guest: guest, sectors: 1024, engine: Self.engine)
+        let device = try #require(disk.backend.runtimeDevice)
+        let before = device.pollingStatistics
+        let waitsBefore = disk.front.portWaits
+        for i in 0..<20 {
+            #expect(try disk.front.submit([try IOTests().pageWrite(guest, id: UInt64(i), sector: UInt64(i) * 8, seed: UInt64(900 + i))]))
+            let w = try disk.front.waitForResponses(timeout: .seconds(30), polling: .seconds(30))
+            #expect(w.map(\.id) == [UInt64(i)] && w.allSatisfy { $0.status == .okay })
+            #expect(try disk.front.submit([Blkfront.flush(id: 1000 + UInt64(i))]))
+            let f = try disk.front.waitForResponses(timeout: .seconds(30), polling: .seconds(30))
+            #expect(f.map(\.id) == [1000 + UInt64(i)] && f.allSatisfy { $0.status == .okay })
+        }
+        let after = device.pollingStatistics
+        #expect(disk.front.portWaits == waitsBefore)
+        #expect(disk.front.pollHits >= 1)
+        #expect(after.sleeps - before.sleeps <= 1)
+        #expect(after.hits > before.hits)
+        try Self.readBack(guest, disk, count: 20, seed: 900)
     }
 }
