@@ -237,9 +237,14 @@ public struct NetifTxResponse: RingResponse, Hashable {
 
     public var ringBytes: [UInt8] {
         var b = [UInt8](repeating: 0, count: Self.size)
+        writeRingBytes(into: &b)
+        return b
+    }
+
+    /// Every field written, in place (the fields fill the structure).
+    public func writeRingBytes(into b: inout [UInt8]) {
         b.setWireValue(id, in: Self.idField)
         b.setWireValue(UInt16(bitPattern: rawStatus), in: Self.statusField)
-        return b
     }
 }
 
