@@ -583,12 +583,15 @@ public final class GrantTable: Sendable {
     /// The granted bytes of a copied entry: v1 and v2 full pages, v2 sub-pages
     /// (`page_off + length` must stay in the page). The frame must be guest
     /// memory (`get_paged_frame`: GNTST_bad_page).
-    func resolve(_ entry: [UInt8], grantee: DomainID, _ s: State) throws(GrantError) -> Active {
+    func resolve(_ copied: CopiedEntry, grantee: DomainID, _ s: State) throws(GrantError) -> Active {
         let frame: UInt64
         var start = 0, length = Self.page
-        if s.version == 1 {
-            frame = UInt64(entry.wireValue(XenWire.GrantEntryV1.frame, as: UInt32.self))
-        } else {
+        switch copied {
+        case .v1(let word):
+            // The field's bytes of the little-endian 8-byte entry.
+            let field = XenWire.GrantEntryV1.frame
+            frame = (word >> UInt64(field.offset * 8)) & (UInt64.max >> UInt64(64 - field.size * 8))
+        case .v2(let entry):
             let flags = GrantEntryFlags(rawValue: entry.wireValue(XenWire.GrantEntryHeader.flags))
             if flags.contains(.subPage) {
                 frame = entry.wireValue(XenWire.GrantEntryV2.subPageFrame)
@@ -605,8 +608,16 @@ public final class GrantTable: Sendable {
         return Active(grantee: grantee, address: address, length: length)
     }
 
+    /// A grant entry as `setStatus` copied it: a v1 entry is one 8-byte
+    /// word (kept as the integer: no array per grant mapped), a v2 entry
+    /// its bytes.
+    enum CopiedEntry {
+        case v1(UInt64)
+        case v2([UInt8])
+    }
+
     /// `_set_status_v1` / `_set_status_v2`. Returns the entry as copied.
-    func setStatus(_ ref: UInt32, grantee: DomainID, write: Bool, pinned: Bool, _ s: State) throws(GrantError) -> [UInt8] {
+    func setStatus(_ ref: UInt32, grantee: DomainID, write: Bool, pinned: Bool, _ s: State) throws(GrantError) -> CopiedEntry {
         let permit = GrantEntryFlags.permitAccess.rawValue
         let typeMask = GrantEntryFlags.typeMask.rawValue
         let readonly = GrantEntryFlags.readonly.rawValue
@@ -627,7 +638,7 @@ public final class GrantTable: Sendable {
                     try check(flags, UInt16(truncatingIfNeeded: snapshot >> 16))
                     let desired = snapshot | UInt64(bits)
                     let previous = try memory.compareExchange(expected: snapshot, desired: desired, at: address)
-                    if previous == snapshot { return LittleEndianBytes.encode(desired) }
+                    if previous == snapshot { return .v1(desired) }
                     // The guest changed the entry under us: retry a few times, as
                     // Xen does, then give up on a guest that keeps changing it.
                     if retries == 4 { throw GrantError.unstable }
@@ -655,7 +666,7 @@ public final class GrantTable: Sendable {
                     _ = try memory.atomicAnd(~GrantEntryFlags.writing.rawValue, at: status)
                     throw GrantError.unstable
                 }
-                return entry
+                return .v2(entry)
             }
         } catch let error as GrantError {
             throw error
@@ -797,13 +808,15 @@ public final class GrantTable: Sendable {
                             region: GuestPhysicalRange(start: act.address, length: UInt64(act.length)))
     }
 
-    /// `map` of each of `references` under one lock (a `GrantHoldSet`'s):
-    /// their granted bytes, in order; on a failure those before are
-    /// released and nothing stays held.
-    func mapAll(_ references: [GrantReference], write: Bool) throws(GrantError) -> [GuestPhysicalRange] {
-        try state.withLock { (s: inout State) throws(GrantError) -> [GuestPhysicalRange] in
-            var regions: [GuestPhysicalRange] = []
-            regions.reserveCapacity(references.count)
+    /// `map` of each of `references` under one lock (a `GrantHoldSet`'s,
+    /// `withHolds`'): their granted bytes, in order, into `regions`
+    /// (emptied first); on a failure those before are released, nothing
+    /// stays held and `regions` is left empty.
+    @usableFromInline
+    func mapAll(_ references: [GrantReference], write: Bool, into regions: inout [GuestPhysicalRange]) throws(GrantError) {
+        regions.removeAll(keepingCapacity: true)
+        regions.reserveCapacity(references.count)
+        try state.withLock { (s: inout State) throws(GrantError) in
             for reference in references {
                 do throws(GrantError) {
                     guard s.holds < configuration.maximumHolds else { throw .tooManyHolds }
@@ -815,14 +828,15 @@ public final class GrantTable: Sendable {
                         s.holds -= 1
                         release(taken.rawValue, write: write, &s)
                     }
+                    regions.removeAll(keepingCapacity: true)
                     throw error
                 }
             }
-            return regions
         }
     }
 
     /// Ends one hold of each of `references` under one lock (a `GrantHoldSet`'s, once).
+    @usableFromInline
     func releaseHolds(_ references: [GrantReference], write: Bool) {
         state.withLock { s in
             for reference in references {
