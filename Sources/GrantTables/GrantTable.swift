@@ -81,7 +81,7 @@ public final class GrantTable: Sendable {
 
     /// An active entry (Xen's `struct active_grant_entry`): who holds it and
     /// what it resolved to when first pinned.
-    struct Active {
+    struct Active: Equatable {
         var grantee: DomainID
         var readers = 0
         var writers = 0
@@ -89,6 +89,32 @@ public final class GrantTable: Sendable {
         var address: GuestPhysicalAddress
         var length: Int
         var isPinned: Bool { readers + writers > 0 }
+    }
+
+    /// The active entries by reference, in an array indexed by it (grown
+    /// to the highest reference used, which `acquire` keeps below the
+    /// table's size): a dictionary hashed the reference twice per map and
+    /// twice per release, four SipHashes per granted page of a packet
+    /// (perf: `Hasher` on the net backend's TX context).
+    struct ActiveEntries {
+        private var entries: [Active?] = []
+
+        subscript(_ ref: UInt32) -> Active? {
+            get { Int(ref) < entries.count ? entries[Int(ref)] : nil }
+            set {
+                let i = Int(ref)
+                if i >= entries.count {
+                    guard newValue != nil else { return }
+                    entries.append(contentsOf: repeatElement(nil, count: i + 1 - entries.count))
+                }
+                entries[i] = newValue
+            }
+        }
+
+        /// Whether an entry at `from` or beyond is pinned.
+        func anyPinned(from: Int) -> Bool {
+            entries.indices.contains { $0 >= from && entries[$0]?.isPinned == true }
+        }
     }
 
     struct State {
@@ -99,7 +125,7 @@ public final class GrantTable: Sendable {
         var shared: [UInt64]
         /// Where each status frame is now.
         var status: [UInt64]
-        var active: [UInt32: Active] = [:]
+        var active = ActiveEntries()
         /// Backend holds outstanding (`GrantMapping`s alive): each is
         /// released exactly once, when its mapping ends (it is ~Copyable).
         var holds = 0
@@ -274,7 +300,7 @@ public final class GrantTable: Sendable {
         try state.withLock { (s: inout State) throws(XenErrno) in
             guard s.version != newVersion else { return }
             let reserved = GrantTableConstants.reservedEntries
-            for (ref, act) in s.active where Int(ref) >= reserved && act.isPinned { throw .ebusy }
+            if s.active.anyPinned(from: reserved) { throw .ebusy }
             typealias V1 = XenWire.GrantEntryV1
             typealias V2 = XenWire.GrantEntryV2
             let reading = GrantEntryFlags.reading.rawValue | GrantEntryFlags.writing.rawValue
