@@ -98,6 +98,8 @@ final class NetQueueCore: Sendable {
         var regions: [GuestPhysicalRange] = []
         var guestRanges: [GuestPhysicalRange] = []
         var hostRanges: [HostMemoryRange] = []
+        /// The copy of a packet's headers a partial checksum is located in.
+        var headers: [UInt8] = []
     }
     struct RxState {
         var ring: NetifRxRing
@@ -347,20 +349,23 @@ final class NetQueueCore: Sendable {
         // Taken out of `scratch` while the closure below fills them.
         var guestRanges = scratch.guestRanges
         var hostRanges = scratch.hostRanges
+        var headers = scratch.headers
         scratch.guestRanges = []
         scratch.hostRanges = []
+        scratch.headers = []
         defer {
             // Emptied (storage kept): no page stays named past its hold.
             guestRanges.removeAll(keepingCapacity: true)
             hostRanges.removeAll(keepingCapacity: true)
             scratch.guestRanges = guestRanges
             scratch.hostRanges = hostRanges
+            scratch.headers = headers
         }
         // Every page of the packet held at once (one pass over the grant
         // table's lock each way, not one per slot), released on return.
         do {
             return try environment.grants.withHolds(scratch.grants, access: .read, regions: &scratch.regions) { regions in
-                sendHeld(packet, regions, &guestRanges, &hostRanges)
+                sendHeld(packet, regions, &guestRanges, &hostRanges, &headers)
             }
         } catch {
             return .txBadGrant
@@ -369,7 +374,7 @@ final class NetQueueCore: Sendable {
 
     /// `send` with the packet's pages held (`regions`, one per segment).
     private func sendHeld(_ packet: NetTxPacket, _ regions: [GuestPhysicalRange], _ guestRanges: inout [GuestPhysicalRange],
-                          _ ranges: inout [HostMemoryRange]) -> NetDropReason? {
+                          _ ranges: inout [HostMemoryRange], _ headers: inout [UInt8]) -> NetDropReason? {
         let env = environment
         for (k, segment) in packet.segments.enumerated() {
             guard k < regions.count, let range = GrantHold.bytes(of: regions[k], offset: segment.offset, length: segment.length),
@@ -391,7 +396,7 @@ final class NetQueueCore: Sendable {
             // guest byte used is read once, into a copy: the headers alone
             // when the link completes the checksum, else the whole frame.
             if capabilities.contains(.partialChecksum) {
-                guard let headers = try? copy(guestRanges, limit: min(packet.length, 256)),
+                guard copyHeaders(guestRanges, limit: min(packet.length, 256), into: &headers),
                       let location = NetChecksumLocation(headers: headers, frameLength: packet.length) else {
                     return .txBadChecksumHeaders
                 }
@@ -447,6 +452,19 @@ final class NetQueueCore: Sendable {
         NetMetrics.bump(metrics.txGSOPackets)
         NetMetrics.bump(metrics.txSegmentedPackets)
         return nil
+    }
+
+    /// The first `limit` bytes of `ranges` copied into `headers` (its
+    /// storage kept from packet to packet when the first range holds them
+    /// all, as a packet's first slot does); false if they are not guest memory.
+    private func copyHeaders(_ ranges: [GuestPhysicalRange], limit: Int, into headers: inout [UInt8]) -> Bool {
+        if let first = ranges.first, first.length >= UInt64(limit) {
+            if headers.count != limit { headers = [UInt8](repeating: 0, count: limit) }
+            return (try? environment.memory.read(at: first.start, into: &headers)) != nil
+        }
+        guard let copied = try? copy(ranges, limit: limit) else { return false }
+        headers = copied
+        return true
     }
 
     /// The first `limit` bytes of `ranges`, copied out of guest memory.

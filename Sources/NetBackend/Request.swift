@@ -137,6 +137,13 @@ public enum InternetChecksum {
         return UInt32(total)
     }
 
+    /// `sum` of two more 16-bit words, given as their values.
+    public static func add(_ a: UInt32, _ b: UInt32, to initial: UInt32) -> UInt32 {
+        var total = UInt64(initial) + UInt64(a) + UInt64(b)
+        while total >> 32 != 0 { total = (total & 0xffff_ffff) + (total >> 32) }
+        return UInt32(total)
+    }
+
     /// Folds a sum to 16 bits (end-around carry).
     public static func fold(_ sum: UInt32) -> UInt16 {
         var s = sum
@@ -215,11 +222,11 @@ public struct NetChecksumLocation: Hashable, Sendable {
         }
         guard l4 + offset + 2 <= frame.count, l4 < frameLength else { return nil }
         let length = frameLength - l4
-        pseudo = InternetChecksum.sum([0, proto, UInt8(truncatingIfNeeded: length >> 8), UInt8(truncatingIfNeeded: length)],
-                                      initial: pseudo)
-        // An IPv6 upper-layer length is 32 bits; above 65535 the high half counts too.
-        pseudo = InternetChecksum.sum([UInt8(truncatingIfNeeded: length >> 24), UInt8(truncatingIfNeeded: length >> 16)],
-                                      initial: pseudo)
+        // The words 0|proto and the length's low half; an IPv6
+        // upper-layer length is 32 bits, so above 65535 its high half
+        // counts too (added as values: no array per packet).
+        pseudo = InternetChecksum.add(UInt32(proto), UInt32(length & 0xffff), to: pseudo)
+        pseudo = InternetChecksum.add(UInt32((length >> 16) & 0xffff), 0, to: pseudo)
         start = l4
         self.offset = offset
         pseudoHeaderSum = pseudo
