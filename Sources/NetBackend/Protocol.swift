@@ -100,12 +100,17 @@ public struct NetifTxRequest: NetifSlotData {
 
     public var ringBytes: [UInt8] {
         var b = [UInt8](repeating: 0, count: Self.size)
+        writeRingBytes(into: &b)
+        return b
+    }
+
+    /// Every field written, in place (the fields fill the structure).
+    public func writeRingBytes(into b: inout [UInt8]) {
         b.setWireValue(grant.rawValue, in: Self.grantField)
         b.setWireValue(offset, in: Self.offsetField)
         b.setWireValue(flags.rawValue, in: Self.flagsField)
         b.setWireValue(id, in: Self.idField)
         b.setWireValue(size, in: Self.sizeField)
-        return b
     }
 }
 
@@ -163,10 +168,10 @@ public struct NetifExtraInfo: Hashable, Sendable {
         return b
     }
 
-    /// `ringBytes` written over the first PVH_NETIF_EXTRA_INFO_SIZE bytes
-    /// of `b` in place (zeroed first: only some fields are set).
+    /// `ringBytes` written into `b` in place, all of `b` zeroed first:
+    /// only some fields are set, and a TX slot is wider than the extra.
     public func writeRingBytes(into b: inout [UInt8]) {
-        for i in 0..<min(b.count, Int(PVH_NETIF_EXTRA_INFO_SIZE)) { b[i] = 0 }
+        for i in b.indices { b[i] = 0 }
         b.setWireValue(type, in: Self.typeField)
         b.setWireValue(more ? UInt8(XEN_NETIF_EXTRA_FLAG_MORE) : 0, in: Self.flagsField)
         if type == Self.typeGSO {

@@ -41,6 +41,23 @@ struct ReuseTests {
         #expect(guest.grants.holdCount == 2)
     }
 
+    @Test("the frontend ring's kept slot array: an extra written after a request leaves none of its bytes in the slot's tail")
+    func frontRingExtraAfterRequest() throws {
+        let guest = try Guest()
+        let q = try NetfrontQueue(guest: guest)
+        let request = NetifTxRequest(grant: GrantReference(rawValue: 0xaabb_ccdd), offset: 0x1122, flags: [.moreData],
+                                     id: 0x3344, size: 0x5566)
+        let extra = NetifExtraInfo.gso(size: 1448, type: NetifExtraInfo.gsoTCPv4)
+        #expect(try q.tx.enqueue(NetifTxSlot(request)))
+        #expect(try q.tx.enqueue(NetifTxSlot(extra)))
+        func slot(_ i: UInt32) throws -> [UInt8] {
+            try guest.memory.read(at: GuestPhysicalAddress(q.tx.base.rawValue + UInt64(q.tx.geometry.slotOffset(RingIndex(i)))),
+                                  count: NetifTxRequest.size)
+        }
+        #expect(try slot(0) == request.ringBytes)
+        #expect(try slot(1) == extra.ringBytes + [UInt8](repeating: 0, count: NetifTxRequest.size - extra.ringBytes.count))
+    }
+
     @Test("two GSO extras of the same type on one packet: fatal, as netback's xenvif_get_extras")
     func repeatedExtraType() throws {
         let guest = try Guest()
