@@ -6,6 +6,14 @@ import PackageDescription
 /// Targets that must not touch pointers: the compiler checks it.
 let safeSettings: [SwiftSetting] = [.strictMemorySafety()]
 
+/// Safe targets whose generic code runs once per ring slot in the targets
+/// above them (`SharedRing<Request, Response>` instantiated with a backend's
+/// own slot types): cross-module optimization lets those callers specialize
+/// it. Unspecialized, every slot taken or answered looked up the generic
+/// metadata of the ring's types at run time (perf: `swift_getGenericMetadata`
+/// under `pvh-bench net`'s TX pump).
+let slotPathSettings: [SwiftSetting] = safeSettings + [.unsafeFlags(["-cross-module-optimization"])]
+
 let package = Package(
     name: "pvh",
     platforms: [.macOS(.v15)],
@@ -61,7 +69,7 @@ let package = Package(
         // The only shared-ring implementation: byte rings (console, XenStore) and
         // request/response rings (io/ring.h), backend side and the frontend side
         // fixtures use, over guest memory.
-        .target(name: "XenRing", dependencies: ["CXen", "GuestMemory"], swiftSettings: safeSettings),
+        .target(name: "XenRing", dependencies: ["CXen", "GuestMemory"], swiftSettings: slotPathSettings),
         // Xen's PV clock (vcpu_time_info, wallclock) and per-vCPU timers, pure.
         .target(name: "PVTime", dependencies: ["CXen", "GuestMemory", "XenABI"], swiftSettings: safeSettings),
         // The device runtime every PV backend runs on: an execution context (thread)

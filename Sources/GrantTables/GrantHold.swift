@@ -22,7 +22,7 @@ public final class GrantHold: Sendable {
     public func bytes(offset: Int, length: Int) -> GuestPhysicalRange? { Self.bytes(of: region, offset: offset, length: length) }
 
     /// `bytes(offset:length:)` of a hold whose granted bytes are `region`.
-    static func bytes(of region: GuestPhysicalRange, offset: Int, length: Int) -> GuestPhysicalRange? {
+    public static func bytes(of region: GuestPhysicalRange, offset: Int, length: Int) -> GuestPhysicalRange? {
         guard offset >= 0, length >= 0 else { return nil }
         let pageStart = region.start.rawValue - region.start.pageOffset
         let start = pageStart &+ UInt64(offset)
@@ -107,7 +107,21 @@ extension GrantTable {
     /// one lock; on the first that fails, those before are released and
     /// its error thrown (nothing stays held).
     public func holdAll(_ references: [GrantReference], access: GrantAccess) throws(GrantError) -> GrantHoldSet {
-        let regions = try mapAll(references, write: access == .write)
+        var regions: [GuestPhysicalRange] = []
+        try mapAll(references, write: access == .write, into: &regions)
         return GrantHoldSet(table: self, references: references, regions: regions, write: access == .write)
+    }
+
+    /// `holdAll` with no object per use: maps every grant of `references`
+    /// under one lock into `regions` (emptied first; a caller that keeps
+    /// the array keeps its storage, so a packet's holds allocate nothing),
+    /// runs `body` with them, and ends every hold under one lock when it
+    /// returns. Throws as `holdAll` does (nothing held, `body` not run).
+    @inlinable
+    public func withHolds<Result>(_ references: [GrantReference], access: GrantAccess, regions: inout [GuestPhysicalRange],
+                                  _ body: ([GuestPhysicalRange]) -> Result) throws(GrantError) -> Result {
+        try mapAll(references, write: access == .write, into: &regions)
+        defer { releaseHolds(references, write: access == .write) }
+        return body(regions)
     }
 }

@@ -81,7 +81,7 @@ public final class GrantTable: Sendable {
 
     /// An active entry (Xen's `struct active_grant_entry`): who holds it and
     /// what it resolved to when first pinned.
-    struct Active {
+    struct Active: Equatable {
         var grantee: DomainID
         var readers = 0
         var writers = 0
@@ -89,6 +89,32 @@ public final class GrantTable: Sendable {
         var address: GuestPhysicalAddress
         var length: Int
         var isPinned: Bool { readers + writers > 0 }
+    }
+
+    /// The active entries by reference, in an array indexed by it (grown
+    /// to the highest reference used, which `acquire` keeps below the
+    /// table's size): a dictionary hashed the reference twice per map and
+    /// twice per release, four SipHashes per granted page of a packet
+    /// (perf: `Hasher` on the net backend's TX context).
+    struct ActiveEntries {
+        private var entries: [Active?] = []
+
+        subscript(_ ref: UInt32) -> Active? {
+            get { Int(ref) < entries.count ? entries[Int(ref)] : nil }
+            set {
+                let i = Int(ref)
+                if i >= entries.count {
+                    guard newValue != nil else { return }
+                    entries.append(contentsOf: repeatElement(nil, count: i + 1 - entries.count))
+                }
+                entries[i] = newValue
+            }
+        }
+
+        /// Whether an entry at `from` or beyond is pinned.
+        func anyPinned(from: Int) -> Bool {
+            entries.indices.contains { $0 >= from && entries[$0]?.isPinned == true }
+        }
     }
 
     struct State {
@@ -99,7 +125,7 @@ public final class GrantTable: Sendable {
         var shared: [UInt64]
         /// Where each status frame is now.
         var status: [UInt64]
-        var active: [UInt32: Active] = [:]
+        var active = ActiveEntries()
         /// Backend holds outstanding (`GrantMapping`s alive): each is
         /// released exactly once, when its mapping ends (it is ~Copyable).
         var holds = 0
@@ -274,7 +300,7 @@ public final class GrantTable: Sendable {
         try state.withLock { (s: inout State) throws(XenErrno) in
             guard s.version != newVersion else { return }
             let reserved = GrantTableConstants.reservedEntries
-            for (ref, act) in s.active where Int(ref) >= reserved && act.isPinned { throw .ebusy }
+            if s.active.anyPinned(from: reserved) { throw .ebusy }
             typealias V1 = XenWire.GrantEntryV1
             typealias V2 = XenWire.GrantEntryV2
             let reading = GrantEntryFlags.reading.rawValue | GrantEntryFlags.writing.rawValue
@@ -583,12 +609,15 @@ public final class GrantTable: Sendable {
     /// The granted bytes of a copied entry: v1 and v2 full pages, v2 sub-pages
     /// (`page_off + length` must stay in the page). The frame must be guest
     /// memory (`get_paged_frame`: GNTST_bad_page).
-    func resolve(_ entry: [UInt8], grantee: DomainID, _ s: State) throws(GrantError) -> Active {
+    func resolve(_ copied: CopiedEntry, grantee: DomainID, _ s: State) throws(GrantError) -> Active {
         let frame: UInt64
         var start = 0, length = Self.page
-        if s.version == 1 {
-            frame = UInt64(entry.wireValue(XenWire.GrantEntryV1.frame, as: UInt32.self))
-        } else {
+        switch copied {
+        case .v1(let word):
+            // The field's bytes of the little-endian 8-byte entry.
+            let field = XenWire.GrantEntryV1.frame
+            frame = (word >> UInt64(field.offset * 8)) & (UInt64.max >> UInt64(64 - field.size * 8))
+        case .v2(let entry):
             let flags = GrantEntryFlags(rawValue: entry.wireValue(XenWire.GrantEntryHeader.flags))
             if flags.contains(.subPage) {
                 frame = entry.wireValue(XenWire.GrantEntryV2.subPageFrame)
@@ -605,8 +634,16 @@ public final class GrantTable: Sendable {
         return Active(grantee: grantee, address: address, length: length)
     }
 
+    /// A grant entry as `setStatus` copied it: a v1 entry is one 8-byte
+    /// word (kept as the integer: no array per grant mapped), a v2 entry
+    /// its bytes.
+    enum CopiedEntry {
+        case v1(UInt64)
+        case v2([UInt8])
+    }
+
     /// `_set_status_v1` / `_set_status_v2`. Returns the entry as copied.
-    func setStatus(_ ref: UInt32, grantee: DomainID, write: Bool, pinned: Bool, _ s: State) throws(GrantError) -> [UInt8] {
+    func setStatus(_ ref: UInt32, grantee: DomainID, write: Bool, pinned: Bool, _ s: State) throws(GrantError) -> CopiedEntry {
         let permit = GrantEntryFlags.permitAccess.rawValue
         let typeMask = GrantEntryFlags.typeMask.rawValue
         let readonly = GrantEntryFlags.readonly.rawValue
@@ -627,7 +664,7 @@ public final class GrantTable: Sendable {
                     try check(flags, UInt16(truncatingIfNeeded: snapshot >> 16))
                     let desired = snapshot | UInt64(bits)
                     let previous = try memory.compareExchange(expected: snapshot, desired: desired, at: address)
-                    if previous == snapshot { return LittleEndianBytes.encode(desired) }
+                    if previous == snapshot { return .v1(desired) }
                     // The guest changed the entry under us: retry a few times, as
                     // Xen does, then give up on a guest that keeps changing it.
                     if retries == 4 { throw GrantError.unstable }
@@ -655,7 +692,7 @@ public final class GrantTable: Sendable {
                     _ = try memory.atomicAnd(~GrantEntryFlags.writing.rawValue, at: status)
                     throw GrantError.unstable
                 }
-                return entry
+                return .v2(entry)
             }
         } catch let error as GrantError {
             throw error
@@ -797,13 +834,15 @@ public final class GrantTable: Sendable {
                             region: GuestPhysicalRange(start: act.address, length: UInt64(act.length)))
     }
 
-    /// `map` of each of `references` under one lock (a `GrantHoldSet`'s):
-    /// their granted bytes, in order; on a failure those before are
-    /// released and nothing stays held.
-    func mapAll(_ references: [GrantReference], write: Bool) throws(GrantError) -> [GuestPhysicalRange] {
-        try state.withLock { (s: inout State) throws(GrantError) -> [GuestPhysicalRange] in
-            var regions: [GuestPhysicalRange] = []
-            regions.reserveCapacity(references.count)
+    /// `map` of each of `references` under one lock (a `GrantHoldSet`'s,
+    /// `withHolds`'): their granted bytes, in order, into `regions`
+    /// (emptied first); on a failure those before are released, nothing
+    /// stays held and `regions` is left empty.
+    @usableFromInline
+    func mapAll(_ references: [GrantReference], write: Bool, into regions: inout [GuestPhysicalRange]) throws(GrantError) {
+        regions.removeAll(keepingCapacity: true)
+        regions.reserveCapacity(references.count)
+        try state.withLock { (s: inout State) throws(GrantError) in
             for reference in references {
                 do throws(GrantError) {
                     guard s.holds < configuration.maximumHolds else { throw .tooManyHolds }
@@ -815,14 +854,15 @@ public final class GrantTable: Sendable {
                         s.holds -= 1
                         release(taken.rawValue, write: write, &s)
                     }
+                    regions.removeAll(keepingCapacity: true)
                     throw error
                 }
             }
-            return regions
         }
     }
 
     /// Ends one hold of each of `references` under one lock (a `GrantHoldSet`'s, once).
+    @usableFromInline
     func releaseHolds(_ references: [GrantReference], write: Bool) {
         state.withLock { s in
             for reference in references {

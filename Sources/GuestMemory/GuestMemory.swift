@@ -32,6 +32,12 @@ public protocol GuestMemory: AnyObject, Sendable {
     /// Copies `count` bytes out of the guest.
     func read(at address: GuestPhysicalAddress, count: Int) throws(GuestMemoryError) -> [UInt8]
 
+    /// Copies `bytes.count` bytes out of the guest into `bytes`, in its own
+    /// storage when it is not shared: a reader that keeps one array for
+    /// every copy (a ring's slot) allocates nothing per copy. The default
+    /// reads a new array.
+    func read(at address: GuestPhysicalAddress, into bytes: inout [UInt8]) throws(GuestMemoryError)
+
     /// Copies `bytes` into the guest.
     func write(_ bytes: [UInt8], at address: GuestPhysicalAddress) throws(GuestMemoryError)
 
@@ -71,6 +77,10 @@ public protocol GuestMemory: AnyObject, Sendable {
 }
 
 extension GuestMemory {
+    public func read(at address: GuestPhysicalAddress, into bytes: inout [UInt8]) throws(GuestMemoryError) {
+        bytes = try read(at: address, count: bytes.count)
+    }
+
     public func write(_ bytes: ArraySlice<UInt8>, at address: GuestPhysicalAddress) throws(GuestMemoryError) {
         try write(Array(bytes), at: address)
     }

@@ -42,6 +42,8 @@ public final class GuestMemoryMapping: @unchecked Sendable {
 /// them concurrently anyway).
 public final class MappedGuestMemory: GuestMemory, @unchecked Sendable {
     private let mappings: Mutex<[GuestMemoryMapping]>
+    /// The first mappings again, for lookups without the lock.
+    private let published = PublishedMappings()
 
     public init() { mappings = Mutex([]) }
 
@@ -61,6 +63,7 @@ public final class MappedGuestMemory: GuestMemory, @unchecked Sendable {
         return try mappings.withLock { (list: inout [GuestMemoryMapping]) throws(GuestMemoryError) -> GuestMemoryMapping in
             if list.contains(where: { $0.range.overlaps(range) }) { throw .overlap(range) }
             list.append(m)
+            published.append(m)
             list.sort { $0.range.start < $1.range.start }
             return m
         }
@@ -72,19 +75,49 @@ public final class MappedGuestMemory: GuestMemory, @unchecked Sendable {
     public var regions: [GuestPhysicalRange] { mappings.withLock { $0.map(\.range) } }
 
     /// The mapping holding all of `[address, address+count)` and the offset in it.
+    /// Looks in the published mappings first (no lock, no retain: every
+    /// access of a device's ring or page comes here), then, for a region
+    /// added past the published ones, in the full list under the lock.
     fileprivate func locate(_ address: GuestPhysicalAddress, _ count: Int) throws(GuestMemoryError) -> (GuestMemoryMapping, UInt64) {
         guard count >= 0 else { throw .outOfBounds(address, count: 0) }
+        if let (m, off) = published.find(address.rawValue, UInt64(count)) { return (m.takeUnretainedValue(), off) }
         let found = mappings.withLock { list in list.first { $0.range.contains(address, count: UInt64(count)) } }
         guard let m = found else { throw .outOfBounds(address, count: UInt64(count)) }
         return (m, address.rawValue - m.range.start.rawValue)
     }
 
-    public func read(at address: GuestPhysicalAddress, count: Int) throws(GuestMemoryError) -> [UInt8] {
+    /// The host address of `[address, address + count)`, which must lie in
+    /// one mapping (`.outOfBounds` otherwise): `locate` without the
+    /// mapping's reference count touched when it is a published one.
+    fileprivate func hostPointer(_ address: GuestPhysicalAddress, _ count: Int) throws(GuestMemoryError) -> UnsafeMutableRawPointer {
+        guard count >= 0 else { throw .outOfBounds(address, count: 0) }
+        if let (m, off) = published.find(address.rawValue, UInt64(count)) {
+            // SAFETY: `find` proved [off, off + count) is inside the mapping,
+            // which `mappings` keeps alive as long as this memory.
+            return unsafe m._withUnsafeGuaranteedRef { unsafe $0.pointer(at: off) }
+        }
         let (m, off) = try locate(address, count)
-        // SAFETY: locate() proved [off, off+count) is inside the mapping.
+        // SAFETY: locate() proved [off, off + count) is inside the mapping,
+        // which `mappings` keeps alive as long as this memory.
+        return unsafe m.pointer(at: off)
+    }
+
+    public func read(at address: GuestPhysicalAddress, count: Int) throws(GuestMemoryError) -> [UInt8] {
+        let p = try hostPointer(address, count)
+        // SAFETY: hostPointer() proved [p, p+count) is inside a mapping.
         return unsafe [UInt8](unsafeUninitializedCapacity: count) { buf, n in
-            unsafe buf.baseAddress.map { unsafe $0.update(from: m.pointer(at: off).assumingMemoryBound(to: UInt8.self), count: count) }
+            unsafe buf.baseAddress.map { unsafe $0.update(from: p.assumingMemoryBound(to: UInt8.self), count: count) }
             n = count
+        }
+    }
+
+    public func read(at address: GuestPhysicalAddress, into bytes: inout [UInt8]) throws(GuestMemoryError) {
+        let p = try hostPointer(address, bytes.count)
+        // SAFETY: hostPointer() proved [p, p+bytes.count) is inside a
+        // mapping; the destination is the array's own (unshared) storage.
+        unsafe bytes.withUnsafeMutableBytes { dst in
+            guard let base = dst.baseAddress else { return }  // empty: nothing to copy
+            unsafe base.copyMemory(from: p, byteCount: dst.count)
         }
     }
 
@@ -93,18 +126,18 @@ public final class MappedGuestMemory: GuestMemory, @unchecked Sendable {
     }
 
     public func write(_ bytes: ArraySlice<UInt8>, at address: GuestPhysicalAddress) throws(GuestMemoryError) {
-        let (m, off) = try locate(address, bytes.count)
-        // SAFETY: locate() proved [off, off+bytes.count) is inside the mapping.
+        let p = try hostPointer(address, bytes.count)
+        // SAFETY: hostPointer() proved [p, p+bytes.count) is inside a mapping.
         unsafe bytes.withUnsafeBytes { src in
             guard let base = src.baseAddress else { return }  // empty: nothing to copy
-            unsafe m.pointer(at: off).copyMemory(from: base, byteCount: src.count)
+            unsafe p.copyMemory(from: base, byteCount: src.count)
         }
     }
 
     public func fill(at address: GuestPhysicalAddress, count: Int, with value: UInt8) throws(GuestMemoryError) {
-        let (m, off) = try locate(address, count)
-        // SAFETY: locate() proved the range is inside the mapping.
-        _ = unsafe memset(m.pointer(at: off), Int32(value), count)
+        let p = try hostPointer(address, count)
+        // SAFETY: hostPointer() proved the range is inside a mapping.
+        _ = unsafe memset(p, Int32(value), count)
     }
 
     /// Gives the host memory behind `range` back to the host
@@ -134,7 +167,8 @@ public final class MappedGuestMemory: GuestMemory, @unchecked Sendable {
     }
 
     public func contains(_ address: GuestPhysicalAddress, count: UInt64) -> Bool {
-        mappings.withLock { list in list.contains { $0.range.contains(address, count: count) } }
+        if published.find(address.rawValue, count) != nil { return true }
+        return mappings.withLock { list in list.contains { $0.range.contains(address, count: count) } }
     }
 
     // The accessors below are called through `any GuestMemory`, so they run
@@ -145,8 +179,7 @@ public final class MappedGuestMemory: GuestMemory, @unchecked Sendable {
 
     public func load<T: FixedWidthInteger & UnsignedInteger>(_ type: T.Type, at address: GuestPhysicalAddress) throws(GuestMemoryError) -> T {
         let size = MemoryLayout<T>.size
-        let (m, off) = try locate(address, size)
-        let p = unsafe m.pointer(at: off)
+        let p = try hostPointer(address, size)
         // SAFETY: in bounds (locate); each load is a single access for a
         // naturally aligned 1/2/4/8-byte value on x86, and T is an unsigned
         // integer of exactly that size, so it has that integer's bit layout.
@@ -161,8 +194,7 @@ public final class MappedGuestMemory: GuestMemory, @unchecked Sendable {
 
     public func store<T: FixedWidthInteger & UnsignedInteger>(_ value: T, at address: GuestPhysicalAddress) throws(GuestMemoryError) {
         let size = MemoryLayout<T>.size
-        let (m, off) = try locate(address, size)
-        let p = unsafe m.pointer(at: off)
+        let p = try hostPointer(address, size)
         // SAFETY: in bounds (locate); T has the bit layout of the unsigned
         // integer of its size (as in `load`).
         switch size {
@@ -186,9 +218,8 @@ public final class MappedGuestMemory: GuestMemory, @unchecked Sendable {
         let size = MemoryLayout<T>.size
         guard size == 1 || size == 2 || size == 4 || size == 8 else { throw .misaligned(address, size: size) }
         guard address.rawValue % UInt64(size) == 0 else { throw .misaligned(address, size: size) }
-        let (m, off) = try locate(address, size)
         // Naturally aligned guest address → naturally aligned host address (see atomicUpdate).
-        let p = unsafe m.pointer(at: off)
+        let p = try hostPointer(address, size)
         // SAFETY (the casts): T is an unsigned integer of exactly `size`
         // bytes (checked above), so it has the bit layout of UInt<size*8>.
         switch size {
@@ -224,10 +255,9 @@ public final class MappedGuestMemory: GuestMemory, @unchecked Sendable {
         let size = MemoryLayout<T>.size
         guard size == 1 || size == 2 || size == 4 || size == 8 else { throw .misaligned(address, size: size) }
         guard address.rawValue % UInt64(size) == 0 else { throw .misaligned(address, size: size) }
-        let (m, off) = try locate(address, size)
         // Mappings are page-aligned, so a naturally aligned guest address is a
         // naturally aligned host address. x86 is little-endian: no byte swap.
-        let p = unsafe m.pointer(at: off)
+        let p = try hostPointer(address, size)
         // SAFETY (the casts): T is an unsigned integer of exactly `size`
         // bytes (checked above), so it has the bit layout of UInt<size*8>.
         switch size {
@@ -304,5 +334,71 @@ extension MappedGuestMemory: HostAddressableMemory {
         // SAFETY: locate() proved [off, off+length) is inside the mapping;
         // the range keeps `m` (and so the mmap) alive.
         return unsafe HostMemoryRange(owner: m, address: UInt(bitPattern: m.pointer(at: off)), count: Int(range.length))
+    }
+}
+
+/// The first `capacity` mappings of a `MappedGuestMemory`, readable without
+/// its lock. Every guest-memory access of a backend (a ring index, a slot,
+/// a grant entry, a packet's page) looks up its mapping; under the lock,
+/// a device thread and the threads of its frontend (a vCPU, the
+/// benchmark's fake guest) took turns on one contended word for every
+/// access (perf: `locate` and futex waits under `pvh-bench net`).
+///
+/// Append-only, as mappings are (a region is never removed while the
+/// memory lives): an entry is written once, under the memory's lock,
+/// before the count that covers it is stored with release ordering;
+/// readers load the count with acquire ordering and read only entries
+/// below it, which never change again. A memory with more regions than
+/// this holds (one per page placed in a hole) finds the rest under the
+/// lock, as before.
+@safe final class PublishedMappings: @unchecked Sendable {
+    // SAFETY (Sendable): see the type's documentation: entries below
+    // `count` are immutable and published by a release store.
+    struct Entry {
+        let start: UInt64
+        let length: UInt64
+        /// Unretained: the memory's `mappings` list owns the mapping.
+        let mapping: Unmanaged<GuestMemoryMapping>
+    }
+
+    static let capacity = 64
+    private let entries: UnsafeMutablePointer<Entry>
+    private let count = Atomic<Int>(0)
+
+    init() {
+        unsafe entries = UnsafeMutablePointer<Entry>.allocate(capacity: Self.capacity)
+    }
+
+    deinit {
+        // SAFETY: allocated in init; Entry is trivial (an unmanaged reference
+        // and integers), so nothing needs deinitializing.
+        unsafe entries.deallocate()
+    }
+
+    /// Publishes `mapping` if there is room. The caller holds the memory's
+    /// lock (one appender at a time) and keeps `mapping` alive as long as
+    /// this table.
+    func append(_ mapping: GuestMemoryMapping) {
+        let n = count.load(ordering: .relaxed)
+        guard n < Self.capacity else { return }
+        // SAFETY: `n` is below the capacity, and no reader looks at entry
+        // `n` before the release store below makes it part of the count.
+        unsafe (entries + n).initialize(to: Entry(start: mapping.range.start.rawValue, length: mapping.range.length,
+                                                  mapping: Unmanaged.passUnretained(mapping)))
+        count.store(n + 1, ordering: .releasing)
+    }
+
+    /// The published mapping holding all of `[address, address + length)`
+    /// and the offset in it; nil when none does.
+    func find(_ address: UInt64, _ length: UInt64) -> (Unmanaged<GuestMemoryMapping>, UInt64)? {
+        let n = count.load(ordering: .acquiring)
+        for i in 0..<n {
+            // SAFETY: entries below the count loaded (acquire) are initialized and never change.
+            let e = unsafe entries[i]
+            if address >= e.start, address - e.start <= e.length, length <= e.length - (address - e.start) {
+                return (e.mapping, address - e.start)
+            }
+        }
+        return nil
     }
 }

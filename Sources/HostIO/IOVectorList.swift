@@ -20,47 +20,81 @@ import GuestMemory
 /// its lock (or, in the thread engines, owns it on one thread).
 @safe final class IOVectorList: @unchecked Sendable {
     /// The buffers, in order; kept so the host memory stays mapped.
-    let buffers: [HostMemoryRange]
+    private(set) var buffers: [HostMemoryRange]
+    /// A buffer in front of `buffers` (a link's header), when reloaded with one.
+    private var head: HostMemoryRange?
     /// Bytes the transfer moves in all.
-    let expected: Int
+    private(set) var expected = 0
     /// Bytes moved so far.
     private(set) var transferred = 0
     /// The first vector not yet done (earlier ones are finished).
     private var first = 0
-    /// The vectors, `count` of them (at most `buffers.count`).
-    private let vectors: UnsafeMutableBufferPointer<iovec>
-    private let count: Int
+    /// The vectors' memory, `count` of them in use.
+    private var vectors: UnsafeMutableBufferPointer<iovec>
+    private var count = 0
 
     /// Buffers that follow each other in host memory become one vector (a
     /// guest's 1 MiB request is often 256 adjacent pages): fewer vectors for
     /// the kernel to walk and pin, and the same bytes in the same order.
     init(_ buffers: [HostMemoryRange]) {
+        self.buffers = []
+        unsafe vectors = UnsafeMutableBufferPointer<iovec>.allocate(capacity: max(buffers.count, 1))
+        reload(head: nil, buffers)
+    }
+
+    /// An empty list with room for `capacity` vectors, for `reload`.
+    init(capacity: Int) {
+        buffers = []
+        unsafe vectors = UnsafeMutableBufferPointer<iovec>.allocate(capacity: max(capacity, 1))
+    }
+
+    /// Makes this list describe `head` (if any) and then `buffers`, from
+    /// the start, reusing its vectors' memory (grown if too small): a link
+    /// that sends one frame at a time, under its lock, with a synchronous
+    /// call, allocates nothing per frame. Only when no transfer of the
+    /// previous contents can still read the vectors.
+    func reload(head: HostMemoryRange?, _ buffers: [HostMemoryRange]) {
+        self.head = head
         self.buffers = buffers
-        expected = buffers.reduce(0) { $0 + $1.count }
-        var merged: [(address: UInt, count: Int)] = []
-        merged.reserveCapacity(buffers.count)
-        for b in buffers {
-            if let last = merged.last, last.address &+ UInt(last.count) == b.address, last.count <= Int.max - b.count {
-                merged[merged.count - 1].count += b.count
-            } else {
-                merged.append((b.address, b.count))
+        let needed = buffers.count + (head == nil ? 0 : 1)
+        if unsafe needed > vectors.count {
+            // SAFETY: nothing reads the old vectors any more (the method's
+            // precondition); iovec is trivial.
+            unsafe vectors.deallocate()
+            unsafe vectors = UnsafeMutableBufferPointer<iovec>.allocate(capacity: needed)
+        }
+        count = 0
+        first = 0
+        transferred = 0
+        expected = 0
+        if let head { append(head) }
+        for b in buffers { append(b) }
+    }
+
+    /// Appends `b`, merged into the last vector when it follows it in memory.
+    private func append(_ b: HostMemoryRange) {
+        expected += b.count
+        // SAFETY (the accesses below): `count` is below the capacity, which
+        // `reload` made at least the number of buffers. The address names
+        // host memory its owner keeps mapped while the buffers (held by this
+        // list) live: GuestMemory's HostMemoryRange contract; a merged
+        // vector spans two or more such ranges that touch, each kept mapped
+        // the same way.
+        if count > 0 {
+            let last = unsafe vectors[count - 1]
+            if let base = unsafe last.iov_base, unsafe UInt(bitPattern: base) &+ UInt(last.iov_len) == b.address,
+               unsafe last.iov_len <= Int.max - b.count {
+                unsafe vectors[count - 1].iov_len += b.count
+                return
             }
         }
-        count = merged.count
-        unsafe vectors = UnsafeMutableBufferPointer<iovec>.allocate(capacity: count)
-        for (i, b) in merged.enumerated() {
-            // SAFETY: `i` is below the capacity just allocated. The address
-            // names host memory its owner keeps mapped while `buffers`
-            // (held by this list) lives: GuestMemory's HostMemoryRange
-            // contract; a merged vector spans two or more such ranges that
-            // touch, each kept mapped the same way.
-            unsafe vectors.initializeElement(at: i, to: iovec(iov_base: UnsafeMutableRawPointer(bitPattern: b.address), iov_len: b.count))
-        }
+        unsafe vectors.initializeElement(at: count, to: iovec(iov_base: UnsafeMutableRawPointer(bitPattern: b.address), iov_len: b.count))
+        count += 1
     }
 
     deinit {
-        // SAFETY: allocated in init with this capacity; iovec is trivial, so
-        // no deinitialization is needed. Engines drop a list only after the
+        // SAFETY: allocated in init or reload; iovec is trivial, so no
+        // deinitialization is needed. Engines drop a list only after the
         // request's last system call or completion.
         unsafe vectors.deallocate()
     }

@@ -10,8 +10,10 @@ import Synchronization
 /// header, passt's length prefix), owned so a `HostMemoryRange` can name
 /// them in the same gather list as the frame's parts.
 @safe final class LinkHeaderBuffer: @unchecked Sendable {
-    // SAFETY (Sendable): the bytes are written once, in init, before the
-    // buffer is shared; afterwards they are only read (by the kernel).
+    // SAFETY (Sendable): the bytes are written in init, before the buffer
+    // is shared, or by `rewrite`, which its link calls only under the lock
+    // its transmits hold; otherwise they are only read (by the kernel,
+    // during a transmit under that lock).
     private let storage: UnsafeMutableRawBufferPointer
 
     init(_ bytes: [UInt8]) {
@@ -33,6 +35,16 @@ import Synchronization
     }
 
     let count: Int
+
+    /// Writes the bytes again through `body` (`count` bytes at most): for a
+    /// link's own header buffer, reused for every frame under the link's
+    /// transmit lock, never while a transfer may read it.
+    func rewrite(_ body: (UnsafeMutableRawPointer) -> Void) {
+        // SAFETY: the allocation holds at least `count` bytes, what `body`
+        // writes (as in init); the caller's lock keeps readers away.
+        guard let base = unsafe storage.baseAddress else { return }
+        unsafe body(base)
+    }
 
     deinit {
         // SAFETY: allocated in init; nothing refers to it once this buffer

@@ -75,6 +75,11 @@ public final class PasstLink: NetworkLink, @unchecked Sendable {
         /// the stream before anything else (the reader sends it when the
         /// socket has room, or the next transmit does). Empty on a new stream.
         var pending: [UInt8] = []
+        /// One frame's gather list and length prefix, rewritten for each
+        /// transmit (under the lock) rather than allocated, as TapLink's.
+        let vectors = IOVectorList(capacity: 20)
+        // SAFETY: the closure writes nothing (the bytes start zeroed).
+        let prefix = unsafe LinkHeaderBuffer(count: 4) { _ in }
     }
 
     private let state: Mutex<State>
@@ -213,8 +218,6 @@ public final class PasstLink: NetworkLink, @unchecked Sendable {
         guard length > 0, length <= min(mtu + 18, PasstFrameCodec.maximumFrameLength), parts.count < Int(pvh_iov_max()) else {
             return .failure(.tooLarge)
         }
-        let header = LinkHeaderBuffer(PasstFrameCodec.prefix(length: length))
-        let list = IOVectorList([header.range] + parts)
         return state.withLock { s -> Result<Void, NetworkTransmitDrop> in
             guard !s.stopped, let child = s.child else { return .failure(.linkDown) }
             // An earlier frame's tail goes first; while it cannot, the socket is full.
@@ -222,6 +225,14 @@ public final class PasstLink: NetworkLink, @unchecked Sendable {
                 Self.flush(&s.pending, to: child.socket)
                 guard s.pending.isEmpty else { return .failure(.busy) }
             }
+            unsafe s.prefix.rewrite { base in
+                // SAFETY: the buffer has 4 bytes, what is stored: the frame's
+                // length as a big-endian 32-bit word (PasstFrameCodec.prefix).
+                unsafe base.storeBytes(of: UInt32(length).bigEndian, as: UInt32.self)
+            }
+            let list = s.vectors
+            list.reload(head: s.prefix.range, parts)
+            defer { list.reload(head: nil, []) }  // the caller's pages are not kept
             while true {
                 // SAFETY: the vectors name the prefix and the caller's parts,
                 // which `list` keeps mapped during the call.

@@ -100,12 +100,17 @@ public struct NetifTxRequest: NetifSlotData {
 
     public var ringBytes: [UInt8] {
         var b = [UInt8](repeating: 0, count: Self.size)
+        writeRingBytes(into: &b)
+        return b
+    }
+
+    /// Every field written, in place (the fields fill the structure).
+    public func writeRingBytes(into b: inout [UInt8]) {
         b.setWireValue(grant.rawValue, in: Self.grantField)
         b.setWireValue(offset, in: Self.offsetField)
         b.setWireValue(flags.rawValue, in: Self.flagsField)
         b.setWireValue(id, in: Self.idField)
         b.setWireValue(size, in: Self.sizeField)
-        return b
     }
 }
 
@@ -159,6 +164,14 @@ public struct NetifExtraInfo: Hashable, Sendable {
 
     public var ringBytes: [UInt8] {
         var b = [UInt8](repeating: 0, count: Int(PVH_NETIF_EXTRA_INFO_SIZE))
+        writeRingBytes(into: &b)
+        return b
+    }
+
+    /// `ringBytes` written into `b` in place, all of `b` zeroed first:
+    /// only some fields are set, and a TX slot is wider than the extra.
+    public func writeRingBytes(into b: inout [UInt8]) {
+        for i in b.indices { b[i] = 0 }
         b.setWireValue(type, in: Self.typeField)
         b.setWireValue(more ? UInt8(XEN_NETIF_EXTRA_FLAG_MORE) : 0, in: Self.flagsField)
         if type == Self.typeGSO {
@@ -166,7 +179,6 @@ public struct NetifExtraInfo: Hashable, Sendable {
             b.setWireValue(gsoType, in: Self.gsoTypeField)
             b.setWireValue(gsoFeatures, in: Self.gsoFeaturesField)
         }
-        return b
     }
 }
 
@@ -178,24 +190,62 @@ public protocol NetifSlotData: Hashable, Sendable {
     static var alignment: Int { get }
     init(ringBytes: [UInt8])
     var ringBytes: [UInt8] { get }
+    /// `ringBytes` written into `bytes` (at least `size` of them) in place.
+    func writeRingBytes(into bytes: inout [UInt8])
+}
+
+extension NetifSlotData {
+    public func writeRingBytes(into bytes: inout [UInt8]) { bytes = ringBytes }
 }
 
 /// A ring slot that holds either `Data` or an extra-info structure: what it
 /// is depends on the slot before it, so the one copy is kept and decoded
-/// either way from the same bytes.
+/// either way from the same bytes. A slot the backend makes (a response,
+/// an extra) keeps the structure and is encoded only when written to the
+/// ring, straight into the ring's kept array (no array per response).
 public struct NetifSlot<Data: NetifSlotData>: RingEntry, Hashable {
     public static var size: Int { Data.size }
     public static var alignment: Int { Data.alignment }
-    /// The slot's bytes (the one copy).
-    public let bytes: [UInt8]
-    public init(ringBytes: [UInt8]) { bytes = ringBytes }
-    public init(_ data: Data) { bytes = data.ringBytes }
-    public init(_ extra: NetifExtraInfo) { bytes = extra.ringBytes }
-    public var ringBytes: [UInt8] { bytes }
+    private enum Content: Sendable {
+        /// A copy off the ring (the one copy).
+        case bytes([UInt8])
+        case data(Data)
+        case extra(NetifExtraInfo)
+    }
+    private let content: Content
+    public init(ringBytes: [UInt8]) { content = .bytes(ringBytes) }
+    public init(_ data: Data) { content = .data(data) }
+    public init(_ extra: NetifExtraInfo) { content = .extra(extra) }
+    /// The slot's bytes.
+    public var ringBytes: [UInt8] {
+        switch content {
+        case .bytes(let b): b
+        case .data(let d): d.ringBytes
+        case .extra(let e): e.ringBytes
+        }
+    }
+    public func writeRingBytes(into bytes: inout [UInt8]) {
+        switch content {
+        case .bytes(let b):
+            bytes = b
+            if bytes.count < Self.size { bytes += [UInt8](repeating: 0, count: Self.size - bytes.count) }
+        case .data(let d): d.writeRingBytes(into: &bytes)
+        case .extra(let e): e.writeRingBytes(into: &bytes)
+        }
+    }
     /// The slot read as `Data`.
-    public var data: Data { Data(ringBytes: bytes) }
+    public var data: Data {
+        if case .data(let d) = content { return d }
+        return Data(ringBytes: ringBytes)
+    }
     /// The slot read as `struct netif_extra_info`.
-    public var extra: NetifExtraInfo { NetifExtraInfo(ringBytes: bytes) }
+    public var extra: NetifExtraInfo {
+        if case .extra(let e) = content { return e }
+        return NetifExtraInfo(ringBytes: ringBytes)
+    }
+    /// Slots are equal when their bytes are.
+    public static func == (a: Self, b: Self) -> Bool { a.ringBytes == b.ringBytes }
+    public func hash(into hasher: inout Hasher) { hasher.combine(ringBytes) }
 }
 
 /// A TX ring slot: a `netif_tx_request` or an extra.
@@ -237,9 +287,14 @@ public struct NetifTxResponse: RingResponse, Hashable {
 
     public var ringBytes: [UInt8] {
         var b = [UInt8](repeating: 0, count: Self.size)
+        writeRingBytes(into: &b)
+        return b
+    }
+
+    /// Every field written, in place (the fields fill the structure).
+    public func writeRingBytes(into b: inout [UInt8]) {
         b.setWireValue(id, in: Self.idField)
         b.setWireValue(UInt16(bitPattern: rawStatus), in: Self.statusField)
-        return b
     }
 }
 
@@ -302,11 +357,16 @@ public struct NetifRxResponse: NetifSlotData {
 
     public var ringBytes: [UInt8] {
         var b = [UInt8](repeating: 0, count: Self.size)
+        writeRingBytes(into: &b)
+        return b
+    }
+
+    /// Every field written, in place (the fields fill the structure).
+    public func writeRingBytes(into b: inout [UInt8]) {
         b.setWireValue(id, in: Self.idField)
         b.setWireValue(offset, in: Self.offsetField)
         b.setWireValue(flags.rawValue, in: Self.flagsField)
         b.setWireValue(UInt16(bitPattern: status), in: Self.statusField)
-        return b
     }
 }
 

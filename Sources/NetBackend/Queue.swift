@@ -86,11 +86,30 @@ final class NetQueueCore: Sendable {
         /// `timer_pending(&queue->credit_timeout)`): pumps before then
         /// leave the held packet alone rather than arm another timer.
         var creditTimerDue: Duration?
+        /// The packet being read and sent, reused for every packet: their
+        /// arrays keep their storage, so a packet costs no allocation.
+        var slots = NetTxSlots(first: NetifTxRequest(grant: GrantReference(rawValue: 0), offset: 0, flags: [], id: 0, size: 0))
+        var packet = NetTxPacket(segments: [], length: 0, segmentation: .none, checksumBlank: false)
+        var scratch = TxScratch()
+    }
+    /// Arrays `send` fills for each packet, kept for the next.
+    struct TxScratch {
+        var grants: [GrantReference] = []
+        var regions: [GuestPhysicalRange] = []
+        var guestRanges: [GuestPhysicalRange] = []
+        var hostRanges: [HostMemoryRange] = []
+        /// The copy of a packet's headers a partial checksum is located in.
+        var headers: [UInt8] = []
     }
     struct RxState {
         var ring: NetifRxRing
         /// The last look found too few buffers (counted once per stall).
         var stalled = false
+        /// The posted buffers a frame takes (data slots only), reused for
+        /// every frame.
+        var requests: [NetifRxRequest] = []
+        var grants: [GrantReference] = []
+        var regions: [GuestPhysicalRange] = []
     }
 
     let index: Int
@@ -231,23 +250,25 @@ final class NetQueueCore: Sendable {
     /// packet is held), checks it, sends it and writes its responses; or
     /// holds it for credit.
     private func transmitOne(_ s: inout TxState) throws(DeviceFault) -> TxStep {
-        let slots: NetTxSlots
-        let validated: Result<NetTxPacket, NetDropReason>
+        // Why the packet's slots are bad (answered NETIF_RSP_ERROR); nil: valid.
+        let invalid: NetDropReason?
         if let held = s.held {
-            (slots, validated) = (held.slots, .success(held.packet))
+            s.slots = held.slots
+            s.packet = held.packet
+            invalid = nil
         } else {
-            slots = try readPacket(&s.ring)
-            validated = NetTxValidator.validate(slots)
+            try readPacket(&s.ring, into: &s.slots)
+            invalid = NetTxValidator.validate(s.slots, into: &s.packet)
         }
-        if case .success(let packet) = validated, let credit = environment.credit {
+        if invalid == nil, let credit = environment.credit {
             // tx_credit_exceeded: a timer still pending means wait for it.
             if let due = s.creditTimerDue, credit.now() < due {
-                s.held = (slots, packet)
+                s.held = (s.slots, s.packet)
                 return .waitingForCredit(nil)
             }
             s.creditTimerDue = nil
-            if case .wait(let delay) = credit.take(packet.length) {
-                s.held = (slots, packet)
+            if case .wait(let delay) = credit.take(s.packet.length) {
+                s.held = (s.slots, s.packet)
                 s.creditTimerDue = credit.now() + delay
                 NetMetrics.bump(metrics.txCreditWaits)
                 return .waitingForCredit(delay)
@@ -255,26 +276,27 @@ final class NetQueueCore: Sendable {
         }
         s.held = nil
         let status: NetifStatus
-        switch validated {
-        case .failure(let reason):
-            metrics.drop(reason)
+        if let invalid {
+            metrics.drop(invalid)
             status = .error
-        case .success(let packet):
-            if let reason = send(packet) {
-                metrics.drop(reason)
-                // The host side's refusal is not the guest's error.
-                status = reason == .txBadGrant || reason == .txBadChecksumHeaders || reason == .txBadGSO ? .error : .okay
-            } else {
-                status = .okay
-            }
+        } else if let reason = send(s.packet, &s.scratch) {
+            metrics.drop(reason)
+            // The host side's refusal is not the guest's error.
+            status = reason == .txBadGrant || reason == .txBadChecksumHeaders || reason == .txBadGSO ? .error : .okay
+        } else {
+            status = .okay
         }
-        let responses = slots.responses(status)
+        let slots = s.slots
+        var responses = 0
         do throws(XenRingError) {
-            for r in responses { try s.ring.pushResponse(r) }
+            try slots.forEachResponse(status) { (r) throws(XenRingError) in
+                try s.ring.pushResponse(r)
+                responses += 1
+            }
         } catch {
             throw DeviceFault(error)
         }
-        return .done(responses: responses.count)
+        return .done(responses: responses)
     }
 
     /// The first slot, its extras, its `more_data` chain, as
@@ -282,7 +304,7 @@ final class NetQueueCore: Sendable {
     /// (`xenvif_fatal_tx_err`): a packet whose slots are not all on the
     /// ring, a chain longer than `fatalTxSlots`, an extra of no known type
     /// or repeated.
-    private func readPacket(_ ring: inout NetifTxRing) throws(DeviceFault) -> NetTxSlots {
+    private func readPacket(_ ring: inout NetifTxRing, into slots: inout NetTxSlots) throws(DeviceFault) {
         func next(_ what: String) throws(DeviceFault) -> NetifTxSlot {
             let slot: NetifTxSlot?
             do { slot = try ring.nextRequest() } catch { throw DeviceFault(error) }
@@ -290,15 +312,17 @@ final class NetQueueCore: Sendable {
             return slot
         }
         let first = try next("first slot").request
-        var slots = NetTxSlots(first: first)
+        slots.reset(first: first)
         if first.flags.contains(.extraInfo) {
             var more = true
-            var seen: Set<UInt8> = []
+            // The types seen, one bit each (all are below typeMaximum, 5).
+            var seen: UInt32 = 0
             while more {
                 let extra = try next("extra info").extra
-                guard extra.type != 0, extra.type < NetifExtraInfo.typeMaximum, seen.insert(extra.type).inserted else {
+                guard extra.type != 0, extra.type < NetifExtraInfo.typeMaximum, seen & (1 << UInt32(extra.type)) == 0 else {
                     throw .hostileGuest("TX queue \(index): invalid extra type \(extra.type)")
                 }
+                seen |= 1 << UInt32(extra.type)
                 slots.extras.append(extra)
                 more = extra.more
             }
@@ -312,27 +336,48 @@ final class NetQueueCore: Sendable {
             slots.chain.append(r)
             more = r.flags.contains(.moreData)
         }
-        return slots
     }
 
     /// Maps the packet's pages and hands them to the link (straight from
     /// the granted pages, unless a checksum must be completed here). Nil
-    /// when sent; else why not.
-    private func send(_ packet: NetTxPacket) -> NetDropReason? {
-        let env = environment
+    /// when sent; else why not. `scratch`'s arrays are reused.
+    private func send(_ packet: NetTxPacket, _ scratch: inout TxScratch) -> NetDropReason? {
         // No carrier: nothing is mapped or copied for a frame that cannot go.
-        guard env.carrier.isUp else { return .txLinkDown }
+        guard environment.carrier.isUp else { return .txLinkDown }
+        scratch.grants.removeAll(keepingCapacity: true)
+        for segment in packet.segments { scratch.grants.append(segment.grant) }
+        // Taken out of `scratch` while the closure below fills them.
+        var guestRanges = scratch.guestRanges
+        var hostRanges = scratch.hostRanges
+        var headers = scratch.headers
+        scratch.guestRanges = []
+        scratch.hostRanges = []
+        scratch.headers = []
+        defer {
+            // Emptied (storage kept): no page stays named past its hold.
+            guestRanges.removeAll(keepingCapacity: true)
+            hostRanges.removeAll(keepingCapacity: true)
+            scratch.guestRanges = guestRanges
+            scratch.hostRanges = hostRanges
+            scratch.headers = headers
+        }
         // Every page of the packet held at once (one pass over the grant
         // table's lock each way, not one per slot), released on return.
-        let holds: GrantHoldSet
-        do { holds = try env.grants.holdAll(packet.segments.map(\.grant), access: .read) } catch { return .txBadGrant }
-        defer { holds.release() }
-        var ranges: [HostMemoryRange] = []
-        var guestRanges: [GuestPhysicalRange] = []
-        ranges.reserveCapacity(packet.segments.count)
-        guestRanges.reserveCapacity(packet.segments.count)
+        do {
+            return try environment.grants.withHolds(scratch.grants, access: .read, regions: &scratch.regions) { regions in
+                sendHeld(packet, regions, &guestRanges, &hostRanges, &headers)
+            }
+        } catch {
+            return .txBadGrant
+        }
+    }
+
+    /// `send` with the packet's pages held (`regions`, one per segment).
+    private func sendHeld(_ packet: NetTxPacket, _ regions: [GuestPhysicalRange], _ guestRanges: inout [GuestPhysicalRange],
+                          _ ranges: inout [HostMemoryRange], _ headers: inout [UInt8]) -> NetDropReason? {
+        let env = environment
         for (k, segment) in packet.segments.enumerated() {
-            guard let range = holds.bytes(k, offset: segment.offset, length: segment.length),
+            guard k < regions.count, let range = GrantHold.bytes(of: regions[k], offset: segment.offset, length: segment.length),
                   let host = try? env.memory.hostRange(range) else { return .txBadGrant }
             ranges.append(host)
             guestRanges.append(range)
@@ -351,7 +396,7 @@ final class NetQueueCore: Sendable {
             // guest byte used is read once, into a copy: the headers alone
             // when the link completes the checksum, else the whole frame.
             if capabilities.contains(.partialChecksum) {
-                guard let headers = try? copy(guestRanges, limit: min(packet.length, 256)),
+                guard copyHeaders(guestRanges, limit: min(packet.length, 256), into: &headers),
                       let location = NetChecksumLocation(headers: headers, frameLength: packet.length) else {
                     return .txBadChecksumHeaders
                 }
@@ -407,6 +452,19 @@ final class NetQueueCore: Sendable {
         NetMetrics.bump(metrics.txGSOPackets)
         NetMetrics.bump(metrics.txSegmentedPackets)
         return nil
+    }
+
+    /// The first `limit` bytes of `ranges` copied into `headers` (its
+    /// storage kept from packet to packet when the first range holds them
+    /// all, as a packet's first slot does); false if they are not guest memory.
+    private func copyHeaders(_ ranges: [GuestPhysicalRange], limit: Int, into headers: inout [UInt8]) -> Bool {
+        if let first = ranges.first, first.length >= UInt64(limit) {
+            if headers.count != limit { headers = [UInt8](repeating: 0, count: limit) }
+            return (try? environment.memory.read(at: first.start, into: &headers)) != nil
+        }
+        guard let copied = try? copy(ranges, limit: limit) else { return false }
+        headers = copied
+        return true
     }
 
     /// The first `limit` bytes of `ranges`, copied out of guest memory.
@@ -467,7 +525,7 @@ final class NetQueueCore: Sendable {
                         }
                         if blocked { break }
                         s.stalled = false
-                        try deliver(frame, slots, &s.ring)
+                        try deliver(frame, slots, &s)
                         used += 1
                         delivered += 1
                         unpublished += slots.total
@@ -527,6 +585,21 @@ final class NetQueueCore: Sendable {
         return p
     }
 
+    /// `bytes` cut into pages, each written at the start of its held
+    /// buffer (`regions`, one per page); false, with perhaps some written,
+    /// when a buffer grants fewer bytes than its page of the frame.
+    private static func copy(_ bytes: [UInt8], into regions: [GuestPhysicalRange], memory: any HostAddressableMemory) -> Bool {
+        let page = NetifLimits.pageSize
+        for (k, region) in regions.enumerated() {
+            let start = min(k * page, bytes.count)
+            let end = min(bytes.count, start + page)
+            guard UInt64(end - start) <= region.length, (try? memory.write(bytes[start..<end], at: region.start)) != nil else {
+                return false
+            }
+        }
+        return true
+    }
+
     /// Whether the frontend takes `frame`'s partial checksum as it is.
     private func takesPartialChecksum(_ frame: [UInt8]) -> Bool {
         let features = environment.features
@@ -539,7 +612,7 @@ final class NetQueueCore: Sendable {
     /// their responses: the first data response (with the frame's flags),
     /// the GSO extra, the rest of the data, NETRXF_more_data on all data
     /// responses but the last (netfront's `xennet_get_responses` order).
-    private func deliver(_ frame: NetworkFrame, _ slots: RxPlan, _ ring: inout NetifRxRing) throws(XenRingError) {
+    private func deliver(_ frame: NetworkFrame, _ slots: RxPlan, _ s: inout RxState) throws(XenRingError) {
         let page = NetifLimits.pageSize
         var frame = frame
         var firstFlags: NetifRxFlags = []
@@ -560,24 +633,39 @@ final class NetQueueCore: Sendable {
             firstFlags.insert(.dataValidated)
         }
         if slots.gso != nil { firstFlags.insert(.extraInfo) }
+        // The frame's posted buffers, in ring order: the first data one,
+        // the one the GSO extra takes (its id unused), the rest of the data.
+        s.requests.removeAll(keepingCapacity: true)
+        s.grants.removeAll(keepingCapacity: true)
+        for k in 0..<slots.total {
+            guard let request = try s.ring.nextRequest() else { return }
+            if k == 1 && slots.gso != nil { continue }
+            s.requests.append(request)
+            s.grants.append(request.grant)
+        }
+        // Every buffer of the frame held at once and written (one pass over
+        // the grant table's lock each way, not one map per buffer); when
+        // any grant fails, buffer by buffer, so each gets its own status.
+        let copied = (try? environment.grants.withHolds(s.grants, access: .write, regions: &s.regions) { regions in
+            Self.copy(frame.bytes, into: regions, memory: environment.memory)
+        }) ?? false
         var failed = false
-        for k in 0..<slots.dataSlots {
-            guard let request = try ring.nextRequest() else { return }
+        for (k, request) in s.requests.enumerated() {
             let start = k * page
             let end = min(frame.bytes.count, start + page)
             let chunk = frame.bytes[min(start, end)..<end]
             var status = Int16(chunk.count)
-            do { try environment.grants.copy(to: request.grant, chunk) } catch {
-                status = NetifStatus.error.rawValue
-                failed = true
+            if !copied {
+                do { try environment.grants.copy(to: request.grant, chunk) } catch {
+                    status = NetifStatus.error.rawValue
+                    failed = true
+                }
             }
             var flags: NetifRxFlags = k == 0 ? firstFlags : []
             if k < slots.dataSlots - 1 { flags.insert(.moreData) }
-            try ring.pushResponse(NetifRxSlot(NetifRxResponse(id: request.id, offset: 0, flags: flags, status: status)))
+            try s.ring.pushResponse(NetifRxSlot(NetifRxResponse(id: request.id, offset: 0, flags: flags, status: status)))
             if k == 0, let gso = slots.gso {
-                // The extra takes a posted buffer's slot too (its id unused).
-                guard try ring.nextRequest() != nil else { return }
-                try ring.pushResponse(NetifRxSlot(gso))
+                try s.ring.pushResponse(NetifRxSlot(gso))
             }
         }
         if failed {

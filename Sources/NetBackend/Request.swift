@@ -29,9 +29,25 @@ public struct NetTxSlots: Hashable, Sendable {
     /// NETIF_RSP_NULL for each extra, then the chain's (Linux's
     /// `make_tx_response` with its `extra_count`).
     public func responses(_ status: NetifStatus) -> [NetifTxResponse] {
-        [NetifTxResponse(id: first.id, status: status)]
-            + extras.map { _ in NetifTxResponse(id: 0, status: .null) }
-            + chain.map { NetifTxResponse(id: $0.id, status: status) }
+        var out: [NetifTxResponse] = []
+        forEachResponse(status) { out.append($0) }
+        return out
+    }
+
+    /// `responses(status)`, each handed to `body` in ring order, with no array.
+    func forEachResponse<E: Error>(_ status: NetifStatus, _ body: (NetifTxResponse) throws(E) -> Void) throws(E) {
+        try body(NetifTxResponse(id: first.id, status: status))
+        for _ in extras { try body(NetifTxResponse(id: 0, status: .null)) }
+        for r in chain { try body(NetifTxResponse(id: r.id, status: status)) }
+    }
+
+    /// Makes this the slots of a packet starting with `first`, with no
+    /// extras or chain yet; the arrays keep their storage (a queue reuses
+    /// one value for every packet).
+    mutating func reset(first: NetifTxRequest) {
+        self.first = first
+        extras.removeAll(keepingCapacity: true)
+        chain.removeAll(keepingCapacity: true)
     }
 }
 
@@ -58,40 +74,51 @@ public struct NetTxPacket: Hashable, Sendable {
 /// queue's, found while it reads the ring.
 public enum NetTxValidator {
     public static func validate(_ slots: NetTxSlots) -> Result<NetTxPacket, NetDropReason> {
+        var packet = NetTxPacket(segments: [], length: 0, segmentation: .none, checksumBlank: false)
+        if let reason = validate(slots, into: &packet) { return .failure(reason) }
+        return .success(packet)
+    }
+
+    /// `validate(slots)` into `packet`, whose segments array keeps its
+    /// storage (a queue reuses one packet value): nil when valid, else the
+    /// drop reason (and `packet` is not to be used).
+    static func validate(_ slots: NetTxSlots, into packet: inout NetTxPacket) -> NetDropReason? {
         // xenvif_count_requests: more than XEN_NETBK_LEGACY_SLOTS_MAX is dropped.
-        guard slots.dataSlots <= NetifLimits.maximumTxSlots else { return .failure(.txTooManySlots) }
+        guard slots.dataSlots <= NetifLimits.maximumTxSlots else { return .txTooManySlots }
         let first = slots.first
         // xenvif_tx_build_gops: a runt (shorter than an Ethernet header) is dropped.
-        guard Int(first.size) >= NetifLimits.ethernetHeader else { return .failure(.txBadSize) }
+        guard Int(first.size) >= NetifLimits.ethernetHeader else { return .txBadSize }
         var rest = 0
         for r in slots.chain {
             rest += Int(r.size)
-            guard Int(r.offset) + Int(r.size) <= NetifLimits.pageSize else { return .failure(.txCrossesPage) }
+            guard Int(r.offset) + Int(r.size) <= NetifLimits.pageSize else { return .txCrossesPage }
         }
         // The first slot's size is the whole packet's: the chain cannot hold more.
-        guard rest <= Int(first.size) else { return .failure(.txSizeMismatch) }
+        guard rest <= Int(first.size) else { return .txSizeMismatch }
         let firstLength = Int(first.size) - rest
-        guard Int(first.offset) + firstLength <= NetifLimits.pageSize else { return .failure(.txCrossesPage) }
+        guard Int(first.offset) + firstLength <= NetifLimits.pageSize else { return .txCrossesPage }
         var segmentation = NetworkOffload.Segmentation.none
         for extra in slots.extras where extra.type == NetifExtraInfo.typeGSO {
             // xenvif_set_skb_gso: a size of 0 or an unknown type is dropped.
-            guard extra.gsoSize > 0 else { return .failure(.txBadGSO) }
+            guard extra.gsoSize > 0 else { return .txBadGSO }
             switch extra.gsoType {
             case NetifExtraInfo.gsoTCPv4: segmentation = .tcpv4(segmentSize: extra.gsoSize)
             case NetifExtraInfo.gsoTCPv6: segmentation = .tcpv6(segmentSize: extra.gsoSize)
-            default: return .failure(.txBadGSO)
+            default: return .txBadGSO
             }
         }
-        var segments: [NetTxPacket.Segment] = []
-        segments.reserveCapacity(slots.dataSlots)
+        packet.segments.removeAll(keepingCapacity: true)
+        packet.segments.reserveCapacity(slots.dataSlots)
         if firstLength > 0 {
-            segments.append(.init(grant: first.grant, offset: Int(first.offset), length: firstLength))
+            packet.segments.append(.init(grant: first.grant, offset: Int(first.offset), length: firstLength))
         }
         for r in slots.chain where r.size > 0 {
-            segments.append(.init(grant: r.grant, offset: Int(r.offset), length: Int(r.size)))
+            packet.segments.append(.init(grant: r.grant, offset: Int(r.offset), length: Int(r.size)))
         }
-        return .success(NetTxPacket(segments: segments, length: Int(first.size), segmentation: segmentation,
-                                    checksumBlank: first.flags.contains(.checksumBlank)))
+        packet.length = Int(first.size)
+        packet.segmentation = segmentation
+        packet.checksumBlank = first.flags.contains(.checksumBlank)
+        return nil
     }
 }
 
@@ -106,6 +133,13 @@ public enum InternetChecksum {
             total += high ? UInt64(b) << 8 : UInt64(b)
             high.toggle()
         }
+        while total >> 32 != 0 { total = (total & 0xffff_ffff) + (total >> 32) }
+        return UInt32(total)
+    }
+
+    /// `sum` of two more 16-bit words, given as their values.
+    public static func add(_ a: UInt32, _ b: UInt32, to initial: UInt32) -> UInt32 {
+        var total = UInt64(initial) + UInt64(a) + UInt64(b)
         while total >> 32 != 0 { total = (total & 0xffff_ffff) + (total >> 32) }
         return UInt32(total)
     }
@@ -188,11 +222,11 @@ public struct NetChecksumLocation: Hashable, Sendable {
         }
         guard l4 + offset + 2 <= frame.count, l4 < frameLength else { return nil }
         let length = frameLength - l4
-        pseudo = InternetChecksum.sum([0, proto, UInt8(truncatingIfNeeded: length >> 8), UInt8(truncatingIfNeeded: length)],
-                                      initial: pseudo)
-        // An IPv6 upper-layer length is 32 bits; above 65535 the high half counts too.
-        pseudo = InternetChecksum.sum([UInt8(truncatingIfNeeded: length >> 24), UInt8(truncatingIfNeeded: length >> 16)],
-                                      initial: pseudo)
+        // The words 0|proto and the length's low half; an IPv6
+        // upper-layer length is 32 bits, so above 65535 its high half
+        // counts too (added as values: no array per packet).
+        pseudo = InternetChecksum.add(UInt32(proto), UInt32(length & 0xffff), to: pseudo)
+        pseudo = InternetChecksum.add(UInt32((length >> 16) & 0xffff), 0, to: pseudo)
         start = l4
         self.offset = offset
         pseudoHeaderSum = pseudo

@@ -62,6 +62,16 @@ struct RingMemory: Sendable {
         return out
     }
 
+    /// `read(at:count:)` of `bytes.count` bytes into `bytes` (its storage
+    /// reused when not shared; see `GuestMemory.read(at:into:)`).
+    func read(at offset: Int, into bytes: inout [UInt8]) throws(XenRingError) {
+        if let s = segments.first, offset + bytes.count <= s.length, let a = s.start.advanced(by: UInt64(offset)) {
+            do { try memory.read(at: a, into: &bytes) } catch { throw .memory(error) }
+            return
+        }
+        bytes = try read(at: offset, count: bytes.count)
+    }
+
     /// Copies `bytes` into the guest at `offset`.
     func write(_ bytes: ArraySlice<UInt8>, at offset: Int) throws(XenRingError) {
         let base = bytes.startIndex

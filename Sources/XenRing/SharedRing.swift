@@ -16,11 +16,22 @@ public protocol RingEntry: Sendable {
     init(ringBytes: [UInt8])
     /// The entry as `size` bytes (shorter arrays are zero-padded).
     var ringBytes: [UInt8] { get }
+    /// Writes the entry's `size` bytes into `bytes` (which has `size`
+    /// bytes), in its storage: a ring that keeps one array for every
+    /// response allocates nothing per response. The default assigns
+    /// `ringBytes`.
+    func writeRingBytes(into bytes: inout [UInt8])
 }
 
 extension RingEntry {
     /// Byte-aligned by default; structures with wider fields must say so.
     public static var alignment: Int { 1 }
+
+    public func writeRingBytes(into bytes: inout [UInt8]) {
+        var b = ringBytes
+        if b.count < Self.size { b += [UInt8](repeating: 0, count: Self.size - b.count) }
+        bytes = b
+    }
 }
 
 /// A request type: what the frontend (guest) puts on the ring.
@@ -95,6 +106,11 @@ public struct SharedRing<Request: RingRequest, Response: RingResponse>: Sendable
     /// `RING_PUSH_RESPONSES_AND_CHECK_NOTIFY`; kept privately so a guest
     /// rewriting `rsp_prod` cannot change the decision).
     public private(set) var responseProducerPublished: RingIndex
+    /// The slot copies are made in, one array for every request (and one
+    /// for every response): reused, so taking or answering a slot
+    /// allocates nothing.
+    private var requestBytes: [UInt8]
+    private var responseBytes: [UInt8]
 
     /// Attaches to the ring in `frames` (one frame per ring page, in order),
     /// as `BACK_RING_ATTACH(r, s, index, pages * PAGE_SIZE)`: both private
@@ -126,6 +142,8 @@ public struct SharedRing<Request: RingRequest, Response: RingResponse>: Sendable
         self.requestConsumer = index
         self.responseProducerPrivate = index
         self.responseProducerPublished = index
+        requestBytes = [UInt8](repeating: 0, count: Request.size)
+        responseBytes = [UInt8](repeating: 0, count: Response.size)
     }
 
     /// Requests the backend may take now: `RING_HAS_UNCONSUMED_REQUESTS`,
@@ -143,9 +161,9 @@ public struct SharedRing<Request: RingRequest, Response: RingResponse>: Sendable
     /// (`RING_REQUEST_CONS_OVERFLOW`: the backend must respond first).
     public mutating func nextRequest() throws(XenRingError) -> Request? {
         guard try unconsumedRequests() > 0 else { return nil }
-        let bytes = try ring.read(at: geometry.slotOffset(requestConsumer), count: Request.size)
+        try ring.read(at: geometry.slotOffset(requestConsumer), into: &requestBytes)
         requestConsumer = requestConsumer.advanced(by: 1)
-        return Request(ringBytes: bytes)
+        return Request(ringBytes: requestBytes)
     }
 
     /// Writes `response` into the next response slot (not yet visible to the
@@ -156,9 +174,8 @@ public struct SharedRing<Request: RingRequest, Response: RingResponse>: Sendable
         guard requestConsumer.distance(from: responseProducerPrivate) > 0 else {
             throw .responseWithoutRequest(responseProducer: responseProducerPrivate, requestConsumer: requestConsumer)
         }
-        var bytes = response.ringBytes
-        if bytes.count < Response.size { bytes += [UInt8](repeating: 0, count: Response.size - bytes.count) }
-        try ring.write(bytes.prefix(Response.size), at: geometry.slotOffset(responseProducerPrivate))
+        response.writeRingBytes(into: &responseBytes)
+        try ring.write(responseBytes.prefix(Response.size), at: geometry.slotOffset(responseProducerPrivate))
         responseProducerPrivate = responseProducerPrivate.advanced(by: 1)
     }
 

@@ -230,3 +230,43 @@ struct GuestMemoryTests {
     }
     #expect(try m.load(UInt64.self, at: GuestPhysicalAddress(8)) == 40000)
 }
+
+@Suite("Mapped guest memory lookups")
+struct MappedLookupTests {
+    @Test("more regions than the lock-free table holds: every one is found, nothing between them is")
+    func manyRegions() throws {
+        let m = MappedGuestMemory()
+        // One page every other page: 80 regions, past the table's 64.
+        let count = 80
+        for i in 0..<count {
+            try m.addRegion(GuestPhysicalRange(start: GuestPhysicalAddress(UInt64(i) * 0x2000), length: 0x1000))
+        }
+        for i in 0..<count {
+            let a = GuestPhysicalAddress(UInt64(i) * 0x2000 + 0xff0)
+            try m.write([UInt8(i), 1, 2, 3], at: a)
+            #expect(try m.read(at: a, count: 4) == [UInt8(i), 1, 2, 3])
+            #expect(try m.load(UInt32.self, at: a) == UInt32(i) | 0x0302_0100)
+            #expect(m.contains(a, count: 16))
+            // The page after each region is a hole; a read across the end too.
+            #expect(!m.contains(GuestPhysicalAddress(UInt64(i) * 0x2000 + 0x1000), count: 1))
+            #expect(throws: GuestMemoryError.self) { try m.read(at: a, count: 17) }
+        }
+    }
+
+    @Test("read(into:) copies the array's count of bytes into its own storage; out of bounds throws and leaves it")
+    func readInto() throws {
+        for m in try GuestMemoryTests.implementations() {
+            try m.write([9, 8, 7, 6, 5], at: GuestPhysicalAddress(0x100))
+            var bytes = [UInt8](repeating: 0, count: 3)
+            try m.read(at: GuestPhysicalAddress(0x101), into: &bytes)
+            #expect(bytes == [8, 7, 6])
+            // A shared array is not written through: the other copy keeps its bytes.
+            let kept = bytes
+            try m.read(at: GuestPhysicalAddress(0x100), into: &bytes)
+            #expect(bytes == [9, 8, 7])
+            #expect(kept == [8, 7, 6])
+            #expect(throws: GuestMemoryError.self) { try m.read(at: GuestPhysicalAddress(0xffff), into: &bytes) }
+            #expect(bytes == [9, 8, 7])
+        }
+    }
+}

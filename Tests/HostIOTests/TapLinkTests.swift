@@ -122,6 +122,15 @@ struct TapLinkTests {
         try tap.link.transmit(frames.ranges(frame2, parts: 2), offload: NetworkOffload(partialChecksum: .init(start: 34, offset: 6))).get()
         #expect(host.receive() == payload2)
 
+        // The link reuses its gather list and header: a third frame, in one
+        // part and complete, goes as itself after the two before it.
+        let payload3 = Array("third, whole".utf8)
+        let frame3 = Packet.ethernet(destination: tap.hostMAC, source: TapFixture.guestMAC, type: 0x0800,
+                                     Packet.ipv4(source: tap.guestIP, destination: tap.hostIP, protocol: 17,
+                                                 Packet.udp(sourcePort: 5555, destinationPort: 40_002, payload3)))
+        try tap.link.transmit(frames.ranges(frame3, parts: 1), offload: .none).get()
+        #expect(host.receive() == payload3)
+
         #expect(throws: NetworkTransmitDrop.tooLarge) {
             try tap.link.transmit(frames.ranges([UInt8](repeating: 0, count: 1500 + 19)), offload: .none).get()
         }
