@@ -372,6 +372,12 @@ int pvh_spawn_supervised(const char *path, char *const argv[], int log_fd, int n
     return spawn_child(path, argv, log_fd, log_fd, -1, -1, reset, sizeof reset / sizeof reset[0], new_session ? 2 : 1, pid);
 }
 
+int pvh_spawn_supervised_console(const char *path, char *const argv[], int console_fd, int log_fd, pid_t *pid) {
+    static const int reset[] = { SIGPIPE, SIGINT, SIGTERM, SIGUSR1, SIGHUP };
+    /* File actions run in order: the dup2 onto 0 replaces /dev/null there. */
+    return spawn_child(path, argv, console_fd, log_fd, console_fd, 0, reset, sizeof reset / sizeof reset[0], 1, pid);
+}
+
 int pvh_pidfd_open(pid_t pid) {
     long fd = syscall(SYS_pidfd_open, pid, 0);
     return fd < 0 ? -errno : (int)fd;
