@@ -123,7 +123,11 @@ final class DomainConsole: Sendable {
     private func acceptClients() {
         while let client = listener.accept() {
             client.setSendTimeout(seconds: Self.clientStall)
-            let attached = output.withLock { _ -> Bool in
+            // Checked before waiting for the output lock, which a write to
+            // a slow attached client may hold for up to `clientStall`: a
+            // second client hears "busy" at once.
+            let taken = state.withLock { $0.closed || $0.client != nil }
+            let attached = !taken && output.withLock { _ -> Bool in
                 let replay = state.withLock { s -> (ConsoleBuffer)? in
                     guard !s.closed, s.client == nil else { return nil }
                     s.client = client
