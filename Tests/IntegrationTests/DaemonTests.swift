@@ -172,7 +172,7 @@ struct DaemonTests {
         #expect(daemon.errors.contains("ended 5 times in a row within 10 s of its start: not restarted, destroyed"), "\(daemon.errors)")
     }
 
-    @Test("pvh console: earlier output replayed, input echoed, Ctrl-] detaches and the guest runs on; a second client refused; create -c")
+    @Test("pvh console: earlier output replayed, input echoed, Ctrl-] detaches and the guest runs on; a second client refused; kept across a reboot; create -c")
     func console() throws {
         defer { try? FileManager.default.removeItem(atPath: directory) }
         let daemon = try startDaemon()
@@ -216,6 +216,16 @@ struct DaemonTests {
         let third = try ChildProcess(Env.pvhBinary, ["console", "eps"], environment: environment, input: true)
         defer { third.stop() }
         #expect(third.waitForLine(startingWith: hello, timeout: .seconds(30)) != nil, "\(third.errors)")
+        // A reboot (on_reboot's default: restart) keeps the session: the
+        // new guest process's hello reaches the same client.
+        let reboot = try pvh(["reboot", "-w", "--timeout", "45", "eps"])
+        #expect(reboot.status == 0, "\(reboot)")
+        var hellos = 0
+        let again = third.waitForLine(timeout: .seconds(60)) { line in
+            if line.hasPrefix(hello) { hellos += 1 }
+            return hellos == 2
+        }
+        #expect(again != nil, "\(third.output) \(third.errors)")
         #expect(try pvh(["destroy", "eps"]).status == 0)
         #expect(third.waitForExit(timeout: .seconds(30)) == 0, "\(third.errors)")
         #expect(third.errors.hasSuffix("pvh: eps: the guest has gone (its console closed)\n"), "\(third.errors)")
