@@ -319,7 +319,8 @@ long pvh_send_vectors(int fd, const struct iovec *iov, int count) {
     return n < 0 ? -errno : (long)n;
 }
 
-/* The spawn both callers share: stdin on /dev/null; stdout on `out_fd`
+/* The spawn its callers share: stdin on /dev/null (replaced when `target_fd`
+ * is 0: the file actions run in order); stdout on `out_fd`
  * (-1: /dev/null); stderr on `err_fd` (-1: inherited); `child_fd` as the
  * child's `target_fd` when `child_fd` >= 0; the default disposition of the
  * `reset` signals; an empty signal mask; a process group of its own when
