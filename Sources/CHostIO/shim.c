@@ -319,7 +319,8 @@ long pvh_send_vectors(int fd, const struct iovec *iov, int count) {
     return n < 0 ? -errno : (long)n;
 }
 
-/* The spawn both callers share: stdin on /dev/null; stdout on `out_fd`
+/* The spawn its callers share: stdin on /dev/null (replaced when `target_fd`
+ * is 0: the file actions run in order); stdout on `out_fd`
  * (-1: /dev/null); stderr on `err_fd` (-1: inherited); `child_fd` as the
  * child's `target_fd` when `child_fd` >= 0; the default disposition of the
  * `reset` signals; an empty signal mask; a process group of its own when
@@ -370,6 +371,12 @@ int pvh_spawn_with_fd(const char *path, char *const argv[], int child_fd, int ta
 int pvh_spawn_supervised(const char *path, char *const argv[], int log_fd, int new_session, pid_t *pid) {
     static const int reset[] = { SIGPIPE, SIGINT, SIGTERM, SIGUSR1, SIGHUP };
     return spawn_child(path, argv, log_fd, log_fd, -1, -1, reset, sizeof reset / sizeof reset[0], new_session ? 2 : 1, pid);
+}
+
+int pvh_spawn_supervised_console(const char *path, char *const argv[], int console_fd, int log_fd, pid_t *pid) {
+    static const int reset[] = { SIGPIPE, SIGINT, SIGTERM, SIGUSR1, SIGHUP };
+    /* File actions run in order: the dup2 onto 0 replaces /dev/null there. */
+    return spawn_child(path, argv, console_fd, log_fd, console_fd, 0, reset, sizeof reset / sizeof reset[0], 1, pid);
 }
 
 int pvh_pidfd_open(pid_t pid) {

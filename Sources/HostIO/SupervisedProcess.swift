@@ -36,8 +36,11 @@ public final class SupervisedProcess: Sendable {
 
     /// Starts `arguments` (argv[0] is the program's path), stdout and
     /// stderr appended to `logPath` (created 0600); `newSession`: in a
-    /// session of its own (setsid) rather than only a process group.
-    public static func spawn(_ arguments: [String], logPath: String, newSession: Bool = false) throws(SupervisedProcessError) -> SupervisedProcess {
+    /// session of its own (setsid) rather than only a process group;
+    /// `console`: a descriptor (a socketpair's end) that becomes the
+    /// child's stdin and stdout, only stderr going to the log.
+    public static func spawn(_ arguments: [String], logPath: String, newSession: Bool = false,
+                             console: Int32? = nil) throws(SupervisedProcessError) -> SupervisedProcess {
         guard let path = arguments.first else { throw SupervisedProcessError(operation: "spawn", path: "", errno: EINVAL) }
         // SAFETY: the String converts to a NUL-terminated path for the call.
         let log = unsafe open(logPath, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0o600)
@@ -50,7 +53,13 @@ public final class SupervisedProcess: Sendable {
         var pid: pid_t = 0
         // SAFETY: `argv` is a NULL-terminated array of C strings alive for
         // the call; `pid` is a live local.
-        let r = unsafe argv.withUnsafeBufferPointer { unsafe pvh_spawn_supervised(path, $0.baseAddress, log, newSession ? 1 : 0, &pid) }
+        let r = unsafe argv.withUnsafeBufferPointer { argv in
+            if let console {
+                // SAFETY: as above; `console` is the caller's open descriptor.
+                return unsafe pvh_spawn_supervised_console(path, argv.baseAddress, console, log, &pid)
+            }
+            return unsafe pvh_spawn_supervised(path, argv.baseAddress, log, newSession ? 1 : 0, &pid)
+        }
         guard r == 0 else { throw SupervisedProcessError(operation: "spawn", path: path, errno: r) }
         let pidfd = pvh_pidfd_open(pid)
         guard pidfd >= 0 else {

@@ -105,7 +105,9 @@ public enum APIRouter {
             default: .get
             }
             router.on(RouterPath(path), method: method) { _, _ in
-                try errorResponse(APIError(.notImplemented, "\(route.method) \(route.path) is not implemented yet"))
+                try errorResponse(APIError(.notImplemented, route.path.hasSuffix("/console")
+                    ? "\(route.method) \(route.path): the console is not served over HTTP: attach to the Unix socket that GET /v1/domains/{name} reports as console (pvh console NAME)"
+                    : "\(route.method) \(route.path) is not implemented yet"))
             }
         }
     }

@@ -100,8 +100,11 @@ public struct DomainInfo: Codable, Hashable, Sendable {
     public var restarts: Int
     /// The resolved config, as `pvh create -n` prints it.
     public var config: JSON
+    /// The Unix socket of the domain's PV console (`pvh console`'s way in;
+    /// README: Toolstack), absent when it has none.
+    public var console: String?
 
-    public init(_ record: DomainRecord, cpuSeconds: Double) {
+    public init(_ record: DomainRecord, cpuSeconds: Double, console: String? = nil) {
         name = record.name
         domid = Int(record.id.rawValue)
         uuid = record.uuid.description
@@ -114,10 +117,11 @@ public struct DomainInfo: Codable, Hashable, Sendable {
         pid = record.processID.map(Int.init)
         restarts = record.restarts
         config = JSON(record.configuration.json)
+        self.console = console
     }
 
     enum CodingKeys: String, CodingKey {
-        case name, domid, uuid, state, flags, vcpus, pid, restarts, config
+        case name, domid, uuid, state, flags, vcpus, pid, restarts, config, console
         case memoryMiB = "memory_mib"
         case cpuTime = "cpu_time"
         case startTime = "start_time"

@@ -8,7 +8,8 @@ public struct GuestLaunch: Hashable, Sendable {
     public var executable: String
     /// The resolved config the child reads (written by the daemon, 0600).
     public var configPath: String
-    /// Where the child's stdout (the guest's console) and stderr go.
+    /// Where the child's stderr goes (its stdin and stdout are the
+    /// console's socketpair with the daemon: Supervisor.start).
     public var logPath: String
     /// More `KEY=VALUE` config lines after the file's.
     public var overrides: [String]

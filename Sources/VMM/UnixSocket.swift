@@ -183,6 +183,15 @@ public struct UnixSocket: Sendable {
         return rc > 0
     }
 
+    /// Bounds every blocking send on this socket (SO_SNDTIMEO, socket(7)):
+    /// `writeAll` returns false once a send has waited `seconds` for room.
+    public func setSendTimeout(seconds: Double) {
+        let whole = Int(max(0, seconds))
+        var value = timeval(tv_sec: whole, tv_usec: Int(max(0, seconds - Double(whole)) * 1_000_000))
+        // SAFETY: setsockopt reads one timeval from the live local.
+        _ = unsafe setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &value, socklen_t(MemoryLayout<timeval>.size))
+    }
+
     /// Stops a blocked accept()/read() in another thread, then closes.
     public func shutdownAndClose() {
         shutdown()

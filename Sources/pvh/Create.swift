@@ -23,11 +23,14 @@ struct Create: ParsableCommand {
             absent), which runs the guest as a process of its own and applies its on_poweroff/on_reboot/\
             on_crash (README: Toolstack). With -F (xl's "stay in the foreground", for systemd and \
             orchestrators) this process runs the guest, its console on stdin/stdout, with pvh run's exit \
-            statuses. A config xl would refuse exits 1 with xl's messages; bad arguments exit 2.
+            statuses. -c attaches to the console of the guest the daemon created (pvh console). A config xl would refuse exits 1 with xl's messages; bad arguments exit 2.
             """)
 
     @Flag(name: [.customShort("n"), .customLong("dry-run")], help: "Print the resolved config as JSON and exit.")
     var dryRun = false
+
+    @Flag(name: .customShort("c"), help: "Attach to the guest's console once it is created (xl create -c); Ctrl-] detaches.")
+    var console = false
 
     @Flag(name: .customShort("F"), help: "Run the guest in this process, in the foreground, not through the daemon.")
     var foreground = false
@@ -123,6 +126,10 @@ struct Create: ParsableCommand {
         try reportingAPIErrors {
             let created = try client.call("POST", "/v1/domains", body: body, timeout: 60, as: CreatedDomain.self)
             print("Domain \(created.domain.domid) (\(created.domain.name)) created, uuid \(created.domain.uuid)")
+            if console {
+                fflush(nil)  // the "created" line before the console's bytes
+                try ConsoleSession.attach(name: created.domain.name, socket: created.domain.console)
+            }
         }
     }
 

@@ -6,8 +6,9 @@ import VMM
 
 /// The guest console's input side on the host: stdin, in raw mode when it is a
 /// terminal (so keys reach the guest as typed, Ctrl-C included), with Ctrl-]
-/// as the escape that stops the guest, as `xl console` does. The original
-/// terminal mode is restored when pvh exits.
+/// as the escape: it stops a foreground guest (`pvh run`), and detaches
+/// `pvh console` as it does `xl console`. The original terminal mode is
+/// restored when pvh exits.
 final class HostTerminal: @unchecked Sendable {
     // SAFETY (Sendable): `saved` is written once before the reader starts and
     // read once at restore; the reader thread only reads stdin.
@@ -16,6 +17,17 @@ final class HostTerminal: @unchecked Sendable {
 
     /// Starts forwarding stdin to the current domain's console. Returns immediately.
     func attach(to current: CurrentDomain) {
+        start(notice: "pvh: console attached (Ctrl-] to stop the guest)", escapeAlways: false,
+              input: { current.input($0) }, escape: { current.stop() })
+    }
+
+    /// Raw mode on stdin when it is a terminal (then `notice` on stderr),
+    /// and a reader thread that passes what is typed to `input` until end
+    /// of file or Ctrl-], which runs `escape` (bytes before it are passed
+    /// on first). Ctrl-] counts on a terminal only, unless `escapeAlways`
+    /// (`pvh console`, whose stdin may be a pipe). Returns immediately.
+    func start(notice: String, escapeAlways: Bool, input: @escaping @Sendable ([UInt8]) -> Void,
+               escape: @escaping @Sendable () -> Void) {
         if isatty(0) == 1 {
             var t = termios()
             if tcgetattr(0, &t) == 0 {
@@ -25,10 +37,10 @@ final class HostTerminal: @unchecked Sendable {
                 // Keep output post-processing so the host's own lines stay readable.
                 raw.c_oflag |= tcflag_t(OPOST)
                 _ = tcsetattr(0, TCSANOW, &raw)
-                FileDescriptorConsoleSink(fd: 2).emit(Array("pvh: console attached (Ctrl-] to stop the guest)\r\n".utf8))
+                FileDescriptorConsoleSink(fd: 2).emit(Array("\(notice)\r\n".utf8))
             }
         }
-        let interactive = saved != nil
+        let watchesEscape = escapeAlways || saved != nil
         let thread = Thread {
             var buffer = [UInt8](repeating: 0, count: 4096)
             while true {
@@ -36,13 +48,13 @@ final class HostTerminal: @unchecked Sendable {
                 if n < 0 && errno == EINTR { continue }
                 if n <= 0 { return }  // EOF: the guest keeps running without input
                 var bytes = Array(buffer[0..<n])
-                if interactive, let i = bytes.firstIndex(of: Self.escape) {
+                if watchesEscape, let i = bytes.firstIndex(of: Self.escape) {
                     bytes = Array(bytes[..<i])
-                    if !bytes.isEmpty { current.input(bytes) }
-                    current.stop()
+                    if !bytes.isEmpty { input(bytes) }
+                    escape()
                     return
                 }
-                current.input(bytes)
+                input(bytes)
             }
         }
         thread.name = "pvh-stdin"

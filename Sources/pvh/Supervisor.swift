@@ -35,6 +35,8 @@ final class Supervisor: DomainService, Sendable {
     private struct State {
         var registry = DomainRegistry()
         var processes: [DomainID: SupervisedProcess] = [:]
+        /// Each domain's PV console (ConsoleRelay.swift), across restarts.
+        var consoles: [DomainID: DomainConsole] = [:]
         var subscribers: [Int: AsyncStream<DomainEvent>.Continuation] = [:]
         var nextSubscriber = 0
         var stopping = false
@@ -120,6 +122,7 @@ final class Supervisor: DomainService, Sendable {
             throw APIError(.internalError, "cannot write \(configPath): \(error.localizedDescription)")
         }
         writeStoreNodes(record)
+        openConsole(record)
         let launch = GuestLaunch(executable: paths.executable, configPath: configPath, logPath: logPath(record.name),
                                  overrides: request.overrides)
         do {
@@ -192,9 +195,35 @@ final class Supervisor: DomainService, Sendable {
 
     private func logPath(_ name: String) -> String { "\(paths.stateDirectory)/\(name).log" }
 
-    /// Spawns the domain's process and its watcher.
+    /// The domain's console socket, `<state>/<domid>.console`; without one
+    /// (it cannot be bound) the guest runs with its console on /dev/null.
+    private func openConsole(_ record: DomainRecord) {
+        do {
+            let console = try DomainConsole(name: record.name, socketPath: "\(paths.stateDirectory)/\(record.id.rawValue).console")
+            state.withLock { $0.consoles[record.id] = console }
+        } catch {
+            log("\(record.name): no console: \(error)")
+        }
+    }
+
+    /// Spawns the domain's process and its watcher; the process's stdin and
+    /// stdout are one end of a new socketpair whose other end feeds the
+    /// domain's console (one helper for the console's part of the spawn).
     private func start(_ id: DomainID, _ launch: GuestLaunch) throws(SupervisedProcessError) {
-        let process = try SupervisedProcess.spawn(launch.arguments, logPath: launch.logPath)
+        let console = state.withLock { $0.consoles[id] }
+        let ends = console == nil ? nil : try? UnixSocket.pair()
+        let process: SupervisedProcess
+        do {
+            process = try SupervisedProcess.spawn(launch.arguments, logPath: launch.logPath, console: ends?.1.fd)
+        } catch {
+            ends?.0.close()
+            ends?.1.close()
+            throw error
+        }
+        if let ends, let console {
+            ends.1.close()
+            console.connect(ends.0)
+        }
         state.withLock { s in
             s.processes[id] = process
             s.registry.update(id) { $0.processID = process.pid }
@@ -295,6 +324,7 @@ final class Supervisor: DomainService, Sendable {
             return
         }
         writeStoreNodes(record)
+        openConsole(record)
         do {
             try start(record.id, launch)
             publish(DomainEvent(type: .created, record: state.withLock { $0.registry[record.id] } ?? record, action: "rename-restart", time: Self.now))
@@ -372,10 +402,12 @@ final class Supervisor: DomainService, Sendable {
 
     /// Forgets a domain: registry, store nodes, config file.
     private func forget(_ id: DomainID) {
-        guard let record = state.withLock({ s -> DomainRecord? in
+        let (record, console) = state.withLock { s -> (DomainRecord?, DomainConsole?) in
             s.processes[id] = nil
-            return s.registry.remove(id)
-        }) else { return }
+            return (s.registry.remove(id), s.consoles.removeValue(forKey: id))
+        }
+        console?.close()
+        guard let record else { return }
         try? store.remove("/local/domain/\(id.rawValue)")
         try? store.remove("/vm/\(record.uuid)")
         try? FileManager.default.removeItem(atPath: "\(paths.stateDirectory)/\(id.rawValue).cfg")
@@ -419,7 +451,8 @@ final class Supervisor: DomainService, Sendable {
     }
 
     private func info(_ record: DomainRecord) -> DomainInfo {
-        DomainInfo(record, cpuSeconds: record.processID.map(Self.cpuSeconds) ?? 0)
+        DomainInfo(record, cpuSeconds: record.processID.map(Self.cpuSeconds) ?? 0,
+                   console: state.withLock { $0.consoles[record.id]?.socketPath })
     }
 
     /// utime + stime of a process (proc(5): /proc/PID/stat fields 14 and 15).

@@ -171,4 +171,77 @@ struct DaemonTests {
         #expect(daemon.errors.components(separatedBy: "event: crashed delta (domain 1): crash").count == 6, "\(daemon.errors)")
         #expect(daemon.errors.contains("ended 5 times in a row within 10 s of its start: not restarted, destroyed"), "\(daemon.errors)")
     }
+
+    @Test("pvh console: earlier output replayed, input echoed, Ctrl-] detaches and the guest runs on; a second client refused; kept across a reboot; create -c")
+    func console() throws {
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let daemon = try startDaemon()
+        defer { daemon.stop() }
+        // console_ring writes its hello line, then waits for a typed line
+        // and echoes it; control keeps the guest running afterwards.
+        let cfg = try config("eps", "extra = \"pvh.scenarios=console_ring,control pvh.console_input=1 pvh.console_timeout=120000\"\n")
+        #expect(try pvh(["create", cfg]).status == 0)
+        let hello = "PVHTEST-CONSOLE-RING hello"
+
+        // The first client sees the hello line (replayed or live) and detaches.
+        let first = try ChildProcess(Env.pvhBinary, ["console", "eps"], environment: environment, input: true)
+        defer { first.stop() }
+        #expect(first.waitForLine(startingWith: hello, timeout: .seconds(120)) != nil, "\(first.output) \(first.errors)")
+        first.send([0x1d])
+        #expect(first.waitForExit(timeout: .seconds(30)) == 0, "\(first.errors)")
+        #expect(first.errors.contains("pvh: detached from eps's console"), "\(first.errors)")
+
+        // The hello line was written once, before this client: it can only come from the daemon's buffer.
+        let second = try ChildProcess(Env.pvhBinary, ["console", "eps"], environment: environment, input: true)
+        defer { second.stop() }
+        #expect(second.waitForLine(startingWith: hello, timeout: .seconds(30)) != nil, "\(second.output) \(second.errors)")
+        // One client at a time, as xl console.
+        let busy = try pvh(["console", "eps"])
+        #expect(busy.status == 1 && busy.stderr == "pvh: eps: the console is in use by another client\n", "\(busy)")
+        second.send(Array("ping through the daemon\r".utf8))
+        #expect(second.waitForLine(startingWith: "PVHTEST-CONSOLE-ECHO ping through the daemon", timeout: .seconds(60)) != nil,
+                "\(second.output) \(second.errors)")
+        second.send([0x1d])
+        #expect(second.waitForExit(timeout: .seconds(30)) == 0, "\(second.errors)")
+
+        // The guest runs on; its console socket is its owner's only.
+        let listed = try domains()
+        #expect(listed.count == 1 && listed.first?["name"] as? String == "eps" && listed.first?["state"] as? String == "running")
+        let socket = try #require(listed.first?["console"] as? String)
+        #expect(try FileManager.default.attributesOfItem(atPath: socket)[.posixPermissions] as? Int == 0o600)
+        let unknown = try pvh(["console", "nosuch"])
+        #expect(unknown.status == 1 && unknown.stderr == "pvh: nosuch is an invalid domain identifier\n", "\(unknown)")
+
+        // The guest going away ends an attached session with one line.
+        let third = try ChildProcess(Env.pvhBinary, ["console", "eps"], environment: environment, input: true)
+        defer { third.stop() }
+        #expect(third.waitForLine(startingWith: hello, timeout: .seconds(30)) != nil, "\(third.errors)")
+        // A reboot (on_reboot's default: restart) keeps the session: the
+        // new guest process's hello reaches the same client.
+        let reboot = try pvh(["reboot", "-w", "--timeout", "45", "eps"])
+        #expect(reboot.status == 0, "\(reboot)")
+        var hellos = 0
+        let again = third.waitForLine(timeout: .seconds(60)) { line in
+            if line.hasPrefix(hello) { hellos += 1 }
+            return hellos == 2
+        }
+        #expect(again != nil, "\(third.output) \(third.errors)")
+        #expect(try pvh(["destroy", "eps"]).status == 0)
+        #expect(third.waitForExit(timeout: .seconds(30)) == 0, "\(third.errors)")
+        #expect(third.errors.hasSuffix("pvh: eps: the guest has gone (its console closed)\n"), "\(third.errors)")
+        #expect(!FileManager.default.fileExists(atPath: socket))
+
+        // create -c attaches at once.
+        let zeta = try config("zeta", "extra = \"pvh.scenarios=console_ring,control\"\n")
+        let created = try ChildProcess(Env.pvhBinary, ["create", "-c", zeta], environment: environment, input: true)
+        defer { created.stop() }
+        #expect(created.waitForLine(timeout: .seconds(60)) { $0.contains("(zeta) created") } != nil, "\(created.errors)")
+        #expect(created.waitForLine(startingWith: hello, timeout: .seconds(120)) != nil, "\(created.output) \(created.errors)")
+        created.send([0x1d])
+        #expect(created.waitForExit(timeout: .seconds(30)) == 0, "\(created.errors)")
+        #expect(try domains().compactMap { $0["name"] as? String } == ["zeta"])
+
+        kill(daemon.pid, SIGTERM)
+        #expect(daemon.waitForExit(timeout: .seconds(60)) == 0, "\(daemon.errors)")
+    }
 }

@@ -144,15 +144,18 @@ final class ChildProcess: @unchecked Sendable {
     private var stderrText = ""
     private var stderrClosed = false
     private var exitInstant: ContinuousClock.Instant?
+    /// stdin's pipe when asked for (`input`), else stdin is /dev/null.
+    private let stdinPipe: Pipe?
 
-    init(_ executable: String, _ arguments: [String], environment: [String: String] = [:]) throws {
+    init(_ executable: String, _ arguments: [String], environment: [String: String] = [:], input: Bool = false) throws {
         process.executableURL = URL(fileURLWithPath: executable)
         process.arguments = arguments
         process.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 }
         let out = Pipe(), err = Pipe()
         process.standardOutput = out
         process.standardError = err
-        process.standardInput = FileHandle.nullDevice
+        stdinPipe = input ? Pipe() : nil
+        process.standardInput = stdinPipe ?? FileHandle.nullDevice
         process.terminationHandler = { [self] _ in
             let now = ContinuousClock.now
             cond.lock()
@@ -199,6 +202,12 @@ final class ChildProcess: @unchecked Sendable {
     }
 
     var pid: Int32 { process.processIdentifier }
+
+    /// Writes to its stdin (a child started with `input`); a pipe write
+    /// of a few bytes never blocks.
+    func send(_ bytes: [UInt8]) {
+        try? stdinPipe?.fileHandleForWriting.write(contentsOf: Data(bytes))
+    }
 
     /// The stdout lines so far.
     var outputLines: [String] { cond.lock(); defer { cond.unlock() }; return lines }

@@ -120,3 +120,50 @@ func configuration(_ name: String, _ extra: String = "") throws -> XLDomainConfi
         #expect(launch.arguments == ["/usr/bin/pvh", "create", "-F", "/run/pvh/d/web.cfg", "memory=64", "on_reboot=\"destroy\""])
     }
 }
+
+@Suite struct ConsoleBufferTests {
+    @Test func keepsEverythingWithinTheBoundInOrder() {
+        var buffer = ConsoleBuffer(capacity: 8)
+        buffer.append(Array("abc".utf8))
+        buffer.append(Array("def".utf8))
+        #expect(buffer.contents == Array("abcdef".utf8))
+        #expect(buffer.dropped == 0 && buffer.count == 6)
+    }
+
+    @Test func dropsTheOldestAndCountsThem() {
+        var buffer = ConsoleBuffer(capacity: 8)
+        buffer.append(Array("abcdef".utf8))
+        buffer.append(Array("ghijk".utf8))
+        // 11 bytes into 8: the 3 oldest went, the rest replays in order.
+        #expect(buffer.contents == Array("defghijk".utf8))
+        #expect(buffer.dropped == 3 && buffer.count == 8)
+        buffer.append(Array("lm".utf8))
+        #expect(buffer.contents == Array("fghijklm".utf8))
+        #expect(buffer.dropped == 5)
+    }
+
+    @Test func oneWriteLargerThanTheBound() {
+        var buffer = ConsoleBuffer(capacity: 4)
+        buffer.append(Array("xy".utf8))
+        buffer.append(Array("0123456789".utf8))
+        #expect(buffer.contents == Array("6789".utf8))
+        // The 2 kept before and the 6 oldest of the write.
+        #expect(buffer.dropped == 8)
+        buffer.append(Array("Z".utf8))
+        #expect(buffer.contents == Array("789Z".utf8))
+        #expect(buffer.dropped == 9)
+    }
+
+    @Test func manyWritesStayBounded() {
+        var buffer = ConsoleBuffer(capacity: 1000)
+        var all: [UInt8] = []
+        for i in 0..<5000 {
+            let bytes = Array("line \(i)\n".utf8)
+            all += bytes
+            buffer.append(bytes)
+        }
+        #expect(buffer.count == 1000)
+        #expect(buffer.contents == Array(all.suffix(1000)))
+        #expect(buffer.dropped == UInt64(all.count - 1000))
+    }
+}

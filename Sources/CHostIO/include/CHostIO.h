@@ -195,6 +195,12 @@ int pvh_spawn_with_fd(const char *path, char *const argv[], int child_fd, int ta
 /// controlling terminal to lose). The pid in *pid: 0, or the (positive) errno.
 int pvh_spawn_supervised(const char *path, char *const argv[], int log_fd, int new_session, pid_t *pid);
 
+/// pvh_spawn_supervised with the child's stdin and stdout both on
+/// `console_fd` (one end of the daemon's socketpair: the guest's PV
+/// console, xenconsoled's side of it) and stderr on `log_fd`; a process
+/// group of its own. The pid in *pid: 0, or the (positive) errno.
+int pvh_spawn_supervised_console(const char *path, char *const argv[], int console_fd, int log_fd, pid_t *pid);
+
 /// pidfd_open(2): a descriptor that polls readable when process `pid` (a
 /// child not yet reaped) exits. The fd, or -errno.
 int pvh_pidfd_open(pid_t pid);

@@ -1,0 +1,168 @@
+import Foundation
+import Synchronization
+import Toolstack
+import VMM
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// One domain's PV console in the daemon: xenconsoled's part for `xl
+/// console`. The guest process's stdin and stdout are one end of a
+/// socketpair (Supervisor.start); the daemon reads the other end all the
+/// time into a bounded `ConsoleBuffer`, and serves one client at a time on
+/// a Unix socket of its own, `<runtime>/.daemon/<domid>.console` (mode
+/// 0600 in a 0700 directory: the daemon's user only, as xenconsoled's pty
+/// is root's), which `GET /v1/domains/{name}` reports as `console`.
+///
+/// A socketpair rather than a pty: the guest process already treats a
+/// stdin that is not a terminal as a plain byte stream (HostTerminal), so
+/// no line discipline can rewrite or swallow the guest's bytes, and the
+/// client's own terminal is the one put in raw mode.
+///
+/// The wire, after connecting: one line from the daemon, either
+/// `pvh-console attached DROPPED` (then the buffered output, oldest
+/// first, then live output; what the client sends goes to the guest) or
+/// `pvh-console busy` (then the end: one client at a time, as `xl
+/// console` refuses a console in use). The daemon ends the stream when
+/// the domain goes away; the client detaches by closing its end.
+///
+/// Nothing is dropped while a client is attached: output is written to it
+/// before more is read from the guest process, whose console backend then
+/// waits for room (the guest is held back). A client that takes no bytes
+/// for `clientStall` seconds is detached, so the guest is never held for
+/// longer; later output is buffered again.
+final class DomainConsole: Sendable {
+    /// How long a write to an attached client may wait for room.
+    static let clientStall = 30.0
+
+    let name: String
+    let socketPath: String
+    private let listener: UnixSocket
+
+    private struct State {
+        var buffer: ConsoleBuffer
+        var client: UnixSocket?
+        var guest: UnixSocket?
+        var closed = false
+    }
+    private let state: Mutex<State>
+    /// Held while bytes go to the client, so the replay and live output
+    /// reach it in order and its descriptor is closed by nobody mid-write.
+    private let output = Mutex(())
+    /// Held while typed bytes go to the guest process, likewise.
+    private let input = Mutex(())
+
+    init(name: String, socketPath: String, capacity: Int = ConsoleBuffer.defaultCapacity) throws(UnixSocketError) {
+        self.name = name
+        self.socketPath = socketPath
+        listener = try UnixSocket.listen(at: socketPath, backlog: 4)
+        chmod(socketPath, 0o600)
+        state = Mutex(State(buffer: ConsoleBuffer(capacity: capacity)))
+        let thread = Thread { [self] in acceptClients() }
+        thread.name = "pvh-console-\(name)"
+        thread.start()
+    }
+
+    /// The buffer's state now (tests, diagnostics).
+    var buffered: (count: Int, dropped: UInt64) { state.withLock { ($0.buffer.count, $0.buffer.dropped) } }
+
+    /// A new guest process's end of the stream (its first start or a
+    /// restart's): read on a thread of its own until the process closes it.
+    func connect(_ guest: UnixSocket) {
+        let accepted = state.withLock { s -> Bool in
+            guard !s.closed else { return false }
+            s.guest = guest
+            return true
+        }
+        guard accepted else {
+            guest.close()
+            return
+        }
+        // A stopped (paused) guest process takes no input: typed bytes
+        // wait at most this long for room, then are dropped.
+        guest.setSendTimeout(seconds: Self.clientStall)
+        let thread = Thread { [self] in relayOutput(from: guest) }
+        thread.name = "pvh-console-out"
+        thread.start()
+    }
+
+    /// The domain is gone: no more clients, the attached one's stream ends.
+    func close() {
+        let client = state.withLock { s -> UnixSocket? in
+            s.closed = true
+            return s.client
+        }
+        listener.shutdownAndClose()
+        unlink(socketPath)
+        // Its own thread sees the end and closes the descriptor.
+        client?.shutdown()
+    }
+
+    private func relayOutput(from guest: UnixSocket) {
+        while let bytes = guest.read(max: 4096) {
+            output.withLock { _ in
+                let client = state.withLock { s -> UnixSocket? in
+                    s.buffer.append(bytes)
+                    return s.client
+                }
+                if let client, !client.writeAll(bytes) {
+                    // Gone or stalled: detach it; its input thread closes it.
+                    client.shutdown()
+                }
+            }
+        }
+        input.withLock { _ in
+            state.withLock { s in
+                if s.guest?.fd == guest.fd { s.guest = nil }
+            }
+            guest.close()
+        }
+    }
+
+    private func acceptClients() {
+        while let client = listener.accept() {
+            client.setSendTimeout(seconds: Self.clientStall)
+            // Checked before waiting for the output lock, which a write to
+            // a slow attached client may hold for up to `clientStall`: a
+            // second client hears "busy" at once.
+            let taken = state.withLock { $0.closed || $0.client != nil }
+            let attached = !taken && output.withLock { _ -> Bool in
+                let replay = state.withLock { s -> (ConsoleBuffer)? in
+                    guard !s.closed, s.client == nil else { return nil }
+                    s.client = client
+                    return s.buffer
+                }
+                guard let replay else { return false }
+                _ = client.writeAll(Array("pvh-console attached \(replay.dropped)\n".utf8)) && client.writeAll(replay.contents)
+                return true
+            }
+            guard attached else {
+                _ = client.writeAll(Array("pvh-console busy\n".utf8))
+                client.close()
+                continue
+            }
+            let thread = Thread { [self] in relayInput(from: client) }
+            thread.name = "pvh-console-in"
+            thread.start()
+        }
+    }
+
+    /// What the client types, to the guest process's stdin, until it detaches.
+    private func relayInput(from client: UnixSocket) {
+        while let bytes = client.read(max: 4096) {
+            // Between a guest process's end and its restart there is no
+            // stdin: typed bytes go nowhere, as on a console whose guest is down.
+            input.withLock { _ in
+                if let guest = state.withLock({ $0.guest }) { _ = guest.writeAll(bytes) }
+            }
+        }
+        client.shutdown()
+        output.withLock { _ in
+            state.withLock { s in
+                if s.client?.fd == client.fd { s.client = nil }
+            }
+            client.close()
+        }
+    }
+}
