@@ -320,12 +320,13 @@ long pvh_send_vectors(int fd, const struct iovec *iov, int count) {
 }
 
 /* The spawn both callers share: stdin on /dev/null; stdout on `out_fd`
- * (-1: /dev/null); stderr on `err_fd` (-1: inherited); `child_fd` as the
- * child's `target_fd` when `child_fd` >= 0; the default disposition of the
+ * (-1: /dev/null); stderr on `err_fd` (-1: inherited); each `child_fds[i]`
+ * as the child's `target_fds[i]` (`nr_fds` of them); the default disposition of the
  * `reset` signals; an empty signal mask; a process group of its own when
  * `own_group` is 1, a session of its own (no controlling terminal) when 2. */
-static int spawn_child(const char *path, char *const argv[], int out_fd, int err_fd, int child_fd, int target_fd,
-                       const int *reset, unsigned nr_reset, int own_group, pid_t *pid) {
+static int spawn_child(const char *path, char *const argv[], int out_fd, int err_fd, const int *child_fds,
+                       const int *target_fds, unsigned nr_fds, const int *reset, unsigned nr_reset, int own_group,
+                       pid_t *pid) {
     extern char **environ;
     posix_spawn_file_actions_t actions;
     posix_spawnattr_t attributes;
@@ -345,8 +346,24 @@ static int spawn_child(const char *path, char *const argv[], int out_fd, int err
     if (!r) r = out_fd < 0 ? posix_spawn_file_actions_addopen(&actions, 1, "/dev/null", O_WRONLY, 0)
                            : posix_spawn_file_actions_adddup2(&actions, out_fd, 1);
     if (!r && err_fd >= 0) r = posix_spawn_file_actions_adddup2(&actions, err_fd, 2);
-    // dup2 to another number clears FD_CLOEXEC on the copy only.
-    if (!r && child_fd >= 0) r = posix_spawn_file_actions_adddup2(&actions, child_fd, target_fd);
+    // dup2 to another number clears FD_CLOEXEC on the copy only. A source
+    // is first copied (close-on-exec) above every target, so that no dup2
+    // overwrites a source a later one reads and none is its own target
+    // (where dup2 would leave FD_CLOEXEC set).
+    int copies[8];
+    unsigned nr_copies = 0;
+    int highest = 2;
+    for (unsigned i = 0; i < nr_fds; i++) highest = target_fds[i] > highest ? target_fds[i] : highest;
+    if (nr_fds > sizeof copies / sizeof copies[0]) r = EINVAL;
+    for (unsigned i = 0; !r && i < nr_fds; i++) {
+        int copy = fcntl(child_fds[i], F_DUPFD_CLOEXEC, highest + 1);
+        if (copy < 0) {
+            r = errno;
+            break;
+        }
+        copies[nr_copies++] = copy;
+        r = posix_spawn_file_actions_adddup2(&actions, copy, target_fds[i]);
+    }
     if (!r) r = posix_spawnattr_setsigdefault(&attributes, &defaults);
     if (!r) r = posix_spawnattr_setsigmask(&attributes, &empty);
     if (!r && own_group == 2) {
@@ -359,17 +376,20 @@ static int spawn_child(const char *path, char *const argv[], int out_fd, int err
     if (!r) r = posix_spawn(pid, path, &actions, &attributes, argv, environ);
     posix_spawnattr_destroy(&attributes);
     posix_spawn_file_actions_destroy(&actions);
+    for (unsigned i = 0; i < nr_copies; i++) close(copies[i]);
     return r;
 }
 
 int pvh_spawn_with_fd(const char *path, char *const argv[], int child_fd, int target_fd, pid_t *pid) {
     static const int reset[] = { SIGPIPE };
-    return spawn_child(path, argv, -1, -1, child_fd, target_fd, reset, 1, 0, pid);
+    return spawn_child(path, argv, -1, -1, &child_fd, &target_fd, child_fd >= 0 ? 1 : 0, reset, 1, 0, pid);
 }
 
-int pvh_spawn_supervised(const char *path, char *const argv[], int log_fd, int new_session, pid_t *pid) {
+int pvh_spawn_supervised(const char *path, char *const argv[], int log_fd, int new_session, const int *child_fds,
+                         const int *target_fds, unsigned nr_fds, pid_t *pid) {
     static const int reset[] = { SIGPIPE, SIGINT, SIGTERM, SIGUSR1, SIGHUP };
-    return spawn_child(path, argv, log_fd, log_fd, -1, -1, reset, sizeof reset / sizeof reset[0], new_session ? 2 : 1, pid);
+    return spawn_child(path, argv, log_fd, log_fd, child_fds, target_fds, nr_fds, reset, sizeof reset / sizeof reset[0],
+                       new_session ? 2 : 1, pid);
 }
 
 int pvh_pidfd_open(pid_t pid) {
