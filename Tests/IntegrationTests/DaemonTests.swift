@@ -108,7 +108,7 @@ struct DaemonTests {
         let unknown = try pvh(["list", "alpha"])
         #expect(unknown.status == 1 && unknown.stderr == "pvh: alpha is an invalid domain identifier\n", "\(unknown)")
         #expect(try domains().first?["state"] as? String == "running")
-        // beta still answers: its guest process serves its own store.
+        // beta still answers (pvh xenstore finds it in the daemon's store).
         let read = try pvh(["xenstore", "read", "beta", "name"])
         #expect(read.status == 0 && read.stdout == "beta\n", "\(read)")
         let after = try runCommand("/usr/bin/xenstore-ls", ["-f", "/local/domain"], environment: ["XENSTORED_PATH": store])
