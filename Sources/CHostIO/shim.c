@@ -319,14 +319,15 @@ long pvh_send_vectors(int fd, const struct iovec *iov, int count) {
     return n < 0 ? -errno : (long)n;
 }
 
-/* The spawn its callers share: stdin on /dev/null (replaced when `target_fd`
- * is 0: the file actions run in order); stdout on `out_fd`
- * (-1: /dev/null); stderr on `err_fd` (-1: inherited); `child_fd` as the
- * child's `target_fd` when `child_fd` >= 0; the default disposition of the
+/* The spawn its callers share: stdin on /dev/null and stdout on `out_fd`
+ * (-1: /dev/null), or both on `console_fd` when it is >= 0; stderr on
+ * `err_fd` (-1: inherited); each `child_fds[i]` as the child's
+ * `target_fds[i]` (`nr_fds` of them); the default disposition of the
  * `reset` signals; an empty signal mask; a process group of its own when
  * `own_group` is 1, a session of its own (no controlling terminal) when 2. */
-static int spawn_child(const char *path, char *const argv[], int out_fd, int err_fd, int child_fd, int target_fd,
-                       const int *reset, unsigned nr_reset, int own_group, pid_t *pid) {
+static int spawn_child(const char *path, char *const argv[], int console_fd, int out_fd, int err_fd, const int *child_fds,
+                       const int *target_fds, unsigned nr_fds, const int *reset, unsigned nr_reset, int own_group,
+                       pid_t *pid) {
     extern char **environ;
     posix_spawn_file_actions_t actions;
     posix_spawnattr_t attributes;
@@ -342,12 +343,36 @@ static int spawn_child(const char *path, char *const argv[], int out_fd, int err
     for (unsigned i = 0; i < nr_reset; i++) sigaddset(&defaults, reset[i]);
     sigemptyset(&empty);
     short flags = POSIX_SPAWN_SETSIGDEF | POSIX_SPAWN_SETSIGMASK;
-    if (!r) r = posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0);
-    if (!r) r = out_fd < 0 ? posix_spawn_file_actions_addopen(&actions, 1, "/dev/null", O_WRONLY, 0)
-                           : posix_spawn_file_actions_adddup2(&actions, out_fd, 1);
+    if (console_fd >= 0) {
+        // File actions run in order: these come before the extra
+        // descriptors' dup2s, so a console numbered like a target is read
+        // before it is replaced.
+        if (!r) r = posix_spawn_file_actions_adddup2(&actions, console_fd, 0);
+        if (!r) r = posix_spawn_file_actions_adddup2(&actions, console_fd, 1);
+    } else {
+        if (!r) r = posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0);
+        if (!r) r = out_fd < 0 ? posix_spawn_file_actions_addopen(&actions, 1, "/dev/null", O_WRONLY, 0)
+                               : posix_spawn_file_actions_adddup2(&actions, out_fd, 1);
+    }
     if (!r && err_fd >= 0) r = posix_spawn_file_actions_adddup2(&actions, err_fd, 2);
-    // dup2 to another number clears FD_CLOEXEC on the copy only.
-    if (!r && child_fd >= 0) r = posix_spawn_file_actions_adddup2(&actions, child_fd, target_fd);
+    // dup2 to another number clears FD_CLOEXEC on the copy only. A source
+    // is first copied (close-on-exec) above every target, so that no dup2
+    // overwrites a source a later one reads and none is its own target
+    // (where dup2 would leave FD_CLOEXEC set).
+    int copies[8];
+    unsigned nr_copies = 0;
+    int highest = 2;
+    for (unsigned i = 0; i < nr_fds; i++) highest = target_fds[i] > highest ? target_fds[i] : highest;
+    if (nr_fds > sizeof copies / sizeof copies[0]) r = EINVAL;
+    for (unsigned i = 0; !r && i < nr_fds; i++) {
+        int copy = fcntl(child_fds[i], F_DUPFD_CLOEXEC, highest + 1);
+        if (copy < 0) {
+            r = errno;
+            break;
+        }
+        copies[nr_copies++] = copy;
+        r = posix_spawn_file_actions_adddup2(&actions, copy, target_fds[i]);
+    }
     if (!r) r = posix_spawnattr_setsigdefault(&attributes, &defaults);
     if (!r) r = posix_spawnattr_setsigmask(&attributes, &empty);
     if (!r && own_group == 2) {
@@ -360,23 +385,20 @@ static int spawn_child(const char *path, char *const argv[], int out_fd, int err
     if (!r) r = posix_spawn(pid, path, &actions, &attributes, argv, environ);
     posix_spawnattr_destroy(&attributes);
     posix_spawn_file_actions_destroy(&actions);
+    for (unsigned i = 0; i < nr_copies; i++) close(copies[i]);
     return r;
 }
 
 int pvh_spawn_with_fd(const char *path, char *const argv[], int child_fd, int target_fd, pid_t *pid) {
     static const int reset[] = { SIGPIPE };
-    return spawn_child(path, argv, -1, -1, child_fd, target_fd, reset, 1, 0, pid);
+    return spawn_child(path, argv, -1, -1, -1, &child_fd, &target_fd, child_fd >= 0 ? 1 : 0, reset, 1, 0, pid);
 }
 
-int pvh_spawn_supervised(const char *path, char *const argv[], int log_fd, int new_session, pid_t *pid) {
+int pvh_spawn_supervised(const char *path, char *const argv[], int log_fd, int new_session, int console_fd,
+                         const int *child_fds, const int *target_fds, unsigned nr_fds, pid_t *pid) {
     static const int reset[] = { SIGPIPE, SIGINT, SIGTERM, SIGUSR1, SIGHUP };
-    return spawn_child(path, argv, log_fd, log_fd, -1, -1, reset, sizeof reset / sizeof reset[0], new_session ? 2 : 1, pid);
-}
-
-int pvh_spawn_supervised_console(const char *path, char *const argv[], int console_fd, int log_fd, pid_t *pid) {
-    static const int reset[] = { SIGPIPE, SIGINT, SIGTERM, SIGUSR1, SIGHUP };
-    /* File actions run in order: the dup2 onto 0 replaces /dev/null there. */
-    return spawn_child(path, argv, console_fd, log_fd, console_fd, 0, reset, sizeof reset / sizeof reset[0], 1, pid);
+    return spawn_child(path, argv, console_fd, log_fd, log_fd, child_fds, target_fds, nr_fds, reset,
+                       sizeof reset / sizeof reset[0], new_session ? 2 : 1, pid);
 }
 
 int pvh_pidfd_open(pid_t pid) {

@@ -9,6 +9,12 @@ public struct SupervisedProcessError: Error, Equatable, Sendable, CustomStringCo
     public let path: String
     public let errno: Int32
 
+    public init(operation: String, path: String, errno: Int32) {
+        self.operation = operation
+        self.path = path
+        self.errno = errno
+    }
+
     // SAFETY: strerror returns a NUL-terminated string, copied at once.
     public var description: String { "\(operation) \(path): \(unsafe String(cString: strerror(errno)))" }
 }
@@ -39,9 +45,16 @@ public final class SupervisedProcess: Sendable {
     /// session of its own (setsid) rather than only a process group;
     /// `console`: a descriptor (a socketpair's end) that becomes the
     /// child's stdin and stdout, only stderr going to the log.
-    public static func spawn(_ arguments: [String], logPath: String, newSession: Bool = false,
-                             console: Int32? = nil) throws(SupervisedProcessError) -> SupervisedProcess {
-        guard let path = arguments.first else { throw SupervisedProcessError(operation: "spawn", path: "", errno: EINVAL) }
+    /// `descriptors`: (a descriptor of this process, its number in the
+    /// child), at most 8, numbers above 2; nothing else is inherited but
+    /// what lacks close-on-exec (every descriptor pvh opens has it).
+    public static func spawn(_ arguments: [String], logPath: String, newSession: Bool = false, console: Int32? = nil,
+                             descriptors: [(Int32, Int32)] = []) throws(SupervisedProcessError) -> SupervisedProcess {
+        guard let path = arguments.first, descriptors.count <= 8, descriptors.allSatisfy({ $0.0 >= 0 && $0.1 > 2 }),
+              (console ?? 0) >= 0 else {
+            throw SupervisedProcessError(operation: "spawn", path: arguments.first ?? "", errno: EINVAL)
+        }
+        let sources = descriptors.map(\.0), targets = descriptors.map(\.1)
         // SAFETY: the String converts to a NUL-terminated path for the call.
         let log = unsafe open(logPath, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0o600)
         guard log >= 0 else { throw SupervisedProcessError(operation: "open", path: logPath, errno: errno) }
@@ -52,13 +65,15 @@ public final class SupervisedProcess: Sendable {
         defer { unsafe argv.forEach { unsafe free($0) } }
         var pid: pid_t = 0
         // SAFETY: `argv` is a NULL-terminated array of C strings alive for
-        // the call; `pid` is a live local.
+        // the call; `sources` and `targets` are live arrays of `descriptors.count`
+        // ints; `console` (or -1) is the caller's open descriptor; `pid` is a live local.
         let r = unsafe argv.withUnsafeBufferPointer { argv in
-            if let console {
-                // SAFETY: as above; `console` is the caller's open descriptor.
-                return unsafe pvh_spawn_supervised_console(path, argv.baseAddress, console, log, &pid)
+            unsafe sources.withUnsafeBufferPointer { sources in
+                unsafe targets.withUnsafeBufferPointer { targets in
+                    unsafe pvh_spawn_supervised(path, argv.baseAddress, log, newSession ? 1 : 0, console ?? -1,
+                                                sources.baseAddress, targets.baseAddress, UInt32(sources.count), &pid)
+                }
             }
-            return unsafe pvh_spawn_supervised(path, argv.baseAddress, log, newSession ? 1 : 0, &pid)
         }
         guard r == 0 else { throw SupervisedProcessError(operation: "spawn", path: path, errno: r) }
         let pidfd = pvh_pidfd_open(pid)

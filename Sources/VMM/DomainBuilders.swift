@@ -260,7 +260,8 @@ struct ToolstackDevices {
             domain: domain, name: configuration.name, uuid: UUID().uuidString.lowercased(),
             maximumMemoryKiB: kib, targetMemoryKiB: kib, vcpus: configuration.vcpus,
             storeFrame: storeFrame.rawValue, storePort: storeRing.guestPort.rawValue,
-            consoleFrame: consoleFrame.rawValue, consolePort: console.guestPort.rawValue)
+            consoleFrame: consoleFrame.rawValue, consolePort: console.guestPort.rawValue,
+            writesToolstackNodes: domainStore.writesToolstackNodes)
         do {
             try storeLayout.write(to: store)
         } catch {

@@ -16,16 +16,20 @@ public struct DomainStore: Sendable {
     public let access: any XenStoreService
     /// The peer of the guest's ring, asked once per boot.
     let ringPeer: @Sendable () -> any XenStoreRingPeer
+    /// Whether this process writes the toolstack's nodes of the domain's
+    /// tree (`DomainStoreLayout.writesToolstackNodes`): with its own store
+    /// it does; on a daemon's store the daemon does.
+    let writesToolstackNodes: Bool
 
     /// The store in this process.
     public static func embedded(_ server: XenStoreServer) -> DomainStore {
-        DomainStore(access: server, ringPeer: { XenStoreServerRingPeer(server: server) })
+        DomainStore(access: server, ringPeer: { XenStoreServerRingPeer(server: server) }, writesToolstackNodes: true)
     }
 
     /// The host daemon's store: `access` privileged, the guest's ring
     /// through `relay` (each boot reattaches it; its reset drops the last
     /// boot's watches and transactions in the daemon's store).
     public static func remote(_ access: XenStoreRemote, guestRing relay: XenStoreRelay) -> DomainStore {
-        DomainStore(access: access, ringPeer: { relay })
+        DomainStore(access: access, ringPeer: { relay }, writesToolstackNodes: false)
     }
 }

@@ -21,9 +21,20 @@ public struct DomainStoreLayout: Sendable, Equatable {
     /// The primary console ring (`console/ring-ref`, `console/port`).
     public var consoleFrame: UInt64
     public var consolePort: UInt32
+    /// Whether this process is the domain's toolstack as well as its
+    /// builder: true for `pvh run`'s embedded store, which writes and
+    /// removes the whole tree; false for a host daemon's guest process, where
+    /// the daemon writes `/vm/<uuid>`, the home node with its permissions
+    /// and `name`/`vm`/`domid` (`toolstackNodes`), before the process starts
+    /// and removes the whole home when it reaps the process, and this
+    /// layout writes and removes only the subtrees under the home
+    /// (`builderSubtrees`). Nothing is written by both.
+    public var writesToolstackNodes: Bool
 
     public init(domain: DomainID, name: String, uuid: String, maximumMemoryKiB: Int, targetMemoryKiB: Int, vcpus: Int,
-                storeFrame: UInt64, storePort: UInt32, consoleFrame: UInt64, consolePort: UInt32) {
+                storeFrame: UInt64, storePort: UInt32, consoleFrame: UInt64, consolePort: UInt32,
+                writesToolstackNodes: Bool = true) {
+        self.writesToolstackNodes = writesToolstackNodes
         self.domain = domain
         self.name = name
         self.uuid = uuid
@@ -48,26 +59,43 @@ public struct DomainStoreLayout: Sendable, Equatable {
     ]
     /// Directories the guest may only read (libxl's `roperm`).
     public static let guestReadable = ["cpu", "memory", "device", "control"]
+    /// The home's direct children a daemon's guest process writes (every
+    /// first component of `guestWritable` and `guestReadable`, and the two
+    /// rings' directories).
+    public static let builderSubtrees = ["cpu", "memory", "device", "control", "data", "drivers", "feature", "attr", "error",
+                                         "store", "console"]
+    /// The home's direct children the toolstack writes (libxl__domain_make).
+    public static let toolstackNodes = ["name", "vm", "domid"]
+
+    /// The home's permissions and /vm's: the control domain's, readable
+    /// by the domain (libxl's `roperm`).
+    public static func readOnly(for domain: DomainID) -> XenStorePermissions {
+        XenStorePermissions(owner: .controlDomain, defaultAccess: .none, entries: [(domain, .read)])
+    }
 
     /// Writes the tree: the control domain's own entry first (once), then
-    /// the domain's. Any old tree of the same domain is removed first.
+    /// the domain's. Any old tree of the same domain is removed first (for
+    /// a daemon's guest process, its own subtrees only).
     public func write(to store: any XenStoreService) throws(XenStoreError) {
-        let dom0 = DomainID.controlDomain
-        let readOnly = XenStorePermissions(owner: dom0, defaultAccess: .none, entries: [(domain, .read)])
+        let readOnly = Self.readOnly(for: domain)
         let guestOwned = XenStorePermissions(owner: domain, defaultAccess: .none)
 
-        if (try? store.read("/local/domain/0/name")) == nil {
-            try store.write("/local/domain/0/name", "Domain-0")
-            try store.write("/local/domain/0/domid", "0")
+        if writesToolstackNodes {
+            if (try? store.read("/local/domain/0/name")) == nil {
+                try store.write("/local/domain/0/name", "Domain-0")
+                try store.write("/local/domain/0/domid", "0")
+            }
+            try? store.remove(home)
+            try? store.remove(vmPath)
+            try store.mkdir(home)
+            try store.setPermissions(home, readOnly)
+            try store.mkdir(vmPath)
+            try store.setPermissions(vmPath, readOnly)
+            try store.write("\(vmPath)/uuid", uuid)
+            try store.write("\(vmPath)/name", name)
+        } else {
+            for subtree in Self.builderSubtrees { try? store.remove("\(home)/\(subtree)") }
         }
-        try? store.remove(home)
-        try? store.remove(vmPath)
-        try store.mkdir(home)
-        try store.setPermissions(home, readOnly)
-        try store.mkdir(vmPath)
-        try store.setPermissions(vmPath, readOnly)
-        try store.write("\(vmPath)/uuid", uuid)
-        try store.write("\(vmPath)/name", name)
 
         for dir in Self.guestReadable {
             try store.mkdir("\(home)/\(dir)")
@@ -79,9 +107,11 @@ public struct DomainStoreLayout: Sendable, Equatable {
         }
         // Children written below inherit their parent's permissions (the
         // guest can read them), as xenstored gives a new node its parent's.
-        try store.write("\(home)/vm", vmPath)
-        try store.write("\(home)/name", name)
-        try store.write("\(home)/domid", String(domain.rawValue))
+        if writesToolstackNodes {
+            try store.write("\(home)/vm", vmPath)
+            try store.write("\(home)/name", name)
+            try store.write("\(home)/domid", String(domain.rawValue))
+        }
         try store.write("\(home)/control/platform-feature-multiprocessor-suspend", "1")
         try store.write("\(home)/control/platform-feature-xs_reset_watches", "1")
         try store.write("\(home)/memory/static-max", String(maximumMemoryKiB))
@@ -103,8 +133,13 @@ public struct DomainStoreLayout: Sendable, Equatable {
     }
 
     /// Removes the domain's tree (domain destruction: libxl__destroy_domid
-    /// removes the home and /vm entries).
+    /// removes the home and /vm entries); a daemon's guest process removes
+    /// its subtrees only and leaves the home to the daemon.
     public func remove(from store: any XenStoreService) {
+        guard writesToolstackNodes else {
+            for subtree in Self.builderSubtrees { try? store.remove("\(home)/\(subtree)") }
+            return
+        }
         try? store.remove(home)
         try? store.remove(vmPath)
     }

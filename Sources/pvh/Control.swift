@@ -9,7 +9,9 @@ import Glibc
 #endif
 
 /// Finds a running guest by name: its XenStore socket and its domain path,
-/// the way xl resolves a name through /local/domain/*/name.
+/// the way xl resolves a name through /local/domain/*/name. A `pvh run`
+/// guest's store is its own socket; a daemon's guests live in the daemon's
+/// store (xenstored's socket), tried when the guest has no socket of its own.
 struct GuestLocator {
     let name: GuestName
     let socket: String
@@ -20,11 +22,17 @@ struct GuestLocator {
     init(_ rawName: String) throws {
         guard let name = GuestName(rawName) else { usageFailure("\(rawName): not a guest name (\(GuestName.rule))") }
         self.name = name
-        socket = RuntimeDirectory.default.xenStoreSocket(for: name)
-        do {
-            client = try XenStoreClient(socketPath: socket)
-        } catch {
-            usageFailure("\(rawName): no running guest of that name (\(socket): \(error))")
+        let own = RuntimeDirectory.default.xenStoreSocket(for: name)
+        if let client = try? XenStoreClient(socketPath: own) {
+            self.client = client
+            socket = own
+        } else {
+            socket = DaemonDefaults.xenStoreSocket
+            do {
+                client = try XenStoreClient(socketPath: socket)
+            } catch {
+                usageFailure("\(rawName): no running guest of that name (\(own) and \(socket): \(error))")
+            }
         }
         var found: String?
         for domid in (try? client.directory("/local/domain")) ?? [] where domid != "0" {

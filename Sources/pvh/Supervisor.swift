@@ -26,7 +26,7 @@ final class Supervisor: DomainService, Sendable {
         /// `<runtime>/.daemon`: configs and logs, mode 0700 (no guest is
         /// named with a leading dot, so no guest's directory collides).
         let stateDirectory: String
-        /// Where each guest process puts its own XenStore socket (`pvh run`'s).
+        /// The runtime directory (each guest's hypervisor console file).
         let runtime: RuntimeDirectory
         /// This pvh, which the guest processes run.
         let executable: String
@@ -37,6 +37,8 @@ final class Supervisor: DomainService, Sendable {
         var processes: [DomainID: SupervisedProcess] = [:]
         /// Each domain's PV console (ConsoleRelay.swift), across restarts.
         var consoles: [DomainID: DomainConsole] = [:]
+        /// The daemon's ends of each guest process's two store connections.
+        var storeConnections: [DomainID: [XenStoreStreamConnection]] = [:]
         var subscribers: [Int: AsyncStream<DomainEvent>.Continuation] = [:]
         var nextSubscriber = 0
         var stopping = false
@@ -124,7 +126,7 @@ final class Supervisor: DomainService, Sendable {
         writeStoreNodes(record)
         openConsole(record)
         let launch = GuestLaunch(executable: paths.executable, configPath: configPath, logPath: logPath(record.name),
-                                 overrides: request.overrides)
+                                 overrides: request.overrides, domain: record.id)
         do {
             try start(record.id, launch)
         } catch {
@@ -206,26 +208,69 @@ final class Supervisor: DomainService, Sendable {
         }
     }
 
-    /// Spawns the domain's process and its watcher; the process's stdin and
-    /// stdout are one end of a new socketpair whose other end feeds the
-    /// domain's console (one helper for the console's part of the spawn).
+    /// Spawns the domain's process on the daemon's store, with its console,
+    /// and its watcher. Two socketpairs for the store (close-on-exec, so no
+    /// other child inherits them): the daemon serves one end of each on its
+    /// store, the process gets the other as descriptors 3 and 4
+    /// (GuestLaunch) and the daemon closes its copies once it is spawned.
+    /// The backends' connection is dom0's, privileged, as Xen's backends in
+    /// dom0 are (issue 13's sandbox will narrow it); the ring's is the
+    /// domain's, unprivileged, flow-controlled as xenstored treats a
+    /// domain's ring. A third socketpair is the process's stdin and stdout,
+    /// whose other end feeds the domain's console.
     private func start(_ id: DomainID, _ launch: GuestLaunch) throws(SupervisedProcessError) {
+        let fail = { (call: String, errno: Int32) in SupervisedProcessError(operation: call, path: launch.executable, errno: errno) }
+        let control: (UnixSocket, UnixSocket), guest: (UnixSocket, UnixSocket)
+        do {
+            control = try UnixSocket.pair()
+        } catch {
+            throw fail("socketpair", error.errno)
+        }
+        do {
+            guest = try UnixSocket.pair()
+        } catch {
+            control.0.close()
+            control.1.close()
+            throw fail("socketpair", error.errno)
+        }
         let console = state.withLock { $0.consoles[id] }
-        let ends = console == nil ? nil : try? UnixSocket.pair()
+        let consoleEnds = console == nil ? nil : try? UnixSocket.pair()
+        // The far ends are this process's to close whatever happens; the
+        // near ends are the connections' once served.
+        defer {
+            control.1.close()
+            guest.1.close()
+            consoleEnds?.1.close()
+        }
+        guard let controlEnd = XenStoreStreamConnection.start(socket: control.0, server: store, domain: .controlDomain,
+                                                              privileged: true, flowControl: false) else {
+            control.0.close()
+            guest.0.close()
+            consoleEnds?.0.close()
+            throw fail("XenStore connection", EMFILE)
+        }
+        guard let guestEnd = XenStoreStreamConnection.start(socket: guest.0, server: store, domain: launch.domain,
+                                                            privileged: false, flowControl: true) else {
+            controlEnd.hangUp()
+            guest.0.close()
+            consoleEnds?.0.close()
+            throw fail("XenStore connection", EMFILE)
+        }
         let process: SupervisedProcess
         do {
-            process = try SupervisedProcess.spawn(launch.arguments, logPath: launch.logPath, console: ends?.1.fd)
+            process = try SupervisedProcess.spawn(launch.arguments, logPath: launch.logPath, console: consoleEnds?.1.fd,
+                                                  descriptors: [(control.1.fd, GuestLaunch.storeDescriptor),
+                                                                (guest.1.fd, GuestLaunch.guestStoreDescriptor)])
         } catch {
-            ends?.0.close()
-            ends?.1.close()
+            controlEnd.hangUp()
+            guestEnd.hangUp()
+            consoleEnds?.0.close()
             throw error
         }
-        if let ends, let console {
-            ends.1.close()
-            console.connect(ends.0)
-        }
+        if let consoleEnds, let console { console.connect(consoleEnds.0) }
         state.withLock { s in
             s.processes[id] = process
+            s.storeConnections[id] = [controlEnd, guestEnd]
             s.registry.update(id) { $0.processID = process.pid }
         }
         let thread = Thread { [self] in watch(id, process, launch) }
@@ -255,6 +300,10 @@ final class Supervisor: DomainService, Sendable {
         }
         guard let record else { return }
         log("\(record.name) (domain \(id.rawValue)): guest process \(end)")
+        // However the process ended (SIGKILL included), nothing of it stays
+        // in the store; a domain kept or restarted gets its toolstack nodes
+        // again below.
+        releaseStore(id)
         let domainEnd = DomainEnd(end)
         if destroying || stopping {
             forget(id)
@@ -282,6 +331,7 @@ final class Supervisor: DomainService, Sendable {
             let kept = state.withLock { s in
                 s.registry.update(id) { $0.state = isCrash ? .crashed : .shutdown(Self.event(domainEnd)) }
             } ?? record
+            writeStoreNodes(kept)
             publish(DomainEvent(type: isCrash ? .crashed : .shutdown, record: kept, reason: reason, action: "preserve", time: Self.now))
         case .restart:
             if !isReboot {
@@ -294,6 +344,7 @@ final class Supervisor: DomainService, Sendable {
                     $0.restarts += 1
                 }
             } ?? record
+            writeStoreNodes(restarted)
             do {
                 try start(id, launch)
                 let current = state.withLock { $0.registry[id] } ?? restarted
@@ -309,7 +360,7 @@ final class Supervisor: DomainService, Sendable {
                 try? s.registry.rename(id, to: oldName)
                 return s.registry.update(id) { $0.state = isCrash ? .crashed : .shutdown(Self.event(domainEnd)) }
             } ?? record
-            try? store.write("/local/domain/\(id.rawValue)/name", oldName)
+            writeStoreNodes(kept)
             publish(DomainEvent(type: isCrash ? .crashed : .shutdown, record: kept, reason: reason, action: "rename-restart", time: Self.now))
             restartFresh(record.configuration, launch: launch)
         }
@@ -325,6 +376,8 @@ final class Supervisor: DomainService, Sendable {
         }
         writeStoreNodes(record)
         openConsole(record)
+        var launch = launch
+        launch.domain = record.id
         do {
             try start(record.id, launch)
             publish(DomainEvent(type: .created, record: state.withLock { $0.registry[record.id] } ?? record, action: "rename-restart", time: Self.now))
@@ -383,70 +436,74 @@ final class Supervisor: DomainService, Sendable {
 
     // MARK: Store, events, helpers
 
-    /// The toolstack's nodes for a domain in the host's store: `/vm/<uuid>`
-    /// and `/local/domain/<id>/{name,vm,domid}` (libxl's
-    /// `libxl__domain_make`, docs/misc/xenstore-paths.pandoc).
+    /// The toolstack's nodes for a domain in the host's store (who writes
+    /// what: `DomainStoreNodes`): the home and `/vm/<uuid>`, dom0's and
+    /// readable by the domain (libxl's `roperm` in libxl__domain_make),
+    /// then `name`, `vm`, `domid` and /vm's `name`, `uuid`. The guest
+    /// process writes the rest of the home under them.
     private func writeStoreNodes(_ record: DomainRecord) {
-        let vm = "/vm/\(record.uuid)"
-        let home = "/local/domain/\(record.id.rawValue)"
+        let nodes = DomainStoreNodes(domain: record.id, name: record.name, uuid: record.uuid)
+        let readOnly = XenStorePermissions(owner: .controlDomain, defaultAccess: .none, entries: [(record.id, .read)])
         do {
-            try store.write("\(vm)/name", record.name)
-            try store.write("\(vm)/uuid", record.uuid.description)
-            try store.write("\(home)/name", record.name)
-            try store.write("\(home)/vm", vm)
-            try store.write("\(home)/domid", String(record.id.rawValue))
+            for path in [nodes.home, nodes.vm] {
+                try store.mkdir(path)
+                try store.setPermissions(path, readOnly)
+            }
+            for (path, value) in nodes.writes { try store.write(path, value) }
         } catch {
             log("\(record.name): XenStore: \(error)")
         }
     }
 
+    /// After a domain's guest process ended: its store connections hung up
+    /// (nothing it left unread is served), its home and backend
+    /// directories removed, and the domain released (`@releaseDomain`) if
+    /// the process did not release it itself (a SIGKILL, a crash), as
+    /// libxl__destroy_domid and xenstored do for a dead domain. `/vm/<uuid>`
+    /// stays until the domain is forgotten.
+    private func releaseStore(_ id: DomainID) {
+        let (connections, record) = state.withLock { s in (s.storeConnections.removeValue(forKey: id) ?? [], s.registry[id]) }
+        connections.forEach { $0.hangUp() }
+        guard let record else { return }
+        let nodes = DomainStoreNodes(domain: id, name: record.name, uuid: record.uuid)
+        try? store.remove(nodes.home)
+        let types = (try? store.directory("/local/domain/0/backend")) ?? []
+        for directory in nodes.backendDirectories(types: types) { try? store.remove(directory) }
+        if store.isIntroduced(id) { store.releaseDomain(id) }
+    }
+
     /// Forgets a domain: registry, store nodes, config file.
     private func forget(_ id: DomainID) {
+        releaseStore(id)
         let (record, console) = state.withLock { s -> (DomainRecord?, DomainConsole?) in
             s.processes[id] = nil
             return (s.registry.remove(id), s.consoles.removeValue(forKey: id))
         }
         console?.close()
         guard let record else { return }
-        try? store.remove("/local/domain/\(id.rawValue)")
         try? store.remove("/vm/\(record.uuid)")
         try? FileManager.default.removeItem(atPath: "\(paths.stateDirectory)/\(id.rawValue).cfg")
     }
 
-    /// `control/shutdown` in the guest process's own store (its embedded
-    /// one, until guest processes share the daemon's), as `pvh shutdown`
-    /// writes it; the guest's xenbus watch does the rest.
-    /// A guest process just started has no store for a moment: tried
-    /// again every 100 ms for up to `startup` seconds while it runs.
+    /// `control/shutdown` in the daemon's store, as `xl shutdown` writes
+    /// it; the guest's xenbus watch does the rest. It is written once the
+    /// guest process introduced the domain (its tree is complete then; a
+    /// write before would be lost when the process lays out `control`):
+    /// checked every 100 ms for up to `startup` seconds while it runs.
     private func writeControlShutdown(_ record: DomainRecord, value: String, startup: Double = 10) async throws(APIError) {
         let deadline = Date().addingTimeInterval(startup)
-        while true {
-            do {
-                return try writeControlShutdownOnce(record, value: value)
-            } catch {
-                let running = state.withLock { $0.processes[record.id] != nil }
-                guard running, Date() < deadline else { throw error }
-                try? await Task.sleep(for: .milliseconds(100))
+        while !store.isIntroduced(record.id) {
+            let running = state.withLock { $0.processes[record.id] != nil }
+            guard running else { throw APIError(.conflict, "\(record.name): its guest process is not running") }
+            guard Date() < deadline else {
+                throw APIError(.conflict, "\(record.name): its guest has not introduced its domain \(Int(startup)) s after its start")
             }
+            try? await Task.sleep(for: .milliseconds(100))
         }
-    }
-
-    private func writeControlShutdownOnce(_ record: DomainRecord, value: String) throws(APIError) {
-        guard let name = GuestName(record.name) else { throw APIError(.conflict, "\(record.name): not a guest name") }
-        let socket = paths.runtime.xenStoreSocket(for: name)
         do {
-            let client = try XenStoreClient(socketPath: socket)
-            for domid in try client.directory("/local/domain") where domid != "0" {
-                if (try? client.read("/local/domain/\(domid)/name")) == record.name {
-                    try client.write("/local/domain/\(domid)/control/shutdown", value)
-                    return
-                }
-            }
-            throw APIError(.conflict, "\(record.name): its guest has no domain in its store yet")
-        } catch let error as APIError {
-            throw error
+            try store.write("/local/domain/\(record.id.rawValue)/control/shutdown", value)
         } catch {
-            throw APIError(.conflict, "\(record.name): its guest's store (\(socket)) does not answer: \(error)")
+            throw APIError(.conflict, "\(record.name): control/shutdown: \(error)")
         }
     }
 

@@ -12,7 +12,8 @@ import Glibc
 @Suite("pvh daemon", .enabled(if: Env.hasKVM && Env.hasPVHBinary, "needs /dev/kvm and .build/debug/pvh"))
 struct DaemonTests {
     let directory: String
-    var environment: [String: String] { ["PVH_RUNTIME_DIR": directory] }
+    /// The guests' logs (xl-NAME.log's) go under the test's directory too.
+    var environment: [String: String] { ["PVH_RUNTIME_DIR": directory, "PVH_LOG_DIR": directory] }
 
     init() throws {
         directory = FileManager.default.temporaryDirectory.appendingPathComponent("pvh-daemon-\(UUID().uuidString.prefix(8))").path
@@ -107,7 +108,7 @@ struct DaemonTests {
         let unknown = try pvh(["list", "alpha"])
         #expect(unknown.status == 1 && unknown.stderr == "pvh: alpha is an invalid domain identifier\n", "\(unknown)")
         #expect(try domains().first?["state"] as? String == "running")
-        // beta still answers: its guest process serves its own store.
+        // beta still answers (pvh xenstore finds it in the daemon's store).
         let read = try pvh(["xenstore", "read", "beta", "name"])
         #expect(read.status == 0 && read.stdout == "beta\n", "\(read)")
         let after = try runCommand("/usr/bin/xenstore-ls", ["-f", "/local/domain"], environment: ["XENSTORED_PATH": store])
@@ -127,6 +128,109 @@ struct DaemonTests {
         // Its log (stderr, whole once it exited) has the crash as the daemon saw it.
         #expect(daemon.errors.contains("event: crashed alpha (domain 1): killed by signal 9"), "\(daemon.errors)")
         #expect(daemon.errors.contains("event: destroyed beta (domain 2)"), "\(daemon.errors)")
+    }
+
+    /// `xenstore-ls -f PATH` (Debian's) on the daemon's store.
+    func storeListing(_ path: String = "/local/domain") throws -> String {
+        let ls = try runCommand("/usr/bin/xenstore-ls", ["-f", path], environment: ["XENSTORED_PATH": store])
+        return ls.status == 0 ? ls.stdout : ""
+    }
+
+    /// Waits (up to `seconds`, checking every 200 ms while the daemon runs)
+    /// until `condition` holds; whether it did.
+    func until(_ seconds: Double, daemon: ChildProcess, _ condition: () throws -> Bool) rethrows -> Bool {
+        let deadline = Date().addingTimeInterval(seconds)
+        while Date() < deadline {
+            if try condition() { return true }
+            if daemon.waitForExit(timeout: .milliseconds(200)) != nil { return false }
+        }
+        return try condition()
+    }
+
+    /// A guest's log (the guest's hypervisor console is there: PVHTEST lines
+    /// as `(dN) PVHTEST ...`, N pvh's domain id).
+    func guestLog(_ name: String) -> String {
+        (try? String(contentsOfFile: "\(directory)/\(name).log", encoding: .utf8)) ?? ""
+    }
+
+    @Test("two guests on the daemon's store: the xenstore scenario passes over it under the registry's ids; xenstore-ls shows the tree and the vbd; SIGKILL removes one tree while the other answers; shutdown -w")
+    func guestsOnTheDaemonStore() throws {
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let daemon = try startDaemon()
+        defer { daemon.stop() }
+        let disk = "\(directory)/disk.img"
+        #expect(FileManager.default.createFile(atPath: disk, contents: nil))
+        try FileHandle(forWritingTo: URL(fileURLWithPath: disk)).truncate(atOffset: 16 << 20)
+        // The xenstore scenario, then control: each waits for its
+        // control/shutdown once its checks are done ("control WAITING").
+        let scenarios = "extra = \"pvh.scenarios=xenstore,control\"\n"
+        #expect(try pvh(["create", try config("alpha", scenarios + "disk = [ '\(disk),raw,xvda,rw' ]\n")]).status == 0)
+        #expect(try pvh(["create", try config("beta", scenarios)]).status == 0)
+        let listed = try domains()
+        let ids = Dictionary(uniqueKeysWithValues: listed.compactMap { d in (d["name"] as? String).map { ($0, d["domid"] as? Int ?? 0) } })
+        #expect(ids == ["alpha": 1, "beta": 2])
+
+        // Both guests' trees, written by their processes into the daemon's store.
+        let complete = try until(120, daemon: daemon) {
+            let ls = try storeListing()
+            return ls.contains("/local/domain/1/store/ring-ref") && ls.contains("/local/domain/2/store/ring-ref")
+                && ls.contains("/local/domain/1/device/vbd/51712/state")
+        }
+        let ls = try storeListing()
+        #expect(complete, "\(ls)")
+        for id in [1, 2] {
+            for node in ["name", "domid = \"\(id)\"", "vm = \"/vm/", "memory/target", "cpu/0/availability", "console/type", "control/shutdown"] {
+                #expect(ls.contains("/local/domain/\(id)/\(node)"), "\(node) of domain \(id) in \(ls)")
+            }
+        }
+        #expect(ls.contains("/local/domain/1/device/vbd/51712/backend = \"/local/domain/0/backend/vbd/1/51712\""), "\(ls)")
+        let backends = try storeListing("/local/domain/0/backend")
+        // No blkfront in these scenarios: the backend waits for one (InitWait).
+        #expect(backends.contains("/local/domain/0/backend/vbd/1/51712/state = \"2\""), "the vbd backend's state: \(backends)")
+        // The API reads the same store: a guest's whole tree.
+        let node = try runCommand("/usr/bin/curl", ["-s", "--unix-socket", api, "http://localhost/v1/xenstore/local/domain/1/device/vbd/51712"])
+        #expect(node.stdout.contains("\"backend\""), "\(node)")
+
+        // Each guest's xenstore checks over the daemon's store, under the
+        // registry's id: pvh's (dN) is the id, and xenstore.domid compares
+        // the guest's CPUID domain id with the store's domid node.
+        let waiting = until(240, daemon: daemon) {
+            guestLog("alpha").contains("PVHTEST control WAITING") && guestLog("beta").contains("PVHTEST control WAITING")
+        }
+        #expect(waiting, "\(guestLog("alpha"))\n\(guestLog("beta"))")
+        for (name, id) in [("alpha", 1), ("beta", 2)] {
+            let lines = guestLog(name).split(separator: "\n").filter { $0.contains("PVHTEST xenstore.") }
+            #expect(lines.count >= 30, "\(guestLog(name))")
+            #expect(lines.allSatisfy { $0.contains("(d\(id)) PVHTEST xenstore.") && $0.contains(" PASS") }, "\(lines)")
+            #expect(lines.contains { $0.contains("(d\(id)) PVHTEST xenstore.domid PASS") }, "\(name): domain \(id) inside the guest")
+        }
+
+        // SIGKILL alpha's process: its tree and its backend go, @releaseDomain fires; beta answers.
+        // xenstore-watch exits after two events: the initial one, then the release.
+        let watch = try ChildProcess("/usr/bin/xenstore-watch", ["-n", "2", "@releaseDomain"], environment: ["XENSTORED_PATH": store])
+        defer { watch.stop() }
+        #expect(watch.waitForLine(startingWith: "@releaseDomain", timeout: .seconds(10)) != nil, "the initial event")
+        let alphaPID = try #require(listed.first { $0["name"] as? String == "alpha" }?["pid"] as? Int)
+        #expect(kill(pid_t(alphaPID), SIGKILL) == 0)
+        let gone = try until(30, daemon: daemon) { try !domains().contains { $0["name"] as? String == "alpha" } }
+        #expect(gone)
+        #expect(watch.waitForExit(timeout: .seconds(10)) == 0, "@releaseDomain fired: \(watch.output)")
+        let after = try storeListing("/")
+        #expect(!after.contains("/local/domain/1/") && !after.contains("/local/domain/0/backend/vbd/1"), "\(after)")
+        #expect(after.contains("/local/domain/2/store/ring-ref"), "\(after)")
+        let read = try pvh(["xenstore", "read", "beta", "domid"])
+        #expect(read.status == 0 && read.stdout == "2\n", "\(read)")
+
+        // shutdown -w through the daemon's store: control/shutdown reaches beta's watch.
+        let shutdown = try pvh(["shutdown", "-w", "--timeout", "60", "beta"])
+        #expect(shutdown.status == 0, "\(shutdown)")
+        #expect(try domains().isEmpty)
+        #expect(guestLog("beta").contains("(d2) PVHTEST control PASS"), "\(guestLog("beta"))")
+        let end = try storeListing("/")
+        #expect(!end.contains("/local/domain/2") && !end.contains("/vm/"), "\(end)")
+        kill(daemon.pid, SIGTERM)
+        #expect(daemon.waitForExit(timeout: .seconds(60)) == 0)
+        #expect(daemon.errors.contains("event: crashed alpha (domain 1): killed by signal 9"), "\(daemon.errors)")
     }
 
     @Test("reboot -w: the daemon restarts the guest under its name and id (on_reboot's default); shutdown -w: gone")

@@ -11,9 +11,11 @@ import Glibc
 /// Issue 12's guest process against a daemon's store: this test process
 /// plays the daemon (a `XenStoreServer`, two socketpairs served as dom0 and
 /// as the guest's domain) and starts `pvh run` with the hidden handover
-/// options, the far ends inherited as descriptors 3 and 4. The guest's
-/// XenStore scenario runs over the relay, its tree and its disk's xenbus
-/// handshake land in this process's store. Every wait is bounded.
+/// options, the far ends inherited as descriptors 3 and 4. As the daemon
+/// does, it writes the toolstack's nodes first (the home with its
+/// permissions, name, vm, domid; Toolstack's DomainStoreNodes); the guest's
+/// XenStore scenario runs over the relay, the rest of its tree and its
+/// disk's xenbus handshake land in this process's store. Every wait is bounded.
 @Suite("a guest process on a daemon's store (pvh run --store-fd)", .serialized,
        .enabled(if: Env.hasKVM, "needs /dev/kvm (read-write)"),
        .enabled(if: Env.hasPVHBinary, "needs .build/debug/pvh: run `swift build` first"))
@@ -82,6 +84,17 @@ struct StoreHandoffTests {
             guestEnd.hangUp()
         }
         let home = "/local/domain/\(Self.domain)"
+        let name = "handoff-\(getpid())"
+        let vm = "/vm/00000000-0000-4000-8000-00000000000\(Self.domain)"
+        // The daemon's part of the tree, before the guest process starts.
+        let readOnly = XenStorePermissions(owner: .controlDomain, defaultAccess: .none, entries: [(DomainID(rawValue: Self.domain), .read)])
+        for path in [home, vm] {
+            try server.mkdir(path)
+            try server.setPermissions(path, readOnly)
+        }
+        try server.write("\(home)/name", name)
+        try server.write("\(home)/vm", vm)
+        try server.write("\(home)/domid", String(Self.domain))
         let vbd = "/local/domain/0/backend/vbd/\(Self.domain)/51712"
         // What the daemon's store saw while the guest ran (the tree goes when it ends).
         struct Seen: Sendable {
@@ -123,7 +136,7 @@ struct StoreHandoffTests {
         try FileHandle(forWritingTo: URL(fileURLWithPath: disk)).truncate(atOffset: 16 << 20)
         let pid = try Self.spawn(
             Env.pvhBinary,
-            ["run", "--kernel", elf, "--memory", "32", "--name", "handoff-\(getpid())",
+            ["run", "--kernel", elf, "--memory", "32", "--name", name,
              "--cmdline", "pvh.scenarios=xenstore,blk_rw pvh.blkseed=3", "--hypervisor-console", "stdout", "--disk", "\(disk),raw,xvda,w",
              "--store-fd", "3", "--guest-store-fd", "4", "--domid", String(Self.domain)],
             descriptors: [(controlFar.fd, 3), (guestFar.fd, 4)], stdout: "\(dir)/out", stderr: "\(dir)/err")
@@ -143,7 +156,7 @@ struct StoreHandoffTests {
 
         let s = seen.withLock { $0 }
         #expect(s.guestWrote == "hello", "the guest's own write reached the daemon's store")
-        #expect(s.name == "handoff-\(getpid())")
+        #expect(s.name == name)
         #expect(s.domid == String(Self.domain))
         #expect(s.consoleType == "xenconsoled")
         for node in ["name", "domid", "vm", "memory", "cpu", "store", "console", "data", "control", "device"] {
@@ -151,6 +164,9 @@ struct StoreHandoffTests {
         }
         #expect(s.vbdStates.contains("4"), "the vbd backend reached Connected over the remote store: \(s.vbdStates)")
         #expect(s.released, "@releaseDomain for d\(Self.domain) when the guest ended")
-        #expect((try? server.read(home)) == nil, "the guest's tree was removed when it ended")
+        // The guest process removed what it wrote and left the daemon's nodes (the daemon removes the home when it reaps it).
+        #expect((try? server.directory(home))?.sorted() == ["domid", "name", "vm"], "\((try? server.directory(home)) ?? [])")
+        #expect((try? server.read("\(home)/vm")) == vm)
+        #expect((try? server.read("\(vbd)/state")) == nil, "the vbd backend's nodes went with it")
     }
 }

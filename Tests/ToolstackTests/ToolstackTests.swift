@@ -115,9 +115,30 @@ func configuration(_ name: String, _ extra: String = "") throws -> XLDomainConfi
         #expect(!ShutdownPolicy.allowsRestart(quickEnds: 2, limit: 2))
     }
 
-    @Test func launchArgumentsEndWithDestroyOnReboot() {
-        let launch = GuestLaunch(executable: "/usr/bin/pvh", configPath: "/run/pvh/d/web.cfg", logPath: "/l", overrides: ["memory=64"])
-        #expect(launch.arguments == ["/usr/bin/pvh", "create", "-F", "/run/pvh/d/web.cfg", "memory=64", "on_reboot=\"destroy\""])
+    @Test func launchArgumentsHandTheStoreOverAndEndWithDestroyOnReboot() {
+        var launch = GuestLaunch(executable: "/usr/bin/pvh", configPath: "/run/pvh/d/web.cfg", logPath: "/l", overrides: ["memory=64"],
+                                 domain: DomainID(rawValue: 7))
+        #expect(launch.arguments == ["/usr/bin/pvh", "create", "-F", "--store-fd", "3", "--guest-store-fd", "4", "--domid", "7",
+                                     "/run/pvh/d/web.cfg", "memory=64", "on_reboot=\"destroy\""])
+        launch.domain = DomainID(rawValue: 12)
+        #expect(launch.arguments.contains("12") && !launch.arguments.contains("7"))
+        #expect(GuestLaunch.storeDescriptor > 2 && GuestLaunch.guestStoreDescriptor > 2
+                && GuestLaunch.storeDescriptor != GuestLaunch.guestStoreDescriptor)
+    }
+
+    @Test func storeNodesTheDaemonWrites() throws {
+        let uuid = try #require(DomainUUID(parsing: "6b4c5e2a-0d1f-4a3b-9c8d-7e6f5a4b3c2d"))
+        let nodes = DomainStoreNodes(domain: DomainID(rawValue: 3), name: "web", uuid: uuid)
+        #expect(nodes.home == "/local/domain/3")
+        #expect(nodes.vm == "/vm/6b4c5e2a-0d1f-4a3b-9c8d-7e6f5a4b3c2d")
+        #expect(nodes.writes.map(\.path) == ["\(nodes.vm)/name", "\(nodes.vm)/uuid", "/local/domain/3/name", "/local/domain/3/vm",
+                                            "/local/domain/3/domid"])
+        #expect(nodes.writes.map(\.value) == ["web", uuid.description, "web", nodes.vm, "3"])
+        // Only the three toolstack nodes under the home: the guest process
+        // writes the rest (DomainStoreLayout.builderSubtrees).
+        #expect(Set(nodes.writes.map(\.path).filter { $0.hasPrefix(nodes.home + "/") }.map { $0.split(separator: "/").last! })
+                == ["name", "vm", "domid"])
+        #expect(nodes.backendDirectories(types: ["vbd", "vif"]) == ["/local/domain/0/backend/vbd/3", "/local/domain/0/backend/vif/3"])
     }
 }
 

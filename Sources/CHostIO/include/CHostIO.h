@@ -192,14 +192,15 @@ int pvh_spawn_with_fd(const char *path, char *const argv[], int child_fd, int ta
 /// SIGUSR1, SIGHUP), an empty signal mask, and a process group of its own
 /// (a terminal's ^C to the daemon's group never reaches a guest), or with
 /// `new_session` a session of its own (a daemon started on demand: no
-/// controlling terminal to lose). The pid in *pid: 0, or the (positive) errno.
-int pvh_spawn_supervised(const char *path, char *const argv[], int log_fd, int new_session, pid_t *pid);
-
-/// pvh_spawn_supervised with the child's stdin and stdout both on
-/// `console_fd` (one end of the daemon's socketpair: the guest's PV
-/// console, xenconsoled's side of it) and stderr on `log_fd`; a process
-/// group of its own. The pid in *pid: 0, or the (positive) errno.
-int pvh_spawn_supervised_console(const char *path, char *const argv[], int console_fd, int log_fd, pid_t *pid);
+/// controlling terminal to lose). Each `child_fds[i]` becomes the child's
+/// `target_fds[i]` (`nr_fds` of them, at most 8, targets above 2: the
+/// daemon's store connections); every other descriptor stays as its
+/// close-on-exec flag says. With `console_fd` >= 0 the child's stdin and
+/// stdout are both on it (one end of the daemon's socketpair: the guest's
+/// PV console, xenconsoled's side of it), only stderr on `log_fd`. The pid
+/// in *pid: 0, or the (positive) errno.
+int pvh_spawn_supervised(const char *path, char *const argv[], int log_fd, int new_session, int console_fd,
+                         const int *child_fds, const int *target_fds, unsigned nr_fds, pid_t *pid);
 
 /// pidfd_open(2): a descriptor that polls readable when process `pid` (a
 /// child not yet reaped) exits. The fd, or -errno.
