@@ -1,0 +1,2 @@
+// Header-only shim (CFuzzerDriver.h); SwiftPM wants a source file per C target.
+#include "CFuzzerDriver.h"
