@@ -50,13 +50,18 @@ private func frames(_ stream: ArraySlice<UInt8>, chunk: Int) -> Result<[XenStore
     return .success(out)
 }
 
+/// libFuzzer's callback, under the name its runtime expects.
+@_cdecl("LLVMFuzzerTestOneInput")
+func testOneInput(_ data: UnsafePointer<UInt8>?, _ size: Int) -> CInt {
+    // SAFETY: libFuzzer passes `size` readable bytes at `data`, valid for this call.
+    fuzzOne(size == 0 ? [] : Array(UnsafeBufferPointer(start: data, count: size)))
+    return 0
+}
+
+/// SwiftPM's `main` for this executable: libFuzzer's driver.
 @_cdecl("fuzz_xenstore_main")
 func fuzzMain(_ argc: CInt, _ argv: UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>?) -> CInt {
-    pvh_fuzz_main(argc, argv) { data, size in
-        // SAFETY: libFuzzer passes `size` readable bytes at `data`, valid for this call.
-        fuzzOne(Array(UnsafeBufferPointer(start: data, count: size)))
-        return 0
-    }
+    pvh_fuzz_main(argc, argv, testOneInput)
 }
 
 private func fuzzOne(_ input: [UInt8]) {

@@ -6,13 +6,18 @@
 import CFuzzerDriver
 import XLConfig
 
+/// libFuzzer's callback, under the name its runtime expects.
+@_cdecl("LLVMFuzzerTestOneInput")
+func testOneInput(_ data: UnsafePointer<UInt8>?, _ size: Int) -> CInt {
+    // SAFETY: libFuzzer passes `size` readable bytes at `data`, valid for this call.
+    fuzzOne(size == 0 ? [] : Array(UnsafeBufferPointer(start: data, count: size)))
+    return 0
+}
+
+/// SwiftPM's `main` for this executable: libFuzzer's driver.
 @_cdecl("fuzz_xlconfig_main")
 func fuzzMain(_ argc: CInt, _ argv: UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>?) -> CInt {
-    pvh_fuzz_main(argc, argv) { data, size in
-        // SAFETY: libFuzzer passes `size` readable bytes at `data`, valid for this call.
-        fuzzOne(Array(UnsafeBufferPointer(start: data, count: size)))
-        return 0
-    }
+    pvh_fuzz_main(argc, argv, testOneInput)
 }
 
 private func resolve(_ bytes: [UInt8], _ overrides: [String]) -> Result<XLDomainConfiguration, XLConfigError> {
