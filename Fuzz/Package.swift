@@ -9,28 +9,27 @@ import PackageDescription
 
 /// Each entry point is a library-style file (no top-level code): libFuzzer
 /// provides `main`.
-let fuzzSettings: [SwiftSetting] = [.unsafeFlags(["-parse-as-library"])]
+/// One fuzz target: Sources/fuzz-NAME, one Swift file that defines
+/// `LLVMFuzzerTestOneInput` as a library-style file (no top-level code).
+/// SwiftPM defines the executable's `main` as `fuzz_NAME_main`, which the
+/// file defines to call CFuzzerDriver's `pvh_fuzz_main` (a linker alias,
+/// `--defsym`, ends up an unrelocated address in lld's PIE output).
+func fuzzTarget(_ name: String) -> Target {
+    .executableTarget(
+        name: "fuzz-\(name)", dependencies: ["CFuzzerDriver", .product(name: "PVHFuzzable", package: "pvh")],
+        swiftSettings: [.unsafeFlags(["-parse-as-library"])])
+}
 
 let package = Package(
     name: "pvh-fuzz",
     dependencies: [.package(name: "pvh", path: "..")],
     targets: [
-        // libFuzzer's LLVMFuzzerRunDriver, declared for Swift.
+        // libFuzzer's driver as every target's main.
         .target(name: "CFuzzerDriver"),
-        .executableTarget(
-            name: "fuzz-xenstore", dependencies: ["CFuzzerDriver", .product(name: "PVHFuzzable", package: "pvh")],
-            swiftSettings: fuzzSettings),
-        .executableTarget(
-            name: "fuzz-xlconfig", dependencies: ["CFuzzerDriver", .product(name: "PVHFuzzable", package: "pvh")],
-            swiftSettings: fuzzSettings),
-        .executableTarget(
-            name: "fuzz-devicespecs", dependencies: ["CFuzzerDriver", .product(name: "PVHFuzzable", package: "pvh")],
-            swiftSettings: fuzzSettings),
-        .executableTarget(
-            name: "fuzz-pvhboot", dependencies: ["CFuzzerDriver", .product(name: "PVHFuzzable", package: "pvh")],
-            swiftSettings: fuzzSettings),
-        .executableTarget(
-            name: "fuzz-hypercalls", dependencies: ["CFuzzerDriver", .product(name: "PVHFuzzable", package: "pvh")],
-            swiftSettings: fuzzSettings),
+        fuzzTarget("xenstore"),
+        fuzzTarget("xlconfig"),
+        fuzzTarget("devicespecs"),
+        fuzzTarget("pvhboot"),
+        fuzzTarget("hypercalls"),
     ]
 )

@@ -1,2 +1,5 @@
-// Header-only shim (CFuzzerDriver.h); SwiftPM wants a source file per C target.
 #include "CFuzzerDriver.h"
+
+int pvh_fuzz_main(int argc, char **argv) {
+    return LLVMFuzzerRunDriver(&argc, &argv, LLVMFuzzerTestOneInput);
+}

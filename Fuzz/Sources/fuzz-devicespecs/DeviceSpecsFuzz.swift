@@ -7,7 +7,6 @@
 import CFuzzerDriver
 import DeviceSpecs
 
-/// libFuzzer's callback, under the name its runtime expects.
 @_cdecl("LLVMFuzzerTestOneInput")
 func testOneInput(_ data: UnsafePointer<UInt8>?, _ size: Int) -> CInt {
     // SAFETY: libFuzzer passes `size` readable bytes at `data`, valid for this call.
@@ -15,10 +14,9 @@ func testOneInput(_ data: UnsafePointer<UInt8>?, _ size: Int) -> CInt {
     return 0
 }
 
-/// SwiftPM's `main` for this executable: libFuzzer's driver.
 @_cdecl("fuzz_devicespecs_main")
 func fuzzMain(_ argc: CInt, _ argv: UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>?) -> CInt {
-    pvh_fuzz_main(argc, argv, testOneInput)
+    pvh_fuzz_main(argc, argv)
 }
 
 private func fuzzOne(_ input: [UInt8]) {

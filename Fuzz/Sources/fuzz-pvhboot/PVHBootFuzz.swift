@@ -9,7 +9,6 @@ import GuestMemory
 import PVHBoot
 import TestSupport
 
-/// libFuzzer's callback, under the name its runtime expects.
 @_cdecl("LLVMFuzzerTestOneInput")
 func testOneInput(_ data: UnsafePointer<UInt8>?, _ size: Int) -> CInt {
     // SAFETY: libFuzzer passes `size` readable bytes at `data`, valid for this call.
@@ -17,10 +16,9 @@ func testOneInput(_ data: UnsafePointer<UInt8>?, _ size: Int) -> CInt {
     return 0
 }
 
-/// SwiftPM's `main` for this executable: libFuzzer's driver.
 @_cdecl("fuzz_pvhboot_main")
 func fuzzMain(_ argc: CInt, _ argv: UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>?) -> CInt {
-    pvh_fuzz_main(argc, argv, testOneInput)
+    pvh_fuzz_main(argc, argv)
 }
 
 /// 16 MiB of guest RAM: enough for the seed kernels, small enough to be

@@ -50,7 +50,6 @@ private func frames(_ stream: ArraySlice<UInt8>, chunk: Int) -> Result<[XenStore
     return .success(out)
 }
 
-/// libFuzzer's callback, under the name its runtime expects.
 @_cdecl("LLVMFuzzerTestOneInput")
 func testOneInput(_ data: UnsafePointer<UInt8>?, _ size: Int) -> CInt {
     // SAFETY: libFuzzer passes `size` readable bytes at `data`, valid for this call.
@@ -58,10 +57,9 @@ func testOneInput(_ data: UnsafePointer<UInt8>?, _ size: Int) -> CInt {
     return 0
 }
 
-/// SwiftPM's `main` for this executable: libFuzzer's driver.
 @_cdecl("fuzz_xenstore_main")
 func fuzzMain(_ argc: CInt, _ argv: UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>?) -> CInt {
-    pvh_fuzz_main(argc, argv, testOneInput)
+    pvh_fuzz_main(argc, argv)
 }
 
 private func fuzzOne(_ input: [UInt8]) {
