@@ -19,6 +19,13 @@ let package = Package(
     platforms: [.macOS(.v15)],
     products: [
         .executable(name: "pvh", targets: ["pvh"]),
+        // The pure libraries the fuzz targets drive (Fuzz/Package.swift
+        // depends on this package by path and builds them with
+        // -sanitize=fuzzer); nothing else uses this product.
+        .library(
+            name: "PVHFuzzable",
+            targets: ["XenStore", "XLConfig", "DeviceSpecs", "Hypercalls", "PVHBoot", "GuestMemory", "XenABI",
+                      "EventChannels", "GrantTables", "TestSupport"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),

@@ -1,0 +1,107 @@
+// Fuzz target: the hypercall decoder and its handlers (Hypercalls) over mock
+// guest memory, with event channels and a grant table behind them, no KVM.
+// Input: byte 0 the number of calls (at most 16); per call one byte for the
+// hypercall number (its top bit: 32-bit mode), one for the vCPU, and six
+// arguments of one selector byte and eight value bytes; what remains is
+// copied into guest memory at 0x1000, where arguments often point. Checks:
+// every call returns, and every negative return value is one of Xen's errnos
+// (xen/include/public/errno.h).
+import CFuzzerDriver
+import EventChannels
+import GrantTables
+import GuestMemory
+import Hypercalls
+import TestSupport
+import XenABI
+
+@_cdecl("LLVMFuzzerTestOneInput")
+func testOneInput(_ data: UnsafePointer<UInt8>?, _ size: Int) -> CInt {
+    // SAFETY: libFuzzer passes `size` readable bytes at `data`, valid for this call.
+    fuzzOne(size == 0 ? [] : Array(UnsafeBufferPointer(start: data, count: size)))
+    return 0
+}
+
+@_cdecl("fuzz_hypercalls_main")
+func fuzzMain(_ argc: CInt, _ argv: UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>?) -> CInt {
+    pvh_fuzz_main(argc, argv)
+}
+
+private final class NullConsole: ConsoleService {
+    func write(_ bytes: [UInt8], from vcpu: VCPUID) {}
+    func read(max: Int) -> [UInt8] { Array(repeating: 0x41, count: min(max, 64)) }
+}
+
+private final class NullPhysmap: PhysmapService {
+    func mapSharedInfo(at frame: GuestFrameNumber) throws(XenErrno) {}
+    func backFrame(at frame: GuestFrameNumber) throws(XenErrno) { throw .enomem }
+}
+
+private final class NullNotifier: EventChannelNotifier {
+    func upcall(vcpu: VCPUID) {}
+}
+
+// The conformances the VMM target declares for the dispatcher's services.
+extension EventChannelTable: @retroactive EventChannelService {}
+extension GrantTable: @retroactive GrantTableService {}
+
+/// 1 MiB of guest RAM, fresh per input; the grant table's default area in
+/// its last 64 KiB.
+private let ramSize = 1 << 20
+private let domid = DomainID(rawValue: 5)
+private let known = Set(XenErrno.allCases.map(\.negated))
+
+private struct Reader {
+    var bytes: ArraySlice<UInt8>
+    mutating func byte() -> UInt8 { bytes.popFirst() ?? 0 }
+    mutating func u64() -> UInt64 { (0..<8).reduce(0) { v, i in v | UInt64(byte()) << (8 * UInt64(i)) } }
+    /// Small numbers, addresses in the data area, near-maximal and raw values.
+    mutating func argument() -> UInt64 {
+        let selector = byte()
+        let value = u64()
+        switch selector % 5 {
+        case 0: return value % 16
+        case 1: return 0x1000 + value % 0x1_0000
+        case 2: return UInt64.max - value % 4096
+        case 3: return UInt64(UInt32.max) - value % 64
+        default: return value
+        }
+    }
+}
+
+private func fuzzOne(_ input: [UInt8]) {
+    var reader = Reader(bytes: input[...])
+    let count = Int(reader.byte() % 17)
+    var calls: [(number: UInt8, vcpu: UInt8, args: [UInt64])] = []
+    for _ in 0..<count {
+        let number = reader.byte()
+        let vcpu = reader.byte()
+        calls.append((number, vcpu, (0..<6).map { _ in reader.argument() }))
+    }
+    let memory = MockGuestMemory(size: ramSize)
+    try? memory.write(Array(reader.bytes.prefix(0x1_0000)), at: GuestPhysicalAddress(0x1000))
+
+    let vcpuCount = 2
+    let state = DomainState()
+    let grants = GrantTable(configuration: .init(domainID: domid, maximumFrames: 4, defaultArea: GuestFrameNumber(0xf0)),
+                            memory: memory)
+    let channels = EventChannelTable(configuration: .init(domainID: domid, vcpuCount: vcpuCount), memory: memory,
+                                     locator: state, notifier: NullNotifier())
+    let configuration = DomainConfiguration(
+        domainID: domid, vcpuCount: vcpuCount,
+        memoryMap: [MemoryMapEntry(start: 0, length: UInt64(ramSize), type: .ram)],
+        totalPages: UInt64(ramSize / 4096), maxPages: UInt64(ramSize / 4096), handle: Array(1...16))
+    let dispatcher = HypercallDispatcher(configuration: configuration, memory: memory, console: NullConsole(),
+                                         physmap: NullPhysmap(), state: state, eventChannels: channels,
+                                         grantTables: grants)
+    for call in calls {
+        let a = call.args
+        let number = UInt64(call.number & 0x7f)
+        let registers = call.number & 0x80 == 0
+            ? HypercallRegisters(mode: .long64, rax: number, rdx: a[2], rsi: a[1], rdi: a[0], r8: a[4], r10: a[3], r9: a[5], cpl: 0)
+            : HypercallRegisters(mode: .protected32, rax: number, rbx: a[0], rcx: a[1], rdx: a[2], rsi: a[3], rdi: a[4], rbp: a[5], cpl: 0)
+        let outcome = dispatcher.handle(registers, vcpu: VCPUID(UInt32(call.vcpu % 3)), paging: .pagingDisabled)
+        if case .returnToGuest(let rax) = outcome, rax < 0 {
+            precondition(known.contains(rax), "hypercall \(number) returned \(rax), not a Xen errno")
+        }
+    }
+}

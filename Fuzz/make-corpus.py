@@ -1,0 +1,98 @@
+#!/usr/bin/env python3
+"""Writes the fuzz targets' seed corpora (Fuzz/corpus/<target>/seed-*).
+
+Hand-made inputs, most taken from the unit tests' cases and the README's
+examples; nothing fetched. Run from anywhere; rewrites the seed-* files only
+(inputs libFuzzer adds to a corpus directory are not touched).
+"""
+import bz2, gzip, lzma, os, struct
+
+ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "corpus")
+
+def put(target, name, data):
+    d = os.path.join(ROOT, target)
+    os.makedirs(d, exist_ok=True)
+    with open(os.path.join(d, "seed-" + name), "wb") as f:
+        f.write(data if isinstance(data, bytes) else data.encode())
+
+# XenStore: byte 0 the chunk size, then xsd_sockmsg frames (io/xs_wire.h:
+# type, req_id, tx_id, len, little-endian) from domain 1.
+XS = {"directory": 1, "read": 2, "get_perms": 3, "watch": 4, "unwatch": 5, "transaction_start": 6,
+      "transaction_end": 7, "get_domain_path": 10, "write": 11, "mkdir": 12, "rm": 13, "set_perms": 14,
+      "reset_watches": 21, "directory_part": 22}
+def frame(kind, payload, req=1, tx=0):
+    return struct.pack("<IIII", XS[kind], req, tx, len(payload)) + payload
+def z(*parts):
+    return b"".join(p.encode() + b"\0" for p in parts)
+put("xenstore", "read-write", b"\x07" + frame("write", z("device/vif/0/state") + b"4") + frame("read", z("device/vif/0/state"))
+    + frame("directory", z("/local/domain/1")) + frame("get_perms", z("device")))
+put("xenstore", "transaction", b"\x03" + frame("transaction_start", b"\0") + frame("write", z("data/x") + b"1", tx=1)
+    + frame("transaction_end", z("T"), tx=1) + frame("rm", z("data")))
+put("xenstore", "watch-perms", b"\x10" + frame("watch", z("device", "tok")) + frame("mkdir", z("device/vbd/51712"))
+    + frame("set_perms", z("device/vbd/51712", "n1", "r2")) + frame("unwatch", z("device", "tok"))
+    + frame("get_domain_path", z("1")) + frame("directory_part", z("/local/domain/1", "0")) + frame("reset_watches", b""))
+put("xenstore", "unknown-type", b"\x01" + struct.pack("<IIII", 999, 5, 0, 0))
+
+# xl.cfg (xl.cfg(5)); after a line "--", xl create's KEY=VALUE overrides.
+put("xlconfig", "pvh", 'name = "web"\ntype = "pvh"\nkernel = "/boot/vmlinuz"\nramdisk = "/boot/initrd.img"\n'
+    'cmdline = "console=hvc0 root=/dev/xvda"\nmemory = 512\nmaxmem = 1024\nvcpus = 2\n'
+    'disk = [ "/srv/web.img,raw,xvda,rw", "format=raw,vdev=xvdb,target=/srv/b.img" ]\n'
+    'vif = [ "mac=00:16:3e:01:02:03,bridge=br0", "" ]\non_reboot = "restart"\non_crash = "destroy"\n'
+    'uuid = "3f2504e0-4f89-11d3-9a0c-0305e82c3301"\n')
+put("xlconfig", "overrides", 'kernel = "/k"\nmemory = 64\nextra = "a" "b"\n# comment\nvcpus += 1\n--\nmemory=128\nname=x\n')
+put("xlconfig", "lists", 'kernel="/k"\nx = [ [ 1, "2" ], ]\ny = 0x10\nz = \'single\'\nw = "esc\\"aped\\n"\n')
+
+# Disk and vif specifications (README: Disks, Networking; xl-disk-configuration(5)).
+put("devicespecs", "disks", "/srv/guest.img,raw,xvda,rw\nformat=raw,vdev=xvda,target=/srv/guest.img\n"
+    "phy:/dev/vg/x,xvda,w\n/srv/debian.iso,,hdc:cdrom,r\n/srv/x.img,raw,xvdb,devtype=cdrom,direct-io-safe,no-discard\n"
+    "d0p1\nsda3\n51712")
+put("devicespecs", "vifs", "\ntype=tap,vifname=tap0\nbridge=br0,mac=00:16:3e:01:02:03\ntype=none\n"
+    "rate=10Mb/s@20ms,ip=10.0.0.2,mtu=9000,devid=3\n00:16:3e:aa:bb:cc\n100KB/s")
+
+# Kernels: a minimal ELF64 and ELF32 with Xen's PVH entry note
+# (public/elfnote.h XEN_ELFNOTE_PHYS32_ENTRY = 18), and the ELF64 compressed.
+def elf(bits):
+    base, entry = 0x100000, 0x100080
+    note = struct.pack("<III", 4, 4, 18) + b"Xen\0" + struct.pack("<I", entry)
+    if bits == 64:
+        ehsize, phsize = 64, 56
+        off = ehsize + 2 * phsize
+        size = off + len(note) + 64
+        hdr = b"\x7fELF" + bytes([2, 1, 1, 0]) + b"\0" * 8 + struct.pack(
+            "<HHIQQQIHHHHHH", 2, 62, 1, entry, ehsize, 0, 0, ehsize, phsize, 2, 64, 0, 0)
+        ph = struct.pack("<IIQQQQQQ", 1, 7, 0, base, base, size, size + 0x1000, 0x1000)
+        ph += struct.pack("<IIQQQQQQ", 4, 4, off, base + off, base + off, len(note), len(note), 4)
+    else:
+        ehsize, phsize = 52, 32
+        off = ehsize + 2 * phsize
+        size = off + len(note) + 64
+        hdr = b"\x7fELF" + bytes([1, 1, 1, 0]) + b"\0" * 8 + struct.pack(
+            "<HHIIIIIHHHHHH", 2, 3, 1, entry, ehsize, 0, 0, ehsize, phsize, 2, 40, 0, 0)
+        ph = struct.pack("<IIIIIIII", 1, 0, base, base, size, size + 0x1000, 7, 0x1000)
+        ph += struct.pack("<IIIIIIII", 4, off, base + off, base + off, len(note), len(note), 4, 4)
+    out = hdr + ph + note
+    return out + b"\x90" * (size - len(out))
+put("pvhboot", "elf64", elf(64))
+put("pvhboot", "elf32", elf(32))
+put("pvhboot", "elf64.gz", gzip.compress(elf(64), mtime=0))
+put("pvhboot", "elf64.xz", lzma.compress(elf(64)))
+put("pvhboot", "elf64.bz2", bz2.compress(elf(64)))
+
+# Hypercalls: count, then per call number (bit 7: 32-bit mode), vCPU and six
+# (selector, u64) arguments; then bytes for guest memory at 0x1000.
+def call(number, *args, vcpu=0):
+    out = bytes([number, vcpu])
+    for sel, val in (list(args) + [(0, 0)] * 6)[:6]:
+        out += bytes([sel]) + struct.pack("<Q", val)
+    return out
+# Numbers from public/xen.h; sub-ops and buffers are left to the fuzzer.
+calls = [call(18, (0, 0), (0, 1), (1, 0)),             # console_io
+         call(32, (0, 6), (1, 0)),                     # event_channel_op
+         call(20, (0, 6), (1, 0x100), (0, 1)),         # grant_table_op
+         call(12, (0, 0), (1, 0x200)),                 # memory_op
+         call(17, (0, 0), (0, 0)),                     # xen_version
+         call(29, (0, 0), (0, 0)),                     # sched_op
+         call(34, (0, 0), (1, 0x300)),                 # hvm_op
+         call(24, (0, 0), (0, 0), (1, 0x400))]         # vcpu_op
+put("hypercalls", "mixed", bytes([len(calls)]) + b"".join(calls) + bytes(0x500))
+put("hypercalls", "compat", bytes([2]) + call(0x80 | 17, (0, 1), (1, 0)) + call(0x80 | 32, (0, 1), (1, 0)) + bytes(64))
