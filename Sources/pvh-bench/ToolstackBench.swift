@@ -89,18 +89,7 @@ enum ToolstackBench {
 
     /// Runs the benchmark; the process's exit status.
     static func main(_ arguments: [String]) -> Int32 {
-        if arguments.contains("--help") || arguments.contains("-h") {
-            print(usage)
-            return 0
-        }
-        do {
-            let options = try parse(arguments)
-            try run(options)
-            return 0
-        } catch {
-            FileHandle.standardError.write(Data("pvh-bench toolstack: \(error)\n".utf8))
-            return 1
-        }
+        benchSubcommand("toolstack", usage: usage, arguments, failure: 1) { try run(try parse(arguments)) }
     }
 
     // MARK: the run
@@ -188,11 +177,7 @@ enum ToolstackBench {
               + "(/proc/PID/smaps), medians over \(n), once each guest waits for control/shutdown")
     }
 
-    static func median(_ values: [Double]) -> Double {
-        guard !values.isEmpty else { return .nan }
-        let s = values.sorted()
-        return s.count % 2 == 1 ? s[s.count / 2] : (s[s.count / 2 - 1] + s[s.count / 2]) / 2
-    }
+    static func median(_ values: [Double]) -> Double { benchMedian(values) }
 
     static func list(_ values: [Double]) -> String { values.map { String(format: "%.1f", $0) }.joined(separator: " ") }
 
