@@ -1,3 +1,5 @@
+import Foundation
+
 /// Why a benchmark could not run: bad arguments, or a missing or failing
 /// peer (fio, the scratch file); one line for stderr.
 struct BenchUsageError: Error, CustomStringConvertible {
@@ -47,4 +49,28 @@ struct BenchArguments {
     func unknown(_ argument: String) -> BenchUsageError {
         BenchUsageError(description: "unknown argument '\(argument)' (\(usage))")
     }
+}
+
+/// A subcommand's `main`: `--help` (or `-h`) prints its usage; otherwise
+/// `body` runs, and an error it throws is one line on stderr,
+/// `pvh-bench NAME: ERROR`, and `failure` the exit status.
+func benchSubcommand(_ name: String, usage: String, _ arguments: [String], failure: Int32, _ body: () throws -> Void) -> Int32 {
+    if arguments.contains("--help") || arguments.contains("-h") {
+        print(usage)
+        return 0
+    }
+    do {
+        try body()
+        return 0
+    } catch {
+        FileHandle.standardError.write(Data("pvh-bench \(name): \(error)\n".utf8))
+        return failure
+    }
+}
+
+/// The median of `values` (the mean of the middle two for an even count), NaN for none.
+func benchMedian(_ values: [Double]) -> Double {
+    guard !values.isEmpty else { return .nan }
+    let s = values.sorted()
+    return s.count % 2 == 1 ? s[s.count / 2] : (s[s.count / 2 - 1] + s[s.count / 2]) / 2
 }

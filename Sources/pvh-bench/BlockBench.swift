@@ -112,18 +112,7 @@ enum BlockBench {
 
     /// Runs the benchmark; the process's exit status.
     static func main(_ arguments: [String]) -> Int32 {
-        if arguments.contains("--help") || arguments.contains("-h") {
-            print(usage)
-            return 0
-        }
-        do {
-            let options = try parse(arguments)
-            try run(options)
-            return 0
-        } catch {
-            FileHandle.standardError.write(Data("pvh-bench block: \(error)\n".utf8))
-            return 2
-        }
+        benchSubcommand("block", usage: usage, arguments, failure: 2) { try run(try parse(arguments)) }
     }
 
     // MARK: cases
@@ -222,10 +211,7 @@ enum BlockBench {
         print(String(format: "block %@ %@ %.1f %@ host %.1f %@ ratio %.2f", c.name, side, value, u, host, u, host > 0 ? value / host : .nan))
     }
 
-    static func median(_ values: [Double]) -> Double {
-        let s = values.sorted()
-        return s.count % 2 == 1 ? s[s.count / 2] : (s[s.count / 2 - 1] + s[s.count / 2]) / 2
-    }
+    static func median(_ values: [Double]) -> Double { benchMedian(values) }
 
     // MARK: the scratch file
 

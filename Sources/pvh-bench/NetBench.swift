@@ -363,11 +363,7 @@ enum NetBench {
 
     static func dotted(_ a: [UInt8]) -> String { a.map(String.init).joined(separator: ".") }
 
-    static func median(_ values: [Double]) -> Double {
-        guard !values.isEmpty else { return .nan }
-        let s = values.sorted()
-        return s.count % 2 == 1 ? s[s.count / 2] : (s[s.count / 2 - 1] + s[s.count / 2]) / 2
-    }
+    static func median(_ values: [Double]) -> Double { benchMedian(values) }
 
     /// Packets/s, or Gbit/s of `bytes`.
     static func rate(_ c: Case, packets: Int, bytes: Int? = nil, seconds: Double) -> Double {

@@ -3,12 +3,16 @@
 //   swift build -c release && .build/release/pvh-bench [iterations]
 //   .build/release/pvh-bench block [--seconds N] [--file PATH] [--rounds N] [--case NAME]... [--depth N]
 //   .build/release/pvh-bench net [--seconds N] [--rounds N] [--case NAME]...
+//   .build/release/pvh-bench toolstack [--rounds N] [--guests N] [--memory MIB] [--timeout SECONDS] [--pvh PATH] [--kernel PATH]
 //
 // `block` runs only the block benchmark (BlockBench.swift): the block
 // backend driven by an in-process frontend beside fio on the same file.
 // `net` runs only the net benchmark (NetBench.swift, root only): the net
 // backend driven by an in-process netif frontend into a TAP beside a plain
 // loop writing the same frames into a second TAP (cases tx-64, tx-bulk).
+// `toolstack` runs only the toolstack benchmark (ToolstackBench.swift): the
+// pvh daemon from `pvh create` to a guest's first instruction, a burst of
+// guests, and resident memory, beside `pvh run` of the same guest.
 //
 // Hypercall path: the reference is the physical limit, a bare KVM exit
 // (KVM_RUN → port-I/O exit → RAX via sync regs → KVM_RUN, no VMM logic).
@@ -30,6 +34,9 @@ if CommandLine.arguments.count > 1, CommandLine.arguments[1] == "block" {
 }
 if CommandLine.arguments.count > 1, CommandLine.arguments[1] == "net" {
     exit(NetBench.main(Array(CommandLine.arguments.dropFirst(2))))
+}
+if CommandLine.arguments.count > 1, CommandLine.arguments[1] == "toolstack" {
+    exit(ToolstackBench.main(Array(CommandLine.arguments.dropFirst(2))))
 }
 
 let iterations = CommandLine.arguments.dropFirst().first.flatMap { Int($0) } ?? 20000
