@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Sets up this machine (scripts/setup.sh) and boots guests on their Xen console
 # (the hypervisor console, shown on stderr; the PV console on stdout):
-# the project's test guest, then Debian's 6.1 cloud kernel with its initramfs.
+# the project's test guest; then the pvh daemon with two test guests from
+# xl config files (list, xenstore-ls, console, dmesg, shutdown); then
+# Debian's 6.1 cloud kernel with its initramfs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
@@ -13,6 +15,54 @@ echo "== test guest (testguest/): its scenarios on the Xen console, then powerof
 # The test guest reports with console_io: the hypervisor console (pvh dmesg),
 # shown here live on stderr.
 $pvh run --kernel testguest/build/testguest.elf --memory 64 --hypervisor-console stderr
+echo
+echo "== the pvh daemon: two guests from xl config files, pvh list, a console, a clean shutdown"
+# A private daemon for the demo, its sockets and logs in a temporary
+# directory (PVH_RUNTIME_DIR), so it cannot clash with one already running.
+# Without PVH_RUNTIME_DIR the daemon uses /run/pvh/api.sock and xenstored's
+# /var/run/xenstored/socket, where xenstore-ls needs no environment.
+demo=$(mktemp -d /tmp/pvh-demo.XXXXXX)
+export PVH_RUNTIME_DIR=$demo PVH_LOG_DIR=$demo/log
+$pvh daemon --foreground > "$demo/daemon.out" 2>&1 &
+daemon=$!
+trap 'kill "$daemon" 2>/dev/null; wait "$daemon" 2>/dev/null; rm -rf "$demo"' EXIT
+for _ in $(seq 100); do grep -q ready "$demo/daemon.out" && break; sleep 0.1; done
+truncate -s 64M "$demo/web.img"
+guest=$PWD/testguest/build/testguest.elf
+# web: a disk and user networking (passt); both wait for control/shutdown.
+cat > "$demo/web.cfg" <<CFG
+type = "pvh"
+name = "web"
+kernel = "$guest"
+memory = 64
+extra = "pvh.scenarios=blk_info,net_dhcp,console_ring,control"
+disk = [ '$demo/web.img,raw,xvda,rw' ]
+vif = [ '' ]
+CFG
+cat > "$demo/db.cfg" <<CFG
+type = "pvh"
+name = "db"
+kernel = "$guest"
+memory = 32
+vcpus = 2
+extra = "pvh.scenarios=console_ring,control"
+CFG
+$pvh create "$demo/web.cfg"
+$pvh create "$demo/db.cfg"
+$pvh list
+echo "-- xenstore-ls (Debian's xenstore-utils) on the daemon's store: web's devices"
+XENSTORED_PATH=$demo/xenstored.sock xenstore-ls -f /local/domain/1/device | head -12
+echo "-- pvh console web (its output so far; Ctrl-] detaches)"
+(sleep 2; printf '\035') | $pvh console web || true
+echo "-- pvh dmesg web (the hypervisor console)"
+$pvh dmesg web | tail -4
+$pvh shutdown -w web
+$pvh shutdown -w db
+$pvh list
+kill "$daemon"; wait "$daemon" || true
+trap - EXIT
+rm -rf "$demo"
+unset PVH_RUNTIME_DIR PVH_LOG_DIR
 echo
 echo "== Debian 6.1 cloud kernel, entered at its PVH entry point (earlyprintk=xen)"
 cmdline="earlyprintk=xen console=hvc0"

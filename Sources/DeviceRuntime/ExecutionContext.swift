@@ -60,11 +60,15 @@ public final class ExecutionContext: Sendable {
         // only once start() has recorded its pthread: a name set before
         // start() is never applied, and one set by the new thread itself is
         // lost if it runs before start() returns. So the creator names it
-        // after start() and the thread waits for that before its first run:
-        // every pump runs on a thread called `name`.
+        // after start() and the thread waits for that before its first run,
+        // then names itself again: on a loaded host the new thread's own
+        // start-up can run after the creator's assignment and leave
+        // `Thread.current.name` without it (a CI run saw a pump on an
+        // unnamed context thread). Every pump runs on a thread called `name`.
         let named = DispatchSemaphore(value: 0)
         let thread = Thread {
             named.wait()
+            Thread.current.name = name
             core.run()
         }
         thread.stackSize = stackSize
