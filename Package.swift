@@ -140,7 +140,7 @@ let package = Package(
         // JSON; served beside PVHMetrics' /metrics (docs/api/openapi.json).
         .target(
             name: "PVHAPI",
-            dependencies: ["Toolstack", "XLConfig", .product(name: "Hummingbird", package: "hummingbird")],
+            dependencies: ["Toolstack", "XLConfig", "XenStore", .product(name: "Hummingbird", package: "hummingbird")],
             swiftSettings: safeSettings),
         // The API's client for the CLI: NIO's HTTP/1 client codec over the
         // daemon's Unix socket.
@@ -183,7 +183,7 @@ let package = Package(
         .testTarget(name: "PVHLoggingTests", dependencies: ["PVHLogging", "XenABI", .product(name: "Logging", package: "swift-log")]),
         .testTarget(name: "PVHMetricsTests", dependencies: ["PVHMetrics", "VMM", "BlockBackend", "NetBackend", "DeviceRuntime", "ConsoleBackend", "XenABI"]),
         .testTarget(name: "ToolstackTests", dependencies: ["Toolstack", "XLConfig", "XenABI"]),
-        .testTarget(name: "PVHAPITests", dependencies: ["PVHAPI", "PVHAPIClient", "PVHMetrics", "Toolstack", "XLConfig", "XenABI"]),
+        .testTarget(name: "PVHAPITests", dependencies: ["PVHAPI", "PVHAPIClient", "PVHMetrics", "Toolstack", "XLConfig", "XenABI", "XenStore"]),
         .testTarget(name: "IntegrationTests", dependencies: ["VMM", "DeviceSpecs", "KVM", "GrantTables", "GuestMemory", "XenABI", "XenStore"]),
     ]
 )

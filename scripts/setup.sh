@@ -13,6 +13,16 @@ if [ ${#missing[@]} -gt 0 ]; then
     apt-get update
     apt-get install -y "${missing[@]}"
 fi
+# schemathesis for scripts/api-check.sh: pinned, into a venv of its own
+# under .build (no cache kept), made again only when the version differs.
+schemathesis_version=4.32.5
+venv=${PVH_SCHEMATHESIS_VENV:-.build/schemathesis-venv}
+if ! "$venv/bin/schemathesis" --version 2>/dev/null | grep -qF "$schemathesis_version"; then
+    echo "setup: installing schemathesis $schemathesis_version into $venv"
+    rm -rf "$venv"
+    python3 -m venv "$venv"
+    "$venv/bin/pip" install --no-cache-dir --quiet "schemathesis==$schemathesis_version"
+fi
 bash scripts/guest-kit.sh
 make -s -C testguest
 swift build -c release

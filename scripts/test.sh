@@ -9,8 +9,9 @@
 # PVH_TEST_LIMIT seconds (default 2400) every thread of the test process is
 # printed (gdb) and the run is killed with exit 124.
 #
-# After the tests, every fuzz target runs for PVH_FUZZ_SECONDS seconds each
-# (default 15; 0 skips fuzzing) through scripts/fuzz.sh, whose runs are
+# After the tests, scripts/api-check.sh fuzzes the daemon's API against its
+# OpenAPI document with schemathesis (about 3 minutes at most). Then every
+# fuzz target runs for PVH_FUZZ_SECONDS seconds each (default 15; 0 skips fuzzing) through scripts/fuzz.sh, whose runs are
 # bounded too; a crash fails the run and keeps its input in Fuzz/crashes/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -34,6 +35,8 @@ if kill -0 "$pid" 2>/dev/null; then
     exit 124
 fi
 wait "$pid"
+# The API against docs/api/openapi.json (schemathesis; bounded, see the script).
+bash scripts/api-check.sh
 fuzz_seconds=${PVH_FUZZ_SECONDS:-15}
 if [ "$fuzz_seconds" -gt 0 ]; then
     bash scripts/fuzz.sh --seconds "$fuzz_seconds"

@@ -21,15 +21,19 @@ public struct APIError: Error, Codable, Hashable, Sendable, CustomStringConverti
         case timedOut = "timed_out"
         /// Not built yet.
         case notImplemented = "not_implemented"
+        /// XenStore refused the path or value as malformed (EINVAL, E2BIG, ...).
+        case xenStoreInvalid = "xenstore_invalid"
+        /// XenStore refused the request (EACCES, EEXIST, a quota, ...).
+        case xenStoreRefused = "xenstore_refused"
         /// The daemon failed (spawning a guest process, its store).
         case internalError = "internal_error"
 
         /// 400, 404, 409, 501 or 500.
         public var httpStatus: Int {
             switch self {
-            case .badRequest, .configSyntax, .configInvalid: 400
+            case .badRequest, .configSyntax, .configInvalid, .xenStoreInvalid: 400
             case .notFound: 404
-            case .nameInUse, .conflict, .timedOut: 409
+            case .nameInUse, .conflict, .timedOut, .xenStoreRefused: 409
             case .notImplemented: 501
             case .internalError: 500
             }

@@ -33,7 +33,10 @@ public enum APIRoutes {
         Route(method: "GET", path: "/v1/events", implemented: true),
         Route(method: "GET", path: "/v1/xenstore", implemented: true),
         Route(method: "GET", path: "/v1/xenstore/{path}", implemented: true),
-        Route(method: "PUT", path: "/v1/xenstore/{path}", implemented: false),
+        // XenStoreRoutes serves these (as dom0).
+        Route(method: "PUT", path: "/v1/xenstore/{path}", implemented: true),
+        Route(method: "DELETE", path: "/v1/xenstore/{path}", implemented: true),
+        Route(method: "GET", path: "/v1/xenstore-watch/{path}", implemented: true),
         Route(method: "GET", path: "/metrics", implemented: true),
     ]
 
@@ -88,13 +91,6 @@ public enum APIRouter {
             var headers = HTTPFields()
             headers[.contentType] = "application/x-ndjson"
             return Response(status: .ok, headers: headers, body: ResponseBody(asyncSequence: lines))
-        }
-        router.get("/v1/xenstore") { _, _ in try await answer { try await service.xenStoreNode("/") } }
-        router.get("/v1/xenstore/**") { _, context in
-            try await answer {
-                let parts = context.parameters.getCatchAll()
-                return try await service.xenStoreNode("/" + parts.joined(separator: "/"))
-            }
         }
         for route in APIRoutes.all where !route.implemented {
             let path = route.path.replacingOccurrences(of: "{path}", with: "**")

@@ -4,7 +4,8 @@ import XLConfig
 
 /// What the API serves, behind the router: the daemon implements it, the
 /// tests fake it. Every method answers at once or within its own bound.
-/// (`/metrics` is PVHMetrics' route on the same server.)
+/// (`/metrics` is PVHMetrics' route on the same server; the XenStore's
+/// routes are XenStoreRoutes'.)
 public protocol DomainService: Sendable {
     func host() async -> HostInfo
     func domains() async -> [DomainInfo]
@@ -19,8 +20,6 @@ public protocol DomainService: Sendable {
     func perform(_ action: DomainAction, on name: String, wait: Bool, timeout: Double) async throws(APIError) -> DomainInfo?
     /// Every event from now on, until the consumer stops.
     func events() -> AsyncStream<DomainEvent>
-    /// A node of the daemon's XenStore.
-    func xenStoreNode(_ path: String) async throws(APIError) -> XenStoreNode
 }
 
 /// A create request checked and resolved (the config text is what the

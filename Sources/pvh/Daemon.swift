@@ -101,6 +101,7 @@ struct Daemon: ParsableCommand {
         do {
             server = try MetricsServer.start(.unix(path: api), registry: PVHMetricsRegistry(), timeout: .seconds(30)) { router in
                 APIRouter.register(on: router, service: supervisor)
+                XenStoreRoutes.register(on: router, store: XenStoreAccess(store))
             }
         } catch {
             storeServer.stop()

@@ -179,20 +179,6 @@ final class Supervisor: DomainService, Sendable {
 
     func events() -> AsyncStream<DomainEvent> { subscribe().stream }
 
-    func xenStoreNode(_ path: String) async throws(APIError) -> XenStoreNode {
-        do {
-            let children = try store.directory(path)
-            let value = try? store.read(path)
-            return XenStoreNode(path: path, value: value, children: children)
-        } catch {
-            switch error {
-            case .enoent: throw APIError(.notFound, "\(path): no such node")
-            case .eacces, .eperm: throw APIError(.conflict, "\(path): \(error)")
-            default: throw APIError(.badRequest, "\(path): \(error)")
-            }
-        }
-    }
-
     // MARK: Guest processes
 
     private func logPath(_ name: String) -> String { "\(paths.stateDirectory)/\(name).log" }

@@ -7,6 +7,7 @@ import Testing
 import Toolstack
 import XLConfig
 import XenABI
+import XenStore
 
 /// The API's service without a daemon: the real registry, no processes.
 final class FakeService: DomainService {
@@ -73,14 +74,6 @@ final class FakeService: DomainService {
 
     var subscriberCount: Int { state.withLock { $0.subscribers.count } }
 
-    func xenStoreNode(_ path: String) async throws(APIError) -> XenStoreNode {
-        switch path {
-        case "/": return XenStoreNode(path: "/", value: "", children: ["local", "vm"])
-        case "/local/domain/1/name": return XenStoreNode(path: path, value: "web", children: [])
-        default: throw APIError(.notFound, "\(path): no such node")
-        }
-    }
-
     private func publish(_ event: DomainEvent) {
         for c in state.withLock({ $0.subscribers }) { c.yield(event) }
     }
@@ -90,6 +83,8 @@ final class FakeService: DomainService {
 /// and the real client; everything bounded.
 struct APIHarness {
     let service = FakeService()
+    /// A real store behind the XenStore routes, as the daemon's.
+    let store = XenStoreAccess(XenStoreServer())
     let server: MetricsServer
     let client: APIClient
     let checker: SchemaChecker
@@ -100,8 +95,12 @@ struct APIHarness {
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
         let socket = directory + "/api.sock"
         let service = self.service
+        let store = self.store
+        try store.store.write("/local/domain/1/name", "web")
+        try store.store.mkdir("/vm")
         server = try await MetricsServer.startServing(.unix(path: socket), registry: PVHMetricsRegistry(), timeout: .seconds(120)) {
             APIRouter.register(on: $0, service: service)
+            XenStoreRoutes.register(on: $0, store: store)
         }
         client = APIClient(socketPath: socket)
         let document = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()

@@ -1,0 +1,221 @@
+import Foundation
+import Hummingbird
+import Synchronization
+import XenStore
+
+/// The daemon's XenStore over the API: read, write, remove, watch.
+///
+/// The API acts as the control domain (dom0, privileged), as xenstored's
+/// own socket clients do (docs/xenstore.txt, "permissions": dom0 bypasses
+/// them), which is why the API socket is its owner's only (mode 0600).
+/// Paths are absolute (`/v1/xenstore/local/domain/1` is
+/// `/local/domain/1`); a watch may also name `@introduceDomain` or
+/// `@releaseDomain`. The store validates every path and value itself
+/// (XenStoreCore: length, characters, quota) and its errno becomes the
+/// answer: ENOENT 404 `not_found`, a malformed request 400
+/// `xenstore_invalid`, a refusal 409 `xenstore_refused`.
+public struct XenStoreAccess: Sendable {
+    public let store: any XenStoreService
+    private let watches: WatchCount
+
+    /// At most this many watch streams at once (a further one is 409).
+    public static let maximumWatches = 64
+    /// Events held for one watch stream whose client has not read them;
+    /// one more and the stream ends (the client is dropped, its watch removed).
+    public static let watchBuffer = 256
+    /// The largest PUT body read (a value is at most 4096 bytes, xs_wire.h's
+    /// XENSTORE_PAYLOAD_MAX, path included; the store refuses the rest).
+    public static let maximumBody = 64 << 10
+
+    public init(_ store: any XenStoreService) {
+        self.store = store
+        watches = WatchCount()
+    }
+
+    /// Watch streams open now.
+    public var activeWatches: Int { watches.count.withLock { $0 } }
+
+    /// A node: its value (absent when it is not UTF-8) and its children.
+    public func node(_ path: String) throws(APIError) -> XenStoreNode {
+        do {
+            let children = try store.directory(path)
+            let bytes = try store.readBytes(path)
+            return XenStoreNode(path: path, value: String(validating: bytes, as: UTF8.self), children: children)
+        } catch {
+            throw Self.apiError(error, path)
+        }
+    }
+
+    /// Writes `value` at `path` (XS_WRITE, missing parents made); the node after.
+    public func write(_ path: String, _ value: String) throws(APIError) -> XenStoreNode {
+        do {
+            try store.write(path, value)
+        } catch {
+            throw Self.apiError(error, path)
+        }
+        return try node(path)
+    }
+
+    /// Removes `path` and everything below it (XS_RM).
+    public func remove(_ path: String) throws(APIError) {
+        do {
+            try store.remove(path)
+        } catch {
+            throw Self.apiError(error, path)
+        }
+    }
+
+    /// Watches `path` (XS_WATCH as dom0): its events, the initial one
+    /// first (xenstore.txt), until the consumer stops (the watch is then
+    /// removed) or falls `watchBuffer` events behind (the stream ends).
+    public func watch(_ path: String, token: String) throws(APIError) -> AsyncStream<XenStoreWatchEvent> {
+        let admitted = watches.count.withLock { n in
+            guard n < Self.maximumWatches else { return false }
+            n += 1
+            return true
+        }
+        guard admitted else {
+            throw APIError(.xenStoreRefused, "\(path): \(Self.maximumWatches) watch streams are open already")
+        }
+        let (stream, continuation) = AsyncStream<XenStoreWatchEvent>.makeStream(bufferingPolicy: .bufferingOldest(Self.watchBuffer))
+        let registration = WatchRegistration()
+        let store = self.store
+        let watches = self.watches
+        continuation.onTermination = { _ in
+            if let id = registration.end() { store.unwatch(id) }
+            watches.count.withLock { $0 -= 1 }
+        }
+        let id: XenStoreWatchID
+        do {
+            id = try store.watch(path, token: token) { path, token in
+                // A full buffer: this client does not read; drop it rather than grow.
+                if case .dropped = continuation.yield(XenStoreWatchEvent(path: path, token: token)) { continuation.finish() }
+            }
+        } catch {
+            continuation.finish()
+            throw Self.apiError(error, path)
+        }
+        if !registration.start(id) { store.unwatch(id) }
+        return stream
+    }
+
+    /// A store errno as the API's error (the errno named in the message).
+    static func apiError(_ error: XenStoreError, _ path: String) -> APIError {
+        switch error {
+        case .enoent: APIError(.notFound, "\(path): no such node (ENOENT)")
+        case .einval, .e2big, .eisdir, .enosys: APIError(.xenStoreInvalid, "\(path): \(error.wireName)")
+        default: APIError(.xenStoreRefused, "\(path): \(error.wireName)")
+        }
+    }
+
+    private final class WatchCount: Sendable {
+        let count = Mutex(0)
+    }
+
+    /// The watch's id once made, and whether the stream ended: whichever of
+    /// the two comes second removes the watch.
+    private final class WatchRegistration: Sendable {
+        private let state = Mutex<(id: XenStoreWatchID?, ended: Bool)>((nil, false))
+
+        /// Records `id`; false when the stream already ended (remove it now).
+        func start(_ id: XenStoreWatchID) -> Bool {
+            state.withLock { s in
+                guard !s.ended else { return false }
+                s.id = id
+                return true
+            }
+        }
+
+        /// Marks the stream ended; the watch to remove, if it was made.
+        func end() -> XenStoreWatchID? {
+            state.withLock { s in
+                s.ended = true
+                defer { s.id = nil }
+                return s.id
+            }
+        }
+    }
+}
+
+/// One line of a watch stream: the path that changed and the watch's token.
+public struct XenStoreWatchEvent: Codable, Hashable, Sendable {
+    public var path: String
+    public var token: String
+
+    public init(path: String, token: String) {
+        self.path = path
+        self.token = token
+    }
+}
+
+/// `PUT /v1/xenstore/{path}`'s body.
+public struct XenStoreWriteRequest: Codable, Hashable, Sendable {
+    public var value: String
+
+    public init(value: String) { self.value = value }
+}
+
+/// The XenStore routes (docs/api/openapi.json: /v1/xenstore...).
+public enum XenStoreRoutes {
+    public static func register(on router: Router<BasicRequestContext>, store: XenStoreAccess) {
+        router.get("/v1/xenstore") { _, _ in try await APIRouter.answer { try store.node("/") } }
+        router.get("/v1/xenstore/**") { _, context in
+            try await APIRouter.answer { try store.node(path(context)) }
+        }
+        router.put("/v1/xenstore/**") { request, context in
+            try await APIRouter.answer {
+                let path = path(context)
+                let body: ByteBuffer
+                do {
+                    body = try await request.body.collect(upTo: XenStoreAccess.maximumBody)
+                } catch {
+                    throw APIError(.badRequest, "the body is larger than \(XenStoreAccess.maximumBody >> 10) KiB")
+                }
+                let decoded: XenStoreWriteRequest
+                do {
+                    decoded = try JSONDecoder().decode(XenStoreWriteRequest.self, from: Data(buffer: body))
+                } catch {
+                    throw APIError(.badRequest, "the body is not {\"value\": \"...\"}: \(error)")
+                }
+                return try store.write(path, decoded.value)
+            }
+        }
+        router.delete("/v1/xenstore/**") { _, context in
+            try await APIRouter.answer {
+                let path = path(context)
+                try store.remove(path)
+                return XenStoreRemoved(path: path, removed: true)
+            }
+        }
+        router.get("/v1/xenstore-watch/**") { request, context in
+            let token = request.uri.queryParameters.get("token").map { String($0) } ?? "pvh-api"
+            let events: AsyncStream<XenStoreWatchEvent>
+            do throws(APIError) {
+                events = try store.watch(path(context), token: token)
+            } catch {
+                return try APIRouter.errorResponse(error)
+            }
+            let lines = events.map { event -> ByteBuffer in
+                var data = (try? JSONEncoder.api.encode(event)) ?? Data()
+                data.append(0x0a)
+                return ByteBuffer(data: data)
+            }
+            var headers = HTTPFields()
+            headers[.contentType] = "application/x-ndjson"
+            return Response(status: .ok, headers: headers, body: ResponseBody(asyncSequence: lines))
+        }
+    }
+
+    /// The catch-all as an absolute path; `@introduceDomain` and
+    /// `@releaseDomain` (watches only; the store refuses them elsewhere) as they are.
+    static func path(_ context: BasicRequestContext) -> String {
+        let joined = context.parameters.getCatchAll().joined(separator: "/")
+        return joined.hasPrefix("@") ? joined : "/" + joined
+    }
+
+    /// `DELETE /v1/xenstore/{path}`'s answer.
+    struct XenStoreRemoved: Codable {
+        let path: String
+        let removed: Bool
+    }
+}
