@@ -12,6 +12,12 @@
 # the same document. POST /v1/domains is fuzzed: with no kernel file at any
 # path it makes up, no generated config starts a guest.
 #
+# Also left out: the paths whose every operation the document gives only a
+# 501 answer (documented, not built yet; found from the document, so they
+# are fuzzed once built), and the check positive_data_acceptance: a
+# schema-valid create request is refused when its xl config means nothing
+# (no name, no kernel file), which no schema can say.
+#
 # schemathesis comes from scripts/setup.sh's venv (pinned; PVH_SCHEMATHESIS_VENV).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -43,10 +49,21 @@ for _ in $(seq 100); do
     curl -sf "http://127.0.0.1:$port/v1/host" >/dev/null && break
     sleep 0.1
 done
+unbuilt=()
+while read -r path; do unbuilt+=(--exclude-path "$path"); done < <(python3 - docs/api/openapi.json <<'PY'
+import json, sys
+doc = json.load(open(sys.argv[1]))
+for path, item in doc["paths"].items():
+    ops = [op for m, op in item.items() if m in ("get", "put", "post", "delete", "patch")]
+    if ops and all(set(op["responses"]) == {"501"} for op in ops):
+        print(path)
+PY
+)
 status=0
 timeout --kill-after=10 $((seconds + 60)) "$venv/bin/schemathesis" --no-color run docs/api/openapi.json \
     --url "http://127.0.0.1:$port" --checks all --max-time "$seconds" --workers 1 --request-timeout 30 \
-    --exclude-path /v1/events --exclude-path /v1/xenstore-watch/{path} \
+    --exclude-path /v1/events --exclude-path /v1/xenstore-watch/{path} "${unbuilt[@]}" \
+    --exclude-checks positive_data_acceptance \
     --seed "${PVH_API_CHECK_SEED:-12}" || status=$?
 # The daemon must have survived it.
 if ! kill -0 "${pids[0]}" 2>/dev/null; then

@@ -25,15 +25,18 @@ public struct APIError: Error, Codable, Hashable, Sendable, CustomStringConverti
         case xenStoreInvalid = "xenstore_invalid"
         /// XenStore refused the request (EACCES, EEXIST, a quota, ...).
         case xenStoreRefused = "xenstore_refused"
+        /// The path exists; the method is not one it serves (405).
+        case methodNotAllowed = "method_not_allowed"
         /// The daemon failed (spawning a guest process, its store).
         case internalError = "internal_error"
 
-        /// 400, 404, 409, 501 or 500.
+        /// 400, 404, 405, 409, 501 or 500.
         public var httpStatus: Int {
             switch self {
             case .badRequest, .configSyntax, .configInvalid, .xenStoreInvalid: 400
             case .notFound: 404
             case .nameInUse, .conflict, .timedOut, .xenStoreRefused: 409
+            case .methodNotAllowed: 405
             case .notImplemented: 501
             case .internalError: 500
             }

@@ -102,6 +102,7 @@ struct Daemon: ParsableCommand {
             server = try MetricsServer.start(.unix(path: api), registry: PVHMetricsRegistry(), timeout: .seconds(30)) { router in
                 APIRouter.register(on: router, service: supervisor)
                 XenStoreRoutes.register(on: router, store: XenStoreAccess(store))
+                APIRoutes.registerMethodNotAllowed(on: router)
             }
         } catch {
             storeServer.stop()

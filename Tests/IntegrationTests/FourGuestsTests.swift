@@ -108,7 +108,7 @@ struct FourGuestsTests {
         let crashed = try base.until(30, daemon: daemon) { try state("delta")?["state"] as? String == "crashed" }
         let listedAfterKill = try base.domains()
         #expect(crashed, "\(listedAfterKill)")
-        #expect(try state("delta")?["flags"] as? String == "----c-")
+        #expect(try state("delta")?["flags"] as? String == "---sc-")
         #expect(try state("delta")?["pid"] == nil)
         // The other three keep running, their processes the same.
         for name in ["alpha", "beta", "gamma"] {

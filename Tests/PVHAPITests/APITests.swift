@@ -101,6 +101,7 @@ struct APIHarness {
         server = try await MetricsServer.startServing(.unix(path: socket), registry: PVHMetricsRegistry(), timeout: .seconds(120)) {
             APIRouter.register(on: $0, service: service)
             XenStoreRoutes.register(on: $0, store: store)
+            APIRoutes.registerMethodNotAllowed(on: $0)
         }
         client = APIClient(socketPath: socket)
         let document = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()

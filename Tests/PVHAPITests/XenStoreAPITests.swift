@@ -124,3 +124,23 @@ import XenStore
         #expect(await iterator.next() == XenStoreWatchEvent(path: "@releaseDomain", token: "r"))
     }
 }
+
+/// A documented path asked with a method it does not serve: 405, not 404.
+@Suite struct MethodNotAllowedTests {
+    @Test func undeclaredMethodsAre405WithAllow() async throws {
+        let h = try await APIHarness()
+        for (method, path, route) in [("TRACE", "/v1/host", "/v1/host"), ("PATCH", "/v1/xenstore/local", "/v1/xenstore/{path}"),
+                                      ("POST", "/v1/domains/web", "/v1/domains/{name}"), ("QUERY", "/v1/domains", "/v1/domains")] {
+            let client = h.client
+            let response = try await withCheckedThrowingContinuation { (c: CheckedContinuation<APIResponse, any Error>) in
+                Thread { c.resume(with: Result { try client.request(method, path, timeout: 60) }) }.start()
+            }
+            #expect(response.status == 405, "\(method) \(path)")
+            let json = try JSONDecoder().decode(JSON.self, from: Data(response.body))
+            #expect(json["code"] == .string("method_not_allowed"), "\(method) \(path)")
+            let served = APIRoutes.all.filter { $0.path == route }.map(\.method).sorted().joined(separator: ", ")
+            if case .string(let message)? = json["message"] { #expect(message.hasSuffix("\(served) are"), "\(message)") }
+        }
+        await h.stop()
+    }
+}
