@@ -38,11 +38,40 @@ public struct XenStoreAccess: Sendable {
     /// A node: its value (absent when it is not UTF-8) and its children.
     public func node(_ path: String) throws(APIError) -> XenStoreNode {
         do {
-            let children = try store.directory(path)
+            let children = try self.children(path)
             let bytes = try store.readBytes(path)
             return XenStoreNode(path: path, value: String(validating: bytes, as: UTF8.self), children: children)
         } catch {
             throw Self.apiError(error, path)
+        }
+    }
+
+    /// `path`'s children: DIRECTORY, or when their names pass one reply's
+    /// 4096 bytes (E2BIG) DIRECTORY_PART from offset 0 on (xenstore.txt:
+    /// each reply is the node's generation, then whole names; an extra NUL
+    /// ends the last), started again if the generation changes between
+    /// parts, at most 8 times.
+    func children(_ path: String) throws(XenStoreError) -> [String] {
+        do {
+            return try store.directory(path)
+        } catch .e2big {
+            for _ in 0..<8 {
+                var names: [UInt8] = []
+                var generation: ArraySlice<UInt8>?
+                var complete = false
+                while !complete {
+                    let reply = try store.call(.directoryPart, XenStoreWire.nulTerminated([path, String(names.count)]))
+                    guard let nul = reply.firstIndex(of: 0) else { throw .eio }
+                    let part = reply[(nul + 1)...]
+                    if generation == nil { generation = reply[..<nul] }
+                    guard generation == reply[..<nul] else { break }
+                    complete = part.isEmpty || part.last == 0 && (part.count == 1 || part.dropLast().last == 0)
+                    names += complete ? part.dropLast() : part
+                    if !complete && part.isEmpty { throw .eio }
+                }
+                if complete { return names.split(separator: 0).map { String(decoding: $0, as: UTF8.self) } }
+            }
+            throw .eagain
         }
     }
 

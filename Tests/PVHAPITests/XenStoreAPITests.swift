@@ -108,6 +108,18 @@ import XenStore
         #expect(received == XenStoreAccess.watchBuffer)
     }
 
+    @Test func childrenPastOneReplyComeInParts() async throws {
+        let h = try await APIHarness()
+        // 300 names of 40 bytes: 12 KiB of names, three DIRECTORY_PART replies.
+        let names = (0..<300).map { String(format: "child-%034d", $0) }
+        for name in names { try h.store.store.write("/big/\(name)", "") }
+        #expect(throws: XenStoreError.e2big) { try h.store.store.directory("/big") }
+        let (status, json) = try await h.call("GET", "/v1/xenstore/big", route: "/v1/xenstore/{path}")
+        #expect(status == 200)
+        #expect(json["children"] == .array(names.map { .string($0) }))
+        await h.stop()
+    }
+
     @Test func watchStreamsAreBounded() async throws {
         let access = XenStoreAccess(XenStoreServer())
         var streams: [AsyncStream<XenStoreWatchEvent>] = []
