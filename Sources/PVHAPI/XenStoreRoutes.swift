@@ -177,13 +177,6 @@ public struct XenStoreWatchEvent: Codable, Hashable, Sendable {
     }
 }
 
-/// `PUT /v1/xenstore/{path}`'s body.
-public struct XenStoreWriteRequest: Codable, Hashable, Sendable {
-    public var value: String
-
-    public init(value: String) { self.value = value }
-}
-
 /// The XenStore routes (docs/api/openapi.json: /v1/xenstore...).
 public enum XenStoreRoutes {
     public static func register(on router: Router<BasicRequestContext>, store: XenStoreAccess) {
@@ -200,13 +193,12 @@ public enum XenStoreRoutes {
                 } catch {
                     throw APIError(.badRequest, "the body is larger than \(XenStoreAccess.maximumBody >> 10) KiB")
                 }
-                let decoded: XenStoreWriteRequest
-                do {
-                    decoded = try JSONDecoder().decode(XenStoreWriteRequest.self, from: Data(buffer: body))
-                } catch {
-                    throw APIError(.badRequest, "the body is not {\"value\": \"...\"}: \(error)")
+                // Exactly {"value": string}: the document's additionalProperties: false.
+                let object = try? JSONDecoder().decode([String: JSON].self, from: Data(buffer: body))
+                guard let object, object.count == 1, case .string(let value)? = object["value"] else {
+                    throw APIError(.badRequest, "the body is not {\"value\": \"...\"} (a string, no other member)")
                 }
-                return try store.write(path, decoded.value)
+                return try store.write(path, value)
             }
         }
         router.delete("/v1/xenstore/**") { _, context in

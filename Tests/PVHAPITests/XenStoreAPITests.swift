@@ -22,7 +22,7 @@ import XenStore
         #expect(status == 200 && json["value"] == .string(""))
 
         // A body that is not {"value": string}: 400 bad_request, nothing written.
-        for body in ["hello", #"{"value": 3}"#, "{}"] {
+        for body in ["hello", #"{"value": 3}"#, "{}", #"{"value": "x", "other": 1}"#, "[]"] {
             (status, json) = try await h.call("PUT", "/v1/xenstore/tool/pvh/other", route: route, body: body)
             #expect(status == 400 && json["code"] == .string("bad_request"), "\(body)")
         }
