@@ -81,17 +81,7 @@ public enum APIRouter {
                 }
             }
         }
-        router.get("/v1/events") { _, _ in
-            let stream = service.events()
-            let lines = stream.map { event -> ByteBuffer in
-                var data = (try? JSONEncoder.api.encode(event)) ?? Data()
-                data.append(0x0a)
-                return ByteBuffer(data: data)
-            }
-            var headers = HTTPFields()
-            headers[.contentType] = "application/x-ndjson"
-            return Response(status: .ok, headers: headers, body: ResponseBody(asyncSequence: lines))
-        }
+        router.get("/v1/events") { _, _ in ndjson(service.events()) }
         for route in APIRoutes.all where !route.implemented {
             let path = route.path.replacingOccurrences(of: "{path}", with: "**")
             let method: HTTPRequest.Method = switch route.method {

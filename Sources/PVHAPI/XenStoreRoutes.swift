@@ -216,14 +216,7 @@ public enum XenStoreRoutes {
             } catch {
                 return try APIRouter.errorResponse(error)
             }
-            let lines = events.map { event -> ByteBuffer in
-                var data = (try? JSONEncoder.api.encode(event)) ?? Data()
-                data.append(0x0a)
-                return ByteBuffer(data: data)
-            }
-            var headers = HTTPFields()
-            headers[.contentType] = "application/x-ndjson"
-            return Response(status: .ok, headers: headers, body: ResponseBody(asyncSequence: lines))
+            return APIRouter.ndjson(events)
         }
     }
 
@@ -238,5 +231,21 @@ public enum XenStoreRoutes {
     struct XenStoreRemoved: Codable {
         let path: String
         let removed: Bool
+    }
+}
+
+extension APIRouter {
+    /// An endless answer: one JSON line per element (application/x-ndjson),
+    /// ended when the sequence ends.
+    static func ndjson<Events: AsyncSequence & Sendable>(_ events: Events) -> Response
+    where Events.Element: Encodable & Sendable {
+        let lines = events.map { @Sendable event -> ByteBuffer in
+            var data = (try? JSONEncoder.api.encode(event)) ?? Data()
+            data.append(0x0a)
+            return ByteBuffer(data: data)
+        }
+        var headers = HTTPFields()
+        headers[.contentType] = "application/x-ndjson"
+        return Response(status: .ok, headers: headers, body: ResponseBody(asyncSequence: lines))
     }
 }

@@ -238,27 +238,7 @@ let webConfig = """
 
     @Test func eventStreamIsNDJSON() async throws {
         let h = try await APIHarness()
-        let client = h.client
-        let lines = Mutex<[String]>([])
-        // The stream is read on a thread of its own until two lines came (bounded by 60 s).
-        let reader = Task.detached {
-            try await withCheckedThrowingContinuation { (c: CheckedContinuation<Int, any Error>) in
-                Thread {
-                    var pending: [UInt8] = []
-                    c.resume(with: Result {
-                        try client.stream("/v1/events", timeout: 60) { chunk in
-                            pending += chunk
-                            while let newline = pending.firstIndex(of: 0x0a) {
-                                let line = String(decoding: pending[..<newline], as: UTF8.self)
-                                pending.removeSubrange(...newline)
-                                lines.withLock { $0.append(line) }
-                            }
-                            return lines.withLock { $0.count } < 2
-                        }
-                    })
-                }.start()
-            }
-        }
+        let (reader, lines) = h.readStream("/v1/events", lines: 2)
         // Events come only once the stream is subscribed: wait for it, bounded.
         let subscribed = ContinuousClock.now + .seconds(60)
         while h.service.subscriberCount == 0 && ContinuousClock.now < subscribed { await Task.yield() }
@@ -267,7 +247,7 @@ let webConfig = """
         _ = try await h.call("DELETE", "/v1/domains/web", route: "/v1/domains/{name}")
         let status = try await reader.value
         #expect(status == 200)
-        let events = try lines.withLock { $0 }.map { try JSONDecoder().decode(JSON.self, from: Data($0.utf8)) }
+        let events = try lines.all.map { try JSONDecoder().decode(JSON.self, from: Data($0.utf8)) }
         #expect(events.map { $0["type"] } == [.string("created"), .string("destroyed")])
         let schema = try #require(h.checker.schema(named: "DomainEvent"))
         for event in events { #expect(h.checker.check(event, against: schema).isEmpty) }

@@ -49,33 +49,14 @@ import XenStore
 
     @Test func watchStreamsEventsAndEndsWithItsClient() async throws {
         let h = try await APIHarness()
-        let client = h.client
-        let lines = Mutex<[String]>([])
-        // The stream, read on a thread of its own until two events came (bounded by 60 s).
-        let reader = Task.detached {
-            try await withCheckedThrowingContinuation { (c: CheckedContinuation<Int, any Error>) in
-                Thread {
-                    var pending: [UInt8] = []
-                    c.resume(with: Result {
-                        try client.stream("/v1/xenstore-watch/local/domain/1?token=t1", timeout: 60) { chunk in
-                            pending += chunk
-                            while let newline = pending.firstIndex(of: 0x0a) {
-                                lines.withLock { $0.append(String(decoding: pending[..<newline], as: UTF8.self)) }
-                                pending.removeSubrange(...newline)
-                            }
-                            return lines.withLock { $0.count } < 2
-                        }
-                    })
-                }.start()
-            }
-        }
+        let (reader, lines) = h.readStream("/v1/xenstore-watch/local/domain/1?token=t1", lines: 2)
         // The initial event says the watch is in place; then a change below the path.
         let deadline = ContinuousClock.now + .seconds(60)
-        while lines.withLock({ $0.isEmpty }) && ContinuousClock.now < deadline { await Task.yield() }
+        while lines.all.isEmpty && ContinuousClock.now < deadline { await Task.yield() }
         #expect(h.store.activeWatches == 1)
         _ = try await h.call("PUT", "/v1/xenstore/local/domain/1/memory/target", route: "/v1/xenstore/{path}", body: #"{"value": "65536"}"#)
         #expect(try await reader.value == 200)
-        let events = try lines.withLock { $0 }.map { try JSONDecoder().decode(JSON.self, from: Data($0.utf8)) }
+        let events = try lines.all.map { try JSONDecoder().decode(JSON.self, from: Data($0.utf8)) }
         #expect(events == [.object(["path": .string("/local/domain/1"), "token": .string("t1")]),
                            .object(["path": .string("/local/domain/1/memory/target"), "token": .string("t1")])])
         let schema = try #require(h.checker.responseSchema("GET", "/v1/xenstore-watch/{path}", status: 200))
@@ -154,5 +135,40 @@ import XenStore
             if case .string(let message)? = json["message"] { #expect(message.hasSuffix("\(served) are"), "\(message)") }
         }
         await h.stop()
+    }
+}
+
+/// Lines an NDJSON stream delivered so far.
+final class StreamLines: Sendable {
+    private let lines = Mutex<[String]>([])
+    var all: [String] { lines.withLock { $0 } }
+    func append(_ line: String) -> Int { lines.withLock { $0.append(line); return $0.count } }
+}
+
+extension APIHarness {
+    /// Reads `path`'s NDJSON answer on a thread of its own until `count`
+    /// lines came (bounded by 60 s), then hangs up; the task's value is the status.
+    func readStream(_ path: String, lines count: Int) -> (Task<Int, any Error>, StreamLines) {
+        let client = self.client
+        let lines = StreamLines()
+        let reader = Task.detached {
+            try await withCheckedThrowingContinuation { (c: CheckedContinuation<Int, any Error>) in
+                Thread {
+                    var pending: [UInt8] = []
+                    c.resume(with: Result {
+                        try client.stream(path, timeout: 60) { chunk in
+                            pending += chunk
+                            var seen = lines.all.count
+                            while let newline = pending.firstIndex(of: 0x0a) {
+                                seen = lines.append(String(decoding: pending[..<newline], as: UTF8.self))
+                                pending.removeSubrange(...newline)
+                            }
+                            return seen < count
+                        }
+                    })
+                }.start()
+            }
+        }
+        return (reader, lines)
     }
 }
