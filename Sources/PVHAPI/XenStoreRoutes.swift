@@ -179,7 +179,12 @@ public struct XenStoreWatchEvent: Codable, Hashable, Sendable {
 
 /// The XenStore routes (docs/api/openapi.json: /v1/xenstore...).
 public enum XenStoreRoutes {
-    public static func register(on router: Router<BasicRequestContext>, store: XenStoreAccess) {
+    /// How often an idle watch stream writes a keepalive (an empty line):
+    /// the server learns that a client went only when a write to it fails.
+    public static let keepalive = Duration.seconds(10)
+
+    public static func register(on router: Router<BasicRequestContext>, store: XenStoreAccess,
+                                keepalive: Duration = XenStoreRoutes.keepalive) {
         router.get("/v1/xenstore") { _, _ in try await APIRouter.answer { try store.node("/") } }
         router.get("/v1/xenstore/**") { _, context in
             try await APIRouter.answer { try store.node(path(context)) }
@@ -216,8 +221,48 @@ public enum XenStoreRoutes {
             } catch {
                 return try APIRouter.errorResponse(error)
             }
-            return APIRouter.ndjson(events)
+            var headers = HTTPFields()
+            headers[.contentType] = "application/x-ndjson"
+            return Response(status: .ok, headers: headers, body: ResponseBody(asyncSequence: lines(events, keepalive: keepalive)))
         }
+    }
+
+    /// A watch's answer: one JSON line per event, and an empty line after
+    /// each `keepalive` (so a client that went is found by the failed
+    /// write and its watch removed even while its path is quiet). At most
+    /// `XenStoreAccess.watchBuffer` lines wait for a client; one more and
+    /// the answer ends. When the answer's writer stops, both tasks stop and
+    /// the watch goes with `events`.
+    static func lines(_ events: AsyncStream<XenStoreWatchEvent>, keepalive: Duration) -> AsyncStream<ByteBuffer> {
+        let (lines, out) = AsyncStream<ByteBuffer>.makeStream(bufferingPolicy: .bufferingOldest(XenStoreAccess.watchBuffer))
+        let send: @Sendable (ByteBuffer) -> Bool = { line in
+            switch out.yield(line) {
+            case .enqueued: return true
+            case .dropped:
+                out.finish()
+                return false
+            case .terminated: return false
+            @unknown default: return false
+            }
+        }
+        let pump = Task {
+            for await event in events {
+                var data = (try? JSONEncoder.api.encode(event)) ?? Data()
+                data.append(0x0a)
+                guard send(ByteBuffer(data: data)) else { break }
+            }
+            out.finish()
+        }
+        let beat = Task {
+            while (try? await Task.sleep(for: keepalive)) != nil {
+                guard send(ByteBuffer(bytes: [0x0a])) else { break }
+            }
+        }
+        out.onTermination = { _ in
+            pump.cancel()
+            beat.cancel()
+        }
+        return lines
     }
 
     /// The catch-all as an absolute path; `@introduceDomain` and

@@ -90,7 +90,8 @@ struct APIHarness {
     let checker: SchemaChecker
     let directory: String
 
-    init() async throws {
+    /// `keepalive`: how often an idle XenStore watch stream writes an empty line.
+    init(keepalive: Duration = XenStoreRoutes.keepalive) async throws {
         directory = NSTemporaryDirectory() + "pvh-api-\(UUID().uuidString.prefix(8))"
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
         let socket = directory + "/api.sock"
@@ -100,7 +101,7 @@ struct APIHarness {
         try store.store.mkdir("/vm")
         server = try await MetricsServer.startServing(.unix(path: socket), registry: PVHMetricsRegistry(), timeout: .seconds(120)) {
             APIRouter.register(on: $0, service: service)
-            XenStoreRoutes.register(on: $0, store: store)
+            XenStoreRoutes.register(on: $0, store: store, keepalive: keepalive)
             APIRoutes.registerMethodNotAllowed(on: $0)
         }
         client = APIClient(socketPath: socket)

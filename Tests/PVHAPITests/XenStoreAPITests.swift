@@ -76,6 +76,18 @@ import XenStore
         await h.stop()
     }
 
+    @Test func aClientGoneWhileThePathIsQuietIsFoundByTheKeepalive() async throws {
+        let h = try await APIHarness(keepalive: .milliseconds(100))
+        // The initial event, then the client hangs up; nothing changes below the path.
+        let (reader, lines) = h.readStream("/v1/xenstore-watch/local/domain/1", lines: 1)
+        #expect(try await reader.value == 200)
+        #expect(lines.all == [#"{"path":"\/local\/domain\/1","token":"pvh-api"}"#])
+        let deadline = ContinuousClock.now + .seconds(30)
+        while h.store.activeWatches > 0 && ContinuousClock.now < deadline { await Task.yield() }
+        #expect(h.store.activeWatches == 0)
+        await h.stop()
+    }
+
     @Test func aClientThatDoesNotReadIsDropped() async throws {
         let access = XenStoreAccess(XenStoreServer())
         let stream = try access.watch("/data", token: "slow")
@@ -147,7 +159,7 @@ final class StreamLines: Sendable {
 
 extension APIHarness {
     /// Reads `path`'s NDJSON answer on a thread of its own until `count`
-    /// lines came (bounded by 60 s), then hangs up; the task's value is the status.
+    /// non-empty lines came (bounded by 60 s), then hangs up; the task's value is the status.
     func readStream(_ path: String, lines count: Int) -> (Task<Int, any Error>, StreamLines) {
         let client = self.client
         let lines = StreamLines()
@@ -160,7 +172,8 @@ extension APIHarness {
                             pending += chunk
                             var seen = lines.all.count
                             while let newline = pending.firstIndex(of: 0x0a) {
-                                seen = lines.append(String(decoding: pending[..<newline], as: UTF8.self))
+                                // Empty lines are a watch's keepalives.
+                                if newline > 0 { seen = lines.append(String(decoding: pending[..<newline], as: UTF8.self)) }
                                 pending.removeSubrange(...newline)
                             }
                             return seen < count
