@@ -60,11 +60,14 @@ for path, item in doc["paths"].items():
 PY
 )
 status=0
-timeout --kill-after=10 $((seconds + 60)) "$venv/bin/schemathesis" --no-color run docs/api/openapi.json \
+# Run from the temporary directory: schemathesis keeps a cache (.schemathesis/) where it runs.
+repo=$PWD
+case "$venv" in /*) ;; *) venv=$repo/$venv ;; esac
+(cd "$tmp" && timeout --kill-after=10 $((seconds + 60)) "$venv/bin/schemathesis" --no-color run "$repo/docs/api/openapi.json" \
     --url "http://127.0.0.1:$port" --checks all --max-time "$seconds" --workers 1 --request-timeout 30 \
     --exclude-path /v1/events --exclude-path /v1/xenstore-watch/{path} "${unbuilt[@]}" \
     --exclude-checks positive_data_acceptance \
-    --seed "${PVH_API_CHECK_SEED:-12}" || status=$?
+    --seed "${PVH_API_CHECK_SEED:-12}") || status=$?
 # The daemon must have survived it.
 if ! kill -0 "${pids[0]}" 2>/dev/null; then
     echo "api-check: the daemon died under the fuzzer:" >&2
