@@ -5,9 +5,10 @@ import XenStore
 
 /// The daemon's XenStore over the API: read, write, remove, watch.
 ///
-/// The API acts as the control domain (dom0, privileged), as xenstored's
-/// own socket clients do (docs/xenstore.txt, "permissions": dom0 bypasses
-/// them), which is why the API socket is its owner's only (mode 0600).
+/// The API acts as the control domain: the daemon's XenStoreServer calls
+/// are a privileged dom0 connection, past every node's permissions (as C
+/// xenstored treats its privileged socket), which is why the API socket is
+/// its owner's only (mode 0600).
 /// Paths are absolute (`/v1/xenstore/local/domain/1` is
 /// `/local/domain/1`); a watch may also name `@introduceDomain` or
 /// `@releaseDomain`. The store validates every path and value itself
