@@ -442,3 +442,86 @@ fail:
 int pvh_malloc_set_trim_threshold(long bytes) {
     return mallopt(M_TRIM_THRESHOLD, (int)bytes) == 1 ? 0 : -EINVAL;
 }
+
+int pvh_pidfd_send_signal(int pidfd, int signal) {
+    return syscall(SYS_pidfd_send_signal, pidfd, signal, NULL, 0) == 0 ? 0 : -errno;
+}
+
+/* Room for 8 descriptors in one control message (CMSG_SPACE is a constant
+ * expression only for a constant argument). */
+#define PVH_MAX_PASSED_FDS 8
+
+int pvh_send_descriptors(int socket, const int *fds, unsigned count, uint8_t tag) {
+    if (count > PVH_MAX_PASSED_FDS) return -EINVAL;
+    union {
+        char buffer[CMSG_SPACE(sizeof(int) * PVH_MAX_PASSED_FDS)];
+        struct cmsghdr align;
+    } control;
+    memset(&control, 0, sizeof control);
+    struct iovec iov = {.iov_base = &tag, .iov_len = 1};
+    struct msghdr m;
+    memset(&m, 0, sizeof m);
+    m.msg_iov = &iov;
+    m.msg_iovlen = 1;
+    if (count > 0) {
+        m.msg_control = control.buffer;
+        m.msg_controllen = CMSG_SPACE(sizeof(int) * count);
+        struct cmsghdr *c = CMSG_FIRSTHDR(&m);
+        c->cmsg_level = SOL_SOCKET;
+        c->cmsg_type = SCM_RIGHTS;
+        c->cmsg_len = CMSG_LEN(sizeof(int) * count);
+        memcpy(CMSG_DATA(c), fds, sizeof(int) * count);
+    }
+    ssize_t n;
+    do n = sendmsg(socket, &m, MSG_NOSIGNAL); while (n < 0 && errno == EINTR);
+    return n == 1 ? 0 : (n < 0 ? -errno : -EIO);
+}
+
+int pvh_receive_descriptors(int socket, int *fds, unsigned max, uint8_t *tag) {
+    if (max > PVH_MAX_PASSED_FDS) max = PVH_MAX_PASSED_FDS;
+    union {
+        char buffer[CMSG_SPACE(sizeof(int) * PVH_MAX_PASSED_FDS)];
+        struct cmsghdr align;
+    } control;
+    struct iovec iov = {.iov_base = tag, .iov_len = 1};
+    struct msghdr m;
+    memset(&m, 0, sizeof m);
+    m.msg_iov = &iov;
+    m.msg_iovlen = 1;
+    m.msg_control = control.buffer;
+    m.msg_controllen = sizeof control.buffer;
+    ssize_t n;
+    do n = recvmsg(socket, &m, MSG_CMSG_CLOEXEC); while (n < 0 && errno == EINTR);
+    if (n < 0) return -errno;
+    if (n == 0) return -EPIPE;
+    unsigned got = 0;
+    int overflow = (m.msg_flags & MSG_CTRUNC) != 0;
+    for (struct cmsghdr *c = CMSG_FIRSTHDR(&m); c; c = CMSG_NXTHDR(&m, c)) {
+        if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS) continue;
+        unsigned k = (unsigned)((c->cmsg_len - CMSG_LEN(0)) / sizeof(int));
+        int received[PVH_MAX_PASSED_FDS];
+        if (k > PVH_MAX_PASSED_FDS) k = PVH_MAX_PASSED_FDS;
+        memcpy(received, CMSG_DATA(c), sizeof(int) * k);
+        for (unsigned i = 0; i < k; i++) {
+            if (got < max) fds[got++] = received[i];
+            else {
+                close(received[i]);
+                overflow = 1;
+            }
+        }
+    }
+    if (overflow) {
+        for (unsigned i = 0; i < got; i++) close(fds[i]);
+        return -EMSGSIZE;
+    }
+    return (int)got;
+}
+
+int pvh_peer_credentials(int socket, pid_t *pid, uid_t *uid) {
+    struct ucred credentials;
+    socklen_t length = sizeof credentials;
+    if (getsockopt(socket, SOL_SOCKET, SO_PEERCRED, &credentials, &length) != 0) return -errno;
+    *pid = credentials.pid;
+    *uid = credentials.uid;
+    return 0;
+}
