@@ -85,7 +85,7 @@ import XenABI
         broken("pid") { $0.domains[0].processID = 1 }
         broken("start time") { $0.domains[0].processStartTime = nil }
         broken("counters") { $0.domains[0].restarts = -1 }
-        broken("counters") { $0.domains[0].startTime = .infinity }
+        broken("counters") { $0.domains[0].startTime = -1 }
         broken("store path") { $0.store[0].path = "local/domain" }
         broken("twice") { $0.store.append($0.store[0]) }
         broken("base64") { $0.store[0].value = "%%%" }
