@@ -324,10 +324,12 @@ long pvh_send_vectors(int fd, const struct iovec *iov, int count) {
  * `err_fd` (-1: inherited); each `child_fds[i]` as the child's
  * `target_fds[i]` (`nr_fds` of them); the default disposition of the
  * `reset` signals; an empty signal mask; a process group of its own when
- * `own_group` is 1, a session of its own (no controlling terminal) when 2. */
+ * `own_group` is 1, a session of its own (no controlling terminal) when 2;
+ * with `close_others` every descriptor above the targets closed in the
+ * child (posix_spawn_file_actions_addclosefrom_np, glibc 2.34), close-on-exec or not. */
 static int spawn_child(const char *path, char *const argv[], int console_fd, int out_fd, int err_fd, const int *child_fds,
                        const int *target_fds, unsigned nr_fds, const int *reset, unsigned nr_reset, int own_group,
-                       pid_t *pid) {
+                       int close_others, pid_t *pid) {
     extern char **environ;
     posix_spawn_file_actions_t actions;
     posix_spawnattr_t attributes;
@@ -373,6 +375,10 @@ static int spawn_child(const char *path, char *const argv[], int console_fd, int
         copies[nr_copies++] = copy;
         r = posix_spawn_file_actions_adddup2(&actions, copy, target_fds[i]);
     }
+    // A supervised child keeps nothing else: it outlives its parent (a
+    // daemon restart), and a listening socket of the parent's it held
+    // would take the next daemon's connections and never answer them.
+    if (!r && close_others) r = posix_spawn_file_actions_addclosefrom_np(&actions, highest + 1);
     if (!r) r = posix_spawnattr_setsigdefault(&attributes, &defaults);
     if (!r) r = posix_spawnattr_setsigmask(&attributes, &empty);
     if (!r && own_group == 2) {
@@ -391,14 +397,14 @@ static int spawn_child(const char *path, char *const argv[], int console_fd, int
 
 int pvh_spawn_with_fd(const char *path, char *const argv[], int child_fd, int target_fd, pid_t *pid) {
     static const int reset[] = { SIGPIPE };
-    return spawn_child(path, argv, -1, -1, -1, &child_fd, &target_fd, child_fd >= 0 ? 1 : 0, reset, 1, 0, pid);
+    return spawn_child(path, argv, -1, -1, -1, &child_fd, &target_fd, child_fd >= 0 ? 1 : 0, reset, 1, 0, 0, pid);
 }
 
 int pvh_spawn_supervised(const char *path, char *const argv[], int log_fd, int new_session, int console_fd,
                          const int *child_fds, const int *target_fds, unsigned nr_fds, pid_t *pid) {
     static const int reset[] = { SIGPIPE, SIGINT, SIGTERM, SIGUSR1, SIGHUP };
     return spawn_child(path, argv, console_fd, log_fd, log_fd, child_fds, target_fds, nr_fds, reset,
-                       sizeof reset / sizeof reset[0], new_session ? 2 : 1, pid);
+                       sizeof reset / sizeof reset[0], new_session ? 2 : 1, 1, pid);
 }
 
 int pvh_pidfd_open(pid_t pid) {

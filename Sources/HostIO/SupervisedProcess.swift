@@ -86,8 +86,9 @@ public final class SupervisedProcess: Sendable {
     /// `console`: a descriptor (a socketpair's end) that becomes the
     /// child's stdin and stdout, only stderr going to the log.
     /// `descriptors`: (a descriptor of this process, its number in the
-    /// child), at most 8, numbers above 2; nothing else is inherited but
-    /// what lacks close-on-exec (every descriptor pvh opens has it).
+    /// child), at most 8, numbers above 2; nothing else is inherited, not
+    /// even what lacks close-on-exec (SwiftNIO's listening sockets do: a
+    /// guest process outliving the daemon must not hold its API socket).
     public static func spawn(_ arguments: [String], logPath: String, newSession: Bool = false, console: Int32? = nil,
                              descriptors: [(Int32, Int32)] = []) throws(SupervisedProcessError) -> SupervisedProcess {
         guard let path = arguments.first, descriptors.count <= 8, descriptors.allSatisfy({ $0.0 >= 0 && $0.1 > 2 }),

@@ -57,13 +57,7 @@ public final class ReattachableXenStore: XenStoreService {
             return (s.nextWatch, s.remote)
         }
         do {
-            let inner = try remote.watch(path, token: token, handler: handler)
-            let kept = state.withLock { s in
-                guard s.watches[id] != nil, s.remote === remote else { return false }
-                s.watches[id]?.inner = inner
-                return true
-            }
-            if !kept { remote.unwatch(inner) }
+            try register(id, path: path, token: token, handler: handler, on: remote)
         } catch {
             _ = state.withLock { $0.watches.removeValue(forKey: id) }
             throw error
@@ -74,6 +68,20 @@ public final class ReattachableXenStore: XenStoreService {
     public func unwatch(_ id: XenStoreWatchID) {
         let (watch, remote) = state.withLock { s in (s.watches.removeValue(forKey: id.rawValue), s.remote) }
         if let inner = watch?.inner { remote.unwatch(inner) }
+    }
+
+    /// Registers watch `id` on `remote` and keeps its inner id, unless the
+    /// watch was removed or the connection replaced meanwhile (then it is
+    /// removed from `remote` again).
+    private func register(_ id: UInt64, path: String, token: String, handler: @escaping @Sendable (String, String) -> Void,
+                          on remote: XenStoreRemote) throws(XenStoreError) {
+        let inner = try remote.watch(path, token: token, handler: handler)
+        let kept = state.withLock { s in
+            guard s.watches[id] != nil, s.remote === remote else { return false }
+            s.watches[id]?.inner = inner
+            return true
+        }
+        if !kept { remote.unwatch(inner) }
     }
 
     /// A new daemon's connection: the old one is closed, the domain
@@ -92,13 +100,7 @@ public final class ReattachableXenStore: XenStoreService {
         }
         for (id, w) in watches.sorted(by: { $0.key < $1.key }) {
             do {
-                let inner = try new.watch(w.path, token: w.token, handler: w.handler)
-                let kept = state.withLock { s in
-                    guard s.watches[id] != nil, s.remote === new else { return false }
-                    s.watches[id]?.inner = inner
-                    return true
-                }
-                if !kept { new.unwatch(inner) }
+                try register(id, path: w.path, token: w.token, handler: w.handler, on: new)
             } catch {
                 problems.append("watch \(w.path): \(error)")
             }

@@ -194,8 +194,9 @@ int pvh_spawn_with_fd(const char *path, char *const argv[], int child_fd, int ta
 /// `new_session` a session of its own (a daemon started on demand: no
 /// controlling terminal to lose). Each `child_fds[i]` becomes the child's
 /// `target_fds[i]` (`nr_fds` of them, at most 8, targets above 2: the
-/// daemon's store connections); every other descriptor stays as its
-/// close-on-exec flag says. With `console_fd` >= 0 the child's stdin and
+/// daemon's store connections); every other descriptor is closed in the
+/// child, close-on-exec or not (a library's listening socket without the
+/// flag would outlive a daemon in its guest processes). With `console_fd` >= 0 the child's stdin and
 /// stdout are both on it (one end of the daemon's socketpair: the guest's
 /// PV console, xenconsoled's side of it), only stderr on `log_fd`. The pid
 /// in *pid: 0, or the (positive) errno.
