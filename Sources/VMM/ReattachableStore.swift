@@ -128,6 +128,8 @@ public final class ReattachableRingPeer: XenStoreRingPeer {
         var handover = XenStoreRingHandover()
         var fromGuest = XenStoreFramer()
         var fromStore = XenStoreFramer()
+        /// Bytes of the relay's output swallowed here (replies to replays).
+        var swallowed = 0
     }
 
     private let state: Mutex<State>
@@ -148,7 +150,14 @@ public final class ReattachableRingPeer: XenStoreRingPeer {
             for case .message(let m) in frames { deliver = s.handover.fromStore(m) && deliver }
             return (s.output, deliver)
         }
-        if deliver { output?(bytes) } else { relay.outputSent(bytes.count) }
+        if deliver {
+            output?(bytes)
+        } else {
+            // The relay counted it as output the ring has yet to take; it
+            // never will. Credited with the ring's next outputSent: the
+            // relay calls this under its lock, so not back into it now.
+            state.withLock { s in if s.relay === relay { s.swallowed += bytes.count } }
+        }
     }
 
     public func attach(domain: DomainID, output: @escaping @Sendable ([UInt8]) -> Void, wake: @escaping @Sendable () -> Void) {
@@ -205,7 +214,13 @@ public final class ReattachableRingPeer: XenStoreRingPeer {
         [UInt8(truncatingIfNeeded: v), UInt8(truncatingIfNeeded: v >> 8), UInt8(truncatingIfNeeded: v >> 16), UInt8(truncatingIfNeeded: v >> 24)]
     }
 
-    public func outputSent(_ count: Int) { relay.outputSent(count) }
+    public func outputSent(_ count: Int) {
+        let (relay, swallowed) = state.withLock { s in
+            defer { s.swallowed = 0 }
+            return (s.relay, s.swallowed)
+        }
+        relay.outputSent(count + swallowed)
+    }
 
     public func reset() {
         let relay = state.withLock { s in
@@ -239,6 +254,7 @@ public final class ReattachableRingPeer: XenStoreRingPeer {
             let old = s.relay
             s.relay = new
             s.fromStore.reset()
+            s.swallowed = 0
             let (answers, replays) = s.handover.reattach()
             return (old, s.domain, s.output, s.wake, answers, replays)
         }
