@@ -499,7 +499,8 @@ final class Supervisor: DomainService, Sendable {
         guard let record else { return }
         try? store.remove("/vm/\(record.uuid)")
         try? FileManager.default.removeItem(atPath: "\(paths.stateDirectory)/\(id.rawValue).cfg")
-        try? FileManager.default.removeItem(atPath: "\(paths.stateDirectory)/\(id.rawValue).exit")
+        // A killed guest process leaves its exit record (none) and reattach socket behind.
+        for suffix in ["exit", "guest"] { try? FileManager.default.removeItem(atPath: "\(paths.stateDirectory)/\(id.rawValue).\(suffix)") }
     }
 
     /// `control/shutdown` in the daemon's store, as `xl shutdown` writes
