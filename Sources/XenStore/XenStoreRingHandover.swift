@@ -8,11 +8,13 @@ import XenABI
 ///
 /// A new daemon's store knows nothing of the guest's connection: not its
 /// watches, its transactions, nor the requests the old daemon never
-/// answered. xenstore.txt ("XS_RESET_WATCHES" and the live-update notes in
-/// docs/designs/xenstore-migration.md) describes what a client may see
-/// when xenstored comes back without its connection state: its
-/// transactions fail with EAGAIN, which a guest's xenbus retries. So, on
-/// `reattach()`:
+/// answered. xenstored's live update carries all three across
+/// (docs/designs/xenstore-migration.md: CONNECTION_DATA, WATCH_DATA,
+/// TRANSACTION_DATA records); pvh's daemon state keeps only the nodes, so
+/// the guest process makes up for the rest with answers a guest already
+/// handles: EAGAIN, which xenstore.txt gives XS_TRANSACTION_END for a
+/// transaction to be retried (and Linux's xenbus retries on), and its
+/// watches registered again. So, on `reattach()`:
 /// - every request sent and never answered is answered EAGAIN, ids echoed;
 /// - the transactions that were open become stale: any later request in
 ///   one, its XS_TRANSACTION_END included, is answered EAGAIN here without
