@@ -1,6 +1,6 @@
 import Foundation
 import HostIO
-import Synchronization
+import Dispatch
 import Toolstack
 import VMM
 import XLConfig
@@ -31,7 +31,7 @@ import Glibc
 /// on_poweroff/on_reboot/on_crash applies as for a child. A saved domain
 /// whose process is gone by the time the daemon starts is handled the
 /// same way at once.
-private let persistLock = Mutex(())
+private let persistQueue = DispatchQueue(label: "pvh-daemon-state")
 
 extension Supervisor {
     /// The state file's path.
@@ -40,8 +40,16 @@ extension Supervisor {
     /// Writes the registry and the store's nodes to the state file; a
     /// failure is logged (the guests run on regardless).
     func persist() {
-        // One writer at a time, so an older snapshot never lands last.
-        persistLock.withLock { _ in persistNow() }
+        // On one serial queue: one writer at a time, so an older snapshot
+        // never lands last; and never on the caller's stack, for the
+        // caller may be the store's watch delivery (the @introduceDomain
+        // handler), which a store read in the walk would enter again.
+        persistQueue.async { [self] in persistNow() }
+    }
+
+    /// `persist`, returning once written (the daemon's clean stop).
+    func persistAndWait() {
+        persistQueue.sync { persistNow() }
     }
 
     private func persistNow() {
@@ -102,8 +110,8 @@ extension Supervisor {
     /// and handed new connections, a gone one's end applied.
     func adopt(_ saved: DaemonState) {
         for domain in saved.domains { adopt(domain) }
-        // Persist's registry now matches what was adopted.
-        persist()
+        // The state now matches what was adopted.
+        persistAndWait()
     }
 
     private func adopt(_ saved: SavedDomain) {

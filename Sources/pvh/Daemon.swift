@@ -140,12 +140,14 @@ struct Daemon: ParsableCommand {
             // Each guest has 10 s for SIGTERM and 10 more after SIGKILL.
             _ = stopped.wait(timeout: .now() + 25)
             server.stop()
+            // Written before the exit: the next daemon finds no guest to adopt.
+            supervisor.persistAndWait()
         } else {
             // No API call changes the registry once the server stopped;
             // the last state is written after it.
             server.stop()
             introduced.map { store.unwatch($0) }
-            supervisor.persist()
+            supervisor.persistAndWait()
             log("stopping: \(supervisor.domainCount) guest(s) left running for the next daemon (\(supervisor.stateFile))")
         }
         storeServer.stop()
