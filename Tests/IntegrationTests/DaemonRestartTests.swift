@@ -17,6 +17,17 @@ struct DaemonRestartTests {
     /// `xenstore-ls -f /local/domain` on the daemon's store ("" if it fails).
     func listing(_ t: DaemonTests) -> String { (try? t.storeListing()) ?? "" }
 
+    /// Whether `condition` holds within `seconds`, checked every 100 ms
+    /// (no daemon runs to wait on: a bounded poll of other processes' state).
+    func polled(_ seconds: Double, _ condition: () -> Bool) -> Bool {
+        let deadline = Date().addingTimeInterval(seconds)
+        while !condition() {
+            guard Date() < deadline else { return false }
+            usleep(100_000)
+        }
+        return true
+    }
+
     /// The guests' pids by name.
     func pids(_ t: DaemonTests) throws -> [String: Int] {
         Dictionary(uniqueKeysWithValues: try t.domains().compactMap { d in (d["name"] as? String).map { ($0, d["pid"] as? Int ?? 0) } })
@@ -121,5 +132,45 @@ struct DaemonRestartTests {
         kill(second.pid, SIGTERM)
         #expect(second.waitForExit(timeout: .seconds(60)) == 0, "\(second.errors)")
         #expect(second.errors.contains("event: shutdown gamma (domain 1): poweroff"), "\(second.errors)")
+    }
+
+    @Test("guest processes that end while no daemon runs: the next daemon reads the exit record (SIGTERM: 130, destroyed) or its absence (SIGKILL: crashed, on_crash=preserve)")
+    func endedWhileAway() throws {
+        let t = try DaemonTests()
+        defer { try? FileManager.default.removeItem(atPath: t.directory) }
+        var guests: [Int] = []
+        defer { guests.forEach { kill(pid_t($0), SIGKILL) } }
+        let first = try t.startDaemon(destroyOnExit: false)
+        defer { first.stop() }
+        #expect(try t.pvh(["create", try t.config("stopped")]).status == 0)
+        #expect(try t.pvh(["create", try t.config("killed", "on_crash = \"preserve\"\n")]).status == 0)
+        let before = try pids(t)
+        guests = Array(before.values)
+        let waiting = t.until(240, daemon: first) {
+            t.guestLog("stopped").contains("PVHTEST control WAITING") && t.guestLog("killed").contains("PVHTEST control WAITING")
+        }
+        #expect(waiting)
+        kill(first.pid, SIGTERM)
+        #expect(first.waitForExit(timeout: .seconds(60)) == 0, "\(first.errors)")
+        // With no daemon: one stopped from outside (it records 130), one killed (no record).
+        let stopped = before["stopped"] ?? 0, killed = before["killed"] ?? 0
+        #expect(kill(pid_t(stopped), SIGTERM) == 0 && kill(pid_t(killed), SIGKILL) == 0)
+        let record = "\(t.directory)/.daemon/1.exit"
+        let gone = polled(30) { !alive(stopped) && !alive(killed) && FileManager.default.fileExists(atPath: record) }
+        #expect(gone)
+        #expect((try? String(contentsOfFile: record, encoding: .utf8)) == "130\n")
+
+        let second = try t.startDaemon(destroyOnExit: false)
+        defer { second.stop() }
+        let listed = try t.domains()
+        #expect(listed.compactMap { $0["name"] as? String } == ["killed"], "\(listed)")
+        #expect(listed.first?["state"] as? String == "crashed" && listed.first?["domid"] as? Int == 2, "\(listed)")
+        #expect(!FileManager.default.fileExists(atPath: record))
+        #expect(try t.pvh(["destroy", "killed"]).status == 0)
+        kill(second.pid, SIGTERM)
+        #expect(second.waitForExit(timeout: .seconds(60)) == 0, "\(second.errors)")
+        #expect(second.errors.contains("stopped (domain 1): its guest process \(stopped) ended while no daemon ran"), "\(second.errors)")
+        #expect(second.errors.contains("event: destroyed stopped (domain 1): destroyed"), "\(second.errors)")
+        #expect(second.errors.contains("event: crashed killed (domain 2): killed by signal 9"), "\(second.errors)")
     }
 }
