@@ -33,6 +33,19 @@ struct DaemonRestartTests {
         Dictionary(uniqueKeysWithValues: try t.domains().compactMap { d in (d["name"] as? String).map { ($0, d["pid"] as? Int ?? 0) } })
     }
 
+    /// A daemon that leaves its guests running, with a guest created from
+    /// each (name, extra config lines) and `ready` holding (bounded); the
+    /// daemon and the guests' pids by name.
+    func daemonWithGuests(_ t: DaemonTests, _ configs: [(String, String)],
+                          ready: @escaping () -> Bool) throws -> (ChildProcess, [String: Int]) {
+        let daemon = try t.startDaemon(destroyOnExit: false)
+        for (name, extra) in configs { #expect(try t.pvh(["create", try t.config(name, extra)]).status == 0) }
+        let pids = try pids(t)
+        #expect(pids.count == configs.count && pids.values.allSatisfy { $0 > 0 }, "\(pids)")
+        #expect(t.until(240, daemon: daemon, ready), "\(configs.map { t.guestLog($0.0) })")
+        return (daemon, pids)
+    }
+
     @Test("SIGTERM leaves two guests running; a new daemon lists them under the same ids, serves their trees and console; shutdown -w (exit record) and SIGKILL (on_crash=preserve) apply")
     func stopAndRestart() throws {
         let t = try DaemonTests()
@@ -40,21 +53,14 @@ struct DaemonRestartTests {
         var guests: [Int] = []
         // Whatever happens, no guest process outlives the test.
         defer { guests.forEach { kill(pid_t($0), SIGKILL) } }
-        let first = try t.startDaemon(destroyOnExit: false)
-        defer { first.stop() }
         let echo = "extra = \"pvh.scenarios=console_ring,control pvh.console_input=1 pvh.console_timeout=300000\"\n"
-        #expect(try t.pvh(["create", try t.config("alpha", echo + "on_crash = \"preserve\"\n")]).status == 0)
-        #expect(try t.pvh(["create", try t.config("beta")]).status == 0)
-        let before = try pids(t)
-        guests = Array(before.values)
-        #expect(before.count == 2 && before.values.allSatisfy { $0 > 0 }, "\(before)")
         // beta's control watch is in place before the restart: the new
         // daemon's control/shutdown reaches it only if it is registered again.
-        let waiting = t.until(240, daemon: first) {
-            t.guestLog("beta").contains("(d2) PVHTEST control WAITING")
-                && listing(t).contains("/local/domain/1/store/ring-ref")
+        let (first, before) = try daemonWithGuests(t, [("alpha", echo + "on_crash = \"preserve\"\n"), ("beta", "")]) {
+            t.guestLog("beta").contains("(d2) PVHTEST control WAITING") && self.listing(t).contains("/local/domain/1/store/ring-ref")
         }
-        #expect(waiting, "\(t.guestLog("beta"))")
+        defer { first.stop() }
+        guests = Array(before.values)
 
         kill(first.pid, SIGTERM)
         #expect(first.waitForExit(timeout: .seconds(60)) == 0, "\(first.errors)")
@@ -111,13 +117,9 @@ struct DaemonRestartTests {
         defer { try? FileManager.default.removeItem(atPath: t.directory) }
         var guests: [Int] = []
         defer { guests.forEach { kill(pid_t($0), SIGKILL) } }
-        let first = try t.startDaemon(destroyOnExit: false)
+        let (first, before) = try daemonWithGuests(t, [("gamma", "")]) { t.guestLog("gamma").contains("(d1) PVHTEST control WAITING") }
         defer { first.stop() }
-        #expect(try t.pvh(["create", try t.config("gamma")]).status == 0)
-        let before = try pids(t)
         guests = Array(before.values)
-        let waiting = t.until(240, daemon: first) { t.guestLog("gamma").contains("(d1) PVHTEST control WAITING") }
-        #expect(waiting, "\(t.guestLog("gamma"))")
         kill(first.pid, SIGKILL)
         _ = first.waitForExit(timeout: .seconds(30))
         #expect(before.values.allSatisfy(alive))
@@ -140,16 +142,11 @@ struct DaemonRestartTests {
         defer { try? FileManager.default.removeItem(atPath: t.directory) }
         var guests: [Int] = []
         defer { guests.forEach { kill(pid_t($0), SIGKILL) } }
-        let first = try t.startDaemon(destroyOnExit: false)
-        defer { first.stop() }
-        #expect(try t.pvh(["create", try t.config("stopped")]).status == 0)
-        #expect(try t.pvh(["create", try t.config("killed", "on_crash = \"preserve\"\n")]).status == 0)
-        let before = try pids(t)
-        guests = Array(before.values)
-        let waiting = t.until(240, daemon: first) {
+        let (first, before) = try daemonWithGuests(t, [("stopped", ""), ("killed", "on_crash = \"preserve\"\n")]) {
             t.guestLog("stopped").contains("PVHTEST control WAITING") && t.guestLog("killed").contains("PVHTEST control WAITING")
         }
-        #expect(waiting)
+        defer { first.stop() }
+        guests = Array(before.values)
         kill(first.pid, SIGTERM)
         #expect(first.waitForExit(timeout: .seconds(60)) == 0, "\(first.errors)")
         // With no daemon: one stopped from outside (it records 130), one killed (no record).
