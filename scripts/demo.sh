@@ -23,7 +23,7 @@ echo "== the pvh daemon: two guests from xl config files, pvh list, a console, a
 # /var/run/xenstored/socket, where xenstore-ls needs no environment.
 demo=$(mktemp -d /tmp/pvh-demo.XXXXXX)
 export PVH_RUNTIME_DIR=$demo PVH_LOG_DIR=$demo/log
-$pvh daemon --foreground > "$demo/daemon.out" 2>&1 &
+$pvh daemon --foreground --destroy-on-exit > "$demo/daemon.out" 2>&1 &
 daemon=$!
 trap 'kill "$daemon" 2>/dev/null; wait "$daemon" 2>/dev/null; rm -rf "$demo"' EXIT
 for _ in $(seq 100); do grep -q ready "$demo/daemon.out" && break; sleep 0.1; done

@@ -324,10 +324,12 @@ long pvh_send_vectors(int fd, const struct iovec *iov, int count) {
  * `err_fd` (-1: inherited); each `child_fds[i]` as the child's
  * `target_fds[i]` (`nr_fds` of them); the default disposition of the
  * `reset` signals; an empty signal mask; a process group of its own when
- * `own_group` is 1, a session of its own (no controlling terminal) when 2. */
+ * `own_group` is 1, a session of its own (no controlling terminal) when 2;
+ * with `close_others` every descriptor above the targets closed in the
+ * child (posix_spawn_file_actions_addclosefrom_np, glibc 2.34), close-on-exec or not. */
 static int spawn_child(const char *path, char *const argv[], int console_fd, int out_fd, int err_fd, const int *child_fds,
                        const int *target_fds, unsigned nr_fds, const int *reset, unsigned nr_reset, int own_group,
-                       pid_t *pid) {
+                       int close_others, pid_t *pid) {
     extern char **environ;
     posix_spawn_file_actions_t actions;
     posix_spawnattr_t attributes;
@@ -373,6 +375,10 @@ static int spawn_child(const char *path, char *const argv[], int console_fd, int
         copies[nr_copies++] = copy;
         r = posix_spawn_file_actions_adddup2(&actions, copy, target_fds[i]);
     }
+    // A supervised child keeps nothing else: it outlives its parent (a
+    // daemon restart), and a listening socket of the parent's it held
+    // would take the next daemon's connections and never answer them.
+    if (!r && close_others) r = posix_spawn_file_actions_addclosefrom_np(&actions, highest + 1);
     if (!r) r = posix_spawnattr_setsigdefault(&attributes, &defaults);
     if (!r) r = posix_spawnattr_setsigmask(&attributes, &empty);
     if (!r && own_group == 2) {
@@ -391,14 +397,14 @@ static int spawn_child(const char *path, char *const argv[], int console_fd, int
 
 int pvh_spawn_with_fd(const char *path, char *const argv[], int child_fd, int target_fd, pid_t *pid) {
     static const int reset[] = { SIGPIPE };
-    return spawn_child(path, argv, -1, -1, -1, &child_fd, &target_fd, child_fd >= 0 ? 1 : 0, reset, 1, 0, pid);
+    return spawn_child(path, argv, -1, -1, -1, &child_fd, &target_fd, child_fd >= 0 ? 1 : 0, reset, 1, 0, 0, pid);
 }
 
 int pvh_spawn_supervised(const char *path, char *const argv[], int log_fd, int new_session, int console_fd,
                          const int *child_fds, const int *target_fds, unsigned nr_fds, pid_t *pid) {
     static const int reset[] = { SIGPIPE, SIGINT, SIGTERM, SIGUSR1, SIGHUP };
     return spawn_child(path, argv, console_fd, log_fd, log_fd, child_fds, target_fds, nr_fds, reset,
-                       sizeof reset / sizeof reset[0], new_session ? 2 : 1, pid);
+                       sizeof reset / sizeof reset[0], new_session ? 2 : 1, 1, pid);
 }
 
 int pvh_pidfd_open(pid_t pid) {
@@ -441,4 +447,87 @@ fail:
 
 int pvh_malloc_set_trim_threshold(long bytes) {
     return mallopt(M_TRIM_THRESHOLD, (int)bytes) == 1 ? 0 : -EINVAL;
+}
+
+int pvh_pidfd_send_signal(int pidfd, int signal) {
+    return syscall(SYS_pidfd_send_signal, pidfd, signal, NULL, 0) == 0 ? 0 : -errno;
+}
+
+/* Room for 8 descriptors in one control message (CMSG_SPACE is a constant
+ * expression only for a constant argument). */
+#define PVH_MAX_PASSED_FDS 8
+
+int pvh_send_descriptors(int socket, const int *fds, unsigned count, uint8_t tag) {
+    if (count > PVH_MAX_PASSED_FDS) return -EINVAL;
+    union {
+        char buffer[CMSG_SPACE(sizeof(int) * PVH_MAX_PASSED_FDS)];
+        struct cmsghdr align;
+    } control;
+    memset(&control, 0, sizeof control);
+    struct iovec iov = {.iov_base = &tag, .iov_len = 1};
+    struct msghdr m;
+    memset(&m, 0, sizeof m);
+    m.msg_iov = &iov;
+    m.msg_iovlen = 1;
+    if (count > 0) {
+        m.msg_control = control.buffer;
+        m.msg_controllen = CMSG_SPACE(sizeof(int) * count);
+        struct cmsghdr *c = CMSG_FIRSTHDR(&m);
+        c->cmsg_level = SOL_SOCKET;
+        c->cmsg_type = SCM_RIGHTS;
+        c->cmsg_len = CMSG_LEN(sizeof(int) * count);
+        memcpy(CMSG_DATA(c), fds, sizeof(int) * count);
+    }
+    ssize_t n;
+    do n = sendmsg(socket, &m, MSG_NOSIGNAL); while (n < 0 && errno == EINTR);
+    return n == 1 ? 0 : (n < 0 ? -errno : -EIO);
+}
+
+int pvh_receive_descriptors(int socket, int *fds, unsigned max, uint8_t *tag) {
+    if (max > PVH_MAX_PASSED_FDS) max = PVH_MAX_PASSED_FDS;
+    union {
+        char buffer[CMSG_SPACE(sizeof(int) * PVH_MAX_PASSED_FDS)];
+        struct cmsghdr align;
+    } control;
+    struct iovec iov = {.iov_base = tag, .iov_len = 1};
+    struct msghdr m;
+    memset(&m, 0, sizeof m);
+    m.msg_iov = &iov;
+    m.msg_iovlen = 1;
+    m.msg_control = control.buffer;
+    m.msg_controllen = sizeof control.buffer;
+    ssize_t n;
+    do n = recvmsg(socket, &m, MSG_CMSG_CLOEXEC); while (n < 0 && errno == EINTR);
+    if (n < 0) return -errno;
+    if (n == 0) return -EPIPE;
+    unsigned got = 0;
+    int overflow = (m.msg_flags & MSG_CTRUNC) != 0;
+    for (struct cmsghdr *c = CMSG_FIRSTHDR(&m); c; c = CMSG_NXTHDR(&m, c)) {
+        if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS) continue;
+        unsigned k = (unsigned)((c->cmsg_len - CMSG_LEN(0)) / sizeof(int));
+        int received[PVH_MAX_PASSED_FDS];
+        if (k > PVH_MAX_PASSED_FDS) k = PVH_MAX_PASSED_FDS;
+        memcpy(received, CMSG_DATA(c), sizeof(int) * k);
+        for (unsigned i = 0; i < k; i++) {
+            if (got < max) fds[got++] = received[i];
+            else {
+                close(received[i]);
+                overflow = 1;
+            }
+        }
+    }
+    if (overflow) {
+        for (unsigned i = 0; i < got; i++) close(fds[i]);
+        return -EMSGSIZE;
+    }
+    return (int)got;
+}
+
+int pvh_peer_credentials(int socket, pid_t *pid, uid_t *uid) {
+    struct ucred credentials;
+    socklen_t length = sizeof credentials;
+    if (getsockopt(socket, SOL_SOCKET, SO_PEERCRED, &credentials, &length) != 0) return -errno;
+    *pid = credentials.pid;
+    *uid = credentials.uid;
+    return 0;
 }

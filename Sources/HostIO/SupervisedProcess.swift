@@ -1,4 +1,5 @@
 import CHostIO
+import Foundation
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -32,10 +33,49 @@ public final class SupervisedProcess: Sendable {
 
     public let pid: Int32
     private let pidfd: Int32
+    /// For a process this one adopted rather than started (it is not our
+    /// child: no waitpid), how it ended, told once its pidfd is readable.
+    private let adoptedEnd: (@Sendable () -> End)?
 
-    private init(pid: Int32, pidfd: Int32) {
+    private init(pid: Int32, pidfd: Int32, adoptedEnd: (@Sendable () -> End)? = nil) {
         self.pid = pid
         self.pidfd = pidfd
+        self.adoptedEnd = adoptedEnd
+    }
+
+    /// Whether this process was adopted (started by another process).
+    public var isAdopted: Bool { adoptedEnd != nil }
+
+    /// Takes over watching process `pid`, which another process started (a
+    /// guest process of a daemon that stopped), if it is still the process
+    /// that started at `startTime` (`startTime(of:)`): a pid reused since
+    /// is refused (ESRCH). The start time is checked again after the pidfd
+    /// is open, so the pidfd names that very process. Its end cannot be
+    /// reaped here, so `end` tells it once the pidfd is readable (the
+    /// daemon reads the record the process left, exit record).
+    public static func adopt(pid: Int32, startTime: UInt64, end: @escaping @Sendable () -> End) throws(SupervisedProcessError) -> SupervisedProcess {
+        let path = "/proc/\(pid)"
+        guard pid > 0, Self.startTime(of: pid) == startTime else { throw SupervisedProcessError(operation: "adopt", path: path, errno: ESRCH) }
+        let pidfd = pvh_pidfd_open(pid)
+        guard pidfd >= 0 else { throw SupervisedProcessError(operation: "pidfd_open", path: path, errno: -pidfd) }
+        guard Self.startTime(of: pid) == startTime else {
+            close(pidfd)
+            throw SupervisedProcessError(operation: "adopt", path: path, errno: ESRCH)
+        }
+        return SupervisedProcess(pid: pid, pidfd: pidfd, adoptedEnd: end)
+    }
+
+    /// When process `pid` started, in clock ticks since boot (proc(5):
+    /// /proc/PID/stat field 22, `starttime`): with the pid, what names one
+    /// process for good (a pid is reused, this pair is not). Nil when there
+    /// is no such process.
+    public static func startTime(of pid: Int32) -> UInt64? {
+        guard pid > 0, let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
+              let close = stat.lastIndex(of: ")") else { return nil }
+        // Fields after the command's closing parenthesis start at field 3.
+        let fields = stat[stat.index(after: close)...].split(separator: " ")
+        guard fields.count > 19 else { return nil }
+        return UInt64(fields[19])
     }
 
     deinit { close(pidfd) }
@@ -46,8 +86,9 @@ public final class SupervisedProcess: Sendable {
     /// `console`: a descriptor (a socketpair's end) that becomes the
     /// child's stdin and stdout, only stderr going to the log.
     /// `descriptors`: (a descriptor of this process, its number in the
-    /// child), at most 8, numbers above 2; nothing else is inherited but
-    /// what lacks close-on-exec (every descriptor pvh opens has it).
+    /// child), at most 8, numbers above 2; nothing else is inherited, not
+    /// even what lacks close-on-exec (SwiftNIO's listening sockets do: a
+    /// guest process outliving the daemon must not hold its API socket).
     public static func spawn(_ arguments: [String], logPath: String, newSession: Bool = false, console: Int32? = nil,
                              descriptors: [(Int32, Int32)] = []) throws(SupervisedProcessError) -> SupervisedProcess {
         guard let path = arguments.first, descriptors.count <= 8, descriptors.allSatisfy({ $0.0 >= 0 && $0.1 > 2 }),
@@ -91,7 +132,21 @@ public final class SupervisedProcess: Sendable {
     /// as pause and unpause do). The pid is ours and not yet reaped until
     /// `wait` returned its end, so it names no other process.
     public func signal(_ signal: Int32, group: Bool = false) {
+        // An adopted process is not ours to reap: once it ended, its pid
+        // may name another process. The pidfd names it alone, and
+        // tells whether it still runs before its group is signalled.
+        if isAdopted {
+            if group, !hasEnded { kill(-pid, signal) } else { _ = pvh_pidfd_send_signal(pidfd, signal) }
+            return
+        }
         kill(group ? -pid : pid, signal)
+    }
+
+    /// Whether the process ended (its pidfd is readable), without waiting.
+    private var hasEnded: Bool {
+        var fds = [pollfd(fd: pidfd, events: Int16(POLLIN), revents: 0)]
+        // SAFETY: `fds` is a live array of one pollfd for the call.
+        return unsafe poll(&fds, 1, 0) > 0
     }
 
     /// Waits at most `timeout` seconds for the process to end; its end
@@ -102,6 +157,7 @@ public final class SupervisedProcess: Sendable {
         // SAFETY: `fds` is a live array of one pollfd for the call.
         let ready = unsafe poll(&fds, 1, milliseconds)
         guard ready > 0 else { return nil }
+        if let adoptedEnd { return adoptedEnd() }
         var status: Int32 = 0
         var r: pid_t
         repeat {

@@ -11,6 +11,8 @@ public enum RegistryError: Error, Equatable, Sendable, CustomStringConvertible {
     case noFreeID
     /// No live domain of that name.
     case noSuchDomain(String)
+    /// A live domain already has this id (a state file restored twice).
+    case idInUse(DomainID)
 
     public var description: String {
         switch self {
@@ -18,6 +20,7 @@ public enum RegistryError: Error, Equatable, Sendable, CustomStringConvertible {
         case .uuidInUse(let uuid): "a domain with UUID \(uuid) already exists"
         case .noFreeID: "no free domain id"
         case .noSuchDomain(let name): "\(name) is an invalid domain identifier"
+        case .idInUse(let id): "domain id \(id.rawValue) is in use"
         }
     }
 }
@@ -61,6 +64,18 @@ public struct DomainRegistry: Sendable {
         let record = DomainRecord(id: id, name: configuration.name, uuid: uuid, configuration: configuration, startTime: now)
         domains[id] = record
         return record
+    }
+
+    /// Puts back a domain a previous daemon registered (`DaemonState`),
+    /// under its own id, name and UUID; the rover moves on past the highest
+    /// id restored, so a new domain never takes one a running guest keeps.
+    public mutating func restore(_ record: DomainRecord) throws(RegistryError) {
+        guard record.id.rawValue >= 1, record.id.rawValue <= highestID else { throw .noFreeID }
+        guard domains[record.id] == nil else { throw .idInUse(record.id) }
+        guard named(record.name) == nil else { throw .nameInUse(record.name) }
+        guard !domains.values.contains(where: { $0.uuid == record.uuid }) else { throw .uuidInUse(record.uuid) }
+        domains[record.id] = record
+        rover = max(rover, record.id.rawValue)
     }
 
     /// Changes a live domain's record with `body` (its id stays).

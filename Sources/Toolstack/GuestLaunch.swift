@@ -26,24 +26,40 @@ public struct GuestLaunch: Hashable, Sendable {
     /// The registry's id for the domain (`--domid`): a rename-restart's new
     /// domain launches with its own.
     public var domain: DomainID
+    /// The daemon's state directory, where the child listens for a later
+    /// daemon (`reattachSocket`) and leaves its exit status
+    /// (`exitRecord`); nil: it neither listens nor records.
+    public var stateDirectory: String?
 
-    public init(executable: String, configPath: String, logPath: String, overrides: [String] = [], domain: DomainID) {
+    public init(executable: String, configPath: String, logPath: String, overrides: [String] = [], domain: DomainID,
+                stateDirectory: String? = nil) {
         self.executable = executable
         self.configPath = configPath
         self.logPath = logPath
         self.overrides = overrides
         self.domain = domain
+        self.stateDirectory = stateDirectory
     }
 
-    /// `pvh create -F --store-fd 3 --guest-store-fd 4 --domid N CONFIG
-    /// KEY=VALUE...`; `on_reboot="destroy"` comes last so the child ends
-    /// with status 3 on a reboot and the daemon applies the domain's real
-    /// `on_reboot` (DomainEnd's contract).
+    /// `<state>/<domid>.guest`: the socket the child listens on for a new
+    /// daemon's connections after a restart.
+    public var reattachSocket: String? { stateDirectory.map { "\($0)/\(domain.rawValue).guest" } }
+    /// `<state>/<domid>.exit`: the exit status the child records before it exits.
+    public var exitRecord: String? { stateDirectory.map { "\($0)/\(domain.rawValue).exit" } }
+
+    /// `pvh create -F --store-fd 3 --guest-store-fd 4 --domid N
+    /// [--reattach-socket PATH --exit-record PATH] CONFIG KEY=VALUE...`;
+    /// `on_reboot="destroy"` comes last so the child ends with status 3 on
+    /// a reboot and the daemon applies the domain's real `on_reboot`
+    /// (DomainEnd's contract).
     public var arguments: [String] {
-        [executable, "create", "-F",
-         "--store-fd", String(Self.storeDescriptor), "--guest-store-fd", String(Self.guestStoreDescriptor),
-         "--domid", String(domain.rawValue), configPath]
-            + overrides + ["on_reboot=\"destroy\""]
+        var arguments = [executable, "create", "-F",
+                         "--store-fd", String(Self.storeDescriptor), "--guest-store-fd", String(Self.guestStoreDescriptor),
+                         "--domid", String(domain.rawValue)]
+        if let reattachSocket, let exitRecord {
+            arguments += ["--reattach-socket", reattachSocket, "--exit-record", exitRecord]
+        }
+        return arguments + [configPath] + overrides + ["on_reboot=\"destroy\""]
     }
 }
 

@@ -26,10 +26,12 @@ public struct DomainStore: Sendable {
         DomainStore(access: server, ringPeer: { XenStoreServerRingPeer(server: server) }, writesToolstackNodes: true)
     }
 
-    /// The host daemon's store: `access` privileged, the guest's ring
-    /// through `relay` (each boot reattaches it; its reset drops the last
-    /// boot's watches and transactions in the daemon's store).
-    public static func remote(_ access: XenStoreRemote, guestRing relay: XenStoreRelay) -> DomainStore {
+    /// The host daemon's store: `access` privileged (a `XenStoreRemote`, or
+    /// a `ReattachableXenStore` around one), the guest's ring through
+    /// `relay` (a `XenStoreRelay` or a `ReattachableRingPeer` around one;
+    /// each boot reattaches it; its reset drops the last boot's watches and
+    /// transactions in the daemon's store).
+    public static func remote(_ access: any XenStoreService, guestRing relay: any XenStoreRingPeer) -> DomainStore {
         DomainStore(access: access, ringPeer: { relay }, writesToolstackNodes: false)
     }
 }

@@ -277,7 +277,7 @@ final class ToolstackRun: @unchecked Sendable {
     /// `pvh daemon --foreground` on this run's sockets; ms until its API socket answers.
     func startDaemon() throws -> Double {
         let t0 = ContinuousClock.now
-        let daemon = try spawn(["daemon", "--foreground", "--api-socket", api, "--xenstore-socket", runtime + "/xenstored.sock"], what: "daemon")
+        let daemon = try spawn(["daemon", "--foreground", "--destroy-on-exit", "--api-socket", api, "--xenstore-socket", runtime + "/xenstored.sock"], what: "daemon")
         daemonChild.withLock { $0 = daemon }
         let deadline = Date().addingTimeInterval(Double(options.timeout))
         while Date() < deadline {

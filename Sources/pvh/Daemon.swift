@@ -35,8 +35,11 @@ struct Daemon: ParsableCommand {
             Serves the HTTP API (docs/api/openapi.json) on a Unix socket (mode 0600) and the host's XenStore \
             on xenstored's socket, and runs each guest created through it as a child process \
             (pvh create -F), applying its on_poweroff/on_reboot/on_crash. Without --foreground it starts \
-            itself detached and returns once its API socket answers. SIGTERM or SIGINT destroys every \
-            guest, then the daemon exits.
+            itself detached and returns once its API socket answers. SIGTERM or SIGINT stops the daemon \
+            and leaves every guest running: its state (the domains, the store) is in \
+            <runtime dir>/.daemon/daemon-state.json, and the next daemon started on the same runtime \
+            directory finds the guests again (their ids, consoles and store trees); with \
+            --destroy-on-exit it destroys every guest first instead.
             """)
 
     @Option(name: .customLong("api-socket"), help: ArgumentHelp("The API's Unix socket (default <runtime dir>/api.sock).", valueName: "path"))
@@ -50,11 +53,14 @@ struct Daemon: ParsableCommand {
     @Flag(name: .long, help: "Stay in the foreground (for systemd and tests).")
     var foreground = false
 
+    @Flag(name: .customLong("destroy-on-exit"), help: "Destroy every guest when the daemon stops, rather than leave them running for the next daemon.")
+    var destroyOnExit = false
+
     func run() throws {
         let api = apiSocket ?? DaemonDefaults.apiSocket
         let storeSocket = xenStoreSocket ?? DaemonDefaults.xenStoreSocket
         if !foreground {
-            let pid = try DaemonConnection.startDetached(api: api, storeSocket: storeSocket)
+            let pid = try DaemonConnection.startDetached(api: api, storeSocket: storeSocket, destroyOnExit: destroyOnExit)
             print("pvh daemon started (pid \(pid)), API on \(api)")
             return
         }
@@ -85,6 +91,17 @@ struct Daemon: ParsableCommand {
         // The control domain's nodes, as xenstored and libxl leave them.
         try? store.write("/local/domain/0/name", "Domain-0")
         try? store.write("/local/domain/0/domid", "0")
+        let supervisor = Supervisor(
+            paths: .init(apiSocket: api, xenStoreSocket: storeSocket, stateDirectory: stateDirectory, runtime: runtime,
+                         executable: Self.executable),
+            store: store, log: log)
+        // A previous daemon's store, before anyone can reach it (Adoption.swift).
+        let saved = supervisor.readSavedState()
+        if let saved {
+            let refused = Supervisor.restore(saved.store, into: store)
+            refused.prefix(8).forEach { log("state: store node \($0): not restored") }
+            log("state: \(saved.domains.count) domain(s) and \(saved.store.count - refused.count) store node(s) restored")
+        }
         let storeServer: XenStoreSocketServer
         do {
             storeServer = try XenStoreSocketServer(path: storeSocket, server: store)
@@ -93,10 +110,10 @@ struct Daemon: ParsableCommand {
             throw ExitCode(1)
         }
         storeServer.start()
-        let supervisor = Supervisor(
-            paths: .init(apiSocket: api, xenStoreSocket: storeSocket, stateDirectory: stateDirectory, runtime: runtime,
-                         executable: Self.executable),
-            store: store, log: log)
+        if let saved { supervisor.adopt(saved) }
+        // A domain introduced has its tree complete: saved then too, so a
+        // daemon killed without a clean stop leaves it for the next one.
+        let introduced = try? store.watch("@introduceDomain", token: "persist") { _, _ in supervisor.persist() }
         let server: MetricsServer
         do {
             server = try MetricsServer.start(.unix(path: api), registry: PVHMetricsRegistry(), timeout: .seconds(30)) { router in
@@ -115,15 +132,26 @@ struct Daemon: ParsableCommand {
         let stop = DispatchSemaphore(value: 0)
         let sources = signalSources([SIGINT, SIGTERM]) { stop.signal() }
         stop.wait()
-        log("stopping: destroying every guest")
-        let stopped = DispatchSemaphore(value: 0)
-        Task.detached {
-            await supervisor.stopAll()
-            stopped.signal()
+        if destroyOnExit {
+            log("stopping: destroying every guest")
+            let stopped = DispatchSemaphore(value: 0)
+            Task.detached {
+                await supervisor.stopAll()
+                stopped.signal()
+            }
+            // Each guest has 10 s for SIGTERM and 10 more after SIGKILL.
+            _ = stopped.wait(timeout: .now() + 25)
+            server.stop()
+            // Written before the exit: the next daemon finds no guest to adopt.
+            supervisor.persistAndWait()
+        } else {
+            // No API call changes the registry once the server stopped;
+            // the last state is written after it.
+            server.stop()
+            introduced.map { store.unwatch($0) }
+            supervisor.persistAndWait()
+            log("stopping: \(supervisor.domainCount) guest(s) left running for the next daemon (\(supervisor.stateFile))")
         }
-        // Each guest has 10 s for SIGTERM and 10 more after SIGKILL.
-        _ = stopped.wait(timeout: .now() + 25)
-        server.stop()
         storeServer.stop()
         sources.forEach { $0.cancel() }
     }
@@ -141,12 +169,12 @@ enum DaemonConnection {
     /// Starts `pvh daemon --foreground` in a session of its own, its output
     /// in `<runtime dir>/.daemon/daemon.log`, and waits at most 30 s for its
     /// API socket; its pid, or one line and exit 1.
-    static func startDetached(api: String, storeSocket: String?) throws -> Int32 {
+    static func startDetached(api: String, storeSocket: String?, destroyOnExit: Bool = false) throws -> Int32 {
         let runtime = RuntimeDirectory.default
         let state = runtime.path + "/.daemon"
         try? FileManager.default.createDirectory(atPath: state, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
         let arguments = [Daemon.executable, "daemon", "--foreground", "--api-socket", api]
-            + (storeSocket.map { ["--xenstore-socket", $0] } ?? [])
+            + (storeSocket.map { ["--xenstore-socket", $0] } ?? []) + (destroyOnExit ? ["--destroy-on-exit"] : [])
         func fail(_ message: String) -> ExitCode {
             FileDescriptorConsoleSink(fd: 2).emit(Array("pvh: daemon: \(message)\n".utf8))
             return ExitCode(1)

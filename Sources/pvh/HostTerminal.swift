@@ -2,6 +2,7 @@
 import Glibc
 #endif
 import Foundation
+import Synchronization
 import VMM
 
 /// The guest console's input side on the host: stdin, in raw mode when it is a
@@ -14,11 +15,21 @@ final class HostTerminal: @unchecked Sendable {
     // read once at restore; the reader thread only reads stdin.
     static let escape: UInt8 = 0x1d  // Ctrl-]
     private var saved: termios?
+    /// Whether a reader thread is reading stdin now.
+    private let reading = Atomic<Bool>(false)
 
     /// Starts forwarding stdin to the current domain's console. Returns immediately.
     func attach(to current: CurrentDomain) {
         start(notice: "pvh: console attached (Ctrl-] to stop the guest)", escapeAlways: false,
               input: { current.input($0) }, escape: { current.stop() })
+    }
+
+    /// Forwards stdin again once a new descriptor replaced it (a guest
+    /// process handed a new daemon's console: GuestReattach.swift), unless
+    /// the last reader still reads.
+    func attachAgain(to current: CurrentDomain) {
+        guard !reading.load(ordering: .acquiring) else { return }
+        attach(to: current)
     }
 
     /// Raw mode on stdin when it is a terminal (then `notice` on stderr),
@@ -41,7 +52,9 @@ final class HostTerminal: @unchecked Sendable {
             }
         }
         let watchesEscape = escapeAlways || saved != nil
-        let thread = Thread {
+        reading.store(true, ordering: .releasing)
+        let thread = Thread { [self] in
+            defer { reading.store(false, ordering: .releasing) }
             var buffer = [UInt8](repeating: 0, count: 4096)
             while true {
                 let n = buffer.withUnsafeMutableBytes { read(0, $0.baseAddress, $0.count) }

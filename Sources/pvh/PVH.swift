@@ -204,6 +204,16 @@ struct StoreHandoffOptions: ParsableArguments {
     @Option(name: .customLong("domid"), help: .hidden)
     var domid: UInt16?
 
+    /// Where a new daemon hands this process new connections after a
+    /// restart (GuestReattach.swift); without it a lost store stays lost.
+    @Option(name: .customLong("reattach-socket"), help: .hidden)
+    var reattachSocket: String?
+
+    /// Where this process records its exit status before it exits, for a
+    /// daemon that cannot reap it (GuestExitRecord).
+    @Option(name: .customLong("exit-record"), help: .hidden)
+    var exitRecord: String?
+
     func validate() throws {
         if (storeFD == nil) != (guestStoreFD == nil) {
             throw ValidationError("--store-fd and --guest-store-fd: give both or neither")
@@ -229,14 +239,17 @@ struct StoreHandoffOptions: ParsableArguments {
         guard let guest = UnixSocket(inheritedDescriptor: guestStoreFD) else {
             usageFailure("--guest-store-fd \(guestStoreFD): not a connected stream socket")
         }
-        return HandedOverStore(control: control, guest: guest)
+        return HandedOverStore(control: control, guest: guest, reattachSocket: reattachSocket, exitRecord: exitRecord)
     }
 }
 
-/// The two connections a daemon handed this guest process.
+/// The two connections a daemon handed this guest process, and where a
+/// later daemon finds it again.
 struct HandedOverStore {
     let control: UnixSocket
     let guest: UnixSocket
+    let reattachSocket: String?
+    let exitRecord: String?
 }
 
 /// `pvh run --metrics`: where to serve, and the option as written.
@@ -290,15 +303,29 @@ func runInForeground(_ config: GuestConfiguration, name guestName: GuestName, re
     let runtime = RuntimeDirectory.default
     let domainStore: DomainStore
     let socketServer: XenStoreSocketServer?
+    var reattach: ReattachableDomainStore?
     if let handedOver {
         // A guest process of the daemon: its store, no socket of our own
-        // (the daemon serves xenstored's). Losing it is reported; the guest
-        // runs on (its ring gets error = COMM). The guest's directory still
+        // (the daemon serves xenstored's). The guest's directory still
         // holds its hypervisor console's file (pvh dmesg).
         do { try runtime.prepare(for: guestName) } catch { logger.warning("pvh dmesg: \(error)") }
         let report: @Sendable (String) -> Void = { logger.warning("xenstore: \($0)") }
-        domainStore = .remote(XenStoreRemote(stream: handedOver.control) { report("the daemon's store: connection lost: \($0)") },
-                              guestRing: XenStoreRelay(stream: handedOver.guest) { report("guest ring relay: \($0)") })
+        let remote = XenStoreRemote(stream: handedOver.control) { report("the daemon's store: connection lost: \($0)") }
+        let relay = XenStoreRelay(stream: handedOver.guest) { report("guest ring relay: \($0)") }
+        if handedOver.reattachSocket != nil {
+            // It outlives its daemon (GuestReattach.swift): a console or
+            // store whose daemon went must not end it (EPIPE, not SIGPIPE;
+            // no SIGHUP from an orphaned process group), and the store is
+            // waited for, not failed.
+            signal(SIGPIPE, SIG_IGN)
+            signal(SIGHUP, SIG_IGN)
+            let store = ReattachableDomainStore(access: ReattachableXenStore(remote), ring: ReattachableRingPeer(relay))
+            reattach = store
+            domainStore = .remote(store.access, guestRing: store.ring)
+        } else {
+            // Losing it is reported; the guest runs on (its ring gets error = COMM).
+            domainStore = .remote(remote, guestRing: relay)
+        }
         socketServer = nil
     } else {
         // The toolstack's XenStore: outlives a guest rebooted with
@@ -341,6 +368,12 @@ func runInForeground(_ config: GuestConfiguration, name guestName: GuestName, re
     let current = CurrentDomain()
     let terminal = HostTerminal()
     terminal.attach(to: current)
+    let reattachListener = reattach.flatMap { store in
+        handedOver?.reattachSocket.flatMap { path in
+            startReattachListener(path, store: store, logger: logger) { terminal.attachAgain(to: current) }
+        }
+    }
+    defer { reattachListener?.close() }
     // SIGINT/SIGTERM from outside stop the guest cleanly (terminal restored, status 130).
     var sources = signalSources([SIGINT, SIGTERM]) { current.stop() }
     // SIGUSR1: each vCPU prints its registers and stack top (xl debug-keys).
@@ -395,6 +428,7 @@ func runInForeground(_ config: GuestConfiguration, name guestName: GuestName, re
         FileDescriptorConsoleSink(fd: 2).emit(Array("pvh: \(end)\n".utf8))
     }
     logger.notice("domain \(config.domainID.rawValue) ended: \(end) (exit status \(end.exitStatus))")
+    if let record = handedOver?.exitRecord { GuestExitRecord.write(end.exitStatus, to: record) }
     throw ExitCode(end.exitStatus)
 }
 

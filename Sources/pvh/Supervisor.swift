@@ -32,8 +32,10 @@ final class Supervisor: DomainService, Sendable {
         let executable: String
     }
 
-    private struct State {
+    struct State {
         var registry = DomainRegistry()
+        /// How each domain's process is started (Adoption.swift saves its overrides).
+        var launches: [DomainID: GuestLaunch] = [:]
         var processes: [DomainID: SupervisedProcess] = [:]
         /// Each domain's PV console (ConsoleRelay.swift), across restarts.
         var consoles: [DomainID: DomainConsole] = [:]
@@ -46,8 +48,8 @@ final class Supervisor: DomainService, Sendable {
 
     let paths: Paths
     let store: XenStoreServer
-    private let state = Mutex(State())
-    private let log: @Sendable (String) -> Void
+    let state = Mutex(State())
+    let log: @Sendable (String) -> Void
 
     init(paths: Paths, store: XenStoreServer, log: @escaping @Sendable (String) -> Void) {
         self.paths = paths
@@ -126,7 +128,7 @@ final class Supervisor: DomainService, Sendable {
         writeStoreNodes(record)
         openConsole(record)
         let launch = GuestLaunch(executable: paths.executable, configPath: configPath, logPath: logPath(record.name),
-                                 overrides: request.overrides, domain: record.id)
+                                 overrides: request.overrides, domain: record.id, stateDirectory: paths.stateDirectory)
         do {
             try start(record.id, launch)
         } catch {
@@ -181,11 +183,11 @@ final class Supervisor: DomainService, Sendable {
 
     // MARK: Guest processes
 
-    private func logPath(_ name: String) -> String { "\(paths.stateDirectory)/\(name).log" }
+    func logPath(_ name: String) -> String { "\(paths.stateDirectory)/\(name).log" }
 
     /// The domain's console socket, `<state>/<domid>.console`; without one
     /// (it cannot be bound) the guest runs with its console on /dev/null.
-    private func openConsole(_ record: DomainRecord) {
+    func openConsole(_ record: DomainRecord) {
         do {
             let console = try DomainConsole(name: record.name, socketPath: "\(paths.stateDirectory)/\(record.id.rawValue).console")
             state.withLock { $0.consoles[record.id] = console }
@@ -205,6 +207,8 @@ final class Supervisor: DomainService, Sendable {
     /// domain's ring. A third socketpair is the process's stdin and stdout,
     /// whose other end feeds the domain's console.
     private func start(_ id: DomainID, _ launch: GuestLaunch) throws(SupervisedProcessError) {
+        // A record left by an earlier incarnation is not this one's end.
+        if let record = launch.exitRecord { try? FileManager.default.removeItem(atPath: record) }
         let fail = { (call: String, errno: Int32) in SupervisedProcessError(operation: call, path: launch.executable, errno: errno) }
         let control: (UnixSocket, UnixSocket), guest: (UnixSocket, UnixSocket)
         do {
@@ -244,7 +248,11 @@ final class Supervisor: DomainService, Sendable {
         }
         let process: SupervisedProcess
         do {
-            process = try SupervisedProcess.spawn(launch.arguments, logPath: launch.logPath, console: consoleEnds?.1.fd,
+            // A session of its own: a guest process outlives the daemon
+            // (Adoption.swift), and a process group whose parent exits is
+            // sent SIGHUP if any member is stopped (a paused guest) unless
+            // it was never in the parent's session.
+            process = try SupervisedProcess.spawn(launch.arguments, logPath: launch.logPath, newSession: true, console: consoleEnds?.1.fd,
                                                   descriptors: [(control.1.fd, GuestLaunch.storeDescriptor),
                                                                 (guest.1.fd, GuestLaunch.guestStoreDescriptor)])
         } catch {
@@ -256,9 +264,15 @@ final class Supervisor: DomainService, Sendable {
         if let consoleEnds, let console { console.connect(consoleEnds.0) }
         state.withLock { s in
             s.processes[id] = process
+            s.launches[id] = launch
             s.storeConnections[id] = [controlEnd, guestEnd]
             s.registry.update(id) { $0.processID = process.pid }
         }
+        startWatching(id, process, launch)
+    }
+
+    /// The process's watcher thread (a child's, or an adopted process's).
+    func startWatching(_ id: DomainID, _ process: SupervisedProcess, _ launch: GuestLaunch) {
         let thread = Thread { [self] in watch(id, process, launch) }
         thread.name = "pvh-watch-\(id.rawValue)"
         thread.start()
@@ -276,7 +290,8 @@ final class Supervisor: DomainService, Sendable {
         ended(id, process: process, end: processEnd, launch: launch)
     }
 
-    private func ended(_ id: DomainID, process: SupervisedProcess, end: GuestProcessEnd, launch: GuestLaunch) {
+    /// `process` nil: a process a previous daemon started, found gone (Adoption.swift).
+    func ended(_ id: DomainID, process: SupervisedProcess?, end: GuestProcessEnd, launch: GuestLaunch) {
         let (record, destroying, stopping) = state.withLock { s -> (DomainRecord?, Bool, Bool) in
             guard s.processes[id] === process else { return (nil, false, s.stopping) }
             s.processes[id] = nil
@@ -463,12 +478,15 @@ final class Supervisor: DomainService, Sendable {
         releaseStore(id)
         let (record, console) = state.withLock { s -> (DomainRecord?, DomainConsole?) in
             s.processes[id] = nil
+            s.launches[id] = nil
             return (s.registry.remove(id), s.consoles.removeValue(forKey: id))
         }
         console?.close()
         guard let record else { return }
         try? store.remove("/vm/\(record.uuid)")
         try? FileManager.default.removeItem(atPath: "\(paths.stateDirectory)/\(id.rawValue).cfg")
+        // A killed guest process leaves its exit record (none) and reattach socket behind.
+        for suffix in ["exit", "guest"] { try? FileManager.default.removeItem(atPath: "\(paths.stateDirectory)/\(id.rawValue).\(suffix)") }
     }
 
     /// `control/shutdown` in the daemon's store, as `xl shutdown` writes
@@ -547,7 +565,9 @@ final class Supervisor: DomainService, Sendable {
         return Subscription(stream: stream, cancel: remove)
     }
 
-    private func publish(_ event: DomainEvent) {
+    func publish(_ event: DomainEvent) {
+        // Every registry change is published: the state file follows it.
+        persist()
         let all = state.withLock { Array($0.subscribers.values) }
         for c in all { c.yield(event) }
         log("event: \(event.type.rawValue) \(event.name) (domain \(event.domid))\(event.reason.map { ": \($0)" } ?? "")")

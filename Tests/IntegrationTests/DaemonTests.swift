@@ -44,9 +44,12 @@ struct DaemonTests {
     var api: String { "\(directory)/api.sock" }
     var store: String { "\(directory)/xenstored.sock" }
 
-    /// `pvh daemon --foreground` on this test's sockets, once it said it is ready.
-    func startDaemon() throws -> ChildProcess {
-        let daemon = try ChildProcess(Env.pvhBinary, ["daemon", "--foreground", "--api-socket", api, "--xenstore-socket", store],
+    /// `pvh daemon --foreground` on this test's sockets, once it said it is
+    /// ready; `destroyOnExit`: its SIGTERM destroys the guests (these tests'
+    /// ends), rather than leave them for the next daemon (DaemonRestartTests).
+    func startDaemon(destroyOnExit: Bool = true) throws -> ChildProcess {
+        let daemon = try ChildProcess(Env.pvhBinary, ["daemon", "--foreground", "--api-socket", api, "--xenstore-socket", store]
+                                          + (destroyOnExit ? ["--destroy-on-exit"] : []),
                                       environment: environment)
         #expect(daemon.waitForLine(startingWith: "pvh daemon: ready", timeout: .seconds(60)) != nil, "\(daemon.errors)")
         return daemon

@@ -194,8 +194,9 @@ int pvh_spawn_with_fd(const char *path, char *const argv[], int child_fd, int ta
 /// `new_session` a session of its own (a daemon started on demand: no
 /// controlling terminal to lose). Each `child_fds[i]` becomes the child's
 /// `target_fds[i]` (`nr_fds` of them, at most 8, targets above 2: the
-/// daemon's store connections); every other descriptor stays as its
-/// close-on-exec flag says. With `console_fd` >= 0 the child's stdin and
+/// daemon's store connections); every other descriptor is closed in the
+/// child, close-on-exec or not (a library's listening socket without the
+/// flag would outlive a daemon in its guest processes). With `console_fd` >= 0 the child's stdin and
 /// stdout are both on it (one end of the daemon's socketpair: the guest's
 /// PV console, xenconsoled's side of it), only stderr on `log_fd`. The pid
 /// in *pid: 0, or the (positive) errno.
@@ -203,7 +204,26 @@ int pvh_spawn_supervised(const char *path, char *const argv[], int log_fd, int n
                          const int *child_fds, const int *target_fds, unsigned nr_fds, pid_t *pid);
 
 /// pidfd_open(2): a descriptor that polls readable when process `pid` (a
-/// child not yet reaped) exits. The fd, or -errno.
+/// child not yet reaped, or any process: a guest process a previous daemon
+/// started) exits. The fd, or -errno (-ESRCH: no such process).
 int pvh_pidfd_open(pid_t pid);
+
+/// pidfd_send_signal(2): `signal` to the process the pidfd names (never to
+/// a process that reused its pid). 0 or -errno.
+int pvh_pidfd_send_signal(int pidfd, int signal);
+
+/// sendmsg of one byte `tag` with `count` descriptors (at most 8) as
+/// SCM_RIGHTS (unix(7)), MSG_NOSIGNAL. 0 or -errno.
+int pvh_send_descriptors(int socket, const int *fds, unsigned count, uint8_t tag);
+
+/// recvmsg of one byte into *tag with up to `max` (at most 8) descriptors
+/// (SCM_RIGHTS, MSG_CMSG_CLOEXEC) into `fds`: their count (0 if none), or
+/// -errno; -EPIPE at end of stream; -EMSGSIZE when more descriptors came
+/// than fit (the ones received are closed then).
+int pvh_receive_descriptors(int socket, int *fds, unsigned max, uint8_t *tag);
+
+/// SO_PEERCRED of a connected Unix socket: the peer's pid and uid at the
+/// time it connected (or the socketpair was made). 0 or -errno.
+int pvh_peer_credentials(int socket, pid_t *pid, uid_t *uid);
 
 #endif
