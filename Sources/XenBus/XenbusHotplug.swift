@@ -81,6 +81,9 @@ public enum HotplugDevice: Hashable, Sendable {
     /// the nodes libxl writes, each checked. `backend` holds the directory's
     /// nodes by name (what the driver read, at most `maximumNodes`).
     public init(backend nodes: [String: String], address: XenbusDeviceAddress) throws(HotplugNodeError) {
+        guard address.type == "vbd" || address.type == "vif" else {
+            throw .invalid("type", "device class \(address.type) is not hot-pluggable")
+        }
         guard nodes.count <= Self.maximumNodes else { throw .tooManyNodes(nodes.count) }
         for (key, value) in nodes where value.utf8.count > Self.maximumValueLength || value.utf8.contains(0) {
             throw .invalid(key, "longer than \(Self.maximumValueLength) bytes or has a NUL")
@@ -95,11 +98,7 @@ public enum HotplugDevice: Hashable, Sendable {
         }
         guard try need("online") == "1" else { throw .invalid("online", "not 1") }
         guard try need("state") == XenbusState.initialising.storeValue else { throw .invalid("state", "not 1 (Initialising)") }
-        switch address.type {
-        case "vbd": self = .disk(try HotplugDisk(nodes, need: need))
-        case "vif": self = .nic(try HotplugNic(nodes, need: need))
-        default: throw .invalid("type", "device class \(address.type) is not hot-pluggable")
-        }
+        self = address.type == "vbd" ? .disk(try HotplugDisk(nodes, need: need)) : .nic(try HotplugNic(nodes, need: need))
     }
 }
 
