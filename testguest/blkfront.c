@@ -1907,19 +1907,60 @@ static const char *hp_wait_new(const unsigned *boot, unsigned nboot, uint64_t en
  * straight to Closed; once the backend is Closed (or its directory gone)
  * the rings come back.
  */
+/*
+ * Waits (pvh.blktimeout) until the backend is Closed or its directory is
+ * gone: once Closed and offline, the backend driver removes it, and a node
+ * under dom0's backend tree that does not exist reads as EACCES to us (its
+ * nearest existing parent is not ours to read), or ENOENT.
+ */
+static const char *hp_wait_closed(struct blk_dev *d)
+{
+	char path[160];
+	const char *r = NULL, *p, *t;
+	snprintf(path, sizeof(path), "%s/state", d->xb.be);
+	if (xenstore_watch(path, "pvh-hotplug-be"))
+		return fail("watch %s: %s", path, xenstore_error());
+	uint64_t end = tsc_deadline_ms(blk_timeout);
+	for (;;) {
+		int got = xb_get(d->xb.be, "state");
+		uint64_t st;
+		if (got == 0 || (got < 0 && xb_streq(xenstore_error(), "EACCES")))
+			break;
+		if (got < 0) {
+			r = fail("read %s: %s", path, xenstore_error());
+			break;
+		}
+		if (!xb_parse_u64(xb_val, &st) && st == XenbusStateClosed)
+			break;
+		uint64_t now = rdtsc();
+		if (now >= end) {
+			r = fail("backend state %s after %lu ms waiting for Closed", xb_val, (unsigned long)blk_timeout);
+			break;
+		}
+		uint64_t left = (end - now) / tsc_khz() + 1;
+		if (xenstore_wait_watch(&p, &t, left < 250 ? left : 250) < 0) {
+			r = fail("xenstore: %s", xenstore_error());
+			break;
+		}
+	}
+	xenstore_unwatch(path, "pvh-hotplug-be");
+	return r;
+}
+
 static const char *hp_close(struct blk_dev *d, uint64_t end)
 {
 	const char *r, *r2;
 	unsigned gone = (1u << XenbusStateClosing) | (1u << XenbusStateClosed) | (1u << XenbusStateUnknown);
 	uint64_t now = rdtsc();
 	d->xb.timeout_ms = now < end ? (end - now) / tsc_khz() + 1 : 1;
-	if ((r = xb_wait_be(&d->xb, gone, 0, "the toolstack's Closing", NULL)))
+	r = xb_wait_be(&d->xb, gone, 0, "the toolstack's Closing", NULL);
+	d->xb.timeout_ms = blk_timeout;
+	if (r)
 		return keep(r);
 	d->connected = 0;
 	r = xb_switch_state(&d->xb, XenbusStateClosed);
-	d->xb.timeout_ms = blk_timeout;
 	if (!r)
-		r = xb_wait_be(&d->xb, (1u << XenbusStateClosed) | (1u << XenbusStateUnknown), 0, "Closed", NULL);
+		r = hp_wait_closed(d);
 	r = keep(r);
 	r2 = rings_release(d);
 	return r ? r : r2;

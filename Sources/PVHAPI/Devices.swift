@@ -64,7 +64,9 @@ extension APIRouter {
             }
             router.delete("/v1/domains/{name}/\(kind.rawValue)/{device}") { request, context in
                 try await answer {
-                    guard let device = context.parameters.get("device"), !device.isEmpty else {
+                    // A MAC's colons come percent-encoded.
+                    guard let raw = context.parameters.get("device"), let device = raw.removingPercentEncoding,
+                          !device.isEmpty else {
                         throw APIError(.badRequest, "no device")
                     }
                     let force: Bool

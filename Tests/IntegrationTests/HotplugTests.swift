@@ -122,7 +122,7 @@ struct HotplugTests {
             let rows = list.stdout.split(separator: "\n").map { $0.split(separator: " ", omittingEmptySubsequences: true) }
             #expect(rows.first?.first == "Vdev", "\(list.stdout)")
             let row = rows.first { $0.first == "51728" }
-            #expect(row?.count == 7 && row?[3] == "4" && row?[6] == "/local/domain/1/backend/vbd/1/51728", "\(list.stdout)")
+            #expect(row?.count == 7 && row?[3] == "4" && row?[6] == "/local/domain/0/backend/vbd/1/51728", "\(list.stdout)")
             #expect(rows.contains { $0.first == "51712" }, "the boot disk is listed too: \(list.stdout)")
 
             let detach = try pvh(["block-detach", "hp", "xvdb", "--timeout", "120"])
