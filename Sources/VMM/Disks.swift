@@ -57,7 +57,7 @@ final class DiskBackends: Sendable {
     /// the backing files, so a domain that ended releases its images'
     /// locks (another guest may use them) even while its `Domain` lives.
     /// A hot-unplugged disk's backend leaves it the same way (`remove`).
-    private let backends: Mutex<[BlockBackend]>
+    private let backends: ServedBackends<BlockBackend>
     /// Each boot-time disk's counters by its device name (`vbd-51712`),
     /// kept after `tearDown` as the network interfaces' are.
     let metrics: [(device: String, metrics: BlockMetrics)]
@@ -76,7 +76,7 @@ final class DiskBackends: Sendable {
             }
         }
         metrics = backends.map { ("\($0.address.type)-\($0.address.index)", $0.metrics) }
-        self.backends = Mutex(backends)
+        self.backends = ServedBackends(backends)
     }
 
     /// One disk's backend at the vdev's number, its nodes written and the
@@ -126,14 +126,11 @@ final class DiskBackends: Sendable {
         }
     }
 
-    /// The indices (vdev numbers) served now.
-    var indices: [Int] { backends.withLock { $0.map(\.address.index) } }
-
-    /// Whether a backend serves vdev number `index` now.
-    func serves(_ index: Int) -> Bool { backends.withLock { $0.contains { $0.address.index == index } } }
+    /// The vdev numbers served now.
+    var indices: [Int] { backends.indices }
 
     /// The backend at vdev number `index`, if one serves it.
-    func backend(_ index: Int) -> BlockBackend? { backends.withLock { $0.first { $0.address.index == index } } }
+    func backend(_ index: Int) -> BlockBackend? { backends.backend(index) }
 
     /// Hot-plugs a disk the toolstack described in the store: its image
     /// opened and locked, its backend made on the directories the toolstack
@@ -141,25 +138,16 @@ final class DiskBackends: Sendable {
     func add(_ spec: DiskSpecification) throws(DomainError) {
         let disk = try DiskImages.open(spec, option: "disk '\(spec.spec)'")
         let backend = try Self.make(disk, context: context, adoptingExisting: true)
-        backends.withLock { $0.append(backend) }
+        backends.append(backend)
     }
 
     /// Hot-unplugs vdev number `index`: its backend destroyed (both
     /// directories removed) and dropped, so its image's lock is released.
-    func remove(_ index: Int) {
-        let gone = backends.withLock { b -> BlockBackend? in
-            guard let i = b.firstIndex(where: { $0.address.index == index }) else { return nil }
-            return b.remove(at: i)
-        }
-        gone?.destroy()
-    }
+    func remove(_ index: Int) { backends.remove(index) }
 
     /// Answers in-flight I/O, then removes the devices (before the device
     /// threads stop and the domain's tree goes).
-    func tearDown() {
-        let all = backends.withLock { b in defer { b = [] }; return b }
-        all.forEach { $0.destroy() }
-    }
+    func tearDown() { backends.removeAll() }
 }
 
 /// What a domain's device backends are made with, boot-time and

@@ -1,5 +1,7 @@
+import BlockBackend
 import DeviceSpecs
 import Logging
+import NetBackend
 import Synchronization
 import XenABI
 import XenBus
@@ -177,5 +179,46 @@ final class HotplugWatcher: Sendable {
 
     private func remove(_ address: XenbusDeviceAddress) {
         if address.type == "vbd" { disks.remove(address.index) } else { networks.remove(address.index) }
+    }
+}
+
+/// A device backend as a domain keeps it: where it is, and how it goes.
+protocol ServedBackend: AnyObject, Sendable {
+    var address: XenbusDeviceAddress { get }
+    func destroy()
+}
+
+extension BlockBackend: ServedBackend {}
+extension NetBackend: ServedBackend {}
+
+/// The backends of one class a domain serves now: the boot-time ones,
+/// then those hot-plugged and not yet unplugged. A backend leaves the list
+/// before it is destroyed, and with the list goes the last reference to
+/// what it holds (a disk's image and its lock).
+final class ServedBackends<Backend: ServedBackend>: Sendable {
+    private let list: Mutex<[Backend]>
+
+    init(_ initial: [Backend]) { list = Mutex(initial) }
+
+    var all: [Backend] { list.withLock { $0 } }
+    var indices: [Int] { list.withLock { $0.map(\.address.index) } }
+
+    func backend(_ index: Int) -> Backend? { list.withLock { $0.first { $0.address.index == index } } }
+
+    func append(_ backend: Backend) { list.withLock { $0.append(backend) } }
+
+    /// Destroys the backend at `index`, if one serves it.
+    func remove(_ index: Int) {
+        let gone = list.withLock { l -> Backend? in
+            guard let i = l.firstIndex(where: { $0.address.index == index }) else { return nil }
+            return l.remove(at: i)
+        }
+        gone?.destroy()
+    }
+
+    /// Destroys every backend (the domain's end).
+    func removeAll() {
+        let all = list.withLock { l in defer { l = [] }; return l }
+        all.forEach { $0.destroy() }
     }
 }

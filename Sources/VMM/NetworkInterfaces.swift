@@ -75,7 +75,7 @@ struct NetworkLinks {
 /// for a vif beside the backend's own.
 final class NetworkBackends: Sendable {
     /// Emptied by `tearDown`.
-    private let backends: Mutex<[NetBackend]>
+    private let backends: ServedBackends<NetBackend>
     /// Each boot-time interface's per-queue counters, kept after `tearDown`.
     let metrics: [[NetMetrics]]
     /// What a hot-plugged interface's backend is made with.
@@ -94,7 +94,7 @@ final class NetworkBackends: Sendable {
             }
         }
         metrics = backends.map(\.metrics)
-        self.backends = Mutex(backends)
+        self.backends = ServedBackends(backends)
     }
 
     /// One interface's backend at its devid, its nodes written and the
@@ -139,16 +139,13 @@ final class NetworkBackends: Sendable {
     }
 
     /// The backends while the domain lives (empty after `tearDown`).
-    var all: [NetBackend] { backends.withLock { $0 } }
+    var all: [NetBackend] { backends.all }
 
-    /// The indices (devids) served now.
-    var indices: [Int] { backends.withLock { $0.map(\.address.index) } }
-
-    /// Whether a backend serves devid `index` now.
-    func serves(_ index: Int) -> Bool { backends.withLock { $0.contains { $0.address.index == index } } }
+    /// The devids served now.
+    var indices: [Int] { backends.indices }
 
     /// The backend at devid `index`, if one serves it.
-    func backend(_ index: Int) -> NetBackend? { backends.withLock { $0.first { $0.address.index == index } } }
+    func backend(_ index: Int) -> NetBackend? { backends.backend(index) }
 
     /// Hot-plugs an interface the toolstack described in the store: its
     /// host side made, its backend on the directories the toolstack wrote,
@@ -157,22 +154,13 @@ final class NetworkBackends: Sendable {
         let interface = try NetworkLinks.make(spec, devid: devid, domain: context.domain, option: "vif '\(spec.spec)'",
                                               logger: context.logger)
         let backend = try Self.make(interface, context: context, adoptingExisting: true)
-        backends.withLock { $0.append(backend) }
+        backends.append(backend)
     }
 
     /// Hot-unplugs devid `index`: its link stopped, its backend destroyed.
-    func remove(_ index: Int) {
-        let gone = backends.withLock { b -> NetBackend? in
-            guard let i = b.firstIndex(where: { $0.address.index == index }) else { return nil }
-            return b.remove(at: i)
-        }
-        gone?.destroy()
-    }
+    func remove(_ index: Int) { backends.remove(index) }
 
     /// Stops the links and removes the devices (before the device threads
     /// stop and the domain's tree goes).
-    func tearDown() {
-        let all = backends.withLock { b in defer { b = [] }; return b }
-        all.forEach { $0.destroy() }
-    }
+    func tearDown() { backends.removeAll() }
 }
