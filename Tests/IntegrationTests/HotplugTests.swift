@@ -11,9 +11,10 @@ import Glibc
 /// blk_hotplug) connects it and reads the pattern, `pvh block-list` shows it
 /// Connected, `pvh block-detach` closes it with the guest and removes it, and
 /// the same image attaches again (its lock was released). A vif with
-/// `type=none` is attached, listed, refused a detach the guest does not
-/// answer (the timeout says so) and removed with `--force`. Every wait is
-/// bounded.
+/// `type=none` is connected by the guest's netfront (net_hotplug), listed
+/// Connected and detached with the guest; another, which no netfront
+/// serves, is refused a detach the guest does not answer (the timeout says
+/// so) and removed with `--force`. Every wait is bounded.
 @Suite("pvh hot-plug", .enabled(if: Env.hasKVM && Env.hasPVHBinary, "needs /dev/kvm and .build/debug/pvh"))
 struct HotplugTests {
     let directory: String
@@ -69,7 +70,7 @@ struct HotplugTests {
         return bytes
     }
 
-    @Test("block-attach: the guest's blkfront connects the second disk and reads its pattern; block-list shows it Connected; block-detach closes it; the image attaches again; a vif attached, listed, force-detached")
+    @Test("block-attach: the guest's blkfront connects the second disk and reads its pattern; block-list shows it Connected; block-detach closes it; the image attaches again; a vif connected by the guest's netfront, listed, detached; one no netfront serves force-detached")
     func hotplugDiskAndNic() throws {
         defer { try? FileManager.default.removeItem(atPath: directory) }
         let daemon = try ChildProcess(Env.pvhBinary, ["daemon", "--foreground", "--api-socket", api, "--xenstore-socket", store],
@@ -91,7 +92,7 @@ struct HotplugTests {
             kernel = "\(try Env.testGuest.get())"
             memory = 32
             disk = [ '\(boot),raw,xvda,rw' ]
-            extra = "pvh.scenarios=blk_hotplug,control pvh.blkseed=7 pvh.hotplug_timeout=400000"
+            extra = "pvh.scenarios=blk_hotplug,net_hotplug,control pvh.blkseed=7 pvh.hotplug_timeout=400000"
             on_crash = "destroy"
             """
         _ = FileManager.default.createFile(atPath: cfg, contents: Data(text.utf8))
@@ -132,16 +133,24 @@ struct HotplugTests {
         }
         #expect(until(120, daemon: daemon) { guestLog("hp").contains("PVHTEST blk_hotplug PASS") }, "\(guestLog("hp"))")
 
-        // A vif with no host side: the backend offers it (InitWait); this
-        // scenario runs no netfront, so a detach waits in vain (a clear
-        // timeout) and --force removes it.
+        // A vif with no host side: the guest's netfront (net_hotplug)
+        // connects it; network-detach by MAC closes it with the guest.
         let nic = try pvh(["network-attach", "hp", "type=none", "mac=00:16:3e:00:00:42"])
         #expect(nic.status == 0, "\(nic)")
+        #expect(until(240, daemon: daemon) { guestLog("hp").contains("net_hotplug: vif 0 connected") }, "\(guestLog("hp"))")
         let nics = try pvh(["network-list", "hp"])
         #expect(nics.stdout.hasPrefix("Idx BE Mac Addr."), "\(nics.stdout)")
         let nicRow = nics.stdout.split(separator: "\n").dropFirst().first?.split(separator: " ", omittingEmptySubsequences: true)
-        #expect(nicRow?.first == "0" && nicRow?[2] == "00:16:3e:00:00:42", "\(nics.stdout)")
-        let slow = try pvh(["network-detach", "hp", "00:16:3e:00:00:42", "--timeout", "2"])
+        #expect(nicRow?.first == "0" && nicRow?[2] == "00:16:3e:00:00:42" && nicRow?[4] == "4", "\(nics.stdout)")
+        let detachNic = try pvh(["network-detach", "hp", "00:16:3e:00:00:42", "--timeout", "120"])
+        #expect(detachNic.status == 0, "\(detachNic)")
+        #expect(until(120, daemon: daemon) { guestLog("hp").contains("PVHTEST net_hotplug PASS") }, "\(guestLog("hp"))")
+
+        // A second vif while no netfront runs (the control scenario): the
+        // backend offers it (InitWait) and waits; a detach times out saying
+        // so, and --force removes it.
+        #expect(try pvh(["network-attach", "hp", "type=none"]).status == 0)
+        let slow = try pvh(["network-detach", "hp", "0", "--timeout", "2"])
         #expect(slow.status == 1 && slow.stderr.contains("--force"), "\(slow)")
         let forced = try pvh(["network-detach", "hp", "0", "--force"])
         #expect(forced.status == 0, "\(forced)")
