@@ -1832,6 +1832,182 @@ static const char *scen_blk_scribble(void)
 	return NULL;
 }
 
+/* ------------------------------------------------------------------ */
+/* blk_hotplug (issue 12): vbds the toolstack adds while we run         */
+
+/* The vbd numbers in device/vbd now (none if it is absent): how many. */
+static unsigned hp_list(unsigned *out, unsigned max)
+{
+	uint32_t len;
+	const char *names = xenstore_directory("device/vbd", &len);
+	if (!names)
+		return 0;
+	static char copy[256];
+	if (len >= sizeof(copy))
+		len = sizeof(copy) - 1;
+	memcpy(copy, names, len);
+	copy[len] = 0;
+	unsigned n = 0;
+	for (uint32_t i = 0; i < len && n < max; i += (uint32_t)strlen(copy + i) + 1) {
+		uint64_t v;
+		if (copy[i] && !xb_parse_u64(copy + i, &v) && v <= 0xffffffffu)
+			out[n++] = (unsigned)v;
+	}
+	return n;
+}
+
+/*
+ * Waits (until the TSC deadline `end`) for a vbd that was not there at boot
+ * and is new, its frontend at Initialising (Linux's xenbus_probe_frontend
+ * sees the directory appear through its watch on "device"): its number.
+ */
+static const char *hp_wait_new(const unsigned *boot, unsigned nboot, uint64_t end, unsigned *vdev)
+{
+	const char *r = NULL, *p, *t;
+	if ((r = xenstore_connect()))
+		return r;
+	if (xenstore_watch("device/vbd", "pvh-hotplug"))
+		return fail("watch device/vbd: %s", xenstore_error());
+	for (;;) {
+		unsigned now[8], n = hp_list(now, 8), found = 0;
+		for (unsigned i = 0; i < n && !found; i++) {
+			int old = 0;
+			for (unsigned j = 0; j < nboot; j++)
+				old |= boot[j] == now[i];
+			char dir[48];
+			uint64_t st;
+			snprintf(dir, sizeof(dir), "device/vbd/%u", now[i]);
+			if (old || xb_get(dir, "state") != 1 || xb_parse_u64(xb_val, &st) || st != XenbusStateInitialising ||
+			    xb_get(dir, "backend") != 1)
+				continue;
+			*vdev = now[i];
+			found = 1;
+		}
+		if (found)
+			break;
+		uint64_t tnow = rdtsc();
+		if (tnow >= end) {
+			r = "no new vbd appeared in device/vbd before the deadline (pvh.hotplug_timeout)";
+			break;
+		}
+		uint64_t left = (end - tnow) / tsc_khz() + 1;
+		if (xenstore_wait_watch(&p, &t, left < 250 ? left : 250) < 0) {
+			r = fail("xenstore: %s", xenstore_error());
+			break;
+		}
+	}
+	xenstore_unwatch("device/vbd", "pvh-hotplug");
+	return r;
+}
+
+/*
+ * The toolstack detaches the vbd: the backend goes to Closing (or, if it
+ * gave up, Closed or away). Close as Linux's blkfront does on a backend's
+ * Closing (blkback_changed -> blkfront_closing -> xenbus_frontend_closed):
+ * straight to Closed; once the backend is Closed (or its directory gone)
+ * the rings come back.
+ */
+/*
+ * Waits (pvh.blktimeout) until the backend is Closed or its directory is
+ * gone: once Closed and offline, the backend driver removes it, and a node
+ * under dom0's backend tree that does not exist reads as EACCES to us (its
+ * nearest existing parent is not ours to read), or ENOENT.
+ */
+static const char *hp_wait_closed(struct blk_dev *d)
+{
+	char path[160];
+	const char *r = NULL, *p, *t;
+	snprintf(path, sizeof(path), "%s/state", d->xb.be);
+	if (xenstore_watch(path, "pvh-hotplug-be"))
+		return fail("watch %s: %s", path, xenstore_error());
+	uint64_t end = tsc_deadline_ms(blk_timeout);
+	for (;;) {
+		int got = xb_get(d->xb.be, "state");
+		uint64_t st;
+		if (got == 0 || (got < 0 && xb_streq(xenstore_error(), "EACCES")))
+			break;
+		if (got < 0) {
+			r = fail("read %s: %s", path, xenstore_error());
+			break;
+		}
+		if (!xb_parse_u64(xb_val, &st) && st == XenbusStateClosed)
+			break;
+		uint64_t now = rdtsc();
+		if (now >= end) {
+			r = fail("backend state %s after %lu ms waiting for Closed", xb_val, (unsigned long)blk_timeout);
+			break;
+		}
+		uint64_t left = (end - now) / tsc_khz() + 1;
+		if (xenstore_wait_watch(&p, &t, left < 250 ? left : 250) < 0) {
+			r = fail("xenstore: %s", xenstore_error());
+			break;
+		}
+	}
+	xenstore_unwatch(path, "pvh-hotplug-be");
+	return r;
+}
+
+static const char *hp_close(struct blk_dev *d, uint64_t end)
+{
+	const char *r, *r2;
+	unsigned gone = (1u << XenbusStateClosing) | (1u << XenbusStateClosed) | (1u << XenbusStateUnknown);
+	uint64_t now = rdtsc();
+	d->xb.timeout_ms = now < end ? (end - now) / tsc_khz() + 1 : 1;
+	r = xb_wait_be(&d->xb, gone, 0, "the toolstack's Closing", NULL);
+	d->xb.timeout_ms = blk_timeout;
+	if (r)
+		return keep(r);
+	d->connected = 0;
+	r = xb_switch_state(&d->xb, XenbusStateClosed);
+	if (!r)
+		r = hp_wait_closed(d);
+	r = keep(r);
+	r2 = rings_release(d);
+	return r ? r : r2;
+}
+
+/*
+ * blk_hotplug: the vbds present at boot noted; then, pvh.hotplug_rounds
+ * times (default 2): wait for a new vbd (pvh.hotplug_timeout ms in all,
+ * default 300000), connect it, read the pattern blk_rw writes (pvh.blkseed,
+ * pvh.blkstart, pvh.blksectors), wait for the toolstack to detach it and
+ * close it. PASS once every round did.
+ */
+static const char *scen_blk_hotplug(void)
+{
+	struct blk_dev *d = &dev;
+	const char *r;
+	unsigned boot[8], nboot, vdev = 0, rounds = (unsigned)opt_num("pvh.hotplug_rounds=", 2);
+	uint64_t start = 0, count = 0, bad;
+	uint32_t seed = blk_seed();
+	const struct xfer eleven = { .segs = BLKIF_MAX_SEGMENTS_PER_REQUEST };
+	uint64_t end = tsc_deadline_ms(opt_num("pvh.hotplug_timeout=", 300000));
+	blk_settings();
+	if ((r = xenstore_connect()) || (r = gnttab_frontend_ready()))
+		return r;
+	blk_hlt = !xen_setup();
+	nboot = hp_list(boot, 8);
+	printk("PVHINFO blk_hotplug: %u vbd(s) at boot; waiting for the toolstack to add one\n", nboot);
+	for (unsigned round = 1; round <= rounds; round++) {
+		unsigned ring0 = d->ring0;
+		memset(d, 0, sizeof(*d));
+		d->ring0 = ring0;
+		blk_settings();
+		char list[96];
+		if ((r = hp_wait_new(boot, nboot, end, &vdev)) || (r = blk_find(d, list, sizeof(list), vdev, 0)) ||
+		    (r = blk_prepare(d)) || (r = blk_connect(d, 0, 1, 0, NULL)) || (r = blk_region(d, &start, &count)) ||
+		    (r = read_range(d, start, count, seed, 0, 0, &eleven, &bad)))
+			return fail("round %u: %s", round, keep(r));
+		printk("PVHINFO blk_hotplug: round %u: vbd %u connected, %lu sectors, pattern seed %u verified\n", round,
+		       vdev, (unsigned long)d->sectors, seed);
+		if ((r = hp_close(d, end)))
+			return fail("round %u: vbd %u: %s", round, vdev, keep(r));
+		printk("PVHINFO blk_hotplug: round %u: vbd %u closed (backend trail %s)\n", round, vdev, d->xb.trail);
+	}
+	pass_note("rounds=%u vdev=%u region=%lu+%lu seed=%u", rounds, vdev, (unsigned long)start, (unsigned long)count, seed);
+	return NULL;
+}
+
 /* Run only when named (see testguest/README.md). */
 const struct scenario blk_scenarios[] = {
 	{ "blk_info", scen_blk_info },
@@ -1844,5 +2020,6 @@ const struct scenario blk_scenarios[] = {
 	{ "blk_early_init", scen_blk_early_init },
 	{ "blk_err", scen_blk_err },
 	{ "blk_scribble", scen_blk_scribble },
+	{ "blk_hotplug", scen_blk_hotplug },
 };
 const size_t nr_blk_scenarios = ARRAY_SIZE(blk_scenarios);

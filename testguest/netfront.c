@@ -1071,10 +1071,103 @@ static const char *scen_net_tcp(void)
 }
 
 /* Run only when named (see testguest/README.md). */
+/* ------------------------------------------------------------------ */
+/* net_hotplug (issue 12): a vif the toolstack adds while we run        */
+
+/*
+ * Waits (until the TSC deadline `end`) for a vif in device/vif whose
+ * frontend is Initialising (none at boot: the toolstack's network-attach).
+ */
+static const char *nhp_wait_new(uint64_t end)
+{
+	const char *r = NULL, *p, *t;
+	if ((r = xenstore_connect()))
+		return r;
+	if (xenstore_watch("device/vif", "pvh-nethotplug"))
+		return fail("watch device/vif: %s", xenstore_error());
+	for (;;) {
+		uint32_t len;
+		const char *names = xenstore_directory("device/vif", &len);
+		int found = 0;
+		for (uint32_t i = 0; names && i < len && !found; i += (uint32_t)strnlen(names + i, len - i) + 1) {
+			char dir[48];
+			uint64_t st;
+			size_t l = strnlen(names + i, len - i);
+			if (l == 0 || l >= 16)
+				continue;
+			snprintf(dir, sizeof(dir), "device/vif/%.*s", (int)l, names + i);
+			found = xb_get(dir, "state") == 1 && !xb_parse_u64(xb_val, &st) && st == XenbusStateInitialising;
+		}
+		if (found)
+			break;
+		uint64_t now = rdtsc();
+		if (now >= end) {
+			r = "no vif appeared in device/vif before the deadline (pvh.hotplug_timeout)";
+			break;
+		}
+		uint64_t left = (end - now) / tsc_khz() + 1;
+		if (xenstore_wait_watch(&p, &t, left < 250 ? left : 250) < 0) {
+			r = fail("xenstore: %s", xenstore_error());
+			break;
+		}
+	}
+	xenstore_unwatch("device/vif", "pvh-nethotplug");
+	return r;
+}
+
+/*
+ * net_hotplug: wait (pvh.hotplug_timeout ms, default 300000) for a vif the
+ * toolstack adds, connect it (the usual handshake), then wait for its
+ * detach: on the backend's Closing, Closed at once (Linux's netfront:
+ * netback_changed -> xenbus_frontend_closed), then the backend's Closed or
+ * its directory gone (EACCES/ENOENT under dom0's tree), rings returned.
+ */
+static const char *scen_net_hotplug(void)
+{
+	struct net_dev *d = &dev;
+	const char *r;
+	uint64_t end = tsc_deadline_ms(opt_num("pvh.hotplug_timeout=", 300000));
+	printk("PVHINFO net_hotplug: waiting for the toolstack to add a vif\n");
+	if ((r = nhp_wait_new(end)) || (r = net_begin(d)))
+		return net_end(d, r);
+	printk("PVHINFO net_hotplug: vif %u connected, mac %s\n", d->id, d->mac_str);
+	uint64_t now = rdtsc();
+	d->xb.timeout_ms = now < end ? (end - now) / tsc_khz() + 1 : 1;
+	r = xb_wait_be(&d->xb, (1u << XenbusStateClosing) | (1u << XenbusStateClosed) | (1u << XenbusStateUnknown), 0,
+		       "the toolstack's Closing", NULL);
+	d->xb.timeout_ms = net_timeout;
+	if (r)
+		return net_end(d, r);
+	d->connected = 0;
+	if ((r = xb_switch_state(&d->xb, XenbusStateClosed)))
+		return keep(r);
+	uint64_t until = tsc_deadline_ms(net_timeout);
+	for (;;) {
+		int got = xb_get(d->xb.be, "state");
+		uint64_t st;
+		if (got == 0 || (got < 0 && xb_streq(xenstore_error(), "EACCES")) ||
+		    (got == 1 && !xb_parse_u64(xb_val, &st) && st == XenbusStateClosed))
+			break;
+		if (got < 0)
+			return fail("read %s/state: %s", d->xb.be, xenstore_error());
+		if (rdtsc() >= until)
+			return fail("backend state %s after %lu ms waiting for Closed", xb_val, (unsigned long)net_timeout);
+		const char *p, *t;
+		xenstore_watch(d->xb.be, "pvh-nethotplug-be");
+		xenstore_wait_watch(&p, &t, 250);
+		xenstore_unwatch(d->xb.be, "pvh-nethotplug-be");
+	}
+	if ((r = rings_release(d)))
+		return keep(r);
+	pass_note("vif=%u mac=%s closed on detach", d->id, d->mac_str);
+	return NULL;
+}
+
 const struct scenario net_scenarios[] = {
 	{ "net_info", scen_net_info },
 	{ "net_echo", scen_net_echo },
 	{ "net_dhcp", scen_net_dhcp },
 	{ "net_tcp", scen_net_tcp },
+	{ "net_hotplug", scen_net_hotplug },
 };
 const size_t nr_net_scenarios = ARRAY_SIZE(net_scenarios);

@@ -122,9 +122,11 @@ public final class BlockBackend: Sendable {
     /// (InitWait). `frontendNodes` default to libxl's "virtual-device" and
     /// "device-type". The device's runtime devices (one per connection) are
     /// named `vbd-<index>`; their threads `pvh-vbd-<index>-<queue>`.
+    /// `adoptingExisting`: a hot-plugged device's directories, written by
+    /// the toolstack, are kept (`XenbusBackendDevice.init`).
     public init(store: any XenStoreService, address: XenbusDeviceAddress, configuration: BlockDeviceConfiguration,
                 memory: any HostAddressableMemory, grants: GrantTable, events: EventChannelTable, runtime: DeviceRuntime,
-                frontendNodes: [(String, String)]? = nil, startHandshake: Bool = true,
+                frontendNodes: [(String, String)]? = nil, startHandshake: Bool = true, adoptingExisting: Bool = false,
                 log: @escaping @Sendable (String) -> Void = { _ in }) throws(BlockBackendError) {
         try configuration.validate()
         let driver = BlockDriver(name: "\(address.type)-\(address.index)", configuration: configuration, memory: memory,
@@ -134,7 +136,7 @@ public final class BlockBackend: Sendable {
                                       ("device-type", configuration.cdrom ? "cdrom" : "disk")]
         do {
             xenbus = try XenbusBackendDevice(store: store, address: address, driver: driver, frontendNodes: nodes,
-                                             startHandshake: false)
+                                             startHandshake: false, adoptingExisting: adoptingExisting)
         } catch {
             throw .store(error)
         }

@@ -66,9 +66,11 @@ public final class NetBackend: Sendable {
     /// "vif", `address.index` the interface's handle), starts the link's
     /// delivery and, unless `startHandshake` is false, offers the device
     /// (InitWait). The runtime devices are named `vif-<index>`.
+    /// `adoptingExisting`: a hot-plugged device's directories, written by
+    /// the toolstack, are kept (`XenbusBackendDevice.init`).
     public init(store: any XenStoreService, address: XenbusDeviceAddress, configuration: NetDeviceConfiguration,
                 memory: any HostAddressableMemory, grants: GrantTable, events: EventChannelTable, runtime: DeviceRuntime,
-                frontendNodes: [(String, String)]? = nil, startHandshake: Bool = true,
+                frontendNodes: [(String, String)]? = nil, startHandshake: Bool = true, adoptingExisting: Bool = false,
                 log: @escaping @Sendable (String) -> Void = { _ in }) throws(NetBackendError) {
         guard (1...64).contains(configuration.maximumQueues) else {
             throw .invalidConfiguration("\(configuration.maximumQueues) queues")
@@ -80,7 +82,7 @@ public final class NetBackend: Sendable {
         if frontendNodes == nil, let mac = configuration.mac { nodes.append(("mac", mac)) }
         do {
             xenbus = try XenbusBackendDevice(store: store, address: address, driver: driver, frontendNodes: nodes,
-                                             startHandshake: false)
+                                             startHandshake: false, adoptingExisting: adoptingExisting)
         } catch {
             throw .store(error)
         }

@@ -25,10 +25,13 @@ public enum APIRoutes {
         Route(method: "POST", path: "/v1/domains/{name}/unpause", implemented: true),
         Route(method: "PUT", path: "/v1/domains/{name}/memory", implemented: false),
         Route(method: "PUT", path: "/v1/domains/{name}/vcpus", implemented: false),
-        Route(method: "GET", path: "/v1/domains/{name}/disks", implemented: false),
-        Route(method: "POST", path: "/v1/domains/{name}/disks", implemented: false),
-        Route(method: "GET", path: "/v1/domains/{name}/nics", implemented: false),
-        Route(method: "POST", path: "/v1/domains/{name}/nics", implemented: false),
+        // Hot-plug (Devices.swift).
+        Route(method: "GET", path: "/v1/domains/{name}/disks", implemented: true),
+        Route(method: "POST", path: "/v1/domains/{name}/disks", implemented: true),
+        Route(method: "DELETE", path: "/v1/domains/{name}/disks/{device}", implemented: true),
+        Route(method: "GET", path: "/v1/domains/{name}/nics", implemented: true),
+        Route(method: "POST", path: "/v1/domains/{name}/nics", implemented: true),
+        Route(method: "DELETE", path: "/v1/domains/{name}/nics/{device}", implemented: true),
         Route(method: "GET", path: "/v1/domains/{name}/console", implemented: false),
         Route(method: "GET", path: "/v1/events", implemented: true),
         Route(method: "GET", path: "/v1/xenstore", implemented: true),
@@ -82,6 +85,7 @@ public enum APIRouter {
             }
         }
         router.get("/v1/events") { _, _ in ndjson(service.events()) }
+        registerDevices(on: router, service: service)
         for route in APIRoutes.all where !route.implemented {
             let path = route.path.replacingOccurrences(of: "{path}", with: "**")
             let method: HTTPRequest.Method = switch route.method {

@@ -24,25 +24,28 @@ struct DiskImages {
 
     init(_ configuration: GuestConfiguration) throws(DomainError) {
         var disks: [Disk] = []
-        for spec in configuration.disks {
-            let option = "--disk '\(spec.spec)'"
-            guard spec.script == nil else {
-                throw .badConfiguration(option: option, reason: "block scripts (\(spec.script ?? "")) are not supported: name a raw image file or a block device")
-            }
-            guard let target = spec.target, !target.isEmpty else {
-                throw .badConfiguration(option: option, reason: "an empty CD-ROM drive is not supported: name an ISO image")
-            }
-            guard spec.format == .raw else {
-                throw .badConfiguration(option: option, reason: "format \(spec.format.rawValue): pvh serves raw images only; convert it with qemu-img convert -O raw \(target) \(target).raw")
-            }
-            do {
-                let file = try BlockBackingFile.open(path: target, writable: !spec.isReadOnly, direct: spec.directIOSafe)
-                disks.append(Disk(specification: spec, file: file))
-            } catch {
-                throw .badConfiguration(option: option, reason: "\(error)")
-            }
-        }
+        for spec in configuration.disks { disks.append(try Self.open(spec, option: "--disk '\(spec.spec)'")) }
         self.disks = disks
+    }
+
+    /// One disk's backing, opened and locked (a boot-time disk's and a
+    /// hot-plugged one's alike); `option` names it in the error.
+    static func open(_ spec: DiskSpecification, option: String) throws(DomainError) -> Disk {
+        guard spec.script == nil else {
+            throw .badConfiguration(option: option, reason: "block scripts (\(spec.script ?? "")) are not supported: name a raw image file or a block device")
+        }
+        guard let target = spec.target, !target.isEmpty else {
+            throw .badConfiguration(option: option, reason: "an empty CD-ROM drive is not supported: name an ISO image")
+        }
+        guard spec.format == .raw else {
+            throw .badConfiguration(option: option, reason: "format \(spec.format.rawValue): pvh serves raw images only; convert it with qemu-img convert -O raw \(target) \(target).raw")
+        }
+        do {
+            let file = try BlockBackingFile.open(path: target, writable: !spec.isReadOnly, direct: spec.directIOSafe)
+            return Disk(specification: spec, file: file)
+        } catch {
+            throw .badConfiguration(option: option, reason: "\(error)")
+        }
     }
 }
 
@@ -53,58 +56,109 @@ final class DiskBackends: Sendable {
     /// Emptied by `tearDown`: with the backends go the last references to
     /// the backing files, so a domain that ended releases its images'
     /// locks (another guest may use them) even while its `Domain` lives.
-    private let backends: Mutex<[BlockBackend]>
-    /// Each disk's counters by its device name (`vbd-51712`), kept after
-    /// `tearDown` as the network interfaces' are.
+    /// A hot-unplugged disk's backend leaves it the same way (`remove`).
+    private let backends: ServedBackends<BlockBackend>
+    /// Each boot-time disk's counters by its device name (`vbd-51712`),
+    /// kept after `tearDown` as the network interfaces' are.
     let metrics: [(device: String, metrics: BlockMetrics)]
+    /// What a hot-plugged disk's backend is made with.
+    private let context: BackendContext
 
-    init(_ images: DiskImages, domain: DomainID, vcpus: Int, memory: MappedGuestMemory, grants: GrantTable,
-         events: EventChannelTable, runtime: DeviceRuntime, store: any XenStoreService, logger: Logger) throws(DomainError) {
+    init(_ images: DiskImages, context: BackendContext) throws(DomainError) {
+        self.context = context
         var backends: [BlockBackend] = []
         for disk in images.disks {
-            let spec = disk.specification, file = disk.file
-            let sectorSize = UInt32(file.logicalSectorSize)
-            // Discard is offered when the spec allows it (xl's default) and
-            // the backing can free blocks; never on a read-only disk.
-            let discard = spec.discardEnabled && file.supportsDiscard && !spec.isReadOnly
-                ? BlockDiscardGeometry(granularity: UInt32(max(file.discardGranularity, Int(sectorSize))))
-                : nil
-            let configuration = BlockDeviceConfiguration(
-                sectors: file.sizeInBytes / UInt64(sectorSize), sectorSize: sectorSize,
-                physicalSectorSize: UInt32(file.physicalSectorSize), readOnly: spec.isReadOnly, cdrom: spec.isCDROM,
-                discard: discard, maximumQueues: BlockDeviceConfiguration.defaultMaximumQueues(vcpus: vcpus),
-                // io_uring where the host has it, else the thread pool.
-                makeEngine: { _, done in try file.makeEngine(.automatic, reaping: .caller, onComplete: done) })
-            let address = XenbusDeviceAddress(type: "vbd", frontend: domain, index: Int(spec.vdev.number.rawValue))
             do {
-                let backend = try BlockBackend(
-                    store: store, address: address, configuration: configuration, memory: memory, grants: grants,
-                    events: events, runtime: runtime, startHandshake: false,
-                    log: { line in logger.backendLine(line) })
-                // What libxl writes for a disk (tools/libs/light/libxl_disk.c):
-                // for the toolstack's and the user's eyes, not the frontend's.
-                let be = address.backendPath
-                for (key, value) in [("params", file.path), ("mode", spec.isReadOnly ? "r" : "w"),
-                                     ("type", file.isBlockDevice ? "phy" : "file"), ("dev", spec.vdev.name),
-                                     ("device-type", spec.isCDROM ? "cdrom" : "disk"), ("removable", "0"),
-                                     ("bootable", "1"), ("discard-enable", spec.discardEnabled ? "1" : "0")] {
-                    try? store.write("\(be)/\(key)", value)
-                }
-                try backend.startHandshake()
-                backends.append(backend)
+                backends.append(try Self.make(disk, context: context, adoptingExisting: false))
             } catch {
                 backends.forEach { $0.destroy() }
-                throw .badConfiguration(option: "--disk '\(spec.spec)'", reason: "\(error)")
+                throw error
             }
         }
         metrics = backends.map { ("\($0.address.type)-\($0.address.index)", $0.metrics) }
-        self.backends = Mutex(backends)
+        self.backends = ServedBackends(backends)
     }
+
+    /// One disk's backend at the vdev's number, its nodes written and the
+    /// device offered (InitWait): the boot-time disks' path and the
+    /// hot-plugged ones' (`adoptingExisting`: the toolstack wrote the
+    /// directories).
+    private static func make(_ disk: DiskImages.Disk, context: BackendContext,
+                             adoptingExisting: Bool) throws(DomainError) -> BlockBackend {
+        let spec = disk.specification, file = disk.file
+        let sectorSize = UInt32(file.logicalSectorSize)
+        // Discard is offered when the spec allows it (xl's default) and
+        // the backing can free blocks; never on a read-only disk.
+        let discard = spec.discardEnabled && file.supportsDiscard && !spec.isReadOnly
+            ? BlockDiscardGeometry(granularity: UInt32(max(file.discardGranularity, Int(sectorSize))))
+            : nil
+        let configuration = BlockDeviceConfiguration(
+            sectors: file.sizeInBytes / UInt64(sectorSize), sectorSize: sectorSize,
+            physicalSectorSize: UInt32(file.physicalSectorSize), readOnly: spec.isReadOnly, cdrom: spec.isCDROM,
+            discard: discard, maximumQueues: BlockDeviceConfiguration.defaultMaximumQueues(vcpus: context.vcpus),
+            // io_uring where the host has it, else the thread pool.
+            makeEngine: { _, done in try file.makeEngine(.automatic, reaping: .caller, onComplete: done) })
+        let address = XenbusDeviceAddress(type: "vbd", frontend: context.domain, index: Int(spec.vdev.number.rawValue))
+        let store = context.store, logger = context.logger
+        do {
+            let backend = try BlockBackend(
+                store: store, address: address, configuration: configuration, memory: context.memory,
+                grants: context.grants, events: context.events, runtime: context.runtime, startHandshake: false,
+                adoptingExisting: adoptingExisting, log: { line in logger.backendLine(line) })
+            // What libxl writes for a disk (tools/libs/light/libxl_disk.c):
+            // for the toolstack's and the user's eyes, not the frontend's.
+            let be = address.backendPath
+            for (key, value) in [("params", file.path), ("mode", spec.isReadOnly ? "r" : "w"),
+                                 ("type", file.isBlockDevice ? "phy" : "file"), ("dev", spec.vdev.name),
+                                 ("device-type", spec.isCDROM ? "cdrom" : "disk"), ("removable", "0"),
+                                 ("bootable", "1"), ("discard-enable", spec.discardEnabled ? "1" : "0")] {
+                try? store.write("\(be)/\(key)", value)
+            }
+            do {
+                try backend.startHandshake()
+            } catch {
+                backend.destroy()
+                throw error
+            }
+            return backend
+        } catch {
+            throw .badConfiguration(option: "--disk '\(spec.spec)'", reason: "\(error)")
+        }
+    }
+
+    /// The vdev numbers served now.
+    var indices: [Int] { backends.indices }
+
+    /// The backend at vdev number `index`, if one serves it.
+    func backend(_ index: Int) -> BlockBackend? { backends.backend(index) }
+
+    /// Hot-plugs a disk the toolstack described in the store: its image
+    /// opened and locked, its backend made on the directories the toolstack
+    /// wrote, exactly as a boot-time disk's.
+    func add(_ spec: DiskSpecification) throws(DomainError) {
+        let disk = try DiskImages.open(spec, option: "disk '\(spec.spec)'")
+        let backend = try Self.make(disk, context: context, adoptingExisting: true)
+        backends.append(backend)
+    }
+
+    /// Hot-unplugs vdev number `index`: its backend destroyed (both
+    /// directories removed) and dropped, so its image's lock is released.
+    func remove(_ index: Int) { backends.remove(index) }
 
     /// Answers in-flight I/O, then removes the devices (before the device
     /// threads stop and the domain's tree goes).
-    func tearDown() {
-        let all = backends.withLock { b in defer { b = [] }; return b }
-        all.forEach { $0.destroy() }
-    }
+    func tearDown() { backends.removeAll() }
+}
+
+/// What a domain's device backends are made with, boot-time and
+/// hot-plugged alike.
+struct BackendContext: Sendable {
+    let domain: DomainID
+    let vcpus: Int
+    let memory: MappedGuestMemory
+    let grants: GrantTable
+    let events: EventChannelTable
+    let runtime: DeviceRuntime
+    let store: any XenStoreService
+    let logger: Logger
 }

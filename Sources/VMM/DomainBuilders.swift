@@ -217,6 +217,7 @@ struct ToolstackDevices {
     let domain: DomainID
     let disks: DiskBackends
     let networks: NetworkBackends
+    let hotplug: HotplugWatcher
 
     init(_ configuration: GuestConfiguration, memory: MappedGuestMemory, xen: XenPlatform, store domainStore: DomainStore,
          output: any ConsoleSink, disks images: DiskImages, networks links: NetworkLinks,
@@ -277,18 +278,20 @@ struct ToolstackDevices {
         // and XenStore rings, granted to their backend domain (d0).
         try? xen.grants.seed(GrantTableConstants.consoleReference, to: xen.grants.backendDomain, frame: consoleFrame)
         try? xen.grants.seed(GrantTableConstants.xenstoreReference, to: xen.grants.backendDomain, frame: storeFrame)
+        let context = BackendContext(domain: domain, vcpus: configuration.vcpus, memory: memory, grants: xen.grants,
+                                     events: xen.events, runtime: runtime, store: store, logger: logger)
         // The disks: their vbd devices under the domain's tree.
-        disks = try DiskBackends(images, domain: domain, vcpus: configuration.vcpus, memory: memory, grants: xen.grants,
-                                 events: xen.events, runtime: runtime, store: store, logger: logger)
+        disks = try DiskBackends(images, context: context)
         // The network interfaces: their vif devices under the domain's tree.
         do {
-            networks = try NetworkBackends(links, domain: domain, vcpus: configuration.vcpus, memory: memory,
-                                           grants: xen.grants, events: xen.events, runtime: runtime, store: store,
-                                           logger: logger)
+            networks = try NetworkBackends(links, context: context)
         } catch {
             disks.tearDown()
             throw error
         }
+        // Devices the toolstack hot-plugs from now on (VMM/Hotplug.swift).
+        hotplug = HotplugWatcher(domain: domain, store: store, disks: disks, networks: networks, logger: logger)
+        hotplug.start()
     }
 
     /// After the vCPUs have stopped: the device threads stop before the tree
@@ -296,6 +299,7 @@ struct ToolstackDevices {
     /// XenStore ring leaves the store, and no pump runs afterwards); then
     /// the tree is removed and @releaseDomain fires, as xl destroys a domain.
     func tearDown() {
+        hotplug.stop()
         networks.tearDown()
         disks.tearDown()
         console.shutdown()

@@ -29,33 +29,41 @@ struct NetworkLinks {
 
     init(_ configuration: GuestConfiguration, logger: Logger) throws(DomainError) {
         var made: [Interface] = []
-        var random = SystemRandomNumberGenerator()
-        let report = { (line: String) in logger.warning("\(line)") }
         for (position, spec) in configuration.networks.enumerated() {
-            let option = "--net '\(spec.spec)'"
-            let devid = spec.devid ?? position
-            for warning in spec.warnings { report("\(option): \(warning)") }
-            let mac = spec.mac ?? MACAddress.xenRandom(using: &random)
             do {
-                switch spec.type {
-                case .user:
-                    let link = try PasstLink(mtu: spec.mtu ?? PasstLink.defaultMTU, addresses: spec.ip.map { [$0] } ?? [])
-                    made.append(Interface(specification: spec, devid: devid, mac: mac, link: link, vifname: nil))
-                case .tap:
-                    // libxl's default name: vif<domid>.<devid>.
-                    let name = spec.vifname ?? "vif\(configuration.domainID.rawValue).\(devid)"
-                    let link = try TapLink(name: name, mtu: spec.mtu ?? 1500, bridge: spec.bridge)
-                    made.append(Interface(specification: spec, devid: devid, mac: mac, link: link, vifname: name))
-                case .none:
-                    made.append(Interface(specification: spec, devid: devid, mac: mac,
-                                          link: NullLink(mtu: spec.mtu ?? 1500), vifname: nil))
-                }
+                made.append(try Self.make(spec, devid: spec.devid ?? position, domain: configuration.domainID,
+                                          option: "--net '\(spec.spec)'", logger: logger))
             } catch {
                 made.forEach { $0.link.stop() }
-                throw .badConfiguration(option: option, reason: "\(error)")
+                throw error
             }
         }
         interfaces = made
+    }
+
+    /// One interface's host side (a boot-time interface's and a
+    /// hot-plugged one's alike); `option` names it in the error.
+    static func make(_ spec: NetworkInterfaceSpecification, devid: Int, domain: DomainID, option: String,
+                     logger: Logger) throws(DomainError) -> Interface {
+        var random = SystemRandomNumberGenerator()
+        for warning in spec.warnings { logger.warning("\(option): \(warning)") }
+        let mac = spec.mac ?? MACAddress.xenRandom(using: &random)
+        do {
+            switch spec.type {
+            case .user:
+                let link = try PasstLink(mtu: spec.mtu ?? PasstLink.defaultMTU, addresses: spec.ip.map { [$0] } ?? [])
+                return Interface(specification: spec, devid: devid, mac: mac, link: link, vifname: nil)
+            case .tap:
+                // libxl's default name: vif<domid>.<devid>.
+                let name = spec.vifname ?? "vif\(domain.rawValue).\(devid)"
+                let link = try TapLink(name: name, mtu: spec.mtu ?? 1500, bridge: spec.bridge)
+                return Interface(specification: spec, devid: devid, mac: mac, link: link, vifname: name)
+            case .none:
+                return Interface(specification: spec, devid: devid, mac: mac, link: NullLink(mtu: spec.mtu ?? 1500), vifname: nil)
+            }
+        } catch {
+            throw .badConfiguration(option: option, reason: "\(error)")
+        }
     }
 
     /// Releases the host sides (a domain that failed before its backends existed).
@@ -67,54 +75,92 @@ struct NetworkLinks {
 /// for a vif beside the backend's own.
 final class NetworkBackends: Sendable {
     /// Emptied by `tearDown`.
-    private let backends: Mutex<[NetBackend]>
-    /// Each interface's per-queue counters, kept after `tearDown`.
+    private let backends: ServedBackends<NetBackend>
+    /// Each boot-time interface's per-queue counters, kept after `tearDown`.
     let metrics: [[NetMetrics]]
+    /// What a hot-plugged interface's backend is made with.
+    private let context: BackendContext
 
-    init(_ links: NetworkLinks, domain: DomainID, vcpus: Int, memory: MappedGuestMemory, grants: GrantTable,
-         events: EventChannelTable, runtime: DeviceRuntime, store: any XenStoreService, logger: Logger) throws(DomainError) {
+    init(_ links: NetworkLinks, context: BackendContext) throws(DomainError) {
+        self.context = context
         var backends: [NetBackend] = []
         for interface in links.interfaces {
-            let spec = interface.specification
-            let address = XenbusDeviceAddress(type: "vif", frontend: domain, index: interface.devid)
-            let configuration = NetDeviceConfiguration(
-                link: interface.link, mac: interface.mac.description,
-                maximumQueues: NetDeviceConfiguration.defaultMaximumQueues(vcpus: vcpus),
-                rate: spec.rate.map {
-                    NetTransmitRate(bytesPerInterval: $0.bytesPerInterval, interval: $0.interval)
-                })
             do {
-                let backend = try NetBackend(
-                    store: store, address: address, configuration: configuration, memory: memory, grants: grants,
-                    events: events, runtime: runtime, startHandshake: false,
-                    log: { line in logger.backendLine(line) })
-                // What libxl writes for a vif (tools/libs/light/libxl_nic.c):
-                // for the toolstack's and the user's eyes.
-                let be = address.backendPath
-                var nodes = [("mac", interface.mac.description), ("handle", String(interface.devid)), ("type", "vif"),
-                             ("mtu", String(interface.link.mtu)), ("link", interface.link.description)]
-                if let bridge = spec.bridge { nodes.append(("bridge", bridge)) }
-                if let name = interface.vifname { nodes.append(("vifname", name)) }
-                for (key, value) in nodes { try? store.write("\(be)/\(key)", value) }
-                try backend.startHandshake()
-                backends.append(backend)
+                backends.append(try Self.make(interface, context: context, adoptingExisting: false))
             } catch {
                 backends.forEach { $0.destroy() }
                 links.release()
-                throw .badConfiguration(option: "--net '\(spec.spec)'", reason: "\(error)")
+                throw error
             }
         }
         metrics = backends.map(\.metrics)
-        self.backends = Mutex(backends)
+        self.backends = ServedBackends(backends)
+    }
+
+    /// One interface's backend at its devid, its nodes written and the
+    /// device offered (InitWait): the boot-time interfaces' path and the
+    /// hot-plugged ones' (`adoptingExisting`: the toolstack wrote the
+    /// directories). On failure the backend is gone (its link stopped).
+    private static func make(_ interface: NetworkLinks.Interface, context: BackendContext,
+                             adoptingExisting: Bool) throws(DomainError) -> NetBackend {
+        let spec = interface.specification
+        let address = XenbusDeviceAddress(type: "vif", frontend: context.domain, index: interface.devid)
+        let configuration = NetDeviceConfiguration(
+            link: interface.link, mac: interface.mac.description,
+            maximumQueues: NetDeviceConfiguration.defaultMaximumQueues(vcpus: context.vcpus),
+            rate: spec.rate.map {
+                NetTransmitRate(bytesPerInterval: $0.bytesPerInterval, interval: $0.interval)
+            })
+        let store = context.store, logger = context.logger
+        do {
+            let backend = try NetBackend(
+                store: store, address: address, configuration: configuration, memory: context.memory,
+                grants: context.grants, events: context.events, runtime: context.runtime, startHandshake: false,
+                adoptingExisting: adoptingExisting, log: { line in logger.backendLine(line) })
+            // What libxl writes for a vif (tools/libs/light/libxl_nic.c):
+            // for the toolstack's and the user's eyes.
+            let be = address.backendPath
+            var nodes = [("mac", interface.mac.description), ("handle", String(interface.devid)), ("type", "vif"),
+                         ("mtu", String(interface.link.mtu)), ("link", interface.link.description)]
+            if let bridge = spec.bridge { nodes.append(("bridge", bridge)) }
+            if let name = interface.vifname { nodes.append(("vifname", name)) }
+            for (key, value) in nodes { try? store.write("\(be)/\(key)", value) }
+            do {
+                try backend.startHandshake()
+            } catch {
+                backend.destroy()
+                throw error
+            }
+            return backend
+        } catch {
+            interface.link.stop()
+            throw .badConfiguration(option: "--net '\(spec.spec)'", reason: "\(error)")
+        }
     }
 
     /// The backends while the domain lives (empty after `tearDown`).
-    var all: [NetBackend] { backends.withLock { $0 } }
+    var all: [NetBackend] { backends.all }
+
+    /// The devids served now.
+    var indices: [Int] { backends.indices }
+
+    /// The backend at devid `index`, if one serves it.
+    func backend(_ index: Int) -> NetBackend? { backends.backend(index) }
+
+    /// Hot-plugs an interface the toolstack described in the store: its
+    /// host side made, its backend on the directories the toolstack wrote,
+    /// exactly as a boot-time interface's.
+    func add(_ spec: NetworkInterfaceSpecification, devid: Int) throws(DomainError) {
+        let interface = try NetworkLinks.make(spec, devid: devid, domain: context.domain, option: "vif '\(spec.spec)'",
+                                              logger: context.logger)
+        let backend = try Self.make(interface, context: context, adoptingExisting: true)
+        backends.append(backend)
+    }
+
+    /// Hot-unplugs devid `index`: its link stopped, its backend destroyed.
+    func remove(_ index: Int) { backends.remove(index) }
 
     /// Stops the links and removes the devices (before the device threads
     /// stop and the domain's tree goes).
-    func tearDown() {
-        let all = backends.withLock { b in defer { b = [] }; return b }
-        all.forEach { $0.destroy() }
-    }
+    func tearDown() { backends.removeAll() }
 }

@@ -80,6 +80,8 @@ public final class XenbusBackendDevice: Sendable {
     private enum Transition: Equatable {
         case frontend(XenbusState?)
         case fatal(XenbusFatalError)
+        /// The toolstack asked the device to go (`close()`).
+        case close
     }
 
     /// Transitions queued behind a running one, at most: a guest flipping
@@ -125,17 +127,23 @@ public final class XenbusBackendDevice: Sendable {
     /// Creates the device's nodes and, unless `startHandshake` is false,
     /// starts the handshake (`startHandshake()`). `frontendNodes` are
     /// written in the frontend directory first (e.g. a vif's "mac", a vbd's
-    /// "virtual-device").
+    /// "virtual-device"). A device the toolstack hot-plugged has both
+    /// directories already (`adoptingExisting`): they are kept as they are
+    /// (the frontend may be watching them) and only the nodes are written
+    /// again; otherwise any old ones are removed first.
     public init(store: any XenStoreService, address: XenbusDeviceAddress, driver: any XenbusBackendDriver,
-                frontendNodes: [(String, String)] = [], startHandshake: Bool = true) throws(XenStoreError) {
+                frontendNodes: [(String, String)] = [], startHandshake: Bool = true,
+                adoptingExisting: Bool = false) throws(XenStoreError) {
         self.address = address
         self.store = store
         self.driver = driver
         let be = address.backendPath, fe = address.frontendPath
         let backendPerms = XenStorePermissions(owner: address.backend, defaultAccess: .none, entries: [(address.frontend, .read)])
         let frontendPerms = XenStorePermissions(owner: address.frontend, defaultAccess: .none, entries: [(address.backend, .read)])
-        try? store.remove(be)
-        try? store.remove(fe)
+        if !adoptingExisting {
+            try? store.remove(be)
+            try? store.remove(fe)
+        }
         try store.mkdir(be)
         try store.setPermissions(be, backendPerms)
         try store.mkdir(fe)
@@ -219,6 +227,17 @@ public final class XenbusBackendDevice: Sendable {
         perform(.fatal(XenbusFatalError(error, reason)))
     }
 
+    /// The toolstack asked for the device to go (hot-unplug: libxl's
+    /// libxl__initiate_device_generic_remove writes `online` 0 and `state`
+    /// Closing in the backend directory): the backend is Closing, so the
+    /// frontend closes (Linux's blkfront/netfront on a backend's Closing),
+    /// and its Closed takes the backend to Closed through the handshake, as
+    /// Linux's `frontend_changed` does; a frontend closed already (or
+    /// gone) closes the backend at once. Queued like any transition.
+    public func close() {
+        perform(.close)
+    }
+
     /// Runs `first` now, or queues it behind the transition under way (see
     /// `State.busy`); the thread that runs a transition runs the queue too.
     private func perform(_ first: Transition) {
@@ -237,6 +256,7 @@ public final class XenbusBackendDevice: Sendable {
             switch transition {
             case .frontend(let frontend): follow(frontend)
             case .fatal(let failure): fail(failure)
+            case .close: closeOnRequest()
             }
             next = state.withLock { s in
                 guard !s.destroyed, !s.queued.isEmpty else {
@@ -280,6 +300,19 @@ public final class XenbusBackendDevice: Sendable {
             case .closed, .unknown, nil: try? switchTo(.closed)
             default: break
             }
+        }
+    }
+
+    /// `close`'s transition.
+    private func closeOnRequest() {
+        let backend = backendState
+        guard backend != .closed else { return }
+        if backend != .closing { try? switchTo(.closing) }
+        switch frontendState() {
+        case .closed, .unknown, nil:
+            disconnectDriver()
+            try? switchTo(.closed)
+        default: break
         }
     }
 

@@ -281,6 +281,49 @@ public final class XenStoreServer: XenStoreService {
         try perform(type, payload).get()
     }
 
+    /// Several requests as the toolstack in one transaction, as libxl
+    /// writes a new device's two directories (xs_transaction_start, the
+    /// writes, xs_transaction_end): all of them or none. The lock is held
+    /// from the start to the commit, so no other client's request comes
+    /// between them and the commit cannot conflict (no EAGAIN loop); the
+    /// watches fire once, at the commit. The first failing request aborts
+    /// the transaction and is thrown.
+    public func transaction(_ requests: [(XenStoreMessageType, [UInt8])]) throws(XenStoreError) {
+        let caller = toolstack
+        let result: Result<Void, XenStoreError> = state.withLock { s in
+            func handle(_ m: XenStoreMessage) -> Result<[UInt8], XenStoreError> {
+                var reply: XenStoreMessage?
+                var rest: [XenStoreDelivery] = []
+                for d in s.core.handle(m, from: caller) {
+                    if reply == nil && d.connection == caller { reply = d.message } else { rest.append(d) }
+                }
+                Self.route(rest, in: &s, requester: nil)
+                guard let reply else { return .failure(.eio) }
+                guard reply.type != .error else {
+                    return .failure(XenStoreError(wireName: XenStoreWire.strings(reply.payload).first ?? "") ?? .eio)
+                }
+                return .success(reply.payload)
+            }
+            defer { Self.collectLog(&s) }
+            let started = handle(XenStoreMessage(type: .transactionStart, payload: [0]))
+            guard case .success(let id) = started,
+                  let tx = UInt32(XenStoreWire.strings(id).first ?? "") else {
+                if case .failure(let e) = started { return .failure(e) }
+                return .failure(.eio)
+            }
+            for (type, payload) in requests {
+                if case .failure(let e) = handle(XenStoreMessage(type: type, transactionID: tx, payload: payload)) {
+                    _ = handle(XenStoreMessage(type: .transactionEnd, transactionID: tx, payload: XenStoreWire.nulTerminated(["F"])))
+                    return .failure(e)
+                }
+            }
+            return handle(XenStoreMessage(type: .transactionEnd, transactionID: tx, payload: XenStoreWire.nulTerminated(["T"])))
+                .map { _ in () }
+        }
+        runCallbacks()
+        try result.get()
+    }
+
     /// Introduces `domain` and fires `@introduceDomain` (XS_INTRODUCE).
     public func introduceDomain(_ domain: DomainID) {
         state.withLock { s in Self.route(s.core.introduceDomain(domain), in: &s, requester: nil) }

@@ -576,3 +576,26 @@ final class Supervisor: DomainService, Sendable {
 
 /// `pvh --version`'s and the API's version.
 let pvhVersion = "0.12.0-dev"
+
+// MARK: Hot-plug's access (pvh/Hotplug.swift)
+
+extension Supervisor {
+    /// The domain of that name, which must have a guest process serving
+    /// its backends (running or paused): 404 unknown, 409 otherwise.
+    func hotplugTarget(named name: String) throws(APIError) -> DomainRecord {
+        let (record, hasProcess) = state.withLock { s in
+            let record = s.registry.named(name)
+            return (record, record.map { s.processes[$0.id] != nil } ?? false)
+        }
+        guard let record else { throw .notFound(name) }
+        guard hasProcess, record.state == .running || record.state == .paused else {
+            throw APIError(.conflict, "\(name) is \(record.state.name): no guest process to serve a device")
+        }
+        return record
+    }
+
+    /// Publishes a device event on the stream.
+    func publishDeviceEvent(_ type: DomainEvent.Kind, _ record: DomainRecord, device: String) {
+        publish(DomainEvent(type: type, record: record, reason: device, time: Self.now))
+    }
+}

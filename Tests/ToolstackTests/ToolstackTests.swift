@@ -188,3 +188,36 @@ func configuration(_ name: String, _ extra: String = "") throws -> XLDomainConfi
         #expect(buffer.dropped == UInt64(all.count - 1000))
     }
 }
+
+/// `pvh block-list` and `network-list`: xl's headers and printf widths
+/// (xl_vbd.c, xl_nic.c), -1 for missing numbers as libxl's getinfo.
+@Suite struct DeviceListingTests {
+    @Test func blockRows() {
+        let e = DeviceListingEntry(devid: 51712, backendDomain: 0, handle: 1, state: 4, backendState: 4, eventChannel: 11,
+                                   ringRef: 8, rxRingRef: -1, backendPath: "/local/domain/0/backend/vbd/1/51712", name: "xvda",
+                                   target: "/a.img")
+        #expect(DeviceListing.blockHeader == "Vdev  BE  handle state evt-ch ring-ref BE-path")
+        #expect(DeviceListing.blockRow(e) == "51712 0   1      4     11     8        /local/domain/0/backend/vbd/1/51712")
+        var unconnected = e
+        unconnected.state = 1
+        unconnected.eventChannel = DeviceListingEntry.number(nil)
+        unconnected.ringRef = DeviceListingEntry.number("junk")
+        #expect(DeviceListing.blockRow(unconnected).hasPrefix("51712 0   1      1     -1     -1       /local"))
+    }
+
+    @Test func networkRows() {
+        let e = DeviceListingEntry(devid: 1, backendDomain: 0, handle: 1, state: 4, backendState: 4, eventChannel: 15,
+                                   ringRef: 1280, rxRingRef: 1281, backendPath: "/local/domain/0/backend/vif/10/1",
+                                   name: "00:16:3e:47:7a:dd", target: "user")
+        #expect(DeviceListing.networkHeader == "Idx BE Mac Addr.         handle state evt-ch   tx-/rx-ring-ref BE-path")
+        #expect(DeviceListing.networkRow(e) == "1   0  00:16:3e:47:7a:dd     1     4     15  1280/1281        /local/domain/0/backend/vif/10/1")
+    }
+
+    @Test func numbers() {
+        #expect(DeviceListingEntry.number("42") == 42)
+        #expect(DeviceListingEntry.number("-1") == -1)
+        #expect(DeviceListingEntry.number("-5") == -1)
+        #expect(DeviceListingEntry.number("99999999999") == -1)
+        #expect(DeviceListingEntry.number("") == -1)
+    }
+}
