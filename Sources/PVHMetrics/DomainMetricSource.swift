@@ -114,6 +114,17 @@ extension DomainMetricSource {
         total(.vcpuBlocks, [], d, d.blocks.load(ordering: .relaxed))
         total(.emulationFailuresDelivered, [], d, d.emulationFailuresDelivered.load(ordering: .relaxed))
         total(.syscallsCompleted, [], d, d.syscallsCompleted.load(ordering: .relaxed))
+        for (number, cell) in d.hypercallsByNumber.enumerated() {
+            let count = cell.current
+            // Only numbers the guest used: most of the 65 never are.
+            if count > 0 { total(.hypercallsByNumber, [("hypercall", Self.hypercallLabels[number])], cell, count) }
+        }
+        for reason in ExitReason.allCases {
+            let cell = d.exitsByReason[reason.rawValue]
+            let count = cell.current
+            if count > 0 { total(.exitsByReason, [("reason", reason.label)], cell, count) }
+        }
+        total(.eventChannelSends, [], d, d.eventChannelSends.load(ordering: .relaxed))
         for (vcpu, tid) in d.vcpuThreadIDs.withLock({ $0 }).sorted(by: { $0.key < $1.key }) {
             guard let time = ThreadCPUTime(threadID: tid) else { continue }
             // Ticks, not seconds, as the counter's running total: whole
@@ -178,6 +189,34 @@ extension DomainMetricSource {
                     total(.netDrops, queue + [("reason", reason.metricLabel)], m, m.dropped(reason))
                 }
             }
+        }
+        return out
+    }
+}
+
+extension DomainMetricSource {
+    /// The `hypercall` label of each of `DomainMetrics.hypercallsByNumber`'s
+    /// cells: Xen's name (`__HYPERVISOR_memory_op` is `memory_op`), the
+    /// number for one Xen does not define, `other` for the last cell.
+    static let hypercallLabels: [String] = (0...DomainMetrics.hypercallSlots).map { n in
+        guard n < DomainMetrics.hypercallSlots else { return "other" }
+        guard let known = HypercallNumber(rawValue: UInt64(n)) else { return String(n) }
+        // The case name (its `description` is "hypercall N").
+        return snakeCase(String(String(reflecting: known).split(separator: ".").last ?? ""))
+    }
+
+    /// `updateVAMapping` → `update_va_mapping`: a break before a capital
+    /// that follows a lower-case letter, or that starts a word after an
+    /// acronym (`VAMapping`).
+    static func snakeCase(_ name: String) -> String {
+        let chars = Array(name)
+        var out = ""
+        for (i, c) in chars.enumerated() {
+            if c.isUppercase, i > 0 {
+                let previous = chars[i - 1], next = i + 1 < chars.count ? chars[i + 1] : nil
+                if previous.isLowercase || previous.isNumber || (previous.isUppercase && next?.isLowercase == true) { out += "_" }
+            }
+            out += c.lowercased()
         }
         return out
     }

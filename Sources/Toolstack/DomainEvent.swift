@@ -6,6 +6,11 @@ public struct DomainEvent: Codable, Hashable, Sendable {
     /// The closed set of event types; the API document lists the same.
     public enum Kind: String, Codable, Hashable, Sendable, CaseIterable {
         case created, shutdown, rebooted, crashed, destroyed, paused, unpaused
+        /// The toolstack changed the memory target or maximum (`pvh
+        /// mem-set`, `pvh mem-max`); `reason` says which and the value.
+        case memoryChanged = "memory_changed"
+        /// The toolstack changed the online vCPUs (`pvh vcpu-set`).
+        case vcpusChanged = "vcpus_changed"
     }
 
     public let type: Kind
@@ -13,7 +18,9 @@ public struct DomainEvent: Codable, Hashable, Sendable {
     public let domid: Int
     public let uuid: String
     /// For `shutdown` and `crashed`: why (`poweroff`, `reboot`, `crash`,
-    /// `watchdog`, `soft_reset`, or how the process died).
+    /// `watchdog`, `soft_reset`, or how the process died); for
+    /// `memory_changed` and `vcpus_changed`: what was set (`target_kib=N`,
+    /// `max_kib=N`, `online=N`).
     public let reason: String?
     /// The action applied afterwards (`destroy`, `restart`, ...), if any.
     public let action: String?

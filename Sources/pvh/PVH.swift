@@ -383,6 +383,9 @@ func runInForeground(_ config: GuestConfiguration, name guestName: GuestName, re
         logger.notice("domain \(config.domainID.rawValue) started: kernel \(config.kernelPath), \(config.memoryMiB) MiB, \(config.vcpus) vCPU(s)")
         boots += 1
         metricsRegistry.add(DomainMetricSource(domain: domain))
+        // memory/static-max from the toolstack is the domain's cap (pvh mem-max).
+        let memoryLimit = domain.watchMemoryLimit()
+        defer { memoryLimit.map(domain.store.unwatch) }
         guard current.start(domain) else { break }
         end = domain.run()
         current.finished()
