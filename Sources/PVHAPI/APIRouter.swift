@@ -23,8 +23,10 @@ public enum APIRoutes {
         Route(method: "POST", path: "/v1/domains/{name}/reboot", implemented: true),
         Route(method: "POST", path: "/v1/domains/{name}/pause", implemented: true),
         Route(method: "POST", path: "/v1/domains/{name}/unpause", implemented: true),
-        Route(method: "PUT", path: "/v1/domains/{name}/memory", implemented: false),
-        Route(method: "PUT", path: "/v1/domains/{name}/vcpus", implemented: false),
+        Route(method: "PUT", path: "/v1/domains/{name}/memory", implemented: true),
+        Route(method: "PUT", path: "/v1/domains/{name}/vcpus", implemented: true),
+        Route(method: "GET", path: "/v1/domains/{name}/stats", implemented: true),
+        Route(method: "GET", path: "/v1/stats", implemented: true),
         Route(method: "GET", path: "/v1/domains/{name}/disks", implemented: false),
         Route(method: "POST", path: "/v1/domains/{name}/disks", implemented: false),
         Route(method: "GET", path: "/v1/domains/{name}/nics", implemented: false),
@@ -89,6 +91,8 @@ public enum APIRouter {
             headers[.contentType] = "application/x-ndjson"
             return Response(status: .ok, headers: headers, body: ResponseBody(asyncSequence: lines))
         }
+        // Memory, vCPUs and stats (GuestControl.swift).
+        registerGuestControl(on: router, service: service)
         router.get("/v1/xenstore") { _, _ in try await answer { try await service.xenStoreNode("/") } }
         router.get("/v1/xenstore/**") { _, context in
             try await answer {

@@ -160,6 +160,28 @@ public struct Exposition: Sendable, Equatable {
         return out
     }
 
+    // MARK: Reading values
+
+    /// The sum of the samples named `name` whose labels include `labels`
+    /// (a value that is not a number counts 0).
+    public func sum(_ name: String, where labels: [String: String] = [:]) -> Double {
+        samples(named: name, where: labels).reduce(0) { total, sample in
+            total + (Double(sample.value.split(separator: " ").first ?? "") ?? 0)
+        }
+    }
+
+    /// How many different values `label` has among the samples named `name`.
+    public func distinct(_ label: String, of name: String) -> Int {
+        Set(samples(named: name).compactMap { $0.labels.first { $0.name == label }?.value }).count
+    }
+
+    private func samples(named name: String, where labels: [String: String] = [:]) -> [Sample] {
+        guard let f = index[name] ?? families.firstIndex(where: { $0.samples.contains { $0.name == name } }) else { return [] }
+        return families[f].samples.filter { sample in
+            sample.name == name && labels.allSatisfy { want in sample.labels.contains { $0.name == want.key && $0.value == want.value } }
+        }
+    }
+
     // MARK: Parsing
 
     private mutating func family(named name: String) -> Int {

@@ -26,6 +26,10 @@ public struct GuestLaunch: Hashable, Sendable {
     /// The registry's id for the domain (`--domid`): a rename-restart's new
     /// domain launches with its own.
     public var domain: DomainID
+    /// Where the child serves its counters (`--metrics`, a Unix socket of
+    /// mode 0600 in the daemon's state directory) for the daemon's
+    /// `/metrics` and `pvh top`; nil: nowhere.
+    public var metricsSocket: String?
 
     public init(executable: String, configPath: String, logPath: String, overrides: [String] = [], domain: DomainID) {
         self.executable = executable
@@ -35,14 +39,14 @@ public struct GuestLaunch: Hashable, Sendable {
         self.domain = domain
     }
 
-    /// `pvh create -F --store-fd 3 --guest-store-fd 4 --domid N CONFIG
-    /// KEY=VALUE...`; `on_reboot="destroy"` comes last so the child ends
+    /// `pvh create -F --store-fd 3 --guest-store-fd 4 --domid N [--metrics
+    /// SOCKET] CONFIG KEY=VALUE...`; `on_reboot="destroy"` comes last so the child ends
     /// with status 3 on a reboot and the daemon applies the domain's real
     /// `on_reboot` (DomainEnd's contract).
     public var arguments: [String] {
         [executable, "create", "-F",
          "--store-fd", String(Self.storeDescriptor), "--guest-store-fd", String(Self.guestStoreDescriptor),
-         "--domid", String(domain.rawValue), configPath]
+         "--domid", String(domain.rawValue)] + (metricsSocket.map { ["--metrics", $0] } ?? []) + [configPath]
             + overrides + ["on_reboot=\"destroy\""]
     }
 }

@@ -50,11 +50,25 @@ struct Daemon: ParsableCommand {
     @Flag(name: .long, help: "Stay in the foreground (for systemd and tests).")
     var foreground = false
 
+    @Option(name: .customLong("metrics"),
+            help: ArgumentHelp("Also serve /metrics (the daemon's and every guest's counters) on HOST:PORT for Prometheus.",
+                               valueName: "address"))
+    var metrics: String?
+
+    func validate() throws {
+        guard let metrics else { return }
+        do {
+            _ = try MetricsAddress(parsing: metrics)
+        } catch {
+            throw ValidationError("--metrics '\(metrics)': \(error)")
+        }
+    }
+
     func run() throws {
         let api = apiSocket ?? DaemonDefaults.apiSocket
         let storeSocket = xenStoreSocket ?? DaemonDefaults.xenStoreSocket
         if !foreground {
-            let pid = try DaemonConnection.startDetached(api: api, storeSocket: storeSocket)
+            let pid = try DaemonConnection.startDetached(api: api, storeSocket: storeSocket, metrics: metrics)
             print("pvh daemon started (pid \(pid)), API on \(api)")
             return
         }
@@ -97,15 +111,30 @@ struct Daemon: ParsableCommand {
             paths: .init(apiSocket: api, xenStoreSocket: storeSocket, stateDirectory: stateDirectory, runtime: runtime,
                          executable: Self.executable),
             store: store, log: log)
+        let registry = PVHMetricsRegistry()
+        registry.increment(.guestScrapeFailures, by: 0)  // listed from the first scrape on
+        let combined = DaemonMetrics(registry: registry, supervisor: supervisor)
         let server: MetricsServer
         do {
-            server = try MetricsServer.start(.unix(path: api), registry: PVHMetricsRegistry(), timeout: .seconds(30)) { router in
-                APIRouter.register(on: router, service: supervisor)
-            }
+            server = try MetricsServer.start(.unix(path: api), registry: registry, timeout: .seconds(30),
+                                             routes: { router in APIRouter.register(on: router, service: supervisor) },
+                                             exposition: { await combined.exposition() })
         } catch {
             storeServer.stop()
             stderr.emit(Array("pvh: daemon: API socket \(api): \(error)\n".utf8))
             throw ExitCode(1)
+        }
+        // The same /metrics for Prometheus over TCP, when asked.
+        var tcpServer: MetricsServer?
+        if let metrics, let address = try? MetricsAddress(parsing: metrics) {
+            do {
+                tcpServer = try MetricsServer.start(address, registry: registry, exposition: { await combined.exposition() })
+            } catch {
+                server.stop()
+                storeServer.stop()
+                stderr.emit(Array("pvh: daemon: --metrics \(metrics): \(error)\n".utf8))
+                throw ExitCode(1)
+            }
         }
         // On stdout once both sockets answer: what a supervisor (or a test)
         // waits for; the detached start waits for the socket itself.
@@ -121,6 +150,7 @@ struct Daemon: ParsableCommand {
         }
         // Each guest has 10 s for SIGTERM and 10 more after SIGKILL.
         _ = stopped.wait(timeout: .now() + 25)
+        tcpServer?.stop()
         server.stop()
         storeServer.stop()
         sources.forEach { $0.cancel() }
@@ -139,12 +169,12 @@ enum DaemonConnection {
     /// Starts `pvh daemon --foreground` in a session of its own, its output
     /// in `<runtime dir>/.daemon/daemon.log`, and waits at most 30 s for its
     /// API socket; its pid, or one line and exit 1.
-    static func startDetached(api: String, storeSocket: String?) throws -> Int32 {
+    static func startDetached(api: String, storeSocket: String?, metrics: String? = nil) throws -> Int32 {
         let runtime = RuntimeDirectory.default
         let state = runtime.path + "/.daemon"
         try? FileManager.default.createDirectory(atPath: state, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
         let arguments = [Daemon.executable, "daemon", "--foreground", "--api-socket", api]
-            + (storeSocket.map { ["--xenstore-socket", $0] } ?? [])
+            + (storeSocket.map { ["--xenstore-socket", $0] } ?? []) + (metrics.map { ["--metrics", $0] } ?? [])
         func fail(_ message: String) -> ExitCode {
             FileDescriptorConsoleSink(fd: 2).emit(Array("pvh: daemon: \(message)\n".utf8))
             return ExitCode(1)

@@ -219,6 +219,11 @@ final class Supervisor: DomainService, Sendable {
     /// domain's ring. A third socketpair is the process's stdin and stdout,
     /// whose other end feeds the domain's console.
     private func start(_ id: DomainID, _ launch: GuestLaunch) throws(SupervisedProcessError) {
+        // Its counters on a socket of the state directory (GuestControl.swift);
+        // one a SIGKILLed process left would make the new one's bind fail.
+        var launch = launch
+        launch.metricsSocket = metricsSocket(id)
+        unlink(metricsSocket(id))
         let fail = { (call: String, errno: Int32) in SupervisedProcessError(operation: call, path: launch.executable, errno: errno) }
         let control: (UnixSocket, UnixSocket), guest: (UnixSocket, UnixSocket)
         do {
@@ -273,7 +278,7 @@ final class Supervisor: DomainService, Sendable {
             s.storeConnections[id] = [controlEnd, guestEnd]
             s.registry.update(id) { $0.processID = process.pid }
         }
-        let thread = Thread { [self] in watch(id, process, launch) }
+        let thread = Thread { [self, launch] in watch(id, process, launch) }
         thread.name = "pvh-watch-\(id.rawValue)"
         thread.start()
     }
@@ -483,6 +488,7 @@ final class Supervisor: DomainService, Sendable {
         guard let record else { return }
         try? store.remove("/vm/\(record.uuid)")
         try? FileManager.default.removeItem(atPath: "\(paths.stateDirectory)/\(id.rawValue).cfg")
+        unlink(metricsSocket(id))
     }
 
     /// `control/shutdown` in the daemon's store, as `xl shutdown` writes
@@ -491,6 +497,18 @@ final class Supervisor: DomainService, Sendable {
     /// write before would be lost when the process lays out `control`):
     /// checked every 100 ms for up to `startup` seconds while it runs.
     private func writeControlShutdown(_ record: DomainRecord, value: String, startup: Double = 10) async throws(APIError) {
+        try await awaitIntroduced(record, startup: startup)
+        do {
+            try store.write("/local/domain/\(record.id.rawValue)/control/shutdown", value)
+        } catch {
+            throw APIError(.conflict, "\(record.name): control/shutdown: \(error)")
+        }
+    }
+
+    /// Returns once the guest process introduced the domain (its tree is
+    /// complete), checked every 100 ms for up to `startup` seconds while
+    /// the process runs; 409 otherwise.
+    func awaitIntroduced(_ record: DomainRecord, startup: Double = 10) async throws(APIError) {
         let deadline = Date().addingTimeInterval(startup)
         while !store.isIntroduced(record.id) {
             let running = state.withLock { $0.processes[record.id] != nil }
@@ -500,16 +518,13 @@ final class Supervisor: DomainService, Sendable {
             }
             try? await Task.sleep(for: .milliseconds(100))
         }
-        do {
-            try store.write("/local/domain/\(record.id.rawValue)/control/shutdown", value)
-        } catch {
-            throw APIError(.conflict, "\(record.name): control/shutdown: \(error)")
-        }
     }
 
-    private func info(_ record: DomainRecord) -> DomainInfo {
-        DomainInfo(record, cpuSeconds: record.processID.map(Self.cpuSeconds) ?? 0,
-                   console: state.withLock { $0.consoles[record.id]?.socketPath })
+    func info(_ record: DomainRecord) -> DomainInfo {
+        var info = DomainInfo(record, cpuSeconds: record.processID.map(Self.cpuSeconds) ?? 0,
+                              console: state.withLock { $0.consoles[record.id]?.socketPath })
+        addLiveControls(to: &info, record)
+        return info
     }
 
     /// utime + stime of a process (proc(5): /proc/PID/stat fields 14 and 15).
@@ -546,6 +561,17 @@ final class Supervisor: DomainService, Sendable {
         }
     }
 
+    // MARK: Guest control's view (GuestControl.swift)
+
+    /// The live domain named `name`.
+    func record(named name: String) -> DomainRecord? { state.withLock { $0.registry.named(name) } }
+    /// Every live domain, and whether its guest process runs.
+    func records() -> [(record: DomainRecord, running: Bool)] {
+        state.withLock { s in s.registry.all.map { ($0, s.processes[$0.id] != nil) } }
+    }
+    /// Where the guest process of domain `id` serves its counters.
+    func metricsSocket(_ id: DomainID) -> String { "\(paths.stateDirectory)/\(id.rawValue).metrics" }
+
     private func subscribe() -> Subscription {
         let (stream, continuation) = AsyncStream<DomainEvent>.makeStream(bufferingPolicy: .bufferingNewest(1024))
         let key = state.withLock { s in
@@ -561,7 +587,7 @@ final class Supervisor: DomainService, Sendable {
         return Subscription(stream: stream, cancel: remove)
     }
 
-    private func publish(_ event: DomainEvent) {
+    func publish(_ event: DomainEvent) {
         let all = state.withLock { Array($0.subscribers.values) }
         for c in all { c.yield(event) }
         log("event: \(event.type.rawValue) \(event.name) (domain \(event.domid))\(event.reason.map { ": \($0)" } ?? "")")
