@@ -196,29 +196,59 @@ extension DomainMetricSource {
 
 extension DomainMetricSource {
     /// The `hypercall` label of each of `DomainMetrics.hypercallsByNumber`'s
-    /// cells: Xen's name (`__HYPERVISOR_memory_op` is `memory_op`), the
-    /// number for one Xen does not define, `other` for the last cell.
+    /// cells: Xen's name without `__HYPERVISOR_` (xen.h), the number for
+    /// one Xen does not define, `other` for the last cell.
     static let hypercallLabels: [String] = (0...DomainMetrics.hypercallSlots).map { n in
         guard n < DomainMetrics.hypercallSlots else { return "other" }
         guard let known = HypercallNumber(rawValue: UInt64(n)) else { return String(n) }
-        // The case name (its `description` is "hypercall N").
-        return snakeCase(String(String(reflecting: known).split(separator: ".").last ?? ""))
+        return label(known)
     }
 
-    /// `updateVAMapping` → `update_va_mapping`: a break before a capital
-    /// that follows a lower-case letter, or that starts a word after an
-    /// acronym (`VAMapping`).
-    static func snakeCase(_ name: String) -> String {
-        let chars = Array(name)
-        var out = ""
-        for (i, c) in chars.enumerated() {
-            if c.isUppercase, i > 0 {
-                let previous = chars[i - 1], next = i + 1 < chars.count ? chars[i + 1] : nil
-                if previous.isLowercase || previous.isNumber || (previous.isUppercase && next?.isLowercase == true) { out += "_" }
-            }
-            out += c.lowercased()
+    static func label(_ hypercall: HypercallNumber) -> String {
+        switch hypercall {
+        case .setTrapTable: "set_trap_table"
+        case .mmuUpdate: "mmu_update"
+        case .setGDT: "set_gdt"
+        case .stackSwitch: "stack_switch"
+        case .setCallbacks: "set_callbacks"
+        case .fpuTaskswitch: "fpu_taskswitch"
+        case .schedOpCompat: "sched_op_compat"
+        case .platformOp: "platform_op"
+        case .setDebugreg: "set_debugreg"
+        case .getDebugreg: "get_debugreg"
+        case .updateDescriptor: "update_descriptor"
+        case .memoryOp: "memory_op"
+        case .multicall: "multicall"
+        case .updateVAMapping: "update_va_mapping"
+        case .setTimerOp: "set_timer_op"
+        case .eventChannelOpCompat: "event_channel_op_compat"
+        case .xenVersion: "xen_version"
+        case .consoleIO: "console_io"
+        case .physdevOpCompat: "physdev_op_compat"
+        case .grantTableOp: "grant_table_op"
+        case .vmAssist: "vm_assist"
+        case .updateVAMappingOtherdomain: "update_va_mapping_otherdomain"
+        case .iret: "iret"
+        case .vcpuOp: "vcpu_op"
+        case .setSegmentBase: "set_segment_base"
+        case .mmuextOp: "mmuext_op"
+        case .xsmOp: "xsm_op"
+        case .nmiOp: "nmi_op"
+        case .schedOp: "sched_op"
+        case .callbackOp: "callback_op"
+        case .xenoprofOp: "xenoprof_op"
+        case .eventChannelOp: "event_channel_op"
+        case .physdevOp: "physdev_op"
+        case .hvmOp: "hvm_op"
+        case .sysctl: "sysctl"
+        case .domctl: "domctl"
+        case .kexecOp: "kexec_op"
+        case .tmemOp: "tmem_op"
+        case .argoOp: "argo_op"
+        case .xenpmuOp: "xenpmu_op"
+        case .dmOp: "dm_op"
+        case .hypfsOp: "hypfs_op"
         }
-        return out
     }
 }
 

@@ -18,7 +18,8 @@ struct PVH: ParsableCommand {
         commandName: "pvh",
         abstract: "Run Xen PVH guests on Linux KVM.",
         subcommands: [Run.self, Create.self, List.self, Shutdown.self, Reboot.self, Destroy.self, Pause.self, Unpause.self, Info.self,
-                      ConsoleCommand.self, Daemon.self, MemSet.self, XenStoreCommand.self, Dmesg.self, Host.self])
+                      ConsoleCommand.self, Daemon.self, MemSet.self, MemMax.self, VCPUSet.self, Top.self, Uptime.self, Events.self,
+                      XenStoreCommand.self, Dmesg.self, Host.self])
 
     /// ArgumentParser exits 64 on bad usage; pvh's contract is one line and status 2.
     static func main() {
