@@ -55,14 +55,7 @@ struct Daemon: ParsableCommand {
                                valueName: "address"))
     var metrics: String?
 
-    func validate() throws {
-        guard let metrics else { return }
-        do {
-            _ = try MetricsAddress(parsing: metrics)
-        } catch {
-            throw ValidationError("--metrics '\(metrics)': \(error)")
-        }
-    }
+    func validate() throws { try MetricsOptions.check(metrics) }
 
     func run() throws {
         let api = apiSocket ?? DaemonDefaults.apiSocket

@@ -166,7 +166,11 @@ struct MetricsOptions: ParsableArguments {
                 """, valueName: "address"))
     var metrics: String?
 
-    func validate() throws {
+    func validate() throws { try Self.check(metrics) }
+
+    /// A `--metrics` address that does not parse is a usage error (pvh
+    /// daemon's option too).
+    static func check(_ metrics: String?) throws {
         guard let metrics else { return }
         do {
             _ = try MetricsAddress(parsing: metrics)
