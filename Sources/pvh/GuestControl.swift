@@ -89,7 +89,7 @@ extension Supervisor: GuestControlService {
             targets = targets.filter { $0.record.name == name }
             guard !targets.isEmpty else { throw .notFound(name) }
         }
-        let scraped = await GuestScrape.all(targets.filter(\.running).map { ($0.record.id, metricsSocket($0.record.id)) })
+        let scraped = await GuestScrape.all(targets.filter(GuestScrape.answers).map { ($0.record.id, metricsSocket($0.record.id)) })
         return targets.map { target in
             let record = target.record
             let live = liveControls(record.id)
@@ -156,6 +156,13 @@ enum GuestScrape {
         }
     }
 
+    /// Whether a domain's process can answer: it runs and is not paused
+    /// (a paused guest's whole process group is stopped: asking would only
+    /// wait out the timeout; its counters do not move meanwhile).
+    static func answers(_ domain: (record: DomainRecord, running: Bool)) -> Bool {
+        domain.running && domain.record.state == .running
+    }
+
     /// Every socket's at once.
     static func all(_ sockets: [(DomainID, String)]) async -> [DomainID: Exposition?] {
         await withTaskGroup(of: (DomainID, Exposition?).self) { group in
@@ -178,7 +185,7 @@ struct DaemonMetrics: Sendable {
     let supervisor: Supervisor
 
     func exposition() async -> [UInt8] {
-        let guests = supervisor.records().filter(\.running).map(\.record)
+        let guests = supervisor.records().filter(GuestScrape.answers).map(\.record)
         let scraped = await GuestScrape.all(guests.map { ($0.id, supervisor.metricsSocket($0.id)) })
         var parts: [Exposition] = []
         for record in guests {
