@@ -81,8 +81,15 @@ struct GuestControlTests {
         }
         #expect(try waitForTrees(["alpha", "beta"]))
 
-        // The guests' counters through the daemon, each with its labels.
-        let text = try get("/metrics")
+        // The guests' counters through the daemon, each with its labels;
+        // scraped again (at most 30 s) until both guests have bound an
+        // event channel, which the test guest does early in its boot.
+        let bound = ["alpha", "beta"].enumerated().map { i, name in
+            "pvh_hypercalls_by_number_total{domain=\"\(name)\",domid=\"\(i + 1)\",hypercall=\"event_channel_op\"} "
+        }
+        var text = try get("/metrics")
+        let deadline = Date().addingTimeInterval(30)
+        while !bound.allSatisfy(text.contains), Date() < deadline { text = try get("/metrics") }
         for (name, id) in [("alpha", 1), ("beta", 2)] {
             #expect(text.contains("pvh_exits_total{domain=\"\(name)\",domid=\"\(id)\"} "), "\(text.prefix(2000))")
             #expect(text.contains("pvh_domain_vcpus{domain=\"\(name)\",domid=\"\(id)\"} "))
