@@ -53,6 +53,8 @@ public final class MemoryReservation: Sendable {
         var populated: UInt64
         /// Pages charged to the domain that no frame maps (see the type's comment).
         var unmapped: UInt64
+        /// The domain's page limit (`d->max_pages`).
+        var maximum: UInt64
         var total: UInt64 { populated &+ unmapped }
 
         /// The region holding `frame`.
@@ -62,8 +64,18 @@ public final class MemoryReservation: Sendable {
     }
 
     let storage: Mutex<Storage>
+
     /// The domain's page limit (`d->max_pages`, XENMEM_maximum_reservation).
-    public let maximumPages: UInt64
+    public var maximumPages: UInt64 { storage.withLock { $0.maximum } }
+
+    /// Sets the limit, as XEN_DOMCTL_max_mem does (xen/common/domctl.c):
+    /// any value, even below the pages the domain holds now; then it can
+    /// allocate nothing until it has given back enough (populate_physmap
+    /// and increase_reservation check against it each time). The toolstack
+    /// (`pvh mem-max`, memory/static-max) is the only caller.
+    public func setMaximumPages(_ pages: UInt64) {
+        storage.withLock { $0.maximum = pages }
+    }
 
     /// A reservation over `ram` (each range is cut to whole frames), every
     /// frame populated, limited to `maximumPages`.
@@ -79,8 +91,7 @@ public final class MemoryReservation: Sendable {
             regions.append(Region(first: first, count: count, bits: bits))
         }
         let total = regions.reduce(0) { $0 + $1.count }
-        storage = Mutex(Storage(regions: regions, populated: total, unmapped: 0))
-        self.maximumPages = maximumPages
+        storage = Mutex(Storage(regions: regions, populated: total, unmapped: 0, maximum: maximumPages))
     }
 
     /// Pages the domain holds now (`domain_tot_pages`, XENMEM_current_reservation).
@@ -134,7 +145,7 @@ public final class MemoryReservation: Sendable {
     /// zero page and its old page stays charged (p2m_add_page).
     func populate(from first: UInt64, count: UInt64, backing: any ReservationService) -> Bool {
         storage.withLock { s in
-            guard s.total <= maximumPages, count <= maximumPages - s.total else { return false }
+            guard s.total <= s.maximum, count <= s.maximum - s.total else { return false }
             // Every frame inside tracked RAM, split into per-region pieces.
             var pieces: [(region: Int, first: UInt64, count: UInt64)] = []
             var done: UInt64 = 0
@@ -174,8 +185,8 @@ public final class MemoryReservation: Sendable {
     /// limit. Returns how many were allocated.
     func allocateUnmapped(extents: UInt64, pagesPerExtent: UInt64) -> UInt64 {
         storage.withLock { s in
-            guard s.total <= maximumPages, pagesPerExtent > 0 else { return 0 }
-            let n = min(extents, (maximumPages - s.total) / pagesPerExtent)
+            guard s.total <= s.maximum, pagesPerExtent > 0 else { return 0 }
+            let n = min(extents, (s.maximum - s.total) / pagesPerExtent)
             s.unmapped += n * pagesPerExtent
             return n
         }

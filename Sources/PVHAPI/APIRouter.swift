@@ -23,8 +23,10 @@ public enum APIRoutes {
         Route(method: "POST", path: "/v1/domains/{name}/reboot", implemented: true),
         Route(method: "POST", path: "/v1/domains/{name}/pause", implemented: true),
         Route(method: "POST", path: "/v1/domains/{name}/unpause", implemented: true),
-        Route(method: "PUT", path: "/v1/domains/{name}/memory", implemented: false),
-        Route(method: "PUT", path: "/v1/domains/{name}/vcpus", implemented: false),
+        Route(method: "PUT", path: "/v1/domains/{name}/memory", implemented: true),
+        Route(method: "PUT", path: "/v1/domains/{name}/vcpus", implemented: true),
+        Route(method: "GET", path: "/v1/domains/{name}/stats", implemented: true),
+        Route(method: "GET", path: "/v1/stats", implemented: true),
         // Hot-plug (Devices.swift).
         Route(method: "GET", path: "/v1/domains/{name}/disks", implemented: true),
         Route(method: "POST", path: "/v1/domains/{name}/disks", implemented: true),
@@ -86,6 +88,8 @@ public enum APIRouter {
         }
         router.get("/v1/events") { _, _ in ndjson(service.events()) }
         registerDevices(on: router, service: service)
+        // Memory, vCPUs and stats (GuestControl.swift).
+        registerGuestControl(on: router, service: service)
         for route in APIRoutes.all where !route.implemented {
             let path = route.path.replacingOccurrences(of: "{path}", with: "**")
             let method: HTTPRequest.Method = switch route.method {

@@ -103,6 +103,13 @@ public struct DomainInfo: Codable, Hashable, Sendable {
     /// The Unix socket of the domain's PV console (`pvh console`'s way in;
     /// README: Toolstack), absent when it has none.
     public var console: String?
+    /// `memory/target` in its store now, KiB (pvh mem-set changes it);
+    /// absent until its guest process laid out its tree.
+    public var memoryTargetKiB: Int64?
+    /// `memory/static-max`, KiB (pvh mem-max).
+    public var maxMemoryKiB: Int64?
+    /// vCPUs whose `cpu/<n>/availability` is `online` (pvh vcpu-set).
+    public var onlineVCPUs: Int?
 
     public init(_ record: DomainRecord, cpuSeconds: Double, console: String? = nil) {
         name = record.name
@@ -123,6 +130,9 @@ public struct DomainInfo: Codable, Hashable, Sendable {
     enum CodingKeys: String, CodingKey {
         case name, domid, uuid, state, flags, vcpus, pid, restarts, config, console
         case memoryMiB = "memory_mib"
+        case memoryTargetKiB = "memory_target_kib"
+        case maxMemoryKiB = "max_memory_kib"
+        case onlineVCPUs = "online_vcpus"
         case cpuTime = "cpu_time"
         case startTime = "start_time"
     }

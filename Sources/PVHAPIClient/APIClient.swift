@@ -49,17 +49,21 @@ public struct APIClient: Sendable {
 
     /// Reads a streamed answer (`GET /v1/events`) chunk by chunk until
     /// `chunk` returns false, the server ends it, or `timeout` passes
-    /// (then `.timedOut`). Returns the status.
-    public func stream(_ path: String, timeout: Double, chunk: @escaping ([UInt8]) -> Bool) throws(APIClientError) -> Int {
-        try exchange("GET", path, body: nil, timeout: timeout, onBody: chunk)
+    /// (then `.timedOut`). Returns the status. `head` is called with the
+    /// status once the answer's head arrived (the stream is open then:
+    /// `pvh events` says it is listening).
+    public func stream(_ path: String, timeout: Double, head: (@Sendable (Int) -> Void)? = nil,
+                       chunk: @escaping ([UInt8]) -> Bool) throws(APIClientError) -> Int {
+        try exchange("GET", path, body: nil, timeout: timeout, onHead: head, onBody: chunk)
     }
 
     private func exchange(_ method: String, _ path: String, body: [UInt8]?, timeout: Double,
+                          onHead: (@Sendable (Int) -> Void)? = nil,
                           onBody: @escaping ([UInt8]) -> Bool) throws(APIClientError) -> Int {
         let group = MultiThreadedEventLoopGroup.singleton
         let loop = group.next()
         let promise = loop.makePromise(of: Int.self)
-        let box = BodySink(onBody)
+        let box = BodySink(onBody, head: onHead)
         let bootstrap = ClientBootstrap(group: loop).channelInitializer { channel in
             channel.eventLoop.makeCompletedFuture {
                 try channel.pipeline.syncOperations.addHTTPClientHandlers()
@@ -106,7 +110,11 @@ public struct APIClient: Sendable {
 private final class BodySink: @unchecked Sendable {
     // SAFETY (Sendable): called only from the one channel's event loop.
     let body: ([UInt8]) -> Bool
-    init(_ body: @escaping ([UInt8]) -> Bool) { self.body = body }
+    let head: (@Sendable (Int) -> Void)?
+    init(_ body: @escaping ([UInt8]) -> Bool, head: (@Sendable (Int) -> Void)? = nil) {
+        self.body = body
+        self.head = head
+    }
 }
 
 private final class ResponseHandler: ChannelInboundHandler {
@@ -124,6 +132,7 @@ private final class ResponseHandler: ChannelInboundHandler {
         switch unwrapInboundIn(data) {
         case .head(let head):
             status = Int(head.status.code)
+            sink.head?(Int(head.status.code))
         case .body(let buffer):
             if !sink.body(Array(buffer.readableBytesView)) {
                 promise.succeed(status ?? 0)

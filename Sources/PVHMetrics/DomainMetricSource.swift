@@ -114,6 +114,17 @@ extension DomainMetricSource {
         total(.vcpuBlocks, [], d, d.blocks.load(ordering: .relaxed))
         total(.emulationFailuresDelivered, [], d, d.emulationFailuresDelivered.load(ordering: .relaxed))
         total(.syscallsCompleted, [], d, d.syscallsCompleted.load(ordering: .relaxed))
+        for (number, cell) in d.hypercallsByNumber.enumerated() {
+            let count = cell.current
+            // Only numbers the guest used: most of the 65 never are.
+            if count > 0 { total(.hypercallsByNumber, [("hypercall", Self.hypercallLabels[number])], cell, count) }
+        }
+        for reason in ExitReason.allCases {
+            let cell = d.exitsByReason[reason.rawValue]
+            let count = cell.current
+            if count > 0 { total(.exitsByReason, [("reason", reason.label)], cell, count) }
+        }
+        total(.eventChannelSends, [], d, d.eventChannelSends.load(ordering: .relaxed))
         for (vcpu, tid) in d.vcpuThreadIDs.withLock({ $0 }).sorted(by: { $0.key < $1.key }) {
             guard let time = ThreadCPUTime(threadID: tid) else { continue }
             // Ticks, not seconds, as the counter's running total: whole
@@ -180,6 +191,64 @@ extension DomainMetricSource {
             }
         }
         return out
+    }
+}
+
+extension DomainMetricSource {
+    /// The `hypercall` label of each of `DomainMetrics.hypercallsByNumber`'s
+    /// cells: Xen's name without `__HYPERVISOR_` (xen.h), the number for
+    /// one Xen does not define, `other` for the last cell.
+    static let hypercallLabels: [String] = (0...DomainMetrics.hypercallSlots).map { n in
+        guard n < DomainMetrics.hypercallSlots else { return "other" }
+        guard let known = HypercallNumber(rawValue: UInt64(n)) else { return String(n) }
+        return label(known)
+    }
+
+    static func label(_ hypercall: HypercallNumber) -> String {
+        switch hypercall {
+        case .setTrapTable: "set_trap_table"
+        case .mmuUpdate: "mmu_update"
+        case .setGDT: "set_gdt"
+        case .stackSwitch: "stack_switch"
+        case .setCallbacks: "set_callbacks"
+        case .fpuTaskswitch: "fpu_taskswitch"
+        case .schedOpCompat: "sched_op_compat"
+        case .platformOp: "platform_op"
+        case .setDebugreg: "set_debugreg"
+        case .getDebugreg: "get_debugreg"
+        case .updateDescriptor: "update_descriptor"
+        case .memoryOp: "memory_op"
+        case .multicall: "multicall"
+        case .updateVAMapping: "update_va_mapping"
+        case .setTimerOp: "set_timer_op"
+        case .eventChannelOpCompat: "event_channel_op_compat"
+        case .xenVersion: "xen_version"
+        case .consoleIO: "console_io"
+        case .physdevOpCompat: "physdev_op_compat"
+        case .grantTableOp: "grant_table_op"
+        case .vmAssist: "vm_assist"
+        case .updateVAMappingOtherdomain: "update_va_mapping_otherdomain"
+        case .iret: "iret"
+        case .vcpuOp: "vcpu_op"
+        case .setSegmentBase: "set_segment_base"
+        case .mmuextOp: "mmuext_op"
+        case .xsmOp: "xsm_op"
+        case .nmiOp: "nmi_op"
+        case .schedOp: "sched_op"
+        case .callbackOp: "callback_op"
+        case .xenoprofOp: "xenoprof_op"
+        case .eventChannelOp: "event_channel_op"
+        case .physdevOp: "physdev_op"
+        case .hvmOp: "hvm_op"
+        case .sysctl: "sysctl"
+        case .domctl: "domctl"
+        case .kexecOp: "kexec_op"
+        case .tmemOp: "tmem_op"
+        case .argoOp: "argo_op"
+        case .xenpmuOp: "xenpmu_op"
+        case .dmOp: "dm_op"
+        case .hypfsOp: "hypfs_op"
+        }
     }
 }
 

@@ -17,6 +17,9 @@ public enum PVHMetric: String, CaseIterable, Sendable {
     case emulationFailuresDelivered = "pvh_emulation_failures_delivered_total"
     case syscallsCompleted = "pvh_syscalls_completed_total"
     case vcpuSeconds = "pvh_vcpu_seconds_total"
+    case hypercallsByNumber = "pvh_hypercalls_by_number_total"
+    case exitsByReason = "pvh_exits_by_reason_total"
+    case eventChannelSends = "pvh_event_channel_sends_total"
     // The PV console (ConsoleBackend's ConsoleMetrics).
     case consoleBytes = "pvh_console_bytes_total"
     // Each backend device in the runtime (DeviceRuntime's DeviceMetrics).
@@ -44,6 +47,8 @@ public enum PVHMetric: String, CaseIterable, Sendable {
     case netTXCreditWaits = "pvh_net_tx_credit_waits_total"
     // The metrics server itself (through swift-metrics).
     case scrapes = "pvh_metrics_scrapes_total"
+    // The daemon's /metrics (its guests' scrapes).
+    case guestScrapeFailures = "pvh_daemon_guest_scrape_failures_total"
 
     public enum Kind: Sendable { case counter, gauge }
 
@@ -77,6 +82,10 @@ public enum PVHMetric: String, CaseIterable, Sendable {
         case .netSegmentedPackets, .netRXRingFull, .netTXCreditWaits: "device, queue"
         case .netDrops: "device, queue, reason (tx_bad_size, …, rx_not_connected)"
         case .scrapes: "none (not per domain)"
+        case .hypercallsByNumber: "hypercall (Xen's name: memory_op, event_channel_op, …; other)"
+        case .exitsByReason: "reason (io, mmio, wrmsr, debug, hlt, intr, irq_window_open, …)"
+        case .eventChannelSends: ""
+        case .guestScrapeFailures: "none (the daemon's own)"
         }
     }
 
@@ -115,6 +124,10 @@ public enum PVHMetric: String, CaseIterable, Sendable {
         case .netRXRingFull: "Times RX found too few posted buffers for the next frame."
         case .netTXCreditWaits: "Times a TX queue stopped for transmit credit (the vif's rate)."
         case .scrapes: "Scrapes of /metrics served."
+        case .hypercallsByNumber: "Hypercalls, by hypercall."
+        case .exitsByReason: "KVM exits, by exit reason."
+        case .eventChannelSends: "EVTCHNOP_send calls from the guest."
+        case .guestScrapeFailures: "Guest processes skipped in a scrape of the daemon's /metrics: no answer in time, or not valid exposition."
         }
     }
 }

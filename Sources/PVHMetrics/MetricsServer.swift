@@ -93,13 +93,15 @@ public final class MetricsServer: Sendable {
     /// stderr as `pvh: metrics: ...`).
     public static func start(_ address: MetricsAddress, registry: PVHMetricsRegistry,
                              timeout: Duration = .seconds(10), logger: Logger? = nil,
-                             routes: @escaping @Sendable (Router<BasicRequestContext>) -> Void = { _ in }) throws(MetricsServerError) -> MetricsServer {
+                             routes: @escaping @Sendable (Router<BasicRequestContext>) -> Void = { _ in },
+                             exposition: (@Sendable () async -> [UInt8])? = nil) throws(MetricsServerError) -> MetricsServer {
         let outcome = Mutex<Result<MetricsServer, MetricsServerError>?>(nil)
         let done = DispatchSemaphore(value: 0)
         Task.detached {
             let result: Result<MetricsServer, MetricsServerError>
             do throws(MetricsServerError) {
-                result = .success(try await startServing(address, registry: registry, timeout: timeout, logger: logger, routes: routes))
+                result = .success(try await startServing(address, registry: registry, timeout: timeout, logger: logger, routes: routes,
+                                                               exposition: exposition))
             } catch {
                 result = .failure(error)
             }
@@ -114,17 +116,20 @@ public final class MetricsServer: Sendable {
     }
 
     /// `start`, for async callers (it waits without blocking a thread).
-    /// `routes` adds more routes beside /metrics (the daemon's API).
+    /// `routes` adds more routes beside /metrics (the daemon's API);
+    /// `exposition`, when given, makes /metrics' body instead of `registry`.
     public static func startServing(_ address: MetricsAddress, registry: PVHMetricsRegistry,
                                     timeout: Duration = .seconds(10), logger: Logger? = nil,
-                                    routes: @Sendable (Router<BasicRequestContext>) -> Void = { _ in }) async throws(MetricsServerError) -> MetricsServer {
+                                    routes: @Sendable (Router<BasicRequestContext>) -> Void = { _ in },
+                                    exposition: (@Sendable () async -> [UInt8])? = nil) async throws(MetricsServerError) -> MetricsServer {
         let router = Router()
         routes(router)
         router.get("/metrics") { _, _ in
             var headers = HTTPFields()
             headers[.contentType] = "text/plain; version=0.0.4; charset=utf-8"
-            return Response(status: .ok, headers: headers,
-                            body: ResponseBody(byteBuffer: ByteBuffer(bytes: registry.exposition())))
+            // The daemon's is its own registry's and its guests' (Exposition).
+            let bytes: [UInt8] = if let exposition { await exposition() } else { registry.exposition() }
+            return Response(status: .ok, headers: headers, body: ResponseBody(byteBuffer: ByteBuffer(bytes: bytes)))
         }
         // Told once: the bound socket, the error that ended run(), or the time bound.
         let outcome = Mutex<(told: Result<Void, MetricsServerError>?, waiter: CheckedContinuation<Void, Never>?)>((nil, nil))

@@ -79,6 +79,12 @@ public final class PVHMetricsRegistry: Sendable {
         gauges.forEach { prometheus.unregisterGauge($0) }
     }
 
+    /// Adds one to a counter of the process's own, without domain labels
+    /// (the daemon's `pvh_daemon_guest_scrape_failures_total`).
+    public func increment(_ metric: PVHMetric, by amount: Int64 = 1) {
+        prometheus.makeCounter(descriptor: metric.descriptor).increment(by: amount)
+    }
+
     /// Reads every domain's counters into the registry and returns the text
     /// exposition format 0.0.4
     /// (https://prometheus.io/docs/instrumenting/exposition_formats/).

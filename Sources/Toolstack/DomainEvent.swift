@@ -10,6 +10,11 @@ public struct DomainEvent: Codable, Hashable, Sendable {
         case deviceConnected = "device_connected"
         /// A device was detached (`reason`: "vif 1").
         case deviceClosed = "device_closed"
+        /// The toolstack changed the memory target or maximum (`pvh
+        /// mem-set`, `pvh mem-max`); `reason` says which and the value.
+        case memoryChanged = "memory_changed"
+        /// The toolstack changed the online vCPUs (`pvh vcpu-set`).
+        case vcpusChanged = "vcpus_changed"
     }
 
     public let type: Kind
@@ -18,7 +23,8 @@ public struct DomainEvent: Codable, Hashable, Sendable {
     public let uuid: String
     /// For `shutdown` and `crashed`: why (`poweroff`, `reboot`, `crash`,
     /// `watchdog`, `soft_reset`, or how the process died); for the device
-    /// events, the device ("vbd 51728").
+    /// events, the device ("vbd 51728"); for `memory_changed` and
+    /// `vcpus_changed`: what was set (`target_kib=N`, `max_kib=N`, `online=N`).
     public let reason: String?
     /// The action applied afterwards (`destroy`, `restart`, ...), if any.
     public let action: String?

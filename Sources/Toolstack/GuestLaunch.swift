@@ -30,6 +30,10 @@ public struct GuestLaunch: Hashable, Sendable {
     /// daemon (`reattachSocket`) and leaves its exit status
     /// (`exitRecord`); nil: it neither listens nor records.
     public var stateDirectory: String?
+    /// Where the child serves its counters (`--metrics`, a Unix socket of
+    /// mode 0600 in the daemon's state directory) for the daemon's
+    /// `/metrics` and `pvh top`; nil: nowhere.
+    public var metricsSocket: String?
 
     public init(executable: String, configPath: String, logPath: String, overrides: [String] = [], domain: DomainID,
                 stateDirectory: String? = nil) {
@@ -48,7 +52,8 @@ public struct GuestLaunch: Hashable, Sendable {
     public var exitRecord: String? { stateDirectory.map { "\($0)/\(domain.rawValue).exit" } }
 
     /// `pvh create -F --store-fd 3 --guest-store-fd 4 --domid N
-    /// [--reattach-socket PATH --exit-record PATH] CONFIG KEY=VALUE...`;
+    /// [--reattach-socket PATH --exit-record PATH] [--metrics SOCKET] CONFIG
+    /// KEY=VALUE...`;
     /// `on_reboot="destroy"` comes last so the child ends with status 3 on
     /// a reboot and the daemon applies the domain's real `on_reboot`
     /// (DomainEnd's contract).
@@ -59,6 +64,7 @@ public struct GuestLaunch: Hashable, Sendable {
         if let reattachSocket, let exitRecord {
             arguments += ["--reattach-socket", reattachSocket, "--exit-record", exitRecord]
         }
+        if let metricsSocket { arguments += ["--metrics", metricsSocket] }
         return arguments + [configPath] + overrides + ["on_reboot=\"destroy\""]
     }
 }

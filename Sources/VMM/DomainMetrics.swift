@@ -1,4 +1,6 @@
+import KVM
 import Synchronization
+import XenABI
 
 /// Counters a domain keeps about itself: which transport each hypercall came
 /// through, and how many exits of each kind. Read by tests, `pvh` and benchmarks.
@@ -40,7 +42,30 @@ public final class DomainMetrics: Sendable {
     /// (`/proc/self/task/TID/stat`), so the vCPU loop counts nothing for it.
     public let vcpuThreadIDs = Mutex<[Int: Int32]>([:])
 
+    /// Hypercalls by number (`cells[n]` for Xen's hypercall `n` below
+    /// `hypercallSlots`, the last cell for any other number), counted as
+    /// each reaches the dispatcher: one relaxed add on the vCPU thread.
+    public let hypercallsByNumber: [CounterCell] = (0...DomainMetrics.hypercallSlots).map { _ in CounterCell() }
+    /// KVM exits by reason (`cells[ExitReason.rawValue]`).
+    public let exitsByReason: [CounterCell] = ExitReason.allCases.map { _ in CounterCell() }
+    /// EVTCHNOP_send calls from the guest (event_channel.h): its
+    /// notifications to backends and to itself.
+    public let eventChannelSends = Atomic<UInt64>(0)
+
+    /// Hypercall numbers counted one by one: Xen's are below 64
+    /// (xen.h: `__HYPERVISOR_arch_7` is 55).
+    public static let hypercallSlots = 64
+
     public init() {}
+
+    /// Counts one hypercall with `number` whose first argument is `command`.
+    func countHypercall(_ number: UInt64, command: UInt64) {
+        hypercallsByNumber[number < UInt64(Self.hypercallSlots) ? Int(number) : Self.hypercallSlots].bump()
+        if number == Self.eventChannelOp && command == Self.send { eventChannelSends.wrappingAdd(1, ordering: .relaxed) }
+    }
+
+    private static let eventChannelOp = UInt64(HypercallNumber.eventChannelOp.rawValue)
+    private static let send = UInt64(EventChannelOpCommand.send.rawValue)
 
     func noteFirstExit() {
         let now = ContinuousClock.now
@@ -49,5 +74,60 @@ public final class DomainMetrics: Sendable {
 
     static func bump(_ counter: borrowing Atomic<UInt64>) {
         counter.wrappingAdd(1, ordering: .relaxed)
+    }
+}
+
+/// One relaxed counter a scrape reads (an array of these is a lock-free
+/// histogram by index).
+public final class CounterCell: Sendable {
+    public let value = Atomic<UInt64>(0)
+    public init() {}
+    func bump() { value.wrappingAdd(1, ordering: .relaxed) }
+    public var current: UInt64 { value.load(ordering: .relaxed) }
+}
+
+/// Why a vCPU left KVM_RUN, for `pvh_exits_by_reason_total`: one case per
+/// `VCPUExit` case, closed.
+public enum ExitReason: Int, CaseIterable, Sendable {
+    case io, mmio, wrmsr, rdmsr, debug, halt, shutdown, internalError, systemEvent, xenHypercall, interrupted
+    case interruptWindow, failEntry, unknown
+
+    init(_ exit: VCPUExit) {
+        self = switch exit {
+        case .io: .io
+        case .mmio: .mmio
+        case .wrmsr: .wrmsr
+        case .rdmsr: .rdmsr
+        case .debug: .debug
+        case .halt: .halt
+        case .shutdown: .shutdown
+        case .internalError: .internalError
+        case .systemEvent: .systemEvent
+        case .xenHypercall: .xenHypercall
+        case .interrupted: .interrupted
+        case .interruptWindowOpen: .interruptWindow
+        case .failEntry: .failEntry
+        case .unknown: .unknown
+        }
+    }
+
+    /// The `reason` label (KVM's exit names, lower case).
+    public var label: String {
+        switch self {
+        case .io: "io"
+        case .mmio: "mmio"
+        case .wrmsr: "wrmsr"
+        case .rdmsr: "rdmsr"
+        case .debug: "debug"
+        case .halt: "hlt"
+        case .shutdown: "shutdown"
+        case .internalError: "internal_error"
+        case .systemEvent: "system_event"
+        case .xenHypercall: "xen"
+        case .interrupted: "intr"
+        case .interruptWindow: "irq_window_open"
+        case .failEntry: "fail_entry"
+        case .unknown: "unknown"
+        }
     }
 }

@@ -162,6 +162,7 @@ final class VCPURunner: @unchecked Sendable {
     /// Handles one exit; returns how the domain ends, or nil to resume.
     func handle(_ exit: VCPUExit) -> DomainExit? {
         DomainMetrics.bump(services.metrics.exits)
+        services.metrics.exitsByReason[ExitReason(exit).rawValue].bump()
         if !hasRun, exit != .interrupted {
             // A secondary vCPU leaves KVM_RUN only by a kick until it runs
             // guest code: VCPUOP_up, or INIT/SIPI through the LAPIC.
@@ -431,6 +432,8 @@ final class VCPURunner: @unchecked Sendable {
             mode: mode, rax: regs.rax, rbx: regs.rbx, rcx: regs.rcx, rdx: regs.rdx,
             rsi: regs.rsi, rdi: regs.rdi, r8: regs.r8, r10: regs.r10, r9: regs.r9, rbp: regs.rbp, cpl: sregs.cpl)
         let paging = GuestPagingState(cr0: sregs.cr0, cr3: sregs.cr3, cr4: sregs.cr4, efer: sregs.efer)
+        // The first argument register (rdi, or ebx in 32-bit code): the sub-operation.
+        services.metrics.countHypercall(call.number, command: mode == .long64 ? call.rdi : call.rbx & 0xffff_ffff)
         let result: UInt64
         var then = AfterHypercall.resume
         switch services.dispatcher.handle(call, vcpu: id, paging: paging) {

@@ -135,16 +135,29 @@ struct MemSet: ParsableCommand {
         abstract: "Set a running guest's memory target (memory/target); its balloon driver gives memory back (xl mem-set).")
 
     @Argument(help: "The guest's name (pvh run --name).") var name: String
-    @Argument(help: ArgumentHelp("The new target in MiB.", valueName: "MiB")) var mebibytes: Int
+    @Argument(help: ArgumentHelp("The new target: a number with an optional unit t, g, m (the default), k or b (xl's).", valueName: "mem"))
+    var size: String
 
     func run() throws {
-        guard mebibytes >= 1 else { usageFailure("mem-set \(mebibytes): the target must be at least 1 MiB") }
-        let guest = try GuestLocator(name)
-        let maximum = (try? guest.client.read(guest.resolve("memory/static-max"))).flatMap { Int($0) }
-        if let maximum, mebibytes * 1024 > maximum {
-            usageFailure("mem-set \(mebibytes): above the guest's maximum of \(maximum / 1024) MiB")
+        let kib = kibibytes(size, verb: "mem-set")
+        // A daemon's guest goes through the API (which checks static-max as
+        // libxl does); one `pvh run` started on its own through its store.
+        let client = DaemonClient()
+        if client.isRunning {
+            do {
+                try setMemory(name, MemoryRequest(targetKiB: kib))
+                return
+            } catch let code as ExitCode {
+                let standalone = GuestName(name).map { RuntimeDirectory.default.runningGuests().contains($0) } ?? false
+                guard standalone else { throw code }
+            }
         }
-        try guest.perform("write memory/target") { try guest.client.write(guest.resolve("memory/target"), String(mebibytes * 1024)) }
+        let guest = try GuestLocator(name)
+        let maximum = (try? guest.client.read(guest.resolve("memory/static-max"))).flatMap { Int64($0) }
+        if let maximum, kib > maximum {
+            usageFailure("mem-set \(size): above the guest's maximum of \(maximum / 1024) MiB")
+        }
+        try guest.perform("write memory/target") { try guest.client.write(guest.resolve("memory/target"), String(kib)) }
     }
 }
 
@@ -183,7 +196,9 @@ struct List: ParsableCommand {
             }
             print(DomainListing.header)
             for d in domains {
-                print(DomainListing.row(name: d.name, id: d.domid, memoryMiB: d.memoryMiB, vcpus: d.vcpus, flags: d.flags, cpuSeconds: d.cpuTime))
+                // Mem: the target now (pvh mem-set), as xl's column; VCPUs: those online.
+                print(DomainListing.row(name: d.name, id: d.domid, memoryMiB: d.memoryTargetKiB.map { Int($0 / 1024) } ?? d.memoryMiB,
+                                        vcpus: d.onlineVCPUs ?? d.vcpus, flags: d.flags, cpuSeconds: d.cpuTime))
             }
         }
     }

@@ -56,11 +56,18 @@ struct Daemon: ParsableCommand {
     @Flag(name: .customLong("destroy-on-exit"), help: "Destroy every guest when the daemon stops, rather than leave them running for the next daemon.")
     var destroyOnExit = false
 
+    @Option(name: .customLong("metrics"),
+            help: ArgumentHelp("Also serve /metrics (the daemon's and every guest's counters) on HOST:PORT for Prometheus.",
+                               valueName: "address"))
+    var metrics: String?
+
+    func validate() throws { try MetricsOptions.check(metrics) }
+
     func run() throws {
         let api = apiSocket ?? DaemonDefaults.apiSocket
         let storeSocket = xenStoreSocket ?? DaemonDefaults.xenStoreSocket
         if !foreground {
-            let pid = try DaemonConnection.startDetached(api: api, storeSocket: storeSocket, destroyOnExit: destroyOnExit)
+            let pid = try DaemonConnection.startDetached(api: api, storeSocket: storeSocket, destroyOnExit: destroyOnExit, metrics: metrics)
             print("pvh daemon started (pid \(pid)), API on \(api)")
             return
         }
@@ -114,17 +121,34 @@ struct Daemon: ParsableCommand {
         // A domain introduced has its tree complete: saved then too, so a
         // daemon killed without a clean stop leaves it for the next one.
         let introduced = try? store.watch("@introduceDomain", token: "persist") { _, _ in supervisor.persist() }
+        let registry = PVHMetricsRegistry()
+        registry.increment(.guestScrapeFailures, by: 0)  // listed from the first scrape on
+        let combined = DaemonMetrics(registry: registry, supervisor: supervisor)
         let server: MetricsServer
         do {
-            server = try MetricsServer.start(.unix(path: api), registry: PVHMetricsRegistry(), timeout: .seconds(30)) { router in
-                APIRouter.register(on: router, service: supervisor)
-                XenStoreRoutes.register(on: router, store: XenStoreAccess(store))
-                APIRoutes.registerMethodNotAllowed(on: router)
-            }
+            server = try MetricsServer.start(.unix(path: api), registry: registry, timeout: .seconds(30),
+                                             routes: { router in
+                                                 APIRouter.register(on: router, service: supervisor)
+                                                 XenStoreRoutes.register(on: router, store: XenStoreAccess(store))
+                                                 APIRoutes.registerMethodNotAllowed(on: router)
+                                             },
+                                             exposition: { await combined.exposition() })
         } catch {
             storeServer.stop()
             stderr.emit(Array("pvh: daemon: API socket \(api): \(error)\n".utf8))
             throw ExitCode(1)
+        }
+        // The same /metrics for Prometheus over TCP, when asked.
+        var tcpServer: MetricsServer?
+        if let metrics, let address = try? MetricsAddress(parsing: metrics) {
+            do {
+                tcpServer = try MetricsServer.start(address, registry: registry, exposition: { await combined.exposition() })
+            } catch {
+                server.stop()
+                storeServer.stop()
+                stderr.emit(Array("pvh: daemon: --metrics \(metrics): \(error)\n".utf8))
+                throw ExitCode(1)
+            }
         }
         // On stdout once both sockets answer: what a supervisor (or a test)
         // waits for; the detached start waits for the socket itself.
@@ -152,6 +176,7 @@ struct Daemon: ParsableCommand {
             supervisor.persistAndWait()
             log("stopping: \(supervisor.domainCount) guest(s) left running for the next daemon (\(supervisor.stateFile))")
         }
+        tcpServer?.stop()
         storeServer.stop()
         sources.forEach { $0.cancel() }
     }
@@ -169,12 +194,13 @@ enum DaemonConnection {
     /// Starts `pvh daemon --foreground` in a session of its own, its output
     /// in `<runtime dir>/.daemon/daemon.log`, and waits at most 30 s for its
     /// API socket; its pid, or one line and exit 1.
-    static func startDetached(api: String, storeSocket: String?, destroyOnExit: Bool = false) throws -> Int32 {
+    static func startDetached(api: String, storeSocket: String?, destroyOnExit: Bool = false, metrics: String? = nil) throws -> Int32 {
         let runtime = RuntimeDirectory.default
         let state = runtime.path + "/.daemon"
         try? FileManager.default.createDirectory(atPath: state, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
         let arguments = [Daemon.executable, "daemon", "--foreground", "--api-socket", api]
             + (storeSocket.map { ["--xenstore-socket", $0] } ?? []) + (destroyOnExit ? ["--destroy-on-exit"] : [])
+            + (metrics.map { ["--metrics", $0] } ?? [])
         func fail(_ message: String) -> ExitCode {
             FileDescriptorConsoleSink(fd: 2).emit(Array("pvh: daemon: \(message)\n".utf8))
             return ExitCode(1)

@@ -18,7 +18,8 @@ struct PVH: ParsableCommand {
         commandName: "pvh",
         abstract: "Run Xen PVH guests on Linux KVM.",
         subcommands: [Run.self, Create.self, List.self, Shutdown.self, Reboot.self, Destroy.self, Pause.self, Unpause.self, Info.self,
-                      ConsoleCommand.self, Daemon.self, MemSet.self, XenStoreCommand.self, Dmesg.self, Host.self,
+                      ConsoleCommand.self, Daemon.self, MemSet.self, MemMax.self, VCPUSet.self, Top.self, Uptime.self, Events.self,
+                      XenStoreCommand.self, Dmesg.self, Host.self,
                       BlockAttach.self, BlockDetach.self, BlockList.self, NetworkAttach.self, NetworkDetach.self, NetworkList.self])
 
     /// ArgumentParser exits 64 on bad usage; pvh's contract is one line and status 2.
@@ -166,7 +167,11 @@ struct MetricsOptions: ParsableArguments {
                 """, valueName: "address"))
     var metrics: String?
 
-    func validate() throws {
+    func validate() throws { try Self.check(metrics) }
+
+    /// A `--metrics` address that does not parse is a usage error (pvh
+    /// daemon's option too).
+    static func check(_ metrics: String?) throws {
         guard let metrics else { return }
         do {
             _ = try MetricsAddress(parsing: metrics)
@@ -417,6 +422,9 @@ func runInForeground(_ config: GuestConfiguration, name guestName: GuestName, re
         logger.notice("domain \(config.domainID.rawValue) started: kernel \(config.kernelPath), \(config.memoryMiB) MiB, \(config.vcpus) vCPU(s)")
         boots += 1
         metricsRegistry.add(DomainMetricSource(domain: domain))
+        // memory/static-max from the toolstack is the domain's cap (pvh mem-max).
+        let memoryLimit = domain.watchMemoryLimit()
+        defer { memoryLimit.map(domain.store.unwatch) }
         guard current.start(domain) else { break }
         end = domain.run()
         current.finished()

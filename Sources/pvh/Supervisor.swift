@@ -209,6 +209,11 @@ final class Supervisor: DomainService, Sendable {
     private func start(_ id: DomainID, _ launch: GuestLaunch) throws(SupervisedProcessError) {
         // A record left by an earlier incarnation is not this one's end.
         if let record = launch.exitRecord { try? FileManager.default.removeItem(atPath: record) }
+        // Its counters on a socket of the state directory (GuestControl.swift);
+        // one a SIGKILLed process left would make the new one's bind fail.
+        var launch = launch
+        launch.metricsSocket = metricsSocket(id)
+        unlink(metricsSocket(id))
         let fail = { (call: String, errno: Int32) in SupervisedProcessError(operation: call, path: launch.executable, errno: errno) }
         let control: (UnixSocket, UnixSocket), guest: (UnixSocket, UnixSocket)
         do {
@@ -487,6 +492,7 @@ final class Supervisor: DomainService, Sendable {
         try? FileManager.default.removeItem(atPath: "\(paths.stateDirectory)/\(id.rawValue).cfg")
         // A killed guest process leaves its exit record (none) and reattach socket behind.
         for suffix in ["exit", "guest"] { try? FileManager.default.removeItem(atPath: "\(paths.stateDirectory)/\(id.rawValue).\(suffix)") }
+        unlink(metricsSocket(id))
     }
 
     /// `control/shutdown` in the daemon's store, as `xl shutdown` writes
@@ -495,6 +501,18 @@ final class Supervisor: DomainService, Sendable {
     /// write before would be lost when the process lays out `control`):
     /// checked every 100 ms for up to `startup` seconds while it runs.
     private func writeControlShutdown(_ record: DomainRecord, value: String, startup: Double = 10) async throws(APIError) {
+        try await awaitIntroduced(record, startup: startup)
+        do {
+            try store.write("/local/domain/\(record.id.rawValue)/control/shutdown", value)
+        } catch {
+            throw APIError(.conflict, "\(record.name): control/shutdown: \(error)")
+        }
+    }
+
+    /// Returns once the guest process introduced the domain (its tree is
+    /// complete), checked every 100 ms for up to `startup` seconds while
+    /// the process runs; 409 otherwise.
+    func awaitIntroduced(_ record: DomainRecord, startup: Double = 10) async throws(APIError) {
         let deadline = Date().addingTimeInterval(startup)
         while !store.isIntroduced(record.id) {
             let running = state.withLock { $0.processes[record.id] != nil }
@@ -504,16 +522,13 @@ final class Supervisor: DomainService, Sendable {
             }
             try? await Task.sleep(for: .milliseconds(100))
         }
-        do {
-            try store.write("/local/domain/\(record.id.rawValue)/control/shutdown", value)
-        } catch {
-            throw APIError(.conflict, "\(record.name): control/shutdown: \(error)")
-        }
     }
 
-    private func info(_ record: DomainRecord) -> DomainInfo {
-        DomainInfo(record, cpuSeconds: record.processID.map(Self.cpuSeconds) ?? 0,
-                   console: state.withLock { $0.consoles[record.id]?.socketPath })
+    func info(_ record: DomainRecord) -> DomainInfo {
+        var info = DomainInfo(record, cpuSeconds: record.processID.map(Self.cpuSeconds) ?? 0,
+                              console: state.withLock { $0.consoles[record.id]?.socketPath })
+        addLiveControls(to: &info, record)
+        return info
     }
 
     /// utime + stime of a process (proc(5): /proc/PID/stat fields 14 and 15).
@@ -549,6 +564,17 @@ final class Supervisor: DomainService, Sendable {
             }
         }
     }
+
+    // MARK: Guest control's view (GuestControl.swift)
+
+    /// The live domain named `name`.
+    func record(named name: String) -> DomainRecord? { state.withLock { $0.registry.named(name) } }
+    /// Every live domain, and whether its guest process runs.
+    func records() -> [(record: DomainRecord, running: Bool)] {
+        state.withLock { s in s.registry.all.map { ($0, s.processes[$0.id] != nil) } }
+    }
+    /// Where the guest process of domain `id` serves its counters.
+    func metricsSocket(_ id: DomainID) -> String { "\(paths.stateDirectory)/\(id.rawValue).metrics" }
 
     private func subscribe() -> Subscription {
         let (stream, continuation) = AsyncStream<DomainEvent>.makeStream(bufferingPolicy: .bufferingNewest(1024))

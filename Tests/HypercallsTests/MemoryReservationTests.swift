@@ -335,3 +335,26 @@ func randomReservationsKeepAccountingConsistent(seed: UInt64) {
         }
     }
 }
+
+/// pvh mem-max (XEN_DOMCTL_max_mem): the limit changes while the domain
+/// runs; below what it holds, it can populate nothing until it gives back.
+@Test func maximumChangedByTheToolstack() {
+    let h = Harness(withReservation: true, maxPages: 4096)
+    let maximum = UInt64(MemoryOpCommand.maximumReservation.rawValue)
+    put(h, [0x800, 0x801])
+    #expect(op(h, decrease) == .returnToGuest(2))
+    h.dispatcher.reservation.setMaximumPages(4094)
+    h.set(selfID, 0x3000)
+    #expect(h.call(.memoryOp, maximum, 0x3000) == .returnToGuest(4094))
+    // Holding 4094 of 4094: no room for one more.
+    put(h, [0x800])
+    #expect(op(h, populate) == .returnToGuest(0))
+    h.dispatcher.reservation.setMaximumPages(4095)
+    #expect(op(h, populate) == .returnToGuest(1))
+    #expect(currentReservation(h) == .returnToGuest(4095))
+    // Below what it holds: nothing more until it frees enough.
+    h.dispatcher.reservation.setMaximumPages(4000)
+    put(h, [0x801])
+    #expect(op(h, populate) == .returnToGuest(0))
+    #expect(h.dispatcher.reservation.populatedPages == 4095)
+}

@@ -192,12 +192,18 @@ final class ChildProcess: @unchecked Sendable {
             }
         }.start()
         Thread { [self] in
-            let data = errReader.readDataToEndOfFile()
-            cond.lock()
-            stderrText = String(decoding: data, as: UTF8.self)
-            stderrClosed = true
-            cond.broadcast()
-            cond.unlock()
+            // As it comes, so that `waitForErrors` sees a line before the exit.
+            var bytes: [UInt8] = []
+            while true {
+                let chunk = errReader.availableData
+                bytes += chunk
+                cond.lock()
+                stderrText = String(decoding: bytes, as: UTF8.self)
+                if chunk.isEmpty { stderrClosed = true }
+                cond.broadcast()
+                cond.unlock()
+                if chunk.isEmpty { return }
+            }
         }.start()
     }
 
@@ -212,7 +218,7 @@ final class ChildProcess: @unchecked Sendable {
     /// The stdout lines so far.
     var outputLines: [String] { cond.lock(); defer { cond.unlock() }; return lines }
     var output: String { outputLines.joined(separator: "\n") }
-    /// stderr, complete once the process has exited (see `waitForExit`).
+    /// stderr so far, complete once the process has exited (see `waitForExit`).
     var errors: String { cond.lock(); defer { cond.unlock() }; return stderrText }
     /// When the process was seen to exit.
     var exitedAt: ContinuousClock.Instant? { cond.lock(); defer { cond.unlock() }; return exitInstant }
@@ -239,6 +245,18 @@ final class ChildProcess: @unchecked Sendable {
     @discardableResult
     func waitForLine(startingWith prefix: String, timeout: Duration = .seconds(30)) -> String? {
         waitForLine(timeout: timeout) { $0.hasPrefix(prefix) }
+    }
+
+    /// Waits (at most `timeout`) until stderr holds `text`; false if it
+    /// did not in time or stderr closed without it.
+    func waitForErrors(containing text: String, timeout: Duration) -> Bool {
+        let deadline = Date().addingTimeInterval(timeout.seconds)
+        cond.lock()
+        defer { cond.unlock() }
+        while !stderrText.contains(text) {
+            if stderrClosed || !cond.wait(until: deadline) { return stderrText.contains(text) }
+        }
+        return true
     }
 
     /// Waits (at most `timeout`) for the exit and the end of both output

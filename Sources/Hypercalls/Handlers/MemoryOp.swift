@@ -15,7 +15,8 @@ extension HypercallDispatcher {
             let bytes = try c.guest.readVirtual(at: arg, count: XenWire.MemoryDomain.size)
             try checkSelf(bytes.wireValue(XenWire.MemoryDomain.domid, as: UInt16.self))
             // domain_tot_pages(d) / d->max_pages.
-            let pages = command == .currentReservation ? reservation.currentPages : configuration.maxPages
+            // The live limit: the toolstack may have changed it (mem-max).
+            let pages = command == .currentReservation ? reservation.currentPages : reservation.maximumPages
             return Int64(clamping: pages)
         case .increaseReservation, .decreaseReservation, .populatePhysmap:
             // Without a service to release host memory the domain keeps all its RAM.
