@@ -16,7 +16,7 @@ import PackageDescription
 /// `--defsym`, ends up an unrelocated address in lld's PIE output).
 func fuzzTarget(_ name: String) -> Target {
     .executableTarget(
-        name: "fuzz-\(name)", dependencies: ["FuzzSupport", "CFuzzerDriver", .product(name: "PVHFuzzable", package: "pvh")],
+        name: "fuzz-\(name)", dependencies: ["FuzzSupport", .product(name: "PVHFuzzable", package: "pvh")],
         swiftSettings: [.unsafeFlags(["-parse-as-library"])])
 }
 
@@ -37,5 +37,6 @@ let package = Package(
         fuzzTarget("netif"),
         fuzzTarget("grants"),
         fuzzTarget("byterings"),
+        fuzzTarget("api"),
     ]
 )

@@ -15,6 +15,19 @@ public func fuzzInput(_ data: UnsafePointer<UInt8>?, _ size: Int) -> [UInt8] {
     return Array(UnsafeBufferPointer(start: data, count: size))
 }
 
+/// A target's `LLVMFuzzerTestOneInput`: runs `body` on the input's bytes.
+public func fuzzBytes(_ data: UnsafePointer<UInt8>?, _ size: Int, _ body: ([UInt8]) -> Void) -> CInt {
+    body(fuzzInput(data, size))
+    return 0
+}
+
+/// The same, with the input as a `FuzzReader`.
+public func fuzzChoices(_ data: UnsafePointer<UInt8>?, _ size: Int, _ body: (inout FuzzReader) -> Void) -> CInt {
+    var reader = FuzzReader(fuzzInput(data, size))
+    body(&reader)
+    return 0
+}
+
 /// A target's `main`: libFuzzer's driver with the process's arguments.
 public func fuzzDriverMain(_ argc: CInt, _ argv: UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>?) -> CInt {
     pvh_fuzz_main(argc, argv)

@@ -20,16 +20,10 @@ import XenBus
 import XenRing
 
 @_cdecl("LLVMFuzzerTestOneInput")
-func testOneInput(_ data: UnsafePointer<UInt8>?, _ size: Int) -> CInt {
-    var reader = FuzzReader(fuzzInput(data, size))
-    if reader.bool() { fuzzOne(BlkifX86_32.self, &reader) } else { fuzzOne(BlkifX86_64.self, &reader) }
-    return 0
-}
+func testOneInput(_ data: UnsafePointer<UInt8>?, _ size: Int) -> CInt { fuzzChoices(data, size, fuzzEither) }
 
 @_cdecl("fuzz_blkif_main")
-func fuzzMain(_ argc: CInt, _ argv: UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>?) -> CInt {
-    fuzzDriverMain(argc, argv)
-}
+func fuzzMain(_ argc: CInt, _ argv: UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>?) -> CInt { fuzzDriverMain(argc, argv) }
 
 /// One scratch disk for the whole run: what is on it does not matter.
 private let sectors: UInt64 = 2048
@@ -44,6 +38,11 @@ private let backing: FileHandle = {
 
 /// Pages the frontend grants for data (and indirect segment lists).
 private let dataPages = 8
+
+/// Byte 0's bit 0 picks the ABI.
+private func fuzzEither(_ r: inout FuzzReader) {
+    if r.bool() { fuzzOne(BlkifX86_32.self, &r) } else { fuzzOne(BlkifX86_64.self, &r) }
+}
 
 private func fuzzOne<L: BlkifABILayout>(_: L.Type, _ r: inout FuzzReader) {
     let flags = r.byte()

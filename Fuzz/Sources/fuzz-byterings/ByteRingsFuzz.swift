@@ -16,16 +16,10 @@ import XenABI
 import XenRing
 
 @_cdecl("LLVMFuzzerTestOneInput")
-func testOneInput(_ data: UnsafePointer<UInt8>?, _ size: Int) -> CInt {
-    var reader = FuzzReader(fuzzInput(data, size))
-    fuzzOne(&reader)
-    return 0
-}
+func testOneInput(_ data: UnsafePointer<UInt8>?, _ size: Int) -> CInt { fuzzChoices(data, size, fuzzOne) }
 
 @_cdecl("fuzz_byterings_main")
-func fuzzMain(_ argc: CInt, _ argv: UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>?) -> CInt {
-    fuzzDriverMain(argc, argv)
-}
+func fuzzMain(_ argc: CInt, _ argv: UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>?) -> CInt { fuzzDriverMain(argc, argv) }
 
 /// The ring in frame 1 of three; frames 0 and 2 hold the canary.
 private let canary: UInt8 = 0x5a
@@ -60,9 +54,8 @@ private func fuzzOne(_ r: inout FuzzReader) {
                     let used = prod.distance(from: cons)
                     precondition(used <= c.size, "fuzz-byterings: consumed from an overrun ring")
                     precondition(bytes.count == min(Int(used), max), "fuzz-byterings: consumed \(bytes.count) of \(used)")
-                    let expected = try (0..<bytes.count).map { i in
-                        try memory.read(at: GuestPhysicalAddress(ringBase.rawValue + UInt64(c.dataOffset) + UInt64(cons.advanced(by: UInt32(i)).rawValue & (c.size - 1))), count: 1)[0]
-                    }
+                    let data = try memory.read(at: GuestPhysicalAddress(ringBase.rawValue + UInt64(c.dataOffset)), count: Int(c.size))
+                    let expected = (0..<bytes.count).map { data[Int(cons.advanced(by: UInt32($0)).rawValue & (c.size - 1))] }
                     precondition(bytes == expected, "fuzz-byterings: consumed bytes are not the ring's")
                     let moved = try index(c.consumerOffset)
                     precondition(moved == cons.advanced(by: UInt32(bytes.count)), "fuzz-byterings: consumer not advanced by the count")

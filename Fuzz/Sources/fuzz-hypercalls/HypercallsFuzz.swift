@@ -6,7 +6,7 @@
 // copied into guest memory at 0x1000, where arguments often point. Checks:
 // every call returns, and every negative return value is one of Xen's errnos
 // (xen/include/public/errno.h).
-import CFuzzerDriver
+import FuzzSupport
 import EventChannels
 import GrantTables
 import GuestMemory
@@ -15,16 +15,10 @@ import TestSupport
 import XenABI
 
 @_cdecl("LLVMFuzzerTestOneInput")
-func testOneInput(_ data: UnsafePointer<UInt8>?, _ size: Int) -> CInt {
-    // SAFETY: libFuzzer passes `size` readable bytes at `data`, valid for this call.
-    fuzzOne(size == 0 ? [] : Array(UnsafeBufferPointer(start: data, count: size)))
-    return 0
-}
+func testOneInput(_ data: UnsafePointer<UInt8>?, _ size: Int) -> CInt { fuzzBytes(data, size, fuzzOne) }
 
 @_cdecl("fuzz_hypercalls_main")
-func fuzzMain(_ argc: CInt, _ argv: UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>?) -> CInt {
-    pvh_fuzz_main(argc, argv)
-}
+func fuzzMain(_ argc: CInt, _ argv: UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>?) -> CInt { fuzzDriverMain(argc, argv) }
 
 private final class NullConsole: ConsoleService {
     func write(_ bytes: [UInt8], from vcpu: VCPUID) {}

@@ -22,16 +22,10 @@ import XenBus
 import XenRing
 
 @_cdecl("LLVMFuzzerTestOneInput")
-func testOneInput(_ data: UnsafePointer<UInt8>?, _ size: Int) -> CInt {
-    var reader = FuzzReader(fuzzInput(data, size))
-    fuzzOne(&reader)
-    return 0
-}
+func testOneInput(_ data: UnsafePointer<UInt8>?, _ size: Int) -> CInt { fuzzChoices(data, size, fuzzOne) }
 
 @_cdecl("fuzz_netif_main")
-func fuzzMain(_ argc: CInt, _ argv: UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>?) -> CInt {
-    fuzzDriverMain(argc, argv)
-}
+func fuzzMain(_ argc: CInt, _ argv: UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>?) -> CInt { fuzzDriverMain(argc, argv) }
 
 /// The host side: checks where each transmitted part lies and counts it,
 /// never reads it; delivers the frames the input asks for.

@@ -4,22 +4,16 @@
 // small mock guest. Checks: every failure is a KernelImageError/BootError, a
 // parsed image's segments fit their declared sizes, and a load writes only
 // inside the guest's RAM (MockGuestMemory refuses anything else).
-import CFuzzerDriver
+import FuzzSupport
 import GuestMemory
 import PVHBoot
 import TestSupport
 
 @_cdecl("LLVMFuzzerTestOneInput")
-func testOneInput(_ data: UnsafePointer<UInt8>?, _ size: Int) -> CInt {
-    // SAFETY: libFuzzer passes `size` readable bytes at `data`, valid for this call.
-    fuzzOne(size == 0 ? [] : Array(UnsafeBufferPointer(start: data, count: size)))
-    return 0
-}
+func testOneInput(_ data: UnsafePointer<UInt8>?, _ size: Int) -> CInt { fuzzBytes(data, size, fuzzOne) }
 
 @_cdecl("fuzz_pvhboot_main")
-func fuzzMain(_ argc: CInt, _ argv: UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>?) -> CInt {
-    pvh_fuzz_main(argc, argv)
-}
+func fuzzMain(_ argc: CInt, _ argv: UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>?) -> CInt { fuzzDriverMain(argc, argv) }
 
 /// 16 MiB of guest RAM: enough for the seed kernels, small enough to be
 /// fresh per input.
