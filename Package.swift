@@ -26,7 +26,7 @@ let package = Package(
             name: "PVHFuzzable",
             targets: ["XenStore", "XLConfig", "DeviceSpecs", "Hypercalls", "PVHBoot", "GuestMemory", "XenABI",
                       "EventChannels", "GrantTables", "TestSupport", "XenRing", "XenBus", "HostIO", "BlockBackend",
-                      "BlockFrontend", "NetBackend", "NetFrontend", "PVHAPI"]),
+                      "BlockFrontend", "NetBackend", "NetFrontend"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),

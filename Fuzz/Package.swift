@@ -37,6 +37,5 @@ let package = Package(
         fuzzTarget("netif"),
         fuzzTarget("grants"),
         fuzzTarget("byterings"),
-        fuzzTarget("api"),
     ]
 )

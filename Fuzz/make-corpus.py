@@ -141,11 +141,3 @@ put("byterings", "console", b"\x22" + b"\x06" + b"\x00\x00\x01" + le32(5) + b"\x
 put("byterings", "xenstore-wrap", b"\x01" + b"\x04" + b"\x00\x00\x00" + le32(0xfffffffe) + b"\x00\x00\x01" + le32(2) + b"\x02" + le16(10)
     + b"\x00\x00\x03" + le32(0xffffffff))
 put("byterings", "overrun", b"\x00" + b"\x02" + b"\x00\x00\x01" + le32(0x10000) + b"\x02" + le16(50))
-
-# api: POST /v1/domains bodies (README: the daemon's API; docs/api/openapi.json).
-put("api", "xl-config", '{"xl_config": "name = \\"web\\"\\nkernel = \\"/k\\"\\nmemory = 64\\n", "source": "web.cfg", '
-    '"overrides": ["memory=128"]}')
-put("api", "json-config", '{"config": {"name": "db", "kernel": "/boot/vmlinuz", "memory": 512, "vcpus": 2, '
-    '"disk": ["/srv/db.img,raw,xvda,rw"], "vif": ["bridge=br0"], "extra": "console=hvc0 \\"q\\" \\\\", "acpi": true}}')
-put("api", "both", '{"config": {"name": "x"}, "xl_config": "name=\\"y\\""}')
-put("api", "bad-key", '{"config": {"Name": "x", "nested": [[1]], "f": 1.5, "n": null}}')

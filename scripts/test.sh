@@ -10,7 +10,7 @@
 # printed (gdb) and the run is killed with exit 124.
 #
 # After the tests, every fuzz target runs for PVH_FUZZ_SECONDS seconds each
-# (default 10, ten targets: 100 s; 0 skips fuzzing) through scripts/fuzz.sh, whose runs are
+# (default 10, nine targets: 90 s; 0 skips fuzzing) through scripts/fuzz.sh, whose runs are
 # bounded too; a crash fails the run and keeps its input in Fuzz/crashes/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
