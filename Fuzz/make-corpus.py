@@ -5,7 +5,7 @@ Hand-made inputs, most taken from the unit tests' cases and the README's
 examples; nothing fetched. Run from anywhere; rewrites the seed-* files only
 (inputs libFuzzer adds to a corpus directory are not touched).
 """
-import bz2, gzip, lzma, os, struct
+import base64, bz2, gzip, lzma, os, struct
 
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "corpus")
 
@@ -132,6 +132,10 @@ put("grants", "map-release", b"\x06" + b"\x02\x00\x08\x01" + le16(0x1) + b"\x00\
     + b"\x05\x00" + b"\x01\x02")
 put("grants", "v2-copy", b"\x05" + b"\x01\x02" + b"\x0a\x00\x02" + b"\x06\x01\x01\x08\x01" + le16(0) + b"\x00\x10\x00" + le16(0) + le16(64)
     + b"\x07\x01\x08\x01\x09" + b"\x09\x01\x01\x20")
+# Regression inputs libFuzzer found (each also a unit test): a v2 sub-page
+# grant of length 0 maps an empty region (GrantTableTests.emptySubPage).
+put("grants", "zero-length-sub-page", base64.b64decode(
+    "HQIIAQABAP0A/yoqKioq6urqSFwAAOrqAerq6uoqKioqKioqKgf5AQkBAOrq6urq6upPcHRpb27qCurq6urq6urq6urq6ghyAerqAATqAOoB6iMBAerq6upIXERpY+oB6urq6urq6urq6urq6uoBBABkRG91AdI="))
 
 # byterings: layout (bit 0: XenStore) and limits, then operations (0 index
 # word, 1 data, 2 consume, 3 produce, 4 host input, 5 console pump,

@@ -46,6 +46,9 @@ bin=$(swift build --package-path Fuzz -c release -Xswiftc -sanitize=fuzzer -Xswi
 echo "fuzz.sh: built in $((SECONDS - start)) s"
 
 mkdir -p Fuzz/crashes
+# Swift's own backtracer would take a failed precondition's SIGILL before
+# libFuzzer's handler, which then never writes the input to Fuzz/crashes/.
+export SWIFT_BACKTRACE=enable=no
 failed=()
 for t in "${targets[@]}"; do
     work=Fuzz/.build/corpus/$t
