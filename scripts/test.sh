@@ -10,7 +10,7 @@
 # printed (gdb) and the run is killed with exit 124.
 #
 # After the tests, every fuzz target runs for PVH_FUZZ_SECONDS seconds each
-# (default 10, nine targets: 90 s; 0 skips fuzzing) through scripts/fuzz.sh, whose runs are
+# (default 15; 0 skips fuzzing) through scripts/fuzz.sh, whose runs are
 # bounded too; a crash fails the run and keeps its input in Fuzz/crashes/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -34,7 +34,7 @@ if kill -0 "$pid" 2>/dev/null; then
     exit 124
 fi
 wait "$pid"
-fuzz_seconds=${PVH_FUZZ_SECONDS:-10}
+fuzz_seconds=${PVH_FUZZ_SECONDS:-15}
 if [ "$fuzz_seconds" -gt 0 ]; then
     bash scripts/fuzz.sh --seconds "$fuzz_seconds"
 fi
