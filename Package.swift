@@ -25,7 +25,7 @@ let package = Package(
         .library(
             name: "PVHFuzzable",
             targets: ["XenStore", "XLConfig", "DeviceSpecs", "Hypercalls", "PVHBoot", "GuestMemory", "XenABI",
-                      "EventChannels", "GrantTables", "TestSupport", "XenRing", "XenBus", "HostIO", "BlockBackend",
+                      "EventChannels", "GrantTables", "XenRing", "XenBus", "HostIO", "BlockBackend",
                       "BlockFrontend", "NetBackend", "NetFrontend"]),
     ],
     dependencies: [

@@ -123,3 +123,13 @@ public struct FuzzedGuest {
         precondition(page.allSatisfy { $0 == Self.canaryByte }, "fuzz-\(target): a page nothing granted was written")
     }
 }
+
+/// `bytes` of fresh guest RAM from address 0, host-mapped as a domain's is
+/// (so no target needs TestSupport's mock memory).
+public func guestRAM(_ bytes: Int) -> MappedGuestMemory {
+    do {
+        return try MappedGuestMemory(ranges: [GuestPhysicalRange(start: GuestPhysicalAddress(0), length: UInt64(bytes))])
+    } catch {
+        preconditionFailure("fuzz: cannot map \(bytes) bytes of guest RAM: \(error)")
+    }
+}

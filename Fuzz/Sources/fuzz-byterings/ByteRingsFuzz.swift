@@ -11,7 +11,6 @@
 // never written.
 import FuzzSupport
 import GuestMemory
-import TestSupport
 import XenABI
 import XenRing
 
@@ -28,7 +27,7 @@ private let ringBase = GuestPhysicalAddress(0x1000)
 private func fuzzOne(_ r: inout FuzzReader) {
     let options = r.byte()
     let layout: ByteRingLayout = options & 1 == 0 ? .console : .xenStore
-    let memory = MockGuestMemory(size: 3 * 4096)
+    let memory = guestRAM(3 * 4096)
     do {
         try memory.fill(at: GuestPhysicalAddress(0), count: 3 * 4096, with: canary)
         try memory.fill(at: ringBase, count: layout.size, with: 0)

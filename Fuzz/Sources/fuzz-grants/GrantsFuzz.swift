@@ -10,7 +10,6 @@
 import FuzzSupport
 import GrantTables
 import GuestMemory
-import TestSupport
 import XenABI
 
 @_cdecl("LLVMFuzzerTestOneInput")
@@ -26,7 +25,7 @@ private let guestDomain = DomainID(rawValue: 3)
 private let domains = [DomainID.`self`, guestDomain, DomainID(rawValue: 0), DomainID(rawValue: 7)]
 
 private func fuzzOne(_ r: inout FuzzReader) {
-    let memory = MockGuestMemory(size: ramSize)
+    let memory = guestRAM(ramSize)
     let grants = GrantTable(configuration: .init(domainID: guestDomain, maximumFrames: 4, defaultArea: GuestFrameNumber(0x30),
                                                  maximumHolds: 16),
                             memory: memory)

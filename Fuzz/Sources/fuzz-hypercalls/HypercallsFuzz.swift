@@ -11,7 +11,6 @@ import EventChannels
 import GrantTables
 import GuestMemory
 import Hypercalls
-import TestSupport
 import XenABI
 
 @_cdecl("LLVMFuzzerTestOneInput")
@@ -71,7 +70,7 @@ private func fuzzOne(_ input: [UInt8]) {
         let vcpu = reader.byte()
         calls.append((number, vcpu, (0..<6).map { _ in reader.argument() }))
     }
-    let memory = MockGuestMemory(size: ramSize)
+    let memory = guestRAM(ramSize)
     try? memory.write(Array(reader.bytes.prefix(0x1_0000)), at: GuestPhysicalAddress(0x1000))
 
     let vcpuCount = 2

@@ -3,11 +3,10 @@
 // through the system decompressors, then the layout and the load into a
 // small mock guest. Checks: every failure is a KernelImageError/BootError, a
 // parsed image's segments fit their declared sizes, and a load writes only
-// inside the guest's RAM (MockGuestMemory refuses anything else).
+// inside the guest's RAM (the mapping refuses anything else).
 import FuzzSupport
 import GuestMemory
 import PVHBoot
-import TestSupport
 
 @_cdecl("LLVMFuzzerTestOneInput")
 func testOneInput(_ data: UnsafePointer<UInt8>?, _ size: Int) -> CInt { fuzzBytes(data, size, fuzzOne) }
@@ -33,7 +32,7 @@ private func fuzzOne(_ input: [UInt8]) {
     for segment in kernel.segments {
         precondition(UInt64(segment.fileBytes.count) <= segment.memorySize, "segment file bytes beyond its size")
     }
-    let memory = MockGuestMemory(size: ramSize)
+    let memory = guestRAM(ramSize)
     let configuration = BootConfiguration(commandLine: "console=hvc0", initrd: [1, 2, 3], vcpuCount: 2)
     do throws(BootError) {
         let info = try PVHLoader.load(kernel, configuration: configuration, into: memory)
