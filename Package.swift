@@ -25,7 +25,8 @@ let package = Package(
         .library(
             name: "PVHFuzzable",
             targets: ["XenStore", "XLConfig", "DeviceSpecs", "Hypercalls", "PVHBoot", "GuestMemory", "XenABI",
-                      "EventChannels", "GrantTables", "TestSupport"]),
+                      "EventChannels", "GrantTables", "XenRing", "XenBus", "HostIO", "BlockBackend",
+                      "BlockFrontend", "NetBackend", "NetFrontend"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),

@@ -16,7 +16,7 @@ import PackageDescription
 /// `--defsym`, ends up an unrelocated address in lld's PIE output).
 func fuzzTarget(_ name: String) -> Target {
     .executableTarget(
-        name: "fuzz-\(name)", dependencies: ["CFuzzerDriver", .product(name: "PVHFuzzable", package: "pvh")],
+        name: "fuzz-\(name)", dependencies: ["FuzzSupport", .product(name: "PVHFuzzable", package: "pvh")],
         swiftSettings: [.unsafeFlags(["-parse-as-library"])])
 }
 
@@ -26,10 +26,16 @@ let package = Package(
     targets: [
         // libFuzzer's driver as every target's main.
         .target(name: "CFuzzerDriver"),
+        // The input reader and entry helpers every target shares.
+        .target(name: "FuzzSupport", dependencies: ["CFuzzerDriver", .product(name: "PVHFuzzable", package: "pvh")]),
         fuzzTarget("xenstore"),
         fuzzTarget("xlconfig"),
         fuzzTarget("devicespecs"),
         fuzzTarget("pvhboot"),
         fuzzTarget("hypercalls"),
+        fuzzTarget("blkif"),
+        fuzzTarget("netif"),
+        fuzzTarget("grants"),
+        fuzzTarget("byterings"),
     ]
 )

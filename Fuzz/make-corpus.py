@@ -5,7 +5,7 @@ Hand-made inputs, most taken from the unit tests' cases and the README's
 examples; nothing fetched. Run from anywhere; rewrites the seed-* files only
 (inputs libFuzzer adds to a corpus directory are not touched).
 """
-import bz2, gzip, lzma, os, struct
+import base64, bz2, gzip, lzma, os, struct
 
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "corpus")
 
@@ -96,3 +96,52 @@ calls = [call(18, (0, 0), (0, 1), (1, 0)),             # console_io
          call(24, (0, 0), (0, 0), (1, 0x400))]         # vcpu_op
 put("hypercalls", "mixed", bytes([len(calls)]) + b"".join(calls) + bytes(0x500))
 put("hypercalls", "compat", bytes([2]) + call(0x80 | 17, (0, 1), (1, 0)) + call(0x80 | 32, (0, 1), (1, 0)) + bytes(64))
+
+# The device and ring targets read their input as a stream of choices
+# (Fuzz/Sources/FuzzSupport: bytes, little-endian u16/u32/u64, "below N" as
+# one byte mod N for N <= 256); past its end every choice is zero.
+def le16(v): return struct.pack("<H", v)
+def le32(v): return struct.pack("<I", v)
+
+# blkif: ABI (bit 0: x86_32), flags (read-only, discard), grant rewrites,
+# then requests (id byte, kind: 0 raw, 1 flush, 2 discard, 3 indirect,
+# 4+ read/write with segments), the data pages, req_prod selector.
+def blk_rw(write, sector, segs):
+    return b"\x01" + b"\x04" + bytes([write]) + le16(sector) + bytes([len(segs)]) + b"".join(
+        b"\x01" + bytes([ref]) + bytes([first, last]) for ref, first, last in segs)
+for abi in (0, 1):
+    put("blkif", f"rw-{abi}", bytes([abi, 0, 0, 3]) + blk_rw(1, 0, [(0, 0, 7), (1, 0, 7)]) + blk_rw(0, 8, [(2, 1, 3)])
+        + b"\x02\x01\x00")
+    put("blkif", f"flush-discard-indirect-{abi}", bytes([abi, 2, 0, 3]) + b"\x05\x01\x00" + b"\x06\x02" + le16(8) + le16(16) + b"\x00"
+        + b"\x07\x03\x01" + b"\x00" + b"\x01" + le16(0) + le16(20) + b"\x00" * 4)
+put("blkif", "grant-rewrite-overrun", bytes([0, 0, 2, 1, 1] + [0xff] * 8) + bytes([0, 0x81, 0x3f, 0x00, 1]) + b"\x01\x00\x01\x01")
+
+# netif: features and split bits, grant rewrites, data, TX slots (selector,
+# grant, offset, flags, size), req_prod selector, RX buffers (id, grant),
+# frames from the host (size selector, size, seed).
+def tx(ref, offset, flags, size): return b"\x01" + b"\x01" + bytes([ref]) + le16(offset) + bytes([flags]) + le16(size)
+put("netif", "tx-rx", b"\x7f\x00" + b"\x00\x00" + b"\x02" + tx(0, 0, 0, 60) + tx(1, 100, 4, 200) + b"\x01"
+    + b"\x04" + b"".join(bytes([i, 1, i % 8]) for i in range(4)) + b"\x01" + b"\x03" + b"\x00\x40\x07\x01" + le16(1500) + b"\x09")
+put("netif", "tx-chain", b"\x7f\x00\x00\x00" + b"\x03" + tx(0, 0, 4, 3000) + tx(1, 0, 4, 2000) + tx(2, 0, 0, 1000) + b"\x01")
+put("netif", "no-features-overrun", b"\x00\x00\x00\x00\x01\x00" + b"\xff" * 12 + b"\x00" + le32(0x1000))
+
+# grants: operations (0 setup, 1 set_version, 2 raw entry, 3 map, 4 bytes,
+# 5 release, 6 GNTTABOP_copy, 7 swap, 8 one-shot copy, 9 map frame,
+# 10 status frames), each followed by its choices.
+put("grants", "map-release", b"\x06" + b"\x02\x00\x08\x01" + le16(0x1) + b"\x00\x10" + b"\x03\x01\x08\x01" + b"\x04\x00\x00" + le16(100)
+    + b"\x05\x00" + b"\x01\x02")
+put("grants", "v2-copy", b"\x05" + b"\x01\x02" + b"\x0a\x00\x02" + b"\x06\x01\x01\x08\x01" + le16(0) + b"\x00\x10\x00" + le16(0) + le16(64)
+    + b"\x07\x01\x08\x01\x09" + b"\x09\x01\x01\x20")
+# Regression inputs libFuzzer found (each also a unit test): a v2 sub-page
+# grant of length 0 maps an empty region (GrantTableTests.emptySubPage).
+put("grants", "zero-length-sub-page", base64.b64decode(
+    "HQIIAQABAP0A/yoqKioq6urqSFwAAOrqAerq6uoqKioqKioqKgf5AQkBAOrq6urq6upPcHRpb27qCurq6urq6urq6urq6ghyAerqAATqAOoB6iMBAerq6upIXERpY+oB6urq6urq6urq6urq6uoBBABkRG91AdI="))
+
+# byterings: layout (bit 0: XenStore) and limits, then operations (0 index
+# word, 1 data, 2 consume, 3 produce, 4 host input, 5 console pump,
+# 6 host output written).
+put("byterings", "console", b"\x22" + b"\x06" + b"\x00\x00\x01" + le32(5) + b"\x01" + le16(5) + b"\x00" + b"hello" + b"\x02" + le16(100)
+    + b"\x04\x05abcde" + b"\x05" + b"\x03\x03\x00xyz")
+put("byterings", "xenstore-wrap", b"\x01" + b"\x04" + b"\x00\x00\x00" + le32(0xfffffffe) + b"\x00\x00\x01" + le32(2) + b"\x02" + le16(10)
+    + b"\x00\x00\x03" + le32(0xffffffff))
+put("byterings", "overrun", b"\x00" + b"\x02" + b"\x00\x00\x01" + le32(0x10000) + b"\x02" + le16(50))

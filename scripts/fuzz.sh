@@ -5,7 +5,8 @@
 #   scripts/fuzz.sh [--seconds N] [--regression] [TARGET...]
 #
 # TARGET is a name under Fuzz/Sources without its fuzz- prefix (xenstore,
-# xlconfig, devicespecs, pvhboot, hypercalls); all of them by default. Each
+# xlconfig, devicespecs, pvhboot, hypercalls, blkif, netif, grants,
+# byterings); all of them by default. Each
 # target starts from its seeds in Fuzz/corpus/<target>/ and keeps what it
 # finds in Fuzz/.build/corpus/<target>/ (not committed: the seeds are).
 # --regression runs every target over its corpora once, no new inputs.
@@ -45,6 +46,9 @@ bin=$(swift build --package-path Fuzz -c release -Xswiftc -sanitize=fuzzer -Xswi
 echo "fuzz.sh: built in $((SECONDS - start)) s"
 
 mkdir -p Fuzz/crashes
+# Swift's own backtracer would take a failed precondition's SIGILL before
+# libFuzzer's handler, which then never writes the input to Fuzz/crashes/.
+export SWIFT_BACKTRACE=enable=no
 failed=()
 for t in "${targets[@]}"; do
     work=Fuzz/.build/corpus/$t

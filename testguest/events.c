@@ -3,6 +3,7 @@
  * ring (issue 3). Run only when named, e.g.
  *
  *   pvh.scenarios=evtchn,timer,pvclock,console_ring,smp
+ *   pvh.scenarios=halt_cli   every vCPU halts with interrupts off (never returns)
  *
  * Knobs: pvh.console_input=1 (console_ring waits for one typed line and
  * echoes it), pvh.console_timeout=<ms> (that wait, default 30000),
@@ -1177,6 +1178,27 @@ static const char *need_vcpu1_down(void)
 	return NULL;
 }
 
+/*
+ * vCPU 1's VCPUOP_initialise state: VCPU_HVM_MODE_32B, flat 4 GiB
+ * segments, protected mode without paging, entering head.S's ap_start32.
+ */
+static struct vcpu_hvm_context *ap_context(void)
+{
+	static struct vcpu_hvm_context ctx;
+	ctx = (struct vcpu_hvm_context){ .mode = VCPU_HVM_MODE_32B };
+	struct vcpu_hvm_x86_32 *x = &ctx.cpu_regs.x86_32;
+	x->eip = (uint32_t)(uintptr_t)ap_start32;
+	x->esp = (uint32_t)(uintptr_t)ap_stack_top;
+	x->eflags = 0x2;
+	x->cr0 = CR0_PE | 0x10;	/* PE, ET */
+	x->cs_limit = x->ds_limit = x->ss_limit = x->es_limit = ~0u;
+	x->cs_ar = 0xc9b;	/* G, D, P, S, code exec/read accessed */
+	x->ds_ar = x->ss_ar = x->es_ar = 0xc93;	/* G, D, P, S, data read/write accessed */
+	x->tr_limit = 0x67;
+	x->tr_ar = 0x8b;	/* P, 32-bit busy TSS */
+	return &ctx;
+}
+
 static const char *scen_smp(void)
 {
 	const char *r;
@@ -1194,23 +1216,11 @@ static const char *scen_smp(void)
 		ipi_port = bi.port;
 	ipi_hits0 = port_hits[ipi_port];
 
-	/* VCPU_HVM_MODE_32B: flat 4 GiB segments, protected mode without paging. */
-	static struct vcpu_hvm_context ctx;
-	ctx = (struct vcpu_hvm_context){ .mode = VCPU_HVM_MODE_32B };
-	struct vcpu_hvm_x86_32 *x = &ctx.cpu_regs.x86_32;
-	x->eip = (uint32_t)(uintptr_t)ap_start32;
-	x->esp = (uint32_t)(uintptr_t)ap_stack_top;
-	x->eflags = 0x2;
-	x->cr0 = CR0_PE | 0x10;	/* PE, ET */
-	x->cs_limit = x->ds_limit = x->ss_limit = x->es_limit = ~0u;
-	x->cs_ar = 0xc9b;	/* G, D, P, S, code exec/read accessed */
-	x->ds_ar = x->ss_ar = x->es_ar = 0xc93;	/* G, D, P, S, data read/write accessed */
-	x->tr_limit = 0x67;
-	x->tr_ar = 0x8b;	/* P, 32-bit busy TSS */
+	struct vcpu_hvm_context *ctx = ap_context();
 
-	if ((rc = vcpu_op(VCPUOP_initialise, 1, &ctx)) != 0)
+	if ((rc = vcpu_op(VCPUOP_initialise, 1, ctx)) != 0)
 		return fail("VCPUOP_initialise(1) rc %ld", rc);
-	if ((rc = vcpu_op(VCPUOP_initialise, 1, &ctx)) != -XEN_EEXIST)
+	if ((rc = vcpu_op(VCPUOP_initialise, 1, ctx)) != -XEN_EEXIST)
 		return fail("second VCPUOP_initialise(1) rc %ld, want %d", rc, -XEN_EEXIST);
 	if ((rc = vcpu_op(VCPUOP_up, 1, NULL)) != 0)
 		return fail("VCPUOP_up(1) rc %ld", rc);
@@ -1231,6 +1241,42 @@ static const char *scen_smp(void)
 	if (!ok)
 		return fail("IPI from vCPU 1 did not reach vCPU 0 within 2 s");
 	return NULL;
+}
+
+/* ------------------------------------------------------------------ */
+/* halt_cli                                                            */
+
+static int ap_ran_flag(const void *arg)
+{
+	(void)arg;
+	return ap_ran != 0;
+}
+
+/*
+ * Every vCPU halts with interrupts off: vCPU 1, when there is one, started
+ * as in smp (ap_main ends in cli; hlt), then vCPU 0. Xen's hvm_hlt takes
+ * each as going down and powers the domain off when none is left
+ * (hvm_vcpu_down, SHUTDOWN_poweroff). Never returns: the host checks the
+ * exit.
+ */
+static const char *scen_halt_cli(void)
+{
+	long rc = vcpu_op(VCPUOP_is_up, 1, NULL);
+
+	if (rc == 0) {
+		if ((rc = vcpu_op(VCPUOP_initialise, 1, ap_context())) != 0)
+			return fail("VCPUOP_initialise(1) rc %ld", rc);
+		if ((rc = vcpu_op(VCPUOP_up, 1, NULL)) != 0)
+			return fail("VCPUOP_up(1) rc %ld", rc);
+		if (!wait_until(ap_ran_flag, NULL, 2000, 1, NULL))
+			return fail("vCPU 1 did not run within 2 s of VCPUOP_up");
+	} else if (rc != -XEN_ENOENT) {
+		return fail("is_up(1) rc %ld", rc);
+	}
+	printk("PVHINFO halt_cli: %s, vCPU 0 halting with interrupts off\n",
+	       ap_ran ? "vCPU 1 halted" : "one vCPU");
+	for (;;)
+		__asm__ volatile("cli; hlt");
 }
 
 /* ------------------------------------------------------------------ */
@@ -1483,5 +1529,6 @@ const struct scenario xen_scenarios[] = {
 	{ "console_ring", scen_console_ring },
 	{ "smp", scen_smp },
 	{ "smp_sipi", scen_smp_sipi },
+	{ "halt_cli", scen_halt_cli },
 };
 const size_t nr_xen_scenarios = ARRAY_SIZE(xen_scenarios);

@@ -369,6 +369,26 @@ public final class VCPU: @unchecked Sendable {
         }
     }
 
+    /// Whether the vCPU sits in HLT (KVM_MP_STATE_HALTED): with the in-kernel
+    /// LAPIC KVM handles HLT itself and the vCPU stays halted in KVM_RUN
+    /// until an event it can take arrives. Call on the vCPU's thread while
+    /// it is outside KVM_RUN.
+    public var isHalted: Bool {
+        get throws(KVMError) { try mpState == UInt32(KVM_MP_STATE_HALTED) }
+    }
+
+    /// Whether an event is being delivered or waits to be, as of the last
+    /// exit (sync regs' kvm_vcpu_events): an exception or interrupt being
+    /// injected, or an NMI injected or pending. Xen's `hvm_event_pending`
+    /// asks the same before HLT blocks. From the sync regs: no ioctl.
+    public var hasPendingEvent: Bool {
+        // SAFETY: `sync` points into this vCPU's kvm_run mapping, alive as
+        // long as `self`; KVM writes it only inside KVM_RUN, on this thread.
+        let e = sync.pointee.events
+        return e.exception.injected != 0 || e.exception.pending != 0 || e.interrupt.injected != 0
+            || e.nmi.injected != 0 || e.nmi.pending != 0
+    }
+
     /// Makes a parked secondary vCPU runnable (KVM_SET_MP_STATE RUNNABLE), as
     /// Xen's VCPUOP_up does after VCPUOP_initialise. Call on the vCPU's thread
     /// while it is outside KVM_RUN.

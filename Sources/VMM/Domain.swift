@@ -86,6 +86,7 @@ public final class Domain: Sendable {
     /// Xen time: the PV clock and every vCPU's timers.
     public let timers: DomainTimers
     let timerThread: TimerThread
+    let haltProbe: HaltProbe
     /// The guest's grant table; backends map the guest's grants through it
     /// (the backend domain, d0, is the grantee).
     public let grants: GrantTable
@@ -181,6 +182,7 @@ public final class Domain: Sendable {
         let upcalls = xen.upcalls
         lifecycle.onStop { upcalls.stopRetrying() }
         timerThread = TimerThread(timers: xen.timers, events: xen.events, lifecycle: lifecycle)
+        haltProbe = HaltProbe(smp: xen.smp, lifecycle: lifecycle)
         runners = try VCPUSetup.runners(configuration, machine: machine, boot: boot,
                                         breakpoints: Array(transports.breakpointSites), services: services)
         built = true
@@ -223,11 +225,12 @@ public final class Domain: Sendable {
             thread.name = "pvh-vcpu\(index)"
         }
         timerThread.start(exited: exited)
+        haltProbe.start(exited: exited)
         let end = lifecycle.wait()
         // Every vCPU has been kicked; wait until each has left KVM_RUN and its
-        // exit handler (and the timer thread has stopped), so nothing runs on
-        // the guest after run() returns.
-        for _ in 0...runners.count { exited.wait() }
+        // exit handler (and the timer thread and halt probe have stopped), so
+        // nothing runs on the guest after run() returns.
+        for _ in 0...runners.count + 1 { exited.wait() }
         toolstack.tearDown()
         // What the guest wrote to Xen's console before it stopped reaches
         // the terminal, log and file before pvh reports the end.

@@ -68,6 +68,29 @@ final class SMPControl: VCPULifecycle, @unchecked Sendable {
         if i < kicks.count { kicks[i]() }
     }
 
+    /// Runner side: the vCPU halted with interrupts off, Xen's
+    /// `hvm_vcpu_down` (xen/arch/x86/hvm/hvm.c): it is down from now on
+    /// (VPF_down; VCPUOP_up brings it back), and true when no vCPU of the
+    /// domain is up any more, for which Xen shuts the domain down with
+    /// SHUTDOWN_poweroff ("All CPUs offline -- powering off"). A vCPU never
+    /// started counts as down, as a Xen vCPU created with VPF_down does.
+    func haltedWithInterruptsOff(_ vcpu: VCPUID) -> Bool {
+        guard let i = try? index(vcpu) else { return false }
+        return slots.withLock { s in
+            s[i].initialised = true
+            s[i].up = false
+            return !s.contains { $0.up }
+        }
+    }
+
+    /// Kicks every vCPU that may be in KVM_RUN: all but the parked ones,
+    /// which sleep outside it (an AP KVM holds for INIT/SIPI is kicked too:
+    /// it only re-enters).
+    func kickRunnable() {
+        let parked = slots.withLock { $0.map { $0.initialised && !$0.up } }
+        for (i, kick) in kicks.enumerated() where !(i < parked.count && parked[i]) { kick() }
+    }
+
     func isUp(vcpu: VCPUID) -> Bool {
         guard let i = try? index(vcpu) else { return false }
         return slots.withLock { $0[i].up }

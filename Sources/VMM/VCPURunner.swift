@@ -219,6 +219,7 @@ final class VCPURunner: @unchecked Sendable {
             if services.dumps.take(id) {
                 FileDescriptorConsoleSink(fd: 2).emit(Array(VCPUStateDump.describe(id, vcpu: vcpu, memory: services.memory).utf8))
             }
+            if let end = downIfHaltedWithInterruptsOff() { return end }
             return applyLifecycleChanges()
         case .interruptWindowOpen:
             // The queued callback vector was taken; look at the level again.
@@ -499,6 +500,18 @@ final class VCPURunner: @unchecked Sendable {
 
     /// After a kick: load a VCPUOP_initialise state once VCPUOP_up has come,
     /// or stay parked while the vCPU is down (Xen: `_VPF_down`).
+    /// Xen's `hvm_hlt` (xen/arch/x86/hvm/hvm.c) for a HLT KVM kept to
+    /// itself (in-kernel LAPIC; `HaltProbe` kicked us out of KVM_RUN): a
+    /// vCPU still halted with RFLAGS.IF clear and no event pending
+    /// (`hvm_event_pending`) can only be woken by an NMI, and Xen takes it
+    /// as going down (`hvm_vcpu_down`): it stops running, and with no vCPU
+    /// left up the domain shuts down with SHUTDOWN_poweroff. A HLT with IF
+    /// set, or with an event pending, is left to KVM as before.
+    private func downIfHaltedWithInterruptsOff() -> DomainExit? {
+        guard vcpu.registers.rflags & 0x200 == 0, !vcpu.hasPendingEvent, (try? vcpu.isHalted) == true else { return nil }
+        return services.smp.haltedWithInterruptsOff(id) ? .shutdown(.poweroff) : nil
+    }
+
     private func applyLifecycleChanges() -> DomainExit? {
         while services.smp.isParked(id), services.lifecycle.exit == nil {
             services.wakeups.sleep(id)

@@ -333,6 +333,27 @@ final class RacingMemory: GuestMemory, @unchecked Sendable {
         #expect(f.v2Status(12) == 0)
     }
 
+    /// Found by Fuzz/ fuzz-grants (corpus seed `zero-length-sub-page`): the
+    /// fuzzer had assumed a mapping is never empty. The table refuses only
+    /// a sub-page that passes its page (`badSubPage`), so a zero-length one
+    /// maps; what matters is that it reaches nothing.
+    @Test("v2 sub-page of length 0 (fuzz-grants): the mapping is empty, nothing in the page is reachable, and it releases")
+    func emptySubPage() throws {
+        let f = Fixture()
+        try f.table.setVersion(2)
+        f.v2(15, flags: permit, frame: 0x111, subPage: (0, 0))
+        let m = try f.table.map(GrantReference(15), access: .write)
+        #expect(m.count == 0 && m.region.start == GuestPhysicalAddress(0x111000))
+        #expect(try m.read(offset: 0, count: 0) == [])
+        #expect(throws: GrantError.outOfBounds) { try m.read(offset: 0, count: 1) }
+        #expect(throws: GrantError.outOfBounds) { try m.write([1], at: 0) }
+        let hold = GrantHold(m)
+        #expect(hold.bytes(offset: 0, length: 1) == nil)
+        #expect(f.table.holdCount == 1)
+        hold.release()
+        #expect(f.table.holdCount == 0 && f.table.pins(GrantReference(15)) == (0, 0))
+    }
+
     @Test("v2: transitive grants and grants to another domain are refused")
     func transitive() throws {
         let f = Fixture()

@@ -222,6 +222,24 @@ struct TestGuestBootTests {
         #expect(run.results()["smp"] == "PASS", "\(run.console.text)")
     }
 
+    /// Xen's `hvm_hlt` (xen/arch/x86/hvm/hvm.c): a vCPU that halts with
+    /// RFLAGS.IF clear and no event pending goes down (`hvm_vcpu_down`), and
+    /// when none is left the domain shuts down with SHUTDOWN_poweroff. KVM
+    /// keeps such a HLT to itself; `HaltProbe` finds it within a second.
+    /// One vCPU, and two (vCPU 1 halts first, while vCPU 0 still runs).
+    @Test("every vCPU halts with interrupts off: the domain powers off, as Xen's hvm_hlt does", arguments: [1, 2])
+    func haltWithInterruptsOff(vcpus: Int) throws {
+        let elf = try Env.testGuest.get()
+        let run = try GuestRun.boot(GuestConfiguration(kernelPath: elf, commandLine: "pvh.scenarios=halt_cli", memoryMiB: 64, vcpus: vcpus),
+                                    limit: .seconds(120))
+        #expect(run.exit == .shutdown(.poweroff), "\(run.console.text)")
+        #expect(run.exit.exitStatus == 0)
+        let halting = vcpus == 2 ? "PVHINFO halt_cli: vCPU 1 halted, vCPU 0 halting" : "PVHINFO halt_cli: one vCPU, vCPU 0 halting"
+        #expect(run.lines.contains { $0.hasPrefix(halting) }, "\(run.console.text)")
+        // The scenario never returns: no PASS or FAIL line, nothing after it.
+        #expect(run.results()["halt_cli"] == nil, "\(run.console.text)")
+    }
+
     /// Linux starts a PVH guest's secondary vCPUs natively, not with
     /// VCPUOP_initialise: INIT, SIPI, SIPI through the in-kernel LAPIC, the
     /// AP then runs a real-mode trampoline below 1 MiB. KVM_RUN of the AP

@@ -4,20 +4,14 @@
 // one specification a line; every line goes to every parser. Checks: parsing
 // is deterministic, a parsed MAC prints back to itself, a parsed vdev keeps
 // its name, and validating a list of accepted specifications returns.
-import CFuzzerDriver
+import FuzzSupport
 import DeviceSpecs
 
 @_cdecl("LLVMFuzzerTestOneInput")
-func testOneInput(_ data: UnsafePointer<UInt8>?, _ size: Int) -> CInt {
-    // SAFETY: libFuzzer passes `size` readable bytes at `data`, valid for this call.
-    fuzzOne(size == 0 ? [] : Array(UnsafeBufferPointer(start: data, count: size)))
-    return 0
-}
+func testOneInput(_ data: UnsafePointer<UInt8>?, _ size: Int) -> CInt { fuzzBytes(data, size, fuzzOne) }
 
 @_cdecl("fuzz_devicespecs_main")
-func fuzzMain(_ argc: CInt, _ argv: UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>?) -> CInt {
-    pvh_fuzz_main(argc, argv)
-}
+func fuzzMain(_ argc: CInt, _ argv: UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>?) -> CInt { fuzzDriverMain(argc, argv) }
 
 private func fuzzOne(_ input: [UInt8]) {
     let text = String(decoding: input, as: UTF8.self)

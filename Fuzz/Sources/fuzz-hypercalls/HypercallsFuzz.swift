@@ -6,25 +6,18 @@
 // copied into guest memory at 0x1000, where arguments often point. Checks:
 // every call returns, and every negative return value is one of Xen's errnos
 // (xen/include/public/errno.h).
-import CFuzzerDriver
+import FuzzSupport
 import EventChannels
 import GrantTables
 import GuestMemory
 import Hypercalls
-import TestSupport
 import XenABI
 
 @_cdecl("LLVMFuzzerTestOneInput")
-func testOneInput(_ data: UnsafePointer<UInt8>?, _ size: Int) -> CInt {
-    // SAFETY: libFuzzer passes `size` readable bytes at `data`, valid for this call.
-    fuzzOne(size == 0 ? [] : Array(UnsafeBufferPointer(start: data, count: size)))
-    return 0
-}
+func testOneInput(_ data: UnsafePointer<UInt8>?, _ size: Int) -> CInt { fuzzBytes(data, size, fuzzOne) }
 
 @_cdecl("fuzz_hypercalls_main")
-func fuzzMain(_ argc: CInt, _ argv: UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>?) -> CInt {
-    pvh_fuzz_main(argc, argv)
-}
+func fuzzMain(_ argc: CInt, _ argv: UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>?) -> CInt { fuzzDriverMain(argc, argv) }
 
 private final class NullConsole: ConsoleService {
     func write(_ bytes: [UInt8], from vcpu: VCPUID) {}
@@ -77,7 +70,7 @@ private func fuzzOne(_ input: [UInt8]) {
         let vcpu = reader.byte()
         calls.append((number, vcpu, (0..<6).map { _ in reader.argument() }))
     }
-    let memory = MockGuestMemory(size: ramSize)
+    let memory = guestRAM(ramSize)
     try? memory.write(Array(reader.bytes.prefix(0x1_0000)), at: GuestPhysicalAddress(0x1000))
 
     let vcpuCount = 2

@@ -3,23 +3,16 @@
 // through the system decompressors, then the layout and the load into a
 // small mock guest. Checks: every failure is a KernelImageError/BootError, a
 // parsed image's segments fit their declared sizes, and a load writes only
-// inside the guest's RAM (MockGuestMemory refuses anything else).
-import CFuzzerDriver
+// inside the guest's RAM (the mapping refuses anything else).
+import FuzzSupport
 import GuestMemory
 import PVHBoot
-import TestSupport
 
 @_cdecl("LLVMFuzzerTestOneInput")
-func testOneInput(_ data: UnsafePointer<UInt8>?, _ size: Int) -> CInt {
-    // SAFETY: libFuzzer passes `size` readable bytes at `data`, valid for this call.
-    fuzzOne(size == 0 ? [] : Array(UnsafeBufferPointer(start: data, count: size)))
-    return 0
-}
+func testOneInput(_ data: UnsafePointer<UInt8>?, _ size: Int) -> CInt { fuzzBytes(data, size, fuzzOne) }
 
 @_cdecl("fuzz_pvhboot_main")
-func fuzzMain(_ argc: CInt, _ argv: UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>?) -> CInt {
-    pvh_fuzz_main(argc, argv)
-}
+func fuzzMain(_ argc: CInt, _ argv: UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>?) -> CInt { fuzzDriverMain(argc, argv) }
 
 /// 16 MiB of guest RAM: enough for the seed kernels, small enough to be
 /// fresh per input.
@@ -39,7 +32,7 @@ private func fuzzOne(_ input: [UInt8]) {
     for segment in kernel.segments {
         precondition(UInt64(segment.fileBytes.count) <= segment.memorySize, "segment file bytes beyond its size")
     }
-    let memory = MockGuestMemory(size: ramSize)
+    let memory = guestRAM(ramSize)
     let configuration = BootConfiguration(commandLine: "console=hvc0", initrd: [1, 2, 3], vcpuCount: 2)
     do throws(BootError) {
         let info = try PVHLoader.load(kernel, configuration: configuration, into: memory)

@@ -4,7 +4,7 @@
 // stream. Checks: framing does not depend on how the stream is chunked, every
 // frame re-encodes to itself, the core answers every request of domain 1
 // first to domain 1 with its ids echoed, and the store's invariants hold.
-import CFuzzerDriver
+import FuzzSupport
 import XenABI
 import XenStore
 
@@ -51,16 +51,10 @@ private func frames(_ stream: ArraySlice<UInt8>, chunk: Int) -> Result<[XenStore
 }
 
 @_cdecl("LLVMFuzzerTestOneInput")
-func testOneInput(_ data: UnsafePointer<UInt8>?, _ size: Int) -> CInt {
-    // SAFETY: libFuzzer passes `size` readable bytes at `data`, valid for this call.
-    fuzzOne(size == 0 ? [] : Array(UnsafeBufferPointer(start: data, count: size)))
-    return 0
-}
+func testOneInput(_ data: UnsafePointer<UInt8>?, _ size: Int) -> CInt { fuzzBytes(data, size, fuzzOne) }
 
 @_cdecl("fuzz_xenstore_main")
-func fuzzMain(_ argc: CInt, _ argv: UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>?) -> CInt {
-    pvh_fuzz_main(argc, argv)
-}
+func fuzzMain(_ argc: CInt, _ argv: UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>?) -> CInt { fuzzDriverMain(argc, argv) }
 
 private func fuzzOne(_ input: [UInt8]) {
     guard let first = input.first else { return }

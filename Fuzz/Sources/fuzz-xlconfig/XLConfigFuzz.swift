@@ -3,20 +3,14 @@
 // config file; lines after a line `--` are `xl create` overrides (KEY=VALUE).
 // Checks: parsing and resolving are deterministic, every error is text, and
 // a resolved configuration renders as JSON.
-import CFuzzerDriver
+import FuzzSupport
 import XLConfig
 
 @_cdecl("LLVMFuzzerTestOneInput")
-func testOneInput(_ data: UnsafePointer<UInt8>?, _ size: Int) -> CInt {
-    // SAFETY: libFuzzer passes `size` readable bytes at `data`, valid for this call.
-    fuzzOne(size == 0 ? [] : Array(UnsafeBufferPointer(start: data, count: size)))
-    return 0
-}
+func testOneInput(_ data: UnsafePointer<UInt8>?, _ size: Int) -> CInt { fuzzBytes(data, size, fuzzOne) }
 
 @_cdecl("fuzz_xlconfig_main")
-func fuzzMain(_ argc: CInt, _ argv: UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>?) -> CInt {
-    pvh_fuzz_main(argc, argv)
-}
+func fuzzMain(_ argc: CInt, _ argv: UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>?) -> CInt { fuzzDriverMain(argc, argv) }
 
 private func resolve(_ bytes: [UInt8], _ overrides: [String]) -> Result<XLDomainConfiguration, XLConfigError> {
     Result { () throws(XLConfigError) in

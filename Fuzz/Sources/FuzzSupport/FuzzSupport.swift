@@ -1,0 +1,135 @@
+// What every fuzz target shares: libFuzzer's input as bytes, the process's
+// main, and a reader that turns the input into choices. A target file is
+// then its two C entry points (names libFuzzer and SwiftPM fix, so they
+// cannot live here) and its one-input function.
+import BlockFrontend
+import CFuzzerDriver
+import GuestMemory
+import XenABI
+
+/// libFuzzer's input for one call, copied into an array: the only pointer a
+/// target sees.
+public func fuzzInput(_ data: UnsafePointer<UInt8>?, _ size: Int) -> [UInt8] {
+    guard let data, size > 0 else { return [] }
+    // SAFETY: libFuzzer passes `size` readable bytes at `data`, valid for this call.
+    return Array(UnsafeBufferPointer(start: data, count: size))
+}
+
+/// A target's `LLVMFuzzerTestOneInput`: runs `body` on the input's bytes.
+public func fuzzBytes(_ data: UnsafePointer<UInt8>?, _ size: Int, _ body: ([UInt8]) -> Void) -> CInt {
+    body(fuzzInput(data, size))
+    return 0
+}
+
+/// The same, with the input as a `FuzzReader`.
+public func fuzzChoices(_ data: UnsafePointer<UInt8>?, _ size: Int, _ body: (inout FuzzReader) -> Void) -> CInt {
+    var reader = FuzzReader(fuzzInput(data, size))
+    body(&reader)
+    return 0
+}
+
+/// A target's `main`: libFuzzer's driver with the process's arguments.
+public func fuzzDriverMain(_ argc: CInt, _ argv: UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>?) -> CInt {
+    pvh_fuzz_main(argc, argv)
+}
+
+/// Reads choices off the input; past its end every read is zero, so every
+/// input is a complete case.
+public struct FuzzReader {
+    public var bytes: ArraySlice<UInt8>
+    public init(_ bytes: [UInt8]) { self.bytes = bytes[...] }
+    public var isEmpty: Bool { bytes.isEmpty }
+    public mutating func byte() -> UInt8 { bytes.popFirst() ?? 0 }
+    public mutating func bool() -> Bool { byte() & 1 == 1 }
+    public mutating func u16() -> UInt16 { UInt16(byte()) | UInt16(byte()) << 8 }
+    public mutating func u32() -> UInt32 { UInt32(u16()) | UInt32(u16()) << 16 }
+    public mutating func u64() -> UInt64 { UInt64(u32()) | UInt64(u32()) << 32 }
+    /// A number below `bound` (bound > 0) from one or two bytes.
+    public mutating func below(_ bound: Int) -> Int {
+        bound <= 256 ? Int(byte()) % bound : Int(u16()) % bound
+    }
+    /// The next `count` bytes (fewer at the end of the input).
+    public mutating func take(_ count: Int) -> [UInt8] {
+        let n = min(max(count, 0), bytes.count)
+        defer { bytes.removeFirst(n) }
+        return Array(bytes.prefix(n))
+    }
+    /// The next `count` bytes, zero-padded to exactly `count`.
+    public mutating func exactly(_ count: Int) -> [UInt8] {
+        let b = take(count)
+        return b + [UInt8](repeating: 0, count: count - b.count)
+    }
+    /// What is left.
+    public mutating func rest() -> [UInt8] { take(bytes.count) }
+}
+
+/// A fake frontend's guest as the device fuzzers drive it: data pages
+/// granted to the backend, a canary page nothing grants, and the grant
+/// table's first frame, whose v1 entries (grant_table.h grant_entry_v1:
+/// flags, domid, frame) the input rewrites.
+public struct FuzzedGuest {
+    public let guest: FrontendGuest
+    public let first: GuestFrameNumber
+    public let refs: [GrantReference]
+    public let canary: GuestFrameNumber
+    public let table: GuestFrameNumber
+    public static let canaryByte: UInt8 = 0xa5
+
+    /// `pages` data pages, every `readOnlyEvery`-th granted read-only (0: none).
+    public init(_ guest: FrontendGuest, pages: Int, readOnlyEvery: Int = 0) throws {
+        self.guest = guest
+        let first = guest.allocatePages(pages)
+        self.first = first
+        canary = guest.allocatePages(1)
+        refs = try (0..<pages).map {
+            try guest.grant(GuestFrameNumber(first.rawValue + UInt64($0)), readOnly: readOnlyEvery > 0 && $0 % readOnlyEvery == 0)
+        }
+        try guest.memory.fill(at: guest.address(canary), count: 4096, with: Self.canaryByte)
+        table = try guest.grants.setupTable(domain: .`self`, frames: 1)[0]
+    }
+
+    private func entryAddress(_ ref: Int) -> GuestPhysicalAddress { GuestPhysicalAddress(table.rawValue << 12 + UInt64(ref) * 8) }
+
+    /// Rewrites up to 7 entries among the first `span` after the reserved
+    /// ones: raw words, or a permit-access entry with fuzzed flags and
+    /// domid for a data page, the canary, `extraFrames` or an absent frame.
+    public func rewriteGrants(_ r: inout FuzzReader, span: Int, extraFrames: [GuestFrameNumber] = []) throws {
+        let frames = [canary.rawValue, table.rawValue, 0, 0xffff_ffff] + extraFrames.map(\.rawValue)
+        for _ in 0..<r.below(8) {
+            let ref = 8 + r.below(span)
+            let entry: UInt64
+            if r.bool() {
+                entry = r.u64()
+            } else {
+                let f = r.byte()
+                let frame = f < 0x80 ? first.rawValue + UInt64(f) % UInt64(refs.count) : frames[Int(f) % frames.count]
+                entry = UInt64(r.u16() & 0x3f | 1) | UInt64(r.below(3)) << 16 | frame << 32
+            }
+            try guest.memory.store(entry, at: entryAddress(ref))
+        }
+    }
+
+    /// Whether any entry of the table's first frame names `frame`.
+    public func granted(_ frame: GuestFrameNumber) -> Bool {
+        (0..<512).contains { ref in
+            (try? guest.memory.load(UInt32.self, at: GuestPhysicalAddress(entryAddress(ref).rawValue + 4))) == UInt32(truncatingIfNeeded: frame.rawValue)
+        }
+    }
+
+    /// Fails unless the canary page is intact (or some entry named it).
+    public func checkCanary(_ target: String) throws {
+        guard !granted(canary) else { return }
+        let page = try guest.page(canary)
+        precondition(page.allSatisfy { $0 == Self.canaryByte }, "fuzz-\(target): a page nothing granted was written")
+    }
+}
+
+/// `bytes` of fresh guest RAM from address 0, host-mapped as a domain's is
+/// (so no target needs TestSupport's mock memory).
+public func guestRAM(_ bytes: Int) -> MappedGuestMemory {
+    do {
+        return try MappedGuestMemory(ranges: [GuestPhysicalRange(start: GuestPhysicalAddress(0), length: UInt64(bytes))])
+    } catch {
+        preconditionFailure("fuzz: cannot map \(bytes) bytes of guest RAM: \(error)")
+    }
+}
