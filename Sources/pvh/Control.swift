@@ -86,11 +86,75 @@ struct Shutdown: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Ask a running guest to power off through its control/shutdown watch (xl shutdown).")
 
-    @Argument(help: "The guest's name (pvh run --name).") var name: String
-    @Flag(name: [.short, .long], help: "Wait until the guest has gone.") var wait = false
+    @Argument(help: "The guest's name (pvh run --name).") var name: String?
+    @Flag(name: [.short, .customLong("all")], help: "Every guest: the daemon's and those pvh run started on their own (xl shutdown -a).")
+    var all = false
+    @Flag(name: [.short, .long], help: "Wait until the guest (with -a: every guest) has gone.") var wait = false
     @Option(name: .long, help: "Seconds --wait waits before failing (status 1).") var timeout: Double = 60
 
-    func run() throws { try requestShutdown(name: name, value: "poweroff", wait: wait, timeout: timeout) }
+    func validate() throws {
+        if all && name != nil { throw ValidationError("NAME and -a: one or the other") }
+        if !all && name == nil { throw ValidationError("a guest's NAME, or -a for every guest") }
+    }
+
+    func run() throws {
+        if let name { try requestShutdown(name: name, value: "poweroff", wait: wait, timeout: timeout) } else {
+            try shutdownAll(wait: wait, timeout: timeout)
+        }
+    }
+}
+
+/// `pvh shutdown -a [-w]`: every guest is asked first, so they power off
+/// side by side, and then (with -w) all are waited for within the one
+/// timeout (the daemon's list polled every 100 ms, as xl polls its domains). A guest gone meanwhile counts as done; one that
+/// cannot be asked is reported and the rest are still asked (status 1).
+func shutdownAll(wait: Bool, timeout: Double) throws {
+    let deadline = ContinuousClock.now + .milliseconds(Int(timeout * 1000))
+    let client = DaemonClient()
+    var daemonGuests: [String] = []
+    if client.isRunning {
+        do {
+            daemonGuests = try client.call("GET", "/v1/domains", as: [DomainInfo].self)
+                .filter { ["running", "paused"].contains($0.state) }.map(\.name)
+        } catch let failure as APIFailure { throw failure.exit }
+    }
+    let standalone = RuntimeDirectory.default.runningGuests().map(\.rawValue).filter { !daemonGuests.contains($0) }
+    var failed = false
+    for name in daemonGuests + standalone {
+        do { try requestShutdown(name: name, value: "poweroff", wait: false, timeout: timeout) } catch {
+            failed = true
+        }
+    }
+    if wait {
+        // Polled rather than asked again: a guest whose process is ending
+        // is neither running nor gone for the API's shutdown route. Done
+        // once each is gone or shut down (on_poweroff="preserve" keeps it).
+        var waiting = Set(daemonGuests)
+        while !waiting.isEmpty {
+            do {
+                let live = try client.call("GET", "/v1/domains", as: [DomainInfo].self)
+                    .filter { ["running", "paused", "dying"].contains($0.state) }.map(\.name)
+                waiting.formIntersection(live)
+            } catch let failure as APIFailure { throw failure.exit }
+            if waiting.isEmpty { break }
+            guard ContinuousClock.now < deadline else {
+                for name in waiting.sorted() {
+                    FileDescriptorConsoleSink(fd: 2).emit(Array("pvh: \(name): still running \(timeout) s after the poweroff request\n".utf8))
+                }
+                throw ExitCode(1)
+            }
+            Thread.sleep(forTimeInterval: 0.1)
+        }
+        for name in standalone {
+            let left = max((deadline - ContinuousClock.now) / .seconds(1), 0)
+            guard let guest = try? GuestLocator(name) else { continue }  // gone already
+            if !guest.waitUntilGone(timeout: left) {
+                FileDescriptorConsoleSink(fd: 2).emit(Array("pvh: \(name): still running \(timeout) s after the poweroff request\n".utf8))
+                failed = true
+            }
+        }
+    }
+    if failed { throw ExitCode(1) }
 }
 
 struct Reboot: ParsableCommand {

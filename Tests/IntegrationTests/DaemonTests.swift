@@ -261,6 +261,28 @@ struct DaemonTests {
         #expect(daemon.errors.contains("event: shutdown gamma (domain 1): poweroff"), "\(daemon.errors)")
     }
 
+    @Test("shutdown -a -w: every guest asked at once and waited for; NAME with -a refused")
+    func shutdownAll() throws {
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let daemon = try startDaemon()
+        defer { daemon.stop() }
+        #expect(try pvh(["create", try config("alpha")]).status == 0)
+        #expect(try pvh(["create", try config("beta")]).status == 0)
+        #expect(try domains().count == 2)
+        let both = try pvh(["shutdown", "-a", "alpha"])
+        #expect(both.status != 0 && both.stderr.contains("one or the other"), "\(both)")
+        #expect(try domains().count == 2)
+        let all = try pvh(["shutdown", "-a", "-w", "--timeout", "45"])
+        #expect(all.status == 0, "\(all)")
+        #expect(try domains().isEmpty)
+        // Nothing left: -a asks nobody and succeeds, as xl's does.
+        #expect(try pvh(["shutdown", "-a", "-w"]).status == 0)
+        kill(daemon.pid, SIGTERM)
+        #expect(daemon.waitForExit(timeout: .seconds(60)) == 0)
+        #expect(daemon.errors.contains("event: shutdown alpha (domain 1): poweroff"), "\(daemon.errors)")
+        #expect(daemon.errors.contains("event: shutdown beta (domain 2): poweroff"), "\(daemon.errors)")
+    }
+
     @Test("a guest that crashes at once with on_crash=\"restart\" is restarted 4 times, then destroyed")
     func crashLoopStops() throws {
         defer { try? FileManager.default.removeItem(atPath: directory) }
