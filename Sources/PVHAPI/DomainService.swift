@@ -32,6 +32,8 @@ public struct ResolvedCreateRequest: Sendable {
     public let overrides: [String]
     /// The name messages use (the client's file name, or `<request>`).
     public let source: String
+    /// Leave the domain paused once created (`paused` in the request).
+    public let paused: Bool
 
     /// Resolves `request` the way `pvh create` resolves a file.
     public init(_ request: CreateDomainRequest) throws(APIError) {
@@ -60,6 +62,7 @@ public struct ResolvedCreateRequest: Sendable {
         self.text = text
         self.overrides = overrides
         self.source = source
+        self.paused = request.paused ?? false
     }
 
     /// The largest config accepted (pvh create reads up to 16 MiB from a

@@ -147,16 +147,21 @@ public struct CreateDomainRequest: Codable, Hashable, Sendable {
     public var source: String?
     public var overrides: [String]?
     public var config: [String: JSON]?
+    /// xl create -p: the domain is left paused, its vCPUs not started,
+    /// until `unpause`.
+    public var paused: Bool?
 
-    public init(xlConfig: String? = nil, source: String? = nil, overrides: [String]? = nil, config: [String: JSON]? = nil) {
+    public init(xlConfig: String? = nil, source: String? = nil, overrides: [String]? = nil, config: [String: JSON]? = nil,
+                paused: Bool? = nil) {
         self.xlConfig = xlConfig
         self.source = source
         self.overrides = overrides
         self.config = config
+        self.paused = paused
     }
 
     enum CodingKeys: String, CodingKey {
-        case source, overrides, config
+        case source, overrides, config, paused
         case xlConfig = "xl_config"
     }
 }

@@ -34,6 +34,10 @@ public struct GuestLaunch: Hashable, Sendable {
     /// mode 0600 in the daemon's state directory) for the daemon's
     /// `/metrics` and `pvh top`; nil: nowhere.
     public var metricsSocket: String?
+    /// xl create -p: the child stops itself (SIGSTOP) once the domain is
+    /// built, before any vCPU runs (`--start-paused`); for its first start
+    /// only, a restart runs at once.
+    public var startPaused = false
 
     public init(executable: String, configPath: String, logPath: String, overrides: [String] = [], domain: DomainID,
                 stateDirectory: String? = nil) {
@@ -52,7 +56,7 @@ public struct GuestLaunch: Hashable, Sendable {
     public var exitRecord: String? { stateDirectory.map { "\($0)/\(domain.rawValue).exit" } }
 
     /// `pvh create -F --store-fd 3 --guest-store-fd 4 --domid N
-    /// [--reattach-socket PATH --exit-record PATH] [--metrics SOCKET] CONFIG
+    /// [--reattach-socket PATH --exit-record PATH] [--metrics SOCKET] [--start-paused] CONFIG
     /// KEY=VALUE...`;
     /// `on_reboot="destroy"` comes last so the child ends with status 3 on
     /// a reboot and the daemon applies the domain's real `on_reboot`
@@ -65,6 +69,7 @@ public struct GuestLaunch: Hashable, Sendable {
             arguments += ["--reattach-socket", reattachSocket, "--exit-record", exitRecord]
         }
         if let metricsSocket { arguments += ["--metrics", metricsSocket] }
+        if startPaused { arguments.append("--start-paused") }
         return arguments + [configPath] + overrides + ["on_reboot=\"destroy\""]
     }
 }

@@ -35,6 +35,14 @@ struct Create: ParsableCommand {
     @Flag(name: .customShort("F"), help: "Run the guest in this process, in the foreground, not through the daemon.")
     var foreground = false
 
+    @Flag(name: .customShort("p"), help: "Leave the guest paused once created, its vCPUs not started, until pvh unpause (xl create -p; through the daemon).")
+    var paused = false
+
+    /// The daemon's child for a `-p` create: stop (SIGSTOP) once the domain
+    /// is built, before a vCPU runs; the daemon's unpause continues it.
+    @Flag(name: .customLong("start-paused"), help: .hidden)
+    var startPaused = false
+
     @OptionGroup var metrics: MetricsOptions
 
     @OptionGroup var log: LogOptions
@@ -52,6 +60,12 @@ struct Create: ParsableCommand {
     func validate() throws {
         for line in overrides where !line.contains("=") {
             throw ValidationError("\(line): not KEY=VALUE (xl create takes one config file)")
+        }
+        if paused && foreground {
+            throw ValidationError("-p: only through the daemon (pvh unpause continues a daemon's guest; -F has no daemon)")
+        }
+        if startPaused && handoff.storeFD == nil {
+            throw ValidationError("--start-paused: only for the daemon's guest processes")
         }
     }
 
@@ -110,7 +124,7 @@ struct Create: ParsableCommand {
         handoff.apply(to: &config)
         let restart = domain.action(on: .reboot)
         try runInForeground(config, name: name, restartOnReboot: restart == .restart ? "on_reboot=\"restart\"" : nil,
-                            metrics: metrics.address(), log: log, named: true, store: handoff.store())
+                            metrics: metrics.address(), log: log, named: true, store: handoff.store(), startPaused: startPaused)
     }
 
     /// `POST /v1/domains` with the file's text and the overrides; the
@@ -121,7 +135,8 @@ struct Create: ParsableCommand {
         }
         let client = DaemonClient()
         try client.ensureRunning()
-        let request = CreateDomainRequest(xlConfig: String(decoding: bytes, as: UTF8.self), source: file, overrides: overrides)
+        let request = CreateDomainRequest(xlConfig: String(decoding: bytes, as: UTF8.self), source: file, overrides: overrides,
+                                          paused: paused ? true : nil)
         let body = Array(try JSONEncoder().encode(request))
         try reportingAPIErrors {
             let created = try client.call("POST", "/v1/domains", body: body, timeout: 60, as: CreatedDomain.self)

@@ -294,7 +294,7 @@ enum GuestLimits {
 /// the log and `pvh dmesg`'s file are kept under it after the guest ends.
 func runInForeground(_ config: GuestConfiguration, name guestName: GuestName, restartOnReboot restartReason: String?,
                      metrics: MetricsOption? = nil, log: LogOptions, named: Bool,
-                     store handedOver: HandedOverStore? = nil) throws {
+                     store handedOver: HandedOverStore? = nil, startPaused: Bool = false) throws {
     let rawName = guestName.rawValue
     let (logger, componentLogger) = log.logger(for: config, named: named)
     // The signals pvh acts on are blocked in every thread (each thread
@@ -425,6 +425,10 @@ func runInForeground(_ config: GuestConfiguration, name guestName: GuestName, re
         // memory/static-max from the toolstack is the domain's cap (pvh mem-max).
         let memoryLimit = domain.watchMemoryLimit()
         defer { memoryLimit.map(domain.store.unwatch) }
+        // xl create -p: built, not run. The whole process stops here; the
+        // daemon sees it stopped (proc(5) state T), records the domain
+        // paused, and its unpause (SIGCONT) lets the vCPUs start.
+        if startPaused && boots == 1 { kill(getpid(), SIGSTOP) }
         guard current.start(domain) else { break }
         end = domain.run()
         current.finished()

@@ -127,16 +127,20 @@ final class Supervisor: DomainService, Sendable {
         }
         writeStoreNodes(record)
         openConsole(record)
-        let launch = GuestLaunch(executable: paths.executable, configPath: configPath, logPath: logPath(record.name),
+        var launch = GuestLaunch(executable: paths.executable, configPath: configPath, logPath: logPath(record.name),
                                  overrides: request.overrides, domain: record.id, stateDirectory: paths.stateDirectory)
+        launch.startPaused = request.paused
         do {
             try start(record.id, launch)
         } catch {
             forget(record.id)
             throw APIError(.internalError, "cannot start the guest process: \(error)")
         }
-        let started = state.withLock { $0.registry[record.id] } ?? record
+        var started = state.withLock { $0.registry[record.id] } ?? record
         publish(DomainEvent(type: .created, record: started, time: Self.now))
+        if request.paused, let paused = await markPausedOnceStopped(record.id) {
+            started = paused
+        }
         return CreatedDomain(domain: info(started), warnings: request.warnings)
     }
 
@@ -267,6 +271,8 @@ final class Supervisor: DomainService, Sendable {
             throw error
         }
         if let consoleEnds, let console { console.connect(consoleEnds.0) }
+        // Only the first start is paused: a restart (reboot) runs at once.
+        launch.startPaused = false
         state.withLock { s in
             s.processes[id] = process
             s.launches[id] = launch
@@ -623,5 +629,43 @@ extension Supervisor {
     /// Publishes a device event on the stream.
     func publishDeviceEvent(_ type: DomainEvent.Kind, _ record: DomainRecord, device: String) {
         publish(DomainEvent(type: type, record: record, reason: device, time: Self.now))
+    }
+}
+
+// MARK: - xl create -p
+
+extension Supervisor {
+    /// Waits (at most 60 s: the domain is built first, its kernel loaded)
+    /// until a guest process started with `--start-paused` has stopped
+    /// itself, then records the domain paused, so that an `unpause`
+    /// (SIGCONT) can never come before that stop and be lost. nil when the
+    /// process ended instead (its watcher reports how) or never stopped.
+    func markPausedOnceStopped(_ id: DomainID) async -> DomainRecord? {
+        guard let pid = state.withLock({ $0.processes[id]?.pid }) else { return nil }
+        let deadline = ContinuousClock.now + .seconds(60)
+        while ContinuousClock.now < deadline {
+            switch Self.processState(pid) {
+            case "T"?:
+                let updated = state.withLock { s in
+                    s.processes[id]?.pid == pid ? s.registry.update(id) { $0.state = .paused } : nil
+                }
+                if let updated { publish(DomainEvent(type: .paused, record: updated, time: Self.now)) }
+                return updated
+            case nil, "Z"?, "X"?:
+                return nil
+            default:
+                try? await Task.sleep(for: .milliseconds(5))
+            }
+        }
+        log("domain \(id.rawValue): its process did not stop itself within 60 s of a paused create; left running")
+        return nil
+    }
+
+    /// proc(5) `stat` field 3, the process state (`T` stopped by a signal);
+    /// nil when the process is gone.
+    static func processState(_ pid: Int32) -> Character? {
+        guard let text = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
+              let close = text.lastIndex(of: ")") else { return nil }
+        return text[close...].dropFirst().first { $0 != " " }
     }
 }

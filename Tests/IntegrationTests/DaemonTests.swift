@@ -261,6 +261,31 @@ struct DaemonTests {
         #expect(daemon.errors.contains("event: shutdown gamma (domain 1): poweroff"), "\(daemon.errors)")
     }
 
+    @Test("create -p: the guest is built but paused, no instruction of it run, until unpause; then it runs and shuts down; -p with -F refused")
+    func createPaused() throws {
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let daemon = try startDaemon()
+        defer { daemon.stop() }
+        let refused = try pvh(["create", "-p", "-F", try config("delta")])
+        #expect(refused.status == 2 && refused.stderr.contains("-p: only through the daemon"), "\(refused)")
+        let created = try pvh(["create", "-p", try config("delta")])
+        #expect(created.status == 0, "\(created)")
+        // Answered once the process had stopped itself: paused, and the
+        // test guest (which prints at its first instructions) silent.
+        let paused = try #require(try domains().first)
+        #expect(paused["state"] as? String == "paused" && (paused["flags"] as? String)?.contains("p") == true, "\(paused)")
+        #expect(!guestLog("delta").contains("PVHTEST"), "\(guestLog("delta"))")
+        #expect(try pvh(["unpause", "delta"]).status == 0)
+        let running = until(30, daemon: daemon) { guestLog("delta").contains("PVHTEST control WAITING") }
+        #expect(running, "\(guestLog("delta"))")
+        #expect(try domains().first?["state"] as? String == "running")
+        let shutdown = try pvh(["shutdown", "-w", "--timeout", "45", "delta"])
+        #expect(shutdown.status == 0, "\(shutdown)")
+        kill(daemon.pid, SIGTERM)
+        #expect(daemon.waitForExit(timeout: .seconds(60)) == 0)
+        #expect(daemon.errors.contains("event: paused delta (domain 1)"), "\(daemon.errors)")
+    }
+
     @Test("shutdown -a -w: every guest asked at once and waited for; NAME with -a refused")
     func shutdownAll() throws {
         defer { try? FileManager.default.removeItem(atPath: directory) }
