@@ -16,7 +16,10 @@ enum Env {
         ?? repo.appendingPathComponent("guest-kit/out")
     static func kernel(_ version: String) -> String { kit.appendingPathComponent("vmlinuz-\(version)").path }
     static func hasKernel(_ version: String) -> Bool { FileManager.default.fileExists(atPath: kernel(version)) }
-    static let pvhBinary = repo.appendingPathComponent(".build/debug/pvh").path
+    /// `.build/debug/pvh`, or `PVH_BINARY`: scripts/sanitize.sh points it at
+    /// the sanitizer build's pvh, so the guests the tests boot run instrumented too.
+    static let pvhBinary = ProcessInfo.processInfo.environment["PVH_BINARY"]
+        ?? repo.appendingPathComponent(".build/debug/pvh").path
     static let hasPVHBinary = FileManager.default.isExecutableFile(atPath: pvhBinary)
 
     /// Builds the test guest with the system gcc (once per test process).
