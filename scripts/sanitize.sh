@@ -76,19 +76,13 @@ for f in "${filters[@]}"; do args+=(--filter "$f"); done
 limit=${PVH_SANITIZE_LIMIT:-900}
 run_start=$SECONDS
 status=0
-setsid stdbuf -oL -eL swift test --skip-build --sanitize="$sanitizer" --scratch-path "$scratch" "${args[@]}" &
-pid=$!
-deadline=$((SECONDS + limit))
-while kill -0 "$pid" 2>/dev/null && [ "$SECONDS" -lt "$deadline" ]; do
-    sleep 2
-done
-if kill -0 "$pid" 2>/dev/null; then
+# timeout signals its whole process group: swift test and the test process.
+timeout -s KILL "$limit" stdbuf -oL -eL swift test --skip-build --sanitize="$sanitizer" --scratch-path "$scratch" "${args[@]}" \
+    || status=$?
+if [ $status -eq 137 ]; then
     echo "sanitize.sh: $sanitizer: tests still running after ${limit} s; killed" >&2
-    kill -KILL -- -"$pid" 2>/dev/null || true
-    wait "$pid" 2>/dev/null || true
     exit 124
 fi
-wait "$pid" || status=$?
 if [ $status -ne 0 ]; then
     echo "sanitize.sh: $sanitizer: FAILED (exit $status) after $((SECONDS - run_start)) s" >&2
     exit 1
