@@ -2086,12 +2086,13 @@ const char *blk_hostile_batch(uint64_t (*rnd)(void), unsigned *sent)
 	uint64_t id0 = 0x4057000000000000ULL | (uint64_t)(a->next_id & 0xffff) << 8;
 	if (!a->connected)
 		return "internal: disk A not connected";
+	uint64_t tb = rdtsc();
 	a->next_id++;
 	/* Data pages 0..3, writable grants the backend may map (and must unmap). */
 	for (unsigned p = 0; p < 4; p++)
 		gnttab_grant_ref(page_ref(BLK_DATA0 + p), a->xb.beid, page_gfn(BLK_DATA0 + p), 0);
-	/* An indirect page of garbage, granted too. */
-	for (unsigned i = 0; i < PAGE_SIZE / 8; i++)
+	/* An indirect page of garbage (the descriptors a request of up to 64 segments reads), granted too. */
+	for (unsigned i = 0; i < 64; i++)
 		((uint64_t *)blk_page(BLK_IND0))[i] = rnd();
 	gnttab_grant_ref(page_ref(BLK_IND0), a->xb.beid, page_gfn(BLK_IND0), 1);
 	for (unsigned k = 0; k < n; k++) {
@@ -2171,10 +2172,13 @@ const char *blk_hostile_batch(uint64_t (*rnd)(void), unsigned *sent)
 	if (rc != 0)
 		return fail("EVTCHNOP_send(port %u) rc %ld", Q->port, rc);
 	*sent += n;
+	uint64_t t0 = rdtsc();
+	DBG(1, "PVHINFO blk: %u malformed requests built in %lu ms\n", n, (unsigned long)((t0 - tb) / tsc_khz()));
 	if (!hb_answered(Q) && !wait_until(hb_answered, Q, blk_timeout, blk_hlt, NULL) && !hb_answered(Q))
 		return fail("disk A: %u of %u malformed requests unanswered after %lu ms (rsp_prod %u, req_prod %u)",
 			    Q->ring.req_prod_pvt - *(volatile RING_IDX *)&Q->ring.sring->rsp_prod, n,
 			    (unsigned long)blk_timeout, Q->ring.sring->rsp_prod, Q->ring.req_prod_pvt);
+	DBG(1, "PVHINFO blk: %u malformed requests answered in %lu ms\n", n, (unsigned long)((rdtsc() - t0) / tsc_khz()));
 	xen_rmb();
 	for (RING_IDX i = Q->ring.rsp_cons; i != Q->ring.req_prod_pvt; i++) {
 		blkif_response_t rsp;

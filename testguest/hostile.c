@@ -315,7 +315,7 @@ static void numbers(void)
 static void op_xen_version(void)
 {
 	unsigned cmd = below(4) ? below(32) : (unsigned)rnd();
-	fill(scratch, 1536);
+	fill(scratch, 256);
 	seen(xen_version(cmd, place(scratch, 0, 1)), "xen_version", cmd);
 	/* do_xen_version: copy_to_guest of the 16-byte extraversion faults: -EFAULT. */
 	want(xen_version(XENVER_extraversion, address((enum where)(W_HOLE + below(3)))), -XEN_EFAULT,
@@ -402,7 +402,7 @@ static void op_memory(void)
 		XENMEM_acquire_resource, 18 /* XENMEM_get_sharing_freed_pages */, 63,
 	};
 	unsigned cmd = cmds[below(ARRAY_SIZE(cmds))];
-	fill(scratch, 1536);
+	fill(scratch, 256);
 	uintptr_t arg;
 	switch (cmd) {
 	case XENMEM_increase_reservation:
@@ -502,7 +502,7 @@ static void op_vcpu(void)
 	unsigned cmd = below(16) ? below(14) : 14 + (unsigned)(rnd() & 0xfffff);
 	unsigned vcpu = below(3) ? 0 : (below(2) ? 1 + below(200) : (unsigned)rnd());
 	uintptr_t arg;
-	fill(scratch, 1536);
+	fill(scratch, 256);
 	switch (cmd) {
 	case VCPUOP_initialise:
 	case VCPUOP_down:
@@ -544,7 +544,7 @@ static void op_hvm(void)
 		HVMOP_guest_request_vm_event, HVMOP_altp2m, 26, 0x10000,
 	};
 	unsigned cmd = cmds[below(ARRAY_SIZE(cmds))];
-	fill(scratch, 1536);
+	fill(scratch, 256);
 	uintptr_t arg;
 	switch (cmd) {
 	case HVMOP_set_param:
