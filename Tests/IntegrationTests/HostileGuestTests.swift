@@ -157,10 +157,16 @@ struct HostileGuestTests {
         #expect(log("calm").contains("PVHTEST control PASS"), "\(log("calm"))")
 
         // The hostile guest's own verdict, then its poweroff.
-        let verdict = until(Self.seconds * 3 + 240) { log("hostile").contains("PVHTEST hostile_storm ") }
-        let after = procStatusKiB(hostilePID, "VmRSS") ?? 0
+        // Its VmRSS read about twice a second until then (the process ends soon after).
+        let watched = Self.watchRSS(hostilePID, timeout: .seconds(Self.seconds * 3 + 240)) {
+            if log("hostile").contains("PVHTEST hostile_storm ") { return true }
+            _ = daemon.waitForExit(timeout: .milliseconds(500))
+            return false
+        }
+        let verdict = watched.done
         let line = log("hostile").split(separator: "\n").first { $0.contains("PVHTEST hostile_storm ") }.map(String.init)
-        print("hostile_storm beside calm: \(Self.seconds) s of rounds; the calm guest's checks ran \(stillHostile ? "during" : "after") them; hostile VmRSS before \(before) KiB, at its verdict \(after) KiB")
+        print("hostile_storm beside calm: \(Self.seconds) s of rounds; the calm guest's checks ran \(stillHostile ? "during" : "after") them; hostile VmRSS before \(before) KiB, peak \(watched.peakKiB) KiB")
+        #expect(before > 0 && watched.peakKiB - before < Self.rssBoundKiB, "VmRSS \(before) KiB before, peak \(watched.peakKiB) KiB")
         #expect(verdict, "\(log("hostile").split(separator: "\n").filter { !$0.contains("PVHJUNK") }.joined(separator: "\n"))")
         #expect(line?.contains("PVHTEST hostile_storm PASS seed=") == true && line?.hasSuffix(" a=closed b=ok") == true, "\(line ?? "none")")
         #expect(try until(120) { try !domains().contains { $0["name"] as? String == "hostile" } }, "powered off and gone")
