@@ -4,7 +4,8 @@
  *
  * A guest that throws garbage at the VMM as fast as it can for a bounded
  * time, then checks that the VMM still answers correctly:
- *   - every hypercall number 0..63 and some beyond, with random arguments;
+ *   - every hypercall number 0..63 and the page's entries 64, 100 and 127,
+ *     with random arguments;
  *   - every sub-op of the hypercalls pvh implements (xen_version,
  *     console_io, sched_op, memory_op, vcpu_op, hvm_op, event_channel_op,
  *     grant_table_op, set_timer_op) with random argument structs, placed in
