@@ -1053,7 +1053,8 @@ unsigned long opt_num(const char *key, unsigned long def)
 	return n;
 }
 
-static const char *scen_console_ring(void)
+/* The console ring and port from the HVM params, into cons and cons_port. */
+static const char *cons_setup(void)
 {
 	const char *r;
 	uint64_t pfn, port;
@@ -1073,7 +1074,45 @@ static const char *scen_console_ring(void)
 
 	/* Upcalls are only a wake-up source here; the ring is polled. */
 	if ((r = xen_setup()))
-		printk("PVHINFO console_ring without upcalls: %s\n", r);
+		printk("PVHINFO console ring without upcalls: %s\n", r);
+	return NULL;
+}
+
+/*
+ * console_flood (issue 13 item 5): pvh.console_flood_kib KiB (default 256)
+ * of numbered 64-byte lines "PVHFLOOD <n> ...\n" on the PV console, each
+ * write failing if the ring stays full for 1 s (cons_write): the host side
+ * must keep taking output whether or not anyone reads it.
+ */
+static const char *scen_console_flood(void)
+{
+	const char *r;
+	uint64_t kib = opt_num("pvh.console_flood_kib=", 256), lines = kib * 1024 / 64;
+	static char line[65];
+
+	if ((r = cons_setup()))
+		return r;
+	for (uint64_t i = 0; i < lines; i++) {
+		int len = snprintf(line, sizeof(line), "PVHFLOOD %08lu %.45s\n", (unsigned long)i,
+				   "0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJ");
+		if (len != 64)
+			return fail("internal: line of %d bytes", len);
+		if ((r = cons_write(line, 64)))
+			return fail("line %lu: %s", (unsigned long)i, r);
+	}
+	if (!wait_until(out_drained, NULL, 2000, 0, NULL))
+		return fail("VMM did not consume the output ring in 2 s (out_cons %u out_prod %u)",
+			    cons->out_cons, cons->out_prod);
+	pass_note("lines=%lu bytes=%lu", (unsigned long)lines, (unsigned long)(lines * 64));
+	return NULL;
+}
+
+static const char *scen_console_ring(void)
+{
+	const char *r;
+
+	if ((r = cons_setup()))
+		return r;
 
 	static const char hello[] = "PVHTEST-CONSOLE-RING hello\n";
 	if ((r = cons_write(hello, sizeof(hello) - 1)))
@@ -1527,6 +1566,7 @@ const struct scenario xen_scenarios[] = {
 	{ "pvclock", scen_pvclock },
 	{ "timer", scen_timer },
 	{ "console_ring", scen_console_ring },
+	{ "console_flood", scen_console_flood },
 	{ "smp", scen_smp },
 	{ "smp_sipi", scen_smp_sipi },
 	{ "halt_cli", scen_halt_cli },
