@@ -14,6 +14,8 @@
  *   pvh.scenarios=blk_err         the status of one write (pvh.blkexpect), then a read
  *   pvh.scenarios=blk_scribble    two disks; garbage over one's ring: the backend fails
  *                                 that device (xenbus Closing, error node), the other works
+ *   pvh.scenarios=blk_kill9       numbered rounds of writes, each flushed and then reported,
+ *                                 until the host kills pvh (kill -9) and checks the disk
  *
  * Knobs (testguest/README.md): pvh.blkdev, pvh.blkdev2, pvh.blkseed, pvh.blkstart,
  * pvh.blksectors, pvh.blkindirect, pvh.blkexpect, pvh.blksector,
@@ -1833,6 +1835,75 @@ static const char *scen_blk_scribble(void)
 }
 
 /* ------------------------------------------------------------------ */
+/* blk_kill9 (issue 13 item 5): the host kills pvh in the middle of it  */
+
+/*
+ * Round s = 1, 2, ...: pvh.blkkill9pages pages (default 8) of sequence s's
+ * pattern (seed s: every sector says it belongs to round s) at slot
+ * (s - 1) % slots of the region (pvh.blkstart, pvh.blksectors; slots =
+ * region pages / pages per round), as one-page requests (the ring keeps
+ * several in flight), "PVHKILL9 written <s>" once they are answered, then
+ * BLKIF_OP_FLUSH_DISKCACHE; once the flush is answered OKAY, "PVHKILL9
+ * flushed <s>" on the console (the test kills pvh after a random one of
+ * these lines, so in a flush or in a round's writes). blkif.h: a flush
+ * answered OKAY means every write completed before it is on stable storage;
+ * so the host, having killed pvh with SIGKILL at any moment, must find
+ * every sector of every reported round's slot holding that round's pattern
+ * (or a later round's in the same slot: written, not yet reported).
+ * Wrapping round the region overwrites old rounds, so a stale page shows.
+ * Stops after pvh.blkkill9rounds rounds (default 1000000) and passes: the
+ * test kills it long before.
+ */
+static const char *scen_blk_kill9(void)
+{
+	struct blk_dev *d = &dev;
+	const char *r;
+	uint64_t start, count;
+	int16_t st;
+	const struct xfer one = { .segs = 1 };
+	uint64_t pages = opt_num("pvh.blkkill9pages=", 8), rounds = opt_num("pvh.blkkill9rounds=", 1000000);
+	if (!pages || pages > BLK_DATA_PAGES)
+		return fail("pvh.blkkill9pages=%lu: want 1..%u", (unsigned long)pages, BLK_DATA_PAGES);
+	if ((r = blk_begin(d, NULL, 0)) || (r = blk_connect(d, 0, 1, 0, NULL)) || (r = need_writable(d)) ||
+	    (r = blk_region(d, &start, &count)))
+		return blk_end(d, r);
+	if (!d->flush)
+		return blk_end(d, "backend does not offer feature-flush-cache");
+	/*
+	 * Waits spin: what this scenario checks is the disk, from the host, not
+	 * the events' timing (blk_run's 500 ms bound on the upcall after the
+	 * responses fails spuriously on a heavily loaded host).
+	 */
+	blk_hlt = 0;
+	uint64_t slots = count / SECTS_PER_PAGE / pages;
+	if (!slots)
+		return blk_end(d, fail("region of %lu sectors holds no round of %lu pages", (unsigned long)count,
+				       (unsigned long)pages));
+	printk("PVHKILL9 start region=%lu+%lu pages=%lu slots=%lu\n", (unsigned long)start, (unsigned long)count,
+	       (unsigned long)pages, (unsigned long)slots);
+	for (uint64_t s = 1; s <= rounds; s++) {
+		uint64_t lba = start + (s - 1) % slots * pages * SECTS_PER_PAGE;
+		for (unsigned i = 0; i < pages; i++)
+			for (unsigned k = 0; k < SECTS_PER_PAGE; k++)
+				pat_fill((uint64_t *)(data_page(i) + k * SECT), lba + i * SECTS_PER_PAGE + k, (uint32_t)s);
+		unsigned n = build_rw(d, BLKIF_OP_WRITE, lba, (unsigned)pages, &one);
+		if ((r = blk_run(d, reqs, n)) || (r = all_okay(reqs, n)))
+			return blk_end(d, fail("round %lu write: %s", (unsigned long)s, keep(r)));
+		/* Not durable yet: the host may kill pvh during the flush that follows. */
+		printk("PVHKILL9 written %lu\n", (unsigned long)s);
+		if ((r = blk_simple(d, BLKIF_OP_FLUSH_DISKCACHE, 0, 0, &st)))
+			return blk_end(d, fail("round %lu flush: %s", (unsigned long)s, keep(r)));
+		if (st != BLKIF_RSP_OKAY)
+			return blk_end(d, fail("round %lu flush: status %d (%s)", (unsigned long)s, st, status_name(st)));
+		printk("PVHKILL9 flushed %lu\n", (unsigned long)s);
+	}
+	if ((r = blk_end(d, NULL)))
+		return r;
+	pass_note("rounds=%lu pages=%lu slots=%lu", (unsigned long)rounds, (unsigned long)pages, (unsigned long)slots);
+	return NULL;
+}
+
+/* ------------------------------------------------------------------ */
 /* blk_hotplug (issue 12): vbds the toolstack adds while we run         */
 
 /* The vbd numbers in device/vbd now (none if it is absent): how many. */
@@ -2020,6 +2091,7 @@ const struct scenario blk_scenarios[] = {
 	{ "blk_early_init", scen_blk_early_init },
 	{ "blk_err", scen_blk_err },
 	{ "blk_scribble", scen_blk_scribble },
+	{ "blk_kill9", scen_blk_kill9 },
 	{ "blk_hotplug", scen_blk_hotplug },
 };
 const size_t nr_blk_scenarios = ARRAY_SIZE(blk_scenarios);

@@ -380,6 +380,9 @@ func runInForeground(_ config: GuestConfiguration, name guestName: GuestName, re
         }
     }
     defer { reattachListener?.close() }
+    // A reader of stdout that goes away (`pvh run | head`) must not end
+    // the guest: EPIPE, not SIGPIPE, and the console sink drops and counts.
+    signal(SIGPIPE, SIG_IGN)
     // SIGINT/SIGTERM from outside stop the guest cleanly (terminal restored, status 130).
     var sources = signalSources([SIGINT, SIGTERM]) { current.stop() }
     // SIGUSR1: each vCPU prints its registers and stack top (xl debug-keys).
@@ -397,11 +400,16 @@ func runInForeground(_ config: GuestConfiguration, name guestName: GuestName, re
     var end = DomainExit.stopped
     var boots = 0
     defer { if !named || boots == 0 { consoleFile?.remove() } }
+    // stdout (the PV console, and the hypervisor console with `stdout`)
+    // through a bounded buffer: a reader that stops reading never holds
+    // the console's device thread or the guest (docs/ARCHITECTURE.md: Host faults).
+    let stdoutSink = BufferedConsoleSink(fd: 1)
     repeat {
         let domain: Domain
         do {
-            domain = try Domain(configuration: config, console: FileDescriptorConsoleSink(fd: 1), domainStore: domainStore,
-                                hypervisorConsole: log.hypervisorConsoleOutputs(logger: logger, file: consoleFile), logger: logger)
+            domain = try Domain(configuration: config, console: stdoutSink, domainStore: domainStore,
+                                hypervisorConsole: log.hypervisorConsoleOutputs(logger: logger, file: consoleFile, stdout: stdoutSink),
+                                logger: logger)
         } catch {
             terminal.restore()
             metricsServer?.stop()
@@ -437,6 +445,14 @@ func runInForeground(_ config: GuestConfiguration, name guestName: GuestName, re
     if current.stopRequested && end == .shutdown(.reboot) && restartReason != nil { end = .stopped }
     terminal.restore()
     sources.forEach { $0.cancel() }
+    // What the guest wrote reaches stdout, unless nobody reads it: then
+    // pvh ends without waiting for the reader, saying what it lost.
+    let unwritten = stdoutSink.flush(idle: .seconds(5))
+    if stdoutSink.dropped > 0 || unwritten > 0 {
+        let lost = "console: \(stdoutSink.dropped) bytes of guest output dropped and \(unwritten) not written: stdout was not read"
+        logger.warning("\(lost)")
+        FileDescriptorConsoleSink(fd: 2).emit(Array("pvh: \(lost)\n".utf8))
+    }
     if case .shutdown(.poweroff) = end {} else {
         FileDescriptorConsoleSink(fd: 2).emit(Array("pvh: \(end)\n".utf8))
     }
