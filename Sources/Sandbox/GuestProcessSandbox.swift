@@ -85,9 +85,12 @@ public enum GuestProcessSandbox {
         // The log file rotating, the exit record and the hypervisor
         // console's file being renamed into place, and `pvh run` removing
         // its socket and directory at the end use openat, fchmod, rename,
-        // unlink and rmdir too.
+        // unlink and rmdir too; Foundation's createFile(attributes:) (the
+        // log's and the hypervisor console's rewrites) sets the mode with
+        // chmod by path. None of these reaches more than openat already
+        // does: what the process's uid owns (the jailer's part, not built).
         rules += ["io_uring_setup", "io_uring_enter", "io_uring_register", "fsync", "fdatasync", "fallocate", "flock",
-                  "ftruncate", "openat", "fchmod", "rename", "renameat", "renameat2", "unlink", "unlinkat", "rmdir"]
+                  "ftruncate", "openat", "fchmod", "chmod", "fchmodat", "rename", "renameat", "renameat2", "unlink", "unlinkat", "rmdir"]
             .map(SyscallRule.allow)
         // Sockets: the daemon's store and console, the reattach listener
         // (SCM_RIGHTS from a new daemon), the metrics server (Unix or TCP),
