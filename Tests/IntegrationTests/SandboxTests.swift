@@ -29,6 +29,7 @@ extension DaemonTests {
         #expect(try until(60, daemon: daemon) { try state("victim") == "crashed" })
         let long = try pvh(["list", "-l", "victim"])
         #expect(long.status == 0 && long.stdout.contains("\"crashed\""), "\(long)")
+        #expect(long.stdout.contains("\"last_end\" : \"killed by the sandbox (seccomp): signal 31, SIGSYS"), "\(long)")
         // calm is confined too, and answers.
         #expect(try until(30, daemon: daemon) { guestLog("calm").contains("sandbox: seccomp filter loaded") }, "\(guestLog("calm"))")
         #expect(try state("calm") == "running")
