@@ -59,6 +59,12 @@ let package = Package(
                 .linkedLibrary("z"), .linkedLibrary("lzma"), .linkedLibrary("bz2"),
                 .linkedLibrary("lz4"), .linkedLibrary("zstd"),
             ]),
+        // C shim for the guest process's sandbox: libseccomp (Debian's
+        // libseccomp-dev) and the capability calls (linux/capability.h).
+        .target(name: "CSeccomp", linkerSettings: [.linkedLibrary("seccomp")]),
+        // The guest process's sandbox (issue 13 item 4): its seccomp filter,
+        // the capability drop, the test-only forbidden call.
+        .target(name: "Sandbox", dependencies: ["CSeccomp"], swiftSettings: safeSettings),
         // Guest physical memory: the protocol, bounds-checked accessors, the mmap implementation.
         .target(name: "GuestMemory"),
         // Xen ABI: typed IDs, hypercall numbers, errno, layouts taken from Xen's headers.
@@ -154,7 +160,7 @@ let package = Package(
             swiftSettings: safeSettings),
         .executableTarget(
             name: "pvh",
-            dependencies: ["DeviceSpecs", "VMM", "KVM", "XenStore", "XenABI", "XenBus", "XLConfig", "PVHMetrics", "PVHLogging", "Toolstack", "PVHAPI", "PVHAPIClient", "HostIO",
+            dependencies: ["DeviceSpecs", "VMM", "KVM", "XenStore", "XenABI", "XenBus", "XLConfig", "PVHMetrics", "PVHLogging", "Toolstack", "PVHAPI", "PVHAPIClient", "HostIO", "Sandbox",
                            .product(name: "ArgumentParser", package: "swift-argument-parser"),
                            .product(name: "Logging", package: "swift-log")]),
         // Benchmarks: pvh beside its reference (bare KVM exit, host decompressors, fio).

@@ -98,6 +98,10 @@ public struct DomainInfo: Codable, Hashable, Sendable {
     public var startTime: Double
     public var pid: Int?
     public var restarts: Int
+    /// How the domain's last guest process ended (the events' reason:
+    /// `killed by the sandbox (seccomp): ...` for a forbidden system
+    /// call); absent until one ended.
+    public var lastEnd: String?
     /// The resolved config, as `pvh create -n` prints it.
     public var config: JSON
     /// The Unix socket of the domain's PV console (`pvh console`'s way in;
@@ -123,12 +127,14 @@ public struct DomainInfo: Codable, Hashable, Sendable {
         startTime = record.startTime
         pid = record.processID.map(Int.init)
         restarts = record.restarts
+        lastEnd = record.lastEnd
         config = JSON(record.configuration.json)
         self.console = console
     }
 
     enum CodingKeys: String, CodingKey {
         case name, domid, uuid, state, flags, vcpus, pid, restarts, config, console
+        case lastEnd = "last_end"
         case memoryMiB = "memory_mib"
         case memoryTargetKiB = "memory_target_kib"
         case maxMemoryKiB = "max_memory_kib"

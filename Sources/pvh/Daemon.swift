@@ -61,9 +61,14 @@ struct Daemon: ParsableCommand {
                                valueName: "address"))
     var metrics: String?
 
+    @OptionGroup var sandbox: SandboxOptions
+
     func validate() throws { try MetricsOptions.check(metrics) }
 
     func run() throws {
+        // The daemon's guest processes read it once at their start
+        // (GuestSandboxSetting); a detached daemon inherits it too.
+        if sandbox.noSandbox { setenv(GuestSandboxSetting.variable, "off", 1) }
         let api = apiSocket ?? DaemonDefaults.apiSocket
         let storeSocket = xenStoreSocket ?? DaemonDefaults.xenStoreSocket
         if !foreground {

@@ -134,6 +134,8 @@ struct Run: ParsableCommand {
 
     @OptionGroup var handoff: StoreHandoffOptions
 
+    @OptionGroup var sandbox: SandboxOptions
+
     func run() throws {
         let rawName = name ?? "pvh-\(getpid())"
         guard let guestName = GuestName(rawName) else { usageFailure("--name \(rawName): \(GuestName.rule)") }
@@ -154,7 +156,8 @@ struct Run: ParsableCommand {
                                         networks: networkSpecifications)
         handoff.apply(to: &config)
         try runInForeground(config, name: guestName, restartOnReboot: onReboot == .restart ? "--on-reboot restart" : nil,
-                            metrics: metrics.address(), log: log, named: name != nil, store: handoff.store())
+                            metrics: metrics.address(), log: log, named: name != nil, store: handoff.store(),
+                            sandbox: GuestSandboxSetting(options: sandbox, guestName: guestName.rawValue))
     }
 }
 
@@ -294,7 +297,8 @@ enum GuestLimits {
 /// the log and `pvh dmesg`'s file are kept under it after the guest ends.
 func runInForeground(_ config: GuestConfiguration, name guestName: GuestName, restartOnReboot restartReason: String?,
                      metrics: MetricsOption? = nil, log: LogOptions, named: Bool,
-                     store handedOver: HandedOverStore? = nil, startPaused: Bool = false) throws {
+                     store handedOver: HandedOverStore? = nil, startPaused: Bool = false,
+                     sandbox: GuestSandboxSetting) throws {
     let rawName = guestName.rawValue
     let (logger, componentLogger) = log.logger(for: config, named: named)
     // The signals pvh acts on are blocked in every thread (each thread
@@ -306,6 +310,9 @@ func runInForeground(_ config: GuestConfiguration, name guestName: GuestName, re
     sigemptyset(&handled)
     for sig in [SIGINT, SIGTERM, SIGUSR1] { sigaddset(&handled, sig) }
     pthread_sigmask(SIG_BLOCK, &handled, nil)
+    // The passt spawner is forked now, before any domain exists (it keeps
+    // none of this process's descriptors either way).
+    sandbox.prepare(logger: logger)
     let runtime = RuntimeDirectory.default
     let domainStore: DomainStore
     let socketServer: XenStoreSocketServer?
@@ -433,6 +440,10 @@ func runInForeground(_ config: GuestConfiguration, name guestName: GuestName, re
         // memory/static-max from the toolstack is the domain's cap (pvh mem-max).
         let memoryLimit = domain.watchMemoryLimit()
         defer { memoryLimit.map(domain.store.unwatch) }
+        // Set-up is done (memory mapped, images opened, vCPUs created, passt
+        // started, sockets connected): confined before the first vCPU runs,
+        // once; a restarted domain is built under the filter.
+        if boots == 1 { try sandbox.confine(logger: logger) }
         // xl create -p: built, not run. The whole process stops here; the
         // daemon sees it stopped (proc(5) state T), records the domain
         // paused, and its unpause (SIGCONT) lets the vCPUs start.

@@ -332,6 +332,8 @@ final class Supervisor: DomainService, Sendable {
             decision = ShutdownPolicy.Decision(action: .destroy, warning: nil)
         }
         let reason: String = if case .signaled = end { "\(end)" } else { domainEnd.reason }
+        if end.killedBySandbox { log("\(record.name) (domain \(id.rawValue)): its guest process made a system call its sandbox forbids (docs/ARCHITECTURE.md: Sandbox)") }
+        state.withLock { _ = $0.registry.update(id) { $0.lastEnd = reason } }
         let isCrash = domainEnd == .shutdown(.crash)
         let isReboot = domainEnd == .shutdown(.reboot)
         switch decision.action {
