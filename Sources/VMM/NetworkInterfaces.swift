@@ -76,8 +76,11 @@ struct NetworkLinks {
 final class NetworkBackends: Sendable {
     /// Emptied by `tearDown`.
     private let backends: ServedBackends<NetBackend>
-    /// Each boot-time interface's per-queue counters, kept after `tearDown`.
-    let metrics: [[NetMetrics]]
+    /// Each served interface's device name (`vif-0`) and per-queue
+    /// counters: the boot-time ones and those hot-plugged since, a
+    /// hot-unplugged one's dropped with it; kept after `tearDown`.
+    private let served: Mutex<[(device: String, queues: [NetMetrics])]>
+    var metrics: [(device: String, queues: [NetMetrics])] { served.withLock { $0 } }
     /// What a hot-plugged interface's backend is made with.
     private let context: BackendContext
 
@@ -93,7 +96,7 @@ final class NetworkBackends: Sendable {
                 throw error
             }
         }
-        metrics = backends.map(\.metrics)
+        served = Mutex(backends.map { (Self.deviceName($0.address), $0.metrics) })
         self.backends = ServedBackends(backends)
     }
 
@@ -155,10 +158,18 @@ final class NetworkBackends: Sendable {
                                               logger: context.logger)
         let backend = try Self.make(interface, context: context, adoptingExisting: true)
         backends.append(backend)
+        served.withLock { $0.append((Self.deviceName(backend.address), backend.metrics)) }
     }
 
+    /// The metrics' `device` label: `vif-0`.
+    static func deviceName(_ address: XenbusDeviceAddress) -> String { "\(address.type)-\(address.index)" }
+
     /// Hot-unplugs devid `index`: its link stopped, its backend destroyed.
-    func remove(_ index: Int) { backends.remove(index) }
+    func remove(_ index: Int) {
+        backends.remove(index)
+        let name = Self.deviceName(XenbusDeviceAddress(type: "vif", frontend: context.domain, index: index))
+        served.withLock { $0.removeAll { $0.device == name } }
+    }
 
     /// Stops the links and removes the devices (before the device threads
     /// stop and the domain's tree goes).

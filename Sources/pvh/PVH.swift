@@ -374,9 +374,17 @@ func runInForeground(_ config: GuestConfiguration, name guestName: GuestName, re
     let current = CurrentDomain()
     let terminal = HostTerminal()
     terminal.attach(to: current)
+    // A daemon's guest holds its console output while no daemon runs
+    // (HeldConsole.swift); `pvh run`'s goes to its terminal as it is.
+    let consoleSink: any ConsoleSink = handedOver == nil ? FileDescriptorConsoleSink(fd: 1) : HeldConsoleSink()
     let reattachListener = reattach.flatMap { store in
         handedOver?.reattachSocket.flatMap { path in
-            startReattachListener(path, store: store, logger: logger) { terminal.attachAgain(to: current) }
+            startReattachListener(path, store: store, logger: logger) {
+                if let held = (consoleSink as? HeldConsoleSink)?.consoleReplaced() {
+                    logger.notice("console: \(held.written) byte(s) written while no daemon ran handed to the new one (\(held.dropped) older dropped)")
+                }
+                terminal.attachAgain(to: current)
+            }
         }
     }
     defer { reattachListener?.close() }
@@ -400,7 +408,7 @@ func runInForeground(_ config: GuestConfiguration, name guestName: GuestName, re
     repeat {
         let domain: Domain
         do {
-            domain = try Domain(configuration: config, console: FileDescriptorConsoleSink(fd: 1), domainStore: domainStore,
+            domain = try Domain(configuration: config, console: consoleSink, domainStore: domainStore,
                                 hypervisorConsole: log.hypervisorConsoleOutputs(logger: logger, file: consoleFile), logger: logger)
         } catch {
             terminal.restore()
