@@ -333,7 +333,7 @@ struct DaemonTests {
         #expect(kill(pid_t(pid), SIGSTOP) == 0)
         let destroy = try ChildProcess(Env.pvhBinary, ["destroy", "omega"], environment: environment)
         defer { destroy.stop() }
-        #expect(try until(20, daemon: daemon) { try domains().first?["state"] as? String == "dying" }, "\(try domains())")
+        #expect(try until(20, daemon: daemon) { try domains().first?["state"] as? String == "dying" }, "\((try? domains()) ?? [])")
         let started = Date()
         let shutdown = try pvh(["shutdown", "-w", "--timeout", "45", "omega"])
         #expect(shutdown.status == 0, "\(shutdown)")
