@@ -58,12 +58,9 @@ final class DiskBackends: Sendable {
     /// locks (another guest may use them) even while its `Domain` lives.
     /// A hot-unplugged disk's backend leaves it the same way (`remove`).
     private let backends: ServedBackends<BlockBackend>
-    /// Each served disk's counters by its device name (`vbd-51712`):
-    /// the boot-time ones and those hot-plugged since, a hot-unplugged
-    /// one's dropped with it; kept after `tearDown` as the network
-    /// interfaces' are, for a last scrape.
-    private let served: Mutex<[(device: String, metrics: BlockMetrics)]>
-    var metrics: [(device: String, metrics: BlockMetrics)] { served.withLock { $0 } }
+    /// Each served disk's counters by its device name (`vbd-51712`),
+    /// boot-time and hot-plugged, kept after `tearDown` (ServedBackends).
+    var metrics: [(device: String, metrics: BlockMetrics)] { backends.counters }
     /// What a hot-plugged disk's backend is made with.
     private let context: BackendContext
 
@@ -78,7 +75,6 @@ final class DiskBackends: Sendable {
                 throw error
             }
         }
-        served = Mutex(backends.map { (Self.deviceName($0.address), $0.metrics) })
         self.backends = ServedBackends(backends)
     }
 
@@ -142,19 +138,11 @@ final class DiskBackends: Sendable {
         let disk = try DiskImages.open(spec, option: "disk '\(spec.spec)'")
         let backend = try Self.make(disk, context: context, adoptingExisting: true)
         backends.append(backend)
-        served.withLock { $0.append((Self.deviceName(backend.address), backend.metrics)) }
     }
-
-    /// The metrics' `device` label: `vbd-51712`.
-    static func deviceName(_ address: XenbusDeviceAddress) -> String { "\(address.type)-\(address.index)" }
 
     /// Hot-unplugs vdev number `index`: its backend destroyed (both
     /// directories removed) and dropped, so its image's lock is released.
-    func remove(_ index: Int) {
-        backends.remove(index)
-        let name = Self.deviceName(XenbusDeviceAddress(type: "vbd", frontend: context.domain, index: index))
-        served.withLock { $0.removeAll { $0.device == name } }
-    }
+    func remove(_ index: Int) { backends.remove(index) }
 
     /// Answers in-flight I/O, then removes the devices (before the device
     /// threads stop and the domain's tree goes).

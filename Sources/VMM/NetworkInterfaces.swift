@@ -77,10 +77,8 @@ final class NetworkBackends: Sendable {
     /// Emptied by `tearDown`.
     private let backends: ServedBackends<NetBackend>
     /// Each served interface's device name (`vif-0`) and per-queue
-    /// counters: the boot-time ones and those hot-plugged since, a
-    /// hot-unplugged one's dropped with it; kept after `tearDown`.
-    private let served: Mutex<[(device: String, queues: [NetMetrics])]>
-    var metrics: [(device: String, queues: [NetMetrics])] { served.withLock { $0 } }
+    /// counters, boot-time and hot-plugged, kept after `tearDown`.
+    var metrics: [(device: String, queues: [NetMetrics])] { backends.counters.map { ($0.device, $0.metrics) } }
     /// What a hot-plugged interface's backend is made with.
     private let context: BackendContext
 
@@ -96,7 +94,6 @@ final class NetworkBackends: Sendable {
                 throw error
             }
         }
-        served = Mutex(backends.map { (Self.deviceName($0.address), $0.metrics) })
         self.backends = ServedBackends(backends)
     }
 
@@ -158,18 +155,10 @@ final class NetworkBackends: Sendable {
                                               logger: context.logger)
         let backend = try Self.make(interface, context: context, adoptingExisting: true)
         backends.append(backend)
-        served.withLock { $0.append((Self.deviceName(backend.address), backend.metrics)) }
     }
-
-    /// The metrics' `device` label: `vif-0`.
-    static func deviceName(_ address: XenbusDeviceAddress) -> String { "\(address.type)-\(address.index)" }
 
     /// Hot-unplugs devid `index`: its link stopped, its backend destroyed.
-    func remove(_ index: Int) {
-        backends.remove(index)
-        let name = Self.deviceName(XenbusDeviceAddress(type: "vif", frontend: context.domain, index: index))
-        served.withLock { $0.removeAll { $0.device == name } }
-    }
+    func remove(_ index: Int) { backends.remove(index) }
 
     /// Stops the links and removes the devices (before the device threads
     /// stop and the domain's tree goes).
