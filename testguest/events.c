@@ -7,7 +7,8 @@
  *
  * Knobs: pvh.console_input=1 (console_ring waits for one typed line and
  * echoes it), pvh.console_timeout=<ms> (that wait, default 30000),
- * pvh.upcall=callback (use only HVM_PARAM_CALLBACK_IRQ, not
+ * pvh.console_later=<ms> (console_ring writes one more line that long
+ * after its hello), pvh.upcall=callback (use only HVM_PARAM_CALLBACK_IRQ, not
  * HVMOP_set_evtchn_upcall_vector).
  *
  * Every wait is bounded by a TSC deadline (TSC kHz from Xen's time leaf,
@@ -1140,6 +1141,25 @@ static const char *scen_console_ring(void)
 	if (!wait_until(out_drained, NULL, 2000, 0, NULL))
 		return fail("VMM did not consume the output ring in 2 s (out_cons %u out_prod %u)",
 			    cons->out_cons, cons->out_prod);
+
+	/*
+	 * pvh.console_later=<ms>: one more line that long after the hello, so
+	 * a test can have it written while no pvh daemon runs (the guest
+	 * process holds it for the next daemon). Noted on the hypervisor
+	 * console too, which the guest process writes to its log itself.
+	 */
+	uint64_t later = opt_num("pvh.console_later=", 0);
+	if (later) {
+		uint64_t until = tsc_deadline_ms(later);
+		while (rdtsc() < until)
+			wait_until(in_available, NULL, (until - rdtsc()) / tsc_khz() + 1, 1, NULL);
+		static const char late[] = "PVHTEST-CONSOLE-RING later\n";
+		if ((r = cons_write(late, sizeof(late) - 1)))
+			return r;
+		if (!wait_until(out_drained, NULL, 2000, 0, NULL))
+			return fail("VMM did not consume the later line in 2 s");
+		printk("PVHINFO console_ring later line written\n");
+	}
 
 	if (opt_num("pvh.console_input=", 0) != 1)
 		return NULL;

@@ -20,6 +20,13 @@ public final class FileDescriptorConsoleSink: ConsoleSink {
     public init(fd: Int32 = 1) { self.fd = fd }
 
     public func emit(_ bytes: [UInt8]) {
+        _ = write(bytes)  // stdout closed: the guest goes on without a console
+    }
+
+    /// Writes all of `bytes`; false when the descriptor refuses them
+    /// (closed, or its reader gone: EPIPE), in which case some of them
+    /// may have been written.
+    public func write(_ bytes: [UInt8]) -> Bool {
         lock.withLock { _ in
             var offset = 0
             while offset < bytes.count {
@@ -28,10 +35,11 @@ public final class FileDescriptorConsoleSink: ConsoleSink {
                 let n = unsafe bytes[offset...].withUnsafeBytes { unsafe Glibc.write(fd, $0.baseAddress, $0.count) }
                 if n < 0 {
                     if errno == EINTR || errno == EAGAIN { continue }
-                    return  // stdout closed: the guest goes on without a console
+                    return false
                 }
                 offset += n
             }
+            return true
         }
     }
 }

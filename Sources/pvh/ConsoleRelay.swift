@@ -37,7 +37,9 @@ final class DomainConsole: Sendable {
     static let clientStall = 30.0
 
     let name: String
-    let socketPath: String
+    /// Where clients connect: `<domid>.console`, renamed when a restart
+    /// gives the domain a new id (`move(to:)`).
+    var socketPath: String { state.withLock { $0.socketPath } }
     private let listener: UnixSocket
 
     private struct State {
@@ -45,6 +47,7 @@ final class DomainConsole: Sendable {
         var client: UnixSocket?
         var guest: UnixSocket?
         var closed = false
+        var socketPath: String
     }
     private let state: Mutex<State>
     /// Held while bytes go to the client, so the replay and live output
@@ -55,10 +58,9 @@ final class DomainConsole: Sendable {
 
     init(name: String, socketPath: String, capacity: Int = ConsoleBuffer.defaultCapacity) throws(UnixSocketError) {
         self.name = name
-        self.socketPath = socketPath
         listener = try UnixSocket.listen(at: socketPath, backlog: 4)
         chmod(socketPath, 0o600)
-        state = Mutex(State(buffer: ConsoleBuffer(capacity: capacity)))
+        state = Mutex(State(buffer: ConsoleBuffer(capacity: capacity), socketPath: socketPath))
         let thread = Thread { [self] in acceptClients() }
         thread.name = "pvh-console-\(name)"
         thread.start()
@@ -87,14 +89,26 @@ final class DomainConsole: Sendable {
         thread.start()
     }
 
+    /// The domain restarted under a new id: the listening socket's file is
+    /// renamed (rename(2) keeps the bound socket; an attached client stays
+    /// attached and its buffer is kept), so that the old id's name is free
+    /// for whichever domain takes that id next. False when it cannot be.
+    func move(to path: String) -> Bool {
+        state.withLock { s in
+            guard !s.closed, rename(s.socketPath, path) == 0 else { return false }
+            s.socketPath = path
+            return true
+        }
+    }
+
     /// The domain is gone: no more clients, the attached one's stream ends.
     func close() {
-        let client = state.withLock { s -> UnixSocket? in
+        let (client, path) = state.withLock { s -> (UnixSocket?, String) in
             s.closed = true
-            return s.client
+            return (s.client, s.socketPath)
         }
         listener.shutdownAndClose()
-        unlink(socketPath)
+        unlink(path)
         // Its own thread sees the end and closes the descriptor.
         client?.shutdown()
     }

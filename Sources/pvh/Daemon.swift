@@ -125,7 +125,12 @@ struct Daemon: ParsableCommand {
         if let saved { supervisor.adopt(saved) }
         // A domain introduced has its tree complete: saved then too, so a
         // daemon killed without a clean stop leaves it for the next one.
-        let introduced = try? store.watch("@introduceDomain", token: "persist") { _, _ in supervisor.persist() }
+        let introduced = try? store.watch("@introduceDomain", token: "persist") { _, _ in
+            supervisor.noteIntroductions()
+            supervisor.persist()
+        }
+        // A domain released while its process runs is ending (Supervisor.ProcessPhase).
+        let released = try? store.watch("@releaseDomain", token: "phases") { _, _ in supervisor.noteIntroductions() }
         let registry = PVHMetricsRegistry()
         registry.increment(.guestScrapeFailures, by: 0)  // listed from the first scrape on
         let combined = DaemonMetrics(registry: registry, supervisor: supervisor)
@@ -178,6 +183,7 @@ struct Daemon: ParsableCommand {
             // the last state is written after it.
             server.stop()
             introduced.map { store.unwatch($0) }
+            released.map { store.unwatch($0) }
             supervisor.persistAndWait()
             log("stopping: \(supervisor.domainCount) guest(s) left running for the next daemon (\(supervisor.stateFile))")
         }

@@ -381,9 +381,24 @@ func runInForeground(_ config: GuestConfiguration, name guestName: GuestName, re
     let current = CurrentDomain()
     let terminal = HostTerminal()
     terminal.attach(to: current)
+    // A daemon's guest holds its console output while no daemon runs
+    // (HeldConsole.swift); `pvh run`'s goes to its terminal as it is.
+    // `pvh run`'s stdout (the PV console, and the hypervisor console with
+    // `stdout`) never holds the console's device thread or the guest: a
+    // buffer and a writer thread of its own (BufferedConsoleSink: 1 MiB,
+    // then the oldest output dropped and counted; docs/ARCHITECTURE.md:
+    // Host faults). A daemon's guest writes to the daemon's relay, which
+    // always reads, and holds its output while no daemon runs.
+    let bufferedStdout: BufferedConsoleSink? = handedOver == nil ? BufferedConsoleSink(fd: 1) : nil
+    let consoleSink: any ConsoleSink = bufferedStdout ?? HeldConsoleSink()
     let reattachListener = reattach.flatMap { store in
         handedOver?.reattachSocket.flatMap { path in
-            startReattachListener(path, store: store, logger: logger) { terminal.attachAgain(to: current) }
+            startReattachListener(path, store: store, logger: logger) {
+                if let held = (consoleSink as? HeldConsoleSink)?.consoleReplaced() {
+                    logger.notice("console: \(held.written) byte(s) written while no daemon ran handed to the new one (\(held.dropped) older dropped)")
+                }
+                terminal.attachAgain(to: current)
+            }
         }
     }
     defer { reattachListener?.close() }
@@ -407,15 +422,11 @@ func runInForeground(_ config: GuestConfiguration, name guestName: GuestName, re
     var end = DomainExit.stopped
     var boots = 0
     defer { if !named || boots == 0 { consoleFile?.remove() } }
-    // stdout (the PV console, and the hypervisor console with `stdout`)
-    // through a bounded buffer: a reader that stops reading never holds
-    // the console's device thread or the guest (docs/ARCHITECTURE.md: Host faults).
-    let stdoutSink = BufferedConsoleSink(fd: 1)
     repeat {
         let domain: Domain
         do {
-            domain = try Domain(configuration: config, console: stdoutSink, domainStore: domainStore,
-                                hypervisorConsole: log.hypervisorConsoleOutputs(logger: logger, file: consoleFile, stdout: stdoutSink),
+            domain = try Domain(configuration: config, console: consoleSink, domainStore: domainStore,
+                                hypervisorConsole: log.hypervisorConsoleOutputs(logger: logger, file: consoleFile, stdout: consoleSink),
                                 logger: logger)
         } catch {
             terminal.restore()
@@ -458,9 +469,10 @@ func runInForeground(_ config: GuestConfiguration, name guestName: GuestName, re
     sources.forEach { $0.cancel() }
     // What the guest wrote reaches stdout, unless nobody reads it: then
     // pvh ends without waiting for the reader, saying what it lost.
-    let unwritten = stdoutSink.flush(idle: .seconds(5))
-    if stdoutSink.dropped > 0 || unwritten > 0 {
-        let lost = "console: \(stdoutSink.dropped) bytes of guest output dropped and \(unwritten) not written: stdout was not read"
+    let unwritten = bufferedStdout?.flush(idle: .seconds(5)) ?? 0
+    let dropped = bufferedStdout?.dropped ?? 0
+    if dropped > 0 || unwritten > 0 {
+        let lost = "console: \(dropped) bytes of guest output dropped and \(unwritten) not written: stdout was not read"
         logger.warning("\(lost)")
         FileDescriptorConsoleSink(fd: 2).emit(Array("pvh: \(lost)\n".utf8))
     }
