@@ -83,7 +83,12 @@ extension APIRouter {
     }
 
     static func deviceTimeout(_ request: Request) throws(APIError) -> Double {
-        guard let text = request.uri.queryParameters.get("timeout") else { return defaultDeviceWait }
+        try timeoutParameter(request, default: defaultDeviceWait)
+    }
+
+    /// `?timeout=SECONDS`, more than 0 and at most `APIRoutes.maximumWait`.
+    static func timeoutParameter(_ request: Request, default value: Double) throws(APIError) -> Double {
+        guard let text = request.uri.queryParameters.get("timeout") else { return value }
         guard let t = Double(String(text)), t > 0, t <= APIRoutes.maximumWait else {
             throw APIError(.badRequest, "timeout=\(text): seconds, more than 0 and at most \(Int(APIRoutes.maximumWait))")
         }
