@@ -50,7 +50,7 @@ extension DaemonTests {
         // An unknown domain: 404 with the error JSON.
         let unknown = try runCommand("/usr/bin/curl", curl(["--max-time", "30", "-w", "%{http_code}", "-o", "/dev/null"],
                                                            path: "/v1/domains/nosuch/console"), timeout: .seconds(60))
-        #expect(unknown.stdout == "404", "\(unknown)")
+        #expect(unknown.stdout.hasPrefix("404"), "\(unknown)")
 
         // The domain goes away: the stream ends (curl exits 0: the chunked answer was whole).
         #expect(try pvh(["destroy", "eps"]).status == 0)
