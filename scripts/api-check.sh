@@ -105,7 +105,7 @@ status=0
 repo=$PWD
 case "$venv" in /*) ;; *) venv=$repo/$venv ;; esac
 # Every {name} is a live guest's (schemathesis 4's parameters setting).
-printf '[parameters]\nname = "apicheck"\n' >"$tmp/schemathesis.toml"
+printf '[parameters]\n"path.name" = "apicheck"\n' >"$tmp/schemathesis.toml"
 (cd "$tmp" && timeout --kill-after=10 $((seconds + 60)) "$venv/bin/schemathesis" --no-color run "$repo/docs/api/openapi.json" \
     --url "http://127.0.0.1:$port" --checks all --max-time "$seconds" --workers 1 --request-timeout 30 \
     --exclude-path /v1/events --exclude-path /v1/xenstore-watch/{path} "${unbuilt[@]}" \

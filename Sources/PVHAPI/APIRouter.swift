@@ -1,5 +1,6 @@
 import Foundation
 import Hummingbird
+import PVHAPIModels
 import Toolstack
 
 /// The API's routes (docs/api/openapi.json describes each): one table, so

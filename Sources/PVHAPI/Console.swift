@@ -1,13 +1,7 @@
 import Foundation
 import Hummingbird
+import PVHAPIModels
 import Synchronization
-
-/// `POST /v1/domains/{name}/console`'s answer: every byte of the body
-/// reached the guest process's console input.
-public struct ConsoleInputAnswer: Codable, Hashable, Sendable {
-    public var accepted: Int
-    public init(accepted: Int) { self.accepted = accepted }
-}
 
 /// A domain's console output as one HTTP stream reads it: what the
 /// daemon's buffer had dropped before the stream began (oldest bytes, as

@@ -1,24 +1,7 @@
 import Foundation
 import Hummingbird
+import PVHAPIModels
 import Toolstack
-
-/// The two hot-pluggable device classes as the API names them.
-public enum DeviceKind: String, Codable, Hashable, Sendable, CaseIterable {
-    /// vbd: `xl block-attach`'s disks.
-    case disks
-    /// vif: `xl network-attach`'s interfaces.
-    case nics
-
-    /// The xenbus device class: "vbd" or "vif".
-    public var xenbusType: String { self == .disks ? "vbd" : "vif" }
-}
-
-/// `POST /v1/domains/{name}/disks` and `/nics`: one device, in xl's spec
-/// syntax (xl-disk-configuration(5), xl-network-configuration(5)).
-public struct AttachDeviceRequest: Codable, Hashable, Sendable {
-    public var spec: String
-    public init(spec: String) { self.spec = spec }
-}
 
 /// Hot-plug (the daemon implements it in pvh/Hotplug.swift). The defaults
 /// answer 501, for services that do not hot-plug (the tests' fakes).

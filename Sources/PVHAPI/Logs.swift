@@ -1,5 +1,6 @@
 import Foundation
 import Hummingbird
+import PVHAPIModels
 import Synchronization
 
 /// The newest lines a daemon logged, bounded in count and line length,
