@@ -141,13 +141,14 @@ extension APIRouter {
         router.post("/v1/domains/{name}/console") { request, context in
             try await answer {
                 let domain = try name(context)
+                // The query first: a bad one is 400 whatever the body (api-check).
+                let timeout = try timeoutParameter(request, default: APIRoutes.defaultConsoleInputWait)
                 let body: ByteBuffer
                 do {
                     body = try await request.body.collect(upTo: APIRoutes.maximumConsoleInput)
                 } catch {
                     throw APIError(.tooLarge, "console input is at most \(APIRoutes.maximumConsoleInput >> 10) KiB a request")
                 }
-                let timeout = try timeoutParameter(request, default: APIRoutes.defaultConsoleInputWait)
                 guard let console else { throw APIError(.notImplemented, "POST /v1/domains/{name}/console is not implemented here") }
                 return try await console.consoleInput(Array(buffer: body), to: domain, timeout: timeout)
             }

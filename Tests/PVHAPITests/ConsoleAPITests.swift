@@ -141,6 +141,9 @@ extension FakeService: ConsoleService {
         // Over the bound: 413, nothing taken.
         (status, json) = try await post("/v1/domains/web/console", [UInt8](repeating: 0x61, count: APIRoutes.maximumConsoleInput + 1))
         #expect(status == 413 && json["code"] == .string("too_large"))
+        // A bad query with a body over the bound: the query's 400 (api-check found a 413 here).
+        (status, json) = try await post("/v1/domains/web/console?timeout=1e16", [UInt8](repeating: 0x61, count: APIRoutes.maximumConsoleInput + 1))
+        #expect(status == 400 && json["code"] == .string("bad_request"))
         // 13 bytes of room left: 503 with what was taken.
         (status, json) = try await post("/v1/domains/web/console", [UInt8](repeating: 0x62, count: 20))
         #expect(status == 503 && json["code"] == .string("unavailable") && json["accepted"] == .number(13))
