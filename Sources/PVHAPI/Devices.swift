@@ -34,13 +34,7 @@ extension APIRouter {
             }
             router.post("/v1/domains/{name}/\(kind.rawValue)") { request, context in
                 try await answer(status: .created) {
-                    let body = try await request.body.collect(upTo: 64 << 10)
-                    let decoded: AttachDeviceRequest
-                    do {
-                        decoded = try JSONDecoder().decode(AttachDeviceRequest.self, from: Data(buffer: body))
-                    } catch {
-                        throw APIError(.badRequest, "the body is not {\"spec\": SPEC}: \(error)")
-                    }
+                    let decoded = try await decode(request, as: AttachDeviceRequest.self, what: "{\"spec\": SPEC}", keys: ["spec"])
                     let timeout = try deviceTimeout(request)
                     return try await devices.attach(kind, spec: decoded.spec, to: try name(context), timeout: timeout)
                 }

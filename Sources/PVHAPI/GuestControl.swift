@@ -32,7 +32,8 @@ extension APIRouter {
         let control = service as? any GuestControlService
         router.put("/v1/domains/{name}/memory") { request, context in
             try await answer {
-                let body: MemoryRequest = try await decode(request, as: MemoryRequest.self, what: "a memory request ({\"target_kib\": N} and/or {\"max_kib\": N})")
+                let body: MemoryRequest = try await decode(request, as: MemoryRequest.self, what: "a memory request ({\"target_kib\": N} and/or {\"max_kib\": N})",
+                                                       keys: ["target_kib", "max_kib"])
                 guard body.targetKiB != nil || body.maxKiB != nil else {
                     throw APIError(.badRequest, "give target_kib, max_kib or both")
                 }
@@ -45,7 +46,7 @@ extension APIRouter {
         }
         router.put("/v1/domains/{name}/vcpus") { request, context in
             try await answer {
-                let body: VCPURequest = try await decode(request, as: VCPURequest.self, what: "a vCPU request ({\"online\": N})")
+                let body: VCPURequest = try await decode(request, as: VCPURequest.self, what: "a vCPU request ({\"online\": N})", keys: ["online"])
                 guard let control else { throw APIError(.notImplemented, "PUT /v1/domains/{name}/vcpus is not implemented here") }
                 return try await control.setVCPUs(on: try name(context), online: body.online)
             }
@@ -67,10 +68,18 @@ extension APIRouter {
     }
 
     /// A small JSON body decoded as `T`, or 400 naming what was expected.
-    static func decode<T: Decodable>(_ request: Request, as type: T.Type, what: String) async throws -> T {
-        let body = try await request.body.collect(upTo: 64 << 10)
+    /// Only `keys` may appear, none of them null: the document's
+    /// `additionalProperties: false` and non-nullable members (Codable alone
+    /// ignores an unknown member and reads null as absent; api-check found both).
+    static func decode<T: Decodable>(_ request: Request, as type: T.Type, what: String, keys: Set<String>) async throws -> T {
+        let body = Data(buffer: try await request.body.collect(upTo: 64 << 10))
+        if let object = try? JSONDecoder().decode([String: JSON].self, from: body) {
+            for (key, value) in object.sorted(by: { $0.key < $1.key }) where !keys.contains(key) || value == .null {
+                throw APIError(.badRequest, "the body is not \(what): \(key): \(keys.contains(key) ? "null" : "not a member")", key: key)
+            }
+        }
         do {
-            return try JSONDecoder().decode(T.self, from: Data(buffer: body))
+            return try JSONDecoder().decode(T.self, from: body)
         } catch {
             throw APIError(.badRequest, "the body is not \(what): \(error)")
         }
