@@ -26,7 +26,7 @@ let package = Package(
             name: "PVHFuzzable",
             targets: ["XenStore", "XLConfig", "DeviceSpecs", "Hypercalls", "PVHBoot", "GuestMemory", "XenABI",
                       "EventChannels", "GrantTables", "XenRing", "XenBus", "HostIO", "BlockBackend",
-                      "BlockFrontend", "NetBackend", "NetFrontend"]),
+                      "BlockFrontend", "NetBackend", "NetFrontend", "PVHAPIModels"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
@@ -143,11 +143,16 @@ let package = Package(
         // policy and the guest process's exit contract, the event type, the
         // guest launch description.
         .target(name: "Toolstack", dependencies: ["XLConfig", "XenABI"], swiftSettings: safeSettings),
-        // The daemon's HTTP API on Hummingbird: routes, JSON models, error
-        // JSON; served beside PVHMetrics' /metrics (docs/api/openapi.json).
+        // The API's JSON models (requests, answers, the error JSON) and the
+        // create request's resolution, without Hummingbird: the fuzz
+        // package's apijson target builds them alone, instrumented.
+        .target(name: "PVHAPIModels", dependencies: ["XLConfig"], swiftSettings: safeSettings),
+        // The daemon's HTTP API on Hummingbird: routes and the services
+        // behind them; served beside PVHMetrics' /metrics
+        // (docs/api/openapi.json). Re-exports PVHAPIModels.
         .target(
             name: "PVHAPI",
-            dependencies: ["Toolstack", "XLConfig", "XenStore", .product(name: "Hummingbird", package: "hummingbird")],
+            dependencies: ["PVHAPIModels", "Toolstack", "XenStore", .product(name: "Hummingbird", package: "hummingbird")],
             swiftSettings: safeSettings),
         // The API's client for the CLI: NIO's HTTP/1 client codec over the
         // daemon's Unix socket.

@@ -81,7 +81,11 @@ struct Daemon: ParsableCommand {
 
     private func runInForeground(api: String, storeSocket: String) throws {
         let stderr = FileDescriptorConsoleSink(fd: 2)
-        let log: @Sendable (String) -> Void = { FileDescriptorConsoleSink(fd: 2).emit(Array("pvh: daemon: \($0)\n".utf8)) }
+        // Every line also kept for GET /v1/dmesg (LogAPI.swift).
+        let log: @Sendable (String) -> Void = {
+            Supervisor.logLines.append($0)
+            FileDescriptorConsoleSink(fd: 2).emit(Array("pvh: daemon: \($0)\n".utf8))
+        }
         var handled = sigset_t()
         sigemptyset(&handled)
         for sig in [SIGINT, SIGTERM] { sigaddset(&handled, sig) }
