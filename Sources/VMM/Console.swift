@@ -73,6 +73,18 @@ public final class BufferedConsoleSink: ConsoleSink {
         var drainWaiters = 0
         var dropped: UInt64 = 0
         var broken = false
+        /// Once broken: the bytes not written, oldest first (the failed
+        /// write's rest, what waited, what came since), at most `capacity`.
+        var failed: [UInt8] = []
+
+        mutating func keepFailed<C: Collection<UInt8>>(_ bytes: C, capacity: Int) {
+            failed.append(contentsOf: bytes)
+            if failed.count > capacity {
+                let excess = failed.count - capacity
+                failed.removeFirst(excess)
+                dropped += UInt64(excess)
+            }
+        }
     }
     private let state = Mutex(State())
     private let wakeWriter = DispatchSemaphore(value: 0)
@@ -90,7 +102,7 @@ public final class BufferedConsoleSink: ConsoleSink {
         guard !bytes.isEmpty else { return }
         let wake = state.withLock { s -> Bool in
             if s.broken {
-                s.dropped += UInt64(bytes.count)
+                s.keepFailed(bytes, capacity: capacity)
                 return false
             }
             s.chunks.append(bytes)
@@ -118,6 +130,36 @@ public final class BufferedConsoleSink: ConsoleSink {
 
     /// Bytes dropped so far: past the bound, or after the descriptor failed.
     public var dropped: UInt64 { state.withLock { $0.dropped } }
+    /// Whether a write failed for good (the reader went: EPIPE); from then
+    /// on what is emitted is kept unwritten (`takeUnwritten`), up to
+    /// `capacity` bytes, the oldest dropped beyond.
+    public var isBroken: Bool { state.withLock { $0.broken } }
+    /// Once broken: the bytes not written, in order, handed over (and
+    /// forgotten here), so a caller can keep them for a later reader.
+    public func takeUnwritten() -> [UInt8] {
+        state.withLock { s in
+            defer { s.failed = [] }
+            return s.failed
+        }
+    }
+    /// Writes again after a failure: the descriptor now names a new reader
+    /// (dup2'd over it). Bytes still unwritten are written first.
+    public func resume() {
+        let wake = state.withLock { s -> Bool in
+            guard s.broken else { return false }
+            s.broken = false
+            if !s.failed.isEmpty {
+                s.chunks = [s.failed]
+                s.head = 0
+                s.count = s.failed.count
+                s.failed = []
+            }
+            guard s.writerAsleep, s.count > 0 else { return false }
+            s.writerAsleep = false
+            return true
+        }
+        if wake { wakeWriter.signal() }
+    }
     /// Bytes waiting (not counting a chunk being written).
     public var waiting: Int { state.withLock { $0.count } }
 
@@ -130,7 +172,7 @@ public final class BufferedConsoleSink: ConsoleSink {
         let nanoseconds = Int(seconds) * 1_000_000_000 + Int(attoseconds / 1_000_000_000)
         while true {
             let left = state.withLock { s -> Int? in
-                if s.broken { return s.count }
+                if s.broken { return s.failed.count }
                 if s.count == 0 && s.writing == 0 { return 0 }
                 s.drainWaiters += 1
                 return nil
@@ -168,7 +210,8 @@ public final class BufferedConsoleSink: ConsoleSink {
                 s.writing = 0
                 if unwritten > 0 {
                     s.broken = true
-                    s.dropped += UInt64(unwritten + s.count)
+                    s.keepFailed(chunk.suffix(unwritten), capacity: capacity)
+                    for (i, c) in s.chunks.enumerated() { s.keepFailed(i == 0 ? c[s.head...] : c[...], capacity: capacity) }
                     s.chunks = []
                     s.head = 0
                     s.count = 0

@@ -387,14 +387,15 @@ func runInForeground(_ config: GuestConfiguration, name guestName: GuestName, re
     // `stdout`) never holds the console's device thread or the guest: a
     // buffer and a writer thread of its own (BufferedConsoleSink: 1 MiB,
     // then the oldest output dropped and counted; docs/ARCHITECTURE.md:
-    // Host faults). A daemon's guest writes to the daemon's relay, which
-    // always reads, and holds its output while no daemon runs.
-    let bufferedStdout: BufferedConsoleSink? = handedOver == nil ? BufferedConsoleSink(fd: 1) : nil
-    let consoleSink: any ConsoleSink = bufferedStdout ?? HeldConsoleSink()
+    // Host faults). A daemon's guest's goes to the daemon's relay the same
+    // way, and is held while no daemon runs (HeldConsole.swift).
+    let heldConsole = handedOver == nil ? nil : HeldConsoleSink()
+    let bufferedStdout = heldConsole?.output ?? BufferedConsoleSink(fd: 1)
+    let consoleSink: any ConsoleSink = heldConsole ?? bufferedStdout
     let reattachListener = reattach.flatMap { store in
         handedOver?.reattachSocket.flatMap { path in
             startReattachListener(path, store: store, logger: logger) {
-                if let held = (consoleSink as? HeldConsoleSink)?.consoleReplaced() {
+                if let held = heldConsole?.consoleReplaced() {
                     logger.notice("console: \(held.written) byte(s) written while no daemon ran handed to the new one (\(held.dropped) older dropped)")
                 }
                 terminal.attachAgain(to: current)
@@ -469,8 +470,8 @@ func runInForeground(_ config: GuestConfiguration, name guestName: GuestName, re
     sources.forEach { $0.cancel() }
     // What the guest wrote reaches stdout, unless nobody reads it: then
     // pvh ends without waiting for the reader, saying what it lost.
-    let unwritten = bufferedStdout?.flush(idle: .seconds(5)) ?? 0
-    let dropped = bufferedStdout?.dropped ?? 0
+    let unwritten = bufferedStdout.flush(idle: .seconds(5))
+    let dropped = bufferedStdout.dropped
     if dropped > 0 || unwritten > 0 {
         let lost = "console: \(dropped) bytes of guest output dropped and \(unwritten) not written: stdout was not read"
         logger.warning("\(lost)")
