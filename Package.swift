@@ -26,7 +26,7 @@ let package = Package(
             name: "PVHFuzzable",
             targets: ["XenStore", "XLConfig", "DeviceSpecs", "Hypercalls", "PVHBoot", "GuestMemory", "XenABI",
                       "EventChannels", "GrantTables", "XenRing", "XenBus", "HostIO", "BlockBackend",
-                      "BlockFrontend", "NetBackend", "NetFrontend"]),
+                      "BlockFrontend", "NetBackend", "NetFrontend", "PVHAPIModels"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
@@ -59,6 +59,12 @@ let package = Package(
                 .linkedLibrary("z"), .linkedLibrary("lzma"), .linkedLibrary("bz2"),
                 .linkedLibrary("lz4"), .linkedLibrary("zstd"),
             ]),
+        // C shim for the guest process's sandbox: libseccomp (Debian's
+        // libseccomp-dev) and the capability calls (linux/capability.h).
+        .target(name: "CSeccomp", linkerSettings: [.linkedLibrary("seccomp")]),
+        // The guest process's sandbox (issue 13 item 4): its seccomp filter,
+        // the capability drop, the test-only forbidden call.
+        .target(name: "Sandbox", dependencies: ["CSeccomp"], swiftSettings: safeSettings),
         // Guest physical memory: the protocol, bounds-checked accessors, the mmap implementation.
         .target(name: "GuestMemory"),
         // Xen ABI: typed IDs, hypercall numbers, errno, layouts taken from Xen's headers.
@@ -137,11 +143,16 @@ let package = Package(
         // policy and the guest process's exit contract, the event type, the
         // guest launch description.
         .target(name: "Toolstack", dependencies: ["XLConfig", "XenABI"], swiftSettings: safeSettings),
-        // The daemon's HTTP API on Hummingbird: routes, JSON models, error
-        // JSON; served beside PVHMetrics' /metrics (docs/api/openapi.json).
+        // The API's JSON models (requests, answers, the error JSON) and the
+        // create request's resolution, without Hummingbird: the fuzz
+        // package's apijson target builds them alone, instrumented.
+        .target(name: "PVHAPIModels", dependencies: ["XLConfig"], swiftSettings: safeSettings),
+        // The daemon's HTTP API on Hummingbird: routes and the services
+        // behind them; served beside PVHMetrics' /metrics
+        // (docs/api/openapi.json). Re-exports PVHAPIModels.
         .target(
             name: "PVHAPI",
-            dependencies: ["Toolstack", "XLConfig", "XenStore", .product(name: "Hummingbird", package: "hummingbird")],
+            dependencies: ["PVHAPIModels", "Toolstack", "XenStore", .product(name: "Hummingbird", package: "hummingbird")],
             swiftSettings: safeSettings),
         // The API's client for the CLI: NIO's HTTP/1 client codec over the
         // daemon's Unix socket.
@@ -154,7 +165,7 @@ let package = Package(
             swiftSettings: safeSettings),
         .executableTarget(
             name: "pvh",
-            dependencies: ["DeviceSpecs", "VMM", "KVM", "XenStore", "XenABI", "XenBus", "XLConfig", "PVHMetrics", "PVHLogging", "Toolstack", "PVHAPI", "PVHAPIClient", "HostIO",
+            dependencies: ["DeviceSpecs", "VMM", "KVM", "XenStore", "XenABI", "XenBus", "XLConfig", "PVHMetrics", "PVHLogging", "Toolstack", "PVHAPI", "PVHAPIClient", "HostIO", "Sandbox",
                            .product(name: "ArgumentParser", package: "swift-argument-parser"),
                            .product(name: "Logging", package: "swift-log")]),
         // Benchmarks: pvh beside its reference (bare KVM exit, host decompressors, fio).

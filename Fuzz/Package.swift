@@ -37,5 +37,6 @@ let package = Package(
         fuzzTarget("netif"),
         fuzzTarget("grants"),
         fuzzTarget("byterings"),
+        fuzzTarget("apijson"),
     ]
 )

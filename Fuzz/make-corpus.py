@@ -145,3 +145,18 @@ put("byterings", "console", b"\x22" + b"\x06" + b"\x00\x00\x01" + le32(5) + b"\x
 put("byterings", "xenstore-wrap", b"\x01" + b"\x04" + b"\x00\x00\x00" + le32(0xfffffffe) + b"\x00\x00\x01" + le32(2) + b"\x02" + le16(10)
     + b"\x00\x00\x03" + le32(0xffffffff))
 put("byterings", "overrun", b"\x00" + b"\x02" + b"\x00\x00\x01" + le32(0x10000) + b"\x02" + le16(50))
+
+# apijson: byte 0 selects the model (0 create request, 1 any JSON, 2 memory,
+# 3 vCPUs, 4 attach, 5 error, 6 domain, 7 XenStore node, 8 stats), then the
+# body as a client sends it (docs/api/openapi.json, PVHAPITests' bodies).
+put("apijson", "create-xl", b"\x00" + b'{"xl_config": "type = \\"pvh\\"\\nname = \\"web\\"\\nkernel = \\"/k\\"\\nmemory = 64\\n", "source": "web.cfg", "overrides": ["vcpus=2"]}')
+put("apijson", "create-json", b"\x00" + b'{"config": {"name": "db", "kernel": "/k", "memory": 128, "on_crash": "preserve", "vif": [""], "pci": [["a", 1]]}, "paused": true}')
+put("apijson", "create-bad", b"\x00" + b'{"xl_config": "name = \\"a\\"\\nkernel = = 3\\n", "source": "bad.cfg", "config": {"Name": 1.5}}')
+put("apijson", "json", b"\x01" + b'{"a": [1, -2.5, 1e300, true, null, "\\u00e9\\n"], "b": {"c": {}}}')
+put("apijson", "memory", b"\x02" + b'{"target_kib": 65536, "max_kib": 131072}')
+put("apijson", "vcpus", b"\x03" + b'{"online": 2}')
+put("apijson", "attach", b"\x04" + b'{"spec": "/srv/guest.img,raw,xvdb,rw"}')
+put("apijson", "error", b"\x05" + b'{"code": "unavailable", "message": "m", "accepted": 3, "file": "f", "line": 2, "key": "k"}')
+put("apijson", "domain", b"\x06" + b'{"name": "web", "domid": 1, "uuid": "u", "state": "running", "flags": "r-----", "memory_mib": 64, "vcpus": 1, "cpu_time": 1.5, "start_time": 100, "restarts": 0, "config": {"name": "web"}, "console": "/run/c"}')
+put("apijson", "xenstore-node", b"\x07" + b'{"path": "/local/domain/1", "value": null, "children": ["name"]}')
+put("apijson", "stats", b"\x08" + b'{"name": "web", "domid": 1, "state": "running", "cpu_seconds": 0.5, "memory_kib": 1, "max_memory_kib": 2, "vcpus": 1, "nets": 0, "net_tx_bytes": 0, "net_rx_bytes": 0, "vbds": 0, "vbd_reads": 0, "vbd_writes": 0, "vbd_bytes_read": 0, "vbd_bytes_written": 0, "metrics": true}')

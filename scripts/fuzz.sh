@@ -6,7 +6,7 @@
 #
 # TARGET is a name under Fuzz/Sources without its fuzz- prefix (xenstore,
 # xlconfig, devicespecs, pvhboot, hypercalls, blkif, netif, grants,
-# byterings); all of them by default. Each
+# byterings, apijson); all of them by default. Each
 # target starts from its seeds in Fuzz/corpus/<target>/ and keeps what it
 # finds in Fuzz/.build/corpus/<target>/ (not committed: the seeds are).
 # --regression runs every target over its corpora once, no new inputs.

@@ -14,6 +14,8 @@
  *   pvh.scenarios=blk_err         the status of one write (pvh.blkexpect), then a read
  *   pvh.scenarios=blk_scribble    two disks; garbage over one's ring: the backend fails
  *                                 that device (xenbus Closing, error node), the other works
+ *   pvh.scenarios=blk_kill9       numbered rounds of writes, each flushed and then reported,
+ *                                 until the host kills pvh (kill -9) and checks the disk
  *
  * Knobs (testguest/README.md): pvh.blkdev, pvh.blkdev2, pvh.blkseed, pvh.blkstart,
  * pvh.blksectors, pvh.blkindirect, pvh.blkexpect, pvh.blksector,
@@ -1833,6 +1835,75 @@ static const char *scen_blk_scribble(void)
 }
 
 /* ------------------------------------------------------------------ */
+/* blk_kill9 (issue 13 item 5): the host kills pvh in the middle of it  */
+
+/*
+ * Round s = 1, 2, ...: pvh.blkkill9pages pages (default 8) of sequence s's
+ * pattern (seed s: every sector says it belongs to round s) at slot
+ * (s - 1) % slots of the region (pvh.blkstart, pvh.blksectors; slots =
+ * region pages / pages per round), as one-page requests (the ring keeps
+ * several in flight), "PVHKILL9 written <s>" once they are answered, then
+ * BLKIF_OP_FLUSH_DISKCACHE; once the flush is answered OKAY, "PVHKILL9
+ * flushed <s>" on the console (the test kills pvh after a random one of
+ * these lines, so in a flush or in a round's writes). blkif.h: a flush
+ * answered OKAY means every write completed before it is on stable storage;
+ * so the host, having killed pvh with SIGKILL at any moment, must find
+ * every sector of every reported round's slot holding that round's pattern
+ * (or a later round's in the same slot: written, not yet reported).
+ * Wrapping round the region overwrites old rounds, so a stale page shows.
+ * Stops after pvh.blkkill9rounds rounds (default 1000000) and passes: the
+ * test kills it long before.
+ */
+static const char *scen_blk_kill9(void)
+{
+	struct blk_dev *d = &dev;
+	const char *r;
+	uint64_t start, count;
+	int16_t st;
+	const struct xfer one = { .segs = 1 };
+	uint64_t pages = opt_num("pvh.blkkill9pages=", 8), rounds = opt_num("pvh.blkkill9rounds=", 1000000);
+	if (!pages || pages > BLK_DATA_PAGES)
+		return fail("pvh.blkkill9pages=%lu: want 1..%u", (unsigned long)pages, BLK_DATA_PAGES);
+	if ((r = blk_begin(d, NULL, 0)) || (r = blk_connect(d, 0, 1, 0, NULL)) || (r = need_writable(d)) ||
+	    (r = blk_region(d, &start, &count)))
+		return blk_end(d, r);
+	if (!d->flush)
+		return blk_end(d, "backend does not offer feature-flush-cache");
+	/*
+	 * Waits spin: what this scenario checks is the disk, from the host, not
+	 * the events' timing (blk_run's 500 ms bound on the upcall after the
+	 * responses fails spuriously on a heavily loaded host).
+	 */
+	blk_hlt = 0;
+	uint64_t slots = count / SECTS_PER_PAGE / pages;
+	if (!slots)
+		return blk_end(d, fail("region of %lu sectors holds no round of %lu pages", (unsigned long)count,
+				       (unsigned long)pages));
+	printk("PVHKILL9 start region=%lu+%lu pages=%lu slots=%lu\n", (unsigned long)start, (unsigned long)count,
+	       (unsigned long)pages, (unsigned long)slots);
+	for (uint64_t s = 1; s <= rounds; s++) {
+		uint64_t lba = start + (s - 1) % slots * pages * SECTS_PER_PAGE;
+		for (unsigned i = 0; i < pages; i++)
+			for (unsigned k = 0; k < SECTS_PER_PAGE; k++)
+				pat_fill((uint64_t *)(data_page(i) + k * SECT), lba + i * SECTS_PER_PAGE + k, (uint32_t)s);
+		unsigned n = build_rw(d, BLKIF_OP_WRITE, lba, (unsigned)pages, &one);
+		if ((r = blk_run(d, reqs, n)) || (r = all_okay(reqs, n)))
+			return blk_end(d, fail("round %lu write: %s", (unsigned long)s, keep(r)));
+		/* Not durable yet: the host may kill pvh during the flush that follows. */
+		printk("PVHKILL9 written %lu\n", (unsigned long)s);
+		if ((r = blk_simple(d, BLKIF_OP_FLUSH_DISKCACHE, 0, 0, &st)))
+			return blk_end(d, fail("round %lu flush: %s", (unsigned long)s, keep(r)));
+		if (st != BLKIF_RSP_OKAY)
+			return blk_end(d, fail("round %lu flush: status %d (%s)", (unsigned long)s, st, status_name(st)));
+		printk("PVHKILL9 flushed %lu\n", (unsigned long)s);
+	}
+	if ((r = blk_end(d, NULL)))
+		return r;
+	pass_note("rounds=%lu pages=%lu slots=%lu", (unsigned long)rounds, (unsigned long)pages, (unsigned long)slots);
+	return NULL;
+}
+
+/* ------------------------------------------------------------------ */
 /* blk_hotplug (issue 12): vbds the toolstack adds while we run         */
 
 /* The vbd numbers in device/vbd now (none if it is absent): how many. */
@@ -2020,6 +2091,207 @@ const struct scenario blk_scenarios[] = {
 	{ "blk_early_init", scen_blk_early_init },
 	{ "blk_err", scen_blk_err },
 	{ "blk_scribble", scen_blk_scribble },
+	{ "blk_kill9", scen_blk_kill9 },
 	{ "blk_hotplug", scen_blk_hotplug },
 };
 const size_t nr_blk_scenarios = ARRAY_SIZE(blk_scenarios);
+
+/* ------------------------------------------------------------------ */
+/* For hostile.c: disk A takes malformed requests, disk B stays healthy */
+
+static uint64_t hb_start, hb_count;
+
+/*
+ * Disks A and B as blk_scribble finds them, both connected (one queue, a
+ * one-page ring); B written, flushed and read back with `seed`'s pattern.
+ * Returns a failure, or NULL; *vdev_a and *vdev_b name them.
+ */
+const char *blk_hostile_open(uint32_t seed, unsigned *vdev_a, unsigned *vdev_b)
+{
+	struct blk_dev *a = &dev, *b = &dev_b;
+	const char *r;
+	static char list[96];
+	b->known = 0;
+	if ((r = blk_begin(a, list, sizeof(list))))
+		return blk_end(a, r);
+	if ((r = blk_find(b, list, sizeof(list), opt_num("pvh.blkdev2=", 0), a->vdev)) || (r = blk_prepare(b)))
+		return scribble_end(a, b, fail("disk B: %s", keep(r)));
+	if ((r = blk_connect(a, 0, 1, 0, NULL)))
+		return scribble_end(a, b, fail("disk A (%u): %s", a->vdev, keep(r)));
+	if ((r = blk_connect(b, 0, 1, 0, NULL)) || (r = need_writable(b)) || (r = blk_region(b, &hb_start, &hb_count)))
+		return scribble_end(a, b, fail("disk B (%u): %s", b->vdev, keep(r)));
+	if (!b->flush)
+		return scribble_end(a, b, "disk B: backend does not offer feature-flush-cache");
+	if ((r = write_flush_read(b, hb_start, hb_count, seed)))
+		return scribble_end(a, b, fail("disk B (%u) before: %s", b->vdev, keep(r)));
+	*vdev_a = a->vdev;
+	*vdev_b = b->vdev;
+	return NULL;
+}
+
+static int hb_answered(const void *arg)
+{
+	const struct blk_queue *Q = arg;
+	return *(volatile RING_IDX *)&Q->ring.sring->rsp_prod == Q->ring.req_prod_pvt;
+}
+
+/*
+ * One batch of malformed requests on disk A's ring, built slot by slot as a
+ * hostile frontend would (none goes through submit()), each kind one that
+ * Linux's blkback answers with an error rather than treating as a broken
+ * ring (dispatch_rw_block_io, xen_blkbk_parse_indirect, dispatch_other_io):
+ * no segments, more than BLKIF_MAX_SEGMENTS_PER_REQUEST, first_sect past
+ * last_sect, last_sect past the page, overlapping segments of one granted
+ * page, grant references not granted to the backend (huge, empty, granted to
+ * another domain), unknown operations, indirect requests with too many
+ * segments or a garbage indirect page, discards past the disk. Each must be
+ * answered exactly once, with its id, and status OKAY, ERROR or EOPNOTSUPP
+ * (blkif.h BLKIF_RSP_*), within pvh.blktimeout. rnd() gives random words;
+ * *sent counts the requests.
+ */
+const char *blk_hostile_batch(uint64_t (*rnd)(void), unsigned *sent)
+{
+	struct blk_dev *a = &dev;
+	struct blk_queue *Q = &a->q[0];
+	static uint8_t seen[16];
+	unsigned n = 1 + (unsigned)(rnd() % 16);
+	uint64_t id0 = 0x4057000000000000ULL | (uint64_t)(a->next_id & 0xffff) << 8;
+	if (!a->connected)
+		return "internal: disk A not connected";
+	uint64_t tb = rdtsc();
+	a->next_id++;
+	/* Data pages 0..3, writable grants the backend may map (and must unmap). */
+	for (unsigned p = 0; p < 4; p++)
+		gnttab_grant_ref(page_ref(BLK_DATA0 + p), a->xb.beid, page_gfn(BLK_DATA0 + p), 0);
+	/* An indirect page of garbage (the descriptors a request of up to 64 segments reads), granted too. */
+	for (unsigned i = 0; i < 64; i++)
+		((uint64_t *)blk_page(BLK_IND0))[i] = rnd();
+	gnttab_grant_ref(page_ref(BLK_IND0), a->xb.beid, page_gfn(BLK_IND0), 1);
+	for (unsigned k = 0; k < n; k++) {
+		union {
+			blkif_request_t rw;
+			blkif_request_indirect_t ind;
+			blkif_request_discard_t dis;
+		} u;
+		uint64_t w = rnd();
+		memset(&u, 0, sizeof(u));
+		u.rw.operation = (w & 1) ? BLKIF_OP_WRITE : BLKIF_OP_READ;
+		u.rw.handle = (blkif_vdev_t)a->vdev;
+		u.rw.id = id0 | k;
+		u.rw.sector_number = (w >> 8) & 1 ? rnd() : (w >> 16) % 64;
+		unsigned nseg = 1 + (unsigned)((w >> 24) % BLKIF_MAX_SEGMENTS_PER_REQUEST);
+		for (unsigned s = 0; s < BLKIF_MAX_SEGMENTS_PER_REQUEST; s++)
+			u.rw.seg[s] = (struct blkif_request_segment){
+				.gref = page_ref(BLK_DATA0 + (unsigned)((w >> 32) + s) % 4), .first_sect = 0, .last_sect = 7,
+			};
+		switch ((w >> 4) % 9) {
+		case 0:	/* no segments for a read or write */
+			nseg = 0;
+			break;
+		case 1:	/* more than a direct request holds: the count is a uint8_t */
+			nseg = BLKIF_MAX_SEGMENTS_PER_REQUEST + 1 + (unsigned)((w >> 40) % 244);
+			break;
+		case 2:	/* first_sect after last_sect */
+			u.rw.seg[(w >> 40) % nseg].first_sect = 5;
+			u.rw.seg[(w >> 40) % nseg].last_sect = 2;
+			break;
+		case 3:	/* a sector past the page */
+			u.rw.seg[(w >> 40) % nseg].last_sect = (uint8_t)(8 + (w >> 48) % 248);
+			break;
+		case 4:	/* overlapping segments: one page, the same sectors, several times */
+			for (unsigned s = 0; s < nseg; s++)
+				u.rw.seg[s] = (struct blkif_request_segment){
+					.gref = page_ref(BLK_DATA0), .first_sect = 2, .last_sect = 6 };
+			break;
+		case 5:	/* references the backend was not granted */
+			switch ((w >> 40) % 3) {
+			case 0: u.rw.seg[0].gref = (grant_ref_t)rnd() | 0x10000000u; break;	/* past any table */
+			case 1: u.rw.seg[0].gref = 470; break;	/* an empty entry (hostile.c keeps 470 free) */
+			default: u.rw.seg[0].gref = 471; break;	/* granted to another domain (hostile.c) */
+			}
+			break;
+		case 6:	/* an operation blkif.h does not define */
+			u.rw.operation = (uint8_t)(9 + (w >> 40) % 247);
+			break;
+		case 7:	/* indirect: too many segments, or garbage segment descriptors */
+			u.ind.operation = BLKIF_OP_INDIRECT;
+			u.ind.indirect_op = (w & 1) ? BLKIF_OP_WRITE : BLKIF_OP_READ;
+			u.ind.nr_segments = (w >> 40) & 1 ? (uint16_t)(4096 + (w >> 41) % 60000) : (uint16_t)(1 + (w >> 41) % 8);
+			u.ind.id = id0 | k;
+			u.ind.handle = (blkif_vdev_t)a->vdev;
+			u.ind.sector_number = (w >> 16) % 64;
+			u.ind.indirect_grefs[0] = page_ref(BLK_IND0);
+			u.ind.indirect_grefs[1] = (grant_ref_t)rnd();
+			break;
+		default: /* a discard past the end of the disk (A need not offer discard) */
+			u.dis.operation = BLKIF_OP_DISCARD;
+			u.dis.sector_number = a->sectors + (w >> 40);
+			u.dis.nr_sectors = rnd();
+			u.dis.id = id0 | k;
+			u.dis.handle = (blkif_vdev_t)a->vdev;
+			break;
+		}
+		if (u.rw.operation != BLKIF_OP_INDIRECT && u.rw.operation != BLKIF_OP_DISCARD)
+			u.rw.nr_segments = (uint8_t)nseg;
+		*RING_GET_REQUEST(&Q->ring, Q->ring.req_prod_pvt) = u.rw;
+		Q->ring.req_prod_pvt++;
+	}
+	memset(seen, 0, sizeof(seen));
+	xen_wmb();
+	Q->ring.sring->req_prod = Q->ring.req_prod_pvt;
+	xen_mb();
+	long rc = evtchn_send(Q->port);
+	if (rc != 0)
+		return fail("EVTCHNOP_send(port %u) rc %ld", Q->port, rc);
+	*sent += n;
+	uint64_t t0 = rdtsc();
+	DBG(1, "PVHINFO blk: %u malformed requests built in %lu ms\n", n, (unsigned long)((t0 - tb) / tsc_khz()));
+	if (!hb_answered(Q) && !wait_until(hb_answered, Q, blk_timeout, blk_hlt, NULL) && !hb_answered(Q))
+		return fail("disk A: %u of %u malformed requests unanswered after %lu ms (rsp_prod %u, req_prod %u)",
+			    Q->ring.req_prod_pvt - *(volatile RING_IDX *)&Q->ring.sring->rsp_prod, n,
+			    (unsigned long)blk_timeout, Q->ring.sring->rsp_prod, Q->ring.req_prod_pvt);
+	DBG(1, "PVHINFO blk: %u malformed requests answered in %lu ms\n", n, (unsigned long)((rdtsc() - t0) / tsc_khz()));
+	xen_rmb();
+	for (RING_IDX i = Q->ring.rsp_cons; i != Q->ring.req_prod_pvt; i++) {
+		blkif_response_t rsp;
+		RING_COPY_RESPONSE(&Q->ring, i, &rsp);
+		uint64_t k = rsp.id - id0;
+		if (k >= n || seen[k]++)
+			return fail("disk A: response id 0x%lx is no request of the batch, or a second answer",
+				    (unsigned long)rsp.id);
+		if (rsp.status != BLKIF_RSP_OKAY && rsp.status != BLKIF_RSP_ERROR && rsp.status != BLKIF_RSP_EOPNOTSUPP)
+			return fail("disk A: status %d for a malformed request", rsp.status);
+	}
+	Q->ring.rsp_cons = Q->ring.req_prod_pvt;
+	Q->ring.sring->rsp_event = Q->ring.rsp_cons + 1;
+	/* Answered: nothing of ours may still be mapped (blkif_completion). */
+	uint16_t f;
+	for (unsigned p = 0; p < 4; p++)
+		if (!gnttab_end_ref(page_ref(BLK_DATA0 + p), &f))
+			return fail("disk A: backend still maps data ref %u after answering", page_ref(BLK_DATA0 + p));
+	if (!gnttab_end_ref(page_ref(BLK_IND0), &f))
+		return fail("disk A: backend still maps the indirect page after answering");
+	return NULL;
+}
+
+/*
+ * The end: A's ring scribbled over (see scribble(); its backend must close
+ * it through xenbus), then B's pattern read back; both disconnected.
+ */
+const char *blk_hostile_close(uint32_t seed, unsigned *a_state)
+{
+	struct blk_dev *a = &dev, *b = &dev_b;
+	const char *r;
+	RING_IDX bogus;
+	uint64_t bad;
+	const struct xfer eleven = { .segs = BLKIF_MAX_SEGMENTS_PER_REQUEST };
+	if ((r = scribble(a, &bogus)))
+		return scribble_end(a, b, r);
+	a->connected = 0;
+	if ((r = xb_wait_be(&a->xb, (1u << XenbusStateClosing) | (1u << XenbusStateClosed), 0,
+			    "Closing after the scribble", a_state)))
+		return scribble_end(a, b, fail("disk A (%u) req_prod %u: %s", a->vdev, bogus, keep(r)));
+	if ((r = read_range(b, hb_start, hb_count, seed, 0, 0, &eleven, &bad)))
+		return scribble_end(a, b, fail("disk B (%u) read-back: %s", b->vdev, keep(r)));
+	return scribble_end(a, b, NULL);
+}

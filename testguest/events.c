@@ -7,7 +7,8 @@
  *
  * Knobs: pvh.console_input=1 (console_ring waits for one typed line and
  * echoes it), pvh.console_timeout=<ms> (that wait, default 30000),
- * pvh.upcall=callback (use only HVM_PARAM_CALLBACK_IRQ, not
+ * pvh.console_later=<ms> (console_ring writes one more line that long
+ * after its hello), pvh.upcall=callback (use only HVM_PARAM_CALLBACK_IRQ, not
  * HVMOP_set_evtchn_upcall_vector).
  *
  * Every wait is bounded by a TSC deadline (TSC kHz from Xen's time leaf,
@@ -1009,7 +1010,8 @@ static int out_drained(const void *arg)
 }
 
 /* Into `out` (hvc_xen.c's protocol): copy, wmb, publish out_prod, notify. */
-static const char *cons_write(const char *s, size_t len)
+/* hlt: halt while the ring is full (upcalls work: the backend's event wakes us), else spin. */
+static const char *cons_write_hlt(const char *s, size_t len, int hlt)
 {
 	size_t sent = 0;
 	while (sent < len) {
@@ -1028,11 +1030,16 @@ static const char *cons_write(const char *s, size_t len)
 		long rc = evtchn_send(cons_port);
 		if (rc != 0)
 			return fail("send(console port %u) rc %ld", cons_port, rc);
-		if (!n && !wait_until(out_drained, NULL, 1000, 0, NULL))
+		if (!n && !wait_until(out_drained, NULL, 1000, hlt, NULL))
 			return fail("output ring full for 1 s (cons %u prod %u)", cons->out_cons,
 				    cons->out_prod);
 	}
 	return NULL;
+}
+
+static const char *cons_write(const char *s, size_t len)
+{
+	return cons_write_hlt(s, len, 0);
 }
 
 static int in_available(const void *arg)
@@ -1053,7 +1060,9 @@ unsigned long opt_num(const char *key, unsigned long def)
 	return n;
 }
 
-static const char *scen_console_ring(void)
+/* The console ring and port from the HVM params, into cons and cons_port;
+ * *upcalls (if given) says whether upcalls work. */
+static const char *cons_setup(int *upcalls)
 {
 	const char *r;
 	uint64_t pfn, port;
@@ -1072,8 +1081,59 @@ static const char *scen_console_ring(void)
 	cons_port = (evtchn_port_t)port;
 
 	/* Upcalls are only a wake-up source here; the ring is polled. */
-	if ((r = xen_setup()))
-		printk("PVHINFO console_ring without upcalls: %s\n", r);
+	r = xen_setup();
+	if (r)
+		printk("PVHINFO console ring without upcalls: %s\n", r);
+	if (upcalls)
+		*upcalls = !r;
+	return NULL;
+}
+
+/*
+ * console_flood (issue 13 item 5): pvh.console_flood_kib KiB (default 256)
+ * of numbered 64-byte lines "PVHFLOOD <n, 8 digits> <45 characters>\n" on
+ * the PV console, 32 lines (2 KiB, the ring's size) a write, each write
+ * failing if the ring stays full for 1 s (cons_write): the host side must
+ * keep taking output whether or not anyone reads it. The digits are put in
+ * by hand: under the software backend every guest instruction counts.
+ */
+static const char *scen_console_flood(void)
+{
+	const char *r;
+	uint64_t kib = opt_num("pvh.console_flood_kib=", 256), lines = kib * 1024 / 64;
+	static const char tmpl[] = "PVHFLOOD 00000000 0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHI\n";
+	static char batch[32 * 64];
+	_Static_assert(sizeof(tmpl) - 1 == 64, "a flood line is 64 bytes");
+
+	int upcalls;
+	if ((r = cons_setup(&upcalls)))
+		return r;
+	for (unsigned k = 0; k < 32; k++)
+		memcpy(batch + k * 64, tmpl, 64);
+	for (uint64_t i = 0; i < lines;) {
+		unsigned n = 0;
+		for (; n < 32 && i < lines; n++, i++) {
+			char *d = batch + n * 64 + 9;
+			uint64_t v = i;
+			for (int j = 7; j >= 0; j--, v /= 10)
+				d[j] = (char)('0' + v % 10);
+		}
+		if ((r = cons_write_hlt(batch, (size_t)n * 64, upcalls)))
+			return fail("line %lu: %s", (unsigned long)(i - n), r);
+	}
+	if (!wait_until(out_drained, NULL, 2000, 0, NULL))
+		return fail("VMM did not consume the output ring in 2 s (out_cons %u out_prod %u)",
+			    cons->out_cons, cons->out_prod);
+	pass_note("lines=%lu bytes=%lu", (unsigned long)lines, (unsigned long)(lines * 64));
+	return NULL;
+}
+
+static const char *scen_console_ring(void)
+{
+	const char *r;
+
+	if ((r = cons_setup(NULL)))
+		return r;
 
 	static const char hello[] = "PVHTEST-CONSOLE-RING hello\n";
 	if ((r = cons_write(hello, sizeof(hello) - 1)))
@@ -1081,6 +1141,25 @@ static const char *scen_console_ring(void)
 	if (!wait_until(out_drained, NULL, 2000, 0, NULL))
 		return fail("VMM did not consume the output ring in 2 s (out_cons %u out_prod %u)",
 			    cons->out_cons, cons->out_prod);
+
+	/*
+	 * pvh.console_later=<ms>: one more line that long after the hello, so
+	 * a test can have it written while no pvh daemon runs (the guest
+	 * process holds it for the next daemon). Noted on the hypervisor
+	 * console too, which the guest process writes to its log itself.
+	 */
+	uint64_t later = opt_num("pvh.console_later=", 0);
+	if (later) {
+		uint64_t until = tsc_deadline_ms(later);
+		while (rdtsc() < until)
+			wait_until(in_available, NULL, (until - rdtsc()) / tsc_khz() + 1, 1, NULL);
+		static const char late[] = "PVHTEST-CONSOLE-RING later\n";
+		if ((r = cons_write(late, sizeof(late) - 1)))
+			return r;
+		if (!wait_until(out_drained, NULL, 2000, 0, NULL))
+			return fail("VMM did not consume the later line in 2 s");
+		printk("PVHINFO console_ring later line written\n");
+	}
 
 	if (opt_num("pvh.console_input=", 0) != 1)
 		return NULL;
@@ -1527,6 +1606,7 @@ const struct scenario xen_scenarios[] = {
 	{ "pvclock", scen_pvclock },
 	{ "timer", scen_timer },
 	{ "console_ring", scen_console_ring },
+	{ "console_flood", scen_console_flood },
 	{ "smp", scen_smp },
 	{ "smp_sipi", scen_smp_sipi },
 	{ "halt_cli", scen_halt_cli },

@@ -935,6 +935,12 @@ int gnttab_end_ref(uint32_t ref, uint16_t *flags)
 	return end_access_v1(ref, flags);
 }
 
+/* For hostile.c: any v1 entry as a hostile guest writes it (flags last, as grant_v1). */
+void gnttab_raw_v1(uint32_t ref, uint16_t flags, domid_t dom, uint32_t frame)
+{
+	grant_v1(ref, dom, frame, flags);
+}
+
 /* Run only when named (see testguest/README.md). */
 const struct scenario grant_scenarios[] = {
 	{ "grant_v1", scen_grant_v1 },

@@ -157,6 +157,13 @@ static void run_scenario(const char *name, size_t nlen)
 			return;
 		}
 	}
+	for (size_t i = 0; i < nr_hostile_scenarios; i++) {
+		if (strlen(hostile_scenarios[i].name) == nlen &&
+		    strncmp(hostile_scenarios[i].name, name, nlen) == 0) {
+			result(name, nlen, hostile_scenarios[i].run());
+			return;
+		}
+	}
 	for (size_t i = 0; i < nr_user_scenarios; i++) {
 		if (strlen(user_scenarios[i].name) == nlen &&
 		    strncmp(user_scenarios[i].name, name, nlen) == 0) {

@@ -177,6 +177,7 @@ const char *xenstore_directory(const char *path, uint32_t *len);	/* NUL-separate
 int xenstore_transaction_start(uint32_t *tx);
 int xenstore_transaction_end(uint32_t tx, int commit);	/* 1 + xenstore_error() "EAGAIN": retry */
 int xenstore_write_tx(uint32_t tx, const char *path, const char *value);
+int xenstore_raw(uint32_t type, uint32_t tx, const void *payload, uint32_t len, uint32_t *rtype);
 
 /* ---- grants.c: grant-table scenarios, run only when named ---- */
 extern const struct scenario grant_scenarios[];
@@ -185,6 +186,7 @@ extern const size_t nr_grant_scenarios;
 const char *gnttab_frontend_ready(void);
 void gnttab_grant_ref(uint32_t ref, domid_t dom, uint64_t gfn, int readonly);
 int gnttab_end_ref(uint32_t ref, uint16_t *flags);
+void gnttab_raw_v1(uint32_t ref, uint16_t flags, domid_t dom, uint32_t frame);
 
 /* ---- blkfront.c: block frontend scenarios, run only when named ---- */
 extern const struct scenario blk_scenarios[];
@@ -193,6 +195,14 @@ extern const size_t nr_blk_scenarios;
 /* ---- netfront.c: network frontend scenarios, run only when named ---- */
 extern const struct scenario net_scenarios[];
 extern const size_t nr_net_scenarios;
+
+/* ---- hostile.c: scenario hostile_storm, run only when named ---- */
+extern const struct scenario hostile_scenarios[];
+extern const size_t nr_hostile_scenarios;
+/* blkfront.c's part of it: disk A takes malformed requests, disk B stays healthy. */
+const char *blk_hostile_open(uint32_t seed, unsigned *vdev_a, unsigned *vdev_b);
+const char *blk_hostile_batch(uint64_t (*rnd)(void), unsigned *sent);
+const char *blk_hostile_close(uint32_t seed, unsigned *a_state);
 
 /* ---- head.S / hypercall.S ---- */
 extern uint8_t hypercall_page[];

@@ -1060,6 +1060,17 @@ static const char *scen_bench_xenstore(void)
 /* ------------------------------------------------------------------ */
 /* The client for other files (grants.c, blkfront.c)                   */
 
+/*
+ * For hostile.c: one request of any type, transaction and payload (the
+ * header's len is the payload's, so the stream stays framed); 0 a reply of
+ * that type, 1 XS_ERROR, -1 broken. The reply's type in *rtype.
+ */
+int xenstore_raw(uint32_t type, uint32_t tx, const void *payload, uint32_t len, uint32_t *rtype)
+{
+	int st = xs_talk(type, tx, payload, len, NULL, 0);
+	*rtype = reply_hdr.type;
+	return st;
+}
 const char *xenstore_connect(void) { return xs_connect(); }
 const char *xenstore_read(const char *path, uint32_t *len) { return xs_read(0, path, len); }
 int xenstore_write(const char *path, const char *value) { return xs_write(0, path, value); }

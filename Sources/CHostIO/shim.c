@@ -531,3 +531,181 @@ int pvh_peer_credentials(int socket, pid_t *pid, uid_t *uid) {
     *uid = credentials.uid;
     return 0;
 }
+
+// The passt spawner (CHostIO.h). Everything the forked helper runs is
+// async-signal-safe (fork(2) in a multi-threaded process): no malloc, no
+// stdio, only system calls and hand-written string checks.
+#include <pthread.h>
+#include <sys/prctl.h>
+#include <sys/wait.h>
+
+enum { spawner_request_max = 4096, spawner_argv_max = 32 };
+
+static int spawner_streq(const char *a, const char *b) {
+    while (*a && *a == *b) a++, b++;
+    return *a == *b;
+}
+
+static int spawner_all_in(const char *s, const char *allowed) {
+    if (!*s) return 0;
+    for (; *s; s++) {
+        const char *a = allowed;
+        while (*a && *a != *s) a++;
+        if (!*a) return 0;
+    }
+    return 1;
+}
+
+/// passt's options a guest process may ask for: nothing that names a file,
+/// a user other than nobody, or a descriptor other than 3.
+static int spawner_arguments_allowed(char *const argv[], int argc, const char *program) {
+    if (argc < 1 || !spawner_streq(argv[0], program)) return 0;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        if (spawner_streq(a, "-f") || spawner_streq(a, "-q")) continue;
+        if (i + 1 >= argc) return 0;
+        const char *v = argv[++i];
+        if (spawner_streq(a, "--fd") && spawner_streq(v, "3")) continue;
+        if (spawner_streq(a, "--mtu") && spawner_all_in(v, "0123456789")) continue;
+        if (spawner_streq(a, "--runas") && spawner_streq(v, "nobody")) continue;
+        if (spawner_streq(a, "--address") && spawner_all_in(v, "0123456789abcdefABCDEF.:")) continue;
+        return 0;
+    }
+    return 1;
+}
+
+static void spawner_default_signals(int keep_hup_ignored) {
+    struct sigaction dfl = { .sa_handler = SIG_DFL };
+    struct sigaction ign = { .sa_handler = SIG_IGN };
+    for (int sig = 1; sig < NSIG; sig++) {
+        if (sig == SIGKILL || sig == SIGSTOP) continue;
+        sigaction(sig, sig == SIGHUP && keep_hup_ignored ? &ign : &dfl, NULL);
+    }
+    sigset_t empty;
+    sigemptyset(&empty);
+    sigprocmask(SIG_SETMASK, &empty, NULL);
+}
+
+static void spawner_main(int sock, const char *program) {
+    extern char **environ;
+    // The guest process ignores SIGHUP when it outlives its daemon; so does
+    // its spawner (an orphaned process group with a stopped member gets one).
+    spawner_default_signals(1);
+    static char buffer[spawner_request_max + 1];
+    for (;;) {
+        while (waitpid(-1, NULL, WNOHANG) > 0) {}
+        union { struct cmsghdr header; char space[CMSG_SPACE(sizeof(int))]; } control;
+        struct iovec vector = { .iov_base = buffer, .iov_len = spawner_request_max };
+        struct msghdr message = { .msg_iov = &vector, .msg_iovlen = 1, .msg_control = control.space,
+                                  .msg_controllen = sizeof control.space };
+        ssize_t n = recvmsg(sock, &message, MSG_CMSG_CLOEXEC);
+        if (n < 0 && errno == EINTR) continue;
+        if (n <= 0) _exit(0);
+        int fd = -1;
+        struct cmsghdr *c = CMSG_FIRSTHDR(&message);
+        if (c && c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS && c->cmsg_len == CMSG_LEN(sizeof(int))) {
+            memcpy(&fd, CMSG_DATA(c), sizeof fd);
+        }
+        int32_t answer = -EPERM;
+        char *argv[spawner_argv_max + 1];
+        int argc = 0;
+        buffer[n] = 0;
+        int well_formed = n > 0 && buffer[n - 1] == 0 && !(message.msg_flags & (MSG_TRUNC | MSG_CTRUNC));
+        for (ssize_t i = 0; well_formed && i < n;) {
+            if (argc == spawner_argv_max) { well_formed = 0; break; }
+            argv[argc++] = buffer + i;
+            while (buffer[i]) i++;
+            i++;
+        }
+        argv[argc] = NULL;
+        if (fd >= 0 && well_formed && spawner_arguments_allowed(argv, argc, program)) {
+            pid_t child = fork();
+            if (child == 0) {
+                spawner_default_signals(0);
+                // dup2 onto 3 replaces the spawner's socket in the child and
+                // clears close-on-exec on the copy.
+                if (dup2(fd, 3) < 0) _exit(127);
+                execve(program, argv, environ);
+                _exit(127);
+            }
+            answer = child > 0 ? child : -errno;
+        }
+        if (fd >= 0) close(fd);
+        while (send(sock, &answer, sizeof answer, MSG_NOSIGNAL) < 0 && errno == EINTR) {}
+    }
+}
+
+int pvh_spawner_start(const char *program, int *socket_out, pid_t *pid) {
+    static char path[PATH_MAX];
+    size_t length = strlen(program);
+    if (program[0] != '/' || length >= sizeof path) return EINVAL;
+    memcpy(path, program, length + 1);
+    int fds[2];
+    if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, fds) != 0) return errno;
+    pid_t parent = getpid();
+    pid_t child = fork();
+    if (child < 0) {
+        int e = errno;
+        close(fds[0]);
+        close(fds[1]);
+        return e;
+    }
+    if (child == 0) {
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
+        if (getppid() != parent) _exit(0);
+        // Only the socket (as 3) and stderr stay: an image's descriptor held
+        // here would keep its flock after a detach, a console's would keep
+        // the daemon from seeing the guest process's end.
+        int null = open("/dev/null", O_RDWR | O_CLOEXEC);
+        if (null < 0 || dup2(null, 0) < 0 || dup2(null, 1) < 0) _exit(1);
+        if (fds[1] != 3 && dup2(fds[1], 3) < 0) _exit(1);
+        if (fcntl(3, F_SETFD, FD_CLOEXEC) != 0) _exit(1);
+        if (syscall(SYS_close_range, 4, ~0U, 0) != 0) _exit(1);
+        spawner_main(3, path);
+    }
+    close(fds[1]);
+    *socket_out = fds[0];
+    *pid = child;
+    return 0;
+}
+
+static pthread_mutex_t spawner_lock = PTHREAD_MUTEX_INITIALIZER;
+
+int pvh_spawner_request(int sock, char *const argv[], int child_fd, pid_t *pid) {
+    char buffer[spawner_request_max];
+    size_t used = 0;
+    for (int i = 0; argv[i]; i++) {
+        size_t length = strlen(argv[i]) + 1;
+        if (i >= spawner_argv_max || used + length > sizeof buffer) return E2BIG;
+        memcpy(buffer + used, argv[i], length);
+        used += length;
+    }
+    union { struct cmsghdr header; char space[CMSG_SPACE(sizeof(int))]; } control;
+    memset(&control, 0, sizeof control);
+    struct iovec vector = { .iov_base = buffer, .iov_len = used };
+    struct msghdr message = { .msg_iov = &vector, .msg_iovlen = 1, .msg_control = control.space,
+                              .msg_controllen = sizeof control.space };
+    struct cmsghdr *c = CMSG_FIRSTHDR(&message);
+    c->cmsg_level = SOL_SOCKET;
+    c->cmsg_type = SCM_RIGHTS;
+    c->cmsg_len = CMSG_LEN(sizeof(int));
+    memcpy(CMSG_DATA(c), &child_fd, sizeof child_fd);
+    struct timeval bound = { .tv_sec = 5 };
+    pthread_mutex_lock(&spawner_lock);
+    int r = setsockopt(sock, SOL_SOCKET, SO_RCVTIMEO, &bound, sizeof bound) == 0 ? 0 : errno;
+    ssize_t n = -1;
+    if (!r) {
+        while ((n = sendmsg(sock, &message, MSG_NOSIGNAL)) < 0 && errno == EINTR) {}
+        if (n < 0) r = errno;
+    }
+    int32_t answer = 0;
+    if (!r) {
+        while ((n = recv(sock, &answer, sizeof answer, 0)) < 0 && errno == EINTR) {}
+        r = n == (ssize_t)sizeof answer ? 0 : n < 0 ? errno : EPIPE;
+    }
+    pthread_mutex_unlock(&spawner_lock);
+    if (r) return r;
+    if (answer < 0) return -answer;
+    *pid = answer;
+    return 0;
+}

@@ -167,9 +167,12 @@ public final class PasstLink: NetworkLink, @unchecked Sendable {
         }
         let (ours, theirs) = (fds[0], fds[1])
         defer { close(theirs) }
+        // Under the sandbox, the spawner forked before the filter starts
+        // passt (it always puts the socket at 3).
+        let spawner = PasstSpawner.current.flatMap { $0.program == path ? $0 : nil }
         // The descriptor number passt is told; a dup2 onto another number
         // clears FD_CLOEXEC on the child's copy.
-        let target: Int32 = theirs == 3 ? 4 : 3
+        let target: Int32 = spawner != nil ? 3 : theirs == 3 ? 4 : 3
         // As root, passt drops to nobody by itself but says so on stderr
         // (pvh's), and fails to tell syslog too; asking for it is silent. As
         // anyone else it must not be asked (it cannot change its IDs).
@@ -182,7 +185,13 @@ public final class PasstLink: NetworkLink, @unchecked Sendable {
         var pid: pid_t = 0
         // SAFETY: `argv` is a NULL-terminated array of C strings that lives
         // for the call; `pid` is a live local.
-        let r = unsafe argv.withUnsafeBufferPointer { unsafe pvh_spawn_with_fd(path, $0.baseAddress, theirs, target, &pid) }
+        let r = unsafe argv.withUnsafeBufferPointer { argv in
+            if let spawner {
+                unsafe pvh_spawner_request(spawner.socket, argv.baseAddress, theirs, &pid)
+            } else {
+                unsafe pvh_spawn_with_fd(path, argv.baseAddress, theirs, target, &pid)
+            }
+        }
         guard r == 0 else {
             close(ours)
             throw .passtStart(path: path, errno: r)
@@ -192,22 +201,32 @@ public final class PasstLink: NetworkLink, @unchecked Sendable {
 
     /// Ends passt: SIGTERM, up to `grace` ms for it to exit, then SIGKILL;
     /// reaped either way. The pid is ours and unreaped, so it cannot name
-    /// another process meanwhile.
+    /// another process meanwhile. One the sandbox's spawner started is the
+    /// spawner's child, which reaps it only when asked for the next passt
+    /// (after this returns), so its pid is as safe: it is killed if its
+    /// pidfd does not show it ended, and waited for through the pidfd.
     static func terminate(_ pid: pid_t, grace: Int32) {
-        kill(pid, SIGTERM)
         let pidfd = pvh_pidfd_open(pid)
-        if pidfd >= 0 {
-            var fds = [pollfd(fd: pidfd, events: Int16(POLLIN), revents: 0)]
-            // SAFETY: `fds` is a live array of one pollfd for the call.
-            _ = unsafe poll(&fds, 1, grace)
-            close(pidfd)
-        }
+        kill(pid, SIGTERM)
+        if pidfd >= 0 { _ = Self.waitForExit(pidfd, milliseconds: grace) }
         var status: Int32 = 0
         // SAFETY: `status` is a live local for each call.
-        if unsafe waitpid(pid, &status, WNOHANG) == 0 {
+        let reaped = unsafe waitpid(pid, &status, WNOHANG)
+        if reaped == 0 {
             kill(pid, SIGKILL)
             while unsafe waitpid(pid, &status, 0) < 0, errno == EINTR {}
+        } else if reaped < 0, errno == ECHILD, pidfd >= 0, !Self.waitForExit(pidfd, milliseconds: 0) {
+            kill(pid, SIGKILL)
+            _ = Self.waitForExit(pidfd, milliseconds: 1000)
         }
+        if pidfd >= 0 { close(pidfd) }
+    }
+
+    /// Whether the process behind `pidfd` ended within `milliseconds`.
+    private static func waitForExit(_ pidfd: Int32, milliseconds: Int32) -> Bool {
+        var fds = [pollfd(fd: pidfd, events: Int16(POLLIN), revents: 0)]
+        // SAFETY: `fds` is a live array of one pollfd for the call.
+        return unsafe poll(&fds, 1, milliseconds) == 1
     }
 
     /// One sendmsg of the length prefix and `parts`, never blocking: a full
@@ -396,6 +415,42 @@ public final class PasstLink: NetworkLink, @unchecked Sendable {
             close(child.socket)
             Self.terminate(child.pid, grace: 1000)
         }
+    }
+}
+
+/// The passt spawner of a sandboxed guest process (CHostIO.h: the passt
+/// spawner; docs/ARCHITECTURE.md: Sandbox): forked once, before the
+/// process's seccomp filter, after which PasstLink starts every passt
+/// through it.
+public struct PasstSpawner: Sendable {
+    /// The passt it runs (PasstLink.locate's answer at the fork).
+    public let program: String
+    let socket: Int32
+    /// The spawner's pid (it is this process's child).
+    public let pid: pid_t
+
+    private static let started = Mutex<PasstSpawner?>(nil)
+
+    /// The spawner started in this process, if any.
+    public static var current: PasstSpawner? { started.withLock { $0 } }
+
+    /// Forks the spawner for the passt PasstLink would run (`executable`,
+    /// else passt on PATH), once per process; nil when there is no passt
+    /// (a user network then fails as it would anyway). Call it before any
+    /// other thread may be forking (it forks) and before the filter.
+    @discardableResult
+    public static func start(executable: String? = nil) throws(NetworkLinkError) -> PasstSpawner? {
+        if let current { return current }
+        guard let program = try? PasstLink.locate(executable) else { return nil }
+        var socket: Int32 = -1
+        var pid: pid_t = 0
+        // SAFETY: Swift passes a NUL-terminated copy of `program` for the
+        // call; `socket` and `pid` are live locals.
+        let r = unsafe pvh_spawner_start(program, &socket, &pid)
+        guard r == 0 else { throw .system(call: "fork (passt spawner)", errno: r) }
+        let spawner = PasstSpawner(program: program, socket: socket, pid: pid)
+        started.withLock { $0 = spawner }
+        return spawner
     }
 }
 

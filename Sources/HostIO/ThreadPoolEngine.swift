@@ -3,7 +3,7 @@ import Glibc
 #endif
 import Foundation
 
-/// Runs requests on a few worker threads with the same system calls as the
+/// Runs requests on worker threads with the same system calls as the
 /// synchronous engine (preadv/pwritev straight into guest pages, fdatasync,
 /// hole punching or BLKDISCARD).
 ///
@@ -13,6 +13,14 @@ import Foundation
 /// the fallback `BlockBackingFile.makeEngine(.automatic)` picks. Each
 /// request costs a thread hop and a system call of its own, which is what
 /// io_uring saves.
+///
+/// Workers are started as the queue needs them, up to `threadCount`: one
+/// at first, and another whenever a request is queued while every started
+/// worker is busy. With O_DIRECT a worker holds one request in the device
+/// for its whole latency, so a guest queueing 32 random reads needs about
+/// as many workers to keep 32 in the device (QEMU's thread pool grows to
+/// 64 for the same reason); a queue that only ever has one request out
+/// keeps one thread. Started workers stay until shutdown.
 ///
 /// Guarantees (those of `BlockIOEngine`):
 /// - Every accepted request completes exactly once. Completions are handed
@@ -37,16 +45,16 @@ public final class ThreadPoolEngine: BlockIOEngine, @unchecked Sendable {
     // SAFETY (Sendable): the `let`s are immutable; every `var` below
     // `condition` is read and written only with `condition` locked.
 
-    /// Worker threads when the caller does not say (Linux's xen-blkback
-    /// runs one thread per ring; four lets a queue keep a few requests in
-    /// the kernel at once without io_uring).
-    public static let defaultThreadCount = 4
+    /// The most worker threads when the caller does not say: what a
+    /// single-page blkif ring holds (BLK_RING_SIZE 32), so a full ring's
+    /// requests are all in the kernel at once, as with io_uring.
+    public static let defaultThreadCount = 32
 
     /// The queue bound when the caller does not say: what a multi-page blkif
     /// ring holds, as `IOUringEngine.defaultDepth`.
     public static let defaultQueueDepth = 128
 
-    /// The worker threads.
+    /// The most worker threads (started as needed).
     public let threadCount: Int
     /// The most requests waiting for a worker.
     public let queueDepth: Int
@@ -65,9 +73,12 @@ public final class ThreadPoolEngine: BlockIOEngine, @unchecked Sendable {
     private var closing = false
     /// Submitters waiting for room in the queue.
     private var waitingSubmitters = 0
-    /// Workers not yet ended, and the ones that have started (by thread).
-    private var alive: Int
+    /// Workers not yet ended, those waiting for a request, and the ones
+    /// that have started (by thread).
+    private var alive = 0
+    private var idle = 0
     private var workers: [pthread_t] = []
+    private let name: String
     /// What keeps `fd` open (a `BlockBackingFile`), until the last worker ends.
     private var owner: (AnyObject & Sendable)?
 
@@ -87,10 +98,25 @@ public final class ThreadPoolEngine: BlockIOEngine, @unchecked Sendable {
         self.onComplete = onComplete
         threadCount = max(1, threads)
         self.queueDepth = max(1, queueDepth)
-        alive = threadCount
-        for _ in 0..<threadCount {
-            EngineThread.start(name: name) { [self] in work() }
-        }
+        self.name = name
+        condition.lock()
+        startWorker()
+        condition.unlock()
+    }
+
+    /// The number of workers started so far (at most `threadCount`).
+    public var startedWorkers: Int {
+        condition.lock()
+        defer { condition.unlock() }
+        return alive
+    }
+
+    /// With `condition` locked: one more worker (it counts as idle until it
+    /// has looked at the queue, so that one queued request starts one).
+    private func startWorker() {
+        alive += 1
+        idle += 1
+        EngineThread.start(name: name) { [self] in work() }
     }
 
     public func submit(_ requests: [BlockIORequest]) {
@@ -111,6 +137,7 @@ public final class ThreadPoolEngine: BlockIOEngine, @unchecked Sendable {
             }
             queue.append(r)
             outstanding += 1
+            if !closing, queue.count > idle, alive < threadCount { startWorker() }
         }
         condition.broadcast()
         condition.unlock()
@@ -135,13 +162,18 @@ public final class ThreadPoolEngine: BlockIOEngine, @unchecked Sendable {
         while true {
             while queue.isEmpty, !(closing && outstanding == 0) { condition.wait() }
             guard let request = queue.popFirst() else { break }
+            idle -= 1
             if waitingSubmitters > 0 { condition.broadcast() }
             condition.unlock()
             let result = HostFileIO.perform(request.operation, fd: fd, discard: discard)
             condition.lock()
             finished.append(BlockIOCompletion(tag: request.tag, result: result))
+            // Idle from here: a request the handler (or anyone) submits
+            // meanwhile is this worker's next, not a reason for another.
+            idle += 1
             deliver()
         }
+        idle -= 1
         alive -= 1
         // The last worker lets the file go (closing it, if this was the last
         // reference), so that happens before shutdown() returns; the workers

@@ -1,5 +1,6 @@
 import Foundation
 import Hummingbird
+import PVHAPIModels
 import Toolstack
 
 /// The API's routes (docs/api/openapi.json describes each): one table, so
@@ -34,7 +35,12 @@ public enum APIRoutes {
         Route(method: "GET", path: "/v1/domains/{name}/nics", implemented: true),
         Route(method: "POST", path: "/v1/domains/{name}/nics", implemented: true),
         Route(method: "DELETE", path: "/v1/domains/{name}/nics/{device}", implemented: true),
-        Route(method: "GET", path: "/v1/domains/{name}/console", implemented: false),
+        // The console (Console.swift), from the daemon's relay.
+        Route(method: "GET", path: "/v1/domains/{name}/console", implemented: true),
+        Route(method: "POST", path: "/v1/domains/{name}/console", implemented: true),
+        // Logs (Logs.swift).
+        Route(method: "GET", path: "/v1/dmesg", implemented: true),
+        Route(method: "GET", path: "/v1/domains/{name}/log", implemented: true),
         Route(method: "GET", path: "/v1/events", implemented: true),
         Route(method: "GET", path: "/v1/xenstore", implemented: true),
         Route(method: "GET", path: "/v1/xenstore/{path}", implemented: true),
@@ -90,6 +96,8 @@ public enum APIRouter {
         registerDevices(on: router, service: service)
         // Memory, vCPUs and stats (GuestControl.swift).
         registerGuestControl(on: router, service: service)
+        registerConsole(on: router, service: service)
+        registerLogs(on: router, service: service)
         for route in APIRoutes.all where !route.implemented {
             let path = route.path.replacingOccurrences(of: "{path}", with: "**")
             let method: HTTPRequest.Method = switch route.method {
@@ -99,9 +107,7 @@ public enum APIRouter {
             default: .get
             }
             router.on(RouterPath(path), method: method) { _, _ in
-                try errorResponse(APIError(.notImplemented, route.path.hasSuffix("/console")
-                    ? "\(route.method) \(route.path): the console is not served over HTTP: attach to the Unix socket that GET /v1/domains/{name} reports as console (pvh console NAME)"
-                    : "\(route.method) \(route.path) is not implemented yet"))
+                try errorResponse(APIError(.notImplemented, "\(route.method) \(route.path) is not implemented yet"))
             }
         }
     }

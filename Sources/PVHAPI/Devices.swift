@@ -1,24 +1,7 @@
 import Foundation
 import Hummingbird
+import PVHAPIModels
 import Toolstack
-
-/// The two hot-pluggable device classes as the API names them.
-public enum DeviceKind: String, Codable, Hashable, Sendable, CaseIterable {
-    /// vbd: `xl block-attach`'s disks.
-    case disks
-    /// vif: `xl network-attach`'s interfaces.
-    case nics
-
-    /// The xenbus device class: "vbd" or "vif".
-    public var xenbusType: String { self == .disks ? "vbd" : "vif" }
-}
-
-/// `POST /v1/domains/{name}/disks` and `/nics`: one device, in xl's spec
-/// syntax (xl-disk-configuration(5), xl-network-configuration(5)).
-public struct AttachDeviceRequest: Codable, Hashable, Sendable {
-    public var spec: String
-    public init(spec: String) { self.spec = spec }
-}
 
 /// Hot-plug (the daemon implements it in pvh/Hotplug.swift). The defaults
 /// answer 501, for services that do not hot-plug (the tests' fakes).
@@ -51,13 +34,7 @@ extension APIRouter {
             }
             router.post("/v1/domains/{name}/\(kind.rawValue)") { request, context in
                 try await answer(status: .created) {
-                    let body = try await request.body.collect(upTo: 64 << 10)
-                    let decoded: AttachDeviceRequest
-                    do {
-                        decoded = try JSONDecoder().decode(AttachDeviceRequest.self, from: Data(buffer: body))
-                    } catch {
-                        throw APIError(.badRequest, "the body is not {\"spec\": SPEC}: \(error)")
-                    }
+                    let decoded = try await decode(request, as: AttachDeviceRequest.self, what: "{\"spec\": SPEC}", keys: ["spec"])
                     let timeout = try deviceTimeout(request)
                     return try await devices.attach(kind, spec: decoded.spec, to: try name(context), timeout: timeout)
                 }
@@ -83,7 +60,12 @@ extension APIRouter {
     }
 
     static func deviceTimeout(_ request: Request) throws(APIError) -> Double {
-        guard let text = request.uri.queryParameters.get("timeout") else { return defaultDeviceWait }
+        try timeoutParameter(request, default: defaultDeviceWait)
+    }
+
+    /// `?timeout=SECONDS`, more than 0 and at most `APIRoutes.maximumWait`.
+    static func timeoutParameter(_ request: Request, default value: Double) throws(APIError) -> Double {
+        guard let text = request.uri.queryParameters.get("timeout") else { return value }
         guard let t = Double(String(text)), t > 0, t <= APIRoutes.maximumWait else {
             throw APIError(.badRequest, "timeout=\(text): seconds, more than 0 and at most \(Int(APIRoutes.maximumWait))")
         }

@@ -1,4 +1,5 @@
 import Hummingbird
+import PVHAPIModels
 
 extension APIRoutes {
     /// Methods a client may send to a documented path that does not serve

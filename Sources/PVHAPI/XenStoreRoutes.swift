@@ -1,5 +1,6 @@
 import Foundation
 import Hummingbird
+import PVHAPIModels
 import Synchronization
 import XenStore
 

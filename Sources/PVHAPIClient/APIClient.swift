@@ -36,11 +36,13 @@ public struct APIClient: Sendable {
 
     public init(socketPath: String) { self.socketPath = socketPath }
 
-    /// `method path` with an optional JSON body; the whole answer.
-    public func request(_ method: String, _ path: String, json body: [UInt8]? = nil,
+    /// `method path` with an optional body (JSON unless `contentType`
+    /// says otherwise: console input is `application/octet-stream`); the
+    /// whole answer.
+    public func request(_ method: String, _ path: String, json body: [UInt8]? = nil, contentType: String = "application/json",
                         timeout: Double = 30) throws(APIClientError) -> APIResponse {
         var collected: [UInt8] = []
-        let status = try exchange(method, path, body: body, timeout: timeout) { chunk in
+        let status = try exchange(method, path, body: body, contentType: contentType, timeout: timeout) { chunk in
             collected += chunk
             return true
         }
@@ -57,7 +59,7 @@ public struct APIClient: Sendable {
         try exchange("GET", path, body: nil, timeout: timeout, onHead: head, onBody: chunk)
     }
 
-    private func exchange(_ method: String, _ path: String, body: [UInt8]?, timeout: Double,
+    private func exchange(_ method: String, _ path: String, body: [UInt8]?, contentType: String = "application/json", timeout: Double,
                           onHead: (@Sendable (Int) -> Void)? = nil,
                           onBody: @escaping ([UInt8]) -> Bool) throws(APIClientError) -> Int {
         let group = MultiThreadedEventLoopGroup.singleton
@@ -85,7 +87,7 @@ public struct APIClient: Sendable {
         head.headers.add(name: "Host", value: "localhost")
         head.headers.add(name: "Connection", value: "close")
         if let body {
-            head.headers.add(name: "Content-Type", value: "application/json")
+            head.headers.add(name: "Content-Type", value: contentType)
             head.headers.add(name: "Content-Length", value: String(body.count))
         }
         channel.write(HTTPClientRequestPart.head(head), promise: nil)

@@ -41,12 +41,25 @@ public struct DomainMetricSource: Sendable {
     /// Its devices are listed at each scrape: a block device's runtime
     /// device is made per connection.
     public let runtime: DeviceRuntime?
-    public let disks: [Disk]
-    public let networks: [NetworkInterface]
+    /// Its disks and network interfaces now: read at each scrape, so a
+    /// hot-plugged device's counters appear with it and a detached one's
+    /// go.
+    public var disks: [Disk] { currentDisks() }
+    public var networks: [NetworkInterface] { currentNetworks() }
+    private let currentDisks: @Sendable () -> [Disk]
+    private let currentNetworks: @Sendable () -> [NetworkInterface]
 
     public init(name: String, domainID: DomainID, vcpus: Int, memoryBytes: UInt64, domain: DomainMetrics,
                 console: ConsoleMetrics? = nil, runtime: DeviceRuntime? = nil, disks: [Disk] = [],
                 networks: [NetworkInterface] = []) {
+        self.init(name: name, domainID: domainID, vcpus: vcpus, memoryBytes: memoryBytes, domain: domain, console: console,
+                  runtime: runtime, disks: { disks }, networks: { networks })
+    }
+
+    /// `disks` and `networks` are asked at each scrape.
+    public init(name: String, domainID: DomainID, vcpus: Int, memoryBytes: UInt64, domain: DomainMetrics,
+                console: ConsoleMetrics? = nil, runtime: DeviceRuntime? = nil, disks: @escaping @Sendable () -> [Disk],
+                networks: @escaping @Sendable () -> [NetworkInterface]) {
         self.name = name
         self.domainID = domainID
         self.vcpus = vcpus
@@ -54,8 +67,8 @@ public struct DomainMetricSource: Sendable {
         self.domain = domain
         self.console = console
         self.runtime = runtime
-        self.disks = disks
-        self.networks = networks
+        currentDisks = disks
+        currentNetworks = networks
     }
 
     /// The counters of a built (running or ended) domain.
@@ -65,10 +78,8 @@ public struct DomainMetricSource: Sendable {
             name: configuration.name, domainID: domain.domainID, vcpus: configuration.vcpus,
             memoryBytes: UInt64(configuration.memoryMiB) << 20, domain: domain.metrics,
             console: domain.consoleBackend.metrics, runtime: domain.devices,
-            disks: domain.diskMetrics.map { Disk(device: $0.device, metrics: $0.metrics) },
-            networks: zip(domain.networkDeviceNames, domain.networkMetrics).map {
-                NetworkInterface(device: $0.0, queues: $0.1)
-            })
+            disks: { domain.diskMetrics.map { Disk(device: $0.device, metrics: $0.metrics) } },
+            networks: { domain.networkInterfaceMetrics.map { NetworkInterface(device: $0.device, queues: $0.queues) } })
     }
 }
 

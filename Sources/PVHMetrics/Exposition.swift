@@ -143,6 +143,16 @@ public struct Exposition: Sendable, Equatable {
         }
     }
 
+    /// Adds one sample of `metric` (its family made with the metric's help
+    /// and type if new): a value a process holds as a total already (the
+    /// daemon's per-domain XenStore counts), not fed through the registry.
+    public mutating func add(_ metric: PVHMetric, labels: [Label], value: UInt64) {
+        let f = family(named: metric.rawValue)
+        if families[f].help == nil { families[f].help = metric.help }
+        if families[f].type == nil { families[f].type = metric.kind == .counter ? "counter" : "gauge" }
+        add(Sample(name: metric.rawValue, labels: labels, value: String(value)), to: f)
+    }
+
     /// The text: each family's `# HELP` and `# TYPE` once, then its samples.
     public var text: String {
         var out = ""

@@ -49,6 +49,9 @@ public enum PVHMetric: String, CaseIterable, Sendable {
     case scrapes = "pvh_metrics_scrapes_total"
     // The daemon's /metrics (its guests' scrapes).
     case guestScrapeFailures = "pvh_daemon_guest_scrape_failures_total"
+    // The daemon's XenStore, per domain (XenStore's XenStoreRequestCounts).
+    case xenStoreRequests = "pvh_xenstore_requests_total"
+    case xenStoreErrors = "pvh_xenstore_errors_total"
 
     public enum Kind: Sendable { case counter, gauge }
 
@@ -86,6 +89,8 @@ public enum PVHMetric: String, CaseIterable, Sendable {
         case .exitsByReason: "reason (io, mmio, wrmsr, debug, hlt, intr, irq_window_open, …)"
         case .eventChannelSends: ""
         case .guestScrapeFailures: "none (the daemon's own)"
+        case .xenStoreRequests: "type (read, write, directory, watch, transaction_start, …, unknown); the daemon's"
+        case .xenStoreErrors: "error (ENOENT, EACCES, EINVAL, …); the daemon's"
         }
     }
 
@@ -128,6 +133,8 @@ public enum PVHMetric: String, CaseIterable, Sendable {
         case .exitsByReason: "KVM exits, by exit reason."
         case .eventChannelSends: "EVTCHNOP_send calls from the guest."
         case .guestScrapeFailures: "Guest processes skipped in a scrape of the daemon's /metrics: no answer in time, or not valid exposition."
+        case .xenStoreRequests: "XenStore requests the domain's connections sent the daemon's store, by type."
+        case .xenStoreErrors: "XenStore requests of the domain's connections answered with an error, by errno name."
         }
     }
 }

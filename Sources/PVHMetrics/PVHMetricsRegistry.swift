@@ -47,9 +47,10 @@ public final class PVHMetricsRegistry: Sendable {
     private struct State {
         var sources: [String: DomainMetricSource] = [:]
         var feeds: [FeedKey: Feed] = [:]
-        /// Each domain's series, for `remove`.
-        var counters: [String: [ObjectIdentifier: Prometheus.Counter]] = [:]
-        var gauges: [String: [ObjectIdentifier: Prometheus.Gauge]] = [:]
+        /// Each domain's series, for `remove`, and whether each is a
+        /// device's (has a `device` label), for `collect`.
+        var counters: [String: [ObjectIdentifier: (series: Prometheus.Counter, device: Bool)]] = [:]
+        var gauges: [String: [ObjectIdentifier: (series: Prometheus.Gauge, device: Bool)]] = [:]
     }
 
     public init() {
@@ -73,7 +74,7 @@ public final class PVHMetricsRegistry: Sendable {
                 s.counters[name] = nil
                 s.gauges[name] = nil
             }
-            return (Array((s.counters[name] ?? [:]).values), Array((s.gauges[name] ?? [:]).values))
+            return ((s.counters[name] ?? [:]).values.map(\.series), (s.gauges[name] ?? [:]).values.map(\.series))
         }
         counters.forEach { prometheus.unregisterCounter($0) }
         gauges.forEach { prometheus.unregisterGauge($0) }
@@ -96,10 +97,19 @@ public final class PVHMetricsRegistry: Sendable {
 
     /// The scrape-time read: one pass over every source, under the lock so
     /// that two concurrent scrapes do not both add the same difference.
+    ///
+    /// A device's series (those with a `device` label) that a scrape no
+    /// longer sees are unregistered: a hot-unplugged disk or interface
+    /// leaves the exposition with its device, as a hot-plugged one enters
+    /// it. (A block device's runtime device between two connections is
+    /// such a gap too: its series start again from zero afterwards, which
+    /// Prometheus' `rate` reads as a counter reset.) The domain's own
+    /// series stay, so a restarted domain's go on.
     func collect() {
         state.withLock { s in
             var feeds: [FeedKey: Feed] = [:]
             for (domainName, source) in s.sources {
+                var seen: Set<ObjectIdentifier> = []
                 let base = [("domain", domainName), ("domid", String(source.domainID.rawValue))]
                 var levels: [[String]: (labels: [(String, String)], metric: PVHMetric, value: Double)] = [:]
                 for sample in source.samples() {
@@ -108,7 +118,9 @@ public final class PVHMetricsRegistry: Sendable {
                     switch sample.value {
                     case .total(let now):
                         let counter = prometheus.makeCounter(descriptor: sample.metric.descriptor, labels: labels)
-                        s.counters[domainName, default: [:]][ObjectIdentifier(counter)] = counter
+                        let device = sample.labels.contains { $0.0 == "device" }
+                        s.counters[domainName, default: [:]][ObjectIdentifier(counter)] = (counter, device)
+                        seen.insert(ObjectIdentifier(counter))
                         let key = FeedKey(name: sample.metric.rawValue, labels: flat,
                                           source: ObjectIdentifier(sample.source))
                         let last = s.feeds[key]?.last ?? 0
@@ -129,8 +141,17 @@ public final class PVHMetricsRegistry: Sendable {
                 }
                 for level in levels.values {
                     let gauge = prometheus.makeGauge(descriptor: level.metric.descriptor, labels: level.labels)
-                    s.gauges[domainName, default: [:]][ObjectIdentifier(gauge)] = gauge
+                    s.gauges[domainName, default: [:]][ObjectIdentifier(gauge)] = (gauge, level.labels.contains { $0.0 == "device" })
+                    seen.insert(ObjectIdentifier(gauge))
                     gauge.set(level.value)
+                }
+                for (id, entry) in s.counters[domainName] ?? [:] where entry.device && !seen.contains(id) {
+                    prometheus.unregisterCounter(entry.series)
+                    s.counters[domainName]?[id] = nil
+                }
+                for (id, entry) in s.gauges[domainName] ?? [:] where entry.device && !seen.contains(id) {
+                    prometheus.unregisterGauge(entry.series)
+                    s.gauges[domainName]?[id] = nil
                 }
             }
             // Sources no scrape sees any more are let go.

@@ -62,6 +62,10 @@ public struct DomainRecord: Sendable, Equatable {
     public var restarts: Int
     /// Incarnations in a row that ended within `ShutdownPolicy.minimumRun`.
     public var quickEnds = 0
+    /// How its last guest process ended, as the events said it (`killed by
+    /// the sandbox (seccomp): ...`, `crash`, `poweroff`); nil until one
+    /// ended. Not saved across a daemon restart.
+    public var lastEnd: String?
 
     public init(id: DomainID, name: String, uuid: DomainUUID, configuration: XLDomainConfiguration,
                 state: DomainState = .running, startTime: Double, processID: Int32? = nil, restarts: Int = 0) {

@@ -94,6 +94,27 @@ public struct DomainRegistry: Sendable {
         update(id) { $0.name = name }
     }
 
+    /// A restart (`restart` on reboot, poweroff or crash; `pvh reboot`):
+    /// the domain is recreated under a fresh id, keeping its name, UUID,
+    /// configuration and counters, as xl does (it destroys the domain and
+    /// creates it again: libxl__domain_make hands the new one whatever id
+    /// Xen's `domain_create` gives, tools/xl/xl_vmcontrol.c `start:`).
+    /// The new id is taken while the old one is still held, so it is
+    /// never the old one; the old id is free afterwards (the rover comes
+    /// back to it only after going round). `body` sets the new
+    /// incarnation's state.
+    public mutating func renumber(_ id: DomainID, _ body: (inout DomainRecord) -> Void = { _ in }) throws(RegistryError) -> DomainRecord {
+        guard let old = domains[id] else { throw .noSuchDomain(String(id.rawValue)) }
+        let newID = try nextID()
+        var record = DomainRecord(id: newID, name: old.name, uuid: old.uuid, configuration: old.configuration, state: old.state,
+                                  startTime: old.startTime, processID: nil, restarts: old.restarts)
+        record.quickEnds = old.quickEnds
+        body(&record)
+        domains[id] = nil
+        domains[newID] = record
+        return record
+    }
+
     /// Forgets a domain: its id, name and UUID are free again.
     @discardableResult
     public mutating func remove(_ id: DomainID) -> DomainRecord? { domains.removeValue(forKey: id) }

@@ -5,9 +5,20 @@ public enum GuestProcessEnd: Hashable, Sendable, CustomStringConvertible {
     case exited(Int32)
     case signaled(Int32)
 
+    /// SIGSYS (signal(7): 31 on every Linux architecture pvh builds for):
+    /// what the kernel kills a process with when its seccomp filter forbids
+    /// a system call it made (SCMP_ACT_KILL_PROCESS; docs/ARCHITECTURE.md:
+    /// Sandbox). A guest process dying of it was stopped by its sandbox.
+    public static let sandboxKillSignal: Int32 = 31
+
+    /// The guest process's sandbox killed it (a forbidden system call).
+    public var killedBySandbox: Bool { self == .signaled(Self.sandboxKillSignal) }
+
     public var description: String {
         switch self {
         case .exited(let status): "exited with status \(status)"
+        case .signaled(let signal) where signal == Self.sandboxKillSignal:
+            "killed by the sandbox (seccomp): signal \(signal), SIGSYS: a forbidden system call"
         case .signaled(let signal): "killed by signal \(signal)"
         }
     }

@@ -58,9 +58,9 @@ final class DiskBackends: Sendable {
     /// locks (another guest may use them) even while its `Domain` lives.
     /// A hot-unplugged disk's backend leaves it the same way (`remove`).
     private let backends: ServedBackends<BlockBackend>
-    /// Each boot-time disk's counters by its device name (`vbd-51712`),
-    /// kept after `tearDown` as the network interfaces' are.
-    let metrics: [(device: String, metrics: BlockMetrics)]
+    /// Each served disk's counters by its device name (`vbd-51712`),
+    /// boot-time and hot-plugged, kept after `tearDown` (ServedBackends).
+    var metrics: [(device: String, metrics: BlockMetrics)] { backends.counters }
     /// What a hot-plugged disk's backend is made with.
     private let context: BackendContext
 
@@ -75,7 +75,6 @@ final class DiskBackends: Sendable {
                 throw error
             }
         }
-        metrics = backends.map { ("\($0.address.type)-\($0.address.index)", $0.metrics) }
         self.backends = ServedBackends(backends)
     }
 

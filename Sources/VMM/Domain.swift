@@ -167,7 +167,6 @@ public final class Domain: Sendable {
         toolstack = try ToolstackDevices(configuration, memory: machine.memory, xen: xen,
                                          store: domainStore, output: console, disks: disks,
                                          networks: networks, logger: logger)
-        networkDeviceNames = toolstack.networks.all.map { "\($0.address.type)-\($0.address.index)" }
         let dispatcher = xen.dispatcher(configuration, machine: machine, boot: boot, console: hypervisorConsole)
         reservation = dispatcher.reservation
 
@@ -192,15 +191,17 @@ public final class Domain: Sendable {
     /// domain lives: their connection state and host sides.
     public var networkBackends: [NetBackend] { toolstack.networks.all }
 
-    /// Each network interface's per-queue counters (`--net` order), also
-    /// after the domain ended.
-    public var networkMetrics: [[NetMetrics]] { toolstack.networks.metrics }
+    /// Each network interface's per-queue counters (`--net` order, then
+    /// those hot-plugged), also after the domain ended.
+    public var networkMetrics: [[NetMetrics]] { toolstack.networks.metrics.map(\.queues) }
 
-    /// Each network interface's device name (`vif-0`), in `networkMetrics`' order.
-    public let networkDeviceNames: [String]
+    /// Each network interface's device name (`vif-0`) and per-queue
+    /// counters, read together (a hot-plug may come between two reads).
+    public var networkInterfaceMetrics: [(device: String, queues: [NetMetrics])] { toolstack.networks.metrics }
 
-    /// Each disk's device name (`vbd-51712`) and counters (`--disk` order),
-    /// also after the domain ended.
+    /// Each disk's device name (`vbd-51712`) and counters (`--disk` order,
+    /// then those hot-plugged; a detached one's gone), also after the
+    /// domain ended.
     public var diskMetrics: [(device: String, metrics: BlockMetrics)] { toolstack.disks.metrics }
 
     /// Runs the guest until it shuts down or is stopped. vCPU 0 starts at the

@@ -182,9 +182,12 @@ final class HotplugWatcher: Sendable {
     }
 }
 
-/// A device backend as a domain keeps it: where it is, and how it goes.
+/// A device backend as a domain keeps it: where it is, its counters, and
+/// how it goes.
 protocol ServedBackend: AnyObject, Sendable {
+    associatedtype Counters: Sendable
     var address: XenbusDeviceAddress { get }
+    var metrics: Counters { get }
     func destroy()
 }
 
@@ -195,23 +198,44 @@ extension NetBackend: ServedBackend {}
 /// then those hot-plugged and not yet unplugged. A backend leaves the list
 /// before it is destroyed, and with the list goes the last reference to
 /// what it holds (a disk's image and its lock).
+///
+/// Their counters by device name (`vbd-51712`, `vif-0`) follow the list
+/// (a hot-plugged device's enter the metrics, a hot-unplugged one's leave)
+/// but outlive `removeAll`, for a scrape after the domain ended.
 final class ServedBackends<Backend: ServedBackend>: Sendable {
     private let list: Mutex<[Backend]>
+    private let served: Mutex<[(device: String, metrics: Backend.Counters)]>
 
-    init(_ initial: [Backend]) { list = Mutex(initial) }
+    init(_ initial: [Backend]) {
+        list = Mutex(initial)
+        served = Mutex(initial.map { (Self.deviceName($0.address), $0.metrics) })
+    }
+
+    /// The metrics' `device` label.
+    static func deviceName(_ address: XenbusDeviceAddress) -> String { "\(address.type)-\(address.index)" }
+
+    /// Each served device's counters, by device name.
+    var counters: [(device: String, metrics: Backend.Counters)] { served.withLock { $0 } }
 
     var all: [Backend] { list.withLock { $0 } }
     var indices: [Int] { list.withLock { $0.map(\.address.index) } }
 
     func backend(_ index: Int) -> Backend? { list.withLock { $0.first { $0.address.index == index } } }
 
-    func append(_ backend: Backend) { list.withLock { $0.append(backend) } }
+    func append(_ backend: Backend) {
+        list.withLock { $0.append(backend) }
+        served.withLock { $0.append((Self.deviceName(backend.address), backend.metrics)) }
+    }
 
     /// Destroys the backend at `index`, if one serves it.
     func remove(_ index: Int) {
         let gone = list.withLock { l -> Backend? in
             guard let i = l.firstIndex(where: { $0.address.index == index }) else { return nil }
             return l.remove(at: i)
+        }
+        if let gone {
+            let name = Self.deviceName(gone.address)
+            served.withLock { $0.removeAll { $0.device == name } }
         }
         gone?.destroy()
     }

@@ -76,8 +76,9 @@ struct NetworkLinks {
 final class NetworkBackends: Sendable {
     /// Emptied by `tearDown`.
     private let backends: ServedBackends<NetBackend>
-    /// Each boot-time interface's per-queue counters, kept after `tearDown`.
-    let metrics: [[NetMetrics]]
+    /// Each served interface's device name (`vif-0`) and per-queue
+    /// counters, boot-time and hot-plugged, kept after `tearDown`.
+    var metrics: [(device: String, queues: [NetMetrics])] { backends.counters.map { ($0.device, $0.metrics) } }
     /// What a hot-plugged interface's backend is made with.
     private let context: BackendContext
 
@@ -93,7 +94,6 @@ final class NetworkBackends: Sendable {
                 throw error
             }
         }
-        metrics = backends.map(\.metrics)
         self.backends = ServedBackends(backends)
     }
 

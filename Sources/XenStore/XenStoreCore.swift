@@ -151,6 +151,9 @@ public struct XenStoreCore: Sendable {
         connections[id] = Connection(domain: domain, privileged: privileged)
     }
 
+    /// The domain a client connected as.
+    public func domain(of id: XenStoreConnectionID) -> DomainID? { connections[id]?.domain }
+
     /// Forgets a client with its watches and transactions.
     public mutating func disconnect(_ id: XenStoreConnectionID) { connections[id] = nil }
 

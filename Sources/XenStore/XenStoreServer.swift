@@ -68,6 +68,8 @@ public final class XenStoreServer: XenStoreService {
         var callbacks: [Callback] = []
         var draining = false
         var droppedEvents = 0
+        /// Wire clients' requests by their domain (`requestCounts`).
+        var requests: [DomainID: XenStoreRequestCounts] = [:]
     }
 
     private let state: Mutex<State>
@@ -135,9 +137,14 @@ public final class XenStoreServer: XenStoreService {
             for frame in frames {
                 switch frame {
                 case .message(let m):
-                    Self.route(s.core.handle(m, from: id), in: &s, requester: id)
+                    let out = s.core.handle(m, from: id)
+                    // The reply is the first delivery to the requester (XenStoreCore.handle).
+                    Self.countRequest(m.type.description.lowercased(), reply: out.first { $0.connection == id }?.message,
+                                      from: id, in: &s)
+                    Self.route(out, in: &s, requester: id)
                 case .unknownType(_, let requestID, let transactionID):
                     let reply = XenStoreCore.unknownTypeReply(requestID: requestID, transactionID: transactionID)
+                    Self.countRequest("unknown", reply: reply, from: id, in: &s)
                     Self.route([XenStoreDelivery(connection: id, message: reply)], in: &s, requester: id)
                 }
             }
@@ -147,6 +154,19 @@ public final class XenStoreServer: XenStoreService {
         runCallbacks()
         return result
     }
+
+    private static func countRequest(_ type: String, reply: XenStoreMessage?, from id: XenStoreConnectionID, in s: inout State) {
+        guard let domain = s.core.domain(of: id) else { return }
+        s.requests[domain, default: XenStoreRequestCounts()].count(type, reply: reply)
+    }
+
+    /// Every domain's wire requests so far, by the domain its connections
+    /// were made as (the metrics' per-domain XenStore counts).
+    public func requestCounts() -> [DomainID: XenStoreRequestCounts] { state.withLock { $0.requests } }
+
+    /// Forgets `domain`'s counts: the toolstack calls it when the domain
+    /// goes, so that an id given to a later domain starts from zero.
+    public func forgetRequestCounts(of domain: DomainID) { state.withLock { _ = $0.requests.removeValue(forKey: domain) } }
 
     /// Disconnects a client: drops its watches and transactions.
     public func disconnect(_ id: XenStoreConnectionID) {

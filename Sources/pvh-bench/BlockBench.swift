@@ -186,13 +186,24 @@ enum BlockBench {
         for c in selected {
             var pvh: [Double] = [], threads: [Double] = [], host: [Double] = []
             var waits: [String] = []
+            var device: [String: [String]] = [:]
+            let disk = DiskStatistics(holding: options.file)
+            /// `body` with the disk's view of it (requests it held on
+            /// average, their mean latency) noted under `side`.
+            func watched(_ side: String, _ body: () throws -> Void) rethrows {
+                let before = disk?.sample()
+                try body()
+                if let before, let after = disk?.sample() { device[side, default: []].append(DiskStatistics.describe(before, after)) }
+            }
             for round in 0..<options.rounds {
                 var steps: [() throws -> Void] = [
-                    { let run = try PVHRun(file: file, case: c, engine: .ioUring, options)
-                      pvh.append(try run.measure(seconds: options.seconds))
-                      waits.append(run.wakeUps) },
-                    { threads.append(try PVHRun(file: file, case: c, engine: .threadPool, options).measure(seconds: options.seconds)) },
-                    { host.append(try fioRun(fio, file: options.file, bytes: file.sizeInBytes, case: c, seconds: options.seconds)) },
+                    { try watched("pvh") {
+                        let run = try PVHRun(file: file, case: c, engine: .ioUring, options)
+                        pvh.append(try run.measure(seconds: options.seconds))
+                        waits.append(run.wakeUps)
+                      } },
+                    { try watched("pvh-threads") { threads.append(try PVHRun(file: file, case: c, engine: .threadPool, options).measure(seconds: options.seconds)) } },
+                    { try watched("host") { host.append(try fioRun(fio, file: options.file, bytes: file.sizeInBytes, case: c, seconds: options.seconds)) } },
                 ]
                 if round % 2 == 1 { steps.reverse() }
                 for step in steps { try step() }
@@ -203,6 +214,10 @@ enum BlockBench {
             let list = { (a: [Double]) in a.map { String(format: "%.0f", $0) }.joined(separator: " ") }
             print("  rounds: pvh \(list(pvh)) | pvh-threads \(list(threads)) | host \(list(host))")
             print("  pvh io_uring, per response, each round: \(waits.joined(separator: " | "))")
+            if let disk {
+                let sides = ["pvh", "pvh-threads", "host"].map { "\($0) \((device[$0] ?? []).joined(separator: ", "))" }
+                print("  \(disk.name), requests in flight on average and their mean latency, each round: \(sides.joined(separator: " | "))")
+            }
         }
     }
 
@@ -441,5 +456,50 @@ final class PVHRun {
         let secondsTaken = Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18
         let perSecond = Double(done) / secondsTaken
         return c.unit == .megabytesPerSecond ? perSecond * Double(c.blockSize) / 1e6 : perSecond
+    }
+}
+
+/// The block device holding the benchmark's file, seen through its
+/// statistics (/sys/dev/block/MAJ:MIN/stat, Documentation/block/stat.rst):
+/// how many requests pvh and fio keep in the device and how long each takes
+/// there tell the device's share of a difference from the rest of the path.
+struct DiskStatistics {
+    let path: String
+    let name: String
+
+    /// Nil when the file is not on a block device /sys describes (tmpfs, overlay).
+    init?(holding file: String) {
+        var st = stat()
+        guard stat(file, &st) == 0 else { return nil }
+        // glibc's gnu_dev_major/minor encoding of dev_t.
+        let dev = UInt64(st.st_dev)
+        let major = ((dev >> 8) & 0xfff) | ((dev >> 32) & ~UInt64(0xfff))
+        let minor = (dev & 0xff) | ((dev >> 12) & ~UInt64(0xff))
+        path = "/sys/dev/block/\(major):\(minor)/stat"
+        guard FileManager.default.isReadableFile(atPath: path) else { return nil }
+        name = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/sys/dev/block/\(major):\(minor)"))
+            .map { ($0 as NSString).lastPathComponent } ?? "\(major):\(minor)"
+    }
+
+    struct Sample {
+        var at: ContinuousClock.Instant
+        /// Requests completed, milliseconds they spent in the device (reads
+        /// and writes), and the time-weighted milliseconds in the queue.
+        var requests: UInt64, ticks: UInt64, weighted: UInt64
+    }
+
+    func sample() -> Sample? {
+        guard let text = try? String(contentsOfFile: path, encoding: .utf8) else { return nil }
+        let f = text.split(separator: " ").compactMap { UInt64($0) }
+        guard f.count >= 11 else { return nil }
+        return Sample(at: .now, requests: f[0] + f[4], ticks: f[3] + f[7], weighted: f[10])
+    }
+
+    static func describe(_ a: Sample, _ b: Sample) -> String {
+        let wall = (b.at - a.at) / .milliseconds(1)
+        let n = b.requests &- a.requests
+        let inFlight = wall > 0 ? Double(b.weighted &- a.weighted) / wall : 0
+        let latency = n > 0 ? Double(b.ticks &- a.ticks) * 1000 / Double(n) : 0
+        return String(format: "%.1f %.0f µs", inFlight, latency)
     }
 }

@@ -1,4 +1,5 @@
 import Foundation
+import PVHAPI
 import Synchronization
 import Toolstack
 import VMM
@@ -32,19 +33,28 @@ import Glibc
 /// waits for room (the guest is held back). A client that takes no bytes
 /// for `clientStall` seconds is detached, so the guest is never held for
 /// longer; later output is buffered again.
+///
+/// The same console over HTTP (`GET`/`POST /v1/domains/{name}/console`,
+/// ConsoleAPI.swift): `streams` gets every chunk as the buffer does, and
+/// `send` writes to the same guest input as an attached client.
 final class DomainConsole: Sendable {
     /// How long a write to an attached client may wait for room.
     static let clientStall = 30.0
 
     let name: String
-    let socketPath: String
+    /// Where clients connect: `<domid>.console`, renamed when a restart
+    /// gives the domain a new id (`move(to:)`).
+    var socketPath: String { state.withLock { $0.socketPath } }
     private let listener: UnixSocket
+    /// The HTTP readers of the output.
+    let streams = ConsoleStreams()
 
     private struct State {
         var buffer: ConsoleBuffer
         var client: UnixSocket?
         var guest: UnixSocket?
         var closed = false
+        var socketPath: String
     }
     private let state: Mutex<State>
     /// Held while bytes go to the client, so the replay and live output
@@ -55,10 +65,9 @@ final class DomainConsole: Sendable {
 
     init(name: String, socketPath: String, capacity: Int = ConsoleBuffer.defaultCapacity) throws(UnixSocketError) {
         self.name = name
-        self.socketPath = socketPath
         listener = try UnixSocket.listen(at: socketPath, backlog: 4)
         chmod(socketPath, 0o600)
-        state = Mutex(State(buffer: ConsoleBuffer(capacity: capacity)))
+        state = Mutex(State(buffer: ConsoleBuffer(capacity: capacity), socketPath: socketPath))
         let thread = Thread { [self] in acceptClients() }
         thread.name = "pvh-console-\(name)"
         thread.start()
@@ -87,14 +96,27 @@ final class DomainConsole: Sendable {
         thread.start()
     }
 
+    /// The domain restarted under a new id: the listening socket's file is
+    /// renamed (rename(2) keeps the bound socket; an attached client stays
+    /// attached and its buffer is kept), so that the old id's name is free
+    /// for whichever domain takes that id next. False when it cannot be.
+    func move(to path: String) -> Bool {
+        state.withLock { s in
+            guard !s.closed, rename(s.socketPath, path) == 0 else { return false }
+            s.socketPath = path
+            return true
+        }
+    }
+
     /// The domain is gone: no more clients, the attached one's stream ends.
     func close() {
-        let client = state.withLock { s -> UnixSocket? in
+        let (client, path) = state.withLock { s -> (UnixSocket?, String) in
             s.closed = true
-            return s.client
+            return (s.client, s.socketPath)
         }
         listener.shutdownAndClose()
-        unlink(socketPath)
+        unlink(path)
+        streams.finish()
         // Its own thread sees the end and closes the descriptor.
         client?.shutdown()
     }
@@ -104,6 +126,7 @@ final class DomainConsole: Sendable {
             output.withLock { _ in
                 let client = state.withLock { s -> UnixSocket? in
                     s.buffer.append(bytes)
+                    streams.publish(bytes)
                     return s.client
                 }
                 if let client, !client.writeAll(bytes) {
@@ -117,6 +140,39 @@ final class DomainConsole: Sendable {
                 if s.guest?.fd == guest.fd { s.guest = nil }
             }
             guest.close()
+        }
+    }
+
+    /// An HTTP reader: the buffer now (and the count dropped before it),
+    /// then, with `follow`, every chunk after it; taken under the lock the
+    /// relay appends under, so nothing falls between the two.
+    func openStream(follow: Bool) throws(APIError) -> ConsoleOutput {
+        try state.withLock { s throws(APIError) -> ConsoleOutput in
+            ConsoleOutput(dropped: s.buffer.dropped, chunks: try streams.open(backlog: s.buffer.contents, follow: follow))
+        }
+    }
+
+    /// Input from the HTTP API to the guest process's stdin, as a client's
+    /// typed bytes go: what fits is written at once, the rest as the
+    /// process takes it (its console backend reads stdin as the guest's
+    /// ring has room), for at most `timeout` seconds. Returns how many
+    /// bytes went, in order from the first, or nil when there is no
+    /// guest process to take them.
+    func send(_ bytes: [UInt8], timeout: Double) async -> Int? {
+        let deadline = ContinuousClock.now + .milliseconds(Int64(timeout * 1000))
+        var offset = 0
+        while true {
+            // Non-blocking under the input lock: the descriptor stays open
+            // for the write, and an attached client's typing waits for no
+            // more than one write.
+            let written = input.withLock { _ -> Int? in
+                guard let guest = state.withLock({ $0.guest }) else { return nil }
+                return guest.writeNonBlocking(bytes[offset...])
+            }
+            guard let written, written >= 0 else { return offset == 0 ? nil : offset }
+            offset += written
+            if offset == bytes.count || ContinuousClock.now >= deadline { return offset }
+            if written == 0 { try? await Task.sleep(for: .milliseconds(20)) }
         }
     }
 

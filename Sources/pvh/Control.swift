@@ -106,7 +106,7 @@ struct Shutdown: ParsableCommand {
 
 /// `pvh shutdown -a [-w]`: every guest is asked first, so they power off
 /// side by side, and then (with -w) all are waited for within the one
-/// timeout (the daemon's list polled every 100 ms, as xl polls its domains). A guest gone meanwhile counts as done; one that
+/// timeout (each of the daemon's through the shutdown route's wait). A guest gone meanwhile counts as done; one that
 /// cannot be asked is reported and the rest are still asked (status 1).
 func shutdownAll(wait: Bool, timeout: Double) throws {
     let deadline = ContinuousClock.now + .milliseconds(Int(timeout * 1000))
@@ -126,24 +126,30 @@ func shutdownAll(wait: Bool, timeout: Double) throws {
         }
     }
     if wait {
-        // Polled rather than asked again: a guest whose process is ending
-        // is neither running nor gone for the API's shutdown route. Done
-        // once each is gone or shut down (on_poweroff="preserve" keeps it).
-        var waiting = Set(daemonGuests)
-        while !waiting.isEmpty {
+        // Each asked again, now with the API's bounded wait for what is
+        // left of the timeout: the route tells a guest whose process is
+        // ending from a running one (Supervisor.ProcessPhase) and waits
+        // for its end. Done once each is gone or shut down
+        // (on_poweroff="preserve" keeps it).
+        for name in daemonGuests {
+            let left = (deadline - ContinuousClock.now) / .seconds(1)
+            let bound = min(max(left, 1), APIRoutes.maximumWait)
+            let path = "/v1/domains/\(pathSegment(name))/shutdown?wait=true&timeout=\(Int(bound))"
             do {
-                let live = try client.call("GET", "/v1/domains", as: [DomainInfo].self)
-                    .filter { ["running", "paused", "dying"].contains($0.state) }.map(\.name)
-                waiting.formIntersection(live)
-            } catch let failure as APIFailure { throw failure.exit }
-            if waiting.isEmpty { break }
-            guard ContinuousClock.now < deadline else {
-                for name in waiting.sorted() {
-                    FileDescriptorConsoleSink(fd: 2).emit(Array("pvh: \(name): still running \(timeout) s after the poweroff request\n".utf8))
+                _ = try client.send("POST", path, timeout: bound + 10)
+            } catch let failure as APIFailure {
+                switch failure.error.code {
+                case .notFound: continue  // gone meanwhile
+                case .conflict:
+                    // Not running: kept shut down or crashed is done.
+                    let info = try? client.call("GET", "/v1/domains/\(pathSegment(name))", as: DomainInfo.self)
+                    if info.map({ ["shutdown", "crashed"].contains($0.state) }) ?? true { continue }
+                    FileDescriptorConsoleSink(fd: 2).emit(Array("pvh: \(failure.error.message)\n".utf8))
+                default:
+                    FileDescriptorConsoleSink(fd: 2).emit(Array("pvh: \(failure.error.message)\n".utf8))
                 }
-                throw ExitCode(1)
+                failed = true
             }
-            Thread.sleep(forTimeInterval: 0.1)
         }
         for name in standalone {
             let left = max((deadline - ContinuousClock.now) / .seconds(1), 0)

@@ -49,6 +49,8 @@ struct Create: ParsableCommand {
 
     @OptionGroup var handoff: StoreHandoffOptions
 
+    @OptionGroup var sandbox: SandboxOptions
+
     @Argument(help: ArgumentHelp("The xl config file.", valueName: "config")) var file: String
 
     @Argument(help: ArgumentHelp("More config lines, each KEY=VALUE in the file's syntax.", valueName: "KEY=VALUE"))
@@ -124,7 +126,8 @@ struct Create: ParsableCommand {
         handoff.apply(to: &config)
         let restart = domain.action(on: .reboot)
         try runInForeground(config, name: name, restartOnReboot: restart == .restart ? "on_reboot=\"restart\"" : nil,
-                            metrics: metrics.address(), log: log, named: true, store: handoff.store(), startPaused: startPaused)
+                            metrics: metrics.address(), log: log, named: true, store: handoff.store(), startPaused: startPaused,
+                            sandbox: GuestSandboxSetting(options: sandbox, guestName: name.rawValue))
     }
 
     /// `POST /v1/domains` with the file's text and the overrides; the

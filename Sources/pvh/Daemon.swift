@@ -61,9 +61,14 @@ struct Daemon: ParsableCommand {
                                valueName: "address"))
     var metrics: String?
 
+    @OptionGroup var sandbox: SandboxOptions
+
     func validate() throws { try MetricsOptions.check(metrics) }
 
     func run() throws {
+        // The daemon's guest processes read it once at their start
+        // (GuestSandboxSetting); a detached daemon inherits it too.
+        if sandbox.noSandbox { setenv(GuestSandboxSetting.variable, "off", 1) }
         let api = apiSocket ?? DaemonDefaults.apiSocket
         let storeSocket = xenStoreSocket ?? DaemonDefaults.xenStoreSocket
         if !foreground {
@@ -76,7 +81,11 @@ struct Daemon: ParsableCommand {
 
     private func runInForeground(api: String, storeSocket: String) throws {
         let stderr = FileDescriptorConsoleSink(fd: 2)
-        let log: @Sendable (String) -> Void = { FileDescriptorConsoleSink(fd: 2).emit(Array("pvh: daemon: \($0)\n".utf8)) }
+        // Every line also kept for GET /v1/dmesg (LogAPI.swift).
+        let log: @Sendable (String) -> Void = {
+            Supervisor.logLines.append($0)
+            FileDescriptorConsoleSink(fd: 2).emit(Array("pvh: daemon: \($0)\n".utf8))
+        }
         var handled = sigset_t()
         sigemptyset(&handled)
         for sig in [SIGINT, SIGTERM] { sigaddset(&handled, sig) }
@@ -120,7 +129,12 @@ struct Daemon: ParsableCommand {
         if let saved { supervisor.adopt(saved) }
         // A domain introduced has its tree complete: saved then too, so a
         // daemon killed without a clean stop leaves it for the next one.
-        let introduced = try? store.watch("@introduceDomain", token: "persist") { _, _ in supervisor.persist() }
+        let introduced = try? store.watch("@introduceDomain", token: "persist") { _, _ in
+            supervisor.noteIntroductions()
+            supervisor.persist()
+        }
+        // A domain released while its process runs is ending (Supervisor.ProcessPhase).
+        let released = try? store.watch("@releaseDomain", token: "phases") { _, _ in supervisor.noteIntroductions() }
         let registry = PVHMetricsRegistry()
         registry.increment(.guestScrapeFailures, by: 0)  // listed from the first scrape on
         let combined = DaemonMetrics(registry: registry, supervisor: supervisor)
@@ -173,6 +187,7 @@ struct Daemon: ParsableCommand {
             // the last state is written after it.
             server.stop()
             introduced.map { store.unwatch($0) }
+            released.map { store.unwatch($0) }
             supervisor.persistAndWait()
             log("stopping: \(supervisor.domainCount) guest(s) left running for the next daemon (\(supervisor.stateFile))")
         }

@@ -5,6 +5,7 @@ import PVHMetrics
 import Toolstack
 import VMM
 import XenABI
+import XenStore
 
 #if canImport(Glibc)
 import Glibc
@@ -199,6 +200,26 @@ struct DaemonMetrics: Sendable {
         // back only to merge (swift-prometheus writes valid text).
         var merged = (try? Exposition(parsing: String(decoding: registry.exposition(), as: UTF8.self))) ?? Exposition()
         for part in parts { merged.merge(part) }
+        merged.merge(xenStoreCounts())
         return Array(merged.text.utf8)
+    }
+
+    /// Each live domain's XenStore requests on the daemon's store (its
+    /// ring's, relayed under its id), labelled as its guest's series are;
+    /// series sorted so that a scrape reads the same order each time.
+    func xenStoreCounts() -> Exposition {
+        let counts = supervisor.store.requestCounts()
+        var out = Exposition()
+        for (record, _) in supervisor.records() {
+            guard let domain = counts[record.id] else { continue }
+            let labels = [Exposition.Label("domain", record.name), Exposition.Label("domid", String(record.id.rawValue))]
+            for (type, n) in domain.requests.sorted(by: { $0.key < $1.key }) {
+                out.add(.xenStoreRequests, labels: labels + [.init("type", type)], value: n)
+            }
+            for (error, n) in domain.errors.sorted(by: { $0.key < $1.key }) {
+                out.add(.xenStoreErrors, labels: labels + [.init("error", error)], value: n)
+            }
+        }
+        return out
     }
 }

@@ -114,8 +114,16 @@ final class GuestReattachListener: Sendable {
 enum GuestExitRecord {
     static func write(_ status: Int32, to path: String) {
         let temporary = path + ".new"
-        guard FileManager.default.createFile(atPath: temporary, contents: Data("\(status)\n".utf8),
-                                             attributes: [.posixPermissions: 0o600]) else { return }
+        // open(2) with the mode, not FileManager's createFile (which sets
+        // it afterwards with chmod(2) by path): this is written under the
+        // guest process's sandbox, which needs no more than open and rename
+        // here (docs/ARCHITECTURE.md: Sandbox).
+        let fd = open(temporary, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o600)
+        guard fd >= 0 else { return }
+        let bytes = Array("\(status)\n".utf8)
+        let written = bytes.withUnsafeBytes { Glibc.write(fd, $0.baseAddress, $0.count) }
+        close(fd)
+        guard written == bytes.count else { return }
         _ = rename(temporary, path)
     }
 

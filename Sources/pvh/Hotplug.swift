@@ -38,6 +38,12 @@ extension Supervisor: DeviceService {
 
     func attach(_ kind: DeviceKind, spec: String, to name: String, timeout: Double) async throws(APIError) -> DeviceListingEntry {
         let record = try hotplugTarget(named: name)
+        // A paused domain's process is stopped, and with it the backend
+        // that would take the device: the wait could only run out
+        // (api-check found the 60 s default outliving its requests).
+        guard record.state != .paused else {
+            throw APIError(.conflict, "\(name) is paused: its guest process serves no new device until unpause")
+        }
         let (device, index) = try hotplugDevice(kind, spec: spec, domain: record.id)
         let address = XenbusDeviceAddress(type: kind.xenbusType, frontend: record.id, index: index)
         guard (try? store.directory(address.backendPath)) == nil, (try? store.directory(address.frontendPath)) == nil else {
@@ -80,6 +86,10 @@ extension Supervisor: DeviceService {
         let address = XenbusDeviceAddress(type: kind.xenbusType, frontend: record.id, index: index)
         guard let before = entry(kind, domain: record.id, index: index) else {
             throw APIError(.notFound, "\(name) has no \(kind == .disks ? "disk" : "network interface") \(device)")
+        }
+        // As for attach: a stopped process closes nothing; --force still removes it.
+        if !force, record.state == .paused {
+            throw APIError(.conflict, "\(name) is paused: its guest process closes no device until unpause (force removes it)")
         }
         if !force {
             let be = address.backendPath

@@ -70,12 +70,13 @@ struct LogOptions: ParsableArguments {
                 { component in GuestLog.logger(label: label, file: file, level: level, component: component) })
     }
 
-    /// Where the hypervisor console goes for this run.
-    func hypervisorConsoleOutputs(logger: Logger, file: HypervisorConsoleFile?) -> HypervisorConsoleOutputs {
+    /// Where the hypervisor console goes for this run; `stdout` is the
+    /// run's own (shared with the PV console, so their bytes keep their order).
+    func hypervisorConsoleOutputs(logger: Logger, file: HypervisorConsoleFile?, stdout: any ConsoleSink) -> HypervisorConsoleOutputs {
         switch hypervisorConsole {
         case .log: HypervisorConsoleOutputs(logger: logger, file: file)
         case .stderr: HypervisorConsoleOutputs(lines: FileDescriptorConsoleSink(fd: 2), logger: logger, file: file)
-        case .stdout: HypervisorConsoleOutputs(raw: FileDescriptorConsoleSink(fd: 1), logger: logger, file: file)
+        case .stdout: HypervisorConsoleOutputs(raw: stdout, logger: logger, file: file)
         case .none: HypervisorConsoleOutputs(file: file)
         }
     }

@@ -134,6 +134,8 @@ struct Run: ParsableCommand {
 
     @OptionGroup var handoff: StoreHandoffOptions
 
+    @OptionGroup var sandbox: SandboxOptions
+
     func run() throws {
         let rawName = name ?? "pvh-\(getpid())"
         guard let guestName = GuestName(rawName) else { usageFailure("--name \(rawName): \(GuestName.rule)") }
@@ -154,7 +156,8 @@ struct Run: ParsableCommand {
                                         networks: networkSpecifications)
         handoff.apply(to: &config)
         try runInForeground(config, name: guestName, restartOnReboot: onReboot == .restart ? "--on-reboot restart" : nil,
-                            metrics: metrics.address(), log: log, named: name != nil, store: handoff.store())
+                            metrics: metrics.address(), log: log, named: name != nil, store: handoff.store(),
+                            sandbox: GuestSandboxSetting(options: sandbox, guestName: guestName.rawValue))
     }
 }
 
@@ -294,7 +297,8 @@ enum GuestLimits {
 /// the log and `pvh dmesg`'s file are kept under it after the guest ends.
 func runInForeground(_ config: GuestConfiguration, name guestName: GuestName, restartOnReboot restartReason: String?,
                      metrics: MetricsOption? = nil, log: LogOptions, named: Bool,
-                     store handedOver: HandedOverStore? = nil, startPaused: Bool = false) throws {
+                     store handedOver: HandedOverStore? = nil, startPaused: Bool = false,
+                     sandbox: GuestSandboxSetting) throws {
     let rawName = guestName.rawValue
     let (logger, componentLogger) = log.logger(for: config, named: named)
     // The signals pvh acts on are blocked in every thread (each thread
@@ -306,6 +310,9 @@ func runInForeground(_ config: GuestConfiguration, name guestName: GuestName, re
     sigemptyset(&handled)
     for sig in [SIGINT, SIGTERM, SIGUSR1] { sigaddset(&handled, sig) }
     pthread_sigmask(SIG_BLOCK, &handled, nil)
+    // The passt spawner is forked now, before any domain exists (it keeps
+    // none of this process's descriptors either way).
+    sandbox.prepare(logger: logger)
     let runtime = RuntimeDirectory.default
     let domainStore: DomainStore
     let socketServer: XenStoreSocketServer?
@@ -374,12 +381,31 @@ func runInForeground(_ config: GuestConfiguration, name guestName: GuestName, re
     let current = CurrentDomain()
     let terminal = HostTerminal()
     terminal.attach(to: current)
+    // A daemon's guest holds its console output while no daemon runs
+    // (HeldConsole.swift); `pvh run`'s goes to its terminal as it is.
+    // `pvh run`'s stdout (the PV console, and the hypervisor console with
+    // `stdout`) never holds the console's device thread or the guest: a
+    // buffer and a writer thread of its own (BufferedConsoleSink: 1 MiB,
+    // then the oldest output dropped and counted; docs/ARCHITECTURE.md:
+    // Host faults). A daemon's guest's goes to the daemon's relay the same
+    // way, and is held while no daemon runs (HeldConsole.swift).
+    let heldConsole = handedOver == nil ? nil : HeldConsoleSink()
+    let bufferedStdout = heldConsole?.output ?? BufferedConsoleSink(fd: 1)
+    let consoleSink: any ConsoleSink = heldConsole ?? bufferedStdout
     let reattachListener = reattach.flatMap { store in
         handedOver?.reattachSocket.flatMap { path in
-            startReattachListener(path, store: store, logger: logger) { terminal.attachAgain(to: current) }
+            startReattachListener(path, store: store, logger: logger) {
+                if let held = heldConsole?.consoleReplaced() {
+                    logger.notice("console: \(held.written) byte(s) written while no daemon ran handed to the new one (\(held.dropped) older dropped)")
+                }
+                terminal.attachAgain(to: current)
+            }
         }
     }
     defer { reattachListener?.close() }
+    // A reader of stdout that goes away (`pvh run | head`) must not end
+    // the guest: EPIPE, not SIGPIPE, and the console sink drops and counts.
+    signal(SIGPIPE, SIG_IGN)
     // SIGINT/SIGTERM from outside stop the guest cleanly (terminal restored, status 130).
     var sources = signalSources([SIGINT, SIGTERM]) { current.stop() }
     // SIGUSR1: each vCPU prints its registers and stack top (xl debug-keys).
@@ -400,8 +426,9 @@ func runInForeground(_ config: GuestConfiguration, name guestName: GuestName, re
     repeat {
         let domain: Domain
         do {
-            domain = try Domain(configuration: config, console: FileDescriptorConsoleSink(fd: 1), domainStore: domainStore,
-                                hypervisorConsole: log.hypervisorConsoleOutputs(logger: logger, file: consoleFile), logger: logger)
+            domain = try Domain(configuration: config, console: consoleSink, domainStore: domainStore,
+                                hypervisorConsole: log.hypervisorConsoleOutputs(logger: logger, file: consoleFile, stdout: consoleSink),
+                                logger: logger)
         } catch {
             terminal.restore()
             metricsServer?.stop()
@@ -425,6 +452,10 @@ func runInForeground(_ config: GuestConfiguration, name guestName: GuestName, re
         // memory/static-max from the toolstack is the domain's cap (pvh mem-max).
         let memoryLimit = domain.watchMemoryLimit()
         defer { memoryLimit.map(domain.store.unwatch) }
+        // Set-up is done (memory mapped, images opened, vCPUs created, passt
+        // started, sockets connected): confined before the first vCPU runs,
+        // once; a restarted domain is built under the filter.
+        if boots == 1 { try sandbox.confine(logger: logger) }
         // xl create -p: built, not run. The whole process stops here; the
         // daemon sees it stopped (proc(5) state T), records the domain
         // paused, and its unpause (SIGCONT) lets the vCPUs start.
@@ -437,6 +468,15 @@ func runInForeground(_ config: GuestConfiguration, name guestName: GuestName, re
     if current.stopRequested && end == .shutdown(.reboot) && restartReason != nil { end = .stopped }
     terminal.restore()
     sources.forEach { $0.cancel() }
+    // What the guest wrote reaches stdout, unless nobody reads it: then
+    // pvh ends without waiting for the reader, saying what it lost.
+    let unwritten = bufferedStdout.flush(idle: .seconds(5))
+    let dropped = bufferedStdout.dropped
+    if dropped > 0 || unwritten > 0 {
+        let lost = "console: \(dropped) bytes of guest output dropped and \(unwritten) not written: stdout was not read"
+        logger.warning("\(lost)")
+        FileDescriptorConsoleSink(fd: 2).emit(Array("pvh: \(lost)\n".utf8))
+    }
     if case .shutdown(.poweroff) = end {} else {
         FileDescriptorConsoleSink(fd: 2).emit(Array("pvh: \(end)\n".utf8))
     }

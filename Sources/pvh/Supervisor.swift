@@ -37,6 +37,8 @@ final class Supervisor: DomainService, Sendable {
         /// How each domain's process is started (Adoption.swift saves its overrides).
         var launches: [DomainID: GuestLaunch] = [:]
         var processes: [DomainID: SupervisedProcess] = [:]
+        /// Where each guest process is (`ProcessPhase`); none: starting.
+        var phases: [DomainID: ProcessPhase] = [:]
         /// Each domain's PV console (ConsoleRelay.swift), across restarts.
         var consoles: [DomainID: DomainConsole] = [:]
         /// The daemon's ends of each guest process's two store connections.
@@ -44,6 +46,19 @@ final class Supervisor: DomainService, Sendable {
         var subscribers: [Int: AsyncStream<DomainEvent>.Continuation] = [:]
         var nextSubscriber = 0
         var stopping = false
+    }
+
+    /// A guest process's course as the shutdown route needs it: a domain
+    /// whose process has released its domain (a clean end under way) or
+    /// has ended (its policy being applied) is ending, neither running nor
+    /// gone: a shutdown request has nothing to ask, only to wait for.
+    enum ProcessPhase: Sendable {
+        /// Spawned, its domain not yet introduced.
+        case starting
+        /// Its domain introduced (its store tree complete).
+        case introduced
+        /// Its domain released after being introduced, or its process ended.
+        case ending
     }
 
     let paths: Paths
@@ -166,20 +181,36 @@ final class Supervisor: DomainService, Sendable {
             if let updated { publish(DomainEvent(type: action == .pause ? .paused : .unpaused, record: updated, time: Self.now)) }
             return updated.map(info)
         case .shutdown, .reboot:
-            guard record.state == .running else { throw APIError(.conflict, "\(name) is \(record.state.name), cannot \(action.rawValue)") }
+            // Subscribed before the state is read: whatever happens to the
+            // domain from then on is seen by the wait below.
             let events = subscribe()
             defer { events.cancel() }
-            try await writeControlShutdown(record, value: action == .shutdown ? "poweroff" : "reboot")
-            guard wait else { return state.withLock { $0.registry[record.id] }.map(info) }
+            guard let current = state.withLock({ $0.registry[record.id] }) else { throw .notFound(name) }
+            if !isEnding(record.id) {
+                guard current.state == .running else { throw APIError(.conflict, "\(name) is \(current.state.name), cannot \(action.rawValue)") }
+                do {
+                    try await writeControlShutdown(record, value: action == .shutdown ? "poweroff" : "reboot")
+                } catch {
+                    // Its process began to end meanwhile (or ended and the
+                    // domain went): the end is under way, and waited for.
+                    guard isEnding(record.id) || state.withLock({ $0.registry[record.id] == nil }) else { throw error }
+                }
+            }
+            guard wait else { return state.withLock { $0.registry[record.id] }.map(info) ?? info(current) }
+            let (domid, uuid) = (Int(record.id.rawValue), record.uuid.description)
             let done = await events.first(within: timeout) { event in
-                guard event.domid == Int(record.id.rawValue) else { return false }
-                return action == .reboot ? event.type == .rebooted || event.type == .destroyed
+                // A reboot's restart is the same domain (its UUID) under a
+                // new id; the old id's `destroyed` with action `restart` is
+                // part of it, not the end.
+                if action == .reboot, event.type == .rebooted { return event.uuid == uuid }
+                guard event.domid == domid else { return false }
+                return action == .reboot ? event.type == .destroyed && event.action != "restart"
                     : event.type == .destroyed || event.type == .shutdown || event.type == .crashed
             }
             guard done else {
                 throw APIError(.timedOut, "\(name): still running \(Int(timeout)) s after the \(action == .shutdown ? "poweroff" : "reboot") request")
             }
-            return state.withLock { $0.registry[record.id] }.map(info)
+            return state.withLock { s in s.registry[record.id] ?? s.registry.all.first { $0.uuid == record.uuid } }.map(info)
         }
     }
 
@@ -275,6 +306,7 @@ final class Supervisor: DomainService, Sendable {
         launch.startPaused = false
         state.withLock { s in
             s.processes[id] = process
+            s.phases[id] = .starting
             s.launches[id] = launch
             s.storeConnections[id] = [controlEnd, guestEnd]
             s.registry.update(id) { $0.processID = process.pid }
@@ -306,6 +338,7 @@ final class Supervisor: DomainService, Sendable {
         let (record, destroying, stopping) = state.withLock { s -> (DomainRecord?, Bool, Bool) in
             guard s.processes[id] === process else { return (nil, false, s.stopping) }
             s.processes[id] = nil
+            s.phases[id] = .ending
             let dying = s.registry[id]?.state == .dying
             let r = s.registry.update(id) { $0.processID = nil }
             return (r, dying, s.stopping)
@@ -332,6 +365,8 @@ final class Supervisor: DomainService, Sendable {
             decision = ShutdownPolicy.Decision(action: .destroy, warning: nil)
         }
         let reason: String = if case .signaled = end { "\(end)" } else { domainEnd.reason }
+        if end.killedBySandbox { log("\(record.name) (domain \(id.rawValue)): its guest process made a system call its sandbox forbids (docs/ARCHITECTURE.md: Sandbox)") }
+        state.withLock { _ = $0.registry.update(id) { $0.lastEnd = reason } }
         let isCrash = domainEnd == .shutdown(.crash)
         let isReboot = domainEnd == .shutdown(.reboot)
         switch decision.action {
@@ -349,23 +384,7 @@ final class Supervisor: DomainService, Sendable {
             if !isReboot {
                 publish(DomainEvent(type: isCrash ? .crashed : .shutdown, record: record, reason: reason, action: "restart", time: Self.now))
             }
-            let restarted = state.withLock { s in
-                s.registry.update(id) {
-                    $0.state = .running
-                    $0.startTime = Self.now
-                    $0.restarts += 1
-                }
-            } ?? record
-            writeStoreNodes(restarted)
-            do {
-                try start(id, launch)
-                let current = state.withLock { $0.registry[id] } ?? restarted
-                publish(DomainEvent(type: isReboot ? .rebooted : .created, record: current, reason: reason, action: "restart", time: Self.now))
-            } catch {
-                log("\(record.name): cannot restart the guest process: \(error)")
-                forget(id)
-                publish(DomainEvent(type: .destroyed, record: record, reason: "restart failed", time: Self.now))
-            }
+            restartUnderNewID(record, launch: launch, reason: reason, isReboot: isReboot)
         case .renameRestart:
             let oldName = ShutdownPolicy.renamed(record.name, id: id.rawValue)
             let kept = state.withLock { s -> DomainRecord? in
@@ -375,6 +394,68 @@ final class Supervisor: DomainService, Sendable {
             writeStoreNodes(kept)
             publish(DomainEvent(type: isCrash ? .crashed : .shutdown, record: kept, reason: reason, action: "rename-restart", time: Self.now))
             restartFresh(record.configuration, launch: launch)
+        }
+    }
+
+    /// A `restart` action: as xl does (tools/xl/xl_vmcontrol.c, the
+    /// `start:` label after libxl_domain_destroy), the old domain is gone
+    /// and the domain is created again under a fresh id from the registry,
+    /// keeping its name, UUID and config. The old id's store is already
+    /// released (`releaseStore`: home, backend directories, its
+    /// connections with their watches and transactions, @releaseDomain);
+    /// `/vm/<uuid>` keeps its path and is written again, so that its
+    /// nodes' read permission names the new id (children take their
+    /// parent's permissions when created, xenstored's `create_node`); the config file and console socket are renamed
+    /// to the new id (an attached console client stays attached), the old
+    /// id's other files removed. Events: `destroyed` for the old id (action
+    /// `restart`), then `rebooted` (a reboot) or `created` for the new one.
+    private func restartUnderNewID(_ record: DomainRecord, launch: GuestLaunch, reason: String, isReboot: Bool) {
+        let oldID = record.id
+        let renumbered: Result<(DomainRecord, DomainConsole?), RegistryError> = state.withLock { s in
+            do throws(RegistryError) {
+                let fresh = try s.registry.renumber(oldID) {
+                    $0.state = .running
+                    $0.startTime = Self.now
+                    $0.restarts += 1
+                }
+                s.launches[fresh.id] = s.launches.removeValue(forKey: oldID)
+                s.phases[oldID] = nil
+                let console = s.consoles.removeValue(forKey: oldID)
+                s.consoles[fresh.id] = console
+                return .success((fresh, console))
+            } catch {
+                return .failure(error)
+            }
+        }
+        guard case .success(let (fresh, console)) = renumbered else {
+            log("\(record.name): cannot restart under a new domain id: \(renumbered)")
+            forget(oldID)
+            publish(DomainEvent(type: .destroyed, record: record, reason: "restart failed", time: Self.now))
+            return
+        }
+        let oldConfig = "\(paths.stateDirectory)/\(oldID.rawValue).cfg"
+        let newConfig = "\(paths.stateDirectory)/\(fresh.id.rawValue).cfg"
+        if rename(oldConfig, newConfig) != 0 { log("\(record.name): cannot rename \(oldConfig): \(String(cString: strerror(errno)))") }
+        if let console, !console.move(to: "\(paths.stateDirectory)/\(fresh.id.rawValue).console") {
+            log("\(record.name): console socket kept at \(console.socketPath)")
+        }
+        for suffix in ["exit", "guest"] { try? FileManager.default.removeItem(atPath: "\(paths.stateDirectory)/\(oldID.rawValue).\(suffix)") }
+        unlink(metricsSocket(oldID))
+        store.forgetRequestCounts(of: oldID)
+        try? store.remove("/vm/\(record.uuid)")
+        writeStoreNodes(fresh)
+        publish(DomainEvent(type: .destroyed, record: record, reason: reason, action: "restart", time: Self.now))
+        var launch = launch
+        launch.domain = fresh.id
+        launch.configPath = newConfig
+        do {
+            try start(fresh.id, launch)
+            let current = state.withLock { $0.registry[fresh.id] } ?? fresh
+            publish(DomainEvent(type: isReboot ? .rebooted : .created, record: current, reason: reason, action: "restart", time: Self.now))
+        } catch {
+            log("\(record.name): cannot restart the guest process: \(error)")
+            forget(fresh.id)
+            publish(DomainEvent(type: .destroyed, record: fresh, reason: "restart failed", time: Self.now))
         }
     }
 
@@ -489,12 +570,14 @@ final class Supervisor: DomainService, Sendable {
         releaseStore(id)
         let (record, console) = state.withLock { s -> (DomainRecord?, DomainConsole?) in
             s.processes[id] = nil
+            s.phases[id] = nil
             s.launches[id] = nil
             return (s.registry.remove(id), s.consoles.removeValue(forKey: id))
         }
         console?.close()
         guard let record else { return }
         try? store.remove("/vm/\(record.uuid)")
+        store.forgetRequestCounts(of: id)
         try? FileManager.default.removeItem(atPath: "\(paths.stateDirectory)/\(id.rawValue).cfg")
         // A killed guest process leaves its exit record (none) and reattach socket behind.
         for suffix in ["exit", "guest"] { try? FileManager.default.removeItem(atPath: "\(paths.stateDirectory)/\(id.rawValue).\(suffix)") }
@@ -521,12 +604,41 @@ final class Supervisor: DomainService, Sendable {
     func awaitIntroduced(_ record: DomainRecord, startup: Double = 10) async throws(APIError) {
         let deadline = Date().addingTimeInterval(startup)
         while !store.isIntroduced(record.id) {
-            let running = state.withLock { $0.processes[record.id] != nil }
+            let running = state.withLock { $0.processes[record.id] != nil && $0.phases[record.id] != .ending }
             guard running else { throw APIError(.conflict, "\(record.name): its guest process is not running") }
             guard Date() < deadline else {
                 throw APIError(.conflict, "\(record.name): its guest has not introduced its domain \(Int(startup)) s after its start")
             }
             try? await Task.sleep(for: .milliseconds(100))
+        }
+    }
+
+    /// Whether the domain is on its way out: being destroyed, or its
+    /// process released its domain or ended while the record still says
+    /// running (ProcessPhase).
+    func isEnding(_ id: DomainID) -> Bool {
+        state.withLock { s in
+            guard let record = s.registry[id] else { return false }
+            return record.state == .dying || (record.state == .running && s.phases[id] == .ending)
+        }
+    }
+
+    /// The store's `@introduceDomain` and `@releaseDomain` fired (the
+    /// daemon's watch, Daemon.swift): each guest process's phase follows
+    /// whether its domain is introduced. Called on the store's callback
+    /// queue; `isIntroduced` takes the store's lock only.
+    func noteIntroductions() {
+        let ids = state.withLock { Array($0.processes.keys) }
+        let introduced = Set(ids.filter { store.isIntroduced($0) })
+        state.withLock { s in
+            for id in ids where s.processes[id] != nil {
+                switch (introduced.contains(id), s.phases[id]) {
+                case (true, .ending?): break
+                case (true, _): s.phases[id] = .introduced
+                case (false, .introduced?): s.phases[id] = .ending
+                case (false, _): break
+                }
+            }
         }
     }
 

@@ -286,6 +286,28 @@ struct EngineTests {
         slot.engine.withLock { $0 = nil }
     }
 
+    @Test("the thread pool starts workers as requests queue up, up to its maximum; one request at a time keeps one")
+    func poolGrowsOnDemand() throws {
+        let backing = try ScratchBacking(size: 1 << 20)
+        let guest = try GuestPages(pages: 64)
+        let log = CompletionLog()
+        let pool = ThreadPoolEngine(file: backing.file, threads: 8, queueDepth: 128) { log.add($0) }
+        defer { pool.shutdown() }
+        // One at a time, each waited for: the one worker is idle again before
+        // its completion is delivered, so no second starts.
+        for i in 0..<16 {
+            pool.submit([BlockIORequest(tag: UInt64(i), operation: .read(offset: UInt64(i * 4096), into: [try guest.range(i)]))])
+            #expect(log.wait(for: i + 1))
+        }
+        #expect(pool.startedWorkers == 1)
+        // 64 at once, queued under one lock: every queued request beyond the
+        // idle workers starts one, up to the maximum.
+        pool.submit(try (0..<64).map { BlockIORequest(tag: UInt64(100 + $0), operation: .read(offset: UInt64($0 * 4096), into: [try guest.range($0)])) })
+        #expect(log.wait(for: 16 + 64))
+        #expect(pool.startedWorkers == 8)
+        #expect(log.byTag().values.allSatisfy { $0 == [.success(4096)] })
+    }
+
     @Test("the same random workload (writes, discards, flushes) leaves the same file bytes on every engine, and those of a model")
     func enginesAgree() throws {
         let fileSize = 4 << 20

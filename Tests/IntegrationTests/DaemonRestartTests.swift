@@ -111,6 +111,41 @@ struct DaemonRestartTests {
         #expect(second.errors.contains("event: crashed alpha (domain 1): killed by signal 9"), "\(second.errors)")
     }
 
+    @Test("console output the guest writes while no daemon runs is held by its process and shown by pvh console after the restart")
+    func consoleWhileAway() throws {
+        let t = try DaemonTests()
+        defer { try? FileManager.default.removeItem(atPath: t.directory) }
+        var guests: [Int] = []
+        defer { guests.forEach { kill(pid_t($0), SIGKILL) } }
+        // The later line comes 20 s (guest TSC) after the hello: the
+        // daemon is stopped first.
+        let extra = "extra = \"pvh.scenarios=console_ring,control pvh.console_later=20000\"\n"
+        let (first, before) = try daemonWithGuests(t, [("kappa", extra)]) { t.guestLog("kappa").contains("PVHINFO console ring pfn") }
+        defer { first.stop() }
+        guests = Array(before.values)
+        kill(first.pid, SIGTERM)
+        #expect(first.waitForExit(timeout: .seconds(60)) == 0, "\(first.errors)")
+        let written = "PVHINFO console_ring later line written"
+        #expect(!t.guestLog("kappa").contains(written), "written before the daemon stopped: \(t.guestLog("kappa"))")
+        #expect(polled(120) { t.guestLog("kappa").contains(written) }, "\(t.guestLog("kappa"))")
+        #expect(before.values.allSatisfy(alive))
+
+        let second = try t.startDaemon(destroyOnExit: false)
+        defer { second.stop() }
+        #expect(try pids(t) == before)
+        // Only the process can have kept it: the new daemon's buffer began empty.
+        let console = try ChildProcess(Env.pvhBinary, ["console", "kappa"], environment: t.environment, input: true)
+        defer { console.stop() }
+        #expect(console.waitForLine(startingWith: "PVHTEST-CONSOLE-RING later", timeout: .seconds(60)) != nil,
+                "\(console.output) \(console.errors)")
+        console.send([0x1d])
+        #expect(console.waitForExit(timeout: .seconds(30)) == 0, "\(console.errors)")
+        #expect(t.guestLog("kappa").contains("written while no daemon ran handed to the new one (0 older dropped)"), "\(t.guestLog("kappa"))")
+        #expect(try t.pvh(["destroy", "kappa"]).status == 0)
+        kill(second.pid, SIGTERM)
+        #expect(second.waitForExit(timeout: .seconds(60)) == 0, "\(second.errors)")
+    }
+
     @Test("a daemon SIGKILLed: its guest runs on, the next daemon adopts it from the last saved state, shutdown -w works")
     func killedDaemon() throws {
         let t = try DaemonTests()

@@ -236,7 +236,7 @@ struct DaemonTests {
         #expect(daemon.errors.contains("event: crashed alpha (domain 1): killed by signal 9"), "\(daemon.errors)")
     }
 
-    @Test("reboot -w: the daemon restarts the guest under its name and id (on_reboot's default); shutdown -w: gone")
+    @Test("reboot -w: the daemon restarts the guest under its name and UUID with a new domain id, as xl does (on_reboot's default); its store tree moves; shutdown -w: gone")
     func rebootAndShutdown() throws {
         defer { try? FileManager.default.removeItem(atPath: directory) }
         let daemon = try startDaemon()
@@ -247,9 +247,20 @@ struct DaemonTests {
         let reboot = try pvh(["reboot", "-w", "--timeout", "45", "gamma"])
         #expect(reboot.status == 0, "\(reboot)")
         let after = try #require(try domains().first)
-        #expect(after["name"] as? String == "gamma" && after["domid"] as? Int == before["domid"] as? Int)
+        #expect(before["domid"] as? Int == 1)
+        #expect(after["name"] as? String == "gamma" && after["domid"] as? Int == 2 && after["uuid"] as? String == before["uuid"] as? String,
+                "\(after)")
         #expect(after["restarts"] as? Int == 1 && after["state"] as? String == "running")
         #expect(after["pid"] as? Int != before["pid"] as? Int)
+        #expect((after["console"] as? String)?.hasSuffix("/2.console") == true, "\(after)")
+        // The store: the new id's home (complete once the new process
+        // introduced it), none of the old; /vm/<uuid> kept.
+        let uuid = try #require(before["uuid"] as? String)
+        #expect(try until(30, daemon: daemon) { try storeListing("/").contains("/local/domain/2/domid = \"2\"") })
+        let tree = try storeListing("/")
+        #expect(tree.contains("/local/domain/2/name = \"gamma\"") && tree.contains("/local/domain/2/vm = \"/vm/\(uuid)\""), "\(tree)")
+        #expect(tree.contains("/vm/\(uuid)/name = \"gamma\""), "\(tree)")
+        #expect(!tree.contains("/local/domain/1/") && !tree.contains("/backend/console/1") && !tree.contains("/backend/vbd/1"), "\(tree)")
         let shutdown = try pvh(["shutdown", "-w", "--timeout", "45", "gamma"])
         #expect(shutdown.status == 0, "\(shutdown)")
         #expect(try domains().isEmpty)
@@ -257,8 +268,9 @@ struct DaemonTests {
         #expect(unknown.status == 1 && unknown.stderr == "pvh: gamma is an invalid domain identifier\n", "\(unknown)")
         kill(daemon.pid, SIGTERM)
         #expect(daemon.waitForExit(timeout: .seconds(60)) == 0)
-        #expect(daemon.errors.contains("event: rebooted gamma (domain 1)"), "\(daemon.errors)")
-        #expect(daemon.errors.contains("event: shutdown gamma (domain 1): poweroff"), "\(daemon.errors)")
+        #expect(daemon.errors.contains("event: destroyed gamma (domain 1): reboot"), "\(daemon.errors)")
+        #expect(daemon.errors.contains("event: rebooted gamma (domain 2)"), "\(daemon.errors)")
+        #expect(daemon.errors.contains("event: shutdown gamma (domain 2): poweroff"), "\(daemon.errors)")
     }
 
     @Test("create -p: the guest is built but paused, no instruction of it run, until unpause; then it runs and shuts down; -p with -F refused")
@@ -308,6 +320,36 @@ struct DaemonTests {
         #expect(daemon.errors.contains("event: shutdown beta (domain 2): poweroff"), "\(daemon.errors)")
     }
 
+    @Test("shutdown -w of a guest whose process is ending (being destroyed) waits for its end rather than refuse it")
+    func shutdownWhileEnding() throws {
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let daemon = try startDaemon()
+        defer { daemon.stop() }
+        #expect(try pvh(["create", try config("omega")]).status == 0)
+        let pid = try #require(try domains().first?["pid"] as? Int)
+        // Stopped from outside (not `pvh pause`: the daemon does not know),
+        // the process keeps destroy's SIGTERM pending: the domain stays
+        // dying for destroy's 10 s grace, then its group is SIGKILLed.
+        #expect(kill(pid_t(pid), SIGSTOP) == 0)
+        let destroy = try ChildProcess(Env.pvhBinary, ["destroy", "omega"], environment: environment)
+        defer { destroy.stop() }
+        #expect(try until(20, daemon: daemon) { try domains().first?["state"] as? String == "dying" }, "\((try? domains()) ?? [])")
+        let started = Date()
+        let shutdown = try pvh(["shutdown", "-w", "--timeout", "45", "omega"])
+        #expect(shutdown.status == 0, "\(shutdown)")
+        #expect(try domains().isEmpty)
+        #expect(Date().timeIntervalSince(started) < 40)
+        #expect(destroy.waitForExit(timeout: .seconds(30)) == 0, "\(destroy.errors)")
+        // Not running and not ending: refused at once, as before.
+        #expect(try pvh(["create", try config("omega", "on_poweroff = \"preserve\"\n")]).status == 0)
+        #expect(try pvh(["shutdown", "-w", "--timeout", "45", "omega"]).status == 0)
+        let again = try pvh(["shutdown", "-w", "--timeout", "45", "omega"])
+        #expect(again.status == 1 && again.stderr == "pvh: omega is shutdown, cannot shutdown\n", "\(again)")
+        kill(daemon.pid, SIGTERM)
+        #expect(daemon.waitForExit(timeout: .seconds(60)) == 0)
+        #expect(daemon.errors.contains("event: destroyed omega (domain 1): destroyed"), "\(daemon.errors)")
+    }
+
     @Test("a guest that crashes at once with on_crash=\"restart\" is restarted 4 times, then destroyed")
     func crashLoopStops() throws {
         defer { try? FileManager.default.removeItem(atPath: directory) }
@@ -322,7 +364,9 @@ struct DaemonTests {
         #expect(try domains().isEmpty)
         kill(daemon.pid, SIGTERM)
         #expect(daemon.waitForExit(timeout: .seconds(60)) == 0)
-        #expect(daemon.errors.components(separatedBy: "event: crashed delta (domain 1): crash").count == 6, "\(daemon.errors)")
+        // Each restart is a new domain id (xl's): 1 to 5, one crash each.
+        #expect(daemon.errors.components(separatedBy: "event: crashed delta (domain ").count == 6, "\(daemon.errors)")
+        for id in 1...5 { #expect(daemon.errors.contains("event: crashed delta (domain \(id)): crash"), "\(daemon.errors)") }
         #expect(daemon.errors.contains("ended 5 times in a row within 10 s of its start: not restarted, destroyed"), "\(daemon.errors)")
     }
 

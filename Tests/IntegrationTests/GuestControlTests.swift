@@ -84,8 +84,11 @@ struct GuestControlTests {
         // The guests' counters through the daemon, each with its labels;
         // scraped again (at most 30 s) until both guests have bound an
         // event channel, which the test guest does early in its boot.
-        let bound = ["alpha", "beta"].enumerated().map { i, name in
-            "pvh_hypercalls_by_number_total{domain=\"\(name)\",domid=\"\(i + 1)\",hypercall=\"event_channel_op\"} "
+        // Its control scenario's XenStore watch on control/shutdown, on
+        // the daemon's store, is waited for the same way.
+        let bound = ["alpha", "beta"].enumerated().flatMap { i, name in
+            ["pvh_hypercalls_by_number_total{domain=\"\(name)\",domid=\"\(i + 1)\",hypercall=\"event_channel_op\"} ",
+             "pvh_xenstore_requests_total{domain=\"\(name)\",domid=\"\(i + 1)\",type=\"watch\"} 1\n"]
         }
         var text = try get("/metrics")
         let deadline = Date().addingTimeInterval(30)
@@ -100,6 +103,13 @@ struct GuestControlTests {
             #expect(lines.filter { $0.hasPrefix("# TYPE \(family) ") }.count == 1, "\(family)")
         }
         #expect(text.contains("pvh_daemon_guest_scrape_failures_total 0"), "\(text.prefix(600))")
+        // Each guest's XenStore requests on the daemon's store (its ring's),
+        // by type and labelled as its other series: one watch each.
+        for (name, id) in [("alpha", 1), ("beta", 2)] {
+            #expect(text.contains("pvh_xenstore_requests_total{domain=\"\(name)\",domid=\"\(id)\",type=\"watch\"} 1\n"),
+                    "\(text.split(separator: "\n").filter { $0.contains("xenstore") })")
+        }
+        #expect(lines.filter { $0.hasPrefix("# TYPE pvh_xenstore_requests_total counter") }.count == 1)
 
         let top = try pvh(["top", "-b", "-i", "1"])
         #expect(top.status == 0, "\(top)")

@@ -20,6 +20,13 @@ struct HotplugTests {
     let directory: String
     var environment: [String: String] { ["PVH_RUNTIME_DIR": directory, "PVH_LOG_DIR": directory] }
     var api: String { "\(directory)/api.sock" }
+
+    /// The daemon's /metrics text.
+    func metrics() throws -> String {
+        let r = try runCommand("/usr/bin/curl", ["-s", "--max-time", "20", "--unix-socket", api, "http://localhost/metrics"], timeout: .seconds(30))
+        #expect(r.status == 0, "\(r)")
+        return r.stdout
+    }
     var store: String { "\(directory)/xenstored.sock" }
 
     init() throws {
@@ -125,11 +132,21 @@ struct HotplugTests {
             let row = rows.first { $0.first == "51728" }
             #expect(row?.count == 7 && row?[3] == "4" && row?[6] == "/local/domain/0/backend/vbd/1/51728", "\(list.stdout)")
             #expect(rows.contains { $0.first == "51712" }, "the boot disk is listed too: \(list.stdout)")
+            // The hot-plugged disk's counters in the daemon's /metrics
+            // (the guest's blkfront read its pattern), beside the boot disk's.
+            let reads = "pvh_block_requests_total{domain=\"hp\",domid=\"1\",device=\"vbd-51728\",op=\"read\"} "
+            let plugged = try metrics()
+            #expect(plugged.contains(reads) && !plugged.contains(reads + "0\n"), "\(plugged.split(separator: "\n").filter { $0.contains("vbd") })")
+            #expect(plugged.contains("device=\"vbd-51712\""))
 
             let detach = try pvh(["block-detach", "hp", "xvdb", "--timeout", "120"])
             #expect(detach.status == 0, "round \(round): \(detach)")
             let after = try pvh(["block-list", "hp"])
             #expect(!after.stdout.contains("51728"), "\(after.stdout)")
+            // Detached: its series gone from the next scrape, the boot disk's kept.
+            let unplugged = try metrics()
+            #expect(!unplugged.contains("vbd-51728") && unplugged.contains("device=\"vbd-51712\""),
+                    "\(unplugged.split(separator: "\n").filter { $0.contains("vbd") })")
         }
         #expect(until(120, daemon: daemon) { guestLog("hp").contains("PVHTEST blk_hotplug PASS") }, "\(guestLog("hp"))")
 

@@ -71,3 +71,21 @@ extension FakeService: GuestControlService {
         await h.stop()
     }
 }
+
+/// Request bodies are as strict as the document: no unknown member, no null (api-check found both accepted).
+@Suite(.serialized) struct StrictBodyTests {
+    @Test func unknownAndNullMembersAre400() async throws {
+        let h = try await APIHarness()
+        _ = try await h.call("POST", "/v1/domains", body: webConfig)
+        var (status, json) = try await h.call("PUT", "/v1/domains/web/vcpus", route: "/v1/domains/{name}/vcpus",
+                                              body: #"{"online": 1, "extra": 42}"#)
+        #expect(status == 400 && json["key"] == .string("extra"))
+        (status, json) = try await h.call("PUT", "/v1/domains/web/memory", route: "/v1/domains/{name}/memory",
+                                          body: #"{"max_kib": null, "target_kib": 1}"#)
+        #expect(status == 400 && json["key"] == .string("max_kib"))
+        (status, json) = try await h.call("POST", "/v1/domains/web/nics", route: "/v1/domains/{name}/nics",
+                                          body: #"{"spec": "", "x": 1}"#)
+        #expect(status == 400 && json["key"] == .string("x"))
+        await h.stop()
+    }
+}

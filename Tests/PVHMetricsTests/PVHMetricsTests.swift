@@ -4,6 +4,7 @@ import DeviceRuntime
 import Foundation
 import NetBackend
 import PVHMetrics
+import Synchronization
 import Testing
 import VMM
 import XenABI
@@ -48,6 +49,46 @@ struct ExpositionTests {
     let base = [("domain", "web"), ("domid", "7")]
 
     func scrape(_ registry: PVHMetricsRegistry) -> String { String(decoding: registry.exposition(), as: UTF8.self) }
+
+    @Test("a device hot-plugged after boot appears at the next scrape with its counters; detached, its series go; the domain's stay")
+    func hotPluggedDevicesComeAndGo() {
+        let f = Fixture()
+        let registry = PVHMetricsRegistry()
+        let disks = Mutex<[DomainMetricSource.Disk]>([])
+        let nics = Mutex<[DomainMetricSource.NetworkInterface]>([])
+        registry.add(DomainMetricSource(name: "web", domainID: DomainID(rawValue: 7), vcpus: 2, memoryBytes: 128 << 20,
+                                        domain: f.domain, disks: { disks.withLock { $0 } }, networks: { nics.withLock { $0 } }))
+        f.domain.exits.wrappingAdd(2, ordering: .relaxed)
+        var text = scrape(registry)
+        #expect(value(text, "pvh_block_requests_total", base + [("device", "vbd-51712"), ("op", "read")]) == nil)
+        #expect(value(text, "pvh_exits_total", base) == 2)
+
+        // Hot-plugged: a disk and an interface, with traffic before the scrape.
+        disks.withLock { $0.append(.init(device: "vbd-51712", metrics: f.disk)) }
+        nics.withLock { $0.append(.init(device: "vif-1", queues: f.queues)) }
+        f.disk.readRequests.wrappingAdd(3, ordering: .relaxed)
+        f.queues[1].rxPackets.wrappingAdd(9, ordering: .relaxed)
+        f.disk.requestsInFlight.wrappingAdd(1, ordering: .relaxed)
+        text = scrape(registry)
+        #expect(value(text, "pvh_block_requests_total", base + [("device", "vbd-51712"), ("op", "read")]) == 3, "\(text)")
+        #expect(value(text, "pvh_block_requests_in_flight", base + [("device", "vbd-51712")]) == 1, "\(text)")
+        #expect(value(text, "pvh_net_packets_total", base + [("device", "vif-1"), ("queue", "1"), ("direction", "rx")]) == 9, "\(text)")
+
+        // The disk detached: its series go, the interface's and the domain's stay.
+        disks.withLock { $0.removeAll() }
+        f.domain.exits.wrappingAdd(1, ordering: .relaxed)
+        text = scrape(registry)
+        #expect(!text.contains("vbd-51712"), "\(text)")
+        #expect(value(text, "pvh_net_packets_total", base + [("device", "vif-1"), ("queue", "1"), ("direction", "rx")]) == 9, "\(text)")
+        #expect(value(text, "pvh_exits_total", base) == 3)
+
+        // Attached again (new counters from zero): the series comes back from them.
+        let again = BlockMetrics()
+        again.readRequests.wrappingAdd(1, ordering: .relaxed)
+        disks.withLock { $0.append(.init(device: "vbd-51712", metrics: again)) }
+        text = scrape(registry)
+        #expect(value(text, "pvh_block_requests_total", base + [("device", "vbd-51712"), ("op", "read")]) == 1, "\(text)")
+    }
 
     @Test("counters appear with their names, labels and values, and follow the atomics between scrapes")
     func countersFollowAtomics() {

@@ -29,6 +29,27 @@ func configuration(_ name: String, _ extra: String = "") throws -> XLDomainConfi
         #expect(Set(live).count == live.count)
     }
 
+    @Test func restartTakesAFreshIDKeepingNameAndUUID() throws {
+        var registry = DomainRegistry(highestID: 3)
+        let web = try registry.create(try configuration("web"), now: 1)
+        let db = try registry.create(try configuration("db"), now: 1)
+        registry.update(web.id) { $0.quickEnds = 2 }
+        let again = try registry.renumber(web.id) { $0.restarts += 1; $0.startTime = 9 }
+        // The rover's next id (3), not the old one; name, UUID and config kept.
+        #expect(again.id == DomainID(rawValue: 3))
+        #expect(again.name == "web" && again.uuid == web.uuid && again.configuration == web.configuration)
+        #expect(again.restarts == 1 && again.quickEnds == 2 && again.startTime == 9 && again.processID == nil)
+        #expect(registry[web.id] == nil && registry.named("web")?.id == again.id)
+        // Round again: 1 (web's old id) is free, 2 lives (db) and is skipped.
+        let third = try registry.renumber(again.id)
+        #expect(third.id == DomainID(rawValue: 1))
+        // Every id taken: a restart needs one more while the old is held.
+        _ = try registry.create(try configuration("x"), now: 1)
+        #expect(throws: RegistryError.noFreeID) { try registry.renumber(db.id) }
+        #expect(registry[db.id] == db)
+        #expect(throws: RegistryError.noSuchDomain("7")) { try registry.renumber(DomainID(rawValue: 7)) }
+    }
+
     @Test func namesAndUUIDsAreUnique() throws {
         var registry = DomainRegistry()
         let web = try registry.create(try configuration("web", "uuid = \"12345678-1234-1234-1234-123456789abc\"\n"), now: 5)

@@ -91,6 +91,35 @@ struct ServerTests {
         #expect(s.receive([0], from: c) != .ok)
     }
 
+    @Test("wire requests are counted per domain, by type, and error replies by errno; toolstack calls are not; forgotten on request")
+    func requestCounts() throws {
+        let s = XenStoreServer()
+        // Domain 3's home, its own (its children take its permissions).
+        try s.mkdir("/local/domain/3")
+        try s.setPermissions("/local/domain/3", XenStorePermissions(owner: DomainID(rawValue: 3), defaultAccess: .none, entries: []))
+        try s.write("/local/domain/3/name", "web")
+        let guest = s.connect(domain: DomainID(rawValue: 3), privileged: false) { _ in }
+        let dom0 = s.connect(domain: DomainID(rawValue: 0), privileged: true) { _ in }
+        #expect(s.receive(XenStoreMessage(type: .read, requestID: 1, strings: ["/local/domain/3/name"]).bytes, from: guest) == .ok)
+        #expect(s.receive(XenStoreMessage(type: .read, requestID: 2, strings: ["/local/domain/3/none"]).bytes, from: guest) == .ok)
+        // Another domain's node: dom0's, not readable by domain 3.
+        #expect(s.receive(XenStoreMessage(type: .write, requestID: 3, strings: ["/local/domain/0/x", "1"]).bytes, from: guest) == .ok)
+        // A type xs_wire.h does not define (type 999, no payload).
+        var unknown = XenStoreMessage(type: .read, requestID: 4, strings: []).bytes
+        unknown.replaceSubrange(0..<4, with: [0xe7, 0x03, 0, 0])
+        #expect(s.receive(unknown, from: guest) == .ok)
+        #expect(s.receive(XenStoreMessage(type: .directory, requestID: 5, strings: ["/local"]).bytes, from: dom0) == .ok)
+        _ = try s.read("/local/domain/3/name")
+        let counts = s.requestCounts()
+        let web = try #require(counts[DomainID(rawValue: 3)])
+        #expect(web.requests == ["read": 2, "write": 1, "unknown": 1], "\(web)")
+        #expect(web.errors == ["ENOENT": 1, "EACCES": 1, "ENOSYS": 1], "\(web)")
+        #expect(counts[DomainID(rawValue: 0)]?.requests == ["directory": 1])
+        #expect(counts.count == 2, "the toolstack's own calls are not wire requests")
+        s.forgetRequestCounts(of: DomainID(rawValue: 3))
+        #expect(s.requestCounts()[DomainID(rawValue: 3)] == nil)
+    }
+
     @Test("flow control: unacknowledged output stops input and drops events, never replies")
     func flowControl() throws {
         var q = XenStoreQuota.default

@@ -208,6 +208,29 @@ int pvh_spawn_supervised(const char *path, char *const argv[], int log_fd, int n
 /// started) exits. The fd, or -errno (-ESRCH: no such process).
 int pvh_pidfd_open(pid_t pid);
 
+// The passt spawner (docs/ARCHITECTURE.md: Sandbox). A guest process under
+// its seccomp filter may not execve, yet passt must be restarted (it died,
+// or a frontend needs another MTU), and a child would inherit the filter.
+// So before the filter, the guest process forks a small helper that stays
+// outside it: single-threaded, holding no descriptor but its socket and
+// stderr, it runs only `program` (fixed at the fork) with passt's options
+// from an allow-list (-f, -q, --fd 3, --mtu N, --runas nobody, --address A),
+// the request's descriptor as fd 3, and answers the pid. It dies with its
+// parent (PR_SET_PDEATHSIG) and when its socket closes, and reaps its
+// children, so a passt it started is not the guest process's child: wait4
+// answers ECHILD and a pidfd tells its end.
+
+/// Forks the spawner for `program` (an absolute path of at most PATH_MAX-1
+/// bytes). *socket: the guest process's end (SOCK_SEQPACKET, close-on-exec).
+/// 0 or an errno.
+int pvh_spawner_start(const char *program, int *socket, pid_t *pid);
+
+/// Asks the spawner at `socket` to run its program with `argv` (argv[0] its
+/// path) and `child_fd` as descriptor 3; *pid the new process's. Serialized
+/// across threads; the answer is awaited at most 5 s. 0 or an errno (EPERM:
+/// the spawner refused the arguments).
+int pvh_spawner_request(int socket, char *const argv[], int child_fd, pid_t *pid);
+
 /// pidfd_send_signal(2): `signal` to the process the pidfd names (never to
 /// a process that reused its pid). 0 or -errno.
 int pvh_pidfd_send_signal(int pidfd, int signal);

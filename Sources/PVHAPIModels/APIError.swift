@@ -29,8 +29,15 @@ public struct APIError: Error, Codable, Hashable, Sendable, CustomStringConverti
         case methodNotAllowed = "method_not_allowed"
         /// The daemon failed (spawning a guest process, its store).
         case internalError = "internal_error"
+        /// The request's body is larger than the route takes (413).
+        case tooLarge = "too_large"
+        /// The domain already has as many console streams as it serves (429).
+        case tooManyStreams = "too_many_streams"
+        /// The guest did not take all of the console input in time (503;
+        /// `accepted` says how many bytes it took, in order, from the start).
+        case unavailable
 
-        /// 400, 404, 405, 409, 501 or 500.
+        /// 400, 404, 405, 409, 413, 429, 501, 503 or 500.
         public var httpStatus: Int {
             switch self {
             case .badRequest, .configSyntax, .configInvalid, .xenStoreInvalid: 400
@@ -39,6 +46,9 @@ public struct APIError: Error, Codable, Hashable, Sendable, CustomStringConverti
             case .methodNotAllowed: 405
             case .notImplemented: 501
             case .internalError: 500
+            case .tooLarge: 413
+            case .tooManyStreams: 429
+            case .unavailable: 503
             }
         }
     }
@@ -48,13 +58,16 @@ public struct APIError: Error, Codable, Hashable, Sendable, CustomStringConverti
     public var file: String?
     public var line: Int?
     public var key: String?
+    /// With `unavailable` from console input: the bytes the guest took.
+    public var accepted: Int?
 
-    public init(_ code: Code, _ message: String, file: String? = nil, line: Int? = nil, key: String? = nil) {
+    public init(_ code: Code, _ message: String, file: String? = nil, line: Int? = nil, key: String? = nil, accepted: Int? = nil) {
         self.code = code
         self.message = message
         self.file = file
         self.line = line
         self.key = key
+        self.accepted = accepted
     }
 
     public var description: String { message }

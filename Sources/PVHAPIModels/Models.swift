@@ -1,4 +1,3 @@
-import Toolstack
 import XLConfig
 
 /// A JSON value for what has no fixed shape (a domain's resolved config).
@@ -98,6 +97,10 @@ public struct DomainInfo: Codable, Hashable, Sendable {
     public var startTime: Double
     public var pid: Int?
     public var restarts: Int
+    /// How the domain's last guest process ended (the events' reason:
+    /// `killed by the sandbox (seccomp): ...` for a forbidden system
+    /// call); absent until one ended.
+    public var lastEnd: String?
     /// The resolved config, as `pvh create -n` prints it.
     public var config: JSON
     /// The Unix socket of the domain's PV console (`pvh console`'s way in;
@@ -111,24 +114,27 @@ public struct DomainInfo: Codable, Hashable, Sendable {
     /// vCPUs whose `cpu/<n>/availability` is `online` (pvh vcpu-set).
     public var onlineVCPUs: Int?
 
-    public init(_ record: DomainRecord, cpuSeconds: Double, console: String? = nil) {
-        name = record.name
-        domid = Int(record.id.rawValue)
-        uuid = record.uuid.description
-        state = record.state.name
-        flags = record.state.flags
-        memoryMiB = record.configuration.memoryMiB
-        vcpus = record.configuration.vcpus
-        cpuTime = cpuSeconds
-        startTime = record.startTime
-        pid = record.processID.map(Int.init)
-        restarts = record.restarts
-        config = JSON(record.configuration.json)
+    public init(name: String, domid: Int, uuid: String, state: String, flags: String, memoryMiB: Int, vcpus: Int, cpuTime: Double,
+                startTime: Double, pid: Int?, restarts: Int, lastEnd: String? = nil, config: JSON, console: String? = nil) {
+        self.name = name
+        self.domid = domid
+        self.uuid = uuid
+        self.state = state
+        self.flags = flags
+        self.memoryMiB = memoryMiB
+        self.vcpus = vcpus
+        self.cpuTime = cpuTime
+        self.startTime = startTime
+        self.pid = pid
+        self.restarts = restarts
+        self.lastEnd = lastEnd
+        self.config = config
         self.console = console
     }
 
     enum CodingKeys: String, CodingKey {
         case name, domid, uuid, state, flags, vcpus, pid, restarts, config, console
+        case lastEnd = "last_end"
         case memoryMiB = "memory_mib"
         case memoryTargetKiB = "memory_target_kib"
         case maxMemoryKiB = "max_memory_kib"
