@@ -99,7 +99,7 @@ struct APIHarness {
         let store = self.store
         try store.store.write("/local/domain/1/name", "web")
         try store.store.mkdir("/vm")
-        server = try await MetricsServer.startServing(.unix(path: socket), registry: PVHMetricsRegistry(), timeout: .seconds(120)) {
+        server = try await MetricsServer.startServing(.unix(path: socket), registry: PVHMetricsRegistry(), timeout: .seconds(600)) {
             APIRouter.register(on: $0, service: service)
             XenStoreRoutes.register(on: $0, store: store, keepalive: keepalive)
             APIRoutes.registerMethodNotAllowed(on: $0)

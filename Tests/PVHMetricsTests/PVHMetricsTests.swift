@@ -243,9 +243,11 @@ struct ServerTests {
         let registry = PVHMetricsRegistry()
         registry.add(f.source)
         f.domain.exits.wrappingAdd(3, ordering: .relaxed)
-        // A generous bound: in the whole suite other tests can hold the
-        // concurrency pool's threads for tens of seconds.
-        let server = try await MetricsServer.startServing(.unix(path: path), registry: registry, timeout: .seconds(120))
+        // A generous bound: in the whole suite the KVM tests, which block
+        // while a guest runs (the hostile guest's for over a minute), can
+        // hold both of the concurrency pool's threads (one per core) for
+        // minutes; the server starts once one is free (CI saw 139 s).
+        let server = try await MetricsServer.startServing(.unix(path: path), registry: registry, timeout: .seconds(600))
         let mode = try FileManager.default.attributesOfItem(atPath: path)[.posixPermissions] as? Int
         #expect(mode == 0o600)
         let response = try await HTTPGet.onThread(path: path, target: "/metrics")
@@ -262,7 +264,7 @@ struct ServerTests {
     func bindFailure() async {
         do {
             let server = try await MetricsServer.startServing(.unix(path: "/nonexistent-\(UUID().uuidString)/m.sock"),
-                                                              registry: PVHMetricsRegistry(), timeout: .seconds(120))
+                                                              registry: PVHMetricsRegistry(), timeout: .seconds(600))
             Issue.record("bound \(server.address)")
             await server.stopServing()
         } catch {
