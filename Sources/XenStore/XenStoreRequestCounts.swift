@@ -7,23 +7,38 @@ import XenABI
 /// (tools/xenstored/domain.c); these are the same requests counted for
 /// metrics, by the connection's domain.
 public struct XenStoreRequestCounts: Sendable, Equatable {
-    /// Requests by type: xs_wire.h's name without `XS_`, in lower case
-    /// (`read`, `write`, `transaction_start`, ...), `unknown` for a type
-    /// the header does not define.
-    public var requests: [String: UInt64] = [:]
-    /// Error replies by errno name (`ENOENT`, `EACCES`, ...; xs_wire.h's
-    /// `xsd_errors`).
-    public var errors: [String: UInt64] = [:]
+    /// Requests by type. Keyed by the closed set, so that counting makes
+    /// no string; the label is made at export (`XenStoreRequestType.label`).
+    public var requests: [XenStoreRequestType: UInt64] = [:]
+    /// Error replies by errno (xs_wire.h's `xsd_errors`; the label is its
+    /// `wireName`, `ENOENT`, `EACCES`, ...).
+    public var errors: [XenStoreError: UInt64] = [:]
 
     public init() {}
 
     /// Counts one request of `type` and its reply (an `XS_ERROR` reply's
-    /// errno name is counted in `errors`).
-    mutating func count(_ type: String, reply: XenStoreMessage?) {
+    /// errno is counted in `errors`).
+    mutating func count(_ type: XenStoreRequestType, reply: XenStoreMessage?) {
         requests[type, default: 0] &+= 1
         guard let reply, reply.type == .error else { return }
         let name = XenStoreWire.strings(reply.payload).first ?? ""
-        // Only names the server itself sends: a closed set of labels.
-        errors[XenStoreError(wireName: name)?.wireName ?? "EIO", default: 0] &+= 1
+        // Only errors the server itself sends: a closed set of labels.
+        errors[XenStoreError(wireName: name) ?? .eio, default: 0] &+= 1
+    }
+}
+
+/// A counted request's type: one xs_wire.h defines, or one it does not
+/// (answered ENOSYS, `XenStoreCore.unknownTypeReply`).
+public enum XenStoreRequestType: Hashable, Sendable {
+    case known(XenStoreMessageType)
+    case unknown
+
+    /// The metric label: xs_wire.h's name without `XS_`, in lower case
+    /// (`read`, `write`, `transaction_start`, ...), or `unknown`.
+    public var label: String {
+        switch self {
+        case .known(let type): type.description.lowercased()
+        case .unknown: "unknown"
+        }
     }
 }

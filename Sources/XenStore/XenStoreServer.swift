@@ -139,12 +139,12 @@ public final class XenStoreServer: XenStoreService {
                 case .message(let m):
                     let out = s.core.handle(m, from: id)
                     // The reply is the first delivery to the requester (XenStoreCore.handle).
-                    Self.countRequest(m.type.description.lowercased(), reply: out.first { $0.connection == id }?.message,
+                    Self.countRequest(.known(m.type), reply: out.first { $0.connection == id }?.message,
                                       from: id, in: &s)
                     Self.route(out, in: &s, requester: id)
                 case .unknownType(_, let requestID, let transactionID):
                     let reply = XenStoreCore.unknownTypeReply(requestID: requestID, transactionID: transactionID)
-                    Self.countRequest("unknown", reply: reply, from: id, in: &s)
+                    Self.countRequest(.unknown, reply: reply, from: id, in: &s)
                     Self.route([XenStoreDelivery(connection: id, message: reply)], in: &s, requester: id)
                 }
             }
@@ -155,7 +155,7 @@ public final class XenStoreServer: XenStoreService {
         return result
     }
 
-    private static func countRequest(_ type: String, reply: XenStoreMessage?, from id: XenStoreConnectionID, in s: inout State) {
+    private static func countRequest(_ type: XenStoreRequestType, reply: XenStoreMessage?, from id: XenStoreConnectionID, in s: inout State) {
         guard let domain = s.core.domain(of: id) else { return }
         s.requests[domain, default: XenStoreRequestCounts()].count(type, reply: reply)
     }

@@ -213,10 +213,10 @@ struct DaemonMetrics: Sendable {
         for (record, _) in supervisor.records() {
             guard let domain = counts[record.id] else { continue }
             let labels = [Exposition.Label("domain", record.name), Exposition.Label("domid", String(record.id.rawValue))]
-            for (type, n) in domain.requests.sorted(by: { $0.key < $1.key }) {
+            for (type, n) in domain.requests.map({ ($0.key.label, $0.value) }).sorted(by: { $0.0 < $1.0 }) {
                 out.add(.xenStoreRequests, labels: labels + [.init("type", type)], value: n)
             }
-            for (error, n) in domain.errors.sorted(by: { $0.key < $1.key }) {
+            for (error, n) in domain.errors.map({ ($0.key.wireName, $0.value) }).sorted(by: { $0.0 < $1.0 }) {
                 out.add(.xenStoreErrors, labels: labels + [.init("error", error)], value: n)
             }
         }
