@@ -46,13 +46,15 @@
  * the page's 128 entries cannot be made here.
  *
  * Then: xen_version as before, an event-channel loopback (alloc_unbound,
- * bind_interdomain, send, upcall), a XenStore write and read-back, and (with
- * disks) disk B's pattern read back after disk A's ring was scribbled.
+ * bind_interdomain, send, upcall), a XenStore write and read-back, (with
+ * disks) disk B's pattern read back after disk A's ring was scribbled, and
+ * (with a vif) its three closes and a DHCP exchange after them.
  *
  * Command line: pvh.hostile_seed=N (default from the TSC; printed),
  * pvh.hostile_ms=N guest time of the rounds (default 20000),
  * pvh.hostile_rounds=N at most (default unbounded), pvh.hostile_blk=0 to
- * leave the disks alone, pvh.blkseed (disk B's pattern).
+ * leave the disks alone, pvh.hostile_net=0 the vif, pvh.blkseed (disk B's
+ * pattern).
  * PASS note: "seed=S rounds=R calls=C ms=T ..." (see the end).
  */
 #include "testguest.h"
