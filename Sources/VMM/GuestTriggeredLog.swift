@@ -56,7 +56,7 @@ public final class GuestTriggeredLog: Sendable {
 
     /// A PV backend's line, at the level `Logger.backendLine` gives it.
     public func backendLine(_ line: String) {
-        log(.devices, line.contains(": connected: ") || line.contains(": link up: ") ? .info : .warning, line)
+        log(.devices, Logger.backendLevel(line), line)
     }
 
     /// At the domain's end: a notice for each category with lines left out
