@@ -18,7 +18,13 @@
  *     payloads, transaction ids and lengths up to the payload maximum;
  *   - with two disks (pvh.blkdev, pvh.blkdev2 as blk_scribble): malformed
  *     block requests on the first (blk_hostile_batch in blkfront.c), and at
- *     the end its ring scribbled over (the backend may rightly close it).
+ *     the end its ring scribbled over (the backend may rightly close it);
+ *   - with a vif (pvh.hostile_net=0 to leave it alone): malformed TX packets
+ *     and RX requests with bad grants and ids (net_hostile_batch in
+ *     netfront.c), each of which netback drops with an error; after the
+ *     rounds the fatal cases (over 20 slots, an unknown extra type, a
+ *     request producer far past the ring), each of which must close the vif,
+ *     which must then connect again and carry a DHCP exchange.
  * Each negative result must be one of Xen's errors (xen/errno.h), some must
  * be exactly the one Xen gives (-ENOSYS for a hypercall Xen has no handler
  * for, -EFAULT for an unmapped buffer, -EINVAL for a port past the 2-level
@@ -40,13 +46,15 @@
  * the page's 128 entries cannot be made here.
  *
  * Then: xen_version as before, an event-channel loopback (alloc_unbound,
- * bind_interdomain, send, upcall), a XenStore write and read-back, and (with
- * disks) disk B's pattern read back after disk A's ring was scribbled.
+ * bind_interdomain, send, upcall), a XenStore write and read-back, (with
+ * disks) disk B's pattern read back after disk A's ring was scribbled, and
+ * (with a vif) its three closes and a DHCP exchange after them.
  *
  * Command line: pvh.hostile_seed=N (default from the TSC; printed),
  * pvh.hostile_ms=N guest time of the rounds (default 20000),
  * pvh.hostile_rounds=N at most (default unbounded), pvh.hostile_blk=0 to
- * leave the disks alone, pvh.blkseed (disk B's pattern).
+ * leave the disks alone, pvh.hostile_net=0 the vif, pvh.blkseed (disk B's
+ * pattern).
  * PASS note: "seed=S rounds=R calls=C ms=T ..." (see the end).
  */
 #include "testguest.h"
@@ -194,6 +202,8 @@ static uint32_t count(int huge_ok, uint32_t small)
 static struct {
 	uint32_t calls, ok, enosys, efault, einval, eperm, other;
 	uint32_t xs, xs_err, blk;
+	struct net_hostile_counts net;
+	unsigned net_closed;
 	char bad[120];		/* the first result that was not one of Xen's */
 } st;
 
@@ -881,17 +891,17 @@ static const char *check_xenstore(uint64_t seed)
 	return NULL;
 }
 
-/* Whether device/vbd lists two disks (names NUL-separated). */
-static int two_disks(void)
+/* How many devices device/<type> lists (names NUL-separated). */
+static unsigned devices(const char *type)
 {
 	uint32_t len, n = 0;
-	const char *names = xenstore_directory("device/vbd", &len);
+	const char *names = xenstore_directory(type, &len);
 	if (!names)
 		return 0;
 	for (uint32_t i = 0; i < len; i++)
 		if (names[i] == 0)
 			n++;
-	return n >= 2;
+	return n;
 }
 
 static const char *scen_hostile_storm(void)
@@ -916,11 +926,14 @@ static const char *scen_hostile_storm(void)
 	if ((r = gnttab_frontend_ready()))
 		return fail("set-up: grants: %s", r);
 	long version = xen_version(XENVER_version, 0);
-	unsigned vdev_a = 0, vdev_b = 0, a_state = 0, blk_on = opt_num("pvh.hostile_blk=", 1) && two_disks();
+	unsigned vdev_a = 0, vdev_b = 0, a_state = 0, blk_on = opt_num("pvh.hostile_blk=", 1) && devices("device/vbd") >= 2;
+	unsigned net_on = opt_num("pvh.hostile_net=", 1) && devices("device/vif") >= 1;
 	if (blk_on && (r = blk_hostile_open(blkseed, &vdev_a, &vdev_b)))
 		return fail("set-up: disks: %s", r);
+	if (net_on && (r = net_hostile_open()))
+		return fail("set-up: vif: %s", r);
 	if (dbg)
-		printk("PVHINFO hostile: set up (disks %s)\n", blk_on ? "on" : "off");
+		printk("PVHINFO hostile: set up (disks %s, vif %s)\n", blk_on ? "on" : "off", net_on ? "on" : "off");
 	gnttab_raw_v1(G_EMPTY, 0, 0, 0);
 	gnttab_raw_v1(G_OTHER, GTF_permit_access, (domid_t)(own_domid == 1 ? 2 : 1), (uint32_t)((uintptr_t)AREAS >> 12));
 
@@ -945,10 +958,12 @@ static const char *scen_hostile_storm(void)
 			break;
 		if (blk_on && (r = blk_hostile_batch(rnd, &st.blk)))
 			break;
+		if (net_on && (r = net_hostile_batch(rnd, &st.net)))
+			break;
 		rounds++;
 		if (rounds % 50 == 0)
-			printk("PVHINFO hostile: round %lu, %u calls, %u XenStore requests, %u block requests\n",
-			       (unsigned long)rounds, st.calls, st.xs, st.blk);
+			printk("PVHINFO hostile: round %lu, %u calls, %u XenStore requests, %u block requests, "
+			       "%u TX packets\n", (unsigned long)rounds, st.calls, st.xs, st.blk, st.net.tx_packets);
 	}
 	uint64_t took = (rdtsc() - t0) / tsc_khz();
 	/* Put back what the rounds may have moved: shared_info, timers, areas. */
@@ -968,6 +983,11 @@ static const char *scen_hostile_storm(void)
 	       "other %u), %u XenStore requests (%u errors), %u block requests\n", (unsigned long)rounds,
 	       (unsigned long)took, st.calls, st.ok, st.enosys, st.efault, st.einval, st.eperm, st.other, st.xs,
 	       st.xs_err, st.blk);
+	if (net_on)
+		printk("PVHINFO hostile: vif: %u garbage TX packets (slots: %u ERROR, %u OKAY), %u garbage RX "
+		       "requests (%u answered ERROR, %u otherwise), %u good RX buffers filled\n", st.net.tx_packets,
+		       st.net.tx_errors, st.net.tx_okay, st.net.rx_garbage, st.net.rx_refused, st.net.rx_other,
+		       st.net.rx_good);
 	if (r)
 		return r;
 	if (st.bad[0])
@@ -981,8 +1001,13 @@ static const char *scen_hostile_storm(void)
 		return r;
 	if (blk_on && (r = blk_hostile_close(blkseed, &a_state)))
 		return fail("after: disks: %s", r);
-	pass_note("seed=%lu rounds=%lu calls=%u ms=%lu xs=%u blk=%u%s%s", (unsigned long)seed,
-		  (unsigned long)rounds, st.calls, (unsigned long)took, st.xs, st.blk,
+	if (net_on && (r = net_hostile_close(rnd, &st.net_closed)))
+		return fail("after: vif: %s", r);
+	char vif[32] = "";
+	if (net_on)
+		snprintf(vif, sizeof(vif), " vif=closed%u,ok", st.net_closed);
+	pass_note("seed=%lu rounds=%lu calls=%u ms=%lu xs=%u blk=%u net=%u%s%s%s", (unsigned long)seed,
+		  (unsigned long)rounds, st.calls, (unsigned long)took, st.xs, st.blk, st.net.tx_packets, vif,
 		  blk_on ? " a=" : "", blk_on ? "closed b=ok" : "");
 	return NULL;
 }

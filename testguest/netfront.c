@@ -1171,3 +1171,365 @@ const struct scenario net_scenarios[] = {
 	{ "net_hotplug", scen_net_hotplug },
 };
 const size_t nr_net_scenarios = ARRAY_SIZE(net_scenarios);
+
+/* ------------------------------------------------------------------ */
+/* For hostile.c: malformed TX packets and RX requests on one vif        */
+
+/*
+ * The TX page the garbage names (the last TX buffer of queue 0: net_xmit
+ * takes the first free one, and runs only once the garbage is answered).
+ */
+#define NH_TXB		(NET_TX_BUFS - 1)
+/* RX requests of ours in the ring at most (good and garbage). */
+#define NH_RX_MAX	96
+
+static uint8_t nh_garbage_at[256];	/* RX ring index -> 1: a garbage request sits there */
+static struct net_hostile_counts *nh_c;
+static int nh_warm;			/* a frame met a garbage RX request (or we tried long enough) */
+
+/* A DHCPDISCOVER (passt answers each with an OFFER): traffic for the RX ring. */
+static const char *nh_provoke(struct net_dev *d, uint32_t xid)
+{
+	static uint8_t f[600], payload[400];
+	static const uint8_t bc[6] = { 0xff, 0xff, 0xff, 0xff, 0xff, 0xff };
+	size_t n = ns_build_dhcp(payload, 1, xid, d->mac, 0, 0);
+	n = ns_build_udp(f, bc, d->mac, 0, 0xffffffffu, 68, 67, (uint16_t)xid, payload, n);
+	const char *r = net_xmit(d, 0, f, n);
+	uint64_t end = tsc_deadline_ms(net_timeout);
+	while (!r && tx_free(&d->q[0]) < NET_TX_BUFS) {
+		uint64_t now = rdtsc();
+		if (now >= end)
+			return fail("vif: our DHCPDISCOVER unanswered in %lu ms", (unsigned long)net_timeout);
+		wait_until(tx_responses, &d->q[0], (end - now) / tsc_khz() + 1, net_hlt, NULL);
+		r = tx_gc(d, 0);
+	}
+	return r;
+}
+
+/*
+ * RX responses taken by ring index (netback answers requests in order, one
+ * response each): a garbage request's response is only checked for shape, a
+ * good buffer's is taken back as rx_take would. Then the ring refilled:
+ * free good buffers, some garbage requests (bad grants: none, empty,
+ * another domain's, one of ours not granted; ids anything) in between.
+ */
+static const char *nh_rx(struct net_dev *d, uint64_t (*rnd)(void))
+{
+	struct net_queue *Q = &d->q[0];
+	uint16_t f;
+	RING_IDX rp = *(volatile RING_IDX *)&Q->rx.sring->rsp_prod;
+	xen_rmb();
+	if (RING_RESPONSE_PROD_OVERFLOW(&Q->rx, rp))
+		return fail("vif: RX rsp_prod %u is %u past rsp_cons %u", rp, rp - Q->rx.rsp_cons, Q->rx.rsp_cons);
+	for (RING_IDX i = Q->rx.rsp_cons; i != rp; i++) {
+		netif_rx_response_t rsp;
+		RING_COPY_RESPONSE(&Q->rx, i, &rsp);
+		if (rsp.status > 0 && (size_t)rsp.offset + (size_t)rsp.status > PAGE_SIZE)
+			return fail("vif: RX slot %u: offset %u + size %d beyond the page", i, rsp.offset, rsp.status);
+		if (nh_garbage_at[i & 255]) {
+			nh_garbage_at[i & 255] = 0;
+			if (rsp.status == NETIF_RSP_ERROR)
+				nh_c->rx_refused++;
+			else
+				nh_c->rx_other++;
+			continue;
+		}
+		unsigned id = Q->rx_id_at[i & 255];
+		if (id >= NET_RX_BUFS || !Q->rx_posted[id])
+			return fail("vif: RX index %u holds none of our buffers (id %u)", i, id);
+		Q->rx_posted[id] = 0;
+		if (!gnttab_end_ref(page_ref(q_rxbuf(0, id)), &f))
+			return fail("vif: backend still maps RX buffer ref %u (flags 0x%x) after its response",
+				    page_ref(q_rxbuf(0, id)), f);
+		nh_c->rx_good++;
+	}
+	Q->rx.rsp_cons = rp;
+	int more;
+	RING_FINAL_CHECK_FOR_RESPONSES(&Q->rx, more);
+	(void)more;
+	/* Garbage behind what is posted (a few requests a round, at most NH_RX_MAX in all). */
+	unsigned k = (unsigned)(rnd() % 4);
+	while (k-- && Q->rx.req_prod_pvt - Q->rx.rsp_cons < NH_RX_MAX - NET_RX_BUFS) {
+		RING_IDX idx = Q->rx.req_prod_pvt++;
+		netif_rx_request_t *req = RING_GET_REQUEST(&Q->rx, idx);
+		uint64_t w = rnd();
+		req->id = (uint16_t)w;
+		switch ((w >> 16) % 4) {
+		case 0: req->gref = (grant_ref_t)(w >> 32) | 0x10000000u; break;	/* past any table */
+		case 1: req->gref = 470; break;		/* an empty entry (hostile.c) */
+		case 2: req->gref = 471; break;		/* another domain's (hostile.c) */
+		default: req->gref = page_ref(q_txbuf(0, NH_TXB)); break;	/* ours, read-only or not granted */
+		}
+		nh_garbage_at[idx & 255] = 1;
+		nh_c->rx_garbage++;
+	}
+	/*
+	 * Good buffers again only once none is left: garbage posted meanwhile
+	 * then lies ahead of them, where the next frames find it.
+	 */
+	for (unsigned i = 0; i < NET_RX_BUFS; i++)
+		if (Q->rx_posted[i])
+			return NULL;
+	return rx_refill(d, 0);
+}
+
+static void nh_slot(struct net_queue *Q, uint16_t id, uint16_t offset, uint16_t size, uint16_t flags, grant_ref_t gref)
+{
+	netif_tx_request_t *req = RING_GET_REQUEST(&Q->tx, Q->tx.req_prod_pvt);
+	req->gref = gref;
+	req->offset = offset;
+	req->flags = flags;
+	req->id = id;
+	req->size = size;
+	Q->tx.req_prod_pvt++;
+}
+
+static void nh_extra(struct net_queue *Q, uint8_t type, uint8_t flags, uint16_t gso_size, uint8_t gso_type)
+{
+	netif_extra_info_t *x = (netif_extra_info_t *)RING_GET_REQUEST(&Q->tx, Q->tx.req_prod_pvt);
+	memset(x, 0, sizeof(*x));
+	x->type = type;
+	x->flags = flags;
+	if (type == XEN_NETIF_EXTRA_TYPE_GSO) {
+		x->u.gso.size = gso_size;
+		x->u.gso.type = gso_type;
+	} else {
+		memset(x->u.mcast.addr, 0xa5, sizeof(x->u.mcast.addr));
+	}
+	Q->tx.req_prod_pvt++;
+}
+
+/* A packet of n data slots of the page, the first's size `first`, each later one `each`. */
+static void nh_chain(struct net_queue *Q, uint16_t id, grant_ref_t g, unsigned n, uint16_t first, uint16_t each)
+{
+	for (unsigned s = 0; s < n; s++)
+		nh_slot(Q, (uint16_t)(id + s), 0, s ? each : first, s + 1 < n ? NETTXF_more_data : 0, g);
+}
+
+static int nh_tx_answered(const void *arg)
+{
+	const struct net_queue *Q = arg;
+	return *(volatile RING_IDX *)&Q->tx.sring->rsp_prod == Q->tx.req_prod_pvt;
+}
+
+/*
+ * One batch of malformed TX packets, each one Linux's netback drops with
+ * NETIF_RSP_ERROR rather than treating as fatal (xenvif_tx_build_gops,
+ * xenvif_count_requests, xenvif_set_skb_gso): a slot past its page, size
+ * 0 or a runt, a first size below the sum of the slots after it, 19 and 20
+ * slots (over XEN_NETBK_LEGACY_SLOTS_MAX, not over the fatal 20), grants not
+ * ours to give, 64 KiB packets (0xffff, in 16 slots; and in 18 slots
+ * holding more), GSO extras of size 0 or an unknown GSO type, a multicast
+ * extra with flag bits netif.h does not define, a partial checksum over
+ * garbage headers. Every slot must be answered within pvh.nettimeout, with
+ * OKAY, ERROR or NULL (an extra's). Then a DHCPDISCOVER (the answer lands in
+ * the RX ring among garbage requests) and the RX side (nh_rx).
+ */
+const char *net_hostile_batch(uint64_t (*rnd)(void), struct net_hostile_counts *c)
+{
+	struct net_dev *d = &dev;
+	struct net_queue *Q = &d->q[0];
+	const char *r;
+	uint16_t f;
+	nh_c = c;
+	if (!d->connected)
+		return "internal: vif not connected";
+	unsigned pg = q_txbuf(0, NH_TXB);
+	grant_ref_t g = page_ref(pg);
+	/* Ethernet to nobody (broadcast, an experimental type), then garbage. */
+	uint8_t *p = net_page(pg);
+	for (unsigned i = 0; i < PAGE_SIZE / 8; i++)
+		((uint64_t *)p)[i] = rnd();
+	memset(p, 0xff, 6);
+	memcpy(p + 6, d->mac, 6);
+	p[12] = 0x88;
+	p[13] = 0xb5;
+	gnttab_grant_ref(g, d->xb.beid, page_gfn(pg), 1);
+	unsigned n = 4 + (unsigned)(rnd() % 8);
+	RING_IDX first = Q->tx.req_prod_pvt;
+	for (unsigned k = 0; k < n && RING_FREE_REQUESTS(&Q->tx) > 24; k++) {
+		uint64_t w = rnd();
+		uint16_t id = (uint16_t)(0x100 + 32 * k);
+		switch ((w >> 8) % 11) {
+		case 0:	/* offset + size past the page: one slot, or a later one */
+			if (w & 1)
+				nh_slot(Q, id, (uint16_t)(PAGE_SIZE - 1 - (w >> 16) % 64), (uint16_t)(64 + (w >> 24) % 1000), 0, g);
+			else {
+				nh_slot(Q, id, 0, 200, NETTXF_more_data, g);
+				nh_slot(Q, id + 1, (uint16_t)(PAGE_SIZE - 50), 100, 0, g);
+			}
+			break;
+		case 1:	/* size 0 or a runt, alone or heading a chain */
+			if (w & 1)
+				nh_slot(Q, id, 0, (uint16_t)((w >> 16) % 14), 0, g);
+			else
+				nh_chain(Q, id, g, 3, 0, 0);
+			break;
+		case 2:	/* the first size below the sum of the later ones */
+			nh_chain(Q, id, g, 3, 100, (uint16_t)(200 + (w >> 16) % 3000));
+			break;
+		case 3:	/* 19 or 20 data slots: dropped, not fatal */
+			nh_chain(Q, id, g, 19 + (unsigned)(w & 1), (uint16_t)(60 * (19 + (w & 1))), 60);
+			break;
+		case 4:	/* a grant not ours to give: past any table, empty, another domain's, never granted */
+			switch ((w >> 16) % 4) {
+			case 0: nh_slot(Q, id, 0, 60, 0, (grant_ref_t)(w >> 32) | 0x10000000u); break;
+			case 1: nh_slot(Q, id, 0, 60, 0, 470); break;
+			case 2: nh_slot(Q, id, 0, 60, 0, 471); break;
+			default: nh_slot(Q, id, 0, 60, 0, page_ref(q_txbuf(0, NH_TXB - 1))); break;
+			}
+			break;
+		case 5:	/* 64 KiB: 0xffff in 16 slots (a frame no link takes), or 18 slots holding more */
+			if (w & 1)
+				nh_chain(Q, id, g, 16, 0xffff, PAGE_SIZE);
+			else
+				nh_chain(Q, id, g, 18, 0xffff, PAGE_SIZE);
+			break;
+		case 6:	/* a GSO extra of size 0, or of a type netif.h does not define */
+			nh_slot(Q, id, 0, 1500, NETTXF_extra_info, g);
+			nh_extra(Q, XEN_NETIF_EXTRA_TYPE_GSO, 0, (w & 1) ? 0 : 1448,
+				 (w & 1) ? XEN_NETIF_GSO_TYPE_TCPV4 : (uint8_t)(3 + (w >> 16) % 250));
+			break;
+		case 7:	/* a multicast extra with undefined flag bits (MORE clear: it is the last) */
+			nh_slot(Q, id, 0, 60, NETTXF_extra_info, g);
+			nh_extra(Q, XEN_NETIF_EXTRA_TYPE_MCAST_ADD + (w & 1), (uint8_t)((w >> 16) & 0xfe), 0, 0);
+			break;
+		case 8:	/* a partial checksum over headers that are none (NETTXF_csum_blank) */
+			nh_slot(Q, id, 0, (uint16_t)(14 + (w >> 16) % 200), NETTXF_csum_blank | NETTXF_data_validated, g);
+			break;
+		case 9:	/* GSO over a frame that is no TCP */
+			nh_slot(Q, id, 0, 3000, NETTXF_extra_info | NETTXF_more_data, g);
+			nh_extra(Q, XEN_NETIF_EXTRA_TYPE_GSO, 0, 536, XEN_NETIF_GSO_TYPE_TCPV6);
+			nh_slot(Q, id + 1, 0, 3000 - PAGE_SIZE / 2, 0, g);
+			break;
+		default: /* anything within the page, flags the backend must not trust */
+			nh_slot(Q, id, (uint16_t)((w >> 16) % PAGE_SIZE), 0, (uint16_t)((w >> 32) & (NETTXF_csum_blank | NETTXF_data_validated)), g);
+			{
+				netif_tx_request_t *req = RING_GET_REQUEST(&Q->tx, Q->tx.req_prod_pvt - 1);
+				req->size = (uint16_t)(PAGE_SIZE - req->offset);
+			}
+			break;
+		}
+		c->tx_packets++;
+	}
+	/* Always notified: the backend must not depend on our event hold-off. */
+	RING_PUSH_REQUESTS(&Q->tx);
+	long rc = evtchn_send(Q->port_tx);
+	if (rc)
+		return fail("EVTCHNOP_send(tx port %u) rc %ld", Q->port_tx, rc);
+	if (!nh_tx_answered(Q) && !wait_until(nh_tx_answered, Q, net_timeout, net_hlt, NULL) && !nh_tx_answered(Q))
+		return fail("vif: %u of %u garbage TX slots unanswered after %lu ms", Q->tx.req_prod_pvt - Q->tx.sring->rsp_prod,
+			    Q->tx.req_prod_pvt - first, (unsigned long)net_timeout);
+	xen_rmb();
+	for (RING_IDX i = Q->tx.rsp_cons; i != Q->tx.req_prod_pvt; i++) {
+		netif_tx_response_t rsp;
+		RING_COPY_RESPONSE(&Q->tx, i, &rsp);
+		if (rsp.status == NETIF_RSP_ERROR)
+			c->tx_errors++;
+		else if (rsp.status == NETIF_RSP_OKAY)
+			c->tx_okay++;
+		else if (rsp.status != NETIF_RSP_NULL)
+			return fail("vif: status %d for a garbage TX slot", rsp.status);
+	}
+	Q->tx.rsp_cons = Q->tx.req_prod_pvt;
+	Q->tx.sring->rsp_event = Q->tx.rsp_cons + 1;
+	if (!gnttab_end_ref(g, &f))
+		return fail("vif: backend still maps the garbage TX page (ref %u, flags 0x%x) after answering", g, f);
+	/*
+	 * DISCOVERs and their OFFERs; the first batch goes on until a frame met
+	 * a garbage request (the good buffers posted at the connect used up),
+	 * the others send one. Each OFFER comes within a few ms: a short
+	 * bounded wait, then whatever came.
+	 */
+	unsigned tries = nh_warm ? 1 : 3 * NET_RX_BUFS;
+	for (unsigned t = 0; t < tries && (nh_warm || !(c->rx_refused + c->rx_other)); t++) {
+		if ((r = nh_provoke(d, (uint32_t)rnd())))
+			return r;
+		wait_until(rx_ready, d, 50, net_hlt, NULL);
+		if ((r = nh_rx(d, rnd)))
+			return r;
+	}
+	nh_warm = 1;
+	return NULL;
+}
+
+/* The vif connected (pvh.hostile_net's device/vif/0, or the first), RX buffers posted. */
+const char *net_hostile_open(void)
+{
+	memset(nh_garbage_at, 0, sizeof(nh_garbage_at));
+	nh_warm = 0;
+	const char *r = net_begin(&dev);
+	return r ? net_end(&dev, r) : NULL;
+}
+
+static int nh_closing(unsigned s)
+{
+	return s == XenbusStateClosing || s == XenbusStateClosed;
+}
+
+/*
+ * The end: the cases Linux's netback treats as a broken frontend
+ * (xenvif_fatal_tx_err: a packet of more than 20 slots, an extra-info slot
+ * of an unknown type; and a request producer far past the ring), each on a
+ * fresh connection; each must close the vif through xenbus (the backend
+ * Closing) within pvh.nettimeout, and the vif must connect again after it.
+ * Last, a DHCPDISCOVER on the new connection must be answered.
+ * *closed counts the closes seen.
+ */
+const char *net_hostile_close(uint64_t (*rnd)(void), unsigned *closed)
+{
+	struct net_dev *d = &dev;
+	const char *r;
+	unsigned st;
+	for (unsigned kind = 0; kind < 3; kind++) {
+		struct net_queue *Q = &d->q[0];
+		grant_ref_t g = page_ref(q_txbuf(0, NH_TXB));
+		gnttab_grant_ref(g, d->xb.beid, page_gfn(q_txbuf(0, NH_TXB)), 1);
+		switch (kind) {
+		case 0:	/* 22 slots: past the fatal 20 */
+			nh_chain(Q, 0x200, g, 22, 22 * 60, 60);
+			RING_PUSH_REQUESTS(&Q->tx);
+			break;
+		case 1:	/* an extra of a type past XEN_NETIF_EXTRA_TYPE_MAX */
+			nh_slot(Q, 0x200, 0, 60, NETTXF_extra_info, g);
+			nh_extra(Q, (uint8_t)(XEN_NETIF_EXTRA_TYPE_MAX + rnd() % 200), 0, 0, 0);
+			RING_PUSH_REQUESTS(&Q->tx);
+			break;
+		default: /* req_prod far past the ring */
+			xen_wmb();
+			Q->tx.sring->req_prod = Q->tx.rsp_cons + 0x10000u + (uint32_t)(rnd() % 0x1000000u);
+			break;
+		}
+		xen_mb();
+		evtchn_send(Q->port_tx);
+		d->connected = 0;
+		if ((r = xb_wait_be(&d->xb, (1u << XenbusStateClosing) | (1u << XenbusStateClosed), 0,
+				    "Closing after a fatal TX case", &st)) || !nh_closing(st))
+			return net_end(d, fail("vif: fatal case %u: %s", kind, r ? keep(r) : "backend not Closing"));
+		(*closed)++;
+		/* Our side closes, the grants come back, then a new connection. */
+		if ((r = net_teardown(d, 1)) || (r = net_connect(d)))
+			return net_end(d, fail("vif: reconnecting after fatal case %u: %s", kind, keep(r)));
+		memset(nh_garbage_at, 0, sizeof(nh_garbage_at));
+	}
+	/* The vif works again: our DHCPDISCOVER answered (an OFFER back). */
+	uint8_t buf[1600];
+	int validated;
+	if ((r = nh_provoke(d, (uint32_t)rnd())))
+		return net_end(d, r);
+	uint64_t end = tsc_deadline_ms(net_timeout);
+	int got = 0;
+	while (!got) {
+		int n = rx_take(d, 0, buf, sizeof(buf), &validated);
+		if (n < 0)
+			return net_end(d, fail("vif after reconnecting: %s", d->err));
+		if (n > 0)
+			got = 1;
+		uint64_t now = rdtsc();
+		if (!got && now >= end)
+			return net_end(d, fail("vif after reconnecting: no frame in %lu ms", (unsigned long)net_timeout));
+		if (!got)
+			wait_until(rx_ready, d, (end - now) / tsc_khz() + 1, net_hlt, NULL);
+	}
+	return net_end(d, NULL);
+}

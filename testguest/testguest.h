@@ -203,6 +203,14 @@ extern const size_t nr_hostile_scenarios;
 const char *blk_hostile_open(uint32_t seed, unsigned *vdev_a, unsigned *vdev_b);
 const char *blk_hostile_batch(uint64_t (*rnd)(void), unsigned *sent);
 const char *blk_hostile_close(uint32_t seed, unsigned *a_state);
+/* netfront.c, for hostile.c: garbage on the first vif, then the fatal cases. */
+struct net_hostile_counts {
+	uint32_t tx_packets, tx_errors, tx_okay;	/* garbage TX packets; their slots' statuses */
+	uint32_t rx_garbage, rx_refused, rx_other, rx_good;	/* garbage RX requests; responses */
+};
+const char *net_hostile_open(void);
+const char *net_hostile_batch(uint64_t (*rnd)(void), struct net_hostile_counts *c);
+const char *net_hostile_close(uint64_t (*rnd)(void), unsigned *closed);
 
 /* ---- head.S / hypercall.S ---- */
 extern uint8_t hypercall_page[];

@@ -5,12 +5,14 @@ extension Logger {
     /// strings): their `NAME: connected: ...` and `NAME: link up: ...`
     /// reports are news for the log only; every other line they write is
     /// something that went wrong (abandoned I/O, a link down), a warning
-    /// that also reaches stderr.
+    /// that also reaches stderr. A domain's backends log through its
+    /// `GuestTriggeredLog`, which gives their lines these levels.
     func backendLine(_ line: String) {
-        if line.contains(": connected: ") || line.contains(": link up: ") {
-            info("\(line)")
-        } else {
-            warning("\(line)")
-        }
+        log(level: Self.backendLevel(line), "\(line)")
+    }
+
+    /// The level of a PV backend's line (see `backendLine`).
+    static func backendLevel(_ line: String) -> Logger.Level {
+        line.contains(": connected: ") || line.contains(": link up: ") ? .info : .warning
     }
 }

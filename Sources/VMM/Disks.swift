@@ -98,12 +98,12 @@ final class DiskBackends: Sendable {
             // io_uring where the host has it, else the thread pool.
             makeEngine: { _, done in try file.makeEngine(.automatic, reaping: .caller, onComplete: done) })
         let address = XenbusDeviceAddress(type: "vbd", frontend: context.domain, index: Int(spec.vdev.number.rawValue))
-        let store = context.store, logger = context.logger
+        let store = context.store, guestLog = context.guestLog
         do {
             let backend = try BlockBackend(
                 store: store, address: address, configuration: configuration, memory: context.memory,
                 grants: context.grants, events: context.events, runtime: context.runtime, startHandshake: false,
-                adoptingExisting: adoptingExisting, log: { line in logger.backendLine(line) })
+                adoptingExisting: adoptingExisting, log: { line in guestLog.backendLine(line) })
             // What libxl writes for a disk (tools/libs/light/libxl_disk.c):
             // for the toolstack's and the user's eyes, not the frontend's.
             let be = address.backendPath
@@ -160,4 +160,6 @@ struct BackendContext: Sendable {
     let runtime: DeviceRuntime
     let store: any XenStoreService
     let logger: Logger
+    /// The backends' lines go through it (a guest provokes them).
+    let guestLog: GuestTriggeredLog
 }

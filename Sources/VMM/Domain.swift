@@ -111,6 +111,8 @@ public final class Domain: Sendable {
     public let hypervisorConsole: HypervisorConsole
     /// Where the VMM's diagnostics about this domain go.
     public let logger: Logger
+    /// The lines the guest can provoke, rate-limited (`GuestTriggeredLog`).
+    public let guestLog: GuestTriggeredLog
     let vm: VirtualMachine
     let memory: MappedGuestMemory
     let runners: [VCPURunner]
@@ -140,6 +142,8 @@ public final class Domain: Sendable {
         self.configuration = configuration
         let logger = logger ?? GuestLog.standardErrorOnly()
         self.logger = logger
+        let guestLog = GuestTriggeredLog(logger: logger)
+        self.guestLog = guestLog
         let hypervisorConsole = HypervisorConsole(domain: configuration.domainID,
                                                   outputs: hypervisorConsole ?? HypervisorConsoleOutputs(raw: console))
         self.hypervisorConsole = hypervisorConsole
@@ -159,14 +163,14 @@ public final class Domain: Sendable {
         let boot = try image.load(into: machine.memory, configuration)
         bootInfo = boot
 
-        let xen = XenPlatform(configuration, machine: machine, metrics: metrics, logger: logger)
+        let xen = XenPlatform(configuration, machine: machine, metrics: metrics, guestLog: guestLog)
         state = xen.state
         events = xen.events
         timers = xen.timers
         grants = xen.grants
         toolstack = try ToolstackDevices(configuration, memory: machine.memory, xen: xen,
                                          store: domainStore, output: console, disks: disks,
-                                         networks: networks, logger: logger)
+                                         networks: networks, logger: logger, guestLog: guestLog)
         let dispatcher = xen.dispatcher(configuration, machine: machine, boot: boot, console: hypervisorConsole)
         reservation = dispatcher.reservation
 
@@ -236,6 +240,7 @@ public final class Domain: Sendable {
         // What the guest wrote to Xen's console before it stopped reaches
         // the terminal, log and file before pvh reports the end.
         hypervisorConsole.flush()
+        guestLog.reportSuppressed()
         return end
     }
 

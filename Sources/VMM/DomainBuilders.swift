@@ -160,12 +160,12 @@ struct XenPlatform {
     let smp: SMPControl
     let grants: GrantTable
 
-    init(_ configuration: GuestConfiguration, machine: Machine, metrics: DomainMetrics, logger: Logger) {
+    init(_ configuration: GuestConfiguration, machine: Machine, metrics: DomainMetrics, guestLog: GuestTriggeredLog) {
         let domain = configuration.domainID
         wakeups = VCPUWakeups(vcpuCount: configuration.vcpus)
         upcalls = UpcallInjector(
             vm: machine.vm, state: state, metrics: metrics, wakeups: wakeups,
-            report: { logger.warning("\($0)") })
+            report: { guestLog.log(.upcalls, .warning, $0) })
         upcalls.setVCPUs(machine.vcpus)
         events = EventChannelTable(
             configuration: .init(domainID: domain, vcpuCount: configuration.vcpus, maximumPort: configuration.maximumEventChannelPort),
@@ -221,7 +221,7 @@ struct ToolstackDevices {
 
     init(_ configuration: GuestConfiguration, memory: MappedGuestMemory, xen: XenPlatform, store domainStore: DomainStore,
          output: any ConsoleSink, disks images: DiskImages, networks links: NetworkLinks,
-         logger: Logger) throws(DomainError) {
+         logger: Logger, guestLog: GuestTriggeredLog) throws(DomainError) {
         let domain = configuration.domainID
         self.domain = domain
         let store = domainStore.access
@@ -230,7 +230,7 @@ struct ToolstackDevices {
         // the runtime counts any pump that finds itself on one.
         runtime = DeviceRuntime(
             isForbiddenThread: Domain.isVCPUThread,
-            log: { line in logger.error("\(line)") })
+            log: { line in guestLog.log(.devices, .error, line) })
         // The PV console: a ring page the memory map reserves, an unbound
         // port for the backend domain, both handed to the guest in HVM params.
         let consoleFrame = configuration.consolePage.start.frameNumber
@@ -279,7 +279,7 @@ struct ToolstackDevices {
         try? xen.grants.seed(GrantTableConstants.consoleReference, to: xen.grants.backendDomain, frame: consoleFrame)
         try? xen.grants.seed(GrantTableConstants.xenstoreReference, to: xen.grants.backendDomain, frame: storeFrame)
         let context = BackendContext(domain: domain, vcpus: configuration.vcpus, memory: memory, grants: xen.grants,
-                                     events: xen.events, runtime: runtime, store: store, logger: logger)
+                                     events: xen.events, runtime: runtime, store: store, logger: logger, guestLog: guestLog)
         // The disks: their vbd devices under the domain's tree.
         disks = try DiskBackends(images, context: context)
         // The network interfaces: their vif devices under the domain's tree.

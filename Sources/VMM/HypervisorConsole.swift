@@ -152,6 +152,13 @@ public struct LineRateLimit: Sendable {
         defer { refused = 0 }
         return (true, refused)
     }
+
+    /// The lines refused since the last one allowed, forgotten (the end:
+    /// no allowed line will come to report them).
+    public mutating func takeRefused() -> UInt64 {
+        defer { refused = 0 }
+        return refused
+    }
 }
 
 /// What `pvh dmesg` shows of one domain: the lines held and how many older

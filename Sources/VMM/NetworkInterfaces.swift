@@ -111,12 +111,12 @@ final class NetworkBackends: Sendable {
             rate: spec.rate.map {
                 NetTransmitRate(bytesPerInterval: $0.bytesPerInterval, interval: $0.interval)
             })
-        let store = context.store, logger = context.logger
+        let store = context.store, guestLog = context.guestLog
         do {
             let backend = try NetBackend(
                 store: store, address: address, configuration: configuration, memory: context.memory,
                 grants: context.grants, events: context.events, runtime: context.runtime, startHandshake: false,
-                adoptingExisting: adoptingExisting, log: { line in logger.backendLine(line) })
+                adoptingExisting: adoptingExisting, log: { line in guestLog.backendLine(line) })
             // What libxl writes for a vif (tools/libs/light/libxl_nic.c):
             // for the toolstack's and the user's eyes.
             let be = address.backendPath

@@ -7,8 +7,8 @@ import Glibc
 
 /// The test guest's hostile_storm scenario (testguest/hostile.c, issue 13
 /// item 2): seeded garbage at every hypercall, sub-op, grant entry, XenStore
-/// request type and block request for a bounded guest time, then checks
-/// that pvh still answers correctly. Alone under `pvh run` (the VMM's RSS
+/// request type, block request and (alone) netif TX packet and RX request
+/// for a bounded guest time, then checks that pvh still answers correctly. Alone under `pvh run` (the VMM's RSS
 /// before and after, printed and bounded), and under the daemon beside a
 /// well-behaved guest whose checks must still pass.
 ///
@@ -47,15 +47,23 @@ struct HostileGuestTests {
         return (done(), peak)
     }
 
-    @Test("hostile_storm alone under pvh run: the guest's checks pass afterwards, pvh stays up to its poweroff (exit 0), only the scribbled disk is disabled, the healthy one's data is on disk, and the VMM's RSS grows by less than 64 MiB")
+    /// The drops the network storm must have caused, by `pvh_net_drops_total`'s reason.
+    static let netDropReasons = ["tx_crosses_page", "tx_bad_size", "tx_size_mismatch", "tx_too_many_slots", "tx_bad_grant", "tx_bad_gso"]
+
+    @Test("hostile_storm alone under pvh run: the guest's checks pass afterwards, pvh stays up to its poweroff (exit 0), only the scribbled disk is disabled, the vif is closed by each fatal case and connects again, /metrics counts the dropped packets by reason, the healthy disk's data is on disk, and the VMM's RSS grows by less than 64 MiB")
     func alone() throws {
         let dir = try Self.temporaryDirectory()
         defer { try? FileManager.default.removeItem(atPath: dir) }
         let a = "\(dir)/a.img", b = "\(dir)/b.img"
         try Self.image(a, megabytes: 16)
         try Self.image(b, megabytes: 16)
+        let metricsSocket = "\(dir)/metrics.sock"
+        // The vif: user networking (passt), whose carrier is up, so that bad
+        // grants are mapped and refused, and whose DHCP answers fill the RX
+        // ring the guest salts with bad requests (type=none maps nothing).
         let guest = try RunningGuest(cmdline: "pvh.scenarios=hostile_storm pvh.hostile_ms=\(Self.seconds * 1000) pvh.blkseed=31",
-                                     arguments: ["--disk", "\(a),raw,xvda,w", "--disk", "\(b),raw,xvdb,w"])
+                                     arguments: ["--disk", "\(a),raw,xvda,w", "--disk", "\(b),raw,xvdb,w",
+                                                 "--net", "mac=00:16:3e:13:00:01", "--metrics", metricsSocket])
         defer { guest.stop() }
         let pid = guest.child.pid
         // The rounds begin once the disks are connected and B written.
@@ -65,8 +73,16 @@ struct HostileGuestTests {
         let started = ContinuousClock.now
         // The guest's own clock bounds the rounds; the checks after them take
         // seconds; the host may be slower than the guest thinks (shared CPUs).
+        // The counters scraped every few seconds while the guest runs (the
+        // process ends at its poweroff): the last scrape's are the test's.
+        var scraped = "", lastScrape = ContinuousClock.now - .seconds(60)
         let watched = Self.watchRSS(pid, timeout: .seconds(Self.seconds * 3 + 180)) {
-            guest.child.waitForLine(timeout: .seconds(1)) { $0.hasPrefix("PVHTEST hostile_storm ") } != nil
+            if ContinuousClock.now - lastScrape > .seconds(5), let text = try? MetricsTests().scrape(metricsSocket),
+               text.hasPrefix("HTTP/1.1 200") {
+                scraped = text
+                lastScrape = ContinuousClock.now
+            }
+            return guest.child.waitForLine(timeout: .seconds(1)) { $0.hasPrefix("PVHTEST hostile_storm ") } != nil
         }
         let after = procStatusKiB(pid, "VmRSS") ?? watched.peakKiB
         let took = ContinuousClock.now - started
@@ -74,12 +90,25 @@ struct HostileGuestTests {
         let status = guest.child.waitForExit(timeout: .seconds(60))
         let log = "\(guest.child.outputLines.filter { !$0.hasPrefix("PVHJUNK") }.joined(separator: "\n"))\n\(guest.child.errors)"
         let summary = guest.child.outputLines.first { $0.hasPrefix("PVHINFO hostile: ") && $0.contains(" rounds in ") } ?? "no summary"
-        print("hostile_storm alone: \(Self.seconds) s of rounds, \(took) wall; VmRSS before \(before) KiB, after \(after) KiB, peak \(watched.peakKiB) KiB; \(summary)")
+        let vif = guest.child.outputLines.first { $0.hasPrefix("PVHINFO hostile: vif: ") } ?? "no vif summary"
+        let drops = Dictionary(uniqueKeysWithValues: (Self.netDropReasons + ["rx_bad_grant", "tx_link_refused", "tx_bad_checksum_headers"]).map {
+            ($0, MetricsTests().value(scraped, "pvh_net_drops_total", ["reason=\"\($0)\""]) ?? 0)
+        })
+        let logBytes = (try? FileManager.default.attributesOfItem(atPath: "\(guest.runtimeDirectory)/\(guest.name).log")[.size] as? Int) ?? -1
+        print("hostile_storm alone: \(Self.seconds) s of rounds, \(took) wall; VmRSS before \(before) KiB, after \(after) KiB, peak \(watched.peakKiB) KiB; log \(logBytes) bytes; \(summary); \(vif); net drops (last scrape) \(drops.sorted { $0.key < $1.key })")
         #expect(watched.done, "no result line: \(log)")
         #expect(line?.hasPrefix("PVHTEST hostile_storm PASS seed=") == true, "\(log)")
-        #expect(line?.hasSuffix(" a=closed b=ok") == true, "\(line ?? "no result line")")
+        #expect(line?.hasSuffix(" vif=closed3,ok a=closed b=ok") == true, "\(line ?? "no result line")")
         #expect(status == 0, "pvh ran on to the guest's poweroff: \(log)")
         #expect(guest.child.errors.contains("vbd-51712: disabled: hostile guest"), "\(guest.child.errors)")
+        // The fatal cases: more than 20 slots, an unknown extra type, req_prod past the ring.
+        let vifDisabled = guest.child.errors.split(separator: "\n").filter { $0.contains("vif-0: disabled: hostile guest") }
+        #expect(vifDisabled.count == 3, "\(guest.child.errors)")
+        #expect(vifDisabled.contains { $0.contains("more than 20 slots") } && vifDisabled.contains { $0.contains("invalid extra type") },
+                "\(vifDisabled)")
+        for reason in Self.netDropReasons {
+            #expect((drops[reason] ?? 0) > 0, "pvh_net_drops_total{reason=\"\(reason)\"}: \(scraped.split(separator: "\n").filter { $0.contains("pvh_net_drops_total") })")
+        }
         #expect(!guest.child.errors.contains("vbd-51728: disabled"), "\(guest.child.errors)")
         #expect(before > 0 && watched.peakKiB > 0)
         #expect(watched.peakKiB - before < Self.rssBoundKiB, "VmRSS \(before) KiB before, peak \(watched.peakKiB) KiB")
@@ -87,7 +116,7 @@ struct HostileGuestTests {
         #expect(BlockDeviceScenarioTests.checkPattern(bytes, sectors: 0..<1024, seed: 31) == nil)
     }
 
-    @Test("hostile_storm beside a well-behaved guest under the daemon: the other guest's XenStore checks pass, it answers pvh xenstore read and pvh list, and shuts down cleanly; the hostile one passes its own checks and powers off; the daemon ends cleanly")
+    @Test("hostile_storm (disks and a vif) beside a well-behaved guest under the daemon: the other guest's XenStore checks pass, it answers pvh xenstore read and pvh list, and shuts down cleanly; the hostile one passes its own checks and powers off; the daemon ends cleanly")
     func besideAnother() throws {
         let dir = try Self.temporaryDirectory()
         defer { try? FileManager.default.removeItem(atPath: dir) }
@@ -134,6 +163,7 @@ struct HostileGuestTests {
         let hostile = try pvh(["create", try config("hostile", """
             extra = "pvh.scenarios=hostile_storm pvh.hostile_ms=\(Self.seconds * 1000) pvh.blkseed=41"
             disk = [ '\(a),raw,xvda,w', '\(b),raw,xvdb,w' ]
+            vif = [ 'mac=00:16:3e:13:00:02' ]
             """)])
         #expect(hostile.status == 0, "\(hostile)")
         #expect(until(120) { log("hostile").contains("PVHINFO hostile: seed") }, "\(log("hostile"))")
@@ -168,7 +198,7 @@ struct HostileGuestTests {
         print("hostile_storm beside calm: \(Self.seconds) s of rounds; the calm guest's checks ran \(stillHostile ? "during" : "after") them; hostile VmRSS before \(before) KiB, peak \(watched.peakKiB) KiB")
         #expect(before > 0 && watched.peakKiB - before < Self.rssBoundKiB, "VmRSS \(before) KiB before, peak \(watched.peakKiB) KiB")
         #expect(verdict, "\(log("hostile").split(separator: "\n").filter { !$0.contains("PVHJUNK") }.joined(separator: "\n"))")
-        #expect(line?.contains("PVHTEST hostile_storm PASS seed=") == true && line?.hasSuffix(" a=closed b=ok") == true, "\(line ?? "none")")
+        #expect(line?.contains("PVHTEST hostile_storm PASS seed=") == true && line?.hasSuffix(" vif=closed3,ok a=closed b=ok") == true, "\(line ?? "none")")
         #expect(try until(120) { try !domains().contains { $0["name"] as? String == "hostile" } }, "powered off and gone")
         kill(daemon.pid, SIGTERM)
         #expect(daemon.waitForExit(timeout: .seconds(60)) == 0)
