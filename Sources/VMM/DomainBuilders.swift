@@ -355,7 +355,7 @@ enum VCPUSetup {
         let hostVendorIsAMD = machine.supportedCPUID.lookup(function: 0)?.ebx == 0x6874_7541  // "Auth"
         let sites = HypercallTransports.breakpointAddresses(
             for: boot.hypercallSites, preferAMD: hostVendorIsAMD, kvmIntercepts: kvmIntercepts)
-        return HypercallTransports(breakpointSites: Set(sites))
+        return HypercallTransports(breakpointSites: sites)
     }
 }
 
