@@ -431,6 +431,7 @@ struct utrap_case {
 	const char *name;
 	uint8_t *code, *next, *end;	/* next/end NULL: the run must end in #GP at code */
 	uint64_t vector;
+	unsigned bp_dpl;		/* #BP's gate DPL: 3 as Linux, 0 to see INT3's DPL check */
 };
 
 static uint64_t utrap_va(const uint8_t *label)
@@ -463,7 +464,7 @@ static const char *run_utrap(const struct utrap_case *c)
 	idt_set_gate(13, (uintptr_t)user_exc_13);
 	idt_set_gate(14, (uintptr_t)user_exc_14);
 	idt_set_gate_dpl_ist(1, (uintptr_t)utrap_entry_1, 0, UTRAP_IST);
-	idt_set_gate_dpl_ist(3, (uintptr_t)utrap_entry_3, 3, 0);
+	idt_set_gate_dpl_ist(3, (uintptr_t)utrap_entry_3, c->bp_dpl, 0);
 	idt_set_gate_dpl_ist(0x80, (uintptr_t)utrap_entry_128, 3, 0);
 	idt_set_gate_dpl_ist(0x81, (uintptr_t)utrap_entry_129, 0, 0);
 	/* As an OS enables SYSCALL after setting its IDT (pvh's software-backend
@@ -503,10 +504,10 @@ static const char *run_utrap(const struct utrap_case *c)
 			    utrap_recs[UTRAP_MAX - 1].vector, uexc_rip);
 
 	if (!c->next) {
-		/* usermode_intgp: the fault itself ends the run, RIP on the INT. */
+		/* usermode_intgp, usermode_int3_dpl0: the fault ends the run, RIP on the INT. */
 		uint64_t want = (c->vector << 3) | 2;
 		if (n)
-			return fail("int $0x%lx through a DPL0 gate reached vector %lu (rip=0x%lx), "
+			return fail("vector 0x%lx through a DPL0 gate reached vector %lu (rip=0x%lx), "
 				    "want #GP(0x%lx)", c->vector, utrap_recs[0].vector, utrap_recs[0].rip, want);
 		if (uexc_error != want || uexc_rip != utrap_va(c->code) || (uexc_cs & 3) != 3)
 			return fail("#GP error 0x%lx rip=0x%lx cs=0x%lx, want error 0x%lx rip=0x%lx at CPL3",
@@ -547,34 +548,42 @@ static const char *run_utrap(const struct utrap_case *c)
 static const char *scen_usermode_int80(void)
 {
 	static const struct utrap_case c = { "usermode_int80", utrap_int80, utrap_int80_next,
-					     utrap_end_int80, 0x80 };
+					     utrap_end_int80, 0x80, 3 };
 	return run_utrap(&c);
 }
 
 static const char *scen_usermode_int3(void)
 {
 	static const struct utrap_case c = { "usermode_int3", utrap_int3, utrap_int3_next,
-					     utrap_end_int3, 3 };
+					     utrap_end_int3, 3, 3 };
 	return run_utrap(&c);
 }
 
 static const char *scen_usermode_int1(void)
 {
 	static const struct utrap_case c = { "usermode_int1", utrap_int1, utrap_int1_next,
-					     utrap_end_int1, 1 };
+					     utrap_end_int1, 1, 3 };
 	return run_utrap(&c);
 }
 
 static const char *scen_usermode_step(void)
 {
 	static const struct utrap_case c = { "usermode_step", utrap_step, utrap_step_next,
-					     utrap_end_step, 1 };
+					     utrap_end_step, 1, 3 };
 	return run_utrap(&c);
 }
 
 static const char *scen_usermode_intgp(void)
 {
-	static const struct utrap_case c = { "usermode_intgp", utrap_intgp, NULL, NULL, 0x81 };
+	static const struct utrap_case c = { "usermode_intgp", utrap_intgp, NULL, NULL, 0x81, 3 };
+	return run_utrap(&c);
+}
+
+/* int3 through a DPL0 #BP gate: #GP((3 << 3) | 2) at the int3 (INT3 is a
+ * software interrupt: the DPL check applies, unlike INT1's). */
+static const char *scen_usermode_int3_dpl0(void)
+{
+	static const struct utrap_case c = { "usermode_int3_dpl0", utrap_int3, NULL, NULL, 3, 0 };
 	return run_utrap(&c);
 }
 
@@ -587,5 +596,6 @@ const struct scenario user_scenarios[] = {
 	{ "usermode_int1", scen_usermode_int1 },
 	{ "usermode_step", scen_usermode_step },
 	{ "usermode_intgp", scen_usermode_intgp },
+	{ "usermode_int3_dpl0", scen_usermode_int3_dpl0 },
 };
 const size_t nr_user_scenarios = ARRAY_SIZE(user_scenarios);
