@@ -545,47 +545,21 @@ static const char *run_utrap(const struct utrap_case *c)
 	return NULL;
 }
 
-static const char *scen_usermode_int80(void)
-{
-	static const struct utrap_case c = { "usermode_int80", utrap_int80, utrap_int80_next,
-					     utrap_end_int80, 0x80, 3 };
-	return run_utrap(&c);
-}
-
-static const char *scen_usermode_int3(void)
-{
-	static const struct utrap_case c = { "usermode_int3", utrap_int3, utrap_int3_next,
-					     utrap_end_int3, 3, 3 };
-	return run_utrap(&c);
-}
-
-static const char *scen_usermode_int1(void)
-{
-	static const struct utrap_case c = { "usermode_int1", utrap_int1, utrap_int1_next,
-					     utrap_end_int1, 1, 3 };
-	return run_utrap(&c);
-}
-
-static const char *scen_usermode_step(void)
-{
-	static const struct utrap_case c = { "usermode_step", utrap_step, utrap_step_next,
-					     utrap_end_step, 1, 3 };
-	return run_utrap(&c);
-}
-
-static const char *scen_usermode_intgp(void)
-{
-	static const struct utrap_case c = { "usermode_intgp", utrap_intgp, NULL, NULL, 0x81, 3 };
-	return run_utrap(&c);
-}
-
+/* One scenario per case (a scenario's run() takes no argument). */
+#define UTRAP_SCENARIO(fn, ...)							\
+	static const char *fn(void)						\
+	{									\
+		static const struct utrap_case c = { __VA_ARGS__ };		\
+		return run_utrap(&c);						\
+	}
+UTRAP_SCENARIO(scen_usermode_int80, "usermode_int80", utrap_int80, utrap_int80_next, utrap_end_int80, 0x80, 3)
+UTRAP_SCENARIO(scen_usermode_int3, "usermode_int3", utrap_int3, utrap_int3_next, utrap_end_int3, 3, 3)
+UTRAP_SCENARIO(scen_usermode_int1, "usermode_int1", utrap_int1, utrap_int1_next, utrap_end_int1, 1, 3)
+UTRAP_SCENARIO(scen_usermode_step, "usermode_step", utrap_step, utrap_step_next, utrap_end_step, 1, 3)
+UTRAP_SCENARIO(scen_usermode_intgp, "usermode_intgp", utrap_intgp, NULL, NULL, 0x81, 3)
 /* int3 through a DPL0 #BP gate: #GP((3 << 3) | 2) at the int3 (INT3 is a
  * software interrupt: the DPL check applies, unlike INT1's). */
-static const char *scen_usermode_int3_dpl0(void)
-{
-	static const struct utrap_case c = { "usermode_int3_dpl0", utrap_int3, NULL, NULL, 3, 0 };
-	return run_utrap(&c);
-}
+UTRAP_SCENARIO(scen_usermode_int3_dpl0, "usermode_int3_dpl0", utrap_int3, NULL, NULL, 3, 0)
 
 /* Run only when named (see testguest/README.md). */
 const struct scenario user_scenarios[] = {
