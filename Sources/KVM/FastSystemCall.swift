@@ -53,13 +53,6 @@ public enum FastSystemCall {
 
     // MARK: Catching the half-done SYSCALL
 
-    /// The handler address of a 64-bit IDT gate (`InterruptGate`), or nil
-    /// if the gate is not present or the bytes are short.
-    public static func gateTarget(_ gate: [UInt8]) -> UInt64? {
-        guard let g = InterruptGate(gate), g.present else { return nil }
-        return g.offset
-    }
-
     /// Whether a page fault's frame is the backend's half-done SYSCALL: the
     /// fault hit at CPL3 on the first byte of the SYSCALL entry (LSTAR).
     public static func isHalfDoneSyscall(_ frame: InterruptFrame, lstar: UInt64) -> Bool {
