@@ -345,6 +345,22 @@ void idt_set_gate(unsigned vec, uint64_t handler)
 	set_gate(vec, handler);
 }
 
+/*
+ * usermode.c's trap scenarios: a gate with its DPL (who may reach it with
+ * INT n, SDM vol. 3, 6.12.1.1) and IST index (6.14.5); handler 0 makes the
+ * gate not present again.
+ */
+void idt_set_gate_dpl_ist(unsigned vec, uint64_t handler, unsigned dpl, unsigned ist)
+{
+	if (!handler) {
+		idt[vec] = (struct idt_gate){ 0 };
+		return;
+	}
+	set_gate(vec, handler);
+	idt[vec].ist = (uint8_t)(ist & 7);
+	idt[vec].type_attr = (uint8_t)(0x8e | (dpl & 3) << 5);
+}
+
 /* Also run by the secondary vCPU (events.c ap_main). */
 void idt_load(void)
 {

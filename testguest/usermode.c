@@ -62,6 +62,8 @@ struct tss64 {			/* Intel SDM vol. 3, 8.7 */
 _Static_assert(sizeof(struct tss64) == 104, "TSS size");
 
 static struct tss64 tss __attribute__((aligned(16)));
+/* IST1 (usermode_int1, usermode_step): #DB's own stack, as Linux gives it. */
+static uint8_t utrap_ist_stack[2048] __attribute__((aligned(16)));
 
 static uint64_t rdmsr64(uint32_t msr)
 {
@@ -85,6 +87,7 @@ static void load_tss(void)
 {
 	memset(&tss, 0, sizeof(tss));
 	tss.rsp[0] = (uintptr_t)user_kstack_top;
+	tss.ist[0] = (uintptr_t)(utrap_ist_stack + sizeof(utrap_ist_stack));	/* IST1: #DB, usermode_int1/step */
 	tss.iomap_base = sizeof(tss);		/* no I/O bitmap */
 	uint64_t base = (uintptr_t)&tss, limit = sizeof(tss) - 1;
 	/* Available 64-bit TSS (type 9), P; rewritten every run, so ltr never
@@ -310,9 +313,263 @@ static const char *scen_usermode_syscall_irq(void)
 	return NULL;
 }
 
+/*
+ * Scenarios usermode_int80, usermode_int3, usermode_int1, usermode_step,
+ * usermode_intgp: traps raised at CPL3, delivered through this IDT as the
+ * hardware would (Intel SDM vol. 3, 6.12.1: privilege change through the
+ * gate's CS, stack from TSS RSP0 or the gate's IST, 6.14.4/6.14.5; 6.12.1.1:
+ * INT n/INT3 need gate DPL >= CPL, INT1 and exceptions do not; vol. 2
+ * "INT n/INTO/INT3/INT1"; vol. 3, 17.3.1: the single-step trap).
+ *
+ * Each case iretqs to one user instruction sequence (utrap_* below, copied
+ * to the user code page at UTRAP_CODE_OFFSET). The expected trap lands in
+ * utrap_entry_* (vectors 1, 3, 0x80, and 0x81, which must never be
+ * reached), which records the frame the CPU pushed, where it pushed it, and
+ * DR6 (utrap_recs), clears RFLAGS.TF in the frame and iretqs; the user code
+ * then runs into `hlt`, a #GP at CPL3, caught by user_exc_13 (head.S), which
+ * ends the run. Gates, as Linux sets them (arch/x86/kernel/idt.c): 0x80 and
+ * #BP DPL3; #DB DPL0 on IST1; 0x81 DPL0, so `int $0x81` at CPL3 is
+ * #GP((0x81 << 3) | 2) (error code: IDT bit, SDM vol. 3, 6.13).
+ */
+#define UTRAP_CODE_OFFSET	0x800
+#define UTRAP_MAX		4
+#define UTRAP_OVERFLOW		0xffffUL	/* error code of the run's end after UTRAP_MAX traps */
+#define UTRAP_IST		1
+#define GP_VECTOR		13
+
+struct utrap_rec {
+	/* Layout shared with utrap_common below: 9 quadwords. */
+	uint64_t vector, error, rip, cs, rflags, rsp, ss, frame, dr6;
+};
+_Static_assert(sizeof(struct utrap_rec) == 72, "utrap_rec layout");
+
+volatile uint32_t utrap_n;
+volatile struct utrap_rec utrap_recs[UTRAP_MAX];
+
+extern uint8_t utrap_code_start[], utrap_code_end[], utrap_int80[], utrap_int80_next[],
+	utrap_int3[], utrap_int3_next[], utrap_int1[], utrap_int1_next[], utrap_step[],
+	utrap_step_next[], utrap_intgp[], utrap_end_int80[], utrap_end_int3[], utrap_end_int1[],
+	utrap_end_step[];
+void utrap_entry_1(void), utrap_entry_3(void), utrap_entry_128(void), utrap_entry_129(void);
+void idt_set_gate_dpl_ist(unsigned vec, uint64_t handler, unsigned dpl, unsigned ist);
+
+__asm__(
+	".text\n"
+	/* The recorder: vector and a dummy error code pushed by the entry. */
+	".macro UTRAP_ENTRY vec\n"
+	".globl utrap_entry_\\vec\n"
+	"utrap_entry_\\vec:\n"
+	"	push $0\n"
+	"	push $\\vec\n"
+	"	jmp utrap_common\n"
+	".endm\n"
+	"	UTRAP_ENTRY 1\n"
+	"	UTRAP_ENTRY 3\n"
+	"	UTRAP_ENTRY 128\n"
+	"	UTRAP_ENTRY 129\n"
+	"utrap_common:\n"
+	"	push %rax\n"
+	"	push %rbx\n"
+	"	mov utrap_n, %ebx\n"
+	"	cmp $" "4" ", %ebx\n"	/* UTRAP_MAX: a trap that keeps coming back ends the run */
+	"	jae 9f\n"
+	"	imul $72, %rbx, %rbx\n"
+	"	add $utrap_recs, %rbx\n"
+	"	mov 16(%rsp), %rax\n	mov %rax, 0(%rbx)\n"	/* vector */
+	"	mov 24(%rsp), %rax\n	mov %rax, 8(%rbx)\n"	/* error code */
+	"	mov 32(%rsp), %rax\n	mov %rax, 16(%rbx)\n"	/* RIP */
+	"	mov 40(%rsp), %rax\n	mov %rax, 24(%rbx)\n"	/* CS */
+	"	mov 48(%rsp), %rax\n	mov %rax, 32(%rbx)\n"	/* RFLAGS */
+	"	mov 56(%rsp), %rax\n	mov %rax, 40(%rbx)\n"	/* RSP */
+	"	mov 64(%rsp), %rax\n	mov %rax, 48(%rbx)\n"	/* SS */
+	"	lea 32(%rsp), %rax\n	mov %rax, 56(%rbx)\n"	/* where the CPU put RIP */
+	"	mov %dr6, %rax\n	mov %rax, 64(%rbx)\n"
+	"	incl utrap_n\n"
+	/* DR6 is never cleared by the processor (SDM vol. 3, 17.2.3). */
+	"	mov $0xffff0ff0, %eax\n"
+	"	mov %rax, %dr6\n"
+	"	andq $~0x100, 48(%rsp)\n"	/* RFLAGS.TF off: one step only */
+	"	pop %rbx\n"
+	"	pop %rax\n"
+	"	add $16, %rsp\n"
+	"	iretq\n"
+	/* Too many traps: end the run through user_exc_13 with error UTRAP_OVERFLOW. */
+	"9:	pop %rbx\n"
+	"	pop %rax\n"
+	"	add $16, %rsp\n"
+	"	push $0xffff\n"
+	"	jmp user_exc_13\n"
+
+	/* The CPL3 code (position independent). Labels *_next: where a trap's
+	 * frame must point (the instruction after); utrap_end_*: the hlt. */
+	".globl utrap_code_start, utrap_code_end, utrap_int80, utrap_int80_next, utrap_int3\n"
+	".globl utrap_int3_next, utrap_int1, utrap_int1_next, utrap_step, utrap_step_next\n"
+	".globl utrap_intgp, utrap_end_int80, utrap_end_int3, utrap_end_int1, utrap_end_step\n"
+	"utrap_code_start:\n"
+	"utrap_int80:	int $0x80\n"
+	"utrap_int80_next:\n"
+	"utrap_end_int80: hlt\n"
+	"utrap_int3:	int3\n"
+	"utrap_int3_next:\n"
+	"utrap_end_int3: hlt\n"
+	"utrap_int1:	.byte 0xf1\n"		/* INT1 / ICEBP */
+	"utrap_int1_next:\n"
+	"utrap_end_int1: hlt\n"
+	/* popfq sets TF; the trap follows the next instruction (SDM vol. 3, 17.3.1.4). */
+	"utrap_step:	pushfq\n"
+	"	orq $0x100, (%rsp)\n"
+	"	popfq\n"
+	"	nop\n"
+	"utrap_step_next:\n"
+	"	nop\n"
+	"utrap_end_step: hlt\n"
+	"utrap_intgp:	int $0x81\n"
+	"	hlt\n"
+	"utrap_code_end:\n");
+
+struct utrap_case {
+	const char *name;
+	uint8_t *code, *next, *end;	/* next/end NULL: the run must end in #GP at code */
+	uint64_t vector;
+	unsigned bp_dpl;		/* #BP's gate DPL: 3 as Linux, 0 to see INT3's DPL check */
+};
+
+static uint64_t utrap_va(const uint8_t *label)
+{
+	return USER_CODE_VA + UTRAP_CODE_OFFSET + (uint64_t)(label - utrap_code_start);
+}
+
+static const char *vector_name(uint64_t v)
+{
+	return v == 1 ? "#DB" : v == 3 ? "#BP" : v == 6 ? "#UD" : v == 13 ? "#GP" : v == 14 ? "#PF"
+	       : v == 0x80 ? "int 0x80" : v == 0x81 ? "int 0x81" : "?";
+}
+
+static const char *run_utrap(const struct utrap_case *c)
+{
+	if ((size_t)(user_code_end - user_code_start) > UTRAP_CODE_OFFSET ||
+	    UTRAP_CODE_OFFSET + (size_t)(utrap_code_end - utrap_code_start) > PAGE_SIZE)
+		return fail("user code does not fit the page");
+	utrap_n = 0;
+	memset((void *)utrap_recs, 0, sizeof(utrap_recs));
+	uexc_vector = uexc_error = uexc_rip = uexc_cs = uexc_rflags = uexc_rsp = uexc_ss = uexc_cr2 = 0;
+
+	load_tss();
+	map_user();
+	memcpy(user_code_page + UTRAP_CODE_OFFSET, utrap_code_start,
+	       (size_t)(utrap_code_end - utrap_code_start));
+	uint64_t dr6_clear = 0xffff0ff0;
+	__asm__ volatile("mov %0, %%dr6" : : "r"(dr6_clear));
+	idt_set_gate(6, (uintptr_t)user_exc_6);
+	idt_set_gate(13, (uintptr_t)user_exc_13);
+	idt_set_gate(14, (uintptr_t)user_exc_14);
+	idt_set_gate_dpl_ist(1, (uintptr_t)utrap_entry_1, 0, UTRAP_IST);
+	idt_set_gate_dpl_ist(3, (uintptr_t)utrap_entry_3, c->bp_dpl, 0);
+	idt_set_gate_dpl_ist(0x80, (uintptr_t)utrap_entry_128, 3, 0);
+	idt_set_gate_dpl_ist(0x81, (uintptr_t)utrap_entry_129, 0, 0);
+	/* As an OS enables SYSCALL after setting its IDT (pvh's software-backend
+	 * fix-ups read the gates when LSTAR is written). */
+	uint64_t lstar = rdmsr64(MSR_LSTAR);
+	wrmsr64(MSR_LSTAR, (uintptr_t)syscall_entry);
+
+	long r = user_enter(utrap_va(c->code), USER_STACK_TOP, 0);
+
+	wrmsr64(MSR_LSTAR, lstar);
+	idt_set_gate_dpl_ist(0x81, 0, 0, 0);
+	idt_set_gate(0x80, (uintptr_t)int80_handler);
+	idt_set_gate(3, (uintptr_t)bp_handler);
+	for (unsigned v = 1; v <= 14; v += (v == 1 ? 5 : v == 6 ? 7 : 1))
+		idt_set_gate(v, exc_stubs[v]);
+	pml4[(USER_VA >> 39) & 511] = 0;
+	reload_cr3();
+
+	uint32_t n = utrap_n;
+	for (uint32_t i = 0; i < n && i < UTRAP_MAX; i++) {
+		const volatile struct utrap_rec *t = &utrap_recs[i];
+		printk("PVHINFO %s: trap %u: vector %lu (%s) error 0x%lx RIP 0x%lx CS 0x%lx RFLAGS 0x%lx "
+		       "RSP 0x%lx SS 0x%lx, frame at 0x%lx, DR6 0x%lx\n", c->name, i, t->vector,
+		       vector_name(t->vector), t->error, t->rip, t->cs & 0xffff, t->rflags, t->rsp,
+		       t->ss & 0xffff, t->frame, t->dr6);
+	}
+	printk("PVHINFO %s: ended by %s (vector %ld) error 0x%lx RIP 0x%lx CS 0x%lx RFLAGS 0x%lx "
+	       "RSP 0x%lx SS 0x%lx; code at 0x%lx\n", c->name, vector_name((uint64_t)r), r, uexc_error,
+	       uexc_rip, uexc_cs & 0xffff, uexc_rflags, uexc_rsp, uexc_ss & 0xffff, utrap_va(c->code));
+
+	if (r != GP_VECTOR)
+		return fail("ended by %s (vector %ld) at rip=0x%lx cs=0x%lx err=0x%lx after %u traps, "
+			    "want the #GP of hlt", vector_name((uint64_t)r), r, uexc_rip,
+			    uexc_cs & 0xffff, uexc_error, n);
+	if (uexc_error == UTRAP_OVERFLOW)
+		return fail("more than %u traps, the last vector %lu at rip=0x%lx", UTRAP_MAX,
+			    utrap_recs[UTRAP_MAX - 1].vector, uexc_rip);
+
+	if (!c->next) {
+		/* usermode_intgp, usermode_int3_dpl0: the fault ends the run, RIP on the INT. */
+		uint64_t want = (c->vector << 3) | 2;
+		if (n)
+			return fail("vector 0x%lx through a DPL0 gate reached vector %lu (rip=0x%lx), "
+				    "want #GP(0x%lx)", c->vector, utrap_recs[0].vector, utrap_recs[0].rip, want);
+		if (uexc_error != want || uexc_rip != utrap_va(c->code) || (uexc_cs & 3) != 3)
+			return fail("#GP error 0x%lx rip=0x%lx cs=0x%lx, want error 0x%lx rip=0x%lx at CPL3",
+				    uexc_error, uexc_rip, uexc_cs & 0xffff, want, utrap_va(c->code));
+		pass_note("#GP error 0x%lx rip=0x%lx cs=0x%lx", uexc_error, uexc_rip, uexc_cs & 0xffff);
+		return NULL;
+	}
+
+	if (n != 1)
+		return fail("%u traps before the end (#GP at rip=0x%lx), want one %s", n, uexc_rip,
+			    vector_name(c->vector));
+	const volatile struct utrap_rec *t = &utrap_recs[0];
+	uint64_t stack_top = c->vector == 1 ? (uintptr_t)(utrap_ist_stack + sizeof(utrap_ist_stack))
+					    : (uintptr_t)user_kstack_top;
+	if (t->vector != c->vector || t->rip != utrap_va(c->next))
+		return fail("%s at rip=0x%lx, want %s at rip=0x%lx", vector_name(t->vector), t->rip,
+			    vector_name(c->vector), utrap_va(c->next));
+	if ((t->cs & 0xffff) != (GDT_USER_CODE64 | 3) || (t->ss & 0xffff) != (GDT_USER_DATA | 3) ||
+	    t->rsp != USER_STACK_TOP)
+		return fail("frame CS 0x%lx SS 0x%lx RSP 0x%lx, want the user's 0x%x 0x%x 0x%lx",
+			    t->cs & 0xffff, t->ss & 0xffff, t->rsp, GDT_USER_CODE64 | 3,
+			    GDT_USER_DATA | 3, USER_STACK_TOP);
+	/* Five words pushed below the 16-byte aligned stack top (SDM vol. 3, 6.14.2). */
+	if (t->frame != stack_top - 40)
+		return fail("frame RIP at 0x%lx, want 0x%lx (%s - 40)", t->frame, stack_top - 40,
+			    c->vector == 1 ? "IST1" : "RSP0");
+	if (c->vector == 1 && c->end == utrap_end_step && !(t->dr6 & 0x4000))
+		return fail("DR6 0x%lx: BS (bit 14) clear after a single step", t->dr6);
+	if (uexc_rip != utrap_va(c->end) || (uexc_cs & 3) != 3)
+		return fail("after iretq: #GP at rip=0x%lx cs=0x%lx, want the hlt at 0x%lx at CPL3",
+			    uexc_rip, uexc_cs & 0xffff, utrap_va(c->end));
+	pass_note("%s rip=0x%lx cs=0x%lx rflags=0x%lx on %s, DR6 0x%lx, back at CPL3",
+		  vector_name(t->vector), t->rip, t->cs & 0xffff, t->rflags,
+		  c->vector == 1 ? "IST1" : "RSP0", t->dr6);
+	return NULL;
+}
+
+/* One scenario per case (a scenario's run() takes no argument). */
+#define UTRAP_SCENARIO(fn, ...)							\
+	static const char *fn(void)						\
+	{									\
+		static const struct utrap_case c = { __VA_ARGS__ };		\
+		return run_utrap(&c);						\
+	}
+UTRAP_SCENARIO(scen_usermode_int80, "usermode_int80", utrap_int80, utrap_int80_next, utrap_end_int80, 0x80, 3)
+UTRAP_SCENARIO(scen_usermode_int3, "usermode_int3", utrap_int3, utrap_int3_next, utrap_end_int3, 3, 3)
+UTRAP_SCENARIO(scen_usermode_int1, "usermode_int1", utrap_int1, utrap_int1_next, utrap_end_int1, 1, 3)
+UTRAP_SCENARIO(scen_usermode_step, "usermode_step", utrap_step, utrap_step_next, utrap_end_step, 1, 3)
+UTRAP_SCENARIO(scen_usermode_intgp, "usermode_intgp", utrap_intgp, NULL, NULL, 0x81, 3)
+/* int3 through a DPL0 #BP gate: #GP((3 << 3) | 2) at the int3 (INT3 is a
+ * software interrupt: the DPL check applies, unlike INT1's). */
+UTRAP_SCENARIO(scen_usermode_int3_dpl0, "usermode_int3_dpl0", utrap_int3, NULL, NULL, 3, 0)
+
 /* Run only when named (see testguest/README.md). */
 const struct scenario user_scenarios[] = {
 	{ "usermode_syscall", scen_usermode_syscall },
 	{ "usermode_syscall_irq", scen_usermode_syscall_irq },
+	{ "usermode_int80", scen_usermode_int80 },
+	{ "usermode_int3", scen_usermode_int3 },
+	{ "usermode_int1", scen_usermode_int1 },
+	{ "usermode_step", scen_usermode_step },
+	{ "usermode_intgp", scen_usermode_intgp },
+	{ "usermode_int3_dpl0", scen_usermode_int3_dpl0 },
 };
 const size_t nr_user_scenarios = ARRAY_SIZE(user_scenarios);

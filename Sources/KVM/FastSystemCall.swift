@@ -53,36 +53,9 @@ public enum FastSystemCall {
 
     // MARK: Catching the half-done SYSCALL
 
-    /// The handler address of a 64-bit IDT gate (SDM Vol. 3 §6.14.1, 16
-    /// bytes), or nil if the gate is not present or the bytes are short.
-    public static func gateTarget(_ gate: [UInt8]) -> UInt64? {
-        guard gate.count >= 16, gate[5] & 0x80 != 0 else { return nil }
-        let low = UInt64(gate[0]) | UInt64(gate[1]) << 8
-        let mid = UInt64(gate[6]) | UInt64(gate[7]) << 8
-        var high: UInt64 = 0
-        for i in 0..<4 { high |= UInt64(gate[8 + i]) << (8 * i) }
-        return low | mid << 16 | high << 32
-    }
-
-    /// The words of a 64-bit exception frame with an error code, as pushed on
-    /// the handler's stack: error code, RIP, CS, RFLAGS, RSP, SS.
-    public struct FaultFrame: Equatable, Sendable {
-        public var errorCode, rip, cs, rflags, rsp, ss: UInt64
-
-        public init?(_ bytes: [UInt8]) {
-            guard bytes.count >= 48 else { return nil }
-            func word(_ i: Int) -> UInt64 {
-                var v: UInt64 = 0
-                for b in 0..<8 { v |= UInt64(bytes[i * 8 + b]) << (8 * b) }
-                return v
-            }
-            errorCode = word(0); rip = word(1); cs = word(2); rflags = word(3); rsp = word(4); ss = word(5)
-        }
-    }
-
     /// Whether a page fault's frame is the backend's half-done SYSCALL: the
     /// fault hit at CPL3 on the first byte of the SYSCALL entry (LSTAR).
-    public static func isHalfDoneSyscall(_ frame: FaultFrame, lstar: UInt64) -> Bool {
+    public static func isHalfDoneSyscall(_ frame: InterruptFrame, lstar: UInt64) -> Bool {
         frame.rip == lstar && frame.cs & 3 == 3
     }
 
@@ -91,7 +64,7 @@ public enum FastSystemCall {
     /// stack pointer it saved, which SYSCALL does not change), RIP = LSTAR,
     /// RFLAGS = the user's flags masked by FMASK (RCX and R11 are already
     /// right), CS/SS from STAR at CPL0.
-    public static func enterKernel(fromFault frame: FaultFrame, regs: X86Registers, sregs: X86SpecialRegisters,
+    public static func enterKernel(fromFault frame: InterruptFrame, regs: X86Registers, sregs: X86SpecialRegisters,
                                    star: UInt64, fmask: UInt64) -> (X86Registers, X86SpecialRegisters) {
         var r = regs
         r.rsp = frame.rsp

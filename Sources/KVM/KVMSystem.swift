@@ -150,7 +150,8 @@ public final class KVMSystem: Sendable {
         lines.append("KVM backend: \(backend)")
         if backend.isSoftware {
             lines.append("  guest CPL3 runs natively; guest CPL0 runs in KVM's instruction emulator (slow);")
-            lines.append("  int3/int n/icebp at CPL0 are delivered by pvh after an emulation failure")
+            lines.append("  int3/int n/icebp at CPL0 are delivered by pvh after an emulation failure;")
+            lines.append("  user-mode SYSCALL, int n and int1 are finished by pvh at the guest's #PF/#UD/#DB handlers")
         }
         if c.xenHypercallIntercept {
             lines.append("Xen hypercalls: intercepted by KVM (KVM_CAP_XEN_HVM, KVM_XEN_HVM_CONFIG_INTERCEPT_HCALL)")

@@ -509,12 +509,35 @@ public final class VCPU: @unchecked Sendable {
     /// Finishes a SYSCALL the software backend left at CPL3 (see
     /// `FastSystemCall`), from the page fault it caused: the fault's frame
     /// dropped, kernel CS/SS from IA32_STAR, RFLAGS masked with IA32_FMASK.
-    public func completeSyscallEntry(fromFault frame: FastSystemCall.FaultFrame) throws(KVMError) {
+    public func completeSyscallEntry(fromFault frame: InterruptFrame) throws(KVMError) {
         let msrs = try getMSRs([FastSystemCall.star, FastSystemCall.fmask])
         let (r, s) = FastSystemCall.enterKernel(fromFault: frame, regs: registers, sregs: specialRegisters,
                                                 star: msrs[0], fmask: msrs[1])
         registers = r
         specialRegisters = s
+    }
+
+    /// The guest's own DR6 (KVM_GET_DEBUGREGS, api.rst §4.33): what its #DB
+    /// handler would read, apart from pvh's breakpoints (KVM_SET_GUEST_DEBUG
+    /// keeps those out of it).
+    public var guestDR6: UInt64 {
+        get throws(KVMError) {
+            var d = kvm_debugregs()
+            _ = try Syscall.ioctl(fd, PVH_KVM_GET_DEBUGREGS, "KVM_GET_DEBUGREGS", &d)
+            return d.dr6
+        }
+    }
+
+    /// Runs the handler of a trap pvh delivered (`UserModeTrap`), whose frame
+    /// the caller has written at `delivery.rsp`: RIP, RSP and RFLAGS from
+    /// the delivery. CS and SS stay as the backend's own delivery to the
+    /// same kernel code segment left them.
+    public func enterTrapHandler(_ delivery: TrapDelivery) {
+        var r = registers
+        r.rip = delivery.rip
+        r.rsp = delivery.rsp
+        r.rflags = delivery.rflags
+        registers = r
     }
 
     /// Applies `EmulationFailure.resolve` to an `.internalError` exit: for

@@ -125,6 +125,7 @@ extension DomainMetricSource {
         total(.vcpuBlocks, [], d, d.blocks.load(ordering: .relaxed))
         total(.emulationFailuresDelivered, [], d, d.emulationFailuresDelivered.load(ordering: .relaxed))
         total(.syscallsCompleted, [], d, d.syscallsCompleted.load(ordering: .relaxed))
+        total(.userTrapsCompleted, [], d, d.userTrapsCompleted.load(ordering: .relaxed))
         for (number, cell) in d.hypercallsByNumber.enumerated() {
             let count = cell.current
             // Only numbers the guest used: most of the 65 never are.

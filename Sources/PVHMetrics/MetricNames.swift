@@ -16,6 +16,7 @@ public enum PVHMetric: String, CaseIterable, Sendable {
     case vcpuBlocks = "pvh_vcpu_blocks_total"
     case emulationFailuresDelivered = "pvh_emulation_failures_delivered_total"
     case syscallsCompleted = "pvh_syscalls_completed_total"
+    case userTrapsCompleted = "pvh_user_traps_completed_total"
     case vcpuSeconds = "pvh_vcpu_seconds_total"
     case hypercallsByNumber = "pvh_hypercalls_by_number_total"
     case exitsByReason = "pvh_exits_by_reason_total"
@@ -66,7 +67,7 @@ public enum PVHMetric: String, CaseIterable, Sendable {
     public var labels: String {
         switch self {
         case .domainVCPUs, .domainMemoryBytes, .hypercallPageInstalls, .exits, .callbackVectorsQueued, .vcpuBlocks,
-             .emulationFailuresDelivered, .syscallsCompleted:
+             .emulationFailuresDelivered, .syscallsCompleted, .userTrapsCompleted:
             ""
         case .hypercalls: "transport (page, breakpoint, kvm)"
         case .upcalls: "outcome (injected, refused, owed_delivered)"
@@ -106,6 +107,7 @@ public enum PVHMetric: String, CaseIterable, Sendable {
         case .vcpuBlocks: "SCHEDOP_block calls that slept."
         case .emulationFailuresDelivered: "Emulation failures delivered to the guest's IDT (software KVM backend)."
         case .syscallsCompleted: "User SYSCALLs whose privilege change pvh finished (software KVM backend)."
+        case .userTrapsCompleted: "User-mode int n and int1 pvh delivered through the guest's IDT as the CPU would (software KVM backend)."
         case .vcpuSeconds: "Host CPU time of each vCPU thread, in seconds."
         case .consoleBytes: "PV console bytes: guest output written to the host, host input queued for the guest."
         case .deviceGuestNotifications: "Guest notifications (EVTCHNOP_send) on the device's event channels."

@@ -187,7 +187,7 @@ public final class Domain: Sendable {
         timerThread = TimerThread(timers: xen.timers, events: xen.events, lifecycle: lifecycle)
         haltProbe = HaltProbe(smp: xen.smp, lifecycle: lifecycle)
         runners = try VCPUSetup.runners(configuration, machine: machine, boot: boot,
-                                        breakpoints: Array(transports.breakpointSites), services: services)
+                                        breakpoints: transports.breakpointSites, services: services)
         built = true
     }
 

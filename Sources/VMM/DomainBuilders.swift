@@ -115,7 +115,8 @@ struct Machine {
             try vm.enableSplitIRQChip()
             if vm.capabilities.exitOnEmulationFailure { try vm.enableEmulationFailureExits() }
             try vm.trapMSRWrites([HypercallTransports.msr])
-            // kvm_pvm leaves a user SYSCALL at CPL3: arm the fix-up (FastSystemCall).
+            // kvm_pvm leaves a user SYSCALL at CPL3, and user int n / int1 wrong:
+            // the LSTAR write arms those fix-ups (GuestTrapBreakpoints).
             if system.backend.isSoftware { try vm.trapMSRWrites([FastSystemCall.lstar]) }
         }
 
@@ -355,7 +356,7 @@ enum VCPUSetup {
         let hostVendorIsAMD = machine.supportedCPUID.lookup(function: 0)?.ebx == 0x6874_7541  // "Auth"
         let sites = HypercallTransports.breakpointAddresses(
             for: boot.hypercallSites, preferAMD: hostVendorIsAMD, kvmIntercepts: kvmIntercepts)
-        return HypercallTransports(breakpointSites: Set(sites))
+        return HypercallTransports(breakpointSites: sites)
     }
 }
 

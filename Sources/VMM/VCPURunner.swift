@@ -19,12 +19,13 @@ final class HypercallTransports: Sendable {
     /// The ACPI sleep registers the FADT names (`ACPITables`).
     static let acpiSleepControlPort = IOPort(ACPITables.sleepControlPort)
     static let acpiSleepStatusPort = IOPort(ACPITables.sleepStatusPort)
-    /// Linear addresses of `vmcall`/`vmmcall` sites the VMM breaks on.
-    let breakpointSites: Set<GuestLinearAddress>
+    /// Linear addresses of `vmcall`/`vmmcall` sites the VMM breaks on, the
+    /// host vendor's site first (`breakpointAddresses(for:preferAMD:kvmIntercepts:)`).
+    let breakpointSites: [GuestLinearAddress]
     /// Set once the guest's 64-bit code chose the hypercall page: see `retireSites`.
     let sitesRetired = Atomic<Bool>(false)
 
-    init(breakpointSites: Set<GuestLinearAddress>) { self.breakpointSites = breakpointSites }
+    init(breakpointSites: [GuestLinearAddress]) { self.breakpointSites = breakpointSites }
 
     /// The guest chose the hypercall page: its `vmcall`/`vmmcall` sites are
     /// no longer broken on, on any vCPU. Armed debug registers cost every
@@ -41,13 +42,13 @@ final class HypercallTransports: Sendable {
     func retireSites() { sitesRetired.store(true, ordering: .releasing) }
 
     /// Whether a hypercall through the page retires the sites.
-    static func shouldRetireSites(sites: Set<GuestLinearAddress>, pageHypercallIn64BitMode: Bool,
+    static func shouldRetireSites(sites: [GuestLinearAddress], pageHypercallIn64BitMode: Bool,
                                   siteHypercallsSoFar: UInt64) -> Bool {
         !sites.isEmpty && pageHypercallIn64BitMode && siteHypercallsSoFar == 0
     }
 
     /// The sites still broken on.
-    var activeSites: Set<GuestLinearAddress> { sitesRetired.load(ordering: .acquiring) ? [] : breakpointSites }
+    var activeSites: [GuestLinearAddress] { sitesRetired.load(ordering: .acquiring) ? [] : breakpointSites }
     /// Length of the `vmcall`/`vmmcall` instruction skipped after a breakpoint hypercall.
     static let vmcallLength: UInt64 = 3
 
@@ -69,18 +70,19 @@ final class HypercallTransports: Sendable {
         return Array(addresses.prefix(DebugRegisters.maxBreakpoints))
     }
 
-    /// The breakpoints once the guest armed the SYSCALL fix-up: its #PF
-    /// handler takes one debug register, so the hypercall sites keep the
-    /// other three, kernel-virtual addresses first (the guest wrote LSTAR
-    /// from its kernel mapping: the identity aliases early boot needed are
-    /// done with). Linux has four sites (AMD and Intel, two aliases each).
-    static func breakpointAddresses(sites: Set<GuestLinearAddress>, pageFaultHandler: GuestLinearAddress?) -> [GuestLinearAddress] {
-        let ordered = sites.sorted { a, b in
-            let ka = a.rawValue >> 63 == 1, kb = b.rawValue >> 63 == 1
-            return ka != kb ? ka : a.rawValue < b.rawValue
-        }
-        guard let pageFaultHandler else { return Array(ordered.prefix(DebugRegisters.maxBreakpoints)) }
-        return Array(ordered.prefix(DebugRegisters.maxBreakpoints - 1)) + [pageFaultHandler]
+    /// The breakpoints once the guest armed the software backend's trap
+    /// fix-ups (`GuestTrapBreakpoints`): each trap handler takes one debug
+    /// register, and the hypercall sites keep the rest, kernel-virtual
+    /// addresses first (the guest wrote LSTAR from its kernel mapping: the
+    /// identity aliases early boot needed are done with), otherwise in the
+    /// order given (the host vendor's site first: the only one a guest that
+    /// picks its instruction by CPUID uses). Linux has four sites (AMD and
+    /// Intel, two aliases each); with three handlers armed its vendor's
+    /// kernel-virtual site is the one kept.
+    static func breakpointAddresses(sites: [GuestLinearAddress], handlers: [GuestLinearAddress]) -> [GuestLinearAddress] {
+        let armed = Array(handlers.prefix(DebugRegisters.maxBreakpoints))
+        let kernel = sites.filter { $0.rawValue >> 63 == 1 }, other = sites.filter { $0.rawValue >> 63 == 0 }
+        return Array((kernel + other).prefix(DebugRegisters.maxBreakpoints - armed.count)) + armed
     }
 }
 
@@ -112,12 +114,9 @@ final class VCPURunner: @unchecked Sendable {
 
     /// This vCPU has left KVM_RUN with a real exit at least once.
     private var hasRun = false
-    /// This vCPU's SYSCALL entry (IA32_LSTAR) and the guest's page-fault
-    /// handler, which the VMM breaks on (software backend: Domain traps LSTAR writes only there).
-    private var syscallEntry: UInt64?
-    private var pageFaultHandler: GuestLinearAddress?
-    /// Stepping over the page-fault handler's first instruction.
-    private var steppingOverFaultHandler = false
+    /// The software backend's fix-ups at the guest's trap handlers, armed
+    /// when the guest writes IA32_LSTAR (Domain traps that write only there).
+    private var traps = GuestTrapBreakpoints()
     /// This vCPU's debug registers were last armed with the hypercall sites
     /// (which another vCPU may have retired since: re-arm before KVM_RUN).
     private var armedWithSites = true
@@ -135,7 +134,7 @@ final class VCPURunner: @unchecked Sendable {
         let vcpu = self.vcpu
         lifecycle.onStop { vcpu.kick() }
         while lifecycle.exit == nil {
-            if armedWithSites, services.transports.sitesRetired.load(ordering: .relaxed), !steppingOverFaultHandler {
+            if armedWithSites, services.transports.sitesRetired.load(ordering: .relaxed), !traps.stepping {
                 if let end = armBreakpoints() {
                     lifecycle.finish(end)
                     return
@@ -180,8 +179,8 @@ final class VCPURunner: @unchecked Sendable {
             vcpu.completeMSR(value: 0, error: true)
             return nil
         case .debug(let pc, _, _, _):
-            if steppingOverFaultHandler || pc == pageFaultHandler {
-                return pageFaultBreakpoint(at: pc)
+            if traps.stepping || traps.vector(at: pc) != nil {
+                return trapHandlerStop(at: pc)
             }
             guard services.transports.activeSites.contains(pc) else {
                 return .failed("\(id): unexpected debug exit at \(pc)")
@@ -298,7 +297,7 @@ final class VCPURunner: @unchecked Sendable {
             // Cheap checks first: this runs on every page hypercall, and a
             // guest without sites (or with them retired) must not pay for
             // decoding its CPU mode each time.
-            if !transports.breakpointSites.isEmpty, !transports.sitesRetired.load(ordering: .relaxed), !steppingOverFaultHandler,
+            if !transports.breakpointSites.isEmpty, !transports.sitesRetired.load(ordering: .relaxed), !traps.stepping,
                HypercallTransports.shouldRetireSites(
                    sites: transports.breakpointSites, pageHypercallIn64BitMode: vcpu.cpuMode == .long64,
                    siteHypercallsSoFar: services.metrics.breakpointHypercalls.load(ordering: .relaxed)) {
@@ -356,12 +355,11 @@ final class VCPURunner: @unchecked Sendable {
 
     /// The guest wrote IA32_LSTAR (trapped only on the software backend).
     /// KVM did not write it, so pvh does. Then pvh breaks on the guest's
-    /// page-fault handler (IDT vector 14, read now: Linux sets its IDT before
-    /// syscall_init), because that is where a SYSCALL the backend left at
-    /// CPL3 ends up: a #PF fetching LSTAR at CPL3 (`FastSystemCall`). A
-    /// hardware breakpoint on LSTAR itself does not fire there (kvm_pvm runs
-    /// CPL3 natively). The handler takes one of the four debug registers
-    /// from the hypercall sites' identity aliases.
+    /// #PF, #UD and #DB handlers (IDT vectors 14, 6, 1, read now: Linux sets
+    /// its IDT before syscall_init), where the events the backend gets wrong
+    /// at CPL3 end up (`GuestTrapBreakpoints`). A hardware breakpoint on a
+    /// user instruction does not fire (kvm_pvm runs CPL3 natively). Each
+    /// handler takes one of the four debug registers from the hypercall sites.
     private func setSyscallEntry(_ value: UInt64) -> DomainExit? {
         do {
             try vcpu.setMSRs([(FastSystemCall.lstar, value)])
@@ -370,23 +368,37 @@ final class VCPURunner: @unchecked Sendable {
             return nil
         }
         vcpu.completeMSR(value: 0, error: false)
-        syscallEntry = value
         let sregs = vcpu.specialRegisters
-        let translator = GuestAddressTranslator(
-            memory: services.memory, paging: GuestPagingState(cr0: sregs.cr0, cr3: sregs.cr3, cr4: sregs.cr4, efer: sregs.efer))
-        guard sregs.cpuMode == .long64, Int(sregs.idt.limit) >= 14 * 16 + 15,
-              let gate = try? translator.readVirtual(at: GuestVirtualAddress(sregs.idt.base &+ 14 * 16), count: 16),
-              let handler = FastSystemCall.gateTarget(gate) else { return nil }
-        pageFaultHandler = GuestLinearAddress(handler)
+        let translator = translator(sregs)
+        traps.arm(lstar: value) { vector in
+            guard sregs.cpuMode == .long64,
+                  let gate = Self.readGate(vector, sregs: sregs, translator: translator), gate.present else { return nil }
+            return gate.offset
+        }
         return armBreakpoints()
     }
 
-    /// The hypercall sites, plus the page-fault handler when armed.
+    private func translator(_ sregs: X86SpecialRegisters) -> GuestAddressTranslator {
+        GuestAddressTranslator(
+            memory: services.memory, paging: GuestPagingState(cr0: sregs.cr0, cr3: sregs.cr3, cr4: sregs.cr4, efer: sregs.efer))
+    }
+
+    /// IDT entry `vector` (SDM Vol. 3 §6.10: nil past the IDTR limit), read once.
+    private static func readGate(_ vector: UInt8, sregs: X86SpecialRegisters,
+                                 translator: GuestAddressTranslator) -> InterruptGate? {
+        let offset = UInt64(vector) * UInt64(InterruptGate.size)
+        guard offset + UInt64(InterruptGate.size) - 1 <= UInt64(sregs.idt.limit),
+              let bytes = try? translator.readVirtual(at: GuestVirtualAddress(sregs.idt.base &+ offset),
+                                                      count: InterruptGate.size) else { return nil }
+        return InterruptGate(bytes)
+    }
+
+    /// The hypercall sites, plus the trap handlers when armed.
     private func armBreakpoints(singleStep: Bool = false) -> DomainExit? {
         let sites = services.transports.activeSites
         armedWithSites = !sites.isEmpty
         let addresses = HypercallTransports.breakpointAddresses(
-            sites: sites, pageFaultHandler: singleStep ? nil : pageFaultHandler)
+            sites: sites, handlers: singleStep ? [] : traps.addresses)
         do {
             try vcpu.setGuestDebug(hardwareBreakpoints: addresses, singleStep: singleStep)
         } catch {
@@ -395,31 +407,108 @@ final class VCPURunner: @unchecked Sendable {
         return nil
     }
 
-    /// A stop at the guest's page-fault handler (or the end of the step over
-    /// its first instruction). If the fault is the backend's half-done
-    /// SYSCALL, finish the SYSCALL instead; otherwise let the handler run:
-    /// step over its first instruction with the breakpoint off, then re-arm.
-    private func pageFaultBreakpoint(at pc: GuestLinearAddress) -> DomainExit? {
-        if steppingOverFaultHandler {
-            steppingOverFaultHandler = false
+    /// A stop at one of the guest's trap handlers (or the end of the step
+    /// over a handler's first instruction). If the event is one the
+    /// backend got wrong, put it right; otherwise let the handler run: step
+    /// over its first instruction with the breakpoints off, then re-arm.
+    private func trapHandlerStop(at pc: GuestLinearAddress) -> DomainExit? {
+        if traps.stepping {
+            traps.stepping = false
             return armBreakpoints()
         }
-        let regs = vcpu.registers, sregs = vcpu.specialRegisters
-        let translator = GuestAddressTranslator(
-            memory: services.memory, paging: GuestPagingState(cr0: sregs.cr0, cr3: sregs.cr3, cr4: sregs.cr4, efer: sregs.efer))
-        if let lstar = syscallEntry,
-           let bytes = try? translator.readVirtual(at: GuestVirtualAddress(regs.rsp), count: 48),
-           let frame = FastSystemCall.FaultFrame(bytes), FastSystemCall.isHalfDoneSyscall(frame, lstar: lstar) {
-            do {
-                try vcpu.completeSyscallEntry(fromFault: frame)
-            } catch {
-                return .failed("\(id): completing SYSCALL: \(error)")
+        let action: TrapHandlerAction
+        do {
+            switch traps.vector(at: pc) {
+            case 14: action = try completeHalfDoneSyscall()
+            case 6: action = completeUserSoftwareInterrupt()
+            case 1: action = try completeUserICEBP()
+            default: action = .runHandler
             }
-            DomainMetrics.bump(services.metrics.syscallsCompleted)
-            return nil
+        } catch {
+            return .failed("\(id): \(error.message)")
         }
-        steppingOverFaultHandler = true
+        // Delivered into a handler that is itself broken on (`int $6` from
+        // user mode): that one runs as is.
+        if action == .resume, traps.vector(at: GuestLinearAddress(vcpu.rip)) == nil { return nil }
+        traps.stepping = true
         return armBreakpoints(singleStep: true)
+    }
+
+    /// After a stop at a trap handler.
+    private enum TrapHandlerAction {
+        /// The handler runs on the event as it is (its first instruction
+        /// stepped over with the breakpoints off).
+        case runHandler
+        /// pvh replaced the event: the vCPU is where the right one leads.
+        case resume
+    }
+
+    private struct FixupFailure: Error { let message: String }
+
+    /// At the #PF handler: a frame saying "CPL3 at LSTAR" is the backend's
+    /// half-done SYSCALL; finish it (`FastSystemCall`).
+    private func completeHalfDoneSyscall() throws(FixupFailure) -> TrapHandlerAction {
+        let regs = vcpu.registers, sregs = vcpu.specialRegisters
+        guard let lstar = traps.syscallEntry,
+              let bytes = try? translator(sregs).readVirtual(at: GuestVirtualAddress(regs.rsp), count: 48),
+              let frame = InterruptFrame(bytes, hasErrorCode: true), FastSystemCall.isHalfDoneSyscall(frame, lstar: lstar)
+        else { return .runHandler }
+        do {
+            try vcpu.completeSyscallEntry(fromFault: frame)
+        } catch {
+            throw FixupFailure(message: "completing SYSCALL: \(error)")
+        }
+        DomainMetrics.bump(services.metrics.syscallsCompleted)
+        return .resume
+    }
+
+    /// At the #UD handler: a #UD from CPL3 on an `int n` is the backend's;
+    /// deliver what INT n does instead (`UserModeTrap`): vector n, or #GP /
+    /// #NP with the IDT error code. The #UD's frame is dropped (the stack
+    /// it sits on is the handler's, free space to the guest).
+    private func completeUserSoftwareInterrupt() -> TrapHandlerAction {
+        let regs = vcpu.registers, sregs = vcpu.specialRegisters
+        let translator = translator(sregs)
+        guard sregs.cpuMode == .long64,
+              let bytes = try? translator.readVirtual(at: GuestVirtualAddress(regs.rsp), count: 40),
+              let user = InterruptFrame(bytes, hasErrorCode: false), user.cs & 3 == 3,
+              let instruction = try? translator.readVirtual(at: GuestVirtualAddress(user.rip), count: 6),
+              let (vector, length) = UserModeTrap.softwareInterrupt(in: instruction) else { return .runHandler }
+        let outcome = UserModeTrap.deliverSoftwareInterrupt(
+            vector: vector, length: length, user: user, kernelCS: sregs.cs.selector,
+            gate: { Self.readGate($0, sregs: sregs, translator: translator) },
+            stack: { ist in
+                let offset = TaskStateSegment64.stackPointerOffset(ist: ist)
+                guard offset + 7 <= Int(sregs.tr.limit), let b = try? translator.readVirtual(
+                    at: GuestVirtualAddress(sregs.tr.base &+ UInt64(offset)), count: 8) else { return nil }
+                return b.reversed().reduce(UInt64(0)) { $0 << 8 | UInt64($1) }
+            })
+        guard case .deliver(let delivery) = outcome,
+              // A frame the CPU could not push would be a double fault: leave the guest its #UD.
+              (try? translator.writeVirtual(delivery.frame.bytes, at: GuestVirtualAddress(delivery.rsp))) != nil
+        else { return .runHandler }
+        vcpu.enterTrapHandler(delivery)
+        DomainMetrics.bump(services.metrics.userTrapsCompleted)
+        return .resume
+    }
+
+    /// At the #DB handler: the backend's #DB for `int1` at CPL3 left RIP on
+    /// the instruction; move the frame's RIP past it, as the trap it is.
+    private func completeUserICEBP() throws(FixupFailure) -> TrapHandlerAction {
+        let regs = vcpu.registers, sregs = vcpu.specialRegisters
+        let translator = translator(sregs)
+        guard let bytes = try? translator.readVirtual(at: GuestVirtualAddress(regs.rsp), count: 40),
+              let frame = InterruptFrame(bytes, hasErrorCode: false), frame.cs & 3 == 3,
+              let instruction = try? translator.readVirtual(at: GuestVirtualAddress(frame.rip), count: 5)
+        else { return .runHandler }
+        let dr6: UInt64
+        do { dr6 = try vcpu.guestDR6 } catch { throw FixupFailure(message: "reading DR6: \(error)") }
+        if let completed = UserModeTrap.completeICEBP(frame: frame, instruction: instruction, dr6: dr6),
+           (try? translator.writeVirtual(completed.bytes, at: GuestVirtualAddress(regs.rsp))) != nil {
+            DomainMetrics.bump(services.metrics.userTrapsCompleted)
+        }
+        // Either way the guest's #DB handler runs, now on a trap's frame.
+        return .runHandler
     }
 
     /// Runs the hypercall named by the vCPU's registers and writes its result

@@ -172,31 +172,62 @@ struct VMMTests {
     }
 }
 
-@Suite("breakpoints with the SYSCALL fix-up armed")
-struct SyscallFixupBreakpointTests {
-    @Test("Linux's four hypercall-site breakpoints give up an identity alias for the #PF handler, kernel-virtual sites kept")
-    func fourSitesMakeRoom() {
-        let sites: Set<GuestLinearAddress> = [
-            GuestLinearAddress(0xffff_ffff_8100_1000), GuestLinearAddress(0x100_1000),
-            GuestLinearAddress(0xffff_ffff_8100_1020), GuestLinearAddress(0x100_1020),
-        ]
-        let handler = GuestLinearAddress(0xffff_ffff_81e0_1230)
-        let armed = HypercallTransports.breakpointAddresses(sites: sites, pageFaultHandler: handler)
-        #expect(armed.count == 4)
-        #expect(armed.last == handler)
-        #expect(armed.contains(GuestLinearAddress(0xffff_ffff_8100_1000)))
-        #expect(armed.contains(GuestLinearAddress(0xffff_ffff_8100_1020)))
-        // Not armed (or stepping over the handler): all four sites.
-        #expect(Set(HypercallTransports.breakpointAddresses(sites: sites, pageFaultHandler: nil)) == sites)
+@Suite("breakpoints with the software backend's trap fix-ups armed")
+struct TrapFixupBreakpointTests {
+    /// Linux's sites in the order DomainBuilders gives them on an AMD host:
+    /// the vendor's site first, each kernel-virtual address before its identity alias.
+    let sites = [
+        GuestLinearAddress(0xffff_ffff_8100_1000), GuestLinearAddress(0x100_1000),
+        GuestLinearAddress(0xffff_ffff_8100_1020), GuestLinearAddress(0x100_1020),
+    ]
+    let pageFault = GuestLinearAddress(0xffff_ffff_81e0_1230)
+    let invalidOpcode = GuestLinearAddress(0xffff_ffff_81e0_0a40)
+    let debug = GuestLinearAddress(0xffff_ffff_81e0_0d10)
+
+    @Test("the #PF handler takes an identity alias's debug register; the kernel-virtual sites are kept")
+    func oneHandler() {
+        let armed = HypercallTransports.breakpointAddresses(sites: sites, handlers: [pageFault])
+        #expect(armed == [sites[0], sites[2], sites[1], pageFault])
+        // Not armed (or stepping over a handler): all four sites.
+        #expect(HypercallTransports.breakpointAddresses(sites: sites, handlers: []) == [sites[0], sites[2], sites[1], sites[3]])
         // Few sites: all kept, plus the handler.
-        #expect(HypercallTransports.breakpointAddresses(sites: [GuestLinearAddress(0x1000)], pageFaultHandler: handler)
-                == [GuestLinearAddress(0x1000), handler])
+        #expect(HypercallTransports.breakpointAddresses(sites: [GuestLinearAddress(0x1000)], handlers: [pageFault])
+                == [GuestLinearAddress(0x1000), pageFault])
+    }
+
+    @Test("#PF, #UD and #DB armed: one site left, the host vendor's kernel-virtual one; Intel's first on Intel")
+    func threeHandlers() {
+        let handlers = [pageFault, invalidOpcode, debug]
+        #expect(HypercallTransports.breakpointAddresses(sites: sites, handlers: handlers) == [sites[0]] + handlers)
+        let intelFirst = [sites[2], sites[3], sites[0], sites[1]]
+        #expect(HypercallTransports.breakpointAddresses(sites: intelFirst, handlers: handlers) == [sites[2]] + handlers)
+        // An identity-mapped guest (the test guest): the vendor's site, by order.
+        let identity = [GuestLinearAddress(0x100380), GuestLinearAddress(0x1003a0)]
+        #expect(HypercallTransports.breakpointAddresses(sites: identity, handlers: handlers) == [identity[0]] + handlers)
+        // No sites: the handlers alone.
+        #expect(HypercallTransports.breakpointAddresses(sites: [], handlers: handlers) == handlers)
+    }
+
+    @Test("the handlers come from the IDT at the LSTAR write, #PF first, each address once, absent gates skipped")
+    func arming() {
+        var traps = GuestTrapBreakpoints()
+        traps.arm(lstar: 0xffff_ffff_81e0_0080) { vector in
+            [14: 0xffff_ffff_81e0_1230, 6: 0xffff_ffff_81e0_0a40, 1: 0xffff_ffff_81e0_0d10][vector]
+        }
+        #expect(traps.syscallEntry == 0xffff_ffff_81e0_0080)
+        #expect(traps.addresses == [pageFault, invalidOpcode, debug])
+        #expect(traps.vector(at: invalidOpcode) == 6 && traps.vector(at: debug) == 1 && traps.vector(at: pageFault) == 14)
+        #expect(traps.vector(at: GuestLinearAddress(0x1000)) == nil)
+        // A shared handler could not tell its events apart: armed for the first vector only.
+        traps.arm(lstar: 1) { vector in vector == 1 ? nil : 0xffff_ffff_81e0_1230 }
+        #expect(traps.addresses == [pageFault])
+        #expect(traps.vector(at: pageFault) == 14)
     }
 }
 
 @Suite("hypercall transports: the guest's choice")
 struct HypercallTransportChoiceTests {
-    let sites: Set<GuestLinearAddress> = [GuestLinearAddress(0xffff_ffff_8100_1000), GuestLinearAddress(0x100_1000)]
+    let sites = [GuestLinearAddress(0xffff_ffff_8100_1000), GuestLinearAddress(0x100_1000)]
 
     @Test("a 64-bit hypercall through the page before any through a site retires the vmcall sites on every vCPU")
     func pageFirstRetiresSites() {
@@ -206,11 +237,11 @@ struct HypercallTransportChoiceTests {
         transports.retireSites()
         #expect(transports.activeSites.isEmpty)
         #expect(transports.breakpointSites == sites)
-        // With the sites gone and no SYSCALL fix-up, nothing is armed: guest debugging goes off.
-        #expect(HypercallTransports.breakpointAddresses(sites: transports.activeSites, pageFaultHandler: nil).isEmpty)
-        // The SYSCALL fix-up keeps its #PF handler breakpoint.
+        // With the sites gone and no trap fix-up, nothing is armed: guest debugging goes off.
+        #expect(HypercallTransports.breakpointAddresses(sites: transports.activeSites, handlers: []).isEmpty)
+        // The trap fix-ups keep their handler breakpoints.
         let handler = GuestLinearAddress(0xffff_ffff_81e0_1230)
-        #expect(HypercallTransports.breakpointAddresses(sites: transports.activeSites, pageFaultHandler: handler) == [handler])
+        #expect(HypercallTransports.breakpointAddresses(sites: transports.activeSites, handlers: [handler]) == [handler])
     }
 
     @Test("32-bit start-up code using the page, or a guest that already used a site, keeps the sites")

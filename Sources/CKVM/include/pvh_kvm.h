@@ -33,6 +33,7 @@ static const unsigned long PVH_KVM_GET_SREGS = KVM_GET_SREGS;
 static const unsigned long PVH_KVM_SET_SREGS = KVM_SET_SREGS;
 static const unsigned long PVH_KVM_SET_CPUID2 = KVM_SET_CPUID2;
 static const unsigned long PVH_KVM_SET_GUEST_DEBUG = KVM_SET_GUEST_DEBUG;
+static const unsigned long PVH_KVM_GET_DEBUGREGS = KVM_GET_DEBUGREGS;
 static const unsigned long PVH_KVM_SET_MSRS = KVM_SET_MSRS;
 static const unsigned long PVH_KVM_GET_MSRS = KVM_GET_MSRS;
 static const unsigned long PVH_KVM_GET_VCPU_EVENTS = KVM_GET_VCPU_EVENTS;
