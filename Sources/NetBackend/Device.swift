@@ -230,7 +230,9 @@ final class NetQueue: Sendable {
         rxChannel = channels.rx
         core.setReschedule(tx: { [weak tx = channels.tx] in tx?.schedule() },
                            rx: { [weak rx = channels.rx] in rx?.schedule() },
-                           txAfter: { [weak tx = channels.tx] delay in tx?.schedule(after: delay) })
+                           txAfter: { [weak tx = channels.tx] delay in tx?.schedule(after: delay) },
+                           notifyTx: { [weak tx = channels.tx] in tx?.notifyGuest() },
+                           notifyRx: { [weak rx = channels.rx] in rx?.notifyGuest() })
         self.core = core
         self.ringHolds = holds
     }

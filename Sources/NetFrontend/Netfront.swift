@@ -256,6 +256,31 @@ public final class NetfrontQueue {
         }
     }
 
+    /// How a frontend waiting for TX responses asks for its event.
+    public enum TxEventHoldOff: String, Sendable, CaseIterable {
+        /// At the next response (`RING_FINAL_CHECK_FOR_RESPONSES`): Linux's
+        /// netfront since 4.x (xennet_tx_buf_gc).
+        case next
+        /// Once half the outstanding requests are answered (`rsp_event =
+        /// rsp_cons + outstanding / 2 + 1`): Linux's netfront before, so a
+        /// full ring is refilled while the backend still works through its
+        /// other half, with one wake-up per half ring.
+        case half
+    }
+
+    /// Waits (on the TX port, bounded) until some TX responses have come,
+    /// asking for the event as `holdOff` says; returns them.
+    public func collectTxResponses(holdOff: TxEventHoldOff, timeout: Duration = .seconds(30)) throws -> [NetifTxResponse] {
+        while true {
+            guest.notifications.clearPending(txPort)
+            let got = try txResponses()
+            if !got.isEmpty { return got }
+            let after: UInt32 = holdOff == .half ? tx.outstandingRequests / 2 + 1 : 1
+            if try ring({ () throws(XenRingError) in try tx.finalCheckForResponses(eventAfter: after) }) { continue }
+            guard guest.notifications.wait(txPort, timeout: timeout) else { throw NetFrontendError.timedOut(timeout) }
+        }
+    }
+
     // MARK: RX
 
     /// Posts buffers (netfront's `xennet_alloc_rx_buffers`) in up to

@@ -112,9 +112,23 @@ public final class FrontRing<Request: RingRequest, Response: RingResponse> {
     /// asks for an event on the next one (`rsp_event = rsp_cons + 1`),
     /// fences, and looks once more (a response published in between).
     public func finalCheckForResponses() throws(XenRingError) -> Bool {
+        try finalCheckForResponses(eventAfter: 1)
+    }
+
+    /// `RING_FINAL_CHECK_FOR_RESPONSES` with the event held off: true if
+    /// responses wait; otherwise asks for an event only once `count` more
+    /// responses are published (`rsp_event = rsp_cons + count`, at least
+    /// 1), fences, and looks once more. io/ring.h leaves the event index to
+    /// the consumer for this (a frontend that wants fewer wake-ups); Linux's
+    /// netfront set its TX ring's halfway through the outstanding requests.
+    public func finalCheckForResponses(eventAfter count: UInt32) throws(XenRingError) -> Bool {
         if try ring.loadIndex(at: SharedRingGeometry.responseProducerOffset) != responseConsumer { return true }
-        try ring.storeIndex(responseConsumer.advanced(by: 1), at: SharedRingGeometry.responseEventOffset)
+        try ring.storeIndex(responseConsumer.advanced(by: max(1, count)), at: SharedRingGeometry.responseEventOffset)
         ring.fullFence()
         return try ring.loadIndex(at: SharedRingGeometry.responseProducerOffset) != responseConsumer
     }
+
+    /// Requests published or written and not yet answered
+    /// (`req_prod_pvt - rsp_cons`).
+    public var outstandingRequests: UInt32 { requestProducerPrivate.distance(from: responseConsumer) }
 }

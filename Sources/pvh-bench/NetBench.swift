@@ -28,7 +28,11 @@ import XenBus
 //            pvh: the frontend keeps the TX ring full (refills as soon as
 //            responses come, waits on its TX port, never sleeps), sending
 //            a packet staged once in granted pages, as netfront grants an
-//            skb's pages; host: TapLink.transmit in a tight loop.
+//            skb's pages; host: TapLink.transmit in a tight loop. Waiting,
+//            the frontend asks for an event at the next response, as
+//            Linux's netfront does since 4.x (`--tx-event next`), or once
+//            half its outstanding requests are answered, as it did before
+//            (`--tx-event half`).
 //   rx-64, rx-bulk  the same frames the other way: a generator thread in
 //            the namespace writes them to the TAP through an AF_PACKET
 //            socket (PACKET_VNET_HDR for bulk: GSO TCPv4 with a partial
@@ -63,11 +67,13 @@ enum NetBench {
         var seconds = 3
         var rounds = 3
         var cases: [String] = []
+        /// The frontend's TX event hold-off (`--tx-event`).
+        var txHoldOff = NetfrontQueue.TxEventHoldOff.next
     }
 
     typealias UsageError = BenchUsageError
 
-    static let usage = "usage: pvh-bench net [--seconds N] [--rounds N] [--case NAME]...  (cases: \(caseNames.joined(separator: ", ")); needs root)"
+    static let usage = "usage: pvh-bench net [--seconds N] [--rounds N] [--case NAME]... [--tx-event next|half]  (cases: \(caseNames.joined(separator: ", ")); needs root)"
 
     static let caseNames = ["tx-64", "tx-bulk", "rx-64", "rx-bulk", "user-udp"]
 
@@ -79,6 +85,9 @@ enum NetBench {
             case "--seconds": options.seconds = try words.positive(argument)
             case "--rounds": options.rounds = try words.positive(argument)
             case "--case": options.cases.append(try words.caseName(argument, from: caseNames))
+            case "--tx-event":
+                let names = NetfrontQueue.TxEventHoldOff.allCases.map(\.rawValue)
+                options.txHoldOff = NetfrontQueue.TxEventHoldOff(rawValue: try words.caseName(argument, from: names)) ?? .next
             default: throw words.unknown(argument)
             }
         }
@@ -284,7 +293,7 @@ enum NetBench {
             do {
                 try h.start(receive: { hostReceived.add($0.bytes.count) }, carrier: { _ in })
             } catch { throw UsageError(description: "TAP reader: \(error)") }
-            tapSide = try PVHSide(link: try makeTap(pvhTapName, address: "10.211.0.1/24"))
+            tapSide = try PVHSide(link: try makeTap(pvhTapName, address: "10.211.0.1/24"), txHoldOff: options.txHoldOff)
         }
 
         var userSide: PVHSide?
@@ -307,10 +316,11 @@ enum NetBench {
             let h = try passt()
             hostPasst = h
             do { try h.start(receive: { _ in }, carrier: { _ in }) } catch { throw UsageError(description: "passt: \(error)") }
-            userSide = try PVHSide(link: try passt())
+            userSide = try PVHSide(link: try passt(), txHoldOff: options.txHoldOff)
         }
 
-        print("pvh-bench net: \(options.seconds) s per run, medians of \(options.rounds) interleaved rounds")
+        print("pvh-bench net: \(options.seconds) s per run, medians of \(options.rounds) interleaved rounds; "
+              + "the frontend's TX event: \(options.txHoldOff.rawValue)")
         if tapCases, let hostTap {
             print("  TAP cases: pvh: netfront ⇄ NetBackend ⇄ tap \(pvhTapName), host: TapLink ⇄ \(hostTap.description); "
                   + "both in netns \(namespace)")
@@ -573,9 +583,12 @@ final class PVHSide {
     let link: any NetworkLink
     /// Packets staged once per case (`NetfrontQueue.stage`).
     private var staged: [String: NetfrontQueue.StagedPacket] = [:]
+    /// When the frontend asks to hear of TX responses.
+    let txHoldOff: NetfrontQueue.TxEventHoldOff
 
-    init(link: any NetworkLink) throws {
+    init(link: any NetworkLink, txHoldOff: NetfrontQueue.TxEventHoldOff) throws {
         self.link = link
+        self.txHoldOff = txHoldOff
         guest = try FrontendGuest()
         backend = try NetBackend(store: guest.store,
                                  address: XenbusDeviceAddress(type: "vif", frontend: FrontendGuest.domain, index: 0),
@@ -620,7 +633,7 @@ final class PVHSide {
             // Fill what the ring holds, publish once, then wait for responses.
             while try queue.enqueue(p) { sent += 1 }
             try queue.pushTx()
-            _ = try queue.waitForTxResponses(1)
+            _ = try queue.collectTxResponses(holdOff: txHoldOff)
         }
         while Int(queue.tx.freeRequests) < entries { _ = try queue.waitForTxResponses(1) }
         return (sent, (clock.now - start) / .seconds(1))

@@ -2,6 +2,7 @@ import BlockFrontend
 import HostIO
 import NetBackend
 import NetFrontend
+import Synchronization
 import Testing
 import XenABI
 import XenRing
@@ -42,8 +43,10 @@ struct BatchTests {
             expected += [.okay, .okay, .okay] + [.okay, .okay] + [.okay] + [.error] + [.okay, .null, .okay]
         }
         try q.pushTx()
-        let rsp = try q.waitForTxResponses(expected.count)
+        // Not taken (nor rsp_event moved) until the pump is done: events
+        // only for the publishes that cross the fresh ring's rsp_event (1).
         try vif.sync()
+        let rsp = try q.txResponses()
         #expect(rsp.map(\.status) == expected)
         // Each data slot's response carries its request's id (the slot
         // index enqueue gave it; the hand-made bad one has id 0); the
@@ -103,6 +106,39 @@ struct BatchTests {
         #expect(Self.notifications(vif) == before + 2)
     }
 
+    @Test("TX: a publish in mid-pump that crosses rsp_event notifies at once; one whose rsp_event is never crossed, never",
+          arguments: [21, 100])
+    func txNotifyInMidPump(eventAfter: Int) throws {
+        let guest = try Guest()
+        let vif = try Vif(guest: guest)
+        let q = vif.q
+        let packet = try q.stage(Frames.ipv4(Frames.payload(60)))
+        let before = Self.notifications(vif)
+        // What the guest had heard when each packet reached the link.
+        let heard = Mutex<[UInt64]>([])
+        vif.link.onTransmit.withLock { $0 = { [backend = vif.backend] in
+            let n = backend.runtimeDevice?.metrics.notificationsToGuest.load(ordering: .relaxed) ?? 0
+            heard.withLock { $0.append(n) }
+        } }
+        // Netfront's hold-off: an event only once `eventAfter` responses came.
+        #expect(try !q.tx.finalCheckForResponses(eventAfter: UInt32(eventAfter)))
+        for _ in 0..<40 { #expect(try q.enqueue(packet)) }
+        try q.pushTx()
+        try vif.sync()
+        let seen = heard.withLock { $0 }.map { $0 - before }
+        #expect(seen.count == 40)
+        if eventAfter == 21 {
+            // Published after 16 (behind rsp_event 21), 32 (crossing it:
+            // the event goes before the 33rd packet is sent) and 40 slots.
+            #expect(seen == Array(repeating: 0, count: 32) + Array(repeating: 1, count: 8))
+            #expect(Self.notifications(vif) - before == 1)
+        } else {
+            #expect(seen.allSatisfy { $0 == 0 })
+            #expect(Self.notifications(vif) == before)
+        }
+        #expect(try q.txResponses().count == 40)
+    }
+
     @Test("RX frames waiting in the backlog go in one pass: in order, one response per buffer, one event")
     func rxBatchOrder() throws {
         let guest = try Guest()
@@ -123,8 +159,10 @@ struct BatchTests {
         #expect(vif.metrics.rxPackets.load(ordering: .relaxed) == 0)
         let before = Self.notifications(vif)
         try vif.q.postReceiveBuffers()
-        let got = try vif.q.waitForFrames(frames.count)
+        // Taken once the pump is done, rsp_event (1) left as it was: one
+        // event, at the first publish that crossed it.
         try vif.sync()
+        let got = try vif.q.receive()
         #expect(got.map(\.bytes) == frames.map(\.bytes))
         // 1, 3, 2 data buffers; the GSO frame 2 data + its extra.
         #expect(got.map(\.slots) == Array(repeating: [1, 3, 2, 3], count: 5).flatMap { $0 })

@@ -47,8 +47,13 @@ final class MockLink: NetworkLink, Sendable {
             bytes += Array(buffer)
         }
         sentFrames.withLock { $0.append(Sent(bytes: bytes, offload: offload, parts: parts.count)) }
+        onTransmit.withLock { $0 }?()
         return .success(())
     }
+
+    /// Called after each frame is recorded, on the backend's context (a
+    /// test looks at what the guest has heard by then).
+    let onTransmit = Mutex<(@Sendable () -> Void)?>(nil)
 
     func start(receive: @escaping @Sendable (NetworkFrame) -> Void, carrier: @escaping @Sendable (Bool) -> Void) throws(HostIOError) {
         callbacks.withLock { $0 = (receive, carrier) }

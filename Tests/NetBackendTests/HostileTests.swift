@@ -41,6 +41,26 @@ struct HostileTests {
         #expect(vif.metrics.dropped(.txCrossesPage) == 1)
     }
 
+    @Test("slots ending exactly at the page's edge (offset 4000, 96 bytes each): sent whole; one byte more: ERROR")
+    func offsetAtPageEdge() throws {
+        let guest = try Guest()
+        let vif = try Vif(guest: guest)
+        let frame = Frames.ipv4(Frames.payload(200))
+        let slots = try vif.q.packetSlots(frame, slotBytes: 96, offset: 4000)
+        #expect(slots.count == 3)
+        try vif.q.sendSlots(slots)
+        #expect(try vif.q.waitForTxResponses(3).map(\.status) == [.okay, .okay, .okay])
+        #expect(vif.link.sent.map(\.bytes) == [frame])
+        // The same pages, the second slot 97 bytes from offset 4000: one past the page.
+        let a = slots[0].request, b = slots[1].request
+        let over = [NetifTxSlot(NetifTxRequest(grant: a.grant, offset: 4000, flags: [.moreData], id: 100, size: 96 + 97)),
+                    NetifTxSlot(NetifTxRequest(grant: b.grant, offset: 4000, flags: [], id: 101, size: 97))]
+        try vif.q.sendSlots(over)
+        #expect(try vif.q.waitForTxResponses(2).map(\.status) == [.error, .error])
+        #expect(vif.metrics.dropped(.txCrossesPage) == 1)
+        #expect(vif.link.sent.count == 1)
+    }
+
     @Test("a first slot of size 0 (or a runt): ERROR, counted")
     func sizeZero() throws {
         let guest = try Guest()

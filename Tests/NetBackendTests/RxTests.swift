@@ -178,6 +178,32 @@ struct RxTests {
         #expect(try vif.q.waitForFrames(1).map(\.bytes) == [Frames.ipv4(Frames.payload(2))])
     }
 
+    @Test("a bad grant in the middle of a three-buffer frame: its response an error, the others written, the frame dropped, no hold left")
+    func badGrantMidFrame() throws {
+        let guest = try Guest()
+        let vif = try Vif(guest: guest, post: false)
+        let holds = guest.grants.holdCount  // the rings'
+        try vif.q.postReceiveBuffers(1)  // id 0
+        _ = try vif.q.rx.enqueue(NetifRxRequest(id: 1, grant: GrantReference(rawValue: 4000)))
+        try vif.q.postReceiveBuffers(1)  // id 2
+        let frame = Frames.ipv4(Frames.payload(10000))
+        vif.link.inject(NetworkFrame(bytes: frame))
+        let got = try vif.q.waitForFrames(1)
+        try #require(got.count == 1)
+        #expect(got[0].failed)
+        #expect(got[0].slots == 3)
+        // The good buffers hold their pages of the frame (the first and the third).
+        #expect(got[0].bytes == Array(frame[0..<4096]) + Array(frame[8192...]))
+        #expect(vif.metrics.dropped(.rxBadGrant) == 1)
+        #expect(vif.metrics.rxPackets.load(ordering: .relaxed) == 0)
+        try vif.sync()
+        #expect(guest.grants.holdCount == holds)
+        // The device goes on.
+        try vif.q.postReceiveBuffers()
+        vif.link.inject(NetworkFrame(bytes: frame))
+        #expect(try vif.q.waitForFrames(1).map(\.bytes) == [frame])
+    }
+
     @Test("frames while no frontend is connected are dropped")
     func notConnected() throws {
         let guest = try Guest()
