@@ -14,6 +14,11 @@ public struct SandboxError: Error, Sendable, CustomStringConvertible {
     public let step: String
     public let errno: Int32
 
+    public init(step: String, errno: Int32) {
+        self.step = step
+        self.errno = errno
+    }
+
     public var description: String { "sandbox: \(step): errno \(errno)" }
 }
 
