@@ -24,6 +24,19 @@ extension HotplugTests {
         return fields
     }
 
+    static let passtInstalled = ["/usr/bin/passt", "/usr/sbin/passt"].contains { FileManager.default.isExecutableFile(atPath: $0) }
+
+    /// The passt processes the guest process `pid`'s spawner (its child) runs.
+    static func passts(under pid: Int) -> [Int] {
+        func children(_ parent: Int) -> [Int] {
+            let text = (try? String(contentsOfFile: "/proc/\(parent)/task/\(parent)/children", encoding: .utf8)) ?? ""
+            return text.split(separator: " ").compactMap { Int($0.trimmingCharacters(in: .whitespacesAndNewlines)) }
+        }
+        return children(pid).flatMap(children).filter { child in
+            ((try? String(contentsOfFile: "/proc/\(child)/comm", encoding: .utf8)) ?? "").hasPrefix("passt")
+        }
+    }
+
     /// Every path under `root` (relative, sorted), at most `limit` of them.
     static func tree(_ root: String, limit: Int = 200) -> [String] {
         var paths: [String] = []
@@ -65,7 +78,8 @@ extension HotplugTests {
             kernel = "\(try Env.testGuest.get())"
             memory = 32
             disk = [ '\(boot),raw,xvda,rw' ]
-            extra = "pvh.scenarios=blk_hotplug,control pvh.blkseed=7 pvh.hotplug_timeout=400000"
+            \(Self.passtInstalled ? "vif = [ '' ]" : "")
+            extra = "pvh.scenarios=\(Self.passtInstalled ? "net_dhcp," : "")blk_hotplug,control pvh.blkseed=7 pvh.hotplug_timeout=400000"
             on_crash = "destroy"
             """
         _ = FileManager.default.createFile(atPath: cfg, contents: Data(text.utf8))
@@ -103,6 +117,22 @@ extension HotplugTests {
         // Its own directory is the jail user's: the hypervisor console's file is rewritten there.
         let owner = try FileManager.default.attributesOfItem(atPath: guestDirectory)[.ownerAccountID] as? Int
         #expect(owner == 65534)
+
+        if Self.passtInstalled {
+            // User networking: passt (the spawner's child, outside the jail)
+            // is the jail's user, answered the guest's DHCP, and once killed
+            // is restarted as that user by the jailed process.
+            #expect(guestLog("jailed").contains("PVHTEST net_dhcp PASS"), "\(guestLog("jailed"))")
+            let first = try #require(Self.passts(under: pid).first, "no passt under \(pid)")
+            #expect(Self.status(first)["Uid"]?.hasPrefix("65534") == true, "\(Self.status(first))")
+            #expect(kill(pid_t(first), SIGKILL) == 0)
+            var restarted: Int?
+            #expect(until(60, daemon: daemon) {
+                restarted = Self.passts(under: pid).first { $0 != first }
+                return restarted != nil
+            }, "passt not restarted: \(guestLog("jailed"))")
+            if let restarted { #expect(Self.status(restarted)["Uid"]?.hasPrefix("65534") == true, "\(Self.status(restarted))") }
+        }
 
         // Hot-plug: the daemon opens the image; the jailed process could not.
         let attach = try pvh(["block-attach", "jailed", "\(second),raw,xvdb,rw", "--timeout", "60"])
