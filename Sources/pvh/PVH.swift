@@ -315,7 +315,15 @@ func runInForeground(_ config: GuestConfiguration, name guestName: GuestName, re
     // namespace made while this is the only thread.
     let runtime = RuntimeDirectory.default
     var sandbox = sandbox
-    try sandbox.prepare(logger: logger, runtime: runtime, rebuilds: restartReason != nil)
+    var unjailed: String?
+    if restartReason != nil {
+        unjailed = "--on-reboot restart rebuilds the domain from its files"
+    } else if handedOver == nil, case .unix? = metrics?.address {
+        // The daemon removes its guests' sockets; `pvh run`'s would stay
+        // behind (the next run's bind refused), so it keeps its paths.
+        unjailed = "--metrics serves a Unix socket the jailed process could not remove at its end"
+    }
+    try sandbox.prepare(logger: logger, runtime: runtime, unjailed: unjailed)
     // Opened now, written at the end: the jail has no path to it.
     let exitRecord = handedOver?.exitRecord.flatMap { GuestExitRecord.open($0, logger: logger) }
     let domainStore: DomainStore

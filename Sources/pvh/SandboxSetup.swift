@@ -80,17 +80,18 @@ struct GuestSandboxSetting {
     /// passt spawner, forked while this process can still fork (and before
     /// the jail's namespace: it stays in the host's, where passt is), then
     /// the jail's mount namespace (docs/ARCHITECTURE.md: Sandbox).
-    /// `rebuilds`: the process builds a domain again after a reboot (`pvh run
-    /// --on-reboot restart`), from the kernel's and images' paths, so it is
-    /// not jailed. A jail asked for that cannot be set up ends the process
-    /// (status 1): a guest asked to run jailed never runs unjailed.
-    mutating func prepare(logger: Logger, runtime: RuntimeDirectory, rebuilds: Bool) throws {
+    /// `unjailed`: why this process must keep the host's paths, if it must
+    /// (`pvh run --on-reboot restart` builds the domain again from the
+    /// kernel's and images' paths); it is then not jailed, with a log line.
+    /// A jail asked for that cannot be set up ends the process (status 1):
+    /// a guest asked to run jailed never runs unjailed.
+    mutating func prepare(logger: Logger, runtime: RuntimeDirectory, unjailed: String?) throws {
         var user: JailUser?
         if let jailUser {
             if geteuid() != 0 {
                 logger.notice("jail: off: not started as root (nothing to leave)")
-            } else if rebuilds {
-                logger.notice("jail: off: --on-reboot restart rebuilds the domain from its files")
+            } else if let unjailed {
+                logger.notice("jail: off: \(unjailed)")
             } else {
                 do {
                     user = try JailUser.resolve(jailUser)
