@@ -536,6 +536,7 @@ int pvh_peer_credentials(int socket, pid_t *pid, uid_t *uid) {
 // async-signal-safe (fork(2) in a multi-threaded process): no malloc, no
 // stdio, only system calls and hand-written string checks.
 #include <pthread.h>
+#include <stdio.h>
 #include <sys/prctl.h>
 #include <sys/wait.h>
 
@@ -586,6 +587,12 @@ static void spawner_default_signals(int keep_hup_ignored) {
     sigprocmask(SIG_SETMASK, &empty, NULL);
 }
 
+/// The user the spawner's passts run as (pvh_spawner_start), and its
+/// `UID:GID` for passt's --runas; run_uid (uid_t)-1: passt's own drop.
+static uid_t spawner_run_uid = (uid_t)-1;
+static gid_t spawner_run_gid = (gid_t)-1;
+static char spawner_runas[32];
+
 static void spawner_main(int sock, const char *program) {
     extern char **environ;
     // The guest process ignores SIGHUP when it outlives its daemon; so does
@@ -625,6 +632,20 @@ static void spawner_main(int sock, const char *program) {
                 // dup2 onto 3 replaces the spawner's socket in the child and
                 // clears close-on-exec on the copy.
                 if (dup2(fd, 3) < 0) _exit(127);
+                if (spawner_run_uid != (uid_t)-1) {
+                    // The jail's user from the start (raw system calls: this
+                    // child has one thread): passt never holds root, and the
+                    // jailed guest process, the same user, may signal it.
+                    // passt refuses a --runas other than its own user when
+                    // it is not root, so the allowed `nobody` becomes it.
+                    gid_t groups[1] = { spawner_run_gid };
+                    if (syscall(SYS_setgroups, 1, groups) != 0) _exit(126);
+                    if (syscall(SYS_setresgid, spawner_run_gid, spawner_run_gid, spawner_run_gid) != 0) _exit(126);
+                    if (syscall(SYS_setresuid, spawner_run_uid, spawner_run_uid, spawner_run_uid) != 0) _exit(126);
+                    for (int i = 1; i + 1 < argc; i++) {
+                        if (spawner_streq(argv[i], "--runas")) argv[i + 1] = spawner_runas;
+                    }
+                }
                 execve(program, argv, environ);
                 _exit(127);
             }
@@ -635,11 +656,17 @@ static void spawner_main(int sock, const char *program) {
     }
 }
 
-int pvh_spawner_start(const char *program, int *socket_out, pid_t *pid) {
+int pvh_spawner_start(const char *program, uint32_t run_uid, uint32_t run_gid, int *socket_out, pid_t *pid) {
     static char path[PATH_MAX];
     size_t length = strlen(program);
     if (program[0] != '/' || length >= sizeof path) return EINVAL;
     memcpy(path, program, length + 1);
+    if (run_uid != UINT32_MAX) {
+        if (run_uid == 0 || run_gid == 0 || run_gid == UINT32_MAX) return EINVAL;
+        spawner_run_uid = run_uid;
+        spawner_run_gid = run_gid;
+        snprintf(spawner_runas, sizeof spawner_runas, "%u:%u", run_uid, run_gid);
+    }
     int fds[2];
     if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, fds) != 0) return errno;
     pid_t parent = getpid();

@@ -198,12 +198,45 @@ public final class BlockBackingFile: @unchecked Sendable {
         // NUL-terminated copy of the string, valid for the call.
         let fd = unsafe Glibc.open(path, flags)
         guard fd >= 0 else { throw openError(errno, path: path, call: .open) }
+        return try finishOpening(fd: fd, path: path, writable: writable, direct: direct, expecting: mode)
+    }
+
+    /// Takes over `descriptor`, an image another process opened and passed
+    /// (a hot-plugged disk the daemon opened for a jailed guest process:
+    /// docs/ARCHITECTURE.md, Sandbox), with the same checks and lock as
+    /// `open`: a regular file or block device, open for writing when
+    /// `writable` (fcntl F_GETFL), flock'ed (the sender's lock, on the same
+    /// open file description, is this one), raw. The descriptor is this
+    /// object's from the call on, closed on any failure. `path` names it in
+    /// messages and the store.
+    public static func adopt(descriptor fd: Int32, path: String, writable: Bool, direct: Bool = false) throws(BackingFileError) -> BlockBackingFile {
+        var st = stat()
+        // SAFETY: `st` is a valid stat buffer for the call.
+        guard unsafe fstat(fd, &st) == 0 else {
+            let e = errno
+            close(fd)
+            throw .system(path: path, call: .fstat, errno: e)
+        }
+        let access = fcntl(fd, F_GETFL) & O_ACCMODE
+        guard access == (writable ? O_RDWR : O_RDONLY) || (!writable && access == O_RDWR) else {
+            close(fd)
+            throw .permissionDenied(path: path)
+        }
+        return try finishOpening(fd: fd, path: path, writable: writable, direct: direct, expecting: st.st_mode & S_IFMT)
+    }
+
+    /// `open`'s and `adopt`'s common part, from an open descriptor (closed
+    /// on any failure).
+    private static func finishOpening(fd: Int32, path: String, writable: Bool, direct: Bool,
+                                      expecting mode: mode_t) throws(BackingFileError) -> BlockBackingFile {
         var keep = false
         defer { if !keep { close(fd) } }
+        var st = stat()
 
         // SAFETY: as above.
         guard unsafe fstat(fd, &st) == 0 else { throw .system(path: path, call: .fstat, errno: errno) }
-        guard st.st_mode & S_IFMT == mode else {
+        let blockDevice = mode == S_IFBLK
+        guard st.st_mode & S_IFMT == mode, mode == S_IFREG || blockDevice else {
             throw st.st_mode & S_IFMT == S_IFREG || st.st_mode & S_IFMT == S_IFBLK
                 ? .system(path: path, call: .fstat, errno: ESTALE)  // replaced by another kind of disk while opening
                 : .notFileOrBlockDevice(path: path, kind: NodeKind(mode: st.st_mode))
@@ -238,6 +271,14 @@ public final class BlockBackingFile: @unchecked Sendable {
         return BlockBackingFile(path: path, fd: fd, writable: writable, direct: direct, blockDevice: blockDevice, size: size,
                                 logical: geometry.logical, physical: geometry.physical, discard: geometry.discard,
                                 granularity: geometry.granularity)
+    }
+
+    /// Sends this file's descriptor (SCM_RIGHTS with the byte `tag`) over
+    /// the connected Unix socket `socket`: the receiver's copy shares the
+    /// open file description, and with it the flock (`adopt` on the other
+    /// side). 0, or the errno.
+    public func sendDescriptor(tag: UInt8, over socket: Int32) -> Int32 {
+        DescriptorPassing.send([fileDescriptor], tag: tag, over: socket)
     }
 
     /// Makes an engine of `kind` for this backing; `depth` is the io_uring

@@ -438,15 +438,17 @@ public struct PasstSpawner: Sendable {
     /// else passt on PATH), once per process; nil when there is no passt
     /// (a user network then fails as it would anyway). Call it before any
     /// other thread may be forking (it forks) and before the filter.
+    /// `runAs`: the uid and gid every passt runs as from its exec (a jailed
+    /// guest process's user), nil for passt's own drop to nobody.
     @discardableResult
-    public static func start(executable: String? = nil) throws(NetworkLinkError) -> PasstSpawner? {
+    public static func start(executable: String? = nil, runAs: (uid: UInt32, gid: UInt32)? = nil) throws(NetworkLinkError) -> PasstSpawner? {
         if let current { return current }
         guard let program = try? PasstLink.locate(executable) else { return nil }
         var socket: Int32 = -1
         var pid: pid_t = 0
         // SAFETY: Swift passes a NUL-terminated copy of `program` for the
         // call; `socket` and `pid` are live locals.
-        let r = unsafe pvh_spawner_start(program, &socket, &pid)
+        let r = unsafe pvh_spawner_start(program, runAs?.uid ?? UInt32.max, runAs?.gid ?? UInt32.max, &socket, &pid)
         guard r == 0 else { throw .system(call: "fork (passt spawner)", errno: r) }
         let spawner = PasstSpawner(program: program, socket: socket, pid: pid)
         started.withLock { $0 = spawner }

@@ -10,7 +10,8 @@ public struct LogFileError: Error, CustomStringConvertible, Sendable {
 
 /// A guest's log file, bounded: when the next line would take it past
 /// `maximumBytes` it is renamed to `PATH.1` (replacing the last one) and a
-/// new file begins, so the two never hold more than twice the cap (xl
+/// new file begins (where the rename fails, as in a jailed guest process,
+/// the file starts over in place), so the two never hold more than twice the cap (xl
 /// rotates `xl-NAME.log` at each create instead; a guest that runs for
 /// months needs the bound while it runs). Created mode 0640, its directory
 /// 0750 if missing. Lines are appended whole, under one lock.
@@ -68,11 +69,20 @@ public final class LogFile: LogDestination {
     }
 
     private func rotate(_ s: inout State) {
-        try? s.handle?.close()
-        s.handle = nil
         let fm = FileManager.default
         try? fm.removeItem(atPath: rotatedPath)
-        try? fm.moveItem(atPath: path, toPath: rotatedPath)
+        guard (try? fm.moveItem(atPath: path, toPath: rotatedPath)) != nil else {
+            // The path cannot be reached any more (a jailed guest process
+            // has its log only as the descriptor it opened:
+            // docs/ARCHITECTURE.md, Sandbox): the bound holds by starting
+            // the same file over, the older lines lost instead of kept.
+            if let handle = s.handle, (try? handle.truncate(atOffset: 0)) != nil {
+                s.size = 0
+                s.rotations += 1
+            }
+            return
+        }
+        try? s.handle?.close()
         s.handle = try? Self.open(path)
         s.size = Int((try? s.handle?.seekToEnd()) ?? 0)
         s.rotations += 1

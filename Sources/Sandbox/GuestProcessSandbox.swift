@@ -14,6 +14,11 @@ public struct SandboxError: Error, Sendable, CustomStringConvertible {
     public let step: String
     public let errno: Int32
 
+    public init(step: String, errno: Int32) {
+        self.step = step
+        self.errno = errno
+    }
+
     public var description: String { "sandbox: \(step): errno \(errno)" }
 }
 
@@ -88,7 +93,8 @@ public enum GuestProcessSandbox {
         // unlink and rmdir too; Foundation's createFile(attributes:) (the
         // log's and the hypervisor console's rewrites) sets the mode with
         // chmod by path. None of these reaches more than openat already
-        // does: what the process's uid owns (the jailer's part, not built).
+        // does: what the process's uid owns, in a jail only the guest's
+        // runtime directory (GuestProcessJail).
         rules += ["io_uring_setup", "io_uring_enter", "io_uring_register", "fsync", "fdatasync", "fallocate", "flock",
                   "ftruncate", "openat", "fchmod", "chmod", "fchmodat", "rename", "renameat", "renameat2", "unlink", "unlinkat", "rmdir"]
             .map(SyscallRule.allow)

@@ -11,6 +11,10 @@ import XenABI
 import XenBus
 import XenStore
 
+#if canImport(Glibc)
+import Glibc
+#endif
+
 /// The guest's disks (`--disk`), their backing files opened and locked
 /// before anything else of the domain is built: a missing, unreadable,
 /// locked or non-raw image is the user's error (exit 2), found before a
@@ -30,7 +34,11 @@ struct DiskImages {
 
     /// One disk's backing, opened and locked (a boot-time disk's and a
     /// hot-plugged one's alike); `option` names it in the error.
-    static func open(_ spec: DiskSpecification, option: String) throws(DomainError) -> Disk {
+    /// `passed`: a descriptor for it the daemon opened (PassedImages),
+    /// taken over instead of opening `target`.
+    static func open(_ spec: DiskSpecification, option: String, passed: Int32? = nil) throws(DomainError) -> Disk {
+        var passed = passed
+        defer { passed.map { _ = Glibc.close($0) } }  // not taken over: a check below failed
         guard spec.script == nil else {
             throw .badConfiguration(option: option, reason: "block scripts (\(spec.script ?? "")) are not supported: name a raw image file or a block device")
         }
@@ -41,12 +49,56 @@ struct DiskImages {
             throw .badConfiguration(option: option, reason: "format \(spec.format.rawValue): pvh serves raw images only; convert it with qemu-img convert -O raw \(target) \(target).raw")
         }
         do {
-            let file = try BlockBackingFile.open(path: target, writable: !spec.isReadOnly, direct: spec.directIOSafe)
+            let file: BlockBackingFile
+            if let descriptor = passed {
+                passed = nil  // adopt owns it from the call on
+                file = try BlockBackingFile.adopt(descriptor: descriptor, path: target, writable: !spec.isReadOnly, direct: spec.directIOSafe)
+            } else {
+                file = try BlockBackingFile.open(path: target, writable: !spec.isReadOnly, direct: spec.directIOSafe)
+            }
             return Disk(specification: spec, file: file)
         } catch {
             throw .badConfiguration(option: option, reason: "\(error)")
         }
     }
+}
+
+/// Hot-plugged disks' images the daemon opened, locked and passed to this
+/// process (SCM_RIGHTS over its reattach socket: a jailed guest process has
+/// no path to them, docs/ARCHITECTURE.md: Sandbox), by vdev number, until
+/// the hot-plug watcher makes the disk's backend from the descriptor
+/// instead of the store's `params` path. A descriptor refused or replaced
+/// is closed (its lock with it); one never used stays until the process
+/// ends. At most `maximumHeld`.
+public final class PassedImages: Sendable {
+    private let descriptors = Mutex<[Int: Int32]>([:])
+    /// More than any hot-plug in flight needs (one per vdev).
+    public static let maximumHeld = 64
+
+    public init() {}
+
+    /// Keeps `descriptor` (now this object's) for vdev number `index`;
+    /// false, and it is closed, when `maximumHeld` are held.
+    public func deposit(_ descriptor: Int32, index: Int) -> Bool {
+        let (kept, replaced) = descriptors.withLock { d -> (Bool, Int32?) in
+            guard d[index] != nil || d.count < Self.maximumHeld else { return (false, nil) }
+            return (true, d.updateValue(descriptor, forKey: index))
+        }
+        if let replaced { _ = Glibc.close(replaced) }
+        if !kept { _ = Glibc.close(descriptor) }
+        return kept
+    }
+
+    /// The descriptor for vdev `index`, now the caller's.
+    func take(_ index: Int) -> Int32? { descriptors.withLock { $0.removeValue(forKey: index) } }
+
+    /// Closes the descriptor for vdev `index`, if one waits.
+    func discard(_ index: Int) { take(index).map { _ = Glibc.close($0) } }
+
+    /// How many wait.
+    public var count: Int { descriptors.withLock { $0.count } }
+
+    deinit { descriptors.withLock { $0.values.forEach { _ = Glibc.close($0) } } }
 }
 
 /// The block backends of one domain: one `BlockBackend` per disk, at the
@@ -135,10 +187,15 @@ final class DiskBackends: Sendable {
     /// opened and locked, its backend made on the directories the toolstack
     /// wrote, exactly as a boot-time disk's.
     func add(_ spec: DiskSpecification) throws(DomainError) {
-        let disk = try DiskImages.open(spec, option: "disk '\(spec.spec)'")
+        let disk = try DiskImages.open(spec, option: "disk '\(spec.spec)'",
+                                       passed: context.passedImages.take(Int(spec.vdev.number.rawValue)))
         let backend = try Self.make(disk, context: context, adoptingExisting: true)
         backends.append(backend)
     }
+
+    /// Closes an image passed for vdev `index` that will not be used (its
+    /// device refused).
+    func discardPassed(_ index: Int) { context.passedImages.discard(index) }
 
     /// Hot-unplugs vdev number `index`: its backend destroyed (both
     /// directories removed) and dropped, so its image's lock is released.
@@ -158,6 +215,8 @@ struct BackendContext: Sendable {
     let grants: GrantTable
     let events: EventChannelTable
     let runtime: DeviceRuntime
+    /// Hot-plugged images the daemon passed (PassedImages).
+    let passedImages: PassedImages
     let store: any XenStoreService
     let logger: Logger
     /// The backends' lines go through it (a guest provokes them).

@@ -136,9 +136,11 @@ public final class Domain: Sendable {
 
     /// Builds the domain against `domainStore`: the store in this process,
     /// or the host daemon's reached over the streams it handed this process.
+    /// `passedImages`: hot-plugged disks' images the daemon passes this
+    /// process, used instead of opening their paths.
     public init(configuration: GuestConfiguration, console: any ConsoleSink, system: KVMSystem? = nil,
                 domainStore: DomainStore, hypervisorConsole: HypervisorConsoleOutputs? = nil,
-                logger: Logger? = nil) throws(DomainError) {
+                passedImages: PassedImages = PassedImages(), logger: Logger? = nil) throws(DomainError) {
         self.configuration = configuration
         let logger = logger ?? GuestLog.standardErrorOnly()
         self.logger = logger
@@ -170,7 +172,8 @@ public final class Domain: Sendable {
         grants = xen.grants
         toolstack = try ToolstackDevices(configuration, memory: machine.memory, xen: xen,
                                          store: domainStore, output: console, disks: disks,
-                                         networks: networks, logger: logger, guestLog: guestLog)
+                                         networks: networks, passedImages: passedImages, logger: logger,
+                                         guestLog: guestLog)
         let dispatcher = xen.dispatcher(configuration, machine: machine, boot: boot, console: hypervisorConsole)
         reservation = dispatcher.reservation
 

@@ -221,7 +221,7 @@ struct ToolstackDevices {
     let hotplug: HotplugWatcher
 
     init(_ configuration: GuestConfiguration, memory: MappedGuestMemory, xen: XenPlatform, store domainStore: DomainStore,
-         output: any ConsoleSink, disks images: DiskImages, networks links: NetworkLinks,
+         output: any ConsoleSink, disks images: DiskImages, networks links: NetworkLinks, passedImages: PassedImages,
          logger: Logger, guestLog: GuestTriggeredLog) throws(DomainError) {
         let domain = configuration.domainID
         self.domain = domain
@@ -280,7 +280,8 @@ struct ToolstackDevices {
         try? xen.grants.seed(GrantTableConstants.consoleReference, to: xen.grants.backendDomain, frame: consoleFrame)
         try? xen.grants.seed(GrantTableConstants.xenstoreReference, to: xen.grants.backendDomain, frame: storeFrame)
         let context = BackendContext(domain: domain, vcpus: configuration.vcpus, memory: memory, grants: xen.grants,
-                                     events: xen.events, runtime: runtime, store: store, logger: logger, guestLog: guestLog)
+                                     events: xen.events, runtime: runtime, passedImages: passedImages, store: store,
+                                     logger: logger, guestLog: guestLog)
         // The disks: their vbd devices under the domain's tree.
         disks = try DiskBackends(images, context: context)
         // The network interfaces: their vif devices under the domain's tree.

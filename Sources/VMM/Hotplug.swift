@@ -169,6 +169,7 @@ final class HotplugWatcher: Sendable {
     /// Closed: the toolstack, waiting for the device, reads both.
     private func refuse(_ address: XenbusDeviceAddress, _ why: String) {
         state.withLock { _ = $0.refused.insert(address) }
+        if address.type == "vbd" { disks.discardPassed(address.index) }
         let line = String((why.split(separator: "\n").first ?? "refused").prefix(512))
         logger.warning("hot-plug: \(address.type) \(address.index) refused: \(line)")
         let be = address.backendPath

@@ -69,6 +69,8 @@ struct Daemon: ParsableCommand {
         // The daemon's guest processes read it once at their start
         // (GuestSandboxSetting); a detached daemon inherits it too.
         if sandbox.noSandbox { setenv(GuestSandboxSetting.variable, "off", 1) }
+        if sandbox.noJail { setenv(GuestSandboxSetting.jailVariable, "off", 1) }
+        if let user = sandbox.jailUser { setenv(GuestSandboxSetting.jailUserVariable, user, 1) }
         let api = apiSocket ?? DaemonDefaults.apiSocket
         let storeSocket = xenStoreSocket ?? DaemonDefaults.xenStoreSocket
         if !foreground {

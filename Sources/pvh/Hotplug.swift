@@ -1,7 +1,9 @@
 import DeviceSpecs
 import Foundation
+import HostIO
 import PVHAPI
 import Toolstack
+import VMM
 import XenABI
 import XenBus
 import XenStore
@@ -49,6 +51,7 @@ extension Supervisor: DeviceService {
         guard (try? store.directory(address.backendPath)) == nil, (try? store.directory(address.frontendPath)) == nil else {
             throw APIError(.conflict, "\(name): \(kind == .disks ? "vdev" : "devid") \(index) is in use")
         }
+        if case .disk(let disk) = device { try passImage(disk, spec: spec, index: index, to: record) }
         do {
             try store.transaction(device.storeRequests(address: address))
         } catch {
@@ -115,6 +118,40 @@ extension Supervisor: DeviceService {
     }
 
     // MARK: Helpers
+
+    /// Opens and locks the disk's image as the spec asks (read-only or
+    /// read-write: BlockBackingFile's checks, the user's errors as 400) and
+    /// passes it to the guest process over its reattach socket
+    /// (ImagePassing), which may be jailed and unable to open it. Bounded:
+    /// 5 s for the process's answer. This process's copy closes on return;
+    /// the lock stays with the guest's.
+    private func passImage(_ disk: HotplugDisk, spec: String, index: Int, to record: DomainRecord) throws(APIError) {
+        guard let path = state.withLock({ $0.launches[record.id] })?.reattachSocket, let pid = record.processID else {
+            throw APIError(.internalError, "\(record.name): its guest process has no socket to pass the image over")
+        }
+        let file: BlockBackingFile
+        do {
+            file = try BlockBackingFile.open(path: disk.target, writable: !disk.readOnly)
+        } catch {
+            throw APIError(.badRequest, "\(spec): \(error)")
+        }
+        let connection: UnixSocket
+        do { connection = try UnixSocket.connect(to: path) } catch {
+            throw APIError(.internalError, "\(record.name): \(path): \(error)")
+        }
+        defer { connection.close() }
+        guard case .success(let peer) = DescriptorPassing.peer(of: connection.fd), peer.pid == pid else {
+            throw APIError(.internalError, "\(path): not served by the guest process \(pid)")
+        }
+        let sent = file.sendDescriptor(tag: GuestReattachListener.imageTag, over: connection.fd)
+        guard sent == 0, connection.writeAll(ImagePassing.request(index)) else {
+            throw APIError(.internalError, "\(record.name): passing the image: errno \(sent)")
+        }
+        guard connection.waitReadable(timeout: 5), let answer = connection.read(max: ImagePassing.maximumLine),
+              answer == ImagePassing.reply(index) else {
+            throw APIError(.internalError, "\(record.name): the guest process did not take the image within 5 s")
+        }
+    }
 
     /// Both directories removed (libxl__device_destroy).
     private func removeDevice(_ address: XenbusDeviceAddress) {

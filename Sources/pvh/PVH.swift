@@ -311,9 +311,21 @@ func runInForeground(_ config: GuestConfiguration, name guestName: GuestName, re
     for sig in [SIGINT, SIGTERM, SIGUSR1] { sigaddset(&handled, sig) }
     pthread_sigmask(SIG_BLOCK, &handled, nil)
     // The passt spawner is forked now, before any domain exists (it keeps
-    // none of this process's descriptors either way).
-    sandbox.prepare(logger: logger)
+    // none of this process's descriptors either way), and the jail's mount
+    // namespace made while this is the only thread.
     let runtime = RuntimeDirectory.default
+    var sandbox = sandbox
+    var unjailed: String?
+    if restartReason != nil {
+        unjailed = "--on-reboot restart rebuilds the domain from its files"
+    } else if handedOver == nil, case .unix? = metrics?.address {
+        // The daemon removes its guests' sockets; `pvh run`'s would stay
+        // behind (the next run's bind refused), so it keeps its paths.
+        unjailed = "--metrics serves a Unix socket the jailed process could not remove at its end"
+    }
+    try sandbox.prepare(logger: logger, runtime: runtime, unjailed: unjailed)
+    // Opened now, written at the end: the jail has no path to it.
+    let exitRecord = handedOver?.exitRecord.flatMap { GuestExitRecord.open($0, logger: logger) }
     let domainStore: DomainStore
     let socketServer: XenStoreSocketServer?
     var reattach: ReattachableDomainStore?
@@ -392,9 +404,12 @@ func runInForeground(_ config: GuestConfiguration, name guestName: GuestName, re
     let heldConsole = handedOver == nil ? nil : HeldConsoleSink()
     let bufferedStdout = heldConsole?.output ?? BufferedConsoleSink(fd: 1)
     let consoleSink: any ConsoleSink = heldConsole ?? bufferedStdout
+    // Hot-plugged disks' images the daemon opens and passes (a jailed
+    // process cannot open them).
+    let passedImages = PassedImages()
     let reattachListener = reattach.flatMap { store in
         handedOver?.reattachSocket.flatMap { path in
-            startReattachListener(path, store: store, logger: logger) {
+            startReattachListener(path, store: store, images: passedImages, logger: logger) {
                 if let held = heldConsole?.consoleReplaced() {
                     logger.notice("console: \(held.written) byte(s) written while no daemon ran handed to the new one (\(held.dropped) older dropped)")
                 }
@@ -428,7 +443,7 @@ func runInForeground(_ config: GuestConfiguration, name guestName: GuestName, re
         do {
             domain = try Domain(configuration: config, console: consoleSink, domainStore: domainStore,
                                 hypervisorConsole: log.hypervisorConsoleOutputs(logger: logger, file: consoleFile, stdout: consoleSink),
-                                logger: logger)
+                                passedImages: passedImages, logger: logger)
         } catch {
             terminal.restore()
             metricsServer?.stop()
@@ -455,7 +470,10 @@ func runInForeground(_ config: GuestConfiguration, name guestName: GuestName, re
         // Set-up is done (memory mapped, images opened, vCPUs created, passt
         // started, sockets connected): confined before the first vCPU runs,
         // once; a restarted domain is built under the filter.
-        if boots == 1 { try sandbox.confine(logger: logger) }
+        if boots == 1 {
+            let guestDirectory = runtime.directory(for: guestName)
+            try sandbox.confine(logger: logger, guestDirectory: access(guestDirectory, F_OK) == 0 ? guestDirectory : nil)
+        }
         // xl create -p: built, not run. The whole process stops here; the
         // daemon sees it stopped (proc(5) state T), records the domain
         // paused, and its unpause (SIGCONT) lets the vCPUs start.
@@ -481,7 +499,7 @@ func runInForeground(_ config: GuestConfiguration, name guestName: GuestName, re
         FileDescriptorConsoleSink(fd: 2).emit(Array("pvh: \(end)\n".utf8))
     }
     logger.notice("domain \(config.domainID.rawValue) ended: \(end) (exit status \(end.exitStatus))")
-    if let record = handedOver?.exitRecord { GuestExitRecord.write(end.exitStatus, to: record) }
+    exitRecord?.write(end.exitStatus)
     throw ExitCode(end.exitStatus)
 }
 

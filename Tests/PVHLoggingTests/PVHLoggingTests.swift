@@ -127,3 +127,22 @@ struct PVHLoggingTests {
         #expect(LogLocation.defaultPath(name: "web", uid: 1000, environment: [:]) == "/tmp/pvh-1000/log/web.log")
     }
 }
+
+/// A log whose path the process can no longer reach (a jailed guest
+/// process: docs/ARCHITECTURE.md, Sandbox) keeps its bound by starting the
+/// file over in place, and loses no later line.
+@Suite("Log file without its path")
+struct LogFileWithoutPathTests {
+    @Test("the rename fails: the open file is truncated, lines after it are written, none counted failed")
+    func rotationInPlace() throws {
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("pvh-log-\(UUID().uuidString.prefix(8))").path
+        let log = try LogFile(path: directory + "/g.log", maximumBytes: 100)
+        // The path goes; the descriptor stays, as the jail leaves it.
+        try FileManager.default.removeItem(atPath: directory)
+        let line = String(repeating: "x", count: 59) + "\n"
+        for _ in 0..<5 { log.write(line) }
+        #expect(log.rotations == 4)
+        #expect(log.failures == 0)
+        #expect(!FileManager.default.fileExists(atPath: directory))
+    }
+}

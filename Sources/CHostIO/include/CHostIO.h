@@ -222,8 +222,11 @@ int pvh_pidfd_open(pid_t pid);
 
 /// Forks the spawner for `program` (an absolute path of at most PATH_MAX-1
 /// bytes). *socket: the guest process's end (SOCK_SEQPACKET, close-on-exec).
-/// 0 or an errno.
-int pvh_spawner_start(const char *program, int *socket, pid_t *pid);
+/// `run_uid`/`run_gid`: the user every passt runs as from its exec (the
+/// jail's user: the child sets its groups and ids first, and passt's
+/// `--runas` names that user), or UINT32_MAX for passt's own drop from
+/// root to nobody. 0 or an errno.
+int pvh_spawner_start(const char *program, uint32_t run_uid, uint32_t run_gid, int *socket, pid_t *pid);
 
 /// Asks the spawner at `socket` to run its program with `argv` (argv[0] its
 /// path) and `child_fd` as descriptor 3; *pid the new process's. Serialized

@@ -63,4 +63,43 @@ int pvh_issue_forbidden_syscall(void);
 /// filtered system call under SCMP_ACT_KILL_PROCESS.
 int pvh_sigsys(void);
 
+// The jailer (jail.c; docs/ARCHITECTURE.md: Sandbox). Each 0 or -errno.
+
+/// unshare(CLONE_NEWNS) and every mount made private (MS_REC): while the
+/// process has one thread, so that every thread made later shares it.
+int pvh_jail_unshare_mounts(void);
+
+/// Mounts a small tmpfs (64 KiB, nosuid, nodev, noexec) at `root`, made
+/// with its parents if missing: the jail's root to be.
+int pvh_jail_mount_root(const char *root);
+
+/// Bind-mounts `source` (a file or a directory) at `target` (inside the
+/// jail's root; its mount point and parents made), nosuid and noexec,
+/// nodev unless `device`, read-only when `read_only`.
+int pvh_jail_bind(const char *source, const char *target, int read_only, int device);
+
+/// A procfs of its own at `target`: hidepid=invisible, subset=pid.
+int pvh_jail_mount_proc(const char *target);
+
+/// Makes `root` the root: pivot_root and the old root detached, or when
+/// pivot_root fails, MS_MOVE over / and chroot (*used_chroot 1); then the
+/// root remounted read-only.
+int pvh_jail_pivot(const char *root, int *used_chroot);
+
+/// Drops the whole capability bounding set and the ambient set (needs
+/// CAP_SETPCAP: before the ids change).
+int pvh_jail_drop_bounding_set(void);
+
+/// setgroups({gid}), setresgid and setresuid to `gid`/`uid`, every thread.
+int pvh_jail_set_ids(uint32_t uid, uint32_t gid);
+
+/// The uid and primary gid of user `name` (getpwnam_r); -ENOENT if none.
+int pvh_jail_lookup_user(const char *name, uint32_t *uid, uint32_t *gid);
+
+/// open(O_RDONLY), read(2) and close(2), for the Sandbox target, which has
+/// no Foundation: the thread count in /proc/self/status.
+int pvh_jail_open_read(const char *path);
+long pvh_jail_read(int fd, void *buffer, unsigned long count);
+void pvh_jail_close(int fd);
+
 #endif

@@ -1,0 +1,137 @@
+import CSeccomp
+
+/// The unprivileged user a jailed guest process runs as.
+public struct JailUser: Sendable, Equatable, CustomStringConvertible {
+    public let uid: UInt32
+    public let gid: UInt32
+    /// As the user wrote it (a name, or `UID[:GID]`).
+    public let name: String
+
+    public init(uid: UInt32, gid: UInt32, name: String) {
+        self.uid = uid
+        self.gid = gid
+        self.name = name
+    }
+
+    /// A user name from the password database, or `UID[:GID]` (the gid
+    /// defaults to the uid, as Firecracker's jailer takes both as numbers);
+    /// uid or gid 0 is refused: the point is to leave root.
+    public static func resolve(_ text: String) throws(SandboxError) -> JailUser {
+        let parts = text.split(separator: ":", omittingEmptySubsequences: false)
+        var uid: UInt32 = 0, gid: UInt32 = 0
+        if let first = parts.first, let number = UInt32(first), parts.count <= 2 {
+            uid = number
+            gid = parts.count == 2 ? (UInt32(parts[1]) ?? 0) : number
+            if parts.count == 2 && UInt32(parts[1]) == nil { throw SandboxError(step: "jail user '\(text)': not UID[:GID]", errno: 22) }
+        } else {
+            // SAFETY: the name converts to a NUL-terminated copy for the
+            // call; uid and gid are live locals it writes.
+            let r = unsafe pvh_jail_lookup_user(text, &uid, &gid)
+            guard r == 0 else { throw SandboxError(step: "jail user '\(text)': no such user", errno: -r) }
+        }
+        guard uid != 0 && gid != 0 else { throw SandboxError(step: "jail user '\(text)': uid and gid must not be 0", errno: 22) }
+        return JailUser(uid: uid, gid: gid, name: text)
+    }
+
+    public var description: String { "\(name) (uid \(uid), gid \(gid))" }
+}
+
+/// One path the jailed process still reaches by name: bind-mounted at the
+/// same path inside the jail.
+public struct JailBind: Sendable, Equatable {
+    public let path: String
+    public let readOnly: Bool
+    /// A device node (/dev/null, /dev/net/tun): its mount keeps device access.
+    public let device: Bool
+
+    public init(path: String, readOnly: Bool, device: Bool = false) {
+        self.path = path
+        self.readOnly = readOnly
+        self.device = device
+    }
+}
+
+/// What entering the jail did, for the guest's log.
+public struct JailReport: Sendable, Equatable, CustomStringConvertible {
+    public let user: JailUser
+    /// pivot_root, or MS_MOVE and chroot where pivot_root failed.
+    public let usedChroot: Bool
+    /// Why the jail has no /proc, nil if it has one.
+    public let procUnavailable: String?
+    public let binds: [String]
+
+    public var description: String {
+        "jailed: \(user), root a tmpfs (\(usedChroot ? "chroot: pivot_root failed" : "pivot_root")) holding "
+            + (binds + (procUnavailable == nil ? ["/proc (its own processes only)"] : [])).joined(separator: ", ")
+            + (procUnavailable.map { "; no /proc: \($0)" } ?? "")
+    }
+}
+
+/// The guest process's jail (issue 13 item 4; docs/ARCHITECTURE.md:
+/// Sandbox), in two steps: `unshareMounts` while the process has one thread
+/// (a mount namespace is per thread: every thread made afterwards shares
+/// the new one), and `enter` once set-up opened everything: a tmpfs
+/// becomes the root with only `binds` and a /proc of its own in it, the
+/// bounding set goes, and the process becomes `user`. The capability drop
+/// and the seccomp filter (GuestProcessSandbox) come after.
+public enum GuestProcessJail {
+    /// Where the jail's root is mounted before the switch: one directory
+    /// for every guest (each mounts it in its own namespace).
+    public static func rootMountPoint(runtimeDirectory: String) -> String { runtimeDirectory + "/.jail" }
+
+    /// The process's threads now (/proc/self/status), nil if unreadable.
+    public static var threadCount: Int? {
+        guard let text = readSmallFile("/proc/self/status") else { return nil }
+        for line in text.split(separator: "\n") where line.hasPrefix("Threads:") {
+            return Int(line.dropFirst("Threads:".count).trimmingPrefix(while: { $0 == " " || $0 == "\t" }))
+        }
+        return nil
+    }
+
+    /// unshare(CLONE_NEWNS), mounts private. Refused with more than one
+    /// thread: the others would stay in the host's namespace.
+    public static func unshareMounts() throws(SandboxError) {
+        if let threads = threadCount, threads > 1 {
+            throw SandboxError(step: "jail: unshare(CLONE_NEWNS) with \(threads) threads (the others would keep the host's mounts)", errno: 22)
+        }
+        let r = pvh_jail_unshare_mounts()
+        guard r == 0 else { throw SandboxError(step: "jail: unshare(CLONE_NEWNS)", errno: -r) }
+    }
+
+    /// Builds the root at `root`, switches to it and becomes `user`.
+    /// Irreversible; a failure part-way leaves the process to exit.
+    public static func enter(root: String, binds: [JailBind], user: JailUser) throws(SandboxError) -> JailReport {
+        // SAFETY (each call below given Strings): Swift passes NUL-terminated
+        // copies valid for the call; the shim keeps no pointer.
+        var r = unsafe pvh_jail_mount_root(root)
+        guard r == 0 else { throw SandboxError(step: "jail: tmpfs at \(root)", errno: -r) }
+        var bound: [String] = []
+        for bind in binds {
+            r = unsafe pvh_jail_bind(bind.path, root + bind.path, bind.readOnly ? 1 : 0, bind.device ? 1 : 0)
+            guard r == 0 else { throw SandboxError(step: "jail: bind-mounting \(bind.path)", errno: -r) }
+            bound.append(bind.path + (bind.readOnly ? " (read-only)" : ""))
+        }
+        r = unsafe pvh_jail_mount_proc(root + "/proc")
+        let noProc = r == 0 ? nil : "mount(proc) errno \(-r)"
+        var chrooted: Int32 = 0
+        r = unsafe pvh_jail_pivot(root, &chrooted)
+        guard r == 0 else { throw SandboxError(step: "jail: switching the root", errno: -r) }
+        r = pvh_jail_drop_bounding_set()
+        guard r == 0 else { throw SandboxError(step: "jail: dropping the bounding set", errno: -r) }
+        r = pvh_jail_set_ids(user.uid, user.gid)
+        guard r == 0 else { throw SandboxError(step: "jail: becoming \(user)", errno: -r) }
+        return JailReport(user: user, usedChroot: chrooted != 0, procUnavailable: noProc, binds: bound)
+    }
+
+    private static func readSmallFile(_ path: String) -> String? {
+        var bytes = [UInt8](repeating: 0, count: 4096)
+        // SAFETY: the path converts for the call; the buffer is live and
+        // read() writes at most its count.
+        let fd = unsafe pvh_jail_open_read(path)
+        guard fd >= 0 else { return nil }
+        defer { pvh_jail_close(fd) }
+        let n = unsafe bytes.withUnsafeMutableBytes { unsafe pvh_jail_read(fd, $0.baseAddress, UInt($0.count)) }
+        guard n > 0 else { return nil }
+        return String(decoding: bytes.prefix(Int(n)), as: UTF8.self)
+    }
+}
