@@ -72,25 +72,6 @@ struct io_uring *pvh_uring_create(unsigned entries, int *error) {
     return ring;
 }
 
-struct io_uring *pvh_uring_create_sqpoll(unsigned entries, unsigned idle_ms, int *error) {
-    struct io_uring *ring = calloc(1, sizeof *ring);
-    if (!ring) {
-        *error = ENOMEM;
-        return NULL;
-    }
-    struct io_uring_params p;
-    memset(&p, 0, sizeof p);
-    p.flags = IORING_SETUP_SQPOLL;
-    p.sq_thread_idle = idle_ms;
-    int r = io_uring_queue_init_params(entries, ring, &p);
-    if (r < 0) {
-        free(ring);
-        *error = -r;
-        return NULL;
-    }
-    return ring;
-}
-
 void pvh_uring_destroy(struct io_uring *ring) {
     io_uring_queue_exit(ring);
     free(ring);

@@ -39,30 +39,35 @@ public enum IOUringSubmission: Hashable, Sendable {
     /// under one block plug when there are more than two (io_uring/io_uring.c,
     /// `io_submit_state_start`), so the device is told once for the lot.
     case batch
-    /// At most this many per io_uring_enter: two or fewer are submitted
-    /// without a plug, each dispatched to the device as it comes.
-    case groups(of: Int)
-    /// IORING_SETUP_SQPOLL: each SQE published as it is prepared, a kernel
-    /// thread submitting them with no system call, idle (asleep) after
-    /// this many milliseconds without work.
-    case kernelThread(idleMilliseconds: Int)
+    /// `groups(of: n, below: bytes)`: at most n per io_uring_enter while
+    /// every SQE waiting is small (a transfer of fewer than `bytes` bytes
+    /// still to move, a flush, a discard): two or
+    /// fewer are submitted without a plug, each dispatched to the device as
+    /// it comes. Once a larger transfer is prepared, it and what follows
+    /// wait for the batch's one io_uring_enter (plugged, so adjacent
+    /// sequential requests can merge).
+    case groups(of: Int, below: Int)
 
-    /// Two SQEs per io_uring_enter, never plugged: what the VMM's disks use.
-    /// blkfront hands requests over one at a time, as fio submits by
-    /// default (iodepth_batch_submit=1); a whole batch under one plug made
-    /// this machine's virtio disk serve 4 KiB random reads at depth 32 about
-    /// 50% slower per request (`pvh-bench block --submission`; README,
-    /// Benchmarks, Block I/O); the kernel thread (SQPOLL) submits what it
-    /// finds under a plug too, and measured as slow as `.batch`.
-    public static let unplugged = IOUringSubmission.groups(of: 2)
+    /// Small requests two per io_uring_enter, unplugged; 64 KiB and larger
+    /// transfers batched: what the VMM's disks use. blkfront hands requests
+    /// over one at a time, as fio submits by default
+    /// (iodepth_batch_submit=1); a whole batch of 4 KiB random reads at
+    /// depth 32 under one plug made this machine's virtio disk serve each
+    /// about 50% slower (`pvh-bench block --submission`; README, Benchmarks,
+    /// Block I/O), while 1 MiB sequential requests did no worse batched
+    /// (the 64 KiB line between them is not measured). An SQPOLL kernel
+    /// thread (tried, not kept) submits what it finds under a plug too,
+    /// and measured as slow as `.batch`.
+    public static let unplugged = IOUringSubmission.groups(of: 2, below: 64 << 10)
 }
 
 /// Runs block I/O through one io_uring (io_uring(7)), via Debian's liburing.
 ///
-/// Why io_uring: a whole batch of requests (all a guest put on its ring
-/// before one notification) enters the kernel in one io_uring_submit, and
-/// completions come back in batches to one thread, so there is no thread
-/// hop and no system call per request, which the thread pool pays. Why our
+/// Why io_uring: a batch of requests (all a guest put on its ring before
+/// one notification) enters the kernel in a few io_uring_enter calls
+/// (`IOUringSubmission`), and completions come back in batches to one
+/// thread, so there is no thread hop and no system call per request, which
+/// the thread pool pays. Why our
 /// own wrapper: no maintained Swift io_uring package is in the allowed set
 /// (the package depends on swift-argument-parser only), and liburing's
 /// helpers are static inline functions, so a few C wrappers in CHostIO
@@ -75,8 +80,8 @@ public enum IOUringSubmission: Hashable, Sendable {
 ///   as completions free slots: nothing is dropped, and `submit` never waits
 ///   for a slot or the device (the kernel does at once what needs no waiting,
 ///   a page-cache copy, and hands the rest to its io-wq workers). `submit`
-///   may be called from any thread; it prepares what fits and calls
-///   io_uring_submit once, under the engine's lock. The
+///   may be called from any thread; it prepares what fits and submits it as
+///   `submission` says, under the engine's lock. The
 ///   completion queue (twice the submission queue, liburing's default) can
 ///   never overflow: at most `depth` + 1 requests (a wake-up) are out.
 /// - Completions, made with `.engineThread`: one thread (`pvh-uring`) waits
@@ -186,12 +191,7 @@ public enum IOUringSubmission: Hashable, Sendable {
         let depth = min(max(depth, 1), 16384)
         var error: Int32 = 0
         // SAFETY: `error` is a valid Int32 for the call.
-        let made = if case .kernelThread(let idle) = submission {
-            unsafe pvh_uring_create_sqpoll(UInt32(depth + 1), UInt32(clamping: max(idle, 1)), &error)
-        } else {
-            unsafe pvh_uring_create(UInt32(depth + 1), &error)
-        }
-        guard let ring = unsafe made else {
+        guard let ring = unsafe pvh_uring_create(UInt32(depth + 1), &error) else {
             switch error {
             case ENOSYS: throw .notImplemented
             case EPERM: throw .notPermitted(ioUringDisabled: Self.ioUringDisabledSysctl())
@@ -324,6 +324,9 @@ public enum IOUringSubmission: Hashable, Sendable {
         var owner: (AnyObject & Sendable)?
         /// Caller-reaped: the ring has been torn down (by `shutdown`).
         var destroyed = false
+        /// `.groups`: a large transfer is prepared, so what is prepared now
+        /// waits for the next `submitPrepared` (which clears this).
+        var batching = false
 
         init(depth: Int, owner: (AnyObject & Sendable)?) {
             slots = Array(repeating: nil, count: depth)
@@ -408,12 +411,10 @@ public enum IOUringSubmission: Hashable, Sendable {
         s.awaited += 1
         switch submission {
         case .batch: break
-        case .groups(let n):
+        case .groups(let n, let below):
+            if case .transfer(_, _, let vectors) = slot.work, vectors.expected - vectors.transferred >= below { s.batching = true }
             // SAFETY: the ring is alive (a slot is in use).
-            if unsafe pvh_uring_sq_unconsumed(ring) >= n { submitPrepared(&s) }
-        case .kernelThread:
-            // Published at once: the kernel thread takes it as it comes.
-            submitPrepared(&s)
+            if !s.batching, unsafe pvh_uring_sq_unconsumed(ring) >= n { submitPrepared(&s) }
         }
     }
 
@@ -434,16 +435,9 @@ public enum IOUringSubmission: Hashable, Sendable {
     /// batch of completions. Only when no completion is coming does this
     /// retry at once. Any other error means the ring itself is broken.
     private func submitPrepared(_ s: inout State) {
+        s.batching = false
         // SAFETY (the calls below): the ring is alive (callers hold the lock
         // with a slot in use or before `closing`).
-        if case .kernelThread = submission {
-            // io_uring_submit publishes the SQ tail and enters the kernel
-            // only to wake a kernel thread that went idle; what it has not
-            // taken yet it takes without being asked again.
-            let r = unsafe pvh_uring_submit(ring)
-            precondition(r >= 0 || r == -EINTR || r == -EAGAIN || r == -EBUSY, "io_uring_submit: errno \(-r)")
-            return
-        }
         while unsafe pvh_uring_sq_unconsumed(ring) > 0 {
             let r = unsafe pvh_uring_submit(ring)
             if r > 0 || r == -EINTR { continue }

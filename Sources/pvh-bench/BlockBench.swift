@@ -74,7 +74,7 @@ enum BlockBench {
 
     typealias UsageError = BenchUsageError
 
-    static let usage = "usage: pvh-bench block [--seconds N] [--file PATH] [--rounds N] [--case NAME]... [--depth N] [--reaping caller|thread] [--frontend-wait poll|block] [--poll-us N] [--submission batch|group:N|sqpoll:MS] [--frontend-push each|batch]"
+    static let usage = "usage: pvh-bench block [--seconds N] [--file PATH] [--rounds N] [--case NAME]... [--depth N] [--reaping caller|thread] [--frontend-wait poll|block] [--poll-us N] [--submission unplugged|batch|group:N[:KIB]] [--frontend-push each|batch]"
 
     static func parse(_ arguments: [String]) throws(UsageError) -> Options {
         var options = Options()
@@ -115,12 +115,15 @@ enum BlockBench {
                 }
             case "--submission":
                 let v = try words.value(argument)
-                let parts = v.split(separator: ":", maxSplits: 1).map(String.init)
-                switch (parts.first, parts.count == 2 ? Int(parts[1]) : nil) {
-                case ("batch", _) where parts.count == 1: options.submission = .batch
-                case ("group", let n?) where n > 0: options.submission = .groups(of: n)
-                case ("sqpoll", let ms?) where ms > 0: options.submission = .kernelThread(idleMilliseconds: ms)
-                default: throw UsageError(description: "--submission: expected batch, group:N or sqpoll:MS, got '\(v)'")
+                let parts = v.split(separator: ":").map(String.init)
+                let numbers = parts.dropFirst().map { Int($0) ?? 0 }
+                switch (parts.first, numbers.count) {
+                case ("batch", 0): options.submission = .batch
+                case ("unplugged", 0): options.submission = .unplugged
+                case ("group", 1) where numbers[0] > 0: options.submission = .groups(of: numbers[0], below: .max)
+                case ("group", 2) where numbers[0] > 0 && numbers[1] > 0: options.submission = .groups(of: numbers[0], below: numbers[1] << 10)
+                default:
+                    throw UsageError(description: "--submission: expected unplugged, batch or group:N[:KIB], got '\(v)'")
                 }
             case "--file":
                 options.file = try words.value(argument)

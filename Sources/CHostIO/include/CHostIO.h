@@ -47,10 +47,6 @@ struct io_uring;
 /// *error set to the (positive) errno: ENOSYS without io_uring, EPERM when
 /// kernel.io_uring_disabled or a seccomp filter refuses it, ENOMEM.
 struct io_uring *pvh_uring_create(unsigned entries, int *error);
-/// As pvh_uring_create, with IORING_SETUP_SQPOLL (io_uring_setup(2)): a
-/// kernel thread takes SQEs from the ring as they are published and sleeps
-/// after `idle_ms` without any (unprivileged since Linux 5.13).
-struct io_uring *pvh_uring_create_sqpoll(unsigned entries, unsigned idle_ms, int *error);
 /// io_uring_queue_exit and free. Outstanding requests are the caller's.
 void pvh_uring_destroy(struct io_uring *ring);
 /// The submission queue's size (entries rounded up to a power of two).
