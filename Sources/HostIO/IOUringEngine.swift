@@ -33,12 +33,41 @@ public enum IOUringUnavailable: Error, Hashable, Sendable, CustomStringConvertib
     }
 }
 
+/// How an `IOUringEngine` hands the SQEs it prepares to the kernel.
+public enum IOUringSubmission: Hashable, Sendable {
+    /// All prepared at once in one io_uring_enter(2): a single system call,
+    /// under one block plug when there are more than two (io_uring/io_uring.c,
+    /// `io_submit_state_start`), so the device is told once for the lot.
+    case batch
+    /// `groups(of: n, below: bytes)`: at most n per io_uring_enter while
+    /// every SQE waiting is small (a transfer of fewer than `bytes` bytes
+    /// still to move, a flush, a discard): two or
+    /// fewer are submitted without a plug, each dispatched to the device as
+    /// it comes. Once a larger transfer is prepared, it and what follows
+    /// wait for the batch's one io_uring_enter (plugged, so adjacent
+    /// sequential requests can merge).
+    case groups(of: Int, below: Int)
+
+    /// Small requests two per io_uring_enter, unplugged; 64 KiB and larger
+    /// transfers batched: what the VMM's disks use. blkfront hands requests
+    /// over one at a time, as fio submits by default
+    /// (iodepth_batch_submit=1); a whole batch of 4 KiB random reads at
+    /// depth 32 under one plug made this machine's virtio disk serve each
+    /// about 50% slower (`pvh-bench block --submission`; README, Benchmarks,
+    /// Block I/O), while 1 MiB sequential requests did no worse batched
+    /// (the 64 KiB line between them is not measured). An SQPOLL kernel
+    /// thread (tried, not kept) submits what it finds under a plug too,
+    /// and measured as slow as `.batch`.
+    public static let unplugged = IOUringSubmission.groups(of: 2, below: 64 << 10)
+}
+
 /// Runs block I/O through one io_uring (io_uring(7)), via Debian's liburing.
 ///
-/// Why io_uring: a whole batch of requests (all a guest put on its ring
-/// before one notification) enters the kernel in one io_uring_submit, and
-/// completions come back in batches to one thread, so there is no thread
-/// hop and no system call per request, which the thread pool pays. Why our
+/// Why io_uring: a batch of requests (all a guest put on its ring before
+/// one notification) enters the kernel in a few io_uring_enter calls
+/// (`IOUringSubmission`), and completions come back in batches to one
+/// thread, so there is no thread hop and no system call per request, which
+/// the thread pool pays. Why our
 /// own wrapper: no maintained Swift io_uring package is in the allowed set
 /// (the package depends on swift-argument-parser only), and liburing's
 /// helpers are static inline functions, so a few C wrappers in CHostIO
@@ -51,8 +80,8 @@ public enum IOUringUnavailable: Error, Hashable, Sendable, CustomStringConvertib
 ///   as completions free slots: nothing is dropped, and `submit` never waits
 ///   for a slot or the device (the kernel does at once what needs no waiting,
 ///   a page-cache copy, and hands the rest to its io-wq workers). `submit`
-///   may be called from any thread; it prepares what fits and calls
-///   io_uring_submit once, under the engine's lock. The
+///   may be called from any thread; it prepares what fits and submits it as
+///   `submission` says, under the engine's lock. The
 ///   completion queue (twice the submission queue, liburing's default) can
 ///   never overflow: at most `depth` + 1 requests (a wake-up) are out.
 /// - Completions, made with `.engineThread`: one thread (`pvh-uring`) waits
@@ -117,6 +146,9 @@ public enum IOUringUnavailable: Error, Hashable, Sendable, CustomStringConvertib
     /// Requests the engine has in the kernel at once (more wait inside it).
     public let depth: Int
 
+    /// How prepared SQEs reach the kernel.
+    public let submission: IOUringSubmission
+
     private let ring: OpaquePointer
     private let fd: Int32
     private let discard: DiscardMethod
@@ -137,22 +169,23 @@ public enum IOUringUnavailable: Error, Hashable, Sendable, CustomStringConvertib
 
     /// Makes an engine for `file` with room for `depth` requests in the
     /// kernel (clamped to 1...16384), or says why io_uring cannot be used.
-    public static func make(file: BlockBackingFile, depth: Int = defaultDepth,
+    public static func make(file: BlockBackingFile, depth: Int = defaultDepth, submission: IOUringSubmission = .batch,
                             onComplete: @escaping @Sendable ([BlockIOCompletion]) -> Void) throws(IOUringUnavailable) -> IOUringEngine {
-        try IOUringEngine(fileDescriptor: file.fileDescriptor, discard: file.discardMethod, owner: file, depth: depth, onComplete: onComplete)
+        try IOUringEngine(fileDescriptor: file.fileDescriptor, discard: file.discardMethod, owner: file, depth: depth,
+                          submission: submission, onComplete: onComplete)
     }
 
     /// As `make`, with no reaper thread: the caller reaps (see
     /// `CallerReapedBlockIOEngine`); `onComplete` gets only what `shutdown`
     /// reaps and the `.shutDown` answers.
-    public static func makeCallerReaped(file: BlockBackingFile, depth: Int = defaultDepth,
+    public static func makeCallerReaped(file: BlockBackingFile, depth: Int = defaultDepth, submission: IOUringSubmission = .batch,
                                         onComplete: @escaping @Sendable ([BlockIOCompletion]) -> Void) throws(IOUringUnavailable) -> CallerReapedIOUring {
         CallerReapedIOUring(try IOUringEngine(fileDescriptor: file.fileDescriptor, discard: file.discardMethod, owner: file, depth: depth,
-                                              reaping: .caller, onComplete: onComplete))
+                                              submission: submission, reaping: .caller, onComplete: onComplete))
     }
 
     init(fileDescriptor: Int32, discard: DiscardMethod, owner: (AnyObject & Sendable)?, depth: Int,
-         reaping: BlockIOCompletionReaping = .engineThread,
+         submission: IOUringSubmission = .batch, reaping: BlockIOCompletionReaping = .engineThread,
          onComplete: @escaping @Sendable ([BlockIOCompletion]) -> Void) throws(IOUringUnavailable) {
         // IORING_MAX_ENTRIES is 32768; one entry more than the slots for the wake-up.
         let depth = min(max(depth, 1), 16384)
@@ -185,6 +218,7 @@ public enum IOUringUnavailable: Error, Hashable, Sendable, CustomStringConvertib
         completionEvent = event
         unsafe self.ring = ring
         self.depth = depth
+        self.submission = submission
         fd = fileDescriptor
         self.discard = discard
         self.onComplete = onComplete
@@ -290,6 +324,9 @@ public enum IOUringUnavailable: Error, Hashable, Sendable, CustomStringConvertib
         var owner: (AnyObject & Sendable)?
         /// Caller-reaped: the ring has been torn down (by `shutdown`).
         var destroyed = false
+        /// `.groups`: a large transfer is prepared, so what is prepared now
+        /// waits for the next `submitPrepared` (which clears this).
+        var batching = false
 
         init(depth: Int, owner: (AnyObject & Sendable)?) {
             slots = Array(repeating: nil, count: depth)
@@ -372,6 +409,13 @@ public enum IOUringUnavailable: Error, Hashable, Sendable, CustomStringConvertib
         }
         precondition(r == 0, "io_uring engine: no SQE free for a slot")
         s.awaited += 1
+        switch submission {
+        case .batch: break
+        case .groups(let n, let below):
+            if case .transfer(_, _, let vectors) = slot.work, vectors.expected - vectors.transferred >= below { s.batching = true }
+            // SAFETY: the ring is alive (a slot is in use).
+            if !s.batching, unsafe pvh_uring_sq_unconsumed(ring) >= n { submitPrepared(&s) }
+        }
     }
 
     /// Queues the wake-up NOP (one at a time).
@@ -391,6 +435,7 @@ public enum IOUringUnavailable: Error, Hashable, Sendable, CustomStringConvertib
     /// batch of completions. Only when no completion is coming does this
     /// retry at once. Any other error means the ring itself is broken.
     private func submitPrepared(_ s: inout State) {
+        s.batching = false
         // SAFETY (the calls below): the ring is alive (callers hold the lock
         // with a slot in use or before `closing`).
         while unsafe pvh_uring_sq_unconsumed(ring) > 0 {

@@ -147,8 +147,9 @@ final class DiskBackends: Sendable {
             sectors: file.sizeInBytes / UInt64(sectorSize), sectorSize: sectorSize,
             physicalSectorSize: UInt32(file.physicalSectorSize), readOnly: spec.isReadOnly, cdrom: spec.isCDROM,
             discard: discard, maximumQueues: BlockDeviceConfiguration.defaultMaximumQueues(vcpus: context.vcpus),
-            // io_uring where the host has it, else the thread pool.
-            makeEngine: { _, done in try file.makeEngine(.automatic, reaping: .caller, onComplete: done) })
+            // io_uring where the host has it, else the thread pool; SQEs
+            // handed over unplugged (docs/ARCHITECTURE.md, Host I/O).
+            makeEngine: { _, done in try file.makeEngine(.automatic, reaping: .caller, submission: .unplugged, onComplete: done) })
         let address = XenbusDeviceAddress(type: "vbd", frontend: context.domain, index: Int(spec.vdev.number.rawValue))
         let store = context.store, guestLog = context.guestLog
         do {

@@ -26,7 +26,8 @@ import XenBus
 // slot keeps its own pages and grants (granted once, as blkfront's
 // persistent-grant-less path grants the same kind of pages every time).
 // It keeps the queue depth full: each response is answered with the next
-// request at once, and it waits on its event channel, never sleeps.
+// request at once, each request published on its own as blkfront does
+// (`send`), and it waits on its event channel, never sleeps.
 //
 // How the frontend waits for a response is printed (`--frontend-wait`).
 // `poll` (the default) models a guest vCPU that stays running: it looks at
@@ -64,11 +65,16 @@ enum BlockBench {
         var frontendPolling: Duration = .microseconds(200)
         /// The backend's device-runtime polling.
         var backendPolling: ExecutionContextPolling = .standard
+        /// How pvh's io_uring hands its SQEs to the kernel.
+        var submission: IOUringSubmission = .unplugged
+        /// The frontend publishes each request on its own (blkfront's
+        /// `blkif_queue_rq`), or all a round of responses called for at once.
+        var pushEachRequest = true
     }
 
     typealias UsageError = BenchUsageError
 
-    static let usage = "usage: pvh-bench block [--seconds N] [--file PATH] [--rounds N] [--case NAME]... [--depth N] [--reaping caller|thread] [--frontend-wait poll|block] [--poll-us N]"
+    static let usage = "usage: pvh-bench block [--seconds N] [--file PATH] [--rounds N] [--case NAME]... [--depth N] [--reaping caller|thread] [--frontend-wait poll|block] [--poll-us N] [--submission unplugged|batch|group:N[:KIB]] [--frontend-push each|batch]"
 
     static func parse(_ arguments: [String]) throws(UsageError) -> Options {
         var options = Options()
@@ -101,6 +107,24 @@ enum BlockBench {
                     throw UsageError(description: "--poll-us: expected a number of microseconds (0: no polling)")
                 }
                 options.backendPolling = ExecutionContextPolling(maximum: .microseconds(us))
+            case "--frontend-push":
+                switch try words.value(argument) {
+                case "each": options.pushEachRequest = true
+                case "batch": options.pushEachRequest = false
+                case let v: throw UsageError(description: "--frontend-push: expected each or batch, got '\(v)'")
+                }
+            case "--submission":
+                let v = try words.value(argument)
+                let parts = v.split(separator: ":").map(String.init)
+                let numbers = parts.dropFirst().map { Int($0) ?? 0 }
+                switch (parts.first, numbers.count) {
+                case ("batch", 0): options.submission = .batch
+                case ("unplugged", 0): options.submission = .unplugged
+                case ("group", 1) where numbers[0] > 0: options.submission = .groups(of: numbers[0], below: .max)
+                case ("group", 2) where numbers[0] > 0 && numbers[1] > 0: options.submission = .groups(of: numbers[0], below: numbers[1] << 10)
+                default:
+                    throw UsageError(description: "--submission: expected unplugged, batch or group:N[:KIB], got '\(v)'")
+                }
             case "--file":
                 options.file = try words.value(argument)
                 guard !options.file.isEmpty else { throw UsageError(description: "--file: empty path") }
@@ -170,9 +194,13 @@ enum BlockBench {
         let version = (try? capture(fio, ["--version"]))?.trimmingCharacters(in: .whitespacesAndNewlines) ?? "fio"
         print("pvh-bench block: \(options.file) (\(file.sizeInBytes >> 20) MiB, O_DIRECT), \(options.seconds) s per run, "
               + "medians of \(options.rounds) interleaved rounds; io_uring completions reaped by "
-              + "\(options.reaping == .caller ? "the queue's context" : "a reaper thread"); host: \(version) --ioengine=io_uring --direct=1")
+              + "\(options.reaping == .caller ? "the queue's context" : "a reaper thread"), "
+              + "submission \(options.submission); "
+              + "host: \(version) --ioengine=io_uring --direct=1")
         let backendPolls = options.backendPolling.maximumNanoseconds
         let frontendMicroseconds = options.frontendPolling.components.seconds * 1_000_000 + options.frontendPolling.components.attoseconds / 1_000_000_000_000
+        print("  frontend: publishes \(options.pushEachRequest ? "each request on its own, as blkfront's blkif_queue_rq" : "a round's requests at once")"
+              + " (RING_PUSH_REQUESTS_AND_CHECK_NOTIFY)")
         print("  waits: frontend \(frontendMicroseconds > 0 ? "polls its ring up to \(frontendMicroseconds) µs, then blocks on its port" : "blocks on its port")"
               + "; backend contexts \(backendPolls > 0 ? "poll up to \(backendPolls / 1000) µs (adaptive) before sleeping" : "sleep at once")")
         let selected = cases.filter { options.cases.isEmpty || options.cases.contains($0.name) }.map { c in
@@ -320,13 +348,15 @@ final class PVHRun {
     let c: BlockBench.Case
     let fileBytes: UInt64
     let frontendPolling: Duration
+    let pushEachRequest: Bool
     /// Per slot: the request to send for a sector (indirect or direct).
     private var slots: [(UInt64) -> BlkifWireRequest] = []
 
     init(file: BlockBackingFile, case c: BlockBench.Case, engine: BlockBackingFile.EngineKind, _ options: BlockBench.Options) throws {
         self.c = c
         frontendPolling = options.frontendPolling
-        let reaping = options.reaping
+        pushEachRequest = options.pushEachRequest
+        let reaping = options.reaping, submission = options.submission
         fileBytes = file.sizeInBytes / UInt64(c.blockSize) * UInt64(c.blockSize)
         let pagesPerRequest = c.blockSize / 4096
         let indirect = pagesPerRequest > BlockBackendLimits.maximumDirectSegments
@@ -336,7 +366,7 @@ final class PVHRun {
         let configuration = BlockDeviceConfiguration(
             sectors: file.sizeInBytes / UInt64(sectorSize), sectorSize: sectorSize,
             physicalSectorSize: UInt32(file.physicalSectorSize), maximumQueues: 1,
-            makeEngine: { _, done in try file.makeEngine(engine, reaping: reaping, onComplete: done) })
+            makeEngine: { _, done in try file.makeEngine(engine, reaping: reaping, submission: submission, onComplete: done) })
         let address = XenbusDeviceAddress(type: "vbd", frontend: FrontendGuest.domain, index: 51712)
         backend = try BlockBackend(store: guest.store, address: address, configuration: configuration, memory: guest.memory,
                                    grants: guest.grants, events: guest.events, runtime: guest.runtime)
@@ -407,6 +437,20 @@ final class PVHRun {
                       Double(b.sleeps) / n, Double(b.hits) / n, Double(ring.portWaits) / n, Double(ring.pollHits) / n)
     }
 
+    /// Puts `requests` on the ring. Linux's blkfront is handed requests one
+    /// by one by blk-mq (`blkif_queue_rq`, no `commit_rqs`) and publishes
+    /// each with RING_PUSH_REQUESTS_AND_CHECK_NOTIFY (`flush_requests`), so
+    /// a backend that is awake sees them as they come; `--frontend-push
+    /// batch` publishes them together instead (what this bench did before
+    /// December 3 2026).
+    private func send(_ requests: [BlkifWireRequest]) throws {
+        guard pushEachRequest else {
+            try ring.submit(requests)
+            return
+        }
+        for r in requests { try ring.submit([r]) }
+    }
+
     /// Runs for `seconds`: MB/s (10^6 bytes) or IOPS of what completed
     /// before the deadline, over the time it took. In-flight requests are
     /// answered afterwards, not counted.
@@ -417,7 +461,7 @@ final class PVHRun {
         for slot in slots { batch.append(slot(nextOffset() / 512)) }
         let start = ContinuousClock.now
         let deadline = start + .seconds(seconds)
-        try ring.submit(batch)
+        try send(batch)
         inFlight = batch.count
         var done = 0
         var elapsed: Duration = .zero
@@ -451,7 +495,7 @@ final class PVHRun {
                     inFlight += 1
                 }
             }
-            if !batch.isEmpty { try ring.submit(batch) }
+            if !batch.isEmpty { try send(batch) }
         }
         let secondsTaken = Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18
         let perSecond = Double(done) / secondsTaken

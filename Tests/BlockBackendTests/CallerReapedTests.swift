@@ -14,13 +14,22 @@ import XenABI
 @Suite("Block I/O, io_uring reaped by the queue")
 struct CallerReapedTests {
     /// A factory making caller-reaped io_uring engines on the scratch file.
-    static func engine(_ file: ScratchDisk) -> BlockEngineFactory {
-        let path = file.url.path
-        return { _, done in
-            let backing = try BlockBackingFile.open(path: path, writable: true, direct: false)
-            return try backing.makeEngine(.ioUring, reaping: .caller, onComplete: done)
+    static func engine(_ file: ScratchDisk) -> BlockEngineFactory { engine(.batch)(file) }
+
+    /// The same, handing the kernel its SQEs as `submission` says.
+    static func engine(_ submission: IOUringSubmission) -> (ScratchDisk) -> BlockEngineFactory {
+        { file in
+            let path = file.url.path
+            return { _, done in
+                let backing = try BlockBackingFile.open(path: path, writable: true, direct: false)
+                return try backing.makeEngine(.ioUring, reaping: .caller, submission: submission, onComplete: done)
+            }
         }
     }
+
+    /// The submission modes the tests run under: the engine's default and
+    /// the VMM's (two SQEs per io_uring_enter).
+    static let submissions: [IOUringSubmission] = [.batch, .unplugged]
 
     /// Cancels the test where io_uring cannot be set up (a kernel or a
     /// seccomp profile without it).
@@ -57,11 +66,12 @@ struct CallerReapedTests {
         for (i, f) in frames.enumerated() { #expect(try guest.page(f) == Pattern.bytes(seed + UInt64(i))) }
     }
 
-    @Test("48 writes in one go, then 48 reads: every request answered once, the data round-trips, one thread for the queue")
-    func roundTrip() throws {
+    @Test("48 writes in one go, then 48 reads: every request answered once, the data round-trips, one thread for the queue",
+          arguments: submissions)
+    func roundTrip(submission: IOUringSubmission) throws {
         try Self.requireIOUring()
         let guest = try Guest()
-        let disk = try Disk<BlkifX86_64>(guest: guest, sectors: 1024, order: 1, engine: Self.engine)
+        let disk = try Disk<BlkifX86_64>(guest: guest, sectors: 1024, order: 1, engine: Self.engine(submission))
         #expect(disk.backend.runtimeDevice?.threadCount == 1)
         var writes: [BlkifWireRequest] = []
         for i in 0..<48 { writes.append(try IOTests().pageWrite(guest, id: UInt64(i), sector: UInt64(i) * 8, seed: UInt64(500 + i))) }
@@ -73,11 +83,12 @@ struct CallerReapedTests {
         #expect(guest.grants.holdCount == disk.front.refs.count, "only the ring pages stay mapped")
     }
 
-    @Test("a host I/O that fails among ones that succeed (reads past a backing file cut short): BLKIF_RSP_ERROR for those, okay for the rest; a flush after them is okay")
-    func failureAmongSuccesses() throws {
+    @Test("a host I/O that fails among ones that succeed (reads past a backing file cut short): BLKIF_RSP_ERROR for those, okay for the rest; a flush after them is okay",
+          arguments: submissions)
+    func failureAmongSuccesses(submission: IOUringSubmission) throws {
         try Self.requireIOUring()
         let guest = try Guest()
-        let disk = try Disk<BlkifX86_64>(guest: guest, sectors: 256, engine: Self.engine)
+        let disk = try Disk<BlkifX86_64>(guest: guest, sectors: 256, engine: Self.engine(submission))
         // The disk still says 256 sectors; the file now ends at 64 KiB.
         try disk.file.handle.truncate(atOffset: 64 << 10)
         var batch: [BlkifWireRequest] = []
@@ -89,6 +100,28 @@ struct CallerReapedTests {
         #expect(disk.backend.metrics.hostErrors.load(ordering: .relaxed) == 8)
         #expect(try disk.front.submit([Blkfront.flush(id: 99)]))
         #expect(try Self.responses(disk.front, count: 1) == [BlkifWireResponse(id: 99, operation: 3, status: .okay)])
+    }
+
+    @Test("24 writes and a flush behind them in one go, twice: the flush is answered after every write before it, then the data reads back",
+          arguments: submissions)
+    func flushAfterWrites(submission: IOUringSubmission) throws {
+        try Self.requireIOUring()
+        let guest = try Guest()
+        let disk = try Disk<BlkifX86_64>(guest: guest, sectors: 1024, order: 1, engine: Self.engine(submission))
+        for wave in 0..<2 {
+            let base = UInt64(wave * 24)
+            var batch: [BlkifWireRequest] = []
+            for i in base..<base + 24 { batch.append(try IOTests().pageWrite(guest, id: i, sector: i * 8, seed: 700 + i)) }
+            batch.append(Blkfront.flush(id: 1000 + base))
+            #expect(try disk.front.submit(batch))
+            let got = try Self.responses(disk.front, count: 25)
+            #expect(got.allSatisfy { $0.status == .okay })
+            // The ring's order is the order of answering: the flush last.
+            #expect(got.map(\.id).last == 1000 + base, "wave \(wave): \(got.map(\.id))")
+            #expect(Set(got.map(\.id)) == Set(Array(base..<base + 24) + [1000 + base]))
+        }
+        try Self.readBack(guest, disk, count: 48, seed: 700)
+        #expect(disk.backend.metrics.flushRequests.load(ordering: .relaxed) == 2)
     }
 
     @Test("destroying the backend with 32 reads in flight returns, answers or abandons each, and leaves no page held and no thread running")

@@ -54,11 +54,14 @@ final class CompletionLog: @unchecked Sendable {
 
 /// The engines under test, as `BlockBackingFile.makeEngine` makes them.
 enum EngineUnderTest: String, CaseIterable, CustomTestStringConvertible, Sendable {
-    case ioUring, threadPool, synchronous
+    /// `ioUringGrouped`: io_uring handing the kernel at most two SQEs per
+    /// io_uring_enter (`IOUringSubmission.groups`) until a transfer of 8 KiB
+    /// or more comes: most batches here take several calls, some one.
+    case ioUring, ioUringGrouped, threadPool, synchronous
 
     var kind: BlockBackingFile.EngineKind {
         switch self {
-        case .ioUring: .ioUring
+        case .ioUring, .ioUringGrouped: .ioUring
         case .threadPool: .threadPool
         case .synchronous: .synchronous
         }
@@ -77,7 +80,7 @@ enum EngineUnderTest: String, CaseIterable, CustomTestStringConvertible, Sendabl
 
     func make(_ file: BlockBackingFile, depth: Int = 64, onComplete: @escaping @Sendable ([BlockIOCompletion]) -> Void) throws -> any BlockIOEngine {
         do {
-            return try file.makeEngine(kind, depth: depth, onComplete: onComplete)
+            return try file.makeEngine(kind, depth: depth, submission: self == .ioUringGrouped ? .groups(of: 2, below: 8192) : .batch, onComplete: onComplete)
         } catch {
             try Test.cancel("io_uring unavailable on this host: \(error)")
         }

@@ -177,7 +177,7 @@ struct EngineTests {
     }
 
     @Test("shutdown waits for every request in flight: 256 submitted to a depth of 16, 256 completed when it returns; later ones are shutDown",
-          arguments: [EngineUnderTest.ioUring, .threadPool])
+          arguments: [EngineUnderTest.ioUring, .ioUringGrouped, .threadPool])
     func shutdownDrains(engine kind: EngineUnderTest) throws {
         let backing = try ScratchBacking(size: 256 * 4096)
         let guest = try GuestPages(pages: 256)
@@ -247,7 +247,7 @@ struct EngineTests {
     }
 
     @Test("a completion handler may submit, even to a full queue, and may call shutdown: neither deadlocks, each request completes once",
-          arguments: [EngineUnderTest.ioUring, .threadPool])
+          arguments: [EngineUnderTest.ioUring, .ioUringGrouped, .threadPool])
     func reentrantHandler(engine kind: EngineUnderTest) throws {
         let backing = try ScratchBacking(size: 64 * 4096)
         let guest = try GuestPages(pages: 64)
@@ -361,6 +361,7 @@ struct EngineTests {
         }
         if discardUnsupported { try Test.cancel("the temporary directory's file system cannot punch holes") }
         #expect(files[.ioUring] == model)
+        #expect(files[.ioUringGrouped] == model)
         #expect(files[.threadPool] == model)
         #expect(files[.synchronous] == model)
     }
