@@ -247,7 +247,12 @@ final class BlockQueue: Sendable {
         if !device.isDisabled && !channel.context.isStopped {
             channel.schedule()
             let deadline = DispatchTime.now() + .seconds(Int(Self.drainTimeout.components.seconds))
-            while core.drained.wait(timeout: .now() + .milliseconds(100)) == .timedOut {
+            while true {
+                // A threadless context pumps only when synced
+                // (ExecutionContextMode.caller): the pump asked for above,
+                // and those later completions ask for, run here.
+                if channel.context.mode == .caller { _ = channel.context.sync(timeout: Self.drainTimeout) }
+                if core.drained.wait(timeout: .now() + .milliseconds(100)) == .success { break }
                 if device.isDisabled || channel.context.isStopped { break }
                 if DispatchTime.now() >= deadline {
                     log("\(device.name): queue \(core.index): in-flight I/O did not finish; abandoned")

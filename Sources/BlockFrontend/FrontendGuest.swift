@@ -54,11 +54,12 @@ public final class FrontendGuest {
     /// frames of grant table (at most 64). `backendStore`, if given, makes
     /// the backends' access to the store and what waits for their watch
     /// handlers after a guest's write (a remote store's `settle`).
-    /// `polling`: the device runtime's (`DeviceRuntime(polling:)`).
+    /// `polling`, `mode`: the device runtime's (`DeviceRuntime(polling:mode:)`;
+    /// `.caller`: the backends' pumps run in their `sync()`, on the caller's thread).
     public init(memoryBytes: Int = 32 << 20, grantFrames: Int = 4,
                 backendStore: ((XenStoreServer) throws -> (any XenStoreService, @Sendable () -> Void))? = nil,
-                polling: ExecutionContextPolling = .standard) throws {
-        runtime = DeviceRuntime(polling: polling)
+                polling: ExecutionContextPolling = .standard, mode: ExecutionContextMode = .thread) throws {
+        runtime = DeviceRuntime(polling: polling, mode: mode)
         precondition(memoryBytes >= 4 << 20 && memoryBytes % 4096 == 0, "guest memory: a multiple of 4 KiB, at least 4 MiB")
         memory = try MappedGuestMemory(ranges: [GuestPhysicalRange(start: GuestPhysicalAddress(0), length: UInt64(memoryBytes))])
         let area = UInt64(memoryBytes / 4096) - Self.grantAreaFrames

@@ -8,6 +8,8 @@ public final class DeviceRuntime: Sendable {
     let stackSize: Int
     /// How the devices' idle contexts poll before sleeping.
     public let polling: ExecutionContextPolling
+    /// Where the devices' work runs (`ExecutionContextMode`).
+    public let mode: ExecutionContextMode
     let isForbiddenThread: @Sendable () -> Bool
     let log: @Sendable (String) -> Void
     private let registry = Mutex<[RuntimeDevice]>([])
@@ -17,13 +19,17 @@ public final class DeviceRuntime: Sendable {
     /// vCPU thread); pumps that find it true are counted in
     /// `DeviceMetrics.pumpsOnForbiddenThreads`. `polling`: how long an idle
     /// context polls for work before it sleeps (`ExecutionContextPolling`;
-    /// `.disabled` never polls).
+    /// `.disabled` never polls). `mode`: `.caller` makes every context
+    /// threadless, its work run by whoever syncs it (`sync()` on a
+    /// device or its backend): for fuzzers and deterministic tests.
     public init(stackSize: Int = ExecutionContext.defaultStackSize,
                 polling: ExecutionContextPolling = .standard,
+                mode: ExecutionContextMode = .thread,
                 isForbiddenThread: @escaping @Sendable () -> Bool = { false },
                 log: @escaping @Sendable (String) -> Void = { _ in }) {
         self.stackSize = stackSize
         self.polling = polling
+        self.mode = mode
         self.isForbiddenThread = isForbiddenThread
         self.log = log
     }
@@ -40,7 +46,7 @@ public final class DeviceRuntime: Sendable {
     /// XenStore ring's `error` word, a xenbus device's Closing); it runs once,
     /// on the thread that hit the fault, after the device stopped pumping.
     public func makeDevice(_ name: String, onFault: @escaping @Sendable (DeviceFault) -> Void = { _ in }) -> RuntimeDevice {
-        let device = RuntimeDevice(name: name, stackSize: stackSize, polling: polling, isForbiddenThread: isForbiddenThread, log: log,
+        let device = RuntimeDevice(name: name, stackSize: stackSize, polling: polling, mode: mode, isForbiddenThread: isForbiddenThread, log: log,
                                    onFault: onFault)
         registry.withLock { $0.append(device) }
         return device
@@ -82,6 +88,7 @@ public final class RuntimeDevice: Sendable {
     public let metrics = DeviceMetrics()
     let stackSize: Int
     let polling: ExecutionContextPolling
+    let mode: ExecutionContextMode
     let isForbiddenThread: @Sendable () -> Bool
     let log: @Sendable (String) -> Void
     let onFault: @Sendable (DeviceFault) -> Void
@@ -92,11 +99,12 @@ public final class RuntimeDevice: Sendable {
     }
     private let state = Mutex(State())
 
-    init(name: String, stackSize: Int, polling: ExecutionContextPolling, isForbiddenThread: @escaping @Sendable () -> Bool,
+    init(name: String, stackSize: Int, polling: ExecutionContextPolling, mode: ExecutionContextMode, isForbiddenThread: @escaping @Sendable () -> Bool,
          log: @escaping @Sendable (String) -> Void, onFault: @escaping @Sendable (DeviceFault) -> Void) {
         self.name = name
         self.stackSize = stackSize
         self.polling = polling
+        self.mode = mode
         self.isForbiddenThread = isForbiddenThread
         self.log = log
         self.onFault = onFault
@@ -109,7 +117,7 @@ public final class RuntimeDevice: Sendable {
     /// `ExecutionContextDoorbell`). It polls as the runtime says.
     public func makeContext(queue: String? = nil, doorbell: (any ExecutionContextDoorbell)? = nil) -> ExecutionContext {
         let context = ExecutionContext(name: queue.map { "pvh-\(name)-\($0)" } ?? "pvh-\(name)", stackSize: stackSize, doorbell: doorbell,
-                                       polling: polling)
+                                       polling: polling, mode: mode)
         let failed = state.withLock { s in
             s.contexts.append(context)
             return s.fault != nil

@@ -35,6 +35,14 @@ import Synchronization
 ///   called from the context's own thread it only marks the context stopped
 ///   (the running item returns, then the thread exits), so it never
 ///   deadlocks.
+///
+/// A context made with `ExecutionContextMode.caller` has no thread: what is
+/// scheduled waits until someone calls `sync()`, which runs it on the
+/// caller's thread (that thread is then the context's, for `isCurrent`),
+/// everything the runs schedule included, until nothing is queued. The
+/// same guarantees hold; only the thread differs. It is for the fuzzers and
+/// for tests that need one input to take one path (no thread start-up, no
+/// wake-ups, nothing running while the harness looks at the device).
 public final class ExecutionContext: Sendable {
     /// The stack each context thread gets. Pumps are shallow, but the
     /// XenStore server's request handling runs on the XenStore ring's
@@ -44,18 +52,23 @@ public final class ExecutionContext: Sendable {
     /// The thread's name (`pvh-<device>`), cut to the 15 bytes Linux keeps
     /// (pthread_setname_np fails with ERANGE on a longer one).
     public let name: String
+    /// Where its work runs.
+    public let mode: ExecutionContextMode
     let core: Core
 
     /// Starts the context's thread, named `name` (see `name`), with a stack
     /// of `stackSize` bytes.
     /// `polling`: how long an idle context may poll before it sleeps (see
     /// `ExecutionContextPolling`); off unless given.
+    /// `mode`: `.caller` starts no thread (see the type's documentation).
     public init(name: String, stackSize: Int = ExecutionContext.defaultStackSize, doorbell: (any ExecutionContextDoorbell)? = nil,
-                polling: ExecutionContextPolling = .disabled) {
+                polling: ExecutionContextPolling = .disabled, mode: ExecutionContextMode = .thread) {
         let name = String(decoding: name.utf8.prefix(15), as: UTF8.self)
         self.name = name
-        let core = Core(doorbell: doorbell ?? SemaphoreDoorbell(), polling: polling)
+        self.mode = mode
+        let core = Core(doorbell: doorbell ?? SemaphoreDoorbell(), polling: polling, callerDriven: mode == .caller)
         self.core = core
+        if mode == .caller { return }
         // swift-corelibs-foundation names a Linux thread (pthread_setname_np)
         // only once start() has recorded its pthread: a name set before
         // start() is never applied, and one set by the new thread itself is
@@ -103,6 +116,10 @@ public final class ExecutionContext: Sendable {
     public func stop() {
         core.requestStop()
         if core.isCurrent { return }
+        // No thread of its own to leave the loop: the caller does (it finds
+        // `stopping` at once and releases the waiters), unless another
+        // caller's drain is under way, which then does.
+        if core.callerDriven { core.drain() }
         core.waitUntilExited()
     }
 
@@ -114,6 +131,7 @@ public final class ExecutionContext: Sendable {
     /// stopped context: until its thread has left, the running item done).
     /// False if `timeout` passed first. From the
     /// context's own thread it returns true at once (it cannot wait for itself).
+    /// A `.caller` context runs them here, on the caller's thread.
     public func sync(timeout: Duration = .seconds(60)) -> Bool {
         core.sync(timeout: timeout)
     }
@@ -179,6 +197,8 @@ extension ExecutionContext {
         }
 
         let state = Mutex(State())
+        /// `ExecutionContextMode.caller`: no thread; `drain()` runs the queue.
+        let callerDriven: Bool
         /// One signal per wake-up: only the caller that cleared `sleeping`
         /// signals, and the thread sets `sleeping` right before it waits.
         let doorbell: any ExecutionContextDoorbell
@@ -188,9 +208,10 @@ extension ExecutionContext {
         /// thread watches without taking the lock.
         let activity = Atomic<UInt64>(0)
 
-        init(doorbell: any ExecutionContextDoorbell, polling: ExecutionContextPolling) {
+        init(doorbell: any ExecutionContextDoorbell, polling: ExecutionContextPolling, callerDriven: Bool) {
             self.doorbell = doorbell
             self.polling = polling
+            self.callerDriven = callerDriven
         }
         /// Signalled once when the thread leaves its loop; each waiter passes
         /// the signal on so that any number of `stop()` callers return.
@@ -259,6 +280,9 @@ extension ExecutionContext {
 
         func sync(timeout: Duration) -> Bool {
             if isCurrent { return true }
+            // The queue runs here; a drain under way on another thread
+            // runs the barrier below too (it leaves only with nothing queued).
+            if callerDriven && drain() { return true }
             let done = DispatchSemaphore(value: 0)
             let ring = state.withLock { s -> Bool? in
                 if s.exited { return nil }
@@ -280,36 +304,87 @@ extension ExecutionContext {
             case exit([DispatchSemaphore])
         }
 
+        /// What the loop does next (lock held).
+        private func next(_ s: inout State) -> Next {
+            if s.stopping {
+                s.exited = true
+                var waiters: [DispatchSemaphore] = []
+                for case .barrier(let b) in s.queue { waiters.append(b) }
+                s.queue = []
+                return .exit(waiters)
+            }
+            while !s.queue.isEmpty {
+                switch s.queue.removeFirst() {
+                case .barrier(let b):
+                    return .barrier(b)
+                case .work(let id):
+                    // Cleared before the run: a schedule() from now on
+                    // queues one more run, which will see its data.
+                    s.queued.remove(id)
+                    if let body = s.handlers[id] {
+                        s.runs &+= 1
+                        return .run(body)
+                    }
+                }
+            }
+            return .idle(activity.load(ordering: .acquiring))
+        }
+
+        /// A `.caller` context's loop, on the calling thread: runs what is
+        /// queued (and what that schedules, and the doorbell's own event's
+        /// item when `poll()` says it came) until nothing is, then gives the
+        /// context back. One drain at a time: a caller that finds another
+        /// under way returns at once. After a stop it releases the waiters
+        /// and marks the context exited, as the thread's loop does. True if
+        /// this call drained (false: another was under way, or the context
+        /// had exited).
+        @discardableResult
+        func drain() -> Bool {
+            let me = ObjectIdentifier(Thread.current)
+            let claimed = state.withLock { s -> Bool in
+                guard s.thread == nil, !s.exited else { return false }
+                s.thread = me
+                return true
+            }
+            guard claimed else { return false }
+            while true {
+                let step: Next = state.withLock { s in
+                    var n = next(&s)
+                    if case .idle = n, doorbell.poll() {
+                        queueDoorbellWork(&s)
+                        n = next(&s)
+                    }
+                    // Given back under the same lock that found the queue
+                    // empty: a sync that could not claim the context queued
+                    // its barrier before this, so it was run.
+                    switch n {
+                    case .idle, .exit: s.thread = nil
+                    case .run, .barrier: break
+                    }
+                    return n
+                }
+                switch step {
+                case .run(let body):
+                    body()
+                case .barrier(let b):
+                    b.signal()
+                case .idle:
+                    return true
+                case .exit(let waiters):
+                    for w in waiters { w.signal() }
+                    exited.signal()
+                    return true
+                }
+            }
+        }
+
         /// The context thread's loop.
         func run() {
             let me = ObjectIdentifier(Thread.current)
             state.withLock { $0.thread = me }
             var adaptive = AdaptivePolling(polling)
             while true {
-                let next: Next = state.withLock { s in
-                    if s.stopping {
-                        s.exited = true
-                        var waiters: [DispatchSemaphore] = []
-                        for case .barrier(let b) in s.queue { waiters.append(b) }
-                        s.queue = []
-                        return .exit(waiters)
-                    }
-                    while !s.queue.isEmpty {
-                        switch s.queue.removeFirst() {
-                        case .barrier(let b):
-                            return .barrier(b)
-                        case .work(let id):
-                            // Cleared before the run: a schedule() from now on
-                            // queues one more run, which will see its data.
-                            s.queued.remove(id)
-                            if let body = s.handlers[id] {
-                                s.runs &+= 1
-                                return .run(body)
-                            }
-                        }
-                    }
-                    return .idle(activity.load(ordering: .acquiring))
-                }
+                let next: Next = state.withLock { s in self.next(&s) }
                 switch next {
                 case .run(let body):
                     body()
@@ -386,11 +461,21 @@ extension ExecutionContext.Core {
     }
 
     /// Queues the item the doorbell's own event runs (lock held).
-    private func queueDoorbellWork(_ s: inout State) {
+    fileprivate func queueDoorbellWork(_ s: inout State) {
         if let id = s.doorbellWork, !s.stopping, s.handlers[id] != nil, s.queued.insert(id).inserted {
             s.queue.append(.work(id))
         }
     }
+}
+
+/// Where an execution context's work runs.
+public enum ExecutionContextMode: Hashable, Sendable {
+    /// On a thread of its own (every device of a running domain).
+    case thread
+    /// On whichever thread calls `sync()` (or `stop()`), nowhere else: no
+    /// thread, no wake-ups, one order for one sequence of calls. For the
+    /// fuzzers and deterministic tests (`DeviceRuntime(mode:)`).
+    case caller
 }
 
 /// How long an idle execution context polls for work before it sleeps,

@@ -245,6 +245,10 @@ public struct NetworkInterfaceSpecification: Hashable, Sendable {
     /// Without blanks, tabs and newlines at either end.
     private static func trimmed(_ text: Substring) -> String {
         let isBlank: (Character) -> Bool = { $0 == " " || $0 == "\t" || $0 == "\n" || $0 == "\r" }
-        return String(text.drop(while: isBlank).reversed().drop(while: isBlank).reversed())
+        // A slice between the first and last non-blank characters: building
+        // the result through two reversals cost a Character at a time.
+        let start = text.drop(while: isBlank)
+        guard let last = start.lastIndex(where: { !isBlank($0) }) else { return "" }
+        return String(start[...last])
     }
 }

@@ -37,11 +37,13 @@ private final class NullNotifier: EventChannelNotifier {
 extension EventChannelTable: @retroactive EventChannelService {}
 extension GrantTable: @retroactive GrantTableService {}
 
-/// 1 MiB of guest RAM, fresh per input; the grant table's default area in
+/// 1 MiB of guest RAM, zeroed per input; the grant table's default area in
 /// its last 64 KiB.
 private let ramSize = 1 << 20
 private let domid = DomainID(rawValue: 5)
 private let known = Set(XenErrno.allCases.map(\.negated))
+/// One mapping for the whole run, zeroed per input (below).
+private let memory = guestRAM(ramSize)
 
 private struct Reader {
     var bytes: ArraySlice<UInt8>
@@ -70,7 +72,11 @@ private func fuzzOne(_ input: [UInt8]) {
         let vcpu = reader.byte()
         calls.append((number, vcpu, (0..<6).map { _ in reader.argument() }))
     }
-    let memory = guestRAM(ramSize)
+    // Zero again (MADV_DONTNEED: only the pages the last input touched
+    // cost anything), so every input starts from the same RAM.
+    do { try memory.discard(GuestPhysicalRange(start: GuestPhysicalAddress(0), length: UInt64(ramSize))) } catch {
+        preconditionFailure("fuzz-hypercalls: cannot zero guest RAM: \(error)")
+    }
     try? memory.write(Array(reader.bytes.prefix(0x1_0000)), at: GuestPhysicalAddress(0x1000))
 
     let vcpuCount = 2
