@@ -1,5 +1,6 @@
 import Dispatch
 import Foundation
+import Locking
 import Synchronization
 
 /// A device's execution context: one named thread that runs the device's
@@ -178,7 +179,7 @@ extension ExecutionContext {
             var pollStatistics = ExecutionContextPolling.Statistics()
         }
 
-        let state = Mutex(State())
+        let state = Lock(State())
         /// One signal per wake-up: only the caller that cleared `sleeping`
         /// signals, and the thread sets `sleeping` right before it waits.
         let doorbell: any ExecutionContextDoorbell
