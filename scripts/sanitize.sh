@@ -76,6 +76,13 @@ export TSAN_OPTIONS="halt_on_error=1:second_deadlock_stack=1:external_symbolizer
 
 args=()
 for f in "${filters[@]}"; do args+=(--filter "$f"); done
+# Wall-clock assertions that a sanitizer's slowdown (TSan: 5 to 15 times)
+# breaks, not races: the transmit-rate test expects its 40 kicks to outrun
+# the credit windows (txCreditWaits >= 1); under TSan on a loaded host the
+# sender is slower than the rate and never waits. The rest of RateTests runs.
+if [ "$sanitizer" = thread ]; then
+    args+=(--skip 'NetBackendTests\.RateTests/limitedTransmit\(')
+fi
 limit=${PVH_SANITIZE_LIMIT:-900}
 run_start=$SECONDS
 status=0
