@@ -28,6 +28,11 @@ let package = Package(
                       "EventChannels", "GrantTables", "XenRing", "XenBus", "HostIO", "BlockBackend",
                       "BlockFrontend", "NetBackend", "NetFrontend", "PVHAPIModels"]),
     ],
+    // scripts/sanitize.sh thread enables it: `Lock` then tells
+    // ThreadSanitizer where it is taken and released (Sources/Locking).
+    traits: [
+        .trait(name: "TSanAnnotations", description: "Annotate Lock for ThreadSanitizer (sanitizer builds only)."),
+    ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
         // Metrics (issue 12 item 5): the API, its Prometheus backend, and the
@@ -49,6 +54,12 @@ let package = Package(
         .target(name: "CKVM"),
         // C shim: Xen's public headers and the layout constants derived from them.
         .target(name: "CXen"),
+        // C shim: ThreadSanitizer's mutex annotations (compiler-rt's
+        // sanitizer/tsan_interface.h); they do nothing in other builds.
+        .target(name: "CTSan"),
+        // Lock: Synchronization.Mutex, annotated for ThreadSanitizer under
+        // the TSanAnnotations trait (its futex hand-over is invisible to it).
+        .target(name: "Locking", dependencies: ["CTSan"], swiftSettings: safeSettings),
         // C shim for the host-I/O layer: Linux file APIs Glibc does not export,
         // block-device ioctls, and liburing (Debian's liburing-dev) for io_uring.
         .target(name: "CHostIO", linkerSettings: [.linkedLibrary("uring")]),
@@ -66,40 +77,40 @@ let package = Package(
         // the capability drop, the test-only forbidden call.
         .target(name: "Sandbox", dependencies: ["CSeccomp"], swiftSettings: safeSettings),
         // Guest physical memory: the protocol, bounds-checked accessors, the mmap implementation.
-        .target(name: "GuestMemory"),
+        .target(name: "GuestMemory", dependencies: ["Locking"]),
         // Xen ABI: typed IDs, hypercall numbers, errno, layouts taken from Xen's headers.
         .target(name: "XenABI", dependencies: ["CXen", "GuestMemory"], swiftSettings: safeSettings),
         // KVM: system / VM / vCPU objects, exits, capabilities, CPUID. The only caller of ioctl.
-        .target(name: "KVM", dependencies: ["CKVM", "GuestMemory"]),
+        .target(name: "KVM", dependencies: ["Locking", "CKVM", "GuestMemory"]),
         // PVH loader: ELF, notes, bzImage, start_info, memory map, ACPI.
         .target(name: "PVHBoot", dependencies: ["CXen", "GuestMemory", "XenABI", "CDecompress"], swiftSettings: safeSettings),
         // Event channels: the per-domain port state machine and 2-level delivery into guest memory.
-        .target(name: "EventChannels", dependencies: ["GuestMemory", "XenABI"], swiftSettings: safeSettings),
+        .target(name: "EventChannels", dependencies: ["Locking", "GuestMemory", "XenABI"], swiftSettings: safeSettings),
         // Grant tables: the per-domain table in guest memory, the guest's grant_table_op
         // and add_to_physmap placement, and the backend side (map, copy).
-        .target(name: "GrantTables", dependencies: ["GuestMemory", "XenABI"], swiftSettings: safeSettings),
+        .target(name: "GrantTables", dependencies: ["Locking", "GuestMemory", "XenABI"], swiftSettings: safeSettings),
         // Hypercall decoding and dispatch to service protocols.
-        .target(name: "Hypercalls", dependencies: ["GuestMemory", "XenABI"], swiftSettings: safeSettings),
+        .target(name: "Hypercalls", dependencies: ["Locking", "GuestMemory", "XenABI"], swiftSettings: safeSettings),
         // The only shared-ring implementation: byte rings (console, XenStore) and
         // request/response rings (io/ring.h), backend side and the frontend side
         // fixtures use, over guest memory.
         .target(name: "XenRing", dependencies: ["CXen", "GuestMemory"], swiftSettings: slotPathSettings),
         // Xen's PV clock (vcpu_time_info, wallclock) and per-vCPU timers, pure.
-        .target(name: "PVTime", dependencies: ["CXen", "GuestMemory", "XenABI"], swiftSettings: safeSettings),
+        .target(name: "PVTime", dependencies: ["Locking", "CXen", "GuestMemory", "XenABI"], swiftSettings: safeSettings),
         // The device runtime every PV backend runs on: an execution context (thread)
         // per device or queue, the backend event channel, the one fault path.
-        .target(name: "DeviceRuntime", dependencies: ["EventChannels", "XenABI", "XenRing"], swiftSettings: safeSettings),
+        .target(name: "DeviceRuntime", dependencies: ["Locking", "EventChannels", "XenABI", "XenRing"], swiftSettings: safeSettings),
         // The PV console backend: the xencons ring over an interdomain event channel.
-        .target(name: "ConsoleBackend", dependencies: ["DeviceRuntime", "XenRing", "EventChannels", "GuestMemory", "XenABI"], swiftSettings: safeSettings),
+        .target(name: "ConsoleBackend", dependencies: ["Locking", "DeviceRuntime", "XenRing", "EventChannels", "GuestMemory", "XenABI"], swiftSettings: safeSettings),
         // XenStore: the pure core (tree, transactions, watches, permissions, quotas),
         // the wire codec, the server and the guest's ring transport.
-        .target(name: "XenStore", dependencies: ["CXen", "XenABI", "GuestMemory", "XenRing", "EventChannels", "DeviceRuntime"], swiftSettings: safeSettings),
+        .target(name: "XenStore", dependencies: ["Locking", "CXen", "XenABI", "GuestMemory", "XenRing", "EventChannels", "DeviceRuntime"], swiftSettings: safeSettings),
         // xenbus: the toolstack's per-domain XenStore tree and the frontend/backend
         // handshake every PV device backend (console, block, net) runs.
-        .target(name: "XenBus", dependencies: ["CXen", "XenABI", "XenStore"], swiftSettings: safeSettings),
+        .target(name: "XenBus", dependencies: ["Locking", "CXen", "XenABI", "XenStore"], swiftSettings: safeSettings),
         // The one host-I/O layer: block I/O between backing files and guest pages
         // (io_uring, a thread pool, a synchronous reference engine).
-        .target(name: "HostIO", dependencies: ["CHostIO", "GuestMemory"], swiftSettings: safeSettings),
+        .target(name: "HostIO", dependencies: ["Locking", "CHostIO", "GuestMemory"], swiftSettings: safeSettings),
         // Device specifications as xl writes them (xl-disk-configuration(5)), pure parsers.
         .target(name: "DeviceSpecs", swiftSettings: safeSettings),
         // xl.cfg files (xl.cfg(5)): libxlu's grammar, xl create's overrides,
@@ -108,28 +119,28 @@ let package = Package(
         // The PV block backend (blkif): the xenbus handshake, multi-queue,
         // multi-page rings, requests validated and served through HostIO
         // straight into granted guest pages.
-        .target(name: "BlockBackend", dependencies: ["CXen", "XenABI", "GuestMemory", "XenRing", "GrantTables", "DeviceRuntime", "EventChannels", "XenBus", "XenStore", "HostIO"], swiftSettings: safeSettings),
+        .target(name: "BlockBackend", dependencies: ["Locking", "CXen", "XenABI", "GuestMemory", "XenRing", "GrantTables", "DeviceRuntime", "EventChannels", "XenBus", "XenStore", "HostIO"], swiftSettings: safeSettings),
         // A blkif frontend over guest memory for benchmarks and tests: a guest
         // domain without a VM (memory, grant table, event channels, store),
         // its grants, rings and requests, the handshake, waits on its port.
-        .target(name: "BlockFrontend", dependencies: ["BlockBackend", "DeviceRuntime", "EventChannels", "GrantTables", "GuestMemory", "XenABI", "XenBus", "XenRing", "XenStore"], swiftSettings: safeSettings),
+        .target(name: "BlockFrontend", dependencies: ["Locking", "BlockBackend", "DeviceRuntime", "EventChannels", "GrantTables", "GuestMemory", "XenABI", "XenBus", "XenRing", "XenStore"], swiftSettings: safeSettings),
         // The PV network backend (netif): the xenbus handshake, multi-queue,
         // split event channels, TX from granted pages straight to a HostIO
         // NetworkLink, RX copied into the frontend's posted buffers.
-        .target(name: "NetBackend", dependencies: ["CXen", "XenABI", "GuestMemory", "XenRing", "GrantTables", "DeviceRuntime", "EventChannels", "XenBus", "XenStore", "HostIO"], swiftSettings: safeSettings),
+        .target(name: "NetBackend", dependencies: ["Locking", "CXen", "XenABI", "GuestMemory", "XenRing", "GrantTables", "DeviceRuntime", "EventChannels", "XenBus", "XenStore", "HostIO"], swiftSettings: safeSettings),
         // A netif frontend over guest memory for benchmarks and tests (in
         // BlockFrontend's guest): rings, posted buffers, packets, the handshake.
         .target(name: "NetFrontend", dependencies: ["NetBackend", "BlockFrontend", "EventChannels", "GuestMemory", "XenABI", "XenBus", "XenRing", "XenStore"], swiftSettings: safeSettings),
         // pvh's logging on swift-log: the handler (one line per record, the
         // guest's label), size-capped log files, where a guest's log goes.
-        .target(name: "PVHLogging", dependencies: ["XenABI", .product(name: "Logging", package: "swift-log")], swiftSettings: safeSettings),
+        .target(name: "PVHLogging", dependencies: ["Locking", "XenABI", .product(name: "Logging", package: "swift-log")], swiftSettings: safeSettings),
         // Wiring: vCPU threads, exit handling, transports.
-        .target(name: "VMM", dependencies: ["BlockBackend", "NetBackend", "HostIO", "DeviceSpecs", "KVM", "GuestMemory", "XenABI", "PVHBoot", "Hypercalls", "EventChannels", "GrantTables", "ConsoleBackend", "PVTime", "XenStore", "XenBus", "DeviceRuntime", "PVHLogging", .product(name: "Logging", package: "swift-log")], swiftSettings: safeSettings),
+        .target(name: "VMM", dependencies: ["Locking", "BlockBackend", "NetBackend", "HostIO", "DeviceSpecs", "KVM", "GuestMemory", "XenABI", "PVHBoot", "Hypercalls", "EventChannels", "GrantTables", "ConsoleBackend", "PVTime", "XenStore", "XenBus", "DeviceRuntime", "PVHLogging", .product(name: "Logging", package: "swift-log")], swiftSettings: safeSettings),
         // Metrics: a running domain's counters as Prometheus metrics, collected
         // at scrape time, and the HTTP server that serves them at /metrics.
         .target(
             name: "PVHMetrics",
-            dependencies: [
+            dependencies: ["Locking", 
                 "VMM", "BlockBackend", "NetBackend", "ConsoleBackend", "DeviceRuntime", "XenABI", "PVHLogging",
                 .product(name: "Metrics", package: "swift-metrics"),
                 .product(name: "Prometheus", package: "swift-prometheus"),
@@ -152,7 +163,7 @@ let package = Package(
         // (docs/api/openapi.json). Re-exports PVHAPIModels.
         .target(
             name: "PVHAPI",
-            dependencies: ["PVHAPIModels", "Toolstack", "XenStore", .product(name: "Hummingbird", package: "hummingbird")],
+            dependencies: ["Locking", "PVHAPIModels", "Toolstack", "XenStore", .product(name: "Hummingbird", package: "hummingbird")],
             swiftSettings: safeSettings),
         // The API's client for the CLI: NIO's HTTP/1 client codec over the
         // daemon's Unix socket.
@@ -165,37 +176,38 @@ let package = Package(
             swiftSettings: safeSettings),
         .executableTarget(
             name: "pvh",
-            dependencies: ["DeviceSpecs", "VMM", "KVM", "XenStore", "XenABI", "XenBus", "XLConfig", "PVHMetrics", "PVHLogging", "Toolstack", "PVHAPI", "PVHAPIClient", "HostIO", "Sandbox",
+            dependencies: ["Locking", "DeviceSpecs", "VMM", "KVM", "XenStore", "XenABI", "XenBus", "XLConfig", "PVHMetrics", "PVHLogging", "Toolstack", "PVHAPI", "PVHAPIClient", "HostIO", "Sandbox",
                            .product(name: "ArgumentParser", package: "swift-argument-parser"),
                            .product(name: "Logging", package: "swift-log")]),
         // Benchmarks: pvh beside its reference (bare KVM exit, host decompressors, fio).
-        .executableTarget(name: "pvh-bench", dependencies: ["CHostIO", "VMM", "KVM", "PVHBoot", "GuestMemory", "XenStore", "Hypercalls", "BlockBackend", "BlockFrontend", "DeviceRuntime", "NetBackend", "NetFrontend", "HostIO", "XenABI", "XenBus"]),
+        .executableTarget(name: "pvh-bench", dependencies: ["Locking", "CHostIO", "VMM", "KVM", "PVHBoot", "GuestMemory", "XenStore", "Hypercalls", "BlockBackend", "BlockFrontend", "DeviceRuntime", "NetBackend", "NetFrontend", "HostIO", "XenABI", "XenBus"]),
         // Test helpers: mock guest memory, ELF fixture builder. Imported by tests only.
-        .target(name: "TestSupport", dependencies: ["GuestMemory", "XenABI", "EventChannels", "XenRing", "PVTime"]),
+        .target(name: "TestSupport", dependencies: ["Locking", "GuestMemory", "XenABI", "EventChannels", "XenRing", "PVTime"]),
 
+        .testTarget(name: "LockingTests", dependencies: ["Locking"]),
         .testTarget(name: "GuestMemoryTests", dependencies: ["GuestMemory", "TestSupport"]),
-        .testTarget(name: "HostIOTests", dependencies: ["HostIO", "GuestMemory"]),
+        .testTarget(name: "HostIOTests", dependencies: ["Locking", "HostIO", "GuestMemory"]),
         .testTarget(name: "XenABITests", dependencies: ["XenABI"]),
         .testTarget(name: "DeviceSpecsTests", dependencies: ["DeviceSpecs"]),
         .testTarget(name: "XLConfigTests", dependencies: ["XLConfig", "DeviceSpecs"]),
         .testTarget(name: "KVMTests", dependencies: ["KVM", "GuestMemory"]),
         .testTarget(name: "PVHBootTests", dependencies: ["PVHBoot", "TestSupport", "XenABI", "GuestMemory"]),
-        .testTarget(name: "HypercallsTests", dependencies: ["Hypercalls", "GrantTables", "EventChannels", "PVTime", "TestSupport", "XenABI", "GuestMemory"]),
+        .testTarget(name: "HypercallsTests", dependencies: ["Locking", "Hypercalls", "GrantTables", "EventChannels", "PVTime", "TestSupport", "XenABI", "GuestMemory"]),
         .testTarget(name: "XenRingTests", dependencies: ["XenRing", "TestSupport", "GuestMemory"]),
-        .testTarget(name: "PVTimeTests", dependencies: ["PVTime", "TestSupport", "XenABI", "GuestMemory"]),
-        .testTarget(name: "GrantTablesTests", dependencies: ["GrantTables", "TestSupport", "XenABI", "GuestMemory"]),
-        .testTarget(name: "EventChannelsTests", dependencies: ["EventChannels", "TestSupport", "XenABI", "GuestMemory"]),
-        .testTarget(name: "DeviceRuntimeTests", dependencies: ["DeviceRuntime", "EventChannels", "Hypercalls", "XenRing", "XenBus", "XenStore", "ConsoleBackend", "TestSupport", "XenABI", "GuestMemory"]),
-        .testTarget(name: "ConsoleBackendTests", dependencies: ["ConsoleBackend", "DeviceRuntime", "EventChannels", "XenRing", "TestSupport", "XenABI", "GuestMemory"]),
-        .testTarget(name: "XenStoreTests", dependencies: ["XenStore", "DeviceRuntime", "CXen", "EventChannels", "XenRing", "TestSupport", "XenABI", "GuestMemory"]),
-        .testTarget(name: "XenBusTests", dependencies: ["XenBus", "XenStore", "XenABI", "VMM"]),
-        .testTarget(name: "BlockBackendTests", dependencies: ["BlockBackend", "BlockFrontend", "CXen", "DeviceRuntime", "EventChannels", "GrantTables", "GuestMemory", "HostIO", "TestSupport", "VMM", "XenABI", "XenBus", "XenRing", "XenStore"]),
-        .testTarget(name: "NetBackendTests", dependencies: ["NetBackend", "NetFrontend", "BlockFrontend", "GuestMemory", "HostIO", "TestSupport", "VMM", "XenABI", "XenBus", "XenRing", "XenStore"]),
-        .testTarget(name: "VMMTests", dependencies: ["VMM", "PVHLogging", "DeviceSpecs", "DeviceRuntime", "KVM", "PVHBoot", "XenABI", "GuestMemory", "CXen", "EventChannels", "TestSupport", "XenStore"]),
+        .testTarget(name: "PVTimeTests", dependencies: ["Locking", "PVTime", "TestSupport", "XenABI", "GuestMemory"]),
+        .testTarget(name: "GrantTablesTests", dependencies: ["Locking", "GrantTables", "TestSupport", "XenABI", "GuestMemory"]),
+        .testTarget(name: "EventChannelsTests", dependencies: ["Locking", "EventChannels", "TestSupport", "XenABI", "GuestMemory"]),
+        .testTarget(name: "DeviceRuntimeTests", dependencies: ["Locking", "DeviceRuntime", "EventChannels", "Hypercalls", "XenRing", "XenBus", "XenStore", "ConsoleBackend", "TestSupport", "XenABI", "GuestMemory"]),
+        .testTarget(name: "ConsoleBackendTests", dependencies: ["Locking", "ConsoleBackend", "DeviceRuntime", "EventChannels", "XenRing", "TestSupport", "XenABI", "GuestMemory"]),
+        .testTarget(name: "XenStoreTests", dependencies: ["Locking", "XenStore", "DeviceRuntime", "CXen", "EventChannels", "XenRing", "TestSupport", "XenABI", "GuestMemory"]),
+        .testTarget(name: "XenBusTests", dependencies: ["Locking", "XenBus", "XenStore", "XenABI", "VMM"]),
+        .testTarget(name: "BlockBackendTests", dependencies: ["Locking", "BlockBackend", "BlockFrontend", "CXen", "DeviceRuntime", "EventChannels", "GrantTables", "GuestMemory", "HostIO", "TestSupport", "VMM", "XenABI", "XenBus", "XenRing", "XenStore"]),
+        .testTarget(name: "NetBackendTests", dependencies: ["Locking", "NetBackend", "NetFrontend", "BlockFrontend", "GuestMemory", "HostIO", "TestSupport", "VMM", "XenABI", "XenBus", "XenRing", "XenStore"]),
+        .testTarget(name: "VMMTests", dependencies: ["Locking", "VMM", "PVHLogging", "DeviceSpecs", "DeviceRuntime", "KVM", "PVHBoot", "XenABI", "GuestMemory", "CXen", "EventChannels", "TestSupport", "XenStore"]),
         .testTarget(name: "PVHLoggingTests", dependencies: ["PVHLogging", "XenABI", .product(name: "Logging", package: "swift-log")]),
-        .testTarget(name: "PVHMetricsTests", dependencies: ["PVHMetrics", "VMM", "BlockBackend", "NetBackend", "DeviceRuntime", "ConsoleBackend", "XenABI"]),
+        .testTarget(name: "PVHMetricsTests", dependencies: ["Locking", "PVHMetrics", "VMM", "BlockBackend", "NetBackend", "DeviceRuntime", "ConsoleBackend", "XenABI"]),
         .testTarget(name: "ToolstackTests", dependencies: ["Toolstack", "XLConfig", "XenABI"]),
-        .testTarget(name: "PVHAPITests", dependencies: ["PVHAPI", "PVHAPIClient", "PVHMetrics", "Toolstack", "XLConfig", "XenABI", "XenStore"]),
-        .testTarget(name: "IntegrationTests", dependencies: ["VMM", "DeviceSpecs", "KVM", "GrantTables", "GuestMemory", "XenABI", "XenStore"]),
+        .testTarget(name: "PVHAPITests", dependencies: ["Locking", "PVHAPI", "PVHAPIClient", "PVHMetrics", "Toolstack", "XLConfig", "XenABI", "XenStore"]),
+        .testTarget(name: "IntegrationTests", dependencies: ["Locking", "VMM", "DeviceSpecs", "KVM", "GrantTables", "GuestMemory", "XenABI", "XenStore"]),
     ]
 )

@@ -15,8 +15,8 @@
 # bounded too; a crash fails the run and keeps its input in Fuzz/crashes/.
 # Last, scripts/sanitize.sh builds and runs its bounded set under each
 # sanitizer PVH_SANITIZERS names (comma-separated; default address, as
-# thread is not clean yet: docs/ARCHITECTURE.md, Sanitizers;
-# none skips): any report fails the run.
+# thread's cost in CI is not measured yet: docs/ARCHITECTURE.md,
+# Sanitizers; none skips): any report fails the run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh

@@ -3,7 +3,7 @@ import DeviceRuntime
 import GrantTables
 import GuestMemory
 import HostIO
-import Synchronization
+import Locking
 import XenABI
 import XenRing
 
@@ -18,7 +18,7 @@ final class CompletionInbox: Sendable {
         var completions: [BlockIOCompletion] = []
         var wake: (@Sendable () -> Void)?
     }
-    private let state = Mutex(State())
+    private let state = Lock(State())
 
     /// The engine's `onComplete`: must not block, and does not.
     func deliver(_ completions: [BlockIOCompletion]) {
@@ -110,7 +110,7 @@ final class QueueCore: Sendable {
     /// Completions an engine thread handed over (and, caller-reaped, those
     /// of the engine's shutdown and its `.shutDown` answers).
     let inbox: CompletionInbox
-    let state: Mutex<State>
+    let state: Lock<State>
     /// Signalled once when a stopping queue has nothing left in flight.
     let drained = DispatchSemaphore(value: 0)
 
@@ -120,7 +120,7 @@ final class QueueCore: Sendable {
         self.engine = engine
         reaped = engine as? any CallerReapedBlockIOEngine
         self.inbox = inbox
-        self.state = Mutex(State(ring: ring))
+        self.state = Lock(State(ring: ring))
     }
 
     private var metrics: BlockMetrics { environment.metrics }

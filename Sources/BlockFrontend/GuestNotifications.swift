@@ -1,6 +1,7 @@
 import Dispatch
 import EventChannels
 import GuestMemory
+import Locking
 import Synchronization
 import XenABI
 
@@ -21,7 +22,7 @@ public final class GuestNotifications: EventChannelNotifier {
 
     let locator = Locator()
     private let memory: any GuestMemory
-    private let waiters = Mutex<[EventChannelPort: DispatchSemaphore]>([:])
+    private let waiters = Lock<[EventChannelPort: DispatchSemaphore]>([:])
     /// Upcalls the table asked for (vCPU 0's upcall flag went from 0 to 1).
     public let upcalls = Atomic<Int>(0)
 

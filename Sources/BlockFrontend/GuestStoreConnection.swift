@@ -1,3 +1,4 @@
+import Locking
 import Synchronization
 import XenABI
 import XenStore
@@ -12,9 +13,9 @@ public final class GuestStoreConnection: Sendable {
     public let server: XenStoreServer
     /// Its connection there.
     public let id: XenStoreConnectionID
-    private final class Inbox: Sendable { let bytes = Mutex<[UInt8]>([]) }
+    private final class Inbox: Sendable { let bytes = Lock<[UInt8]>([]) }
     private let received = Inbox()
-    private let framer = Mutex(XenStoreFramer())
+    private let framer = Lock(XenStoreFramer())
     private let nextID = Atomic<UInt32>(1)
     private let settle: @Sendable () -> Void
 

@@ -1,5 +1,5 @@
 import DeviceRuntime
-import Synchronization
+import Locking
 import XenRing
 
 // The console's protocol: the xencons_interface byte rings (io/console.h),
@@ -10,12 +10,12 @@ import XenRing
 /// context) and `input` (on the host's reader thread) share it under
 /// its lock; the host sink is written outside the lock.
 final class ConsoleEngine: Sendable {
-    let ring: Mutex<ConsoleRing>
+    let ring: Lock<ConsoleRing>
     let output: @Sendable ([UInt8]) -> Void
     let metrics = ConsoleMetrics()
 
     init(ring: ConsoleRing, output: @escaping @Sendable ([UInt8]) -> Void) {
-        self.ring = Mutex(ring)
+        self.ring = Lock(ring)
         self.output = output
     }
 

@@ -1,5 +1,6 @@
 import Dispatch
 import EventChannels
+import Locking
 import Synchronization
 import XenABI
 
@@ -73,7 +74,7 @@ public final class BackendChannel: Sendable {
         // before the port is set is remembered and sent when it is (else a
         // frontend that published requests before the bind, or while that
         // first pump ran, would never hear of their responses).
-        let portBox = Mutex<(port: EventChannelPort?, missed: Bool)>((nil, false))
+        let portBox = Lock<(port: EventChannelPort?, missed: Bool)>((nil, false))
         let work = context.makeWork { [device, events] in
             Self.run(pump, device: device, context: context, events: events) {
                 portBox.withLock { b in

@@ -1,4 +1,4 @@
-import Synchronization
+import Locking
 
 /// The device runtime of one domain: every PV backend (console, XenStore
 /// ring, and block and net next) is a `RuntimeDevice` made here, runs its
@@ -12,7 +12,7 @@ public final class DeviceRuntime: Sendable {
     public let mode: ExecutionContextMode
     let isForbiddenThread: @Sendable () -> Bool
     let log: @Sendable (String) -> Void
-    private let registry = Mutex<[RuntimeDevice]>([])
+    private let registry = Lock<[RuntimeDevice]>([])
 
     /// `log` gets one line per disabled device. `isForbiddenThread` tells
     /// whether the calling thread must never run device work (the VMM: a
@@ -97,7 +97,7 @@ public final class RuntimeDevice: Sendable {
         var fault: DeviceFault?
         var contexts: [ExecutionContext] = []
     }
-    private let state = Mutex(State())
+    private let state = Lock(State())
 
     init(name: String, stackSize: Int, polling: ExecutionContextPolling, mode: ExecutionContextMode, isForbiddenThread: @escaping @Sendable () -> Bool,
          log: @escaping @Sendable (String) -> Void, onFault: @escaping @Sendable (DeviceFault) -> Void) {

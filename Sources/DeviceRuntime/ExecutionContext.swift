@@ -1,5 +1,6 @@
 import Dispatch
 import Foundation
+import Locking
 import Synchronization
 
 /// A device's execution context: one named thread that runs the device's
@@ -196,7 +197,7 @@ extension ExecutionContext {
             var pollStatistics = ExecutionContextPolling.Statistics()
         }
 
-        let state = Mutex(State())
+        let state = Lock(State())
         /// `ExecutionContextMode.caller`: no thread; `drain()` runs the queue.
         let callerDriven: Bool
         /// One signal per wake-up: only the caller that cleared `sleeping`

@@ -1,5 +1,5 @@
 import GuestMemory
-import Synchronization
+import Locking
 import XenABI
 
 /// The event channels of one guest domain and of the VMM's backend domain
@@ -53,7 +53,7 @@ public final class EventChannelTable: Sendable {
         /// `virq_to_evtchn`, per vCPU (global VIRQs live on vCPU 0).
         var virqPorts: [VCPUID: [VIRQ: EventChannelPort]] = [:]
     }
-    let state = Mutex(State())
+    let state = Lock(State())
 
     public init(configuration: Configuration, memory: any GuestMemory, locator: any SharedInfoLocator,
                 notifier: any EventChannelNotifier) {

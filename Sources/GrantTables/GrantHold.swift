@@ -1,4 +1,5 @@
 import GuestMemory
+import Locking
 import Synchronization
 import XenABI
 
@@ -9,11 +10,11 @@ import XenABI
 public final class GrantHold: Sendable {
     /// The granted bytes.
     public let region: GuestPhysicalRange
-    private let mapping: Mutex<GrantMapping?>
+    private let mapping: Lock<GrantMapping?>
 
     public init(_ mapping: consuming GrantMapping) {
         region = mapping.region
-        self.mapping = Mutex(Optional(mapping))
+        self.mapping = Lock(Optional(mapping))
     }
 
     /// The bytes `[offset, offset + length)` of the granted page, if they

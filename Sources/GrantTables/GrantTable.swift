@@ -1,5 +1,5 @@
 import GuestMemory
-import Synchronization
+import Locking
 import XenABI
 
 /// One guest domain's grant table: the shared frames (and, under v2, the
@@ -130,7 +130,7 @@ public final class GrantTable: Sendable {
         /// released exactly once, when its mapping ends (it is ~Copyable).
         var holds = 0
     }
-    let state: Mutex<State>
+    let state: Lock<State>
 
     /// A table of `configuration.maximumFrames` frames (clamped to
     /// 1...`maximumFramesLimit`) over `memory`. The default area must be
@@ -142,7 +142,7 @@ public final class GrantTable: Sendable {
         self.memory = memory
         let base = configuration.defaultArea.rawValue
         let n = configuration.maximumFrames
-        state = Mutex(State(
+        state = Lock(State(
             shared: (0..<n).map { base + UInt64($0) },
             status: (0..<Self.statusFrames(for: n)).map { base + UInt64(n + $0) }))
     }

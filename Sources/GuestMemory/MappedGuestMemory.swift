@@ -1,6 +1,7 @@
 #if canImport(Glibc)
 import Glibc
 #endif
+import Locking
 import Synchronization
 
 /// One anonymous host mapping that backs one guest physical range.
@@ -50,11 +51,11 @@ public final class GuestMemoryMapping: @unchecked Sendable {
 /// is read under a lock; the bytes themselves are not locked (the guest writes
 /// them concurrently anyway).
 public final class MappedGuestMemory: GuestMemory, @unchecked Sendable {
-    private let mappings: Mutex<[GuestMemoryMapping]>
+    private let mappings: Lock<[GuestMemoryMapping]>
     /// The first mappings again, for lookups without the lock.
     private let published = PublishedMappings()
 
-    public init() { mappings = Mutex([]) }
+    public init() { mappings = Lock([]) }
 
     /// Creates guest RAM covering each range (page-aligned, non-overlapping).
     public convenience init(ranges: [GuestPhysicalRange]) throws(GuestMemoryError) {

@@ -4,7 +4,7 @@ import Glibc
 import CHostIO
 import Dispatch
 import Foundation
-import Synchronization
+import Locking
 
 /// Why io_uring cannot be used; the caller falls back to the thread pool.
 public enum IOUringUnavailable: Error, Hashable, Sendable, CustomStringConvertible {
@@ -159,7 +159,7 @@ public enum IOUringSubmission: Hashable, Sendable {
     private let completionEvent: Int32?
     /// Caller-reaped: room for one peek's completions.
     private let completionCapacity: Int
-    private let state: Mutex<State>
+    private let state: Lock<State>
     /// Signalled once when the reaper has torn the ring down; each waiter
     /// passes the signal on, so any number of `shutdown()` callers return.
     private let ended = DispatchSemaphore(value: 0)
@@ -222,7 +222,7 @@ public enum IOUringSubmission: Hashable, Sendable {
         fd = fileDescriptor
         self.discard = discard
         self.onComplete = onComplete
-        state = Mutex(State(depth: depth, owner: owner))
+        state = Lock(State(depth: depth, owner: owner))
         // SAFETY: as above.
         let completionCapacity = Int(unsafe pvh_uring_cq_entries(ring))
         self.completionCapacity = completionCapacity

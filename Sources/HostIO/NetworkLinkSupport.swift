@@ -4,6 +4,7 @@ import Glibc
 import CHostIO
 import Foundation
 import GuestMemory
+import Locking
 import Synchronization
 
 /// A few bytes of host memory a link puts in front of a frame (the virtio
@@ -126,7 +127,7 @@ final class LinkThread: Sendable {
         var finished = false
         var thread: pthread_t?
     }
-    private let state = Mutex(State())
+    private let state = Lock(State())
     private let done = NSCondition()
 
     init() throws(NetworkLinkError) {

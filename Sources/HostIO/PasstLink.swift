@@ -3,7 +3,7 @@ import Glibc
 #endif
 import CHostIO
 import GuestMemory
-import Synchronization
+import Locking
 
 /// User-mode networking through passt (passt(1), Debian's `passt`): no
 /// privileges, no host configuration. passt runs as a child process on one
@@ -82,7 +82,7 @@ public final class PasstLink: NetworkLink, @unchecked Sendable {
         let prefix = unsafe LinkHeaderBuffer(count: 4) { _ in }
     }
 
-    private let state: Mutex<State>
+    private let state: Lock<State>
     private let reader: LinkThread
     /// Tells the reader a pending tail appeared (so it also polls for room).
     private let nudge: Int32
@@ -110,7 +110,7 @@ public final class PasstLink: NetworkLink, @unchecked Sendable {
             throw error
         }
         self.nudge = nudge
-        state = Mutex(State(child: child, runningMTU: mtu, wantedMTU: mtu))
+        state = Lock(State(child: child, runningMTU: mtu, wantedMTU: mtu))
     }
 
     deinit {
@@ -429,7 +429,7 @@ public struct PasstSpawner: Sendable {
     /// The spawner's pid (it is this process's child).
     public let pid: pid_t
 
-    private static let started = Mutex<PasstSpawner?>(nil)
+    private static let started = Lock<PasstSpawner?>(nil)
 
     /// The spawner started in this process, if any.
     public static var current: PasstSpawner? { started.withLock { $0 } }

@@ -3,7 +3,7 @@ import Glibc
 #endif
 import CHostIO
 import GuestMemory
-import Synchronization
+import Locking
 
 /// A guest interface's host side as a Linux TAP device (Documentation/
 /// networking/tuntap.rst), opened with IFF_TAP | IFF_NO_PI | IFF_VNET_HDR:
@@ -31,7 +31,7 @@ public final class TapLink: NetworkLink, @unchecked Sendable {
 
     /// The TAP's descriptor (non-blocking); -1 once stopped.
     private let fd: Int32
-    private let transmitLock = Mutex(TransmitState())
+    private let transmitLock = Lock(TransmitState())
     /// What transmits reuse, under `transmitLock`: one frame's gather list
     /// and virtio header, rewritten for each frame rather than allocated
     /// (perf showed the allocations beside every writev of `pvh-bench net`).

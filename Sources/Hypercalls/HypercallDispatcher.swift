@@ -1,5 +1,5 @@
 import GuestMemory
-import Synchronization
+import Locking
 import XenABI
 
 /// What the vCPU does after a hypercall.
@@ -163,7 +163,7 @@ public final class DomainState: Sendable {
         var upcallVectors: [VCPUID: UInt8] = [:]
         var runstateAreas: [VCPUID: GuestPhysicalAddress] = [:]
     }
-    let storage = Mutex(Storage())
+    let storage = Lock(Storage())
 
     public init() {}
 

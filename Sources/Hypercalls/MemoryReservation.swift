@@ -1,5 +1,5 @@
 import GuestMemory
-import Synchronization
+import Locking
 import XenABI
 
 /// Gives guest RAM's host memory back to the host. The dispatcher's seam to
@@ -63,7 +63,7 @@ public final class MemoryReservation: Sendable {
         }
     }
 
-    let storage: Mutex<Storage>
+    let storage: Lock<Storage>
 
     /// The domain's page limit (`d->max_pages`, XENMEM_maximum_reservation).
     public var maximumPages: UInt64 { storage.withLock { $0.maximum } }
@@ -91,7 +91,7 @@ public final class MemoryReservation: Sendable {
             regions.append(Region(first: first, count: count, bits: bits))
         }
         let total = regions.reduce(0) { $0 + $1.count }
-        storage = Mutex(Storage(regions: regions, populated: total, unmapped: 0, maximum: maximumPages))
+        storage = Lock(Storage(regions: regions, populated: total, unmapped: 0, maximum: maximumPages))
     }
 
     /// Pages the domain holds now (`domain_tot_pages`, XENMEM_current_reservation).

@@ -3,6 +3,7 @@ import CKVM
 import Glibc
 #endif
 #if DEBUG
+import Locking
 import Synchronization
 #endif
 
@@ -47,7 +48,7 @@ enum Syscall {
 public enum KVMSyscallRecorder {
     private static let enabled = Atomic<Bool>(false)
     private static let thread = Atomic<UInt>(0)
-    private static let log = Mutex<[String]>([])
+    private static let log = Lock<[String]>([])
 
     /// Clears the log and starts recording this thread's ioctls.
     public static func start() {

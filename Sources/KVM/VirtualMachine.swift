@@ -1,6 +1,6 @@
 import CKVM
 import GuestMemory
-import Synchronization
+import Locking
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -23,7 +23,7 @@ public final class VirtualMachine: @unchecked Sendable {
         var trappedWrites: Set<MSRIndex> = []
         var trappedReads: Set<MSRIndex> = []
     }
-    private let state = Mutex(State())
+    private let state = Lock(State())
 
     init(fd: Int32, vcpuMmapSize: Int, capabilities: KVMCapabilities) {
         self.fd = fd

@@ -1,4 +1,4 @@
-import Synchronization
+import Locking
 
 /// A vif's transmit rate limit as netback's `rate` node holds it ("bytes,usecs",
 /// written by the toolstack from xl's `rate=`): the guest may send
@@ -49,7 +49,7 @@ public final class NetTransmitCredit: Sendable {
         var remaining: UInt64
         var windowStart: Duration
     }
-    private let state: Mutex<State>
+    private let state: Lock<State>
 
     /// `clock` gives the time since some fixed origin (monotonic); tests
     /// pass their own.
@@ -58,7 +58,7 @@ public final class NetTransmitCredit: Sendable {
         self.clock = clock
         burst = max(Self.minimumBurst, rate.bytesPerInterval)
         // A fresh vif starts with one interval's credit (netback: credit_bytes).
-        state = Mutex(State(remaining: rate.bytesPerInterval, windowStart: clock()))
+        state = Lock(State(remaining: rate.bytesPerInterval, windowStart: clock()))
     }
 
     private static let origin = ContinuousClock.now

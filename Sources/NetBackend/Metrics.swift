@@ -1,3 +1,4 @@
+import Locking
 import Synchronization
 
 /// Why a packet or frame was dropped, for the metrics (the guest sees
@@ -67,7 +68,7 @@ public final class NetMetrics: Sendable {
     /// Times RX found too few posted buffers for the next frame.
     public let rxRingFull = Atomic<UInt64>(0)
     /// Drops by reason (a lock: drops are off the fast path).
-    private let drops = Mutex<[NetDropReason: UInt64]>([:])
+    private let drops = Lock<[NetDropReason: UInt64]>([:])
 
     public init() {}
 

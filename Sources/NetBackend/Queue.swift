@@ -2,6 +2,7 @@ import DeviceRuntime
 import GrantTables
 import GuestMemory
 import HostIO
+import Locking
 import Synchronization
 import XenABI
 import XenRing
@@ -49,7 +50,7 @@ final class CarrierState: Sendable {
 final class RxBacklog: Sendable {
     /// Frames a queue holds for a frontend that posts no buffers.
     static let capacity = 256
-    private let frames = Mutex<[NetworkFrame]>([])
+    private let frames = Lock<[NetworkFrame]>([])
 
     /// False (the frame dropped) when full.
     func append(_ frame: NetworkFrame) -> Bool {
@@ -116,8 +117,8 @@ final class NetQueueCore: Sendable {
     let environment: NetQueueEnvironment
     let metrics: NetMetrics
     let backlog = RxBacklog()
-    private let tx: Mutex<TxState>
-    private let rx: Mutex<RxState>
+    private let tx: Lock<TxState>
+    private let rx: Lock<RxState>
     /// Where a checksum the backend completes is assembled: host-addressable
     /// memory of the backend's own, so the link gets a `HostMemoryRange` of
     /// it as it gets one of a granted page.
@@ -134,7 +135,7 @@ final class NetQueueCore: Sendable {
     /// thunk each time, and after some ten thousand batch-limited pumps
     /// calling it overflowed the context thread's stack (found by
     /// `pvh-bench net`).
-    private let again = Mutex<Reschedule?>(nil)
+    private let again = Lock<Reschedule?>(nil)
 
     private final class Reschedule: Sendable {
         let tx: @Sendable () -> Void
@@ -186,8 +187,8 @@ final class NetQueueCore: Sendable {
         self.index = index
         self.environment = environment
         self.metrics = metrics
-        self.tx = Mutex(TxState(ring: tx))
-        self.rx = Mutex(RxState(ring: rx))
+        self.tx = Lock(TxState(ring: tx))
+        self.rx = Lock(RxState(ring: rx))
         bounce = try MappedGuestMemory(ranges: [GuestPhysicalRange(start: GuestPhysicalAddress(0), length: UInt64(Self.bounceSize))])
     }
 

@@ -1,7 +1,7 @@
 import Foundation
 import Hummingbird
 import PVHAPIModels
-import Synchronization
+import Locking
 
 /// A domain's console output as one HTTP stream reads it: what the
 /// daemon's buffer had dropped before the stream began (oldest bytes, as
@@ -51,7 +51,7 @@ public final class ConsoleStreams: Sendable {
         var next = 0
         var finished = false
     }
-    private let state = Mutex(State())
+    private let state = Lock(State())
 
     public init() {}
 

@@ -1,7 +1,7 @@
 import Foundation
 import Hummingbird
 import PVHAPIModels
-import Synchronization
+import Locking
 
 /// The newest lines a daemon logged, bounded in count and line length,
 /// for `GET /v1/dmesg` (as `xl dmesg` reads the hypervisor's ring buffer
@@ -17,7 +17,7 @@ public final class LogLines: Sendable {
         var start = 0
         var dropped = 0
     }
-    private let state = Mutex(State())
+    private let state = Lock(State())
 
     public init() {}
 

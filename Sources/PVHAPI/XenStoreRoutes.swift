@@ -1,7 +1,7 @@
 import Foundation
 import Hummingbird
 import PVHAPIModels
-import Synchronization
+import Locking
 import XenStore
 
 /// The daemon's XenStore over the API: read, write, remove, watch.
@@ -140,13 +140,13 @@ public struct XenStoreAccess: Sendable {
     }
 
     private final class WatchCount: Sendable {
-        let count = Mutex(0)
+        let count = Lock(0)
     }
 
     /// The watch's id once made, and whether the stream ended: whichever of
     /// the two comes second removes the watch.
     private final class WatchRegistration: Sendable {
-        private let state = Mutex<(id: XenStoreWatchID?, ended: Bool)>((nil, false))
+        private let state = Lock<(id: XenStoreWatchID?, ended: Bool)>((nil, false))
 
         /// Records `id`; false when the stream already ended (remove it now).
         func start(_ id: XenStoreWatchID) -> Bool {

@@ -1,5 +1,5 @@
 import Foundation
-import Synchronization
+import Locking
 
 /// Why a log file could not be opened: one line for the user.
 public struct LogFileError: Error, CustomStringConvertible, Sendable {
@@ -27,7 +27,7 @@ public final class LogFile: LogDestination {
         var rotations = 0
         var failures = 0
     }
-    private let state: Mutex<State>
+    private let state: Lock<State>
 
     public init(path: String, maximumBytes: Int = LogFile.defaultMaximumBytes) throws(LogFileError) {
         self.path = path
@@ -39,7 +39,7 @@ public final class LogFile: LogDestination {
         } catch {
             throw LogFileError(path: path, reason: "\(error.localizedDescription)")
         }
-        state = Mutex(State(handle: handle, size: size))
+        state = Lock(State(handle: handle, size: size))
     }
 
     /// The rotated file's path.

@@ -1,6 +1,6 @@
 import Foundation
 import Logging
-import Synchronization
+import Locking
 import XenABI
 
 /// Where formatted log lines go: a file, stderr, a test's array. Called on
@@ -110,7 +110,7 @@ public struct StandardError: LogDestination {
 
 /// Lines kept in memory (tests, and whoever wants the last records).
 public final class MemoryLogDestination: LogDestination {
-    private let stored = Mutex<[String]>([])
+    private let stored = Lock<[String]>([])
     public init() {}
     public func write(_ line: String) { stored.withLock { $0.append(line) } }
     public var lines: [String] { stored.withLock { $0 } }

@@ -4,7 +4,7 @@ import Hummingbird
 import Logging
 import PVHLogging
 import ServiceLifecycle
-import Synchronization
+import Locking
 import VMM
 
 /// Where `/metrics` is served (`pvh run --metrics ADDRESS`): `HOST:PORT`
@@ -95,7 +95,7 @@ public final class MetricsServer: Sendable {
                              timeout: Duration = .seconds(10), logger: Logger? = nil,
                              routes: @escaping @Sendable (Router<BasicRequestContext>) -> Void = { _ in },
                              exposition: (@Sendable () async -> [UInt8])? = nil) throws(MetricsServerError) -> MetricsServer {
-        let outcome = Mutex<Result<MetricsServer, MetricsServerError>?>(nil)
+        let outcome = Lock<Result<MetricsServer, MetricsServerError>?>(nil)
         let done = DispatchSemaphore(value: 0)
         Task.detached {
             let result: Result<MetricsServer, MetricsServerError>
@@ -132,7 +132,7 @@ public final class MetricsServer: Sendable {
             return Response(status: .ok, headers: headers, body: ResponseBody(byteBuffer: ByteBuffer(bytes: bytes)))
         }
         // Told once: the bound socket, the error that ended run(), or the time bound.
-        let outcome = Mutex<(told: Result<Void, MetricsServerError>?, waiter: CheckedContinuation<Void, Never>?)>((nil, nil))
+        let outcome = Lock<(told: Result<Void, MetricsServerError>?, waiter: CheckedContinuation<Void, Never>?)>((nil, nil))
         let tell: @Sendable (Result<Void, MetricsServerError>) -> Void = { result in
             let waiter = outcome.withLock { o -> CheckedContinuation<Void, Never>? in
                 guard o.told == nil else { return nil }

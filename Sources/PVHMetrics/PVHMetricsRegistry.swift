@@ -1,6 +1,6 @@
 import Metrics
 import Prometheus
-import Synchronization
+import Locking
 
 /// The domains' counters as Prometheus metrics, read at scrape time.
 ///
@@ -29,7 +29,7 @@ public final class PVHMetricsRegistry: Sendable {
     /// swift-metrics' view of `prometheus`.
     public let factory: PrometheusMetricsFactory
     private let scrapes: Metrics.Counter
-    private let state = Mutex(State())
+    private let state = Lock(State())
 
     /// Identifies one counter series fed from one source object.
     private struct FeedKey: Hashable {

@@ -1,5 +1,5 @@
 import GuestMemory
-import Synchronization
+import Locking
 import XenABI
 
 /// One timer expiry for the VMM to deliver: raise VIRQ_TIMER on `vcpu`.
@@ -47,7 +47,7 @@ public final class DomainTimers: Sendable {
         /// period: Xen sends it from inside the hypercall).
         var immediate: [TimerExpiry] = []
     }
-    let state: Mutex<State>
+    let state: Lock<State>
     /// The handler lives in a class box: a closure kept directly in a
     /// `Mutex<(() -> Void)?>` was re-wrapped in reabstraction thunks on every
     /// access and, after ~10^5 timer re-arms, overflowed the vCPU's stack.
@@ -55,7 +55,7 @@ public final class DomainTimers: Sendable {
         let call: @Sendable () -> Void
         init(_ call: @escaping @Sendable () -> Void) { self.call = call }
     }
-    let changeHandler: Mutex<ChangeHandler?>
+    let changeHandler: Lock<ChangeHandler?>
 
     public init(vcpuCount: Int, clock: PVClock, source: any PVClockSource, memory: any GuestMemory,
                 placement: any SharedInfoLocator, policy: SingleshotFuturePolicy = .honour,
@@ -65,9 +65,9 @@ public final class DomainTimers: Sendable {
         self.vcpuCount = max(vcpuCount, 0)
         self.memory = memory
         self.placement = placement
-        state = Mutex(State(timers: Array(repeating: VCPUTimers(policy: policy), count: max(vcpuCount, 0)),
+        state = Lock(State(timers: Array(repeating: VCPUTimers(policy: policy), count: max(vcpuCount, 0)),
                             timeAreas: Array(repeating: nil, count: max(vcpuCount, 0))))
-        changeHandler = Mutex(onChange.map(ChangeHandler.init))
+        changeHandler = Lock(onChange.map(ChangeHandler.init))
     }
 
     /// Replaces the change handler (e.g. once the VMM's timer thread exists).

@@ -1,16 +1,16 @@
 import PVTime
-import Synchronization
+import Locking
 
 /// A PV clock source that moves only when a test says so: the guest TSC
 /// ticks at `tscKHz`, the monotonic and real-time clocks advance with it.
 public final class FakePVClock: PVClockSource, @unchecked Sendable {
     public let tscKHz: UInt32
-    private let state: Mutex<PVClockReading>
+    private let state: Lock<PVClockReading>
 
     public init(tscKHz: UInt32, tsc: UInt64 = 1_000_000, monotonicNanoseconds: UInt64 = 5_000_000_000,
                 realtime: WallclockTime = WallclockTime(seconds: 1_700_000_000, nanoseconds: 250_000_000)) {
         self.tscKHz = tscKHz
-        state = Mutex(PVClockReading(tsc: tsc, monotonicNanoseconds: monotonicNanoseconds, realtime: realtime))
+        state = Lock(PVClockReading(tsc: tsc, monotonicNanoseconds: monotonicNanoseconds, realtime: realtime))
     }
 
     public func read() -> PVClockReading { state.withLock { $0 } }

@@ -1,12 +1,12 @@
 import GuestMemory
-import Synchronization
+import Locking
 
 /// Guest memory over plain byte arrays, for unit tests: same semantics as the
 /// mmap implementation (regions, bounds checks, little-endian), no pointers.
 public final class MockGuestMemory: GuestMemory, @unchecked Sendable {
     private struct Region { var range: GuestPhysicalRange; var bytes: [UInt8] }
-    private let state: Mutex<[Region]>
-    private let discards = Mutex<[GuestPhysicalRange]>([])
+    private let state: Lock<[Region]>
+    private let discards = Lock<[GuestPhysicalRange]>([])
 
     /// One region of `size` bytes at `base`.
     public convenience init(size: Int, base: UInt64 = 0) {
@@ -14,7 +14,7 @@ public final class MockGuestMemory: GuestMemory, @unchecked Sendable {
     }
 
     public init(ranges: [GuestPhysicalRange]) {
-        state = Mutex(ranges.sorted { $0.start < $1.start }.map { Region(range: $0, bytes: [UInt8](repeating: 0, count: Int($0.length))) })
+        state = Lock(ranges.sorted { $0.start < $1.start }.map { Region(range: $0, bytes: [UInt8](repeating: 0, count: Int($0.length))) })
     }
 
     public var regions: [GuestPhysicalRange] { state.withLock { $0.map(\.range) } }

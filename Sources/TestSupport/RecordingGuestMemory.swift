@@ -1,5 +1,5 @@
 import GuestMemory
-import Synchronization
+import Locking
 
 /// Guest memory that forwards to another and logs every access, for tests
 /// that check how often (and in which order) code touches the guest: a
@@ -15,7 +15,7 @@ public final class RecordingGuestMemory: GuestMemory, @unchecked Sendable {
     }
 
     public let inner: any GuestMemory
-    private let state = Mutex<[Access]>([])
+    private let state = Lock<[Access]>([])
     /// Called after every write, store or fill (not under any lock).
     public var afterWrite: ((Access) -> Void)?
 

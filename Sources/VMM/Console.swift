@@ -3,7 +3,7 @@ import Glibc
 #endif
 import Dispatch
 import Foundation
-import Synchronization
+import Locking
 
 /// Where a console's bytes go: the PV console's output, and the hypervisor
 /// console's outputs (`HypervisorConsoleOutputs`). Bytes are passed on as
@@ -16,7 +16,7 @@ public protocol ConsoleSink: AnyObject, Sendable {
 /// retrying short writes and EINTR so nothing is lost.
 public final class FileDescriptorConsoleSink: ConsoleSink {
     private let fd: Int32
-    private let lock = Mutex(())
+    private let lock = Lock(())
     public init(fd: Int32 = 1) { self.fd = fd }
 
     public func emit(_ bytes: [UInt8]) {
@@ -86,7 +86,7 @@ public final class BufferedConsoleSink: ConsoleSink {
             }
         }
     }
-    private let state = Mutex(State())
+    private let state = Lock(State())
     private let wakeWriter = DispatchSemaphore(value: 0)
     private let progress = DispatchSemaphore(value: 0)
 
@@ -254,7 +254,7 @@ public final class CapturingConsoleSink: ConsoleSink {
         var bytes: [UInt8] = []
         var pendingLine: [UInt8] = []
     }
-    private let state = Mutex(State())
+    private let state = Lock(State())
     private let onLine: @Sendable (String) -> Void
     private let forward: (any ConsoleSink)?
 

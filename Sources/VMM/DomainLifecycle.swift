@@ -1,12 +1,12 @@
 import Dispatch
-import Synchronization
+import Locking
 
 /// The one place a domain's end is decided: the first `finish` wins, every
 /// vCPU is kicked out of KVM_RUN, and `wait()` returns it. vCPU threads and
 /// outside callers (tests, signal handlers) share it.
 public final class DomainLifecycle: Sendable {
-    private let state = Mutex<DomainExit?>(nil)
-    private let kicks = Mutex<[@Sendable () -> Void]>([])
+    private let state = Lock<DomainExit?>(nil)
+    private let kicks = Lock<[@Sendable () -> Void]>([])
     private let done = DispatchSemaphore(value: 0)
 
     public init() {}

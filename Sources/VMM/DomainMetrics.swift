@@ -1,4 +1,5 @@
 import KVM
+import Locking
 import Synchronization
 import XenABI
 
@@ -37,12 +38,12 @@ public final class DomainMetrics: Sendable {
     /// When the first vCPU first left KVM_RUN for a guest reason: the time of
     /// the guest's first exit, which for a guest whose first instruction
     /// traps (the test guest's POST-code OUT) is its first instruction.
-    public let firstExit = Mutex<ContinuousClock.Instant?>(nil)
+    public let firstExit = Lock<ContinuousClock.Instant?>(nil)
 
     /// Each vCPU's host thread id (Linux `gettid`), by vCPU index, once its
     /// thread runs: where its CPU time is read at scrape time
     /// (`/proc/self/task/TID/stat`), so the vCPU loop counts nothing for it.
-    public let vcpuThreadIDs = Mutex<[Int: Int32]>([:])
+    public let vcpuThreadIDs = Lock<[Int: Int32]>([:])
 
     /// Hypercalls by number (`cells[n]` for Xen's hypercall `n` below
     /// `hypercallSlots`, the last cell for any other number), counted as

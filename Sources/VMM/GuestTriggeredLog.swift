@@ -1,6 +1,6 @@
 import Dispatch
 import Logging
-import Synchronization
+import Locking
 
 /// The lines a guest can make pvh log, rate-limited per domain and per
 /// category, so that a guest that repeats what provokes them (reconnects a
@@ -30,7 +30,7 @@ public final class GuestTriggeredLog: Sendable {
     private let now: @Sendable () -> Double
     private let burst: Int
     private let perSecond: Int
-    private let limits: Mutex<[Category: LineRateLimit]>
+    private let limits: Lock<[Category: LineRateLimit]>
 
     /// `now`: seconds on any monotonic clock (a test's own).
     public init(logger: Logger, burst: Int = GuestTriggeredLog.burst, perSecond: Int = GuestTriggeredLog.perSecond,
@@ -39,7 +39,7 @@ public final class GuestTriggeredLog: Sendable {
         self.now = now
         self.burst = burst
         self.perSecond = perSecond
-        limits = Mutex([:])
+        limits = Lock([:])
     }
 
     /// Logs `message` at `level` if `category`'s bucket allows it, after a

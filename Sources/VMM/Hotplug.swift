@@ -2,7 +2,7 @@ import BlockBackend
 import DeviceSpecs
 import Logging
 import NetBackend
-import Synchronization
+import Locking
 import XenABI
 import XenBus
 import XenStore
@@ -43,7 +43,7 @@ final class HotplugWatcher: Sendable {
         var refused: Set<XenbusDeviceAddress> = []
         var stopped = false
     }
-    private let state = Mutex(State())
+    private let state = Lock(State())
 
     /// The most device directories looked at per class on a full rescan.
     static let maximumDevices = 256
@@ -204,12 +204,12 @@ extension NetBackend: ServedBackend {}
 /// (a hot-plugged device's enter the metrics, a hot-unplugged one's leave)
 /// but outlive `removeAll`, for a scrape after the domain ended.
 final class ServedBackends<Backend: ServedBackend>: Sendable {
-    private let list: Mutex<[Backend]>
-    private let served: Mutex<[(device: String, metrics: Backend.Counters)]>
+    private let list: Lock<[Backend]>
+    private let served: Lock<[(device: String, metrics: Backend.Counters)]>
 
     init(_ initial: [Backend]) {
-        list = Mutex(initial)
-        served = Mutex(initial.map { (Self.deviceName($0.address), $0.metrics) })
+        list = Lock(initial)
+        served = Lock(initial.map { (Self.deviceName($0.address), $0.metrics) })
     }
 
     /// The metrics' `device` label.

@@ -4,7 +4,7 @@ import Glibc
 import Dispatch
 import Foundation
 import Logging
-import Synchronization
+import Locking
 import XenABI
 
 // Xen's console, as a guest reaches it: CONSOLEIO_write and the debug port
@@ -223,15 +223,15 @@ public final class HypervisorConsole: Sendable {
         var scheduled = false
         var outputDrops: UInt64 = 0
     }
-    private let state: Mutex<State>
+    private let state: Lock<State>
     private let queue = DispatchQueue(label: "pvh-hypervisor-console")
     /// The log's limit; only `queue` uses it (the lock keeps the class Sendable).
-    private let logLimit = Mutex(LineRateLimit())
+    private let logLimit = Lock(LineRateLimit())
 
     public init(domain: DomainID, outputs: HypervisorConsoleOutputs) {
         self.domain = domain
         self.outputs = outputs
-        state = Mutex(State(ring: HypervisorConsoleRing(capacityBytes: outputs.capacityBytes)))
+        state = Lock(State(ring: HypervisorConsoleRing(capacityBytes: outputs.capacityBytes)))
     }
 
     private var wantsLines: Bool { outputs.lines != nil || outputs.logger != nil || outputs.file != nil }
@@ -328,7 +328,7 @@ public final class HypervisorConsoleFile: Sendable {
         var size = 0
         var failures = 0
     }
-    private let state: Mutex<State>
+    private let state: Lock<State>
 
     /// Starts the file empty (a new domain's console), mode 0600.
     public init(path: String, maximumBytes: Int = 2 * HypervisorConsoleRing.defaultCapacityBytes) throws(UnixSocketError) {
@@ -338,7 +338,7 @@ public final class HypervisorConsoleFile: Sendable {
               let handle = FileHandle(forWritingAtPath: path) else {
             throw UnixSocketError(operation: "create", path: path, errno: errno)
         }
-        state = Mutex(State(handle: handle))
+        state = Lock(State(handle: handle))
     }
 
     /// Appends `lines`; past the bound, rewrites the file from `ring`.

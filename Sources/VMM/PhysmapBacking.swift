@@ -1,7 +1,7 @@
 import GuestMemory
 import Hypercalls
 import KVM
-import Synchronization
+import Locking
 import XenABI
 
 /// Routes console_io to the domain's hypervisor console.
@@ -25,7 +25,7 @@ final class PhysmapBacking: PhysmapService, @unchecked Sendable {
     let vm: VirtualMachine
     let memory: MappedGuestMemory
     let holeLimit: Int
-    private let holes = Mutex<Set<GuestFrameNumber>>([])
+    private let holes = Lock<Set<GuestFrameNumber>>([])
     init(vm: VirtualMachine, memory: MappedGuestMemory, holeLimit: Int = 1) {
         self.vm = vm
         self.memory = memory

@@ -1,5 +1,5 @@
 import GuestMemory
-import Synchronization
+import Locking
 import XenABI
 import XenStore
 
@@ -27,10 +27,10 @@ public final class ReattachableXenStore: XenStoreService {
         var introduced: (domain: DomainID, ring: GuestFrameNumber, port: EventChannelPort)?
     }
 
-    private let state: Mutex<State>
+    private let state: Lock<State>
 
     public init(_ remote: XenStoreRemote) {
-        state = Mutex(State(remote: remote))
+        state = Lock(State(remote: remote))
     }
 
     private var remote: XenStoreRemote { state.withLock { $0.remote } }
@@ -132,10 +132,10 @@ public final class ReattachableRingPeer: XenStoreRingPeer {
         var swallowed = 0
     }
 
-    private let state: Mutex<State>
+    private let state: Lock<State>
 
     public init(_ relay: XenStoreRelay) {
-        state = Mutex(State(relay: relay))
+        state = Lock(State(relay: relay))
     }
 
     private var relay: XenStoreRelay { state.withLock { $0.relay } }

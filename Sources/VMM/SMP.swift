@@ -1,6 +1,6 @@
 import Hypercalls
 import KVM
-import Synchronization
+import Locking
 import XenABI
 
 /// Secondary vCPUs the Xen way (VCPUOP_initialise / up / down / is_up,
@@ -16,14 +16,14 @@ final class SMPControl: VCPULifecycle, @unchecked Sendable {
         var up = false
         var pendingBoot: VCPUBootState?
     }
-    private let slots: Mutex<[Slot]>
+    private let slots: Lock<[Slot]>
     private let wakeups: VCPUWakeups
     private var kicks: [@Sendable () -> Void] = []
 
     init(vcpuCount: Int, wakeups: VCPUWakeups) {
         var s = [Slot](repeating: Slot(), count: max(vcpuCount, 1))
         s[0] = Slot(initialised: true, up: true)
-        slots = Mutex(s)
+        slots = Lock(s)
         self.wakeups = wakeups
     }
 

@@ -2,7 +2,7 @@ import Dispatch
 import EventChannels
 import Hypercalls
 import KVM
-import Synchronization
+import Locking
 import XenABI
 
 /// Delivers event-channel upcalls the way Xen does for HVM/PVH guests
@@ -33,15 +33,15 @@ final class UpcallInjector: EventChannelNotifier, @unchecked Sendable {
     let metrics: DomainMetrics
     let wakeups: VCPUWakeups
     /// The vCPUs, to kick them out of KVM_RUN; set once they exist.
-    private let vcpus = Mutex<[VCPU]>([])
+    private let vcpus = Lock<[VCPU]>([])
     /// The callback vector was asserted for these vCPUs since their threads
     /// last looked (`takeCallbackRequest`).
-    private let callbackRequests = Mutex<Set<VCPUID>>([])
+    private let callbackRequests = Lock<Set<VCPUID>>([])
     /// vCPUs whose refused upcall vector was already reported.
-    private let refusalReported = Mutex<Set<VCPUID>>([])
+    private let refusalReported = Lock<Set<VCPUID>>([])
     private let report: @Sendable (String) -> Void
     /// Upcalls a local APIC refused, retried until it takes them.
-    private let owed = Mutex(OwedUpcalls())
+    private let owed = Lock(OwedUpcalls())
 
     init(vm: VirtualMachine, state: DomainState, metrics: DomainMetrics, wakeups: VCPUWakeups,
          report: @escaping @Sendable (String) -> Void) {

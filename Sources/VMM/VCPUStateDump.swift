@@ -1,7 +1,7 @@
 import GuestMemory
 import Hypercalls
 import KVM
-import Synchronization
+import Locking
 import XenABI
 
 /// "Where is the guest?": each vCPU's registers and the top of its stack,
@@ -10,7 +10,7 @@ import XenABI
 /// from its thread, with no effect on the guest beyond the kick. Map the
 /// addresses with the kernel's System.map.
 final class VCPUStateDump: Sendable {
-    private let pending = Mutex<Set<UInt32>>([])
+    private let pending = Lock<Set<UInt32>>([])
 
     func request(_ vcpus: some Sequence<VCPUID>) { pending.withLock { $0.formUnion(vcpus.map(\.rawValue)) } }
 

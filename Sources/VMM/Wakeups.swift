@@ -1,6 +1,6 @@
 import Dispatch
 import EventChannels
-import Synchronization
+import Locking
 import XenABI
 
 /// Where a vCPU thread sleeps outside KVM_RUN (SCHEDOP_block, SCHEDOP_poll,
@@ -11,7 +11,7 @@ import XenABI
 final class VCPUWakeups: Sendable {
     private let semaphores: [DispatchSemaphore]
     /// vCPUs in SCHEDOP_poll and their ports (empty: any port).
-    private let pollers = Mutex<[VCPUID: Set<EventChannelPort>]>([:])
+    private let pollers = Lock<[VCPUID: Set<EventChannelPort>]>([:])
 
     init(vcpuCount: Int) {
         semaphores = (0..<max(vcpuCount, 1)).map { _ in DispatchSemaphore(value: 0) }

@@ -1,6 +1,6 @@
 import Dispatch
 import Foundation
-import Synchronization
+import Locking
 import XenStore
 
 /// Why a client request failed.
@@ -38,7 +38,7 @@ public final class XenStoreClient {
             var queue: [(path: String, token: String)] = []
             var closed = false
         }
-        let events = Mutex(Events())
+        let events = Lock(Events())
         let arrived = DispatchSemaphore(value: 0)
 
         func add(_ path: String, _ token: String) {

@@ -2,6 +2,7 @@
 import Glibc
 #endif
 import Foundation
+import Locking
 import Synchronization
 import XenABI
 import XenStore
@@ -22,7 +23,7 @@ public final class XenStoreSocketServer: Sendable {
     public let path: String
     private let listener: UnixSocket
     private let server: XenStoreServer
-    private let peers = Mutex<[Int32: XenStoreStreamConnection]>([:])
+    private let peers = Lock<[Int32: XenStoreStreamConnection]>([:])
     private let stopped = Atomic<Bool>(false)
 
     /// Bytes a peer may have waiting before it is dropped.
@@ -154,7 +155,7 @@ private final class Peer: Sendable {
         var sent = 0
         var dead = false
     }
-    private let output = Mutex(Output())
+    private let output = Lock(Output())
 
     init?(socket: UnixSocket) {
         var ends: [Int32] = [-1, -1]

@@ -1,4 +1,4 @@
-import Synchronization
+import Locking
 import XenABI
 import XenStore
 
@@ -118,7 +118,7 @@ public final class XenbusBackendDevice: Sendable {
             queued.append(t)
         }
     }
-    private let state = Mutex(State())
+    private let state = Lock(State())
 
     /// The most frontend nodes read at connect (a guest could create many;
     /// a vbd with 4 queues of 16 ring pages has about 80).

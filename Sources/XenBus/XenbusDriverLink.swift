@@ -1,4 +1,4 @@
-import Synchronization
+import Locking
 import XenABI
 
 /// What a device backend's xenbus driver keeps between the handshake and
@@ -8,8 +8,8 @@ import XenABI
 /// Block and network backends hold one each.
 public final class XenbusDriverLink<Connection: Sendable>: Sendable {
     private struct WeakDevice: Sendable { weak var device: XenbusBackendDevice? }
-    private let device = Mutex(WeakDevice())
-    private let current = Mutex<Connection?>(nil)
+    private let device = Lock(WeakDevice())
+    private let current = Lock<Connection?>(nil)
 
     public init() {}
 

@@ -1,5 +1,6 @@
 import Dispatch
 import Foundation
+import Locking
 import Synchronization
 import XenABI
 
@@ -60,7 +61,7 @@ public final class XenStoreRelay: XenStoreRingPeer {
     }
 
     private let stream: any XenStoreByteStream
-    private let state = Mutex(State())
+    private let state = Lock(State())
     private let requestsQueued = DispatchSemaphore(value: 0)
     private let outputTaken = DispatchSemaphore(value: 0)
     /// The two threads still running; the last one closes the stream.

@@ -1,6 +1,7 @@
 import Dispatch
 import Foundation
 import GuestMemory
+import Locking
 import Synchronization
 import XenABI
 
@@ -58,7 +59,7 @@ public enum XenStoreRemoteError: Error, Hashable, Sendable, CustomStringConverti
 public final class XenStoreRemote: XenStoreService {
     private final class Waiter: Sendable {
         let done = DispatchSemaphore(value: 0)
-        let reply = Mutex<Result<XenStoreMessage, XenStoreRemoteError>?>(nil)
+        let reply = Lock<Result<XenStoreMessage, XenStoreRemoteError>?>(nil)
     }
 
     private struct State: Sendable {
@@ -71,9 +72,9 @@ public final class XenStoreRemote: XenStoreService {
     }
 
     private let stream: any XenStoreByteStream
-    private let state = Mutex(State())
+    private let state = Lock(State())
     /// Held while writing a frame, and to close the stream.
-    private let writer = Mutex(())
+    private let writer = Lock(())
     /// The reader's exit and `lose`'s shutdown: the second one closes the
     /// stream (under `writer`), so no call touches a closed descriptor.
     private let streamUsers = Atomic<Int>(2)
@@ -177,7 +178,7 @@ public final class XenStoreRemote: XenStoreService {
         return XenStoreWatchID(rawValue: id)
     }
 
-    private let watchPaths = Mutex<[UInt64: (path: String, token: String)]>([:])
+    private let watchPaths = Lock<[UInt64: (path: String, token: String)]>([:])
 
     public func unwatch(_ id: XenStoreWatchID) {
         _ = state.withLock { $0.handlers.removeValue(forKey: id.rawValue) }

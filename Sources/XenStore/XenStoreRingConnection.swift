@@ -2,6 +2,7 @@ import CXen
 import DeviceRuntime
 import EventChannels
 import GuestMemory
+import Locking
 import Synchronization
 import XenABI
 import XenRing
@@ -55,9 +56,9 @@ public final class XenStoreRingConnection: Sendable {
         let report: @Sendable (String) -> Void
         let attached = Atomic<Bool>(false)
         /// The `error` word the fault path writes: set by the pump before it throws.
-        let errorWord = Mutex<UInt32>(UInt32(XENSTORE_ERROR_COMM))
+        let errorWord = Lock<UInt32>(UInt32(XENSTORE_ERROR_COMM))
         /// Output waiting for room in `rsp`.
-        let outbox = Mutex<[UInt8]>([])
+        let outbox = Lock<[UInt8]>([])
 
         init(memory: any GuestMemory, ring: ByteRing, base: GuestPhysicalAddress, peer: any XenStoreRingPeer,
              report: @escaping @Sendable (String) -> Void) {

@@ -1,4 +1,4 @@
-import Synchronization
+import Locking
 import XenABI
 
 /// What a guest's XenStore ring (`XenStoreRingConnection`) hands its bytes
@@ -37,7 +37,7 @@ public protocol XenStoreRingPeer: AnyObject, Sendable {
 /// server's flow control (`acceptsInput`/`outputSent`).
 public final class XenStoreServerRingPeer: XenStoreRingPeer {
     public let server: XenStoreServer
-    private let id = Mutex<XenStoreConnectionID?>(nil)
+    private let id = Lock<XenStoreConnectionID?>(nil)
 
     public init(server: XenStoreServer) { self.server = server }
 

@@ -1,5 +1,5 @@
 import GuestMemory
-import Synchronization
+import Locking
 import XenABI
 
 /// What `XenStoreServer.receive` tells its transport.
@@ -72,7 +72,7 @@ public final class XenStoreServer: XenStoreService {
         var requests: [DomainID: XenStoreRequestCounts] = [:]
     }
 
-    private let state: Mutex<State>
+    private let state: Lock<State>
     private let toolstack: XenStoreConnectionID
     private let logSink: @Sendable (String) -> Void
 
@@ -86,7 +86,7 @@ public final class XenStoreServer: XenStoreService {
         var s = State(core: XenStoreCore(quota: quota))
         toolstack = XenStoreConnectionID(rawValue: 0)
         s.core.connect(toolstack, domain: .controlDomain, privileged: true)
-        state = Mutex(s)
+        state = Lock(s)
         logSink = log
     }
 

@@ -5,6 +5,7 @@ import GuestMemory
 import HostIO
 import NetBackend
 import NetFrontend
+import Locking
 import Synchronization
 import XenBus
 
@@ -467,7 +468,7 @@ final class FrameGenerator: @unchecked Sendable {
     /// Signalled when the thread has finished (or failed).
     let finished = DispatchSemaphore(value: 0)
     private let ready = DispatchSemaphore(value: 0)
-    private let failure = Mutex<String?>(nil)
+    private let failure = Lock<String?>(nil)
 
     init(namespace: String, interface: String, _ c: NetBench.Case, delivered: @escaping @Sendable () -> Int) throws {
         let withHeader = c.bulk

@@ -1,6 +1,6 @@
 import Foundation
 import HostIO
-import Synchronization
+import Locking
 import VMM
 
 #if canImport(Glibc)
@@ -187,7 +187,7 @@ enum ToolstackBench {
     static func firstLineOffset(kernel: String, memoryMiB: Int, rounds: Int) -> Double? {
         var offsets: [Double] = []
         for _ in 0..<rounds {
-            let firstLine = Mutex<ContinuousClock.Instant?>(nil)
+            let firstLine = Lock<ContinuousClock.Instant?>(nil)
             let sink = CapturingConsoleSink { _ in
                 let now = ContinuousClock.now
                 firstLine.withLock { if $0 == nil { $0 = now } }
@@ -207,7 +207,7 @@ enum ToolstackBench {
 final class BenchProcess: @unchecked Sendable {
     let process: SupervisedProcess
     let what: String
-    private let end = Mutex<SupervisedProcess.End?>(nil)
+    private let end = Lock<SupervisedProcess.End?>(nil)
 
     init(_ arguments: [String], log: String, what: String) throws {
         process = try SupervisedProcess.spawn(arguments, logPath: log)
@@ -243,8 +243,8 @@ final class ToolstackRun: @unchecked Sendable {
     let directory: String
     var runtime: String { directory + "/run" }
     var api: String { runtime + "/api.sock" }
-    private let children = Mutex<[BenchProcess]>([])
-    private let daemonChild = Mutex<BenchProcess?>(nil)
+    private let children = Lock<[BenchProcess]>([])
+    private let daemonChild = Lock<BenchProcess?>(nil)
     private let cleanupLock = NSLock()
     private var cleaned = false  // guarded by cleanupLock
 

@@ -1,7 +1,7 @@
 import ArgumentParser
 import Foundation
 import PVHAPI
-import Synchronization
+import Locking
 import VMM
 
 #if canImport(Glibc)
@@ -78,7 +78,7 @@ enum ConsoleSession {
         if words.count >= 3, let dropped = UInt64(words[2]), dropped > 0 {
             stderr.emit(Array("pvh: \(name): \(dropped) older bytes of console output were dropped\n".utf8))
         }
-        let end = Mutex<End?>(nil)
+        let end = Lock<End?>(nil)
         let terminal = HostTerminal()
         terminal.start(notice: "pvh: attached to \(name)'s console (Ctrl-] detaches)", escapeAlways: true,
                        input: { _ = socket.writeAll($0) },

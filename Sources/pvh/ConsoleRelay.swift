@@ -1,6 +1,6 @@
 import Foundation
 import PVHAPI
-import Synchronization
+import Locking
 import Toolstack
 import VMM
 
@@ -56,18 +56,18 @@ final class DomainConsole: Sendable {
         var closed = false
         var socketPath: String
     }
-    private let state: Mutex<State>
+    private let state: Lock<State>
     /// Held while bytes go to the client, so the replay and live output
     /// reach it in order and its descriptor is closed by nobody mid-write.
-    private let output = Mutex(())
+    private let output = Lock(())
     /// Held while typed bytes go to the guest process, likewise.
-    private let input = Mutex(())
+    private let input = Lock(())
 
     init(name: String, socketPath: String, capacity: Int = ConsoleBuffer.defaultCapacity) throws(UnixSocketError) {
         self.name = name
         listener = try UnixSocket.listen(at: socketPath, backlog: 4)
         chmod(socketPath, 0o600)
-        state = Mutex(State(buffer: ConsoleBuffer(capacity: capacity), socketPath: socketPath))
+        state = Lock(State(buffer: ConsoleBuffer(capacity: capacity), socketPath: socketPath))
         let thread = Thread { [self] in acceptClients() }
         thread.name = "pvh-console-\(name)"
         thread.start()

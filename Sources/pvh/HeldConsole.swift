@@ -1,4 +1,4 @@
-import Synchronization
+import Locking
 import Toolstack
 import VMM
 
@@ -22,7 +22,7 @@ final class HeldConsoleSink: ConsoleSink {
 
     let output = BufferedConsoleSink(fd: 1)
     /// Non-nil while output is held (the daemon's end went away).
-    private let held = Mutex<ConsoleBuffer?>(nil)
+    private let held = Lock<ConsoleBuffer?>(nil)
 
     func emit(_ bytes: [UInt8]) {
         held.withLock { held in

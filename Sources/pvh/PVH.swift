@@ -1,6 +1,6 @@
 import ArgumentParser
 import Dispatch
-import Synchronization
+import Locking
 import DeviceSpecs
 import KVM
 import PVHMetrics
@@ -525,7 +525,7 @@ final class CurrentDomain: Sendable {
         /// Input typed while no domain runs (before the first, between reboots).
         var pendingInput: [UInt8] = []
     }
-    private let state = Mutex(State())
+    private let state = Lock(State())
 
     /// Makes `domain` current and hands it the input that waited; false if a stop came first.
     func start(_ domain: Domain) -> Bool {

@@ -2,7 +2,7 @@ import Foundation
 import HostIO
 import KVM
 import PVHAPI
-import Synchronization
+import Locking
 import Toolstack
 import VMM
 import XLConfig
@@ -63,7 +63,7 @@ final class Supervisor: DomainService, Sendable {
 
     let paths: Paths
     let store: XenStoreServer
-    let state = Mutex(State())
+    let state = Lock(State())
     let log: @Sendable (String) -> Void
 
     init(paths: Paths, store: XenStoreServer, log: @escaping @Sendable (String) -> Void) {

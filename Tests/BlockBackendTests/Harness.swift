@@ -6,7 +6,7 @@ import Foundation
 import GrantTables
 import GuestMemory
 import HostIO
-import Synchronization
+import Locking
 import Testing
 import TestSupport
 import VMM
@@ -54,9 +54,9 @@ final class ScratchDisk {
 /// runs it on a synchronous engine: proves what the backend submits when.
 final class HeldEngine: BlockIOEngine, Sendable {
     private let inner: SynchronousEngine
-    private let held = Mutex<[BlockIORequest]>([])
+    private let held = Lock<[BlockIORequest]>([])
     /// Operations in the order they were performed ("read", "write", "flush", "discard").
-    let performed = Mutex<[String]>([])
+    let performed = Lock<[String]>([])
 
     init(fd: Int32, onComplete: @escaping @Sendable ([BlockIOCompletion]) -> Void) {
         inner = SynchronousEngine(fileDescriptor: fd, onComplete: onComplete)
@@ -164,7 +164,7 @@ enum Pattern {
 
 /// Makes `HeldEngine`s and keeps them for the test to release.
 final class HeldEngines: Sendable {
-    let engines = Mutex<[HeldEngine]>([])
+    let engines = Lock<[HeldEngine]>([])
     var first: HeldEngine? { engines.withLock { $0.first } }
     func factory(_ file: ScratchDisk) -> BlockEngineFactory {
         let fd = file.fd

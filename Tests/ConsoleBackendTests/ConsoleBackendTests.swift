@@ -2,7 +2,7 @@ import ConsoleBackend
 import DeviceRuntime
 import EventChannels
 import GuestMemory
-import Synchronization
+import Locking
 import Testing
 import TestSupport
 import XenABI
@@ -16,7 +16,7 @@ import XenRing
 struct ConsoleBackendTests {
 
     final class Box<T>: @unchecked Sendable {
-        private let lock = Mutex(())
+        private let lock = Lock(())
         private var value: T
         init(_ v: T) { value = v }
         func withLock<R>(_ body: (inout T) -> R) -> R { lock.withLock { _ in body(&value) } }

@@ -4,6 +4,7 @@ import DeviceRuntime
 import EventChannels
 import Foundation
 import GuestMemory
+import Locking
 import Synchronization
 import Testing
 import TestSupport
@@ -20,7 +21,7 @@ final class Guest {
     static let backend = DomainID(rawValue: 0)
     let memory = MockGuestMemory(size: 1 << 20)
     let table: EventChannelTable
-    final class Lines: Sendable { let value = Mutex<[String]>([]) }
+    final class Lines: Sendable { let value = Lock<[String]>([]) }
     private let log = Lines()
     var lines: [String] { log.value.withLock { $0 } }
     let runtime: DeviceRuntime
@@ -45,7 +46,7 @@ final class Guest {
 /// at `base` into `received` and asks to notify the guest when it moved bytes.
 final class DrainDevice: Sendable {
     let ring: ByteRing
-    let received = Mutex<[UInt8]>([])
+    let received = Lock<[UInt8]>([])
     init(memory: MockGuestMemory, base: GuestPhysicalAddress) throws {
         ring = try ByteRing(layout: .console, memory: memory, base: base)
     }
@@ -68,7 +69,7 @@ struct BackendChannelTests {
         let guestPort = try g.toolstackPort()
         let ring = try DrainDevice(memory: g.memory, base: GuestPhysicalAddress(0x20000))
         let front = try FakeByteRingFrontend(memory: g.memory, base: GuestPhysicalAddress(0x20000))
-        let threads = Mutex<[String]>([])
+        let threads = Lock<[String]>([])
         let device = g.runtime.makeDevice("dev")
         let context = device.makeContext()
         let channel = try device.bindChannel(events: g.table, guestPort: guestPort, on: context) { () throws(DeviceFault) in
@@ -122,7 +123,7 @@ struct BackendChannelTests {
         let g = Guest()
         let device = g.runtime.makeDevice("vif")
         let ran = DispatchSemaphore(value: 0)
-        let threads = Mutex<[String]>([])
+        let threads = Lock<[String]>([])
         let channel = try device.allocateChannel(events: g.table, on: device.makeContext(queue: "q0")) { () throws(DeviceFault) in
             threads.withLock { $0.append(Thread.current.name ?? "?") }
             ran.signal()
@@ -222,7 +223,7 @@ struct DeviceFaultTests {
     @Test("the hostile ring's device stops (log line, counter, onFault once); another device and the console keep working")
     func onlyThatDevice() throws {
         let g = Guest()
-        let faults = Mutex<[DeviceFault]>([])
+        let faults = Lock<[DeviceFault]>([])
         // Device A: a drain device on a ring at 0x20000.
         let a = try DrainDevice(memory: g.memory, base: GuestPhysicalAddress(0x20000))
         let aFront = try FakeByteRingFrontend(memory: g.memory, base: GuestPhysicalAddress(0x20000))
@@ -240,7 +241,7 @@ struct DeviceFaultTests {
             try b.pump()
         }
         // And the real console on the same runtime.
-        let out = Mutex<[UInt8]>([])
+        let out = Lock<[UInt8]>([])
         let console = try ConsoleBackend(memory: g.memory, frame: GuestFrameNumber(0x40), events: g.table, domain: Guest.domain,
                                          runtime: g.runtime, output: { bytes in out.withLock { $0 += bytes } })
         let consoleFront = try FakeByteRingFrontend(memory: g.memory, base: GuestPhysicalAddress(0x40000))
@@ -295,7 +296,7 @@ struct DeviceFaultTests {
         let driver = StubDriver()
         let xenbus = try XenbusBackendDevice(store: store, address: address, driver: driver)
         // Every backend state the frontend could see, in order.
-        let states = Mutex<[String]>([])
+        let states = Lock<[String]>([])
         _ = try store.watch("\(address.backendPath)/state", token: "t") { path, _ in
             if let v = try? store.read(path) { states.withLock { $0.append(v) } }
         }

@@ -4,6 +4,7 @@ import Foundation
 #if canImport(Glibc)
 import Glibc
 #endif
+import Locking
 import Synchronization
 import Testing
 
@@ -64,7 +65,7 @@ struct ExecutionContextTests {
     func ownThread() throws {
         let context = ExecutionContext(name: "pvh-named")
         defer { context.stop() }
-        let name = Mutex<String?>(nil), onContext = Atomic<Bool>(false)
+        let name = Lock<String?>(nil), onContext = Atomic<Bool>(false)
         let work = context.makeWork {
             name.withLock { $0 = Thread.current.name }
             onContext.store(context.isCurrent, ordering: .relaxed)
@@ -154,7 +155,7 @@ struct ExecutionContextTests {
     /// A doorbell with an event of its own (as an io_uring completion
     /// eventfd is): `fire()` ends the wait with true, `ring()` with false.
     final class EventDoorbell: ExecutionContextDoorbell {
-        private let state = Mutex<(rung: Bool, fired: Bool)>((false, false))
+        private let state = Lock<(rung: Bool, fired: Bool)>((false, false))
         private let semaphore = DispatchSemaphore(value: 0)
         let waits = Atomic<Int>(0)
         func wait() -> Bool {

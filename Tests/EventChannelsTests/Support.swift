@@ -1,6 +1,6 @@
 import EventChannels
 import GuestMemory
-import Synchronization
+import Locking
 import TestSupport
 import XenABI
 
@@ -10,15 +10,15 @@ final class FakeLocator: SharedInfoLocator {
         var is32 = false
         var registered: [VCPUID: GuestPhysicalAddress] = [:]
     }
-    let s = Mutex(S())
+    let s = Lock(S())
     var sharedInfoFrame: GuestFrameNumber? { s.withLock { $0.frame } }
     var sharedInfoIs32Bit: Bool { s.withLock { $0.is32 } }
     func registeredVCPUInfo(for vcpu: VCPUID) -> GuestPhysicalAddress? { s.withLock { $0.registered[vcpu] } }
 }
 
 final class RecordingNotifier: EventChannelNotifier {
-    let upcalls = Mutex<[UInt32]>([])
-    let pending = Mutex<[UInt32]>([])
+    let upcalls = Lock<[UInt32]>([])
+    let pending = Lock<[UInt32]>([])
     func upcall(vcpu: VCPUID) { upcalls.withLock { $0.append(vcpu.rawValue) } }
     func portBecamePending(_ port: EventChannelPort) { pending.withLock { $0.append(port.rawValue) } }
     var upcallList: [UInt32] { upcalls.withLock { $0 } }
@@ -26,7 +26,7 @@ final class RecordingNotifier: EventChannelNotifier {
 }
 
 final class RecordingPeer: EventChannelPeer {
-    let notified = Mutex<[UInt32]>([])
+    let notified = Lock<[UInt32]>([])
     func notify(_ port: EventChannelPort) { notified.withLock { $0.append(port.rawValue) } }
     var list: [UInt32] { notified.withLock { $0 } }
 }

@@ -1,7 +1,7 @@
 import Dispatch
 import GrantTables
 import GuestMemory
-import Synchronization
+import Locking
 import Testing
 import TestSupport
 import XenABI
@@ -215,7 +215,7 @@ let writing = GrantEntryFlags.writing.rawValue
     func concurrency() throws {
         let f = Fixture()
         f.v1(40, flags: permit, frame: 0x108)
-        let failures = Mutex(0)
+        let failures = Lock(0)
         DispatchQueue.concurrentPerform(iterations: 2) { t in
             for _ in 0..<500 {
                 do {
@@ -278,8 +278,8 @@ let writing = GrantEntryFlags.writing.rawValue
 /// the frame number (a guest racing Xen's cmpxchg loop).
 final class RacingMemory: GuestMemory, @unchecked Sendable {
     let inner: MockGuestMemory
-    let racing = Mutex(false)
-    let exchanges = Mutex(0)
+    let racing = Lock(false)
+    let exchanges = Lock(0)
     init(_ inner: MockGuestMemory) { self.inner = inner }
     var regions: [GuestPhysicalRange] { inner.regions }
     func read(at address: GuestPhysicalAddress, count: Int) throws(GuestMemoryError) -> [UInt8] { try inner.read(at: address, count: count) }

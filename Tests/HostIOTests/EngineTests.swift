@@ -1,5 +1,5 @@
 import Foundation
-import Synchronization
+import Locking
 import GuestMemory
 import HostIO
 import Testing
@@ -214,8 +214,8 @@ struct EngineTests {
             try guest.memory.fill(at: guest.address(page), count: 4096, with: byte)
             expected.replaceSubrange(page * 4096..<(page + 1) * 4096, with: repeatElement(byte, count: 4096))
         }
-        let submitters = Mutex<[pthread_t]>([])
-        let failures = Mutex<[String]>([])
+        let submitters = Lock<[pthread_t]>([])
+        let failures = Lock<[String]>([])
         DispatchQueue.concurrentPerform(iterations: threads) { t in
             submitters.withLock { $0.append(pthread_self()) }
             do {
@@ -242,7 +242,7 @@ struct EngineTests {
 
     /// An engine the completion handler can reach (made after the handler).
     final class EngineSlot: Sendable {
-        let engine = Mutex<(any BlockIOEngine)?>(nil)
+        let engine = Lock<(any BlockIOEngine)?>(nil)
         func get() -> (any BlockIOEngine)? { engine.withLock { $0 } }
     }
 

@@ -1,7 +1,7 @@
 import Foundation
 import GuestMemory
 import HostIO
-import Synchronization
+import Locking
 import Testing
 
 /// A scratch backing file that goes away with the value.
@@ -24,7 +24,7 @@ final class ScratchFile {
 
 /// Completions, collected.
 final class Completions: Sendable {
-    let all = Mutex<[BlockIOCompletion]>([])
+    let all = Lock<[BlockIOCompletion]>([])
     func add(_ c: [BlockIOCompletion]) { all.withLock { $0 += c } }
     func result(_ tag: UInt64) -> Result<Int, HostIOError>? { all.withLock { $0.first { $0.tag == tag }?.result } }
 }

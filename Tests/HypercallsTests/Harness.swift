@@ -3,14 +3,14 @@ import GrantTables
 import GuestMemory
 import Hypercalls
 import PVTime
-import Synchronization
+import Locking
 import TestSupport
 import XenABI
 
 final class RecordingConsole: ConsoleService {
-    let written = Mutex<[UInt8]>([])
-    let writes = Mutex(0)
-    let input = Mutex<[UInt8]>([])
+    let written = Lock<[UInt8]>([])
+    let writes = Lock(0)
+    let input = Lock<[UInt8]>([])
     func write(_ bytes: [UInt8], from vcpu: VCPUID) {
         written.withLock { $0 += bytes }
         writes.withLock { $0 += 1 }
@@ -25,11 +25,11 @@ final class RecordingConsole: ConsoleService {
 }
 
 final class RecordingPhysmap: PhysmapService {
-    let frames = Mutex<[GuestFrameNumber]>([])
-    let failure = Mutex<XenErrno?>(nil)
+    let frames = Lock<[GuestFrameNumber]>([])
+    let failure = Lock<XenErrno?>(nil)
     /// Hole frames backed (`backFrame`), and the memory to add them to.
-    let backed = Mutex<[GuestFrameNumber]>([])
-    let memory = Mutex<MockGuestMemory?>(nil)
+    let backed = Lock<[GuestFrameNumber]>([])
+    let memory = Lock<MockGuestMemory?>(nil)
     func backFrame(at frame: GuestFrameNumber) throws(XenErrno) {
         guard let memory = memory.withLock({ $0 }), let address = frame.address else { throw .einval }
         do { try memory.addRegion(GuestPhysicalRange(start: address, length: 4096)) } catch { throw .enomem }
@@ -45,7 +45,7 @@ final class RecordingPhysmap: PhysmapService {
 /// leaves an anonymous mapping. `failure` makes every discard fail.
 final class MockReservationBacking: ReservationService {
     let memory: MockGuestMemory
-    let failure = Mutex(false)
+    let failure = Lock(false)
     init(memory: MockGuestMemory) { self.memory = memory }
     func discard(_ range: GuestPhysicalRange) throws(GuestMemoryError) {
         if failure.withLock({ $0 }) { throw .discardFailed(errno: 12) }
@@ -58,7 +58,7 @@ extension EventChannelTable: EventChannelService {}
 extension DomainTimers: TimeService {}
 
 final class RecordingNotifier: EventChannelNotifier {
-    let upcalls = Mutex<[UInt32]>([])
+    let upcalls = Lock<[UInt32]>([])
     func upcall(vcpu: VCPUID) { upcalls.withLock { $0.append(vcpu.rawValue) } }
     var list: [UInt32] { upcalls.withLock { $0 } }
 }
@@ -66,8 +66,8 @@ final class RecordingNotifier: EventChannelNotifier {
 /// A VCPULifecycle that keeps Xen's states: vCPU 0 initialised and up, the others neither.
 final class FakeLifecycle: VCPULifecycle {
     struct VCPU { var initialised = false; var up = false; var state: VCPUBootState? }
-    let vcpus: Mutex<[VCPUID: VCPU]>
-    init() { vcpus = Mutex([VCPUID(0): VCPU(initialised: true, up: true)]) }
+    let vcpus: Lock<[VCPUID: VCPU]>
+    init() { vcpus = Lock([VCPUID(0): VCPU(initialised: true, up: true)]) }
     func isInitialised(vcpu: VCPUID) -> Bool { vcpus.withLock { $0[vcpu]?.initialised ?? false } }
     func initialise(vcpu: VCPUID, state: VCPUBootState) throws(XenErrno) {
         try vcpus.withLock { (v: inout [VCPUID: VCPU]) throws(XenErrno) in

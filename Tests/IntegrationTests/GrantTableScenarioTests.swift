@@ -1,5 +1,5 @@
 import Foundation
-import Synchronization
+import Locking
 import Testing
 import VMM
 
@@ -178,7 +178,7 @@ final class GrantHost: Sendable {
         var mappings: [(kind: String, ref: UInt32, mapping: HeldGrantMapping)]
     }
 
-    private let state = Mutex<(observations: Observations, held: Held?)>((Observations(), nil))
+    private let state = Lock<(observations: Observations, held: Held?)>((Observations(), nil))
 
     var observations: Observations { state.withLock { $0.observations } }
     var report: String {

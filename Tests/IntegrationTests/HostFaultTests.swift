@@ -1,5 +1,5 @@
 import Foundation
-import Synchronization
+import Locking
 import Testing
 
 /// Host faults under a running guest (issue 13 item 5): pvh killed with
@@ -95,7 +95,7 @@ struct HostFaultTests {
         p.standardInput = FileHandle.nullDevice
         let exited = DispatchSemaphore(value: 0)
         p.terminationHandler = { _ in exited.signal() }
-        let errors = Mutex(Data())
+        let errors = Lock(Data())
         let errorsDone = DispatchSemaphore(value: 0)
         try p.run()
         if closeReader { try out.fileHandleForReading.close() }

@@ -1,5 +1,5 @@
 import Foundation
-import Synchronization
+import Locking
 import Testing
 import VMM
 import XenABI
@@ -47,7 +47,7 @@ struct StoreHandoffTests {
 
     /// Waits up to `timeout` for `pid` to exit (a thread in waitpid); kills it past that.
     static func wait(_ pid: pid_t, timeout: Duration) -> Int32? {
-        let status = Mutex<Int32?>(nil)
+        let status = Lock<Int32?>(nil)
         let done = DispatchSemaphore(value: 0)
         Thread {
             var s: Int32 = 0
@@ -106,7 +106,7 @@ struct StoreHandoffTests {
             var vbdStates: [String] = []
             var released = false
         }
-        let seen = Mutex(Seen())
+        let seen = Lock(Seen())
         _ = try server.watch(home, token: "home") { path, _ in
             if path == "\(home)/data/pvhtest", seen.withLock({ $0.guestWrote == nil }) {
                 let tree = (try? server.directory(home)) ?? []

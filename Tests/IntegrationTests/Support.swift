@@ -1,5 +1,5 @@
 import Foundation
-import Synchronization
+import Locking
 import Testing
 import KVM
 import VMM
@@ -68,7 +68,7 @@ extension Env {
         let watchdog = DispatchWorkItem { kill(pid, SIGKILL) }
         DispatchQueue.global().asyncAfter(deadline: .now() + limit, execute: watchdog)
         // stderr is drained beside stdout so neither pipe fills and blocks pvh.
-        let errData = Mutex(Data())
+        let errData = Lock(Data())
         let errDone = DispatchSemaphore(value: 0)
         DispatchQueue.global().async {
             let d = err.fileHandleForReading.readDataToEndOfFile()
@@ -110,8 +110,8 @@ struct GuestRun {
     static func boot(_ config: GuestConfiguration, stopWhen: (@Sendable ([String]) -> Bool)? = nil,
                      onLine: (@Sendable (String, Domain) -> Void)? = nil,
                      limit: Duration, before: (Domain) -> Void = { _ in }) throws -> GuestRun {
-        let seen = Mutex<[String]>([])
-        let domainBox = Mutex<Domain?>(nil)
+        let seen = Lock<[String]>([])
+        let domainBox = Lock<Domain?>(nil)
         let lineQueue = DispatchQueue(label: "pvh-test-lines")
         let console = CapturingConsoleSink { line in
             if let onLine, let domain = domainBox.withLock({ $0 }) { lineQueue.async { onLine(line, domain) } }

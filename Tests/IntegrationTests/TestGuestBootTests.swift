@@ -1,5 +1,5 @@
 import Foundation
-import Synchronization
+import Locking
 import Testing
 import VMM
 import XenABI
@@ -371,7 +371,7 @@ struct DomainIDTests {
         let elf = try Env.testGuest.get()
         var config = GuestConfiguration(kernelPath: elf, commandLine: "pvh.scenarios=evtchn,xenstore", memoryMiB: 32)
         config.domainID = DomainID(rawValue: 7)
-        let home = Mutex<String?>(nil)
+        let home = Lock<String?>(nil)
         let run = try GuestRun.boot(config, limit: .seconds(120), before: { domain in
             home.withLock { $0 = try? domain.store.read("/local/domain/7/domid") }
         })

@@ -3,6 +3,7 @@ import GuestMemory
 import HostIO
 import NetBackend
 import NetFrontend
+import Locking
 import Synchronization
 import Testing
 import VMM
@@ -31,8 +32,8 @@ final class MockLink: NetworkLink, Sendable {
     let description = "mock"
     let mtu = 1500
     let capabilities: NetworkLinkCapabilities
-    private let sentFrames = Mutex<[Sent]>([])
-    private let callbacks = Mutex<(receive: (@Sendable (NetworkFrame) -> Void)?, carrier: (@Sendable (Bool) -> Void)?)>((nil, nil))
+    private let sentFrames = Lock<[Sent]>([])
+    private let callbacks = Lock<(receive: (@Sendable (NetworkFrame) -> Void)?, carrier: (@Sendable (Bool) -> Void)?)>((nil, nil))
     let stopped = Atomic<Bool>(false)
 
     init(capabilities: NetworkLinkCapabilities = [.partialChecksum, .tcpv4Segmentation, .tcpv6Segmentation]) {
@@ -67,7 +68,7 @@ final class MockLink: NetworkLink, Sendable {
     var sent: [Sent] { sentFrames.withLock { $0 } }
 
     /// `frontendConnected`'s argument, each time it was called.
-    let connections = Mutex<[Bool]>([])
+    let connections = Lock<[Bool]>([])
     func frontendConnected(scatterGather: Bool) { connections.withLock { $0.append(scatterGather) } }
 
     /// A frame from the host side.

@@ -1,12 +1,12 @@
 import NetBackend
-import Synchronization
+import Locking
 import Testing
 import TestSupport
 import XenABI
 
 /// A clock the test moves by hand.
 final class ManualClock: Sendable {
-    private let time = Mutex<Duration>(.zero)
+    private let time = Lock<Duration>(.zero)
     func advance(_ d: Duration) { time.withLock { $0 += d } }
     var now: @Sendable () -> Duration { { [self] in time.withLock { $0 } } }
 }

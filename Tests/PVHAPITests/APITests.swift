@@ -2,7 +2,7 @@ import Foundation
 import PVHAPI
 import PVHAPIClient
 import PVHMetrics
-import Synchronization
+import Locking
 import Testing
 import Toolstack
 import XLConfig
@@ -15,7 +15,7 @@ final class FakeService: DomainService {
         var registry = DomainRegistry()
         var subscribers: [AsyncStream<DomainEvent>.Continuation] = []
     }
-    private let state = Mutex(State())
+    private let state = Lock(State())
 
     func host() async -> HostInfo {
         HostInfo(backend: "software", backendReport: "KVM backend: test", version: "test", freeMemoryMiB: 1, totalMemoryMiB: 2,

@@ -1,13 +1,13 @@
 import Foundation
 import PVHAPI
 import PVHAPIClient
-import Synchronization
+import Locking
 import Testing
 
 /// The fake's consoles: a backlog, the real `ConsoleStreams`, and a guest
 /// input that takes at most `inputRoom` bytes in all (a ring that never
 /// drains), so the 503 path is reachable.
-private let fakeConsoles = Mutex<[String: (backlog: [UInt8], streams: ConsoleStreams, taken: Int)]>([:])
+private let fakeConsoles = Lock<[String: (backlog: [UInt8], streams: ConsoleStreams, taken: Int)]>([:])
 private let inputRoom = 16
 
 extension FakeService: ConsoleService {
@@ -63,7 +63,7 @@ extension FakeService: ConsoleService {
         return Task.detached {
             try await withCheckedThrowingContinuation { (c: CheckedContinuation<(Int, [UInt8]), any Error>) in
                 Thread {
-                    let bytes = Mutex<[UInt8]>([])
+                    let bytes = Lock<[UInt8]>([])
                     c.resume(with: Result {
                         let status = try client.stream(path, timeout: 60, head: head) { chunk in
                             bytes.withLock { $0 += chunk }

@@ -1,11 +1,11 @@
 import Foundation
 import PVHAPI
-import Synchronization
+import Locking
 import Testing
 import Toolstack
 
 /// The fake's devices (the daemon's come from its store).
-private let fakeDevices = Mutex<[String: [DeviceListingEntry]]>([:])
+private let fakeDevices = Lock<[String: [DeviceListingEntry]]>([:])
 
 extension FakeService: DeviceService {
     func devices(_ kind: DeviceKind, of name: String) async throws(APIError) -> [DeviceListingEntry] {

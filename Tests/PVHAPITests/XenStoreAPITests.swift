@@ -1,7 +1,7 @@
 import Foundation
 import PVHAPI
 import PVHAPIClient
-import Synchronization
+import Locking
 import Testing
 import XenStore
 
@@ -152,7 +152,7 @@ import XenStore
 
 /// Lines an NDJSON stream delivered so far.
 final class StreamLines: Sendable {
-    private let lines = Mutex<[String]>([])
+    private let lines = Lock<[String]>([])
     var all: [String] { lines.withLock { $0 } }
     func append(_ line: String) -> Int { lines.withLock { $0.append(line); return $0.count } }
 }

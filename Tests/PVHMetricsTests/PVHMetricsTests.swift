@@ -4,7 +4,7 @@ import DeviceRuntime
 import Foundation
 import NetBackend
 import PVHMetrics
-import Synchronization
+import Locking
 import Testing
 import VMM
 import XenABI
@@ -54,8 +54,8 @@ struct ExpositionTests {
     func hotPluggedDevicesComeAndGo() {
         let f = Fixture()
         let registry = PVHMetricsRegistry()
-        let disks = Mutex<[DomainMetricSource.Disk]>([])
-        let nics = Mutex<[DomainMetricSource.NetworkInterface]>([])
+        let disks = Lock<[DomainMetricSource.Disk]>([])
+        let nics = Lock<[DomainMetricSource.NetworkInterface]>([])
         registry.add(DomainMetricSource(name: "web", domainID: DomainID(rawValue: 7), vcpus: 2, memoryBytes: 128 << 20,
                                         domain: f.domain, disks: { disks.withLock { $0 } }, networks: { nics.withLock { $0 } }))
         f.domain.exits.wrappingAdd(2, ordering: .relaxed)

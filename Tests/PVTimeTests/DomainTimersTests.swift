@@ -1,19 +1,19 @@
 import GuestMemory
 import PVTime
-import Synchronization
+import Locking
 import Testing
 import TestSupport
 import XenABI
 
 private final class Placement: SharedInfoLocator {
-    let frame = Mutex<GuestFrameNumber?>(nil)
+    let frame = Lock<GuestFrameNumber?>(nil)
     var sharedInfoFrame: GuestFrameNumber? { frame.withLock { $0 } }
     var sharedInfoIs32Bit: Bool { false }
     func registeredVCPUInfo(for vcpu: VCPUID) -> GuestPhysicalAddress? { nil }
 }
 
 private final class Counter: Sendable {
-    let value = Mutex(0)
+    let value = Lock(0)
 }
 
 private func make(vcpus: Int = 3) -> (DomainTimers, FakePVClock, Placement, MockGuestMemory, Counter) {

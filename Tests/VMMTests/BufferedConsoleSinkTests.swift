@@ -1,6 +1,6 @@
 import Dispatch
 import Foundation
-import Synchronization
+import Locking
 import Testing
 import VMM
 
@@ -14,7 +14,7 @@ import Glibc
 /// counted, and what is written keeps its order.
 /// Reads a pipe on a thread of its own until end of file.
 final class PipeReader: Sendable {
-    private let bytes = Mutex<[UInt8]>([])
+    private let bytes = Lock<[UInt8]>([])
     private let done = DispatchSemaphore(value: 0)
 
     init(fd: Int32) {

@@ -1,4 +1,4 @@
-import Synchronization
+import Locking
 import Testing
 import XenABI
 @testable import VMM
@@ -35,7 +35,7 @@ struct HaltWithInterruptsOffTests {
     @Test("the probe's kicks reach every vCPU that may be in KVM_RUN, not the parked ones")
     func kicks() {
         let smp = SMPControl(vcpuCount: 3, wakeups: VCPUWakeups(vcpuCount: 3))
-        let kicked = Mutex<[Int]>([])
+        let kicked = Lock<[Int]>([])
         smp.setKicks((0..<3).map { i in { kicked.withLock { $0.append(i) } } })
         smp.markStartedNatively(VCPUID(1))
         _ = smp.haltedWithInterruptsOff(VCPUID(1))

@@ -3,7 +3,7 @@ import DeviceRuntime
 import Dispatch
 import EventChannels
 import GuestMemory
-import Synchronization
+import Locking
 import Testing
 import TestSupport
 import VMM
@@ -43,7 +43,7 @@ struct StoreRemoteTests {
         let server = XenStoreServer()
         let remote = try XenStoreRemote.loopback(to: server)
         defer { remote.close() }
-        let seen = Mutex<[String]>([])
+        let seen = Lock<[String]>([])
         let id = try remote.watch("/w", token: "tok:1") { path, token in
             // Back into the store from the handler: the reader is not this thread.
             let value = path == "/w" ? "" : (try? remote.read(path)) ?? "-"
@@ -63,13 +63,13 @@ struct StoreRemoteTests {
     @Test("the store's end closing fails the waiting call with connectionLost, later calls at once, and is reported once")
     func remoteConnectionLoss() throws {
         let (near, far) = try UnixSocket.pair()
-        let lost = Mutex<[String]>([])
+        let lost = Lock<[String]>([])
         let reported = DispatchSemaphore(value: 0)
         let remote = XenStoreRemote(stream: near) { why in
             lost.withLock { $0.append(why) }
             reported.signal()
         }
-        let result = Mutex<Result<[UInt8], XenStoreRemoteError>?>(nil)
+        let result = Lock<Result<[UInt8], XenStoreRemoteError>?>(nil)
         let done = DispatchSemaphore(value: 0)
         DispatchQueue.global().async {
             let r = Result { () throws(XenStoreRemoteError) in try remote.request(.read, XenStoreWire.nulTerminated(["/x"])) }
@@ -102,7 +102,7 @@ struct StoreRemoteTests {
         let runtime = DeviceRuntime()
         let notifier = PortWaiter()
         final class Lines: Sendable {
-            let lines = Mutex<[String]>([])
+            let lines = Lock<[String]>([])
             func append(_ line: String) { lines.withLock { $0.append(line) } }
             var get: [String] { lines.withLock { $0 } }
         }

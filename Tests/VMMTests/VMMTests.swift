@@ -5,6 +5,7 @@ import Foundation
 import GuestMemory
 import KVM
 import PVHBoot
+import Locking
 import Synchronization
 import Testing
 import XenABI
@@ -136,7 +137,7 @@ struct VMMTests {
 
     @Test("console capture: lines split across writes arrive whole, in order")
     func consoleLines() {
-        let got = Mutex<[String]>([])
+        let got = Lock<[String]>([])
         let sink = CapturingConsoleSink { line in got.withLock { $0.append(line) } }
         sink.emit(Array("PVHTEST a P".utf8))
         sink.emit(Array("ASS\r\nsecond\nthi".utf8))
@@ -256,7 +257,7 @@ struct HypercallTransportChoiceTests {
         // Marked as Domain.run marks its vCPU threads, before the first instruction;
         // a thread that only has the name is not one.
         let done = DispatchSemaphore(value: 0)
-        let seen = Mutex<Bool?>(nil)
+        let seen = Lock<Bool?>(nil)
         let vcpu = Thread {
             Thread.current.threadDictionary[Domain.vcpuThreadKey] = true
             seen.withLock { $0 = Domain.isVCPUThread() }

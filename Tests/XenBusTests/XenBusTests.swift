@@ -1,4 +1,5 @@
 import Dispatch
+import Locking
 import Synchronization
 import Testing
 import VMM
@@ -11,9 +12,9 @@ import XenStore
 final class GuestWire: Sendable {
     let server: XenStoreServer
     let id: XenStoreConnectionID
-    private final class Inbox: Sendable { let bytes = Mutex<[UInt8]>([]) }
+    private final class Inbox: Sendable { let bytes = Lock<[UInt8]>([]) }
     private let received = Inbox()
-    private let framer = Mutex(XenStoreFramer())
+    private let framer = Lock(XenStoreFramer())
     private let nextID = Atomic<UInt32>(1)
     /// Runs after each write: waits for a remote backend's watch handlers.
     private let settle: @Sendable () -> Void
@@ -81,7 +82,7 @@ struct XenbusStateTests {
 /// A driver that records what the handshake asked of it.
 final class RecordingDriver: XenbusBackendDriver {
     struct Log: Sendable { var connects: [[String: String]] = []; var disconnects = 0 }
-    let log = Mutex(Log())
+    let log = Lock(Log())
     let refuse: Bool
     init(refuse: Bool = false) { self.refuse = refuse }
     func backendNodes() -> [(String, String)] { [("feature-test", "1")] }
@@ -206,7 +207,7 @@ struct XenbusBackendDeviceTests {
         #expect(guest.write("\(address.frontendPath)/ring-ref", "8") == nil)
         #expect(guest.write("\(address.frontendPath)/state", "3") == nil)
         #expect(device.backendState == .connected)
-        let states = Mutex<[String]>([])
+        let states = Lock<[String]>([])
         _ = try store.watch("\(address.backendPath)/state", token: "fe") { path, _ in
             if let v = try? store.read(path) { states.withLock { $0.append(v) } }
         }
@@ -281,7 +282,7 @@ struct DomainStoreLayoutTests {
 
 /// A driver that fails the device when the frontend's "bad" node is set.
 final class FatalDriver: XenbusBackendDriver {
-    let seen = Mutex<[[String: String]]>([])
+    let seen = Lock<[[String: String]]>([])
     func backendNodes() -> [(String, String)] { [] }
     func connect(frontend: [String: String]) throws -> [(String, String)] {
         seen.withLock { $0.append(frontend) }
@@ -354,7 +355,7 @@ final class GatedDriver: XenbusBackendDriver {
     let connects = Atomic<Int>(0)
     let disconnects = Atomic<Int>(0)
     /// The backend's store `state` when each disconnect finished.
-    let stateAtDisconnectEnd = Mutex<[String]>([])
+    let stateAtDisconnectEnd = Lock<[String]>([])
     let store: XenStoreServer
     let backendPath: String
     init(store: XenStoreServer, backendPath: String) {

@@ -1,10 +1,10 @@
-import Synchronization
+import Locking
 import Testing
 import XenABI
 import XenStore
 
 final class Box<T>: @unchecked Sendable {
-    private let lock = Mutex(())
+    private let lock = Lock(())
     private var value: T
     init(_ v: T) { value = v }
     func withLock<R>(_ body: (inout T) -> R) -> R { lock.withLock { _ in body(&value) } }
