@@ -129,17 +129,20 @@ struct GuestMemoryTests {
         let size: UInt64 = 64 << 20
         let m = try MappedGuestMemory(ranges: [GuestPhysicalRange(start: GuestPhysicalAddress(0), length: size)])
         // Other tests in this process allocate concurrently, so a measurement
-        // can be disturbed; one clean drop out of three attempts suffices.
+        // can be disturbed (CI saw 26-28 MiB of the 32 while the suite's
+        // other tests grew the heap); one drop of three quarters of the
+        // discarded size out of five attempts suffices (without the discard
+        // there is none).
         var drops: [UInt64] = []
-        for _ in 0..<3 {
+        for _ in 0..<5 {
             try m.fill(at: GuestPhysicalAddress(0), count: Int(size), with: 1)  // touch every page
             let touched = try Self.residentBytes()
             try m.discard(GuestPhysicalRange(start: GuestPhysicalAddress(size / 2), length: size / 2))
             let after = try Self.residentBytes()
             drops.append(touched > after ? touched - after : 0)
-            if drops.last ?? 0 >= 30 << 20 { break }
+            if drops.last ?? 0 >= 24 << 20 { break }
         }
-        #expect(drops.contains { $0 >= 30 << 20 }, "RSS drops: \(drops.map { $0 >> 20 }) MiB")
+        #expect(drops.contains { $0 >= 24 << 20 }, "RSS drops: \(drops.map { $0 >> 20 }) MiB")
         #expect(try m.load(UInt64.self, at: GuestPhysicalAddress(size - 8)) == 0)
         #expect(try m.load(UInt8.self, at: GuestPhysicalAddress(size / 2 - 1)) == 1)
     }
