@@ -89,7 +89,7 @@ struct UserModeTrapTests {
     func notPresent() {
         guard case .deliver(let d) = deliver(0x82) else { Issue.record("not delivered"); return }
         #expect(d.vector == 11)
-        #expect(d.frame.errorCode == 0x82 << 3 | 2)
+        #expect(d.frame.errorCode == UInt64(0x82) << 3 | 2)
         #expect(d.rsp == UInt64(0xffff_c900_0000_4ff0) - 48)
     }
 
