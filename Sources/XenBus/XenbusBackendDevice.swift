@@ -233,7 +233,8 @@ public final class XenbusBackendDevice: Sendable {
     /// frontend closes (Linux's blkfront/netfront on a backend's Closing),
     /// and its Closed takes the backend to Closed through the handshake, as
     /// Linux's `frontend_changed` does; a frontend closed already (or
-    /// gone) closes the backend at once. Queued like any transition.
+    /// gone), or one still Initialising (no driver has taken the device),
+    /// closes the backend at once. Queued like any transition.
     public func close() {
         perform(.close)
     }
@@ -309,7 +310,12 @@ public final class XenbusBackendDevice: Sendable {
         guard backend != .closed else { return }
         if backend != .closing { try? switchTo(.closing) }
         switch frontendState() {
-        case .closed, .unknown, nil:
+        // Initialising: no frontend driver has taken the device (the guest
+        // has none, or has not probed it yet), so none will answer the
+        // Closing; the ring was never connected. libxl would wait
+        // LIBXL_DESTROY_TIMEOUT and then force the removal; closing at once
+        // ends the same way without the wait.
+        case .closed, .unknown, .initialising, nil:
             disconnectDriver()
             try? switchTo(.closed)
         default: break

@@ -179,6 +179,36 @@ struct XenbusBackendDeviceTests {
         #expect(throws: XenStoreError.enoent) { try store.read(address.frontendPath) }
     }
 
+    @Test("close (hot-unplug): a frontend no driver took (Initialising) closes the backend at once; a connected one keeps it Closing until the frontend closes", arguments: BackendStore.allCases)
+    func closeOnRequest(_ kind: BackendStore) throws {
+        let s = try StoreUnderTest(kind), store = s.server
+        let idle = RecordingDriver()
+        let unprobed = try XenbusBackendDevice(store: s.backend, address: address, driver: idle)
+        #expect(try store.read("\(address.frontendPath)/state") == "1")
+        s.settle()  // the watch's first event (the frontend's Initialising) is handled
+        unprobed.close()
+        #expect(unprobed.backendState == .closed)
+        #expect(try store.read("\(address.backendPath)/state") == "6")
+        #expect(idle.log.withLock { $0.connects }.isEmpty)
+        unprobed.destroy()
+
+        let other = XenbusDeviceAddress(type: "vtest", frontend: DomainID(rawValue: 1), index: 1)
+        let driver = RecordingDriver()
+        let device = try XenbusBackendDevice(store: s.backend, address: other, driver: driver)
+        let guest = s.guest(1)
+        #expect(guest.write("\(other.frontendPath)/ring-ref", "8") == nil)
+        #expect(guest.write("\(other.frontendPath)/event-channel", "5") == nil)
+        #expect(guest.write("\(other.frontendPath)/state", "4") == nil)
+        #expect(device.backendState == .connected)
+        device.close()
+        #expect(device.backendState == .closing)
+        #expect(driver.log.withLock { $0.disconnects } == 0)
+        #expect(guest.write("\(other.frontendPath)/state", "6") == nil)
+        #expect(device.backendState == .closed)
+        #expect(driver.log.withLock { $0.disconnects } == 1)
+        device.destroy()
+    }
+
     @Test("a hostile frontend: junk states are ignored, a refused connect leaves InitWait and an error node", arguments: BackendStore.allCases)
     func hostileFrontend(_ kind: BackendStore) throws {
         let s = try StoreUnderTest(kind), store = s.server
