@@ -9,7 +9,7 @@ import Glibc
 /// be added while vCPUs run; mutable bookkeeping is behind a mutex.
 public final class VirtualMachine: @unchecked Sendable {
     // SAFETY (@unchecked Sendable): `fd` and the capability snapshot are
-    // immutable; all mutable state is inside `state`'s Mutex; the ioctls used
+    // immutable; all mutable state is inside `state`'s Lock; the ioctls used
     // are safe to issue concurrently with KVM_RUN on other threads.
     let fd: Int32
     let vcpuMmapSize: Int

@@ -6,7 +6,7 @@ import GrantTables
 import GuestMemory
 import HostIO
 import Logging
-import Synchronization
+import Locking
 import XenABI
 import XenBus
 import XenStore
@@ -71,7 +71,7 @@ struct DiskImages {
 /// is closed (its lock with it); one never used stays until the process
 /// ends. At most `maximumHeld`.
 public final class PassedImages: Sendable {
-    private let descriptors = Mutex<[Int: Int32]>([:])
+    private let descriptors = Lock<[Int: Int32]>([:])
     /// More than any hot-plug in flight needs (one per vdev).
     public static let maximumHeld = 64
 
