@@ -174,9 +174,13 @@ let package = Package(
                 .product(name: "NIOHTTP1", package: "swift-nio"),
             ],
             swiftSettings: safeSettings),
+        // The daemon's side of a domain's PV console (xenconsoled's part for
+        // `xl console`): the bounded buffer, one socket client at a time, the
+        // HTTP readers.
+        .target(name: "ConsoleRelay", dependencies: ["Locking", "PVHAPI", "Toolstack", "VMM"], swiftSettings: safeSettings),
         .executableTarget(
             name: "pvh",
-            dependencies: ["Locking", "DeviceSpecs", "VMM", "KVM", "XenStore", "XenABI", "XenBus", "XLConfig", "PVHMetrics", "PVHLogging", "Toolstack", "PVHAPI", "PVHAPIClient", "HostIO", "Sandbox",
+            dependencies: ["Locking", "DeviceSpecs", "VMM", "KVM", "XenStore", "XenABI", "XenBus", "XLConfig", "PVHMetrics", "PVHLogging", "Toolstack", "PVHAPI", "PVHAPIClient", "HostIO", "Sandbox", "ConsoleRelay",
                            .product(name: "ArgumentParser", package: "swift-argument-parser"),
                            .product(name: "Logging", package: "swift-log")]),
         // Benchmarks: pvh beside its reference (bare KVM exit, host decompressors, fio).
@@ -206,6 +210,7 @@ let package = Package(
         .testTarget(name: "VMMTests", dependencies: ["Locking", "VMM", "PVHLogging", "DeviceSpecs", "DeviceRuntime", "KVM", "PVHBoot", "XenABI", "GuestMemory", "CXen", "EventChannels", "TestSupport", "XenStore"]),
         .testTarget(name: "PVHLoggingTests", dependencies: ["PVHLogging", "XenABI", .product(name: "Logging", package: "swift-log")]),
         .testTarget(name: "PVHMetricsTests", dependencies: ["Locking", "PVHMetrics", "VMM", "BlockBackend", "NetBackend", "DeviceRuntime", "ConsoleBackend", "XenABI"]),
+        .testTarget(name: "ConsoleRelayTests", dependencies: ["ConsoleRelay", "PVHAPI", "VMM"]),
         .testTarget(name: "ToolstackTests", dependencies: ["Toolstack", "XLConfig", "XenABI"]),
         .testTarget(name: "PVHAPITests", dependencies: ["Locking", "PVHAPI", "PVHAPIClient", "PVHMetrics", "Toolstack", "XLConfig", "XenABI", "XenStore"]),
         .testTarget(name: "IntegrationTests", dependencies: ["Locking", "VMM", "DeviceSpecs", "KVM", "GrantTables", "GuestMemory", "XenABI", "XenStore"]),

@@ -18,7 +18,7 @@ public struct ConsoleOutput: Sendable {
 /// The console over HTTP, as a protocol the daemon adopts on top of
 /// `DomainService` (the router looks for it at run time; without it both
 /// routes answer 501). The daemon serves it from the same relay as `pvh
-/// console` (pvh/ConsoleRelay.swift): one buffer, one input path.
+/// console` (ConsoleRelay/DomainConsole.swift): one buffer, one input path.
 public protocol ConsoleService: DomainService {
     /// The buffered backlog, then (with `follow`) live output until the
     /// domain goes away. 404 unknown domain, 409 no console, 429 past

@@ -46,7 +46,7 @@ public final class FileDescriptorConsoleSink: ConsoleSink {
 
 /// Console output to a descriptor whose reader may stop reading: a pipe
 /// nobody reads, a terminal stopped with Ctrl-S, the daemon's relay held
-/// by a client that takes nothing (pvh/ConsoleRelay.swift). `emit` never
+/// by a client that takes nothing (ConsoleRelay/DomainConsole.swift). `emit` never
 /// blocks: the bytes wait in a buffer of at most `capacity` bytes that a
 /// thread of its own (`pvh-stdout`) writes out with blocking writes, so
 /// neither the console's device thread nor the hypervisor console's queue

@@ -25,6 +25,8 @@ public final class XenStoreSocketServer: Sendable {
     private let server: XenStoreServer
     private let peers = Lock<[Int32: XenStoreStreamConnection]>([:])
     private let stopped = Atomic<Bool>(false)
+    /// Whether `start` ran: then the accept thread closes the listener.
+    private let started = Atomic<Bool>(false)
 
     /// Bytes a peer may have waiting before it is dropped.
     public static let maximumPendingOutput = 4 << 20
@@ -39,6 +41,7 @@ public final class XenStoreSocketServer: Sendable {
 
     /// Starts accepting peers on a thread of its own.
     public func start() {
+        guard !started.exchange(true, ordering: .acquiringAndReleasing) else { return }
         let thread = Thread { [self] in acceptLoop() }
         thread.name = "pvh-xenstored"
         thread.start()
@@ -49,7 +52,10 @@ public final class XenStoreSocketServer: Sendable {
         guard !stopped.exchange(true, ordering: .acquiringAndReleasing) else { return }
         // SAFETY: as in init.
         unsafe unlink(path)
-        listener.shutdownAndClose()
+        // Shut down only: the accept thread closes the descriptor once its
+        // accept has returned, so the number cannot be reused by another
+        // socket while that thread is about to accept on it.
+        if started.load(ordering: .acquiring) { listener.shutdown() } else { listener.shutdownAndClose() }
         let all = peers.withLock { p in
             defer { p.removeAll() }
             return Array(p.values)
@@ -58,6 +64,7 @@ public final class XenStoreSocketServer: Sendable {
     }
 
     private func acceptLoop() {
+        defer { listener.close() }
         while !stopped.load(ordering: .acquiring), let socket = listener.accept() {
             let fd = socket.fd
             guard let connection = XenStoreStreamConnection.start(

@@ -1,8 +1,9 @@
+import ConsoleRelay
 import PVHAPI
 import Toolstack
 
 /// The console over HTTP (PVHAPI/Console.swift) from each domain's one
-/// relay (ConsoleRelay.swift): the same buffer `pvh console` replays and
+/// relay (ConsoleRelay/DomainConsole.swift): the same buffer `pvh console` replays and
 /// the same guest input its typed bytes go to.
 extension Supervisor: ConsoleService {
     func consoleOutput(of name: String, follow: Bool) async throws(APIError) -> ConsoleOutput {

@@ -9,7 +9,7 @@ import Glibc
 #endif
 
 /// `xl console NAME` for a daemon's guest: attach to its PV console
-/// through the socket the daemon serves (ConsoleRelay.swift).
+/// through the socket the daemon serves (ConsoleRelay/DomainConsole.swift).
 struct ConsoleCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "console",

@@ -1,3 +1,4 @@
+import ConsoleRelay
 import Foundation
 import HostIO
 import KVM
@@ -39,7 +40,7 @@ final class Supervisor: DomainService, Sendable {
         var processes: [DomainID: SupervisedProcess] = [:]
         /// Where each guest process is (`ProcessPhase`); none: starting.
         var phases: [DomainID: ProcessPhase] = [:]
-        /// Each domain's PV console (ConsoleRelay.swift), across restarts.
+        /// Each domain's PV console (ConsoleRelay/DomainConsole.swift), across restarts.
         var consoles: [DomainID: DomainConsole] = [:]
         /// The daemon's ends of each guest process's two store connections.
         var storeConnections: [DomainID: [XenStoreStreamConnection]] = [:]

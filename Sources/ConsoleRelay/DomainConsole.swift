@@ -37,17 +37,19 @@ import Glibc
 /// The same console over HTTP (`GET`/`POST /v1/domains/{name}/console`,
 /// ConsoleAPI.swift): `streams` gets every chunk as the buffer does, and
 /// `send` writes to the same guest input as an attached client.
-final class DomainConsole: Sendable {
-    /// How long a write to an attached client may wait for room.
-    static let clientStall = 30.0
+public final class DomainConsole: Sendable {
+    /// How long a write to an attached client may wait for room, unless
+    /// the initializer is told otherwise (tests).
+    public static let defaultClientStall = 30.0
 
-    let name: String
+    public let name: String
+    private let clientStall: Double
     /// Where clients connect: `<domid>.console`, renamed when a restart
     /// gives the domain a new id (`move(to:)`).
-    var socketPath: String { state.withLock { $0.socketPath } }
+    public var socketPath: String { state.withLock { $0.socketPath } }
     private let listener: UnixSocket
     /// The HTTP readers of the output.
-    let streams = ConsoleStreams()
+    public let streams = ConsoleStreams()
 
     private struct State {
         var buffer: ConsoleBuffer
@@ -63,8 +65,10 @@ final class DomainConsole: Sendable {
     /// Held while typed bytes go to the guest process, likewise.
     private let input = Lock(())
 
-    init(name: String, socketPath: String, capacity: Int = ConsoleBuffer.defaultCapacity) throws(UnixSocketError) {
+    public init(name: String, socketPath: String, capacity: Int = ConsoleBuffer.defaultCapacity,
+                clientStall: Double = DomainConsole.defaultClientStall) throws(UnixSocketError) {
         self.name = name
+        self.clientStall = clientStall
         listener = try UnixSocket.listen(at: socketPath, backlog: 4)
         chmod(socketPath, 0o600)
         state = Lock(State(buffer: ConsoleBuffer(capacity: capacity), socketPath: socketPath))
@@ -74,11 +78,11 @@ final class DomainConsole: Sendable {
     }
 
     /// The buffer's state now (tests, diagnostics).
-    var buffered: (count: Int, dropped: UInt64) { state.withLock { ($0.buffer.count, $0.buffer.dropped) } }
+    public var buffered: (count: Int, dropped: UInt64) { state.withLock { ($0.buffer.count, $0.buffer.dropped) } }
 
     /// A new guest process's end of the stream (its first start or a
     /// restart's): read on a thread of its own until the process closes it.
-    func connect(_ guest: UnixSocket) {
+    public func connect(_ guest: UnixSocket) {
         let accepted = state.withLock { s -> Bool in
             guard !s.closed else { return false }
             s.guest = guest
@@ -90,7 +94,7 @@ final class DomainConsole: Sendable {
         }
         // A stopped (paused) guest process takes no input: typed bytes
         // wait at most this long for room, then are dropped.
-        guest.setSendTimeout(seconds: Self.clientStall)
+        guest.setSendTimeout(seconds: clientStall)
         let thread = Thread { [self] in relayOutput(from: guest) }
         thread.name = "pvh-console-out"
         thread.start()
@@ -100,7 +104,7 @@ final class DomainConsole: Sendable {
     /// renamed (rename(2) keeps the bound socket; an attached client stays
     /// attached and its buffer is kept), so that the old id's name is free
     /// for whichever domain takes that id next. False when it cannot be.
-    func move(to path: String) -> Bool {
+    public func move(to path: String) -> Bool {
         state.withLock { s in
             guard !s.closed, rename(s.socketPath, path) == 0 else { return false }
             s.socketPath = path
@@ -109,16 +113,25 @@ final class DomainConsole: Sendable {
     }
 
     /// The domain is gone: no more clients, the attached one's stream ends.
-    func close() {
-        let (client, path) = state.withLock { s -> (UnixSocket?, String) in
+    ///
+    /// Descriptors are only shut down here; each is closed by the thread
+    /// that blocks on it (the accept thread, the client's input thread),
+    /// after its call returned. Closing one here could let the number be
+    /// reused (another domain's new console, say) while that thread is
+    /// still about to call accept or read on it, and it would then serve
+    /// the other socket: DomainConsoleTests saw a closed relay answer
+    /// "busy" to a newer relay's client that way.
+    public func close() {
+        let path = state.withLock { s -> String in
             s.closed = true
-            return (s.client, s.socketPath)
+            // Under the lock: the input thread clears `client` under it
+            // before closing the descriptor, so this one is still open.
+            s.client?.shutdown()
+            return s.socketPath
         }
-        listener.shutdownAndClose()
+        listener.shutdown()
         unlink(path)
         streams.finish()
-        // Its own thread sees the end and closes the descriptor.
-        client?.shutdown()
     }
 
     private func relayOutput(from guest: UnixSocket) {
@@ -146,7 +159,7 @@ final class DomainConsole: Sendable {
     /// An HTTP reader: the buffer now (and the count dropped before it),
     /// then, with `follow`, every chunk after it; taken under the lock the
     /// relay appends under, so nothing falls between the two.
-    func openStream(follow: Bool) throws(APIError) -> ConsoleOutput {
+    public func openStream(follow: Bool) throws(APIError) -> ConsoleOutput {
         try state.withLock { s throws(APIError) -> ConsoleOutput in
             ConsoleOutput(dropped: s.buffer.dropped, chunks: try streams.open(backlog: s.buffer.contents, follow: follow))
         }
@@ -158,7 +171,7 @@ final class DomainConsole: Sendable {
     /// ring has room), for at most `timeout` seconds. Returns how many
     /// bytes went, in order from the first, or nil when there is no
     /// guest process to take them.
-    func send(_ bytes: [UInt8], timeout: Double) async -> Int? {
+    public func send(_ bytes: [UInt8], timeout: Double) async -> Int? {
         let deadline = ContinuousClock.now + .milliseconds(Int64(timeout * 1000))
         var offset = 0
         while true {
@@ -177,8 +190,11 @@ final class DomainConsole: Sendable {
     }
 
     private func acceptClients() {
+        // The listener is closed here, once accept has returned for good
+        // (close() only shuts it down; see there).
+        defer { listener.close() }
         while let client = listener.accept() {
-            client.setSendTimeout(seconds: Self.clientStall)
+            client.setSendTimeout(seconds: clientStall)
             // Checked before waiting for the output lock, which a write to
             // a slow attached client may hold for up to `clientStall`: a
             // second client hears "busy" at once.
