@@ -469,17 +469,13 @@ final class VCPURunner: @unchecked Sendable {
     /// #NP with the IDT error code. The #UD's frame is dropped (the stack
     /// it sits on is the handler's, free space to the guest).
     private func completeUserSoftwareInterrupt() -> TrapHandlerAction {
-        let regs = vcpu.registers, sregs = vcpu.specialRegisters
-        let translator = translator(sregs)
-        guard sregs.cpuMode == .long64,
-              let bytes = try? translator.readVirtual(at: GuestVirtualAddress(regs.rsp), count: 40),
-              let user = InterruptFrame(bytes, hasErrorCode: false), user.cs & 3 == 3,
+        let sregs = vcpu.specialRegisters, translator = translator(sregs)
+        guard let user = userTrapFrame(sregs, translator),
               let instruction = try? translator.readVirtual(at: GuestVirtualAddress(user.rip), count: 6),
               let (vector, length) = UserModeTrap.softwareInterrupt(in: instruction) else { return .runHandler }
-        return enter(UserModeTrap.deliverSoftwareInterrupt(
-            vector: vector, length: length, user: user, kernelCS: sregs.cs.selector,
-            gate: { Self.readGate($0, sregs: sregs, translator: translator) },
-            stack: { Self.readStackPointer(ist: $0, sregs: sregs, translator: translator) }), translator: translator)
+        return enter(sregs, translator) {
+            UserModeTrap.deliverSoftwareInterrupt(vector: vector, length: length, user: user, kernelCS: $0, gate: $1, stack: $2)
+        }
     }
 
     /// At the #BP handler (armed for a gate of DPL < 3 only): a #BP from
@@ -487,17 +483,22 @@ final class VCPURunner: @unchecked Sendable {
     /// check; deliver #GP(0x1a) at the CC instead (`UserModeTrap.deliverBreakpoint`).
     /// The #BP's frame is dropped, as the #UD's is above.
     private func completeUserBreakpoint() -> TrapHandlerAction {
-        let regs = vcpu.registers, sregs = vcpu.specialRegisters
-        let translator = translator(sregs)
-        guard sregs.cpuMode == .long64,
-              let bytes = try? translator.readVirtual(at: GuestVirtualAddress(regs.rsp), count: 40),
-              let frame = InterruptFrame(bytes, hasErrorCode: false), frame.cs & 3 == 3,
+        let sregs = vcpu.specialRegisters, translator = translator(sregs)
+        guard let frame = userTrapFrame(sregs, translator),
               let previous = (try? translator.readVirtual(at: GuestVirtualAddress(frame.rip &- 1), count: 1))?.first
         else { return .runHandler }
-        return enter(UserModeTrap.deliverBreakpoint(
-            frame: frame, previousByte: previous, kernelCS: sregs.cs.selector,
-            gate: { Self.readGate($0, sregs: sregs, translator: translator) },
-            stack: { Self.readStackPointer(ist: $0, sregs: sregs, translator: translator) }), translator: translator)
+        return enter(sregs, translator) {
+            UserModeTrap.deliverBreakpoint(frame: frame, previousByte: previous, kernelCS: $0, gate: $1, stack: $2)
+        }
+    }
+
+    /// The frame (no error code) at the trap handler's RSP, read once, if
+    /// the trap came from CPL3 in long mode.
+    private func userTrapFrame(_ sregs: X86SpecialRegisters, _ translator: GuestAddressTranslator) -> InterruptFrame? {
+        guard sregs.cpuMode == .long64,
+              let bytes = try? translator.readVirtual(at: GuestVirtualAddress(vcpu.registers.rsp), count: 40),
+              let frame = InterruptFrame(bytes, hasErrorCode: false), frame.cs & 3 == 3 else { return nil }
+        return frame
     }
 
     /// RSP0 (`ist` 0) or IST n from the guest's 64-bit TSS, read once; nil
@@ -510,9 +511,15 @@ final class VCPURunner: @unchecked Sendable {
         return b.reversed().reduce(UInt64(0)) { $0 << 8 | UInt64($1) }
     }
 
-    /// Runs the handler `outcome` names, its frame written first; anything
-    /// else leaves the guest the event the backend gave it.
-    private func enter(_ outcome: UserModeTrap.Outcome, translator: GuestAddressTranslator) -> TrapHandlerAction {
+    /// Runs the handler `decide` names given the kernel CS the backend
+    /// delivered through, the guest's IDT and its TSS's stacks, the frame
+    /// written first; anything else leaves the guest the event the backend
+    /// gave it.
+    private func enter(_ sregs: X86SpecialRegisters, _ translator: GuestAddressTranslator,
+                       _ decide: (UInt16, (UInt8) -> InterruptGate?, (UInt8) -> UInt64?) -> UserModeTrap.Outcome)
+        -> TrapHandlerAction {
+        let outcome = decide(sregs.cs.selector, { Self.readGate($0, sregs: sregs, translator: translator) },
+                             { Self.readStackPointer(ist: $0, sregs: sregs, translator: translator) })
         guard case .deliver(let delivery) = outcome,
               // A frame the CPU could not push would be a double fault: leave the guest the backend's event.
               (try? translator.writeVirtual(delivery.frame.bytes, at: GuestVirtualAddress(delivery.rsp))) != nil
