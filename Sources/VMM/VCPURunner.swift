@@ -357,10 +357,10 @@ final class VCPURunner: @unchecked Sendable {
 
     /// The guest wrote IA32_LSTAR (trapped only on the software backend).
     /// KVM did not write it, so pvh does. Then pvh breaks on the guest's
-    /// #PF, #UD, #DB and (DPL0 gate only) #BP handlers (IDT vectors 14, 6,
-    /// 1, 3, read now: Linux sets
-    /// its IDT before syscall_init), where the events the backend gets wrong
-    /// at CPL3 end up (`GuestTrapBreakpoints`). A hardware breakpoint on a
+    /// #PF, #UD, #DB and (through a DPL0 gate only) #BP handlers (IDT
+    /// vectors 14, 6, 1, 3, read now: Linux sets its IDT before
+    /// syscall_init), where the events the backend gets wrong at CPL3 end
+    /// up (`GuestTrapBreakpoints`). A hardware breakpoint on a
     /// user instruction does not fire (kvm_pvm runs CPL3 natively). Each
     /// handler takes one of the four debug registers from the hypercall sites.
     private func setSyscallEntry(_ value: UInt64) -> DomainExit? {
