@@ -315,7 +315,7 @@ static const char *scen_usermode_syscall_irq(void)
 
 /*
  * Scenarios usermode_int80, usermode_int3, usermode_int1, usermode_step,
- * usermode_intgp: traps raised at CPL3, delivered through this IDT as the
+ * usermode_intgp, usermode_int3_dpl0, usermode_into: traps raised at CPL3, delivered through this IDT as the
  * hardware would (Intel SDM vol. 3, 6.12.1: privilege change through the
  * gate's CS, stack from TSS RSP0 or the gate's IST, 6.14.4/6.14.5; 6.12.1.1:
  * INT n/INT3 need gate DPL >= CPL, INT1 and exceptions do not; vol. 2
@@ -336,6 +336,7 @@ static const char *scen_usermode_syscall_irq(void)
 #define UTRAP_OVERFLOW		0xffffUL	/* error code of the run's end after UTRAP_MAX traps */
 #define UTRAP_IST		1
 #define GP_VECTOR		13
+#define UD_VECTOR		6
 
 struct utrap_rec {
 	/* Layout shared with utrap_common below: 9 quadwords. */
@@ -348,8 +349,8 @@ volatile struct utrap_rec utrap_recs[UTRAP_MAX];
 
 extern uint8_t utrap_code_start[], utrap_code_end[], utrap_int80[], utrap_int80_next[],
 	utrap_int3[], utrap_int3_next[], utrap_int1[], utrap_int1_next[], utrap_step[],
-	utrap_step_next[], utrap_intgp[], utrap_end_int80[], utrap_end_int3[], utrap_end_int1[],
-	utrap_end_step[];
+	utrap_step_next[], utrap_intgp[], utrap_into[], utrap_end_int80[], utrap_end_int3[],
+	utrap_end_int1[], utrap_end_step[];
 void utrap_entry_1(void), utrap_entry_3(void), utrap_entry_128(void), utrap_entry_129(void);
 void idt_set_gate_dpl_ist(unsigned vec, uint64_t handler, unsigned dpl, unsigned ist);
 
@@ -404,7 +405,8 @@ __asm__(
 	 * frame must point (the instruction after); utrap_end_*: the hlt. */
 	".globl utrap_code_start, utrap_code_end, utrap_int80, utrap_int80_next, utrap_int3\n"
 	".globl utrap_int3_next, utrap_int1, utrap_int1_next, utrap_step, utrap_step_next\n"
-	".globl utrap_intgp, utrap_end_int80, utrap_end_int3, utrap_end_int1, utrap_end_step\n"
+	".globl utrap_intgp, utrap_into, utrap_end_int80, utrap_end_int3, utrap_end_int1\n"
+	".globl utrap_end_step\n"
 	"utrap_code_start:\n"
 	"utrap_int80:	int $0x80\n"
 	"utrap_int80_next:\n"
@@ -425,13 +427,17 @@ __asm__(
 	"utrap_end_step: hlt\n"
 	"utrap_intgp:	int $0x81\n"
 	"	hlt\n"
+	/* INTO (CE): invalid in 64-bit mode, #UD whatever OF is (SDM vol. 2, INTO). */
+	"utrap_into:	.byte 0xce\n"
+	"	hlt\n"
 	"utrap_code_end:\n");
 
 struct utrap_case {
 	const char *name;
-	uint8_t *code, *next, *end;	/* next/end NULL: the run must end in #GP at code */
+	uint8_t *code, *next, *end;	/* next/end NULL: the run must end in a fault at code */
 	uint64_t vector;
 	unsigned bp_dpl;		/* #BP's gate DPL: 3 as Linux, 0 to see INT3's DPL check */
+	uint64_t fault;			/* next NULL: the fault at code, #GP((vector << 3) | 2) or #UD */
 };
 
 static uint64_t utrap_va(const uint8_t *label)
@@ -495,24 +501,30 @@ static const char *run_utrap(const struct utrap_case *c)
 	       "RSP 0x%lx SS 0x%lx; code at 0x%lx\n", c->name, vector_name((uint64_t)r), r, uexc_error,
 	       uexc_rip, uexc_cs & 0xffff, uexc_rflags, uexc_rsp, uexc_ss & 0xffff, utrap_va(c->code));
 
-	if (r != GP_VECTOR)
+	uint64_t end_vector = c->next ? GP_VECTOR : c->fault;
+	if ((uint64_t)r != end_vector)
 		return fail("ended by %s (vector %ld) at rip=0x%lx cs=0x%lx err=0x%lx after %u traps, "
-			    "want the #GP of hlt", vector_name((uint64_t)r), r, uexc_rip,
-			    uexc_cs & 0xffff, uexc_error, n);
+			    "want %s", vector_name((uint64_t)r), r, uexc_rip, uexc_cs & 0xffff,
+			    uexc_error, n, c->next ? "the #GP of hlt" : vector_name(end_vector));
 	if (uexc_error == UTRAP_OVERFLOW)
 		return fail("more than %u traps, the last vector %lu at rip=0x%lx", UTRAP_MAX,
 			    utrap_recs[UTRAP_MAX - 1].vector, uexc_rip);
 
 	if (!c->next) {
-		/* usermode_intgp, usermode_int3_dpl0: the fault ends the run, RIP on the INT. */
-		uint64_t want = (c->vector << 3) | 2;
+		/* usermode_intgp, usermode_int3_dpl0, usermode_into: the fault ends the
+		 * run, RIP on the instruction; INTO's #UD has no error code (head.S
+		 * pushes 0 for it). */
+		uint64_t want = end_vector == GP_VECTOR ? (c->vector << 3) | 2 : 0;
 		if (n)
 			return fail("vector 0x%lx through a DPL0 gate reached vector %lu (rip=0x%lx), "
-				    "want #GP(0x%lx)", c->vector, utrap_recs[0].vector, utrap_recs[0].rip, want);
+				    "want %s(0x%lx)", c->vector, utrap_recs[0].vector, utrap_recs[0].rip,
+				    vector_name(end_vector), want);
 		if (uexc_error != want || uexc_rip != utrap_va(c->code) || (uexc_cs & 3) != 3)
-			return fail("#GP error 0x%lx rip=0x%lx cs=0x%lx, want error 0x%lx rip=0x%lx at CPL3",
-				    uexc_error, uexc_rip, uexc_cs & 0xffff, want, utrap_va(c->code));
-		pass_note("#GP error 0x%lx rip=0x%lx cs=0x%lx", uexc_error, uexc_rip, uexc_cs & 0xffff);
+			return fail("%s error 0x%lx rip=0x%lx cs=0x%lx, want error 0x%lx rip=0x%lx at CPL3",
+				    vector_name(end_vector), uexc_error, uexc_rip, uexc_cs & 0xffff, want,
+				    utrap_va(c->code));
+		pass_note("%s error 0x%lx rip=0x%lx cs=0x%lx", vector_name(end_vector), uexc_error,
+			  uexc_rip, uexc_cs & 0xffff);
 		return NULL;
 	}
 
@@ -552,14 +564,16 @@ static const char *run_utrap(const struct utrap_case *c)
 		static const struct utrap_case c = { __VA_ARGS__ };		\
 		return run_utrap(&c);						\
 	}
-UTRAP_SCENARIO(scen_usermode_int80, "usermode_int80", utrap_int80, utrap_int80_next, utrap_end_int80, 0x80, 3)
-UTRAP_SCENARIO(scen_usermode_int3, "usermode_int3", utrap_int3, utrap_int3_next, utrap_end_int3, 3, 3)
-UTRAP_SCENARIO(scen_usermode_int1, "usermode_int1", utrap_int1, utrap_int1_next, utrap_end_int1, 1, 3)
-UTRAP_SCENARIO(scen_usermode_step, "usermode_step", utrap_step, utrap_step_next, utrap_end_step, 1, 3)
-UTRAP_SCENARIO(scen_usermode_intgp, "usermode_intgp", utrap_intgp, NULL, NULL, 0x81, 3)
+UTRAP_SCENARIO(scen_usermode_int80, "usermode_int80", utrap_int80, utrap_int80_next, utrap_end_int80, 0x80, 3, 0)
+UTRAP_SCENARIO(scen_usermode_int3, "usermode_int3", utrap_int3, utrap_int3_next, utrap_end_int3, 3, 3, 0)
+UTRAP_SCENARIO(scen_usermode_int1, "usermode_int1", utrap_int1, utrap_int1_next, utrap_end_int1, 1, 3, 0)
+UTRAP_SCENARIO(scen_usermode_step, "usermode_step", utrap_step, utrap_step_next, utrap_end_step, 1, 3, 0)
+UTRAP_SCENARIO(scen_usermode_intgp, "usermode_intgp", utrap_intgp, NULL, NULL, 0x81, 3, GP_VECTOR)
 /* int3 through a DPL0 #BP gate: #GP((3 << 3) | 2) at the int3 (INT3 is a
  * software interrupt: the DPL check applies, unlike INT1's). */
-UTRAP_SCENARIO(scen_usermode_int3_dpl0, "usermode_int3_dpl0", utrap_int3, NULL, NULL, 3, 0)
+UTRAP_SCENARIO(scen_usermode_int3_dpl0, "usermode_int3_dpl0", utrap_int3, NULL, NULL, 3, 0, GP_VECTOR)
+/* INTO in 64-bit mode: #UD at the instruction, not vector 4 (SDM vol. 2, INTO). */
+UTRAP_SCENARIO(scen_usermode_into, "usermode_into", utrap_into, NULL, NULL, 4, 3, UD_VECTOR)
 
 /* Run only when named (see testguest/README.md). */
 const struct scenario user_scenarios[] = {
@@ -571,5 +585,6 @@ const struct scenario user_scenarios[] = {
 	{ "usermode_step", scen_usermode_step },
 	{ "usermode_intgp", scen_usermode_intgp },
 	{ "usermode_int3_dpl0", scen_usermode_int3_dpl0 },
+	{ "usermode_into", scen_usermode_into },
 };
 const size_t nr_user_scenarios = ARRAY_SIZE(user_scenarios);

@@ -10,11 +10,14 @@
 /// - `int1` (ICEBP) reaches the guest's #DB handler with RIP still on the
 ///   instruction, so returning re-executes it forever (hardware: a trap,
 ///   RIP after it).
+/// - `int3` (CC) reaches the guest's #BP handler whatever the gate's DPL,
+///   RIP after it (hardware: #GP((3 << 3) | 2) at the CC through a gate of
+///   DPL < 3; the DPL check applies to INT3 as to INT n, not to INT1).
 ///
-/// pvh sees both at the guest's handler (a breakpoint on its #UD and #DB
-/// gates, as for `FastSystemCall`) and computes what the CPU would have
+/// pvh sees them at the guest's handler (a breakpoint on its #UD, #DB and
+/// #BP gates, as for `FastSystemCall`) and computes what the CPU would have
 /// done; the VMM writes the frame and the VCPU takes the registers. Pure,
-/// and deliberately narrow: only these two instructions, only from CPL3 in
+/// and deliberately narrow: only these three instructions, only from CPL3 in
 /// long mode, only into handlers whose code segment is the one the backend
 /// itself just delivered through. Not a CPU emulator.
 public enum UserModeTrap {
@@ -25,8 +28,9 @@ public enum UserModeTrap {
     public static let resumeFlag: UInt64 = 1 << 16
     public static let virtual8086Flag: UInt64 = 1 << 17
 
-    /// #DB, #NP, #GP.
+    /// #DB, #BP, #NP, #GP.
     public static let debugVector: UInt8 = 1
+    public static let breakpointVector: UInt8 = 3
     public static let segmentNotPresentVector: UInt8 = 11
     public static let generalProtectionVector: UInt8 = 13
 
@@ -79,6 +83,30 @@ public enum UserModeTrap {
         // A software interrupt is not a fault: RF is not set in its image.
         frame.rflags = user.rflags & ~resumeFlag
         return deliver(vector, through: target, frame: frame, kernelCS: kernelCS, stack: stack)
+    }
+
+    /// The backend's #BP at CPL3, turned into what INT3 (CC) does in
+    /// IA-32e mode: the same as INT n with vector 3 and a one-byte
+    /// instruction (SDM Vol. 2 "INT n/INTO/INT3/INT1", Operation: the gate
+    /// DPL check is skipped for INT1 only), so `deliverSoftwareInterrupt`
+    /// decides. `frame` is the #BP's frame (a trap: RIP after the CC) and
+    /// `previousByte` the byte at its RIP - 1. Through a present DPL3 gate
+    /// the backend's #BP already is that outcome (unhandled: nothing to
+    /// do); through a DPL0 gate it becomes #GP(0x1a) at the CC. Only a CC
+    /// before RIP: a prefixed CC cannot be told apart backwards from the
+    /// end of another instruction, and `int $3` (CD 03) arrives as #UD.
+    public static func deliverBreakpoint(frame: InterruptFrame, previousByte: UInt8, kernelCS: UInt16,
+                                         gate: (UInt8) -> InterruptGate?, stack: (UInt8) -> UInt64?) -> Outcome {
+        guard frame.errorCode == nil, frame.cs & 3 == 3 else { return .unhandled(reason: "not a #BP from CPL3") }
+        guard previousByte == 0xCC else { return .unhandled(reason: "no int3 before the #BP's RIP") }
+        var user = frame
+        user.rip = frame.rip &- 1
+        let outcome = deliverSoftwareInterrupt(vector: breakpointVector, length: 1, user: user, kernelCS: kernelCS,
+                                               gate: gate, stack: stack)
+        if case .deliver(let d) = outcome, d.vector == breakpointVector {
+            return .unhandled(reason: "the gate lets CPL3 in: the backend's #BP is right")
+        }
+        return outcome
     }
 
     /// A fault raised by INT n itself: the vector's gate (no DPL check: not

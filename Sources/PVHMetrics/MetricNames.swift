@@ -107,7 +107,7 @@ public enum PVHMetric: String, CaseIterable, Sendable {
         case .vcpuBlocks: "SCHEDOP_block calls that slept."
         case .emulationFailuresDelivered: "Emulation failures delivered to the guest's IDT (software KVM backend)."
         case .syscallsCompleted: "User SYSCALLs whose privilege change pvh finished (software KVM backend)."
-        case .userTrapsCompleted: "User-mode int n and int1 pvh delivered through the guest's IDT as the CPU would (software KVM backend)."
+        case .userTrapsCompleted: "User-mode int n, int1 and int3 (through a DPL0 gate) pvh delivered through the guest's IDT as the CPU would (software KVM backend)."
         case .vcpuSeconds: "Host CPU time of each vCPU thread, in seconds."
         case .consoleBytes: "PV console bytes: guest output written to the host, host input queued for the guest."
         case .deviceGuestNotifications: "Guest notifications (EVTCHNOP_send) on the device's event channels."

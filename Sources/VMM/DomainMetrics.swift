@@ -18,7 +18,7 @@ public final class DomainMetrics: Sendable {
     public let emulationFailuresDelivered = Atomic<UInt64>(0)
     /// User SYSCALLs whose privilege change pvh finished (software backend).
     public let syscallsCompleted = Atomic<UInt64>(0)
-    /// User-mode `int n` and `int1` pvh delivered as the CPU would (software backend, `UserModeTrap`).
+    /// User-mode `int n`, `int1` and `int3` (DPL0 gate) pvh delivered as the CPU would (software backend, `UserModeTrap`).
     public let userTrapsCompleted = Atomic<UInt64>(0)
     /// Event-channel upcalls injected into a vCPU's local APIC.
     public let upcallsInjected = Atomic<UInt64>(0)

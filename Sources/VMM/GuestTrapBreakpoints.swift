@@ -8,7 +8,10 @@ import KVM
 ///
 /// - #PF (vector 14): a SYSCALL left at CPL3 faults fetching LSTAR (`FastSystemCall`);
 /// - #UD (vector 6): `int n` at CPL3 arrives as #UD (`UserModeTrap.deliverSoftwareInterrupt`);
-/// - #DB (vector 1): `int1` at CPL3 arrives with RIP on the instruction (`UserModeTrap.completeICEBP`).
+/// - #DB (vector 1): `int1` at CPL3 arrives with RIP on the instruction (`UserModeTrap.completeICEBP`);
+/// - #BP (vector 3): `int3` at CPL3 arrives as #BP through a DPL0 gate too
+///   (`UserModeTrap.deliverBreakpoint`). Broken on only when the gate's DPL
+///   is below 3: through a DPL3 gate (Linux's) the backend is right.
 ///
 /// Armed when the guest writes IA32_LSTAR (the only MSR write trapped for
 /// this, on the software backend only): an OS sets its IDT before it
@@ -17,8 +20,10 @@ import KVM
 /// vCPU's state; no locking.
 struct GuestTrapBreakpoints {
     /// The vectors broken on, most needed first: each takes a debug
-    /// register from the hypercall sites (`HypercallTransports.breakpointAddresses`).
-    static let vectors: [UInt8] = [14, 6, 1]
+    /// register from the hypercall sites (`HypercallTransports.breakpointAddresses`),
+    /// which keep one while any is in use, so the last is armed only for a
+    /// guest that no longer uses them.
+    static let vectors: [UInt8] = [14, 6, 1, UserModeTrap.breakpointVector]
 
     /// IA32_LSTAR as the guest last wrote it.
     private(set) var syscallEntry: UInt64?
@@ -30,14 +35,16 @@ struct GuestTrapBreakpoints {
     /// otherwise start).
     var stepping = false
 
-    /// Arms the fix-ups for LSTAR `lstar` and the handlers `gate` finds
-    /// (nil: that vector's gate is unreadable or not present).
-    mutating func arm(lstar: UInt64, gate: (UInt8) -> UInt64?) {
+    /// Arms the fix-ups for LSTAR `lstar` and the handlers of the gates
+    /// `gate` finds (nil: that vector's gate is unreadable or not present).
+    /// #BP only through a gate CPL3 may not use (DPL < 3).
+    mutating func arm(lstar: UInt64, gate: (UInt8) -> InterruptGate?) {
         syscallEntry = lstar
         handlers = []
         for vector in Self.vectors {
-            guard let target = gate(vector) else { continue }
-            let address = GuestLinearAddress(target)
+            guard let target = gate(vector), target.present,
+                  vector != UserModeTrap.breakpointVector || target.dpl < 3 else { continue }
+            let address = GuestLinearAddress(target.offset)
             if !handlers.contains(where: { $0.address == address }) { handlers.append((vector, address)) }
         }
     }

@@ -72,15 +72,17 @@ final class HypercallTransports: Sendable {
 
     /// The breakpoints once the guest armed the software backend's trap
     /// fix-ups (`GuestTrapBreakpoints`): each trap handler takes one debug
-    /// register, and the hypercall sites keep the rest, kernel-virtual
-    /// addresses first (the guest wrote LSTAR from its kernel mapping: the
-    /// identity aliases early boot needed are done with), otherwise in the
-    /// order given (the host vendor's site first: the only one a guest that
-    /// picks its instruction by CPUID uses). Linux has four sites (AMD and
-    /// Intel, two aliases each); with three handlers armed its vendor's
-    /// kernel-virtual site is the one kept.
+    /// register, in the order given, but one is kept for the hypercall
+    /// sites while any is in use (a guest without its hypercalls cannot run;
+    /// one without the last fix-up, #BP's, only gets #BP for #GP). The sites
+    /// keep the rest, kernel-virtual addresses first (the guest wrote LSTAR
+    /// from its kernel mapping: the identity aliases early boot needed are
+    /// done with), otherwise in the order given (the host vendor's site
+    /// first: the only one a guest that picks its instruction by CPUID
+    /// uses). Linux has four sites (AMD and Intel, two aliases each); with
+    /// three handlers armed its vendor's kernel-virtual site is the one kept.
     static func breakpointAddresses(sites: [GuestLinearAddress], handlers: [GuestLinearAddress]) -> [GuestLinearAddress] {
-        let armed = Array(handlers.prefix(DebugRegisters.maxBreakpoints))
+        let armed = Array(handlers.prefix(DebugRegisters.maxBreakpoints - (sites.isEmpty ? 0 : 1)))
         let kernel = sites.filter { $0.rawValue >> 63 == 1 }, other = sites.filter { $0.rawValue >> 63 == 0 }
         return Array((kernel + other).prefix(DebugRegisters.maxBreakpoints - armed.count)) + armed
     }
@@ -355,9 +357,10 @@ final class VCPURunner: @unchecked Sendable {
 
     /// The guest wrote IA32_LSTAR (trapped only on the software backend).
     /// KVM did not write it, so pvh does. Then pvh breaks on the guest's
-    /// #PF, #UD and #DB handlers (IDT vectors 14, 6, 1, read now: Linux sets
-    /// its IDT before syscall_init), where the events the backend gets wrong
-    /// at CPL3 end up (`GuestTrapBreakpoints`). A hardware breakpoint on a
+    /// #PF, #UD, #DB and (through a DPL0 gate only) #BP handlers (IDT
+    /// vectors 14, 6, 1, 3, read now: Linux sets its IDT before
+    /// syscall_init), where the events the backend gets wrong at CPL3 end
+    /// up (`GuestTrapBreakpoints`). A hardware breakpoint on a
     /// user instruction does not fire (kvm_pvm runs CPL3 natively). Each
     /// handler takes one of the four debug registers from the hypercall sites.
     private func setSyscallEntry(_ value: UInt64) -> DomainExit? {
@@ -371,9 +374,7 @@ final class VCPURunner: @unchecked Sendable {
         let sregs = vcpu.specialRegisters
         let translator = translator(sregs)
         traps.arm(lstar: value) { vector in
-            guard sregs.cpuMode == .long64,
-                  let gate = Self.readGate(vector, sregs: sregs, translator: translator), gate.present else { return nil }
-            return gate.offset
+            sregs.cpuMode == .long64 ? Self.readGate(vector, sregs: sregs, translator: translator) : nil
         }
         return armBreakpoints()
     }
@@ -422,6 +423,7 @@ final class VCPURunner: @unchecked Sendable {
             case 14: action = try completeHalfDoneSyscall()
             case 6: action = completeUserSoftwareInterrupt()
             case 1: action = try completeUserICEBP()
+            case UserModeTrap.breakpointVector: action = completeUserBreakpoint()
             default: action = .runHandler
             }
         } catch {
@@ -467,24 +469,59 @@ final class VCPURunner: @unchecked Sendable {
     /// #NP with the IDT error code. The #UD's frame is dropped (the stack
     /// it sits on is the handler's, free space to the guest).
     private func completeUserSoftwareInterrupt() -> TrapHandlerAction {
-        let regs = vcpu.registers, sregs = vcpu.specialRegisters
-        let translator = translator(sregs)
-        guard sregs.cpuMode == .long64,
-              let bytes = try? translator.readVirtual(at: GuestVirtualAddress(regs.rsp), count: 40),
-              let user = InterruptFrame(bytes, hasErrorCode: false), user.cs & 3 == 3,
+        let sregs = vcpu.specialRegisters, translator = translator(sregs)
+        guard let user = userTrapFrame(sregs, translator),
               let instruction = try? translator.readVirtual(at: GuestVirtualAddress(user.rip), count: 6),
               let (vector, length) = UserModeTrap.softwareInterrupt(in: instruction) else { return .runHandler }
-        let outcome = UserModeTrap.deliverSoftwareInterrupt(
-            vector: vector, length: length, user: user, kernelCS: sregs.cs.selector,
-            gate: { Self.readGate($0, sregs: sregs, translator: translator) },
-            stack: { ist in
-                let offset = TaskStateSegment64.stackPointerOffset(ist: ist)
-                guard offset + 7 <= Int(sregs.tr.limit), let b = try? translator.readVirtual(
-                    at: GuestVirtualAddress(sregs.tr.base &+ UInt64(offset)), count: 8) else { return nil }
-                return b.reversed().reduce(UInt64(0)) { $0 << 8 | UInt64($1) }
-            })
+        return enter(sregs, translator) {
+            UserModeTrap.deliverSoftwareInterrupt(vector: vector, length: length, user: user, kernelCS: $0, gate: $1, stack: $2)
+        }
+    }
+
+    /// At the #BP handler (armed for a gate of DPL < 3 only): a #BP from
+    /// CPL3 right after a CC is the backend's, which skipped INT3's DPL
+    /// check; deliver #GP(0x1a) at the CC instead (`UserModeTrap.deliverBreakpoint`).
+    /// The #BP's frame is dropped, as the #UD's is above.
+    private func completeUserBreakpoint() -> TrapHandlerAction {
+        let sregs = vcpu.specialRegisters, translator = translator(sregs)
+        guard let frame = userTrapFrame(sregs, translator),
+              let previous = (try? translator.readVirtual(at: GuestVirtualAddress(frame.rip &- 1), count: 1))?.first
+        else { return .runHandler }
+        return enter(sregs, translator) {
+            UserModeTrap.deliverBreakpoint(frame: frame, previousByte: previous, kernelCS: $0, gate: $1, stack: $2)
+        }
+    }
+
+    /// The frame (no error code) at the trap handler's RSP, read once, if
+    /// the trap came from CPL3 in long mode.
+    private func userTrapFrame(_ sregs: X86SpecialRegisters, _ translator: GuestAddressTranslator) -> InterruptFrame? {
+        guard sregs.cpuMode == .long64,
+              let bytes = try? translator.readVirtual(at: GuestVirtualAddress(vcpu.registers.rsp), count: 40),
+              let frame = InterruptFrame(bytes, hasErrorCode: false), frame.cs & 3 == 3 else { return nil }
+        return frame
+    }
+
+    /// RSP0 (`ist` 0) or IST n from the guest's 64-bit TSS, read once; nil
+    /// past TR's limit or unreadable.
+    private static func readStackPointer(ist: UInt8, sregs: X86SpecialRegisters,
+                                         translator: GuestAddressTranslator) -> UInt64? {
+        let offset = TaskStateSegment64.stackPointerOffset(ist: ist)
+        guard offset + 7 <= Int(sregs.tr.limit), let b = try? translator.readVirtual(
+            at: GuestVirtualAddress(sregs.tr.base &+ UInt64(offset)), count: 8), b.count == 8 else { return nil }
+        return b.reversed().reduce(UInt64(0)) { $0 << 8 | UInt64($1) }
+    }
+
+    /// Runs the handler `decide` names given the kernel CS the backend
+    /// delivered through, the guest's IDT and its TSS's stacks, the frame
+    /// written first; anything else leaves the guest the event the backend
+    /// gave it.
+    private func enter(_ sregs: X86SpecialRegisters, _ translator: GuestAddressTranslator,
+                       _ decide: (UInt16, (UInt8) -> InterruptGate?, (UInt8) -> UInt64?) -> UserModeTrap.Outcome)
+        -> TrapHandlerAction {
+        let outcome = decide(sregs.cs.selector, { Self.readGate($0, sregs: sregs, translator: translator) },
+                             { Self.readStackPointer(ist: $0, sregs: sregs, translator: translator) })
         guard case .deliver(let delivery) = outcome,
-              // A frame the CPU could not push would be a double fault: leave the guest its #UD.
+              // A frame the CPU could not push would be a double fault: leave the guest the backend's event.
               (try? translator.writeVirtual(delivery.frame.bytes, at: GuestVirtualAddress(delivery.rsp))) != nil
         else { return .runHandler }
         vcpu.enterTrapHandler(delivery)

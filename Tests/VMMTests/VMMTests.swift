@@ -209,18 +209,43 @@ struct TrapFixupBreakpointTests {
         #expect(HypercallTransports.breakpointAddresses(sites: [], handlers: handlers) == handlers)
     }
 
-    @Test("the handlers come from the IDT at the LSTAR write, #PF first, each address once, absent gates skipped")
+    @Test("#BP's handler too (a DPL0 gate): armed only once no hypercall site needs a debug register")
+    func fourHandlers() {
+        let handlers = [pageFault, invalidOpcode, debug, breakpoint]
+        #expect(HypercallTransports.breakpointAddresses(sites: sites, handlers: handlers) == [sites[0]] + handlers.prefix(3))
+        #expect(HypercallTransports.breakpointAddresses(sites: [], handlers: handlers) == handlers)
+    }
+
+    let breakpoint = GuestLinearAddress(0xffff_ffff_81e0_0300)
+
+    /// Linux's IDT as the LSTAR write finds it: interrupt gates, #BP's DPL3.
+    static func linuxGate(_ vector: UInt8) -> InterruptGate? {
+        let handlers: [UInt8: UInt64] = [14: 0xffff_ffff_81e0_1230, 6: 0xffff_ffff_81e0_0a40, 1: 0xffff_ffff_81e0_0d10,
+                                         3: 0xffff_ffff_81e0_0300]
+        return handlers[vector].map { InterruptGate(offset: $0, selector: 0x10, dpl: vector == 3 ? 3 : 0) }
+    }
+
+    @Test("the handlers come from the IDT at the LSTAR write, #PF first, each address once, absent gates skipped, #BP's only through a DPL0 gate")
     func arming() {
         var traps = GuestTrapBreakpoints()
-        traps.arm(lstar: 0xffff_ffff_81e0_0080) { vector in
-            [14: 0xffff_ffff_81e0_1230, 6: 0xffff_ffff_81e0_0a40, 1: 0xffff_ffff_81e0_0d10][vector]
-        }
-        #expect(traps.syscallEntry == 0xffff_ffff_81e0_0080)
+        traps.arm(lstar: 0xffff_ffff_81e0_0080, gate: Self.linuxGate)
+        #expect(traps.syscallEntry == UInt64(0xffff_ffff_81e0_0080))
+        // Linux's #BP gate is DPL3: the backend's #BP is right, nothing to break on.
         #expect(traps.addresses == [pageFault, invalidOpcode, debug])
         #expect(traps.vector(at: invalidOpcode) == 6 && traps.vector(at: debug) == 1 && traps.vector(at: pageFault) == 14)
         #expect(traps.vector(at: GuestLinearAddress(0x1000)) == nil)
+        traps.arm(lstar: 2) { vector in
+            vector == 3 ? InterruptGate(offset: 0xffff_ffff_81e0_0300, selector: 0x10, dpl: 0) : Self.linuxGate(vector)
+        }
+        #expect(traps.addresses == [pageFault, invalidOpcode, debug, breakpoint])
+        #expect(traps.vector(at: breakpoint) == UInt8(3))
+        // Not present: skipped, whatever the DPL.
+        traps.arm(lstar: 3) { vector in
+            vector == 6 ? InterruptGate(offset: 0xffff_ffff_81e0_0a40, selector: 0x10, present: false) : Self.linuxGate(vector)
+        }
+        #expect(traps.addresses == [pageFault, debug])
         // A shared handler could not tell its events apart: armed for the first vector only.
-        traps.arm(lstar: 1) { vector in vector == 1 ? nil : 0xffff_ffff_81e0_1230 }
+        traps.arm(lstar: 1) { vector in vector == 1 ? nil : InterruptGate(offset: 0xffff_ffff_81e0_1230, selector: 0x10) }
         #expect(traps.addresses == [pageFault])
         #expect(traps.vector(at: pageFault) == 14)
     }
