@@ -8,7 +8,8 @@ import Glibc
 /// The jail's per-guest ids and its chroot fallback (docs/ARCHITECTURE.md:
 /// Sandbox) on a real daemon started as root: two guests of one daemon run
 /// as two uids, each the range's base plus its domid, both working and both
-/// shown by `pvh list -l` as /proc shows them; a guest jailed through the
+/// shown by `pvh list -l` as /proc shows them; two `pvh run` guests on
+/// their own (both domid 1) take two slots of the upper half; a guest jailed through the
 /// chroot fallback (forced: PVH_JAIL_SELFTEST=chroot) still sees only the
 /// jail's paths. Root only (CI runs as root).
 extension HotplugTests {
@@ -141,5 +142,38 @@ extension HotplugTests {
         #expect(shutdown.status == 0, "\(shutdown)")
         kill(daemon.pid, SIGTERM)
         #expect(daemon.waitForExit(timeout: .seconds(60)) == 0, "\(daemon.errors)")
+    }
+
+    @Test("as root, two pvh run guests on their own (both domid 1) are jailed as two uids of the range's upper half",
+          .enabled(if: geteuid() == 0, "the jail is entered only by a process started as root"))
+    func standaloneUIDs() throws {
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let base = 0x7000_0000
+        var children: [ChildProcess] = []
+        defer { children.forEach { $0.stop() } }
+        for name in ["alone1", "alone2"] {
+            children.append(try ChildProcess(Env.pvhBinary, ["run", "--name", name, "--kernel", try Env.testGuest.get(), "--memory", "32",
+                                                             "--cmdline", "pvh.scenarios=control"],
+                                             environment: environment))
+        }
+        var uids: [Int] = []
+        for (name, child) in zip(["alone1", "alone2"], children) {
+            #expect(until(120, daemon: child) { guestLog(name).contains("PVHTEST control WAITING") }, "\(guestLog(name)) \(child.errors)")
+            // `jail: jailed: its own, BASE+32768+SLOT (uid N, gid N), ...`
+            let line = try #require(guestLog(name).split(separator: "\n").first { $0.contains("jail: jailed: its own, \(base)+32768+") },
+                                    "\(guestLog(name))")
+            let uid = try #require(line.split(separator: "(uid ").dropFirst().first?.split(separator: ",").first.flatMap { Int($0) },
+                                   "\(line)")
+            #expect(uid >= base + 32768 && uid <= base + 65535, "\(line)")
+            let status = Self.status(Int(child.pid))
+            #expect(status["Uid"]?.split(separator: "\t").allSatisfy { $0 == "\(uid)" } == true, "\(name): \(status)")
+            #expect(status["Seccomp"] == "2", "\(name): \(status)")
+            uids.append(uid)
+        }
+        #expect(Set(uids).count == 2, "\(uids)")
+        for child in children {
+            kill(child.pid, SIGTERM)
+            #expect(child.waitForExit(timeout: .seconds(60)) != nil, "\(child.errors)")
+        }
     }
 }
