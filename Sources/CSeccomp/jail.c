@@ -95,12 +95,17 @@ int pvh_jail_mount_proc(const char *target) {
     return 0;
 }
 
+// Set once, on the process's one thread, before the jail is entered.
+static int force_chroot;
+
+void pvh_jail_force_chroot(int force) { force_chroot = force; }
+
 int pvh_jail_pivot(const char *root, int *used_chroot) {
     *used_chroot = 0;
     if (chdir(root) != 0) return -errno;
     // pivot_root(".", "."): the old root is stacked under the new one and
     // detached at once, no directory for it needed (pivot_root(2), NOTES).
-    if (syscall(SYS_pivot_root, ".", ".") == 0) {
+    if (!force_chroot && syscall(SYS_pivot_root, ".", ".") == 0) {
         if (umount2(".", MNT_DETACH) != 0) return -errno;
     } else {
         // pivot_root refuses some roots (an initramfs's rootfs: EINVAL):
@@ -149,6 +154,21 @@ int pvh_jail_lookup_user(const char *name, uint32_t *uid, uint32_t *gid) {
     *uid = found->pw_uid;
     *gid = found->pw_gid;
     return 0;
+}
+
+int pvh_jail_id_taken(uint32_t uid, uint32_t gid) {
+    char buffer[4096];
+    int taken = 0;
+    struct passwd user, *found_user = NULL;
+    int r = getpwuid_r(uid, &user, buffer, sizeof buffer, &found_user);
+    // Not found is 0 and NULL, or ENOENT from some NSS modules (getpwnam(3)).
+    if (r != 0 && r != ENOENT) return -r;
+    if (found_user) taken |= 1;
+    struct group group, *found_group = NULL;
+    r = getgrgid_r(gid, &group, buffer, sizeof buffer, &found_group);
+    if (r != 0 && r != ENOENT) return -r;
+    if (found_group) taken |= 2;
+    return taken;
 }
 
 int pvh_jail_open_read(const char *path) { return open(path, O_RDONLY | O_CLOEXEC); }

@@ -113,6 +113,9 @@ public struct DomainInfo: Codable, Hashable, Sendable {
     public var maxMemoryKiB: Int64?
     /// vCPUs whose `cpu/<n>/availability` is `online` (pvh vcpu-set).
     public var onlineVCPUs: Int?
+    /// How its guest process is confined now, as the daemon sees it in
+    /// /proc; absent without a live process.
+    public var sandbox: ProcessConfinement?
 
     public init(name: String, domid: Int, uuid: String, state: String, flags: String, memoryMiB: Int, vcpus: Int, cpuTime: Double,
                 startTime: Double, pid: Int?, restarts: Int, lastEnd: String? = nil, config: JSON, console: String? = nil) {
@@ -133,7 +136,7 @@ public struct DomainInfo: Codable, Hashable, Sendable {
     }
 
     enum CodingKeys: String, CodingKey {
-        case name, domid, uuid, state, flags, vcpus, pid, restarts, config, console
+        case name, domid, uuid, state, flags, vcpus, pid, restarts, config, console, sandbox
         case lastEnd = "last_end"
         case memoryMiB = "memory_mib"
         case memoryTargetKiB = "memory_target_kib"
@@ -141,6 +144,63 @@ public struct DomainInfo: Codable, Hashable, Sendable {
         case onlineVCPUs = "online_vcpus"
         case cpuTime = "cpu_time"
         case startTime = "start_time"
+    }
+}
+
+/// A guest process's confinement (README: Security), read by the daemon
+/// from /proc/PID/status (proc(5): Uid, Gid, CapEff, NoNewPrivs, Seccomp)
+/// and the process's root, not from what the process says of itself: a
+/// guest that took over its process could say anything.
+public struct ProcessConfinement: Codable, Hashable, Sendable {
+    /// Its root directory is not the host's (the jail's tmpfs).
+    public var jailed: Bool
+    /// The effective uid and gid.
+    public var uid: Int
+    public var gid: Int
+    /// proc(5)'s Seccomp mode: `disabled` (0), `strict` (1), `filter` (2).
+    public var seccomp: String
+    /// PR_SET_NO_NEW_PRIVS.
+    public var noNewPrivs: Bool
+    /// CapEff: the effective capabilities, 16 hex digits as /proc shows them.
+    public var effectiveCapabilities: String
+
+    public init(jailed: Bool, uid: Int, gid: Int, seccomp: String, noNewPrivs: Bool, effectiveCapabilities: String) {
+        self.jailed = jailed
+        self.uid = uid
+        self.gid = gid
+        self.seccomp = seccomp
+        self.noNewPrivs = noNewPrivs
+        self.effectiveCapabilities = effectiveCapabilities
+    }
+
+    /// From the text of /proc/PID/status; nil when a field it needs is
+    /// missing or malformed (a process gone while it was read, or a kernel
+    /// without seccomp).
+    public init?(status: String, jailed: Bool) {
+        var fields: [Substring: Substring] = [:]
+        for line in status.split(separator: "\n") {
+            guard let colon = line.firstIndex(of: ":") else { continue }
+            fields[line[..<colon]] = line[line.index(after: colon)...].drop { $0 == " " || $0 == "\t" }
+        }
+        // Uid: real, effective, saved, filesystem (proc(5)).
+        func effective(_ key: Substring) -> Int? {
+            guard let ids = fields[key]?.split(whereSeparator: { $0 == "\t" || $0 == " " }), ids.count == 4 else { return nil }
+            return Int(ids[1])
+        }
+        let modes = ["0": "disabled", "1": "strict", "2": "filter"]
+        guard let uid = effective("Uid"), let gid = effective("Gid"),
+              let seccomp = fields["Seccomp"].flatMap({ modes[String($0)] }),
+              let noNewPrivs = fields["NoNewPrivs"].flatMap({ $0 == "1" ? true : $0 == "0" ? false : nil }),
+              let capabilities = fields["CapEff"], capabilities.count == 16,
+              capabilities.allSatisfy(\.isHexDigit) else { return nil }
+        self.init(jailed: jailed, uid: uid, gid: gid, seccomp: seccomp, noNewPrivs: noNewPrivs,
+                  effectiveCapabilities: String(capabilities))
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case jailed, uid, gid, seccomp
+        case noNewPrivs = "no_new_privs"
+        case effectiveCapabilities = "effective_capabilities"
     }
 }
 

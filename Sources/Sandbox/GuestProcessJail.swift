@@ -36,6 +36,74 @@ public struct JailUser: Sendable, Equatable, CustomStringConvertible {
     public var description: String { "\(name) (uid \(uid), gid \(gid))" }
 }
 
+/// The uids (each with the gid of the same number) jailed guests get one
+/// each when no `--jail-user` names a user for all of them (docs/
+/// ARCHITECTURE.md: Sandbox, the jail's users): 65536 ids from `base`. A
+/// daemon's guest is `base + domid` (domids 1 to 32751, DOMID_FIRST_RESERVED
+/// in xen.h is 0x7FF0), so two of one daemon never share one and a uid in
+/// `ps` names its domain; a guest process of its own (`pvh run`, `pvh
+/// create -F` without a daemon), whose domid is always 1, takes a free slot
+/// of the upper half, `base + 32768 + slot`, held by a lock (`pvh`'s
+/// `StandaloneUIDSlot`).
+///
+/// The default base, 0x70000000 (1879048192), follows systemd's map of
+/// the uid space (docs/UIDS-GIDS.md): above every 16-bit id (system and
+/// regular users, systemd-homed's and DynamicUser's ranges, nobody), just
+/// past systemd-nspawn's container ranges (524288 to 1879048191) and below
+/// 2^31, which some tools still read as a signed number. No distribution
+/// allocates users there; every id is still checked against the host's
+/// user and group databases before use (`JailUser.perGuest`).
+public struct JailUIDRange: Sendable, Equatable {
+    public static let defaultBase: UInt32 = 0x7000_0000
+    /// The ids in the range: two halves of 32768.
+    public static let size: UInt32 = 0x1_0000
+    /// Where a standalone guest's slots start.
+    public static let standaloneOffset: UInt32 = 0x8000
+    public let base: UInt32
+
+    /// Refused: a range reaching 0 (root) or past 2^31 - 1.
+    public init(base: UInt32) throws(SandboxError) {
+        guard base >= 1, base <= 0x7FFF_FFFF - (Self.size - 1) else {
+            throw SandboxError(step: "jail uid base \(base): must be 1 to \(0x7FFF_FFFF - (Self.size - 1)) (the range's 65536 ids below 2^31)", errno: 22)
+        }
+        self.base = base
+    }
+
+    /// `PVH_JAIL_UID_BASE`/`--jail-uid-base`: a decimal number, or 0x hex.
+    public init(parsing text: String) throws(SandboxError) {
+        let value = text.hasPrefix("0x") ? UInt32(text.dropFirst(2), radix: 16) : UInt32(text)
+        guard let value else { throw SandboxError(step: "jail uid base '\(text)': not a number", errno: 22) }
+        try self.init(base: value)
+    }
+
+    /// A daemon's guest's uid: `base + domid` (domid 1 to 32751).
+    public func uid(domain: UInt16) -> UInt32? {
+        guard domain >= 1, domain < 0x7FF0 else { return nil }
+        return base + UInt32(domain)
+    }
+
+    /// A standalone guest's uid for slot 0 to 32767.
+    public func uid(standaloneSlot slot: UInt32) -> UInt32? {
+        guard slot < Self.size - Self.standaloneOffset else { return nil }
+        return base + Self.standaloneOffset + slot
+    }
+}
+
+extension JailUser {
+    /// The guest's own uid `uid`, gid the same number, once the host's
+    /// user and group databases are checked not to name either: an id
+    /// that a user of the host has would give the guest that user's
+    /// files and processes.
+    public static func perGuest(uid: UInt32, describing origin: String) throws(SandboxError) -> JailUser {
+        let taken = pvh_jail_id_taken(uid, uid)
+        guard taken >= 0 else { throw SandboxError(step: "jail: looking up uid \(uid)", errno: -taken) }
+        guard taken == 0 else {
+            throw SandboxError(step: "jail: per-guest id \(uid) (\(origin)) is \(taken & 1 != 0 ? "a user's uid" : "a group's gid") on this host: choose another range (--jail-uid-base, PVH_JAIL_UID_BASE) or a user (--jail-user)", errno: 17)
+        }
+        return JailUser(uid: uid, gid: uid, name: origin)
+    }
+}
+
 /// One path the jailed process still reaches by name: bind-mounted at the
 /// same path inside the jail.
 public struct JailBind: Sendable, Equatable {
@@ -78,6 +146,11 @@ public enum GuestProcessJail {
     /// Where the jail's root is mounted before the switch: one directory
     /// for every guest (each mounts it in its own namespace).
     public static func rootMountPoint(runtimeDirectory: String) -> String { runtimeDirectory + "/.jail" }
+
+    /// The next `enter` takes the chroot fallback as if pivot_root had
+    /// failed: PVH_JAIL_SELFTEST=chroot, for a test only (the condition
+    /// that needs it, an initramfs root, cannot be made under a test).
+    public static func forceChrootFallback() { pvh_jail_force_chroot(1) }
 
     /// The process's threads now (/proc/self/status), nil if unreadable.
     public static var threadCount: Int? {

@@ -71,6 +71,7 @@ struct Daemon: ParsableCommand {
         if sandbox.noSandbox { setenv(GuestSandboxSetting.variable, "off", 1) }
         if sandbox.noJail { setenv(GuestSandboxSetting.jailVariable, "off", 1) }
         if let user = sandbox.jailUser { setenv(GuestSandboxSetting.jailUserVariable, user, 1) }
+        if let base = sandbox.jailUIDBase { setenv(GuestSandboxSetting.jailUIDBaseVariable, base, 1) }
         let api = apiSocket ?? DaemonDefaults.apiSocket
         let storeSocket = xenStoreSocket ?? DaemonDefaults.xenStoreSocket
         if !foreground {

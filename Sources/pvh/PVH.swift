@@ -323,7 +323,7 @@ func runInForeground(_ config: GuestConfiguration, name guestName: GuestName, re
         // behind (the next run's bind refused), so it keeps its paths.
         unjailed = "--metrics serves a Unix socket the jailed process could not remove at its end"
     }
-    try sandbox.prepare(logger: logger, runtime: runtime, unjailed: unjailed)
+    try sandbox.prepare(logger: logger, runtime: runtime, unjailed: unjailed, daemonDomain: handedOver == nil ? nil : config.domainID)
     // Opened now, written at the end: the jail has no path to it.
     let exitRecord = handedOver?.exitRecord.flatMap { GuestExitRecord.open($0, logger: logger) }
     let domainStore: DomainStore

@@ -4,13 +4,14 @@ import HostIO
 import Logging
 import Sandbox
 import VMM
+import XenABI
 
 #if canImport(Glibc)
 import Glibc
 #endif
 
-/// `--no-sandbox`, `--no-jail`, `--jail-user`, for `pvh run`, `pvh create
-/// -F` and `pvh daemon` (docs/ARCHITECTURE.md: Sandbox).
+/// `--no-sandbox`, `--no-jail`, `--jail-user`, `--jail-uid-base`, for `pvh
+/// run`, `pvh create -F` and `pvh daemon` (docs/ARCHITECTURE.md: Sandbox).
 struct SandboxOptions: ParsableArguments {
     @Flag(name: .customLong("no-sandbox"),
           help: "Run the guest process without its seccomp filter and with its capabilities (debugging; README: Security).")
@@ -21,9 +22,24 @@ struct SandboxOptions: ParsableArguments {
     var noJail = false
 
     @Option(name: .customLong("jail-user"),
-            help: ArgumentHelp("The user a jailed guest process runs as: a name or UID[:GID] (default $PVH_JAIL_USER, else nobody).",
-                               valueName: "user"))
+            help: ArgumentHelp("""
+                The user every jailed guest process runs as: a name or UID[:GID] (default $PVH_JAIL_USER, else a uid \
+                of its own per guest).
+                """, valueName: "user"))
     var jailUser: String?
+
+    @Option(name: .customLong("jail-uid-base"),
+            help: ArgumentHelp("""
+                Where the jailed guests' own uids start: a daemon's guest is BASE+domid, a guest on its own \
+                BASE+32768+slot (default $PVH_JAIL_UID_BASE, else 1879048192, 0x70000000; README: Security).
+                """, valueName: "uid"))
+    var jailUIDBase: String?
+
+    func validate() throws {
+        if let jailUIDBase {
+            do { _ = try JailUIDRange(parsing: jailUIDBase) } catch { throw ValidationError("--jail-uid-base: \(error)") }
+        }
+    }
 }
 
 /// The guest process's sandbox as this process was asked for it, read once
@@ -35,15 +51,29 @@ struct GuestSandboxSetting {
     static let variable = "PVH_SANDBOX"
     /// `PVH_JAIL=off`: no jail (`--no-jail`; the daemon's guests inherit it).
     static let jailVariable = "PVH_JAIL"
-    /// `PVH_JAIL_USER`: the jail's user when `--jail-user` does not say.
+    /// `PVH_JAIL_USER`: the jail's user for every guest when `--jail-user`
+    /// does not say.
     static let jailUserVariable = "PVH_JAIL_USER"
-    /// The jail's user by default: present on every Debian system, and
-    /// passt's own choice when it drops root. Guests sharing it can signal
-    /// one another (kill is in the filter); a uid of its own per guest
-    /// (`--jail-user`, as Firecracker's jailer's --uid) keeps them apart.
-    static let defaultJailUser = "nobody"
+    /// `PVH_JAIL_UID_BASE`: where the guests' own uids start when
+    /// `--jail-uid-base` does not say (JailUIDRange).
+    static let jailUIDBaseVariable = "PVH_JAIL_UID_BASE"
     /// The test-only trigger (below).
     static let selfTestVariable = "PVH_SANDBOX_SELFTEST"
+    /// `PVH_JAIL_SELFTEST=chroot`: the jail takes its chroot fallback as if
+    /// pivot_root had failed. It exists only so that a test can show the
+    /// fallback's jail holds only its paths (HotplugTests.chrootJail): the
+    /// condition that needs it (a root pivot_root refuses, an initramfs)
+    /// cannot be made under a test runner; nothing else sets it.
+    static let jailSelfTestVariable = "PVH_JAIL_SELFTEST"
+
+    /// Whose ids a jailed guest process takes.
+    enum JailUserChoice: Equatable {
+        /// One user for every guest (`--jail-user`, `PVH_JAIL_USER`).
+        case named(String)
+        /// A uid and gid of its own (JailUIDRange), from this base as
+        /// written (`--jail-uid-base`, `PVH_JAIL_UID_BASE`), nil: the default.
+        case perGuest(base: String?)
+    }
 
     /// nil: no sandbox.
     let mode: SandboxMode?
@@ -54,9 +84,11 @@ struct GuestSandboxSetting {
     /// and the daemon reports it (DaemonTests.sandboxKill); nothing else
     /// sets it.
     let selfTest: Bool
-    /// The jail's user as asked (`--jail-user`, `PVH_JAIL_USER`, nobody);
-    /// nil: `--no-jail` or `PVH_JAIL=off`.
-    let jailUser: String?
+    /// The jail's user as asked (`--jail-user`, `PVH_JAIL_USER`, else one
+    /// of its own); nil: `--no-jail` or `PVH_JAIL=off`.
+    let jailUser: JailUserChoice?
+    /// PVH_JAIL_SELFTEST=chroot (test only, above).
+    let forceChroot: Bool
     /// Set by `prepare`: the jail this process will enter, nil if none.
     private(set) var jail: PlannedJail?
 
@@ -70,8 +102,13 @@ struct GuestSandboxSetting {
         if options.noJail || environment[Self.jailVariable] == "off" {
             jailUser = nil
         } else {
-            jailUser = options.jailUser ?? environment[Self.jailUserVariable].flatMap { $0.isEmpty ? nil : $0 } ?? Self.defaultJailUser
+            if let name = options.jailUser ?? environment[Self.jailUserVariable].flatMap({ $0.isEmpty ? nil : $0 }) {
+                jailUser = .named(name)
+            } else {
+                jailUser = .perGuest(base: options.jailUIDBase ?? environment[Self.jailUIDBaseVariable].flatMap { $0.isEmpty ? nil : $0 })
+            }
         }
+        forceChroot = environment[Self.jailSelfTestVariable] == "chroot"
         let trigger = environment[Self.selfTestVariable] ?? ""
         selfTest = trigger == "forbidden-syscall" || trigger == "forbidden-syscall:\(guestName)"
     }
@@ -84,8 +121,10 @@ struct GuestSandboxSetting {
     /// (`pvh run --on-reboot restart` builds the domain again from the
     /// kernel's and images' paths); it is then not jailed, with a log line.
     /// A jail asked for that cannot be set up ends the process (status 1):
-    /// a guest asked to run jailed never runs unjailed.
-    mutating func prepare(logger: Logger, runtime: RuntimeDirectory, unjailed: String?) throws {
+    /// a guest asked to run jailed never runs unjailed. `daemonDomain`: the
+    /// domid a daemon gave this guest process (its own uid is base +
+    /// domid), nil for a guest on its own (a slot of the upper half).
+    mutating func prepare(logger: Logger, runtime: RuntimeDirectory, unjailed: String?, daemonDomain: DomainID?) throws {
         var user: JailUser?
         if let jailUser {
             if geteuid() != 0 {
@@ -94,7 +133,7 @@ struct GuestSandboxSetting {
                 logger.notice("jail: off: \(unjailed)")
             } else {
                 do {
-                    user = try JailUser.resolve(jailUser)
+                    user = try Self.resolve(jailUser, runtime: runtime, daemonDomain: daemonDomain)
                 } catch {
                     fail(logger, "\(error)")
                 }
@@ -117,7 +156,36 @@ struct GuestSandboxSetting {
         } catch {
             fail(logger, "\(error)")
         }
+        if forceChroot {
+            logger.warning("jail: \(Self.jailSelfTestVariable)=chroot: taking the chroot fallback (test only)")
+            GuestProcessJail.forceChrootFallback()
+        }
         jail = PlannedJail(user: user, root: GuestProcessJail.rootMountPoint(runtimeDirectory: runtime.path))
+    }
+
+    /// The jail's user: the one named, or the guest's own ids (JailUIDRange),
+    /// checked not to be a host user's or group's.
+    private static func resolve(_ choice: JailUserChoice, runtime: RuntimeDirectory,
+                                daemonDomain: DomainID?) throws(SandboxError) -> JailUser {
+        switch choice {
+        case .named(let name):
+            return try JailUser.resolve(name)
+        case .perGuest(let baseText):
+            let range: JailUIDRange
+            if let baseText {
+                range = try JailUIDRange(parsing: baseText)
+            } else {
+                range = try JailUIDRange(base: JailUIDRange.defaultBase)
+            }
+            if let daemonDomain {
+                guard let uid = range.uid(domain: daemonDomain.rawValue) else {
+                    throw SandboxError(step: "jail: domid \(daemonDomain.rawValue) has no uid of its own", errno: 22)
+                }
+                return try JailUser.perGuest(uid: uid, describing: "its own, \(range.base)+\(daemonDomain.rawValue)")
+            }
+            let (uid, slot) = try StandaloneUIDSlot.claim(range: range, runtime: runtime)
+            return try JailUser.perGuest(uid: uid, describing: "its own, \(range.base)+\(JailUIDRange.standaloneOffset)+\(slot)")
+        }
     }
 
     /// One line in the log and on stderr, then exit status 1.
@@ -192,5 +260,35 @@ struct PlannedJail {
             throw SandboxError(step: "jail: chown \(guestDirectory)", errno: errno)
         }
         return try GuestProcessJail.enter(root: root, binds: binds(guestDirectory: guestDirectory), user: user)
+    }
+}
+
+/// A guest process of its own (`pvh run`, `pvh create -F` without a
+/// daemon) has domid 1 like every other, so its uid is a slot of
+/// JailUIDRange's upper half held by an exclusive flock on
+/// `<runtime>/.jail-uids/<uid>` for as long as the process lives (the
+/// descriptor is never closed; the kernel drops the lock at its end, a
+/// crash included): two guests of one runtime directory never share a
+/// uid. The search starts at the pid's slot, so that guests started
+/// together rarely contend for the same file.
+enum StandaloneUIDSlot {
+    static func claim(range: JailUIDRange, runtime: RuntimeDirectory) throws(SandboxError) -> (uid: UInt32, slot: UInt32) {
+        let directory = runtime.path + "/.jail-uids"
+        for path in [runtime.path, directory] where mkdir(path, 0o700) != 0 && errno != EEXIST {
+            throw SandboxError(step: "jail: mkdir \(path)", errno: errno)
+        }
+        let slots = JailUIDRange.size - JailUIDRange.standaloneOffset
+        let start = UInt32(getpid()) % slots
+        for step in 0..<slots {
+            let slot = (start + step) % slots
+            guard let uid = range.uid(standaloneSlot: slot) else { break }
+            let fd = open("\(directory)/\(uid)", O_RDWR | O_CREAT | O_CLOEXEC, 0o600)
+            guard fd >= 0 else { throw SandboxError(step: "jail: opening \(directory)/\(uid)", errno: errno) }
+            if flock(fd, LOCK_EX | LOCK_NB) == 0 { return (uid, slot) }
+            let failure = errno
+            close(fd)
+            guard failure == EWOULDBLOCK else { throw SandboxError(step: "jail: flock \(directory)/\(uid)", errno: failure) }
+        }
+        throw SandboxError(step: "jail: all \(slots) standalone uids of \(directory) are held", errno: EAGAIN)
     }
 }

@@ -647,7 +647,19 @@ final class Supervisor: DomainService, Sendable {
         var info = DomainInfo(record, cpuSeconds: record.processID.map(Self.cpuSeconds) ?? 0,
                               console: state.withLock { $0.consoles[record.id]?.socketPath })
         addLiveControls(to: &info, record)
+        info.sandbox = record.processID.flatMap(Self.confinement)
         return info
+    }
+
+    /// A guest process's confinement as /proc shows it (README: Security):
+    /// its status, and whether its root is another directory than the
+    /// daemon's (the jail's tmpfs: pivot_root or its chroot fallback).
+    /// Nil when the process is gone or unreadable.
+    static func confinement(_ pid: Int32) -> ProcessConfinement? {
+        guard let text = try? String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8) else { return nil }
+        var own = stat(), theirs = stat()
+        guard stat("/", &own) == 0, stat("/proc/\(pid)/root/", &theirs) == 0 else { return nil }
+        return ProcessConfinement(status: text, jailed: own.st_dev != theirs.st_dev || own.st_ino != theirs.st_ino)
     }
 
     /// utime + stime of a process (proc(5): /proc/PID/stat fields 14 and 15).

@@ -56,12 +56,24 @@ extension HotplugTests {
         return paths.sorted()
     }
 
-    @Test("as root, a daemon's guest process is jailed: nobody's uid and gid, CapEff 0, NoNewPrivs 1, Seccomp 2, a root of only the jail's paths; its boot disk works and a hot-plugged disk's passed image connects",
+    /// The paths of a jail's tree (`tree`) that are none of the jail's own:
+    /// /dev/null, /dev/urandom, /dev/net/tun where the host has it, /proc,
+    /// the guest's directory with what is in it and its parents.
+    static func outsideJail(_ paths: [String], guestDirectory: String) -> [String] {
+        let expected = Set(["/dev", "/dev/null", "/dev/urandom", "/proc"]
+                           + (FileManager.default.fileExists(atPath: "/dev/net/tun") ? ["/dev/net", "/dev/net/tun"] : []))
+        return paths.filter { path in
+            !expected.contains(path) && !guestDirectory.hasPrefix(path + "/") && path != guestDirectory
+                && !path.hasPrefix(guestDirectory + "/")
+        }
+    }
+
+    @Test("as root, a daemon's guest process is jailed: --jail-user nobody's uid and gid for it, CapEff 0, NoNewPrivs 1, Seccomp 2, a root of only the jail's paths; its boot disk works and a hot-plugged disk's passed image connects",
           .enabled(if: geteuid() == 0, "the jail is entered only by a process started as root"))
     func jailedGuest() throws {
         defer { try? FileManager.default.removeItem(atPath: directory) }
         let daemon = try ChildProcess(Env.pvhBinary, ["daemon", "--foreground", "--api-socket", api, "--xenstore-socket", store,
-                                                      "--destroy-on-exit"],
+                                                      "--destroy-on-exit", "--jail-user", "nobody"],
                                       environment: environment)
         defer { daemon.stop() }
         #expect(daemon.waitForLine(startingWith: "pvh daemon: ready", timeout: .seconds(60)) != nil, "\(daemon.errors)")
@@ -98,18 +110,16 @@ extension HotplugTests {
         #expect(status["CapEff"] == "0000000000000000" && status["CapPrm"] == "0000000000000000", "\(status)")
         #expect(status["CapBnd"] == "0000000000000000", "\(status)")
         #expect(status["NoNewPrivs"] == "1" && status["Seccomp"] == "2", "\(status)")
+        // `pvh list -l` says the same, from the daemon's read of /proc.
+        let sandbox = listed.first?["sandbox"] as? [String: Any]
+        #expect(sandbox?["jailed"] as? Bool == true && sandbox?["uid"] as? Int == 65534 && sandbox?["gid"] as? Int == 65534, "\(long)")
+        #expect(sandbox?["seccomp"] as? String == "filter" && sandbox?["no_new_privs"] as? Bool == true, "\(long)")
 
         // Its root, seen from the host: the jail's paths only.
         let root = "/proc/\(pid)/root"
         let paths = Self.tree(root)
         let guestDirectory = "\(directory)/jailed"
-        let expected = Set(["/dev", "/dev/null", "/dev/urandom", "/proc"]
-                           + (FileManager.default.fileExists(atPath: "/dev/net/tun") ? ["/dev/net", "/dev/net/tun"] : []))
-        let outside = paths.filter { path in
-            !expected.contains(path) && !guestDirectory.hasPrefix(path + "/") && path != guestDirectory
-                && !path.hasPrefix(guestDirectory + "/")
-        }
-        #expect(outside.isEmpty, "\(paths)")
+        #expect(Self.outsideJail(paths, guestDirectory: guestDirectory).isEmpty, "\(paths)")
         #expect(paths.contains(guestDirectory) && paths.contains("/proc"), "\(paths)")
         for absent in ["/etc", "/usr", "/bin", boot, second, try Env.testGuest.get(), "/dev/kvm"] {
             #expect(!FileManager.default.fileExists(atPath: root + absent), "\(absent) is visible in the jail")

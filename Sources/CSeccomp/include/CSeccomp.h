@@ -96,6 +96,15 @@ int pvh_jail_set_ids(uint32_t uid, uint32_t gid);
 /// The uid and primary gid of user `name` (getpwnam_r); -ENOENT if none.
 int pvh_jail_lookup_user(const char *name, uint32_t *uid, uint32_t *gid);
 
+/// Whether `uid` names a user (getpwuid_r: bit 0) and `gid` a group
+/// (getgrgid_r: bit 1) in the host's databases, or -errno: a per-guest id
+/// must name neither.
+int pvh_jail_id_taken(uint32_t uid, uint32_t gid);
+
+/// Makes the next pvh_jail_pivot take its chroot fallback as if
+/// pivot_root had failed (PVH_JAIL_SELFTEST=chroot: tests only).
+void pvh_jail_force_chroot(int force);
+
 /// open(O_RDONLY), read(2) and close(2), for the Sandbox target, which has
 /// no Foundation: the thread count in /proc/self/status.
 int pvh_jail_open_read(const char *path);
