@@ -140,9 +140,16 @@ public final class PasstLink: NetworkLink, @unchecked Sendable {
         if changed { EventCounter.signal(nudge) }
     }
 
-    /// `executable` when it is an executable file; else the first `passt`
-    /// on PATH, then in /usr/bin or /usr/sbin.
+    /// The spawner's passt when this process has a spawner and no other
+    /// passt is asked for: it was found before the jail (whose root has no
+    /// /usr/bin) and the spawner, outside the jail's mount namespace, runs
+    /// it (a user vif hot-plugged into a jailed guest). Else `executable`
+    /// when it is an executable file; else the first `passt` on PATH, then
+    /// in /usr/bin or /usr/sbin.
     static func locate(_ executable: String?) throws(NetworkLinkError) -> String {
+        if let spawner = PasstSpawner.current, executable == nil || executable == spawner.program {
+            return spawner.program
+        }
         // SAFETY (access): Swift passes a NUL-terminated copy of each path for the call.
         if let executable {
             guard unsafe access(executable, X_OK) == 0 else { throw .passtNotFound(searched: executable) }

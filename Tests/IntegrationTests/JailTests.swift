@@ -155,6 +155,16 @@ extension HotplugTests {
         let detach = try pvh(["block-detach", "jailed", "xvdb", "--timeout", "120"])
         #expect(detach.status == 0, "\(detach)")
 
+        if Self.passtInstalled {
+            // A user vif hot-plugged into the jailed process: its passt comes
+            // from the spawner (the jail's root has no passt to find).
+            let nic = try pvh(["network-attach", "jailed", "type=user", "--timeout", "60"])
+            #expect(nic.status == 0, "\(nic)")
+            #expect(until(30, daemon: daemon) { Self.passts(under: pid).count == 2 }, "\(guestLog("jailed"))")
+            let gone = try pvh(["network-detach", "jailed", "1", "--timeout", "60"])
+            #expect(gone.status == 0, "\(gone)")
+        }
+
         let destroyed = try pvh(["destroy", "jailed"])
         #expect(destroyed.status == 0, "\(destroyed)")
         kill(daemon.pid, SIGTERM)
