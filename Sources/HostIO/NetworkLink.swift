@@ -123,3 +123,51 @@ extension NetworkLink {
     /// Most links' MTU is the user's and fits any frontend: nothing to do.
     public func frontendConnected(scatterGather: Bool) {}
 }
+
+/// What one `DirectReceiveNetworkLink.receive(into:)` did.
+public enum NetworkDirectReceive: Sendable, Hashable {
+    /// One frame of `length` bytes is in the parts, from the first byte of
+    /// the first part on, in order; `offload` is its metadata.
+    case frame(length: Int, offload: NetworkOffload)
+    /// One frame was taken off the host side and dropped: longer than the
+    /// parts (`length`, its whole length), or (`length` 0) nothing to
+    /// deliver, as a frame with an offload the contract cannot say, which
+    /// the link counts itself.
+    case dropped(length: Int)
+    /// No frame is queued now.
+    case empty
+    /// The link is stopped or its host side is gone.
+    case gone
+}
+
+/// A link whose received frames its user can read itself, on its own
+/// execution context, straight into memory it names (a guest's posted RX
+/// buffers), rather than taking a copy the link's thread made: a TAP, whose
+/// every read is one frame. The user reads while frames are large; the
+/// link's thread reads small ones (see `watch`).
+///
+/// Started with `start(receive:readable:carrier:)`, the link's thread reads
+/// nothing while its user holds the right to read: it waits until frames
+/// are queued and calls `readable`. True: the user took that right and
+/// reads (`receive(into:)`) until `.empty`, then hands it back with
+/// `watch()`; false: the link reads and delivers through `receive`, as
+/// `start(receive:carrier:)` does.
+public protocol DirectReceiveNetworkLink: NetworkLink {
+    /// The most bytes one received frame can have; parts holding fewer may
+    /// see it `.dropped`.
+    var maximumReceiveLength: Int { get }
+    /// `start(receive:carrier:)` with the user reading for itself whenever
+    /// `readable` says so. Called once, instead of that.
+    func start(receive: @escaping @Sendable (NetworkFrame) -> Void,
+               readable: @escaping @Sendable () -> Bool,
+               carrier: @escaping @Sendable (Bool) -> Void) throws(HostIOError)
+    /// Reads one frame into `parts` (host memory mapped for the call),
+    /// without blocking. Only while the user holds the right to read.
+    func receive(into parts: [HostMemoryRange]) -> NetworkDirectReceive
+    /// Hands the right to read back: the link's thread watches again. It
+    /// calls `readable` once more frames are queued if `lastFrameLarge`
+    /// (the user's reads save a copy of a large frame), else reads them
+    /// itself until it reads a large one (small frames go faster read on
+    /// a thread beside the user's).
+    func watch(lastFrameLarge: Bool)
+}

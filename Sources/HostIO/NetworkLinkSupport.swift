@@ -47,6 +47,15 @@ import Synchronization
         unsafe body(base)
     }
 
+    /// Reads the bytes through `body` (`count` bytes at most): a header a
+    /// link's read filled, under the lock its reads hold.
+    func read<T>(_ body: (UnsafeRawPointer) -> T) -> T {
+        // SAFETY: the allocation holds at least `count` bytes, what `body`
+        // reads; the caller's lock keeps writers away.
+        guard let base = unsafe storage.baseAddress else { preconditionFailure("allocation without an address") }
+        return unsafe body(UnsafeRawPointer(base))
+    }
+
     deinit {
         // SAFETY: allocated in init; nothing refers to it once this buffer
         // (and every HostMemoryRange naming it) is gone.
@@ -178,6 +187,13 @@ final class LinkCounter: Sendable {
     private let count = Atomic<Int>(0)
     var value: Int { count.load(ordering: .relaxed) }
     func increment() { count.add(1, ordering: .relaxed) }
+}
+
+/// A flag a link's thread and its users share.
+final class LinkFlag: Sendable {
+    private let flag = Atomic<Bool>(false)
+    var value: Bool { flag.load(ordering: .relaxed) }
+    func set(_ value: Bool) { flag.store(value, ordering: .relaxed) }
 }
 
 /// eventfd(2) counters.

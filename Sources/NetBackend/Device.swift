@@ -91,11 +91,19 @@ public final class NetBackend: Sendable {
             // A carrier change is the link's host side going away and coming
             // back (passt died and was restarted): worth a line in the log.
             let name = driver.name, link = configuration.link
-            try configuration.link.start(receive: { [weak driver] frame in driver?.received(frame) },
-                                         carrier: { [weak driver] up in
-                                             driver?.carrier.set(up)
-                                             log("\(name): link \(up ? "up" : "down"): \(link.description)")
-                                         })
+            let receive: @Sendable (NetworkFrame) -> Void = { [weak driver] frame in driver?.received(frame) }
+            let carrier: @Sendable (Bool) -> Void = { [weak driver] up in
+                driver?.carrier.set(up)
+                log("\(name): link \(up ? "up" : "down"): \(link.description)")
+            }
+            if let direct = configuration.link as? any DirectReceiveNetworkLink {
+                // Queue 0 reads the link on its own context (one thread
+                // fewer per frame), into the posted buffers when it can.
+                try direct.start(receive: receive, readable: { [weak driver] in driver?.linkReadable() ?? false },
+                                 carrier: carrier)
+            } else {
+                try configuration.link.start(receive: receive, carrier: carrier)
+            }
         } catch {
             xenbus.destroy()
             throw .link(error)
@@ -247,6 +255,8 @@ final class NetQueue: Sendable {
     func stop() {
         txChannel.close()
         rxChannel.close()
+        // After the pumps: none reads the link any more.
+        core.stopLinkReads()
         core.backlog.removeAll()
         for h in ringHolds { h.release() }
     }
@@ -316,9 +326,14 @@ final class NetDriver: XenbusBackendDriver {
         // handing out a larger MTU (passt's 65520) lowers it before the
         // guest asks DHCP for one.
         configuration.link.frontendConnected(scatterGather: parameters.features.scatterGather)
-        let environment = NetQueueEnvironment(memory: memory, grants: grants, link: configuration.link,
+        var environment = NetQueueEnvironment(memory: memory, grants: grants, link: configuration.link,
                                               features: parameters.features, carrier: carrier,
                                               credit: configuration.rate.map { NetTransmitCredit($0) })
+        if let direct = configuration.link as? any DirectReceiveNetworkLink {
+            var steer: (@Sendable (NetworkFrame) -> Void)?
+            if parameters.queues.count > 1 { steer = { @Sendable [weak self] frame in self?.received(frame) } }
+            environment.reader = NetLinkReader(link: direct, steer: steer)
+        }
         let device = runtime.makeDevice(name) { [weak self] fault in self?.faulted(fault) }
         var queues: [NetQueue] = []
         for (index, ring) in parameters.queues.enumerated() {
@@ -342,6 +357,16 @@ final class NetDriver: XenbusBackendDriver {
         guard let connection = xenbusLink.take() else { return }
         for q in connection.queues { q.stop() }
         runtime.remove(connection.device)
+    }
+
+    /// The link has frames queued (its thread): queue 0 reads them on its
+    /// context when connected; false (the link's thread reads them, to be
+    /// dropped as `rxNotConnected`) otherwise.
+    func linkReadable() -> Bool {
+        guard let connection = connection, !connection.device.isDisabled, let first = connection.queues.first,
+              first.core.linkReadable() else { return false }
+        first.rxChannel.schedule()
+        return true
     }
 
     /// A frame from the link (its thread): steered to a queue by its flow.

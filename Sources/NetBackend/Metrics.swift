@@ -65,6 +65,9 @@ public final class NetMetrics: Sendable {
     public let rxBytes = Atomic<UInt64>(0)
     /// Of `rxPackets`, those with a GSO extra.
     public let rxGSOPackets = Atomic<UInt64>(0)
+    /// Of `rxPackets`, those the link read straight into the posted
+    /// buffers (no copy by the backend).
+    public let rxDirectPackets = Atomic<UInt64>(0)
     /// Times RX found too few posted buffers for the next frame.
     public let rxRingFull = Atomic<UInt64>(0)
     /// Drops by reason (a lock: drops are off the fast path).

@@ -35,6 +35,17 @@ struct NetQueueEnvironment: Sendable {
     let carrier: CarrierState
     /// The vif's `rate`, shared by its queues; nil: unlimited.
     let credit: NetTransmitCredit?
+    /// Set when the link lets the backend read it (`DirectReceiveNetworkLink`):
+    /// queue 0 reads it whenever it says frames are queued.
+    var reader: NetLinkReader? = nil
+}
+
+/// How queue 0 reads a `DirectReceiveNetworkLink`.
+struct NetLinkReader: Sendable {
+    let link: any DirectReceiveNetworkLink
+    /// With several queues, where each frame read goes (the flow hash's
+    /// queue); nil with one queue, which reads into its posted buffers.
+    let steer: (@Sendable (NetworkFrame) -> Void)?
 }
 
 /// The link's carrier as it last reported it (up until it says otherwise).
@@ -111,6 +122,22 @@ final class NetQueueCore: Sendable {
         var requests: [NetifRxRequest] = []
         var grants: [GrantReference] = []
         var regions: [GuestPhysicalRange] = []
+        var hostRanges: [HostMemoryRange] = []
+        /// Buffers of the frame being answered whose grant failed.
+        var failedBuffers: [Int] = []
+        /// The last frame read from the link took more than a page: the
+        /// next read is given every page a frame may take.
+        var expectLarge = false
+    }
+    /// Whether this queue reads the link itself (`DirectReceiveNetworkLink`).
+    enum LinkReadState {
+        /// The link's thread watches it.
+        case idle
+        /// The link said frames are queued; this queue's RX pump reads
+        /// them until none are left, then hands the right back (`watch`).
+        case reading
+        /// The queue is stopping: it reads no more.
+        case stopped
     }
 
     let index: Int
@@ -123,6 +150,13 @@ final class NetQueueCore: Sendable {
     /// memory of the backend's own, so the link gets a `HostMemoryRange` of
     /// it as it gets one of a granted page.
     private let bounce: MappedGuestMemory
+    /// Where a frame read from the link is put when it cannot go straight
+    /// into posted buffers (`readCopy`): host-addressable memory of the
+    /// backend's own, as `bounce` is for TX.
+    private let rxBounce: MappedGuestMemory
+    private let linkRead = Lock(LinkReadState.idle)
+    /// `rxBounce` as host memory, for a read's tail.
+    private let rxBounceRange: HostMemoryRange?
 
     /// How a pump asks for another run of itself (its channel's
     /// `schedule`), set once the channels exist: a pump that stops at its
@@ -190,6 +224,8 @@ final class NetQueueCore: Sendable {
         self.tx = Lock(TxState(ring: tx))
         self.rx = Lock(RxState(ring: rx))
         bounce = try MappedGuestMemory(ranges: [GuestPhysicalRange(start: GuestPhysicalAddress(0), length: UInt64(Self.bounceSize))])
+        rxBounce = try MappedGuestMemory(ranges: [GuestPhysicalRange(start: GuestPhysicalAddress(0), length: UInt64(Self.bounceSize))])
+        rxBounceRange = try? rxBounce.hostRange(GuestPhysicalRange(start: GuestPhysicalAddress(0), length: UInt64(Self.bounceSize)))
     }
 
     // MARK: TX
@@ -519,64 +555,319 @@ final class NetQueueCore: Sendable {
         return true
     }
 
+    /// The link said frames are queued and this queue reads them (its RX
+    /// pump must run): false once the queue is stopping, when the link's
+    /// thread must read them itself.
+    func linkReadable() -> Bool {
+        linkRead.withLock { state in
+            guard state != .stopped else { return false }
+            state = .reading
+            return true
+        }
+    }
+
+    /// The queue stops: it reads the link no more, and hands the right to
+    /// read back if it held it (else nobody would read again).
+    func stopLinkReads() {
+        let held = linkRead.withLock { state in
+            defer { state = .stopped }
+            return state == .reading
+        }
+        if held { environment.reader?.link.watch(lastFrameLarge: false) }
+    }
+
+    /// What one RX pump has done so far.
+    private struct RxProgress {
+        var owed = false  // as in pumpTx
+        var unpublished = 0
+        var delivered = 0
+        /// Too few posted buffers for the next frame.
+        var blocked = false
+    }
+
     /// The RX pump: backlog frames into the frontend's posted buffers while
-    /// there are enough for the next frame; when there are not, asks for an
-    /// event on the next posted buffer (`req_event`, the frontend's
+    /// there are enough for the next frame, then, while this queue holds
+    /// the link's right to read, frames read straight from the link
+    /// (`readLink`); when there are too few buffers, asks for an event on
+    /// the next posted buffer (`req_event`, the frontend's
     /// feature-rx-notify) and stops.
     func pumpRx() throws(DeviceFault) -> BackendChannel.PumpResult {
         try rx.withLock { (s: inout RxState) throws(DeviceFault) -> BackendChannel.PumpResult in
             do throws(XenRingError) {
-                var owed = false  // as in pumpTx
-                var unpublished = 0
-                var delivered = 0
-                var blocked = false
+                var p = RxProgress()
                 let entries = Int(s.ring.geometry.entries)
                 // The backlog's frames a batch at a time (one lock to look,
                 // one to forget those taken), not one lock per frame.
-                while delivered < Self.batch, !blocked {
-                    let frames = backlog.prefix(Self.batch - delivered)
+                while p.delivered < Self.batch, !p.blocked {
+                    let frames = backlog.prefix(Self.batch - p.delivered)
                     if frames.isEmpty { break }
                     var used = 0
                     for frame in frames {
-                        guard let slots = plan(frame, entries: entries) else {
+                        guard let slots = plan(frame.bytes.count, frame.offload, entries: entries) else {
                             used += 1
                             continue
                         }
-                        while Int(try s.ring.unconsumedRequests()) < slots.total {
-                            // xenvif_rx_ring_slots_available: an event on the
-                            // next buffer posted (req_event = req_prod + 1, so a
-                            // frame needing several buffers is woken by each
-                            // until there are enough), then look again.
-                            if try s.ring.requestEventOnNextRequest() { continue }
-                            if !s.stalled { NetMetrics.bump(metrics.rxRingFull) }
-                            s.stalled = true
-                            blocked = true
+                        guard try waitForBuffers(slots.total, &s) else {
+                            p.blocked = true
                             break
                         }
-                        if blocked { break }
-                        s.stalled = false
+                        try takeRequests(slots, &s)
                         try deliver(frame, slots, &s)
                         used += 1
-                        delivered += 1
-                        unpublished += slots.total
-                        if unpublished >= Self.publishEvery {
-                            unpublished = 0
-                            if try s.ring.pushResponses() { owed = true }
-                            if owed, try Self.runningLow(s.ring) {
-                                owed = false
-                                again.withLock { $0 }?.notifyRx()
-                            }
-                        }
+                        try answered(slots.total, &p, &s)
                     }
                     backlog.removeFirst(used)
                 }
-                if unpublished > 0, try s.ring.pushResponses() { owed = true }
-                if delivered == Self.batch, !blocked, backlog.count > 0 { again.withLock { $0 }?.rx() }
-                return owed ? .notifyGuest : .quiet
+                var reading = false
+                if !p.blocked, p.delivered < Self.batch, backlog.count == 0, let reader = environment.reader,
+                   linkRead.withLock({ $0 == .reading }) {
+                    reading = try readLink(reader, &p, &s)
+                }
+                if p.unpublished > 0, try s.ring.pushResponses() { p.owed = true }
+                if p.delivered == Self.batch, !p.blocked, reading || backlog.count > 0 { again.withLock { $0 }?.rx() }
+                return p.owed ? .notifyGuest : .quiet
             } catch {
                 throw DeviceFault(error)
             }
         }
+    }
+
+    /// A frame's `slots` responses were written: publish every
+    /// `publishEvery`, with the event at once when the ring runs low.
+    private func answered(_ slots: Int, _ p: inout RxProgress, _ s: inout RxState) throws(XenRingError) {
+        p.delivered += 1
+        p.unpublished += slots
+        guard p.unpublished >= Self.publishEvery else { return }
+        p.unpublished = 0
+        if try s.ring.pushResponses() { p.owed = true }
+        if p.owed, try Self.runningLow(s.ring) {
+            p.owed = false
+            again.withLock { $0 }?.notifyRx()
+        }
+    }
+
+    /// Whether `count` posted buffers are there. When not: an event on the
+    /// next buffer posted (xenvif_rx_ring_slots_available: `req_event =
+    /// req_prod + 1`, so a frame needing several buffers is woken by each
+    /// until there are enough), looking again if one came meanwhile.
+    private func waitForBuffers(_ count: Int, _ s: inout RxState) throws(XenRingError) -> Bool {
+        while Int(try s.ring.unconsumedRequests()) < count {
+            if try s.ring.requestEventOnNextRequest() { continue }
+            if !s.stalled { NetMetrics.bump(metrics.rxRingFull) }
+            s.stalled = true
+            return false
+        }
+        s.stalled = false
+        return true
+    }
+
+    /// Reads frames from the link while this queue holds the right to,
+    /// up to the pump's batch: with one queue straight into the posted
+    /// buffers (`readIntoPostedBuffers`), with several into a buffer of
+    /// the backend's and on to the queue the flow hash chooses. True while
+    /// the right is still held (frames may be left).
+    private func readLink(_ reader: NetLinkReader, _ p: inout RxProgress, _ s: inout RxState) throws(XenRingError) -> Bool {
+        let entries = Int(s.ring.geometry.entries)
+        let direct = reader.steer == nil && directSlots.total <= entries
+        while p.delivered < Self.batch {
+            let result: NetworkDirectReceive
+            if direct {
+                guard try waitForBuffers(directSlots.total, &s) else {
+                    // Frames wait in the link's own queue until buffers come.
+                    p.blocked = true
+                    return true
+                }
+                switch try readIntoPostedBuffers(reader, &p, &s) {
+                case .delivered:
+                    if s.expectLarge { continue }
+                    // A small frame: the link's thread reads the next ones,
+                    // beside this one's ring work (`DirectReceiveNetworkLink.watch`).
+                    linkRead.withLock { if $0 == .reading { $0 = .idle } }
+                    reader.link.watch(lastFrameLarge: false)
+                    return false
+                case .link(let r): result = r
+                case .fellBack(let r):
+                    result = r
+                    if case .frame = r {
+                        // The backlog goes first: the pump runs again.
+                        again.withLock { $0 }?.rx()
+                        return true
+                    }
+                }
+            } else {
+                result = readCopy(reader, &s)
+            }
+            switch result {
+            case .frame: continue
+            case .dropped(let length):
+                // Longer than the buffers (the link counts what it dropped for itself).
+                if length > 0 { metrics.drop(.rxTooLarge) }
+            case .empty:
+                linkRead.withLock { if $0 == .reading { $0 = .idle } }
+                reader.link.watch(lastFrameLarge: direct && s.expectLarge)
+                return false
+            case .gone:
+                linkRead.withLock { if $0 == .reading { $0 = .idle } }
+                return false
+            }
+        }
+        return true
+    }
+
+    /// The posted buffers a frame read straight from the link may take:
+    /// as many pages as the link's largest frame (one without feature-sg),
+    /// behind a slot for the GSO extra when the frontend negotiated GSO.
+    /// The frame's data goes into the first buffer and those after the
+    /// extra's, the order its responses will have.
+    private var directSlots: RxPlan {
+        let features = environment.features
+        let maximum = environment.reader?.link.maximumReceiveLength ?? NetifLimits.pageSize
+        let data = features.scatterGather ? (maximum + NetifLimits.pageSize - 1) / NetifLimits.pageSize : 1
+        let gso = features.gsoTCPv4 || features.gsoTCPv6
+        return RxPlan(dataSlots: data, gso: gso ? .gso(size: 0, type: NetifExtraInfo.gsoTCPv4) : nil)
+    }
+
+    /// What `readIntoPostedBuffers` did.
+    private enum DirectStep {
+        /// A frame was delivered and answered.
+        case delivered
+        /// What the link said, no frame delivered (dropped, empty, gone).
+        case link(NetworkDirectReceive)
+        /// The posted buffers could not be used as they are (a grant that
+        /// cannot be held, a buffer less than a page): the frame went
+        /// through the backend's own buffer into the backlog (`readCopy`).
+        case fellBack(NetworkDirectReceive)
+    }
+
+    /// One frame read from the link into the next posted buffers (their
+    /// requests copied once, taken only as far as the frame needs them),
+    /// answered in place. The frame lands page by page in the buffers'
+    /// order with the GSO extra's slot skipped, which is where it belongs
+    /// unless it needs the backend's hand (several pages without GSO on a
+    /// GSO frontend, a partial checksum the frontend does not take): then
+    /// its bytes are copied out while the buffers are held, and delivered
+    /// into the same buffers as a backlog frame is.
+    private func readIntoPostedBuffers(_ reader: NetLinkReader, _ p: inout RxProgress,
+                                       _ s: inout RxState) throws(XenRingError) -> DirectStep {
+        let posted = directSlots
+        let extraSlot = posted.gso != nil
+        // A large frame's every page held and read into, or a small frame's
+        // one: holding 17 grants for a 64-byte frame cost more than the copy
+        // it saves. The guess is the last frame's size, as the TAP reader's
+        // (`TapLink.FrameReader`); a wrong small guess reads the rest of a
+        // large frame into the backend's buffer and copies it.
+        let large = s.expectLarge && posted.dataSlots > 1
+        s.requests.removeAll(keepingCapacity: true)
+        s.grants.removeAll(keepingCapacity: true)
+        for k in 0..<(large ? posted.total : 1) {
+            // The caller saw `posted.total` requests there.
+            guard let request = try s.ring.peekRequest(ahead: UInt32(k)) else { return .link(.dropped(length: 0)) }
+            s.requests.append(request)
+            if k == 1 && extraSlot { continue }
+            s.grants.append(request.grant)
+        }
+        let memory = environment.memory
+        let link = reader.link
+        let entries = Int(s.ring.geometry.entries)
+        let tail = large || posted.dataSlots == 1 ? nil : rxBounceRange
+        var hostRanges = s.hostRanges
+        hostRanges.removeAll(keepingCapacity: true)
+        var unusable = false
+        // Set when the frame needs the backend's hand: its bytes.
+        var copied: NetworkFrame?
+        var slots: RxPlan?
+        let rxBounce = self.rxBounce
+        let held = try? environment.grants.withHolds(s.grants, access: .write, regions: &s.regions) { regions -> NetworkDirectReceive in
+            for region in regions {
+                // A posted buffer is a whole page at offset 0 (netfront's
+                // xennet_alloc_rx_buffers; rx responses carry offset 0).
+                guard region.length == UInt64(NetifLimits.pageSize), let host = try? memory.hostRange(region) else {
+                    unusable = true
+                    return .empty
+                }
+                hostRanges.append(host)
+            }
+            if let tail { hostRanges.append(tail) }
+            let r = link.receive(into: hostRanges)
+            guard case .frame(let length, let offload) = r else { return r }
+            // `plan` counts a frame this frontend cannot take.
+            guard let plan = plan(length, offload, entries: entries) else { return .dropped(length: 0) }
+            slots = plan
+            let inPlace = length <= regions.count * NetifLimits.pageSize
+            let laidOut = plan.dataSlots == 1 || (plan.gso != nil) == extraSlot
+            let checksumTaken = offload.partialChecksum == nil || takesPartialChecksum(firstBuffer: regions.first, memory: memory)
+            if !inPlace || !laidOut || !checksumTaken {
+                var bytes: [UInt8] = []
+                bytes.reserveCapacity(length)
+                for region in regions where bytes.count < length {
+                    guard let piece = try? memory.read(at: region.start, count: min(Int(region.length), length - bytes.count)) else {
+                        slots = nil
+                        return .dropped(length: 0)
+                    }
+                    bytes += piece
+                }
+                if bytes.count < length {
+                    guard let rest = try? rxBounce.read(at: GuestPhysicalAddress(0), count: length - bytes.count) else {
+                        slots = nil
+                        return .dropped(length: 0)
+                    }
+                    bytes += rest
+                }
+                copied = NetworkFrame(bytes: bytes, offload: offload)
+            }
+            return r
+        }
+        s.hostRanges = hostRanges
+        guard let held, !unusable else {
+            // The buffers are not the pages netfront posts, or a grant
+            // cannot be held: the frame goes through the backlog, whose
+            // delivery answers each buffer on its own.
+            return .fellBack(readCopy(NetLinkReader(link: link, steer: nil), &s))
+        }
+        guard case .frame(let length, let offload) = held, let slots else { return .link(held) }
+        s.expectLarge = length > NetifLimits.pageSize
+        // The rest of the requests a frame read on a small guess takes,
+        // each copied once as the first was.
+        while s.requests.count < slots.total {
+            guard let request = try s.ring.peekRequest(ahead: UInt32(s.requests.count)) else {
+                metrics.drop(.rxTooLarge)
+                return .link(.dropped(length: 0))
+            }
+            s.requests.append(request)
+        }
+        // The requests this frame takes, as copied: its first buffer, the
+        // extra's slot (if it has one) and its other data buffers.
+        s.requests.removeSubrange(slots.total...)
+        if slots.gso != nil { s.requests.remove(at: 1) }
+        s.ring.skipRequests(UInt32(slots.total))
+        if let copied {
+            try deliver(copied, slots, &s)
+        } else {
+            try respond(length: length, slots, firstFlags: rxFlags(offload, checksumTaken: true, gso: slots.gso != nil),
+                        failed: false, &s)
+            NetMetrics.bump(metrics.rxPackets)
+            NetMetrics.bump(metrics.rxBytes, by: length)
+            if slots.gso != nil { NetMetrics.bump(metrics.rxGSOPackets) }
+            NetMetrics.bump(metrics.rxDirectPackets)
+        }
+        try answered(slots.total, &p, &s)
+        return .delivered
+    }
+
+    /// One frame read from the link into the backend's own buffer and
+    /// copied out as a `NetworkFrame` for the queue the flow hash chooses
+    /// (`steer`); this queue's own frames go through its backlog.
+    private func readCopy(_ reader: NetLinkReader, _ s: inout RxState) -> NetworkDirectReceive {
+        let buffer = rxBounce
+        guard let host = try? buffer.hostRange(GuestPhysicalRange(start: GuestPhysicalAddress(0), length: UInt64(Self.bounceSize))) else {
+            return .gone
+        }
+        let r = reader.link.receive(into: [host])
+        guard case .frame(let length, let offload) = r,
+              let bytes = try? buffer.read(at: GuestPhysicalAddress(0), count: length) else { return r }
+        let frame = NetworkFrame(bytes: bytes, offload: offload)
+        if let steer = reader.steer { steer(frame) } else { _ = enqueue(frame) }
+        return r
     }
 
     struct RxPlan {
@@ -585,18 +876,18 @@ final class NetQueueCore: Sendable {
         var total: Int { dataSlots + (gso == nil ? 0 : 1) }
     }
 
-    /// The slots `frame` takes, or nil (dropped, counted) when this
-    /// frontend cannot take it.
-    private func plan(_ frame: NetworkFrame, entries: Int) -> RxPlan? {
+    /// The slots a frame of `length` bytes with `offload` takes, or nil
+    /// (dropped, counted) when this frontend cannot take it.
+    private func plan(_ length: Int, _ offload: NetworkOffload, entries: Int) -> RxPlan? {
         let features = environment.features
         let page = NetifLimits.pageSize
-        let data = max(1, (frame.bytes.count + page - 1) / page)
+        let data = max(1, (length + page - 1) / page)
         if data > 1 && !features.scatterGather {
             metrics.drop(.rxTooLarge)
             return nil
         }
         var gso: NetifExtraInfo?
-        switch frame.offload.segmentation {
+        switch offload.segmentation {
         case .none: break
         case .tcpv4(let size):
             guard features.gsoTCPv4, size > 0 else {
@@ -634,49 +925,66 @@ final class NetQueueCore: Sendable {
         return true
     }
 
-    /// Whether the frontend takes `frame`'s partial checksum as it is.
-    private func takesPartialChecksum(_ frame: [UInt8]) -> Bool {
+    /// Whether the frontend takes a partial checksum of a frame whose
+    /// EtherType is `frame[12...13]` as it is.
+    private func takesPartialChecksum(ipv6: Bool) -> Bool {
         let features = environment.features
         if features.noChecksumOffload { return false }
-        let ipv6 = frame.count >= 14 && frame[12] == 0x86 && frame[13] == 0xdd
         return !ipv6 || features.ipv6ChecksumOffload
     }
 
-    /// Copies `frame` into the next `slots.total` posted buffers and writes
-    /// their responses: the first data response (with the frame's flags),
-    /// the GSO extra, the rest of the data, NETRXF_more_data on all data
-    /// responses but the last (netfront's `xennet_get_responses` order).
-    private func deliver(_ frame: NetworkFrame, _ slots: RxPlan, _ s: inout RxState) throws(XenRingError) {
-        let page = NetifLimits.pageSize
-        var frame = frame
-        var firstFlags: NetifRxFlags = []
-        if frame.offload.partialChecksum != nil {
-            if takesPartialChecksum(frame.bytes) {
-                firstFlags.formUnion([.checksumBlank, .dataValidated])
-            } else {
-                // A frontend without the offload for this frame (no
-                // feature-ipv6-csum-offload for IPv6, feature-no-csum-offload)
-                // gets it complete, as Linux's netback has the stack do.
-                if let location = NetChecksumLocation(headers: frame.bytes, frameLength: frame.bytes.count) {
-                    location.complete(&frame.bytes)
-                    NetMetrics.bump(metrics.rxChecksumsCompleted)
-                }
-                firstFlags.insert(.dataValidated)
-            }
-        } else if frame.offload.checksumValidated {
-            firstFlags.insert(.dataValidated)
+    private func takesPartialChecksum(_ frame: [UInt8]) -> Bool {
+        takesPartialChecksum(ipv6: frame.count >= 14 && frame[12] == 0x86 && frame[13] == 0xdd)
+    }
+
+    /// `takesPartialChecksum` for a frame read into the buffer `first`
+    /// (its EtherType read from there once).
+    private func takesPartialChecksum(firstBuffer first: GuestPhysicalRange?, memory: any HostAddressableMemory) -> Bool {
+        guard let first, let at = first.start.advanced(by: 12), let type = try? memory.read(at: at, count: 2) else { return false }
+        return takesPartialChecksum(ipv6: type == [0x86, 0xdd])
+    }
+
+    /// The first data response's flags for a frame with `offload`.
+    private func rxFlags(_ offload: NetworkOffload, checksumTaken: Bool, gso: Bool) -> NetifRxFlags {
+        var flags: NetifRxFlags = []
+        if offload.partialChecksum != nil {
+            flags = checksumTaken ? [.checksumBlank, .dataValidated] : [.dataValidated]
+        } else if offload.checksumValidated {
+            flags.insert(.dataValidated)
         }
-        if slots.gso != nil { firstFlags.insert(.extraInfo) }
-        // The frame's posted buffers, in ring order: the first data one,
-        // the one the GSO extra takes (its id unused), the rest of the data.
+        if gso { flags.insert(.extraInfo) }
+        return flags
+    }
+
+    /// Takes the next `slots.total` posted buffers off the ring into
+    /// `s.requests` (data buffers only: the GSO extra's is skipped).
+    private func takeRequests(_ slots: RxPlan, _ s: inout RxState) throws(XenRingError) {
         s.requests.removeAll(keepingCapacity: true)
-        s.grants.removeAll(keepingCapacity: true)
         for k in 0..<slots.total {
             guard let request = try s.ring.nextRequest() else { return }
             if k == 1 && slots.gso != nil { continue }
             s.requests.append(request)
-            s.grants.append(request.grant)
         }
+    }
+
+    /// Copies `frame` into the buffers of `s.requests` (taken for it) and
+    /// writes their responses.
+    private func deliver(_ frame: NetworkFrame, _ slots: RxPlan, _ s: inout RxState) throws(XenRingError) {
+        var frame = frame
+        var checksumTaken = true
+        if frame.offload.partialChecksum != nil, !takesPartialChecksum(frame.bytes) {
+            // A frontend without the offload for this frame (no
+            // feature-ipv6-csum-offload for IPv6, feature-no-csum-offload)
+            // gets it complete, as Linux's netback has the stack do.
+            checksumTaken = false
+            if let location = NetChecksumLocation(headers: frame.bytes, frameLength: frame.bytes.count) {
+                location.complete(&frame.bytes)
+                NetMetrics.bump(metrics.rxChecksumsCompleted)
+            }
+        }
+        let firstFlags = rxFlags(frame.offload, checksumTaken: checksumTaken, gso: slots.gso != nil)
+        s.grants.removeAll(keepingCapacity: true)
+        for request in s.requests { s.grants.append(request.grant) }
         // Every buffer of the frame held at once and written (one pass over
         // the grant table's lock each way, not one map per buffer); when
         // any grant fails, buffer by buffer, so each gets its own status.
@@ -684,24 +992,18 @@ final class NetQueueCore: Sendable {
             Self.copy(frame.bytes, into: regions, memory: environment.memory)
         }) ?? false
         var failed = false
-        for (k, request) in s.requests.enumerated() {
-            let start = k * page
-            let end = min(frame.bytes.count, start + page)
-            let chunk = frame.bytes[min(start, end)..<end]
-            var status = Int16(chunk.count)
-            if !copied {
-                do { try environment.grants.copy(to: request.grant, chunk) } catch {
-                    status = NetifStatus.error.rawValue
+        if !copied {
+            let page = NetifLimits.pageSize
+            for (k, request) in s.requests.enumerated() {
+                let start = k * page
+                let end = min(frame.bytes.count, start + page)
+                do { try environment.grants.copy(to: request.grant, frame.bytes[min(start, end)..<end]) } catch {
                     failed = true
+                    s.failedBuffers.append(k)
                 }
             }
-            var flags: NetifRxFlags = k == 0 ? firstFlags : []
-            if k < slots.dataSlots - 1 { flags.insert(.moreData) }
-            try s.ring.pushResponse(NetifRxSlot(NetifRxResponse(id: request.id, offset: 0, flags: flags, status: status)))
-            if k == 0, let gso = slots.gso {
-                try s.ring.pushResponse(NetifRxSlot(gso))
-            }
         }
+        try respond(length: frame.bytes.count, slots, firstFlags: firstFlags, failed: failed, &s)
         if failed {
             metrics.drop(.rxBadGrant)
             return
@@ -709,5 +1011,28 @@ final class NetQueueCore: Sendable {
         NetMetrics.bump(metrics.rxPackets)
         NetMetrics.bump(metrics.rxBytes, by: frame.bytes.count)
         if slots.gso != nil { NetMetrics.bump(metrics.rxGSOPackets) }
+    }
+
+    /// The responses of a frame of `length` bytes in the buffers of
+    /// `s.requests`: the first data response (with `firstFlags`), the GSO
+    /// extra, the rest of the data, NETRXF_more_data on all data responses
+    /// but the last (netfront's `xennet_get_responses` order); a buffer in
+    /// `s.failedBuffers` answered NETIF_RSP_ERROR.
+    private func respond(length: Int, _ slots: RxPlan, firstFlags: NetifRxFlags, failed: Bool,
+                         _ s: inout RxState) throws(XenRingError) {
+        let page = NetifLimits.pageSize
+        defer { s.failedBuffers.removeAll(keepingCapacity: true) }
+        for (k, request) in s.requests.enumerated() {
+            let start = k * page
+            let end = min(length, start + page)
+            var status = Int16(max(0, end - start))
+            if failed, s.failedBuffers.contains(k) { status = NetifStatus.error.rawValue }
+            var flags: NetifRxFlags = k == 0 ? firstFlags : []
+            if k < slots.dataSlots - 1 { flags.insert(.moreData) }
+            try s.ring.pushResponse(NetifRxSlot(NetifRxResponse(id: request.id, offset: 0, flags: flags, status: status)))
+            if k == 0, let gso = slots.gso {
+                try s.ring.pushResponse(NetifRxSlot(gso))
+            }
+        }
     }
 }

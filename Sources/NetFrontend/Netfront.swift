@@ -58,6 +58,9 @@ public final class NetfrontQueue {
     public let rx: RxRing
     public let txRef: GrantReference
     public let rxRef: GrantReference
+    /// Where the RX ring's page is (a test rewrites posted requests there,
+    /// as a hostile guest may while the backend uses them).
+    public let rxRingAddress: GuestPhysicalAddress
     /// The TX port; the only one when not split.
     public let txPort: EventChannelPort
     /// The RX port (`txPort` when not split).
@@ -80,6 +83,7 @@ public final class NetfrontQueue {
             tx = try TxRing(memory: guest.memory, base: guest.address(txFrame))
             rx = try RxRing(memory: guest.memory, base: guest.address(rxFrame))
         } catch { throw NetFrontendError.ring(error) }
+        rxRingAddress = guest.address(rxFrame)
         txRef = try guest.grant(txFrame)
         rxRef = try guest.grant(rxFrame)
         do {

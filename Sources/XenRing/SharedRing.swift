@@ -166,6 +166,26 @@ public struct SharedRing<Request: RingRequest, Response: RingResponse>: Sendable
         return Request(ringBytes: requestBytes)
     }
 
+    /// Copies the request `ahead` slots past `req_cons` out of the ring
+    /// (once, as `nextRequest` does) without taking it: for a backend that
+    /// must use several requests' buffers before it knows how many it takes
+    /// (netback's RX, reading a frame straight into the posted buffers).
+    /// Nil when fewer than `ahead + 1` requests are there. The caller keeps
+    /// the copy and later takes the requests with `skipRequests`, never
+    /// reading the slots again.
+    public mutating func peekRequest(ahead: UInt32) throws(XenRingError) -> Request? {
+        guard try unconsumedRequests() > ahead else { return nil }
+        try ring.read(at: geometry.slotOffset(requestConsumer.advanced(by: ahead)), into: &requestBytes)
+        return Request(ringBytes: requestBytes)
+    }
+
+    /// Takes the next `count` requests, already copied with `peekRequest`
+    /// (which saw them there; `req_prod` only moves on), without reading
+    /// them again.
+    public mutating func skipRequests(_ count: UInt32) {
+        requestConsumer = requestConsumer.advanced(by: count)
+    }
+
     /// Writes `response` into the next response slot (not yet visible to the
     /// guest: publish with `pushResponses()`). Throws
     /// `.responseWithoutRequest` if every taken request already has its

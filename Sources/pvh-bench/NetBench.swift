@@ -70,11 +70,19 @@ enum NetBench {
         var cases: [String] = []
         /// The frontend's TX event hold-off (`--tx-event`).
         var txHoldOff = NetfrontQueue.TxEventHoldOff.next
+        /// Who reads pvh's TAP (`--rx-read`): the queue, into the posted
+        /// buffers where it can (the VMM's way), or the link's thread,
+        /// handing the backend a copy (the design before it).
+        var rxRead = RxRead.queue
+    }
+
+    enum RxRead: String, CaseIterable {
+        case queue, thread
     }
 
     typealias UsageError = BenchUsageError
 
-    static let usage = "usage: pvh-bench net [--seconds N] [--rounds N] [--case NAME]... [--tx-event next|half]  (cases: \(caseNames.joined(separator: ", ")); needs root)"
+    static let usage = "usage: pvh-bench net [--seconds N] [--rounds N] [--case NAME]... [--tx-event next|half] [--rx-read queue|thread]  (cases: \(caseNames.joined(separator: ", ")); needs root)"
 
     static let caseNames = ["tx-64", "tx-bulk", "rx-64", "rx-bulk", "user-udp"]
 
@@ -89,6 +97,9 @@ enum NetBench {
             case "--tx-event":
                 let names = NetfrontQueue.TxEventHoldOff.allCases.map(\.rawValue)
                 options.txHoldOff = NetfrontQueue.TxEventHoldOff(rawValue: try words.caseName(argument, from: names)) ?? .next
+            case "--rx-read":
+                let names = RxRead.allCases.map(\.rawValue)
+                options.rxRead = RxRead(rawValue: try words.caseName(argument, from: names)) ?? .queue
             default: throw words.unknown(argument)
             }
         }
@@ -294,7 +305,8 @@ enum NetBench {
             do {
                 try h.start(receive: { hostReceived.add($0.bytes.count) }, carrier: { _ in })
             } catch { throw UsageError(description: "TAP reader: \(error)") }
-            tapSide = try PVHSide(link: try makeTap(pvhTapName, address: "10.211.0.1/24"), txHoldOff: options.txHoldOff)
+            let tap = try makeTap(pvhTapName, address: "10.211.0.1/24")
+            tapSide = try PVHSide(link: options.rxRead == .queue ? tap : ThreadReadLink(tap), txHoldOff: options.txHoldOff)
         }
 
         var userSide: PVHSide?
@@ -321,7 +333,7 @@ enum NetBench {
         }
 
         print("pvh-bench net: \(options.seconds) s per run, medians of \(options.rounds) interleaved rounds; "
-              + "the frontend's TX event: \(options.txHoldOff.rawValue)")
+              + "the frontend's TX event: \(options.txHoldOff.rawValue); the TAP read by the \(options.rxRead.rawValue)")
         if tapCases, let hostTap {
             print("  TAP cases: pvh: netfront ⇄ NetBackend ⇄ tap \(pvhTapName), host: TapLink ⇄ \(hostTap.description); "
                   + "both in netns \(namespace)")
@@ -695,4 +707,22 @@ final class PVHSide {
         return NetBench.Measured(rate: NetBench.rate(c, packets: total.frames, bytes: total.bytes, seconds: elapsed),
                                  drops: metrics.totalDrops - dropsBefore, perPacket: perPacket(since: w, packets: total.frames))
     }
+}
+
+/// A TAP seen only as a plain `NetworkLink` (not a
+/// `DirectReceiveNetworkLink`): its thread reads every frame and hands the
+/// backend a copy, for `--rx-read thread`.
+final class ThreadReadLink: NetworkLink, Sendable {
+    let tap: TapLink
+    init(_ tap: TapLink) { self.tap = tap }
+    var description: String { tap.description }
+    var mtu: Int { tap.mtu }
+    var capabilities: NetworkLinkCapabilities { tap.capabilities }
+    func transmit(_ parts: [HostMemoryRange], offload: NetworkOffload) -> Result<Void, NetworkTransmitDrop> {
+        tap.transmit(parts, offload: offload)
+    }
+    func start(receive: @escaping @Sendable (NetworkFrame) -> Void, carrier: @escaping @Sendable (Bool) -> Void) throws(HostIOError) {
+        try tap.start(receive: receive, carrier: carrier)
+    }
+    func stop() { tap.stop() }
 }

@@ -77,6 +77,107 @@ final class MockLink: NetworkLink, Sendable {
     func setCarrier(_ up: Bool) { callbacks.withLock { $0.carrier }?(up) }
 }
 
+/// An in-memory `DirectReceiveNetworkLink`, as a TAP's: frames queue in
+/// the link until the backend reads them (`receive(into:)`, each written
+/// into the parts it names, as readv does) or, when the backend does not
+/// take the right to read, are handed to `receive` as the link's thread
+/// would. `inject` plays the TAP becoming readable.
+final class MockDirectLink: DirectReceiveNetworkLink, Sendable {
+    let description = "mock direct"
+    let mtu = 1500
+    let capabilities: NetworkLinkCapabilities = [.partialChecksum, .tcpv4Segmentation, .tcpv6Segmentation]
+    let maximumReceiveLength: Int
+    private struct State {
+        var queued: [NetworkFrame] = []
+        /// The backend holds the right to read.
+        var lent = false
+        var receive: (@Sendable (NetworkFrame) -> Void)?
+        var readable: (@Sendable () -> Bool)?
+        var reads = 0
+        var partsSeen: [Int] = []
+    }
+    private let state = Lock(State())
+    /// Runs inside each `receive(into:)`, before the bytes are written (a
+    /// test rewrites the guest's ring meanwhile).
+    let duringRead = Mutex<(@Sendable () -> Void)?>(nil)
+
+    init(maximumReceiveLength: Int = 65550) { self.maximumReceiveLength = maximumReceiveLength }
+
+    func transmit(_ parts: [HostMemoryRange], offload: NetworkOffload) -> Result<Void, NetworkTransmitDrop> { .success(()) }
+    func start(receive: @escaping @Sendable (NetworkFrame) -> Void, carrier: @escaping @Sendable (Bool) -> Void) throws(HostIOError) {
+        state.withLock { $0.receive = receive }
+    }
+    func start(receive: @escaping @Sendable (NetworkFrame) -> Void, readable: @escaping @Sendable () -> Bool,
+               carrier: @escaping @Sendable (Bool) -> Void) throws(HostIOError) {
+        state.withLock {
+            $0.receive = receive
+            $0.readable = readable
+        }
+    }
+    func stop() { state.withLock { $0 = State() } }
+
+    /// Frames from the host side, queued; the backend is told (or the
+    /// link delivers them itself when the backend does not read).
+    func inject(_ frames: NetworkFrame...) {
+        let (readable, wasLent) = state.withLock { s in
+            s.queued += frames
+            return (s.readable, s.lent)
+        }
+        if !wasLent { offer(readable) }
+    }
+
+    private func offer(_ readable: (@Sendable () -> Bool)?) {
+        if let readable {
+            // Lent before asking: the pump may read and hand it back at once.
+            state.withLock { $0.lent = true }
+            if readable() { return }
+            state.withLock { $0.lent = false }
+        }
+        let (frames, receive) = state.withLock { s in
+            defer { s.queued = [] }
+            return (s.queued, s.receive)
+        }
+        for f in frames { receive?(f) }
+    }
+
+    func receive(into parts: [HostMemoryRange]) -> NetworkDirectReceive {
+        guard let frame = state.withLock({ s -> NetworkFrame? in
+            s.reads += 1
+            s.partsSeen.append(parts.count)
+            return s.queued.isEmpty ? nil : s.queued.removeFirst()
+        }) else { return .empty }
+        duringRead.withLock { $0 }?()
+        let capacity = parts.reduce(0) { $0 + $1.count }
+        guard frame.bytes.count <= capacity else { return .dropped(length: frame.bytes.count) }
+        var at = 0
+        for p in parts where at < frame.bytes.count {
+            let n = min(p.count, frame.bytes.count - at)
+            // The parts stay mapped during the call (the protocol's contract).
+            let buffer = UnsafeMutableRawBufferPointer(start: UnsafeMutableRawPointer(bitPattern: p.address), count: p.count)
+            frame.bytes[at..<(at + n)].withUnsafeBytes { source in
+                if let from = source.baseAddress { buffer.baseAddress?.copyMemory(from: from, byteCount: n) }
+            }
+            at += n
+        }
+        return .frame(length: frame.bytes.count, offload: frame.offload)
+    }
+
+    func watch(lastFrameLarge: Bool) {
+        let (readable, again) = state.withLock { s in
+            s.lent = false
+            return (s.readable, !s.queued.isEmpty)
+        }
+        if again { offer(readable) }
+    }
+
+    /// Frames the link still holds.
+    var queuedCount: Int { state.withLock { $0.queued.count } }
+    /// Whether the backend holds the right to read.
+    var isLent: Bool { state.withLock { $0.lent } }
+    /// How many buffers each read was given.
+    var partsSeen: [Int] { state.withLock { $0.partsSeen } }
+}
+
 /// A vif over `guest`'s store, its frontend connected with `queues` queues.
 final class Vif {
     let guest: Guest
@@ -89,11 +190,11 @@ final class Vif {
     init(guest: Guest, index: Int = 0, queues: Int = 1, maximumQueues: Int = 4, split: Bool = true,
          link: MockLink = MockLink(), features: [(String, String)] = Netfront.features,
          state: XenbusState = .connected, connect: Bool = true, post: Bool = true,
-         rate: NetTransmitRate? = nil) throws {
+         rate: NetTransmitRate? = nil, hostLink: (any NetworkLink)? = nil) throws {
         self.guest = guest
         self.link = link
         backend = try NetBackend(store: guest.backendStore, address: XenbusDeviceAddress(type: "vif", frontend: Guest.domain, index: index),
-                                 configuration: NetDeviceConfiguration(link: link, mac: "00:16:3e:00:00:01",
+                                 configuration: NetDeviceConfiguration(link: hostLink ?? link, mac: "00:16:3e:00:00:01",
                                                                        maximumQueues: maximumQueues, rate: rate),
                                  memory: guest.memory, grants: guest.grants, events: guest.events, runtime: guest.runtime)
         self.queues = try (0..<queues).map { _ in try NetfrontQueue(guest: guest, split: split) }
