@@ -50,6 +50,12 @@ public struct BlockDeviceConfiguration: Sendable {
     public var maximumQueues: Int
     /// Makes each queue's engine.
     public var makeEngine: BlockEngineFactory
+    /// The most requests a queue's pump takes off the ring before it hands
+    /// them to the engine and looks for completions again (nil: all there
+    /// are). A small number publishes responses and picks up the frontend's
+    /// next requests between system calls instead of after a whole burst
+    /// of them (`pvh-bench block --per-round`; docs/ARCHITECTURE.md, Host I/O).
+    public var requestsPerRound: Int?
 
     public init(sectors: UInt64, sectorSize: UInt32 = 512, physicalSectorSize: UInt32? = nil, readOnly: Bool = false,
                 cdrom: Bool = false, discard: BlockDiscardGeometry? = nil, maximumQueues: Int = 1,
@@ -353,7 +359,7 @@ final class BlockDriver: XenbusBackendDriver {
         let limits = BlockRequestLimits(sectorUnit: unit, sectors: presentedSectors, readOnly: configuration.readOnly,
                                         discard: configuration.discard != nil && !configuration.readOnly)
         let environment = QueueEnvironment(memory: memory, grants: grants, validator: BlockRequestValidator(limits: limits),
-                                           metrics: metrics)
+                                           metrics: metrics, requestsPerRound: max(configuration.requestsPerRound ?? .max, 1))
         let device = runtime.makeDevice(name) { [weak self] fault in self?.faulted(fault) }
         var queues: [BlockQueue] = []
         for (index, ring) in parameters.rings.enumerated() {

@@ -62,6 +62,8 @@ struct QueueEnvironment: Sendable {
     let grants: GrantTable
     let validator: BlockRequestValidator
     let metrics: BlockMetrics
+    /// `BlockDeviceConfiguration.requestsPerRound` (at least 1).
+    let requestsPerRound: Int
 }
 
 /// One ring's state and pump. The state is only touched by the pump on the
@@ -197,6 +199,9 @@ final class QueueCore: Sendable {
                 continue
             }
             if s.barrierInFlight || s.stopping { return }
+            // The rest waits for the next round, after this batch's submission
+            // (the pump goes round again whenever the batch is not empty).
+            if batch.count >= environment.requestsPerRound { return }
             guard let wire = try s.ring.nextRequest() else { return }
             metrics.counted(wire.operation)
             if case .indirect(let op, _, _, _, _) = wire.body, BlkifOperation(rawValue: op) != .indirect {

@@ -58,12 +58,24 @@ int pvh_block_discard(int fd, uint64_t offset, uint64_t length) {
 }
 
 struct io_uring *pvh_uring_create(unsigned entries, int *error) {
+    return pvh_uring_create_taskrun(entries, PVH_URING_TASKRUN_SIGNAL, error);
+}
+
+struct io_uring *pvh_uring_create_taskrun(unsigned entries, int taskrun, int *error) {
+    unsigned flags = 0;
+    switch (taskrun) {
+    case PVH_URING_TASKRUN_COOPERATIVE: flags = IORING_SETUP_COOP_TASKRUN | IORING_SETUP_TASKRUN_FLAG; break;
+    case PVH_URING_TASKRUN_DEFERRED:
+        flags = IORING_SETUP_DEFER_TASKRUN | IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_TASKRUN_FLAG | IORING_SETUP_R_DISABLED;
+        break;
+    default: break;
+    }
     struct io_uring *ring = calloc(1, sizeof *ring);
     if (!ring) {
         *error = ENOMEM;
         return NULL;
     }
-    int r = io_uring_queue_init(entries, ring, 0);
+    int r = io_uring_queue_init(entries, ring, flags);
     if (r < 0) {
         free(ring);
         *error = -r;
@@ -71,6 +83,19 @@ struct io_uring *pvh_uring_create(unsigned entries, int *error) {
     }
     return ring;
 }
+
+int pvh_uring_enable(struct io_uring *ring) {
+    // io_uring_register(2) IORING_REGISTER_ENABLE_RINGS directly: Debian 12's
+    // liburing 2.3 declares io_uring_enable_rings but does not export it.
+    long r = syscall(__NR_io_uring_register, ring->ring_fd, IORING_REGISTER_ENABLE_RINGS, NULL, 0);
+    return r < 0 ? -errno : 0;
+}
+
+int pvh_uring_work_pending(const struct io_uring *ring) {
+    return (IO_URING_READ_ONCE(*ring->sq.kflags) & IORING_SQ_TASKRUN) != 0;
+}
+
+int pvh_uring_submit_and_get_events(struct io_uring *ring) { return io_uring_submit_and_get_events(ring); }
 
 void pvh_uring_destroy(struct io_uring *ring) {
     io_uring_queue_exit(ring);
@@ -145,6 +170,10 @@ int pvh_uring_reap(struct io_uring *ring, uint64_t *user_data, int32_t *result, 
 int pvh_uring_peek(struct io_uring *ring, uint64_t *user_data, int32_t *result, unsigned max) {
     struct io_uring_cqe *cqe;
     unsigned head, n = 0;
+    // Cooperative or deferred task_work: completions the kernel has not
+    // posted yet are posted by a trip into it (an error, EEXIST from a task
+    // that is not a deferred ring's issuer, leaves them for the issuer).
+    if (io_uring_cq_ready(ring) == 0 && pvh_uring_work_pending(ring)) (void)io_uring_get_events(ring);
     io_uring_for_each_cqe(ring, head, cqe) {
         if (n == max) break;
         user_data[n] = io_uring_cqe_get_data64(cqe);

@@ -287,13 +287,14 @@ public final class BlockBackingFile: @unchecked Sendable {
     /// it). Throws only for `.ioUring` when io_uring is unavailable
     /// (`.automatic` falls back instead).
     public func makeEngine(_ kind: EngineKind, depth: Int = IOUringEngine.defaultDepth, reaping: BlockIOCompletionReaping = .engineThread,
-                           submission: IOUringSubmission = .batch,
+                           submission: IOUringSubmission = .batch, taskRun: IOUringTaskRun = .signal,
                            onComplete: @escaping @Sendable ([BlockIOCompletion]) -> Void) throws(IOUringUnavailable) -> any BlockIOEngine {
         func ioUring() throws(IOUringUnavailable) -> any BlockIOEngine {
             switch reaping {
             case .engineThread: try IOUringEngine.make(file: self, depth: depth, submission: submission, onComplete: onComplete)
             case .caller:
-                try IOUringEngine.makeCallerReaped(file: self, depth: depth, submission: submission, onComplete: onComplete)
+                try IOUringEngine.makeCallerReaped(file: self, depth: depth, submission: submission, taskRun: taskRun,
+                                                   onComplete: onComplete)
             }
         }
         switch kind {

@@ -61,6 +61,47 @@ public enum IOUringSubmission: Hashable, Sendable {
     public static let unplugged = IOUringSubmission.groups(of: 2, below: 64 << 10)
 }
 
+/// How the completions of O_DIRECT I/O reach the ring. The kernel posts
+/// them as task_work queued on the task that submitted the request (the
+/// device interrupt does not fill the CQ itself); these modes choose when
+/// that task runs it (io_uring_setup(2): IORING_SETUP_COOP_TASKRUN,
+/// IORING_SETUP_TASKRUN_FLAG, IORING_SETUP_DEFER_TASKRUN).
+///
+/// Only a caller-reaped engine (`makeCallerReaped`) takes `.cooperative`
+/// or `.deferred`: there the thread that submits is the one that reaps,
+/// so the work it leaves waiting is its own. A reaper thread would wait on
+/// a ring whose work another thread must run, so an engine with one, and a
+/// `.deferred` engine whose side pool would submit (block-device
+/// discards), use `.signal`.
+public enum IOUringTaskRun: Hashable, Sendable {
+    /// The kernel interrupts the submitter (an IPI when it is running) to
+    /// run the work at once: io_uring's default, and pvh's.
+    case signal
+    /// No interruption: the work runs at the submitter's next system call;
+    /// the ring's IORING_SQ_TASKRUN flag tells a polling owner to make one
+    /// (`reap` does, through io_uring_get_events).
+    case cooperative
+    /// IORING_SETUP_DEFER_TASKRUN with SINGLE_ISSUER: the work waits until
+    /// the one submitting thread (the first to submit; the ring is created
+    /// disabled and enabled there) asks for completions, which each
+    /// submission does in the same io_uring_enter
+    /// (io_uring_submit_and_get_events) and `reap` does when the flag is
+    /// up. Every submit and every reap must then come from that thread,
+    /// and a shutdown with requests still in flight too (another thread
+    /// may not reap: io_uring_enter says EEXIST). Not used by the VMM (its
+    /// stop shuts the engine down off the queue's thread); the bench's
+    /// `--taskrun deferred` measures it.
+    case deferred
+
+    var shimValue: Int32 {
+        switch self {
+        case .signal: Int32(PVH_URING_TASKRUN_SIGNAL)
+        case .cooperative: Int32(PVH_URING_TASKRUN_COOPERATIVE)
+        case .deferred: Int32(PVH_URING_TASKRUN_DEFERRED)
+        }
+    }
+}
+
 /// Runs block I/O through one io_uring (io_uring(7)), via Debian's liburing.
 ///
 /// Why io_uring: a batch of requests (all a guest put on its ring before
@@ -149,6 +190,10 @@ public enum IOUringSubmission: Hashable, Sendable {
     /// How prepared SQEs reach the kernel.
     public let submission: IOUringSubmission
 
+    /// When the submitter runs the task_work that posts completions (what
+    /// was asked, less what this engine cannot use: see `IOUringTaskRun`).
+    public let taskRun: IOUringTaskRun
+
     private let ring: OpaquePointer
     private let fd: Int32
     private let discard: DiscardMethod
@@ -179,19 +224,26 @@ public enum IOUringSubmission: Hashable, Sendable {
     /// `CallerReapedBlockIOEngine`); `onComplete` gets only what `shutdown`
     /// reaps and the `.shutDown` answers.
     public static func makeCallerReaped(file: BlockBackingFile, depth: Int = defaultDepth, submission: IOUringSubmission = .batch,
+                                        taskRun: IOUringTaskRun = .signal,
                                         onComplete: @escaping @Sendable ([BlockIOCompletion]) -> Void) throws(IOUringUnavailable) -> CallerReapedIOUring {
         CallerReapedIOUring(try IOUringEngine(fileDescriptor: file.fileDescriptor, discard: file.discardMethod, owner: file, depth: depth,
-                                              submission: submission, reaping: .caller, onComplete: onComplete))
+                                              submission: submission, reaping: .caller, taskRun: taskRun, onComplete: onComplete))
     }
 
     init(fileDescriptor: Int32, discard: DiscardMethod, owner: (AnyObject & Sendable)?, depth: Int,
          submission: IOUringSubmission = .batch, reaping: BlockIOCompletionReaping = .engineThread,
+         taskRun requested: IOUringTaskRun = .signal,
          onComplete: @escaping @Sendable ([BlockIOCompletion]) -> Void) throws(IOUringUnavailable) {
         // IORING_MAX_ENTRIES is 32768; one entry more than the slots for the wake-up.
         let depth = min(max(depth, 1), 16384)
+        let taskRun: IOUringTaskRun = switch (requested, reaping) {
+        case (_, .engineThread): .signal
+        case (.deferred, .caller) where discard == .blockDiscard: .signal
+        case (let t, .caller): t
+        }
         var error: Int32 = 0
         // SAFETY: `error` is a valid Int32 for the call.
-        guard let ring = unsafe pvh_uring_create(UInt32(depth + 1), &error) else {
+        guard let ring = unsafe pvh_uring_create_taskrun(UInt32(depth + 1), taskRun.shimValue, &error) else {
             switch error {
             case ENOSYS: throw .notImplemented
             case EPERM: throw .notPermitted(ioUringDisabled: Self.ioUringDisabledSysctl())
@@ -219,6 +271,7 @@ public enum IOUringSubmission: Hashable, Sendable {
         unsafe self.ring = ring
         self.depth = depth
         self.submission = submission
+        self.taskRun = taskRun
         fd = fileDescriptor
         self.discard = discard
         self.onComplete = onComplete
@@ -246,6 +299,13 @@ public enum IOUringSubmission: Hashable, Sendable {
         var sideRequests: [BlockIORequest] = []
         let accepted = state.withLock { s -> Bool in
             guard !s.closing else { return false }
+            if taskRun == .deferred, !s.enabled {
+                // The submitting thread becomes the ring's only issuer.
+                // SAFETY: the ring is alive (before `closing`).
+                let r = unsafe pvh_uring_enable(ring)
+                precondition(r == 0, "io_uring_enable_rings: errno \(-r)")
+                s.enabled = true
+            }
             s.pending.append(contentsOf: requests)
             startPending(&s, side: &sideRequests)
             submitPrepared(&s)
@@ -327,6 +387,8 @@ public enum IOUringSubmission: Hashable, Sendable {
         /// `.groups`: a large transfer is prepared, so what is prepared now
         /// waits for the next `submitPrepared` (which clears this).
         var batching = false
+        /// `.deferred`: the ring was enabled by its issuer (the first submit).
+        var enabled = false
 
         init(depth: Int, owner: (AnyObject & Sendable)?) {
             slots = Array(repeating: nil, count: depth)
@@ -439,7 +501,9 @@ public enum IOUringSubmission: Hashable, Sendable {
         // SAFETY (the calls below): the ring is alive (callers hold the lock
         // with a slot in use or before `closing`).
         while unsafe pvh_uring_sq_unconsumed(ring) > 0 {
-            let r = unsafe pvh_uring_submit(ring)
+            // Deferred task_work runs only when asked for: each submission
+            // also posts what has completed meanwhile, in the same system call.
+            let r = unsafe taskRun == .deferred ? pvh_uring_submit_and_get_events(ring) : pvh_uring_submit(ring)
             if r > 0 || r == -EINTR { continue }
             precondition(r == 0 || r == -EAGAIN || r == -EBUSY, "io_uring_submit: errno \(-r)")
             if s.awaited > Int(unsafe pvh_uring_sq_unconsumed(ring)) { return }
@@ -589,10 +653,11 @@ extension IOUringEngine {
         return done
     }
 
-    /// Whether a completion waits to be reaped (false once torn down).
+    /// Whether a completion waits to be reaped, posted or (cooperative,
+    /// deferred) still task_work that `reap` will run (false once torn down).
     var completionsReady: Bool {
         // SAFETY: the ring is alive while the lock is held and it is not destroyed.
-        state.withLock { s in unsafe !s.destroyed && pvh_uring_cq_ready(ring) > 0 }
+        state.withLock { s in unsafe !s.destroyed && (pvh_uring_cq_ready(ring) > 0 || pvh_uring_work_pending(ring) != 0) }
     }
 
     /// `CallerReapedBlockIOEngine.waitForCompletions`. The eventfd's count
@@ -637,7 +702,12 @@ extension IOUringEngine {
             // the timeout only bounds the wait should an owner's `reap` take
             // that completion first. SAFETY: the ring is alive: only this
             // call destroys it, below.
-            _ = unsafe pvh_uring_wait_timeout(ring, 100)
+            if unsafe pvh_uring_wait_timeout(ring, 100) == -EEXIST {
+                // `.deferred`, off the issuer's thread: only the issuer may
+                // run the work that posts these completions (or the kernel's
+                // fallback, once that thread has exited); look again soon.
+                usleep(1000)
+            }
         }
         let side = state.withLock { s in
             defer { s.side = nil }

@@ -70,11 +70,15 @@ enum BlockBench {
         /// The frontend publishes each request on its own (blkfront's
         /// `blkif_queue_rq`), or all a round of responses called for at once.
         var pushEachRequest = true
+        /// When pvh's io_uring posts O_DIRECT completions (caller reaping only).
+        var taskRun: IOUringTaskRun = .signal
+        /// The backend's `requestsPerRound` (nil: all there are).
+        var requestsPerRound: Int?
     }
 
     typealias UsageError = BenchUsageError
 
-    static let usage = "usage: pvh-bench block [--seconds N] [--file PATH] [--rounds N] [--case NAME]... [--depth N] [--reaping caller|thread] [--frontend-wait poll|block] [--poll-us N] [--submission unplugged|batch|group:N[:KIB]] [--frontend-push each|batch]"
+    static let usage = "usage: pvh-bench block [--seconds N] [--file PATH] [--rounds N] [--case NAME]... [--depth N] [--reaping caller|thread] [--frontend-wait poll|block] [--poll-us N] [--submission unplugged|batch|group:N[:KIB]] [--frontend-push each|batch] [--taskrun signal|cooperative|deferred] [--per-round N]"
 
     static func parse(_ arguments: [String]) throws(UsageError) -> Options {
         var options = Options()
@@ -112,6 +116,14 @@ enum BlockBench {
                 case "each": options.pushEachRequest = true
                 case "batch": options.pushEachRequest = false
                 case let v: throw UsageError(description: "--frontend-push: expected each or batch, got '\(v)'")
+                }
+            case "--per-round": options.requestsPerRound = try words.positive(argument)
+            case "--taskrun":
+                switch try words.value(argument) {
+                case "signal": options.taskRun = .signal
+                case "cooperative": options.taskRun = .cooperative
+                case "deferred": options.taskRun = .deferred
+                case let v: throw UsageError(description: "--taskrun: expected signal, cooperative or deferred, got '\(v)'")
                 }
             case "--submission":
                 let v = try words.value(argument)
@@ -195,7 +207,8 @@ enum BlockBench {
         print("pvh-bench block: \(options.file) (\(file.sizeInBytes >> 20) MiB, O_DIRECT), \(options.seconds) s per run, "
               + "medians of \(options.rounds) interleaved rounds; io_uring completions reaped by "
               + "\(options.reaping == .caller ? "the queue's context" : "a reaper thread"), "
-              + "submission \(options.submission); "
+              + "submission \(options.submission), task_work \(options.taskRun), "
+              + "requests per pump round \(options.requestsPerRound.map(String.init) ?? "all"); "
               + "host: \(version) --ioengine=io_uring --direct=1")
         let backendPolls = options.backendPolling.maximumNanoseconds
         let frontendMicroseconds = options.frontendPolling.components.seconds * 1_000_000 + options.frontendPolling.components.attoseconds / 1_000_000_000_000
@@ -356,17 +369,18 @@ final class PVHRun {
         self.c = c
         frontendPolling = options.frontendPolling
         pushEachRequest = options.pushEachRequest
-        let reaping = options.reaping, submission = options.submission
+        let reaping = options.reaping, submission = options.submission, taskRun = options.taskRun
         fileBytes = file.sizeInBytes / UInt64(c.blockSize) * UInt64(c.blockSize)
         let pagesPerRequest = c.blockSize / 4096
         let indirect = pagesPerRequest > BlockBackendLimits.maximumDirectSegments
         let grantsNeeded = c.depth * (pagesPerRequest + (indirect ? 1 : 0)) + 16 + 8
         guest = try FrontendGuest(memoryBytes: 256 << 20, grantFrames: (grantsNeeded + 511) / 512, polling: options.backendPolling)
         let sectorSize = UInt32(file.logicalSectorSize)
-        let configuration = BlockDeviceConfiguration(
+        var configuration = BlockDeviceConfiguration(
             sectors: file.sizeInBytes / UInt64(sectorSize), sectorSize: sectorSize,
             physicalSectorSize: UInt32(file.physicalSectorSize), maximumQueues: 1,
-            makeEngine: { _, done in try file.makeEngine(engine, reaping: reaping, submission: submission, onComplete: done) })
+            makeEngine: { _, done in try file.makeEngine(engine, reaping: reaping, submission: submission, taskRun: taskRun, onComplete: done) })
+        configuration.requestsPerRound = options.requestsPerRound
         let address = XenbusDeviceAddress(type: "vbd", frontend: FrontendGuest.domain, index: 51712)
         backend = try BlockBackend(store: guest.store, address: address, configuration: configuration, memory: guest.memory,
                                    grants: guest.grants, events: guest.events, runtime: guest.runtime)

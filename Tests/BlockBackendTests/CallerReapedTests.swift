@@ -14,22 +14,38 @@ import XenABI
 @Suite("Block I/O, io_uring reaped by the queue")
 struct CallerReapedTests {
     /// A factory making caller-reaped io_uring engines on the scratch file.
-    static func engine(_ file: ScratchDisk) -> BlockEngineFactory { engine(.batch)(file) }
+    static func engine(_ file: ScratchDisk) -> BlockEngineFactory { engine(modes[0])(file) }
 
-    /// The same, handing the kernel its SQEs as `submission` says.
-    static func engine(_ submission: IOUringSubmission) -> (ScratchDisk) -> BlockEngineFactory {
+    /// The same, handing the kernel its SQEs as `mode` says.
+    static func engine(_ mode: Mode) -> (ScratchDisk) -> BlockEngineFactory {
         { file in
             let path = file.url.path
             return { _, done in
                 let backing = try BlockBackingFile.open(path: path, writable: true, direct: false)
-                return try backing.makeEngine(.ioUring, reaping: .caller, submission: submission, onComplete: done)
+                return try backing.makeEngine(.ioUring, reaping: .caller, submission: mode.submission, taskRun: mode.taskRun, onComplete: done)
             }
         }
     }
 
-    /// The submission modes the tests run under: the engine's default and
-    /// the VMM's (two SQEs per io_uring_enter).
-    static let submissions: [IOUringSubmission] = [.batch, .unplugged]
+    /// How the engine hands its SQEs to the kernel and when the queue's
+    /// thread runs the task_work that posts completions.
+    struct Mode: Sendable, CustomTestStringConvertible {
+        var submission: IOUringSubmission
+        var taskRun: IOUringTaskRun
+        /// `BlockDeviceConfiguration.requestsPerRound`.
+        var requestsPerRound: Int?
+        var testDescription: String { "\(submission), task_work \(taskRun), per round \(requestsPerRound.map(String.init) ?? "all")" }
+    }
+
+    /// The modes the tests run under: the engine's default, the VMM's (two
+    /// SQEs per io_uring_enter), and that with cooperative and with deferred
+    /// task_work (the bench's `--taskrun`; the queue's one thread both
+    /// submits and reaps, as a deferred ring requires), and the VMM's with
+    /// pump rounds of at most 2 requests (`--per-round 2`: 48 or 25
+    /// requests on the ring take many rounds).
+    static let modes: [Mode] = [Mode(submission: .batch, taskRun: .signal), Mode(submission: .unplugged, taskRun: .signal),
+                                Mode(submission: .unplugged, taskRun: .cooperative), Mode(submission: .unplugged, taskRun: .deferred),
+                                Mode(submission: .unplugged, taskRun: .signal, requestsPerRound: 2)]
 
     /// Cancels the test where io_uring cannot be set up (a kernel or a
     /// seccomp profile without it).
@@ -67,11 +83,11 @@ struct CallerReapedTests {
     }
 
     @Test("48 writes in one go, then 48 reads: every request answered once, the data round-trips, one thread for the queue",
-          arguments: submissions)
-    func roundTrip(submission: IOUringSubmission) throws {
+          arguments: modes)
+    func roundTrip(mode: Mode) throws {
         try Self.requireIOUring()
         let guest = try Guest()
-        let disk = try Disk<BlkifX86_64>(guest: guest, sectors: 1024, order: 1, engine: Self.engine(submission))
+        let disk = try Disk<BlkifX86_64>(guest: guest, sectors: 1024, order: 1, engine: Self.engine(mode), requestsPerRound: mode.requestsPerRound)
         #expect(disk.backend.runtimeDevice?.threadCount == 1)
         var writes: [BlkifWireRequest] = []
         for i in 0..<48 { writes.append(try IOTests().pageWrite(guest, id: UInt64(i), sector: UInt64(i) * 8, seed: UInt64(500 + i))) }
@@ -84,11 +100,11 @@ struct CallerReapedTests {
     }
 
     @Test("a host I/O that fails among ones that succeed (reads past a backing file cut short): BLKIF_RSP_ERROR for those, okay for the rest; a flush after them is okay",
-          arguments: submissions)
-    func failureAmongSuccesses(submission: IOUringSubmission) throws {
+          arguments: modes)
+    func failureAmongSuccesses(mode: Mode) throws {
         try Self.requireIOUring()
         let guest = try Guest()
-        let disk = try Disk<BlkifX86_64>(guest: guest, sectors: 256, engine: Self.engine(submission))
+        let disk = try Disk<BlkifX86_64>(guest: guest, sectors: 256, engine: Self.engine(mode), requestsPerRound: mode.requestsPerRound)
         // The disk still says 256 sectors; the file now ends at 64 KiB.
         try disk.file.handle.truncate(atOffset: 64 << 10)
         var batch: [BlkifWireRequest] = []
@@ -103,11 +119,11 @@ struct CallerReapedTests {
     }
 
     @Test("24 writes and a flush behind them in one go, twice: the flush is answered after every write before it, then the data reads back",
-          arguments: submissions)
-    func flushAfterWrites(submission: IOUringSubmission) throws {
+          arguments: modes)
+    func flushAfterWrites(mode: Mode) throws {
         try Self.requireIOUring()
         let guest = try Guest()
-        let disk = try Disk<BlkifX86_64>(guest: guest, sectors: 1024, order: 1, engine: Self.engine(submission))
+        let disk = try Disk<BlkifX86_64>(guest: guest, sectors: 1024, order: 1, engine: Self.engine(mode), requestsPerRound: mode.requestsPerRound)
         for wave in 0..<2 {
             let base = UInt64(wave * 24)
             var batch: [BlkifWireRequest] = []

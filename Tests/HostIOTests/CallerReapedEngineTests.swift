@@ -10,10 +10,11 @@ import Testing
 struct CallerReapedEngineTests {
     /// A caller-reaped io_uring engine on `backing`, or the test cancelled
     /// saying why io_uring is unavailable.
-    static func make(_ backing: ScratchBacking, depth: Int, log: CompletionLog) throws -> any CallerReapedBlockIOEngine {
+    static func make(_ backing: ScratchBacking, depth: Int, log: CompletionLog,
+                     taskRun: IOUringTaskRun = .signal) throws -> any CallerReapedBlockIOEngine {
         let engine: any BlockIOEngine
         do {
-            engine = try backing.file.makeEngine(.ioUring, depth: depth, reaping: .caller, onComplete: log.add)
+            engine = try backing.file.makeEngine(.ioUring, depth: depth, reaping: .caller, taskRun: taskRun, onComplete: log.add)
         } catch {
             try Test.cancel("io_uring unavailable on this host: \(error)")
         }
@@ -27,10 +28,10 @@ struct CallerReapedEngineTests {
         let guest: GuestPages
         let log = CompletionLog()
         let engine: any CallerReapedBlockIOEngine
-        init(filePages: Int, guestPages: Int, depth: Int) throws {
+        init(filePages: Int, guestPages: Int, depth: Int, taskRun: IOUringTaskRun = .signal) throws {
             backing = try ScratchBacking(size: filePages * 4096)
             guest = try GuestPages(pages: guestPages)
-            engine = try CallerReapedEngineTests.make(backing, depth: depth, log: log)
+            engine = try CallerReapedEngineTests.make(backing, depth: depth, log: log, taskRun: taskRun)
         }
     }
 
@@ -56,9 +57,14 @@ struct CallerReapedEngineTests {
         return done
     }
 
-    @Test("writes then reads at a depth of 8 with 64 submitted: every completion comes from reap on the caller's thread, once each; the handler hears nothing; the data round-trips")
-    func reapedOnCaller() throws {
-        let f = try Fixture(filePages: 64, guestPages: 128, depth: 8)
+    /// Every task_work mode; the test's thread submits and reaps, as a
+    /// deferred ring requires.
+    static let taskRuns: [IOUringTaskRun] = [.signal, .cooperative, .deferred]
+
+    @Test("writes then reads at a depth of 8 with 64 submitted: every completion comes from reap on the caller's thread, once each; the handler hears nothing; the data round-trips",
+          arguments: taskRuns)
+    func reapedOnCaller(taskRun: IOUringTaskRun) throws {
+        let f = try Fixture(filePages: 64, guestPages: 128, depth: 8, taskRun: taskRun)
         let (backing, guest, log, engine) = (f.backing, f.guest, f.log, f.engine)
         defer { engine.shutdown() }
         var rng = SplitMix64(seed: 0xca11_e4)
@@ -82,9 +88,10 @@ struct CallerReapedEngineTests {
         #expect(log.all.isEmpty, "a caller-reaped engine handed completions to its handler")
     }
 
-    @Test("a failing request among succeeding ones: each gets its own result (EINVAL past off_t, short at the end of the file, the rest whole)")
-    func failureAmongSuccesses() throws {
-        let f = try Fixture(filePages: 16, guestPages: 32, depth: 16)
+    @Test("a failing request among succeeding ones: each gets its own result (EINVAL past off_t, short at the end of the file, the rest whole)",
+          arguments: taskRuns)
+    func failureAmongSuccesses(taskRun: IOUringTaskRun) throws {
+        let f = try Fixture(filePages: 16, guestPages: 32, depth: 16, taskRun: taskRun)
         let (guest, engine) = (f.guest, f.engine)
         defer { engine.shutdown() }
         var requests = try (0..<8).map { i in
@@ -101,9 +108,9 @@ struct CallerReapedEngineTests {
         for i in 0..<8 { #expect(byTag[UInt64(i)] == [.success(4096)]) }
     }
 
-    @Test("wake ends a wait with nothing in flight (false: no completion); a completion ends one by itself (true)")
-    func waitAndWake() throws {
-        let f = try Fixture(filePages: 1, guestPages: 1, depth: 4)
+    @Test("wake ends a wait with nothing in flight (false: no completion); a completion ends one by itself (true)", arguments: taskRuns)
+    func waitAndWake(taskRun: IOUringTaskRun) throws {
+        let f = try Fixture(filePages: 1, guestPages: 1, depth: 4, taskRun: taskRun)
         let (guest, engine) = (f.guest, f.engine)
         defer { engine.shutdown() }
         engine.wake()
@@ -114,9 +121,10 @@ struct CallerReapedEngineTests {
         #expect(engine.reap().isEmpty)
     }
 
-    @Test("shutdown with 128 requests in flight at a depth of 8, none reaped: it reaps them all to the handler, later submits are shutDown, a wait afterwards ends on wake")
-    func shutdownInFlight() throws {
-        let f = try Fixture(filePages: 128, guestPages: 128, depth: 8)
+    @Test("shutdown with 128 requests in flight at a depth of 8, none reaped: it reaps them all to the handler, later submits are shutDown, a wait afterwards ends on wake (a deferred ring's shutdown on its issuer's thread)",
+          arguments: taskRuns)
+    func shutdownInFlight(taskRun: IOUringTaskRun) throws {
+        let f = try Fixture(filePages: 128, guestPages: 128, depth: 8, taskRun: taskRun)
         let (guest, log, engine) = (f.guest, f.log, f.engine)
         try guest.memory.fill(at: guest.address(0), count: 128 * 4096, with: 0xa5)
         engine.submit(try (0..<128).map { i in
@@ -134,5 +142,28 @@ struct CallerReapedEngineTests {
         #expect(engine.waitForCompletions() == false)
         engine.shutdown()  // a second shutdown returns at once
         #expect(log.all.count == 129)
+    }
+}
+
+@Suite("io_uring task_work modes")
+struct IOUringTaskRunTests {
+    @Test("cooperative and deferred task_work are kept by a caller-reaped engine; an engine with a reaper thread uses signal (its reaper is not the submitter)")
+    func modeKeptOnlyWhenCallerReaped() throws {
+        let backing = try ScratchBacking(size: 4096)
+        for taskRun in [IOUringTaskRun.signal, .cooperative, .deferred] {
+            let reaped: any BlockIOEngine, threaded: any BlockIOEngine
+            do {
+                reaped = try backing.file.makeEngine(.ioUring, reaping: .caller, taskRun: taskRun) { _ in }
+                threaded = try backing.file.makeEngine(.ioUring, reaping: .engineThread, taskRun: taskRun) { _ in }
+            } catch {
+                try Test.cancel("io_uring unavailable on this host: \(error)")
+            }
+            defer {
+                reaped.shutdown()
+                threaded.shutdown()
+            }
+            #expect((reaped as? CallerReapedIOUring)?.engine.taskRun == taskRun)
+            #expect((threaded as? IOUringEngine)?.taskRun == .signal)
+        }
     }
 }

@@ -47,6 +47,35 @@ struct io_uring;
 /// *error set to the (positive) errno: ENOSYS without io_uring, EPERM when
 /// kernel.io_uring_disabled or a seccomp filter refuses it, ENOMEM.
 struct io_uring *pvh_uring_create(unsigned entries, int *error);
+/// How a ring's completions that the kernel posts as task_work reach the
+/// submitting task (io_uring_setup(2)); PVH_URING_TASKRUN_SIGNAL is 0.
+enum {
+    /// The kernel interrupts the task (an IPI when it is running) to run
+    /// the work at once: io_uring_queue_init's default.
+    PVH_URING_TASKRUN_SIGNAL = 0,
+    /// IORING_SETUP_COOP_TASKRUN | IORING_SETUP_TASKRUN_FLAG: no
+    /// interruption; the work runs at the task's next system call, and the
+    /// SQ ring's IORING_SQ_TASKRUN flag says some is waiting.
+    PVH_URING_TASKRUN_COOPERATIVE = 1,
+    /// IORING_SETUP_DEFER_TASKRUN | IORING_SETUP_SINGLE_ISSUER |
+    /// IORING_SETUP_TASKRUN_FLAG, created disabled (IORING_SETUP_R_DISABLED):
+    /// the work waits until the one issuing task (the one that calls
+    /// pvh_uring_enable) asks for completions (io_uring_enter with
+    /// IORING_ENTER_GETEVENTS); any other task's submit or wait is EEXIST.
+    PVH_URING_TASKRUN_DEFERRED = 2,
+};
+/// pvh_uring_create with a PVH_URING_TASKRUN_* mode.
+struct io_uring *pvh_uring_create_taskrun(unsigned entries, int taskrun, int *error);
+/// io_uring_enable_rings: a PVH_URING_TASKRUN_DEFERRED ring starts taking
+/// submissions, from the calling task only. 0 or -errno.
+int pvh_uring_enable(struct io_uring *ring);
+/// 1 when task_work for this ring waits for the task to enter the kernel
+/// (IORING_SQ_TASKRUN; never set in PVH_URING_TASKRUN_SIGNAL mode).
+int pvh_uring_work_pending(const struct io_uring *ring);
+/// io_uring_submit_and_get_events: submits what is prepared and runs the
+/// ring's waiting task_work (so posts the completions ready) in one
+/// io_uring_enter. Entries the kernel took, or -errno.
+int pvh_uring_submit_and_get_events(struct io_uring *ring);
 /// io_uring_queue_exit and free. Outstanding requests are the caller's.
 void pvh_uring_destroy(struct io_uring *ring);
 /// The submission queue's size (entries rounded up to a power of two).
@@ -80,7 +109,9 @@ int pvh_uring_submit(struct io_uring *ring);
 /// (io_uring_cq_advance): their count, or -errno (-EINTR on a signal).
 int pvh_uring_reap(struct io_uring *ring, uint64_t *user_data, int32_t *result, unsigned max);
 /// pvh_uring_reap without the wait: copies up to `max` of the completions
-/// ready now (possibly none) and marks them seen; their count.
+/// ready now (possibly none) and marks them seen; their count. When none
+/// is posted but IORING_SQ_TASKRUN says task_work waits, it is run first
+/// (io_uring_get_events), so those completions count as ready.
 int pvh_uring_peek(struct io_uring *ring, uint64_t *user_data, int32_t *result, unsigned max);
 /// Waits until a completion is ready or `milliseconds` passed
 /// (io_uring_wait_cqe_timeout), consuming nothing: 0, or -errno (-EINTR).
