@@ -15,7 +15,7 @@
 # bounded too; a crash fails the run and keeps its input in Fuzz/crashes/.
 # Last, scripts/sanitize.sh builds and runs its bounded set under each
 # sanitizer PVH_SANITIZERS names (comma-separated; default address,thread,
-# about 6.5 min each on an unloaded machine; none skips): any report fails
+# thread measured at about 6.5 min on a lightly loaded machine; none skips): any report fails
 # the run. They build in .build, whose
 # dependencies the debug build above compiled, so each recompiles only
 # pvh's own targets (docs/ARCHITECTURE.md, Sanitizers, has the costs); the
