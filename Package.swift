@@ -28,10 +28,15 @@ let package = Package(
                       "EventChannels", "GrantTables", "XenRing", "XenBus", "HostIO", "BlockBackend",
                       "BlockFrontend", "NetBackend", "NetFrontend", "PVHAPIModels"]),
     ],
-    // scripts/sanitize.sh thread enables it: `Lock` then tells
-    // ThreadSanitizer where it is taken and released (Sources/Locking).
+    // scripts/sanitize.sh address|thread builds under AddressSanitizer or
+    // ThreadSanitizer (the instrumentation itself: the loop at the end);
+    // under ThreadSanitizer `Lock` also tells it where it is taken and
+    // released (TSanAnnotations, Sources/Locking).
     traits: [
         .trait(name: "TSanAnnotations", description: "Annotate Lock for ThreadSanitizer (sanitizer builds only)."),
+        .trait(name: "ThreadSanitizer", description: "Build this package's targets under ThreadSanitizer (scripts/sanitize.sh thread).",
+               enabledTraits: ["TSanAnnotations"]),
+        .trait(name: "AddressSanitizer", description: "Build this package's targets under AddressSanitizer (scripts/sanitize.sh address)."),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
@@ -216,3 +221,25 @@ let package = Package(
         .testTarget(name: "IntegrationTests", dependencies: ["Locking", "VMM", "DeviceSpecs", "KVM", "GrantTables", "GuestMemory", "XenABI", "XenStore"]),
     ]
 )
+
+// The sanitizer traits instrument every target of this package, Swift and
+// C (the shims), and link the sanitizer's runtime into every product, as
+// SwiftPM's `--sanitize` does, but leave the dependencies (SwiftNIO,
+// Hummingbird, swift-crypto's and swift-nio-ssl's BoringSSL) as a normal
+// debug build compiles them. `--sanitize` instruments those too: a
+// sanitizer build then shares nothing with the debug build and recompiles
+// every dependency, BoringSSL's C twice over, which is most of its time.
+// Uninstrumented code is still run under the sanitizer's runtime (its
+// malloc and its pthread and libc interceptors), but its own memory
+// accesses are not checked: the same as for the Swift runtime, Foundation
+// and the test library, which no build instruments (docs/ARCHITECTURE.md,
+// Sanitizers).
+for (trait, swiftFlag, cFlag) in [("ThreadSanitizer", "-sanitize=thread", "-fsanitize=thread"),
+                                  ("AddressSanitizer", "-sanitize=address", "-fsanitize=address")] {
+    let when = BuildSettingCondition.when(traits: [trait])
+    for target in package.targets {
+        target.swiftSettings = (target.swiftSettings ?? []) + [.unsafeFlags([swiftFlag], when)]
+        target.cSettings = (target.cSettings ?? []) + [.unsafeFlags([cFlag], when)]
+        target.linkerSettings = (target.linkerSettings ?? []) + [.unsafeFlags([swiftFlag], when)]
+    }
+}

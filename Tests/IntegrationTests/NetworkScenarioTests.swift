@@ -3,6 +3,7 @@ import Glibc
 #endif
 import DeviceSpecs
 import Foundation
+import Locking
 import Synchronization
 import Testing
 import VMM
@@ -25,11 +26,19 @@ struct NetworkScenarioTests {
             kernelPath: elf, commandLine: "pvh.scenarios=net_info,net_dhcp,net_tcp pvh.netport=\(server.port) pvh.netkib=64",
             memoryMiB: 64)
         config.networks = [try NetworkInterfaceSpecification(parsing: "")]
-        let run = try GuestRun.boot(config, limit: .seconds(180))
+        // When the TCP exchange starts and ends (console lines, seen on the
+        // run's line queue): its wall time tells a slow exchange from a stall.
+        let exchange = Lock<(start: ContinuousClock.Instant?, end: ContinuousClock.Instant?)>((nil, nil))
+        let run = try GuestRun.boot(config, onLine: { line, _ in
+            let now = ContinuousClock.now
+            if line.hasPrefix("PVHINFO net tcp: ") { exchange.withLock { $0.start = now } }
+            if line.hasPrefix("PVHTEST net_tcp ") { exchange.withLock { $0.end = now } }
+        }, limit: .seconds(180))
         #expect(run.exit == .shutdown(.poweroff))
         let results = run.results()
         let m = run.domain.networkMetrics.first?.first
-        let counters = m.map { "rx \($0.rxPackets.load(ordering: .relaxed)) tx \($0.txPackets.load(ordering: .relaxed)) ringFull \($0.rxRingFull.load(ordering: .relaxed)) drops \($0.totalDrops)" } ?? "-"
+        let took = exchange.withLock { e in e.start.flatMap { s in e.end.map { "\($0 - s)" } } ?? "-" }
+        let counters = m.map { "exchange \(took) rx \($0.rxPackets.load(ordering: .relaxed)) tx \($0.txPackets.load(ordering: .relaxed)) ringFull \($0.rxRingFull.load(ordering: .relaxed)) drops \($0.totalDrops)" } ?? "-"
         for scenario in ["net_info", "net_dhcp", "net_tcp"] {
             #expect(results[scenario]?.hasPrefix("PASS") == true, "\(scenario): \(counters) \(run.console.text)")
         }
