@@ -234,8 +234,10 @@ private func run(_ s: Session, _ r: inout FuzzReader) throws -> Outcome {
         try guest.memory.store(r.u32(), at: GuestPhysicalAddress(s.rxBase.rawValue + UInt64(SharedRingGeometry.requestProducerOffset)))
     }
     try guest.events.send(s.rxPort)
-    // NetfrontQueue.sendSlots([], kick: true): publish (req_prod_pvt) and kick.
-    _ = try tx.pushRequests()
+    // Only the kick: the TX slots and req_prod are written above, and a
+    // push (RING_PUSH_REQUESTS) would put req_prod back to this ring's
+    // req_prod_pvt, 0, so no TX slot would ever be taken (as until
+    // 4 December: NetfrontQueue.sendSlots([], kick: true) did just that).
     try guest.events.send(s.txPort)
     for _ in 0..<r.below(6) {
         let size = r.below(2) == 0 ? r.below(128) : r.below(70_000)
