@@ -7,6 +7,7 @@ import CFuzzerDriver
 #if canImport(Glibc)
 import Glibc
 #endif
+import GrantTables
 import GuestMemory
 import XenABI
 
@@ -161,6 +162,23 @@ public struct GuestCheckpoint {
             let page = try fuzzed.guest.page(GuestFrameNumber(f))
             precondition(sameBytes(page, Self.zeroPage), "fuzz: guest frame \(f) was written during set-up but is not checkpointed")
         }
+    }
+
+    /// After an input: when the device was `rewound`, checks that only
+    /// the connection's `connectionHolds` grant holds are left and puts the
+    /// guest back (true); otherwise destroys the device and checks that no
+    /// hold is left (false: the caller makes a new device).
+    public func keepOrDestroy(_ target: String, rewound: Bool, connectionHolds: Int, destroy: () -> Void) throws -> Bool {
+        let grants = fuzzed.guest.grants
+        if rewound {
+            precondition(grants.holdCount == connectionHolds,
+                         "fuzz-\(target): \(grants.holdCount - connectionHolds) grant holds left after the input")
+            try restore()
+            return true
+        }
+        destroy()
+        precondition(grants.holdCount == 0, "fuzz-\(target): \(grants.holdCount) grant holds left after destroy")
+        return false
     }
 
     /// Puts the guest back: the frames the table names first (read before

@@ -128,15 +128,7 @@ private func fuzzOne<L: BlkifABILayout>(_: L.Type, _ abi: Int, _ r: inout FuzzRe
 /// Puts the session back as it was at connect (true), or destroys its
 /// failed (or busy) device (false).
 private func reuse(_ s: Session) throws -> Bool {
-    if s.backend.runtimeDevice?.isDisabled == false, s.backend.rewind() {
-        precondition(s.guest.grants.holdCount == s.connectionHolds,
-                     "fuzz-blkif: \(s.guest.grants.holdCount - s.connectionHolds) grant holds left after the input")
-        try s.checkpoint.restore()
-        return true
-    }
-    s.backend.destroy()
-    precondition(s.guest.grants.holdCount == 0, "fuzz-blkif: \(s.guest.grants.holdCount) grant holds left after destroy")
-    return false
+    try s.checkpoint.keepOrDestroy("blkif", rewound: s.backend.runtimeDevice?.isDisabled == false && s.backend.rewind(), connectionHolds: s.connectionHolds) { s.backend.destroy() }
 }
 
 /// The scratch disk zeroed: PVH_FUZZ_VERIFY's two runs of an input then read the same data.

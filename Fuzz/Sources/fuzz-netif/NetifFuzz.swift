@@ -172,15 +172,7 @@ private func fuzzOne(_ r: inout FuzzReader) {
 /// Puts the session back as it was at connect (true), or destroys its
 /// failed (or busy) device (false).
 private func reuse(_ s: Session) throws -> Bool {
-    if s.connected ? s.backend.runtimeDevice?.isDisabled == false && s.backend.rewind() : !s.backend.isConnected {
-        precondition(s.guest.grants.holdCount == s.connectionHolds,
-                     "fuzz-netif: \(s.guest.grants.holdCount - s.connectionHolds) grant holds left after the input")
-        try s.checkpoint.restore()
-        return true
-    }
-    s.backend.destroy()
-    precondition(s.guest.grants.holdCount == 0, "fuzz-netif: \(s.guest.grants.holdCount) grant holds left after destroy")
-    return false
+    try s.checkpoint.keepOrDestroy("netif", rewound: s.connected ? s.backend.runtimeDevice?.isDisabled == false && s.backend.rewind() : !s.backend.isConnected, connectionHolds: s.connectionHolds) { s.backend.destroy() }
 }
 
 /// What an input did, to compare a kept device's run with a fresh one's.
