@@ -177,6 +177,18 @@ public final class BlockBackend: Sendable {
         driver.connection?.device.sync(timeout: timeout) ?? true
     }
 
+    /// Puts every queue of the connection back as it was when it connected
+    /// (the rings' private indices at 0, nothing taken), if none has
+    /// anything in flight; false when not connected, failed or busy. For a
+    /// fuzzer that keeps one connection for many inputs (Fuzz/, fuzz-blkif)
+    /// and puts the guest's side, the shared ring's pages among it, back
+    /// itself: the xenbus handshake and the ring mappings are what it
+    /// saves. A real guest's ring would go out of step, hence the SPI.
+    @_spi(Fuzzing) public func rewind() -> Bool {
+        guard let connection = driver.connection, !connection.device.isDisabled else { return false }
+        return connection.queues.allSatisfy { $0.core.rewind() }
+    }
+
     /// Removes the device: disconnects (in-flight I/O is drained and
     /// answered first), stops its threads and deletes its XenStore nodes.
     public func destroy() {

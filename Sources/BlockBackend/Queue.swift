@@ -115,6 +115,9 @@ final class QueueCore: Sendable {
     let state: Lock<State>
     /// Signalled once when a stopping queue has nothing left in flight.
     let drained = DispatchSemaphore(value: 0)
+    /// The ring as attached at connect (both private indices at 0): what
+    /// `rewind` puts back.
+    private let attached: BlkifRing
 
     init(index: Int, ring: BlkifRing, environment: QueueEnvironment, engine: any BlockIOEngine, inbox: CompletionInbox) {
         self.index = index
@@ -123,6 +126,20 @@ final class QueueCore: Sendable {
         reaped = engine as? any CallerReapedBlockIOEngine
         self.inbox = inbox
         self.state = Lock(State(ring: ring))
+        attached = ring
+    }
+
+    /// Puts the queue back as it was at connect (the ring's private indices
+    /// at 0, nothing taken), when nothing is in flight, blocked or waiting
+    /// in the inbox; false otherwise. `BlockBackend.rewind`'s, for the
+    /// fuzzer; never with a real guest, whose ring would go out of step.
+    func rewind() -> Bool {
+        guard inbox.isEmpty, reaped?.hasCompletions() != true else { return false }
+        return state.withLock { s in
+            guard s.isIdle, !s.stopping, !s.barrierInFlight, s.writesInFlight == 0, !s.unpublished else { return false }
+            s = State(ring: attached)
+            return true
+        }
     }
 
     private var metrics: BlockMetrics { environment.metrics }

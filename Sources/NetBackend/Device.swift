@@ -144,6 +144,19 @@ public final class NetBackend: Sendable {
         driver.connection?.device.sync(timeout: timeout) ?? true
     }
 
+    /// Puts every queue of the connection back as it was when it connected
+    /// (the rings' private indices at 0, no packet half read, the RX
+    /// backlog empty); false when not connected, failed, or a packet waits
+    /// for credit. For a fuzzer that keeps one connection for many inputs
+    /// (Fuzz/, fuzz-netif) and puts the guest's side, the rings' pages
+    /// among it, back itself: the xenbus handshake and the ring mappings
+    /// are what it saves. A real guest's rings would go out of step, hence
+    /// the SPI.
+    @_spi(Fuzzing) public func rewind() -> Bool {
+        guard let connection = driver.connection, !connection.device.isDisabled else { return false }
+        return connection.queues.allSatisfy { $0.core.rewind() }
+    }
+
     /// Removes the device: stops the link, disconnects, stops its threads
     /// and deletes its XenStore nodes.
     public func destroy() {

@@ -157,6 +157,10 @@ final class NetQueueCore: Sendable {
     private let linkRead = Lock(LinkReadState.idle)
     /// `rxBounce` as host memory, for a read's tail.
     private let rxBounceRange: HostMemoryRange?
+    /// The rings as attached at connect (private indices at 0): what
+    /// `rewind` puts back.
+    private let attachedTx: NetifTxRing
+    private let attachedRx: NetifRxRing
 
     /// How a pump asks for another run of itself (its channel's
     /// `schedule`), set once the channels exist: a pump that stops at its
@@ -223,9 +227,30 @@ final class NetQueueCore: Sendable {
         self.metrics = metrics
         self.tx = Lock(TxState(ring: tx))
         self.rx = Lock(RxState(ring: rx))
+        attachedTx = tx
+        attachedRx = rx
         bounce = try MappedGuestMemory(ranges: [GuestPhysicalRange(start: GuestPhysicalAddress(0), length: UInt64(Self.bounceSize))])
         rxBounce = try MappedGuestMemory(ranges: [GuestPhysicalRange(start: GuestPhysicalAddress(0), length: UInt64(Self.bounceSize))])
         rxBounceRange = try? rxBounce.hostRange(GuestPhysicalRange(start: GuestPhysicalAddress(0), length: UInt64(Self.bounceSize)))
+    }
+
+    /// Puts the queue back as it was at connect (both rings' private
+    /// indices at 0, no packet read, no frame waiting for RX buffers);
+    /// false, changing nothing, while a packet waits for transmit credit
+    /// (its timer is still to fire). `NetBackend.rewind`'s, for the
+    /// fuzzer; never with a real guest, whose rings would go out of step.
+    func rewind() -> Bool {
+        // A direct-receive link's reading handed to this queue is in flight too.
+        guard linkRead.withLock({ $0 == .idle }) else { return false }
+        let rewound = tx.withLock { s in
+            guard s.held == nil, s.creditTimerDue == nil else { return false }
+            s = TxState(ring: attachedTx)
+            return true
+        }
+        guard rewound else { return false }
+        rx.withLock { $0 = RxState(ring: attachedRx) }
+        backlog.removeAll()
+        return true
     }
 
     // MARK: TX

@@ -1,6 +1,7 @@
-import BlockBackend
+@_spi(Fuzzing) import BlockBackend
 import BlockFrontend
 import DeviceRuntime
+import GuestMemory
 import Testing
 import XenABI
 import XenRing
@@ -38,5 +39,35 @@ struct BlockCallerModeTests {
         #expect(try disk.front.responses().isEmpty)
         #expect(disk.backend.metrics.requestsInFlight.load(ordering: .relaxed) == 0)
         #expect(guest.grants.holdCount == 0)
+    }
+
+    @Test("rewind (fuzz-blkif's) puts the ring back at index 0: a re-initialised ring's request is answered again, not without it; a failed device does not rewind")
+    func rewind() throws {
+        let guest = try Guest(memoryBytes: 4 << 20, mode: .caller)
+        let disk = try Disk<BlkifX86_64>(guest: guest)
+        let ref = try guest.grant(guest.allocatePages(), readOnly: true)
+        let base = disk.front.ring.base
+        // The same request on a ring made afresh (SHARED_RING_INIT: req_prod 0), twice.
+        func once() throws -> [BlkifWireResponse] {
+            let ring = try BlkfrontRing<BlkifX86_64>.Ring(memory: guest.memory, base: base)
+            #expect(try ring.enqueue(BlkifRequestEntry(Blkfront.rw(.write, id: 7, sector: 0, [Blkfront.page(ref)]))))
+            _ = try ring.pushRequests()
+            try disk.front.kick()
+            try disk.sync()
+            return try ring.takeResponses().map(\.response)
+        }
+        let answer = [BlkifWireResponse(id: 7, operation: 1, status: .okay)]
+        #expect(try once() == answer)
+        #expect(try once().isEmpty, "the backend's req_cons is 1 without a rewind: the ring's slot 0 is not taken again")
+        #expect(disk.backend.rewind())
+        #expect(try once() == answer)
+        #expect(disk.backend.rewind())
+        #expect(guest.grants.holdCount == 1, "the ring's page only")
+        // req_prod past the ring: the device fails, and stays failed.
+        try guest.memory.store(UInt32(1000), at: GuestPhysicalAddress(base.rawValue + UInt64(SharedRingGeometry.requestProducerOffset)))
+        try disk.front.kick()
+        try disk.sync()
+        #expect(disk.backend.runtimeDevice?.isDisabled ?? true)
+        #expect(!disk.backend.rewind())
     }
 }

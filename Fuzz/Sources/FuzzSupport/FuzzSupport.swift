@@ -7,6 +7,7 @@ import CFuzzerDriver
 #if canImport(Glibc)
 import Glibc
 #endif
+import GrantTables
 import GuestMemory
 import XenABI
 
@@ -131,6 +132,67 @@ public struct FuzzedGuest {
     }
 
     private static let canaryPage = [UInt8](repeating: canaryByte, count: 4096)
+}
+
+/// The guest as a device fuzzer left it once its device connected, put
+/// back after every input, so that a target can keep one connection (the
+/// xenbus handshake, the grant table, the ring mappings) for many inputs
+/// and each input still starts from the same guest: the pages saved here
+/// (the rings, data pages, canary, grant table, shared_info: every page the
+/// set-up wrote) get their bytes back; any other page an entry of the grant
+/// table's first frame names (the input's entries may grant any frame, and
+/// the backend may write it) was all zeros then and is zeroed again.
+public struct GuestCheckpoint {
+    private let fuzzed: FuzzedGuest
+    private let pageCount: UInt64
+    private let saved: [UInt64: [UInt8]]
+    private static let zeroPage = [UInt8](repeating: 0, count: 4096)
+
+    /// Saves `frames`. With `checkingTheRest`, fails unless every other
+    /// page of the guest's `memoryBytes` is zero (else putting back only
+    /// these would not restore the guest); that look at every page costs
+    /// more than many inputs, so only PVH_FUZZ_VERIFY runs take it.
+    public init(_ fuzzed: FuzzedGuest, memoryBytes: Int, frames: [GuestFrameNumber], checkingTheRest: Bool) throws {
+        self.fuzzed = fuzzed
+        pageCount = UInt64(memoryBytes / 4096)
+        var saved: [UInt64: [UInt8]] = [:]
+        for f in frames + [fuzzed.table, fuzzed.canary] { saved[f.rawValue] = try fuzzed.guest.page(f) }
+        self.saved = saved
+        for f in 0..<pageCount where checkingTheRest && saved[f] == nil {
+            let page = try fuzzed.guest.page(GuestFrameNumber(f))
+            precondition(sameBytes(page, Self.zeroPage), "fuzz: guest frame \(f) was written during set-up but is not checkpointed")
+        }
+    }
+
+    /// After an input: when the device was `rewound`, checks that only
+    /// the connection's `connectionHolds` grant holds are left and puts the
+    /// guest back (true); otherwise destroys the device and checks that no
+    /// hold is left (false: the caller makes a new device).
+    public func keepOrDestroy(_ target: String, rewound: Bool, connectionHolds: Int, destroy: () -> Void) throws -> Bool {
+        let grants = fuzzed.guest.grants
+        if rewound {
+            precondition(grants.holdCount == connectionHolds,
+                         "fuzz-\(target): \(grants.holdCount - connectionHolds) grant holds left after the input")
+            try restore()
+            return true
+        }
+        destroy()
+        precondition(grants.holdCount == 0, "fuzz-\(target): \(grants.holdCount) grant holds left after destroy")
+        return false
+    }
+
+    /// Puts the guest back: the frames the table names first (read before
+    /// the table itself is put back), then the saved pages.
+    public func restore() throws {
+        let table = try fuzzed.guest.page(fuzzed.table)
+        var named = Set<UInt64>()
+        for at in stride(from: 4, to: 4096, by: 8) {
+            let frame = UInt64(table[at]) | UInt64(table[at + 1]) << 8 | UInt64(table[at + 2]) << 16 | UInt64(table[at + 3]) << 24
+            if frame < pageCount, saved[frame] == nil { named.insert(frame) }
+        }
+        for f in named { try fuzzed.guest.fill(GuestFrameNumber(f), Self.zeroPage) }
+        for (f, bytes) in saved { try fuzzed.guest.fill(GuestFrameNumber(f), bytes) }
+    }
 }
 
 /// Whether `a` and `b` hold the same bytes: memcmp, which libFuzzer's
