@@ -1,3 +1,4 @@
+import Locking
 import Dispatch
 import DeviceRuntime
 import Foundation
@@ -11,7 +12,7 @@ import Testing
 struct CallerModeTests {
     /// What ran, in order, and on which thread.
     final class Log: Sendable {
-        let entries = Mutex<[String]>([])
+        let entries = Lock<[String]>([])
         let offThread = Atomic<Int>(0)
         func add(_ s: String, _ context: ExecutionContext, caller: ObjectIdentifier) {
             entries.withLock { $0.append(s) }

@@ -1,3 +1,4 @@
+import Locking
 import BlockFrontend
 import HostIO
 import NetBackend
@@ -115,7 +116,7 @@ struct BatchTests {
         let packet = try q.stage(Frames.ipv4(Frames.payload(60)))
         let before = Self.notifications(vif)
         // What the guest had heard when each packet reached the link.
-        let heard = Mutex<[UInt64]>([])
+        let heard = Lock<[UInt64]>([])
         vif.link.onTransmit.withLock { $0 = { [backend = vif.backend] in
             let n = backend.runtimeDevice?.metrics.notificationsToGuest.load(ordering: .relaxed) ?? 0
             heard.withLock { $0.append(n) }

@@ -54,7 +54,7 @@ final class MockLink: NetworkLink, Sendable {
 
     /// Called after each frame is recorded, on the backend's context (a
     /// test looks at what the guest has heard by then).
-    let onTransmit = Mutex<(@Sendable () -> Void)?>(nil)
+    let onTransmit = Lock<(@Sendable () -> Void)?>(nil)
 
     func start(receive: @escaping @Sendable (NetworkFrame) -> Void, carrier: @escaping @Sendable (Bool) -> Void) throws(HostIOError) {
         callbacks.withLock { $0 = (receive, carrier) }
@@ -99,7 +99,7 @@ final class MockDirectLink: DirectReceiveNetworkLink, Sendable {
     private let state = Lock(State())
     /// Runs inside each `receive(into:)`, before the bytes are written (a
     /// test rewrites the guest's ring meanwhile).
-    let duringRead = Mutex<(@Sendable () -> Void)?>(nil)
+    let duringRead = Lock<(@Sendable () -> Void)?>(nil)
 
     init(maximumReceiveLength: Int = 65550) { self.maximumReceiveLength = maximumReceiveLength }
 

@@ -1,3 +1,4 @@
+import Locking
 import PVHLogging
 import Synchronization
 import Testing
@@ -8,7 +9,7 @@ import Testing
 struct GuestTriggeredLogTests {
     /// A clock the test moves.
     final class Clock: Sendable {
-        let seconds = Mutex<Double>(1000)
+        let seconds = Lock<Double>(1000)
         var now: @Sendable () -> Double { { [self] in seconds.withLock { $0 } } }
         func advance(_ by: Double) { seconds.withLock { $0 += by } }
     }
