@@ -248,6 +248,7 @@ final class BlockQueue: Sendable {
             throw .eventChannel(port, error)
         }
         inbox.setWake { [weak channel] in channel?.schedule() }
+        core.setGuestNotifier { [weak channel] in channel?.notifyGuest() }
         if core.reaped != nil { channel.pumpOnDoorbellEvent() }
         self.core = core
         self.channel = channel

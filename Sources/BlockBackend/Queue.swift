@@ -118,6 +118,10 @@ final class QueueCore: Sendable {
     /// The ring as attached at connect (both private indices at 0): what
     /// `rewind` puts back.
     private let attached: BlkifRing
+    /// Sends the guest its event at once (the channel's `notifyGuest`), set
+    /// once the channel exists; until then a publish's event waits for the
+    /// pump's end (`.notifyGuest`).
+    private let guestNotifier = Lock<(@Sendable () -> Void)?>(nil)
 
     init(index: Int, ring: BlkifRing, environment: QueueEnvironment, engine: any BlockIOEngine, inbox: CompletionInbox) {
         self.index = index
@@ -143,6 +147,9 @@ final class QueueCore: Sendable {
     }
 
     private var metrics: BlockMetrics { environment.metrics }
+
+    /// Installs (or, nil, removes) what sends the guest its event mid-pump.
+    func setGuestNotifier(_ notify: (@Sendable () -> Void)?) { guestNotifier.withLock { $0 = notify } }
 
     // MARK: the pump
 
@@ -172,7 +179,15 @@ final class QueueCore: Sendable {
                     throw DeviceFault(error)
                 }
             }
-            if published { notify = true }
+            // The event goes now, before this round's submission and the
+            // rounds after it: a busy pump can go round many times, and a
+            // frontend that sleeps until its event (blkfront's interrupt)
+            // would otherwise hear of these responses only at the pump's
+            // end. xen-blkback's make_response notifies the same way, at
+            // each RING_PUSH_RESPONSES_AND_CHECK_NOTIFY that asks for it.
+            if published {
+                if let send = guestNotifier.withLock({ $0 }) { send() } else { notify = true }
+            }
             // Submitted outside the lock: a synchronous engine completes
             // inside `submit`, into the inbox, which the next round reads.
             if !batch.isEmpty {

@@ -163,6 +163,22 @@ enum Pattern {
     }
 }
 
+/// An engine that calls `probe` as each submission arrives, then hands the
+/// requests to `inner`: lets a test look at the guest at that moment.
+final class ProbedEngine: BlockIOEngine, Sendable {
+    private let inner: any BlockIOEngine
+    private let probe: @Sendable () -> Void
+    init(_ inner: any BlockIOEngine, probe: @escaping @Sendable () -> Void) {
+        self.inner = inner
+        self.probe = probe
+    }
+    func submit(_ requests: [BlockIORequest]) {
+        probe()
+        inner.submit(requests)
+    }
+    func shutdown() { inner.shutdown() }
+}
+
 /// Makes `HeldEngine`s and keeps them for the test to release.
 final class HeldEngines: Sendable {
     let engines = Lock<[HeldEngine]>([])

@@ -4,6 +4,7 @@ import DeviceRuntime
 import GrantTables
 import GuestMemory
 import HostIO
+import Locking
 import Synchronization
 import Testing
 import TestSupport
@@ -74,6 +75,38 @@ struct IOTests {
         #expect(m.requestsInFlight.load(ordering: .relaxed) == 0)
         #expect(guest.grants.holdCount == disk.front.refs.count, "only the ring pages stay mapped")
         #expect(guest.events.isPending(disk.front.port), "the guest was notified")
+    }
+
+    /// A frontend that sleeps until its event (blkfront's interrupt) must
+    /// hear of a response when it is published, not when the pump ends:
+    /// with one request per round, the pump publishes the first read's
+    /// response in the round that submits the second, and the event must
+    /// already be pending when that submission happens.
+    @Test("a response's event is sent when it is published, before the pump's next submission")
+    func eventBeforeNextSubmission() throws {
+        let guest = try Guest()
+        let port = Lock<EventChannelPort?>(nil)
+        let pendingAtSubmit = Lock<[Bool]>([])
+        let events = guest.events
+        let disk = try Disk<BlkifX86_64>(guest: guest, engine: { file in
+            let fd = file.fd
+            return { _, done in
+                ProbedEngine(SynchronousEngine(fileDescriptor: fd, onComplete: done)) {
+                    let pending = port.withLock { $0 }.map { events.isPending($0) } ?? false
+                    pendingAtSubmit.withLock { $0.append(pending) }
+                }
+            }
+        }, requestsPerRound: 1)
+        guest.notifications.clearPending(disk.front.port)
+        #expect(!guest.events.isPending(disk.front.port))
+        port.withLock { $0 = disk.front.port }
+        let requests = try (1...2).map { id in
+            Blkfront.rw(.read, id: UInt64(id), sector: UInt64(id) * 8, [Blkfront.page(try guest.grant(guest.allocatePages()))])
+        }
+        let responses = try disk.roundTrip(requests)
+        #expect(responses.map(\.id) == [1, 2])
+        #expect(responses.allSatisfy { $0.status == .okay })
+        #expect(pendingAtSubmit.withLock { $0 } == [false, true])
     }
 
     @Test("x86_64 frontend: write and read back 11 segments, checksummed")
