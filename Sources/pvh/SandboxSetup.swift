@@ -123,7 +123,7 @@ struct GuestSandboxSetting {
     /// Before any domain is built, while the process has one thread: the
     /// passt spawner, forked while this process can still fork (and before
     /// the jail's namespace: it stays in the host's, where passt is), then
-    /// the jail's mount namespace (docs/ARCHITECTURE.md: Sandbox).
+    /// the jail's mount, IPC and UTS namespaces (docs/ARCHITECTURE.md: Sandbox).
     /// `unjailed`: why this process must keep the host's paths, if it must
     /// (`pvh run --on-reboot restart` builds the domain again from the
     /// kernel's and images' paths); it is then not jailed, with a log line.
@@ -158,8 +158,11 @@ struct GuestSandboxSetting {
             }
         }
         guard let user else { return }
+        // A fixed name, not the host's: the guest's domid (`pvh-1` for a
+        // guest on its own, whose domid is always 1).
+        let hostname = "pvh-\(daemonDomain?.rawValue ?? 1)"
         do {
-            try GuestProcessJail.unshareMounts()
+            try GuestProcessJail.unshareNamespaces(hostname: hostname)
         } catch {
             fail(logger, "\(error)")
         }
@@ -167,7 +170,7 @@ struct GuestSandboxSetting {
             logger.warning("jail: \(Self.jailSelfTestVariable)=chroot: taking the chroot fallback (test only)")
             GuestProcessJail.forceChrootFallback()
         }
-        jail = PlannedJail(user: user, root: GuestProcessJail.rootMountPoint(runtimeDirectory: runtime.path))
+        jail = PlannedJail(user: user, root: GuestProcessJail.rootMountPoint(runtimeDirectory: runtime.path), hostname: hostname)
     }
 
     /// The jail's user: the one named, or the guest's own ids (JailUIDRange),
@@ -270,6 +273,8 @@ struct PlannedJail {
     let user: JailUser
     /// Where its tmpfs root is mounted before the switch.
     let root: String
+    /// Its host name (its own UTS namespace, set in `prepare`).
+    let hostname: String
 
     /// What the process still reaches by path after set-up, bind-mounted at
     /// the same paths: /dev/null and /dev/urandom (libraries' fallbacks),
@@ -292,7 +297,7 @@ struct PlannedJail {
         if let guestDirectory, chown(guestDirectory, user.uid, user.gid) != 0 {
             throw SandboxError(step: "jail: chown \(guestDirectory)", errno: errno)
         }
-        return try GuestProcessJail.enter(root: root, binds: binds(guestDirectory: guestDirectory), user: user)
+        return try GuestProcessJail.enter(root: root, binds: binds(guestDirectory: guestDirectory), user: user, hostname: hostname)
     }
 }
 

@@ -100,9 +100,11 @@ int pvh_sigsys(void);
 
 // The jailer (jail.c; docs/ARCHITECTURE.md: Sandbox). Each 0 or -errno.
 
-/// unshare(CLONE_NEWNS) and every mount made private (MS_REC): while the
-/// process has one thread, so that every thread made later shares it.
-int pvh_jail_unshare_mounts(void);
+/// unshare(CLONE_NEWNS | CLONE_NEWIPC | CLONE_NEWUTS), the host name set
+/// to `hostname` (1 to 64 bytes) in the new UTS namespace, and every mount
+/// made private (MS_REC): while the process has one thread, so that every
+/// thread made later shares them.
+int pvh_jail_unshare(const char *hostname);
 
 /// Mounts a small tmpfs (64 KiB, nosuid, nodev, noexec) at `root`, made
 /// with its parents if missing: the jail's root to be.
