@@ -14,18 +14,10 @@ extension DaemonTests {
     func sandboxKill() throws {
         defer { try? FileManager.default.removeItem(atPath: directory) }
         // The test-only trigger (GuestSandboxSetting.selfTest), for victim only.
-        let daemon = try ChildProcess(Env.pvhBinary, ["daemon", "--foreground", "--api-socket", api, "--xenstore-socket", store,
-                                                      "--destroy-on-exit"],
-                                      environment: environment.merging(["PVH_SANDBOX_SELFTEST": "forbidden-syscall:victim"]) { $1 })
+        let daemon = try startCalmAndVictim(selfTest: "forbidden-syscall:victim")
         defer { daemon.stop() }
-        #expect(daemon.waitForLine(startingWith: "pvh daemon: ready", timeout: .seconds(60)) != nil, "\(daemon.errors)")
-        #expect(try pvh(["create", try config("calm")]).status == 0)
-        #expect(try pvh(["create", try config("victim", "on_crash = \"preserve\"")]).status == 0)
 
         // Bounded: the victim dies as soon as it is confined.
-        func state(_ name: String) throws -> String? {
-            try domains().first { $0["name"] as? String == name }?["state"] as? String
-        }
         #expect(try until(60, daemon: daemon) { try state("victim") == "crashed" })
         let long = try pvh(["list", "-l", "victim"])
         #expect(long.status == 0 && long.stdout.contains("\"crashed\""), "\(long)")
@@ -49,6 +41,28 @@ extension DaemonTests {
         #expect(daemon.errors.contains("event: shutdown calm (domain 1): poweroff"), "\(daemon.errors)")
     }
 
+    /// A daemon whose guests see `PVH_SANDBOX_SELFTEST=selfTest`, with two
+    /// guests created: calm (`calmVCPUs`) and victim (on_crash preserve).
+    func startCalmAndVictim(selfTest: String, calmVCPUs: Int = 1) throws -> ChildProcess {
+        let daemon = try ChildProcess(Env.pvhBinary, ["daemon", "--foreground", "--api-socket", api, "--xenstore-socket", store,
+                                                      "--destroy-on-exit"],
+                                      environment: environment.merging(["PVH_SANDBOX_SELFTEST": selfTest]) { $1 })
+        do {
+            #expect(daemon.waitForLine(startingWith: "pvh daemon: ready", timeout: .seconds(60)) != nil, "\(daemon.errors)")
+            #expect(try pvh(["create", try config("calm", "vcpus = \(calmVCPUs)")]).status == 0)
+            #expect(try pvh(["create", try config("victim", "on_crash = \"preserve\"")]).status == 0)
+        } catch {
+            daemon.stop()
+            throw error
+        }
+        return daemon
+    }
+
+    /// The state `pvh list` gives guest `name`.
+    func state(_ name: String) throws -> String? {
+        try domains().first { $0["name"] as? String == name }?["state"] as? String
+    }
+
     /// Each thread of process `pid`: its name (comm) and proc(5)'s
     /// `Seccomp_filters` (how many filters it runs).
     static func threadFilters(_ pid: Int) -> [(name: String, filters: Int)] {
@@ -67,17 +81,8 @@ extension DaemonTests {
     func vcpuSandboxKill() throws {
         defer { try? FileManager.default.removeItem(atPath: directory) }
         // The test-only trigger (GuestSandboxSetting.vcpuSelfTest), for victim only.
-        let daemon = try ChildProcess(Env.pvhBinary, ["daemon", "--foreground", "--api-socket", api, "--xenstore-socket", store,
-                                                      "--destroy-on-exit"],
-                                      environment: environment.merging(["PVH_SANDBOX_SELFTEST": "vcpu-forbidden-syscall:victim"]) { $1 })
+        let daemon = try startCalmAndVictim(selfTest: "vcpu-forbidden-syscall:victim", calmVCPUs: 2)
         defer { daemon.stop() }
-        #expect(daemon.waitForLine(startingWith: "pvh daemon: ready", timeout: .seconds(60)) != nil, "\(daemon.errors)")
-        #expect(try pvh(["create", try config("calm", "vcpus = 2")]).status == 0)
-        #expect(try pvh(["create", try config("victim", "on_crash = \"preserve\"")]).status == 0)
-
-        func state(_ name: String) throws -> String? {
-            try domains().first { $0["name"] as? String == name }?["state"] as? String
-        }
         #expect(try until(60, daemon: daemon) { try state("victim") == "crashed" })
         let long = try pvh(["list", "-l", "victim"])
         #expect(long.stdout.contains("\"last_end\" : \"killed by the sandbox (seccomp): signal 31, SIGSYS"), "\(long)")
