@@ -21,8 +21,14 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
-int pvh_jail_unshare_mounts(void) {
-    if (unshare(CLONE_NEWNS) != 0) return -errno;
+int pvh_jail_unshare(const char *hostname) {
+    // Mounts, System V IPC and POSIX message queues, and the host name
+    // (namespaces(7)): the process shares no IPC object with the host's
+    // processes or another guest's, and the host's name is not its.
+    if (unshare(CLONE_NEWNS | CLONE_NEWIPC | CLONE_NEWUTS) != 0) return -errno;
+    size_t length = strlen(hostname);
+    if (length == 0 || length > 64) return -EINVAL;  // HOST_NAME_MAX
+    if (sethostname(hostname, length) != 0) return -errno;
     // Nothing this namespace mounts or unmounts reaches the host's (and
     // nothing the host mounts later shows here): shared-subtrees.rst.
     if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) != 0) return -errno;

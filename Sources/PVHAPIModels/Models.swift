@@ -163,14 +163,23 @@ public struct ProcessConfinement: Codable, Hashable, Sendable {
     public var noNewPrivs: Bool
     /// CapEff: the effective capabilities, 16 hex digits as /proc shows them.
     public var effectiveCapabilities: String
+    /// The namespaces it has of its own: those of /proc/PID/ns whose inode
+    /// differs from the daemon's (`mnt`, `ipc`, `uts` for a jailed guest),
+    /// in `namespaceKinds` order; nil when they could not be read.
+    public var namespaces: [String]?
 
-    public init(jailed: Bool, uid: Int, gid: Int, seccomp: String, noNewPrivs: Bool, effectiveCapabilities: String) {
+    /// The namespaces compared, as /proc/PID/ns names them (namespaces(7)).
+    public static let namespaceKinds = ["mnt", "ipc", "uts", "net", "pid", "user", "cgroup"]
+
+    public init(jailed: Bool, uid: Int, gid: Int, seccomp: String, noNewPrivs: Bool, effectiveCapabilities: String,
+                namespaces: [String]? = nil) {
         self.jailed = jailed
         self.uid = uid
         self.gid = gid
         self.seccomp = seccomp
         self.noNewPrivs = noNewPrivs
         self.effectiveCapabilities = effectiveCapabilities
+        self.namespaces = namespaces
     }
 
     /// From the text of /proc/PID/status; nil when a field it needs is
@@ -201,6 +210,7 @@ public struct ProcessConfinement: Codable, Hashable, Sendable {
         case jailed, uid, gid, seccomp
         case noNewPrivs = "no_new_privs"
         case effectiveCapabilities = "effective_capabilities"
+        case namespaces
     }
 }
 

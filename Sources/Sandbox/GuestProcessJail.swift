@@ -127,18 +127,20 @@ public struct JailReport: Sendable, Equatable, CustomStringConvertible {
     /// Why the jail has no /proc, nil if it has one.
     public let procUnavailable: String?
     public let binds: [String]
+    /// The host name in its own UTS namespace.
+    public let hostname: String
 
     public var description: String {
-        "jailed: \(user), root a tmpfs (\(usedChroot ? "chroot: pivot_root failed" : "pivot_root")) holding "
+        "jailed: \(user), own namespaces \(GuestProcessJail.namespaces.joined(separator: ",")) (host name \(hostname)), root a tmpfs (\(usedChroot ? "chroot: pivot_root failed" : "pivot_root")) holding "
             + (binds + (procUnavailable == nil ? ["/proc (its own processes only)"] : [])).joined(separator: ", ")
             + (procUnavailable.map { "; no /proc: \($0)" } ?? "")
     }
 }
 
 /// The guest process's jail (issue 13 item 4; docs/ARCHITECTURE.md:
-/// Sandbox), in two steps: `unshareMounts` while the process has one thread
-/// (a mount namespace is per thread: every thread made afterwards shares
-/// the new one), and `enter` once set-up opened everything: a tmpfs
+/// Sandbox), in two steps: `unshareNamespaces` while the process has one
+/// thread (namespaces are per thread: every thread made afterwards shares
+/// the new ones), and `enter` once set-up opened everything: a tmpfs
 /// becomes the root with only `binds` and a /proc of its own in it, the
 /// bounding set goes, and the process becomes `user`. The capability drop
 /// and the seccomp filter (GuestProcessSandbox) come after.
@@ -161,19 +163,26 @@ public enum GuestProcessJail {
         return nil
     }
 
-    /// unshare(CLONE_NEWNS), mounts private. Refused with more than one
-    /// thread: the others would stay in the host's namespace.
-    public static func unshareMounts() throws(SandboxError) {
+    /// The namespaces `unshareNamespaces` gives the process, as
+    /// /proc/PID/ns names them: mounts, IPC, the host name.
+    public static let namespaces = ["mnt", "ipc", "uts"]
+
+    /// unshare(CLONE_NEWNS | CLONE_NEWIPC | CLONE_NEWUTS), mounts private,
+    /// the host name `hostname`. Refused with more than one thread: the
+    /// others would stay in the host's namespaces.
+    public static func unshareNamespaces(hostname: String) throws(SandboxError) {
         if let threads = threadCount, threads > 1 {
-            throw SandboxError(step: "jail: unshare(CLONE_NEWNS) with \(threads) threads (the others would keep the host's mounts)", errno: 22)
+            throw SandboxError(step: "jail: unshare(CLONE_NEWNS|CLONE_NEWIPC|CLONE_NEWUTS) with \(threads) threads (the others would keep the host's)", errno: 22)
         }
-        let r = pvh_jail_unshare_mounts()
-        guard r == 0 else { throw SandboxError(step: "jail: unshare(CLONE_NEWNS)", errno: -r) }
+        // SAFETY: the name converts to a NUL-terminated copy for the call;
+        // the shim keeps no pointer.
+        let r = unsafe pvh_jail_unshare(hostname)
+        guard r == 0 else { throw SandboxError(step: "jail: unshare(CLONE_NEWNS|CLONE_NEWIPC|CLONE_NEWUTS), host name \(hostname)", errno: -r) }
     }
 
     /// Builds the root at `root`, switches to it and becomes `user`.
     /// Irreversible; a failure part-way leaves the process to exit.
-    public static func enter(root: String, binds: [JailBind], user: JailUser) throws(SandboxError) -> JailReport {
+    public static func enter(root: String, binds: [JailBind], user: JailUser, hostname: String) throws(SandboxError) -> JailReport {
         // SAFETY (each call below given Strings): Swift passes NUL-terminated
         // copies valid for the call; the shim keeps no pointer.
         var r = unsafe pvh_jail_mount_root(root)
@@ -193,7 +202,7 @@ public enum GuestProcessJail {
         guard r == 0 else { throw SandboxError(step: "jail: dropping the bounding set", errno: -r) }
         r = pvh_jail_set_ids(user.uid, user.gid)
         guard r == 0 else { throw SandboxError(step: "jail: becoming \(user)", errno: -r) }
-        return JailReport(user: user, usedChroot: chrooted != 0, procUnavailable: noProc, binds: bound)
+        return JailReport(user: user, usedChroot: chrooted != 0, procUnavailable: noProc, binds: bound, hostname: hostname)
     }
 
     private static func readSmallFile(_ path: String) -> String? {

@@ -28,12 +28,27 @@ public struct SandboxError: Error, Sendable, CustomStringConvertible {
 public enum SyscallRule: Sendable, Equatable {
     case allow(String)
     case allowMasked(String, argument: UInt32, mask: UInt64, value: UInt64)
+    /// Allowed when two arguments both match.
+    case allowMaskedBoth(String, ArgumentMatch, ArgumentMatch)
     case fail(String, errno: Int32)
 
     public var name: String {
         switch self {
-        case .allow(let n), .allowMasked(let n, _, _, _), .fail(let n, _): n
+        case .allow(let n), .allowMasked(let n, _, _, _), .allowMaskedBoth(let n, _, _), .fail(let n, _): n
         }
+    }
+}
+
+/// One argument's condition: (argument & mask) == value.
+public struct ArgumentMatch: Sendable, Equatable {
+    public let argument: UInt32
+    public let mask: UInt64
+    public let value: UInt64
+
+    public init(argument: UInt32, mask: UInt64, value: UInt64) {
+        self.argument = argument
+        self.mask = mask
+        self.value = value
     }
 }
 
@@ -119,12 +134,101 @@ public enum GuestProcessSandbox {
         // Children: passt is ended and reaped (a pidfd to wait with a bound;
         // wait4 answers ECHILD for one the spawner started).
         rules += ["pidfd_open", "wait4", "waitid"].map(SyscallRule.allow)
+        // Each vCPU thread stacks its own, stricter filter (vcpuRules) on
+        // this one as it starts: seccomp(SECCOMP_SET_MODE_FILTER) with no
+        // flags (no TSYNC: that thread only). A filter added can only take
+        // away (seccomp(2): every filter runs, the strictest verdict wins).
+        rules.append(.allowMaskedBoth("seccomp", ArgumentMatch(argument: 0, mask: ~0, value: UInt64(pvh_seccomp_set_mode_filter())),
+                                      ArgumentMatch(argument: 1, mask: ~0, value: 0)))
+        return rules
+    }
+
+    /// The vCPU threads' own filter, stacked on `rules` (docs/ARCHITECTURE.md:
+    /// Sandbox): what a vCPU thread calls once its guest runs, measured with
+    /// strace -f over the KVM scenarios (hypercalls, event channels, timers,
+    /// SMP, console_io, block and network guests, shutdown and reboot, the
+    /// software backend's fix-ups). A vCPU thread runs guest-driven code
+    /// (every hypercall and exit handler), so it gets no file by name, no
+    /// socket, no new thread (one it made would inherit this filter and then
+    /// fail at a device's work: the hypervisor console's output has a
+    /// thread of its own for that reason), no executable mapping, and only
+    /// the KVM requests of a running vCPU.
+    public static var vcpuRules: [SyscallRule] {
+        var rules: [SyscallRule] = []
+        // Memory (the Swift runtime's and glibc's allocations), never
+        // executable: mmap and mprotect without PROT_EXEC.
+        let exec = pvh_prot_exec()
+        rules += ["brk", "munmap", "mremap", "madvise", "getrandom"].map(SyscallRule.allow)
+        rules.append(.allowMasked("mmap", argument: 2, mask: exec, value: 0))
+        rules.append(.allowMasked("mprotect", argument: 2, mask: exec, value: 0))
+        // Locks and waits (SCHEDOP_block/poll sleep on a condition), clocks,
+        // ids, thread names (PR_SET_NAME, PR_GET_NAME), the thread's end.
+        rules += ["futex", "clock_gettime", "clock_getres", "clock_nanosleep", "nanosleep", "gettimeofday", "sched_yield",
+                  "getpid", "gettid", "exit", "exit_group", "restart_syscall"].map(SyscallRule.allow)
+        rules.append(.allowMasked("prctl", argument: 0, mask: ~0, value: 15))
+        rules.append(.allowMasked("prctl", argument: 0, mask: ~0, value: 16))
+        // Signals: the kick that ends KVM_RUN (its pending signal consumed
+        // with rt_sigtimedwait), kicks of the other vCPUs, which are threads
+        // of this process only (tgkill's tgid is this process's pid).
+        rules += ["rt_sigprocmask", "rt_sigreturn", "rt_sigtimedwait", "rt_sigpending"].map(SyscallRule.allow)
+        rules.append(.allowMasked("tgkill", argument: 0, mask: ~0, value: UInt64(UInt32(bitPattern: pvh_process_id()))))
+        // Descriptors already open: the log's lines (a vCPU's errors, the
+        // guest's rate-limited ones), fstat (glibc's is newfstatat with
+        // AT_EMPTY_PATH), the log's truncation in place, close.
+        rules += ["write", "writev", "lseek", "ftruncate", "close"].map(SyscallRule.allow)
+        let emptyPath = pvh_at_empty_path()
+        rules.append(.allowMasked("newfstatat", argument: 3, mask: emptyPath, value: emptyPath))
+        // Files by name fail with EACCES instead of killing: the one path
+        // that reaches them from a vCPU thread is the log's rotation by a
+        // line it writes (LogFile), whose rename then fails and the file
+        // starts over in place, as in the jail.
+        for name in ["openat", "open", "creat", "unlink", "unlinkat", "rename", "renameat", "renameat2", "stat", "lstat",
+                     "statx", "access", "faccessat", "faccessat2", "readlink", "readlinkat", "mkdir", "mkdirat"] {
+            rules.append(.fail(name, errno: 13))  // EACCES
+        }
+        rules.append(.fail("newfstatat", errno: 13))
+        // KVM: only a running vCPU's requests (CSeccomp's list), whole
+        // request numbers (the kernel takes the low 32 bits).
+        for index in 0..<pvh_vcpu_ioctl_count() {
+            rules.append(.allowMasked("ioctl", argument: 1, mask: 0xFFFF_FFFF, value: pvh_vcpu_ioctl_request(index)))
+        }
         return rules
     }
 
     /// Builds the filter from `rules` and loads it into every thread
     /// (TSYNC), after PR_SET_NO_NEW_PRIVS. Irreversible.
     public static func confine(mode: SandboxMode, rules: [SyscallRule] = rules) throws(SandboxError) {
+        try build(mode: mode, rules: rules)
+        let r = pvh_seccomp_load()
+        guard r == 0 else { throw SandboxError(step: "seccomp_load", errno: -r) }
+    }
+
+    /// Builds the vCPU threads' filter from `vcpuRules` and keeps it for
+    /// `confineVCPUThread` (each vCPU thread loads it itself as it starts).
+    /// Before `confine`: exporting it needs a call the process filter forbids.
+    public static func prepareVCPUFilter(mode: SandboxMode, rules: [SyscallRule] = vcpuRules) throws(SandboxError) {
+        try build(mode: mode, rules: rules)
+        let r = pvh_seccomp_keep_for_threads()
+        guard r == 0 else { throw SandboxError(step: "exporting the vCPU filter", errno: -r) }
+    }
+
+    /// Whether `prepareVCPUFilter` kept a filter for the vCPU threads.
+    public static var vcpuFilterPrepared: Bool { pvh_seccomp_has_kept_program() != 0 }
+
+    /// Loads the kept vCPU filter into the calling thread only (no TSYNC),
+    /// stacked on the process's. Irreversible for that thread.
+    public static func confineVCPUThread() throws(SandboxError) {
+        let r = pvh_seccomp_load_kept_into_thread()
+        guard r == 0 else { throw SandboxError(step: "loading the vCPU filter", errno: -r) }
+    }
+
+    /// `PVH_SANDBOX_SELFTEST=vcpu-forbidden-syscall`: on a vCPU thread, a
+    /// call the process filter allows and the vCPU filter does not
+    /// (socket(AF_UNIX)). Under the vCPU filter the process dies of SIGSYS;
+    /// without it the call succeeds and 0 comes back, else its errno.
+    public static func issueVCPUForbiddenSystemCall() -> Int32 { -pvh_issue_vcpu_forbidden_syscall() }
+
+    private static func build(mode: SandboxMode, rules: [SyscallRule]) throws(SandboxError) {
         var r = pvh_seccomp_begin(mode == .log ? 1 : 0)
         guard r == 0 else { throw SandboxError(step: "seccomp_init", errno: -r) }
         for rule in rules {
@@ -136,13 +240,13 @@ public enum GuestProcessSandbox {
                 r = unsafe pvh_seccomp_allow(name)
             case .allowMasked(let name, let argument, let mask, let value):
                 r = unsafe pvh_seccomp_allow_masked(name, argument, mask, value)
+            case .allowMaskedBoth(let name, let a, let b):
+                r = unsafe pvh_seccomp_allow_masked2(name, a.argument, a.mask, a.value, b.argument, b.mask, b.value)
             case .fail(let name, let errno):
                 r = unsafe pvh_seccomp_fail(name, errno)
             }
             guard r == 0 else { throw SandboxError(step: "seccomp_rule_add(\(rule.name))", errno: -r) }
         }
-        r = pvh_seccomp_load()
-        guard r == 0 else { throw SandboxError(step: "seccomp_load", errno: -r) }
     }
 
     /// Drops every capability (bounding, ambient, effective, permitted,

@@ -214,15 +214,25 @@ public final class Domain: Sendable {
     /// Runs the guest until it shuts down or is stopped. vCPU 0 starts at the
     /// PVH entry; the others wait in KVM_RUN (in-kernel LAPIC: KVM holds them
     /// until an INIT/SIPI, or VCPUOP_initialise/up).
-    public func run() -> DomainExit {
+    /// `confineThread`: run by each vCPU thread once, before its first
+    /// KVM_RUN (the sandbox's vCPU filter: docs/ARCHITECTURE.md, Sandbox);
+    /// a failure it returns ends the domain before that vCPU runs.
+    public func run(confineThread: (@Sendable (_ index: Int) -> String?)? = nil) -> DomainExit {
         guard !runners.isEmpty else { return .failed("no vCPUs") }
         let exited = DispatchSemaphore(value: 0)
         let metrics = metrics
+        let lifecycle = lifecycle
         for (index, runner) in runners.enumerated() {
             let thread = Thread {
                 // The mark the device runtime tells vCPU threads by (`isVCPUThread`).
                 Thread.current.threadDictionary[Self.vcpuThreadKey] = true
+                // Before the filter: reading /proc/thread-self is a path.
                 if let tid = Self.currentThreadID() { metrics.vcpuThreadIDs.withLock { $0[index] = tid } }
+                if let failure = confineThread?(index) {
+                    lifecycle.finish(.failed("vCPU \(index): \(failure)"))
+                    exited.signal()
+                    return
+                }
                 runner.run()
                 exited.signal()
             }

@@ -1,6 +1,7 @@
 #if canImport(Glibc)
 import Glibc
 #endif
+import DeviceRuntime
 import Dispatch
 import Foundation
 import Logging
@@ -203,8 +204,12 @@ public struct HypervisorConsoleOutputs: Sendable {
 /// A domain's hypervisor console: what its vCPUs write with console_io and
 /// to port 0xE9, split into lines as Xen does and kept in a bounded ring.
 /// The vCPU that writes only does that (and queues the bytes); the outputs
-/// (terminal, log, file) are written on the console's own queue, so a slow
-/// terminal or disk never holds a vCPU. What waits for that queue is
+/// (terminal, log, file) are written on the console's own thread (an
+/// execution context started with the domain, before any vCPU runs: a
+/// Dispatch queue would make its worker threads from the vCPU that wrote,
+/// and they would inherit the vCPU's seccomp filter, which forbids the
+/// file's rewrite; docs/ARCHITECTURE.md, Sandbox), so a slow terminal or
+/// disk never holds a vCPU. What waits for that thread is
 /// bounded too: past `maximumPendingBytes` the outputs miss bytes (counted
 /// in `outputDrops`), the ring does not.
 public final class HypervisorConsole: Sendable {
@@ -224,14 +229,19 @@ public final class HypervisorConsole: Sendable {
         var outputDrops: UInt64 = 0
     }
     private let state: Lock<State>
-    private let queue = DispatchQueue(label: "pvh-hypervisor-console")
-    /// The log's limit; only `queue` uses it (the lock keeps the class Sendable).
+    private let context = ExecutionContext(name: "pvh-hvconsole")
+    /// The drain, set once in `init` (it refers to the console weakly: the
+    /// context's thread ends when the console goes).
+    private let drainWork = Lock<ExecutionContext.Work?>(nil)
+    /// The log's limit; only the context uses it (the lock keeps the class Sendable).
     private let logLimit = Lock(LineRateLimit())
 
     public init(domain: DomainID, outputs: HypervisorConsoleOutputs) {
         self.domain = domain
         self.outputs = outputs
         state = Lock(State(ring: HypervisorConsoleRing(capacityBytes: outputs.capacityBytes)))
+        let work = context.makeWork { [weak self] in self?.drain() }
+        drainWork.withLock { $0 = work }
     }
 
     private var wantsLines: Bool { outputs.lines != nil || outputs.logger != nil || outputs.file != nil }
@@ -264,10 +274,10 @@ public final class HypervisorConsole: Sendable {
             s.scheduled = true
             return true
         }
-        if schedule { queue.async { self.drain() } }
+        if schedule { drainWork.withLock { $0 }?.schedule() }
     }
 
-    /// Writes what waits to the outputs (on the console's queue).
+    /// Writes what waits to the outputs (on the console's context).
     private func drain() {
         let (lines, raw) = state.withLock { s in
             defer {
@@ -298,8 +308,9 @@ public final class HypervisorConsole: Sendable {
     }
 
     /// Returns once everything written so far has reached the outputs (the
-    /// domain's end: nothing a guest wrote before it stopped is lost).
-    public func flush() { queue.sync {} }
+    /// domain's end: nothing a guest wrote before it stopped is lost), or
+    /// after a minute if the outputs are stuck (a disk that hangs).
+    public func flush() { _ = context.sync(timeout: .seconds(60)) }
 
     /// The ring now.
     public func snapshot() -> HypervisorConsoleSnapshot { snapshot(through: .max) }
@@ -310,7 +321,7 @@ public final class HypervisorConsole: Sendable {
         }
     }
 
-    /// Times the outputs missed bytes because the queue was too far behind.
+    /// Times the outputs missed bytes because the context was too far behind.
     public var outputDrops: UInt64 { state.withLock { $0.outputDrops } }
 }
 

@@ -479,7 +479,7 @@ func runInForeground(_ config: GuestConfiguration, name guestName: GuestName, re
         // paused, and its unpause (SIGCONT) lets the vCPUs start.
         if startPaused && boots == 1 { kill(getpid(), SIGSTOP) }
         guard current.start(domain) else { break }
-        end = domain.run()
+        end = domain.run(confineThread: sandbox.vcpuConfinement(logger: logger))
         current.finished()
     } while end == .shutdown(.reboot) && restartReason != nil && !current.stopRequested
     // A stop from outside wins over a reboot that raced with it.

@@ -84,6 +84,12 @@ struct GuestSandboxSetting {
     /// and the daemon reports it (DaemonTests.sandboxKill); nothing else
     /// sets it.
     let selfTest: Bool
+    /// PVH_SANDBOX_SELFTEST=vcpu-forbidden-syscall[:NAME]: once its filter
+    /// is loaded, vCPU 0's thread makes one call the process filter allows
+    /// and the vCPU filter does not (socket(AF_UNIX)). It exists only so
+    /// that a test can show the vCPU filter is in force on a real guest
+    /// process (DaemonTests.vcpuSandboxKill); nothing else sets it.
+    let vcpuSelfTest: Bool
     /// The jail's user as asked (`--jail-user`, `PVH_JAIL_USER`, else one
     /// of its own); nil: `--no-jail` or `PVH_JAIL=off`.
     let jailUser: JailUserChoice?
@@ -111,12 +117,13 @@ struct GuestSandboxSetting {
         forceChroot = environment[Self.jailSelfTestVariable] == "chroot"
         let trigger = environment[Self.selfTestVariable] ?? ""
         selfTest = trigger == "forbidden-syscall" || trigger == "forbidden-syscall:\(guestName)"
+        vcpuSelfTest = trigger == "vcpu-forbidden-syscall" || trigger == "vcpu-forbidden-syscall:\(guestName)"
     }
 
     /// Before any domain is built, while the process has one thread: the
     /// passt spawner, forked while this process can still fork (and before
     /// the jail's namespace: it stays in the host's, where passt is), then
-    /// the jail's mount namespace (docs/ARCHITECTURE.md: Sandbox).
+    /// the jail's mount, IPC and UTS namespaces (docs/ARCHITECTURE.md: Sandbox).
     /// `unjailed`: why this process must keep the host's paths, if it must
     /// (`pvh run --on-reboot restart` builds the domain again from the
     /// kernel's and images' paths); it is then not jailed, with a log line.
@@ -151,8 +158,11 @@ struct GuestSandboxSetting {
             }
         }
         guard let user else { return }
+        // A fixed name, not the host's: the guest's domid (`pvh-1` for a
+        // guest on its own, whose domid is always 1).
+        let hostname = "pvh-\(daemonDomain?.rawValue ?? 1)"
         do {
-            try GuestProcessJail.unshareMounts()
+            try GuestProcessJail.unshareNamespaces(hostname: hostname)
         } catch {
             fail(logger, "\(error)")
         }
@@ -160,7 +170,7 @@ struct GuestSandboxSetting {
             logger.warning("jail: \(Self.jailSelfTestVariable)=chroot: taking the chroot fallback (test only)")
             GuestProcessJail.forceChrootFallback()
         }
-        jail = PlannedJail(user: user, root: GuestProcessJail.rootMountPoint(runtimeDirectory: runtime.path))
+        jail = PlannedJail(user: user, root: GuestProcessJail.rootMountPoint(runtimeDirectory: runtime.path), hostname: hostname)
     }
 
     /// The jail's user: the one named, or the guest's own ids (JailUIDRange),
@@ -196,7 +206,9 @@ struct GuestSandboxSetting {
     }
 
     /// Once the domain is built and before its first vCPU runs: every
-    /// capability dropped, then the filter loaded into every thread. A
+    /// capability dropped, the vCPU threads' filter built and kept (each
+    /// loads it as it starts: `confineVCPUThread`), then the process filter
+    /// loaded into every thread. A
     /// failure here ends the process (status 1): a guest asked to run
     /// confined never runs unconfined.
     func confine(logger: Logger, guestDirectory: String?) throws {
@@ -216,17 +228,41 @@ struct GuestSandboxSetting {
         }
         do {
             try GuestProcessSandbox.dropCapabilities()
+            try GuestProcessSandbox.prepareVCPUFilter(mode: mode)
             try GuestProcessSandbox.confine(mode: mode)
         } catch {
             logger.error("\(error)")
             FileDescriptorConsoleSink(fd: 2).emit(Array("pvh: \(error)\n".utf8))
             throw ExitCode(1)
         }
-        logger.notice("sandbox: \(mode == .log ? "seccomp filter loaded (log only)" : "seccomp filter loaded"), capabilities dropped")
+        logger.notice("sandbox: \(mode == .log ? "seccomp filter loaded (log only)" : "seccomp filter loaded"), capabilities dropped; each vCPU thread loads its own on top")
         if selfTest {
             logger.warning("sandbox: \(Self.selfTestVariable): making a forbidden system call (test only)")
             let errno = GuestProcessSandbox.issueForbiddenSystemCall()
             logger.error("sandbox: the forbidden system call returned (errno \(errno)): the filter is not enforcing")
+        }
+    }
+}
+
+extension GuestSandboxSetting {
+    /// What each vCPU thread runs before its first KVM_RUN (Domain.run):
+    /// the vCPU filter `confine` kept, loaded into that thread only; nil
+    /// when there is no sandbox. A failure ends the domain.
+    func vcpuConfinement(logger: Logger) -> (@Sendable (Int) -> String?)? {
+        guard mode != nil, GuestProcessSandbox.vcpuFilterPrepared else { return nil }
+        let selfTest = vcpuSelfTest
+        return { index in
+            do {
+                try GuestProcessSandbox.confineVCPUThread()
+            } catch {
+                return "\(error)"
+            }
+            if selfTest && index == 0 {
+                logger.warning("sandbox: \(Self.selfTestVariable): vCPU 0 making a call only device threads may (test only)")
+                let errno = GuestProcessSandbox.issueVCPUForbiddenSystemCall()
+                logger.error("sandbox: the vCPU's forbidden call returned (errno \(errno)): the vCPU filter is not enforcing")
+            }
+            return nil
         }
     }
 }
@@ -237,6 +273,8 @@ struct PlannedJail {
     let user: JailUser
     /// Where its tmpfs root is mounted before the switch.
     let root: String
+    /// Its host name (its own UTS namespace, set in `prepare`).
+    let hostname: String
 
     /// What the process still reaches by path after set-up, bind-mounted at
     /// the same paths: /dev/null and /dev/urandom (libraries' fallbacks),
@@ -259,7 +297,7 @@ struct PlannedJail {
         if let guestDirectory, chown(guestDirectory, user.uid, user.gid) != 0 {
             throw SandboxError(step: "jail: chown \(guestDirectory)", errno: errno)
         }
-        return try GuestProcessJail.enter(root: root, binds: binds(guestDirectory: guestDirectory), user: user)
+        return try GuestProcessJail.enter(root: root, binds: binds(guestDirectory: guestDirectory), user: user, hostname: hostname)
     }
 }
 

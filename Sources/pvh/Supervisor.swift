@@ -652,14 +652,28 @@ final class Supervisor: DomainService, Sendable {
     }
 
     /// A guest process's confinement as /proc shows it (README: Security):
-    /// its status, and whether its root is another directory than the
-    /// daemon's (the jail's tmpfs: pivot_root or its chroot fallback).
-    /// Nil when the process is gone or unreadable.
+    /// its status, whether its root is another directory than the
+    /// daemon's (the jail's tmpfs: pivot_root or its chroot fallback), and
+    /// which of its namespaces are not the daemon's (/proc/PID/ns links'
+    /// inodes, namespaces(7)). Nil when the process is gone or unreadable.
     static func confinement(_ pid: Int32) -> ProcessConfinement? {
         guard let text = try? String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8) else { return nil }
         var own = stat(), theirs = stat()
         guard stat("/", &own) == 0, stat("/proc/\(pid)/root/", &theirs) == 0 else { return nil }
-        return ProcessConfinement(status: text, jailed: own.st_dev != theirs.st_dev || own.st_ino != theirs.st_ino)
+        var confinement = ProcessConfinement(status: text, jailed: own.st_dev != theirs.st_dev || own.st_ino != theirs.st_ino)
+        var namespaces: [String]? = []
+        for kind in ProcessConfinement.namespaceKinds {
+            var mine = stat(), guest = stat()
+            // A kind this kernel lacks is in neither; one unreadable is no answer.
+            guard stat("/proc/self/ns/\(kind)", &mine) == 0 else { continue }
+            guard stat("/proc/\(pid)/ns/\(kind)", &guest) == 0 else {
+                namespaces = nil
+                break
+            }
+            if mine.st_ino != guest.st_ino || mine.st_dev != guest.st_dev { namespaces?.append(kind) }
+        }
+        confinement?.namespaces = namespaces
+        return confinement
     }
 
     /// utime + stime of a process (proc(5): /proc/PID/stat fields 14 and 15).

@@ -114,6 +114,20 @@ extension HotplugTests {
         let sandbox = listed.first?["sandbox"] as? [String: Any]
         #expect(sandbox?["jailed"] as? Bool == true && sandbox?["uid"] as? Int == 65534 && sandbox?["gid"] as? Int == 65534, "\(long)")
         #expect(sandbox?["seccomp"] as? String == "filter" && sandbox?["no_new_privs"] as? Bool == true, "\(long)")
+        // Its own mount, IPC and UTS namespaces (the daemon's are the
+        // host's), seen from the host and in `pvh list -l`; its host name
+        // is its domid's, not the host's.
+        for kind in ["mnt", "ipc", "uts"] {
+            let daemons = try FileManager.default.destinationOfSymbolicLink(atPath: "/proc/\(daemon.pid)/ns/\(kind)")
+            let guests = try FileManager.default.destinationOfSymbolicLink(atPath: "/proc/\(pid)/ns/\(kind)")
+            #expect(daemons != guests, "\(kind): \(daemons)")
+        }
+        #expect(sandbox?["namespaces"] as? [String] == ["mnt", "ipc", "uts"], "\(long)")
+        #expect(guestLog("jailed").contains("own namespaces mnt,ipc,uts (host name pvh-1)"), "\(guestLog("jailed"))")
+        if FileManager.default.isExecutableFile(atPath: "/usr/bin/nsenter") {
+            let name = try runCommand("/usr/bin/nsenter", ["--uts=/proc/\(pid)/ns/uts", "hostname"], environment: [:], timeout: .seconds(30))
+            #expect(name.status == 0 && name.stdout == "pvh-1\n", "\(name)")
+        }
 
         // Its root, seen from the host: the jail's paths only.
         let root = "/proc/\(pid)/root"

@@ -60,10 +60,17 @@ struct ProcessConfinementTests {
         let document = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
             .deletingLastPathComponent().appendingPathComponent("docs/api/openapi.json").path
         let checker = try SchemaChecker(documentAt: document)
-        let confinement = try #require(ProcessConfinement(status: Self.jailed, jailed: true))
+        var confinement = try #require(ProcessConfinement(status: Self.jailed, jailed: true))
+        confinement.namespaces = ["mnt", "ipc", "uts"]
         let value = try JSONDecoder().decode(JSON.self, from: JSONEncoder().encode(confinement))
         let schema = try #require(checker.schema(named: "DomainInfo")?["properties"]?["sandbox"])
         #expect(checker.check(value, against: schema).isEmpty, "\(checker.check(value, against: schema))")
         #expect(value["no_new_privs"] == .bool(true) && value["effective_capabilities"] == .string("0000000000000000"))
+        #expect(value["namespaces"] == .array([.string("mnt"), .string("ipc"), .string("uts")]))
+        // A namespace name /proc does not have does not fit.
+        let bad = try JSONDecoder().decode(JSON.self, from: JSONEncoder().encode(
+            ProcessConfinement(jailed: true, uid: 1, gid: 1, seccomp: "filter", noNewPrivs: true,
+                               effectiveCapabilities: "0000000000000000", namespaces: ["mount"])))
+        #expect(!checker.check(bad, against: schema).isEmpty)
     }
 }

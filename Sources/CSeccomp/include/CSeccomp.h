@@ -21,6 +21,11 @@ int pvh_seccomp_allow(const char *name);
 /// Allows `name` when (argument `arg` & `mask`) == `value`.
 int pvh_seccomp_allow_masked(const char *name, unsigned arg, uint64_t mask, uint64_t value);
 
+/// Allows `name` when both (argument `arg_a` & `mask_a`) == `value_a` and
+/// (argument `arg_b` & `mask_b`) == `value_b`.
+int pvh_seccomp_allow_masked2(const char *name, unsigned arg_a, uint64_t mask_a, uint64_t value_a,
+                              unsigned arg_b, uint64_t mask_b, uint64_t value_b);
+
 /// Makes `name` fail with `error` (an errno) instead of killing: clone3,
 /// whose flags sit behind a pointer a filter cannot read, answers ENOSYS so
 /// glibc falls back to clone, whose flags it can.
@@ -29,6 +34,33 @@ int pvh_seccomp_fail(const char *name, int error);
 /// Loads the filter into every thread of the process (SECCOMP_FILTER_FLAG_TSYNC)
 /// after PR_SET_NO_NEW_PRIVS, and releases it. 0 or -errno.
 int pvh_seccomp_load(void);
+
+/// Finishes the filter being built as a BPF program kept for threads to
+/// load later (pvh_seccomp_load_kept_into_thread), instead of loading it
+/// now, and releases it. Needs memfd_create: before the process filter.
+int pvh_seccomp_keep_for_threads(void);
+
+/// Loads the kept program into the calling thread only (seccomp(2),
+/// SECCOMP_SET_MODE_FILTER, no TSYNC), stacked on the process filter: the
+/// kernel runs both and takes the stricter verdict. -ENOENT if none kept.
+int pvh_seccomp_load_kept_into_thread(void);
+
+/// 1 if a program is kept for threads.
+int pvh_seccomp_has_kept_program(void);
+
+/// The KVM ioctl requests a vCPU thread may make (linux/kvm.h), by index.
+unsigned pvh_vcpu_ioctl_count(void);
+uint64_t pvh_vcpu_ioctl_request(unsigned index);
+/// SECCOMP_SET_MODE_FILTER (linux/seccomp.h), PROT_EXEC (sys/mman.h),
+/// AT_EMPTY_PATH (fcntl.h).
+unsigned pvh_seccomp_set_mode_filter(void);
+uint64_t pvh_prot_exec(void);
+uint64_t pvh_at_empty_path(void);
+
+/// PVH_SANDBOX_SELFTEST=vcpu-forbidden-syscall: on a vCPU thread, one call
+/// the process filter allows and the vCPU filter does not (socket(AF_UNIX)).
+/// 0 if it succeeded (no vCPU filter), else -errno.
+int pvh_issue_vcpu_forbidden_syscall(void);
 
 /// The ioctl request "types" (_IOC_TYPE, the second byte) the guest
 /// process uses: KVM (KVMIO), TUN and terminals ('T': TUNSETIFF, TCGETS,
@@ -59,15 +91,20 @@ int pvh_effective_capability_count(void);
 /// filter is loaded: it fails with ENOENT). Returns -errno.
 int pvh_issue_forbidden_syscall(void);
 
+/// getpid(2): the tgid a vCPU thread's tgkill must name.
+int pvh_process_id(void);
+
 /// SIGSYS (signal.h): the signal the kernel kills a process with for a
 /// filtered system call under SCMP_ACT_KILL_PROCESS.
 int pvh_sigsys(void);
 
 // The jailer (jail.c; docs/ARCHITECTURE.md: Sandbox). Each 0 or -errno.
 
-/// unshare(CLONE_NEWNS) and every mount made private (MS_REC): while the
-/// process has one thread, so that every thread made later shares it.
-int pvh_jail_unshare_mounts(void);
+/// unshare(CLONE_NEWNS | CLONE_NEWIPC | CLONE_NEWUTS), the host name set
+/// to `hostname` (1 to 64 bytes) in the new UTS namespace, and every mount
+/// made private (MS_REC): while the process has one thread, so that every
+/// thread made later shares them.
+int pvh_jail_unshare(const char *hostname);
 
 /// Mounts a small tmpfs (64 KiB, nosuid, nodev, noexec) at `root`, made
 /// with its parents if missing: the jail's root to be.
