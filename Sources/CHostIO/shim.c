@@ -191,6 +191,50 @@ int pvh_uring_wait_timeout(struct io_uring *ring, unsigned milliseconds) {
     return r == -ETIME ? 0 : r;
 }
 
+int pvh_uring_write_frames(struct io_uring *ring, int fd, const struct iovec *iov, const unsigned *counts,
+                           unsigned frames, int32_t *results) {
+    unsigned prepared = 0, at = 0;
+    for (unsigned k = 0; k < frames; k++) results[k] = -ECANCELED;
+    for (; prepared < frames; prepared++) {
+        struct io_uring_sqe *sqe = io_uring_get_sqe(ring);
+        if (!sqe) break;
+        io_uring_prep_writev(sqe, fd, iov + at, counts[prepared], 0);
+        io_uring_sqe_set_data64(sqe, prepared);
+        at += counts[prepared];
+    }
+    int status = prepared == frames ? 0 : -EBUSY;
+    unsigned submitted = 0;
+    while (submitted < prepared) {
+        int r = io_uring_submit(ring);
+        if (r == -EINTR) continue;
+        if (r <= 0) {
+            if (status == 0) status = r < 0 ? r : -EBUSY;
+            break;
+        }
+        submitted += (unsigned)r;
+    }
+    // SQEs prepared but not taken stay in the SQ ring for a later submit:
+    // none is left behind here unless io_uring_enter failed, and then the
+    // ring is not used again (the caller falls back to writev).
+    unsigned done = 0;
+    while (done < submitted) {
+        struct io_uring_cqe *cqe;
+        unsigned head, n = 0;
+        io_uring_for_each_cqe(ring, head, cqe) {
+            uint64_t k = io_uring_cqe_get_data64(cqe);
+            if (k < frames) results[k] = cqe->res;
+            n++;
+        }
+        io_uring_cq_advance(ring, n);
+        done += n;
+        if (done < submitted) {
+            struct __kernel_timespec ts = {.tv_sec = 0, .tv_nsec = 100000000};
+            (void)io_uring_wait_cqe_timeout(ring, &cqe, &ts);
+        }
+    }
+    return status;
+}
+
 unsigned pvh_uring_cq_ready(const struct io_uring *ring) { return io_uring_cq_ready(ring); }
 
 int pvh_uring_register_eventfd(struct io_uring *ring, int fd) { return io_uring_register_eventfd(ring, fd); }

@@ -98,11 +98,24 @@ final class NetQueueCore: Sendable {
         /// `timer_pending(&queue->credit_timeout)`): pumps before then
         /// leave the held packet alone rather than arm another timer.
         var creditTimerDue: Duration?
-        /// The packet being read and sent, reused for every packet: their
-        /// arrays keep their storage, so a packet costs no allocation.
+        /// A packet's slots with nothing in them: what a new `gathered`
+        /// entry starts from.
         var slots = NetTxSlots(first: NetifTxRequest(grant: GrantReference(rawValue: 0), offset: 0, flags: [], id: 0, size: 0))
-        var packet = NetTxPacket(segments: [], length: 0, segmentation: .none, checksumBlank: false)
         var scratch = TxScratch()
+        /// The packets of the batch being gathered (`transmitBatch`), the
+        /// first `gatheredCount` in use; reused for every batch, each
+        /// entry's arrays keep their storage, so a packet costs no allocation.
+        var gathered: [GatheredPacket] = []
+        var gatheredCount = 0
+    }
+    /// One packet of a TX batch: its slots as copied off the ring, the
+    /// packet they make, why they are bad (nil: valid) and, once sent, why
+    /// it did not go (nil: it did).
+    struct GatheredPacket {
+        var slots: NetTxSlots
+        var packet = NetTxPacket(segments: [], length: 0, segmentation: .none, checksumBlank: false)
+        var invalid: NetDropReason?
+        var outcome: NetDropReason?
     }
     /// Arrays `send` fills for each packet, kept for the next.
     struct TxScratch {
@@ -112,6 +125,10 @@ final class NetQueueCore: Sendable {
         var hostRanges: [HostMemoryRange] = []
         /// The copy of a packet's headers a partial checksum is located in.
         var headers: [UInt8] = []
+        /// A batch's frames for the link, and each frame's parts in turn.
+        var batch = NetworkTransmitBatch()
+        /// Which gathered packet each frame of `batch` is.
+        var frames: [Int] = []
     }
     struct RxState {
         var ring: NetifRxRing
@@ -278,21 +295,18 @@ final class NetQueueCore: Sendable {
                     return try Self.guest({ () throws(XenRingError) in try s.ring.unconsumedRequests() }) > 0
                 }
                 while taken < Self.batch, try ready() {
-                    switch try transmitOne(&s) {
-                    case .done(let responses):
-                        taken += 1
-                        unpublished += responses
-                        if unpublished >= Self.publishEvery {
-                            unpublished = 0
-                            if try Self.guest({ () throws(XenRingError) in try s.ring.pushResponses() }) { owed = true }
-                            if owed, try Self.guest({ () throws(XenRingError) in try Self.runningLow(s.ring) }) {
-                                owed = false
-                                again.withLock { $0 }?.notifyTx()
-                            }
+                    let step = try transmitBatch(&s, limit: Self.batch - taken)
+                    taken += step.packets
+                    unpublished += step.responses
+                    if unpublished >= Self.publishEvery {
+                        unpublished = 0
+                        if try Self.guest({ () throws(XenRingError) in try s.ring.pushResponses() }) { owed = true }
+                        if owed, try Self.guest({ () throws(XenRingError) in try Self.runningLow(s.ring) }) {
+                            owed = false
+                            again.withLock { $0 }?.notifyTx()
                         }
-                    case .waitingForCredit(let delay):
-                        creditWait = delay
                     }
+                    if let wait = step.creditWait { creditWait = wait }
                     if s.held != nil { break }
                 }
                 if unpublished > 0, try Self.guest({ () throws(XenRingError) in try s.ring.pushResponses() }) { owed = true }
@@ -308,15 +322,6 @@ final class NetQueueCore: Sendable {
         if let creditWait { again.withLock { $0 }?.txAfter(creditWait) }
         if yielded { again.withLock { $0 }?.tx() }
         return owed ? .notifyGuest : .quiet
-    }
-
-    enum TxStep {
-        /// The packet was sent or answered; its responses (this many) are
-        /// written, not yet published.
-        case done(responses: Int)
-        /// Held for credit: a timer must pump again after this delay (nil:
-        /// one armed earlier still will).
-        case waitingForCredit(Duration?)
     }
 
     /// Whether an event the frontend asked for (a publish in this pump
@@ -337,57 +342,108 @@ final class NetQueueCore: Sendable {
         do { return try body() } catch { throw DeviceFault(error) }
     }
 
-    /// Reads one packet's slots (at least one request is there, or a
-    /// packet is held), checks it, sends it and writes its responses; or
-    /// holds it for credit.
-    private func transmitOne(_ s: inout TxState) throws(DeviceFault) -> TxStep {
-        // Why the packet's slots are bad (answered NETIF_RSP_ERROR); nil: valid.
-        let invalid: NetDropReason?
-        if let held = s.held {
-            s.slots = held.slots
-            s.packet = held.packet
-            invalid = nil
-        } else {
-            try readPacket(&s.ring, into: &s.slots)
-            invalid = NetTxValidator.validate(s.slots, into: &s.packet)
-        }
-        if invalid == nil, let credit = environment.credit {
-            // tx_credit_exceeded: a timer still pending means wait for it.
-            if let due = s.creditTimerDue, credit.now() < due {
-                s.held = (s.slots, s.packet)
-                return .waitingForCredit(nil)
-            }
-            s.creditTimerDue = nil
-            if case .wait(let delay) = credit.take(s.packet.length) {
-                s.held = (s.slots, s.packet)
-                s.creditTimerDue = credit.now() + delay
-                NetMetrics.bump(metrics.txCreditWaits)
-                return .waitingForCredit(delay)
-            }
-        }
-        s.held = nil
-        let status: NetifStatus
-        if let invalid {
-            metrics.drop(invalid)
-            status = .error
-        } else if let reason = send(s.packet, &s.scratch) {
-            metrics.drop(reason)
-            // The host side's refusal is not the guest's error.
-            status = reason == .txBadGrant || reason == .txBadChecksumHeaders || reason == .txBadGSO ? .error : .okay
-        } else {
-            status = .okay
-        }
-        let slots = s.slots
+    /// What one `transmitBatch` did.
+    struct TxBatchStep {
+        /// Packets taken off the ring and answered.
+        var packets = 0
+        /// Their responses (written, not yet published).
         var responses = 0
-        do throws(XenRingError) {
-            try slots.forEachResponse(status) { (r) throws(XenRingError) in
-                try s.ring.pushResponse(r)
-                responses += 1
+        /// Set when a packet is now held for credit: `.some(delay)` asks
+        /// for a timer to pump again after it, `.some(nil)` means one armed
+        /// earlier still will.
+        var creditWait: Duration??
+    }
+
+    /// Packets the TX pump gathers into one batch for the link, at most:
+    /// the link's own limit (a TAP: 32 frames per io_uring_enter), and
+    /// packets up to this many slots, so a TSO packet's 17 slots make a
+    /// batch of two and the frontend hears of room as often as before.
+    static let gatherSlots = 32
+
+    /// Reads up to `limit` packets (at least one request is there, or a
+    /// packet is held), checks each, sends the valid ones to the link as
+    /// one batch and writes every packet's responses in ring order; stops
+    /// at a packet held for credit (not sent, no responses).
+    private func transmitBatch(_ s: inout TxState, limit: Int) throws(DeviceFault) -> TxBatchStep {
+        var step = TxBatchStep()
+        let link = environment.link as? any BatchTransmitNetworkLink
+        let most = min(limit, max(1, link?.transmitBatchLimit ?? 1))
+        s.gatheredCount = 0
+        var slots = 0
+        while s.gatheredCount < most, slots < Self.gatherSlots {
+            if s.gatheredCount > 0 {
+                guard try Self.guest({ () throws(XenRingError) in try s.ring.unconsumedRequests() }) > 0 else { break }
             }
-        } catch {
-            throw DeviceFault(error)
+            if s.gatheredCount == s.gathered.count {
+                s.gathered.append(GatheredPacket(slots: s.slots))
+            }
+            let k = s.gatheredCount
+            if let held = s.held {
+                s.gathered[k].slots = held.slots
+                s.gathered[k].packet = held.packet
+                s.gathered[k].invalid = nil
+            } else {
+                try readPacket(&s.ring, into: &s.gathered[k].slots)
+                s.gathered[k].invalid = NetTxValidator.validate(s.gathered[k].slots, into: &s.gathered[k].packet)
+            }
+            if s.gathered[k].invalid == nil, let credit = environment.credit {
+                // tx_credit_exceeded: a timer still pending means wait for it.
+                if let due = s.creditTimerDue, credit.now() < due {
+                    s.held = (s.gathered[k].slots, s.gathered[k].packet)
+                    step.creditWait = .some(nil)
+                    break
+                }
+                s.creditTimerDue = nil
+                if case .wait(let delay) = credit.take(s.gathered[k].packet.length) {
+                    s.held = (s.gathered[k].slots, s.gathered[k].packet)
+                    s.creditTimerDue = credit.now() + delay
+                    NetMetrics.bump(metrics.txCreditWaits)
+                    step.creditWait = .some(delay)
+                    break
+                }
+            }
+            s.held = nil
+            slots += s.gathered[k].slots.extras.count + s.gathered[k].slots.dataSlots
+            s.gatheredCount += 1
         }
-        return .done(responses: responses)
+        let count = s.gatheredCount
+        guard count > 0 else { return step }
+        if let link, count > 1 {
+            sendBatch(&s.gathered, count: count, link: link, &s.scratch)
+        } else {
+            for k in 0..<count where s.gathered[k].invalid == nil {
+                s.gathered[k].outcome = send(s.gathered[k].packet, &s.scratch)
+            }
+        }
+        for k in 0..<count {
+            let status: NetifStatus
+            if let invalid = s.gathered[k].invalid {
+                metrics.drop(invalid)
+                status = .error
+            } else if let reason = s.gathered[k].outcome {
+                metrics.drop(reason)
+                // The host side's refusal is not the guest's error.
+                status = reason == .txBadGrant || reason == .txBadChecksumHeaders || reason == .txBadGSO ? .error : .okay
+            } else {
+                status = .okay
+            }
+            // NetTxSlots.forEachResponse's order, read in place (a copy of
+            // the slots would hold each of their arrays once per packet).
+            do throws(XenRingError) {
+                try s.ring.pushResponse(NetifTxResponse(id: s.gathered[k].slots.first.id, status: status))
+                for _ in 0..<s.gathered[k].slots.extras.count {
+                    try s.ring.pushResponse(NetifTxResponse(id: 0, status: .null))
+                }
+                for j in 0..<s.gathered[k].slots.chain.count {
+                    try s.ring.pushResponse(NetifTxResponse(id: s.gathered[k].slots.chain[j].id, status: status))
+                }
+                step.responses += s.gathered[k].slots.extras.count + s.gathered[k].slots.dataSlots
+            } catch {
+                throw DeviceFault(error)
+            }
+        }
+        step.packets = count
+        return step
     }
 
     /// The first slot, its extras, its `more_data` chain, as
@@ -456,59 +512,186 @@ final class NetQueueCore: Sendable {
         // table's lock each way, not one per slot), released on return.
         do {
             return try environment.grants.withHolds(scratch.grants, access: .read, regions: &scratch.regions) { regions in
-                sendHeld(packet, regions, &guestRanges, &hostRanges, &headers)
+                switch plan(packet, regions, base: 0, &guestRanges, &hostRanges, &headers) {
+                case .dropped(let reason): return reason
+                case .viaBounce: return sendViaBounce(packet, guestRanges)
+                case .ready(let offload):
+                    if let reason = Self.dropReason(environment.link.transmit(hostRanges, offload: offload)) { return reason }
+                    countSent(packet)
+                    return nil
+                }
             }
         } catch {
             return .txBadGrant
         }
     }
 
-    /// `send` with the packet's pages held (`regions`, one per segment).
-    private func sendHeld(_ packet: NetTxPacket, _ regions: [GuestPhysicalRange], _ guestRanges: inout [GuestPhysicalRange],
-                          _ ranges: inout [HostMemoryRange], _ headers: inout [UInt8]) -> NetDropReason? {
+    /// The valid packets of `gathered[..<count]` to the link as one batch
+    /// (`BatchTransmitNetworkLink`: a TAP writes them in one system call):
+    /// every page of all of them held at once (one pass over the grant
+    /// table's lock each way for the batch), each packet's frame gathered
+    /// from its pages, the frames sent in ring order in one call, then the
+    /// holds ended, so no page is released to the guest before the host
+    /// took its frame. Each packet's `outcome` is set. A packet that needs
+    /// the bounce buffer (a checksum or segmentation the link cannot do)
+    /// goes alone, after the frames before it. When any grant cannot be
+    /// held, the packets go one by one (`send`), so only a packet with a
+    /// bad grant is dropped.
+    private func sendBatch(_ gathered: inout [GatheredPacket], count: Int, link: any BatchTransmitNetworkLink,
+                           _ scratch: inout TxScratch) {
+        guard environment.carrier.isUp else {
+            for k in 0..<count where gathered[k].invalid == nil { gathered[k].outcome = .txLinkDown }
+            return
+        }
+        scratch.grants.removeAll(keepingCapacity: true)
+        for k in 0..<count where gathered[k].invalid == nil {
+            gathered[k].outcome = nil
+            for segment in gathered[k].packet.segments { scratch.grants.append(segment.grant) }
+        }
+        // Taken out of `scratch` while the closure below fills them.
+        var guestRanges = scratch.guestRanges
+        var headers = scratch.headers
+        var batch = scratch.batch
+        var frames = scratch.frames
+        scratch.guestRanges = []
+        scratch.headers = []
+        scratch.batch = NetworkTransmitBatch()
+        scratch.frames = []
+        defer {
+            // Emptied (storage kept): no page stays named past its hold.
+            guestRanges.removeAll(keepingCapacity: true)
+            batch.removeAll()
+            frames.removeAll(keepingCapacity: true)
+            scratch.guestRanges = guestRanges
+            scratch.headers = headers
+            scratch.batch = batch
+            scratch.frames = frames
+        }
+        let held: Bool? = try? environment.grants.withHolds(scratch.grants, access: .read, regions: &scratch.regions) { regions in
+            /// The frames gathered so far to the link, each packet's outcome from its result.
+            func flush() {
+                guard batch.count > 0 else { return }
+                link.transmit(&batch)
+                for (i, k) in frames.enumerated() {
+                    let result = i < batch.results.count ? batch.results[i] : .failure(.linkDown)
+                    if let reason = Self.dropReason(result) {
+                        gathered[k].outcome = reason
+                    } else {
+                        countSent(gathered[k].packet)
+                    }
+                }
+                batch.removeAll()
+                frames.removeAll(keepingCapacity: true)
+            }
+            var base = 0
+            for k in 0..<count where gathered[k].invalid == nil {
+                guestRanges.removeAll(keepingCapacity: true)
+                // The frame's parts go straight into the batch (no array of
+                // the packet's own: each part held once less).
+                switch plan(gathered[k].packet, regions, base: base, &guestRanges, &batch, &headers) {
+                case .ready(let offload):
+                    batch.endFrame(offload: offload)
+                    frames.append(k)
+                case .dropped(let reason):
+                    batch.discardOpenFrame()
+                    gathered[k].outcome = reason
+                case .viaBounce:
+                    batch.discardOpenFrame()
+                    flush()
+                    gathered[k].outcome = sendViaBounce(gathered[k].packet, guestRanges)
+                }
+                base += gathered[k].packet.segments.count
+            }
+            flush()
+            return true
+        }
+        if held == nil {
+            for k in 0..<count where gathered[k].invalid == nil { gathered[k].outcome = send(gathered[k].packet, &scratch) }
+        }
+    }
+
+    /// Where `plan` puts a frame's parts: the frame's own array (`send`),
+    /// or the batch being gathered (`sendBatch`).
+    protocol TxPartSink {
+        mutating func appendPart(_ part: HostMemoryRange)
+    }
+
+    /// How a packet whose pages are held goes to the link.
+    enum TxPlan {
+        /// Straight from the granted pages (`parts`) with this offload.
+        case ready(NetworkOffload)
+        /// Through the bounce buffer: a checksum to complete or a
+        /// segmentation to do here.
+        case viaBounce
+        /// Not at all.
+        case dropped(NetDropReason)
+    }
+
+    /// `packet`'s bytes in its held pages (`regions[base...]`, one per
+    /// segment) as guest ranges and host parts, and its offload; a partial
+    /// checksum located in a copy of its headers (each guest byte read once).
+    private func plan<Parts: TxPartSink>(_ packet: NetTxPacket, _ regions: [GuestPhysicalRange], base: Int,
+                                         _ guestRanges: inout [GuestPhysicalRange], _ parts: inout Parts,
+                                         _ headers: inout [UInt8]) -> TxPlan {
         let env = environment
         for (k, segment) in packet.segments.enumerated() {
-            guard k < regions.count, let range = GrantHold.bytes(of: regions[k], offset: segment.offset, length: segment.length),
-                  let host = try? env.memory.hostRange(range) else { return .txBadGrant }
-            ranges.append(host)
+            guard base + k < regions.count,
+                  let range = GrantHold.bytes(of: regions[base + k], offset: segment.offset, length: segment.length),
+                  let host = try? env.memory.hostRange(range) else { return .dropped(.txBadGrant) }
+            parts.appendPart(host)
             guestRanges.append(range)
         }
         var offload = NetworkOffload(segmentation: packet.segmentation)
         let capabilities = env.link.capabilities
         switch packet.segmentation {
         case .none: break
-        case .tcpv4(let mss):
-            if !capabilities.contains(.tcpv4Segmentation) { return segmentAndSend(packet, guestRanges, mss: mss) }
-        case .tcpv6(let mss):
-            if !capabilities.contains(.tcpv6Segmentation) { return segmentAndSend(packet, guestRanges, mss: mss) }
+        case .tcpv4: if !capabilities.contains(.tcpv4Segmentation) { return .viaBounce }
+        case .tcpv6: if !capabilities.contains(.tcpv6Segmentation) { return .viaBounce }
         }
         if packet.checksumBlank {
-            // checksum_setup: the headers say where the checksum goes. Each
-            // guest byte used is read once, into a copy: the headers alone
-            // when the link completes the checksum, else the whole frame.
-            if capabilities.contains(.partialChecksum) {
-                guard copyHeaders(guestRanges, limit: min(packet.length, 256), into: &headers),
-                      let location = NetChecksumLocation(headers: headers, frameLength: packet.length) else {
-                    return .txBadChecksumHeaders
-                }
-                offload.partialChecksum = .init(start: UInt16(location.start), offset: UInt16(location.offset))
-            } else {
-                // The link takes complete frames only: copy, complete, send the copy.
-                guard var frame = try? copy(guestRanges, limit: packet.length) else { return .txBadGrant }
-                guard let location = NetChecksumLocation(headers: frame, frameLength: frame.count) else {
-                    return .txBadChecksumHeaders
-                }
-                location.complete(&frame)
-                guard let whole = staged(frame) else { return .txLinkRefused }
-                ranges = [whole]
-                NetMetrics.bump(metrics.txChecksumsCompleted)
+            // checksum_setup: the headers say where the checksum goes. Only
+            // the headers are read when the link completes the checksum;
+            // else the whole frame is copied (`sendViaBounce`).
+            guard capabilities.contains(.partialChecksum) else { return .viaBounce }
+            guard copyHeaders(guestRanges, limit: min(packet.length, 256), into: &headers),
+                  let location = NetChecksumLocation(headers: headers, frameLength: packet.length) else {
+                return .dropped(.txBadChecksumHeaders)
             }
+            offload.partialChecksum = .init(start: UInt16(location.start), offset: UInt16(location.offset))
         }
-        if let reason = Self.dropReason(env.link.transmit(ranges, offload: offload)) { return reason }
+        return .ready(offload)
+    }
+
+    /// A packet the link cannot take as it is (`TxPlan.viaBounce`), its
+    /// pages held (`guestRanges`): segmented here, or copied once and its
+    /// checksum completed, and sent from the bounce buffer. Nil when sent.
+    private func sendViaBounce(_ packet: NetTxPacket, _ guestRanges: [GuestPhysicalRange]) -> NetDropReason? {
+        let capabilities = environment.link.capabilities
+        switch packet.segmentation {
+        case .tcpv4(let mss) where !capabilities.contains(.tcpv4Segmentation),
+             .tcpv6(let mss) where !capabilities.contains(.tcpv6Segmentation):
+            return segmentAndSend(packet, guestRanges, mss: mss)
+        default: break
+        }
+        // The link takes complete frames only: copy, complete, send the copy.
+        guard var frame = try? copy(guestRanges, limit: packet.length) else { return .txBadGrant }
+        guard let location = NetChecksumLocation(headers: frame, frameLength: frame.count) else {
+            return .txBadChecksumHeaders
+        }
+        location.complete(&frame)
+        guard let whole = staged(frame) else { return .txLinkRefused }
+        NetMetrics.bump(metrics.txChecksumsCompleted)
+        let offload = NetworkOffload(segmentation: packet.segmentation)
+        if let reason = Self.dropReason(environment.link.transmit([whole], offload: offload)) { return reason }
+        countSent(packet)
+        return nil
+    }
+
+    /// The metrics of a packet the link took.
+    private func countSent(_ packet: NetTxPacket) {
         NetMetrics.bump(metrics.txPackets)
         NetMetrics.bump(metrics.txBytes, by: packet.length)
         if packet.segmentation != .none { NetMetrics.bump(metrics.txGSOPackets) }
-        return nil
     }
 
     /// Why the link did not take a frame (nil: it did).
@@ -1061,3 +1244,9 @@ final class NetQueueCore: Sendable {
         }
     }
 }
+
+extension [HostMemoryRange]: NetQueueCore.TxPartSink {
+    mutating func appendPart(_ part: HostMemoryRange) { append(part) }
+}
+
+extension NetworkTransmitBatch: NetQueueCore.TxPartSink {}

@@ -61,6 +61,9 @@ public final class NetfrontQueue {
     /// Where the RX ring's page is (a test rewrites posted requests there,
     /// as a hostile guest may while the backend uses them).
     public let rxRingAddress: GuestPhysicalAddress
+    /// Where the TX ring's page is (a test rewrites requests the backend
+    /// has read, as a hostile guest may).
+    public let txRingAddress: GuestPhysicalAddress
     /// The TX port; the only one when not split.
     public let txPort: EventChannelPort
     /// The RX port (`txPort` when not split).
@@ -84,6 +87,7 @@ public final class NetfrontQueue {
             rx = try RxRing(memory: guest.memory, base: guest.address(rxFrame))
         } catch { throw NetFrontendError.ring(error) }
         rxRingAddress = guest.address(rxFrame)
+        txRingAddress = guest.address(txFrame)
         txRef = try guest.grant(txFrame)
         rxRef = try guest.grant(rxFrame)
         do {

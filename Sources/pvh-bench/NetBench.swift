@@ -711,8 +711,9 @@ final class PVHSide {
 
 /// A TAP seen only as a plain `NetworkLink` (not a
 /// `DirectReceiveNetworkLink`): its thread reads every frame and hands the
-/// backend a copy, for `--rx-read thread`.
-final class ThreadReadLink: NetworkLink, Sendable {
+/// backend a copy, for `--rx-read thread`. Its transmits are the TAP's,
+/// batches included.
+final class ThreadReadLink: BatchTransmitNetworkLink, Sendable {
     let tap: TapLink
     init(_ tap: TapLink) { self.tap = tap }
     var description: String { tap.description }
@@ -721,6 +722,8 @@ final class ThreadReadLink: NetworkLink, Sendable {
     func transmit(_ parts: [HostMemoryRange], offload: NetworkOffload) -> Result<Void, NetworkTransmitDrop> {
         tap.transmit(parts, offload: offload)
     }
+    var transmitBatchLimit: Int { tap.transmitBatchLimit }
+    func transmit(_ batch: inout NetworkTransmitBatch) { tap.transmit(&batch) }
     func start(receive: @escaping @Sendable (NetworkFrame) -> Void, carrier: @escaping @Sendable (Bool) -> Void) throws(HostIOError) {
         try tap.start(receive: receive, carrier: carrier)
     }

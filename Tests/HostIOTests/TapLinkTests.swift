@@ -136,6 +136,46 @@ struct TapLinkTests {
         }
     }
 
+    @Test("a batch of frames (one io_uring_enter) reaches the host in order; a frame too large is refused alone; after stop, link down")
+    func batchToHost() throws {
+        let tap = try TapFixture(subnet: 9)
+        let host = try HostUDPSocket(address: tap.hostIPString, port: 40_009)
+        // Each frame in memory of its own (`ranges` writes at offset 0).
+        let memories = try (0..<40).map { _ in try FrameMemory() }
+        var batch = NetworkTransmitBatch()
+        var payloads: [[UInt8]] = []
+        for k in 0..<40 {
+            let frames = memories[k]
+            if k == 3 {
+                batch.append(try frames.ranges([UInt8](repeating: 0, count: 1500 + 19)), offload: .none)
+                continue
+            }
+            let payload = Array("frame \(k)".utf8)
+            payloads.append(payload)
+            let frame = Packet.ethernet(destination: tap.hostMAC, source: TapFixture.guestMAC, type: 0x0800,
+                                        Packet.ipv4(source: tap.guestIP, destination: tap.hostIP, protocol: 17,
+                                                    Packet.udp(sourcePort: 5555, destinationPort: 40_009, payload)))
+            batch.append(try frames.ranges(frame, parts: 1 + k % 3), offload: .none)
+        }
+        // More frames than one io_uring_enter takes: two submissions, in order.
+        #expect(batch.count > tap.link.transmitBatchLimit)
+        tap.link.transmit(&batch)
+        #expect(batch.results.count == 40)
+        for (k, result) in batch.results.enumerated() {
+            if k == 3 {
+                #expect(throws: NetworkTransmitDrop.tooLarge) { try result.get() }
+            } else {
+                #expect(throws: Never.self) { try result.get() }
+            }
+        }
+        for payload in payloads { #expect(host.receive() == payload) }
+        tap.link.stop()
+        tap.link.transmit(&batch)
+        #expect(batch.results.count == 40)
+        #expect(batch.results.allSatisfy { (try? $0.get()) == nil })
+        withExtendedLifetime(memories) {}
+    }
+
     @Test("a UDP datagram the host sends to the guest's address arrives through the link, byte for byte")
     func hostToLink() throws {
         let tap = try TapFixture(subnet: 3)

@@ -23,7 +23,13 @@ typealias Guest = FrontendGuest
 /// gathered from the host ranges during the call, as a TAP's writev would),
 /// and lets the test deliver frames and carrier changes as the link's
 /// thread would.
-final class MockLink: NetworkLink, Sendable {
+///
+/// It takes batches (`BatchTransmitNetworkLink`) of up to `batchLimit`
+/// frames (1: the backend sends frame by frame, as to a link without
+/// batches), recording each batch's size (`onBatch` runs as it arrives);
+/// `refuse` makes it drop (`.busy`) the frames whose index over the whole
+/// run (from 0) it names.
+final class MockLink: BatchTransmitNetworkLink, Sendable {
     struct Sent: Sendable {
         var bytes: [UInt8]
         var offload: NetworkOffload
@@ -32,15 +38,35 @@ final class MockLink: NetworkLink, Sendable {
     let description = "mock"
     let mtu = 1500
     let capabilities: NetworkLinkCapabilities
+    let batchLimit: Int
     private let sentFrames = Lock<[Sent]>([])
     private let callbacks = Lock<(receive: (@Sendable (NetworkFrame) -> Void)?, carrier: (@Sendable (Bool) -> Void)?)>((nil, nil))
     let stopped = Atomic<Bool>(false)
+    /// Sizes of the batches taken, in order.
+    let batches = Lock<[Int]>([])
+    /// Frames (by index over the run) to answer `.busy`, not recording them.
+    let refuse = Lock<Set<Int>>([])
+    private let offered = Atomic<Int>(0)
+    /// Called with each batch before it is recorded.
+    let onBatch = Lock<(@Sendable (Int) -> Void)?>(nil)
 
-    init(capabilities: NetworkLinkCapabilities = [.partialChecksum, .tcpv4Segmentation, .tcpv6Segmentation]) {
+    init(capabilities: NetworkLinkCapabilities = [.partialChecksum, .tcpv4Segmentation, .tcpv6Segmentation], batchLimit: Int = 32) {
         self.capabilities = capabilities
+        self.batchLimit = batchLimit
+    }
+
+    var transmitBatchLimit: Int { batchLimit }
+
+    func transmit(_ batch: inout NetworkTransmitBatch) {
+        batches.withLock { $0.append(batch.count) }
+        onBatch.withLock { $0 }?(batch.count)
+        var scratch: [HostMemoryRange] = []
+        transmitEach(&batch, scratch: &scratch)
     }
 
     func transmit(_ parts: [HostMemoryRange], offload: NetworkOffload) -> Result<Void, NetworkTransmitDrop> {
+        let index = offered.wrappingAdd(1, ordering: .relaxed).oldValue
+        if refuse.withLock({ $0.contains(index) }) { return .failure(.busy) }
         var bytes: [UInt8] = []
         for p in parts {
             // The range stays mapped during the call (NetworkLink's contract).

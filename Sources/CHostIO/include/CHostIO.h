@@ -122,6 +122,18 @@ unsigned pvh_uring_cq_ready(const struct io_uring *ring);
 /// completion it posts to the ring. 0 or -errno.
 int pvh_uring_register_eventfd(struct io_uring *ring, int fd);
 
+/// Writes `frames` frames to `fd` through `ring`, in order, in one
+/// io_uring_enter: frame k is IORING_OP_WRITEV of `counts[k]` vectors
+/// starting at `iov + sum(counts[0..<k])`, user data k. Returns once every
+/// frame has its completion, its result (bytes written or -errno) in
+/// `results[k]`: 0, or -errno when the ring could not take them all (then
+/// the frames with `results[k]` == -ECANCELED were not submitted). A
+/// completion is waited for in 100 ms slices: the kernel reads the vectors
+/// until it posts it, so the function cannot return before. The ring must
+/// have room for `frames` entries and nothing else in flight.
+int pvh_uring_write_frames(struct io_uring *ring, int fd, const struct iovec *iov, const unsigned *counts,
+                           unsigned frames, int32_t *results);
+
 /// eventfd(0, EFD_CLOEXEC), blocking: the fd, or -errno.
 int pvh_blocking_eventfd(void);
 /// eventfd_read on a blocking eventfd: waits until its counter is non-zero,
