@@ -4,7 +4,8 @@
 // (netfront-shaped requests with fuzzed grant, offset, flags and size, or
 // raw bytes, extras included) and RX requests (fuzzed id and grant) on the
 // rings with a fuzzed req_prod, and has the host side deliver frames of
-// fuzzed sizes. Checks: the pumps finish (bounded wait); a device that did
+// fuzzed sizes and refuse the transmitted frames it picks; the link takes
+// TX in batches as a TAP does, or (option bit 7) one packet at a time. Checks: the pumps finish (bounded wait); a device that did
 // not fail answered every TX slot and no more RX requests than posted, with
 // ids it was given; every byte the link was handed from guest memory lies
 // in a page some grant entry names; the canary page nothing grants is
@@ -39,8 +40,11 @@ func testOneInput(_ data: UnsafePointer<UInt8>?, _ size: Int) -> CInt { fuzzChoi
 func fuzzMain(_ argc: CInt, _ argv: UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>?) -> CInt { fuzzDriverMain(argc, argv) }
 
 /// The host side: checks where each transmitted part lies and counts it,
-/// never reads it; delivers the frames the input asks for.
-private final class FuzzLink: NetworkLink, Sendable {
+/// never reads it; refuses the frames the input asks it to; delivers the
+/// frames the input asks for. It takes batches as a TAP does
+/// (`BatchTransmitNetworkLink`, 32 frames), or with a limit of 1 the
+/// packet-by-packet path a link without batches (passt) takes.
+private final class FuzzLink: BatchTransmitNetworkLink, Sendable {
     let description = "fuzz"
     let mtu = 1500
     let capabilities: NetworkLinkCapabilities = [.partialChecksum, .tcpv4Segmentation, .tcpv6Segmentation]
@@ -50,11 +54,29 @@ private final class FuzzLink: NetworkLink, Sendable {
     let granted: @Sendable (GuestFrameNumber) -> Bool
     let receive = Mutex<(@Sendable (NetworkFrame) -> Void)?>(nil)
     let transmitted = Atomic<Int>(0)
+    let transmitBatchLimit: Int
+    /// Frame n of an input (counted from 0) is refused when bit n % 8 is set.
+    let refusals = Atomic<UInt8>(0)
+    private let frames = Atomic<Int>(0)
 
-    init(guestBase: UInt, guestBytes: UInt, granted: @escaping @Sendable (GuestFrameNumber) -> Bool) {
+    init(guestBase: UInt, guestBytes: UInt, batchLimit: Int, granted: @escaping @Sendable (GuestFrameNumber) -> Bool) {
         self.guestBase = guestBase
         self.guestBytes = guestBytes
         self.granted = granted
+        transmitBatchLimit = batchLimit
+    }
+
+    /// A new input: its refusals, its frames counted from 0.
+    func reset(refusals: UInt8) {
+        self.refusals.store(refusals, ordering: .relaxed)
+        frames.store(0, ordering: .relaxed)
+    }
+
+    func transmit(_ batch: inout NetworkTransmitBatch) {
+        batch.results.removeAll(keepingCapacity: true)
+        for k in 0..<batch.count {
+            batch.results.append(transmit(Array(batch.parts(of: k)), offload: batch.offloads[k]))
+        }
     }
 
     func transmit(_ parts: [HostMemoryRange], offload: NetworkOffload) -> Result<Void, NetworkTransmitDrop> {
@@ -65,6 +87,10 @@ private final class FuzzLink: NetworkLink, Sendable {
             for frame in (start >> 12)...((start + UInt64(p.count) - 1) >> 12) {
                 precondition(granted(GuestFrameNumber(frame)), "fuzz-netif: transmitted bytes from frame \(frame), which nothing grants")
             }
+        }
+        let n = frames.add(1, ordering: .relaxed).oldValue
+        if refusals.load(ordering: .relaxed) & (1 << (n % 8)) != 0 {
+            return .failure(n % 16 < 8 ? .busy : .hostError(5))
         }
         transmitted.add(1, ordering: .relaxed)
         return .success(())
@@ -118,7 +144,8 @@ private final class Session {
         guest = try FrontendGuest(memoryBytes: memoryBytes, grantFrames: 1, mode: .caller)
         let check = GrantCheck()
         let base = try guest.memory.hostRange(GuestPhysicalRange(start: GuestPhysicalAddress(0), length: UInt64(memoryBytes))).address
-        link = FuzzLink(guestBase: base, guestBytes: UInt(memoryBytes), granted: { check($0) })
+        link = FuzzLink(guestBase: base, guestBytes: UInt(memoryBytes), batchLimit: options & 0x80 != 0 ? 1 : 32,
+                        granted: { check($0) })
         backend = try NetBackend(store: guest.backendStore,
                                  address: XenbusDeviceAddress(type: "vif", frontend: FrontendGuest.domain, index: 0),
                                  configuration: NetDeviceConfiguration(link: link, mac: "00:16:3e:00:00:01"),
@@ -145,14 +172,15 @@ private final class Session {
     }
 }
 
-/// The kept devices by `options`' low 7 bits. libFuzzer calls a target
-/// from one thread, one input at a time.
+/// The kept devices by `options` (bits 0-6 the frontend, bit 7 the link's
+/// batch limit). libFuzzer calls a target from one thread, one input at a
+/// time.
 nonisolated(unsafe) private var sessions: [UInt8: Session] = [:]
 private let verify = ProcessInfo.processInfo.environment["PVH_FUZZ_VERIFY"] == "1"
 
 private func fuzzOne(_ r: inout FuzzReader) {
     let options = r.byte()
-    let key = options & 0x7f
+    let key = options
     do {
         var fresh = r
         let session = try sessions[key] ?? Session(options: options)
@@ -236,6 +264,7 @@ private func run(_ s: Session, _ r: inout FuzzReader) throws -> Outcome {
         let seed = r.byte()
         s.link.inject(NetworkFrame(bytes: Array(framePattern[Int(seed)..<Int(seed) + size])))
     }
+    s.link.reset(refusals: r.byte())
     precondition(backend.sync(timeout: .seconds(10)), "fuzz-netif: the backend's pumps did not finish")
 
     let faulted = backend.runtimeDevice?.isDisabled ?? true
