@@ -29,7 +29,9 @@ import XenBus
 //            pvh: the frontend keeps the TX ring full (refills as soon as
 //            responses come, waits on its TX port, never sleeps), sending
 //            a packet staged once in granted pages, as netfront grants an
-//            skb's pages; host: TapLink.transmit in a tight loop. Waiting,
+//            skb's pages; host: TapLink's batch transmit in a tight loop,
+//            32 frames per io_uring_enter as the backend hands them over
+//            (`--host-tx each`: one writev per frame instead). Waiting,
 //            the frontend asks for an event at the next response, as
 //            Linux's netfront does since 4.x (`--tx-event next`), or once
 //            half its outstanding requests are answered, as it did before
@@ -74,15 +76,24 @@ enum NetBench {
         /// buffers where it can (the VMM's way), or the link's thread,
         /// handing the backend a copy (the design before it).
         var rxRead = RxRead.queue
+        /// How the host side writes its TX frames (`--host-tx`): in
+        /// batches as pvh's backend does, one io_uring_enter per batch of
+        /// the TAP's limit (the physical limit's best here), or one writev
+        /// each (the reference before pvh batched).
+        var hostTx = HostTx.batch
     }
 
     enum RxRead: String, CaseIterable {
         case queue, thread
     }
 
+    enum HostTx: String, CaseIterable {
+        case batch, each
+    }
+
     typealias UsageError = BenchUsageError
 
-    static let usage = "usage: pvh-bench net [--seconds N] [--rounds N] [--case NAME]... [--tx-event next|half] [--rx-read queue|thread]  (cases: \(caseNames.joined(separator: ", ")); needs root)"
+    static let usage = "usage: pvh-bench net [--seconds N] [--rounds N] [--case NAME]... [--tx-event next|half] [--rx-read queue|thread] [--host-tx batch|each]  (cases: \(caseNames.joined(separator: ", ")); needs root)"
 
     static let caseNames = ["tx-64", "tx-bulk", "rx-64", "rx-bulk", "user-udp"]
 
@@ -100,6 +111,9 @@ enum NetBench {
             case "--rx-read":
                 let names = RxRead.allCases.map(\.rawValue)
                 options.rxRead = RxRead(rawValue: try words.caseName(argument, from: names)) ?? .queue
+            case "--host-tx":
+                let names = HostTx.allCases.map(\.rawValue)
+                options.hostTx = HostTx(rawValue: try words.caseName(argument, from: names)) ?? .batch
             default: throw words.unknown(argument)
             }
         }
@@ -333,7 +347,8 @@ enum NetBench {
         }
 
         print("pvh-bench net: \(options.seconds) s per run, medians of \(options.rounds) interleaved rounds; "
-              + "the frontend's TX event: \(options.txHoldOff.rawValue); the TAP read by the \(options.rxRead.rawValue)")
+              + "the frontend's TX event: \(options.txHoldOff.rawValue); the TAP read by the \(options.rxRead.rawValue); "
+              + "host TX: \(options.hostTx == .batch ? "batches of the TAP's limit per io_uring_enter" : "one writev per frame")")
         if tapCases, let hostTap {
             print("  TAP cases: pvh: netfront ⇄ NetBackend ⇄ tap \(pvhTapName), host: TapLink ⇄ \(hostTap.description); "
                   + "both in netns \(namespace)")
@@ -351,7 +366,7 @@ enum NetBench {
                 case .tx:
                     guard let tapSide, let hostTap else { continue }
                     steps = [{ pvh.append(try tapSide.transmit(c, seconds: options.seconds)) },
-                             { host.append(hostTransmit(hostTap, c, seconds: options.seconds)) }]
+                             { host.append(hostTransmit(hostTap, c, seconds: options.seconds, batches: options.hostTx == .batch)) }]
                 case .rx:
                     guard let tapSide, let hostTap else { continue }
                     steps = [{ pvh.append(try tapSide.receive(c, from: pvhTapName, seconds: options.seconds)) },
@@ -396,9 +411,12 @@ enum NetBench {
     // MARK: host: the plain writer and reader
 
     /// `link.transmit` of the same frame (and virtio header) in a tight
-    /// loop for `seconds`. Without a sink, frames it took are counted;
-    /// with one, the payload bytes the sink received meanwhile.
-    static func hostTransmit(_ link: any NetworkLink, _ c: Case, seconds: Int, sink: UDPSink? = nil) -> Measured {
+    /// loop for `seconds`; with `batches` and a link that takes them, as
+    /// batches of its limit (what pvh's backend hands a TAP). Without a
+    /// sink, frames it took are counted; with one, the payload bytes the
+    /// sink received meanwhile.
+    static func hostTransmit(_ link: any NetworkLink, _ c: Case, seconds: Int, sink: UDPSink? = nil,
+                             batches: Bool = false) -> Measured {
         let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: c.frame.count, alignment: 64)
         defer { buffer.deallocate() }
         buffer.copyBytes(from: c.frame)
@@ -410,11 +428,25 @@ enum NetBench {
         let start = clock.now
         let deadline = start + .seconds(seconds)
         var sent = 0, drops: UInt64 = 0
-        while clock.now < deadline {
-            for _ in 0..<16 {
-                switch link.transmit(parts, offload: c.offload) {
-                case .success: sent += 1
-                case .failure: drops += 1
+        let batchLink = batches ? (link as? any BatchTransmitNetworkLink).flatMap { $0.transmitBatchLimit > 1 ? $0 : nil } : nil
+        if let batchLink {
+            var batch = NetworkTransmitBatch()
+            for _ in 0..<batchLink.transmitBatchLimit { batch.append(parts, offload: c.offload) }
+            let frames = batch.count
+            while clock.now < deadline {
+                batchLink.transmit(&batch)
+                for result in batch.results {
+                    if case .success = result { sent += 1 } else { drops += 1 }
+                }
+                drops += UInt64(max(0, frames - batch.results.count))
+            }
+        } else {
+            while clock.now < deadline {
+                for _ in 0..<16 {
+                    switch link.transmit(parts, offload: c.offload) {
+                    case .success: sent += 1
+                    case .failure: drops += 1
+                    }
                 }
             }
         }
