@@ -459,6 +459,40 @@ static const char *bind_timer_virq(void)
 	return NULL;
 }
 
+/*
+ * usermode_syscall_irq with pvh.usys_irq=upcall: vCPU 0's VIRQ_TIMER as a
+ * one-shot that its own upcall re-arms, so that the interrupts come the
+ * way a Xen guest's do (the per-vCPU upcall vector pvh raises in the LAPIC
+ * from its timer thread, or with pvh.upcall=callback the callback vector
+ * it queues before an entry), not from the LAPIC's own timer.
+ */
+static uint64_t pvclock_ns(void);
+static uint64_t upcall_timer_period;
+
+const char *upcall_timer_start(uint64_t period_ns)
+{
+	const char *r;
+	if ((r = xen_setup()) || (r = bind_timer_virq()))
+		return r;
+	upcall_timer_period = period_ns;
+	upcall_timer_rearm();
+	return NULL;
+}
+
+void upcall_timer_rearm(void)
+{
+	if (!upcall_timer_period)
+		return;
+	struct vcpu_set_singleshot_timer ss = { .timeout_abs_ns = pvclock_ns() + upcall_timer_period, .flags = 0 };
+	vcpu_op(VCPUOP_set_singleshot_timer, 0, &ss);
+}
+
+void upcall_timer_stop(void)
+{
+	upcall_timer_period = 0;
+	vcpu_op(VCPUOP_stop_singleshot_timer, 0, NULL);
+}
+
 static long evtchn_status(evtchn_port_t port, struct evtchn_status *st)
 {
 	*st = (struct evtchn_status){ .dom = DOMID_SELF, .port = port };

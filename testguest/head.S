@@ -382,8 +382,9 @@ int80_handler:
 	IRQ_STUB upcall_entry, evtchn_upcall
 	IRQ_STUB lapic_timer_entry, lapic_timer_tick
 
-/* usermode_syscall_irq: the LAPIC timer with its interrupt frame (RDI). */
+/* usermode_syscall_irq: the LAPIC timer or the upcall, with its interrupt frame (RDI). */
 	IRQ_STUB user_irq_entry, user_irq_tick, frame=1
+	IRQ_STUB user_upcall_entry, user_upcall_tick, frame=1
 
 	.globl spurious_entry
 spurious_entry:

@@ -140,6 +140,10 @@ void lapic_timer_tick(void);
 int lapic_periodic_start(uint32_t ns);	/* usermode_syscall_irq */
 void lapic_periodic_stop(void);
 void lapic_ack(void);		/* from lapic_timer_entry */
+/* usermode_syscall_irq with pvh.usys_irq=upcall: VIRQ_TIMER re-armed from its upcall. */
+const char *upcall_timer_start(uint64_t period_ns);
+void upcall_timer_rearm(void);
+void upcall_timer_stop(void);
 void ap_main(void) __attribute__((noreturn));	/* from ap_start64 */
 void sipi_ap_main(void) __attribute__((noreturn));	/* from ap_sipi64 (smp_sipi) */
 /* Shared with xenstore.c (see events.c for what each does). */

@@ -48,7 +48,7 @@ long user_enter(uint64_t rip, uint64_t rsp, uint64_t loops);
 void syscall_entry(void), user_exc_6(void), user_exc_13(void), user_exc_14(void);
 extern uint8_t syscall_entry_stackless_end[], user_loop_start[];
 extern uint64_t user_rflags;
-void user_irq_entry(void), lapic_timer_entry(void);
+void user_irq_entry(void), user_upcall_entry(void), lapic_timer_entry(void);
 
 struct tss64 {			/* Intel SDM vol. 3, 8.7 */
 	uint32_t reserved0;
@@ -227,17 +227,19 @@ static const char *scen_usermode_syscall(void)
 /*
  * Scenario usermode_syscall_irq: SYSCALL with interrupts pending. User code
  * (IF on) does pvh.usys_n syscalls (RAX 3, default 2000) whose entry only
- * counts and returns with sysretq, never touching the stack, while the
- * LAPIC timer fires every 20 us. SFMASK clears IF, so no interrupt may be
- * delivered between the SYSCALL and the SYSRET (Intel SDM vol. 2B SYSCALL):
- * one delivered there runs at CPL0 on the user's stack (as Linux's
- * entry_SYSCALL_64 would, before it switches stacks). The timer handler
- * counts interrupts taken in that window.
+ * counts and returns with sysretq, never touching the stack, while an
+ * interrupt fires every 20 us: the LAPIC timer, or with pvh.usys_irq=upcall
+ * the Xen upcall of VIRQ_TIMER (a one-shot re-armed from each upcall: the
+ * per-vCPU upcall vector, or the callback vector with pvh.upcall=callback).
+ * SFMASK clears IF, so no interrupt may be delivered between the SYSCALL
+ * and the SYSRET (Intel SDM vol. 2B SYSCALL): one delivered there runs at
+ * CPL0 on the user's stack (as Linux's entry_SYSCALL_64 would, before it
+ * switches stacks). The handler counts interrupts taken in that window.
  */
 static volatile uint32_t uirq_ticks, uirq_user_ticks, uirq_bad;
 static volatile uint64_t uirq_bad_rip, uirq_bad_rsp, uirq_bad_rflags;
 
-void user_irq_tick(const uint64_t *frame)
+static void user_irq_count(const uint64_t *frame)
 {
 	uirq_ticks++;
 	if ((frame[1] & 3) == 3)
@@ -249,7 +251,20 @@ void user_irq_tick(const uint64_t *frame)
 			uirq_bad_rflags = frame[2];
 		}
 	}
+}
+
+void user_irq_tick(const uint64_t *frame)
+{
+	user_irq_count(frame);
 	lapic_ack();
+}
+
+/* From user_upcall_entry (head.S): the upcall, then the next one-shot. */
+void user_upcall_tick(const uint64_t *frame)
+{
+	user_irq_count(frame);
+	evtchn_upcall();
+	upcall_timer_rearm();
 }
 
 static const char *scen_usermode_syscall_irq(void)
@@ -269,7 +284,13 @@ static const char *scen_usermode_syscall_irq(void)
 	idt_set_gate(6, (uintptr_t)user_exc_6);
 	idt_set_gate(13, (uintptr_t)user_exc_13);
 	idt_set_gate(14, (uintptr_t)user_exc_14);
-	idt_set_gate(LAPIC_TIMER_VECTOR, (uintptr_t)user_irq_entry);
+	size_t irq_len;
+	const char *irq = cmdline_opt("pvh.usys_irq=", &irq_len);
+	int upcall = irq && irq_len == 6 && strncmp(irq, "upcall", 6) == 0;
+	const char *r0;
+	if (upcall && (r0 = xen_setup()))
+		return r0;
+	idt_set_gate(upcall ? UPCALL_VECTOR : LAPIC_TIMER_VECTOR, (uintptr_t)(upcall ? user_upcall_entry : user_irq_entry));
 	uint64_t efer = rdmsr64(MSR_EFER), star = rdmsr64(MSR_STAR), lstar = rdmsr64(MSR_LSTAR),
 		 sfmask = rdmsr64(MSR_SFMASK);
 	wrmsr64(MSR_EFER, efer | EFER_SCE);
@@ -277,12 +298,19 @@ static const char *scen_usermode_syscall_irq(void)
 	wrmsr64(MSR_LSTAR, (uintptr_t)syscall_entry);
 	wrmsr64(MSR_SFMASK, SFMASK_BITS);
 	user_rflags = USER_RFLAGS | 0x200;
-	if (!lapic_periodic_start(20000))
+	if (upcall) {
+		if ((r0 = upcall_timer_start(20000)))
+			return r0;
+	} else if (!lapic_periodic_start(20000)) {
 		return fail("no local APIC timer");
+	}
 
 	long r = user_enter(USER_CODE_VA + (uint64_t)(user_loop_start - user_code_start), USER_STACK_TOP, loops);
 
-	lapic_periodic_stop();
+	if (upcall)
+		upcall_timer_stop();
+	else
+		lapic_periodic_stop();
 	user_rflags = USER_RFLAGS;
 	wrmsr64(MSR_SFMASK, sfmask);
 	wrmsr64(MSR_LSTAR, lstar);
@@ -290,12 +318,16 @@ static const char *scen_usermode_syscall_irq(void)
 	wrmsr64(MSR_EFER, efer);
 	for (unsigned v = 6; v <= 14; v += (v == 6 ? 7 : 1))
 		idt_set_gate(v, exc_stubs[v]);
-	idt_set_gate(LAPIC_TIMER_VECTOR, (uintptr_t)lapic_timer_entry);
+	if (upcall)
+		idt_set_gate(UPCALL_VECTOR, (uintptr_t)upcall_entry);
+	else
+		idt_set_gate(LAPIC_TIMER_VECTOR, (uintptr_t)lapic_timer_entry);
 	pml4[(USER_VA >> 39) & 511] = 0;
 	reload_cr3();
 
-	printk("PVHINFO usermode_syscall_irq: result %ld, %u syscalls, %u timer interrupts (%u in user "
-	       "mode), %u inside the SYSCALL entry\n", r, usys_count, uirq_ticks, uirq_user_ticks, uirq_bad);
+	printk("PVHINFO usermode_syscall_irq: result %ld, %u syscalls, %u %s interrupts (%u in user "
+	       "mode), %u inside the SYSCALL entry\n", r, usys_count, uirq_ticks, upcall ? "upcall" : "timer",
+	       uirq_user_ticks, uirq_bad);
 	if (r != 0)
 		return fail("%s at CPL%lu rip=0x%lx cs=0x%lx err=0x%lx rsp=0x%lx after %u syscalls",
 			    exc_name(uexc_vector), uexc_cs & 3, uexc_rip, uexc_cs & 0xffff, uexc_error,
@@ -308,8 +340,8 @@ static const char *scen_usermode_syscall_irq(void)
 		return fail("%u syscalls, want %lu", usys_count, (unsigned long)loops + 1);
 	if (!uirq_user_ticks)
 		return fail("no timer interrupt reached user mode in %u syscalls (TPR left raised?)", usys_count);
-	pass_note("%u syscalls with a 20 us timer: %u interrupts, %u in user mode, none inside the "
-		  "SYSCALL entry", usys_count, uirq_ticks, uirq_user_ticks);
+	pass_note("%u syscalls with a 20 us %s: %u interrupts, %u in user mode, none inside the "
+		  "SYSCALL entry", usys_count, upcall ? "upcall timer" : "timer", uirq_ticks, uirq_user_ticks);
 	return NULL;
 }
 

@@ -268,16 +268,27 @@ struct TestGuestBootTests {
     /// the software backend (kvm_pvm) a SYSCALL from CPL3 stays at CPL3 and
     /// faults fetching LSTAR; pvh breaks on the guest's #PF handler,
     /// recognises that frame and finishes the SYSCALL (FastSystemCall).
-    /// SYSCALLs from user code with interrupts on while a 20 us LAPIC
-    /// timer fires: SFMASK clears IF, so none may be taken between SYSCALL
+    /// SYSCALLs from user code with interrupts on while an interrupt fires
+    /// every 20 us: SFMASK clears IF, so none may be taken between SYSCALL
     /// and SYSRET, where RSP is still the user's (Linux's entry_SYSCALL_64
     /// runs there before it switches stacks). On the software backend every
-    /// one of them goes through pvh's SYSCALL fix-up.
-    @Test("SYSCALL with a timer firing: no interrupt inside the SYSCALL entry (IF clear, user stack)")
-    func userModeSyscallWithInterrupts() throws {
-        let run = try bootTestGuest("pvh.scenarios=usermode_syscall_irq,version pvh.usys_n=3000")
+    /// one of them goes through pvh's SYSCALL fix-up. The interrupt is the
+    /// LAPIC's own timer, or VIRQ_TIMER's upcall by each route pvh raises
+    /// it: the per-vCPU vector in the LAPIC (what Linux uses) and the
+    /// HVM_PARAM_CALLBACK_IRQ vector queued before an entry.
+    @Test("SYSCALL with interrupts firing: none inside the SYSCALL entry (IF clear, user stack)",
+          arguments: ["", "pvh.usys_irq=upcall", "pvh.usys_irq=upcall pvh.upcall=callback"])
+    func userModeSyscallWithInterrupts(_ source: String) throws {
+        let run = try bootTestGuest("pvh.scenarios=usermode_syscall_irq,version pvh.usys_n=3000 \(source)")
         #expect(run.exit == .shutdown(.poweroff), "\(run.console.text)")
-        #expect(run.results()["usermode_syscall_irq"]?.hasPrefix("PASS 3001 syscalls") == true, "\(run.console.text)")
+        let result = run.results()["usermode_syscall_irq"] ?? ""
+        #expect(result.hasPrefix("PASS 3001 syscalls"), "\(run.console.text)")
+        #expect(result.contains(source.isEmpty ? "20 us timer" : "20 us upcall timer"), "\(result)")
+        if source.contains("callback") {
+            #expect(run.lines.contains("PVHINFO upcall vector 0xf3 via callback_irq"))
+        } else if !source.isEmpty {
+            #expect(run.domain.metrics.upcallsInjected.load(ordering: .relaxed) > 1000)
+        }
     }
 
     @Test("user mode: SYSCALL enters the kernel at STAR's CS with RCX/RSP right; SYSRET or IRETQ returns to CPL3",
