@@ -118,16 +118,9 @@ final class DiskBackends: Sendable {
 
     init(_ images: DiskImages, context: BackendContext) throws(DomainError) {
         self.context = context
-        var backends: [BlockBackend] = []
-        for disk in images.disks {
-            do {
-                backends.append(try Self.make(disk, context: context, adoptingExisting: false))
-            } catch {
-                backends.forEach { $0.destroy() }
-                throw error
-            }
+        backends = try ServedBackends(making: images.disks) { disk throws(DomainError) in
+            try Self.make(disk, context: context, adoptingExisting: false)
         }
-        self.backends = ServedBackends(backends)
     }
 
     /// One disk's backend at the vdev's number, its nodes written and the
@@ -157,21 +150,12 @@ final class DiskBackends: Sendable {
                 store: store, address: address, configuration: configuration, memory: context.memory,
                 grants: context.grants, events: context.events, runtime: context.runtime, startHandshake: false,
                 adoptingExisting: adoptingExisting, log: { line in guestLog.backendLine(line) })
-            // What libxl writes for a disk (tools/libs/light/libxl_disk.c):
-            // for the toolstack's and the user's eyes, not the frontend's.
-            let be = address.backendPath
-            for (key, value) in [("params", file.path), ("mode", spec.isReadOnly ? "r" : "w"),
-                                 ("type", file.isBlockDevice ? "phy" : "file"), ("dev", spec.vdev.name),
-                                 ("device-type", spec.isCDROM ? "cdrom" : "disk"), ("removable", "0"),
-                                 ("bootable", "1"), ("discard-enable", spec.discardEnabled ? "1" : "0")] {
-                try? store.write("\(be)/\(key)", value)
-            }
-            do {
-                try backend.startHandshake()
-            } catch {
-                backend.destroy()
-                throw error
-            }
+            try backend.offer(nodes: [
+                ("params", file.path), ("mode", spec.isReadOnly ? "r" : "w"),
+                ("type", file.isBlockDevice ? "phy" : "file"), ("dev", spec.vdev.name),
+                ("device-type", spec.isCDROM ? "cdrom" : "disk"), ("removable", "0"), ("bootable", "1"),
+                ("discard-enable", spec.discardEnabled ? "1" : "0"),
+            ], store: store)
             return backend
         } catch {
             throw .badConfiguration(option: "--disk '\(spec.spec)'", reason: "\(error)")

@@ -84,17 +84,14 @@ final class NetworkBackends: Sendable {
 
     init(_ links: NetworkLinks, context: BackendContext) throws(DomainError) {
         self.context = context
-        var backends: [NetBackend] = []
-        for interface in links.interfaces {
-            do {
-                backends.append(try Self.make(interface, context: context, adoptingExisting: false))
-            } catch {
-                backends.forEach { $0.destroy() }
-                links.release()
-                throw error
+        do {
+            backends = try ServedBackends(making: links.interfaces) { interface throws(DomainError) in
+                try Self.make(interface, context: context, adoptingExisting: false)
             }
+        } catch {
+            links.release()
+            throw error
         }
-        self.backends = ServedBackends(backends)
     }
 
     /// One interface's backend at its devid, its nodes written and the
@@ -117,20 +114,11 @@ final class NetworkBackends: Sendable {
                 store: store, address: address, configuration: configuration, memory: context.memory,
                 grants: context.grants, events: context.events, runtime: context.runtime, startHandshake: false,
                 adoptingExisting: adoptingExisting, log: { line in guestLog.backendLine(line) })
-            // What libxl writes for a vif (tools/libs/light/libxl_nic.c):
-            // for the toolstack's and the user's eyes.
-            let be = address.backendPath
             var nodes = [("mac", interface.mac.description), ("handle", String(interface.devid)), ("type", "vif"),
                          ("mtu", String(interface.link.mtu)), ("link", interface.link.description)]
             if let bridge = spec.bridge { nodes.append(("bridge", bridge)) }
             if let name = interface.vifname { nodes.append(("vifname", name)) }
-            for (key, value) in nodes { try? store.write("\(be)/\(key)", value) }
-            do {
-                try backend.startHandshake()
-            } catch {
-                backend.destroy()
-                throw error
-            }
+            try backend.offer(nodes: nodes, store: store)
             return backend
         } catch {
             interface.link.stop()
