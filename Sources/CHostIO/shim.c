@@ -8,6 +8,7 @@
 #include <sys/ioctl.h>
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
+#include <sched.h>
 #include <liburing.h>
 #include <linux/if.h>
 #include <linux/if_tun.h>
@@ -808,4 +809,38 @@ int pvh_spawner_request(int sock, char *const argv[], int child_fd, pid_t *pid) 
     if (answer < 0) return -answer;
     *pid = answer;
     return 0;
+}
+
+// Big enough for any CPU CPUList accepts (DeviceSpecs: at most 8191).
+#define PVH_AFFINITY_CPUS 8192
+
+int pvh_set_thread_affinity(const int *cpus, int count) {
+    if (count < 0) return -EINVAL;
+    cpu_set_t *set = CPU_ALLOC(PVH_AFFINITY_CPUS);
+    if (set == NULL) return -ENOMEM;
+    size_t size = CPU_ALLOC_SIZE(PVH_AFFINITY_CPUS);
+    CPU_ZERO_S(size, set);
+    for (int i = 0; i < count; i++) {
+        if (cpus[i] < 0 || cpus[i] >= PVH_AFFINITY_CPUS) { CPU_FREE(set); return -EINVAL; }
+        CPU_SET_S((size_t)cpus[i], size, set);
+    }
+    int r = sched_setaffinity(0, size, set) == 0 ? 0 : -errno;
+    CPU_FREE(set);
+    return r;
+}
+
+int pvh_get_thread_affinity(int tid, int *cpus, int capacity) {
+    cpu_set_t *set = CPU_ALLOC(PVH_AFFINITY_CPUS);
+    if (set == NULL) return -ENOMEM;
+    size_t size = CPU_ALLOC_SIZE(PVH_AFFINITY_CPUS);
+    CPU_ZERO_S(size, set);
+    if (sched_getaffinity((pid_t)tid, size, set) != 0) { int e = errno; CPU_FREE(set); return -e; }
+    int n = 0;
+    for (int cpu = 0; cpu < PVH_AFFINITY_CPUS; cpu++) {
+        if (!CPU_ISSET_S((size_t)cpu, size, set)) continue;
+        if (n < capacity) cpus[n] = cpu;
+        n++;
+    }
+    CPU_FREE(set);
+    return n;
 }

@@ -83,6 +83,9 @@ public enum GuestProcessSandbox {
         rules.append(.fail("clone3", errno: 38))  // ENOSYS
         // Thread names (pthread_setname_np on the calling thread: PR_SET_NAME,
         // PR_GET_NAME, linux/prctl.h 15 and 16); no other prctl.
+        // A vCPU thread binds itself to its CPUs (xl's cpus=) as it starts:
+        // sched_setaffinity on the caller only (pid 0), never another task.
+        rules.append(.allowMasked("sched_setaffinity", argument: 0, mask: ~0, value: 0))
         rules.append(.allowMasked("prctl", argument: 0, mask: ~0, value: 15))
         rules.append(.allowMasked("prctl", argument: 0, mask: ~0, value: 16))
         // Locks, waits and clocks: futexes, the vCPU timers, sleeps with a bound.

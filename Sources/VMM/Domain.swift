@@ -8,6 +8,7 @@ import PVTime
 import Foundation
 import Synchronization
 import GuestMemory
+import HostIO
 import Hypercalls
 import KVM
 import Logging
@@ -117,6 +118,8 @@ public final class Domain: Sendable {
     let memory: MappedGuestMemory
     let runners: [VCPURunner]
     let dumps = VCPUStateDump()
+    /// The host CPUs each pinned vCPU's thread is bound to (`cpus=`).
+    public let vcpuPins: [Int: [Int]]
 
     /// Builds the domain. `console` takes the PV console's output. `store`
     /// is the toolstack's XenStore in this process (a fresh one if nil): the
@@ -150,6 +153,7 @@ public final class Domain: Sendable {
                                                   outputs: hypervisorConsole ?? HypervisorConsoleOutputs(raw: console))
         self.hypervisorConsole = hypervisorConsole
         try configuration.validate()
+        vcpuPins = try configuration.resolvedAffinity(on: HostCPUs.atStart)
         // Bad input first: nothing is created for a kernel that cannot boot.
         let image = try GuestImage(configuration)
         let disks = try DiskImages(configuration)
@@ -222,12 +226,20 @@ public final class Domain: Sendable {
         let exited = DispatchSemaphore(value: 0)
         let metrics = metrics
         let lifecycle = lifecycle
+        let pins = vcpuPins
         for (index, runner) in runners.enumerated() {
             let thread = Thread {
                 // The mark the device runtime tells vCPU threads by (`isVCPUThread`).
                 Thread.current.threadDictionary[Self.vcpuThreadKey] = true
                 // Before the filter: reading /proc/thread-self is a path.
                 if let tid = Self.currentThreadID() { metrics.vcpuThreadIDs.withLock { $0[index] = tid } }
+                // Pinned before the guest runs a single instruction on it
+                // (xl's cpus=: Xen applies hard affinity when the vCPU is made).
+                if let cpus = pins[index], let errno = HostCPUs.pinCurrentThread(to: cpus) {
+                    lifecycle.finish(.failed("vCPU \(index): binding to CPUs \(cpus): \(String(cString: strerror(errno)))"))
+                    exited.signal()
+                    return
+                }
                 if let failure = confineThread?(index) {
                     lifecycle.finish(.failed("vCPU \(index): \(failure)"))
                     exited.signal()

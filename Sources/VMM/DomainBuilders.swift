@@ -5,6 +5,7 @@ import EventChannels
 import Foundation
 import GrantTables
 import GuestMemory
+import HostIO
 import Hypercalls
 import KVM
 import Logging
@@ -20,6 +21,30 @@ import XenStore
 // created.
 
 extension GuestConfiguration {
+    /// `vcpuAffinity` against `host`: for each vCPU, the online CPUs its
+    /// thread is bound to (nil: not pinned). A list that leaves a vCPU no
+    /// online CPU is the user's error, as libxl's refusal of an empty
+    /// cpumap is (exit 2 before anything is created).
+    func resolvedAffinity(on host: HostCPUs) throws(DomainError) -> [Int: [Int]] {
+        var pins: [Int: [Int]] = [:]
+        for (vcpu, list) in vcpuAffinity.prefix(vcpus).enumerated() {
+            let option = "cpus '\(list)'"
+            let cpus: Set<Int>
+            do {
+                cpus = try list.resolve(cpuCount: host.count, nodeCPUs: { host.nodes[$0] })
+            } catch {
+                throw .badConfiguration(option: option, reason: error.reason)
+            }
+            let usable = cpus.intersection(host.online).sorted()
+            guard !usable.isEmpty else {
+                let online = host.online.sorted().map(String.init).joined(separator: ",")
+                throw .badConfiguration(option: option, reason: "vCPU \(vcpu) would have no online CPU (this host's: \(online))")
+            }
+            pins[vcpu] = usable
+        }
+        return pins
+    }
+
     /// The options' ranges and the disks' virtual devices, checked before
     /// anything is read or created.
     func validate() throws(DomainError) {

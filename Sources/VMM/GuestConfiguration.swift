@@ -34,6 +34,10 @@ public struct GuestConfiguration: Sendable, Equatable {
     /// `max_evtchn_port`, xl's `max_event_channels`); the 2-level ABI caps
     /// it further. `pvh run` leaves it at the 64-bit 2-level ABI's last port.
     public var maximumEventChannelPort: UInt32 = 4095
+    /// Each vCPU's hard affinity by vCPU number (xl's `cpus=`, `pvh run
+    /// --cpus`): its thread runs only on those host CPUs. A vCPU past the
+    /// end runs anywhere; empty: no pinning.
+    public var vcpuAffinity: [CPUList] = []
 
     public init(kernelPath: String, initrdPath: String? = nil, commandLine: String = "", memoryMiB: Int = 256, vcpus: Int = 1,
                 name: String = "pvh", maxGrantFrames: Int = GrantTable.defaultMaximumFrames, disks: [DiskSpecification] = [],

@@ -1,13 +1,13 @@
 /// The keys xl reads (tools/xl/xl_parse.c, as of Xen 4.23-dev) that mean nothing to
 /// pvh: no HVM firmware or device model, no PCI, no scheduler or NUMA
-/// controls, no pinning yet. A config may keep them: each set one is
+/// controls, no soft affinity. A config may keep them: each set one is
 /// accepted with one warning. Keys xl does not know are ignored without a
 /// word, as xl does (it only ever looks keys up).
 enum IgnoredKeys {
     static let all: Set<String> = [
         "acpi", "acpi_firmware", "acpi_laptop_slate", "acpi_s3", "acpi_s4", "altp2m", "altp2m_count", "altp2mhvm",
         "apic", "arm_sci", "bios", "bios_path_override", "boot", "bootloader", "bootloader_args",
-        "bootloader_restrict", "bootloader_user", "cap", "channel", "cpu_weight", "cpuid", "cpus", "cpus_soft",
+        "bootloader_restrict", "bootloader_user", "cap", "channel", "cpu_weight", "cpuid", "cpus_soft",
         "device_model", "device_model_args", "device_model_override", "device_model_stubdomain_override",
         "device_model_stubdomain_seclabel", "device_model_user", "device_model_version", "device_tree", "display",
         "dm_restrict", "driver_domain", "dtdev", "e820_host", "extratime", "firmware", "firmware_override",

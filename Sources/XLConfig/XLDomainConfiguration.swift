@@ -16,6 +16,11 @@ public struct XLDomainConfiguration: Sendable, Equatable {
     public var vcpus: Int
     /// `maxvcpus=`: the vCPUs the guest could have. Default: `vcpus`.
     public var maximumVCPUs: Int
+    /// `cpus=`: each vCPU's hard affinity, by vCPU number (xl's
+    /// `parse_vcpu_affinity`): a string gives every vCPU the same list, a
+    /// list gives vCPU j its item j; a vCPU past the end has none (any
+    /// CPU). Empty: no pinning.
+    public var vcpuAffinity: [CPUList] = []
     /// `kernel=`: required, pvh boots it directly.
     public var kernel: String
     /// `ramdisk=`.
@@ -71,6 +76,7 @@ public struct XLDomainConfiguration: Sendable, Equatable {
             ("maxmem", .integer(maximumMemoryMiB)),
             ("vcpus", .integer(vcpus)),
             ("maxvcpus", .integer(maximumVCPUs)),
+            ("cpus", vcpuAffinity.isEmpty ? .null : .array(vcpuAffinity.map { .string($0.text) })),
             ("kernel", .string(kernel)),
             ("ramdisk", .optional(ramdisk)),
             ("cmdline", .optional(commandLine)),
@@ -153,6 +159,7 @@ private struct Resolver {
         if maximumVCPUs > vcpus {
             warnings.append("\(here("maxvcpus")): warning: maxvcpus (\(maximumVCPUs)) above vcpus (\(vcpus)): vCPU hot-plug is not implemented, the guest gets \(vcpus)")
         }
+        let affinity = try vcpuAffinity(maximumVCPUs: maximumVCPUs)
         let grantFrames = try settings.integer("max_grant_frames", in: 0...Int(Int32.max))
         var actions: [ShutdownEvent: ShutdownAction] = [:]
         for event in ShutdownEvent.allCases {
@@ -176,7 +183,31 @@ private struct Resolver {
             kernel: kernel, ramdisk: ramdisk, commandLine: commandLine, disks: disks, networks: networks, actions: actions,
             maximumGrantFrames: grantFrames,
             maximumEventChannels: eventChannels.flatMap { $0 == 0 ? nil : $0 } ?? XLDomainConfiguration.defaultEventChannels)
-        return .init(configuration: configuration, warnings: warnings)
+        var resolved = configuration
+        resolved.vcpuAffinity = affinity
+        return .init(configuration: resolved, warnings: warnings)
+    }
+
+    /// `cpus=` as xl's `parse_vcpu_affinity` reads it: a string is every
+    /// vCPU's list (up to maxvcpus), a list's item j is vCPU j's; items
+    /// past maxvcpus are ignored, as xl silently ignores them.
+    func vcpuAffinity(maximumVCPUs: Int) throws(XLConfigError) -> [CPUList] {
+        guard let setting = settings["cpus"] else { return [] }
+        let here = "\(source):\(setting.line)"
+        func parse(_ text: String) throws(XLConfigError) -> CPUList {
+            do { return try CPUList(parsing: text) } catch { throw .invalid("\(here): cpus \(error)") }
+        }
+        switch setting.value {
+        case .string(let text):
+            return Array(repeating: try parse(text), count: max(0, maximumVCPUs))
+        case .list(let items):
+            var lists: [CPUList] = []
+            for (j, item) in items.enumerated() where j < maximumVCPUs {
+                guard case .string(let text) = item else { throw .invalid("\(here): cpus: item \(j + 1) is a list, not a CPU list string") }
+                lists.append(try parse(text))
+            }
+            return lists
+        }
     }
 
     /// `type=` and the deprecated `builder=`, as xl reads them: each value
@@ -281,7 +312,7 @@ private struct Resolver {
     }
 
     static func reason(_ key: String) -> String {
-        if key == "cpus" || key == "cpus_soft" { return "vCPU pinning is not implemented" }
+        if key == "cpus_soft" { return "soft affinity (a preferred CPU set) has no Linux counterpart for a thread: pin with cpus=" }
         if key.hasSuffix("seclabel") { return "pvh has no XSM/FLASK security labels" }
         if key.hasPrefix("device_model") || key.hasPrefix("stubdomain") { return "a PVH guest has no device model" }
         if key.hasPrefix("bootloader") || key == "firmware" { return "pvh boots kernel= directly" }

@@ -123,6 +123,7 @@ struct Create: ParsableCommand {
                                         memoryMiB: domain.memoryMiB, vcpus: domain.vcpus, name: name.rawValue,
                                         maxGrantFrames: grantFrames, disks: domain.disks, networks: domain.networks)
         config.maximumEventChannelPort = UInt32(clamping: domain.maximumEventChannels)
+        config.vcpuAffinity = domain.vcpuAffinity
         handoff.apply(to: &config)
         let restart = domain.action(on: .reboot)
         try runInForeground(config, name: name, restartOnReboot: restart == .restart ? "on_reboot=\"restart\"" : nil,

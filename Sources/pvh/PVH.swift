@@ -71,6 +71,19 @@ struct Run: ParsableCommand {
     @Option(name: .long, help: ArgumentHelp("Number of virtual CPUs (1 to \(GuestConfiguration.maximumVCPUs)).", valueName: "n"))
     var vcpus: Int = 1
 
+    @Option(name: .customLong("cpus"),
+            help: ArgumentHelp("""
+                Host CPUs the vCPUs' threads may run on, in xl's cpus= syntax (xl.cfg(5)): e.g. 2, 0-3,^1, nodes:0 or all. \
+                Once: every vCPU; repeated: the Nth for vCPU N-1, the vCPUs past the last unpinned (xl's list form).
+                """, valueName: "list"))
+    var cpus: [String] = []
+
+    /// The `--cpus` options parsed, by vCPU (a single one for every vCPU).
+    func vcpuAffinity() throws(CPUListError) -> [CPUList] {
+        let lists = try cpus.map { (text) throws(CPUListError) in try CPUList(parsing: text) }
+        return lists.count == 1 ? Array(repeating: lists[0], count: vcpus) : Array(lists.prefix(vcpus))
+    }
+
     @Option(name: .customLong("max-grant-frames"),
             help: ArgumentHelp("Grant table frames the guest may use (xl's max_grant_frames; 1 to \(GuestConfiguration.maximumGrantFrames)).",
                                valueName: "n"))
@@ -102,6 +115,11 @@ struct Run: ParsableCommand {
     func validate() throws {
         if let problem = GuestLimits.violation(memoryMiB: memory, vcpus: vcpus, maxGrantFrames: maxGrantFrames, naming: { "--" + $0.split(separator: "_").joined(separator: "-") }) {
             throw ValidationError(problem)
+        }
+        do {
+            _ = try vcpuAffinity()
+        } catch {
+            throw ValidationError("--cpus \(error)")
         }
         do {
             _ = try disks()
@@ -154,6 +172,11 @@ struct Run: ParsableCommand {
         var config = GuestConfiguration(kernelPath: kernel, initrdPath: initrd, commandLine: cmdline, memoryMiB: memory, vcpus: vcpus,
                                         name: guestName.rawValue, maxGrantFrames: maxGrantFrames, disks: diskSpecifications,
                                         networks: networkSpecifications)
+        do {
+            config.vcpuAffinity = try vcpuAffinity()
+        } catch {
+            usageFailure("--cpus \(error)")
+        }
         handoff.apply(to: &config)
         try runInForeground(config, name: guestName, restartOnReboot: onReboot == .restart ? "--on-reboot restart" : nil,
                             metrics: metrics.address(), log: log, named: name != nil, store: handoff.store(),

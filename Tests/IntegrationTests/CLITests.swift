@@ -35,6 +35,19 @@ struct CLITests {
         #expect(r2.stderr.split(separator: "\n").count == 1)
     }
 
+    @Test("--cpus that does not parse, or leaves a vCPU no online CPU of this host: one line naming it, exit 2")
+    func badCPUs() throws {
+        let elf = try Env.testGuest.get()
+        let r = try pvh(["run", "--kernel", elf, "--cpus", "3-1"])
+        #expect(r.status == 2)
+        #expect(r.stderr.contains("--cpus '3-1': invalid CPU range '3-1'"), "\(r.stderr)")
+        let beyond = ProcessInfo.processInfo.activeProcessorCount + 100
+        let r2 = try pvh(["run", "--kernel", elf, "--vcpus", "2", "--cpus", "0", "--cpus", String(beyond)])
+        #expect(r2.status == 2)
+        #expect(r2.stderr.hasPrefix("pvh: cpus '\(beyond)': vCPU 1 would have no online CPU (this host's: "), "\(r2.stderr)")
+        #expect(r2.stderr.split(separator: "\n").count == 1, "\(r2.stderr)")
+    }
+
     @Test("a truncated ELF, a missing initrd, a directory: one line, exit 2")
     func badFiles() throws {
         let elf = try Env.testGuest.get()

@@ -23,7 +23,7 @@ struct GuestControlTests {
         try runCommand(Env.pvhBinary, arguments, environment: environment, timeout: .seconds(60))
     }
 
-    func config(_ name: String, vcpus: Int = 1) throws -> String {
+    func config(_ name: String, vcpus: Int = 1, extra: String = "") throws -> String {
         let path = "\(directory)/\(name).cfg"
         let text = """
             type = "pvh"
@@ -32,6 +32,7 @@ struct GuestControlTests {
             memory = 32
             vcpus = \(vcpus)
             extra = "pvh.scenarios=control"
+            \(extra)
             """
         _ = FileManager.default.createFile(atPath: path, contents: Data(text.utf8))
         return path
@@ -171,6 +172,45 @@ struct GuestControlTests {
         #expect(parsed.compactMap { $0["type"] as? String } == ["created", "paused", "unpaused", "shutdown", "destroyed"], "\(events.output)")
         #expect(parsed.allSatisfy { $0["name"] as? String == "gamma" && $0["domid"] as? Int == 1 })
         #expect(parsed.dropFirst(3).first?["reason"] as? String == "poweroff")
+    }
+
+    @Test("cpus=: each vCPU's thread is bound to its item of xl's list form (Cpus_allowed_list); the guest process's other threads are not")
+    func vcpuPinning() throws {
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let online = try String(contentsOfFile: "/sys/devices/system/cpu/online", encoding: .utf8)
+            .trimmingCharacters(in: .whitespacesAndNewlines)
+        let last = ProcessInfo.processInfo.activeProcessorCount - 1
+        let daemon = try startDaemon()
+        defer { daemon.stop() }
+        let r = try pvh(["create", try config("pinned", vcpus: 2, extra: "cpus = [ \"0\", \"\(last)\" ]")])
+        #expect(r.status == 0, "\(r)")
+        #expect(try waitForTrees(["pinned"]))
+        let listed = try JSONSerialization.jsonObject(with: Data(try pvh(["list", "-l", "pinned"]).stdout.utf8)) as? [[String: Any]]
+        let pid = try #require(listed?.first?["pid"] as? Int)
+        // Each thread's name and proc(5)'s Cpus_allowed_list, once both vCPU threads run.
+        func threads() -> [String: String] {
+            var found: [String: String] = [:]
+            for tid in (try? FileManager.default.contentsOfDirectory(atPath: "/proc/\(pid)/task")) ?? [] {
+                let base = "/proc/\(pid)/task/\(tid)"
+                guard let comm = try? String(contentsOfFile: base + "/comm", encoding: .utf8),
+                      let status = try? String(contentsOfFile: base + "/status", encoding: .utf8),
+                      let line = status.split(separator: "\n").first(where: { $0.hasPrefix("Cpus_allowed_list:") }) else { continue }
+                found["\(comm.trimmingCharacters(in: .whitespacesAndNewlines))/\(tid)"] =
+                    line.dropFirst("Cpus_allowed_list:".count).trimmingCharacters(in: .whitespaces)
+            }
+            return found
+        }
+        var seen: [String: String] = [:]
+        #expect(until(60) {
+            seen = threads()
+            return seen.keys.filter { $0.hasPrefix("pvh-vcpu") }.count == 2
+        }, "\(seen)")
+        #expect(seen.first { $0.key.hasPrefix("pvh-vcpu0/") }?.value == "0", "\(seen)")
+        #expect(seen.first { $0.key.hasPrefix("pvh-vcpu1/") }?.value == String(last), "\(seen)")
+        let others = seen.filter { !$0.key.hasPrefix("pvh-vcpu") && !$0.key.hasPrefix("kvm-") }
+        #expect(!others.isEmpty && others.values.allSatisfy { $0 == online }, "\(seen)")
+        let shutdown = try pvh(["shutdown", "-w", "--timeout", "60", "pinned"])
+        #expect(shutdown.status == 0, "\(shutdown)")
     }
 
     /// True once `condition` holds, false after `seconds`; each check waits

@@ -166,9 +166,9 @@ struct DomainConfigurationTests {
     func ignoredKeys() throws {
         let r = try resolve(minimal + """
             seclabel = 'system_u:system_r:domU_t'
-            cpus = "0-1"
+            cpus_soft = "0-1"
             device_model_args = [ '-x' ]
-            cpus = "2"
+            cpus_soft = "2"
             pci = []
             no_such_key = 1
             sdl = 0
@@ -176,11 +176,28 @@ struct DomainConfigurationTests {
             """)
         #expect(r.warnings == [
             "t.cfg:4: warning: `seclabel' ignored: pvh has no XSM/FLASK security labels",
-            "t.cfg:7: warning: `cpus' ignored: vCPU pinning is not implemented",
+            "t.cfg:7: warning: `cpus_soft' ignored: soft affinity (a preferred CPU set) has no Linux counterpart for a thread: pin with cpus=",
             "t.cfg:6: warning: `device_model_args' ignored: a PVH guest has no device model",
             "t.cfg:8: warning: `pci' ignored: no meaning for a PVH guest under pvh",
             "t.cfg:10: warning: `sdl' ignored: no meaning for a PVH guest under pvh",
         ])
+    }
+
+    @Test("cpus=: a string pins every vCPU alike, a list vCPU by vCPU (items past maxvcpus ignored, as xl); a bad list names its line")
+    func vcpuAffinity() throws {
+        var c = try resolve(minimal + "vcpus = 3\ncpus = \"0-3,^1\"\n").configuration
+        #expect(c.vcpuAffinity.map(\.text) == ["0-3,^1", "0-3,^1", "0-3,^1"])
+        c = try resolve(minimal + "vcpus = 2\ncpus = [ \"1\", \"nodes:0\", \"7\" ]\n").configuration
+        #expect(c.vcpuAffinity.map(\.text) == ["1", "nodes:0"])
+        #expect(c.json.rendered().contains("\"cpus\": [\n    \"1\",\n    \"nodes:0\"\n  ],"), "\(c.json.rendered())")
+        c = try resolve(minimal + "vcpus = 4\ncpus = [ \"2\" ]\n").configuration
+        #expect(c.vcpuAffinity.map(\.text) == ["2"])  // vCPUs 1-3 unpinned
+        #expect(try resolve(minimal).configuration.vcpuAffinity.isEmpty)
+        #expect(resolveError(minimal + "cpus = \"^all\"\n") == "t.cfg:4: cpus '^all': \"^\" and \"all\" cannot be combined")
+        #expect(resolveError(minimal + "cpus = [ \"0\", \"2-1\" ]\nvcpus = 2\n")
+            == "t.cfg:4: cpus '2-1': invalid CPU range '2-1': want N or N-M (M >= N, at most 8191)")
+        #expect(resolveError(minimal + "cpus = [ [ \"0\" ] ]\n") == "t.cfg:4: cpus: item 1 is a list, not a CPU list string")
+        #expect(try resolve(minimal + "cpus = \"1\"\n").warnings.isEmpty)
     }
 
     @Test("overrides reach the resolution: xl create FILE memory=1024 'name=\"b\"'")
@@ -211,6 +228,7 @@ struct DomainConfigurationTests {
               "maxmem": 64,
               "vcpus": 1,
               "maxvcpus": 1,
+              "cpus": null,
               "kernel": "/k",
               "ramdisk": null,
               "cmdline": "console=hvc0 \"q\"",
