@@ -48,6 +48,7 @@ put("devicespecs", "disks", "/srv/guest.img,raw,xvda,rw\nformat=raw,vdev=xvda,ta
     "d0p1\nsda3\n51712")
 put("devicespecs", "vifs", "\ntype=tap,vifname=tap0\nbridge=br0,mac=00:16:3e:01:02:03\ntype=none\n"
     "rate=10Mb/s@20ms,ip=10.0.0.2,mtu=9000,devid=3\n00:16:3e:aa:bb:cc\n100KB/s")
+put("devicespecs", "cpus", "0-3,^1\nnodes:0-1,^node:1,5\nall,^0\n^2,0-7\n2")
 
 # Kernels: a minimal ELF64 and ELF32 with Xen's PVH entry note
 # (public/elfnote.h XEN_ELFNOTE_PHYS32_ENTRY = 18), and the ELF64 compressed.
