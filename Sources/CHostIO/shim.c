@@ -814,7 +814,7 @@ int pvh_spawner_request(int sock, char *const argv[], int child_fd, pid_t *pid) 
 // Big enough for any CPU CPUList accepts (DeviceSpecs: at most 8191).
 #define PVH_AFFINITY_CPUS 8192
 
-int pvh_set_thread_affinity(const int *cpus, int count) {
+int pvh_set_thread_affinity(int tid, const int *cpus, int count) {
     if (count < 0) return -EINVAL;
     cpu_set_t *set = CPU_ALLOC(PVH_AFFINITY_CPUS);
     if (set == NULL) return -ENOMEM;
@@ -824,7 +824,7 @@ int pvh_set_thread_affinity(const int *cpus, int count) {
         if (cpus[i] < 0 || cpus[i] >= PVH_AFFINITY_CPUS) { CPU_FREE(set); return -EINVAL; }
         CPU_SET_S((size_t)cpus[i], size, set);
     }
-    int r = sched_setaffinity(0, size, set) == 0 ? 0 : -errno;
+    int r = sched_setaffinity((pid_t)tid, size, set) == 0 ? 0 : -errno;
     CPU_FREE(set);
     return r;
 }

@@ -62,10 +62,14 @@ public struct HostCPUs: Sendable, Equatable {
 
     /// Binds the calling thread to `cpus` (sched_setaffinity on itself);
     /// the errno on failure (EINVAL: none of them is online).
-    public static func pinCurrentThread(to cpus: [Int]) -> Int32? {
+    public static func pinCurrentThread(to cpus: [Int]) -> Int32? { pin(thread: 0, to: cpus) }
+
+    /// Binds thread `tid` (0: the caller) to `cpus`; the errno on failure
+    /// (EPERM: another user's thread, without CAP_SYS_NICE; ESRCH: gone).
+    public static func pin(thread tid: Int32, to cpus: [Int]) -> Int32? {
         let values = cpus.map { CInt(clamping: $0) }
         // SAFETY: the shim reads exactly `values.count` ints from the buffer.
-        let result = unsafe values.withUnsafeBufferPointer { unsafe pvh_set_thread_affinity($0.baseAddress, CInt($0.count)) }
+        let result = unsafe values.withUnsafeBufferPointer { unsafe pvh_set_thread_affinity(tid, $0.baseAddress, CInt($0.count)) }
         return result == 0 ? nil : -result
     }
 

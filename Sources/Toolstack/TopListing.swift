@@ -129,3 +129,41 @@ public enum UptimeListing {
     static func pad(_ s: String, _ width: Int) -> String { s.count >= width ? s : s + String(repeating: " ", count: width - s.count) }
     static func right(_ s: String, _ width: Int) -> String { s.count >= width ? s : String(repeating: " ", count: width - s.count) + s }
 }
+
+/// `pvh vcpu-list`'s table, as `xl vcpu-list` prints it
+/// (tools/xl/xl_vcpu.c): the name left-aligned in 32, then the domain id
+/// and the vCPU right-aligned in 5, the host CPU in 5 (`-` when it has
+/// none), the state as three flags (`r` running, `b` blocked, `p` paused
+/// or offline), the CPU time in seconds to one place, and the hard and
+/// soft affinity as CPU lists (`all` for every CPU).
+public enum VCPUListing {
+    public static let header = UptimeListing.pad("Name", 32) + " " + right("ID", 5) + " " + right("VCPU", 5) + " "
+        + right("CPU", 5) + " State " + right("Time(s)", 9) + " Affinity (Hard / Soft)"
+
+    /// One vCPU's row. `cpu`: the host CPU its thread last ran on (nil: none).
+    public static func row(name: String, id: Int, vcpu: Int, cpu: Int?, state: String, seconds: Double,
+                           hard: String, soft: String) -> String {
+        let tenths = Int((max(0, seconds) * 10).rounded())
+        let time = "\(tenths / 10).\(tenths % 10)"
+        return UptimeListing.pad(name, 32) + " " + right(String(id), 5) + " " + right(String(vcpu), 5)
+            + right(cpu.map(String.init) ?? "-", 5) + "   " + state + "  " + right(time, 8) + "  " + hard + " / " + soft
+    }
+
+    /// A set of CPUs as xl prints a cpumap: `all` when it holds every CPU
+    /// in `all`, else ascending ranges (`0-3,5`), `none` when empty.
+    public static func cpus(_ set: [Int], all: Set<Int>) -> String {
+        let sorted = Array(Set(set)).sorted()
+        if !all.isEmpty, all.isSubset(of: Set(sorted)) { return "all" }
+        guard var start = sorted.first else { return "none" }
+        var parts: [String] = [], previous = start
+        for cpu in sorted.dropFirst() + [Int.min] {
+            if cpu == previous + 1 { previous = cpu; continue }
+            parts.append(start == previous ? "\(start)" : "\(start)-\(previous)")
+            start = cpu
+            previous = cpu
+        }
+        return parts.joined(separator: ",")
+    }
+
+    static func right(_ s: String, _ width: Int) -> String { UptimeListing.right(s, width) }
+}

@@ -236,7 +236,7 @@ public final class Domain: Sendable {
                 // Pinned before the guest runs a single instruction on it
                 // (xl's cpus=: Xen applies hard affinity when the vCPU is made).
                 if let cpus = pins[index], let errno = HostCPUs.pinCurrentThread(to: cpus) {
-                    lifecycle.finish(.failed("vCPU \(index): binding to CPUs \(cpus): \(String(cString: strerror(errno)))"))
+                    lifecycle.finish(.failed("vCPU \(index): binding to CPUs \(cpus): \(unsafe String(cString: strerror(errno)))"))
                     exited.signal()
                     return
                 }

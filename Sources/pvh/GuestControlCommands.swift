@@ -10,7 +10,7 @@ import Glibc
 #endif
 
 /// The daemon's client, or exit 1 naming the guest as xl does when there is none.
-private func daemon(for name: String?) throws -> DaemonClient {
+func daemon(for name: String?) throws -> DaemonClient {
     let client = DaemonClient()
     guard client.isRunning else {
         throw client.fail(name.map { "\($0) is an invalid domain identifier (no pvh daemon)" }

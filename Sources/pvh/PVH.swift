@@ -18,7 +18,7 @@ struct PVH: ParsableCommand {
         commandName: "pvh",
         abstract: "Run Xen PVH guests on Linux KVM.",
         subcommands: [Run.self, Create.self, List.self, Shutdown.self, Reboot.self, Destroy.self, Pause.self, Unpause.self, Info.self,
-                      ConsoleCommand.self, Daemon.self, MemSet.self, MemMax.self, VCPUSet.self, Top.self, Uptime.self, Events.self,
+                      ConsoleCommand.self, Daemon.self, MemSet.self, MemMax.self, VCPUSet.self, VCPUList.self, VCPUPin.self, Top.self, Uptime.self, Events.self,
                       XenStoreCommand.self, Dmesg.self, Host.self,
                       BlockAttach.self, BlockDetach.self, BlockList.self, NetworkAttach.self, NetworkDetach.self, NetworkList.self])
 

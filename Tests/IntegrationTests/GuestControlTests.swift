@@ -174,7 +174,7 @@ struct GuestControlTests {
         #expect(parsed.dropFirst(3).first?["reason"] as? String == "poweroff")
     }
 
-    @Test("cpus=: each vCPU's thread is bound to its item of xl's list form (Cpus_allowed_list); the guest process's other threads are not")
+    @Test("cpus=: each vCPU's thread is bound to its item of xl's list form (Cpus_allowed_list), the other threads are not; vcpu-list shows it, vcpu-pin changes it while the guest runs")
     func vcpuPinning() throws {
         defer { try? FileManager.default.removeItem(atPath: directory) }
         let online = try String(contentsOfFile: "/sys/devices/system/cpu/online", encoding: .utf8)
@@ -204,11 +204,36 @@ struct GuestControlTests {
         #expect(until(60) {
             seen = threads()
             return seen.keys.filter { $0.hasPrefix("pvh-vcpu") }.count == 2
-        }, "\(seen)")
+        }, "\(seen); daemon: \(daemon.errors); guest log: \((try? String(contentsOfFile: "\(directory)/pinned.log", encoding: .utf8)) ?? "none")")
         #expect(seen.first { $0.key.hasPrefix("pvh-vcpu0/") }?.value == "0", "\(seen)")
         #expect(seen.first { $0.key.hasPrefix("pvh-vcpu1/") }?.value == String(last), "\(seen)")
         let others = seen.filter { !$0.key.hasPrefix("pvh-vcpu") && !$0.key.hasPrefix("kvm-") }
         #expect(!others.isEmpty && others.values.allSatisfy { $0 == online }, "\(seen)")
+
+        // vcpu-list shows it as xl does; vcpu-pin changes it while the guest runs.
+        func affinities() throws -> [String] {
+            let r = try pvh(["vcpu-list", "pinned"])
+            #expect(r.status == 0, "\(r)")
+            let rows = r.stdout.split(separator: "\n").dropFirst()
+            #expect(rows.count == 2 && rows.allSatisfy { $0.hasPrefix("pinned ") }, "\(r.stdout)")
+            return rows.map { String($0.split(separator: "  ").last ?? "") }
+        }
+        let list = try pvh(["vcpu-list"])
+        #expect(list.stdout.hasPrefix("Name                                ID  VCPU   CPU State   Time(s) Affinity (Hard / Soft)\n"), "\(list)")
+        let hostWide = last == 0 ? "all" : "0-\(last)"
+        #expect(try affinities() == (last == 0 ? ["all / all", "all / all"] : ["0 / all", "\(last) / all"]))
+        var pin = try pvh(["vcpu-pin", "pinned", "1", "0"])
+        #expect(pin.status == 0, "\(pin)")
+        #expect(threads().first { $0.key.hasPrefix("pvh-vcpu1/") }?.value == "0")
+        pin = try pvh(["vcpu-pin", "pinned", "all", "all", "-"])
+        #expect(pin.status == 0, "\(pin)")
+        #expect(try affinities() == ["all / all", "all / all"], "\(hostWide)")
+        pin = try pvh(["vcpu-pin", "pinned", "2", "0"])
+        #expect(pin.status == 2 && pin.stderr == "pvh: vcpu-pin: vCPU '2': pinned has vCPUs 0 to 1 (or give all)\n", "\(pin)")
+        pin = try pvh(["vcpu-pin", "pinned", "0", "0", "1"])
+        #expect(pin.status == 2 && pin.stderr.contains("soft affinity '1'"), "\(pin)")
+        pin = try pvh(["vcpu-pin", "nosuch", "0", "0"])
+        #expect(pin.status == 1 && pin.stderr == "pvh: nosuch is an invalid domain identifier\n", "\(pin)")
         let shutdown = try pvh(["shutdown", "-w", "--timeout", "60", "pinned"])
         #expect(shutdown.status == 0, "\(shutdown)")
     }

@@ -67,6 +67,21 @@ import XenABI
         #expect(UptimeListing.duration(-5) == " 0:00:00")
     }
 
+    @Test("vcpu-list's table as xl vcpu-list prints it; CPU sets as xl prints a cpumap")
+    func vcpuListAsXlPrintsIt() {
+        #expect(VCPUListing.header == "Name                                ID  VCPU   CPU State   Time(s) Affinity (Hard / Soft)")
+        #expect(VCPUListing.row(name: "Domain-0", id: 0, vcpu: 0, cpu: 1, state: "-b-", seconds: 271.14, hard: "all", soft: "all")
+            == "Domain-0                             0     0    1   -b-     271.1  all / all")
+        #expect(VCPUListing.row(name: "web", id: 7, vcpu: 12, cpu: nil, state: "--p", seconds: 0, hard: "0-1", soft: "all")
+            == "web                                  7    12    -   --p       0.0  0-1 / all")
+        let online: Set<Int> = [0, 1, 2, 3, 4, 5, 6, 7]
+        #expect(VCPUListing.cpus([0, 1, 2, 3, 4, 5, 6, 7], all: online) == "all")
+        #expect(VCPUListing.cpus([3, 0, 1, 2, 5, 7, 6], all: online) == "0-3,5-7")
+        #expect(VCPUListing.cpus([4], all: online) == "4")
+        #expect(VCPUListing.cpus([0, 2, 4], all: online) == "0,2,4")
+        #expect(VCPUListing.cpus([], all: online) == "none")
+    }
+
     @Test func guestLaunchPassesItsMetricsSocket() {
         var launch = GuestLaunch(executable: "/usr/bin/pvh", configPath: "/run/pvh/.daemon/7.cfg", logPath: "/l", domain: DomainID(rawValue: 7))
         launch.metricsSocket = "/run/pvh/.daemon/7.metrics"

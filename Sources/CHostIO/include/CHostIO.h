@@ -295,10 +295,11 @@ int pvh_receive_descriptors(int socket, int *fds, unsigned max, uint8_t *tag);
 /// time it connected (or the socketpair was made). 0 or -errno.
 int pvh_peer_credentials(int socket, pid_t *pid, uid_t *uid);
 
-/// sched_setaffinity(2) of the calling thread to the `count` CPUs in
-/// `cpus` (each 0 to CPU_SETSIZE * 8 - 1; a dynamic cpu_set_t, CPU_ALLOC(3),
-/// holds them). 0, or -errno (EINVAL: none of them is online).
-int pvh_set_thread_affinity(const int *cpus, int count);
+/// sched_setaffinity(2) of thread `tid` (0: the caller) to the `count`
+/// CPUs in `cpus` (each 0 to 8191; a dynamic cpu_set_t, CPU_ALLOC(3),
+/// holds them). 0, or -errno (EINVAL: none of them is online; EPERM:
+/// another user's thread without CAP_SYS_NICE; ESRCH: no such thread).
+int pvh_set_thread_affinity(int tid, const int *cpus, int count);
 
 /// sched_getaffinity(2) of thread `tid` (0: the caller): up to `capacity`
 /// CPU numbers into `cpus`, sorted. The number of CPUs, or -errno.
