@@ -21,13 +21,19 @@ import XenStore
 // created.
 
 extension GuestConfiguration {
-    /// `vcpuAffinity` against `host`: for each vCPU, the online CPUs its
-    /// thread is bound to (nil: not pinned). A list that leaves a vCPU no
-    /// online CPU is the user's error, as libxl's refusal of an empty
-    /// cpumap is (exit 2 before anything is created).
+    /// `vcpuAffinity` against `host` (`resolveAffinity`).
     func resolvedAffinity(on host: HostCPUs) throws(DomainError) -> [Int: [Int]] {
+        try Self.resolveAffinity(vcpuAffinity, vcpus: vcpus, on: host)
+    }
+
+    /// Each pinned vCPU's online CPUs on `host` (nil: not pinned), from
+    /// `lists` by vCPU number. A list that leaves a vCPU no online CPU is
+    /// the user's error, as libxl's refusal of an empty cpumap is: exit 2
+    /// before anything is created (and the daemon's 400 before a guest
+    /// process is started).
+    public static func resolveAffinity(_ lists: [CPUList], vcpus: Int, on host: HostCPUs) throws(DomainError) -> [Int: [Int]] {
         var pins: [Int: [Int]] = [:]
-        for (vcpu, list) in vcpuAffinity.prefix(vcpus).enumerated() {
+        for (vcpu, list) in lists.prefix(vcpus).enumerated() {
             let option = "cpus '\(list)'"
             let cpus: Set<Int>
             do {

@@ -113,6 +113,13 @@ final class Supervisor: DomainService, Sendable {
                                                naming: { "\(request.source): \($0) =" }) {
             throw APIError(.configInvalid, problem, file: request.source)
         }
+        // Pinning that leaves a vCPU no CPU of this host: the request's 400,
+        // not a guest process that exits 2 at once.
+        do {
+            _ = try GuestConfiguration.resolveAffinity(config.vcpuAffinity, vcpus: config.vcpus, on: HostCPUs.current())
+        } catch {
+            throw APIError(.configInvalid, "\(request.source): \(error.description)", file: request.source, key: "cpus")
+        }
         // Checked here so that a missing file is the request's 400 (xl
         // create fails the same way) rather than a guest process that
         // exits 2 at once.

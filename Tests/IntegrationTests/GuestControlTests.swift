@@ -182,6 +182,10 @@ struct GuestControlTests {
         let last = ProcessInfo.processInfo.activeProcessorCount - 1
         let daemon = try startDaemon()
         defer { daemon.stop() }
+        // A list that leaves a vCPU no CPU of this host: the daemon's refusal, no guest started.
+        let refused = try pvh(["create", try config("nowhere", vcpus: 2, extra: "cpus = [ \"0\", \"\(last + 64)\" ]")])
+        #expect(refused.status == 1 && refused.stderr.contains("nowhere.cfg: cpus '\(last + 64)': vCPU 1 would have no online CPU"),
+                "\(refused)")
         let r = try pvh(["create", try config("pinned", vcpus: 2, extra: "cpus = [ \"0\", \"\(last)\" ]")])
         #expect(r.status == 0, "\(r)")
         #expect(try waitForTrees(["pinned"]))
