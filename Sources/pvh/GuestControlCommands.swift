@@ -19,6 +19,17 @@ func daemon(for name: String?) throws -> DaemonClient {
     return client
 }
 
+/// Every domain the daemon has (`GET /v1/domains`); each of `names` must
+/// be one of them, else one line as xl says it and status 1.
+func namedDomains(_ names: [String]) throws -> [DomainInfo] {
+    let client = try daemon(for: names.first)
+    let domains = try client.call("GET", "/v1/domains", as: [DomainInfo].self)
+    for name in names where !domains.contains(where: { $0.name == name }) {
+        throw client.fail("\(name) is an invalid domain identifier")
+    }
+    return domains
+}
+
 /// `PUT /v1/domains/{name}/memory` with `request`.
 func setMemory(_ name: String, _ request: MemoryRequest) throws {
     try reportingAPIErrors {
@@ -70,11 +81,7 @@ struct Uptime: ParsableCommand {
 
     func run() throws {
         try reportingAPIErrors {
-            let client = try daemon(for: names.first)
-            let domains = try client.call("GET", "/v1/domains", as: [DomainInfo].self)
-            for name in names where !domains.contains(where: { $0.name == name }) {
-                throw client.fail("\(name) is an invalid domain identifier")
-            }
+            let domains = try namedDomains(names)
             let now = Date().timeIntervalSince1970
             print(UptimeListing.header)
             // As xl: the host (Domain-0) first when no guest is named.

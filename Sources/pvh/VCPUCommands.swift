@@ -65,11 +65,7 @@ struct VCPUList: ParsableCommand {
 
     func run() throws {
         try reportingAPIErrors {
-            let client = try daemon(for: names.first)
-            let domains = try client.call("GET", "/v1/domains", as: [DomainInfo].self)
-            for name in names where !domains.contains(where: { $0.name == name }) {
-                throw client.fail("\(name) is an invalid domain identifier")
-            }
+            let domains = try namedDomains(names)
             let online = HostCPUs.current().online
             print(VCPUListing.header)
             for d in domains.sorted(by: { $0.domid < $1.domid }) where names.isEmpty || names.contains(d.name) {
@@ -119,8 +115,7 @@ struct VCPUPin: ParsableCommand {
         guard !cpus.isEmpty else { usageFailure("vcpu-pin: '\(hard)': no online CPU of this host") }
         try reportingAPIErrors {
             let client = try daemon(for: name)
-            let domains = try client.call("GET", "/v1/domains", as: [DomainInfo].self)
-            guard let domain = domains.first(where: { $0.name == name }) else {
+            guard let domain = try namedDomains([name]).first(where: { $0.name == name }) else {
                 throw client.fail("\(name) is an invalid domain identifier")
             }
             let vcpus: [Int]
