@@ -278,15 +278,57 @@ public final class NetfrontQueue {
 
     /// Waits (on the TX port, bounded) until some TX responses have come,
     /// asking for the event as `holdOff` says; returns them.
-    public func collectTxResponses(holdOff: TxEventHoldOff, timeout: Duration = .seconds(30)) throws -> [NetifTxResponse] {
+    ///
+    /// `polling`: before blocking on the port, look at `rsp_prod` for up to
+    /// this long (once per call), as a guest vCPU that stays running (a
+    /// busy guest, or Linux's `haltpoll` cpuidle) sees a response without
+    /// taking an interrupt. Zero blocks at once, as a vCPU that halts does.
+    public func collectTxResponses(holdOff: TxEventHoldOff, timeout: Duration = .seconds(30),
+                                   polling: Duration = .zero) throws -> [NetifTxResponse] {
+        var polled = polling <= .zero
         while true {
             guest.notifications.clearPending(txPort)
             let got = try txResponses()
             if !got.isEmpty { return got }
             let after: UInt32 = holdOff == .half ? tx.outstandingRequests / 2 + 1 : 1
             if try ring({ () throws(XenRingError) in try tx.finalCheckForResponses(eventAfter: after) }) { continue }
+            if !polled {
+                polled = true
+                if try pollWaits(for: polling, until: { () throws(XenRingError) in try tx.hasUnconsumedResponses() }) { pollHits += 1 }
+                continue
+            }
+            portWaits += 1
             guard guest.notifications.wait(txPort, timeout: timeout) else { throw NetFrontendError.timedOut(timeout) }
         }
+    }
+
+    /// Times a wait found what it waited for while polling, and times it
+    /// blocked on a port (TX and RX together): what `polling` saved.
+    public private(set) var pollHits = 0
+    public private(set) var portWaits = 0
+
+    /// Looks until `ready` says so (true) or `duration` passed (false).
+    private func pollWaits(for duration: Duration, until ready: () throws(XenRingError) -> Bool) throws -> Bool {
+        let deadline = ContinuousClock.now + duration
+        while true {
+            if try ring(ready) { return true }
+            if ContinuousClock.now >= deadline { return false }
+        }
+    }
+
+    /// Waits for RX responses as `collectTxResponses` waits for TX ones:
+    /// true once some are published (taken by `consume`/`receive`), false
+    /// if `timeout` passed. Asks for the event (RING_FINAL_CHECK) before it
+    /// polls or blocks.
+    public func waitForRxResponses(timeout: Duration, polling: Duration = .zero) throws -> Bool {
+        guest.notifications.clearPending(rxPort)
+        if try ring({ () throws(XenRingError) in try rx.finalCheckForResponses() }) { return true }
+        if polling > .zero, try pollWaits(for: polling, until: { () throws(XenRingError) in try rx.hasUnconsumedResponses() }) {
+            pollHits += 1
+            return true
+        }
+        portWaits += 1
+        return guest.notifications.wait(rxPort, timeout: timeout)
     }
 
     // MARK: RX

@@ -81,6 +81,15 @@ enum NetBench {
         /// the TAP's limit (the physical limit's best here), or one writev
         /// each (the reference before pvh batched).
         var hostTx = HostTx.batch
+        /// How long the frontend looks at its ring before blocking on its
+        /// port (`--frontend-wait poll|block`): none by default, as a vCPU
+        /// that halts (and as this bench ran before the option), or 200 µs
+        /// as a guest whose idle loop polls (Linux's haltpoll cpuidle; the
+        /// block bench's default). Not the default here: on 2 cores the
+        /// polling frontend takes the CPU the RX path's other threads need
+        /// (rx-64 0.43 to 0.24, rx-bulk 0.53 to 0.36, tx-bulk 0.30 to 0.37
+        /// in one pair of runs, December 4 2026; README, Networking).
+        var frontendPolling: Duration = .zero
     }
 
     enum RxRead: String, CaseIterable {
@@ -93,7 +102,7 @@ enum NetBench {
 
     typealias UsageError = BenchUsageError
 
-    static let usage = "usage: pvh-bench net [--seconds N] [--rounds N] [--case NAME]... [--tx-event next|half] [--rx-read queue|thread] [--host-tx batch|each]  (cases: \(caseNames.joined(separator: ", ")); needs root)"
+    static let usage = "usage: pvh-bench net [--seconds N] [--rounds N] [--case NAME]... [--tx-event next|half] [--rx-read queue|thread] [--host-tx batch|each] [--frontend-wait poll|block]  (cases: \(caseNames.joined(separator: ", ")); needs root)"
 
     static let caseNames = ["tx-64", "tx-bulk", "rx-64", "rx-bulk", "user-udp"]
 
@@ -114,6 +123,12 @@ enum NetBench {
             case "--host-tx":
                 let names = HostTx.allCases.map(\.rawValue)
                 options.hostTx = HostTx(rawValue: try words.caseName(argument, from: names)) ?? .batch
+            case "--frontend-wait":
+                switch try words.value(argument) {
+                case "poll": options.frontendPolling = .microseconds(200)
+                case "block": options.frontendPolling = .zero
+                case let v: throw UsageError(description: "--frontend-wait: expected poll or block, got '\(v)'")
+                }
             default: throw words.unknown(argument)
             }
         }
@@ -296,6 +311,9 @@ enum NetBench {
         var drops: UInt64 = 0
         /// pvh only: per packet, the backend's pump runs and the events each way.
         var perPacket: (pumps: Double, fromGuest: Double, toGuest: Double)?
+        /// pvh only: per packet, the frontend's waits ended by polling, and
+        /// its blocks on a port.
+        var frontendWaits: (pollHits: Double, portWaits: Double)?
     }
 
     static func run(_ options: Options) throws {
@@ -320,7 +338,8 @@ enum NetBench {
                 try h.start(receive: { hostReceived.add($0.bytes.count) }, carrier: { _ in })
             } catch { throw UsageError(description: "TAP reader: \(error)") }
             let tap = try makeTap(pvhTapName, address: "10.211.0.1/24")
-            tapSide = try PVHSide(link: options.rxRead == .queue ? tap : ThreadReadLink(tap), txHoldOff: options.txHoldOff)
+            tapSide = try PVHSide(link: options.rxRead == .queue ? tap : ThreadReadLink(tap), txHoldOff: options.txHoldOff,
+                              polling: options.frontendPolling)
         }
 
         var userSide: PVHSide?
@@ -343,11 +362,12 @@ enum NetBench {
             let h = try passt()
             hostPasst = h
             do { try h.start(receive: { _ in }, carrier: { _ in }) } catch { throw UsageError(description: "passt: \(error)") }
-            userSide = try PVHSide(link: try passt(), txHoldOff: options.txHoldOff)
+            userSide = try PVHSide(link: try passt(), txHoldOff: options.txHoldOff, polling: options.frontendPolling)
         }
 
         print("pvh-bench net: \(options.seconds) s per run, medians of \(options.rounds) interleaved rounds; "
-              + "the frontend's TX event: \(options.txHoldOff.rawValue); the TAP read by the \(options.rxRead.rawValue); "
+              + "the frontend's TX event: \(options.txHoldOff.rawValue), "
+              + "\(options.frontendPolling > .zero ? "polling 200 µs before it blocks" : "blocking at once"); the TAP read by the \(options.rxRead.rawValue); "
               + "host TX: \(options.hostTx == .batch ? "batches of the TAP's limit per io_uring_enter" : "one writev per frame")")
         if tapCases, let hostTap {
             print("  TAP cases: pvh: netfront ⇄ NetBackend ⇄ tap \(pvhTapName), host: TapLink ⇄ \(hostTap.description); "
@@ -389,6 +409,9 @@ enum NetBench {
             if let w = pvh.last?.perPacket {
                 line += String(format: "; per pvh packet (last round): %.3f pumps, %.3f events from the guest, %.3f to it",
                                w.pumps, w.fromGuest, w.toGuest)
+            }
+            if let f = pvh.last?.frontendWaits {
+                line += String(format: ", the frontend's poll hits %.3f and port waits %.3f", f.pollHits, f.portWaits)
             }
             if c.direction == .tx, let tapSide {
                 let m = tapSide.backend.metrics[0]
@@ -630,10 +653,13 @@ final class PVHSide {
     private var staged: [String: NetfrontQueue.StagedPacket] = [:]
     /// When the frontend asks to hear of TX responses.
     let txHoldOff: NetfrontQueue.TxEventHoldOff
+    /// How long the frontend polls its ring before blocking.
+    let polling: Duration
 
-    init(link: any NetworkLink, txHoldOff: NetfrontQueue.TxEventHoldOff) throws {
+    init(link: any NetworkLink, txHoldOff: NetfrontQueue.TxEventHoldOff, polling: Duration) throws {
         self.link = link
         self.txHoldOff = txHoldOff
+        self.polling = polling
         guest = try FrontendGuest()
         backend = try NetBackend(store: guest.store,
                                  address: XenbusDeviceAddress(type: "vif", frontend: FrontendGuest.domain, index: 0),
@@ -650,6 +676,14 @@ final class PVHSide {
         guard let m = backend.runtimeDevice?.metrics else { return (0, 0, 0) }
         return (m.pumps.load(ordering: .relaxed), m.guestNotifications.load(ordering: .relaxed),
                 m.notificationsToGuest.load(ordering: .relaxed))
+    }
+
+    /// The frontend's poll hits and port waits so far.
+    private var frontendWaits: (pollHits: Int, portWaits: Int) { (queue.pollHits, queue.portWaits) }
+
+    private func frontendWaits(since f: (pollHits: Int, portWaits: Int), packets: Int) -> (pollHits: Double, portWaits: Double) {
+        let now = frontendWaits, n = Double(max(packets, 1))
+        return (Double(now.pollHits - f.pollHits) / n, Double(now.portWaits - f.portWaits) / n)
     }
 
     private func perPacket(since w: (pumps: UInt64, fromGuest: UInt64, toGuest: UInt64), packets: Int)
@@ -678,7 +712,7 @@ final class PVHSide {
             // Fill what the ring holds, publish once, then wait for responses.
             while try queue.enqueue(p) { sent += 1 }
             try queue.pushTx()
-            _ = try queue.collectTxResponses(holdOff: txHoldOff)
+            _ = try queue.collectTxResponses(holdOff: txHoldOff, polling: polling)
         }
         while Int(queue.tx.freeRequests) < entries { _ = try queue.waitForTxResponses(1) }
         return (sent, (clock.now - start) / .seconds(1))
@@ -690,22 +724,23 @@ final class PVHSide {
         let metrics = backend.metrics[0]
         let packetsBefore = metrics.txPackets.load(ordering: .relaxed)
         let dropsBefore = metrics.totalDrops
-        let w = wakeups
+        let w = wakeups, f = frontendWaits
         let (_, elapsed) = try fill(c, seconds: seconds)
         let packets = Int(metrics.txPackets.load(ordering: .relaxed) - packetsBefore)
         return NetBench.Measured(rate: NetBench.rate(c, packets: packets, seconds: elapsed), drops: metrics.totalDrops - dropsBefore,
-                                 perPacket: perPacket(since: w, packets: packets))
+                                 perPacket: perPacket(since: w, packets: packets), frontendWaits: frontendWaits(since: f, packets: packets))
     }
 
     /// TX through passt: the rate counts the payload the sink received.
     func transmitCounted(_ c: NetBench.Case, sink: UDPSink, seconds: Int) throws -> NetBench.Measured {
         let before = sink.counter.snapshot
-        let w = wakeups
+        let w = wakeups, f = frontendWaits
         let (sent, elapsed) = try fill(c, seconds: seconds)
         let after = sink.counter.snapshot
         let got = after.frames - before.frames
         return NetBench.Measured(rate: NetBench.rate(c, packets: got, bytes: after.bytes - before.bytes, seconds: elapsed),
-                                 drops: UInt64(max(0, sent - got)), perPacket: perPacket(since: w, packets: sent))
+                                 drops: UInt64(max(0, sent - got)), perPacket: perPacket(since: w, packets: sent),
+                                 frontendWaits: frontendWaits(since: f, packets: sent))
     }
 
     /// RX: the generator writes `c`'s frame to TAP `tap` for `seconds`; the
@@ -715,7 +750,7 @@ final class PVHSide {
         _ = try queue.consume()  // what came in meanwhile
         let metrics = backend.metrics[0]
         let dropsBefore = metrics.totalDrops
-        let w = wakeups
+        let w = wakeups, f = frontendWaits
         let consumed = Atomic<Int>(0)
         let generator = try FrameGenerator(namespace: NetBench.namespace, interface: tap, c) { consumed.load(ordering: .relaxed) }
         defer { generator.stop() }
@@ -731,13 +766,12 @@ final class PVHSide {
             consumed.store(total.frames, ordering: .relaxed)
             // RING_FINAL_CHECK_FOR_RESPONSES (rsp_event moved on) before
             // sleeping, or the backend would not notify.
-            if got.frames == 0, try !queue.rx.finalCheckForResponses() {
-                _ = queue.guest.notifications.wait(queue.rxPort, timeout: .milliseconds(100))
-            }
+            if got.frames == 0 { _ = try queue.waitForRxResponses(timeout: .milliseconds(100), polling: polling) }
         }
         let elapsed = (clock.now - start) / .seconds(1)
         return NetBench.Measured(rate: NetBench.rate(c, packets: total.frames, bytes: total.bytes, seconds: elapsed),
-                                 drops: metrics.totalDrops - dropsBefore, perPacket: perPacket(since: w, packets: total.frames))
+                                 drops: metrics.totalDrops - dropsBefore, perPacket: perPacket(since: w, packets: total.frames),
+                                 frontendWaits: frontendWaits(since: f, packets: total.frames))
     }
 }
 

@@ -83,6 +83,37 @@ struct HandshakeTests {
         #expect(try vif.q.waitForFrames(1).map(\.bytes) == [Frames.ipv4(Frames.payload(80))])
     }
 
+    @Test("a frontend that polls its rings before blocking (haltpoll) gets every TX response and RX frame; each wait ends by polling or on its port")
+    func pollingFrontend() throws {
+        let guest = try Guest()
+        let vif = try Vif(guest: guest)
+        var responses: [NetifTxResponse] = []
+        var waits = 0
+        for n in 1...20 {
+            try vif.q.send(Frames.ipv4(Frames.payload(60 + n)))
+            while responses.count < n {
+                waits += 1
+                responses += try vif.q.collectTxResponses(holdOff: .next, timeout: .seconds(30), polling: .microseconds(200))
+            }
+        }
+        #expect(responses.map(\.status) == Array(repeating: .okay, count: 20))
+        #expect(vif.link.sent.map(\.bytes) == (1...20).map { Frames.ipv4(Frames.payload(60 + $0)) })
+        var frames: [NetfrontFrame] = []
+        for n in 1...20 {
+            let frame = Frames.ipv4(Frames.payload(70 + n))
+            vif.link.inject(NetworkFrameFactory.frame(frame))
+            while frames.count < n {
+                waits += 1
+                #expect(try vif.q.waitForRxResponses(timeout: .seconds(30), polling: .microseconds(200)))
+                frames += try vif.q.receive()
+            }
+        }
+        #expect(frames.map(\.bytes) == (1...20).map { Frames.ipv4(Frames.payload(70 + $0)) })
+        // A wait that did not find its responses at once polled once, and
+        // blocked only if polling found nothing: at most one poll hit per wait.
+        #expect(vif.q.pollHits <= waits)
+    }
+
     @Test("close and reconnect: Closing/Closed tear the queues down, Initialising offers the device again, it connects and works (the store in-process, or remote)",
           arguments: [false, true])
     func reconnect(remote: Bool) throws {
