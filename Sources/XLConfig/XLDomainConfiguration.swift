@@ -180,12 +180,11 @@ private struct Resolver {
         warnIgnoredKeys(legacyPVH: legacyPVH)
         let configuration = XLDomainConfiguration(
             name: name, uuid: uuid, memoryMiB: target, maximumMemoryMiB: maximum, vcpus: vcpus, maximumVCPUs: maximumVCPUs,
+            vcpuAffinity: affinity,
             kernel: kernel, ramdisk: ramdisk, commandLine: commandLine, disks: disks, networks: networks, actions: actions,
             maximumGrantFrames: grantFrames,
             maximumEventChannels: eventChannels.flatMap { $0 == 0 ? nil : $0 } ?? XLDomainConfiguration.defaultEventChannels)
-        var resolved = configuration
-        resolved.vcpuAffinity = affinity
-        return .init(configuration: resolved, warnings: warnings)
+        return .init(configuration: configuration, warnings: warnings)
     }
 
     /// `cpus=` as xl's `parse_vcpu_affinity` reads it: a string is every
