@@ -136,10 +136,17 @@ public final class BlkfrontRing<L: BlkifABILayout> {
     /// Looks at `rsp_prod` until a response is there (true) or `duration`
     /// passed (false).
     private func poll(for duration: Duration) throws(XenRingError) -> Bool {
-        let deadline = ContinuousClock.now + duration
-        while true {
-            if try ring.hasUnconsumedResponses() { return true }
-            if ContinuousClock.now >= deadline { return false }
-        }
+        try pollRing(for: duration) { () throws(XenRingError) in try ring.hasUnconsumedResponses() }
+    }
+}
+
+/// A frontend's polling wait (a vCPU that keeps running instead of
+/// halting): looks until `ready` says so (true) or `duration` passed
+/// (false). Shared by the block and net test frontends.
+public func pollRing(for duration: Duration, until ready: () throws(XenRingError) -> Bool) throws(XenRingError) -> Bool {
+    let deadline = ContinuousClock.now + duration
+    while true {
+        if try ready() { return true }
+        if ContinuousClock.now >= deadline { return false }
     }
 }

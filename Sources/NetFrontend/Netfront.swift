@@ -307,13 +307,9 @@ public final class NetfrontQueue {
     public private(set) var pollHits = 0
     public private(set) var portWaits = 0
 
-    /// Looks until `ready` says so (true) or `duration` passed (false).
+    /// BlockFrontend's `pollRing`, its ring errors as this frontend's.
     private func pollWaits(for duration: Duration, until ready: () throws(XenRingError) -> Bool) throws -> Bool {
-        let deadline = ContinuousClock.now + duration
-        while true {
-            if try ring(ready) { return true }
-            if ContinuousClock.now >= deadline { return false }
-        }
+        try ring { () throws(XenRingError) in try pollRing(for: duration, until: ready) }
     }
 
     /// Waits for RX responses as `collectTxResponses` waits for TX ones:

@@ -83,7 +83,7 @@ struct HandshakeTests {
         #expect(try vif.q.waitForFrames(1).map(\.bytes) == [Frames.ipv4(Frames.payload(80))])
     }
 
-    @Test("a frontend that polls its rings before blocking (haltpoll) gets every TX response and RX frame; each wait ends by polling or on its port")
+    @Test("a frontend that polls its rings before blocking (haltpoll) gets every TX response and RX frame, in order; at most one poll hit per wait")
     func pollingFrontend() throws {
         let guest = try Guest()
         let vif = try Vif(guest: guest)
