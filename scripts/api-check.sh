@@ -46,8 +46,23 @@ pvh=.build/debug/pvh
 tmp=$(mktemp -d /tmp/pvh-api-check.XXXXXX)
 pids=()
 cleanup() {
-    for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-    for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
+    # The re-create loop and socat first, so that nothing makes a guest again.
+    for p in "${pids[@]:1}"; do kill "$p" 2>/dev/null || true; done
+    for p in "${pids[@]:1}"; do wait "$p" 2>/dev/null || true; done
+    # Guests outlive their daemon (a restarted daemon adopts them), so they
+    # are destroyed through it, every one the fuzzer left (under any name),
+    # before it goes.
+    if [ -S "$tmp/api.sock" ] && kill -0 "${pids[0]}" 2>/dev/null; then
+        curl -s --max-time 10 --unix-socket "$tmp/api.sock" http://localhost/v1/domains |
+            python3 -c 'import json, sys; [print(d["name"]) for d in json.load(sys.stdin)]' 2>/dev/null |
+            while read -r name; do
+                curl -s --max-time 30 --unix-socket "$tmp/api.sock" -o /dev/null -X DELETE "http://localhost/v1/domains/$name" || true
+            done
+    fi
+    [ "${#pids[@]}" -gt 0 ] && { kill "${pids[0]}" 2>/dev/null || true; wait "${pids[0]}" 2>/dev/null || true; }
+    # What a failed destroy left: each guest's command line names its
+    # reattach socket and exit record, both in this run's directory.
+    pkill -KILL -f -- "$tmp/" 2>/dev/null || true
     rm -rf "$tmp"
 }
 trap cleanup EXIT
