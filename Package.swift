@@ -115,7 +115,7 @@ let package = Package(
         .target(name: "XenBus", dependencies: ["Locking", "CXen", "XenABI", "XenStore"], swiftSettings: safeSettings),
         // The one host-I/O layer: block I/O between backing files and guest pages
         // (io_uring, a thread pool, a synchronous reference engine).
-        .target(name: "HostIO", dependencies: ["Locking", "CHostIO", "GuestMemory"], swiftSettings: safeSettings),
+        .target(name: "HostIO", dependencies: ["Locking", "CHostIO", "GuestMemory", "DeviceSpecs"], swiftSettings: safeSettings),
         // Device specifications as xl writes them (xl-disk-configuration(5)), pure parsers.
         .target(name: "DeviceSpecs", swiftSettings: safeSettings),
         // xl.cfg files (xl.cfg(5)): libxlu's grammar, xl create's overrides,

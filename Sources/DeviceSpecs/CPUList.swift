@@ -57,7 +57,9 @@ public struct CPUList: Sendable, Equatable, CustomStringConvertible {
 
     /// `N` or `N-M`, decimal digits only (xl's `parse_range`, without
     /// strtoul's sign and white space), M >= N, both at most `maximumCPU`.
-    static func range(_ text: Substring) -> ClosedRange<Int>? {
+    /// Also an item of the kernel's CPU lists (sysfs `cpulist`,
+    /// bitmap_parselist), which `HostCPUs` reads with it.
+    public static func range(_ text: Substring) -> ClosedRange<Int>? {
         func number(_ s: Substring) -> Int? {
             guard (1...5).contains(s.count), s.allSatisfy({ $0.isASCII && $0.isNumber }), let n = Int(s), n <= maximumCPU else { return nil }
             return n

@@ -1,4 +1,5 @@
 import CHostIO
+import DeviceSpecs
 import Foundation
 
 /// The host's CPUs and NUMA nodes as sysfs lists them
@@ -45,17 +46,15 @@ public struct HostCPUs: Sendable, Equatable {
     private static func read(_ path: String) -> String? { try? String(contentsOfFile: path, encoding: .utf8) }
 
     /// The kernel's CPU list format (`0-3,8-11`, bitmap_parselist; empty
-    /// for an empty set); nil if it is not one.
+    /// for an empty set); nil if it is not one. Each item is what xl's
+    /// CPU lists also take (`CPUList.range`).
     public static func parseList(_ text: String) -> [Int]? {
         let trimmed = text.trimmingCharacters(in: .whitespacesAndNewlines)
         guard !trimmed.isEmpty else { return [] }
         var cpus: [Int] = []
-        for item in trimmed.split(separator: ",") {
-            let bounds = item.split(separator: "-", maxSplits: 1).map { Int($0) }
-            guard let low = bounds.first ?? nil, low >= 0 else { return nil }
-            let high = bounds.count == 2 ? bounds[1] : low
-            guard let high, high >= low, high - low < 65536 else { return nil }
-            cpus.append(contentsOf: low...high)
+        for item in trimmed.split(separator: ",", omittingEmptySubsequences: false) {
+            guard let range = CPUList.range(item) else { return nil }
+            cpus.append(contentsOf: range)
         }
         return cpus
     }
