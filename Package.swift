@@ -26,7 +26,7 @@ let package = Package(
             name: "PVHFuzzable",
             targets: ["XenStore", "XLConfig", "DeviceSpecs", "Hypercalls", "PVHBoot", "GuestMemory", "XenABI",
                       "EventChannels", "GrantTables", "XenRing", "XenBus", "HostIO", "BlockBackend",
-                      "BlockFrontend", "NetBackend", "NetFrontend", "PVHAPIModels"]),
+                      "BlockFrontend", "NetBackend", "NetFrontend", "PVHAPIModels", "Locking"]),
     ],
     // scripts/sanitize.sh address|thread builds under AddressSanitizer or
     // ThreadSanitizer (the instrumentation itself: the loop at the end);

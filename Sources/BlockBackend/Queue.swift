@@ -120,22 +120,11 @@ final class QueueCore: Sendable {
     private let attached: BlkifRing
     /// Sends the guest its event at once (the channel's `notifyGuest`), set
     /// once the channel exists; until then a publish's event waits for the
-    /// pump's end (`.notifyGuest`).
-    ///
-    /// The closure lives in a class of its own, not in the lock's value (as
-    /// DomainTimers' and the net queue's do): a closure read out of a
-    /// `Lock<(@Sendable () -> Void)?>` with `withLock { $0 }` came back,
-    /// and was written back, wrapped in two more reabstraction thunks on
-    /// every publish, so each event cost a walk down a chain as long as the
-    /// queue's history (88 µs per call after some 12,000 responses, 23,854
-    /// frames deep, in `pvh-bench block`), and a busy disk would in time
-    /// have overflowed its context thread's stack.
-    private let guestNotifier = Lock<GuestNotifier?>(nil)
-
-    private final class GuestNotifier: Sendable {
-        let send: @Sendable () -> Void
-        init(_ send: @escaping @Sendable () -> Void) { self.send = send }
-    }
+    /// pump's end (`.notifyGuest`). A `CallbackSlot`, not a lock of the
+    /// closure: kept in a `Lock<(@Sendable () -> Void)?>` it grew two
+    /// thunks per event (88 µs a call after some 12,000 responses in
+    /// `pvh-bench block`, and in time a stack overflow).
+    private let guestNotifier = CallbackSlot<Void>()
 
     init(index: Int, ring: BlkifRing, environment: QueueEnvironment, engine: any BlockIOEngine, inbox: CompletionInbox) {
         self.index = index
@@ -163,10 +152,7 @@ final class QueueCore: Sendable {
     private var metrics: BlockMetrics { environment.metrics }
 
     /// Installs (or, nil, removes) what sends the guest its event mid-pump.
-    func setGuestNotifier(_ notify: (@Sendable () -> Void)?) {
-        let box = notify.map(GuestNotifier.init)
-        guestNotifier.withLock { $0 = box }
-    }
+    func setGuestNotifier(_ notify: (@Sendable () -> Void)?) { guestNotifier.set(notify) }
 
     // MARK: the pump
 
@@ -203,7 +189,7 @@ final class QueueCore: Sendable {
             // end. xen-blkback's make_response notifies the same way, at
             // each RING_PUSH_RESPONSES_AND_CHECK_NOTIFY that asks for it.
             if published {
-                if let notifier = guestNotifier.withLock({ $0 }) { notifier.send() } else { notify = true }
+                if !guestNotifier() { notify = true }
             }
             // Submitted outside the lock: a synchronous engine completes
             // inside `submit`, into the inbox, which the next round reads.

@@ -48,14 +48,10 @@ public final class DomainTimers: Sendable {
         var immediate: [TimerExpiry] = []
     }
     let state: Lock<State>
-    /// The handler lives in a class box: a closure kept directly in a
-    /// `Mutex<(() -> Void)?>` was re-wrapped in reabstraction thunks on every
-    /// access and, after ~10^5 timer re-arms, overflowed the vCPU's stack.
-    final class ChangeHandler: Sendable {
-        let call: @Sendable () -> Void
-        init(_ call: @escaping @Sendable () -> Void) { self.call = call }
-    }
-    let changeHandler: Lock<ChangeHandler?>
+    /// A `CallbackSlot`: a closure kept directly in a `Mutex<(() -> Void)?>`
+    /// was re-wrapped in reabstraction thunks on every access and, after
+    /// ~10^5 timer re-arms, overflowed the vCPU's stack.
+    let changeHandler: CallbackSlot<Void>
 
     public init(vcpuCount: Int, clock: PVClock, source: any PVClockSource, memory: any GuestMemory,
                 placement: any SharedInfoLocator, policy: SingleshotFuturePolicy = .honour,
@@ -67,19 +63,13 @@ public final class DomainTimers: Sendable {
         self.placement = placement
         state = Lock(State(timers: Array(repeating: VCPUTimers(policy: policy), count: max(vcpuCount, 0)),
                             timeAreas: Array(repeating: nil, count: max(vcpuCount, 0))))
-        changeHandler = Lock(onChange.map(ChangeHandler.init))
+        changeHandler = CallbackSlot(onChange)
     }
 
     /// Replaces the change handler (e.g. once the VMM's timer thread exists).
-    public func setChangeHandler(_ handler: (@Sendable () -> Void)?) {
-        let box = handler.map(ChangeHandler.init)
-        changeHandler.withLock { $0 = box }
-    }
+    public func setChangeHandler(_ handler: (@Sendable () -> Void)?) { changeHandler.set(handler) }
 
-    private func changed() {
-        let box = changeHandler.withLock { $0 }
-        box?.call()
-    }
+    private func changed() { changeHandler() }
 
     private func index(_ vcpu: VCPUID) -> Int? {
         Int(vcpu.rawValue) < vcpuCount ? Int(vcpu.rawValue) : nil

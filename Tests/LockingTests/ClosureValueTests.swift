@@ -1,8 +1,9 @@
 import Foundation
 import Testing
 
-/// No `Lock` in pvh's sources holds a closure as its value (or a tuple or
-/// optional of one): keep it in a class and lock the reference.
+/// No `Lock` (or bare `Mutex`) in pvh's sources, tests or fuzz targets
+/// holds a closure as its value (or a tuple or optional of one): use a
+/// `CallbackSlot`, or keep the closures in a class and lock the reference.
 ///
 /// Why: `withLock` hands its body the value `inout` through a generic
 /// parameter, and a function value crossing that boundary is reabstracted
@@ -19,18 +20,21 @@ import Testing
 /// passed `inout`.
 @Suite("Lock values")
 struct ClosureValueTests {
-    /// The package's `Sources` directory.
-    static var sources: URL {
+    /// The package's directory.
+    static var root: URL {
         URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
-            .deletingLastPathComponent().appendingPathComponent("Sources")
+            .deletingLastPathComponent()
     }
 
-    /// The generic argument of each `Lock<…>` on `line` (balanced angle
-    /// brackets; the text between).
+    /// Where Swift code that takes locks lives.
+    static let checked = ["Sources", "Tests", "Fuzz/Sources"]
+
+    /// The generic argument of each `Lock<…>` and `Mutex<…>` on `line`
+    /// (balanced angle brackets; the text between).
     static func lockArguments(_ line: Substring) -> [String] {
         var found: [String] = []
         var rest = line[...]
-        while let start = rest.range(of: "Lock<") {
+        while let start = [rest.range(of: "Lock<"), rest.range(of: "Mutex<")].compactMap({ $0 }).min(by: { $0.lowerBound < $1.lowerBound }) {
             var depth = 1
             var index = start.upperBound
             while index < rest.endIndex, depth > 0 {
@@ -72,25 +76,29 @@ struct ClosureValueTests {
         for t in flagged { #expect(Self.holdsClosure(t), "\(t)") }
         for t in allowed { #expect(!Self.holdsClosure(t), "\(t)") }
         #expect(Self.lockArguments("let a = Lock<(@Sendable () -> Void)?>(nil)") == ["(@Sendable () -> Void)?"])
-        #expect(Self.lockArguments("let b = Lock<[Int: Set<Int>]>([:]); let c = Lock<Int>(0)") == ["[Int: Set<Int>]", "Int"])
+        #expect(Self.lockArguments("let b = Lock<[Int: Set<Int>]>([:]); let c = Mutex<Int>(0)") == ["[Int: Set<Int>]", "Int"])
+        #expect(Self.lockArguments("let d = Mutex<((Int) -> Void)?>(nil)").allSatisfy(Self.holdsClosure))
     }
 
-    @Test("no Lock in Sources holds a closure directly (it would grow a thunk per access)")
+    @Test("no Lock or Mutex in Sources, Tests or Fuzz/Sources holds a closure directly (it would grow a thunk per access)")
     func noClosureValues() throws {
-        let files = try #require(FileManager.default.enumerator(at: Self.sources, includingPropertiesForKeys: nil))
         var checked = 0
         var offenders: [String] = []
-        for case let url as URL in files where url.pathExtension == "swift" {
-            let text = try String(contentsOf: url, encoding: .utf8)
-            checked += 1
-            for (number, line) in text.split(separator: "\n", omittingEmptySubsequences: false).enumerated() {
-                guard !line.drop(while: { $0 == " " }).hasPrefix("//") else { continue }
-                for type in Self.lockArguments(line) where Self.holdsClosure(type) {
-                    offenders.append("\(url.path.replacingOccurrences(of: Self.sources.path + "/", with: "")):\(number + 1): Lock<\(type)>")
+        for directory in Self.checked {
+            let base = Self.root.appendingPathComponent(directory)
+            let files = try #require(FileManager.default.enumerator(at: base, includingPropertiesForKeys: nil))
+            for case let url as URL in files where url.pathExtension == "swift" && url.lastPathComponent != "ClosureValueTests.swift" {
+                let text = try String(contentsOf: url, encoding: .utf8)
+                checked += 1
+                for (number, line) in text.split(separator: "\n", omittingEmptySubsequences: false).enumerated() {
+                    guard !line.drop(while: { $0 == " " }).hasPrefix("//") else { continue }
+                    for type in Self.lockArguments(line) where Self.holdsClosure(type) {
+                        offenders.append("\(directory)/\(url.path.replacingOccurrences(of: base.path + "/", with: "")):\(number + 1): <\(type)>")
+                    }
                 }
             }
         }
-        #expect(checked > 100, "the sources were found")
-        #expect(offenders.isEmpty, "keep the closure in a class and lock the reference: \(offenders.joined(separator: "; "))")
+        #expect(checked > 300, "the sources were found")
+        #expect(offenders.isEmpty, "use a CallbackSlot, or keep the closure in a class and lock the reference: \(offenders.joined(separator: "; "))")
     }
 }

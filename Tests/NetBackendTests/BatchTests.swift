@@ -117,10 +117,10 @@ struct BatchTests {
         let before = Self.notifications(vif)
         // What the guest had heard when each packet reached the link.
         let heard = Lock<[UInt64]>([])
-        vif.link.onTransmit.withLock { $0 = { [backend = vif.backend] in
+        vif.link.onTransmit.set { [backend = vif.backend] in
             let n = backend.runtimeDevice?.metrics.notificationsToGuest.load(ordering: .relaxed) ?? 0
             heard.withLock { $0.append(n) }
-        } }
+        }
         // Netfront's hold-off: an event only once `eventAfter` responses came.
         #expect(try !q.tx.finalCheckForResponses(eventAfter: UInt32(eventAfter)))
         for _ in 0..<40 { #expect(try q.enqueue(packet)) }

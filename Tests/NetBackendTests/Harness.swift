@@ -40,7 +40,8 @@ final class MockLink: BatchTransmitNetworkLink, Sendable {
     let capabilities: NetworkLinkCapabilities
     let batchLimit: Int
     private let sentFrames = Lock<[Sent]>([])
-    private let callbacks = Lock<(receive: (@Sendable (NetworkFrame) -> Void)?, carrier: (@Sendable (Bool) -> Void)?)>((nil, nil))
+    private let receive = CallbackSlot<NetworkFrame>()
+    private let carrier = CallbackSlot<Bool>()
     let stopped = Atomic<Bool>(false)
     /// Sizes of the batches taken, in order.
     let batches = Lock<[Int]>([])
@@ -48,7 +49,7 @@ final class MockLink: BatchTransmitNetworkLink, Sendable {
     let refuse = Lock<Set<Int>>([])
     private let offered = Atomic<Int>(0)
     /// Called with each batch before it is recorded.
-    let onBatch = Lock<(@Sendable (Int) -> Void)?>(nil)
+    let onBatch = CallbackSlot<Int>()
 
     init(capabilities: NetworkLinkCapabilities = [.partialChecksum, .tcpv4Segmentation, .tcpv6Segmentation], batchLimit: Int = 32) {
         self.capabilities = capabilities
@@ -59,7 +60,7 @@ final class MockLink: BatchTransmitNetworkLink, Sendable {
 
     func transmit(_ batch: inout NetworkTransmitBatch) {
         batches.withLock { $0.append(batch.count) }
-        onBatch.withLock { $0 }?(batch.count)
+        onBatch(batch.count)
         var scratch: [HostMemoryRange] = []
         transmitEach(&batch, scratch: &scratch)
     }
@@ -74,21 +75,23 @@ final class MockLink: BatchTransmitNetworkLink, Sendable {
             bytes += Array(buffer)
         }
         sentFrames.withLock { $0.append(Sent(bytes: bytes, offload: offload, parts: parts.count)) }
-        onTransmit.withLock { $0 }?()
+        onTransmit()
         return .success(())
     }
 
     /// Called after each frame is recorded, on the backend's context (a
     /// test looks at what the guest has heard by then).
-    let onTransmit = Lock<(@Sendable () -> Void)?>(nil)
+    let onTransmit = CallbackSlot<Void>()
 
     func start(receive: @escaping @Sendable (NetworkFrame) -> Void, carrier: @escaping @Sendable (Bool) -> Void) throws(HostIOError) {
-        callbacks.withLock { $0 = (receive, carrier) }
+        self.receive.set(receive)
+        self.carrier.set(carrier)
     }
 
     func stop() {
         stopped.store(true, ordering: .relaxed)
-        callbacks.withLock { $0 = (nil, nil) }
+        receive.set(nil)
+        carrier.set(nil)
     }
 
     var sent: [Sent] { sentFrames.withLock { $0 } }
@@ -98,9 +101,9 @@ final class MockLink: BatchTransmitNetworkLink, Sendable {
     func frontendConnected(scatterGather: Bool) { connections.withLock { $0.append(scatterGather) } }
 
     /// A frame from the host side.
-    func inject(_ frame: NetworkFrame) { callbacks.withLock { $0.receive }?(frame) }
+    func inject(_ frame: NetworkFrame) { receive(frame) }
 
-    func setCarrier(_ up: Bool) { callbacks.withLock { $0.carrier }?(up) }
+    func setCarrier(_ up: Bool) { carrier(up) }
 }
 
 /// An in-memory `DirectReceiveNetworkLink`, as a TAP's: frames queue in
@@ -125,7 +128,7 @@ final class MockDirectLink: DirectReceiveNetworkLink, Sendable {
     private let state = Lock(State())
     /// Runs inside each `receive(into:)`, before the bytes are written (a
     /// test rewrites the guest's ring meanwhile).
-    let duringRead = Lock<(@Sendable () -> Void)?>(nil)
+    let duringRead = CallbackSlot<Void>()
 
     init(maximumReceiveLength: Int = 65550) { self.maximumReceiveLength = maximumReceiveLength }
 
@@ -172,7 +175,7 @@ final class MockDirectLink: DirectReceiveNetworkLink, Sendable {
             s.partsSeen.append(parts.count)
             return s.queued.isEmpty ? nil : s.queued.removeFirst()
         }) else { return .empty }
-        duringRead.withLock { $0 }?()
+        duringRead()
         let capacity = parts.reduce(0) { $0 + $1.count }
         guard frame.bytes.count <= capacity else { return .dropped(length: frame.bytes.count) }
         var at = 0

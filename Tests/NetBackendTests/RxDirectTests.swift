@@ -179,13 +179,11 @@ struct RxDirectTests {
         link.inject(NetworkFrame(bytes: frame, offload: gso))
         #expect(try vif.q.waitForFrames(1).map(\.bytes) == [frame])
         // Every request slot now says id 200 + k and a grant that does not exist.
-        link.duringRead.withLock {
-            $0 = {
-                for k in 0..<entries {
-                    let id = UInt16(200 + k)
-                    let bytes: [UInt8] = [UInt8(id & 0xff), UInt8(id >> 8), 0, 0, 0xa0, 0x0f, 0, 0]
-                    try? memory.write(bytes, at: GuestPhysicalAddress(ring.rawValue + 64 + UInt64(k * 8)))
-                }
+        link.duringRead.set {
+            for k in 0..<entries {
+                let id = UInt16(200 + k)
+                let bytes: [UInt8] = [UInt8(id & 0xff), UInt8(id >> 8), 0, 0, 0xa0, 0x0f, 0, 0]
+                try? memory.write(bytes, at: GuestPhysicalAddress(ring.rawValue + 64 + UInt64(k * 8)))
             }
         }
         link.inject(NetworkFrame(bytes: frame, offload: gso))

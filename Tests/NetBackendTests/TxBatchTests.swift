@@ -37,7 +37,7 @@ struct TxBatchTests {
         // the guest's again until the host took it).
         let heldDuring = Lock<[Int]>([])
         let grants = guest.grants
-        vif.link.onBatch.withLock { $0 = { _ in heldDuring.withLock { $0.append(grants.holdCount) } } }
+        vif.link.onBatch.set { _ in heldDuring.withLock { $0.append(grants.holdCount) } }
         let frames = try Self.queueSmall(vif.q, count: 20)
         let rsp = try vif.q.waitForTxResponses(20)
         #expect(rsp.map(\.status) == Array(repeating: .okay, count: 20))
@@ -112,13 +112,11 @@ struct TxBatchTests {
         let ring = q.txRingAddress
         let geometry = q.tx.geometry
         let rewritten = Lock(false)
-        vif.link.onBatch.withLock {
-            $0 = { _ in
-                guard rewritten.withLock({ done in defer { done = true }; return !done }) else { return }
-                // Every slot: grant 0xffffffff, offset 0xffff, all flags, id 0xffff, size 0xffff.
-                let garbage = [UInt8](repeating: 0xff, count: Int(geometry.entries) * geometry.slotSize)
-                try? memory.write(garbage, at: GuestPhysicalAddress(ring.rawValue + UInt64(SharedRingGeometry.entriesOffset)))
-            }
+        vif.link.onBatch.set { _ in
+            guard rewritten.withLock({ done in defer { done = true }; return !done }) else { return }
+            // Every slot: grant 0xffffffff, offset 0xffff, all flags, id 0xffff, size 0xffff.
+            let garbage = [UInt8](repeating: 0xff, count: Int(geometry.entries) * geometry.slotSize)
+            try? memory.write(garbage, at: GuestPhysicalAddress(ring.rawValue + UInt64(SharedRingGeometry.entriesOffset)))
         }
         let frames = try Self.queueSmall(q, count: 12)
         let rsp = try q.waitForTxResponses(12)

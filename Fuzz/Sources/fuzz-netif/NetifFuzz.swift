@@ -26,6 +26,7 @@ import FuzzSupport
 import GrantTables
 import GuestMemory
 import HostIO
+import Locking
 @_spi(Fuzzing) import NetBackend
 import NetFrontend
 import Synchronization
@@ -52,7 +53,7 @@ private final class FuzzLink: BatchTransmitNetworkLink, Sendable {
     let guestBase: UInt
     let guestBytes: UInt
     let granted: @Sendable (GuestFrameNumber) -> Bool
-    let receive = Mutex<(@Sendable (NetworkFrame) -> Void)?>(nil)
+    let receive = CallbackSlot<NetworkFrame>()
     let transmitted = Atomic<Int>(0)
     let transmitBatchLimit: Int
     /// Frame n of an input (counted from 0) is refused when bit n % 8 is set.
@@ -97,12 +98,12 @@ private final class FuzzLink: BatchTransmitNetworkLink, Sendable {
     }
 
     func start(receive: @escaping @Sendable (NetworkFrame) -> Void, carrier: @escaping @Sendable (Bool) -> Void) throws(HostIOError) {
-        self.receive.withLock { $0 = receive }
+        self.receive.set(receive)
     }
 
-    func stop() { receive.withLock { $0 = nil } }
+    func stop() { receive.set(nil) }
 
-    func inject(_ frame: NetworkFrame) { receive.withLock { $0 }?(frame) }
+    func inject(_ frame: NetworkFrame) { receive(frame) }
 }
 
 private let memoryBytes = 4 << 20
