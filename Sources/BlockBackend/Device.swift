@@ -235,7 +235,11 @@ final class BlockQueue: Sendable {
             throw .engine("\(error)")
         }
         let core = QueueCore(index: index, ring: ring, environment: environment, engine: engine, inbox: inbox)
-        let context = device.makeContext(queue: String(index), doorbell: core.reaped.map { EngineDoorbell($0) })
+        // While a read is in the disk (caller-reaped io_uring),
+        // its completion is on its way: the context polls for it on the
+        // longer budget (ExecutionContextPolling).
+        let context = device.makeContext(queue: String(index), doorbell: core.reaped.map { EngineDoorbell($0) },
+                                         expectsWork: { core.awaitsDevice })
         let channel: BackendChannel
         do {
             channel = try device.bindChannel(events: events, guestPort: port, on: context) { () throws(DeviceFault) in

@@ -76,6 +76,9 @@ final class QueueCore: Sendable {
         var request: BlockRequest
         var holds: [GrantHold]
         var remaining: [BlockIOOperation]
+        /// Its current operation completes from the device alone
+        /// (`CallerReapedBlockIOEngine.completesWithoutHostThread`).
+        var awaitsDevice: Bool
     }
 
     struct State {
@@ -85,6 +88,8 @@ final class QueueCore: Sendable {
         var nextTag: UInt64 = 1
         /// Requests in `inFlight` that change the disk.
         var writesInFlight = 0
+        /// Requests in `inFlight` whose operation `awaitsDevice`.
+        var awaitingDevice = 0
         /// A flush or barrier taken off the ring, waiting for the writes
         /// before it to complete; nothing after it is taken meanwhile
         /// (Linux's `xen_blk_drain_io` holds its kthread the same way).
@@ -150,6 +155,16 @@ final class QueueCore: Sendable {
     }
 
     private var metrics: BlockMetrics { environment.metrics }
+
+    /// Whether a request's host operation is in the device, its completion
+    /// on its way with no host thread working for it: the context's
+    /// `expectsWork`, for which it polls (`ExecutionContextPolling`). Asked
+    /// by the context's own thread when it goes idle, so the lock is free.
+    var awaitsDevice: Bool { state.withLock { $0.awaitingDevice > 0 } }
+
+    private func awaitsDevice(_ operation: BlockIOOperation) -> Bool {
+        reaped?.completesWithoutHostThread(operation) ?? false
+    }
 
     /// Installs (or, nil, removes) what sends the guest its event mid-pump.
     func setGuestNotifier(_ notify: (@Sendable () -> Void)?) { guestNotifier.set(notify) }
@@ -321,7 +336,9 @@ final class QueueCore: Sendable {
         }
         let tag = s.nextTag
         s.nextTag &+= 1
-        s.inFlight[tag] = InFlight(request: request, holds: holds, remaining: Array(operations.dropFirst()))
+        let awaits = awaitsDevice(operations[0])
+        if awaits { s.awaitingDevice += 1 }
+        s.inFlight[tag] = InFlight(request: request, holds: holds, remaining: Array(operations.dropFirst()), awaitsDevice: awaits)
         if request.modifiesDisk { s.writesInFlight += 1 }
         if request.isBarrier { s.barrierInFlight = true }
         batch.append(BlockIORequest(tag: tag, operation: operations[0]))
@@ -379,6 +396,7 @@ final class QueueCore: Sendable {
         // A tag the engine invented (an engine bug) has nothing to answer.
         guard var entry = s.inFlight.removeValue(forKey: completion.tag) else { return }
         let request = entry.request
+        if entry.awaitsDevice { s.awaitingDevice -= 1 }
         let status: BlkifStatus
         switch completion.result {
         case .success:
@@ -386,6 +404,8 @@ final class QueueCore: Sendable {
                 let next = entry.remaining.removeFirst()
                 let tag = s.nextTag
                 s.nextTag &+= 1
+                entry.awaitsDevice = awaitsDevice(next)
+                if entry.awaitsDevice { s.awaitingDevice += 1 }
                 s.inFlight[tag] = entry
                 batch.append(BlockIORequest(tag: tag, operation: next))
                 return
@@ -440,6 +460,7 @@ final class QueueCore: Sendable {
         let dropped = state.withLock { s in
             defer {
                 s.inFlight = [:]
+                s.awaitingDevice = 0
                 s.draining = nil
                 s.stalled = nil
             }

@@ -114,10 +114,12 @@ public final class RuntimeDevice: Sendable {
     /// `pvh-<name>-<queue>` for one of several queues (a block device's
     /// rings each get one, as xen-blkback gives each ring its kthread).
     /// `doorbell`: how its thread sleeps, when not on a semaphore (see
-    /// `ExecutionContextDoorbell`). It polls as the runtime says.
-    public func makeContext(queue: String? = nil, doorbell: (any ExecutionContextDoorbell)? = nil) -> ExecutionContext {
+    /// `ExecutionContextDoorbell`). It polls as the runtime says;
+    /// `expectsWork` tells it when work is on its way (see `ExecutionContext.init`).
+    public func makeContext(queue: String? = nil, doorbell: (any ExecutionContextDoorbell)? = nil,
+                            expectsWork: (@Sendable () -> Bool)? = nil) -> ExecutionContext {
         let context = ExecutionContext(name: queue.map { "pvh-\(name)-\($0)" } ?? "pvh-\(name)", stackSize: stackSize, doorbell: doorbell,
-                                       polling: polling, mode: mode)
+                                       polling: polling, expectsWork: expectsWork, mode: mode)
         let failed = state.withLock { s in
             s.contexts.append(context)
             return s.fault != nil
@@ -140,6 +142,7 @@ public final class RuntimeDevice: Sendable {
             sum.hits &+= c.hits
             sum.misses &+= c.misses
             sum.sleeps &+= c.sleeps
+            sum.pendingIdles &+= c.pendingIdles
         }
     }
 

@@ -31,7 +31,10 @@ import Synchronization
 ///   own event through `ExecutionContextDoorbell.poll`) before it sleeps,
 ///   so work that arrives within that time costs no wake-up. The time grows
 ///   while idle periods are short and shrinks to nothing while they are
-///   long: an idle device does not spin.
+///   long: an idle device does not spin. A context whose device says work
+///   is owed to it (`expectsWork`: its host I/O is in flight) polls on a
+///   second, longer budget with the same policy, the way Linux's blk-mq
+///   polls a device for completions it is waiting for.
 /// - `stop()` waits for the running item to finish and runs nothing more;
 ///   called from the context's own thread it only marks the context stopped
 ///   (the running item returns, then the thread exits), so it never
@@ -61,13 +64,20 @@ public final class ExecutionContext: Sendable {
     /// of `stackSize` bytes.
     /// `polling`: how long an idle context may poll before it sleeps (see
     /// `ExecutionContextPolling`); off unless given.
+    /// `expectsWork`: asked on the context's thread each time it goes idle,
+    /// whether something it started will bring it work without anyone
+    /// scheduling from outside (a block queue's host I/O in flight, whose
+    /// completion ends the doorbell's wait or schedules its pump). While
+    /// true, the idle context polls on the budget of
+    /// `ExecutionContextPolling.pendingMaximumNanoseconds`. Must be cheap
+    /// and must not schedule.
     /// `mode`: `.caller` starts no thread (see the type's documentation).
     public init(name: String, stackSize: Int = ExecutionContext.defaultStackSize, doorbell: (any ExecutionContextDoorbell)? = nil,
-                polling: ExecutionContextPolling = .disabled, mode: ExecutionContextMode = .thread) {
+                polling: ExecutionContextPolling = .disabled, expectsWork: (@Sendable () -> Bool)? = nil, mode: ExecutionContextMode = .thread) {
         let name = String(decoding: name.utf8.prefix(15), as: UTF8.self)
         self.name = name
         self.mode = mode
-        let core = Core(doorbell: doorbell ?? SemaphoreDoorbell(), polling: polling, callerDriven: mode == .caller)
+        let core = Core(doorbell: doorbell ?? SemaphoreDoorbell(), polling: polling, expectsWork: expectsWork, callerDriven: mode == .caller)
         self.core = core
         if mode == .caller { return }
         // swift-corelibs-foundation names a Linux thread (pthread_setname_np)
@@ -204,14 +214,17 @@ extension ExecutionContext {
         /// signals, and the thread sets `sleeping` right before it waits.
         let doorbell: any ExecutionContextDoorbell
         let polling: ExecutionContextPolling
+        /// The device's "work is on its way" (see `ExecutionContext.init`).
+        let expectsWork: (@Sendable () -> Bool)?
         /// Bumped (under the lock) by everything that gives an idle thread
         /// something to do (a schedule, a sync, a stop): what a polling
         /// thread watches without taking the lock.
         let activity = Atomic<UInt64>(0)
 
-        init(doorbell: any ExecutionContextDoorbell, polling: ExecutionContextPolling, callerDriven: Bool) {
+        init(doorbell: any ExecutionContextDoorbell, polling: ExecutionContextPolling, expectsWork: (@Sendable () -> Bool)?, callerDriven: Bool) {
             self.doorbell = doorbell
             self.polling = polling
+            self.expectsWork = expectsWork
             self.callerDriven = callerDriven
         }
         /// Signalled once when the thread leaves its loop; each waiter passes
@@ -383,7 +396,11 @@ extension ExecutionContext {
         func run() {
             let me = ObjectIdentifier(Thread.current)
             state.withLock { $0.thread = me }
-            var adaptive = AdaptivePolling(polling)
+            // One budget for plain idleness, one for waits on work already
+            // on its way: their lengths differ (a quiet guest against a
+            // disk's latency), and one would spoil the other's history.
+            var adaptive = AdaptivePolling(maximum: polling.maximumNanoseconds)
+            var pending = AdaptivePolling(maximum: polling.pendingMaximumNanoseconds)
             while true {
                 let next: Next = state.withLock { s in self.next(&s) }
                 switch next {
@@ -392,7 +409,11 @@ extension ExecutionContext {
                 case .barrier(let b):
                     b.signal()
                 case .idle(let seen):
-                    idle(seen, adaptive: &adaptive)
+                    if expectsWork?() == true {
+                        idle(seen, adaptive: &pending, pending: true)
+                    } else {
+                        idle(seen, adaptive: &adaptive, pending: false)
+                    }
                 case .exit(let waiters):
                     for w in waiters { w.signal() }
                     exited.signal()
@@ -407,9 +428,12 @@ extension ExecutionContext.Core {
     /// The thread has nothing queued (as of `activity` == `seen`): polls for
     /// the adaptive budget, then sleeps on the doorbell unless something
     /// came. The idle time (polling and sleeping) feeds the budget.
-    fileprivate func idle(_ seen: UInt64, adaptive: inout AdaptivePolling) {
+    /// `pending`: the device said work is on its way (`expectsWork`), and
+    /// `adaptive` is that case's budget.
+    fileprivate func idle(_ seen: UInt64, adaptive: inout AdaptivePolling, pending: Bool) {
         let started = AdaptivePolling.now()
         let budget = adaptive.budget
+        if pending { state.withLock { $0.pollStatistics.pendingIdles &+= 1 } }
         if budget > 0 {
             var polls: UInt64 = 0
             var found = false
@@ -496,26 +520,49 @@ public enum ExecutionContextMode: Hashable, Sendable {
 /// `maximum`/16) after an idle time longer than `maximum`, and is kept
 /// when polling found work. An idle device's context thus polls at most a
 /// few times `maximum` in all before it only sleeps.
+///
+/// A second budget, with its own maximum and the same policy, serves the
+/// idle periods that begin while the context's device waits for work it
+/// started itself (its host I/O in flight: `ExecutionContext.init`'s
+/// `expectsWork`). Such a wait ends by itself within the host device's
+/// latency, which can be far longer than a guest's think time (about
+/// 300 µs for a 4 KiB read at queue depth 32 on the disk of the machine
+/// pvh is developed on) while a sleep there adds a wake-up's latency to
+/// every request. Linux's blk-mq polls for a completion it waits for in
+/// the same way (`io_poll`, io_uring's IOPOLL). The policy keeps it from
+/// spinning on a device slower than the maximum: a rotating disk's
+/// milliseconds halve the budget to 0. The cost: while a disk has I/O in
+/// flight within the maximum, its queue's thread keeps a host CPU busy.
 public struct ExecutionContextPolling: Hashable, Sendable {
     /// The longest an idle context polls before it sleeps, in nanoseconds;
     /// 0: never poll.
     public var maximumNanoseconds: UInt64
+    /// The same while the context's device says work is on its way
+    /// (`expectsWork`); 0: never poll then.
+    public var pendingMaximumNanoseconds: UInt64
 
-    /// Polls for at most `maximum` (0 disables).
-    public init(maximum: Duration) {
-        let (seconds, attoseconds) = maximum.components
-        maximumNanoseconds = seconds < 0 || attoseconds < 0 ? 0
+    /// Polls for at most `maximum`, and at most `whilePending` while work
+    /// is on its way (0 disables either).
+    public init(maximum: Duration, whilePending: Duration = .zero) {
+        maximumNanoseconds = Self.nanoseconds(maximum)
+        pendingMaximumNanoseconds = Self.nanoseconds(whilePending)
+    }
+
+    private static func nanoseconds(_ d: Duration) -> UInt64 {
+        let (seconds, attoseconds) = d.components
+        return seconds < 0 || attoseconds < 0 ? 0
             : UInt64(clamping: seconds).multipliedReportingOverflow(by: 1_000_000_000).partialValue &+ UInt64(attoseconds / 1_000_000_000)
     }
 
     /// No polling: an idle context sleeps at once.
     public static let disabled = ExecutionContextPolling(maximum: .zero)
 
-    /// The default maximum: 50 µs (QEMU's iothread default is 32768 ns,
-    /// from 2016 NVMe measurements; a wake-up on the machine pvh is
-    /// developed on costs about 50 µs, see docs/ARCHITECTURE.md, Device
-    /// runtime).
-    public static let standard = ExecutionContextPolling(maximum: .microseconds(50))
+    /// The default: 50 µs idle (QEMU's iothread default is 32768 ns, from
+    /// 2016 NVMe measurements; a wake-up on the machine pvh is developed on
+    /// costs about 50 µs, see docs/ARCHITECTURE.md, Device runtime); 1 ms
+    /// while work is on its way, above the disk latencies measured there
+    /// and below a rotating disk's.
+    public static let standard = ExecutionContextPolling(maximum: .microseconds(50), whilePending: .milliseconds(1))
 
     /// What an idle context's polling did (`ExecutionContext.pollingStatistics`).
     public struct Statistics: Hashable, Sendable {
@@ -527,6 +574,9 @@ public struct ExecutionContextPolling: Hashable, Sendable {
         public var misses: UInt64 = 0
         /// Times the thread slept on its doorbell (after polling or not).
         public var sleeps: UInt64 = 0
+        /// Idle periods that began with work on its way (`expectsWork`),
+        /// polled on the second budget.
+        public var pendingIdles: UInt64 = 0
         public init() {}
     }
 }
@@ -537,7 +587,11 @@ struct AdaptivePolling {
     /// How long the next idle period polls, nanoseconds.
     private(set) var budget: UInt64 = 0
 
-    init(_ polling: ExecutionContextPolling) { maximum = polling.maximumNanoseconds }
+    /// The budget for plain idleness under `polling`.
+    init(_ polling: ExecutionContextPolling) { self.init(maximum: polling.maximumNanoseconds) }
+
+    /// A budget of at most `maximum` nanoseconds (0: never polls).
+    init(maximum: UInt64) { self.maximum = maximum }
 
     /// The first budget after 0, and the smallest kept when shrinking.
     var step: UInt64 { max(maximum / 16, 1) }

@@ -741,4 +741,14 @@ public final class CallerReapedIOUring: CallerReapedBlockIOEngine {
     public func waitForCompletions() -> Bool { engine.waitForCompletionEvent() }
     public func wake() { engine.signalCompletionEvent() }
     public func hasCompletions() -> Bool { engine.completionsReady }
+    public func completesWithoutHostThread(_ operation: BlockIOOperation) -> Bool {
+        switch operation {
+        case .read: true
+        // A write must update the file's mtime, which a non-blocking issue
+        // may not do (kiocb_modified's -EAGAIN under IOCB_NOWAIT), so
+        // io_uring punts many writes to io-wq; IORING_OP_FSYNC always goes
+        // there; discard goes to the side pool.
+        case .write, .flush, .discard: false
+        }
+    }
 }

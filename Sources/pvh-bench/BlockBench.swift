@@ -38,7 +38,8 @@ import XenBus
 // when its completion comes, too. `block` blocks at once, a vCPU that halts
 // and is woken by the event. Either way the same requests go out and every
 // response's id and status are checked. `--poll-us` is the backend's
-// device-runtime polling maximum (`ExecutionContextPolling`; 0: off).
+// device-runtime polling maximum (`ExecutionContextPolling`; 0: off),
+// `--pending-poll-us` the one while a queue's host I/O is in flight.
 //
 // "rand-write-4K+flush" is, on both sides, each 4 KiB random write
 // followed by a flush once it completed, one at a time (queue depth 1):
@@ -78,7 +79,7 @@ enum BlockBench {
 
     typealias UsageError = BenchUsageError
 
-    static let usage = "usage: pvh-bench block [--seconds N] [--file PATH] [--rounds N] [--case NAME]... [--depth N] [--reaping caller|thread] [--frontend-wait poll|block] [--poll-us N] [--submission unplugged|batch|group:N[:KIB]] [--frontend-push each|batch] [--taskrun signal|cooperative|deferred] [--per-round N]"
+    static let usage = "usage: pvh-bench block [--seconds N] [--file PATH] [--rounds N] [--case NAME]... [--depth N] [--reaping caller|thread] [--frontend-wait poll|block] [--poll-us N] [--pending-poll-us N] [--submission unplugged|batch|group:N[:KIB]] [--frontend-push each|batch] [--taskrun signal|cooperative|deferred] [--per-round N]"
 
     static func parse(_ arguments: [String]) throws(UsageError) -> Options {
         var options = Options()
@@ -107,10 +108,15 @@ enum BlockBench {
                 case let v: throw UsageError(description: "--frontend-wait: expected poll or block, got '\(v)'")
                 }
             case "--poll-us":
-                guard let us = Int(try words.value(argument)), us >= 0 else {
+                guard let us = UInt64(try words.value(argument)) else {
                     throw UsageError(description: "--poll-us: expected a number of microseconds (0: no polling)")
                 }
-                options.backendPolling = ExecutionContextPolling(maximum: .microseconds(us))
+                options.backendPolling.maximumNanoseconds = us.multipliedReportingOverflow(by: 1000).partialValue
+            case "--pending-poll-us":
+                guard let us = UInt64(try words.value(argument)) else {
+                    throw UsageError(description: "--pending-poll-us: expected a number of microseconds (0: no polling while host I/O is in flight)")
+                }
+                options.backendPolling.pendingMaximumNanoseconds = us.multipliedReportingOverflow(by: 1000).partialValue
             case "--frontend-push":
                 switch try words.value(argument) {
                 case "each": options.pushEachRequest = true
@@ -211,11 +217,13 @@ enum BlockBench {
               + "requests per pump round \(options.requestsPerRound.map(String.init) ?? "all"); "
               + "host: \(version) --ioengine=io_uring --direct=1")
         let backendPolls = options.backendPolling.maximumNanoseconds
+        let pendingPolls = options.backendPolling.pendingMaximumNanoseconds
         let frontendMicroseconds = options.frontendPolling.components.seconds * 1_000_000 + options.frontendPolling.components.attoseconds / 1_000_000_000_000
         print("  frontend: publishes \(options.pushEachRequest ? "each request on its own, as blkfront's blkif_queue_rq" : "a round's requests at once")"
               + " (RING_PUSH_REQUESTS_AND_CHECK_NOTIFY)")
         print("  waits: frontend \(frontendMicroseconds > 0 ? "polls its ring up to \(frontendMicroseconds) µs, then blocks on its port" : "blocks on its port")"
-              + "; backend contexts \(backendPolls > 0 ? "poll up to \(backendPolls / 1000) µs (adaptive) before sleeping" : "sleep at once")")
+              + "; backend contexts \(backendPolls > 0 ? "poll up to \(backendPolls / 1000) µs (adaptive) before sleeping" : "sleep at once")"
+              + ", \(pendingPolls > 0 ? "up to \(pendingPolls / 1000) µs (adaptive) while their host I/O is in flight" : "and do not poll while their host I/O is in flight")")
         let selected = cases.filter { options.cases.isEmpty || options.cases.contains($0.name) }.map { c in
             var c = c
             if let depth = options.depth, !c.flushEachWrite { c.depth = depth }

@@ -46,6 +46,12 @@ struct PollingTests {
         #expect(a.budget == 0)
         #expect(ExecutionContextPolling(maximum: .microseconds(-5)).maximumNanoseconds == 0)
         #expect(ExecutionContextPolling.standard.maximumNanoseconds == 50 * Self.microsecond)
+        #expect(ExecutionContextPolling.standard.pendingMaximumNanoseconds == 1000 * Self.microsecond)
+        #expect(ExecutionContextPolling(maximum: .microseconds(5)).pendingMaximumNanoseconds == 0)
+        #expect(ExecutionContextPolling(maximum: .zero, whilePending: .microseconds(-1)).pendingMaximumNanoseconds == 0)
+        var pending = AdaptivePolling(maximum: 0)
+        pending.record(idle: 1, sleptAfterPolling: true)
+        #expect(pending.budget == 0)
     }
 
     /// A doorbell whose event is a flag (as an io_uring CQ with a
