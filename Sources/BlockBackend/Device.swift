@@ -56,6 +56,13 @@ public struct BlockDeviceConfiguration: Sendable {
     /// next requests between system calls instead of after a whole burst
     /// of them (`pvh-bench block --per-round`; docs/ARCHITECTURE.md, Host I/O).
     public var requestsPerRound: Int?
+    /// A write or flush that is the only request a queue has in flight,
+    /// with no other request on the ring, runs on the queue's own thread
+    /// (`CallerReapedBlockIOEngine.performInline`) when the engine would
+    /// hand it to a host thread anyway. Only caller-reaped engines (io_uring)
+    /// do it; false submits everything (`pvh-bench block --inline off`;
+    /// docs/ARCHITECTURE.md, Host I/O).
+    public var runsLoneOperationsInline = true
 
     public init(sectors: UInt64, sectorSize: UInt32 = 512, physicalSectorSize: UInt32? = nil, readOnly: Bool = false,
                 cdrom: Bool = false, discard: BlockDiscardGeometry? = nil, maximumQueues: Int = 1,
@@ -376,7 +383,8 @@ final class BlockDriver: XenbusBackendDriver {
         let limits = BlockRequestLimits(sectorUnit: unit, sectors: presentedSectors, readOnly: configuration.readOnly,
                                         discard: configuration.discard != nil && !configuration.readOnly)
         let environment = QueueEnvironment(memory: memory, grants: grants, validator: BlockRequestValidator(limits: limits),
-                                           metrics: metrics, requestsPerRound: max(configuration.requestsPerRound ?? .max, 1))
+                                           metrics: metrics, requestsPerRound: max(configuration.requestsPerRound ?? .max, 1),
+                                           runsLoneOperationsInline: configuration.runsLoneOperationsInline)
         let device = runtime.makeDevice(name) { [weak self] fault in self?.faulted(fault) }
         var queues: [BlockQueue] = []
         for (index, ring) in parameters.rings.enumerated() {

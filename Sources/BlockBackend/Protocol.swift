@@ -480,6 +480,14 @@ enum BlkifRing: Sendable {
         }
     }
 
+    /// Requests the frontend produced that were not taken yet.
+    func unconsumedRequests() throws(XenRingError) -> UInt32 {
+        switch self {
+        case .x86_64(let r): try r.unconsumedRequests()
+        case .x86_32(let r): try r.unconsumedRequests()
+        }
+    }
+
     func finalCheckForRequests() throws(XenRingError) -> Bool {
         switch self {
         case .x86_64(let r): try r.finalCheckForRequests()

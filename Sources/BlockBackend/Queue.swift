@@ -64,6 +64,8 @@ struct QueueEnvironment: Sendable {
     let metrics: BlockMetrics
     /// `BlockDeviceConfiguration.requestsPerRound` (at least 1).
     let requestsPerRound: Int
+    /// `BlockDeviceConfiguration.runsLoneOperationsInline`.
+    let runsLoneOperationsInline: Bool
 }
 
 /// One ring's state and pump. The state is only touched by the pump on the
@@ -177,12 +179,17 @@ final class QueueCore: Sendable {
     /// `do_block_io_op`). A ring the guest corrupted throws.
     func pump() throws(DeviceFault) -> BackendChannel.PumpResult {
         var notify = false
+        // What the last round ran on this thread (`runsInline`).
+        var ranInline: [BlockIOCompletion] = []
         while true {
             // Caller-reaped: the CQEs are taken here, on the queue's own
             // thread, where the doorbell woke it (no reaper thread between).
             var completions = inbox.take()
             if let reaped { completions += reaped.reap() }
-            let (batch, published) = try state.withLock { (s: inout State) throws(DeviceFault) -> ([BlockIORequest], Bool) in
+            completions += ranInline
+            ranInline = []
+            let (batch, published, inline) = try state.withLock {
+                (s: inout State) throws(DeviceFault) -> ([BlockIORequest], Bool, Bool) in
                 do throws(XenRingError) {
                     var batch: [BlockIORequest] = []
                     for c in completions { try complete(c, &s, &batch) }
@@ -192,7 +199,7 @@ final class QueueCore: Sendable {
                         s.unpublished = false
                         published = try s.ring.pushResponses()
                     }
-                    return (batch, published)
+                    return (batch, published, try runsInline(batch, s))
                 } catch {
                     throw DeviceFault(error)
                 }
@@ -205,6 +212,12 @@ final class QueueCore: Sendable {
             // each RING_PUSH_RESPONSES_AND_CHECK_NOTIFY that asks for it.
             if published {
                 if !guestNotifier() { notify = true }
+            }
+            // Run outside the lock, after the responses went out; its
+            // completion is the next round's.
+            if inline, let reaped, let request = batch.first {
+                ranInline = [BlockIOCompletion(tag: request.tag, result: reaped.performInline(request.operation))]
+                continue
             }
             // Submitted outside the lock: a synchronous engine completes
             // inside `submit`, into the inbox, which the next round reads.
@@ -228,6 +241,29 @@ final class QueueCore: Sendable {
         }
         if signal { drained.signal() }
         return notify ? .notifyGuest : .quiet
+    }
+
+    /// Whether `batch` is one write or flush to run on this thread
+    /// (`CallerReapedBlockIOEngine.performInline`): it is the only request
+    /// in flight, none waits on the ring or behind it, and the engine would
+    /// hand it to a host thread anyway. At queue depth 1 (a database's
+    /// write and fsync, a journal commit) there is nothing to overlap it
+    /// with, and the host thread's wake-up and the queue's own after it
+    /// cost more than the queue's thread blocking in the system call.
+    /// Reads are submitted (their completion comes from the disk alone and
+    /// the queue polls for it); discards too (a whole-disk discard may take
+    /// seconds, and requests arriving meanwhile would wait on the ring). A
+    /// request that arrives while one runs here waits for it: at most one
+    /// write's or flush's time.
+    private func runsInline(_ batch: [BlockIORequest], _ s: State) throws(XenRingError) -> Bool {
+        guard environment.runsLoneOperationsInline, let reaped, batch.count == 1, s.inFlight.count == 1,
+              s.stalled == nil, s.draining == nil else { return false }
+        switch batch[0].operation {
+        case .write, .flush: break
+        case .read, .discard: return false
+        }
+        guard !reaped.completesWithoutHostThread(batch[0].operation) else { return false }
+        return try s.ring.unconsumedRequests() == 0
     }
 
     /// Takes requests while nothing blocks: the stalled request first, then

@@ -288,6 +288,18 @@ public enum IOUringTaskRun: Hashable, Sendable {
         if let completionEvent { close(completionEvent) }
     }
 
+    /// `CallerReapedBlockIOEngine.performInline`: the operation's system
+    /// calls on this thread (as the thread engines make them), with the file
+    /// kept open meanwhile; `.shutDown` once the engine is closing.
+    func performInline(_ operation: BlockIOOperation) -> Result<Int, HostIOError> {
+        // nil: closing. The owner (when there is one) holds the descriptor
+        // open until the call has returned, even if a shutdown meanwhile
+        // tears the ring down and lets go of its own reference.
+        let keep: (AnyObject & Sendable)?? = state.withLock { s in s.closing ? nil : .some(s.owner) }
+        guard let keep else { return .failure(.shutDown) }
+        return withExtendedLifetime(keep) { HostFileIO.perform(operation, fd: fd, discard: discard) }
+    }
+
     /// /proc/sys/kernel/io_uring_disabled (Linux 6.6), to say why EPERM.
     private static func ioUringDisabledSysctl() -> Int? {
         (try? String(contentsOfFile: "/proc/sys/kernel/io_uring_disabled", encoding: .utf8))
@@ -741,6 +753,9 @@ public final class CallerReapedIOUring: CallerReapedBlockIOEngine {
     public func waitForCompletions() -> Bool { engine.waitForCompletionEvent() }
     public func wake() { engine.signalCompletionEvent() }
     public func hasCompletions() -> Bool { engine.completionsReady }
+    public func performInline(_ operation: BlockIOOperation) -> Result<Int, HostIOError> {
+        engine.performInline(operation)
+    }
     public func completesWithoutHostThread(_ operation: BlockIOOperation) -> Bool {
         switch operation {
         case .read: true

@@ -75,11 +75,13 @@ enum BlockBench {
         var taskRun: IOUringTaskRun = .signal
         /// The backend's `requestsPerRound` (nil: all there are).
         var requestsPerRound: Int?
+        /// The backend's `runsLoneOperationsInline`.
+        var inline = true
     }
 
     typealias UsageError = BenchUsageError
 
-    static let usage = "usage: pvh-bench block [--seconds N] [--file PATH] [--rounds N] [--case NAME]... [--depth N] [--reaping caller|thread] [--frontend-wait poll|block] [--poll-us N] [--pending-poll-us N] [--submission unplugged|batch|group:N[:KIB]] [--frontend-push each|batch] [--taskrun signal|cooperative|deferred] [--per-round N]"
+    static let usage = "usage: pvh-bench block [--seconds N] [--file PATH] [--rounds N] [--case NAME]... [--depth N] [--reaping caller|thread] [--frontend-wait poll|block] [--poll-us N] [--pending-poll-us N] [--submission unplugged|batch|group:N[:KIB]] [--frontend-push each|batch] [--taskrun signal|cooperative|deferred] [--per-round N] [--inline on|off]"
 
     static func parse(_ arguments: [String]) throws(UsageError) -> Options {
         var options = Options()
@@ -124,6 +126,12 @@ enum BlockBench {
                 case let v: throw UsageError(description: "--frontend-push: expected each or batch, got '\(v)'")
                 }
             case "--per-round": options.requestsPerRound = try words.positive(argument)
+            case "--inline":
+                switch try words.value(argument) {
+                case "on": options.inline = true
+                case "off": options.inline = false
+                case let v: throw UsageError(description: "--inline: expected on or off, got '\(v)'")
+                }
             case "--taskrun":
                 switch try words.value(argument) {
                 case "signal": options.taskRun = .signal
@@ -214,7 +222,8 @@ enum BlockBench {
               + "medians of \(options.rounds) interleaved rounds; io_uring completions reaped by "
               + "\(options.reaping == .caller ? "the queue's context" : "a reaper thread"), "
               + "submission \(options.submission), task_work \(options.taskRun), "
-              + "requests per pump round \(options.requestsPerRound.map(String.init) ?? "all"); "
+              + "requests per pump round \(options.requestsPerRound.map(String.init) ?? "all"), "
+              + "lone writes and flushes \(options.inline ? "on the queue's thread" : "submitted"); "
               + "host: \(version) --ioengine=io_uring --direct=1")
         let backendPolls = options.backendPolling.maximumNanoseconds
         let pendingPolls = options.backendPolling.pendingMaximumNanoseconds
@@ -389,6 +398,7 @@ final class PVHRun {
             physicalSectorSize: UInt32(file.physicalSectorSize), maximumQueues: 1,
             makeEngine: { _, done in try file.makeEngine(engine, reaping: reaping, submission: submission, taskRun: taskRun, onComplete: done) })
         configuration.requestsPerRound = options.requestsPerRound
+        configuration.runsLoneOperationsInline = options.inline
         let address = XenbusDeviceAddress(type: "vbd", frontend: FrontendGuest.domain, index: 51712)
         backend = try BlockBackend(store: guest.store, address: address, configuration: configuration, memory: guest.memory,
                                    grants: guest.grants, events: guest.events, runtime: guest.runtime)

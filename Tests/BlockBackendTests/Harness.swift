@@ -114,13 +114,15 @@ final class Disk<L: BlkifABILayout> {
 
     init(guest: Guest, index: Int = 51712, sectors: UInt64 = 2048, queues: Int = 1, order: Int = 0,
          readOnly: Bool = false, discard: Bool = false, protocolNode: String? = L.abi.protocolName,
-         maximumQueues: Int = 4, engine: ((ScratchDisk) -> BlockEngineFactory)? = nil, requestsPerRound: Int? = nil) throws {
+         maximumQueues: Int = 4, engine: ((ScratchDisk) -> BlockEngineFactory)? = nil, requestsPerRound: Int? = nil,
+         inline: Bool = true) throws {
         self.guest = guest
         file = try ScratchDisk(bytes: Int(sectors) * 512)
         var configuration = BlockDeviceConfiguration(
             sectors: sectors, readOnly: readOnly, discard: discard ? BlockDiscardGeometry() : nil,
             maximumQueues: maximumQueues, makeEngine: (engine ?? Self.defaultEngine)(file))
         configuration.requestsPerRound = requestsPerRound
+        configuration.runsLoneOperationsInline = inline
         backend = try BlockBackend(store: guest.backendStore,
                                    address: XenbusDeviceAddress(type: "vbd", frontend: Guest.domain, index: index),
                                    configuration: configuration, memory: guest.memory, grants: guest.grants,

@@ -108,6 +108,23 @@ struct PendingPollingTests {
         func completesWithoutHostThread(_ operation: BlockIOOperation) -> Bool {
             if case .read = operation { true } else { false }
         }
+        /// What `performInline` ran, in order ("write", "flush", ...).
+        let inlined = Lock<[String]>([])
+        func performInline(_ operation: BlockIOOperation) -> Result<Int, HostIOError> {
+            let name = switch operation {
+            case .read: "read"
+            case .write: "write"
+            case .flush: "flush"
+            case .discard: "discard"
+            }
+            inlined.withLock { $0.append(name) }
+            inner.submit([BlockIORequest(tag: 0, operation: operation)])
+            let result = done.completions.withLock { r in
+                defer { r = [] }
+                return r
+            }
+            return result.first?.result ?? .failure(.shutDown)
+        }
     }
 
     static func wait(_ s: DispatchSemaphore) -> Bool { s.wait(timeout: .now() + 30) == .success }
@@ -130,6 +147,7 @@ struct PendingPollingTests {
         // so that what polling finds does not depend on the host's speed.
         let guest = try Guest(polling: ExecutionContextPolling(maximum: .zero, whilePending: .seconds(60)))
         let engine = Lock<HeldCallerReaped?>(nil)
+        // Nothing runs inline: a lone write or flush would not be submitted.
         let disk = try Disk<BlkifX86_64>(guest: guest, sectors: 1024, engine: { file in
             let fd = file.fd
             return { _, done in
@@ -137,7 +155,7 @@ struct PendingPollingTests {
                 engine.withLock { $0 = e }
                 return e
             }
-        })
+        }, inline: false)
         let held = try #require(engine.withLock { $0 })
         let device = try #require(disk.backend.runtimeDevice)
         let start = device.pollingStatistics

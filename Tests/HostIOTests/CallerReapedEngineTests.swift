@@ -143,6 +143,26 @@ struct CallerReapedEngineTests {
         engine.shutdown()  // a second shutdown returns at once
         #expect(log.all.count == 129)
     }
+
+    @Test("performInline runs a write, a flush and a read on the caller's thread with their results (a short read at the end of the file included), hands nothing to the handler or reap, and is shutDown after shutdown")
+    func performInline() throws {
+        let f = try Fixture(filePages: 4, guestPages: 8, depth: 4)
+        let (backing, guest, log, engine) = (f.backing, f.guest, f.log, f.engine)
+        var rng = SplitMix64(seed: 0x1_11e)
+        let data = rng.bytes(2 * 4096)
+        try guest.memory.write(data, at: guest.address(0))
+        #expect(engine.performInline(.write(offset: 4096, from: [try guest.range(0), try guest.range(1)])) == .success(2 * 4096))
+        #expect(engine.performInline(.flush) == .success(0))
+        #expect(engine.performInline(.read(offset: 4096, into: [try guest.range(4), try guest.range(5)])) == .success(2 * 4096))
+        #expect(try guest.memory.read(at: guest.address(4), count: 2 * 4096) == data)
+        #expect(engine.performInline(.read(offset: 4 * 4096, into: [try guest.range(6)])) == .failure(.short(transferred: 0, expected: 4096)))
+        #expect(Array(try backing.bytes()[4096..<3 * 4096]) == data)
+        #expect(engine.reap().isEmpty)
+        #expect(!engine.hasCompletions())
+        engine.shutdown()
+        #expect(engine.performInline(.flush) == .failure(.shutDown))
+        #expect(log.all.isEmpty, "inline operations went to the handler")
+    }
 }
 
 @Suite("io_uring task_work modes")
