@@ -2,7 +2,6 @@ import BlockBackend
 import BlockFrontend
 import DeviceRuntime
 import HostIO
-import Locking
 import Testing
 import XenABI
 
@@ -16,16 +15,7 @@ struct InlineTests {
     typealias Held = PendingPollingTests.HeldCallerReaped
 
     static func disk(_ guest: Guest, inline: Bool = true) throws -> (Disk<BlkifX86_64>, Held) {
-        let engine = Lock<Held?>(nil)
-        let disk = try Disk<BlkifX86_64>(guest: guest, sectors: 1024, engine: { file in
-            let fd = file.fd
-            return { _, done in
-                let e = Held(fd: fd, onComplete: done)
-                engine.withLock { $0 = e }
-                return e
-            }
-        }, inline: inline)
-        return (disk, try #require(engine.withLock { $0 }))
+        try PendingPollingTests.heldDisk(guest, inline: inline)
     }
 
     /// The next `count` responses (a released completion wakes the queue

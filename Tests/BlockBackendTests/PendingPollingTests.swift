@@ -127,6 +127,20 @@ struct PendingPollingTests {
         }
     }
 
+    /// A 1024-sector disk on a `HeldCallerReaped` engine.
+    static func heldDisk(_ guest: Guest, inline: Bool) throws -> (Disk<BlkifX86_64>, HeldCallerReaped) {
+        let engine = Lock<HeldCallerReaped?>(nil)
+        let disk = try Disk<BlkifX86_64>(guest: guest, sectors: 1024, engine: { file in
+            let fd = file.fd
+            return { _, done in
+                let e = HeldCallerReaped(fd: fd, onComplete: done)
+                engine.withLock { $0 = e }
+                return e
+            }
+        }, inline: inline)
+        return (disk, try #require(engine.withLock { $0 }))
+    }
+
     static func wait(_ s: DispatchSemaphore) -> Bool { s.wait(timeout: .now() + 30) == .success }
 
     /// Waits until the queue's context goes to sleep with `held` requests in
@@ -146,17 +160,8 @@ struct PendingPollingTests {
         // No plain polling at all; a pending maximum far above any wait here,
         // so that what polling finds does not depend on the host's speed.
         let guest = try Guest(polling: ExecutionContextPolling(maximum: .zero, whilePending: .seconds(60)))
-        let engine = Lock<HeldCallerReaped?>(nil)
         // Nothing runs inline: a lone write or flush would not be submitted.
-        let disk = try Disk<BlkifX86_64>(guest: guest, sectors: 1024, engine: { file in
-            let fd = file.fd
-            return { _, done in
-                let e = HeldCallerReaped(fd: fd, onComplete: done)
-                engine.withLock { $0 = e }
-                return e
-            }
-        }, inline: false)
-        let held = try #require(engine.withLock { $0 })
+        let (disk, held) = try Self.heldDisk(guest, inline: false)
         let device = try #require(disk.backend.runtimeDevice)
         let start = device.pollingStatistics
         #expect(start.pendingIdles == 0)
