@@ -61,7 +61,7 @@ public struct BlockDeviceConfiguration: Sendable {
     /// (`CallerReapedBlockIOEngine.performInline`) when the engine would
     /// hand it to a host thread anyway. Only caller-reaped engines (io_uring)
     /// do it; false submits everything (`pvh-bench block --inline off`;
-    /// docs/ARCHITECTURE.md, Host I/O).
+    /// docs/ARCHITECTURE.md, Device runtime).
     public var runsLoneOperationsInline = true
 
     public init(sectors: UInt64, sectorSize: UInt32 = 512, physicalSectorSize: UInt32? = nil, readOnly: Bool = false,

@@ -180,14 +180,16 @@ final class QueueCore: Sendable {
     func pump() throws(DeviceFault) -> BackendChannel.PumpResult {
         var notify = false
         // What the last round ran on this thread (`runsInline`).
-        var ranInline: [BlockIOCompletion] = []
+        var ranInline: BlockIOCompletion?
         while true {
             // Caller-reaped: the CQEs are taken here, on the queue's own
             // thread, where the doorbell woke it (no reaper thread between).
             var completions = inbox.take()
             if let reaped { completions += reaped.reap() }
-            completions += ranInline
-            ranInline = []
+            if let done = ranInline {
+                completions.append(done)
+                ranInline = nil
+            }
             let (batch, published, inline) = try state.withLock {
                 (s: inout State) throws(DeviceFault) -> ([BlockIORequest], Bool, Bool) in
                 do throws(XenRingError) {
@@ -216,7 +218,7 @@ final class QueueCore: Sendable {
             // Run outside the lock, after the responses went out; its
             // completion is the next round's.
             if inline, let reaped, let request = batch.first {
-                ranInline = [BlockIOCompletion(tag: request.tag, result: reaped.performInline(request.operation))]
+                ranInline = BlockIOCompletion(tag: request.tag, result: reaped.performInline(request.operation))
                 continue
             }
             // Submitted outside the lock: a synchronous engine completes
@@ -256,14 +258,14 @@ final class QueueCore: Sendable {
     /// request that arrives while one runs here waits for it: at most one
     /// write's or flush's time.
     private func runsInline(_ batch: [BlockIORequest], _ s: State) throws(XenRingError) -> Bool {
-        guard environment.runsLoneOperationsInline, let reaped, batch.count == 1, s.inFlight.count == 1,
-              s.stalled == nil, s.draining == nil else { return false }
+        // The one request in flight is the batch's; `awaitingDevice` already
+        // says whether its operation completes without a host thread.
+        guard environment.runsLoneOperationsInline, reaped != nil, batch.count == 1, s.inFlight.count == 1,
+              s.awaitingDevice == 0, s.stalled == nil, s.draining == nil else { return false }
         switch batch[0].operation {
-        case .write, .flush: break
+        case .write, .flush: return try s.ring.unconsumedRequests() == 0
         case .read, .discard: return false
         }
-        guard !reaped.completesWithoutHostThread(batch[0].operation) else { return false }
-        return try s.ring.unconsumedRequests() == 0
     }
 
     /// Takes requests while nothing blocks: the stalled request first, then
