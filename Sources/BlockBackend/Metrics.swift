@@ -29,6 +29,10 @@ public final class BlockMetrics: Sendable {
     public let rejectedRequests = Atomic<UInt64>(0)
     /// Of `errorResponses`, host I/O errors.
     public let hostErrors = Atomic<UInt64>(0)
+    /// Host operations (a write or a flush) a queue ran on its own thread
+    /// instead of submitting them (`BlockDeviceConfiguration.runsLoneOperationsInline`):
+    /// how often a frontend kept one request in flight and waited for it.
+    public let inlineOperations = Atomic<UInt64>(0)
     /// Requests taken but not yet answered, over all queues (a gauge).
     public let requestsInFlight = Atomic<Int>(0)
     /// Connections failed by a fault (a ring the guest corrupted, a failure

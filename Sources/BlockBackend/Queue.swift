@@ -218,6 +218,7 @@ final class QueueCore: Sendable {
             // Run outside the lock, after the responses went out; its
             // completion is the next round's.
             if inline, let reaped, let request = batch.first {
+                BlockMetrics.bump(metrics.inlineOperations)
                 ranInline = BlockIOCompletion(tag: request.tag, result: reaped.performInline(request.operation))
                 continue
             }

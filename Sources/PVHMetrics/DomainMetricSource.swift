@@ -179,6 +179,7 @@ extension DomainMetricSource {
             total(.blockErrors, [device, ("cause", "rejected")], m, m.rejectedRequests.load(ordering: .relaxed))
             total(.blockErrors, [device, ("cause", "host")], m, m.hostErrors.load(ordering: .relaxed))
             level(.blockRequestsInFlight, [device], m, Double(max(0, m.requestsInFlight.load(ordering: .relaxed))))
+            total(.blockInlineOperations, [device], m, m.inlineOperations.load(ordering: .relaxed))
         }
 
         for interface in networks {

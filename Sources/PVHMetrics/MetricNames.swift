@@ -37,6 +37,7 @@ public enum PVHMetric: String, CaseIterable, Sendable {
     case blockResponses = "pvh_block_error_responses_total"
     case blockErrors = "pvh_block_errors_total"
     case blockRequestsInFlight = "pvh_block_requests_in_flight"
+    case blockInlineOperations = "pvh_block_inline_operations_total"
     // Network devices, per queue (NetBackend's NetMetrics).
     case netPackets = "pvh_net_packets_total"
     case netBytes = "pvh_net_bytes_total"
@@ -82,6 +83,7 @@ public enum PVHMetric: String, CaseIterable, Sendable {
         case .blockResponses: "device, status (error, not_supported)"
         case .blockErrors: "device, cause (rejected, host)"
         case .blockRequestsInFlight: "device"
+        case .blockInlineOperations: "device"
         case .netPackets, .netBytes, .netGSOPackets, .netChecksumsCompleted: "device, queue, direction (tx, rx)"
         case .netSegmentedPackets, .netRXRingFull, .netTXCreditWaits: "device, queue"
         case .netDrops: "device, queue, reason (tx_bad_size, …, rx_not_connected)"
@@ -122,6 +124,7 @@ public enum PVHMetric: String, CaseIterable, Sendable {
         case .blockResponses: "Block responses that were not BLKIF_RSP_OKAY, by status."
         case .blockErrors: "Block error responses, by cause: a request rejected before I/O, or a host I/O error."
         case .blockRequestsInFlight: "Block requests taken but not yet answered."
+        case .blockInlineOperations: "Block writes and flushes a queue ran on its own thread (the only request in flight) instead of submitting them."
         case .netPackets: "Packets moved between the frontend and the link, by direction (tx: from the guest)."
         case .netBytes: "Bytes moved between the frontend and the link, by direction."
         case .netGSOPackets: "Packets with a GSO extra, by direction."

@@ -456,8 +456,9 @@ final class PVHRun {
 
     /// Per response: how often each side waited to be woken (the
     /// backend's context on its doorbell, the frontend on its port; a wait
-    /// that returns at once for an event already counted is included) and
-    /// how often polling found the work instead.
+    /// that returns at once for an event already counted is included), how
+    /// often polling found the work instead, and how many host operations
+    /// the queue ran on its own thread (`BlockMetrics.inlineOperations`).
     var wakeUps: String {
         let n = Double(max(responsesTaken, 1))
         let b = guest.runtime.devices.reduce(into: (sleeps: UInt64(0), hits: UInt64(0))) {
@@ -465,8 +466,9 @@ final class PVHRun {
             $0.sleeps &+= p.sleeps
             $0.hits &+= p.hits
         }
-        return String(format: "backend waits %.2f poll hits %.2f, frontend waits %.2f poll hits %.2f",
-                      Double(b.sleeps) / n, Double(b.hits) / n, Double(ring.portWaits) / n, Double(ring.pollHits) / n)
+        let inline = Double(backend.metrics.inlineOperations.load(ordering: .relaxed))
+        return String(format: "backend waits %.2f poll hits %.2f inline %.2f, frontend waits %.2f poll hits %.2f",
+                      Double(b.sleeps) / n, Double(b.hits) / n, inline / n, Double(ring.portWaits) / n, Double(ring.pollHits) / n)
     }
 
     /// Puts `requests` on the ring. Linux's blkfront is handed requests one

@@ -50,6 +50,7 @@ struct InlineTests {
         #expect(try disk.front.submit([barrier]))
         #expect(try disk.front.waitForResponses(timeout: .seconds(30)) == [BlkifWireResponse(id: 3, operation: 2, status: .okay)])
         #expect(held.inlined.withLock { $0 } == ["write", "flush", "flush", "write", "flush"])
+        #expect(disk.backend.metrics.inlineOperations.load(ordering: .relaxed) == 5)
         #expect(try disk.file.read(at: 8 * 512, count: 4096) == Pattern.bytes(12))
 
         // A read is submitted (never inline); a write behind it is not alone.
@@ -73,6 +74,7 @@ struct InlineTests {
         held.release()
         #expect(Set(try Self.responses(disk, 2).map(\.id)) == [6, 7])
         #expect(held.inlined.withLock { $0 }.count == 5)
+        #expect(disk.backend.metrics.inlineOperations.load(ordering: .relaxed) == 5)
         #expect(try disk.file.read(at: 16 * 512, count: 4096) == Pattern.bytes(13))
         #expect(try disk.file.read(at: 32 * 512, count: 4096) == Pattern.bytes(15))
     }
@@ -92,5 +94,6 @@ struct InlineTests {
         held.release()
         #expect(try Self.responses(disk, 1).map(\.id) == [2])
         #expect(held.inlined.withLock { $0 }.isEmpty)
+        #expect(disk.backend.metrics.inlineOperations.load(ordering: .relaxed) == 0)
     }
 }

@@ -100,6 +100,7 @@ struct ExpositionTests {
         f.disk.readRequests.wrappingAdd(3, ordering: .relaxed)
         f.disk.bytesWritten.wrappingAdd(4096, ordering: .relaxed)
         f.disk.requestsInFlight.wrappingAdd(2, ordering: .relaxed)
+        f.disk.inlineOperations.wrappingAdd(6, ordering: .relaxed)
         f.queues[1].txPackets.wrappingAdd(9, ordering: .relaxed)
         f.vbd.metrics.pumps.wrappingAdd(11, ordering: .relaxed)
         f.console.outputWritten.wrappingAdd(100, ordering: .relaxed)
@@ -115,6 +116,7 @@ struct ExpositionTests {
         #expect(value(text, "pvh_block_requests_total", base + [("device", "vbd-51712"), ("op", "read")]) == 3)
         #expect(value(text, "pvh_block_bytes_total", base + [("device", "vbd-51712"), ("direction", "write")]) == 4096)
         #expect(value(text, "pvh_block_requests_in_flight", base + [("device", "vbd-51712")]) == 2)
+        #expect(value(text, "pvh_block_inline_operations_total", base + [("device", "vbd-51712")]) == 6)
         #expect(value(text, "pvh_net_packets_total",
                       base + [("device", "vif-0"), ("queue", "1"), ("direction", "tx")]) == 9)
         #expect(value(text, "pvh_net_packets_total",
