@@ -15,8 +15,11 @@ import XenBus
 // Both sides use O_DIRECT (pvh: `BlockBackingFile.open(direct: true)`,
 // fio: `--direct=1`), so the host page cache serves neither. fio runs
 // `--ioengine=io_uring`; pvh runs its io_uring engine and, on a second
-// line, its thread pool. Rounds interleave pvh, pvh-threads and fio (the
-// order reversed every other round) and the medians are printed.
+// line, its thread pool. Rounds interleave pvh, fio and pvh-threads (the
+// order reversed every other round, so pvh's io_uring run and fio's are
+// always back to back) and the medians are printed, then each round's
+// pvh/fio ratio and their median: a virtual disk shared with other
+// machines drifts between runs, and a round's two runs see the same.
 //
 // The frontend does what Linux's xen-blkfront does: one ring of the
 // smallest `ring-page-order` that holds the queue depth; a 1 MiB request
@@ -254,14 +257,18 @@ enum BlockBench {
                 if let before, let after = disk?.sample() { device[side, default: []].append(DiskStatistics.describe(before, after)) }
             }
             for round in 0..<options.rounds {
+                // pvh's io_uring run and fio's are next to each other in
+                // every round, whichever way round it goes, so each round's
+                // ratio compares the two under the same disk (a shared
+                // virtual disk's speed drifts from one run to the next).
                 var steps: [() throws -> Void] = [
                     { try watched("pvh") {
                         let run = try PVHRun(file: file, case: c, engine: .ioUring, options)
                         pvh.append(try run.measure(seconds: options.seconds))
                         waits.append(run.wakeUps)
                       } },
-                    { try watched("pvh-threads") { threads.append(try PVHRun(file: file, case: c, engine: .threadPool, options).measure(seconds: options.seconds)) } },
                     { try watched("host") { host.append(try fioRun(fio, file: options.file, bytes: file.sizeInBytes, case: c, seconds: options.seconds)) } },
+                    { try watched("pvh-threads") { threads.append(try PVHRun(file: file, case: c, engine: .threadPool, options).measure(seconds: options.seconds)) } },
                 ]
                 if round % 2 == 1 { steps.reverse() }
                 for step in steps { try step() }
@@ -271,6 +278,9 @@ enum BlockBench {
             row(c, "pvh-threads", t, h)
             let list = { (a: [Double]) in a.map { String(format: "%.0f", $0) }.joined(separator: " ") }
             print("  rounds: pvh \(list(pvh)) | pvh-threads \(list(threads)) | host \(list(host))")
+            let paired = zip(pvh, host).map { $1 > 0 ? $0 / $1 : .nan }
+            print("  each round's pvh/host (run back to back): \(paired.map { String(format: "%.2f", $0) }.joined(separator: " ")), median "
+                  + String(format: "%.2f", median(paired)))
             print("  pvh io_uring, per response, each round: \(waits.joined(separator: " | "))")
             if let disk {
                 let sides = ["pvh", "pvh-threads", "host"].map { "\($0) \((device[$0] ?? []).joined(separator: ", "))" }
