@@ -41,3 +41,37 @@ public struct DomainEvent: Codable, Hashable, Sendable {
         self.time = time
     }
 }
+
+extension DomainEvent {
+    /// Whether this event ends a `?wait` (`pvh shutdown -w`, `pvh reboot
+    /// -w`) on the domain that had `domid` and `uuid` when it was asked.
+    ///
+    /// A shutdown wait ends when that domain id shuts down, crashes or is
+    /// destroyed, whatever is done next. A reboot wait ends when the domain
+    /// comes back: `rebooted` under its UUID (a restart takes a new id), or
+    /// `created` under its UUID by any other restart (a poweroff or crash,
+    /// with on_poweroff/on_crash = restart, that came before the reboot
+    /// request was acted on). It also ends when the domain will not come
+    /// back: destroyed, kept shut down (`preserve`), or renamed away
+    /// (`rename-restart`, whose new domain has a new UUID). Without these
+    /// last cases such a wait ran to its timeout: a reboot asked while a
+    /// poweroff was already under way saw only `shutdown`, `destroyed`
+    /// (both `restart`) and `created`.
+    public func endsWait(forReboot reboot: Bool, domid: Int, uuid: String) -> Bool {
+        guard reboot else {
+            return domid == self.domid && (type == .destroyed || type == .shutdown || type == .crashed)
+        }
+        switch type {
+        case .rebooted:
+            return uuid == self.uuid
+        case .created:
+            return uuid == self.uuid && action == "restart"
+        case .destroyed, .shutdown, .crashed:
+            // `restart`: the old id's part of a restart, whose `rebooted`
+            // or `created` comes next.
+            return domid == self.domid && action != "restart"
+        case .paused, .unpaused, .deviceConnected, .deviceClosed, .memoryChanged, .vcpusChanged:
+            return false
+        }
+    }
+}

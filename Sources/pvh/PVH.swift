@@ -327,8 +327,9 @@ func runInForeground(_ config: GuestConfiguration, name guestName: GuestName, re
     // The signals pvh acts on are blocked in every thread (each thread
     // inherits the mask, so this comes before any is started). Dispatch
     // receives them through a signalfd, which sees only blocked signals;
-    // unblocked, a signal goes to any thread and the SIG_IGN disposition
-    // below drops it (SIGUSR1 dumps were lost that way after the first).
+    // unblocked, a signal goes to any thread and the do-nothing handler
+    // of `signalSources` takes it (SIGUSR1 dumps were lost that way after
+    // the first). One that comes before the sources exist stays pending.
     var handled = sigset_t()
     sigemptyset(&handled)
     for sig in [SIGINT, SIGTERM, SIGUSR1] { sigaddset(&handled, sig) }
@@ -527,11 +528,16 @@ func runInForeground(_ config: GuestConfiguration, name guestName: GuestName, re
 }
 
 /// Dispatch sources that run `handler` for each of `signals` (blocked in
-/// every thread beforehand, so the signalfd behind them sees them; the
-/// SIG_IGN disposition drops any that reach a thread directly).
+/// every thread beforehand, so the signalfd behind them sees them). A
+/// signal that reaches a thread directly runs a handler that does nothing.
+/// Not SIG_IGN: setting SIG_IGN discards an instance already pending
+/// (POSIX sigaction, "Signal Actions"; Linux's do_sigaction flushes it),
+/// so a SIGTERM that came while the signals were blocked and the sources
+/// not yet made was lost, and `pvh destroy` of a guest process just
+/// started waited its whole grace period for it.
 func signalSources(_ signals: [Int32], handler: @escaping @Sendable () -> Void) -> [DispatchSourceSignal] {
     signals.map { sig in
-        signal(sig, SIG_IGN)
+        signal(sig) { _ in }
         let source = DispatchSource.makeSignalSource(signal: sig, queue: .global())
         source.setEventHandler(handler: handler)
         source.resume()

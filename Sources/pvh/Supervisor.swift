@@ -54,7 +54,8 @@ final class Supervisor: DomainService, Sendable {
     /// has ended (its policy being applied) is ending, neither running nor
     /// gone: a shutdown request has nothing to ask, only to wait for.
     enum ProcessPhase: Sendable {
-        /// Spawned, its domain not yet introduced.
+        /// Spawned (or, for a restart's new id, about to be), its domain
+        /// not yet introduced.
         case starting
         /// Its domain introduced (its store tree complete).
         case introduced
@@ -206,14 +207,10 @@ final class Supervisor: DomainService, Sendable {
             }
             guard wait else { return state.withLock { $0.registry[record.id] }.map(info) ?? info(current) }
             let (domid, uuid) = (Int(record.id.rawValue), record.uuid.description)
+            // A reboot's restart is the same domain (its UUID) under a new
+            // id (DomainEvent.endsWait says which events end each wait).
             let done = await events.first(within: timeout) { event in
-                // A reboot's restart is the same domain (its UUID) under a
-                // new id; the old id's `destroyed` with action `restart` is
-                // part of it, not the end.
-                if action == .reboot, event.type == .rebooted { return event.uuid == uuid }
-                guard event.domid == domid else { return false }
-                return action == .reboot ? event.type == .destroyed && event.action != "restart"
-                    : event.type == .destroyed || event.type == .shutdown || event.type == .crashed
+                event.endsWait(forReboot: action == .reboot, domid: domid, uuid: uuid)
             }
             guard done else {
                 throw APIError(.timedOut, "\(name): still running \(Int(timeout)) s after the \(action == .shutdown ? "poweroff" : "reboot") request")
@@ -428,6 +425,11 @@ final class Supervisor: DomainService, Sendable {
                 }
                 s.launches[fresh.id] = s.launches.removeValue(forKey: oldID)
                 s.phases[oldID] = nil
+                // Starting from now, before its process is spawned below:
+                // a shutdown or reboot asked meanwhile finds the domain
+                // under its name and waits for its introduction
+                // (`awaitIntroduced`) instead of being told it has no process.
+                s.phases[fresh.id] = .starting
                 let console = s.consoles.removeValue(forKey: oldID)
                 s.consoles[fresh.id] = console
                 return .success((fresh, console))
@@ -608,11 +610,14 @@ final class Supervisor: DomainService, Sendable {
 
     /// Returns once the guest process introduced the domain (its tree is
     /// complete), checked every 100 ms for up to `startup` seconds while
-    /// the process runs; 409 otherwise.
+    /// the process runs or is being started (a restart's new id); 409
+    /// otherwise.
     func awaitIntroduced(_ record: DomainRecord, startup: Double = 10) async throws(APIError) {
         let deadline = Date().addingTimeInterval(startup)
         while !store.isIntroduced(record.id) {
-            let running = state.withLock { $0.processes[record.id] != nil && $0.phases[record.id] != .ending }
+            let running = state.withLock { s in
+                s.phases[record.id] == .starting || (s.processes[record.id] != nil && s.phases[record.id] != .ending)
+            }
             guard running else { throw APIError(.conflict, "\(record.name): its guest process is not running") }
             guard Date() < deadline else {
                 throw APIError(.conflict, "\(record.name): its guest has not introduced its domain \(Int(startup)) s after its start")

@@ -273,6 +273,37 @@ struct DaemonTests {
         #expect(daemon.errors.contains("event: shutdown gamma (domain 2): poweroff"), "\(daemon.errors)")
     }
 
+    @Test("reboot -w asked while a poweroff (on_poweroff = restart) is under way: answered once the domain is back under its UUID, not at the timeout; destroy right after ends the new process with SIGTERM")
+    func rebootDuringPoweroffRestart() throws {
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let daemon = try startDaemon()
+        defer { daemon.stop() }
+        #expect(try pvh(["create", try config("zeta", "on_poweroff = \"restart\"")]).status == 0)
+        let before = try #require(try domains().first)
+        // Not waited for: the reboot below finds the poweroff under way, or
+        // (on a slow start of the CLI) the domain already restarted.
+        #expect(try pvh(["shutdown", "zeta"]).status == 0)
+        let reboot = try pvh(["reboot", "-w", "--timeout", "30", "zeta"])
+        #expect(reboot.status == 0, "\(reboot)")
+        let after = try #require(try domains().first)
+        #expect(after["uuid"] as? String == before["uuid"] as? String && after["state"] as? String == "running", "\(after)")
+        #expect((after["restarts"] as? Int ?? 0) >= 1, "\(after)")
+        // Destroyed at once, its process perhaps still starting: the
+        // SIGTERM ends it, not the SIGKILL after the grace period (a
+        // SIGTERM that came before the process's signal sources existed
+        // was discarded when they were made: PVH.swift, signalSources).
+        #expect(try pvh(["destroy", "zeta"]).status == 0)
+        kill(daemon.pid, SIGTERM)
+        #expect(daemon.waitForExit(timeout: .seconds(60)) == 0)
+        #expect(!daemon.errors.contains("after SIGTERM: SIGKILL"), "\(daemon.errors)")
+        // Whichever the guest read first: the poweroff, restarted by
+        // on_poweroff (the case this test is for), or the reboot that
+        // replaced it in control/shutdown.
+        let afterPoweroff = daemon.errors.contains("event: shutdown zeta (domain 1): poweroff")
+            && daemon.errors.contains("event: created zeta (domain 2)")
+        #expect(afterPoweroff || daemon.errors.contains("event: rebooted zeta (domain 2)"), "\(daemon.errors)")
+    }
+
     @Test("create -p: the guest is built but paused, no instruction of it run, until unpause; then it runs and shuts down; -p with -F refused")
     func createPaused() throws {
         defer { try? FileManager.default.removeItem(atPath: directory) }
