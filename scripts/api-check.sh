@@ -137,6 +137,10 @@ if ! kill -0 "${pids[0]}" 2>/dev/null; then
     echo "api-check: the daemon died under the fuzzer:" >&2
     tail -50 "$tmp/daemon.err" >&2
     status=1
+elif [ "$status" -ne 0 ]; then
+    # The daemon's side of a failure (its log goes with the temporary directory).
+    echo "api-check: the daemon's last 80 lines:" >&2
+    tail -80 "$tmp/daemon.err" >&2
 fi
 echo "api-check: guests created again after the fuzzer removed them: $(wc -l <"$recreated")"
 exit "$status"
