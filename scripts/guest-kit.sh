@@ -263,7 +263,7 @@ if grep -q pvh.net=1 /proc/cmdline; then
 	i=0
 	while [ ! -e /sys/class/net/eth0 ] && [ \$i -lt 600 ]; do sleep 1; i=\$((i + 1)); done
 	if [ -e /sys/class/net/eth0 ]; then
-		echo "PVH-INIT: net eth0 mac=\$(cat /sys/class/net/eth0/address) mtu=\$(cat /sys/class/net/eth0/mtu) after \${i}s"
+		echo "PVH-INIT: net eth0 mac=\$(cat /sys/class/net/eth0/address) mtu=\$(cat /sys/class/net/eth0/mtu) after \${i}s (uptime \$(cut -d' ' -f1 /proc/uptime))"
 		mkdir -p /etc
 		cat > /etc/udhcpc.script <<'SCRIPT'
 #!/bin/busybox sh
@@ -272,7 +272,7 @@ bound|renew)
 	ip addr add \$ip/\$mask dev \$interface
 	[ -n "\$router" ] && ip route add default via \$router
 	echo \$router > /tmp/gateway
-	echo "PVH-INIT: net dhcp address \$ip/\$mask router \$router dns \$dns"
+	echo "PVH-INIT: net dhcp address \$ip/\$mask router \$router dns \$dns (uptime \$(cut -d' ' -f1 /proc/uptime))"
 	;;
 esac
 SCRIPT
@@ -282,9 +282,9 @@ SCRIPT
 		if udhcpc -i eth0 -n -q -t 30 -T 10 -s /etc/udhcpc.script && [ -s /tmp/gateway ]; then
 			gw=\$(cat /tmp/gateway)
 			dd if=/dev/zero of=/tmp/net.out bs=1024 count=\$((mib * 1024)) 2>/dev/null
-			echo "PVH-INIT: net sending \$mib MiB to \$gw:\$port, md5 \$(md5sum < /tmp/net.out | cut -c1-32)"
+			echo "PVH-INIT: net sending \$mib MiB to \$gw:\$port at uptime \$(cut -d' ' -f1 /proc/uptime), md5 \$(md5sum < /tmp/net.out | cut -c1-32)"
 			nc \$gw \$port < /tmp/net.out > /tmp/net.in
-			echo "PVH-INIT: net received \$(wc -c < /tmp/net.in) bytes, md5 \$(md5sum < /tmp/net.in | cut -c1-32)"
+			echo "PVH-INIT: net received \$(wc -c < /tmp/net.in) bytes at uptime \$(cut -d' ' -f1 /proc/uptime), md5 \$(md5sum < /tmp/net.in | cut -c1-32)"
 		else
 			echo "PVH-INIT: net dhcp failed"
 		fi

@@ -1,5 +1,7 @@
 import DeviceSpecs
 import Foundation
+import Locking
+import Synchronization
 import Testing
 import VMM
 
@@ -134,16 +136,29 @@ struct LinuxUserspaceTests {
                                  initOptions: "pvh.modules=net pvh.net=1 pvh.netport=\(server.port) pvh.netmib=\(mib)")
         config.networks = [try NetworkInterfaceSpecification(parsing: "")]
         let started = ContinuousClock.now
-        let run = try GuestRun.boot(config, limit: Self.frontendRunLimit)
+        // When each network step was reached (wall time since the start),
+        // and the backend's counters: on this backend a run may stop at the
+        // limit, and these say how far it got and at what rate.
+        let steps = Lock<[String]>([])
+        let run = try GuestRun.boot(config, onLine: { line, _ in
+            guard line.contains("PVH-INIT: net") || line.contains("insmod xen-netfront") else { return }
+            let at = ContinuousClock.now - started
+            steps.withLock { $0.append("\(at.components.seconds) s: \(line)") }
+        }, limit: Self.frontendRunLimit)
         let elapsed = ContinuousClock.now - started
         let lines = run.lines
-        let tail = lines.suffix(30).joined(separator: "\n")
+        let counters = run.domain.networkMetrics.first?.first.map {
+            "backend: rx \($0.rxPackets.load(ordering: .relaxed)) packets \($0.rxBytes.load(ordering: .relaxed)) bytes, "
+                + "tx \($0.txPackets.load(ordering: .relaxed)) packets \($0.txBytes.load(ordering: .relaxed)) bytes, "
+                + "rx ring full \($0.rxRingFull.load(ordering: .relaxed)), drops \($0.totalDrops)"
+        } ?? "backend: no counters"
+        let tail = ([counters] + steps.withLock { $0 } + lines.suffix(30)).joined(separator: "\n")
         #expect(lines.contains { $0.contains("PVH-INIT: insmod xen-netfront ok") }, "\(tail)")
         #expect(lines.contains { $0.contains("PVH-INIT: net dhcp address ") }, "\(tail)")
         let sent = lines.first { $0.contains("PVH-INIT: net sending") }?.components(separatedBy: "md5 ").last
         let received = lines.first { $0.contains("PVH-INIT: net received \(mib << 20) bytes") }?.components(separatedBy: "md5 ").last
         #expect(sent != nil && sent == received, "\(tail)")
-        #expect(server.bytesEchoed == mib << 20)
+        #expect(server.bytesEchoed == mib << 20, "\(tail)")
         #expect(run.exit == .shutdown(.poweroff), "exit \(run.exit)")
         print("pvh: Debian 6.12 with --net: DHCP, \(mib) MiB each way and poweroff in \(elapsed) (backend: \(run.domain.backend))")
     }
