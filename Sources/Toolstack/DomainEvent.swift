@@ -66,10 +66,14 @@ extension DomainEvent {
             return uuid == self.uuid
         case .created:
             return uuid == self.uuid && action == "restart"
-        case .destroyed, .shutdown, .crashed:
+        case .destroyed:
             // `restart`: the old id's part of a restart, whose `rebooted`
             // or `created` comes next.
             return domid == self.domid && action != "restart"
+        case .shutdown, .crashed:
+            // `destroy` is followed by `destroyed`, which ends the wait once
+            // the domain is gone; `restart` by the new id's event.
+            return domid == self.domid && (action == "preserve" || action == "rename-restart")
         case .paused, .unpaused, .deviceConnected, .deviceClosed, .memoryChanged, .vcpusChanged:
             return false
         }
