@@ -147,12 +147,7 @@ struct LinuxUserspaceTests {
         }, limit: Self.frontendRunLimit)
         let elapsed = ContinuousClock.now - started
         let lines = run.lines
-        let counters = run.domain.networkMetrics.first?.first.map {
-            "backend: rx \($0.rxPackets.load(ordering: .relaxed)) packets \($0.rxBytes.load(ordering: .relaxed)) bytes, "
-                + "tx \($0.txPackets.load(ordering: .relaxed)) packets \($0.txBytes.load(ordering: .relaxed)) bytes, "
-                + "rx ring full \($0.rxRingFull.load(ordering: .relaxed)), drops \($0.totalDrops)"
-        } ?? "backend: no counters"
-        let tail = ([counters] + steps.withLock { $0 } + lines.suffix(30)).joined(separator: "\n")
+        let tail = (["backend: \(run.networkCounters)"] + steps.withLock { $0 } + lines.suffix(30)).joined(separator: "\n")
         #expect(lines.contains { $0.contains("PVH-INIT: insmod xen-netfront ok") }, "\(tail)")
         #expect(lines.contains { $0.contains("PVH-INIT: net dhcp address ") }, "\(tail)")
         let sent = lines.first { $0.contains("PVH-INIT: net sending") }?.components(separatedBy: "md5 ").last

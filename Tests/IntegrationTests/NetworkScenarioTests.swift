@@ -36,9 +36,8 @@ struct NetworkScenarioTests {
         }, limit: .seconds(180))
         #expect(run.exit == .shutdown(.poweroff))
         let results = run.results()
-        let m = run.domain.networkMetrics.first?.first
         let took = exchange.withLock { e in e.start.flatMap { s in e.end.map { "\($0 - s)" } } ?? "-" }
-        let counters = m.map { "exchange \(took) rx \($0.rxPackets.load(ordering: .relaxed)) tx \($0.txPackets.load(ordering: .relaxed)) ringFull \($0.rxRingFull.load(ordering: .relaxed)) drops \($0.totalDrops)" } ?? "-"
+        let counters = "exchange \(took) \(run.networkCounters)"
         for scenario in ["net_info", "net_dhcp", "net_tcp"] {
             #expect(results[scenario]?.hasPrefix("PASS") == true, "\(scenario): \(counters) \(run.console.text)")
         }
@@ -46,8 +45,7 @@ struct NetworkScenarioTests {
         #expect(server.bytesEchoed == 65536)
         let metrics = try #require(run.domain.networkMetrics.first?.first)
         #expect(metrics.txPackets.load(ordering: .relaxed) >= 40)
-        #expect(metrics.rxPackets.load(ordering: .relaxed) >= 40,
-                "rx \(metrics.rxPackets.load(ordering: .relaxed)) tx \(metrics.txPackets.load(ordering: .relaxed)) drops \(metrics.totalDrops) \(run.console.text)")
+        #expect(metrics.rxPackets.load(ordering: .relaxed) >= 40, "\(run.networkCounters) \(run.console.text)")
     }
 
     @Test("type=none: the interface connects and the guest's frames are dropped on the host side, counted")

@@ -96,6 +96,16 @@ struct GuestRun {
     let domain: Domain
 
     var lines: [String] { console.lines }
+
+    /// The first interface's first queue's backend counters, for failure
+    /// messages: how much moved each way, RX ring full, drops.
+    var networkCounters: String {
+        guard let m = domain.networkMetrics.first?.first else { return "no network backend" }
+        return "rx \(m.rxPackets.load(ordering: .relaxed)) packets \(m.rxBytes.load(ordering: .relaxed)) bytes, "
+            + "tx \(m.txPackets.load(ordering: .relaxed)) packets \(m.txBytes.load(ordering: .relaxed)) bytes, "
+            + "rx ring full \(m.rxRingFull.load(ordering: .relaxed)), drops \(m.totalDrops)"
+    }
+
     func results() -> [String: String] {
         var r: [String: String] = [:]
         for line in lines where line.hasPrefix("PVHTEST ") {
