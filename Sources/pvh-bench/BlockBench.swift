@@ -33,14 +33,22 @@ import XenBus
 // (`send`), and it waits on its event channel, never sleeps.
 //
 // How the frontend waits for a response is printed (`--frontend-wait`).
-// `poll` (the default) models a guest vCPU that stays running: it looks at
-// the ring's `rsp_prod` for up to 200 µs before it blocks on its port,
-// what Linux's haltpoll cpuidle driver does in an idle KVM guest
-// (`guest_halt_poll_ns`, 200 µs by default;
-// Documentation/virt/guest-halt-polling.rst); fio's own thread is running
-// when its completion comes, too. `block` blocks at once, a vCPU that halts
-// and is woken by the event. Either way the same requests go out and every
-// response's id and status are checked. `--poll-us` is the backend's
+// `poll` (the default) models a guest vCPU that stays running for a while:
+// it looks at the ring's `rsp_prod` for up to 200 µs before it blocks on
+// its port, what Linux's haltpoll cpuidle driver does in an idle KVM guest
+// and KVM's own halt polling does for any guest (`guest_halt_poll_ns` and
+// `halt_poll_ns`, both 200 µs by default;
+// Documentation/virt/guest-halt-polling.rst). `block` blocks at once, a
+// vCPU that halts and is woken by the event; `--frontend-poll-us N` polls
+// N µs instead. fio, the reference, sleeps in io_uring_enter and is woken
+// on the CPU that took the disk's interrupt, where its completion's
+// task_work ran: no second thread and no cross-CPU wake-up. Whatever the
+// wait, the same requests go out and every response's id and status are
+// checked. Per round the bench prints the frontend's view (`roundTrips`):
+// on this machine's virtual disk a queue of 4 KiB reads goes round in
+// lock-step (the disk completes a whole ring's worth at once), so past
+// 200 µs of device latency each round costs one cross-CPU wake-up of the
+// frontend (README, Benchmarks, Block I/O). `--poll-us` is the backend's
 // device-runtime polling maximum (`ExecutionContextPolling`; 0: off),
 // `--pending-poll-us` the one while a queue's host I/O is in flight.
 //
@@ -84,7 +92,7 @@ enum BlockBench {
 
     typealias UsageError = BenchUsageError
 
-    static let usage = "usage: pvh-bench block [--seconds N] [--file PATH] [--rounds N] [--case NAME]... [--depth N] [--reaping caller|thread] [--frontend-wait poll|block] [--poll-us N] [--pending-poll-us N] [--submission unplugged|batch|group:N[:KIB]] [--frontend-push each|batch] [--taskrun signal|cooperative|deferred] [--per-round N] [--inline on|off]"
+    static let usage = "usage: pvh-bench block [--seconds N] [--file PATH] [--rounds N] [--case NAME]... [--depth N] [--reaping caller|thread] [--frontend-wait poll|block] [--frontend-poll-us N] [--poll-us N] [--pending-poll-us N] [--submission unplugged|batch|group:N[:KIB]] [--frontend-push each|batch] [--taskrun signal|cooperative|deferred] [--per-round N] [--inline on|off]"
 
     static func parse(_ arguments: [String]) throws(UsageError) -> Options {
         var options = Options()
@@ -112,6 +120,11 @@ enum BlockBench {
                 case "block": options.frontendPolling = .zero
                 case let v: throw UsageError(description: "--frontend-wait: expected poll or block, got '\(v)'")
                 }
+            case "--frontend-poll-us":
+                guard let us = Int(try words.value(argument)), us >= 0, us <= 1_000_000 else {
+                    throw UsageError(description: "--frontend-poll-us: expected a number of microseconds up to 1000000 (0: block at once)")
+                }
+                options.frontendPolling = .microseconds(us)
             case "--poll-us":
                 guard let us = UInt64(try words.value(argument)) else {
                     throw UsageError(description: "--poll-us: expected a number of microseconds (0: no polling)")
@@ -247,6 +260,7 @@ enum BlockBench {
         for c in selected {
             var pvh: [Double] = [], threads: [Double] = [], host: [Double] = []
             var waits: [String] = []
+            var trips: [String] = []
             var device: [String: [String]] = [:]
             let disk = DiskStatistics(holding: options.file)
             /// `body` with the disk's view of it (requests it held on
@@ -266,6 +280,7 @@ enum BlockBench {
                         let run = try PVHRun(file: file, case: c, engine: .ioUring, options)
                         pvh.append(try run.measure(seconds: options.seconds))
                         waits.append(run.wakeUps)
+                        trips.append(run.roundTrips)
                       } },
                     { try watched("host") { host.append(try fioRun(fio, file: options.file, bytes: file.sizeInBytes, case: c, seconds: options.seconds)) } },
                     { try watched("pvh-threads") { threads.append(try PVHRun(file: file, case: c, engine: .threadPool, options).measure(seconds: options.seconds)) } },
@@ -282,6 +297,7 @@ enum BlockBench {
             print("  each round's pvh/host (run back to back): \(paired.map { String(format: "%.2f", $0) }.joined(separator: " ")), median "
                   + String(format: "%.2f", median(paired)))
             print("  pvh io_uring, per response, each round: \(waits.joined(separator: " | "))")
+            print("  pvh io_uring, the frontend's view, each round: \(trips.joined(separator: " | "))")
             if let disk {
                 let sides = ["pvh", "pvh-threads", "host"].map { "\($0) \((device[$0] ?? []).joined(separator: ", "))" }
                 print("  \(disk.name), requests in flight on average and their mean latency, each round: \(sides.joined(separator: " | "))")
@@ -464,6 +480,29 @@ final class PVHRun {
     /// Responses taken by `measure` (all of them, counted or not).
     private var responsesTaken = 0
 
+    /// What `measure` saw from the frontend while counting: the time from
+    /// an operation's request to its last response (the write's flush in
+    /// write+flush), summed; the operations; the takes of responses
+    /// (`waitForResponses` calls that returned some); those that had
+    /// blocked on the port; and the responses those blocked takes held.
+    private var trip = (total: Duration.zero, operations: 0, takes: 0, blockedTakes: 0, blockedResponses: 0)
+
+    /// The frontend's side of the queue, printed per round: its mean round
+    /// trip (the device's latency is on the disk's line; the rest is the
+    /// path through the backend and the two wake-ups), the responses it
+    /// took at a time, and the share of them it found only after blocking
+    /// on its port (past its polling, `--frontend-poll-us`). A queue that
+    /// goes round in lock-step (each take a whole ring's worth, each after
+    /// blocking) pays one wake-up of the frontend per round.
+    var roundTrips: String {
+        let t = trip
+        guard t.operations > 0, t.takes > 0 else { return "no operation counted" }
+        let mean = t.total / t.operations
+        let us = Double(mean.components.seconds) * 1e6 + Double(mean.components.attoseconds) / 1e12
+        return String(format: "round trip %.0f µs, %.1f responses per take, %.0f%% of them after blocking on its port",
+                      us, Double(responsesTaken) / Double(t.takes), 100 * Double(t.blockedResponses) / Double(max(responsesTaken, 1)))
+    }
+
     /// Per response: how often each side waited to be woken (the
     /// backend's context on its doorbell, the frontend on its port; a wait
     /// that returns at once for an event already counted is included), how
@@ -505,14 +544,22 @@ final class PVHRun {
         for slot in slots { batch.append(slot(nextOffset() / 512)) }
         let start = ContinuousClock.now
         let deadline = start + .seconds(seconds)
+        // When each slot's operation was requested (`roundTrips`).
+        var requestedAt = [ContinuousClock.Instant](repeating: start, count: slots.count)
         try send(batch)
         inFlight = batch.count
         var done = 0
         var elapsed: Duration = .zero
         var stopping = false
         while inFlight > 0 {
+            let portWaits = ring.portWaits
             let responses = try ring.waitForResponses(polling: frontendPolling)
             let now = ContinuousClock.now
+            trip.takes += 1
+            if ring.portWaits != portWaits {
+                trip.blockedTakes += 1
+                trip.blockedResponses += responses.count
+            }
             // What arrived by `now` counts; from the deadline on nothing new starts.
             let counting = !stopping
             if !stopping, now >= deadline {
@@ -533,8 +580,13 @@ final class PVHRun {
                     inFlight += 1
                     continue
                 }
-                if counting { done += 1 }
+                if counting {
+                    done += 1
+                    trip.total += now - requestedAt[slot]
+                    trip.operations += 1
+                }
                 if !stopping {
+                    requestedAt[slot] = now
                     batch.append(slots[slot](nextOffset() / 512))
                     inFlight += 1
                 }
