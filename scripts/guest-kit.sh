@@ -283,7 +283,19 @@ SCRIPT
 			gw=\$(cat /tmp/gateway)
 			dd if=/dev/zero of=/tmp/net.out bs=1024 count=\$((mib * 1024)) 2>/dev/null
 			echo "PVH-INIT: net sending \$mib MiB to \$gw:\$port at uptime \$(cut -d' ' -f1 /proc/uptime), md5 \$(md5sum < /tmp/net.out | cut -c1-32)"
+			# Every minute while nc runs: how far the echo got and what the
+			# interface, its event channels and TCP counted (a run on the
+			# software backend may stop at the test's limit mid-transfer).
+			( while sleep 60; do
+				echo "PVH-INIT: net progress at uptime \$(cut -d' ' -f1 /proc/uptime): received \$(wc -c < /tmp/net.in 2>/dev/null) bytes;" \
+					"eth0 rx \$(cat /sys/class/net/eth0/statistics/rx_packets) packets \$(cat /sys/class/net/eth0/statistics/rx_bytes) bytes," \
+					"tx \$(cat /sys/class/net/eth0/statistics/tx_packets) packets \$(cat /sys/class/net/eth0/statistics/tx_bytes) bytes;" \
+					"events \$(awk '/vif/ { printf "%s=%s ", \$NF, \$2 }' /proc/interrupts);" \
+					"tcp \$(awk '/^Tcp:/ { n++ } n == 2 && /^Tcp:/ { print "in " \$11 " out " \$12 " retransmitted " \$13; exit }' /proc/net/snmp)"
+			done ) &
+			progress=\$!
 			nc \$gw \$port < /tmp/net.out > /tmp/net.in
+			kill \$progress 2>/dev/null
 			echo "PVH-INIT: net received \$(wc -c < /tmp/net.in) bytes at uptime \$(cut -d' ' -f1 /proc/uptime), md5 \$(md5sum < /tmp/net.in | cut -c1-32)"
 		else
 			echo "PVH-INIT: net dhcp failed"

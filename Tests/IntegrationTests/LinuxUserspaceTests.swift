@@ -143,6 +143,9 @@ struct LinuxUserspaceTests {
         let run = try GuestRun.boot(config, onLine: { line, _ in
             guard line.contains("PVH-INIT: net") || line.contains("insmod xen-netfront") else { return }
             let at = ContinuousClock.now - started
+            // Printed as they come too: a run of an hour or more on this
+            // backend shows its progress while it runs.
+            print("pvh: \(at.components.seconds) s: \(line)")
             steps.withLock { $0.append("\(at.components.seconds) s: \(line)") }
         }, limit: Self.frontendRunLimit)
         let elapsed = ContinuousClock.now - started
