@@ -286,11 +286,15 @@ SCRIPT
 			# Every minute while nc runs: how far the echo got and what the
 			# interface, its event channels and TCP counted (a run on the
 			# software backend may stop at the test's limit mid-transfer).
+			# Linux counts the vif's spurious events (an event with no new
+			# response) and the jiffies it delayed their EOI: lateeoi keeps
+			# a channel masked for up to a second after a run of them.
 			( while sleep 60; do
 				echo "PVH-INIT: net progress at uptime \$(cut -d' ' -f1 /proc/uptime): received \$(wc -c < /tmp/net.in 2>/dev/null) bytes;" \
 					"eth0 rx \$(cat /sys/class/net/eth0/statistics/rx_packets) packets \$(cat /sys/class/net/eth0/statistics/rx_bytes) bytes," \
 					"tx \$(cat /sys/class/net/eth0/statistics/tx_packets) packets \$(cat /sys/class/net/eth0/statistics/tx_bytes) bytes;" \
-					"events \$(awk '/vif/ { printf "%s=%s ", \$NF, \$2 }' /proc/interrupts);" \
+					"events \$(awk '/vif/ { printf "%s=%s ", \$NF, \$2 }' /proc/interrupts)" \
+					"(spurious \$(cat /sys/bus/xen/devices/vif-0/spurious_events 2>/dev/null), EOI delayed \$(cat /sys/bus/xen/devices/vif-0/jiffies_eoi_delayed 2>/dev/null) jiffies);" \
 					"tcp \$(awk '/^Tcp:/ { n++ } n == 2 && /^Tcp:/ { print "in " \$11 " out " \$12 " retransmitted " \$13; exit }' /proc/net/snmp)"
 			done ) &
 			progress=\$!
