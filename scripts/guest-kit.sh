@@ -291,7 +291,7 @@ SCRIPT
 			# at the test's limit mid-transfer). Shell built-ins only: a fork
 			# and exec in the emulated kernel costs tens of seconds, and a
 			# first version with ten of them per line (cat, awk, wc) printed
-			# its first line 458 s after the transfer began and slowed it.
+			# its first line 458 s after the transfer began.
 			( while sleep 60; do
 				read up rest < /proc/uptime
 				s=/sys/class/net/eth0/statistics

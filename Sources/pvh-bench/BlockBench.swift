@@ -483,9 +483,9 @@ final class PVHRun {
     /// What `measure` saw from the frontend while counting: the time from
     /// an operation's request to its last response (the write's flush in
     /// write+flush), summed; the operations; the takes of responses
-    /// (`waitForResponses` calls that returned some); those that had
-    /// blocked on the port; and the responses those blocked takes held.
-    private var trip = (total: Duration.zero, operations: 0, takes: 0, blockedTakes: 0, blockedResponses: 0)
+    /// (`waitForResponses` calls); and the responses of the takes that had
+    /// blocked on the port.
+    private var trip = (total: Duration.zero, operations: 0, takes: 0, blockedResponses: 0)
 
     /// The frontend's side of the queue, printed per round: its mean round
     /// trip (the device's latency is on the disk's line; the rest is the
@@ -556,10 +556,7 @@ final class PVHRun {
             let responses = try ring.waitForResponses(polling: frontendPolling)
             let now = ContinuousClock.now
             trip.takes += 1
-            if ring.portWaits != portWaits {
-                trip.blockedTakes += 1
-                trip.blockedResponses += responses.count
-            }
+            if ring.portWaits != portWaits { trip.blockedResponses += responses.count }
             // What arrived by `now` counts; from the deadline on nothing new starts.
             let counting = !stopping
             if !stopping, now >= deadline {

@@ -142,11 +142,11 @@ struct LinuxUserspaceTests {
         let steps = Lock<[String]>([])
         let run = try GuestRun.boot(config, onLine: { line, _ in
             guard line.contains("PVH-INIT: net") || line.contains("insmod xen-netfront") else { return }
-            let at = ContinuousClock.now - started
+            let step = "\((ContinuousClock.now - started).components.seconds) s: \(line)"
             // Printed as they come too: a run of an hour or more on this
             // backend shows its progress while it runs.
-            print("pvh: \(at.components.seconds) s: \(line)")
-            steps.withLock { $0.append("\(at.components.seconds) s: \(line)") }
+            print("pvh: \(step)")
+            steps.withLock { $0.append(step) }
         }, limit: Self.frontendRunLimit)
         let elapsed = ContinuousClock.now - started
         let lines = run.lines
