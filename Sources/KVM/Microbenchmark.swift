@@ -27,8 +27,8 @@ public enum KVMMicrobenchmark {
         for _ in 0..<100 { _ = try vcpu.run() }
         return try timeRoundTrips(iterations, vcpu: vcpu) { () throws(KVMError) -> Bool in
             var exit = try vcpu.run()
-            // A kick signal left pending on this thread (e.g. by an
-            // earlier VCPU) surfaces once as a spurious .interrupted.
+            // Another signal unblocked on this thread (a profiler's, say)
+            // ends KVM_RUN once as .interrupted: run again.
             if exit == .interrupted { exit = try vcpu.run() }
             guard case .io = exit else { return false }
             return true

@@ -109,10 +109,17 @@ public final class VCPU: @unchecked Sendable {
     /// §4.19), so a kick interrupts KVM_RUN and nothing else. Swift
     /// concurrency's pool threads block most signals, so the mask cannot be
     /// taken for granted.
+    ///
+    /// A kick signal already pending on the thread was meant for another
+    /// vCPU that ran here before (a late kick after its last `run()`), and is
+    /// dropped: a kick meant for this vCPU is also carried by its own
+    /// kvm_run.immediate_exit, which kick() sets before it signals.
+    /// Otherwise the stale signal would end this vCPU's first KVM_RUN.
     private func prepareThreadForKicks(_ me: UInt) throws(KVMError) {
         var mask: UInt64 = 0
         let r = pvh_prepare_kick_thread(VCPU.kickSignal, &mask)
         guard r == 0 else { throw .ioctl(name: "pthread_sigmask", errno: r) }
+        pvh_consume_kick_signal(VCPU.kickSignal)
         // struct kvm_signal_mask { __u32 len; __u8 sigset[]; } with len = 8.
         var buffer: (UInt32, UInt32, UInt32) = (8, UInt32(truncatingIfNeeded: mask), UInt32(truncatingIfNeeded: mask >> 32))
         _ = try Syscall.ioctl(fd, PVH_KVM_SET_SIGNAL_MASK, "KVM_SET_SIGNAL_MASK", &buffer)

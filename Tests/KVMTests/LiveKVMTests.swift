@@ -229,22 +229,42 @@ struct LiveKVMTests {
         g.vcpu.kick()
         #expect(try g.vcpu.run() == .interrupted)  // immediate_exit path
         let done = Atomic<Bool>(false)
+        let kickerEnded = DispatchSemaphore(value: 0)
         let vcpu = g.vcpu
         let kicker = Thread {
             while !done.load(ordering: .acquiring) {
                 vcpu.kick()
                 usleep(2000)
             }
+            kickerEnded.signal()
         }
         kicker.start()
         let exit = try g.vcpu.run()  // blocked in HLT until the signal
         done.store(true, ordering: .releasing)
-        kicker.cancel()
+        // The kicker may be between its check of `done` and its kick: wait
+        // for it to end, so no kick of this test reaches the thread after its
+        // last run (swift-testing runs the next test on the same thread).
+        kickerEnded.wait()
         #expect(exit == .interrupted)
         // Kicks keep working; a late kick from the loop above may already be
         // pending, which also yields exactly this one .interrupted.
         g.vcpu.kick()
         #expect(try g.vcpu.run() == .interrupted)
+    }
+
+    /// A kick left pending on a thread by one vCPU (sent after its last run)
+    /// does not end the first run of the next vCPU on that thread; the
+    /// kicked vCPU still sees its kick (kvm_run.immediate_exit).
+    @Test func staleKickOfAnotherVCPUIsDropped() throws {
+        let out: [UInt8] = [0xB8, 0x01, 0x00, 0x00, 0x00, 0xE7, 0xEA, 0xF4]  // mov eax, 1; out 0xea, eax; hlt
+        let first = try TinyGuest(out)
+        expectIO(try first.vcpu.run(), port: 0xEA, value: 1)
+        // This thread last ran `first`: the kick signal stays pending here
+        // (it is blocked outside KVM_RUN).
+        first.vcpu.kick()
+        let second = try TinyGuest(out)
+        expectIO(try second.vcpu.run(), port: 0xEA, value: 1)
+        #expect(try first.vcpu.run() == .interrupted)
     }
 
     @Test func mmioExitsAndCompletion() throws {
