@@ -1,5 +1,6 @@
 import CKVM
 import GuestMemory
+import Locking
 import Synchronization
 #if canImport(Glibc)
 import Glibc
@@ -8,8 +9,9 @@ import Glibc
 /// One virtual CPU: its fd and its mapped `struct kvm_run`.
 ///
 /// Threading: every method except `kick()` must be called from one thread at
-/// a time (normally the vCPU's own thread, which calls `run()` in a loop).
-/// `kick()` may be called from any thread.
+/// a time (normally the vCPU's own thread, which calls `run()` in a loop,
+/// then `releaseThread()` before it ends). `kick()` may be called from any
+/// thread.
 ///
 /// Registers travel in kvm_run's sync-register block (KVM_CAP_SYNC_REGS,
 /// api.rst §5 "kvm_valid_regs/kvm_dirty_regs"): KVM stores REGS, SREGS and
@@ -17,7 +19,7 @@ import Glibc
 /// ioctl; writing marks the block dirty and KVM loads it on the next KVM_RUN.
 public final class VCPU: @unchecked Sendable {
     // SAFETY (@unchecked Sendable): the only cross-thread entry point is
-    // kick(), which touches `thread` (atomic) and kvm_run.immediate_exit
+    // kick(), which touches `kickTarget` (a lock) and kvm_run.immediate_exit
     // (atomic store in C). Everything else is documented single-threaded.
     public let id: KVMVCPUID
     let fd: Int32
@@ -26,8 +28,15 @@ public final class VCPU: @unchecked Sendable {
     let mmapSize: Int
     let capabilities: KVMCapabilities
 
-    /// pthread_t of the thread that last entered `run()` (0: none yet).
+    /// pthread_t of the thread that last entered `run()` (0: none yet, or
+    /// released). Read without a lock by `run()` and `isCurrentThread`.
     private let thread = Atomic<UInt>(0)
+    /// The thread `kick()` signals (0: none). A lock, not an atomic: kick()
+    /// signals while holding it and `releaseThread()` clears it under it, so
+    /// no kick can signal a thread that has released the vCPU and gone
+    /// (pthread_kill on an ended thread's pthread_t is undefined; glibc may
+    /// have given it to a new thread by then).
+    private let kickTarget = Lock<UInt>(0)
     /// For the last KVM_EXIT_IO with direction IN: where the data goes.
     private var pendingIn: (offset: Int, length: Int)?
     /// The last exit was an MMIO read of this many bytes.
@@ -123,6 +132,7 @@ public final class VCPU: @unchecked Sendable {
         // struct kvm_signal_mask { __u32 len; __u8 sigset[]; } with len = 8.
         var buffer: (UInt32, UInt32, UInt32) = (8, UInt32(truncatingIfNeeded: mask), UInt32(truncatingIfNeeded: mask >> 32))
         _ = try Syscall.ioctl(fd, PVH_KVM_SET_SIGNAL_MASK, "KVM_SET_SIGNAL_MASK", &buffer)
+        kickTarget.withLock { $0 = me }
         thread.store(me, ordering: .releasing)
     }
 
@@ -223,11 +233,23 @@ public final class VCPU: @unchecked Sendable {
     /// Makes `run()` return `.interrupted` soon: sets kvm_run.immediate_exit
     /// (covers a thread about to enter KVM_RUN) and signals the thread that
     /// last called `run()` with `kickSignal` (covers one inside KVM_RUN).
-    /// Callable from any thread; that vCPU thread must still exist.
+    /// Callable from any thread, also after the vCPU's thread has released
+    /// it and ended (then only immediate_exit is set).
     public func kick() {
         pvh_kvm_run_set_immediate_exit(kvmRun, 1)
-        let t = thread.load(ordering: .acquiring)
-        if t != 0 { _ = pvh_pthread_kill(t, VCPU.kickSignal) }
+        kickTarget.withLock { t in
+            if t != 0 { _ = pvh_pthread_kill(t, VCPU.kickSignal) }
+        }
+    }
+
+    /// The calling thread, which ran this vCPU, runs it no more (it is about
+    /// to end): from now on kicks do not signal it, and a kick signal
+    /// already sent to it is dropped. Kicks still set immediate_exit, so a
+    /// later `run()` on any thread sees them. Call on the vCPU's thread.
+    public func releaseThread() {
+        kickTarget.withLock { $0 = 0 }
+        thread.store(0, ordering: .releasing)
+        pvh_consume_kick_signal(VCPU.kickSignal)
     }
 
     // MARK: Completions (before the next run())

@@ -135,6 +135,9 @@ final class VCPURunner: @unchecked Sendable {
         let lifecycle = services.lifecycle
         let vcpu = self.vcpu
         lifecycle.onStop { vcpu.kick() }
+        // This thread ends after the loop; devices and the toolstack may
+        // still kick the vCPU until the domain is torn down.
+        defer { vcpu.releaseThread() }
         while lifecycle.exit == nil {
             if armedWithSites, services.transports.sitesRetired.load(ordering: .relaxed), !traps.stepping {
                 if let end = armBreakpoints() {

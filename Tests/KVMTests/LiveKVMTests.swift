@@ -252,6 +252,43 @@ struct LiveKVMTests {
         #expect(try g.vcpu.run() == .interrupted)
     }
 
+    /// After its thread releases the vCPU, a kick signals that thread no
+    /// more (it may have ended) but still ends the vCPU's next run.
+    @Test func kickAfterReleaseSignalsNoThread() throws {
+        let g = try TinyGuest([0xB8, 0x01, 0x00, 0x00, 0x00, 0xE7, 0xEA, 0xF4])
+        let vcpu = g.vcpu
+        let released = DispatchSemaphore(value: 0)
+        let kicked = DispatchSemaphore(value: 0)
+        let ended = DispatchSemaphore(value: 0)
+        let firstExitWasIO = Atomic<Bool>(false)
+        let signalPendingAfterKick = Atomic<Bool>(true)
+        let runner = Thread {
+            if case .io = try? vcpu.run() { firstExitWasIO.store(true, ordering: .relaxed) }
+            vcpu.releaseThread()
+            released.signal()
+            kicked.wait()
+            // The kick signal is blocked on this thread outside KVM_RUN: had
+            // the kick signalled it, it would be pending here.
+            var pending = sigset_t()
+            sigemptyset(&pending)
+            sigpending(&pending)
+            signalPendingAfterKick.store(sigismember(&pending, VCPU.kickSignal) == 1, ordering: .relaxed)
+            ended.signal()
+        }
+        runner.start()
+        released.wait()
+        vcpu.kick()
+        kicked.signal()
+        ended.wait()
+        let wasIO = firstExitWasIO.load(ordering: .relaxed)
+        let pending = signalPendingAfterKick.load(ordering: .relaxed)
+        #expect(wasIO)
+        #expect(!pending)
+        // The kick is not lost: this thread's first run returns at once.
+        #expect(try vcpu.run() == .interrupted)
+        #expect(try vcpu.run() == .halt)
+    }
+
     /// A kick left pending on a thread by one vCPU (sent after its last run)
     /// does not end the first run of the next vCPU on that thread; the
     /// kicked vCPU still sees its kick (kvm_run.immediate_exit).
