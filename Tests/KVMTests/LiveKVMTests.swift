@@ -252,10 +252,13 @@ struct LiveKVMTests {
         #expect(try g.vcpu.run() == .interrupted)
     }
 
+    /// mov eax, 1; out 0xea, eax; hlt
+    static let outOneThenHalt: [UInt8] = [0xB8, 0x01, 0x00, 0x00, 0x00, 0xE7, 0xEA, 0xF4]
+
     /// After its thread releases the vCPU, a kick signals that thread no
     /// more (it may have ended) but still ends the vCPU's next run.
     @Test func kickAfterReleaseSignalsNoThread() throws {
-        let g = try TinyGuest([0xB8, 0x01, 0x00, 0x00, 0x00, 0xE7, 0xEA, 0xF4])
+        let g = try TinyGuest(Self.outOneThenHalt)
         let vcpu = g.vcpu
         let released = DispatchSemaphore(value: 0)
         let kicked = DispatchSemaphore(value: 0)
@@ -293,13 +296,12 @@ struct LiveKVMTests {
     /// does not end the first run of the next vCPU on that thread; the
     /// kicked vCPU still sees its kick (kvm_run.immediate_exit).
     @Test func staleKickOfAnotherVCPUIsDropped() throws {
-        let out: [UInt8] = [0xB8, 0x01, 0x00, 0x00, 0x00, 0xE7, 0xEA, 0xF4]  // mov eax, 1; out 0xea, eax; hlt
-        let first = try TinyGuest(out)
+        let first = try TinyGuest(Self.outOneThenHalt)
         expectIO(try first.vcpu.run(), port: 0xEA, value: 1)
         // This thread last ran `first`: the kick signal stays pending here
         // (it is blocked outside KVM_RUN).
         first.vcpu.kick()
-        let second = try TinyGuest(out)
+        let second = try TinyGuest(Self.outOneThenHalt)
         expectIO(try second.vcpu.run(), port: 0xEA, value: 1)
         #expect(try first.vcpu.run() == .interrupted)
     }
